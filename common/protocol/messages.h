@@ -1,0 +1,148 @@
+// The wire messages: one typed struct per message type. See PROTOCOL.md.
+//
+// The list of message types is append-only: a new need gets a new type, an
+// existing number never changes meaning. Every struct here has already been
+// validated by the codec (names, digests, ranges) when a handler sees it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace gantry::proto {
+
+// Bumped only for incompatible changes; a peer with another version is refused at hello.
+constexpr uint32_t kProtocolVersion = 1;
+
+enum class MsgType : uint16_t {
+  kHello = 1,       // agent -> coordinator
+  kWelcome = 2,     // coordinator -> agent
+  kHeartbeat = 3,   // both ways
+  kOrder = 4,       // coordinator -> agent
+  kOrderAck = 5,    // agent -> coordinator
+  kFetchChunk = 6,  // agent -> coordinator
+  kChunk = 7,       // coordinator -> agent
+  kProgress = 8,    // agent -> coordinator
+  kReport = 9,      // agent -> coordinator
+  kError = 10,      // any direction
+  kSignal = 11,     // coordinator PUB -> agents SUB
+  kOpRequest = 12,  // operator -> coordinator
+  kOpReply = 13,    // coordinator -> operator
+};
+
+// What one service on a host runs and is doing.
+struct ServiceStatus {
+  std::string name;
+  std::string current_version;   // empty: nothing installed yet
+  std::string previous_version;  // empty: none kept
+  std::string state;             // "idle" | "updating" | "reverting"
+  std::string order_id;          // order in progress, empty when idle
+};
+
+struct Hello {
+  uint32_t protocol_version = kProtocolVersion;
+  std::string host_id;
+  std::string agent_version;
+  std::map<std::string, std::string> labels;
+  std::vector<ServiceStatus> services;
+};
+
+struct Welcome {
+  uint32_t protocol_version = kProtocolVersion;
+  uint32_t heartbeat_interval_ms = 1000;
+  uint32_t heartbeat_misses = 3;  // silence of misses*interval makes a peer unknown
+  uint64_t epoch = 0;             // coordinator start counter; fencing for later HA
+};
+
+struct Heartbeat {
+  uint64_t seq = 0;
+};
+
+// "Make `service` run `version`, verify it, and report." Used for updates and rollbacks alike.
+struct Order {
+  std::string order_id;
+  uint64_t rollout_id = 0;
+  std::string service;
+  std::string kind;  // "update" | "rollback"
+  std::string version;
+  std::string sha256;  // of the release artifact (hex, 64 chars)
+  uint64_t size = 0;   // of the release artifact, bytes
+  uint32_t min_healthy_ms = 0;       // 0: the agent's configured value
+  uint32_t healthy_deadline_ms = 0;  // 0: the agent's configured value
+};
+
+struct OrderAck {
+  std::string order_id;
+  std::string status;  // "accepted" | "duplicate" | "rejected"
+  std::string message;
+};
+
+// Credit-based pull: the agent asks for the next chunk(s) of an artifact it needs.
+struct FetchChunk {
+  std::string sha256;
+  uint64_t offset = 0;
+  uint32_t length = 0;
+};
+
+struct Chunk {
+  std::string sha256;
+  uint64_t offset = 0;
+  uint64_t total_size = 0;
+  std::string data;  // raw bytes (msgpack bin)
+};
+
+struct Progress {
+  std::string order_id;
+  std::string phase;  // "fetching" | "staging" | "swapping" | "restarting" | "verifying" | "reverting"
+  std::string detail;
+};
+
+struct Report {
+  std::string order_id;
+  uint64_t rollout_id = 0;
+  std::string service;
+  std::string outcome;  // "succeeded" | "failed_reverted" | "failed"
+  std::string running_version;
+  std::string message;
+  std::map<std::string, uint64_t> timings_ms;  // phase -> duration
+};
+
+struct ErrorMsg {
+  std::string code;
+  std::string message;
+  uint16_t ref_type = 0;  // type of the message this answers, 0 if none
+  std::string ref_id;     // e.g. an order id or request id
+};
+
+// Fleet-wide fast path; losing it never matters because the same intent is also ordered per host.
+struct Signal {
+  std::string kind;  // "abort" | "rollback"
+  uint64_t rollout_id = 0;
+  std::string service;
+};
+
+// Operator request; `args` is a map whose shape depends on `command` (see PROTOCOL.md).
+struct OpRequest {
+  std::string request_id;
+  std::string command;
+  nlohmann::json args = nlohmann::json::object();
+};
+
+struct OpReply {
+  std::string request_id;
+  bool ok = false;
+  std::string error;
+  nlohmann::json result;  // null on error
+};
+
+using Message = std::variant<Hello, Welcome, Heartbeat, Order, OrderAck, FetchChunk, Chunk,
+                             Progress, Report, ErrorMsg, Signal, OpRequest, OpReply>;
+
+MsgType type_of(const Message& m);
+const char* type_name(MsgType t);
+
+}  // namespace gantry::proto

@@ -1,0 +1,116 @@
+#include "common/transport/zmq_transport.h"
+
+#include "common/protocol/codec.h"
+
+#include <vector>
+
+namespace gantry::transport {
+
+namespace {
+#ifdef ZMQ_ZAP_ENFORCE_DOMAIN
+constexpr int kZapEnforceDomain = ZMQ_ZAP_ENFORCE_DOMAIN;
+#else
+constexpr int kZapEnforceDomain = 93;  // value from libzmq's zmq_draft.h
+#endif
+}  // namespace
+
+void configure(zmq::socket_t& s, const SocketOptions& o) {
+  s.set(zmq::sockopt::sndhwm, o.send_hwm);
+  s.set(zmq::sockopt::rcvhwm, o.recv_hwm);
+  s.set(zmq::sockopt::maxmsgsize, o.max_msg_size);
+  s.set(zmq::sockopt::linger, o.linger_ms);
+  s.set(zmq::sockopt::reconnect_ivl, o.reconnect_ivl_ms);
+  s.set(zmq::sockopt::reconnect_ivl_max, o.reconnect_ivl_max_ms);
+  auto type = s.get(zmq::sockopt::type);
+  if (type == ZMQ_ROUTER) {
+    if (o.router_mandatory) s.set(zmq::sockopt::router_mandatory, 1);
+    if (o.router_handover) s.set(zmq::sockopt::router_handover, 1);
+  }
+  if (!o.routing_id.empty()) s.set(zmq::sockopt::routing_id, o.routing_id);
+  if (o.curve.enabled()) {
+    if (o.curve.server) {
+      s.set(zmq::sockopt::curve_server, 1);
+      s.set(zmq::sockopt::curve_secretkey, o.curve.secret_key);
+      s.set(zmq::sockopt::zap_domain, o.curve.zap_domain);
+      // Fail closed: without a running ZAP handler, refuse every client.
+      int on = 1;
+      // ZMQ_ZAP_ENFORCE_DOMAIN is a draft option in libzmq 4.3; cppzmq has no wrapper for it.
+      zmq_setsockopt(s.handle(), kZapEnforceDomain, &on, sizeof on);
+    } else {
+      s.set(zmq::sockopt::curve_serverkey, o.curve.server_public_key);
+      s.set(zmq::sockopt::curve_publickey, o.curve.public_key);
+      s.set(zmq::sockopt::curve_secretkey, o.curve.secret_key);
+    }
+  }
+}
+
+Status send_raw_to(zmq::socket_t& router, std::string_view identity, std::string_view bytes) {
+  try {
+    auto r1 = router.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (!r1) return make_error("busy", "send queue full");
+    auto r2 = router.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    if (!r2) return make_error("busy", "send queue full");
+  } catch (const zmq::error_t& e) {
+    return make_error(e.num() == EHOSTUNREACH ? "unreachable" : "zmq", e.what());
+  }
+  return Status::Ok();
+}
+
+Status send_to(zmq::socket_t& router, std::string_view identity, const proto::Message& m) {
+  return send_raw_to(router, identity, proto::encode(m));
+}
+
+Status send(zmq::socket_t& s, const proto::Message& m) {
+  std::string bytes = proto::encode(m);
+  try {
+    auto r = s.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    if (!r) return make_error("busy", "send queue full");
+  } catch (const zmq::error_t& e) {
+    return make_error("zmq", e.what());
+  }
+  return Status::Ok();
+}
+
+std::optional<Incoming> recv_routed(zmq::socket_t& router, bool* dropped) {
+  if (dropped) *dropped = false;
+  std::vector<zmq::message_t> parts;
+  parts.emplace_back();
+  if (!router.recv(parts.back(), zmq::recv_flags::dontwait)) return std::nullopt;
+  while (parts.back().more() && parts.size() < 64) {
+    zmq::message_t m;
+    if (!router.recv(m, zmq::recv_flags::none)) break;
+    parts.push_back(std::move(m));
+  }
+  while (parts.back().more()) {  // absurd frame counts: drain without keeping
+    zmq::message_t m;
+    if (!router.recv(m, zmq::recv_flags::none)) break;
+    parts.back() = std::move(m);
+  }
+  if (parts.size() != 2) {
+    if (dropped) *dropped = true;
+    return std::nullopt;
+  }
+  Incoming in;
+  in.identity = parts[0].to_string();
+  in.payload = parts[1].to_string();
+  try {
+    if (const char* uid = parts[1].gets("User-Id")) in.user_id = uid;
+  } catch (const zmq::error_t&) {
+  }
+  return in;
+}
+
+std::optional<std::string> recv_frame(zmq::socket_t& s, bool* dropped) {
+  if (dropped) *dropped = false;
+  zmq::message_t msg;
+  if (!s.recv(msg, zmq::recv_flags::dontwait)) return std::nullopt;
+  if (!msg.more()) return msg.to_string();
+  // Multi-frame where one is expected: drain and drop.
+  while (msg.more()) {
+    if (!s.recv(msg, zmq::recv_flags::none)) break;
+  }
+  if (dropped) *dropped = true;
+  return std::nullopt;
+}
+
+}  // namespace gantry::transport

@@ -1,0 +1,67 @@
+// ZeroMQ helpers shared by the daemons and the CLI: socket options, framing, send/recv.
+#pragma once
+
+#include <zmq.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/protocol/messages.h"
+#include "common/util/expected.h"
+
+namespace gantry::transport {
+
+// CurveZMQ settings for one socket (Z85 keys, 40 chars). Empty keys mean plaintext,
+// which the daemons allow only with --insecure-dev.
+struct CurveOptions {
+  bool server = false;           // true on the coordinator's ROUTER/PUB
+  std::string public_key;        // this socket's public key
+  std::string secret_key;        // this socket's secret key
+  std::string server_public_key; // for clients: the pinned coordinator key
+  std::string zap_domain = "gantry";
+  bool enabled() const { return !secret_key.empty(); }
+};
+
+// Options every Gantry socket sets; bounded so no peer can make us buffer without limit.
+struct SocketOptions {
+  int send_hwm = 10000;
+  int recv_hwm = 10000;
+  int64_t max_msg_size = 4 * 1024 * 1024;
+  int linger_ms = 0;
+  int reconnect_ivl_ms = 100;       // first reconnect delay
+  int reconnect_ivl_max_ms = 5000;  // exponential backoff cap
+  bool router_mandatory = false;    // ROUTER: error instead of silent drop for unknown peers
+  bool router_handover = false;     // ROUTER: a reconnecting peer with the same id takes over
+  std::string routing_id;           // DEALER: our identity (empty: random)
+  CurveOptions curve;
+};
+
+// Applies options before bind/connect.
+void configure(zmq::socket_t& s, const SocketOptions& o);
+
+// One frame from a ROUTER: who sent it and the payload. user_id is the
+// ZAP-authenticated identity (the key's name) when CURVE is on.
+struct Incoming {
+  std::string identity;
+  std::string payload;
+  std::string user_id;
+};
+
+// Sends on a ROUTER to `identity`. Never blocks; an unreachable peer or full queue is an Error.
+Status send_to(zmq::socket_t& router, std::string_view identity, const proto::Message& m);
+Status send_raw_to(zmq::socket_t& router, std::string_view identity, std::string_view bytes);
+
+// Sends on a DEALER/PUB. Never blocks; a full queue is an Error.
+Status send(zmq::socket_t& s, const proto::Message& m);
+
+// Non-blocking receive of one routed message (identity + one payload frame).
+// Messages with another frame layout are read whole and dropped (returned as nullopt
+// with `dropped` set), so a hostile peer cannot desynchronise the framing.
+std::optional<Incoming> recv_routed(zmq::socket_t& router, bool* dropped = nullptr);
+
+// Non-blocking receive of a one-frame message (DEALER/SUB side).
+std::optional<std::string> recv_frame(zmq::socket_t& s, bool* dropped = nullptr);
+
+}  // namespace gantry::transport
