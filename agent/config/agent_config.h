@@ -1,0 +1,52 @@
+// The agent's configuration: command line first, then an INI file (--config FILE).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/util/clock.h"
+#include "common/util/expected.h"
+
+namespace gantry::agent {
+
+struct ServiceConfig {
+  std::string name;
+  std::string driver = "binary";
+  std::string root;  // absolute install root
+  std::string restart_command;
+  Millis restart_timeout_ms = 30000;
+  std::vector<std::string> http_probes;
+  std::string http_probe_expect;
+  std::vector<std::string> tcp_probes;
+  Millis probe_interval_ms = 250;
+  Millis min_healthy_ms = 2000;
+  Millis healthy_deadline_ms = 30000;
+  uint32_t retain = 3;
+};
+
+struct AgentConfig {
+  std::string host_id;
+  std::string coordinator = "tcp://127.0.0.1:7600";
+  std::string coordinator_pub = "tcp://127.0.0.1:7601";
+  std::string state_dir = "/var/lib/gantry-agent";
+  std::map<std::string, std::string> labels;
+  bool insecure_dev = false;
+  std::string log_level = "info";
+  Millis heartbeat_interval_ms = 1000;
+  std::map<std::string, ServiceConfig> services;
+};
+
+struct ParsedArgs {
+  bool help = false;       // --help was given; `text` holds the usage
+  bool version = false;    // --version was given
+  std::string text;
+  AgentConfig config;
+};
+
+// Parses argv and the config file it names. Errors carry a message fit for stderr
+// (the caller exits 2). Does not check --insecure-dev; the caller decides.
+Expected<ParsedArgs> parse_args(int argc, const char* const* argv);
+
+}  // namespace gantry::agent

@@ -1,0 +1,534 @@
+#include "agent/core/agent.h"
+
+#include <set>
+
+#include "agent/core/fault.h"
+#include "common/util/fs.h"
+#include "common/util/log.h"
+#include "common/version.h"
+
+namespace gantry::agent {
+namespace {
+
+std::shared_ptr<spdlog::logger> lg() { return log::get("agent.order"); }
+
+constexpr Millis kWorkPollMs = 100;
+
+}  // namespace
+
+Agent::Agent(std::string host_id, std::map<std::string, std::string> labels,
+             std::map<std::string, ServiceRuntime> services, StateStore& store, const Clock& clock, Send send,
+             Verifier::Sleep sleep)
+    : host_id_(std::move(host_id)),
+      labels_(std::move(labels)),
+      services_(std::move(services)),
+      store_(store),
+      clock_(clock),
+      send_(std::move(send)),
+      sleep_(std::move(sleep)) {}
+
+Agent::~Agent() { shutdown(); }
+
+void Agent::shutdown() { worker_.cancel_and_join(); }
+
+// ---------------------------------------------------------------------------------------------
+// Journal
+
+Status Agent::persist() {
+  Status st = store_.save(state_);
+  if (!st.ok()) lg()->error("state write failed: {}", st.error().message);
+  return st;
+}
+
+// Saves; on failure remembers the error for the active order's report and returns false.
+bool Agent::persist_or_note() {
+  Status st = persist();
+  if (st.ok()) return true;
+  if (state_error_.empty()) state_error_ = st.error().message;
+  return false;
+}
+
+std::string Agent::disk_version(const std::string& service) {
+  auto it = services_.find(service);
+  if (it == services_.end()) return {};
+  auto v = it->second.driver->current_version();
+  if (!v) {
+    lg()->error("{}: {}", service, v.error().message);
+    return state_.services[service].current;
+  }
+  return *v;
+}
+
+Status Agent::start() {
+  auto loaded = store_.load();
+  if (!loaded) {
+    // A corrupt journal must not keep the host from running; disk tells what runs.
+    lg()->error("ignoring the journal: {}", loaded.error().message);
+    state_ = AgentState{};
+  } else {
+    state_ = std::move(*loaded);
+  }
+  for (auto& [name, rt] : services_) {
+    if (Status st = rt.driver->cleanup(); !st.ok()) lg()->warn("{}: cleanup: {}", name, st.error().message);
+    auto& rec = state_.services[name];
+    rec.current = disk_version(name);
+    lg()->info("{} runs {}", name, rec.current.empty() ? "nothing yet" : rec.current);
+  }
+  // Orders for services no longer configured cannot run; answer them.
+  std::deque<proto::Order> keep;
+  std::vector<proto::Report> dropped;
+  for (auto& o : state_.queue) {
+    if (services_.count(o.service)) keep.push_back(o);
+    else dropped.push_back({o.order_id, o.rollout_id, o.service, "failed", "", "service " + o.service + " is not configured on this host", {}});
+  }
+  state_.queue = std::move(keep);
+  for (auto& r : dropped) state_.add_result(r);
+  if (state_.active && !services_.count(state_.active->order.service)) {
+    const auto& o = state_.active->order;
+    state_.add_result({o.order_id, o.rollout_id, o.service, "failed", "", "service " + o.service + " is not configured on this host", {}});
+    state_.active.reset();
+  }
+  Status saved = persist();
+  if (!saved.ok()) lg()->error("journal not writable at start: {}", saved.error().message);
+
+  if (state_.active) {
+    auto& a = *state_.active;
+    std::string cur = state_.services[a.order.service].current;
+    order_started_ = phase_started_ = clock_.now_ms();
+    lg()->warn("resuming order {} ({} {} -> {}), interrupted while {}; {} runs {}", a.order.order_id, a.order.service,
+               a.from_version, a.order.version, a.phase, a.order.service, cur.empty() ? "nothing" : cur);
+    if (a.phase == phase::kFetching || a.phase == phase::kStaging) {
+      begin_fetch();  // from the start; the download resumes from its partial file
+    } else if (a.phase == phase::kReverting) {
+      begin_revert(a.failure);
+    } else if (cur == a.order.version) {
+      begin_restart();  // swapped (or further): restart and verify what runs, then decide
+    } else {
+      begin_swap();  // the swap did not happen yet
+    }
+  }
+  start_next();
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+void Agent::handle(const proto::Message& m) {
+  if (auto* o = std::get_if<proto::Order>(&m)) on_order(*o);
+  else if (auto* c = std::get_if<proto::Chunk>(&m)) on_chunk(*c);
+  else if (auto* e = std::get_if<proto::ErrorMsg>(&m)) on_error(*e);
+  else if (auto* s = std::get_if<proto::Signal>(&m)) on_signal(*s);
+  start_next();
+}
+
+void Agent::on_order(const proto::Order& o) {
+  if (const proto::Report* r = state_.find_result(o.order_id)) {
+    lg()->info("order {} already finished ({}); re-sending its report", o.order_id, r->outcome);
+    send_(proto::OrderAck{o.order_id, "duplicate", "already finished: " + r->outcome});
+    send_(*r);
+    return;
+  }
+  bool known = state_.active && state_.active->order.order_id == o.order_id;
+  for (const auto& q : state_.queue) known = known || q.order_id == o.order_id;
+  if (known) {
+    send_(proto::OrderAck{o.order_id, "duplicate", "in progress"});
+    return;
+  }
+  if (!services_.count(o.service)) {
+    std::string msg = "service " + o.service + " is not configured on this host";
+    lg()->warn("rejecting order {}: {}", o.order_id, msg);
+    proto::Report r{o.order_id, o.rollout_id, o.service, "failed", "", msg, {}};
+    state_.add_result(r);
+    (void)persist();
+    send_(proto::OrderAck{o.order_id, "rejected", msg});
+    send_(r);
+    return;
+  }
+  state_.queue.push_back(o);
+  if (Status st = persist(); !st.ok()) {
+    state_.queue.pop_back();
+    std::string msg = "state write failed: " + st.error().message;
+    proto::Report r{o.order_id, o.rollout_id, o.service, "failed", disk_version(o.service), msg, {}};
+    state_.add_result(r);
+    send_(proto::OrderAck{o.order_id, "rejected", msg});
+    send_(r);
+    return;
+  }
+  lg()->info("accepted order {}: {} {} {} (rollout {})", o.order_id, o.kind, o.service, o.version, o.rollout_id);
+  send_(proto::OrderAck{o.order_id, "accepted", ""});
+  start_next();
+}
+
+void Agent::on_chunk(const proto::Chunk& c) {
+  if (!fetcher_) return;
+  fetcher_->on_chunk(c);
+  if (fetcher_->state() == Fetcher::State::kComplete) after_fetch_checked();
+  else if (fetcher_->state() == Fetcher::State::kFailed) fail_before_swap(fetcher_->error());
+}
+
+void Agent::on_error(const proto::ErrorMsg& e) {
+  if (fetcher_) {
+    fetcher_->on_error(e);
+    if (fetcher_->state() == Fetcher::State::kFailed) {
+      fail_before_swap(fetcher_->error());
+      return;
+    }
+  }
+  lg()->warn("coordinator error {}: {}", e.code, e.message);
+}
+
+void Agent::on_signal(const proto::Signal& s) {
+  std::deque<proto::Order> keep;
+  std::vector<proto::Report> cancelled;
+  for (auto& o : state_.queue) {
+    if (o.rollout_id == s.rollout_id && o.service == s.service) {
+      cancelled.push_back({o.order_id, o.rollout_id, o.service, "failed", state_.services[o.service].current,
+                           "cancelled by " + s.kind + " signal", {}});
+    } else {
+      keep.push_back(std::move(o));
+    }
+  }
+  state_.queue = std::move(keep);
+  if (cancelled.empty()) return;
+  for (auto& r : cancelled) state_.add_result(r);
+  (void)persist();
+  for (auto& r : cancelled) {
+    lg()->info("order {} cancelled by {} signal for rollout {}", r.order_id, s.kind, s.rollout_id);
+    send_(r);
+  }
+}
+
+void Agent::on_reconnect() {
+  if (fetcher_) fetcher_->resend();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loop integration
+
+void Agent::tick() {
+  if (auto r = worker_.take()) on_work_done(*r);
+  if (fetcher_) {
+    fetcher_->check(clock_.now_ms());
+    if (fetcher_->state() == Fetcher::State::kFailed) fail_before_swap(fetcher_->error());
+  }
+  start_next();
+}
+
+Millis Agent::next_deadline() const {
+  Millis now = clock_.now_ms();
+  Millis d = now + 1000;
+  if (worker_.busy()) d = std::min(d, now + kWorkPollMs);
+  if (fetcher_) d = std::min(d, fetcher_->deadline());
+  return d;
+}
+
+bool Agent::working() const { return state_.active.has_value() || !state_.queue.empty(); }
+
+proto::Hello Agent::hello() const {
+  proto::Hello h;
+  h.host_id = host_id_;
+  h.agent_version = kGantryVersion;
+  h.labels = labels_;
+  for (const auto& [name, rt] : services_) {
+    proto::ServiceStatus s;
+    s.name = name;
+    auto it = state_.services.find(name);
+    if (it != state_.services.end()) {
+      s.current_version = it->second.current;
+      s.previous_version = it->second.previous;
+    }
+    s.state = "idle";
+    if (state_.active && state_.active->order.service == name) {
+      s.state = state_.active->phase == phase::kReverting ? "reverting" : "updating";
+      s.order_id = state_.active->order.order_id;
+    }
+    h.services.push_back(std::move(s));
+  }
+  return h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Execution
+
+ServiceRuntime& Agent::svc() { return services_.at(state_.active->order.service); }
+
+ReleaseId Agent::release() const {
+  const auto& o = state_.active->order;
+  return ReleaseId{o.service, o.version, o.sha256, o.size};
+}
+
+VerifyPolicy Agent::policy() const {
+  const auto& o = state_.active->order;
+  const auto& c = services_.at(o.service).config;
+  VerifyPolicy p;
+  p.probe_interval_ms = c.probe_interval_ms;
+  p.min_healthy_ms = o.min_healthy_ms ? o.min_healthy_ms : c.min_healthy_ms;
+  p.healthy_deadline_ms = o.healthy_deadline_ms ? o.healthy_deadline_ms : c.healthy_deadline_ms;
+  return p;
+}
+
+void Agent::progress(const std::string& ph, const std::string& detail) {
+  send_(proto::Progress{state_.active->order.order_id, ph, detail});
+}
+
+void Agent::mark_timing(const char* name) {
+  Millis now = clock_.now_ms();
+  state_.active->timings_ms[name] = static_cast<uint64_t>(std::max<Millis>(0, now - phase_started_));
+  phase_started_ = now;
+}
+
+void Agent::set_phase(const char* ph, const std::string& detail) {
+  state_.active->phase = ph;
+  lg()->info("order {}: {} ({})", state_.active->order.order_id, ph, detail);
+}
+
+void Agent::start_next() {
+  if (state_.active || worker_.busy() || state_.queue.empty()) return;
+  ActiveOrder a;
+  a.order = state_.queue.front();
+  state_.queue.pop_front();
+  a.phase = phase::kFetching;
+  a.from_version = disk_version(a.order.service);
+  a.started_wall_ms = clock_.wall_ms();
+  state_.active = std::move(a);
+  state_error_.clear();
+  order_started_ = phase_started_ = clock_.now_ms();
+  begin_fetch();
+}
+
+void Agent::begin_fetch() {
+  auto& a = *state_.active;
+  a.phase = phase::kFetching;
+  if (!persist_or_note()) {
+    fail_before_swap("state write failed: " + state_error_);
+    return;
+  }
+  ServiceRuntime& rt = svc();
+  ReleaseId rid = release();
+  if (rt.driver->has_release(rid)) {
+    set_phase(phase::kFetching, "release already installed");
+    progress(phase::kFetching, "release " + rid.version + " already installed; no download");
+    a.timings_ms["fetch"] = 0;
+    a.timings_ms["stage"] = 0;
+    begin_swap();
+    return;
+  }
+  if (Status st = rt.driver->check_installable(rid); !st.ok()) {
+    fail_before_swap(st.error().message);
+    return;
+  }
+  if (fs::exists(rt.driver->artifact_path(rid.sha256))) {
+    // Downloaded and checked before an interruption: go straight to staging.
+    mark_timing("fetch");
+    begin_stage();
+    return;
+  }
+  set_phase(phase::kFetching, std::to_string(rid.size) + " bytes");
+  progress(phase::kFetching, "downloading " + std::to_string(rid.size) + " bytes");
+  fetcher_ = std::make_unique<Fetcher>(rt.driver->partial_artifact_path(rid.sha256), rid.sha256, rid.size, clock_, send_);
+  if (Status st = fetcher_->start(); !st.ok()) {
+    fail_before_swap("fetch failed: " + st.error().message);
+    return;
+  }
+  if (fetcher_->state() == Fetcher::State::kComplete) after_fetch_checked();
+}
+
+void Agent::after_fetch_checked() {
+  fetcher_.reset();
+  auto driver = svc().driver;
+  ReleaseId rid = release();
+  worker_.run("digest", [driver, rid](const std::atomic<bool>&) { return driver->finish_download(rid); });
+}
+
+void Agent::begin_stage() {
+  set_phase(phase::kStaging, "extracting");
+  if (!persist_or_note()) {
+    fail_before_swap("state write failed: " + state_error_);
+    return;
+  }
+  progress(phase::kStaging, "extracting release " + state_.active->order.version);
+  auto driver = svc().driver;
+  ReleaseId rid = release();
+  worker_.run("stage", [driver, rid](const std::atomic<bool>&) { return driver->stage(rid); });
+}
+
+void Agent::begin_swap() {
+  auto& a = *state_.active;
+  set_phase(phase::kSwapping, a.from_version + " -> " + a.order.version);
+  if (!persist_or_note()) {
+    fail_before_swap("state write failed: " + state_error_);
+    return;
+  }
+  progress(phase::kSwapping, (a.from_version.empty() ? "(none)" : a.from_version) + " -> " + a.order.version);
+  crash_point("before_swap");
+  Status st = svc().driver->activate(a.order.version);
+  if (!st.ok()) {
+    // The rename may or may not have happened (e.g. the dir fsync failed after it): ask the disk.
+    if (disk_version(a.order.service) != a.order.version) {
+      fail_before_swap("swap failed: " + st.error().message);
+      return;
+    }
+    state_.services[a.order.service].current = a.order.version;
+    mark_timing("swap");
+    begin_revert("swap failed: " + st.error().message);
+    return;
+  }
+  crash_point("after_swap");
+  state_.services[a.order.service].current = a.order.version;
+  mark_timing("swap");
+  begin_restart();
+}
+
+void Agent::begin_restart() {
+  auto& a = *state_.active;
+  set_phase(phase::kRestarting, a.order.version);
+  if (!persist_or_note()) {
+    begin_revert("state write failed: " + state_error_);
+    return;
+  }
+  progress(phase::kRestarting, "running restart command");
+  auto driver = svc().driver;
+  std::string v = a.order.version;
+  worker_.run("restart", [driver, v](const std::atomic<bool>&) {
+    Status st = driver->restart(v);
+    crash_point("during_restart");
+    return st;
+  });
+}
+
+void Agent::begin_verify() {
+  auto& a = *state_.active;
+  set_phase(phase::kVerifying, a.order.version);
+  if (!persist_or_note()) {
+    begin_revert("state write failed: " + state_error_);
+    return;
+  }
+  VerifyPolicy p = policy();
+  progress(phase::kVerifying, "probing: healthy for " + std::to_string(p.min_healthy_ms) + " ms within " +
+                                  std::to_string(p.healthy_deadline_ms) + " ms");
+  ProbeList probes = svc().probes;
+  const Clock& clock = clock_;
+  auto sleep = sleep_;
+  worker_.run("verify", [probes, p, &clock, sleep](const std::atomic<bool>& cancelled) -> Status {
+    Verifier v(clock, sleep, [] { crash_point("during_verify"); });
+    VerifyResult r = v.run(probes, p, &cancelled);
+    if (r.healthy) return Status::Ok();
+    return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
+  });
+}
+
+void Agent::begin_revert(const std::string& reason) {
+  auto& a = *state_.active;
+  a.failure = reason;
+  set_phase(phase::kReverting, reason);
+  persist_or_note();  // a failed write must not stop the revert: the host has to keep running
+  lg()->warn("order {}: {}; reverting {} to {}", a.order.order_id, reason, a.order.service,
+             a.from_version.empty() ? "(nothing)" : a.from_version);
+  if (a.from_version.empty() || a.from_version == a.order.version) {
+    proto::Report r{a.order.order_id, a.order.rollout_id, a.order.service, "failed",
+                    disk_version(a.order.service), reason + "; no previous release to revert to", {}};
+    finish(std::move(r));
+    return;
+  }
+  progress(phase::kReverting, "reverting to " + a.from_version + ": " + reason);
+  auto driver = svc().driver;
+  ProbeList probes = svc().probes;
+  VerifyPolicy p = policy();
+  const Clock& clock = clock_;
+  auto sleep = sleep_;
+  std::string from = a.from_version;
+  worker_.run("revert", [driver, probes, p, &clock, sleep, from](const std::atomic<bool>& cancelled) -> Status {
+    if (Status st = driver->activate(from); !st.ok()) return make_error("revert", "swap back failed: " + st.error().message);
+    if (Status st = driver->restart(from); !st.ok()) return st;
+    Verifier v(clock, sleep);
+    VerifyResult r = v.run(probes, p, &cancelled);
+    if (r.healthy) return Status::Ok();
+    return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
+  });
+}
+
+void Agent::on_work_done(const WorkResult& r) {
+  if (!state_.active) return;
+  auto& a = *state_.active;
+  if (!r.status.ok() && r.status.error().code == "cancelled") return;  // shutting down; the journal resumes it
+  if (r.step == "digest") {
+    if (!r.status.ok()) return fail_before_swap(r.status.error().message);
+    crash_point("after_fetch");
+    mark_timing("fetch");
+    begin_stage();
+  } else if (r.step == "stage") {
+    if (!r.status.ok()) return fail_before_swap("staging failed: " + r.status.error().message);
+    crash_point("after_stage");
+    mark_timing("stage");
+    begin_swap();
+  } else if (r.step == "restart") {
+    mark_timing("restart");
+    if (!r.status.ok()) return begin_revert(r.status.error().message);
+    begin_verify();
+  } else if (r.step == "verify") {
+    mark_timing("verify");
+    if (!r.status.ok()) return begin_revert(r.status.error().message);
+    succeed();
+  } else if (r.step == "revert") {
+    mark_timing("revert");
+    std::string svc_name = a.order.service;
+    if (r.status.ok()) {
+      state_.services[svc_name].current = a.from_version;
+      finish({a.order.order_id, a.order.rollout_id, svc_name, "failed_reverted", a.from_version,
+              a.failure + "; reverted to " + a.from_version, {}});
+    } else {
+      std::string running = disk_version(svc_name);
+      state_.services[svc_name].current = running;
+      finish({a.order.order_id, a.order.rollout_id, svc_name, "failed", running,
+              a.failure + "; revert to " + a.from_version + " also failed: " + r.status.error().message, {}});
+    }
+  }
+}
+
+void Agent::succeed() {
+  auto& a = *state_.active;
+  auto& rec = state_.services[a.order.service];
+  if (!a.from_version.empty() && a.from_version != a.order.version) rec.previous = a.from_version;
+  rec.current = a.order.version;
+  std::string prev = rec.previous;
+  proto::Report r{a.order.order_id, a.order.rollout_id, a.order.service, "succeeded", a.order.version,
+                  a.order.service + " " + a.order.version + " is healthy", {}};
+  ServiceRuntime& rt = svc();
+  finish(std::move(r));
+  std::set<std::string> keep = {rec.current};
+  if (!prev.empty()) keep.insert(prev);
+  if (Status st = rt.driver->prune(rt.config.retain, keep); !st.ok()) lg()->warn("prune: {}", st.error().message);
+}
+
+void Agent::fail_before_swap(const std::string& message) {
+  fetcher_.reset();
+  auto& a = *state_.active;
+  std::string running = disk_version(a.order.service);
+  if (Status st = svc().driver->cleanup(); !st.ok()) lg()->warn("cleanup: {}", st.error().message);
+  finish({a.order.order_id, a.order.rollout_id, a.order.service, "failed", running, message, {}});
+}
+
+void Agent::finish(proto::Report r) {
+  auto& a = *state_.active;
+  r.timings_ms = a.timings_ms;
+  r.timings_ms["total"] = static_cast<uint64_t>(std::max<Millis>(0, clock_.now_ms() - order_started_));
+  if (!state_error_.empty() && r.message.rfind("state write failed:", 0) != 0) {
+    // The host runs what running_version says, but the journal could not record it.
+    if (r.outcome == "succeeded") r.outcome = "failed";
+    r.message = "state write failed: " + state_error_ + "; " + r.message;
+  }
+  state_.add_result(r);
+  state_.active.reset();
+  fetcher_.reset();
+  if (Status st = persist(); !st.ok() && r.message.rfind("state write failed:", 0) != 0) {
+    if (r.outcome == "succeeded") r.outcome = "failed";
+    r.message = "state write failed: " + st.error().message + "; " + r.message;
+    state_.add_result(r);
+  }
+  state_error_.clear();
+  lg()->info("order {} {}: {} (running {})", r.order_id, r.outcome, r.message, r.running_version.empty() ? "nothing" : r.running_version);
+  send_(r);
+}
+
+}  // namespace gantry::agent

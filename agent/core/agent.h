@@ -1,0 +1,109 @@
+// The agent's order engine: accepts, de-duplicates and queues orders, executes one at a
+// time through the phases fetching -> staging -> swapping -> restarting -> verifying
+// (-> reverting), journals every transition first, and recovers an interrupted order
+// after a restart. It owns no socket: messages go out through `Send`, come in via handle().
+// Main thread only; blocking steps run on its Worker.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "agent/config/agent_config.h"
+#include "agent/core/verifier.h"
+#include "agent/core/worker.h"
+#include "agent/driver/driver.h"
+#include "agent/fetch/fetcher.h"
+#include "agent/probe/probe.h"
+#include "agent/state/state_store.h"
+#include "common/protocol/messages.h"
+#include "common/util/clock.h"
+
+namespace gantry::agent {
+
+// Everything the engine needs to manage one service.
+struct ServiceRuntime {
+  ServiceConfig config;
+  std::shared_ptr<Driver> driver;
+  ProbeList probes;
+};
+
+class Agent {
+ public:
+  using Send = std::function<void(const proto::Message&)>;
+
+  Agent(std::string host_id, std::map<std::string, std::string> labels,
+        std::map<std::string, ServiceRuntime> services, StateStore& store, const Clock& clock, Send send,
+        Verifier::Sleep sleep);
+  ~Agent();
+
+  // Loads the journal, takes what runs from disk, and resumes an interrupted order.
+  Status start();
+  // Handles an Order, Chunk, ErrorMsg or Signal; other types are ignored.
+  void handle(const proto::Message& m);
+  // The connection to the coordinator was recreated: re-send outstanding chunk requests.
+  void on_reconnect();
+  // Moves work forward: worker results, fetch stalls, the next queued order.
+  void tick();
+  // The latest time tick() must run (monotonic ms).
+  Millis next_deadline() const;
+  // True while an order is in progress or queued.
+  bool working() const;
+  // The hello describing this host and what each service runs.
+  proto::Hello hello() const;
+  // Readable when the worker has a result (for the main loop's poll).
+  int wake_fd() const { return worker_.wake_fd(); }
+  // Blocks until the worker has a result or timeout_ms passed (tests, shutdown).
+  bool wait_for_worker(Millis timeout_ms) { return worker_.wait(timeout_ms); }
+  // Stops the worker; the journal keeps the phase so the next start resumes.
+  void shutdown();
+
+  const AgentState& state() const { return state_; }
+
+ private:
+  void on_order(const proto::Order& o);
+  void on_chunk(const proto::Chunk& c);
+  void on_error(const proto::ErrorMsg& e);
+  void on_signal(const proto::Signal& s);
+  void on_work_done(const WorkResult& r);
+
+  void start_next();
+  void begin_fetch();
+  void after_fetch_checked();
+  void begin_stage();
+  void begin_swap();
+  void begin_restart();
+  void begin_verify();
+  void begin_revert(const std::string& reason);
+  void succeed();
+  void fail_before_swap(const std::string& message);
+  void finish(proto::Report r);
+
+  Status persist();
+  bool persist_or_note();
+  void set_phase(const char* phase, const std::string& detail);
+  void progress(const std::string& phase, const std::string& detail);
+  void mark_timing(const char* name);
+  ServiceRuntime& svc();
+  ReleaseId release() const;
+  VerifyPolicy policy() const;
+  std::string disk_version(const std::string& service);
+
+  std::string host_id_;
+  std::map<std::string, std::string> labels_;
+  std::map<std::string, ServiceRuntime> services_;
+  StateStore& store_;
+  const Clock& clock_;
+  Send send_;
+  Verifier::Sleep sleep_;
+
+  AgentState state_;
+  Worker worker_;
+  std::unique_ptr<Fetcher> fetcher_;
+  Millis order_started_ = 0;
+  Millis phase_started_ = 0;
+  std::string state_error_;  // journal write error during the active order
+};
+
+}  // namespace gantry::agent

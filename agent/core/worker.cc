@@ -1,0 +1,60 @@
+#include "agent/core/worker.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+
+namespace gantry::agent {
+
+Worker::Worker() : efd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+Worker::~Worker() {
+  cancel_and_join();
+  if (efd_ >= 0) ::close(efd_);
+}
+
+bool Worker::run(std::string step, Job job) {
+  if (busy_) return false;
+  busy_ = true;
+  cancelled_ = false;
+  thread_ = std::thread([this, step = std::move(step), job = std::move(job)]() mutable {
+    Status st = job(cancelled_);
+    {
+      std::lock_guard lk(mu_);
+      result_ = WorkResult{std::move(step), std::move(st)};
+    }
+    cv_.notify_all();
+    uint64_t one = 1;
+    if (efd_ >= 0) (void)!::write(efd_, &one, sizeof one);
+  });
+  return true;
+}
+
+std::optional<WorkResult> Worker::take() {
+  std::optional<WorkResult> r;
+  {
+    std::lock_guard lk(mu_);
+    if (!result_) return std::nullopt;
+    r = std::move(result_);
+    result_.reset();
+  }
+  if (thread_.joinable()) thread_.join();
+  uint64_t v;
+  if (efd_ >= 0) (void)!::read(efd_, &v, sizeof v);
+  busy_ = false;
+  return r;
+}
+
+bool Worker::wait(Millis timeout_ms) {
+  std::unique_lock lk(mu_);
+  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return result_.has_value(); });
+}
+
+void Worker::cancel_and_join() {
+  cancelled_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace gantry::agent

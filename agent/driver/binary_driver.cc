@@ -1,0 +1,219 @@
+#include "agent/driver/binary_driver.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "agent/release/tar_extract.h"
+#include "common/util/fs.h"
+#include "common/util/log.h"
+#include "common/util/names.h"
+#include "common/util/sha256.h"
+
+namespace gantry::agent {
+namespace {
+
+constexpr const char* kMarker = ".gantry-release";
+
+struct Marker {
+  std::string sha256;
+  int64_t installed_at = 0;
+};
+
+std::optional<Marker> read_marker(const std::string& dir) {
+  auto text = fs::read_file(dir + "/" + kMarker, 64 * 1024);
+  if (!text) return std::nullopt;
+  try {
+    auto j = nlohmann::json::parse(*text);
+    return Marker{j.at("sha256").get<std::string>(), j.value("installed_at", int64_t{0})};
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::string random_suffix() {
+  std::random_device rd;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+  return buf;
+}
+
+std::string tail(const std::string& s, size_t n) {
+  std::string t = s.size() > n ? s.substr(s.size() - n) : s;
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+  return t;
+}
+
+}  // namespace
+
+BinaryDriver::BinaryDriver(ServiceConfig cfg, ProcessRunner& runner, const Clock& clock)
+    : cfg_(std::move(cfg)), runner_(runner), clock_(clock) {}
+
+Expected<std::string> BinaryDriver::current_version() {
+  auto target = fs::read_symlink(cfg_.root + "/current");
+  if (!target) {
+    if (target.error().code == "not_found") return std::string();
+    return target.error();
+  }
+  std::string t = *target;
+  for (const std::string& prefix : {std::string("releases/"), cfg_.root + "/releases/"}) {
+    if (t.rfind(prefix, 0) == 0) {
+      std::string v = t.substr(prefix.size());
+      while (!v.empty() && v.back() == '/') v.pop_back();
+      if (is_safe_name(v)) return v;
+    }
+  }
+  return make_error("corrupt", cfg_.root + "/current points at '" + t + "', not at a release");
+}
+
+bool BinaryDriver::has_release(const ReleaseId& r) {
+  auto m = read_marker(release_dir(r.version));
+  return m && m->sha256 == r.sha256;
+}
+
+Status BinaryDriver::check_installable(const ReleaseId& r) {
+  std::string dir = release_dir(r.version);
+  if (!fs::exists(dir)) return Status::Ok();
+  auto m = read_marker(dir);
+  if (m && m->sha256 == r.sha256) return Status::Ok();
+  if (m) return make_error("conflict", "version " + r.version + " already installed with another digest");
+  // No valid marker: not something we installed completely. Remove it unless it runs.
+  auto cur = current_version();
+  if (cur && *cur == r.version)
+    return make_error("conflict", "version " + r.version + " is current but has no valid " + kMarker);
+  log::get("agent.driver")->warn("removing incomplete release dir {}", dir);
+  return fs::remove_all(dir);
+}
+
+std::string BinaryDriver::partial_artifact_path(const std::string& sha256) {
+  return cfg_.root + "/downloads/" + sha256 + ".part";
+}
+
+std::string BinaryDriver::artifact_path(const std::string& sha256) {
+  return cfg_.root + "/downloads/" + sha256 + ".tar";
+}
+
+Status BinaryDriver::finish_download(const ReleaseId& r) {
+  std::string part = partial_artifact_path(r.sha256);
+  struct stat st;
+  if (::stat(part.c_str(), &st) != 0) return make_error("io", "downloaded artifact " + part + " is missing");
+  if (static_cast<uint64_t>(st.st_size) != r.size) {
+    (void)fs::remove_all(part);
+    return make_error("digest", "digest mismatch: artifact is " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(r.size));
+  }
+  auto digest = sha256_file(part, r.size);
+  if (!digest) return digest.error();
+  if (*digest != r.sha256) {
+    (void)fs::remove_all(part);
+    return make_error("digest", "digest mismatch: artifact has sha256 " + *digest + ", expected " + r.sha256);
+  }
+  std::string done = artifact_path(r.sha256);
+  if (::rename(part.c_str(), done.c_str()) != 0) return make_error("io", "rename " + part + " -> " + done + ": " + std::strerror(errno));
+  return fs::fsync_dir(cfg_.root + "/downloads");
+}
+
+Status BinaryDriver::stage(const ReleaseId& r) {
+  auto lg = log::get("agent.driver");
+  std::string staging = cfg_.root + "/staging";
+  std::string releases = cfg_.root + "/releases";
+  if (Status st = fs::make_dirs(staging); !st.ok()) return st;
+  if (Status st = fs::make_dirs(releases); !st.ok()) return st;
+  if (Status st = check_installable(r); !st.ok()) return st;
+  std::string tmp = staging + "/" + r.version + "." + random_suffix();
+  if (::mkdir(tmp.c_str(), 0755) != 0) return make_error("io", "mkdir " + tmp + ": " + std::strerror(errno));
+  auto fail = [&](Error e) -> Status {
+    (void)fs::remove_all(tmp);
+    return e;
+  };
+  TarLimits lim;
+  auto stats = extract_tar_file(artifact_path(r.sha256), tmp, lim);
+  if (!stats) return fail(make_error(stats.error().code, "cannot extract release: " + stats.error().message));
+  nlohmann::json marker = {{"service", r.service}, {"version", r.version}, {"sha256", r.sha256},
+                           {"size", r.size},       {"installed_at", clock_.wall_ms()}};
+  if (Status st = fs::write_file_atomic(tmp + "/" + kMarker, marker.dump(2) + "\n", 0644); !st.ok()) return fail(st.error());
+  if (Status st = fs::fsync_dir(tmp); !st.ok()) return fail(st.error());
+  std::string dest = release_dir(r.version);
+  if (::rename(tmp.c_str(), dest.c_str()) != 0) {
+    int e = errno;
+    if ((e == EEXIST || e == ENOTEMPTY) && has_release(r)) {
+      (void)fs::remove_all(tmp);
+      return Status::Ok();
+    }
+    return fail(make_error("io", "rename " + tmp + " -> " + dest + ": " + std::strerror(e)));
+  }
+  if (Status st = fs::fsync_dir(releases); !st.ok()) return st;
+  (void)fs::fsync_dir(staging);
+  lg->info("installed {} {} ({} files, {} bytes)", r.service, r.version, stats->files, stats->bytes);
+  // The release dir is now the installed copy; the artifact is no longer needed.
+  (void)fs::remove_all(artifact_path(r.sha256));
+  return Status::Ok();
+}
+
+Status BinaryDriver::activate(const std::string& version) {
+  std::string dir = release_dir(version);
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return make_error("not_found", "release " + version + " is not installed");
+  return fs::replace_symlink(cfg_.root + "/current", "releases/" + version);
+}
+
+Status BinaryDriver::restart(const std::string& version) {
+  std::map<std::string, std::string> env = {{"GANTRY_SERVICE", cfg_.name},
+                                            {"GANTRY_ROOT", cfg_.root},
+                                            {"GANTRY_VERSION", version},
+                                            {"GANTRY_RELEASE_DIR", cfg_.root + "/current"}};
+  auto r = runner_.run_shell(cfg_.restart_command, env, cfg_.restart_timeout_ms);
+  if (!r) return make_error("restart", "restart command could not run: " + r.error().message);
+  if (r->timed_out)
+    return make_error("restart", "restart command timed out after " + std::to_string(cfg_.restart_timeout_ms) + " ms");
+  if (r->exit_code != 0) {
+    std::string out = tail(r->output, 300);
+    return make_error("restart", "restart command exited with " + std::to_string(r->exit_code) + (out.empty() ? "" : ": " + out));
+  }
+  return Status::Ok();
+}
+
+Status BinaryDriver::prune(uint32_t retain, const std::set<std::string>& keep) {
+  std::string releases = cfg_.root + "/releases";
+  std::error_code ec;
+  std::vector<std::pair<int64_t, std::string>> found;
+  for (const auto& e : std::filesystem::directory_iterator(releases, ec)) {
+    std::string v = e.path().filename().string();
+    if (!is_safe_name(v) || !e.is_directory(ec) || e.is_symlink(ec)) continue;
+    auto m = read_marker(e.path().string());
+    found.emplace_back(m ? m->installed_at : 0, v);
+  }
+  if (ec) return make_error("io", "list " + releases + ": " + ec.message());
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  Status result;
+  for (size_t i = retain; i < found.size(); ++i) {
+    if (keep.count(found[i].second)) continue;
+    log::get("agent.driver")->info("pruning release {} of {}", found[i].second, cfg_.name);
+    if (Status st = fs::remove_all(releases + "/" + found[i].second); !st.ok()) result = st;
+  }
+  (void)fs::fsync_dir(releases);
+  return result;
+}
+
+Status BinaryDriver::cleanup() {
+  std::error_code ec;
+  std::string staging = cfg_.root + "/staging";
+  for (const auto& e : std::filesystem::directory_iterator(staging, ec)) {
+    log::get("agent.driver")->info("removing interrupted staging dir {}", e.path().string());
+    (void)fs::remove_all(e.path().string());
+  }
+  for (const auto& e : std::filesystem::directory_iterator(cfg_.root, ec)) {
+    if (e.path().filename().string().rfind("current.tmp.", 0) == 0) (void)fs::remove_all(e.path().string());
+  }
+  return fs::make_dirs(cfg_.root + "/downloads");
+}
+
+}  // namespace gantry::agent

@@ -1,0 +1,48 @@
+// How a release is installed, switched to and restarted for one service. The `binary`
+// driver is the only one today; a `container` driver (image by digest) fits the same steps.
+#pragma once
+
+#include <set>
+#include <string>
+
+#include "common/util/expected.h"
+
+namespace gantry::agent {
+
+// What identifies a release on disk.
+struct ReleaseId {
+  std::string service;
+  std::string version;
+  std::string sha256;
+  uint64_t size = 0;
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+
+  // The version `current` points at, from disk (the truth after any crash); empty if none.
+  virtual Expected<std::string> current_version() = 0;
+  // True iff `version` is installed and records the same digest.
+  virtual bool has_release(const ReleaseId& r) = 0;
+  // Refuses when `version` is installed with another digest ("version V already installed with another digest").
+  virtual Status check_installable(const ReleaseId& r) = 0;
+  // Where the artifact is downloaded to while incomplete, and once complete and checked.
+  virtual std::string partial_artifact_path(const std::string& sha256) = 0;
+  virtual std::string artifact_path(const std::string& sha256) = 0;
+  // Checks size and digest of the downloaded partial artifact and moves it to artifact_path();
+  // a mismatch deletes it ("digest mismatch").
+  virtual Status finish_download(const ReleaseId& r) = 0;
+  // Extracts the downloaded artifact into a fresh staging dir and renames it into place.
+  virtual Status stage(const ReleaseId& r) = 0;
+  // Atomically points `current` at `version` (rename(2) of a symlink; the dir is fsynced).
+  virtual Status activate(const std::string& version) = 0;
+  // Restarts the service on whatever `current` points at; non-zero exit or timeout is an error.
+  virtual Status restart(const std::string& version) = 0;
+  // Removes releases beyond `retain` (newest kept), never one named in `keep`.
+  virtual Status prune(uint32_t retain, const std::set<std::string>& keep) = 0;
+  // Removes leftovers of interrupted work (staging dirs, temp links); safe at start-up.
+  virtual Status cleanup() = 0;
+};
+
+}  // namespace gantry::agent

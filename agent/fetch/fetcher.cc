@@ -1,0 +1,127 @@
+#include "agent/fetch/fetcher.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/util/fs.h"
+#include "common/util/log.h"
+
+namespace gantry::agent {
+
+Fetcher::Fetcher(std::string part_path, std::string sha256, uint64_t size, const Clock& clock, Send send)
+    : path_(std::move(part_path)), sha_(std::move(sha256)), size_(size), clock_(clock), send_(std::move(send)) {}
+
+Fetcher::~Fetcher() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status Fetcher::start() {
+  if (Status st = fs::make_dirs(fs::dirname(path_)); !st.ok()) return st;
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) return make_error("io", "open " + path_ + ": " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return make_error("io", "stat " + path_ + ": " + std::strerror(errno));
+  uint64_t have = static_cast<uint64_t>(st.st_size);
+  if (have > size_) {
+    if (::ftruncate(fd_, 0) != 0) return make_error("io", "truncate " + path_ + ": " + std::strerror(errno));
+    have = 0;
+  }
+  if (have > 0) log::get("agent.fetch")->info("resuming download of {} at {} of {} bytes", sha_, have, size_);
+  written_ = next_ = have;
+  last_progress_ = clock_.now_ms();
+  if (written_ == size_) {
+    state_ = State::kComplete;
+    return Status::Ok();
+  }
+  fill_window();
+  return Status::Ok();
+}
+
+void Fetcher::request(uint64_t offset, uint32_t length) {
+  outstanding_[offset] = length;
+  send_(proto::FetchChunk{sha_, offset, length});
+}
+
+void Fetcher::fill_window() {
+  while (state_ == State::kRunning && outstanding_.size() < kWindow && next_ < size_) {
+    uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(kChunkBytes, size_ - next_));
+    request(next_, len);
+    next_ += len;
+  }
+}
+
+void Fetcher::fail(std::string msg) {
+  if (state_ != State::kRunning) return;
+  state_ = State::kFailed;
+  error_ = std::move(msg);
+  outstanding_.clear();
+  pending_.clear();
+}
+
+void Fetcher::on_chunk(const proto::Chunk& c) {
+  if (state_ != State::kRunning || c.sha256 != sha_) return;
+  if (c.total_size != size_) {
+    fail("fetch failed: coordinator says the artifact is " + std::to_string(c.total_size) + " bytes, the order says " + std::to_string(size_));
+    return;
+  }
+  auto it = outstanding_.find(c.offset);
+  if (it == outstanding_.end() || c.data.empty()) return;  // duplicate or stale answer
+  uint32_t asked = it->second;
+  outstanding_.erase(it);
+  std::string data = c.data.size() > asked ? c.data.substr(0, asked) : c.data;
+  if (data.size() < asked) request(c.offset + data.size(), static_cast<uint32_t>(asked - data.size()));
+  pending_[c.offset] = std::move(data);
+  flush();
+  fill_window();
+}
+
+void Fetcher::flush() {
+  for (auto it = pending_.find(written_); it != pending_.end(); it = pending_.find(written_)) {
+    const std::string& d = it->second;
+    size_t off = 0;
+    while (off < d.size()) {
+      ssize_t n = ::pwrite(fd_, d.data() + off, d.size() - off, static_cast<off_t>(written_ + off));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        fail(std::string("fetch failed: write ") + path_ + ": " + std::strerror(errno));
+        return;
+      }
+      off += static_cast<size_t>(n);
+    }
+    written_ += d.size();
+    pending_.erase(it);
+    last_progress_ = clock_.now_ms();
+  }
+  if (written_ == size_) {
+    if (::fsync(fd_) != 0) {
+      fail(std::string("fetch failed: fsync ") + path_ + ": " + std::strerror(errno));
+      return;
+    }
+    state_ = State::kComplete;
+  }
+}
+
+void Fetcher::on_error(const proto::ErrorMsg& e) {
+  if (state_ != State::kRunning) return;
+  bool ours = e.ref_id == sha_ || (e.ref_type == static_cast<uint16_t>(proto::MsgType::kFetchChunk) && e.ref_id.empty());
+  if (!ours) return;
+  fail("fetch failed: coordinator answered " + e.code + (e.message.empty() ? "" : ": " + e.message));
+}
+
+void Fetcher::resend() {
+  if (state_ != State::kRunning) return;
+  for (const auto& [off, len] : outstanding_) send_(proto::FetchChunk{sha_, off, len});
+  last_progress_ = clock_.now_ms();
+}
+
+void Fetcher::check(Millis now) {
+  if (state_ == State::kRunning && now - last_progress_ >= kStallMs)
+    fail("fetch failed: no chunk received for " + std::to_string(kStallMs / 1000) + " s");
+}
+
+}  // namespace gantry::agent

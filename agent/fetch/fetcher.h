@@ -1,0 +1,70 @@
+// Pulls one artifact from the coordinator in chunks with credit-based flow control:
+// at most `window` FetchChunk requests outstanding, each answered by one Chunk.
+// The partial file always holds a contiguous prefix of the artifact, so a restarted
+// agent resumes from its size. Main thread only (it sends on the agent's socket).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "common/protocol/messages.h"
+#include "common/util/clock.h"
+#include "common/util/expected.h"
+
+namespace gantry::agent {
+
+class Fetcher {
+ public:
+  using Send = std::function<void(const proto::Message&)>;
+  static constexpr uint32_t kChunkBytes = 256 * 1024;
+  static constexpr size_t kWindow = 8;
+  static constexpr Millis kStallMs = 30000;
+
+  enum class State { kRunning, kComplete, kFailed };
+
+  Fetcher(std::string part_path, std::string sha256, uint64_t size, const Clock& clock, Send send);
+  ~Fetcher();
+  Fetcher(const Fetcher&) = delete;
+  Fetcher& operator=(const Fetcher&) = delete;
+
+  // Opens the partial file, keeps the bytes already there, and sends the first window.
+  Status start();
+  // A Chunk for any artifact; chunks of other artifacts or never requested are ignored.
+  void on_chunk(const proto::Chunk& c);
+  // An ErrorMsg from the coordinator; fails the fetch if it names this artifact.
+  void on_error(const proto::ErrorMsg& e);
+  // Re-sends every outstanding request (after the connection was recreated).
+  void resend();
+  // Fails the fetch when no chunk arrived for kStallMs.
+  void check(Millis now);
+  // When check() must next run.
+  Millis deadline() const { return last_progress_ + kStallMs; }
+
+  State state() const { return state_; }
+  const std::string& error() const { return error_; }
+  uint64_t received() const { return written_; }
+  const std::string& sha256() const { return sha_; }
+
+ private:
+  void fill_window();
+  void request(uint64_t offset, uint32_t length);
+  void fail(std::string msg);
+  void flush();
+
+  std::string path_, sha_;
+  uint64_t size_;
+  const Clock& clock_;
+  Send send_;
+  int fd_ = -1;
+  State state_ = State::kRunning;
+  std::string error_;
+  uint64_t written_ = 0;       // contiguous prefix on disk
+  uint64_t next_ = 0;          // next offset to request
+  Millis last_progress_ = 0;
+  std::map<uint64_t, uint32_t> outstanding_;    // offset -> requested length
+  std::map<uint64_t, std::string> pending_;     // received beyond the prefix, not yet written
+};
+
+}  // namespace gantry::agent

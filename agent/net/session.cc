@@ -1,0 +1,217 @@
+#include "agent/net/session.h"
+
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common/protocol/codec.h"
+#include "common/util/log.h"
+
+namespace gantry::agent {
+namespace {
+
+std::shared_ptr<spdlog::logger> lg() { return log::get("agent.net"); }
+
+// Frames handled per socket per loop turn, so one busy socket cannot starve the others.
+constexpr int kMaxFramesPerTurn = 256;
+
+}  // namespace
+
+Session::Session(zmq::context_t& ctx, SessionOptions o, Agent& agent, const Clock& clock)
+    : ctx_(ctx), o_(std::move(o)), agent_(agent), clock_(clock), backoff_(o_.backoff_initial_ms), rng_(std::random_device{}()) {}
+
+Session::~Session() = default;
+
+Millis Session::jittered(Millis base) {
+  std::uniform_real_distribution<double> d(0.8, 1.2);
+  return std::max<Millis>(1, static_cast<Millis>(static_cast<double>(base) * d(rng_)));
+}
+
+void Session::open_dealer() {
+  dealer_.emplace(ctx_, zmq::socket_type::dealer);
+  transport::SocketOptions so = o_.socket;
+  so.routing_id = o_.host_id;
+  transport::configure(*dealer_, so);
+  dealer_->connect(o_.coordinator);
+  Millis now = clock_.now_ms();
+  last_heard_ = now;
+  welcomed_ = false;
+  lg()->info("connecting to {} as {}", o_.coordinator, o_.host_id);
+  send_hello();
+  agent_.on_reconnect();
+  if (o_.systemd_notify) sd_notifyf(0, "STATUS=connecting to %s", o_.coordinator.c_str());
+}
+
+void Session::close_dealer(const std::string& why) {
+  dealer_.reset();
+  Millis wait = jittered(backoff_);
+  reconnect_at_ = clock_.now_ms() + wait;
+  lg()->warn("{}; reconnecting in {} ms", why, wait);
+  backoff_ = std::min(backoff_ * 2, o_.backoff_max_ms);
+  if (o_.systemd_notify) sd_notifyf(0, "STATUS=coordinator unreachable; retrying in %lld ms", static_cast<long long>(wait));
+}
+
+void Session::send(const proto::Message& m) {
+  if (!dealer_) {
+    lg()->debug("not connected; dropping {}", proto::type_name(proto::type_of(m)));
+    return;
+  }
+  Status st = transport::send(*dealer_, m);
+  if (!st.ok()) {
+    lg()->warn("send {} failed: {}", proto::type_name(proto::type_of(m)), st.error().message);
+    return;
+  }
+  last_sent_ = clock_.now_ms();
+}
+
+void Session::send_hello() { send(agent_.hello()); }
+
+void Session::on_dealer_frame(const std::string& bytes) {
+  last_heard_ = clock_.now_ms();
+  auto msg = proto::decode(bytes);
+  if (!msg) {
+    lg()->warn("dropping a bad frame from the coordinator ({} bytes): {}: {}", bytes.size(), msg.error().code, msg.error().message);
+    return;
+  }
+  switch (proto::type_of(*msg)) {
+    case proto::MsgType::kWelcome: {
+      const auto& w = std::get<proto::Welcome>(*msg);
+      if (w.protocol_version != proto::kProtocolVersion)
+        lg()->error("coordinator speaks protocol {}, this agent {}", w.protocol_version, proto::kProtocolVersion);
+      o_.heartbeat_interval_ms = w.heartbeat_interval_ms;
+      o_.heartbeat_misses = w.heartbeat_misses;
+      backoff_ = o_.backoff_initial_ms;
+      if (!welcomed_) {
+        lg()->info("welcomed by the coordinator (epoch {}, heartbeat {} ms x {})", w.epoch, w.heartbeat_interval_ms, w.heartbeat_misses);
+        if (o_.systemd_notify) sd_notifyf(0, "STATUS=connected to %s", o_.coordinator.c_str());
+      }
+      welcomed_ = true;
+      break;
+    }
+    case proto::MsgType::kHeartbeat:
+      break;
+    case proto::MsgType::kError: {
+      const auto& e = std::get<proto::ErrorMsg>(*msg);
+      if (e.code == "hello_required") {
+        lg()->info("coordinator asks for a hello (it restarted?)");
+        send_hello();
+        agent_.on_reconnect();
+      } else {
+        agent_.handle(*msg);
+      }
+      break;
+    }
+    case proto::MsgType::kOrder:
+    case proto::MsgType::kChunk:
+      agent_.handle(*msg);
+      break;
+    default:
+      lg()->warn("ignoring unexpected {} from the coordinator", proto::type_name(proto::type_of(*msg)));
+  }
+}
+
+void Session::on_sub_frame(const std::string& bytes) {
+  auto msg = proto::decode(bytes);
+  if (!msg) {
+    lg()->warn("dropping a bad broadcast ({} bytes): {}: {}", bytes.size(), msg.error().code, msg.error().message);
+    return;
+  }
+  if (proto::type_of(*msg) != proto::MsgType::kSignal) {
+    lg()->warn("ignoring unexpected broadcast {}", proto::type_name(proto::type_of(*msg)));
+    return;
+  }
+  const auto& s = std::get<proto::Signal>(*msg);
+  lg()->info("signal {} for rollout {} of {}", s.kind, s.rollout_id, s.service);
+  agent_.handle(*msg);
+}
+
+void Session::timers(Millis now) {
+  if (dealer_) {
+    Millis silence = o_.heartbeat_interval_ms * static_cast<Millis>(o_.heartbeat_misses);
+    if (now - last_heard_ >= silence) {
+      close_dealer("no word from the coordinator for " + std::to_string(now - last_heard_) + " ms");
+    } else if (now - last_sent_ >= o_.heartbeat_interval_ms) {
+      send(proto::Heartbeat{++hb_seq_});
+    }
+  } else if (now >= reconnect_at_) {
+    open_dealer();
+  }
+  if (watchdog_every_ > 0 && now - last_watchdog_ >= watchdog_every_) {
+    sd_notify(0, "WATCHDOG=1");
+    last_watchdog_ = now;
+  }
+}
+
+int Session::run(int stop_fd) {
+  sub_.emplace(ctx_, zmq::socket_type::sub);
+  transport::configure(*sub_, o_.socket);
+  sub_->set(zmq::sockopt::subscribe, "");
+  sub_->connect(o_.coordinator_pub);
+  open_dealer();
+  if (o_.systemd_notify) {
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) watchdog_every_ = static_cast<Millis>(usec / 2000);
+    sd_notify(0, "READY=1");
+  }
+  for (;;) {
+    Millis now = clock_.now_ms();
+    Millis deadline = agent_.next_deadline();
+    if (dealer_) {
+      deadline = std::min(deadline, last_sent_ + o_.heartbeat_interval_ms);
+      deadline = std::min(deadline, last_heard_ + o_.heartbeat_interval_ms * static_cast<Millis>(o_.heartbeat_misses));
+    } else {
+      deadline = std::min(deadline, reconnect_at_);
+    }
+    if (watchdog_every_ > 0) deadline = std::min(deadline, last_watchdog_ + watchdog_every_);
+    long timeout = static_cast<long>(std::clamp<Millis>(deadline - now, 0, 1000));
+
+    std::vector<zmq::pollitem_t> items;
+    items.push_back({nullptr, stop_fd, ZMQ_POLLIN, 0});
+    items.push_back({nullptr, agent_.wake_fd(), ZMQ_POLLIN, 0});
+    items.push_back({sub_->handle(), 0, ZMQ_POLLIN, 0});
+    if (dealer_) items.push_back({dealer_->handle(), 0, ZMQ_POLLIN, 0});
+    try {
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) lg()->error("poll: {}", e.what());
+    }
+    if (items[0].revents & ZMQ_POLLIN) {
+      signalfd_siginfo si{};
+      (void)!::read(stop_fd, &si, sizeof si);
+      lg()->info("signal {} received; stopping", si.ssi_signo);
+      if (o_.systemd_notify) sd_notify(0, "STOPPING=1");
+      agent_.shutdown();
+      dealer_.reset();
+      sub_.reset();
+      return 0;
+    }
+    for (int i = 0; i < kMaxFramesPerTurn; ++i) {
+      bool dropped = false;
+      auto f = transport::recv_frame(*sub_, &dropped);
+      if (dropped) lg()->warn("dropping a multi-frame broadcast");
+      if (!f) {
+        if (dropped) continue;
+        break;
+      }
+      on_sub_frame(*f);
+    }
+    for (int i = 0; dealer_ && i < kMaxFramesPerTurn; ++i) {
+      bool dropped = false;
+      auto f = transport::recv_frame(*dealer_, &dropped);
+      if (dropped) {
+        last_heard_ = clock_.now_ms();
+        lg()->warn("dropping a multi-frame message from the coordinator");
+        continue;
+      }
+      if (!f) break;
+      on_dealer_frame(*f);
+    }
+    agent_.tick();
+    timers(clock_.now_ms());
+  }
+}
+
+}  // namespace gantry::agent

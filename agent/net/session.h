@@ -1,0 +1,69 @@
+// The agent's connection to the coordinator: a DEALER (orders, chunks, reports, heartbeats)
+// and a SUB (fleet-wide signals). Single-threaded; the poll timeout is always the nearest
+// deadline. Silence for misses*interval recreates the DEALER after a jittered backoff and
+// says hello again (Paranoid Pirate, ZeroMQ guide ch. 4).
+#pragma once
+
+#include <zmq.hpp>
+
+#include <optional>
+#include <random>
+#include <string>
+
+#include "agent/core/agent.h"
+#include "common/transport/zmq_transport.h"
+#include "common/util/clock.h"
+
+namespace gantry::agent {
+
+struct SessionOptions {
+  std::string host_id;
+  std::string coordinator;      // DEALER connects here
+  std::string coordinator_pub;  // SUB connects here
+  Millis heartbeat_interval_ms = 1000;
+  uint32_t heartbeat_misses = 3;
+  Millis backoff_initial_ms = 100;
+  Millis backoff_max_ms = 5000;
+  transport::SocketOptions socket;  // HWMs, max message size and (later) CURVE keys
+  bool systemd_notify = true;
+};
+
+class Session {
+ public:
+  Session(zmq::context_t& ctx, SessionOptions o, Agent& agent, const Clock& clock);
+  ~Session();
+
+  // Serves until `stop_fd` (a signalfd) becomes readable; returns the process exit code.
+  int run(int stop_fd);
+  // Sends on the DEALER; dropped (and logged) while the connection is being recreated.
+  void send(const proto::Message& m);
+  // True while a DEALER exists (not waiting out a reconnect backoff).
+  bool connected() const { return dealer_.has_value(); }
+
+ private:
+  void open_dealer();
+  void close_dealer(const std::string& why);
+  void send_hello();
+  void on_dealer_frame(const std::string& bytes);
+  void on_sub_frame(const std::string& bytes);
+  void timers(Millis now);
+  Millis jittered(Millis base);
+
+  zmq::context_t& ctx_;
+  SessionOptions o_;
+  Agent& agent_;
+  const Clock& clock_;
+  std::optional<zmq::socket_t> dealer_;
+  std::optional<zmq::socket_t> sub_;
+  Millis last_heard_ = 0;
+  Millis last_sent_ = 0;
+  Millis reconnect_at_ = 0;
+  Millis backoff_ = 0;
+  Millis watchdog_every_ = 0;
+  Millis last_watchdog_ = 0;
+  uint64_t hb_seq_ = 0;
+  bool welcomed_ = false;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace gantry::agent

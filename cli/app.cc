@@ -1,0 +1,643 @@
+#include "cli/app.h"
+
+#include <boost/program_options.hpp>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "cli/client.h"
+#include "cli/plan_file.h"
+#include "cli/table.h"
+#include "common/util/sha256.h"
+#include "common/version.h"
+
+namespace po = boost::program_options;
+
+namespace gantry::cli {
+
+namespace {
+
+struct Globals {
+  std::string coordinator;
+  bool json = false;
+  int timeout_ms = 10000;
+};
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const char* kTopHelp = R"(gantry — roll services across a fleet, batch by batch, and roll back on failure.
+
+Usage: gantry [global options] COMMAND [options]
+
+Commands:
+  hosts                         list hosts, their state, labels and releases
+  status [--service S]          the current or last rollout of each service, and the fleet
+  release upload FILE --service S --version V
+                                upload a release artifact to the coordinator
+  rollout plan  [plan options]  show the exact host-to-batch schedule, change nothing
+  rollout start [plan options]  start a rollout (--wait to follow it to the end)
+  rollout watch [ID]            follow a rollout live; exit 0 if it succeeds
+  rollout show ID               one rollout, with its hosts and event log
+  rollout pause|resume|promote|abort [ID] [--service S]
+  rollback --service S [--to-revision N] [--wait]
+                                roll the service back (the active rollout's changed hosts,
+                                or a new rollout to the previous revision)
+  history [SERVICE]             every rollout and revision, who started it, how it ended
+  audit                         the operator audit log
+
+Global options:
+  --coordinator ENDPOINT        e.g. tcp://10.0.0.5:7602 (env GANTRY_COORDINATOR,
+                                or `coordinator = ...` in ~/.config/gantry/cli.conf)
+  --json                        machine-readable output (stable field names)
+  --timeout-ms N                how long to wait for each answer (default 10000)
+
+Exit codes: 0 ok; 1 a rollout waited for did not succeed; 2 usage; 3 refused by the
+coordinator; 4 coordinator unreachable.
+Run `gantry COMMAND --help` for a command's options and examples.
+)";
+
+std::string config_coordinator() {
+  const char* home = std::getenv("HOME");
+  if (!home) return {};
+  std::ifstream in(std::string(home) + "/.config/gantry/cli.conf");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string k = line.substr(0, eq), v = line.substr(eq + 1);
+    auto trim = [](std::string s) {
+      s.erase(0, s.find_first_not_of(" \t"));
+      s.erase(s.find_last_not_of(" \t\r") + 1);
+      return s;
+    };
+    if (trim(k) == "coordinator") return trim(v);
+  }
+  return {};
+}
+
+std::string s(const nlohmann::json& j, const char* k) {
+  if (!j.contains(k) || j[k].is_null()) return "";
+  if (j[k].is_string()) return j[k].get<std::string>();
+  return j[k].dump();
+}
+
+class App {
+ public:
+  explicit App(Globals g) : g_(std::move(g)), client_(g_.coordinator, g_.timeout_ms) {}
+
+  int dispatch(const std::vector<std::string>& words) {
+    if (words.empty()) throw UsageError("missing command");
+    const std::string& c = words[0];
+    std::vector<std::string> rest(words.begin() + 1, words.end());
+    if (c == "hosts") return hosts(rest);
+    if (c == "status") return status(rest);
+    if (c == "history") return history(rest);
+    if (c == "audit") return audit(rest);
+    if (c == "rollback") return rollback(rest);
+    if (c == "release") {
+      if (rest.empty() || rest[0] != "upload") throw UsageError("usage: gantry release upload FILE --service S --version V");
+      return release_upload(std::vector<std::string>(rest.begin() + 1, rest.end()));
+    }
+    if (c == "rollout") {
+      if (rest.empty()) throw UsageError("usage: gantry rollout plan|start|watch|show|pause|resume|promote|abort ...");
+      std::string sub = rest[0];
+      std::vector<std::string> r2(rest.begin() + 1, rest.end());
+      if (sub == "start") return rollout_start(r2, false);
+      if (sub == "plan") return rollout_start(r2, true);
+      if (sub == "watch") return rollout_watch(r2);
+      if (sub == "show") return rollout_show(r2);
+      if (sub == "pause" || sub == "resume" || sub == "promote" || sub == "abort") return rollout_control(sub, r2);
+      throw UsageError("unknown rollout command: " + sub);
+    }
+    throw UsageError("unknown command: " + c);
+  }
+
+ private:
+  // Calls the coordinator; failures become exit codes via the exception.
+  struct CallFailed {
+    int code;
+  };
+  nlohmann::json call(const std::string& cmd, nlohmann::json args) {
+    auto r = client_.call(cmd, std::move(args));
+    if (!r) {
+      if (g_.json) {
+        std::cout << nlohmann::json{{"error", r.error().message}}.dump() << "\n";
+      }
+      std::cerr << "gantry: " << r.error().message << "\n";
+      throw CallFailed{r.error().code == "refused" ? kRefused : kUnreachable};
+    }
+    return *r;
+  }
+
+ public:
+  int run_guarded(const std::vector<std::string>& words) {
+    try {
+      return dispatch(words);
+    } catch (const CallFailed& f) {
+      return f.code;
+    }
+  }
+
+ private:
+  // Parses a command's options; prints help and returns false when --help was asked.
+  bool parse(const std::vector<std::string>& args, po::options_description& desc, po::variables_map& vm,
+             const po::positional_options_description* pos, const char* usage, const char* examples) {
+    desc.add_options()("help,h", "show this help");
+    po::command_line_parser p(args);
+    p.options(desc);
+    if (pos) p.positional(*pos);
+    try {
+      po::store(p.run(), vm);
+      po::notify(vm);
+    } catch (const po::error& e) {
+      throw UsageError(e.what());
+    }
+    if (vm.count("help")) {
+      std::cout << "Usage: " << usage << "\n\n" << desc << "\nExamples:\n" << examples;
+      return false;
+    }
+    return true;
+  }
+
+  int hosts(const std::vector<std::string>& args) {
+    po::options_description d("Options");
+    po::variables_map vm;
+    if (!parse(args, d, vm, nullptr, "gantry hosts", "  gantry hosts\n  gantry --json hosts | jq '.hosts[] | select(.state==\"unknown\")'\n")) return kOk;
+    auto r = call("hosts", nlohmann::json::object());
+    if (g_.json) {
+      std::cout << r.dump(2) << "\n";
+      return kOk;
+    }
+    print_hosts(r["hosts"]);
+    return kOk;
+  }
+
+  void print_hosts(const nlohmann::json& hosts) {
+    Table t({"HOST", "STATE", "LAST SEEN", "LABELS", "SERVICES"});
+    for (const auto& h : hosts) {
+      std::string labels, svcs;
+      for (auto& [k, v] : h["labels"].items()) labels += (labels.empty() ? "" : ",") + k + "=" + v.get<std::string>();
+      for (const auto& sv : h["services"]) {
+        std::string cur = s(sv, "current_version");
+        std::string st = s(sv, "state");
+        svcs += (svcs.empty() ? "" : " ") + s(sv, "name") + "=" + (cur.empty() ? "-" : cur) +
+                (st != "idle" && !st.empty() ? "(" + st + ")" : "");
+      }
+      t.row({s(h, "host_id"), s(h, "state"), ago(h.value("last_seen_ms_ago", -1LL)), labels.empty() ? "-" : labels, svcs.empty() ? "-" : svcs});
+    }
+    t.print(std::cout);
+    if (t.empty()) std::cout << "(no hosts have connected yet)\n";
+  }
+
+  void print_rollout(const nlohmann::json& r, bool hosts_table) {
+    const auto& c = r["counts"];
+    std::cout << "Rollout " << s(r, "id") << ": " << s(r, "service") << " -> " << s(r, "version") << " (" << s(r, "kind")
+              << ")  phase: " << s(r, "phase") << (r.value("waiting_promote", false) ? " (waiting for promote)" : "") << "\n";
+    std::cout << "  batch " << s(r, "batch") << " of " << s(r, "batches_total") << "; hosts: " << s(c, "total")
+              << " total, " << s(c, "healthy") << " healthy, " << s(c, "failed") << " failed, " << s(c, "unknown")
+              << " unknown, " << s(c, "ordered") << " in progress, " << s(c, "pending") << " pending";
+    if (c.value("rolled_back", 0) + c.value("rolling_back", 0) + c.value("rollback_failed", 0) > 0) {
+      std::cout << ", " << s(c, "rolled_back") << " rolled back, " << s(c, "rolling_back") << " rolling back, "
+                << s(c, "rollback_failed") << " rollback failed";
+    }
+    std::cout << "\n";
+    std::cout << "  started " << when(r.value("created_at", 0LL)) << " by " << s(r, "created_by");
+    if (!s(r, "reason").empty()) std::cout << " — " << s(r, "reason");
+    std::cout << "\n";
+    if (!s(r, "end_reason").empty()) std::cout << "  " << s(r, "end_reason") << "\n";
+    if (hosts_table) {
+      Table t({"HOST", "BATCH", "STATE", "FROM", "MESSAGE"});
+      for (const auto& h : r["hosts"]) {
+        t.row({s(h, "host_id"), std::to_string(h.value("batch", -1) + 1), s(h, "state"),
+               s(h, "from_version").empty() ? "-" : s(h, "from_version"), s(h, "message")});
+      }
+      t.print(std::cout);
+    }
+  }
+
+  int status(const std::vector<std::string>& args) {
+    po::options_description d("Options");
+    std::string service;
+    d.add_options()("service", po::value(&service), "only this service");
+    po::variables_map vm;
+    if (!parse(args, d, vm, nullptr, "gantry status [--service S]", "  gantry status\n  gantry status --service web --json\n")) return kOk;
+    nlohmann::json a = nlohmann::json::object();
+    if (!service.empty()) a["service"] = service;
+    auto r = call("status", a);
+    if (g_.json) {
+      std::cout << r.dump(2) << "\n";
+      return kOk;
+    }
+    if (r["rollouts"].empty()) std::cout << "No rollouts yet.\n\n";
+    for (const auto& ro : r["rollouts"]) {
+      print_rollout(ro, true);
+      std::cout << "\n";
+    }
+    print_hosts(r["hosts"]);
+    return kOk;
+  }
+
+  static std::string read_all(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw UsageError("cannot read " + path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  // Uploads FILE as release (service, version) unless the coordinator already has it.
+  void upload(const std::string& file, const std::string& service, const std::string& version) {
+    std::string data = read_all(file);
+    std::string sha = sha256_hex(data);
+    auto have = call("release.get", {{"service", service}, {"version", version}});
+    if (have.value("exists", false)) {
+      if (have.value("sha256", "") != sha) {
+        std::cerr << "gantry: release " << version << " of " << service << " already exists with another digest ("
+                  << have.value("sha256", "") << "); versions are immutable — pick a new version\n";
+        throw CallFailed{kRefused};
+      }
+      if (!g_.json) std::cerr << "release " << version << " of " << service << " is already on the coordinator (sha256 " << sha.substr(0, 12) << "…)\n";
+      return;
+    }
+    const size_t kChunk = 512 * 1024;
+    size_t off = 0;
+    do {
+      size_t n = std::min(kChunk, data.size() - off);
+      nlohmann::json a = {{"service", service}, {"version", version}, {"sha256", sha}, {"size", data.size()}, {"offset", off},
+                          {"data", nlohmann::json::binary(std::vector<uint8_t>(data.begin() + static_cast<long>(off), data.begin() + static_cast<long>(off + n)))}};
+      auto r = call("release.upload", a);
+      off += n;
+      if (r.value("complete", false)) break;
+    } while (off < data.size());
+    if (!g_.json) std::cerr << "uploaded release " << version << " of " << service << " (" << data.size() << " bytes, sha256 " << sha.substr(0, 12) << "…)\n";
+  }
+
+  int release_upload(const std::vector<std::string>& args) {
+    po::options_description d("Options");
+    std::string file, service, version;
+    d.add_options()("file", po::value(&file), "release artifact (tar)")("service", po::value(&service)->required(), "service name")(
+        "version", po::value(&version)->required(), "release version (immutable)");
+    po::positional_options_description pos;
+    pos.add("file", 1);
+    po::variables_map vm;
+    if (!parse(args, d, vm, &pos, "gantry release upload FILE --service S --version V",
+               "  gantry release upload web-2.4.1.tar --service web --version 2.4.1\n")) return kOk;
+    if (file.empty()) throw UsageError("missing FILE");
+    upload(file, service, version);
+    if (g_.json) std::cout << nlohmann::json{{"service", service}, {"version", version}, {"sha256", sha256_hex(read_all(file))}}.dump() << "\n";
+    return kOk;
+  }
+
+  // Plan options shared by `rollout start`, `rollout plan` and `rollback`.
+  struct PlanOpts {
+    std::string file, batches, max_failures, max_failures_per_batch, min_healthy, healthy_deadline, host_timeout,
+        progress_deadline, batch_delay, pause_after, domain_label, max_per_domain, unknown_hosts, unknown_wait;
+    int rollback_batch_size = -1;
+    bool no_auto_rollback = false;
+  };
+  void add_plan_options(po::options_description& d, PlanOpts& p) {
+    d.add_options()
+        ("file,f", po::value(&p.file), "YAML plan file (flags below override it)")
+        ("batches", po::value(&p.batches), "ramp of batch sizes, e.g. 1,10%,50%,100%")
+        ("max-failures", po::value(&p.max_failures), "failure budget for the whole rollout (count or N%)")
+        ("max-failures-per-batch", po::value(&p.max_failures_per_batch), "failure budget per batch")
+        ("unknown-hosts", po::value(&p.unknown_hosts), "fail | wait: how unreachable hosts count")
+        ("unknown-wait", po::value(&p.unknown_wait), "with --unknown-hosts wait: how long, e.g. 60s")
+        ("min-healthy-time", po::value(&p.min_healthy), "each host must stay healthy this long, e.g. 10s")
+        ("healthy-deadline", po::value(&p.healthy_deadline), "each host must be healthy within this, e.g. 5m")
+        ("host-timeout", po::value(&p.host_timeout), "no report this long after the order: the host failed")
+        ("progress-deadline", po::value(&p.progress_deadline), "the whole rollout must finish within this")
+        ("batch-delay", po::value(&p.batch_delay), "wait between batches, e.g. 30s")
+        ("pause-after", po::value(&p.pause_after), "batch indexes (0-based) after which to wait for promote, e.g. 0")
+        ("domain-label", po::value(&p.domain_label), "label naming the failure domain, e.g. zone")
+        ("max-per-domain", po::value(&p.max_per_domain), "at most this many hosts (or N%) of one domain per batch")
+        ("no-auto-rollback", po::bool_switch(&p.no_auto_rollback), "stop without rolling back when the budget is spent")
+        ("rollback-batch-size", po::value(&p.rollback_batch_size), "hosts rolled back at a time (0: all at once)");
+  }
+  static nlohmann::json amount(const std::string& v) {
+    if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos) return std::stoll(v);
+    return v;
+  }
+  static nlohmann::json duration(const std::string& v) { return amount(v); }
+  nlohmann::json plan_json(const PlanOpts& p, nlohmann::json& file_args) {
+    nlohmann::json plan = nlohmann::json::object();
+    if (!p.file.empty()) {
+      auto f = read_yaml_file(p.file);
+      if (!f) throw UsageError(f.error().message);
+      for (auto& [k, v] : f->items()) {
+        if (k == "service" || k == "version" || k == "selector" || k == "release" || k == "reason") file_args[k] = v;
+        else plan[k] = v;
+      }
+    }
+    auto list = [](const std::string& v) {
+      nlohmann::json a = nlohmann::json::array();
+      std::stringstream ss(v);
+      std::string item;
+      while (std::getline(ss, item, ',')) {
+        item.erase(0, item.find_first_not_of(' '));
+        if (!item.empty()) a.push_back(amount(item));
+      }
+      return a;
+    };
+    if (!p.batches.empty()) plan["batches"] = list(p.batches);
+    if (!p.max_failures.empty()) plan["max_failures"] = amount(p.max_failures);
+    if (!p.max_failures_per_batch.empty()) plan["max_failures_per_batch"] = amount(p.max_failures_per_batch);
+    if (!p.unknown_hosts.empty()) plan["unknown_hosts"] = p.unknown_hosts;
+    if (!p.unknown_wait.empty()) plan["unknown_wait"] = duration(p.unknown_wait);
+    if (!p.min_healthy.empty()) plan["min_healthy_time"] = duration(p.min_healthy);
+    if (!p.healthy_deadline.empty()) plan["healthy_deadline"] = duration(p.healthy_deadline);
+    if (!p.host_timeout.empty()) plan["host_timeout"] = duration(p.host_timeout);
+    if (!p.progress_deadline.empty()) plan["progress_deadline"] = duration(p.progress_deadline);
+    if (!p.batch_delay.empty()) plan["batch_delay"] = duration(p.batch_delay);
+    if (!p.pause_after.empty()) plan["pause_after"] = list(p.pause_after);
+    if (!p.domain_label.empty()) plan["domain_label"] = p.domain_label;
+    if (!p.max_per_domain.empty()) plan["max_per_domain"] = amount(p.max_per_domain);
+    if (p.no_auto_rollback) plan["auto_rollback"] = false;
+    if (p.rollback_batch_size >= 0) plan["rollback"] = {{"batch_size", p.rollback_batch_size}};
+    return plan;
+  }
+
+  int rollout_start(const std::vector<std::string>& args, bool preview) {
+    po::options_description d("Options");
+    std::string service, version, release, selector, reason;
+    bool wait = false;
+    PlanOpts p;
+    d.add_options()
+        ("service", po::value(&service), "service to roll")
+        ("version", po::value(&version), "target release version")
+        ("release", po::value(&release), "release artifact to upload first (skipped if already uploaded)")
+        ("selector", po::value(&selector), "hosts by labels, e.g. role=web,zone=eu-1 (default: every host running the service)")
+        ("reason", po::value(&reason), "why: kept in the history")
+        ("wait", po::bool_switch(&wait), "follow the rollout to its end; exit 1 unless it succeeds");
+    add_plan_options(d, p);
+    po::variables_map vm;
+    const char* usage = preview ? "gantry rollout plan --service S [--selector ...] [plan options]"
+                                : "gantry rollout start --service S --version V [--release FILE] [plan options] [--wait]";
+    const char* examples = preview ? "  gantry rollout plan --service web --batches 1,10%,50%,100% --domain-label zone --max-per-domain 1\n  gantry rollout plan -f plan.yaml --json\n"
+                                   : "  gantry rollout start --service web --version 2.4.1 --release web-2.4.1.tar --batches 1,2,2 --wait\n"
+                                     "  gantry rollout start -f plan.yaml --reason 'fix login bug' --wait\n"
+                                     "  gantry rollout start --service web --version 2.4.2 --batches 1,25%,100% --pause-after 0 --max-failures 1\n";
+    if (!parse(args, d, vm, nullptr, usage, examples)) return kOk;
+    nlohmann::json file_args = nlohmann::json::object();
+    nlohmann::json plan = plan_json(p, file_args);
+    auto pick = [&](std::string& v, const char* k) {
+      if (v.empty() && file_args.contains(k) && !file_args[k].is_null()) v = file_args[k].is_string() ? file_args[k].get<std::string>() : file_args[k].dump();
+    };
+    pick(service, "service");
+    pick(version, "version");
+    pick(release, "release");
+    pick(selector, "selector");
+    pick(reason, "reason");
+    if (service.empty()) throw UsageError("missing --service (or `service:` in the plan file)");
+    nlohmann::json a = {{"service", service}, {"plan", plan}, {"selector", selector}};
+    if (preview) {
+      auto r = call("rollout.plan", a);
+      if (g_.json) {
+        std::cout << r.dump(2) << "\n";
+        return kOk;
+      }
+      std::cout << "Plan for " << service << ": " << s(r, "hosts") << " host(s) in " << r["batches"].size() << " batch(es); failure budget "
+                << s(r, "failure_budget_hosts") << " host(s)" << (r.contains("per_batch_budget_hosts") ? ", per batch " + s(r, "per_batch_budget_hosts") : "") << "\n";
+      Table t({"BATCH", "SIZE", "HOSTS"});
+      int i = 0;
+      for (const auto& b : r["batches"]) {
+        std::string hs;
+        for (const auto& h : b) hs += (hs.empty() ? "" : " ") + h.get<std::string>();
+        t.row({std::to_string(++i), std::to_string(b.size()), hs});
+      }
+      t.print(std::cout);
+      return kOk;
+    }
+    if (version.empty()) throw UsageError("missing --version (or `version:` in the plan file)");
+    if (!release.empty()) upload(release, service, version);
+    a["version"] = version;
+    a["reason"] = reason;
+    auto r = call("rollout.start", a);
+    if (!wait) {
+      if (g_.json) std::cout << r.dump(2) << "\n";
+      else print_rollout(r, false);
+      return kOk;
+    }
+    return watch(r.value("id", 0ULL));
+  }
+
+  int rollout_watch(const std::vector<std::string>& args) {
+    po::options_description d("Options");
+    uint64_t id = 0;
+    std::string service;
+    d.add_options()("id", po::value(&id), "rollout id (default: the active one)")("service", po::value(&service), "the active rollout of this service");
+    po::positional_options_description pos;
+    pos.add("id", 1);
+    po::variables_map vm;
+    if (!parse(args, d, vm, &pos, "gantry rollout watch [ID] [--service S]", "  gantry rollout watch\n  gantry rollout watch 42\n")) return kOk;
+    if (id == 0) id = active_id(service);
+    return watch(id);
+  }
+
+  uint64_t active_id(const std::string& service) {
+    nlohmann::json a = nlohmann::json::object();
+    if (!service.empty()) a["service"] = service;
+    auto st = call("status", a);
+    for (const auto& r : st["rollouts"]) {
+      std::string ph = s(r, "phase");
+      if (ph == "running" || ph == "paused" || ph == "rolling_back") return r.value("id", 0ULL);
+    }
+    if (!st["rollouts"].empty()) return st["rollouts"][0].value("id", 0ULL);
+    throw UsageError("no rollout to watch");
+  }
+
+  // Follows a rollout: prints each new event, redraws a progress line on a terminal.
+  int watch(uint64_t id) {
+    bool tty = ::isatty(1) && !g_.json;
+    int64_t last_event = 0;
+    auto start = std::chrono::steady_clock::now();
+    std::string last_line;
+    for (;;) {
+      nlohmann::json r = call("rollout.get", {{"id", id}, {"events", true}});
+      if (tty && !last_line.empty()) std::cout << "\r\033[K";
+      for (const auto& e : r["events"]) {
+        if (e.value("id", 0LL) <= last_event) continue;
+        last_event = e.value("id", 0LL);
+        if (!g_.json) std::cout << when(e.value("at", 0LL)).substr(11) << "  " << s(e, "message") << "\n";
+      }
+      std::string phase = s(r, "phase");
+      const auto& c = r["counts"];
+      auto secs = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count();
+      std::string line = "[" + phase + "] batch " + s(r, "batch") + "/" + s(r, "batches_total") + "  healthy " + s(c, "healthy") +
+                         "  failed " + s(c, "failed") + "  unknown " + s(c, "unknown") + "  in progress " + s(c, "ordered") +
+                         "  pending " + s(c, "pending") + "  elapsed " + std::to_string(secs) + "s";
+      bool terminal = phase == "succeeded" || phase == "failed" || phase == "rolled_back" || phase == "aborted";
+      if (tty && !terminal) {
+        std::cout << line << std::flush;
+        last_line = line;
+      } else if (!tty && !g_.json && line != last_line && !terminal) {
+        last_line = line;
+      }
+      if (terminal) {
+        if (g_.json) {
+          std::cout << r.dump(2) << "\n";
+        } else {
+          std::cout << "\n";
+          print_rollout(r, true);
+          std::cout << (phase == "succeeded" ? "Rollout succeeded.\n" : "Rollout did not succeed: " + phase + (s(r, "end_reason").empty() ? "" : " — " + s(r, "end_reason")) + "\n");
+        }
+        return phase == "succeeded" ? kOk : kRolloutFailed;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+
+  int rollout_show(const std::vector<std::string>& args) {
+    po::options_description d("Options");
+    uint64_t id = 0;
+    d.add_options()("id", po::value(&id)->required(), "rollout id");
+    po::positional_options_description pos;
+    pos.add("id", 1);
+    po::variables_map vm;
+    if (!parse(args, d, vm, &pos, "gantry rollout show ID", "  gantry rollout show 42\n")) return kOk;
+    auto r = call("rollout.get", {{"id", id}, {"events", true}});
+    if (g_.json) {
+      std::cout << r.dump(2) << "\n";
+      return kOk;
+    }
+    print_rollout(r, true);
+    std::cout << "\nEvents:\n";
+    for (const auto& e : r["events"]) std::cout << "  " << when(e.value("at", 0LL)) << "  " << s(e, "message") << "\n";
+    return kOk;
+  }
+
+  int rollout_control(const std::string& sub, const std::vector<std::string>& args) {
+    po::options_description d("Options");
+    uint64_t id = 0;
+    std::string service;
+    d.add_options()("id", po::value(&id), "rollout id (default: the active one)")("service", po::value(&service), "the active rollout of this service");
+    po::positional_options_description pos;
+    pos.add("id", 1);
+    po::variables_map vm;
+    std::string usage = "gantry rollout " + sub + " [ID] [--service S]";
+    if (!parse(args, d, vm, &pos, usage.c_str(), "  gantry rollout pause --service web\n  gantry rollout promote 42\n")) return kOk;
+    nlohmann::json a = nlohmann::json::object();
+    if (id) a["id"] = id;
+    if (!service.empty()) a["service"] = service;
+    auto r = call("rollout." + sub, a);
+    if (g_.json) std::cout << r.dump(2) << "\n";
+    else print_rollout(r, false);
+    return kOk;
+  }
+
+  int rollback(const std::vector<std::string>& args) {
+    po::options_description d("Options");
+    std::string service, reason, selector;
+    uint64_t to_revision = 0;
+    bool wait = false;
+    PlanOpts p;
+    d.add_options()("service", po::value(&service)->required(), "service to roll back")(
+        "to-revision", po::value(&to_revision), "revision number from `gantry history` (default: the previous one)")(
+        "selector", po::value(&selector), "only these hosts")("reason", po::value(&reason), "why: kept in the history")(
+        "wait", po::bool_switch(&wait), "follow it to the end; exit 1 unless it succeeds");
+    add_plan_options(d, p);
+    po::variables_map vm;
+    if (!parse(args, d, vm, nullptr, "gantry rollback --service S [--to-revision N] [plan options] [--wait]",
+               "  gantry rollback --service web --wait\n  gantry rollback --service web --to-revision 3 --batches 50%\n")) return kOk;
+    nlohmann::json file_args = nlohmann::json::object();
+    nlohmann::json a = {{"service", service}, {"plan", plan_json(p, file_args)}, {"reason", reason}, {"selector", selector}};
+    if (to_revision) a["to_revision"] = to_revision;
+    auto r = call("rollback", a);
+    if (wait) return watch(r.value("id", 0ULL));
+    if (g_.json) std::cout << r.dump(2) << "\n";
+    else print_rollout(r, false);
+    return kOk;
+  }
+
+  int history(const std::vector<std::string>& args) {
+    po::options_description d("Options");
+    std::string service;
+    d.add_options()("service", po::value(&service), "only this service");
+    po::positional_options_description pos;
+    pos.add("service", 1);
+    po::variables_map vm;
+    if (!parse(args, d, vm, &pos, "gantry history [SERVICE]", "  gantry history web\n")) return kOk;
+    nlohmann::json a = nlohmann::json::object();
+    if (!service.empty()) a["service"] = service;
+    auto r = call("history", a);
+    if (g_.json) {
+      std::cout << r.dump(2) << "\n";
+      return kOk;
+    }
+    Table t({"ID", "REV", "SERVICE", "VERSION", "KIND", "RESULT", "STARTED", "BY", "REASON", "ENDED WITH"});
+    for (const auto& x : r["rollouts"]) {
+      int64_t rev = x.value("revision", 0LL);
+      t.row({s(x, "id"), rev > 0 ? std::to_string(rev) : "-", s(x, "service"), s(x, "version"), s(x, "kind"), s(x, "phase"),
+             when(x.value("created_at", 0LL)), s(x, "created_by"), s(x, "reason"), s(x, "end_reason")});
+    }
+    t.print(std::cout);
+    return kOk;
+  }
+
+  int audit(const std::vector<std::string>& args) {
+    po::options_description d("Options");
+    uint64_t limit = 50;
+    d.add_options()("limit", po::value(&limit), "newest N entries");
+    po::variables_map vm;
+    if (!parse(args, d, vm, nullptr, "gantry audit [--limit N]", "  gantry audit --limit 20\n")) return kOk;
+    auto r = call("audit", {{"limit", limit}});
+    if (g_.json) {
+      std::cout << r.dump(2) << "\n";
+      return kOk;
+    }
+    Table t({"WHEN", "WHO", "COMMAND", "TARGET", "DECISION"});
+    for (const auto& x : r["audit"]) t.row({when(x.value("at", 0LL)), s(x, "who"), s(x, "command"), s(x, "target"), s(x, "decision")});
+    t.print(std::cout);
+    return kOk;
+  }
+
+  Globals g_;
+  Client client_;
+};
+
+}  // namespace
+
+int run(const std::vector<std::string>& args) {
+  Globals g;
+  if (const char* e = std::getenv("GANTRY_COORDINATOR")) g.coordinator = e;
+  if (g.coordinator.empty()) g.coordinator = config_coordinator();
+  if (g.coordinator.empty()) g.coordinator = "tcp://127.0.0.1:7602";
+  std::vector<std::string> words;
+  size_t i = 0;
+  for (; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--json") g.json = true;
+    else if (a == "--coordinator" && i + 1 < args.size() && words.empty()) g.coordinator = args[++i];
+    else if (a.rfind("--coordinator=", 0) == 0) g.coordinator = a.substr(14);
+    else if (a == "--timeout-ms" && i + 1 < args.size()) g.timeout_ms = std::atoi(args[++i].c_str());
+    else if (a == "--version" && words.empty()) {
+      std::cout << "gantry " << kGantryVersion << "\n";
+      return kOk;
+    } else if ((a == "--help" || a == "-h" || a == "help") && words.empty()) {
+      std::cout << kTopHelp;
+      return kOk;
+    } else {
+      words.push_back(a);
+    }
+  }
+  if (words.empty()) {
+    std::cerr << kTopHelp;
+    return kUsage;
+  }
+  try {
+    App app(g);
+    return app.run_guarded(words);
+  } catch (const UsageError& e) {
+    std::cerr << "gantry: " << e.what() << "\n(see `gantry --help`)\n";
+    return kUsage;
+  }
+}
+
+}  // namespace gantry::cli

@@ -1,0 +1,47 @@
+#include "cli/table.h"
+
+#include <ctime>
+
+namespace gantry::cli {
+
+void Table::print(std::ostream& out) const {
+  std::vector<size_t> w(headers_.size(), 0);
+  for (size_t i = 0; i < headers_.size(); ++i) w[i] = headers_[i].size();
+  for (const auto& r : rows_) {
+    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string s;
+    for (size_t i = 0; i < w.size(); ++i) {
+      std::string c = i < cells.size() ? cells[i] : "";
+      s += c;
+      if (i + 1 < w.size()) s += std::string(w[i] - c.size() + 2, ' ');
+    }
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    out << s << '\n';
+  };
+  line(headers_);
+  for (const auto& r : rows_) line(r);
+}
+
+std::string ago(long long ms) {
+  if (ms < 0) return "-";
+  if (ms < 1000) return "now";
+  long long s = ms / 1000;
+  if (s < 120) return std::to_string(s) + "s ago";
+  if (s < 7200) return std::to_string(s / 60) + "m ago";
+  if (s < 172800) return std::to_string(s / 3600) + "h ago";
+  return std::to_string(s / 86400) + "d ago";
+}
+
+std::string when(long long wall_ms) {
+  if (wall_ms <= 0) return "-";
+  std::time_t t = static_cast<std::time_t>(wall_ms / 1000);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+}  // namespace gantry::cli

@@ -1,0 +1,94 @@
+#include "coordinator/fleet/registry.h"
+
+namespace gantry::fleet {
+
+void Registry::restore(HostRecord h) {
+  identity_to_host_[h.identity] = h.host_id;
+  hosts_[h.host_id] = std::move(h);
+}
+
+bool Registry::on_hello(const proto::Hello& h, const std::string& identity, Millis now, Millis wall) {
+  auto& rec = hosts_[h.host_id];
+  bool was_offline = !rec.online || !rec.said_hello;
+  if (!rec.identity.empty() && rec.identity != identity) identity_to_host_.erase(rec.identity);
+  rec.host_id = h.host_id;
+  rec.identity = identity;
+  rec.agent_version = h.agent_version;
+  rec.labels = h.labels;
+  std::map<std::string, ServiceView> svcs;
+  for (const auto& s : h.services) {
+    ServiceView v;
+    v.current_version = s.current_version;
+    v.previous_version = s.previous_version;
+    v.state = s.state;
+    v.order_id = s.order_id;
+    svcs[s.name] = v;
+  }
+  rec.services = std::move(svcs);
+  rec.online = true;
+  rec.said_hello = true;
+  rec.last_seen = now;
+  rec.last_seen_wall = wall;
+  if (rec.first_seen_wall == 0) rec.first_seen_wall = wall;
+  identity_to_host_[identity] = h.host_id;
+  return was_offline;
+}
+
+bool Registry::touch(const std::string& identity, Millis now, Millis wall) {
+  HostRecord* h = by_identity(identity);
+  if (!h || !h->said_hello) return false;
+  h->last_seen = now;
+  h->last_seen_wall = wall;
+  h->online = true;
+  return true;
+}
+
+std::vector<std::string> Registry::expire(Millis now, Millis timeout) {
+  std::vector<std::string> lost;
+  for (auto& [id, h] : hosts_) {
+    if (h.online && now - h.last_seen > timeout) {
+      h.online = false;
+      h.said_hello = false;
+      lost.push_back(id);
+    }
+  }
+  return lost;
+}
+
+HostRecord* Registry::by_identity(const std::string& identity) {
+  auto it = identity_to_host_.find(identity);
+  if (it == identity_to_host_.end()) return nullptr;
+  return find(it->second);
+}
+
+HostRecord* Registry::find(const std::string& host_id) {
+  auto it = hosts_.find(host_id);
+  return it == hosts_.end() ? nullptr : &it->second;
+}
+
+nlohmann::json Registry::host_json(const HostRecord& h, Millis wall_now) {
+  nlohmann::json svcs = nlohmann::json::array();
+  for (const auto& [name, s] : h.services) {
+    svcs.push_back({{"name", name},
+                    {"current_version", s.current_version},
+                    {"previous_version", s.previous_version},
+                    {"state", s.state},
+                    {"order_id", s.order_id},
+                    {"phase", s.phase}});
+  }
+  return {{"host_id", h.host_id},
+          {"state", h.online ? "online" : "unknown"},
+          {"online", h.online},
+          {"labels", h.labels},
+          {"agent_version", h.agent_version},
+          {"last_seen_ms_ago", h.last_seen_wall ? wall_now - h.last_seen_wall : -1},
+          {"services", svcs}};
+}
+
+nlohmann::json Registry::to_json(Millis wall_now) const {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& [id, h] : hosts_) arr.push_back(host_json(h, wall_now));
+  return arr;
+}
+
+}  // namespace gantry::fleet

@@ -1,0 +1,828 @@
+// The rollout decision rules. Pure: (state, event, now) -> (state, actions); no clock, no I/O.
+//
+// These rules are what an operator relies on when writing a plan; they are the source of the
+// README's "Writing a plan" section.
+//
+// Schedule
+//   - Fixed at EvStart by make_schedule() (see planner.cc): batches are sizes like Ansible's
+//     `serial`, percentages of the selected hosts rounded up, the last entry repeating, never an
+//     empty batch; with domain_label the batches are filled domain by domain (sorted by value),
+//     at most max_per_domain hosts of one domain per batch. pause_after must name existing
+//     batches. The schedule never changes afterwards.
+//   - Every host of a batch gets an "update" order with a fresh id "r<rollout>-<seq>", including
+//     hosts that already run the target (the agent answers at once). A host that is offline
+//     when its batch is ordered is ordered anyway (the daemon resends until acknowledged) and
+//     starts out unknown.
+//
+// Host results
+//   - "succeeded" -> healthy; "failed_reverted" and "failed" -> failed (the message is kept).
+//   - A report is applied only if it answers the host's current order and that order has no
+//     result yet; stale (older order id), duplicate and unknown-host reports are recorded and
+//     ignored, never counted twice. A report for an unknown host (it came back) is applied
+//     normally, also after the rollout ended (the record then says what the host last said).
+//   - A host ordered more than host_timeout_ms ago without a result becomes unknown and counts
+//     as failed at once (whatever unknown_hosts says). host_timeout 0 disables this. A rollback
+//     order that times out marks the host rollback-failed.
+//   - A lost host that was ordered becomes unknown. unknown_hosts "fail": it counts as failed
+//     at once; "wait": it counts once unknown_wait_ms has passed without it coming back.
+//   - A host that comes back: if it belongs to the batch being worked on (not yet done) and the
+//     rollout has not ended, it is in flight again (ordered; the daemon resends the order, the agent
+//     de-duplicates) and no longer counts as failed. A host of an earlier batch keeps counting
+//     as failed until it reports. While rolling back, a host that comes back running the target
+//     is rolled back like the healthy ones.
+//
+// Failure budget
+//   - failed = failed hosts + unknown hosts that count (above). The rollout stops when failed >
+//     max_failures (resolved against the selected hosts, rounding up), or when any batch has
+//     more failed hosts than max_failures_per_batch (a percentage resolves against that batch's
+//     own size), or when the progress deadline (started_at + progress_deadline_ms; pauses
+//     included) passes before the rollout ends.
+//   - Stopping: no more update orders; hosts never ordered become skipped; the reason is
+//     recorded. With auto_rollback: broadcast "rollback" and roll back (below). Without it: the
+//     rollout waits for the hosts still in flight, then ends failed.
+//
+// Batches
+//   - A batch is done when none of its hosts is in flight (ordered, or unknown and not yet
+//     counted). Then, if the budget holds: the last batch ends the rollout succeeded (possibly
+//     with failures within budget); a batch listed in pause_after pauses the rollout until
+//     `promote` (resume is refused); otherwise the next batch is ordered batch_delay_ms after
+//     the batch was done.
+//
+// Rollback (automatic, or operator EvRollback)
+//   - Hosts to roll back: healthy hosts (they run the target), including in-flight hosts that
+//     report success later. They are ordered in reverse order of update (highest update_seq
+//     first), at most rollback_batch_size rolling back at a time (0: all at once), each with an
+//     order "rollback" to its from_version. A host with no from_version cannot be rolled back:
+//     it becomes rollback-failed with a message, so the operator sees it in every count.
+//   - A failed rollback of one host does not stop the others.
+//   - The rollback ends (rolled back) when no host is rolling back, none is waiting to be
+//     rolled back and none is in flight for update. Rollback has no deadline of its own beyond
+//     host_timeout_ms per host.
+//
+// Operator
+//   - pause: running -> paused (results are still applied, budget and deadlines still act).
+//   - resume: operator pause -> running; refused while waiting for promote.
+//   - promote: waiting for promote -> running, next batch ordered at once.
+//   - abort: any non-terminal phase -> aborted: never-ordered hosts become skipped, "abort" is
+//     broadcast, hosts are left as they are (rollback is a separate act).
+//   - rollback: from running, paused, failed or aborted -> rolling back as above. Not from
+//     succeeded (a rollback of a finished release is a new rollout to an older revision) nor
+//     while already rolling back or rolled back.
+//   - pause/resume/promote are refused while the rollout is stopping.
+//   - An event that makes no sense in the current phase returns an error and the state as it was.
+//
+// Time: every event, not only EvTick, first applies the event and then every deadline that
+// `now` has reached. next_deadline() is the earliest time at which a tick changes something.
+#include "coordinator/rollout/state_machine.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns falsely (maybe-uninitialized) when a std::vector<std::variant> reallocates.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <algorithm>
+#include <limits>
+#include <set>
+
+#include "coordinator/rollout/planner.h"
+
+namespace gantry::rollout {
+
+const char* phase_name(Phase p) {
+  switch (p) {
+    case Phase::kRunning: return "running";
+    case Phase::kPaused: return "paused";
+    case Phase::kRollingBack: return "rolling_back";
+    case Phase::kSucceeded: return "succeeded";
+    case Phase::kFailed: return "failed";
+    case Phase::kRolledBack: return "rolled_back";
+    case Phase::kAborted: return "aborted";
+  }
+  return "?";
+}
+
+bool is_terminal(Phase p) {
+  return p == Phase::kSucceeded || p == Phase::kFailed || p == Phase::kRolledBack ||
+         p == Phase::kAborted;
+}
+
+const char* host_state_name(HostState s) {
+  switch (s) {
+    case HostState::kPending: return "pending";
+    case HostState::kOrdered: return "ordered";
+    case HostState::kHealthy: return "healthy";
+    case HostState::kFailed: return "failed";
+    case HostState::kUnknown: return "unknown";
+    case HostState::kRollingBack: return "rolling_back";
+    case HostState::kRolledBack: return "rolled_back";
+    case HostState::kRollbackFailed: return "rollback_failed";
+    case HostState::kSkipped: return "skipped";
+  }
+  return "?";
+}
+
+HostSlot* State::find(const std::string& host_id) {
+  for (auto& h : hosts) {
+    if (h.host_id == host_id) return &h;
+  }
+  return nullptr;
+}
+
+const HostSlot* State::find(const std::string& host_id) const {
+  return const_cast<State*>(this)->find(host_id);
+}
+
+Counts count(const State& s) {
+  Counts c;
+  for (const auto& h : s.hosts) {
+    switch (h.state) {
+      case HostState::kPending: ++c.pending; break;
+      case HostState::kOrdered: ++c.ordered; break;
+      case HostState::kHealthy: ++c.healthy; break;
+      case HostState::kFailed: ++c.failed; break;
+      case HostState::kUnknown: ++c.unknown; break;
+      case HostState::kRollingBack: ++c.rolling_back; break;
+      case HostState::kRolledBack: ++c.rolled_back; break;
+      case HostState::kRollbackFailed: ++c.rollback_failed; break;
+      case HostState::kSkipped: ++c.skipped; break;
+    }
+  }
+  return c;
+}
+
+namespace {
+
+bool in_flight_update(const HostSlot& h) {
+  return h.state == HostState::kOrdered || (h.state == HostState::kUnknown && !h.unknown_counts);
+}
+bool counts_failed(const HostSlot& h) {
+  return h.state == HostState::kFailed || (h.state == HostState::kUnknown && h.unknown_counts);
+}
+
+std::string fmt_ms(Millis ms) {
+  if (ms != 0 && ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
+  if (ms != 0 && ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
+  if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+std::string join(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 12;
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < kShown; ++i) {
+    if (i) out += ", ";
+    out += names[i];
+  }
+  if (names.size() > kShown) out += " and " + std::to_string(names.size() - kShown) + " more";
+  return out;
+}
+
+std::string batch_label(const State& s, int b) {
+  return "batch " + std::to_string(b + 1) + " of " + std::to_string(s.batches.size());
+}
+
+uint32_t total_budget(const State& s) {
+  return s.plan.max_failures.resolve(static_cast<uint32_t>(s.hosts.size()), false);
+}
+
+uint32_t total_failed(const State& s) {
+  uint32_t n = 0;
+  for (const auto& h : s.hosts) n += counts_failed(h) ? 1 : 0;
+  return n;
+}
+
+// Why the budget is spent, or "" if it holds.
+std::string budget_exceeded(const State& s) {
+  const uint32_t failed = total_failed(s), budget = total_budget(s);
+  if (failed > budget) {
+    return std::to_string(failed) + " failed or unknown host" + (failed == 1 ? "" : "s") +
+           ", more than the failure budget of " + std::to_string(budget);
+  }
+  if (s.plan.max_failures_per_batch) {
+    for (size_t b = 0; b < s.batches.size(); ++b) {
+      uint32_t bf = 0;
+      for (const auto& h : s.hosts) bf += (h.batch == static_cast<int>(b) && counts_failed(h)) ? 1 : 0;
+      const uint32_t bb = *batch_budget(s.plan, static_cast<uint32_t>(s.batches[b].size()));
+      if (bf > bb) {
+        return std::to_string(bf) + " failed or unknown hosts in " +
+               batch_label(s, static_cast<int>(b)) + ", more than its budget of " +
+               std::to_string(bb);
+      }
+    }
+  }
+  return "";
+}
+
+class Machine {
+ public:
+  Machine(State& s, Millis now, std::vector<Action>& acts) : s_(s), now_(now), acts_(acts) {}
+
+  void record(std::string m) { acts_.push_back(ActRecord{std::move(m)}); }
+
+  std::string new_order_id() {
+    return "r" + std::to_string(s_.id) + "-" + std::to_string(s_.next_order_seq++);
+  }
+
+  void skip_pending() {
+    std::vector<std::string> names;
+    for (auto& h : s_.hosts) {
+      if (h.state == HostState::kPending) {
+        h.state = HostState::kSkipped;
+        names.push_back(h.host_id);
+      }
+    }
+    if (!names.empty()) record("not ordered, skipped: " + join(names));
+  }
+
+  void finish(Phase p, const std::string& sentence) {
+    s_.phase = p;
+    s_.waiting_promote = false;
+    s_.finished_at = now_;
+    skip_pending();
+    if (s_.end_reason.empty()) s_.end_reason = sentence;
+    const Counts c = count(s_);
+    record("rollout " + std::string(phase_name(p)) + ": " + sentence + " (healthy " +
+           std::to_string(c.healthy) + ", failed " + std::to_string(c.failed) + ", unknown " +
+           std::to_string(c.unknown) + ", rolled back " + std::to_string(c.rolled_back) +
+           ", rollback failed " + std::to_string(c.rollback_failed) + ", skipped " +
+           std::to_string(c.skipped) + ")");
+    acts_.push_back(ActFinished{p});
+  }
+
+  // Stop ordering updates; roll back or wait for the hosts in flight, then fail.
+  void halt(const std::string& reason, bool rollback) {
+    s_.halted = true;
+    s_.end_reason = reason;
+    s_.waiting_promote = false;
+    s_.finished_at = 0;
+    if (rollback) {
+      s_.phase = Phase::kRollingBack;
+      record("stopping: " + reason + "; rolling back the changed hosts in reverse order of update");
+      acts_.push_back(ActBroadcast{"rollback"});
+    } else {
+      uint32_t flying = 0;
+      for (const auto& h : s_.hosts) flying += in_flight_update(h) ? 1 : 0;
+      record("stopping: " + reason + "; automatic rollback is off" +
+             (flying ? ", waiting for " + std::to_string(flying) + " host(s) in flight" : ""));
+    }
+    skip_pending();
+  }
+
+  void order_batch(int b) {
+    s_.current_batch = b;
+    std::vector<std::string> names;
+    for (const auto& id : s_.batches[static_cast<size_t>(b)]) {
+      HostSlot* h = s_.find(id);
+      if (!h || h->state != HostState::kPending) continue;  // cannot happen with a valid state
+      h->order_id = new_order_id();
+      h->ordered_at = now_;
+      h->update_seq = s_.next_update_seq++;
+      h->message.clear();
+      if (h->online) {
+        h->state = HostState::kOrdered;
+      } else {
+        h->state = HostState::kUnknown;
+        h->lost_at = now_;
+        h->unknown_counts = s_.plan.unknown_hosts == "fail";
+      }
+      names.push_back(h->host_id);
+      acts_.push_back(ActOrder{h->host_id, h->order_id, "update", s_.version});
+    }
+    record(batch_label(s_, b) + ": ordered " + join(names) + " to " + s_.version);
+    for (const auto& id : names) {
+      const HostSlot* h = s_.find(id);
+      if (h->state == HostState::kUnknown) record(unknown_sentence(*h, "is unreachable"));
+    }
+  }
+
+  std::string unknown_sentence(const HostSlot& h, const std::string& what) const {
+    if (h.unknown_counts) return h.host_id + " " + what + "; it counts as failed (unknown_hosts: fail)";
+    return h.host_id + " " + what + "; waiting up to " + fmt_ms(s_.plan.unknown_wait_ms) +
+           " before it counts as failed";
+  }
+
+  // Apply every deadline `now` has reached and take every decision that follows.
+  void settle() {
+    for (int guard = 0; guard < 10'000 && !is_terminal(s_.phase); ++guard) {
+      if (!settle_once()) break;
+    }
+  }
+
+  bool settle_once() {
+    bool changed = false;
+    const Plan& p = s_.plan;
+    // Host timeouts.
+    if (p.host_timeout_ms > 0) {
+      for (auto& h : s_.hosts) {
+        if (now_ < h.ordered_at + p.host_timeout_ms) continue;
+        if (h.state == HostState::kOrdered) {
+          h.state = HostState::kUnknown;
+          h.unknown_counts = true;
+          h.lost_at = now_;
+          h.message = "no report within host_timeout " + fmt_ms(p.host_timeout_ms);
+          record(h.host_id + " sent no report within " + fmt_ms(p.host_timeout_ms) +
+                 " of its order; it is unknown and counts as failed");
+          changed = true;
+        } else if (h.state == HostState::kRollingBack) {
+          h.state = HostState::kRollbackFailed;
+          h.message = "no rollback report within host_timeout " + fmt_ms(p.host_timeout_ms);
+          record(h.host_id + " sent no report within " + fmt_ms(p.host_timeout_ms) +
+                 " of its rollback order; rollback failed");
+          changed = true;
+        }
+      }
+    }
+    // Unknown hosts whose grace has run out.
+    for (auto& h : s_.hosts) {
+      if (h.state == HostState::kUnknown && !h.unknown_counts &&
+          now_ >= h.lost_at + p.unknown_wait_ms) {
+        h.unknown_counts = true;
+        record(h.host_id + " still unreachable after " + fmt_ms(p.unknown_wait_ms) +
+               "; it counts as failed");
+        changed = true;
+      }
+    }
+    const bool active = s_.phase == Phase::kRunning || s_.phase == Phase::kPaused;
+    if (active && !s_.halted) {
+      if (p.progress_deadline_ms > 0 && now_ >= s_.started_at + p.progress_deadline_ms) {
+        halt("progress deadline of " + fmt_ms(p.progress_deadline_ms) + " passed", p.auto_rollback);
+        return true;
+      }
+      std::string why = budget_exceeded(s_);
+      if (!why.empty()) {
+        halt(why, p.auto_rollback);
+        return true;
+      }
+    }
+
+    if (s_.phase == Phase::kRollingBack) return roll_back() || changed;
+
+    if (s_.halted) {
+      for (const auto& h : s_.hosts) {
+        if (in_flight_update(h)) return changed;
+      }
+      finish(Phase::kFailed, s_.end_reason);
+      return true;
+    }
+
+    // Batch progress.
+    const int nb = static_cast<int>(s_.batches.size());
+    if (s_.current_batch >= 0 && s_.completed_batch < s_.current_batch) {
+      for (const auto& h : s_.hosts) {
+        if (in_flight_update(h)) return changed;
+      }
+      const int b = s_.current_batch;
+      s_.completed_batch = b;
+      uint32_t healthy = 0, failed = 0, unknown = 0;
+      for (const auto& h : s_.hosts) {
+        if (h.batch != b) continue;
+        healthy += h.state == HostState::kHealthy;
+        failed += h.state == HostState::kFailed;
+        unknown += h.state == HostState::kUnknown;
+      }
+      record(batch_label(s_, b) + " done: " + std::to_string(healthy) + " healthy, " +
+             std::to_string(failed) + " failed, " + std::to_string(unknown) +
+             " unknown; failures " + std::to_string(total_failed(s_)) + " of budget " +
+             std::to_string(total_budget(s_)));
+      if (b + 1 >= nb) {
+        finish(Phase::kSucceeded, "all " + std::to_string(nb) + " batches done, " +
+                                      std::to_string(total_failed(s_)) +
+                                      " failed or unknown within the budget of " +
+                                      std::to_string(total_budget(s_)));
+        return true;
+      }
+      if (std::find(p.pause_after.begin(), p.pause_after.end(), static_cast<uint32_t>(b)) !=
+          p.pause_after.end()) {
+        s_.phase = Phase::kPaused;
+        s_.waiting_promote = true;
+        record("paused after " + batch_label(s_, b) +
+               " (pause_after); `gantry rollout promote` continues with batch " +
+               std::to_string(b + 2));
+        return true;
+      }
+      s_.next_batch_at = now_ + p.batch_delay_ms;
+      if (p.batch_delay_ms > 0) {
+        record("waiting " + fmt_ms(p.batch_delay_ms) + " (batch_delay) before " +
+               batch_label(s_, b + 1));
+      }
+      changed = true;
+    }
+    if (s_.phase == Phase::kRunning && s_.completed_batch == s_.current_batch &&
+        s_.current_batch + 1 < nb && now_ >= s_.next_batch_at) {
+      order_batch(s_.current_batch + 1);
+      return true;
+    }
+    return changed;
+  }
+
+  bool roll_back() {
+    bool changed = false;
+    std::vector<HostSlot*> todo;
+    uint32_t rolling = 0;
+    for (auto& h : s_.hosts) {
+      if (h.state == HostState::kRollingBack) ++rolling;
+      if (h.state != HostState::kHealthy) continue;
+      if (h.from_version.empty()) {
+        h.state = HostState::kRollbackFailed;
+        h.message = "no previous release to roll back to; it keeps " + s_.version;
+        record(h.host_id + " ran nothing before this rollout, so it cannot be rolled back; it keeps " +
+               s_.version);
+        changed = true;
+        continue;
+      }
+      todo.push_back(&h);
+    }
+    std::sort(todo.begin(), todo.end(),
+              [](const HostSlot* a, const HostSlot* b) { return a->update_seq > b->update_seq; });
+    const uint32_t cap = s_.plan.rollback_batch_size == 0 ? std::numeric_limits<uint32_t>::max()
+                                                           : s_.plan.rollback_batch_size;
+    std::vector<std::string> names;
+    for (HostSlot* h : todo) {
+      if (rolling >= cap) break;
+      h->state = HostState::kRollingBack;
+      h->order_id = new_order_id();
+      h->ordered_at = now_;
+      h->message.clear();
+      ++rolling;
+      names.push_back(h->host_id + " (to " + h->from_version + ")");
+      acts_.push_back(ActOrder{h->host_id, h->order_id, "rollback", h->from_version});
+    }
+    if (!names.empty()) {
+      record("rolling back " + join(names));
+      changed = true;
+    }
+    bool waiting = rolling > 0 || todo.size() > names.size();
+    for (const auto& h : s_.hosts) waiting = waiting || in_flight_update(h);
+    if (!waiting) {
+      finish(Phase::kRolledBack, s_.end_reason.empty() ? "rolled back" : s_.end_reason);
+      return true;
+    }
+    return changed;
+  }
+
+  // ---- events ----
+
+  Status on(const EvStart& e) {
+    if (!s_.hosts.empty() || s_.current_batch != -1) {
+      return make_error("state", "rollout " + std::to_string(s_.id) + " has already started");
+    }
+    if (e.service.empty()) return make_error("plan", "the rollout needs a service");
+    if (e.version.empty()) return make_error("plan", "the rollout needs a target version");
+    auto sched = make_schedule(e.plan, e.hosts);
+    if (!sched) return sched.error();
+    State n;
+    n.id = e.id;
+    n.service = e.service;
+    n.version = e.version;
+    n.plan = e.plan;
+    n.batches = sched->batches;
+    n.started_at = now_;
+    std::map<std::string, const HostCandidate*> by_id;
+    for (const auto& h : e.hosts) by_id[h.host_id] = &h;
+    for (size_t b = 0; b < n.batches.size(); ++b) {
+      for (const auto& id : n.batches[b]) {
+        const HostCandidate& c = *by_id[id];
+        HostSlot slot;
+        slot.host_id = id;
+        if (!e.plan.domain_label.empty()) {
+          auto it = c.labels.find(e.plan.domain_label);
+          if (it != c.labels.end()) slot.domain = it->second;
+        }
+        slot.from_version = c.running_version;
+        slot.running_version = c.running_version;
+        slot.online = c.online;
+        slot.batch = static_cast<int>(b);
+        n.hosts.push_back(std::move(slot));
+      }
+    }
+    s_ = std::move(n);
+    std::string sizes;
+    for (const auto& b : s_.batches) sizes += (sizes.empty() ? "" : ", ") + std::to_string(b.size());
+    record("rollout " + std::to_string(s_.id) + " of " + s_.service + " to " + s_.version +
+           " started: " + std::to_string(s_.hosts.size()) + " hosts in " +
+           std::to_string(s_.batches.size()) + " batches (" + sizes + "); failure budget " +
+           std::to_string(sched->failure_budget_hosts) + " host(s)");
+    return Status::Ok();
+  }
+
+  Status on(const EvReport& e) {
+    HostSlot* h = s_.find(e.host_id);
+    if (!h) {
+      record("report from " + e.host_id + ", which is not in this rollout; ignored");
+      return Status::Ok();
+    }
+    if (e.order_id != h->order_id) {
+      record("stale report from " + e.host_id + " for order " + e.order_id + " (current order: " +
+             (h->order_id.empty() ? "none" : h->order_id) + "); ignored");
+      return Status::Ok();
+    }
+    const bool update = h->state == HostState::kOrdered || h->state == HostState::kUnknown;
+    const bool rollback = h->state == HostState::kRollingBack;
+    if (!update && !rollback) {
+      record("duplicate report from " + e.host_id + " for order " + e.order_id + "; ignored");
+      return Status::Ok();
+    }
+    const bool ok = e.outcome == "succeeded";
+    if (!ok && e.outcome != "failed" && e.outcome != "failed_reverted") {
+      record("report from " + e.host_id + " with unknown outcome \"" + e.outcome + "\"; ignored");
+      return Status::Ok();
+    }
+    h->online = true;
+    h->unknown_counts = false;
+    if (!e.running_version.empty()) h->running_version = e.running_version;
+    h->message = e.message;
+    const std::string late = is_terminal(s_.phase) ? " (after the rollout ended)" : "";
+    if (update) {
+      h->state = ok ? HostState::kHealthy : HostState::kFailed;
+      if (ok) {
+        record(h->host_id + " healthy on " + s_.version + late);
+      } else {
+        std::string what = h->host_id + " failed" +
+                           (e.outcome == "failed_reverted" ? " and reverted" : "") +
+                           (e.message.empty() ? "" : ": " + e.message);
+        if (!is_terminal(s_.phase)) {
+          what += "; failures " + std::to_string(total_failed(s_)) + " of budget " +
+                  std::to_string(total_budget(s_));
+          if (!s_.halted && !budget_exceeded(s_).empty()) what += " -> stopping";
+        }
+        record(what + late);
+      }
+    } else {
+      h->state = ok ? HostState::kRolledBack : HostState::kRollbackFailed;
+      record(h->host_id + (ok ? " rolled back to " + h->from_version
+                              : " failed to roll back" + (e.message.empty() ? "" : ": " + e.message)) +
+             late);
+    }
+    return Status::Ok();
+  }
+
+  Status on(const EvHostLost& e) {
+    HostSlot* h = s_.find(e.host_id);
+    if (!h || !h->online) return Status::Ok();
+    h->online = false;
+    if (h->state == HostState::kOrdered && !is_terminal(s_.phase)) {
+      h->state = HostState::kUnknown;
+      h->lost_at = now_;
+      h->unknown_counts = s_.plan.unknown_hosts == "fail";
+      record(unknown_sentence(*h, "became unreachable before reporting"));
+    } else {
+      record(h->host_id + " became unreachable (" + host_state_name(h->state) + ")");
+    }
+    return Status::Ok();
+  }
+
+  Status on(const EvHostBack& e) {
+    HostSlot* h = s_.find(e.host_id);
+    if (!h) return Status::Ok();
+    const bool was_online = h->online;
+    h->online = true;
+    if (!e.running_version.empty()) h->running_version = e.running_version;
+    if (h->state != HostState::kUnknown || is_terminal(s_.phase)) {
+      if (!was_online) record(h->host_id + " is reachable again (" + host_state_name(h->state) + ")");
+      return Status::Ok();
+    }
+    if (s_.phase == Phase::kRollingBack && !e.running_version.empty() &&
+        e.running_version == s_.version) {
+      h->state = HostState::kHealthy;
+      h->unknown_counts = false;
+      h->message = "came back running " + s_.version;
+      record(h->host_id + " is back running " + s_.version + "; it will be rolled back");
+    } else if (h->batch == s_.current_batch && s_.completed_batch < s_.current_batch) {
+      h->state = HostState::kOrdered;
+      h->unknown_counts = false;
+      h->ordered_at = now_;
+      record(h->host_id + " is back; its order " + h->order_id + " is in flight again");
+    } else {
+      record(h->host_id + " is back; it counts as failed until it reports on order " + h->order_id);
+    }
+    return Status::Ok();
+  }
+
+  Status on(const EvTick&) { return Status::Ok(); }
+
+  Status stopping_error(const char* what) {
+    return make_error("state", std::string("cannot ") + what + ": the rollout is stopping (" +
+                                   s_.end_reason + ")");
+  }
+
+  Status on(const EvPause&) {
+    if (s_.phase != Phase::kRunning) {
+      return make_error("state", std::string("cannot pause: the rollout is ") + phase_name(s_.phase));
+    }
+    if (s_.halted) return stopping_error("pause");
+    s_.phase = Phase::kPaused;
+    record("paused by the operator; hosts in flight finish, no new batch is ordered");
+    return Status::Ok();
+  }
+
+  Status on(const EvResume&) {
+    if (s_.phase != Phase::kPaused) {
+      return make_error("state", std::string("cannot resume: the rollout is ") + phase_name(s_.phase));
+    }
+    if (s_.halted) return stopping_error("resume");
+    if (s_.waiting_promote) {
+      return make_error("state", "the rollout waits for promotion after " +
+                                     batch_label(s_, s_.completed_batch) +
+                                     "; use `gantry rollout promote`");
+    }
+    s_.phase = Phase::kRunning;
+    record("resumed by the operator");
+    return Status::Ok();
+  }
+
+  Status on(const EvPromote&) {
+    if (s_.phase != Phase::kPaused || !s_.waiting_promote) {
+      return make_error("state", std::string("cannot promote: the rollout is ") +
+                                     phase_name(s_.phase) + ", not waiting for promotion");
+    }
+    if (s_.halted) return stopping_error("promote");
+    s_.phase = Phase::kRunning;
+    s_.waiting_promote = false;
+    s_.next_batch_at = now_;
+    record("promoted by the operator after " + batch_label(s_, s_.completed_batch));
+    return Status::Ok();
+  }
+
+  Status on(const EvAbort&) {
+    if (is_terminal(s_.phase)) {
+      return make_error("state", std::string("cannot abort: the rollout already ended ") +
+                                     phase_name(s_.phase));
+    }
+    s_.end_reason = "aborted by the operator";
+    acts_.push_back(ActBroadcast{"abort"});
+    finish(Phase::kAborted, "aborted by the operator; hosts are left as they are");
+    return Status::Ok();
+  }
+
+  Status on(const EvRollback&) {
+    const Phase p = s_.phase;
+    if (p == Phase::kRollingBack || p == Phase::kRolledBack || p == Phase::kSucceeded) {
+      return make_error("state", std::string("cannot roll back: the rollout is ") + phase_name(p) +
+                                     (p == Phase::kSucceeded
+                                          ? "; roll back a finished release with "
+                                            "`gantry rollback SERVICE --to-revision N`"
+                                          : ""));
+    }
+    if (s_.hosts.empty()) return make_error("state", "cannot roll back: the rollout has not started");
+    if (is_terminal(p)) record("rollback requested after the rollout ended " + std::string(phase_name(p)));
+    halt("rollback requested by the operator", true);
+    return Status::Ok();
+  }
+
+ private:
+  State& s_;
+  Millis now_;
+  std::vector<Action>& acts_;
+};
+
+// ---- JSON ----
+
+using nlohmann::json;
+
+const Phase kPhases[] = {Phase::kRunning,   Phase::kPaused,     Phase::kRollingBack,
+                         Phase::kSucceeded, Phase::kFailed,     Phase::kRolledBack,
+                         Phase::kAborted};
+const HostState kHostStates[] = {HostState::kPending,     HostState::kOrdered,
+                                 HostState::kHealthy,     HostState::kFailed,
+                                 HostState::kUnknown,     HostState::kRollingBack,
+                                 HostState::kRolledBack,  HostState::kRollbackFailed,
+                                 HostState::kSkipped};
+
+json slot_to_json(const HostSlot& h) {
+  return {{"host_id", h.host_id},       {"domain", h.domain},
+          {"from_version", h.from_version}, {"state", host_state_name(h.state)},
+          {"batch", h.batch},           {"order_id", h.order_id},
+          {"ordered_at", h.ordered_at}, {"lost_at", h.lost_at},
+          {"update_seq", h.update_seq}, {"message", h.message},
+          {"online", h.online},         {"unknown_counts", h.unknown_counts},
+          {"running_version", h.running_version}};
+}
+
+}  // namespace
+
+json State::to_json() const {
+  json hs = json::array();
+  for (const auto& h : hosts) hs.push_back(slot_to_json(h));
+  return {{"id", id},
+          {"service", service},
+          {"version", version},
+          {"plan", plan.to_json()},
+          {"phase", phase_name(phase)},
+          {"waiting_promote", waiting_promote},
+          {"batches", batches},
+          {"current_batch", current_batch},
+          {"completed_batch", completed_batch},
+          {"hosts", hs},
+          {"started_at", started_at},
+          {"next_batch_at", next_batch_at},
+          {"finished_at", finished_at},
+          {"next_order_seq", next_order_seq},
+          {"next_update_seq", next_update_seq},
+          {"end_reason", end_reason},
+          {"halted", halted}};
+}
+
+Expected<State> State::from_json(const json& j) {
+  try {
+    State s;
+    j.at("id").get_to(s.id);
+    j.at("service").get_to(s.service);
+    j.at("version").get_to(s.version);
+    auto plan = Plan::from_json(j.at("plan"));
+    if (!plan) return make_error("state", "stored rollout state: " + plan.error().message);
+    s.plan = *plan;
+    const std::string ph = j.at("phase").get<std::string>();
+    bool found = false;
+    for (Phase p : kPhases) {
+      if (ph == phase_name(p)) { s.phase = p; found = true; }
+    }
+    if (!found) return make_error("state", "stored rollout state: unknown phase \"" + ph + "\"");
+    j.at("waiting_promote").get_to(s.waiting_promote);
+    j.at("batches").get_to(s.batches);
+    j.at("current_batch").get_to(s.current_batch);
+    j.at("completed_batch").get_to(s.completed_batch);
+    j.at("started_at").get_to(s.started_at);
+    j.at("next_batch_at").get_to(s.next_batch_at);
+    j.at("finished_at").get_to(s.finished_at);
+    j.at("next_order_seq").get_to(s.next_order_seq);
+    j.at("next_update_seq").get_to(s.next_update_seq);
+    j.at("end_reason").get_to(s.end_reason);
+    j.at("halted").get_to(s.halted);
+    for (const auto& hj : j.at("hosts")) {
+      HostSlot h;
+      hj.at("host_id").get_to(h.host_id);
+      hj.at("domain").get_to(h.domain);
+      hj.at("from_version").get_to(h.from_version);
+      const std::string st = hj.at("state").get<std::string>();
+      bool ok = false;
+      for (HostState x : kHostStates) {
+        if (st == host_state_name(x)) { h.state = x; ok = true; }
+      }
+      if (!ok) return make_error("state", "stored rollout state: unknown host state \"" + st + "\"");
+      hj.at("batch").get_to(h.batch);
+      hj.at("order_id").get_to(h.order_id);
+      hj.at("ordered_at").get_to(h.ordered_at);
+      hj.at("lost_at").get_to(h.lost_at);
+      hj.at("update_seq").get_to(h.update_seq);
+      hj.at("message").get_to(h.message);
+      hj.at("online").get_to(h.online);
+      hj.at("unknown_counts").get_to(h.unknown_counts);
+      hj.at("running_version").get_to(h.running_version);
+      if (h.batch < -1 || h.batch >= static_cast<int>(s.batches.size())) {
+        return make_error("state", "stored rollout state: host " + h.host_id + " has batch " +
+                                       std::to_string(h.batch) + " out of range");
+      }
+      s.hosts.push_back(std::move(h));
+    }
+    if (s.current_batch < -1 || s.current_batch >= static_cast<int>(s.batches.size()) ||
+        s.completed_batch < -1 || s.completed_batch > s.current_batch) {
+      return make_error("state", "stored rollout state: batch indexes out of range");
+    }
+    for (const auto& b : s.batches) {
+      for (const auto& id : b) {
+        if (!s.find(id)) {
+          return make_error("state", "stored rollout state: batch lists unknown host " + id);
+        }
+      }
+    }
+    return s;
+  } catch (const json::exception& ex) {
+    return make_error("state", std::string("stored rollout state is malformed: ") + ex.what());
+  }
+}
+
+StepResult step(const State& s, const Event& e, Millis now) {
+  StepResult r{s, {}, Status::Ok()};
+  Machine m(r.state, now, r.actions);
+  Status st = std::visit([&](const auto& ev) { return m.on(ev); }, e);
+  if (!st.ok()) return StepResult{s, {}, st};
+  m.settle();
+  return r;
+}
+
+Millis next_deadline(const State& s) {
+  if (is_terminal(s.phase) || s.hosts.empty()) return 0;
+  Millis best = 0;
+  auto take = [&](Millis t) {
+    if (best == 0 || t < best) best = t;
+  };
+  const Plan& p = s.plan;
+  for (const auto& h : s.hosts) {
+    if (p.host_timeout_ms > 0 &&
+        (h.state == HostState::kOrdered || h.state == HostState::kRollingBack)) {
+      take(h.ordered_at + p.host_timeout_ms);
+    }
+    if (h.state == HostState::kUnknown && !h.unknown_counts) take(h.lost_at + p.unknown_wait_ms);
+  }
+  const bool active = s.phase == Phase::kRunning || s.phase == Phase::kPaused;
+  if (active && !s.halted) {
+    if (p.progress_deadline_ms > 0) take(s.started_at + p.progress_deadline_ms);
+    if (s.phase == Phase::kRunning && s.completed_batch == s.current_batch &&
+        s.current_batch + 1 < static_cast<int>(s.batches.size())) {
+      take(s.next_batch_at);
+    }
+  }
+  return best;
+}
+
+}  // namespace gantry::rollout

@@ -1,0 +1,169 @@
+// The rollout decisions as a pure state machine: (state, event, now) -> (state, actions).
+//
+// It opens no socket, reads no clock, sleeps never. The coordinator's daemon persists the
+// new state and the actions in one SQLite transaction, then carries the actions out.
+// Deadlines live in the state as absolute monotonic-clock milliseconds... except that a
+// restarted coordinator has a new monotonic origin, so the daemon feeds `now` from the wall
+// clock (ms since epoch); the machine does not care which, only that it only moves forward.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/util/clock.h"
+#include "common/util/expected.h"
+#include "coordinator/rollout/plan.h"
+
+namespace gantry::rollout {
+
+enum class Phase {
+  kRunning,      // ordering batches
+  kPaused,       // operator pause, or waiting for promote after a pause_after batch
+  kRollingBack,  // ordering changed hosts back to their previous release
+  kSucceeded,    // every host healthy on the target
+  kFailed,       // budget spent (or progress deadline passed) and auto_rollback off
+  kRolledBack,   // rollback finished
+  kAborted,      // operator abort: ordering stopped, hosts left as they were
+};
+const char* phase_name(Phase p);
+bool is_terminal(Phase p);
+
+enum class HostState {
+  kPending,         // not ordered yet
+  kOrdered,         // update ordered, no result yet
+  kHealthy,         // reported success on the target version
+  kFailed,          // reported failure (the agent reverted locally, or could not)
+  kUnknown,         // ordered, then lost contact (or timed out) before a result
+  kRollingBack,     // rollback ordered
+  kRolledBack,      // rollback reported success
+  kRollbackFailed,  // rollback reported failure
+  kSkipped,         // never ordered because the rollout stopped
+};
+const char* host_state_name(HostState s);
+
+struct HostSlot {
+  std::string host_id;
+  std::string domain;        // value of plan.domain_label on this host ("" if none)
+  std::string from_version;  // what it ran when the rollout started ("" if nothing)
+  HostState state = HostState::kPending;
+  int batch = -1;            // index of the batch it belongs to
+  std::string order_id;      // last order sent to it
+  Millis ordered_at = 0;
+  Millis lost_at = 0;        // when it became unknown
+  uint64_t update_seq = 0;   // order in which hosts were updated (for reverse-order rollback)
+  std::string message;       // last report's message
+  bool online = true;
+  // Added: whether this kUnknown host counts against the failure budget now (unknown_hosts
+  // "fail", a host timeout, or "wait" whose unknown_wait_ms has passed).
+  bool unknown_counts = false;
+  // Added: what the host last said it runs (start, reports, reconnects); "" if never known.
+  std::string running_version;
+
+  bool operator==(const HostSlot&) const = default;
+};
+
+struct State {
+  uint64_t id = 0;
+  std::string service;
+  std::string version;        // target
+  Plan plan;
+  Phase phase = Phase::kRunning;
+  bool waiting_promote = false;  // paused by pause_after rather than by the operator
+  std::vector<std::vector<std::string>> batches;  // host ids per batch, fixed at start
+  int current_batch = -1;     // index of the batch being ordered/awaited
+  std::vector<HostSlot> hosts;  // in schedule order
+  Millis started_at = 0;
+  Millis next_batch_at = 0;   // batch_delay: earliest time the next batch may be ordered
+  Millis finished_at = 0;
+  uint64_t next_order_seq = 1;
+  uint64_t next_update_seq = 1;
+  std::string end_reason;     // why it ended (or why it is rolling back)
+  // Added: the rollout stopped ordering updates (budget spent, progress deadline, operator
+  // rollback); it ends rolled back or failed once nothing is in flight.
+  bool halted = false;
+  // Added: the last batch whose completion was handled (pause/delay decided); -1 for none.
+  int completed_batch = -1;
+
+  bool operator==(const State&) const = default;
+
+  HostSlot* find(const std::string& host_id);
+  const HostSlot* find(const std::string& host_id) const;
+  nlohmann::json to_json() const;
+  static Expected<State> from_json(const nlohmann::json& j);
+};
+
+// ---- events -----------------------------------------------------------------
+
+struct HostCandidate {
+  std::string host_id;
+  std::map<std::string, std::string> labels;
+  std::string running_version;
+  bool online = true;
+};
+
+struct EvStart {  // builds the schedule and orders the first batch
+  uint64_t id;
+  std::string service;
+  std::string version;
+  Plan plan;
+  std::vector<HostCandidate> hosts;  // selected hosts, in a stable order (e.g. by host id)
+};
+struct EvReport {
+  std::string host_id;
+  std::string order_id;
+  std::string outcome;  // "succeeded" | "failed_reverted" | "failed"
+  std::string running_version;
+  std::string message;
+};
+struct EvHostLost { std::string host_id; };
+struct EvHostBack { std::string host_id; std::string running_version; };
+struct EvTick {};  // time passed: check deadlines and batch delays
+struct EvPause {};
+struct EvResume {};
+struct EvPromote {};
+struct EvAbort {};
+struct EvRollback {};  // operator asks to roll back the changed hosts now
+
+using Event = std::variant<EvStart, EvReport, EvHostLost, EvHostBack, EvTick, EvPause, EvResume,
+                           EvPromote, EvAbort, EvRollback>;
+
+// ---- actions ----------------------------------------------------------------
+
+struct ActOrder {     // send this order to this host over its acknowledged channel
+  std::string host_id;
+  std::string order_id;  // unique: "r<rollout>-<seq>"
+  std::string kind;      // "update" | "rollback"
+  std::string version;
+};
+struct ActBroadcast { std::string kind; };  // "abort" | "rollback" on the PUB fast path
+struct ActRecord { std::string message; };  // a line for the rollout's event log
+struct ActFinished { Phase phase; };        // the rollout reached a terminal phase
+
+using Action = std::variant<ActOrder, ActBroadcast, ActRecord, ActFinished>;
+
+struct StepResult {
+  State state;
+  std::vector<Action> actions;
+  Status error;  // an event that makes no sense now (e.g. promote while running) -> error, state unchanged
+};
+
+// The whole decision logic. Pure: same inputs, same outputs.
+StepResult step(const State& s, const Event& e, Millis now);
+
+// The earliest absolute time at which an EvTick would change something (or 0 for none);
+// the daemon uses it as its poll timeout.
+Millis next_deadline(const State& s);
+
+// Counts for status and metrics.
+struct Counts {
+  uint32_t pending = 0, ordered = 0, healthy = 0, failed = 0, unknown = 0, rolling_back = 0,
+           rolled_back = 0, rollback_failed = 0, skipped = 0;
+};
+Counts count(const State& s);
+
+}  // namespace gantry::rollout

@@ -1,0 +1,930 @@
+#include "coordinator/server/coordinator.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "common/protocol/codec.h"
+#include "common/util/fs.h"
+#include "common/util/log.h"
+#include "common/util/names.h"
+#include "coordinator/http/http_server.h"
+#include "coordinator/rollout/planner.h"
+#include "coordinator/server/metrics.h"
+
+namespace gantry::coordinator {
+
+namespace {
+
+auto L() { return log::get("coordinator"); }
+auto LR() { return log::get("rollout"); }
+auto LO() { return log::get("operator"); }
+
+// Raised by operator handlers for a bad request; becomes an error reply.
+struct OpError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string arg_str(const nlohmann::json& a, const char* k, bool required = true) {
+  if (!a.contains(k) || a[k].is_null()) {
+    if (required) throw OpError(std::string("missing argument: ") + k);
+    return {};
+  }
+  if (!a[k].is_string()) throw OpError(std::string("argument ") + k + " must be a string");
+  return a[k].get<std::string>();
+}
+
+std::string arg_name(const nlohmann::json& a, const char* k, bool required = true) {
+  std::string v = arg_str(a, k, required);
+  if (!v.empty() && !is_safe_name(v)) throw OpError(std::string("argument ") + k + " is not a valid name: " + v.substr(0, 64));
+  return v;
+}
+
+uint64_t arg_u64(const nlohmann::json& a, const char* k, bool required = true) {
+  if (!a.contains(k) || a[k].is_null()) {
+    if (required) throw OpError(std::string("missing argument: ") + k);
+    return 0;
+  }
+  if (!a[k].is_number_unsigned()) throw OpError(std::string("argument ") + k + " must be a non-negative integer");
+  return a[k].get<uint64_t>();
+}
+
+nlohmann::json order_to_json(const proto::Order& o) {
+  return {{"order_id", o.order_id}, {"rollout_id", o.rollout_id}, {"service", o.service},
+          {"kind", o.kind},         {"version", o.version},       {"sha256", o.sha256},
+          {"size", o.size},         {"min_healthy_ms", o.min_healthy_ms},
+          {"healthy_deadline_ms", o.healthy_deadline_ms}};
+}
+
+proto::Order order_from_json(const nlohmann::json& j) {
+  proto::Order o;
+  o.order_id = j.at("order_id").get<std::string>();
+  o.rollout_id = j.at("rollout_id").get<uint64_t>();
+  o.service = j.at("service").get<std::string>();
+  o.kind = j.at("kind").get<std::string>();
+  o.version = j.at("version").get<std::string>();
+  o.sha256 = j.at("sha256").get<std::string>();
+  o.size = j.at("size").get<uint64_t>();
+  o.min_healthy_ms = j.value("min_healthy_ms", 0u);
+  o.healthy_deadline_ms = j.value("healthy_deadline_ms", 0u);
+  return o;
+}
+
+}  // namespace
+
+Coordinator::Coordinator(Config cfg, Clock& clock)
+    : cfg_(std::move(cfg)), clock_(clock), ctx_(1), metrics_(std::make_unique<Metrics>()) {}
+
+Coordinator::~Coordinator() {
+  if (http_) http_->stop();
+}
+
+Status Coordinator::start() {
+  if (auto s = fs::make_dirs(cfg_.state_dir, 0700); !s.ok()) return s;
+  auto st = store::Store::open(cfg_.state_dir + "/coordinator.db");
+  if (!st) return st.error();
+  store_ = std::move(*st);
+  auto ep = store_->bump_epoch();
+  if (!ep) return ep.error();
+  epoch_ = *ep;
+  artifacts_ = std::make_unique<ArtifactStore>(cfg_.state_dir + "/artifacts");
+  if (auto s = artifacts_->init(); !s.ok()) return s;
+
+  started_ = clock_.now_ms();
+  // Hosts known from before: online (with a fresh grace period) until the heartbeat timeout.
+  auto hosts = store_->hosts();
+  if (!hosts) return hosts.error();
+  for (const auto& h : *hosts) {
+    fleet::HostRecord r;
+    r.host_id = h.host_id;
+    r.identity = h.host_id;
+    for (auto& [k, v] : h.labels.items()) r.labels[k] = v.get<std::string>();
+    for (const auto& s : h.services) {
+      fleet::ServiceView v;
+      v.current_version = s.value("current_version", "");
+      v.previous_version = s.value("previous_version", "");
+      r.services[s.value("name", "")] = v;
+    }
+    r.online = true;
+    r.said_hello = false;
+    r.last_seen = started_;
+    r.last_seen_wall = h.last_seen;
+    r.first_seen_wall = h.first_seen;
+    registry_.restore(std::move(r));
+  }
+  // Active rollouts and their open orders, exactly as last persisted.
+  auto rows = store_->rollouts("", true, 1000);
+  if (!rows) return rows.error();
+  for (auto& row : *rows) {
+    auto state = rollout::State::from_json(row.state);
+    if (!state) return make_error("store", "rollout " + std::to_string(row.id) + ": " + state.error().message);
+    L()->info("resuming rollout {} of {} to {} (phase {})", row.id, row.service, row.version, row.phase);
+    active_[row.id] = ActiveRollout{row, std::move(*state)};
+  }
+  auto orders = store_->open_orders();
+  if (!orders) return orders.error();
+  for (auto& o : *orders) orders_[o.order_id] = OpenOrder{o, 0};
+
+  transport::SocketOptions agent_opts;
+  agent_opts.router_mandatory = true;
+  agent_opts.router_handover = true;
+  agent_opts.max_msg_size = 2 * 1024 * 1024;
+  agent_opts.curve = cfg_.curve;
+  agent_opts.curve.server = true;
+  transport::SocketOptions op_opts = agent_opts;
+  op_opts.max_msg_size = 4 * 1024 * 1024;
+  op_opts.router_handover = false;
+  transport::SocketOptions pub_opts;
+  pub_opts.curve = cfg_.curve;
+  pub_opts.curve.server = true;
+  try {
+    agents_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
+    transport::configure(*agents_, agent_opts);
+    agents_->bind(cfg_.agent_endpoint);
+    endpoints_["agent"] = agents_->get(zmq::sockopt::last_endpoint);
+    pub_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pub);
+    transport::configure(*pub_, pub_opts);
+    pub_->bind(cfg_.pub_endpoint);
+    endpoints_["pub"] = pub_->get(zmq::sockopt::last_endpoint);
+    operators_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
+    transport::configure(*operators_, op_opts);
+    operators_->bind(cfg_.operator_endpoint);
+    endpoints_["operator"] = operators_->get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return make_error("bind", std::string("cannot bind: ") + e.what());
+  }
+  if (!cfg_.http_address.empty()) {
+    http_ = std::make_unique<HttpServer>(cfg_.http_address, [this](const std::string& path) {
+      Published p = published();
+      if (path == "/metrics") return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", p.metrics_text};
+      if (path == "/status") return HttpResponse{200, "application/json", p.status_json};
+      if (path == "/" || path == "/index.html") return HttpResponse{200, "text/html; charset=utf-8", status_page_html()};
+      return HttpResponse{404, "text/plain", "not found\n"};
+    });
+    if (auto s = http_->start(); !s.ok()) return s;
+    endpoints_["http"] = http_->bound_address();
+  } else {
+    endpoints_["http"] = "";
+  }
+  nlohmann::json ej(endpoints_);
+  if (auto s = fs::write_file_atomic(cfg_.state_dir + "/endpoints.json", ej.dump() + "\n"); !s.ok()) return s;
+  L()->info("coordinator epoch {} serving agents on {}, broadcasts on {}, operators on {}, http on {}", epoch_,
+            endpoints_["agent"], endpoints_["pub"], endpoints_["operator"], endpoints_["http"]);
+  publish();
+  return Status::Ok();
+}
+
+Published Coordinator::published() const {
+  std::lock_guard<std::mutex> lk(pub_mu_);
+  return published_;
+}
+
+void Coordinator::run(const std::atomic<bool>& stop) {
+  next_heartbeat_ = clock_.now_ms();
+  while (!stop) {
+    zmq::pollitem_t items[] = {{agents_->handle(), 0, ZMQ_POLLIN, 0}, {operators_->handle(), 0, ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(poll_timeout_ms()));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      L()->error("poll failed: {}", e.what());
+      continue;
+    }
+    if (items[0].revents & ZMQ_POLLIN) drain_agents();
+    if (items[1].revents & ZMQ_POLLIN) drain_operators();
+    on_timers();
+    if (dirty_) publish();
+  }
+  L()->info("coordinator stopping");
+}
+
+Millis Coordinator::poll_timeout_ms() {
+  Millis now = clock_.now_ms();
+  Millis t = std::min<Millis>(100, std::max<Millis>(0, next_heartbeat_ - now));
+  Millis wall = clock_.wall_ms();
+  for (auto& [id, a] : active_) {
+    Millis d = rollout::next_deadline(a.state);
+    if (d > 0) t = std::min(t, std::max<Millis>(0, d - wall));
+  }
+  return t;
+}
+
+// ---- agents -----------------------------------------------------------------
+
+void Coordinator::drain_agents() {
+  for (int i = 0; i < 10000; ++i) {
+    bool dropped = false;
+    auto in = transport::recv_routed(*agents_, &dropped);
+    if (dropped) {
+      metrics_->decode_errors++;
+      L()->warn("dropped an agent message with a bad frame layout");
+      continue;
+    }
+    if (!in) return;
+    on_agent_message(*in);
+  }
+}
+
+void Coordinator::send_to_host(const std::string& identity, const proto::Message& m) {
+  auto s = transport::send_to(*agents_, identity, m);
+  if (!s.ok()) L()->debug("send {} to {} failed: {}", proto::type_name(proto::type_of(m)), identity, s.error().message);
+  metrics_->messages_out++;
+}
+
+void Coordinator::on_agent_message(const transport::Incoming& in) {
+  metrics_->messages_in++;
+  auto msg = proto::decode(in.payload);
+  if (!msg) {
+    metrics_->decode_errors++;
+    L()->warn("bad message from agent connection {:?}: {} ({})", in.identity.substr(0, 64), msg.error().message, msg.error().code);
+    proto::ErrorMsg e{msg.error().code, msg.error().message, 0, ""};
+    send_to_host(in.identity, e);
+    return;
+  }
+  Millis now = clock_.now_ms(), wall = clock_.wall_ms();
+  // Fixed dispatch table by type; only hello is accepted before a host is known.
+  if (auto* h = std::get_if<proto::Hello>(&*msg)) {
+    on_hello(in.identity, *h);
+    return;
+  }
+  if (!registry_.touch(in.identity, now, wall)) {
+    send_to_host(in.identity, proto::ErrorMsg{"hello_required", "say hello first", static_cast<uint16_t>(proto::type_of(*msg)), ""});
+    return;
+  }
+  fleet::HostRecord& host = *registry_.by_identity(in.identity);
+  dirty_ = true;
+  std::visit(
+      [&](const auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, proto::Heartbeat>) {
+          // Any traffic counts; nothing more to do.
+        } else if constexpr (std::is_same_v<T, proto::OrderAck>) {
+          auto it = orders_.find(m.order_id);
+          if (it == orders_.end() || it->second.row.host_id != host.host_id) return;
+          if (!it->second.row.acked) {
+            it->second.row.acked = true;
+            metrics_->orders_acked++;
+            if (auto s = store_->mark_acked(m.order_id); !s.ok()) L()->error("{}", s.error().message);
+          }
+          if (m.status == "rejected") L()->warn("{} rejected order {}: {}", host.host_id, m.order_id, m.message);
+        } else if constexpr (std::is_same_v<T, proto::FetchChunk>) {
+          on_fetch(in.identity, m);
+        } else if constexpr (std::is_same_v<T, proto::Progress>) {
+          for (auto& [name, svc] : host.services) {
+            if (svc.order_id == m.order_id || svc.state != "idle") {
+              svc.phase = m.phase;
+              svc.phase_detail = m.detail;
+            }
+          }
+          L()->debug("{} order {}: {} {}", host.host_id, m.order_id, m.phase, m.detail);
+        } else if constexpr (std::is_same_v<T, proto::Report>) {
+          on_report(host, m);
+        } else if constexpr (std::is_same_v<T, proto::ErrorMsg>) {
+          L()->warn("{} says error {}: {}", host.host_id, m.code, m.message);
+        } else {
+          L()->warn("{} sent a {} message, which agents may not send; ignored", host.host_id,
+                    proto::type_name(proto::type_of(*msg)));
+        }
+      },
+      *msg);
+}
+
+void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
+  if (h.protocol_version != proto::kProtocolVersion) {
+    L()->warn("{} speaks protocol {}, we speak {}; refused", h.host_id, h.protocol_version, proto::kProtocolVersion);
+    send_to_host(identity, proto::ErrorMsg{"protocol_version", "unsupported protocol version", static_cast<uint16_t>(proto::MsgType::kHello), ""});
+    return;
+  }
+  // Without CURVE the identity is the host id the agent set as its routing id; a hello
+  // claiming another host's id from this connection is refused.
+  if (identity != h.host_id) {
+    L()->warn("hello for host {} from connection {:?}: identity mismatch, refused", h.host_id, identity.substr(0, 64));
+    send_to_host(identity, proto::ErrorMsg{"identity", "host id does not match the connection identity", static_cast<uint16_t>(proto::MsgType::kHello), ""});
+    return;
+  }
+  Millis now = clock_.now_ms(), wall = clock_.wall_ms();
+  bool was_offline = registry_.on_hello(h, identity, now, wall);
+  dirty_ = true;
+  metrics_->hellos++;
+  const auto& rec = *registry_.find(h.host_id);
+  store::HostRow row;
+  row.host_id = h.host_id;
+  row.labels = rec.labels;
+  row.services = nlohmann::json::array();
+  for (const auto& s : h.services) row.services.push_back({{"name", s.name}, {"current_version", s.current_version}, {"previous_version", s.previous_version}});
+  row.first_seen = rec.first_seen_wall;
+  row.last_seen = wall;
+  if (auto s = store_->put_host(row); !s.ok()) L()->error("{}", s.error().message);
+  L()->info("{} said hello ({}; {} service(s)){}", h.host_id, h.agent_version, h.services.size(), was_offline ? "" : " again");
+
+  proto::Welcome w;
+  w.heartbeat_interval_ms = cfg_.heartbeat_interval_ms;
+  w.heartbeat_misses = cfg_.heartbeat_misses;
+  w.epoch = epoch_;
+  send_to_host(identity, w);
+
+  // Level-triggered: tell each rollout the host is back with what it runs, then resend every
+  // open order for it (the agent de-duplicates and answers with the result it has).
+  std::vector<std::pair<uint64_t, rollout::Event>> evs;
+  for (auto& [id, a] : active_) {
+    if (!a.state.find(h.host_id)) continue;
+    std::string running;
+    for (const auto& s : h.services) if (s.name == a.state.service) running = s.current_version;
+    evs.push_back({id, rollout::EvHostBack{h.host_id, running}});
+  }
+  for (auto& [id, ev] : evs) (void)apply(id, ev);
+  for (auto& [oid, o] : orders_) {
+    if (o.row.host_id == h.host_id) send_order(o);
+  }
+}
+
+void Coordinator::on_report(fleet::HostRecord& host, const proto::Report& r) {
+  auto it = orders_.find(r.order_id);
+  bool known = it != orders_.end() && it->second.row.host_id == host.host_id;
+  auto svc = host.services.find(r.service);
+  if (svc != host.services.end()) {
+    if (!r.running_version.empty() && r.running_version != svc->second.current_version) {
+      svc->second.previous_version = svc->second.current_version;
+    }
+    svc->second.current_version = r.running_version;
+    svc->second.state = "idle";
+    svc->second.order_id.clear();
+    svc->second.phase.clear();
+  }
+  if (!known) {
+    L()->info("{} reported order {} ({}), which is not open; kept as information only", host.host_id, r.order_id, r.outcome);
+    return;
+  }
+  metrics_->reports[r.outcome]++;
+  for (const auto& [k, v] : r.timings_ms) metrics_->observe_timing(k, v);
+  store::ResultRow row;
+  row.rollout_id = r.rollout_id;
+  row.host_id = host.host_id;
+  row.order_id = r.order_id;
+  row.outcome = r.outcome;
+  row.running_version = r.running_version;
+  row.message = r.message;
+  row.timings = r.timings_ms;
+  row.at = clock_.wall_ms();
+  if (auto s = store_->record_report(row); !s.ok()) {
+    L()->error("cannot record report of {} for order {}: {}; it will be resent", host.host_id, r.order_id, s.error().message);
+    return;
+  }
+  uint64_t rid = it->second.row.rollout_id;
+  orders_.erase(it);
+  L()->info("{} reports order {}: {} (running {}){}{}", host.host_id, r.order_id, r.outcome,
+            r.running_version.empty() ? "nothing" : r.running_version, r.message.empty() ? "" : ": ", r.message);
+  if (active_.count(rid)) {
+    (void)apply(rid, rollout::EvReport{host.host_id, r.order_id, r.outcome, r.running_version, r.message});
+  }
+}
+
+void Coordinator::on_fetch(const std::string& identity, const proto::FetchChunk& f) {
+  auto rel = store_->release_by_sha(f.sha256);
+  if (!rel || !rel->has_value()) {
+    send_to_host(identity, proto::ErrorMsg{"not_found", "no artifact with that digest", static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+    return;
+  }
+  const auto& r = **rel;
+  if (f.offset > r.size) {
+    send_to_host(identity, proto::ErrorMsg{"range", "offset past the end of the artifact", static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+    return;
+  }
+  auto data = artifacts_->read(r.path, f.offset, std::min<uint32_t>(f.length, proto::kMaxChunkBytes));
+  if (!data) {
+    L()->error("cannot read artifact {}: {}", r.path, data.error().message);
+    send_to_host(identity, proto::ErrorMsg{"io", data.error().message, static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+    return;
+  }
+  metrics_->chunk_bytes += data->size();
+  send_to_host(identity, proto::Chunk{f.sha256, f.offset, r.size, std::move(*data)});
+}
+
+void Coordinator::send_order(OpenOrder& o) {
+  auto* host = registry_.find(o.row.host_id);
+  if (!host || !host->online) return;
+  proto::Order ord;
+  try {
+    ord = order_from_json(o.row.order);
+  } catch (const std::exception& e) {
+    L()->error("order {} is corrupt in the store: {}", o.row.order_id, e.what());
+    return;
+  }
+  if (o.last_sent != 0) metrics_->orders_retried++;
+  metrics_->orders_sent++;
+  o.last_sent = clock_.now_ms();
+  send_to_host(host->identity, ord);
+}
+
+// ---- rollouts ---------------------------------------------------------------
+
+Status Coordinator::apply(uint64_t id, const rollout::Event& ev) {
+  auto it = active_.find(id);
+  if (it == active_.end()) return make_error("not_found", "rollout " + std::to_string(id) + " is not active");
+  ActiveRollout& a = it->second;
+  Millis wall = clock_.wall_ms();
+  rollout::StepResult r = rollout::step(a.state, ev, wall);
+  if (!r.error.ok()) return r.error;
+
+  store::StepWrite w;
+  w.rollout_id = id;
+  w.phase = rollout::phase_name(r.state.phase);
+  w.state = r.state.to_json();
+  std::vector<std::string> new_order_ids;
+  std::vector<std::string> broadcasts;
+  std::vector<rollout::Event> follow_ups;
+  for (const auto& act : r.actions) {
+    if (auto* o = std::get_if<rollout::ActOrder>(&act)) {
+      auto rel = store_->release(r.state.service, o->version);
+      if (!rel || !rel->has_value()) {
+        std::string why = "release " + o->version + " of " + r.state.service + " is not known to the coordinator";
+        w.events.push_back({0, id, wall, o->host_id + ": cannot order " + o->kind + ": " + why});
+        follow_ups.push_back(rollout::EvReport{o->host_id, o->order_id, "failed", "", why});
+        continue;
+      }
+      proto::Order po;
+      po.order_id = o->order_id;
+      po.rollout_id = id;
+      po.service = r.state.service;
+      po.kind = o->kind;
+      po.version = o->version;
+      po.sha256 = (*rel)->sha256;
+      po.size = (*rel)->size;
+      po.min_healthy_ms = static_cast<uint32_t>(r.state.plan.min_healthy_ms);
+      po.healthy_deadline_ms = static_cast<uint32_t>(r.state.plan.healthy_deadline_ms);
+      store::OrderRow row;
+      row.order_id = o->order_id;
+      row.rollout_id = id;
+      row.host_id = o->host_id;
+      row.order = order_to_json(po);
+      row.created_at = wall;
+      w.new_orders.push_back(row);
+      new_order_ids.push_back(o->order_id);
+    } else if (auto* b = std::get_if<rollout::ActBroadcast>(&act)) {
+      broadcasts.push_back(b->kind);
+    } else if (auto* rec = std::get_if<rollout::ActRecord>(&act)) {
+      w.events.push_back({0, id, wall, rec->message});
+    } else if (auto* f = std::get_if<rollout::ActFinished>(&act)) {
+      w.finished_at = wall;
+      w.assign_revision = f->phase == rollout::Phase::kSucceeded;
+    }
+  }
+  // Persist first; only what is on disk is acted on.
+  if (auto s = store_->save_step(w); !s.ok()) {
+    L()->critical("rollout {}: cannot persist step, not acting on it: {}", id, s.error().message);
+    return s;
+  }
+  for (const auto& e : w.events) LR()->info("rollout {}: {}", id, e.message);
+  a.state = std::move(r.state);
+  a.row.phase = w.phase;
+  dirty_ = true;
+  for (auto& row : w.new_orders) {
+    auto& o = orders_[row.order_id];
+    o.row = row;
+    o.last_sent = 0;
+    send_order(o);
+  }
+  for (const auto& kind : broadcasts) {
+    auto s = transport::send(*pub_, proto::Signal{kind, id, a.state.service});
+    metrics_->broadcasts++;
+    if (!s.ok()) L()->warn("broadcast {} failed: {} (hosts still get their own orders)", kind, s.error().message);
+  }
+  if (rollout::is_terminal(a.state.phase)) {
+    metrics_->rollouts_ended[w.phase]++;
+    LR()->info("rollout {} of {} to {} ended: {}{}{}", id, a.state.service, a.state.version, w.phase,
+               a.state.end_reason.empty() ? "" : " — ", a.state.end_reason);
+    active_.erase(it);
+  }
+  for (const auto& ev2 : follow_ups) {
+    if (active_.count(id)) (void)apply(id, ev2);
+  }
+  return Status::Ok();
+}
+
+std::vector<rollout::HostCandidate> Coordinator::select_hosts(const std::string& service, const std::string& selector) {
+  auto sel = rollout::parse_selector(selector);
+  if (!sel) throw OpError("bad selector: " + sel.error().message);
+  std::vector<rollout::HostCandidate> out;
+  for (const auto& [id, h] : registry_.hosts()) {
+    auto svc = h.services.find(service);
+    if (svc == h.services.end()) continue;
+    if (!rollout::selector_matches(*sel, h.labels)) continue;
+    out.push_back({id, h.labels, svc->second.current_version, h.online});
+  }
+  return out;
+}
+
+uint64_t Coordinator::start_rollout(const std::string& service, const std::string& version, const std::string& kind,
+                                    const nlohmann::json& plan_json, const std::string& selector,
+                                    const std::string& who, const std::string& reason) {
+  for (const auto& [id, a] : active_) {
+    if (a.state.service == service) {
+      throw OpError("rollout " + std::to_string(id) + " of " + service + " is still " + a.row.phase +
+                    "; abort it or wait for it to end before starting another");
+    }
+  }
+  auto rel = store_->release(service, version);
+  if (!rel) throw OpError(rel.error().message);
+  if (!rel->has_value()) throw OpError("release " + version + " of " + service + " has not been uploaded");
+  auto plan = rollout::Plan::from_json(plan_json.is_null() ? nlohmann::json::object() : plan_json);
+  if (!plan) throw OpError("bad plan: " + plan.error().message);
+  auto hosts = select_hosts(service, selector);
+  if (hosts.empty()) throw OpError("no host runs service " + service + (selector.empty() ? "" : " and matches " + selector));
+  auto sched = rollout::make_schedule(*plan, hosts);
+  if (!sched) throw OpError("cannot plan: " + sched.error().message);
+
+  store::RolloutRow row;
+  row.service = service;
+  row.version = version;
+  row.kind = kind;
+  row.phase = "running";
+  row.created_by = who;
+  row.reason = reason;
+  row.created_at = clock_.wall_ms();
+  row.state = nlohmann::json::object();
+  auto id = store_->create_rollout(row);
+  if (!id) throw OpError(id.error().message);
+  row.id = *id;
+  rollout::State empty;
+  empty.id = *id;
+  empty.service = service;
+  empty.version = version;
+  active_[*id] = ActiveRollout{row, empty};
+  auto s = apply(*id, rollout::EvStart{*id, service, version, *plan, hosts});
+  if (!s.ok()) {
+    active_.erase(*id);
+    store::StepWrite w;
+    w.rollout_id = *id;
+    w.phase = "failed";
+    w.state = nlohmann::json::object();
+    w.finished_at = clock_.wall_ms();
+    w.events.push_back({0, *id, w.finished_at, "could not start: " + s.error().message});
+    (void)store_->save_step(w);
+    throw OpError("could not start: " + s.error().message);
+  }
+  return *id;
+}
+
+nlohmann::json Coordinator::rollout_view(const store::RolloutRow& row, const rollout::State& st, bool with_events) {
+  auto c = rollout::count(st);
+  nlohmann::json hosts = nlohmann::json::array();
+  for (const auto& h : st.hosts) {
+    hosts.push_back({{"host_id", h.host_id}, {"state", rollout::host_state_name(h.state)}, {"batch", h.batch},
+                     {"domain", h.domain}, {"from_version", h.from_version}, {"order_id", h.order_id},
+                     {"message", h.message}});
+  }
+  nlohmann::json batches = nlohmann::json::array();
+  for (const auto& b : st.batches) batches.push_back(b);
+  nlohmann::json j = {{"id", row.id},
+                      {"service", row.service},
+                      {"version", row.version},
+                      {"kind", row.kind},
+                      {"phase", st.hosts.empty() && !row.phase.empty() ? row.phase : rollout::phase_name(st.phase)},
+                      {"waiting_promote", st.waiting_promote},
+                      {"created_by", row.created_by},
+                      {"reason", row.reason},
+                      {"created_at", row.created_at},
+                      {"finished_at", row.finished_at},
+                      {"revision", row.revision},
+                      {"batch", st.current_batch + 1},
+                      {"batches_total", st.batches.size()},
+                      {"batches", batches},
+                      {"end_reason", st.end_reason},
+                      {"plan", st.plan.to_json()},
+                      {"counts",
+                       {{"total", st.hosts.size()}, {"pending", c.pending}, {"ordered", c.ordered}, {"healthy", c.healthy},
+                        {"failed", c.failed}, {"unknown", c.unknown}, {"rolling_back", c.rolling_back},
+                        {"rolled_back", c.rolled_back}, {"rollback_failed", c.rollback_failed}, {"skipped", c.skipped}}},
+                      {"hosts", hosts}};
+  if (with_events) {
+    nlohmann::json evs = nlohmann::json::array();
+    auto e = store_->events(row.id, 0, 10000);
+    if (e) {
+      for (const auto& ev : *e) evs.push_back({{"id", ev.id}, {"at", ev.at}, {"message", ev.message}});
+    }
+    j["events"] = evs;
+  }
+  return j;
+}
+
+// ---- operators --------------------------------------------------------------
+
+void Coordinator::drain_operators() {
+  for (int i = 0; i < 1000; ++i) {
+    bool dropped = false;
+    auto in = transport::recv_routed(*operators_, &dropped);
+    if (dropped) {
+      metrics_->decode_errors++;
+      continue;
+    }
+    if (!in) return;
+    metrics_->messages_in++;
+    auto msg = proto::decode(in->payload);
+    proto::OpReply reply;
+    if (!msg) {
+      metrics_->decode_errors++;
+      LO()->warn("bad operator message: {}", msg.error().message);
+      reply.error = "bad request: " + msg.error().message;
+    } else if (auto* req = std::get_if<proto::OpRequest>(&*msg)) {
+      std::string who = in->user_id.empty() ? std::string("insecure-dev") : in->user_id;
+      if (req->args.contains("user") && req->args["user"].is_string()) {
+        std::string u = req->args["user"].get<std::string>();
+        if (is_safe_name(u)) who += " (" + u + ")";
+      }
+      reply = handle_op(*req, who);
+    } else {
+      reply.error = std::string("operators may only send op_request, not ") + proto::type_name(proto::type_of(*msg));
+    }
+    (void)transport::send_to(*operators_, in->identity, reply);
+  }
+}
+
+proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::string& who) {
+  static const std::map<std::string, OpHandler> kHandlers = {
+      {"hosts", &Coordinator::op_hosts},
+      {"status", &Coordinator::op_status},
+      {"release.get", &Coordinator::op_release_get},
+      {"release.upload", &Coordinator::op_release_upload},
+      {"rollout.plan", &Coordinator::op_rollout_plan},
+      {"rollout.start", &Coordinator::op_rollout_start},
+      {"rollout.get", &Coordinator::op_rollout_get},
+      {"rollout.pause", &Coordinator::op_rollout_control},
+      {"rollout.resume", &Coordinator::op_rollout_control},
+      {"rollout.promote", &Coordinator::op_rollout_control},
+      {"rollout.abort", &Coordinator::op_rollout_control},
+      {"rollback", &Coordinator::op_rollback},
+      {"history", &Coordinator::op_history},
+      {"audit", &Coordinator::op_audit},
+  };
+  static const std::set<std::string> kReadOnly = {"hosts", "status", "release.get", "rollout.plan", "rollout.get", "history", "audit"};
+  proto::OpReply rep;
+  rep.request_id = req.request_id;
+  auto h = kHandlers.find(req.command);
+  if (h == kHandlers.end()) {
+    rep.error = "unknown command: " + req.command.substr(0, 64);
+    return rep;
+  }
+  bool mutating = !kReadOnly.count(req.command);
+  std::string target = req.args.is_object() ? req.args.value("service", std::string()) : std::string();
+  if (target.empty() && req.args.is_object() && req.args.contains("id") && req.args["id"].is_number()) target = "rollout " + req.args["id"].dump();
+  try {
+    nlohmann::json args = req.args;
+    args["__command"] = req.command;
+    rep.result = (this->*(h->second))(args, who);
+    rep.ok = true;
+  } catch (const OpError& e) {
+    rep.error = e.what();
+  } catch (const nlohmann::json::exception& e) {
+    rep.error = std::string("bad arguments: ") + e.what();
+  }
+  if (mutating && req.command != "release.upload") {
+    (void)store_->audit({0, clock_.wall_ms(), who, req.command, target, rep.ok ? "ok" : "refused: " + rep.error});
+    LO()->info("{} ran {} {}: {}", who, req.command, target, rep.ok ? "ok" : rep.error);
+  }
+  dirty_ = true;
+  return rep;
+}
+
+nlohmann::json Coordinator::op_hosts(const nlohmann::json&, const std::string&) {
+  return {{"hosts", registry_.to_json(clock_.wall_ms())}};
+}
+
+nlohmann::json Coordinator::op_status(const nlohmann::json& args, const std::string&) {
+  std::string service = arg_name(args, "service", false);
+  nlohmann::json rollouts = nlohmann::json::array();
+  std::set<std::string> seen;
+  auto rows = store_->rollouts(service, false, 200);
+  if (!rows) throw OpError(rows.error().message);
+  for (const auto& row : *rows) {
+    if (seen.count(row.service)) continue;
+    seen.insert(row.service);
+    auto it = active_.find(row.id);
+    if (it != active_.end()) {
+      rollouts.push_back(rollout_view(it->second.row, it->second.state, false));
+    } else {
+      auto st = rollout::State::from_json(row.state);
+      rollouts.push_back(rollout_view(row, st ? *st : rollout::State{}, false));
+    }
+  }
+  return {{"rollouts", rollouts}, {"hosts", registry_.to_json(clock_.wall_ms())}, {"epoch", epoch_}};
+}
+
+nlohmann::json Coordinator::op_release_get(const nlohmann::json& args, const std::string&) {
+  auto rel = store_->release(arg_name(args, "service"), arg_name(args, "version"));
+  if (!rel) throw OpError(rel.error().message);
+  if (!rel->has_value()) return {{"exists", false}};
+  return {{"exists", true}, {"sha256", (*rel)->sha256}, {"size", (*rel)->size}, {"created_at", (*rel)->created_at}};
+}
+
+nlohmann::json Coordinator::op_release_upload(const nlohmann::json& args, const std::string& who) {
+  std::string service = arg_name(args, "service"), version = arg_name(args, "version");
+  std::string sha = arg_str(args, "sha256");
+  if (!is_sha256_hex(sha)) throw OpError("sha256 must be 64 lowercase hex digits");
+  uint64_t size = arg_u64(args, "size"), offset = arg_u64(args, "offset");
+  if (size > (1ULL << 34)) throw OpError("release larger than 16 GiB");
+  std::string data;
+  if (args.contains("data")) {
+    if (!args["data"].is_binary()) throw OpError("data must be binary");
+    const auto& bin = args["data"].get_binary();
+    data.assign(bin.begin(), bin.end());
+  }
+  auto existing = store_->release(service, version);
+  if (!existing) throw OpError(existing.error().message);
+  if (existing->has_value()) {
+    if ((*existing)->sha256 != sha) throw OpError("release " + version + " of " + service + " already exists with another digest (" + (*existing)->sha256 + "); versions are immutable");
+    return {{"received", size}, {"complete", true}};
+  }
+  auto p = artifacts_->upload(sha, size, offset, data);
+  if (!p) throw OpError(p.error().message);
+  if (p->complete) {
+    store::ReleaseRow r{service, version, sha, size, p->path, clock_.wall_ms()};
+    if (auto s = store_->put_release(r); !s.ok()) throw OpError(s.error().message);
+    (void)store_->audit({0, clock_.wall_ms(), who, "release.upload", service + " " + version, "ok: sha256 " + sha});
+    LO()->info("{} uploaded release {} of {} ({} bytes, sha256 {})", who, version, service, size, sha);
+  }
+  return {{"received", p->received}, {"complete", p->complete}};
+}
+
+nlohmann::json Coordinator::op_rollout_plan(const nlohmann::json& args, const std::string&) {
+  std::string service = arg_name(args, "service");
+  auto plan = rollout::Plan::from_json(args.contains("plan") ? args["plan"] : nlohmann::json::object());
+  if (!plan) throw OpError("bad plan: " + plan.error().message);
+  auto hosts = select_hosts(service, arg_str(args, "selector", false));
+  if (hosts.empty()) throw OpError("no host runs service " + service + " and matches the selector");
+  auto sched = rollout::make_schedule(*plan, hosts);
+  if (!sched) throw OpError("cannot plan: " + sched.error().message);
+  nlohmann::json j = {{"service", service}, {"hosts", hosts.size()}, {"batches", sched->batches},
+                      {"failure_budget_hosts", sched->failure_budget_hosts}, {"plan", plan->to_json()}};
+  if (sched->per_batch_budget_hosts) j["per_batch_budget_hosts"] = *sched->per_batch_budget_hosts;
+  return j;
+}
+
+nlohmann::json Coordinator::op_rollout_start(const nlohmann::json& args, const std::string& who) {
+  uint64_t id = start_rollout(arg_name(args, "service"), arg_name(args, "version"), "rollout",
+                              args.contains("plan") ? args["plan"] : nlohmann::json::object(),
+                              arg_str(args, "selector", false), who, arg_str(args, "reason", false));
+  auto it = active_.find(id);
+  if (it != active_.end()) return rollout_view(it->second.row, it->second.state, false);
+  nlohmann::json a = {{"id", id}};
+  return op_rollout_get(a, who);
+}
+
+Coordinator::ActiveRollout* Coordinator::find_rollout_arg(const nlohmann::json& args) {
+  if (args.contains("id") && !args["id"].is_null()) {
+    auto it = active_.find(arg_u64(args, "id"));
+    if (it == active_.end()) throw OpError("rollout " + args["id"].dump() + " is not active");
+    return &it->second;
+  }
+  std::string service = arg_name(args, "service", false);
+  for (auto& [id, a] : active_) {
+    if (service.empty() || a.state.service == service) return &a;
+  }
+  throw OpError(service.empty() ? "no active rollout" : "no active rollout of " + service);
+}
+
+nlohmann::json Coordinator::op_rollout_get(const nlohmann::json& args, const std::string&) {
+  uint64_t id = arg_u64(args, "id");
+  auto it = active_.find(id);
+  if (it != active_.end()) return rollout_view(it->second.row, it->second.state, args.value("events", false));
+  auto row = store_->rollout(id);
+  if (!row) throw OpError(row.error().message);
+  if (!row->has_value()) throw OpError("no rollout " + std::to_string(id));
+  auto st = rollout::State::from_json((*row)->state);
+  return rollout_view(**row, st ? *st : rollout::State{}, args.value("events", false));
+}
+
+nlohmann::json Coordinator::op_rollout_control(const nlohmann::json& args, const std::string& who) {
+  std::string cmd = args.value("__command", std::string());
+  ActiveRollout* a = find_rollout_arg(args);
+  uint64_t id = a->row.id;
+  rollout::Event ev;
+  if (cmd == "rollout.pause") ev = rollout::EvPause{};
+  else if (cmd == "rollout.resume") ev = rollout::EvResume{};
+  else if (cmd == "rollout.promote") ev = rollout::EvPromote{};
+  else ev = rollout::EvAbort{};
+  (void)store_->add_event({0, id, clock_.wall_ms(), who + " asked to " + cmd.substr(8)});
+  auto s = apply(id, ev);
+  if (!s.ok()) throw OpError(s.error().message);
+  nlohmann::json g = {{"id", id}};
+  return op_rollout_get(g, who);
+}
+
+nlohmann::json Coordinator::op_rollback(const nlohmann::json& args, const std::string& who) {
+  std::string service = arg_name(args, "service");
+  // An active rollout of the service: roll back its changed hosts now.
+  for (auto& [id, a] : active_) {
+    if (a.state.service != service) continue;
+    uint64_t rid = id;
+    auto s = apply(rid, rollout::EvRollback{});
+    if (!s.ok()) throw OpError(s.error().message);
+    nlohmann::json g = {{"id", rid}};
+    return op_rollout_get(g, who);
+  }
+  // Otherwise: a new rollout to an earlier revision (default: the one before the newest).
+  auto rows = store_->rollouts(service, false, 10000);
+  if (!rows) throw OpError(rows.error().message);
+  std::vector<store::RolloutRow> revs;
+  for (const auto& r : *rows) if (r.revision > 0) revs.push_back(r);  // newest first
+  std::string target;
+  int64_t to_rev = args.contains("to_revision") ? static_cast<int64_t>(arg_u64(args, "to_revision")) : 0;
+  if (to_rev > 0) {
+    for (const auto& r : revs) if (r.revision == to_rev) target = r.version;
+    if (target.empty()) throw OpError("service " + service + " has no revision " + std::to_string(to_rev));
+  } else {
+    if (revs.size() < 2) throw OpError("service " + service + " has no earlier revision to roll back to");
+    std::string current = revs[0].version;
+    for (const auto& r : revs) {
+      if (r.version != current) {
+        target = r.version;
+        break;
+      }
+    }
+    if (target.empty()) throw OpError("service " + service + " has no earlier revision with another version");
+  }
+  nlohmann::json plan = args.contains("plan") ? args["plan"] : nlohmann::json::object();
+  std::string reason = arg_str(args, "reason", false);
+  if (reason.empty()) reason = "rollback to " + target;
+  uint64_t id = start_rollout(service, target, "rollback", plan, arg_str(args, "selector", false), who, reason);
+  nlohmann::json g = {{"id", id}};
+  return op_rollout_get(g, who);
+}
+
+nlohmann::json Coordinator::op_history(const nlohmann::json& args, const std::string&) {
+  std::string service = arg_name(args, "service", false);
+  auto rows = store_->rollouts(service, false, 1000);
+  if (!rows) throw OpError(rows.error().message);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : *rows) {
+    auto st = rollout::State::from_json(r.state);
+    std::string end_reason = st ? st->end_reason : std::string();
+    out.push_back({{"id", r.id}, {"service", r.service}, {"version", r.version}, {"kind", r.kind},
+                   {"phase", r.phase}, {"revision", r.revision}, {"created_by", r.created_by},
+                   {"reason", r.reason}, {"created_at", r.created_at}, {"finished_at", r.finished_at},
+                   {"end_reason", end_reason}, {"plan", r.state.is_object() && r.state.contains("plan") ? r.state["plan"] : nlohmann::json()}});
+  }
+  return {{"rollouts", out}};
+}
+
+nlohmann::json Coordinator::op_audit(const nlohmann::json& args, const std::string&) {
+  int limit = args.contains("limit") ? static_cast<int>(std::min<uint64_t>(arg_u64(args, "limit"), 10000)) : 100;
+  auto rows = store_->audit_log(limit);
+  if (!rows) throw OpError(rows.error().message);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& a : *rows) {
+    out.push_back({{"id", a.id}, {"at", a.at}, {"who", a.who}, {"command", a.command}, {"target", a.target}, {"decision", a.decision}});
+  }
+  return {{"audit", out}};
+}
+
+// ---- timers -----------------------------------------------------------------
+
+void Coordinator::on_timers() {
+  Millis now = clock_.now_ms();
+  if (now >= next_heartbeat_) {
+    next_heartbeat_ = now + cfg_.heartbeat_interval_ms;
+    for (const auto& [id, h] : registry_.hosts()) {
+      if (h.online && h.said_hello) send_to_host(h.identity, proto::Heartbeat{static_cast<uint64_t>(now)});
+    }
+    // Hosts silent past the timeout become unknown.
+    for (const auto& host_id : registry_.expire(now, static_cast<Millis>(cfg_.heartbeat_interval_ms) * cfg_.heartbeat_misses)) {
+      L()->warn("{} is unknown: no traffic for {} heartbeat intervals", host_id, cfg_.heartbeat_misses);
+      metrics_->hosts_lost++;
+      dirty_ = true;
+      std::vector<uint64_t> ids;
+      for (auto& [rid, a] : active_) if (a.state.find(host_id)) ids.push_back(rid);
+      for (auto rid : ids) (void)apply(rid, rollout::EvHostLost{host_id});
+    }
+    // Resend unacknowledged orders.
+    for (auto& [oid, o] : orders_) {
+      if (!o.row.acked && (o.last_sent == 0 || now - o.last_sent >= cfg_.order_resend_ms)) send_order(o);
+    }
+  }
+  Millis wall = clock_.wall_ms();
+  std::vector<uint64_t> due;
+  for (auto& [id, a] : active_) {
+    Millis d = rollout::next_deadline(a.state);
+    if (d > 0 && d <= wall) due.push_back(id);
+  }
+  for (auto id : due) (void)apply(id, rollout::EvTick{});
+}
+
+void Coordinator::publish() {
+  Millis now = clock_.now_ms();
+  if (now - last_publish_ < 250) return;  // bounded cost under heavy traffic
+  last_publish_ = now;
+  dirty_ = false;
+  nlohmann::json status;
+  try {
+    nlohmann::json none = nlohmann::json::object();
+    status = op_status(none, "http");
+  } catch (const std::exception& e) {
+    status = {{"error", e.what()}};
+  }
+  std::vector<const rollout::State*> act;
+  for (const auto& [id, a] : active_) act.push_back(&a.state);
+  std::string metrics = render_metrics(*metrics_, registry_, act);
+  std::lock_guard<std::mutex> lk(pub_mu_);
+  published_.status_json = status.dump();
+  published_.metrics_text = std::move(metrics);
+}
+
+}  // namespace gantry::coordinator

@@ -1,0 +1,135 @@
+// The coordinator daemon: one event loop over the agent ROUTER, the operator ROUTER and
+// the broadcast PUB, feeding the rollout state machine and carrying out its actions after
+// they are persisted.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "common/protocol/messages.h"
+#include "common/transport/zmq_transport.h"
+#include "common/util/clock.h"
+#include "coordinator/fleet/registry.h"
+#include "coordinator/rollout/state_machine.h"
+#include "coordinator/server/artifacts.h"
+#include "coordinator/server/metrics.h"
+#include "coordinator/store/store.h"
+
+namespace gantry::coordinator {
+
+class HttpServer;
+
+struct Config {
+  std::string state_dir = "/var/lib/gantry";
+  std::string agent_endpoint = "tcp://127.0.0.1:7600";
+  std::string pub_endpoint = "tcp://127.0.0.1:7601";
+  std::string operator_endpoint = "tcp://127.0.0.1:7602";
+  std::string http_address = "127.0.0.1:7680";  // empty: no HTTP
+  uint32_t heartbeat_interval_ms = 1000;
+  uint32_t heartbeat_misses = 3;
+  uint32_t order_resend_ms = 2000;  // unacknowledged orders are resent this often
+  bool insecure_dev = false;
+  transport::CurveOptions curve;  // server keys; empty with insecure_dev
+};
+
+// Snapshot of what /status and /metrics serve; published by the loop, read by the HTTP thread.
+struct Published {
+  std::string status_json;
+  std::string metrics_text;
+};
+
+class Coordinator {
+ public:
+  Coordinator(Config cfg, Clock& clock);
+  ~Coordinator();
+
+  // Opens the store, binds the sockets, restores active rollouts; writes endpoints.json.
+  Status start();
+  // Runs until `stop` becomes true (checked at least every 100 ms).
+  void run(const std::atomic<bool>& stop);
+
+  // The endpoints actually bound (port 0 / * resolved).
+  const std::map<std::string, std::string>& endpoints() const { return endpoints_; }
+
+  // Called by the HTTP server thread; thread-safe.
+  Published published() const;
+
+ private:
+  struct ActiveRollout {
+    store::RolloutRow row;  // meta (state column not kept up to date here)
+    rollout::State state;
+  };
+  struct OpenOrder {
+    store::OrderRow row;
+    Millis last_sent = 0;  // monotonic; 0 = never sent in this process
+  };
+
+  // ---- agent side
+  void drain_agents();
+  void on_agent_message(const transport::Incoming& in);
+  void on_hello(const std::string& identity, const proto::Hello& h);
+  void on_report(fleet::HostRecord& host, const proto::Report& r);
+  void on_fetch(const std::string& identity, const proto::FetchChunk& f);
+  void send_order(OpenOrder& o);
+  void send_to_host(const std::string& identity, const proto::Message& m);
+
+  // ---- operator side
+  void drain_operators();
+  proto::OpReply handle_op(const proto::OpRequest& req, const std::string& who);
+  using OpHandler = nlohmann::json (Coordinator::*)(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_hosts(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_status(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_release_get(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_release_upload(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_rollout_plan(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_rollout_start(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_rollout_get(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_rollout_control(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_rollback(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_history(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_audit(const nlohmann::json& args, const std::string& who);
+
+  // ---- rollouts
+  Status apply(uint64_t id, const rollout::Event& ev);
+  uint64_t start_rollout(const std::string& service, const std::string& version, const std::string& kind,
+                         const nlohmann::json& plan_json, const std::string& selector, const std::string& who,
+                         const std::string& reason);
+  std::vector<rollout::HostCandidate> select_hosts(const std::string& service, const std::string& selector);
+  ActiveRollout* find_rollout_arg(const nlohmann::json& args);
+  nlohmann::json rollout_view(const store::RolloutRow& row, const rollout::State& st, bool with_events);
+
+  // ---- timers
+  void on_timers();
+  Millis poll_timeout_ms();
+  void publish();
+
+  Config cfg_;
+  Clock& clock_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  zmq::context_t ctx_;
+  std::unique_ptr<zmq::socket_t> agents_, pub_, operators_;
+  std::map<std::string, std::string> endpoints_;
+  fleet::Registry registry_;
+  std::map<uint64_t, ActiveRollout> active_;
+  std::map<std::string, OpenOrder> orders_;  // open (unreported) orders by id
+  uint64_t epoch_ = 0;
+  Millis next_heartbeat_ = 0;
+  Millis started_ = 0;
+  std::unique_ptr<Metrics> metrics_;
+  mutable std::mutex pub_mu_;
+  Published published_;
+  bool dirty_ = true;
+  Millis last_publish_ = -1000000;
+  std::unique_ptr<HttpServer> http_;
+};
+
+}  // namespace gantry::coordinator

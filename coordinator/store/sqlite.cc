@@ -1,0 +1,108 @@
+#include "coordinator/store/sqlite.h"
+
+namespace gantry::store {
+
+namespace {
+[[noreturn]] void fail(sqlite3* db, int rc, std::string_view what) {
+  throw SqliteError(rc, std::string(what) + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+}
+}  // namespace
+
+Stmt::Stmt(sqlite3* db, std::string_view sql) : db_(db) {
+  int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &st_, nullptr);
+  if (rc != SQLITE_OK) fail(db, rc, "prepare");
+}
+
+Stmt::~Stmt() { sqlite3_finalize(st_); }
+
+Stmt& Stmt::bind(int i, int64_t v) {
+  int rc = sqlite3_bind_int64(st_, i, v);
+  if (rc != SQLITE_OK) fail(db_, rc, "bind");
+  return *this;
+}
+
+Stmt& Stmt::bind(int i, std::string_view v) {
+  int rc = sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  if (rc != SQLITE_OK) fail(db_, rc, "bind");
+  return *this;
+}
+
+Stmt& Stmt::bind_null(int i) {
+  int rc = sqlite3_bind_null(st_, i);
+  if (rc != SQLITE_OK) fail(db_, rc, "bind");
+  return *this;
+}
+
+bool Stmt::step() {
+  int rc = sqlite3_step(st_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  fail(db_, rc, "step");
+}
+
+void Stmt::run() {
+  while (step()) {
+  }
+}
+
+int64_t Stmt::col_int(int i) const { return sqlite3_column_int64(st_, i); }
+
+std::string Stmt::col_text(int i) const {
+  const unsigned char* p = sqlite3_column_text(st_, i);
+  int n = sqlite3_column_bytes(st_, i);
+  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n)) : std::string();
+}
+
+bool Stmt::col_null(int i) const { return sqlite3_column_type(st_, i) == SQLITE_NULL; }
+
+Expected<Db*> Db::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return make_error("store", "open " + path + ": " + msg);
+  }
+  sqlite3_busy_timeout(db, 5000);
+  Db* out = new Db(db);
+  try {
+    out->exec("PRAGMA journal_mode=WAL;");
+    out->exec("PRAGMA synchronous=FULL;");
+    out->exec("PRAGMA foreign_keys=ON;");
+  } catch (const SqliteError& e) {
+    delete out;
+    return make_error("store", std::string("configure ") + path + ": " + e.what());
+  }
+  return out;
+}
+
+Db::~Db() { sqlite3_close(db_); }
+
+void Db::exec(std::string_view sql) {
+  char* err = nullptr;
+  std::string s(sql);
+  int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    std::string m = err ? err : sqlite3_errstr(rc);
+    sqlite3_free(err);
+    throw SqliteError(rc, m);
+  }
+}
+
+Txn::Txn(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE;"); }
+
+Txn::~Txn() {
+  if (!done_) {
+    try {
+      db_.exec("ROLLBACK;");
+    } catch (...) {
+    }
+  }
+}
+
+void Txn::commit() {
+  db_.exec("COMMIT;");
+  done_ = true;
+}
+
+}  // namespace gantry::store

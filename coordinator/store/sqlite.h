@@ -1,0 +1,70 @@
+// A thin RAII layer over the SQLite C API: connections, prepared statements, transactions.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "common/util/expected.h"
+
+namespace gantry::store {
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, std::string_view sql);
+  ~Stmt();
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  Stmt& bind(int i, int64_t v);
+  Stmt& bind(int i, std::string_view v);
+  Stmt& bind_null(int i);
+  // Steps once: true while a row is available. Throws SqliteError on failure.
+  bool step();
+  // Runs to completion (for statements without rows).
+  void run();
+  int64_t col_int(int i) const;
+  std::string col_text(int i) const;
+  bool col_null(int i) const;
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* st_ = nullptr;
+};
+
+// Raised inside the store module only; the Store turns it into an Error at its boundary.
+struct SqliteError : std::runtime_error {
+  int code;
+  SqliteError(int c, const std::string& m) : std::runtime_error(m), code(c) {}
+};
+
+class Db {
+ public:
+  static Expected<Db*> open(const std::string& path);  // WAL, synchronous=FULL, foreign keys
+  ~Db();
+  sqlite3* raw() { return db_; }
+  void exec(std::string_view sql);
+  int64_t last_insert_id() const { return sqlite3_last_insert_rowid(db_); }
+
+ private:
+  explicit Db(sqlite3* db) : db_(db) {}
+  sqlite3* db_;
+};
+
+// BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.
+class Txn {
+ public:
+  explicit Txn(Db& db);
+  ~Txn();
+  void commit();
+
+ private:
+  Db& db_;
+  bool done_ = false;
+};
+
+}  // namespace gantry::store

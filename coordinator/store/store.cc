@@ -1,0 +1,376 @@
+#include "coordinator/store/store.h"
+
+#include "coordinator/store/sqlite.h"
+
+namespace gantry::store {
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hosts (
+  host_id TEXT PRIMARY KEY, labels TEXT NOT NULL, services TEXT NOT NULL,
+  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS releases (
+  service TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+  path TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (service, version));
+CREATE INDEX IF NOT EXISTS releases_sha ON releases (sha256);
+CREATE TABLE IF NOT EXISTS rollouts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, version TEXT NOT NULL,
+  kind TEXT NOT NULL, phase TEXT NOT NULL, created_by TEXT NOT NULL, reason TEXT NOT NULL,
+  created_at INTEGER NOT NULL, finished_at INTEGER NOT NULL DEFAULT 0,
+  revision INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS rollouts_service ON rollouts (service, id);
+CREATE TABLE IF NOT EXISTS orders (
+  order_id TEXT PRIMARY KEY, rollout_id INTEGER NOT NULL, host_id TEXT NOT NULL,
+  body TEXT NOT NULL, acked INTEGER NOT NULL DEFAULT 0, reported INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS orders_open ON orders (reported, host_id);
+CREATE TABLE IF NOT EXISTS results (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id INTEGER NOT NULL, host_id TEXT NOT NULL,
+  order_id TEXT NOT NULL, outcome TEXT NOT NULL, running_version TEXT NOT NULL,
+  message TEXT NOT NULL, timings TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS results_rollout ON results (rollout_id);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id INTEGER NOT NULL, at INTEGER NOT NULL,
+  message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_rollout ON events (rollout_id, id);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,
+  command TEXT NOT NULL, target TEXT NOT NULL, decision TEXT NOT NULL);
+)sql";
+
+// Runs f, turning SqliteError (and JSON errors from stored text) into an Error value.
+template <typename F>
+auto guard(const char* what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const SqliteError& e) {
+    return make_error("store", std::string(what) + ": " + e.what());
+  } catch (const nlohmann::json::exception& e) {
+    return make_error("store", std::string(what) + ": corrupt record: " + e.what());
+  }
+}
+
+bool is_active_phase(const std::string& p) { return p == "running" || p == "paused" || p == "rolling_back"; }
+
+RolloutRow read_rollout(Stmt& s) {
+  RolloutRow r;
+  r.id = static_cast<uint64_t>(s.col_int(0));
+  r.service = s.col_text(1);
+  r.version = s.col_text(2);
+  r.kind = s.col_text(3);
+  r.phase = s.col_text(4);
+  r.created_by = s.col_text(5);
+  r.reason = s.col_text(6);
+  r.created_at = s.col_int(7);
+  r.finished_at = s.col_int(8);
+  r.revision = s.col_int(9);
+  r.state = nlohmann::json::parse(s.col_text(10));
+  return r;
+}
+
+constexpr const char* kRolloutCols =
+    "id, service, version, kind, phase, created_by, reason, created_at, finished_at, revision, state";
+
+void insert_event(Db& db, const EventRow& e) {
+  Stmt s(db.raw(), "INSERT INTO events (rollout_id, at, message) VALUES (?, ?, ?)");
+  s.bind(1, static_cast<int64_t>(e.rollout_id)).bind(2, e.at).bind(3, e.message).run();
+}
+
+}  // namespace
+
+Store::Store(Db* db) : db_(db) {}
+Store::~Store() = default;
+
+Expected<std::unique_ptr<Store>> Store::open(const std::string& path) {
+  auto db = Db::open(path);
+  if (!db) return db.error();
+  std::unique_ptr<Store> store(new Store(*db));
+  try {
+    store->db_->exec(kSchema);
+    Stmt get(store->db_->raw(), "SELECT value FROM meta WHERE key = 'schema_version'");
+    if (get.step()) {
+      int v = std::stoi(get.col_text(0));
+      if (v > kSchemaVersion) {
+        return make_error("store", path + " has schema version " + std::to_string(v) +
+                                       ", newer than this coordinator understands (" +
+                                       std::to_string(kSchemaVersion) + ")");
+      }
+    } else {
+      Stmt put(store->db_->raw(), "INSERT INTO meta (key, value) VALUES ('schema_version', ?)");
+      put.bind(1, std::to_string(kSchemaVersion)).run();
+    }
+  } catch (const SqliteError& e) {
+    return make_error("store", "initialise " + path + ": " + e.what());
+  }
+  return store;
+}
+
+Expected<uint64_t> Store::bump_epoch() {
+  return guard("bump epoch", [&]() -> Expected<uint64_t> {
+    Txn t(*db_);
+    uint64_t epoch = 0;
+    {
+      Stmt get(db_->raw(), "SELECT value FROM meta WHERE key = 'epoch'");
+      if (get.step()) epoch = std::stoull(get.col_text(0));
+    }
+    ++epoch;
+    Stmt put(db_->raw(), "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)");
+    put.bind(1, std::to_string(epoch)).run();
+    t.commit();
+    return epoch;
+  });
+}
+
+Status Store::put_host(const HostRow& h) {
+  return guard("put host", [&]() -> Status {
+    Stmt s(db_->raw(),
+           "INSERT INTO hosts (host_id, labels, services, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
+           "ON CONFLICT(host_id) DO UPDATE SET labels = excluded.labels, services = excluded.services, "
+           "last_seen = excluded.last_seen");
+    s.bind(1, h.host_id).bind(2, h.labels.dump()).bind(3, h.services.dump()).bind(4, h.first_seen).bind(5, h.last_seen).run();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<HostRow>> Store::hosts() {
+  return guard("list hosts", [&]() -> Expected<std::vector<HostRow>> {
+    std::vector<HostRow> out;
+    Stmt s(db_->raw(), "SELECT host_id, labels, services, first_seen, last_seen FROM hosts ORDER BY host_id");
+    while (s.step()) {
+      HostRow h;
+      h.host_id = s.col_text(0);
+      h.labels = nlohmann::json::parse(s.col_text(1));
+      h.services = nlohmann::json::parse(s.col_text(2));
+      h.first_seen = s.col_int(3);
+      h.last_seen = s.col_int(4);
+      out.push_back(std::move(h));
+    }
+    return out;
+  });
+}
+
+Status Store::put_release(const ReleaseRow& r) {
+  return guard("put release", [&]() -> Status {
+    Stmt s(db_->raw(),
+           "INSERT INTO releases (service, version, sha256, size, path, created_at) VALUES (?, ?, ?, ?, ?, ?)");
+    s.bind(1, r.service).bind(2, r.version).bind(3, r.sha256).bind(4, static_cast<int64_t>(r.size)).bind(5, r.path).bind(6, r.created_at).run();
+    return Status::Ok();
+  });
+}
+
+namespace {
+ReleaseRow read_release(Stmt& s) {
+  ReleaseRow r;
+  r.service = s.col_text(0);
+  r.version = s.col_text(1);
+  r.sha256 = s.col_text(2);
+  r.size = static_cast<uint64_t>(s.col_int(3));
+  r.path = s.col_text(4);
+  r.created_at = s.col_int(5);
+  return r;
+}
+}  // namespace
+
+Expected<std::optional<ReleaseRow>> Store::release(const std::string& service, const std::string& version) {
+  return guard("get release", [&]() -> Expected<std::optional<ReleaseRow>> {
+    Stmt s(db_->raw(), "SELECT service, version, sha256, size, path, created_at FROM releases WHERE service = ? AND version = ?");
+    s.bind(1, service).bind(2, version);
+    if (!s.step()) return std::optional<ReleaseRow>();
+    return std::optional<ReleaseRow>(read_release(s));
+  });
+}
+
+Expected<std::optional<ReleaseRow>> Store::release_by_sha(const std::string& sha256) {
+  return guard("get release", [&]() -> Expected<std::optional<ReleaseRow>> {
+    Stmt s(db_->raw(), "SELECT service, version, sha256, size, path, created_at FROM releases WHERE sha256 = ? LIMIT 1");
+    s.bind(1, sha256);
+    if (!s.step()) return std::optional<ReleaseRow>();
+    return std::optional<ReleaseRow>(read_release(s));
+  });
+}
+
+Expected<uint64_t> Store::create_rollout(const RolloutRow& r) {
+  return guard("create rollout", [&]() -> Expected<uint64_t> {
+    Stmt s(db_->raw(),
+           "INSERT INTO rollouts (service, version, kind, phase, created_by, reason, created_at, state) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    s.bind(1, r.service).bind(2, r.version).bind(3, r.kind).bind(4, r.phase).bind(5, r.created_by).bind(6, r.reason).bind(7, r.created_at).bind(8, r.state.dump()).run();
+    return static_cast<uint64_t>(db_->last_insert_id());
+  });
+}
+
+Status Store::save_step(const StepWrite& w) {
+  return guard("save rollout step", [&]() -> Status {
+    Txn t(*db_);
+    int64_t revision = 0;
+    if (w.assign_revision) {
+      Stmt q(db_->raw(),
+             "SELECT COALESCE(MAX(revision), 0) + 1 FROM rollouts WHERE service = (SELECT service FROM rollouts WHERE id = ?)");
+      q.bind(1, static_cast<int64_t>(w.rollout_id));
+      if (q.step()) revision = q.col_int(0);
+    }
+    {
+      Stmt s(db_->raw(),
+             "UPDATE rollouts SET phase = ?, state = ?, finished_at = ?, "
+             "revision = CASE WHEN ? > 0 THEN ? ELSE revision END WHERE id = ?");
+      s.bind(1, w.phase).bind(2, w.state.dump()).bind(3, w.finished_at).bind(4, revision).bind(5, revision).bind(6, static_cast<int64_t>(w.rollout_id)).run();
+    }
+    for (const auto& o : w.new_orders) {
+      Stmt s(db_->raw(),
+             "INSERT INTO orders (order_id, rollout_id, host_id, body, created_at) VALUES (?, ?, ?, ?, ?)");
+      s.bind(1, o.order_id).bind(2, static_cast<int64_t>(o.rollout_id)).bind(3, o.host_id).bind(4, o.order.dump()).bind(5, o.created_at).run();
+    }
+    for (const auto& e : w.events) insert_event(*db_, e);
+    t.commit();
+    return Status::Ok();
+  });
+}
+
+Expected<std::optional<RolloutRow>> Store::rollout(uint64_t id) {
+  return guard("get rollout", [&]() -> Expected<std::optional<RolloutRow>> {
+    Stmt s(db_->raw(), std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE id = ?");
+    s.bind(1, static_cast<int64_t>(id));
+    if (!s.step()) return std::optional<RolloutRow>();
+    return std::optional<RolloutRow>(read_rollout(s));
+  });
+}
+
+Expected<std::vector<RolloutRow>> Store::rollouts(const std::string& service, bool active_only, int limit) {
+  return guard("list rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
+    std::string sql = std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE (? = '' OR service = ?)";
+    if (active_only) sql += " AND phase IN ('running', 'paused', 'rolling_back')";
+    sql += " ORDER BY id DESC LIMIT ?";
+    Stmt s(db_->raw(), sql);
+    s.bind(1, service).bind(2, service).bind(3, static_cast<int64_t>(limit));
+    std::vector<RolloutRow> out;
+    while (s.step()) out.push_back(read_rollout(s));
+    (void)is_active_phase;
+    return out;
+  });
+}
+
+Expected<std::vector<OrderRow>> Store::open_orders() {
+  return guard("list open orders", [&]() -> Expected<std::vector<OrderRow>> {
+    Stmt s(db_->raw(),
+           "SELECT order_id, rollout_id, host_id, body, acked, reported, created_at FROM orders WHERE reported = 0 ORDER BY created_at, order_id");
+    std::vector<OrderRow> out;
+    while (s.step()) {
+      OrderRow o;
+      o.order_id = s.col_text(0);
+      o.rollout_id = static_cast<uint64_t>(s.col_int(1));
+      o.host_id = s.col_text(2);
+      o.order = nlohmann::json::parse(s.col_text(3));
+      o.acked = s.col_int(4) != 0;
+      o.reported = s.col_int(5) != 0;
+      o.created_at = s.col_int(6);
+      out.push_back(std::move(o));
+    }
+    return out;
+  });
+}
+
+Status Store::mark_acked(const std::string& order_id) {
+  return guard("mark order acked", [&]() -> Status {
+    Stmt s(db_->raw(), "UPDATE orders SET acked = 1 WHERE order_id = ?");
+    s.bind(1, order_id).run();
+    return Status::Ok();
+  });
+}
+
+Status Store::record_report(const ResultRow& r) {
+  return guard("record report", [&]() -> Status {
+    Txn t(*db_);
+    {
+      Stmt s(db_->raw(),
+             "INSERT INTO results (rollout_id, host_id, order_id, outcome, running_version, message, timings, at) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+      s.bind(1, static_cast<int64_t>(r.rollout_id)).bind(2, r.host_id).bind(3, r.order_id).bind(4, r.outcome).bind(5, r.running_version).bind(6, r.message).bind(7, r.timings.dump()).bind(8, r.at).run();
+    }
+    {
+      Stmt s(db_->raw(), "UPDATE orders SET acked = 1, reported = 1 WHERE order_id = ?");
+      s.bind(1, r.order_id).run();
+    }
+    t.commit();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<ResultRow>> Store::results(uint64_t rollout_id) {
+  return guard("list results", [&]() -> Expected<std::vector<ResultRow>> {
+    Stmt s(db_->raw(),
+           "SELECT rollout_id, host_id, order_id, outcome, running_version, message, timings, at FROM results WHERE rollout_id = ? ORDER BY id");
+    s.bind(1, static_cast<int64_t>(rollout_id));
+    std::vector<ResultRow> out;
+    while (s.step()) {
+      ResultRow r;
+      r.rollout_id = static_cast<uint64_t>(s.col_int(0));
+      r.host_id = s.col_text(1);
+      r.order_id = s.col_text(2);
+      r.outcome = s.col_text(3);
+      r.running_version = s.col_text(4);
+      r.message = s.col_text(5);
+      r.timings = nlohmann::json::parse(s.col_text(6));
+      r.at = s.col_int(7);
+      out.push_back(std::move(r));
+    }
+    return out;
+  });
+}
+
+Expected<std::vector<EventRow>> Store::events(uint64_t rollout_id, int64_t after_id, int limit) {
+  return guard("list events", [&]() -> Expected<std::vector<EventRow>> {
+    Stmt s(db_->raw(),
+           "SELECT id, rollout_id, at, message FROM events WHERE (? = 0 OR rollout_id = ?) AND id > ? ORDER BY id LIMIT ?");
+    s.bind(1, static_cast<int64_t>(rollout_id)).bind(2, static_cast<int64_t>(rollout_id)).bind(3, after_id).bind(4, static_cast<int64_t>(limit));
+    std::vector<EventRow> out;
+    while (s.step()) {
+      EventRow e;
+      e.id = s.col_int(0);
+      e.rollout_id = static_cast<uint64_t>(s.col_int(1));
+      e.at = s.col_int(2);
+      e.message = s.col_text(3);
+      out.push_back(std::move(e));
+    }
+    return out;
+  });
+}
+
+Status Store::add_event(const EventRow& e) {
+  return guard("add event", [&]() -> Status {
+    insert_event(*db_, e);
+    return Status::Ok();
+  });
+}
+
+Status Store::audit(const AuditRow& a) {
+  return guard("audit", [&]() -> Status {
+    Stmt s(db_->raw(), "INSERT INTO audit (at, who, command, target, decision) VALUES (?, ?, ?, ?, ?)");
+    s.bind(1, a.at).bind(2, a.who).bind(3, a.command).bind(4, a.target).bind(5, a.decision).run();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<AuditRow>> Store::audit_log(int limit) {
+  return guard("list audit", [&]() -> Expected<std::vector<AuditRow>> {
+    Stmt s(db_->raw(), "SELECT id, at, who, command, target, decision FROM audit ORDER BY id DESC LIMIT ?");
+    s.bind(1, static_cast<int64_t>(limit));
+    std::vector<AuditRow> out;
+    while (s.step()) {
+      AuditRow a;
+      a.id = s.col_int(0);
+      a.at = s.col_int(1);
+      a.who = s.col_text(2);
+      a.command = s.col_text(3);
+      a.target = s.col_text(4);
+      a.decision = s.col_text(5);
+      out.push_back(std::move(a));
+    }
+    return out;
+  });
+}
+
+}  // namespace gantry::store

@@ -1,0 +1,138 @@
+// The coordinator's durable record (SQLite, WAL, synchronous=FULL). Everything the
+// coordinator decides is written here before it is acted on.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/util/clock.h"
+#include "common/util/expected.h"
+
+namespace gantry::store {
+
+class Db;
+
+struct HostRow {
+  std::string host_id;
+  nlohmann::json labels = nlohmann::json::object();
+  nlohmann::json services = nlohmann::json::array();  // [{name,current_version,previous_version}]
+  Millis first_seen = 0;
+  Millis last_seen = 0;
+};
+
+struct ReleaseRow {
+  std::string service;
+  std::string version;
+  std::string sha256;
+  uint64_t size = 0;
+  std::string path;  // artifact file in the coordinator's artifact dir
+  Millis created_at = 0;
+};
+
+struct RolloutRow {
+  uint64_t id = 0;
+  std::string service;
+  std::string version;
+  std::string kind = "rollout";  // "rollout" | "rollback"
+  std::string phase;
+  std::string created_by;
+  std::string reason;
+  Millis created_at = 0;
+  Millis finished_at = 0;
+  int64_t revision = 0;  // >0 once it succeeded: the service's revision number
+  nlohmann::json state;  // rollout::State as JSON
+};
+
+struct OrderRow {
+  std::string order_id;
+  uint64_t rollout_id = 0;
+  std::string host_id;
+  nlohmann::json order;  // the proto::Order fields
+  bool acked = false;
+  bool reported = false;
+  Millis created_at = 0;
+};
+
+struct ResultRow {
+  uint64_t rollout_id = 0;
+  std::string host_id;
+  std::string order_id;
+  std::string outcome;
+  std::string running_version;
+  std::string message;
+  nlohmann::json timings = nlohmann::json::object();
+  Millis at = 0;
+};
+
+struct EventRow {
+  int64_t id = 0;
+  uint64_t rollout_id = 0;
+  Millis at = 0;
+  std::string message;
+};
+
+struct AuditRow {
+  int64_t id = 0;
+  Millis at = 0;
+  std::string who;
+  std::string command;
+  std::string target;
+  std::string decision;
+};
+
+// One rollout step's effects, committed atomically.
+struct StepWrite {
+  uint64_t rollout_id = 0;
+  std::string phase;
+  nlohmann::json state;
+  Millis finished_at = 0;
+  bool assign_revision = false;  // the rollout just succeeded
+  std::vector<OrderRow> new_orders;
+  std::vector<EventRow> events;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the database at `path` and migrates it to the current schema.
+  static Expected<std::unique_ptr<Store>> open(const std::string& path);
+  ~Store();
+
+  // Coordinator start counter, incremented on every open; fencing epoch for later HA.
+  Expected<uint64_t> bump_epoch();
+
+  Status put_host(const HostRow& h);
+  Expected<std::vector<HostRow>> hosts();
+
+  Status put_release(const ReleaseRow& r);
+  Expected<std::optional<ReleaseRow>> release(const std::string& service, const std::string& version);
+  Expected<std::optional<ReleaseRow>> release_by_sha(const std::string& sha256);
+
+  Expected<uint64_t> create_rollout(const RolloutRow& r);
+  Status save_step(const StepWrite& w);
+  Expected<std::optional<RolloutRow>> rollout(uint64_t id);
+  // Newest first; `service` empty = all services.
+  Expected<std::vector<RolloutRow>> rollouts(const std::string& service, bool active_only, int limit);
+
+  Expected<std::vector<OrderRow>> open_orders();
+  Status mark_acked(const std::string& order_id);
+  // Stores a host's report and marks its order reported, in one transaction.
+  Status record_report(const ResultRow& r);
+  Expected<std::vector<ResultRow>> results(uint64_t rollout_id);
+
+  Expected<std::vector<EventRow>> events(uint64_t rollout_id, int64_t after_id, int limit);
+  Status add_event(const EventRow& e);
+
+  Status audit(const AuditRow& a);
+  Expected<std::vector<AuditRow>> audit_log(int limit);
+
+ private:
+  explicit Store(Db* db);
+  std::unique_ptr<Db> db_;
+};
+
+}  // namespace gantry::store
