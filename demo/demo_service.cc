@@ -6,7 +6,8 @@
 //
 //   GET /         200 "gantry-demo-service version=<v> behaviour=<b>\n"
 //   GET /version  200 "<v>\n"
-//   GET /health   200 "ok\n", or 500 "unhealthy\n" when behaviour=unhealthy
+//   GET /health   200 "ok\n", or 500 "unhealthy\n" when behaviour=unhealthy or while the
+//                 file <root>/FAIL-<version> exists (root = two levels above --config)
 //   GET /message  200 "<message>\n" (the optional message= line of the config)
 //   anything else 404
 //
@@ -18,6 +19,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -49,6 +51,10 @@ struct Config {
   std::string behaviour = "healthy";
   std::string message;
   long max_lifetime_s = 3600;
+  // Fault injection for tests: /health answers 500 while this file exists. With --config
+  // ROOT/current/release.conf it is ROOT/FAIL-<version>, so one host can be made to fail one
+  // version without building a special release.
+  std::string fail_marker;
 };
 
 // Set from signal handlers; the main loop polls with a short timeout and checks it.
@@ -187,6 +193,13 @@ std::optional<int> parse_args(int argc, char** argv, Config& cfg) {
   }
   if (version_override) cfg.version = *version_override;
   if (behaviour_override) cfg.behaviour = *behaviour_override;
+  if (!config_file.empty()) {
+    // <root>/current/release.conf -> <root>/FAIL-<version>
+    std::string dir = config_file.substr(0, config_file.find_last_of('/') == std::string::npos ? 0 : config_file.find_last_of('/'));
+    auto slash = dir.find_last_of('/');
+    std::string root = slash == std::string::npos ? std::string(".") : dir.substr(0, slash);
+    cfg.fail_marker = root + "/FAIL-" + cfg.version;
+  }
   if (!valid_behaviour(cfg.behaviour)) {
     log_line("invalid behaviour '" + cfg.behaviour + "'");
     return 2;
@@ -256,7 +269,9 @@ void handle_client(int fd, const Config& cfg) {
   } else if (path == "/version") {
     respond(fd, 200, cfg.version + "\n", head);
   } else if (path == "/health") {
-    if (cfg.behaviour == "unhealthy") {
+    struct stat marker {};
+    if (cfg.behaviour == "unhealthy" ||
+        (!cfg.fail_marker.empty() && ::stat(cfg.fail_marker.c_str(), &marker) == 0)) {
       respond(fd, 500, "unhealthy\n", head);
     } else {
       respond(fd, 200, "ok\n", head);

@@ -418,7 +418,7 @@ void Agent::begin_verify() {
   });
 }
 
-void Agent::begin_revert(const std::string& reason) {
+void Agent::begin_revert(std::string reason) {
   auto& a = *state_.active;
   a.failure = reason;
   set_phase(phase::kReverting, reason);
@@ -501,7 +501,7 @@ void Agent::succeed() {
   if (Status st = rt.driver->prune(rt.config.retain, keep); !st.ok()) lg()->warn("prune: {}", st.error().message);
 }
 
-void Agent::fail_before_swap(const std::string& message) {
+void Agent::fail_before_swap(std::string message) {
   fetcher_.reset();
   auto& a = *state_.active;
   std::string running = disk_version(a.order.service);

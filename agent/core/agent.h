@@ -75,9 +75,9 @@ class Agent {
   void begin_swap();
   void begin_restart();
   void begin_verify();
-  void begin_revert(const std::string& reason);
+  void begin_revert(std::string reason);
   void succeed();
-  void fail_before_swap(const std::string& message);
+  void fail_before_swap(std::string message);
   void finish(proto::Report r);
 
   Status persist();

@@ -172,7 +172,9 @@ Expected<AgentState> MemoryStateStore::load() {
 
 Status MemoryStateStore::save(const AgentState& s) {
   std::lock_guard lk(mu_);
-  if (fail_ > 0) {
+  if (fail_ > 0 && fail_after_ > 0) {
+    --fail_after_;
+  } else if (fail_ > 0) {
     --fail_;
     return err_;
   }
@@ -181,9 +183,10 @@ Status MemoryStateStore::save(const AgentState& s) {
   return Status::Ok();
 }
 
-void MemoryStateStore::fail_next(int n, Error err) {
+void MemoryStateStore::fail_next(int n, Error err, int after) {
   std::lock_guard lk(mu_);
   fail_ = n;
+  fail_after_ = after;
   err_ = std::move(err);
 }
 

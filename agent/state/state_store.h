@@ -86,8 +86,8 @@ class MemoryStateStore final : public StateStore {
  public:
   Expected<AgentState> load() override;
   Status save(const AgentState& s) override;
-  // Makes the next `n` saves fail with `err` (e.g. disk_full).
-  void fail_next(int n, Error err = make_error("disk_full", "write agent-state.json: No space left on device"));
+  // Makes `n` saves fail with `err` (e.g. disk_full), after letting `after` more succeed.
+  void fail_next(int n, Error err = make_error("disk_full", "write agent-state.json: No space left on device"), int after = 0);
   int saves() const;
   std::string text() const;
 
@@ -95,6 +95,7 @@ class MemoryStateStore final : public StateStore {
   mutable std::mutex mu_;
   std::string text_;
   int fail_ = 0;
+  int fail_after_ = 0;
   Error err_;
   int saves_ = 0;
 };

@@ -348,7 +348,7 @@ class Machine {
         halt("progress deadline of " + fmt_ms(p.progress_deadline_ms) + " passed", p.auto_rollback);
         return true;
       }
-      std::string why = budget_exceeded(s_);
+      std::string why = s_.phase == Phase::kPaused ? std::string() : budget_exceeded(s_);
       if (!why.empty()) {
         halt(why, p.auto_rollback);
         return true;

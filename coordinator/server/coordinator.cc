@@ -401,7 +401,8 @@ void Coordinator::on_fetch(const std::string& identity, const proto::FetchChunk&
 
 void Coordinator::send_order(OpenOrder& o) {
   auto* host = registry_.find(o.row.host_id);
-  if (!host || !host->online) return;
+  // Only over a greeted connection: after a coordinator restart the hello comes first.
+  if (!host || !host->online || !host->said_hello) return;
   proto::Order ord;
   try {
     ord = order_from_json(o.row.order);
@@ -449,8 +450,10 @@ Status Coordinator::apply(uint64_t id, const rollout::Event& ev) {
       po.version = o->version;
       po.sha256 = (*rel)->sha256;
       po.size = (*rel)->size;
-      po.min_healthy_ms = static_cast<uint32_t>(r.state.plan.min_healthy_ms);
-      po.healthy_deadline_ms = static_cast<uint32_t>(r.state.plan.healthy_deadline_ms);
+      // The wire caps both at 24 h (see PROTOCOL.md); the plan validator enforces the same.
+      constexpr Millis kMaxWire = 24LL * 3600 * 1000;
+      po.min_healthy_ms = static_cast<uint32_t>(std::clamp<Millis>(r.state.plan.min_healthy_ms, 0, kMaxWire));
+      po.healthy_deadline_ms = static_cast<uint32_t>(std::clamp<Millis>(r.state.plan.healthy_deadline_ms, 0, kMaxWire));
       store::OrderRow row;
       row.order_id = o->order_id;
       row.rollout_id = id;
@@ -664,8 +667,9 @@ proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::st
     return rep;
   }
   bool mutating = !kReadOnly.count(req.command);
-  std::string target = req.args.is_object() ? req.args.value("service", std::string()) : std::string();
-  if (target.empty() && req.args.is_object() && req.args.contains("id") && req.args["id"].is_number()) target = "rollout " + req.args["id"].dump();
+  std::string target;
+  if (req.args.contains("service") && req.args["service"].is_string()) target = req.args["service"].get<std::string>().substr(0, 128);
+  if (target.empty() && req.args.contains("id") && req.args["id"].is_number()) target = "rollout " + req.args["id"].dump();
   try {
     nlohmann::json args = req.args;
     args["__command"] = req.command;
@@ -675,6 +679,10 @@ proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::st
     rep.error = e.what();
   } catch (const nlohmann::json::exception& e) {
     rep.error = std::string("bad arguments: ") + e.what();
+  } catch (const std::exception& e) {
+    // Nothing an operator sends may stop the coordinator.
+    LO()->error("{} failed: {}", req.command, e.what());
+    rep.error = std::string("internal error: ") + e.what();
   }
   if (mutating && req.command != "release.upload") {
     (void)store_->audit({0, clock_.wall_ms(), who, req.command, target, rep.ok ? "ok" : "refused: " + rep.error});

@@ -378,6 +378,8 @@ TEST(HarnessSelftest, FleetDrivesStandInDaemons) {
   EXPECT_EQ(read_file(fleet.agent_config_path(1)).find("label"), std::string::npos);
   EXPECT_TRUE(fleet.agent_running(0));
   EXPECT_THROW(fleet.start_agent(0), std::logic_error);
+  ASSERT_TRUE(wait_until([&] { return fleet.agent_log(0).find("FOO=bar") != std::string::npos; },
+                         5000));
   const pid_t first = fleet.agent_pid(0);
   fleet.restart_agent(0);  // keeps its environment
   EXPECT_NE(fleet.agent_pid(0), first);

@@ -1,0 +1,422 @@
+// The order engine end to end against real dirs, real tar archives and a real shell restart
+// command; only the coordinator is simulated (it answers FetchChunk from memory).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "agent/core/agent.h"
+#include "agent/driver/binary_driver.h"
+#include "agent_test_util.h"
+#include "common/util/fs.h"
+#include "common/util/sha256.h"
+
+using namespace gantry;
+using namespace gantry::agent;
+using namespace gantry::agent::testing;
+
+namespace {
+
+// Healthy iff the file the restart command wrote says "ok": the release's own `health`
+// file decides, copied there by a real shell restart command.
+class HealthFileProbe : public Probe {
+ public:
+  explicit HealthFileProbe(std::string path) : path_(std::move(path)) {}
+  std::string describe() const override { return path_; }
+  Status check(Millis) override {
+    auto t = fs::read_file(path_);
+    if (t && *t == "ok\n") return Status::Ok();
+    return make_error("probe", path_ + " says " + (t ? *t : std::string("nothing")));
+  }
+
+ private:
+  std::string path_;
+};
+
+struct Artifact {
+  std::string bytes;
+  std::string sha;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  TempDir t;
+  SystemClock clock;
+  RealProcessRunner runner;
+  MemoryStateStore store;
+  ServiceConfig cfg;
+  std::map<std::string, Artifact> artifacts;  // by sha
+  std::vector<proto::Message> sent;
+  size_t scanned = 0;
+  bool serve_chunks = true;
+  std::unique_ptr<Agent> agent;
+
+  void SetUp() override {
+    cfg.name = "web";
+    cfg.root = t / "root";
+    cfg.restart_command = "cp \"$GANTRY_RELEASE_DIR/health\" \"$GANTRY_ROOT/health\" && echo $GANTRY_VERSION >> \"$GANTRY_ROOT/restarts\"";
+    cfg.restart_timeout_ms = 5000;
+    cfg.probe_interval_ms = 20;
+    cfg.min_healthy_ms = 60;
+    cfg.healthy_deadline_ms = 400;
+    cfg.retain = 3;
+    std::filesystem::create_directories(cfg.root + "/releases");
+  }
+
+  void make_agent() {
+    agent.reset();
+    std::map<std::string, ServiceRuntime> svcs;
+    ServiceRuntime rt;
+    rt.config = cfg;
+    rt.driver = std::make_shared<BinaryDriver>(cfg, runner, clock);
+    rt.probes.push_back(std::make_shared<HealthFileProbe>(cfg.root + "/health"));
+    svcs.emplace("web", std::move(rt));
+    agent = std::make_unique<Agent>("host-1", std::map<std::string, std::string>{{"zone", "eu-1"}}, std::move(svcs), store, clock,
+                                    [this](const proto::Message& m) { sent.push_back(m); },
+                                    [](Millis ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
+    ASSERT_TRUE(agent->start().ok());
+  }
+
+  proto::Order order(const std::string& id, const std::string& version, bool healthy = true, uint64_t rollout = 1) {
+    std::string src = t / ("src-" + version);
+    if (!fs::exists(src)) {
+      write_text(src + "/bin/app", "#!/bin/sh\necho " + version + "\n", 0755);
+      write_text(src + "/health", healthy ? "ok\n" : "broken\n");
+    }
+    std::string bytes = make_tar(src, t / (version + ".tar"));
+    Artifact a{bytes, sha256_hex(bytes)};
+    artifacts[a.sha] = a;
+    return proto::Order{id, rollout, "web", "update", version, a.sha, bytes.size(), 0, 0};
+  }
+
+  // Plays the coordinator: answers chunk requests, until `id` has a report (or 10 s).
+  std::optional<proto::Report> run_until_report(const std::string& id) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      for (; scanned < sent.size(); ++scanned) {
+        proto::Message m = sent[scanned];
+        if (auto* r = std::get_if<proto::Report>(&m); r && r->order_id == id) {
+          ++scanned;
+          return *r;
+        }
+        if (auto* f = std::get_if<proto::FetchChunk>(&m); f && serve_chunks) {
+          auto it = artifacts.find(f->sha256);
+          if (it == artifacts.end()) {
+            agent->handle(proto::ErrorMsg{"not_found", "no such artifact", static_cast<uint16_t>(proto::MsgType::kFetchChunk), f->sha256});
+            continue;
+          }
+          const std::string& b = it->second.bytes;
+          agent->handle(proto::Chunk{f->sha256, f->offset, b.size(), b.substr(f->offset, f->length)});
+        }
+      }
+      agent->tick();
+      if (scanned == sent.size()) agent->wait_for_worker(20);
+    }
+    return std::nullopt;
+  }
+
+  template <typename T>
+  std::vector<T> all_sent() const {
+    std::vector<T> out;
+    for (const auto& m : sent)
+      if (auto* x = std::get_if<T>(&m)) out.push_back(*x);
+    return out;
+  }
+
+  std::string current() { return fs::read_symlink(cfg.root + "/current").ok() ? *fs::read_symlink(cfg.root + "/current") : ""; }
+  std::string restarts() { return read_text(cfg.root + "/restarts"); }
+};
+
+}  // namespace
+
+TEST_F(EngineTest, UpdateFetchesStagesSwapsVerifiesAndReports) {
+  make_agent();
+  auto o = order("o-1", "v1");
+  agent->handle(o);
+  auto r = run_until_report("o-1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "succeeded") << r->message;
+  EXPECT_EQ(r->running_version, "v1");
+  for (const char* k : {"fetch", "stage", "swap", "restart", "verify", "total"}) EXPECT_TRUE(r->timings_ms.count(k)) << k;
+  EXPECT_EQ(current(), "releases/v1");
+  EXPECT_EQ(all_sent<proto::OrderAck>().at(0).status, "accepted");
+  std::vector<std::string> phases;
+  for (const auto& p : all_sent<proto::Progress>()) phases.push_back(p.phase);
+  EXPECT_EQ(phases, (std::vector<std::string>{"fetching", "staging", "swapping", "restarting", "verifying"}));
+  EXPECT_FALSE(fs::exists(cfg.root + "/downloads/" + o.sha256 + ".tar"));
+  auto h = agent->hello();
+  ASSERT_EQ(h.services.size(), 1u);
+  EXPECT_EQ(h.services[0].current_version, "v1");
+  EXPECT_EQ(h.services[0].state, "idle");
+  EXPECT_EQ(h.labels.at("zone"), "eu-1");
+}
+
+TEST_F(EngineTest, BadReleaseIsRevertedToThePreviousOne) {
+  make_agent();
+  agent->handle(order("o-1", "v1"));
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  agent->handle(order("o-2", "v2", /*healthy=*/false));
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed_reverted");
+  EXPECT_EQ(r->running_version, "v1");
+  EXPECT_EQ(r->message.rfind("verification failed: ", 0), 0u) << r->message;
+  EXPECT_NE(r->message.find("reverted to v1"), std::string::npos) << r->message;
+  EXPECT_EQ(current(), "releases/v1");
+  EXPECT_EQ(restarts(), "v1\nv2\nv1\n");
+  EXPECT_EQ(agent->hello().services[0].current_version, "v1");
+  EXPECT_TRUE(fs::exists(cfg.root + "/releases/v2")) << "kept for inspection until pruned";
+}
+
+TEST_F(EngineTest, RestartFailureCountsAsVerificationFailure) {
+  make_agent();
+  agent->handle(order("o-1", "v1"));
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  cfg.restart_command = "if [ \"$GANTRY_VERSION\" = v2 ]; then exit 4; fi; cp \"$GANTRY_RELEASE_DIR/health\" \"$GANTRY_ROOT/health\"";
+  make_agent();
+  agent->handle(order("o-2", "v2"));
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed_reverted");
+  EXPECT_EQ(r->message.rfind("restart command exited with 4", 0), 0u) << r->message;
+  EXPECT_EQ(current(), "releases/v1");
+}
+
+TEST_F(EngineTest, FirstInstallThatFailsHasNothingToRevertTo) {
+  make_agent();
+  agent->handle(order("o-1", "v1", false));
+  auto r = run_until_report("o-1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed");
+  EXPECT_NE(r->message.find("no previous release"), std::string::npos);
+}
+
+TEST_F(EngineTest, DuplicateOrdersNeverRunTwice) {
+  make_agent();
+  auto o = order("o-1", "v1");
+  agent->handle(o);
+  agent->handle(o);  // while queued / in progress
+  auto acks = all_sent<proto::OrderAck>();
+  ASSERT_EQ(acks.size(), 2u);
+  EXPECT_EQ(acks[1].status, "duplicate");
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  sent.clear();
+  scanned = 0;
+  agent->handle(o);  // after it finished: the stored report again
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(std::get<proto::OrderAck>(sent[0]).status, "duplicate");
+  EXPECT_EQ(std::get<proto::Report>(sent[1]).outcome, "succeeded");
+  agent->tick();
+  EXPECT_EQ(restarts(), "v1\n") << "ran once";
+  // The stored results survive an agent restart.
+  make_agent();
+  sent.clear();
+  agent->handle(o);
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(std::get<proto::Report>(sent[1]).order_id, "o-1");
+}
+
+TEST_F(EngineTest, UnknownServiceIsRejected) {
+  make_agent();
+  auto o = order("o-1", "v1");
+  o.service = "db";
+  agent->handle(o);
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(std::get<proto::OrderAck>(sent[0]).status, "rejected");
+  auto r = std::get<proto::Report>(sent[1]);
+  EXPECT_EQ(r.outcome, "failed");
+  EXPECT_EQ(r.message, "service db is not configured on this host");
+}
+
+TEST_F(EngineTest, DigestMismatchFailsAndKeepsTheHostAsItWas) {
+  make_agent();
+  agent->handle(order("o-1", "v1"));
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  auto o = order("o-2", "v2");
+  artifacts[o.sha256].bytes[600] ^= 1;  // corrupted in transit
+  agent->handle(o);
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed");
+  EXPECT_EQ(r->running_version, "v1");
+  EXPECT_EQ(r->message.rfind("digest mismatch", 0), 0u) << r->message;
+  EXPECT_EQ(current(), "releases/v1");
+  EXPECT_FALSE(fs::exists(cfg.root + "/releases/v2"));
+  EXPECT_FALSE(fs::exists(cfg.root + "/downloads/" + o.sha256 + ".part"));
+}
+
+TEST_F(EngineTest, CoordinatorWithoutTheArtifactFailsTheOrder) {
+  make_agent();
+  auto o = order("o-1", "v1");
+  artifacts.erase(o.sha256);
+  agent->handle(o);
+  auto r = run_until_report("o-1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed");
+  EXPECT_NE(r->message.find("not_found"), std::string::npos) << r->message;
+}
+
+TEST_F(EngineTest, RetentionPrunesOldReleasesButKeepsCurrentAndPrevious) {
+  cfg.retain = 2;
+  make_agent();
+  for (int i = 1; i <= 4; ++i) {
+    std::string id = "o-" + std::to_string(i);
+    agent->handle(order(id, "v" + std::to_string(i)));
+    ASSERT_EQ(run_until_report(id)->outcome, "succeeded");
+  }
+  EXPECT_TRUE(fs::exists(cfg.root + "/releases/v4"));
+  EXPECT_TRUE(fs::exists(cfg.root + "/releases/v3"));
+  EXPECT_FALSE(fs::exists(cfg.root + "/releases/v2"));
+  EXPECT_FALSE(fs::exists(cfg.root + "/releases/v1"));
+  EXPECT_EQ(agent->hello().services[0].previous_version, "v3");
+  // A rollback to the retained previous release needs no download.
+  auto back = order("o-5", "v3");
+  back.kind = "rollback";
+  size_t fetches_before = all_sent<proto::FetchChunk>().size();
+  agent->handle(back);
+  auto r = run_until_report("o-5");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "succeeded");
+  EXPECT_EQ(all_sent<proto::FetchChunk>().size(), fetches_before);
+  EXPECT_EQ(current(), "releases/v3");
+  EXPECT_EQ(agent->hello().services[0].previous_version, "v4");
+}
+
+TEST_F(EngineTest, SignalCancelsQueuedOrdersOfThatRollout) {
+  make_agent();
+  agent->handle(order("o-1", "v1", true, 7));
+  agent->handle(order("o-2", "v2", true, 7));
+  agent->handle(order("o-3", "v3", true, 8));
+  agent->handle(proto::Signal{"abort", 7, "web"});
+  auto cancelled = all_sent<proto::Report>();
+  ASSERT_EQ(cancelled.size(), 1u);
+  EXPECT_EQ(cancelled[0].order_id, "o-2");
+  EXPECT_EQ(cancelled[0].message, "cancelled by abort signal");
+  EXPECT_EQ(run_until_report("o-1")->outcome, "succeeded") << "the running order is not touched";
+  EXPECT_EQ(run_until_report("o-3")->outcome, "succeeded");
+}
+
+TEST_F(EngineTest, JournalWriteFailureIsReportedAndTheHostKeepsRunning) {
+  make_agent();
+  agent->handle(order("o-1", "v1"));
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  // The write that would accept the order fails (disk full).
+  store.fail_next(1, make_error("disk_full", "write agent-state.json: No space left on device"));
+  agent->handle(order("o-2", "v2"));
+  auto ack = all_sent<proto::OrderAck>().back();
+  EXPECT_EQ(ack.status, "rejected");
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed");
+  EXPECT_EQ(r->message.rfind("state write failed:", 0), 0u) << r->message;
+  EXPECT_EQ(r->running_version, "v1");
+  EXPECT_EQ(current(), "releases/v1");
+}
+
+TEST_F(EngineTest, JournalFailureAfterTheSwapRevertsToTheOldRelease) {
+  make_agent();
+  agent->handle(order("o-1", "v1"));
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  agent->handle(order("o-2", "v2"));
+  // While staging, arrange for the write after the swap (before restarting) to fail.
+  for (int i = 0; i < 500 && current() != "releases/v2"; ++i) {
+    for (; scanned < sent.size(); ++scanned)
+      if (auto* f = std::get_if<proto::FetchChunk>(&sent[scanned])) {
+        const auto& b = artifacts[f->sha256].bytes;
+        agent->handle(proto::Chunk{f->sha256, f->offset, b.size(), b.substr(f->offset, f->length)});
+      }
+    if (agent->state().active && agent->state().active->phase == phase::kStaging) {
+      store.fail_next(1, make_error("io", "fsync agent-state.json: Input/output error"), /*after=*/1);
+      agent->wait_for_worker(2000);
+      agent->tick();
+      break;
+    }
+    agent->tick();
+    agent->wait_for_worker(10);
+  }
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->message.rfind("state write failed:", 0), 0u) << r->message;
+  EXPECT_EQ(r->outcome, "failed_reverted");
+  EXPECT_EQ(r->running_version, "v1");
+  EXPECT_EQ(current(), "releases/v1");
+}
+
+// --- Recovery: a journal left by an agent killed mid-order -----------------------------------
+
+class RecoveryTest : public EngineTest {
+ protected:
+  // Installs v1 (current) and stages v2 through a first agent, then leaves a journal
+  // that says an order to v2 was interrupted in `ph`, with `current` as given.
+  void interrupted(const char* ph, const std::string& current_version, bool v2_healthy = true) {
+    make_agent();
+    agent->handle(order("o-1", "v1"));
+    ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+    auto o2 = order("o-2", "v2", v2_healthy);
+    agent.reset();
+    // Install v2's release dir as the staging step would have.
+    BinaryDriver d(cfg, runner, clock);
+    std::filesystem::create_directories(cfg.root + "/downloads");
+    write_text(d.artifact_path(o2.sha256), artifacts[o2.sha256].bytes);
+    ASSERT_TRUE(d.stage({"web", "v2", o2.sha256, o2.size}).ok());
+    ASSERT_TRUE(d.activate(current_version).ok());
+    auto st = store.load();
+    ASSERT_TRUE(st.ok());
+    ActiveOrder a;
+    a.order = o2;
+    a.phase = ph;
+    a.from_version = "v1";
+    a.failure = "verification failed: earlier";
+    st->active = a;
+    ASSERT_TRUE(store.save(*st).ok());
+    sent.clear();
+    scanned = 0;
+    make_agent();
+  }
+};
+
+TEST_F(RecoveryTest, AfterSwapFinishesTheUpdate) {
+  interrupted(phase::kSwapping, "v2");
+  EXPECT_EQ(agent->hello().services[0].state, "updating");
+  EXPECT_EQ(agent->hello().services[0].order_id, "o-2");
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "succeeded");
+  EXPECT_EQ(current(), "releases/v2");
+}
+
+TEST_F(RecoveryTest, BeforeSwapDoesTheSwap) {
+  interrupted(phase::kSwapping, "v1");
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "succeeded");
+  EXPECT_EQ(current(), "releases/v2");
+}
+
+TEST_F(RecoveryTest, DuringVerifyOfABadReleaseReverts) {
+  interrupted(phase::kVerifying, "v2", /*healthy=*/false);
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed_reverted");
+  EXPECT_EQ(r->running_version, "v1");
+  EXPECT_EQ(current(), "releases/v1");
+}
+
+TEST_F(RecoveryTest, DuringRevertFinishesTheRevert) {
+  interrupted(phase::kReverting, "v2", false);
+  EXPECT_EQ(agent->hello().services[0].state, "reverting");
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed_reverted");
+  EXPECT_EQ(r->message, "verification failed: earlier; reverted to v1");
+  EXPECT_EQ(current(), "releases/v1");
+}
+
+TEST_F(RecoveryTest, DuringStagingStartsOverAndLeavesNoStagingBehind) {
+  interrupted(phase::kStaging, "v1");
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "succeeded");
+  EXPECT_EQ(current(), "releases/v2");
+  EXPECT_TRUE(std::filesystem::is_empty(cfg.root + "/staging"));
+}
