@@ -38,6 +38,7 @@ struct Plan {
   Millis min_healthy_ms = 0;       // 0: each agent's configured value
   Millis healthy_deadline_ms = 0;  // 0: each agent's configured value
   Millis host_timeout_ms = 600000; // no report this long after ordering: the host counts as failed
+                                   // (0: no timeout)
   Millis progress_deadline_ms = 0; // 0: none; whole rollout must finish by start + this
   Millis batch_delay_ms = 0;
   std::vector<uint32_t> pause_after;  // batch indexes (0-based) after which to wait for promote

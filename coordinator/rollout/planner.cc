@@ -85,7 +85,7 @@ Expected<Schedule> make_schedule(const Plan& plan, const std::vector<HostCandida
     std::vector<std::string> batch;
     for (auto& c : cursors) {
       uint32_t taken = 0;
-      while (batch.size() < nominal && c.next < c.hosts->size() && taken < c.cap + (entry == 2)) {
+      while (batch.size() < nominal && c.next < c.hosts->size() && taken < c.cap) {
         batch.push_back((*c.hosts)[c.next++]);
         ++taken;
       }

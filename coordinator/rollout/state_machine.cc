@@ -7,8 +7,9 @@
 //   - Fixed at EvStart by make_schedule() (see planner.cc): batches are sizes like Ansible's
 //     `serial`, percentages of the selected hosts rounded up, the last entry repeating, never an
 //     empty batch; with domain_label the batches are filled domain by domain (sorted by value),
-//     at most max_per_domain hosts of one domain per batch. pause_after must name existing
-//     batches. The schedule never changes afterwards.
+//     at most max_per_domain hosts of one domain per batch (a percentage resolves against that
+//     domain's own host count, at least one; hosts without the label form the domain "").
+//     pause_after must name existing batches. The schedule never changes afterwards.
 //   - Every host of a batch gets an "update" order with a fresh id "r<rollout>-<seq>", including
 //     hosts that already run the target (the agent answers at once). A host that is offline
 //     when its batch is ordered is ordered anyway (the daemon resends until acknowledged) and
@@ -348,7 +349,7 @@ class Machine {
         halt("progress deadline of " + fmt_ms(p.progress_deadline_ms) + " passed", p.auto_rollback);
         return true;
       }
-      std::string why = s_.phase == Phase::kPaused ? std::string() : budget_exceeded(s_);
+      std::string why = budget_exceeded(s_);
       if (!why.empty()) {
         halt(why, p.auto_rollback);
         return true;
