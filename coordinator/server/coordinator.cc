@@ -492,6 +492,13 @@ Status Coordinator::apply(uint64_t id, const rollout::Event& ev) {
     if (!s.ok()) L()->warn("broadcast {} failed: {} (hosts still get their own orders)", kind, s.error().message);
   }
   if (rollout::is_terminal(a.state.phase)) {
+    // An ended rollout orders nothing more: a host that comes back later must not receive
+    // a stale update (level-triggered reconciliation is by the next rollout, not by resends).
+    if (auto s = store_->close_orders(id); !s.ok()) L()->error("{}", s.error().message);
+    for (auto oi = orders_.begin(); oi != orders_.end();) {
+      if (oi->second.row.rollout_id == id) oi = orders_.erase(oi);
+      else ++oi;
+    }
     metrics_->rollouts_ended[w.phase]++;
     LR()->info("rollout {} of {} to {} ended: {}{}{}", id, a.state.service, a.state.version, w.phase,
                a.state.end_reason.empty() ? "" : " — ", a.state.end_reason);

@@ -281,6 +281,14 @@ Status Store::mark_acked(const std::string& order_id) {
   });
 }
 
+Status Store::close_orders(uint64_t rollout_id) {
+  return guard("close orders", [&]() -> Status {
+    Stmt s(db_->raw(), "UPDATE orders SET reported = 1 WHERE rollout_id = ? AND reported = 0");
+    s.bind(1, static_cast<int64_t>(rollout_id)).run();
+    return Status::Ok();
+  });
+}
+
 Status Store::record_report(const ResultRow& r) {
   return guard("record report", [&]() -> Status {
     Txn t(*db_);

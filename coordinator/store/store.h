@@ -120,6 +120,8 @@ class Store {
 
   Expected<std::vector<OrderRow>> open_orders();
   Status mark_acked(const std::string& order_id);
+  // Closes every open order of a rollout that ended, so none is resent later.
+  Status close_orders(uint64_t rollout_id);
   // Stores a host's report and marks its order reported, in one transaction.
   Status record_report(const ResultRow& r);
   Expected<std::vector<ResultRow>> results(uint64_t rollout_id);

@@ -39,7 +39,9 @@ TEST(AgentFetcher, WindowOutOfOrderChunksAndResume) {
   // Answer the last two first; nothing completes until the gap is filled.
   for (int i : {2, 1, 0}) {
     f.on_chunk({kSha, reqs[i].offset, data.size(), data.substr(reqs[i].offset, reqs[i].length)});
-    if (i) EXPECT_EQ(f.state(), Fetcher::State::kRunning);
+    if (i) {
+      EXPECT_EQ(f.state(), Fetcher::State::kRunning);
+    }
   }
   f.on_chunk({kSha, reqs[0].offset, data.size(), data.substr(reqs[0].offset, reqs[0].length)});  // duplicate: ignored
   EXPECT_EQ(f.state(), Fetcher::State::kComplete);
@@ -142,7 +144,7 @@ TEST(AgentConfig, RefusesBadConfigs) {
   EXPECT_FALSE(parse("host_id = h\n" + ok_svc + "driver = container\n").ok());
   EXPECT_FALSE(parse("host_id = h\n" + ok_svc + "http_probe = ftp://x/\n").ok());
   EXPECT_FALSE(parse("host_id = h\n" + ok_svc + "min_healthy_ms = abc\n").ok());
-  EXPECT_FALSE(parse("host_id = h\n[service.a..b]\nroot = /srv\nrestart_command = true\n").ok());
+  EXPECT_FALSE(parse("host_id = h\n[service.-x]\nroot = /srv\nrestart_command = true\n").ok());
   const char* argv[] = {"gantry-agent"};
   EXPECT_FALSE(parse_args(1, argv).ok()) << "--config is required";
 }
