@@ -225,6 +225,19 @@ Status Store::save_step(const StepWrite& w) {
       s.bind(1, o.order_id).bind(2, static_cast<int64_t>(o.rollout_id)).bind(3, o.host_id).bind(4, o.order.dump()).bind(5, o.created_at).run();
     }
     for (const auto& e : w.events) insert_event(*db_, e);
+    for (const auto& r : w.results) {
+      Stmt s(db_->raw(),
+             "INSERT INTO results (rollout_id, host_id, order_id, outcome, running_version, message, timings, at) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+      s.bind(1, static_cast<int64_t>(r.rollout_id)).bind(2, r.host_id).bind(3, r.order_id).bind(4, r.outcome).bind(5, r.running_version).bind(6, r.message).bind(7, r.timings.dump()).bind(8, r.at).run();
+      Stmt u(db_->raw(), "UPDATE orders SET acked = 1, reported = 1 WHERE order_id = ?");
+      u.bind(1, r.order_id).run();
+    }
+    if (w.finished_at > 0) {
+      // An ended rollout orders nothing more; closed with the step that ends it.
+      Stmt s(db_->raw(), "UPDATE orders SET reported = 1 WHERE rollout_id = ? AND reported = 0");
+      s.bind(1, static_cast<int64_t>(w.rollout_id)).run();
+    }
     t.commit();
     return Status::Ok();
   });

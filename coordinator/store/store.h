@@ -94,6 +94,9 @@ struct StepWrite {
   bool assign_revision = false;  // the rollout just succeeded
   std::vector<OrderRow> new_orders;
   std::vector<EventRow> events;
+  // Reports this step applies: recorded (and their orders closed) in the same transaction, so a
+  // crash never leaves a report recorded but not applied (the order would never be re-sent).
+  std::vector<ResultRow> results;
 };
 
 class Store {
