@@ -1,8 +1,56 @@
+// The wire codec: round trips, golden bytes, limits and hostile input.
 #include <gtest/gtest.h>
+
+#include <msgpack.hpp>
+
+#include <random>
 
 #include "common/protocol/codec.h"
 
 using namespace gantry::proto;
+
+namespace {
+
+std::string hex(const std::string& s) {
+  static const char* d = "0123456789abcdef";
+  std::string o;
+  for (unsigned char c : s) {
+    o += d[c >> 4];
+    o += d[c & 15];
+  }
+  return o;
+}
+
+std::string unhex(const std::string& h) {
+  std::string o;
+  for (size_t i = 0; i + 1 < h.size(); i += 2) o += static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16));
+  return o;
+}
+
+template <typename T>
+T round_trip(const T& m) {
+  auto r = decode(encode(m));
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+  EXPECT_TRUE(std::holds_alternative<T>(*r));
+  return std::get<T>(*r);
+}
+
+// Packs an envelope {"t": t, "b": <body written by f>} by hand, for hostile inputs.
+template <typename F>
+std::string envelope(uint64_t t, F&& body) {
+  msgpack::sbuffer sb;
+  msgpack::packer<msgpack::sbuffer> p(&sb);
+  p.pack_map(2);
+  p.pack(std::string("t"));
+  p.pack(t);
+  p.pack(std::string("b"));
+  body(p);
+  return std::string(sb.data(), sb.size());
+}
+
+const std::string kSha(64, 'a');
+
+}  // namespace
 
 TEST(Codec, HelloRoundTrip) {
   Hello h;
@@ -10,11 +58,134 @@ TEST(Codec, HelloRoundTrip) {
   h.agent_version = "0.1.0";
   h.labels = {{"zone", "eu-1"}, {"role", "web"}};
   h.services.push_back({"web", "v1", "v0", "idle", ""});
-  auto r = decode(encode(h));
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  auto& d = std::get<Hello>(*r);
+  auto d = round_trip(h);
+  EXPECT_EQ(d.protocol_version, kProtocolVersion);
   EXPECT_EQ(d.host_id, "web-1");
   EXPECT_EQ(d.labels.at("zone"), "eu-1");
   ASSERT_EQ(d.services.size(), 1u);
   EXPECT_EQ(d.services[0].current_version, "v1");
+  EXPECT_EQ(d.services[0].previous_version, "v0");
+}
+
+TEST(Codec, EveryMessageTypeRoundTrips) {
+  EXPECT_EQ(round_trip(Welcome{1, 500, 4, 9}).heartbeat_misses, 4u);
+  EXPECT_EQ(round_trip(Heartbeat{42}).seq, 42u);
+  Order o{"r1-1", 1, "web", "update", "2.4.1", kSha, 1234, 500, 9000};
+  auto od = round_trip(o);
+  EXPECT_EQ(od.order_id, "r1-1");
+  EXPECT_EQ(od.size, 1234u);
+  EXPECT_EQ(od.healthy_deadline_ms, 9000u);
+  EXPECT_EQ(round_trip(OrderAck{"r1-1", "duplicate", "seen"}).status, "duplicate");
+  EXPECT_EQ(round_trip(FetchChunk{kSha, 10, 100}).length, 100u);
+  Chunk c{kSha, 0, 4, std::string("\0\1\2\3", 4)};
+  EXPECT_EQ(round_trip(c).data, std::string("\0\1\2\3", 4));
+  EXPECT_EQ(round_trip(Progress{"r1-1", "verifying", "2 of 3"}).phase, "verifying");
+  Report r{"r1-1", 1, "web", "failed_reverted", "2.4.0", "probe said 500", {{"verify", 30}}};
+  auto rd = round_trip(r);
+  EXPECT_EQ(rd.outcome, "failed_reverted");
+  EXPECT_EQ(rd.timings_ms.at("verify"), 30u);
+  EXPECT_EQ(round_trip(ErrorMsg{"not_found", "no", 6, kSha}).ref_type, 6u);
+  EXPECT_EQ(round_trip(Signal{"rollback", 3, "web"}).kind, "rollback");
+  OpRequest q{"1-1", "rollout.start", {{"service", "web"}, {"plan", {{"batches", {1, "10%"}}}}}};
+  EXPECT_EQ(round_trip(q).args["plan"]["batches"][1], "10%");
+  OpReply a{"1-1", true, "", {{"hosts", nlohmann::json::array()}}};
+  EXPECT_TRUE(round_trip(a).result["hosts"].is_array());
+}
+
+TEST(Codec, GoldenBytes) {
+  // {"t":3,"b":{"seq":1}}: fixmap(2), "t", 3, "b", fixmap(1), "seq", 1 — documented in PROTOCOL.md.
+  EXPECT_EQ(hex(encode(Heartbeat{1})), "82a17403a16281a373657101");
+  auto d = decode(unhex("82a17403a16281a373657101"));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(std::get<Heartbeat>(*d).seq, 1u);
+  EXPECT_EQ(hex(encode(Signal{"abort", 7, "web"})),
+            "82a1740ba16283a46b696e64a561626f7274aa726f6c6c6f75745f696407a773657276696365a3776562");
+}
+
+TEST(Codec, MalformedInputIsAnErrorNotACrash) {
+  EXPECT_EQ(decode("").error().code, "decode");
+  EXPECT_EQ(decode("\xc1").error().code, "decode");                  // never-used byte
+  EXPECT_EQ(decode(encode(Heartbeat{1}) + "x").error().code, "decode");  // trailing bytes
+  std::string full = encode(Heartbeat{1});
+  EXPECT_FALSE(decode(full.substr(0, full.size() - 1)).ok());       // truncated
+  EXPECT_EQ(decode(unhex("93010203")).error().code, "invalid");       // envelope not a map
+  EXPECT_EQ(decode(envelope(99, [](auto& p) { p.pack_map(0); })).error().code, "unknown_type");
+  EXPECT_EQ(decode(envelope(0, [](auto& p) { p.pack_map(0); })).error().code, "unknown_type");
+  EXPECT_EQ(decode(envelope(3, [](auto& p) { p.pack_map(0); })).error().code, "invalid");  // missing seq
+  EXPECT_EQ(decode(envelope(3, [](auto& p) {
+              p.pack_map(1);
+              p.pack(std::string("seq"));
+              p.pack(std::string("one"));
+            })).error().code,
+            "invalid");  // wrong type
+}
+
+TEST(Codec, NamesAndDigestsAreValidatedBeforeAnyHandlerSeesThem) {
+  Order o{"r1-1", 1, "web", "update", "../../etc", kSha, 1, 0, 0};
+  auto r = decode(encode(o));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("version"), std::string::npos);
+  o.version = "1.0";
+  o.sha256 = "ABC";
+  EXPECT_FALSE(decode(encode(o)).ok());
+  o.sha256 = kSha;
+  o.kind = "rm -rf";
+  EXPECT_FALSE(decode(encode(o)).ok());
+  Hello h;
+  h.host_id = std::string("a\0b", 3);
+  EXPECT_FALSE(decode(encode(h)).ok());
+  h.host_id = "/abs";
+  EXPECT_FALSE(decode(encode(h)).ok());
+  h.host_id = "ok";
+  h.labels["bad key"] = "v";
+  EXPECT_FALSE(decode(encode(h)).ok());
+  Chunk c{kSha, 10, 12, "abcd"};  // goes past total_size
+  EXPECT_FALSE(decode(encode(c)).ok());
+}
+
+TEST(Codec, LimitViolationsAreRefused) {
+  // A claimed array of 2^32-1 elements with no data behind it must not allocate.
+  EXPECT_FALSE(decode(envelope(3, [](auto& p) { p.pack_map(1); p.pack(std::string("seq")); p.pack_array(0xffffffffu); })).ok());
+  // A claimed map of 2^32-1 entries.
+  EXPECT_FALSE(decode(unhex("82a17403a162dfffffffff")).ok());
+  // A claimed string of 2^32-1 bytes.
+  EXPECT_FALSE(decode(unhex("82a17403a162dbffffffff")).ok());
+  // Nesting deeper than the limit.
+  std::string deep = unhex("82a17403a162");
+  for (int i = 0; i < 100; ++i) deep += unhex("91");
+  deep += unhex("00");
+  auto r = decode(deep);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "limit");
+  // A real string over the limit.
+  DecodeLimits tight;
+  tight.max_str = 16;
+  EXPECT_EQ(decode(encode(Progress{"r1-1", "verifying", std::string(100, 'x')}), tight).error().code, "limit");
+  // Chunk data larger than a chunk.
+  Chunk big{kSha, 0, kMaxChunkBytes + 10, std::string(kMaxChunkBytes + 1, 'x')};
+  EXPECT_FALSE(decode(encode(big)).ok());
+}
+
+TEST(Codec, DuplicateKeysAreRefused) {
+  auto bytes = envelope(3, [](auto& p) {
+    p.pack_map(2);
+    p.pack(std::string("seq"));
+    p.pack(1);
+    p.pack(std::string("seq"));
+    p.pack(2);
+  });
+  EXPECT_EQ(decode(bytes).error().code, "invalid");
+}
+
+TEST(Codec, RandomBytesNeverCrash) {
+  std::mt19937 rng(12345);
+  std::string base = encode(Order{"r1-1", 1, "web", "update", "1.0", kSha, 1, 0, 0});
+  for (int i = 0; i < 20000; ++i) {
+    std::string s = base;
+    int flips = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < flips; ++k) s[rng() % s.size()] = static_cast<char>(rng());
+    if (rng() % 8 == 0) s.resize(rng() % s.size());
+    auto r = decode(s);
+    if (r.ok()) EXPECT_NO_THROW(encode(*r));
+  }
 }
