@@ -11,9 +11,11 @@
 #include "agent/config/agent_config.h"
 #include "agent/core/agent.h"
 #include "agent/driver/binary_driver.h"
+#include "agent/driver/container_driver.h"
 #include "agent/net/session.h"
 #include "agent/probe/probe.h"
 #include "agent/state/state_store.h"
+#include "common/security/keys.h"
 #include "common/util/fs.h"
 #include "common/util/log.h"
 #include "common/util/process.h"
@@ -23,6 +25,9 @@ using namespace gantry;
 using namespace gantry::agent;
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "keygen") {
+    return security::curve_keygen_main("gantry-agent", std::vector<std::string>(argv + 2, argv + argc));
+  }
   auto parsed = parse_args(argc, argv);
   if (!parsed) {
     std::cerr << "gantry-agent: " << parsed.error().message << "\n(see gantry-agent --help)\n";
@@ -37,14 +42,45 @@ int main(int argc, char** argv) {
     return 0;
   }
   const AgentConfig& cfg = parsed->config;
-  if (!cfg.insecure_dev) {
-    std::cerr << "gantry-agent: refusing to start: CURVE security is not configured yet, and plaintext ZeroMQ\n"
-                 "needs --insecure-dev (or insecure_dev = true) — for development only.\n";
+  if (!cfg.insecure_dev && (cfg.agent_key.empty() || cfg.release_public_keys.empty())) {
+    std::cerr << "gantry-agent: refusing to start without keys. Configure\n"
+                 "  agent_key = FILE            (this agent's secret key: gantry-agent keygen --out FILE-PREFIX)\n"
+                 "  coordinator_key = FILE      (the coordinator's public key, pinned)\n"
+                 "  release_public_key = FILE   (who may sign releases: gantry release keygen)\n"
+                 "or pass --insecure-dev (insecure_dev = true) for development only.\n";
     return 2;
+  }
+  transport::CurveOptions curve;
+  if (!cfg.agent_key.empty()) {
+    auto kp = security::read_curve_secret(cfg.agent_key);
+    if (!kp) {
+      std::cerr << "gantry-agent: agent_key: " << kp.error().message << "\n";
+      return 2;
+    }
+    auto server = security::read_curve_public(cfg.coordinator_key);
+    if (!server) {
+      std::cerr << "gantry-agent: coordinator_key: " << server.error().message << "\n";
+      return 2;
+    }
+    curve.public_key = kp->public_z85;
+    curve.secret_key = kp->secret_z85;
+    curve.server_public_key = *server;
+  }
+  std::vector<std::string> release_keys;
+  for (const auto& f : cfg.release_public_keys) {
+    auto k = security::read_signing_public(f);
+    if (!k) {
+      std::cerr << "gantry-agent: release_public_key: " << k.error().message << "\n";
+      return 2;
+    }
+    release_keys.push_back(*k);
   }
   log::setup("gantry-agent", cfg.log_level);
   auto lg = log::get("agent");
-  lg->warn("INSECURE: --insecure-dev given; talking to the coordinator in plaintext without authentication");
+  if (!curve.enabled()) lg->warn("INSECURE: --insecure-dev given; talking to the coordinator in plaintext without authentication");
+  else lg->info("CURVE on: agent key {}, coordinator key pinned to {}", curve.public_key, curve.server_public_key);
+  if (release_keys.empty()) lg->warn("INSECURE: no release_public_key; unsigned releases will be installed");
+  else lg->info("{} trusted release key(s); only releases they signed install", release_keys.size());
 
   // Signals arrive through a signalfd the main loop polls; threads started later inherit the mask.
   sigset_t mask;
@@ -71,7 +107,8 @@ int main(int argc, char** argv) {
   for (const auto& [name, sc] : cfg.services) {
     ServiceRuntime rt;
     rt.config = sc;
-    rt.driver = std::make_shared<BinaryDriver>(sc, runner, clock);
+    if (sc.driver == "container") rt.driver = std::make_shared<ContainerDriver>(sc, runner, clock);
+    else rt.driver = std::make_shared<BinaryDriver>(sc, runner, clock);
     for (const auto& url : sc.http_probes) rt.probes.push_back(std::make_shared<HttpProbe>(url, sc.http_probe_expect));
     for (const auto& hp : sc.tcp_probes) rt.probes.push_back(std::make_shared<TcpProbe>(hp));
     if (Status st = fs::make_dirs(sc.root + "/releases"); !st.ok()) {
@@ -88,6 +125,7 @@ int main(int argc, char** argv) {
         if (session) session->send(m);
       },
       [](Millis ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
+  agent.set_release_keys(release_keys);
   if (Status st = agent.start(); !st.ok()) {
     lg->critical("start: {}", st.error().message);
     return 1;
@@ -103,7 +141,7 @@ int main(int argc, char** argv) {
   so.socket.recv_hwm = 1000;
   so.socket.reconnect_ivl_ms = 100;
   so.socket.reconnect_ivl_max_ms = 5000;
-  // so.socket.curve stays empty until the security issue wires keys in (the CURVE seam).
+  so.socket.curve = curve;
   zmq::context_t ctx(1);
   int rc = 0;
   {

@@ -1,6 +1,7 @@
 #include "cli/app.h"
 
 #include <boost/program_options.hpp>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,6 +14,9 @@
 #include "cli/client.h"
 #include "cli/plan_file.h"
 #include "cli/table.h"
+#include "common/release/manifest.h"
+#include "common/security/keys.h"
+#include "common/util/fs.h"
 #include "common/util/sha256.h"
 #include "common/version.h"
 
@@ -26,6 +30,8 @@ struct Globals {
   std::string coordinator;
   bool json = false;
   int timeout_ms = 10000;
+  std::string key;              // operator CURVE secret key file
+  std::string coordinator_key;  // coordinator CURVE public key file (pinned)
 };
 
 struct UsageError : std::runtime_error {
@@ -51,10 +57,20 @@ Commands:
                                 or a new rollout to the previous revision)
   history [SERVICE]             every rollout and revision, who started it, how it ended
   audit                         the operator audit log
+  keys list                     agent keys (pending/accepted/rejected/revoked) and operator keys
+  keys accept HOST_OR_KEY [--host H] | keys reject HOST_OR_KEY | keys revoke HOST_KEY_OR_NAME
+  keys add-operator NAME PUBFILE --role viewer|deployer|admin
+  keygen --out PREFIX           make an operator CURVE keypair (PREFIX.key, PREFIX.pub)
+  release keygen --out PREFIX   make an ed25519 release signing keypair
+  release sign --key KEY FILE --service S --version V
+                                write FILE.manifest and FILE.sig (upload sends them along)
 
 Global options:
   --coordinator ENDPOINT        e.g. tcp://10.0.0.5:7602 (env GANTRY_COORDINATOR,
                                 or `coordinator = ...` in ~/.config/gantry/cli.conf)
+  --key FILE                    this operator's CURVE secret key (env GANTRY_KEY, cli.conf `key =`)
+  --coordinator-key FILE        the coordinator's CURVE public key (env GANTRY_COORDINATOR_KEY,
+                                cli.conf `coordinator_key =`); without both: plaintext (--insecure-dev)
   --json                        machine-readable output (stable field names)
   --timeout-ms N                how long to wait for each answer (default 10000)
 
@@ -63,7 +79,7 @@ coordinator; 4 coordinator unreachable.
 Run `gantry COMMAND --help` for a command's options and examples.
 )";
 
-std::string config_coordinator() {
+std::string config_value(const std::string& wanted) {
   const char* home = std::getenv("HOME");
   if (!home) return {};
   std::ifstream in(std::string(home) + "/.config/gantry/cli.conf");
@@ -77,7 +93,7 @@ std::string config_coordinator() {
       s.erase(s.find_last_not_of(" \t\r") + 1);
       return s;
     };
-    if (trim(k) == "coordinator") return trim(v);
+    if (trim(k) == wanted) return trim(v);
   }
   return {};
 }
@@ -88,9 +104,91 @@ std::string s(const nlohmann::json& j, const char* k) {
   return j[k].dump();
 }
 
+// The CURVE settings for the operator socket, from --key / --coordinator-key (both or neither).
+transport::CurveOptions curve_from(const Globals& g) {
+  transport::CurveOptions c;
+  if (g.key.empty() && g.coordinator_key.empty()) return c;
+  if (g.key.empty() || g.coordinator_key.empty())
+    throw UsageError("--key and --coordinator-key go together (your secret key and the coordinator's public key)");
+  auto kp = security::read_curve_secret(g.key);
+  if (!kp) throw UsageError("--key: " + kp.error().message);
+  auto server = security::read_curve_public(g.coordinator_key);
+  if (!server) throw UsageError("--coordinator-key: " + server.error().message);
+  c.public_key = kp->public_z85;
+  c.secret_key = kp->secret_z85;
+  c.server_public_key = *server;
+  return c;
+}
+
+// Commands that never talk to the coordinator: key generation and release signing.
+int release_keygen(const std::vector<std::string>& args) {
+  std::string out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--out" && i + 1 < args.size()) out = args[++i];
+    else throw UsageError("usage: gantry release keygen --out PREFIX");
+  }
+  if (out.empty()) throw UsageError("usage: gantry release keygen --out PREFIX");
+  auto kp = security::generate_signing_keypair();
+  if (!kp) {
+    std::cerr << "gantry: " << kp.error().message << "\n";
+    return kRefused;
+  }
+  if (Status st = security::write_signing_keypair(out, *kp); !st.ok()) {
+    std::cerr << "gantry: " << st.error().message << "\n";
+    return kRefused;
+  }
+  std::cout << "wrote " << out << ".key (release signing key, 0600: keep it offline) and " << out
+            << ".pub (give it to every agent as release_public_key)\n";
+  return kOk;
+}
+
+int release_sign(const std::vector<std::string>& args, bool json) {
+  po::options_description d("Options");
+  std::string key, file, service, version;
+  d.add_options()("help,h", "show this help")("key", po::value(&key)->required(), "release signing key (gantry release keygen)")(
+      "file", po::value(&file)->required(), "release artifact")("service", po::value(&service)->required(), "service name")(
+      "version", po::value(&version)->required(), "release version");
+  po::positional_options_description pos;
+  pos.add("file", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(d).positional(pos).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "Usage: gantry release sign --key release.key FILE --service S --version V\n\n" << d
+                << "\nWrites FILE.manifest (service, version, sha256, size, created) and FILE.sig (ed25519, hex).\n"
+                   "Example:\n  gantry release sign --key ~/keys/release.key web-2.4.1.tar --service web --version 2.4.1\n";
+      return kOk;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  auto kp = security::read_signing_secret(key);
+  if (!kp) throw UsageError("--key: " + kp.error().message);
+  auto sha = sha256_file(file);
+  if (!sha) throw UsageError("cannot read " + file + ": " + sha.error().message);
+  struct stat st;
+  if (::stat(file.c_str(), &st) != 0) throw UsageError("cannot stat " + file);
+  release::Manifest m;
+  m.service = service;
+  m.version = version;
+  m.sha256 = *sha;
+  m.size = static_cast<uint64_t>(st.st_size);
+  m.created = release::utc_now_rfc3339();
+  if (auto check = release::parse_manifest(m.to_bytes()); !check) throw UsageError(check.error().message);
+  const std::string bytes = m.to_bytes();
+  const std::string sig = release::sign(bytes, kp->secret_key);
+  if (Status w = fs::write_file_atomic(file + ".manifest", bytes); !w.ok()) throw UsageError(w.error().message);
+  if (Status w = fs::write_file_atomic(file + ".sig", sig + "\n"); !w.ok()) throw UsageError(w.error().message);
+  if (json) std::cout << nlohmann::json{{"manifest", file + ".manifest"}, {"signature", file + ".sig"}, {"sha256", m.sha256}, {"size", m.size}}.dump() << "\n";
+  else std::cout << "signed " << service << " " << version << " (sha256 " << m.sha256.substr(0, 12) << "…, " << m.size << " bytes): "
+                 << file << ".manifest, " << file << ".sig\n";
+  return kOk;
+}
+
 class App {
  public:
-  explicit App(Globals g) : g_(std::move(g)), client_(g_.coordinator, g_.timeout_ms) {}
+  explicit App(Globals g) : g_(std::move(g)), client_(g_.coordinator, g_.timeout_ms, curve_from(g_)) {}
 
   int dispatch(const std::vector<std::string>& words) {
     if (words.empty()) throw UsageError("missing command");
@@ -102,9 +200,10 @@ class App {
     if (c == "audit") return audit(rest);
     if (c == "rollback") return rollback(rest);
     if (c == "release") {
-      if (rest.empty() || rest[0] != "upload") throw UsageError("usage: gantry release upload FILE --service S --version V");
+      if (rest.empty() || rest[0] != "upload") throw UsageError("usage: gantry release upload|sign|keygen ...");
       return release_upload(std::vector<std::string>(rest.begin() + 1, rest.end()));
     }
+    if (c == "keys") return keys(rest);
     if (c == "rollout") {
       if (rest.empty()) throw UsageError("usage: gantry rollout plan|start|watch|show|pause|resume|promote|abort ...");
       std::string sub = rest[0];
@@ -155,13 +254,14 @@ class App {
     if (pos) p.positional(*pos);
     try {
       po::store(p.run(), vm);
+      // --help before notify(): required options must not stand in the way of reading the help.
+      if (vm.count("help")) {
+        std::cout << "Usage: " << usage << "\n\n" << desc << "\nExamples:\n" << examples;
+        return false;
+      }
       po::notify(vm);
     } catch (const po::error& e) {
       throw UsageError(e.what());
-    }
-    if (vm.count("help")) {
-      std::cout << "Usage: " << usage << "\n\n" << desc << "\nExamples:\n" << examples;
-      return false;
     }
     return true;
   }
@@ -266,12 +366,26 @@ class App {
       if (!g_.json) std::cerr << "release " << version << " of " << service << " is already on the coordinator (sha256 " << sha.substr(0, 12) << "…)\n";
       return;
     }
+    // FILE.manifest + FILE.sig (gantry release sign) travel along; agents check them.
+    std::string manifest, signature;
+    if (::access((file + ".manifest").c_str(), F_OK) == 0 || ::access((file + ".sig").c_str(), F_OK) == 0) {
+      manifest = read_all(file + ".manifest");
+      signature = read_all(file + ".sig");
+      while (!signature.empty() && (signature.back() == '\n' || signature.back() == '\r' || signature.back() == ' ')) signature.pop_back();
+    } else if (!g_.json) {
+      std::cerr << "warning: " << file << " is not signed (no " << file << ".manifest / .sig; see gantry release sign);"
+                << " agents with release keys will refuse it\n";
+    }
     const size_t kChunk = 512 * 1024;
     size_t off = 0;
     do {
       size_t n = std::min(kChunk, data.size() - off);
       nlohmann::json a = {{"service", service}, {"version", version}, {"sha256", sha}, {"size", data.size()}, {"offset", off},
                           {"data", nlohmann::json::binary(std::vector<uint8_t>(data.begin() + static_cast<long>(off), data.begin() + static_cast<long>(off + n)))}};
+      if (!manifest.empty()) {
+        a["manifest"] = manifest;
+        a["signature"] = signature;
+      }
       auto r = call("release.upload", a);
       off += n;
       if (r.value("complete", false)) break;
@@ -453,44 +567,61 @@ class App {
     throw UsageError("no rollout to watch");
   }
 
-  // Follows a rollout: prints each new event, redraws a progress line on a terminal.
+  // Follows a rollout like `kubectl rollout status`: prints each new event as a line, and the
+  // progress (batch n of m, host counts, elapsed) redrawn in place on a terminal or as one plain
+  // line per change otherwise. Exit 0 when it succeeds; 1 with the reason when it ends any other way.
   int watch(uint64_t id) {
-    bool tty = ::isatty(1) && !g_.json;
+    const bool tty = ::isatty(1) && !g_.json;
     int64_t last_event = 0;
-    auto start = std::chrono::steady_clock::now();
-    std::string last_line;
+    const auto start = std::chrono::steady_clock::now();
+    std::string last_key;       // the progress line without the elapsed time: what "changed" means
+    bool progress_shown = false;  // a tty progress line is on screen and must be erased first
     for (;;) {
-      nlohmann::json r = call("rollout.get", {{"id", id}, {"events", true}});
-      if (tty && !last_line.empty()) std::cout << "\r\033[K";
+      nlohmann::json r = call("rollout.get", {{"id", id}, {"events", true}, {"events_after", last_event}});
+      if (tty && progress_shown) std::cout << "\r\033[K";
+      progress_shown = false;
       for (const auto& e : r["events"]) {
         if (e.value("id", 0LL) <= last_event) continue;
         last_event = e.value("id", 0LL);
         if (!g_.json) std::cout << when(e.value("at", 0LL)).substr(11) << "  " << s(e, "message") << "\n";
       }
-      std::string phase = s(r, "phase");
+      const std::string phase = s(r, "phase");
       const auto& c = r["counts"];
+      const bool terminal = phase == "succeeded" || phase == "failed" || phase == "rolled_back" || phase == "aborted";
       auto secs = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count();
-      std::string line = "[" + phase + "] batch " + s(r, "batch") + "/" + s(r, "batches_total") + "  healthy " + s(c, "healthy") +
-                         "  failed " + s(c, "failed") + "  unknown " + s(c, "unknown") + "  in progress " + s(c, "ordered") +
-                         "  pending " + s(c, "pending") + "  elapsed " + std::to_string(secs) + "s";
-      bool terminal = phase == "succeeded" || phase == "failed" || phase == "rolled_back" || phase == "aborted";
-      if (tty && !terminal) {
-        std::cout << line << std::flush;
-        last_line = line;
-      } else if (!tty && !g_.json && line != last_line && !terminal) {
-        last_line = line;
+      std::string key = "batch " + s(r, "batch") + " of " + s(r, "batches_total") + ": healthy " + s(c, "healthy") + ", failed " +
+                        s(c, "failed") + ", unknown " + s(c, "unknown") + ", in progress " + s(c, "ordered") + ", pending " +
+                        s(c, "pending");
+      if (c.value("rolling_back", 0) + c.value("rolled_back", 0) + c.value("rollback_failed", 0) > 0) {
+        key += ", rolling back " + s(c, "rolling_back") + ", rolled back " + s(c, "rolled_back");
+      }
+      key += " [" + phase + (r.value("waiting_promote", false) ? ", waiting for `gantry rollout promote " + s(r, "id") + "`" : "") + "]";
+      const std::string line = key + " elapsed " + std::to_string(secs) + "s";
+      if (!terminal && !g_.json) {
+        if (tty) {
+          std::cout << line << std::flush;
+          progress_shown = true;
+        } else if (key != last_key) {
+          std::cout << "progress: " << line << "\n" << std::flush;
+        }
+        last_key = key;
       }
       if (terminal) {
+        const std::string reason = s(r, "end_reason");
         if (g_.json) {
           std::cout << r.dump(2) << "\n";
         } else {
-          std::cout << "\n";
           print_rollout(r, true);
-          std::cout << (phase == "succeeded" ? "Rollout succeeded.\n" : "Rollout did not succeed: " + phase + (s(r, "end_reason").empty() ? "" : " — " + s(r, "end_reason")) + "\n");
+          if (phase == "succeeded") std::cout << "Rollout " << s(r, "id") << " succeeded after " << secs << "s.\n";
         }
+        if (phase != "succeeded") {
+          // The reason goes to stderr too, so it shows when stdout is piped or --json is on.
+          std::cerr << "gantry: rollout " << s(r, "id") << " did not succeed: " << phase << (reason.empty() ? "" : " — " + reason) << "\n";
+        }
+        std::cout << std::flush;
         return phase == "succeeded" ? kOk : kRolloutFailed;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      std::this_thread::sleep_for(std::chrono::milliseconds(tty ? 250 : 500));
     }
   }
 
@@ -598,6 +729,66 @@ class App {
     return kOk;
   }
 
+  int keys(const std::vector<std::string>& args) {
+    const char* usage = "usage: gantry keys list | accept HOST_OR_KEY [--host H] | reject HOST_OR_KEY | revoke HOST_KEY_OR_NAME |\n"
+                        "       add-operator NAME PUBFILE --role viewer|deployer|admin";
+    if (args.empty()) throw UsageError(usage);
+    const std::string& sub = args[0];
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (sub == "list") {
+      if (!rest.empty()) throw UsageError(usage);
+      auto r = call("keys.list", nlohmann::json::object());
+      if (g_.json) {
+        std::cout << r.dump(2) << "\n";
+        return kOk;
+      }
+      Table a({"HOST", "STATE", "AGENT KEY", "SINCE", "BY"});
+      for (const auto& k : r["agents"])
+        a.row({s(k, "host_id").empty() ? "?" : s(k, "host_id"), s(k, "state"), s(k, "key"), when(k.value("updated_at", 0LL)), s(k, "updated_by")});
+      std::cout << "Agent keys:\n";
+      a.print(std::cout);
+      if (a.empty()) std::cout << "(none)\n";
+      Table o({"OPERATOR", "ROLE", "STATE", "KEY", "BY"});
+      for (const auto& k : r["operators"]) o.row({s(k, "name"), s(k, "role"), s(k, "state"), s(k, "key"), s(k, "updated_by")});
+      std::cout << "\nOperator keys:\n";
+      o.print(std::cout);
+      if (o.empty()) std::cout << "(none)\n";
+      return kOk;
+    }
+    if (sub == "accept" || sub == "reject" || sub == "revoke") {
+      std::string target, host;
+      for (size_t i = 0; i < rest.size(); ++i) {
+        if (rest[i] == "--host" && i + 1 < rest.size() && sub == "accept") host = rest[++i];
+        else if (target.empty() && rest[i].rfind("--", 0) != 0) target = rest[i];
+        else throw UsageError(usage);
+      }
+      if (target.empty()) throw UsageError(usage);
+      nlohmann::json a = {{"target", target}};
+      if (!host.empty()) a["host"] = host;
+      auto r = call("keys." + sub, a);
+      if (g_.json) std::cout << r.dump(2) << "\n";
+      else std::cout << s(r, "summary") << "\n";
+      return kOk;
+    }
+    if (sub == "add-operator") {
+      std::string name, file, role;
+      for (size_t i = 0; i < rest.size(); ++i) {
+        if (rest[i] == "--role" && i + 1 < rest.size()) role = rest[++i];
+        else if (name.empty()) name = rest[i];
+        else if (file.empty()) file = rest[i];
+        else throw UsageError(usage);
+      }
+      if (name.empty() || file.empty() || role.empty()) throw UsageError(usage);
+      auto key = security::read_curve_public(file);
+      if (!key) throw UsageError(key.error().message);
+      auto r = call("keys.add_operator", {{"name", name}, {"key", *key}, {"role", role}});
+      if (g_.json) std::cout << r.dump(2) << "\n";
+      else std::cout << s(r, "summary") << "\n";
+      return kOk;
+    }
+    throw UsageError(usage);
+  }
+
   Globals g_;
   Client client_;
 };
@@ -607,8 +798,12 @@ class App {
 int run(const std::vector<std::string>& args) {
   Globals g;
   if (const char* e = std::getenv("GANTRY_COORDINATOR")) g.coordinator = e;
-  if (g.coordinator.empty()) g.coordinator = config_coordinator();
+  if (g.coordinator.empty()) g.coordinator = config_value("coordinator");
   if (g.coordinator.empty()) g.coordinator = "tcp://127.0.0.1:7602";
+  if (const char* e = std::getenv("GANTRY_KEY")) g.key = e;
+  if (g.key.empty()) g.key = config_value("key");
+  if (const char* e = std::getenv("GANTRY_COORDINATOR_KEY")) g.coordinator_key = e;
+  if (g.coordinator_key.empty()) g.coordinator_key = config_value("coordinator_key");
   std::vector<std::string> words;
   size_t i = 0;
   for (; i < args.size(); ++i) {
@@ -617,6 +812,8 @@ int run(const std::vector<std::string>& args) {
     else if (a == "--coordinator" && i + 1 < args.size() && words.empty()) g.coordinator = args[++i];
     else if (a.rfind("--coordinator=", 0) == 0) g.coordinator = a.substr(14);
     else if (a == "--timeout-ms" && i + 1 < args.size()) g.timeout_ms = std::atoi(args[++i].c_str());
+    else if (a == "--key" && i + 1 < args.size() && words.empty()) g.key = args[++i];
+    else if (a == "--coordinator-key" && i + 1 < args.size() && words.empty()) g.coordinator_key = args[++i];
     else if (a == "--version" && words.empty()) {
       std::cout << "gantry " << kGantryVersion << "\n";
       return kOk;
@@ -632,6 +829,12 @@ int run(const std::vector<std::string>& args) {
     return kUsage;
   }
   try {
+    // Local commands: no coordinator, no operator key needed.
+    if (words[0] == "keygen") return security::curve_keygen_main("gantry", std::vector<std::string>(words.begin() + 1, words.end()));
+    if (words[0] == "release" && words.size() >= 2 && words[1] == "keygen")
+      return release_keygen(std::vector<std::string>(words.begin() + 2, words.end()));
+    if (words[0] == "release" && words.size() >= 2 && words[1] == "sign")
+      return release_sign(std::vector<std::string>(words.begin() + 2, words.end()), g.json);
     App app(g);
     return app.run_guarded(words);
   } catch (const UsageError& e) {

@@ -4,18 +4,27 @@
 
 namespace gantry::cli {
 
+namespace {
+// Columns on screen: UTF-8 continuation bytes take none (cells hold "—", "…", "→").
+size_t width(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+}  // namespace
+
 void Table::print(std::ostream& out) const {
   std::vector<size_t> w(headers_.size(), 0);
-  for (size_t i = 0; i < headers_.size(); ++i) w[i] = headers_[i].size();
+  for (size_t i = 0; i < headers_.size(); ++i) w[i] = width(headers_[i]);
   for (const auto& r : rows_) {
-    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], width(r[i]));
   }
   auto line = [&](const std::vector<std::string>& cells) {
     std::string s;
     for (size_t i = 0; i < w.size(); ++i) {
       std::string c = i < cells.size() ? cells[i] : "";
       s += c;
-      if (i + 1 < w.size()) s += std::string(w[i] - c.size() + 2, ' ');
+      if (i + 1 < w.size()) s += std::string(w[i] - width(c) + 2, ' ');
     }
     while (!s.empty() && s.back() == ' ') s.pop_back();
     out << s << '\n';

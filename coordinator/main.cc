@@ -2,12 +2,18 @@
 #include <boost/program_options.hpp>
 #include <systemd/sd-daemon.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <thread>
+#include <utility>
+#include <vector>
 
+#include "common/security/keys.h"
 #include "common/util/log.h"
 #include "common/version.h"
 #include "coordinator/server/coordinator.h"
@@ -19,12 +25,26 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 }  // namespace
 
+// "NAME=PATH" -> (NAME, PATH); a bare PATH is named after its file (alice.pub -> alice).
+static std::pair<std::string, std::string> named_path(const std::string& v) {
+  auto eq = v.find('=');
+  if (eq != std::string::npos && eq > 0) return {v.substr(0, eq), v.substr(eq + 1)};
+  std::string base = v.substr(v.find_last_of('/') + 1);
+  if (auto dot = base.rfind('.'); dot != std::string::npos && dot > 0) base = base.substr(0, dot);
+  return {base, v};
+}
+
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "keygen") {
+    return gantry::security::curve_keygen_main("gantry-coordinator", std::vector<std::string>(argv + 2, argv + argc));
+  }
   gantry::coordinator::Config cfg;
-  std::string config_file, log_level;
+  std::string config_file, log_level, server_key;
+  std::vector<std::string> admin_keys, accept_agent_keys;
   po::options_description desc(
       "gantry-coordinator: plans and drives rollouts across the fleet's agents.\n\n"
       "Usage: gantry-coordinator [options]\n"
+      "       gantry-coordinator keygen --out PREFIX   (writes PREFIX.key and PREFIX.pub)\n"
       "Example: gantry-coordinator --config /etc/gantry/coordinator.conf\n\nOptions");
   desc.add_options()
       ("help,h", "show this help")
@@ -38,6 +58,9 @@ int main(int argc, char** argv) {
       ("heartbeat-interval-ms", po::value(&cfg.heartbeat_interval_ms)->default_value(cfg.heartbeat_interval_ms), "heartbeat period")
       ("heartbeat-misses", po::value(&cfg.heartbeat_misses)->default_value(cfg.heartbeat_misses), "missed heartbeats before a host is unknown")
       ("order-resend-ms", po::value(&cfg.order_resend_ms)->default_value(cfg.order_resend_ms), "resend period of unacknowledged orders")
+      ("server-key", po::value(&server_key), "CURVE secret key file of this coordinator (gantry-coordinator keygen); agents and operators pin its public half")
+      ("admin-key", po::value(&admin_keys)->composing(), "[NAME=]PUBFILE: enroll this operator key as admin at start (repeatable; NAME defaults to the file name)")
+      ("accept-agent-key", po::value(&accept_agent_keys)->composing(), "HOST=PUBFILE: accept this agent key for HOST at start (repeatable; otherwise `gantry keys accept`)")
       ("insecure-dev", po::bool_switch(&cfg.insecure_dev), "run without CURVE keys (development only)")
       ("log-level", po::value(&log_level)->default_value("info"), "trace|debug|info|warn|error");
   po::variables_map vm;
@@ -66,9 +89,45 @@ int main(int argc, char** argv) {
   }
   gantry::log::setup("gantry-coordinator", log_level);
   auto log = gantry::log::get("coordinator");
+  if (!server_key.empty()) {
+    auto kp = gantry::security::read_curve_secret(server_key);
+    if (!kp) {
+      std::cerr << "gantry-coordinator: --server-key: " << kp.error().message << "\n";
+      return 2;
+    }
+    cfg.curve.public_key = kp->public_z85;
+    cfg.curve.secret_key = kp->secret_z85;
+  }
+  for (const auto& v : admin_keys) {
+    auto [name, path] = named_path(v);
+    auto key = gantry::security::read_curve_public(path);
+    if (!key) {
+      std::cerr << "gantry-coordinator: --admin-key: " << key.error().message << "\n";
+      return 2;
+    }
+    cfg.admin_keys.emplace_back(name, *key);
+  }
+  for (const auto& v : accept_agent_keys) {
+    auto eq = v.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::cerr << "gantry-coordinator: --accept-agent-key wants HOST=PUBFILE, got '" << v << "'\n";
+      return 2;
+    }
+    auto key = gantry::security::read_curve_public(v.substr(eq + 1));
+    if (!key) {
+      std::cerr << "gantry-coordinator: --accept-agent-key: " << key.error().message << "\n";
+      return 2;
+    }
+    cfg.accept_agent_keys.emplace_back(v.substr(0, eq), *key);
+  }
+  if (cfg.insecure_dev && cfg.curve.enabled()) {
+    std::cerr << "gantry-coordinator: --insecure-dev and --server-key exclude each other\n";
+    return 2;
+  }
   if (!cfg.insecure_dev && !cfg.curve.enabled()) {
     std::cerr << "gantry-coordinator: no CURVE keys configured; refusing to start.\n"
-                 "Configure keys, or pass --insecure-dev for a development setup on a trusted machine.\n";
+                 "Create one with `gantry-coordinator keygen --out /etc/gantry/coordinator` and pass\n"
+                 "--server-key /etc/gantry/coordinator.key, or pass --insecure-dev for a development setup on a trusted machine.\n";
     return 2;
   }
   if (cfg.insecure_dev) log->warn("INSECURE: running without CURVE; any process that reaches the sockets can act as an agent or operator");
@@ -83,14 +142,39 @@ int main(int argc, char** argv) {
     return 1;
   }
   sd_notify(0, "READY=1");
+  // WATCHDOG=1 at half the interval systemd asked for, but only while the event loop turns (it
+  // wakes at least every 100 ms): a loop stuck for longer than `stall` stops the pings, and
+  // systemd restarts the daemon once WatchdogSec= passes without one.
   uint64_t wd_usec = 0;
   std::thread watchdog;
   std::atomic<bool> wd_stop{false};
   if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
     watchdog = std::thread([&] {
+      using namespace std::chrono;
+      const auto every = microseconds(std::max<uint64_t>(wd_usec / 2, 1000));
+      const auto stall = std::max<steady_clock::duration>(every, seconds(2));
+      uint64_t last_turns = coord.loop_turns();
+      auto last_change = steady_clock::now();
+      auto next = last_change;
+      bool warned = false;
       while (!wd_stop) {
-        sd_notify(0, "WATCHDOG=1");
-        for (uint64_t waited = 0; waited < wd_usec / 2 && !wd_stop; waited += 50000) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        auto now = steady_clock::now();
+        if (uint64_t turns = coord.loop_turns(); turns != last_turns) {
+          last_turns = turns;
+          last_change = now;
+        }
+        if (now >= next) {
+          if (now - last_change <= stall) {
+            sd_notify(0, "WATCHDOG=1");
+            warned = false;
+          } else if (!warned) {
+            log->error("event loop stuck for {} ms; withholding the watchdog ping",
+                       duration_cast<milliseconds>(now - last_change).count());
+            warned = true;
+          }
+          next = now + every;
+        }
+        std::this_thread::sleep_for(std::min<steady_clock::duration>(next - now, milliseconds(20)));
       }
     });
   }

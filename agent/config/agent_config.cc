@@ -9,6 +9,7 @@
 
 #include "agent/probe/probe.h"
 #include "common/util/names.h"
+#include "common/util/shell_words.h"
 
 namespace gantry::agent {
 namespace po = boost::program_options;
@@ -28,10 +29,19 @@ Expected<Millis> parse_ms(const std::string& key, const std::string& v, Millis m
   }
 }
 
+// What podman and docker accept as a container name.
+bool valid_container_name(const std::string& v) {
+  if (v.empty() || v.size() > 128 || !std::isalnum(static_cast<unsigned char>(v[0]))) return false;
+  for (char c : v)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+  return true;
+}
+
 Status apply_service_key(ServiceConfig& s, const std::string& key, const std::string& v) {
   std::string where = "[service." + s.name + "] " + key;
   if (key == "driver") {
-    if (v != "binary") return cfg_error(where + ": unsupported driver '" + v + "' (only 'binary')");
+    if (v != "binary" && v != "container")
+      return cfg_error(where + ": unsupported driver '" + v + "' (binary or container)");
     s.driver = v;
   } else if (key == "root") {
     if (v.empty() || v[0] != '/') return cfg_error(where + " must be an absolute path");
@@ -63,12 +73,52 @@ Status apply_service_key(ServiceConfig& s, const std::string& key, const std::st
     auto n = parse_ms(where, v, 1, 24LL * 3600 * 1000);
     if (!n) return n.error();
     s.healthy_deadline_ms = *n;
+  } else if (key == "runtime") {
+    if (v.empty() || v.find_first_of(" \t") != std::string::npos) return cfg_error(where + " must be one program (podman, docker or a path)");
+    s.runtime = v;
+  } else if (key == "runtime_args" || key == "run_args" || key == "command") {
+    // Repeatable; each value is split like a shell would (quotes, backslashes; no expansion).
+    auto words = split_shell_words(v);
+    if (!words) return cfg_error(where + ": " + words.error().message);
+    auto& dst = key == "runtime_args" ? s.runtime_args : key == "run_args" ? s.run_args : s.command;
+    dst.insert(dst.end(), words->begin(), words->end());
+  } else if (key == "container_name") {
+    if (!valid_container_name(v)) return cfg_error(where + ": '" + v + "' is not a valid container name ([A-Za-z0-9][A-Za-z0-9_.-]*)");
+    s.container_name = v;
+  } else if (key == "start_order") {
+    if (v != "stop-first" && v != "start-first") return cfg_error(where + " must be stop-first or start-first, got '" + v + "'");
+    s.start_order = v;
+  } else if (key == "stop_timeout_ms") {
+    auto n = parse_ms(where, v, 0, 3600 * 1000);
+    if (!n) return n.error();
+    s.stop_timeout_ms = *n;
+  } else if (key == "runtime_timeout_ms") {
+    auto n = parse_ms(where, v, 1000, 24LL * 3600 * 1000);
+    if (!n) return n.error();
+    s.runtime_timeout_ms = *n;
   } else if (key == "retain") {
     auto n = parse_ms(where, v, 1, 1000);
     if (!n) return n.error();
     s.retain = static_cast<uint32_t>(*n);
   } else {
     return cfg_error("unknown key " + where);
+  }
+  return Status::Ok();
+}
+
+// Cross-key checks of a container service (after the whole section was read).
+Status check_container_service(const ServiceConfig& s) {
+  std::string where = "[service." + s.name + "]";
+  if (!valid_container_name(s.container_name))
+    return cfg_error(where + " container_name '" + s.container_name + "' is not a valid container name; set container_name");
+  if (s.start_order == "start-first") {
+    // Two instances run at once: a fixed published host port would make the second one fail.
+    for (size_t i = 0; i < s.run_args.size(); ++i) {
+      const std::string& a = s.run_args[i];
+      if (a == "-p" || a == "--publish" || a.rfind("--publish=", 0) == 0 || (a.rfind("-p", 0) == 0 && a.size() > 2))
+        return cfg_error(where + " start_order = start-first cannot publish a fixed host port (" + a +
+                         "): the old and the new container run side by side; use stop-first");
+    }
   }
   return Status::Ok();
 }
@@ -94,7 +144,11 @@ Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
       ("coordinator_pub", po::value<std::string>(&c.coordinator_pub)->default_value(c.coordinator_pub), "coordinator PUB endpoint")
       ("state_dir", po::value<std::string>(&c.state_dir)->default_value(c.state_dir), "directory for the agent's journal")
       ("label", po::value<std::vector<std::string>>(&labels)->composing(), "label k=v (repeatable)")
-      ("insecure_dev", po::bool_switch(&c.insecure_dev), "allow plaintext ZeroMQ (development only)")
+      ("insecure_dev", po::bool_switch(&c.insecure_dev), "allow plaintext ZeroMQ and unsigned releases (development only)")
+      ("agent_key", po::value<std::string>(&c.agent_key), "this agent's CURVE secret key file (gantry-agent keygen)")
+      ("coordinator_key", po::value<std::string>(&c.coordinator_key), "the coordinator's CURVE public key file (pinned)")
+      ("release_public_key", po::value<std::vector<std::string>>(&c.release_public_keys)->composing(),
+       "ed25519 release public key file (repeatable); only releases signed by one of them install")
       ("log_level", po::value<std::string>(&c.log_level)->default_value(c.log_level), "trace|debug|info|warn|error")
       ("heartbeat_interval_ms", po::value<int64_t>(&hb)->default_value(hb), "heartbeat interval until the coordinator's welcome says otherwise");
   po::options_description all;
@@ -118,8 +172,10 @@ Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
     po::store(po::command_line_parser(args).options(all).run(), vm);
     if (vm.count("help")) {
       std::ostringstream os;
-      os << "Usage: gantry-agent --config FILE [--host-id ID] [--coordinator tcp://HOST:7600]\n"
+      os << "Usage: gantry-agent keygen --out PREFIX   (writes PREFIX.key and PREFIX.pub)\n"
+            "       gantry-agent --config FILE [--host-id ID] [--coordinator tcp://HOST:7600]\n"
             "                    [--coordinator-pub tcp://HOST:7601] [--state-dir DIR] [--label k=v]...\n"
+            "                    [--agent-key FILE --coordinator-key FILE --release-public-key FILE...]\n"
             "                    [--insecure-dev] [--log-level info]\n\n"
          << all
          << "\nService sections in the config file:\n"
@@ -134,7 +190,16 @@ Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
             "  probe_interval_ms = 250\n"
             "  min_healthy_ms = 2000\n"
             "  healthy_deadline_ms = 30000\n"
-            "  retain = 3\n";
+            "  retain = 3\n"
+            "  # driver = container (instead of restart_command; see docs/CONTAINERS.md):\n"
+            "  runtime = podman                  (or docker; same grammar)\n"
+            "  runtime_args = --runtime runc     (global runtime flags; repeatable, shell-split)\n"
+            "  container_name = NAME             (default: the service name)\n"
+            "  run_args = --network host -e A=b  (run flags; repeatable, shell-split)\n"
+            "  command = --port 8080             (arguments after the image; default: its CMD)\n"
+            "  start_order = stop-first          (or start-first: new container up before the old stops)\n"
+            "  stop_timeout_ms = 10000\n"
+            "  runtime_timeout_ms = 600000\n";
       out.help = true;
       out.text = os.str();
       // Options are registered with config-file spelling (host_id); show the command-line one.
@@ -197,10 +262,22 @@ Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
   return cfg_error("unknown log level '" + c.log_level + "'");
 level_ok:
   if (c.coordinator.empty() || c.coordinator_pub.empty()) return cfg_error("coordinator endpoints must not be empty");
+  if (c.agent_key.empty() != c.coordinator_key.empty())
+    return cfg_error("agent_key and coordinator_key go together (the agent's secret key and the pinned coordinator key)");
   if (c.services.empty()) return cfg_error("no [service.NAME] section in the config file");
+  for (auto& [n, s] : c.services)
+    if (s.driver == "container" && s.container_name.empty()) s.container_name = n;
   for (const auto& [n, s] : c.services) {
     if (s.root.empty()) return cfg_error("[service." + n + "] needs root = /absolute/path");
-    if (s.restart_command.empty()) return cfg_error("[service." + n + "] needs restart_command");
+    if (s.driver == "binary" && s.restart_command.empty()) return cfg_error("[service." + n + "] needs restart_command");
+    if (s.driver == "container") {
+      if (!s.restart_command.empty())
+        return cfg_error("[service." + n + "] restart_command is for driver = binary; a container is restarted by the driver");
+      if (Status st = check_container_service(s); !st.ok()) return st.error();
+    } else if (!s.container_name.empty() || !s.run_args.empty() || !s.runtime_args.empty() || !s.command.empty() ||
+               s.start_order != "stop-first") {
+      return cfg_error("[service." + n + "] container keys need driver = container");
+    }
     if (s.min_healthy_ms >= s.healthy_deadline_ms)
       return cfg_error("[service." + n + "] min_healthy_ms must be smaller than healthy_deadline_ms");
   }

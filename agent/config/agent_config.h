@@ -24,6 +24,15 @@ struct ServiceConfig {
   Millis min_healthy_ms = 2000;
   Millis healthy_deadline_ms = 30000;
   uint32_t retain = 3;
+  // driver = container (see docs/CONTAINERS.md)
+  std::string runtime = "podman";          // runtime CLI: podman or docker (same grammar)
+  std::vector<std::string> runtime_args;   // global flags before the subcommand (--runtime runc)
+  std::string container_name;              // default: the service name
+  std::vector<std::string> run_args;       // `run` flags: ports, volumes, env, ulimits
+  std::vector<std::string> command;        // arguments after the image (default: the image's CMD)
+  std::string start_order = "stop-first";  // or start-first
+  Millis stop_timeout_ms = 10000;          // grace period of `stop` before SIGKILL
+  Millis runtime_timeout_ms = 600000;      // bound on load / pull / run
 };
 
 struct AgentConfig {
@@ -33,6 +42,9 @@ struct AgentConfig {
   std::string state_dir = "/var/lib/gantry-agent";
   std::map<std::string, std::string> labels;
   bool insecure_dev = false;
+  std::string agent_key;        // CURVE secret key file of this agent
+  std::string coordinator_key;  // CURVE public key file of the coordinator (pinned)
+  std::vector<std::string> release_public_keys;  // ed25519 release public key files
   std::string log_level = "info";
   Millis heartbeat_interval_ms = 1000;
   std::map<std::string, ServiceConfig> services;

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "agent/core/fault.h"
+#include "common/release/manifest.h"
 #include "common/util/fs.h"
 #include "common/util/log.h"
 #include "common/version.h"
@@ -135,6 +136,17 @@ void Agent::on_order(const proto::Order& o) {
     send_(proto::OrderAck{o.order_id, "duplicate", "in progress"});
     return;
   }
+  if (Status st = check_release(o); !st.ok()) {
+    // The coordinator cannot make this host install anything a release key did not sign.
+    std::string msg = "refused release " + o.version + " of " + o.service + ": " + st.error().message;
+    lg()->error("order {}: {}", o.order_id, msg);
+    proto::Report r{o.order_id, o.rollout_id, o.service, "failed", services_.count(o.service) ? disk_version(o.service) : "", msg, {}};
+    state_.add_result(r);
+    (void)persist();
+    send_(proto::OrderAck{o.order_id, "rejected", msg});
+    send_(r);
+    return;
+  }
   if (!services_.count(o.service)) {
     std::string msg = "service " + o.service + " is not configured on this host";
     lg()->warn("rejecting order {}: {}", o.order_id, msg);
@@ -160,6 +172,17 @@ void Agent::on_order(const proto::Order& o) {
   start_next();
 }
 
+void Agent::set_release_keys(std::vector<std::string> keys) { release_keys_ = std::move(keys); }
+
+Status Agent::check_release(const proto::Order& o) const {
+  if (release_keys_.empty()) return Status::Ok();  // insecure_dev without release keys: unsigned allowed
+  auto m = release::verify(o.manifest, o.signature, release_keys_);
+  if (!m) return m.error();
+  // The fetcher reads exactly o.size bytes and the digest is checked against o.sha256, so
+  // binding both to the signed manifest bounds and pins what gets installed.
+  return release::check_matches(*m, o.service, o.version, o.sha256, o.size);
+}
+
 void Agent::on_chunk(const proto::Chunk& c) {
   if (!fetcher_) return;
   fetcher_->on_chunk(c);
@@ -182,7 +205,9 @@ void Agent::on_signal(const proto::Signal& s) {
   std::deque<proto::Order> keep;
   std::vector<proto::Report> cancelled;
   for (auto& o : state_.queue) {
-    if (o.rollout_id == s.rollout_id && o.service == s.service) {
+    // Only updates are cancelled: the coordinator sends a rollback Signal right after the
+    // rollback orders of the same step, and those must run.
+    if (o.rollout_id == s.rollout_id && o.service == s.service && o.kind == "update") {
       cancelled.push_back({o.order_id, o.rollout_id, o.service, "failed", state_.services[o.service].current,
                            "cancelled by " + s.kind + " signal", {}});
     } else {
@@ -302,6 +327,11 @@ void Agent::begin_fetch() {
   a.phase = phase::kFetching;
   if (!persist_or_note()) {
     fail_before_swap("state write failed: " + state_error_);
+    return;
+  }
+  if (Status st = check_release(a.order); !st.ok()) {
+    // Checked at acceptance too; again here for an order resumed from the journal.
+    fail_before_swap("refused release " + a.order.version + " of " + a.order.service + ": " + st.error().message);
     return;
   }
   ServiceRuntime& rt = svc();

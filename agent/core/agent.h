@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "agent/config/agent_config.h"
 #include "agent/core/verifier.h"
@@ -38,6 +39,9 @@ class Agent {
         Verifier::Sleep sleep);
   ~Agent();
 
+  // Trusted ed25519 release public keys (raw 32 bytes). When any is set, every order must carry
+  // a manifest signed by one of them that matches the order's service, version, digest and size.
+  void set_release_keys(std::vector<std::string> keys);
   // Loads the journal, takes what runs from disk, and resumes an interrupted order.
   Status start();
   // Handles an Order, Chunk, ErrorMsg or Signal; other types are ignored.
@@ -63,6 +67,7 @@ class Agent {
 
  private:
   void on_order(const proto::Order& o);
+  Status check_release(const proto::Order& o) const;
   void on_chunk(const proto::Chunk& c);
   void on_error(const proto::ErrorMsg& e);
   void on_signal(const proto::Signal& s);
@@ -104,6 +109,7 @@ class Agent {
   Millis order_started_ = 0;
   Millis phase_started_ = 0;
   std::string state_error_;  // journal write error during the active order
+  std::vector<std::string> release_keys_;
 };
 
 }  // namespace gantry::agent

@@ -33,7 +33,9 @@ Millis Session::jittered(Millis base) {
 void Session::open_dealer() {
   dealer_.emplace(ctx_, zmq::socket_type::dealer);
   transport::SocketOptions so = o_.socket;
-  so.routing_id = o_.host_id;
+  // Without CURVE the coordinator knows us by routing id; with CURVE by our key, and the
+  // ROUTER gives each connection a fresh id (so a reconnect never collides with the old one).
+  if (!so.curve.enabled()) so.routing_id = o_.host_id;
   transport::configure(*dealer_, so);
   dealer_->connect(o_.coordinator);
   Millis now = clock_.now_ms();
@@ -99,6 +101,10 @@ void Session::on_dealer_frame(const std::string& bytes) {
         lg()->info("coordinator asks for a hello (it restarted?)");
         send_hello();
         agent_.on_reconnect();
+      } else if (e.code == "enrollment_pending" || e.code == "identity") {
+        // Not enrolled (yet): the coordinator ignores us until an operator accepts our key;
+        // the silence makes us reconnect with backoff and say hello again.
+        lg()->warn("coordinator refused this agent: {} ({})", e.message, e.code);
       } else {
         agent_.handle(*msg);
       }
@@ -153,7 +159,7 @@ int Session::run(int stop_fd) {
   open_dealer();
   if (o_.systemd_notify) {
     uint64_t usec = 0;
-    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) watchdog_every_ = static_cast<Millis>(usec / 2000);
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) watchdog_every_ = std::max<Millis>(1, static_cast<Millis>(usec / 2000));
     sd_notify(0, "READY=1");
   }
   for (;;) {

@@ -27,10 +27,14 @@ std::string name(const json& j, const char* k) {
 }
 
 json order_json(const proto::Order& o) {
-  return {{"order_id", o.order_id}, {"rollout_id", o.rollout_id}, {"service", o.service},
-          {"kind", o.kind},         {"version", o.version},       {"sha256", o.sha256},
-          {"size", o.size},         {"min_healthy_ms", o.min_healthy_ms},
-          {"healthy_deadline_ms", o.healthy_deadline_ms}};
+  json j = {{"order_id", o.order_id}, {"rollout_id", o.rollout_id}, {"service", o.service},
+            {"kind", o.kind},         {"version", o.version},       {"sha256", o.sha256},
+            {"size", o.size},         {"min_healthy_ms", o.min_healthy_ms},
+            {"healthy_deadline_ms", o.healthy_deadline_ms}};
+  // The signed manifest travels with the order, so a resumed order is checked again.
+  if (!o.manifest.empty()) j["manifest"] = o.manifest;
+  if (!o.signature.empty()) j["signature"] = o.signature;
+  return j;
 }
 
 proto::Order order_from(const json& j) {
@@ -46,6 +50,8 @@ proto::Order order_from(const json& j) {
   o.size = j.at("size").get<uint64_t>();
   o.min_healthy_ms = j.at("min_healthy_ms").get<uint32_t>();
   o.healthy_deadline_ms = j.at("healthy_deadline_ms").get<uint32_t>();
+  o.manifest = j.value("manifest", std::string());
+  o.signature = j.value("signature", std::string());
   return o;
 }
 

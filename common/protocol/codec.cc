@@ -2,6 +2,7 @@
 
 #include <msgpack.hpp>
 
+#include <cctype>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -65,7 +66,8 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
           p.pack_map(1);
           kv(p, "seq", b.seq);
         } else if constexpr (std::is_same_v<T, Order>) {
-          p.pack_map(9);
+          const bool signed_release = !b.manifest.empty() || !b.signature.empty();
+          p.pack_map(signed_release ? 11 : 9);
           kv(p, "order_id", b.order_id);
           kv(p, "rollout_id", b.rollout_id);
           kv(p, "service", b.service);
@@ -75,6 +77,10 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
           kv(p, "size", b.size);
           kv(p, "min_healthy_ms", b.min_healthy_ms);
           kv(p, "healthy_deadline_ms", b.healthy_deadline_ms);
+          if (signed_release) {
+            kv(p, "manifest", b.manifest);
+            kv(p, "signature", b.signature);
+          }
         } else if constexpr (std::is_same_v<T, OrderAck>) {
           p.pack_map(3);
           kv(p, "order_id", b.order_id);
@@ -279,6 +285,10 @@ Message body_of(MsgType t, const msgpack::object& body) {
       o.size = f.u("size", true, 1ULL << 40);
       o.min_healthy_ms = static_cast<uint32_t>(f.u("min_healthy_ms", false, 24 * 3600 * 1000));
       o.healthy_deadline_ms = static_cast<uint32_t>(f.u("healthy_deadline_ms", false, 24 * 3600 * 1000));
+      o.manifest = f.s("manifest", false, 4096);
+      o.signature = f.s("signature", false, 128);
+      for (char ch : o.signature)
+        if (!std::isxdigit(static_cast<unsigned char>(ch))) throw Invalid("invalid", "order: signature is not hex");
       return o;
     }
     case MsgType::kOrderAck: {

@@ -73,6 +73,11 @@ struct Order {
   uint64_t size = 0;   // of the release artifact, bytes
   uint32_t min_healthy_ms = 0;       // 0: the agent's configured value
   uint32_t healthy_deadline_ms = 0;  // 0: the agent's configured value
+  // Optional (added in protocol 1, append-only): the release's signed manifest, byte for byte,
+  // and its ed25519 signature (hex). Empty for unsigned releases, which agents refuse unless
+  // they run with insecure_dev and no release key.
+  std::string manifest;
+  std::string signature;
 };
 
 struct OrderAck {

@@ -35,7 +35,8 @@ void configure(zmq::socket_t& s, const SocketOptions& o) {
       // Fail closed: without a running ZAP handler, refuse every client.
       int on = 1;
       // ZMQ_ZAP_ENFORCE_DOMAIN is a draft option in libzmq 4.3; cppzmq has no wrapper for it.
-      zmq_setsockopt(s.handle(), kZapEnforceDomain, &on, sizeof on);
+      // If this libzmq cannot enforce it, refuse to run rather than silently accept any key.
+      if (zmq_setsockopt(s.handle(), kZapEnforceDomain, &on, sizeof on) != 0) throw zmq::error_t();
     } else {
       s.set(zmq::sockopt::curve_serverkey, o.curve.server_public_key);
       s.set(zmq::sockopt::curve_publickey, o.curve.public_key);

@@ -801,6 +801,26 @@ StepResult step(const State& s, const Event& e, Millis now) {
   return r;
 }
 
+StepResult step_all(const State& s, const std::vector<Event>& events, Millis now, std::vector<Status>* errors) {
+  StepResult r{s, {}, Status::Ok()};
+  for (const auto& e : events) {
+    if (std::holds_alternative<EvReport>(e)) {
+      // A report never fails (odd ones are recorded and ignored), so it may work in place.
+      Machine m(r.state, now, r.actions);
+      Status st = m.on(std::get<EvReport>(e));
+      if (st.ok()) m.settle();
+      if (errors) errors->push_back(st);
+      continue;
+    }
+    StepResult one = step(r.state, e, now);
+    if (errors) errors->push_back(one.error);
+    if (!one.error.ok()) continue;
+    r.state = std::move(one.state);
+    for (auto& a : one.actions) r.actions.push_back(std::move(a));
+  }
+  return r;
+}
+
 Millis next_deadline(const State& s) {
   if (is_terminal(s.phase) || s.hosts.empty()) return 0;
   Millis best = 0;

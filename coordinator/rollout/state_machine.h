@@ -155,6 +155,11 @@ struct StepResult {
 // The whole decision logic. Pure: same inputs, same outputs.
 StepResult step(const State& s, const Event& e, Millis now);
 
+// Several events in order, with the same result as chaining step() over them, but copying the
+// state once instead of once per event (a 10,000-host state costs a millisecond to copy).
+// errors[i] is event i's error; a failed event leaves the state as it was before it.
+StepResult step_all(const State& s, const std::vector<Event>& events, Millis now, std::vector<Status>* errors);
+
 // The earliest absolute time at which an EvTick would change something (or 0 for none);
 // the daemon uses it as its poll timeout.
 Millis next_deadline(const State& s);

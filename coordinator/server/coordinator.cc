@@ -1,9 +1,12 @@
 #include "coordinator/server/coordinator.h"
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 
 #include "common/protocol/codec.h"
+#include "common/release/manifest.h"
+#include "common/security/keys.h"
 #include "common/util/fs.h"
 #include "common/util/log.h"
 #include "common/util/names.h"
@@ -52,7 +55,8 @@ nlohmann::json order_to_json(const proto::Order& o) {
   return {{"order_id", o.order_id}, {"rollout_id", o.rollout_id}, {"service", o.service},
           {"kind", o.kind},         {"version", o.version},       {"sha256", o.sha256},
           {"size", o.size},         {"min_healthy_ms", o.min_healthy_ms},
-          {"healthy_deadline_ms", o.healthy_deadline_ms}};
+          {"healthy_deadline_ms", o.healthy_deadline_ms}, {"manifest", o.manifest},
+          {"signature", o.signature}};
 }
 
 proto::Order order_from_json(const nlohmann::json& j) {
@@ -66,6 +70,8 @@ proto::Order order_from_json(const nlohmann::json& j) {
   o.size = j.at("size").get<uint64_t>();
   o.min_healthy_ms = j.value("min_healthy_ms", 0u);
   o.healthy_deadline_ms = j.value("healthy_deadline_ms", 0u);
+  o.manifest = j.value("manifest", std::string());
+  o.signature = j.value("signature", std::string());
   return o;
 }
 
@@ -115,6 +121,18 @@ Status Coordinator::start() {
   auto rows = store_->rollouts("", true, 1000);
   if (!rows) return rows.error();
   for (auto& row : *rows) {
+    if (row.state.is_object() && row.state.empty()) {
+      // Killed between creating the row and persisting its first step: nothing was ordered.
+      L()->warn("rollout {} never started (the coordinator stopped first); marking it failed", row.id);
+      store::StepWrite w;
+      w.rollout_id = row.id;
+      w.phase = "failed";
+      w.state = nlohmann::json::object();
+      w.finished_at = clock_.wall_ms();
+      w.events.push_back({0, row.id, w.finished_at, "could not start: the coordinator stopped before the first step was saved"});
+      if (auto s = store_->save_step(w); !s.ok()) return s;
+      continue;
+    }
     auto state = rollout::State::from_json(row.state);
     if (!state) return make_error("store", "rollout " + std::to_string(row.id) + ": " + state.error().message);
     L()->info("resuming rollout {} of {} to {} (phase {})", row.id, row.service, row.version, row.phase);
@@ -122,21 +140,52 @@ Status Coordinator::start() {
   }
   auto orders = store_->open_orders();
   if (!orders) return orders.error();
-  for (auto& o : *orders) orders_[o.order_id] = OpenOrder{o, 0};
+  for (auto& o : *orders) {
+    // Only orders of active rollouts are live; an ended rollout's order must never be re-sent.
+    if (!active_.count(o.rollout_id)) {
+      if (auto s = store_->close_orders(o.rollout_id); !s.ok()) return s;
+      continue;
+    }
+    orders_[o.order_id] = OpenOrder{o, 0};
+  }
+
+  // Allowlists first: the ZAP handler answers from them as soon as a socket is bound.
+  keys_ = std::make_unique<KeyRing>(*store_, clock_);
+  if (auto s = keys_->load(); !s.ok()) return s;
+  for (const auto& [name, key] : cfg_.admin_keys)
+    if (auto s = keys_->bootstrap_operator(name, key, Role::kAdmin); !s.ok()) return s;
+  for (const auto& [host, key] : cfg_.accept_agent_keys)
+    if (auto s = keys_->bootstrap_agent(host, key); !s.ok()) return s;
+  if (secure() && !keys_->has_admin())
+    L()->warn("no admin operator key is enrolled: operators cannot manage keys (start with --admin-key FILE)");
 
   transport::SocketOptions agent_opts;
   agent_opts.router_mandatory = true;
-  agent_opts.router_handover = true;
+  // Without CURVE the routing id is the host id, and a reconnecting agent takes it over. With
+  // CURVE agents get random routing ids and are known by their key, so nobody can take over
+  // another connection's id.
+  agent_opts.router_handover = !secure();
   agent_opts.max_msg_size = 2 * 1024 * 1024;
   agent_opts.curve = cfg_.curve;
   agent_opts.curve.server = true;
+  agent_opts.curve.zap_domain = kZapDomainAgents;
   transport::SocketOptions op_opts = agent_opts;
   op_opts.max_msg_size = 4 * 1024 * 1024;
   op_opts.router_handover = false;
+  op_opts.curve.zap_domain = kZapDomainOperators;
   transport::SocketOptions pub_opts;
+  pub_opts.max_msg_size = 64 * 1024;  // subscribers only send subscriptions
   pub_opts.curve = cfg_.curve;
   pub_opts.curve.server = true;
+  pub_opts.curve.zap_domain = kZapDomainPub;
   try {
+    if (secure()) {
+      // The ZAP handler lives in this loop; it is bound before any server socket so no
+      // handshake ever finds it missing (and with ZAP_ENFORCE_DOMAIN a missing one refuses all).
+      zap_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::rep);
+      zap_->set(zmq::sockopt::linger, 0);
+      zap_->bind("inproc://zeromq.zap.01");
+    }
     agents_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
     transport::configure(*agents_, agent_opts);
     agents_->bind(cfg_.agent_endpoint);
@@ -149,6 +198,21 @@ Status Coordinator::start() {
     transport::configure(*operators_, op_opts);
     operators_->bind(cfg_.operator_endpoint);
     endpoints_["operator"] = operators_->get(zmq::sockopt::last_endpoint);
+    if (secure()) {
+      // libzmq refuses bad handshakes silently; these monitors make each refusal a log line.
+      constexpr int kEvents = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+      auto monitor = [&](zmq::socket_t& s, const std::string& name) {
+        std::string ep = "inproc://gantry-monitor-" + name;
+        if (zmq_socket_monitor(s.handle(), ep.c_str(), kEvents) != 0) throw zmq::error_t();
+        auto m = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
+        m->set(zmq::sockopt::linger, 0);
+        m->connect(ep);
+        return m;
+      };
+      mon_agents_ = monitor(*agents_, "agents");
+      mon_operators_ = monitor(*operators_, "operators");
+    }
   } catch (const zmq::error_t& e) {
     return make_error("bind", std::string("cannot bind: ") + e.what());
   }
@@ -181,14 +245,22 @@ Published Coordinator::published() const {
 void Coordinator::run(const std::atomic<bool>& stop) {
   next_heartbeat_ = clock_.now_ms();
   while (!stop) {
-    zmq::pollitem_t items[] = {{agents_->handle(), 0, ZMQ_POLLIN, 0}, {operators_->handle(), 0, ZMQ_POLLIN, 0}};
+    loop_turns_.fetch_add(1, std::memory_order_relaxed);
+    zmq::pollitem_t items[] = {{agents_->handle(), 0, ZMQ_POLLIN, 0},
+                               {operators_->handle(), 0, ZMQ_POLLIN, 0},
+                               {zap_ ? zap_->handle() : nullptr, 0, ZMQ_POLLIN, 0},
+                               {mon_agents_ ? mon_agents_->handle() : nullptr, 0, ZMQ_POLLIN, 0},
+                               {mon_operators_ ? mon_operators_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, 2, std::chrono::milliseconds(poll_timeout_ms()));
+      zmq::poll(items, zap_ ? 5 : 2, std::chrono::milliseconds(poll_timeout_ms()));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       L()->error("poll failed: {}", e.what());
       continue;
     }
+    if (zap_ && (items[2].revents & ZMQ_POLLIN)) drain_zap();
+    if (zap_ && (items[3].revents & ZMQ_POLLIN)) drain_monitor(*mon_agents_, "agent");
+    if (zap_ && (items[4].revents & ZMQ_POLLIN)) drain_monitor(*mon_operators_, "operator");
     if (items[0].revents & ZMQ_POLLIN) drain_agents();
     if (items[1].revents & ZMQ_POLLIN) drain_operators();
     on_timers();
@@ -219,9 +291,53 @@ void Coordinator::drain_agents() {
       L()->warn("dropped an agent message with a bad frame layout");
       continue;
     }
-    if (!in) return;
+    if (!in) break;
     on_agent_message(*in);
   }
+  flush_pending();
+}
+
+void Coordinator::flush_pending() {
+  if (!pending_hosts_.empty()) {
+    std::vector<store::HostRow> rows;
+    rows.reserve(pending_hosts_.size());
+    for (auto& [id, row] : pending_hosts_) rows.push_back(std::move(row));
+    pending_hosts_.clear();
+    if (auto s = store_->put_hosts(rows); !s.ok()) L()->error("{}", s.error().message);
+  }
+  if (pending_reports_.empty()) return;
+  std::vector<PendingReport> batch;
+  batch.swap(pending_reports_);
+  Millis t0 = clock_.now_ms();
+  pending_report_ids_.clear();
+  // One step per rollout, events in arrival order.
+  std::map<uint64_t, std::vector<size_t>> by_rollout;
+  for (size_t i = 0; i < batch.size(); ++i) by_rollout[batch[i].rollout_id].push_back(i);
+  for (auto& [rid, idx] : by_rollout) {
+    std::vector<store::ResultRow> rows;
+    std::vector<rollout::Event> evs;
+    for (size_t i : idx) rows.push_back(batch[i].row);
+    Status saved = Status::Ok();
+    if (active_.count(rid)) {
+      for (size_t i : idx) evs.push_back(batch[i].event);
+      saved = apply_many(rid, evs, std::move(rows));
+    } else {
+      for (const auto& row : rows) {
+        if (auto s = store_->record_report(row); !s.ok()) saved = s;
+      }
+    }
+    for (size_t i : idx) {
+      const auto& p = batch[i];
+      if (!saved.ok()) {
+        L()->error("cannot record report of {} for order {}: {}; it will be resent", p.row.host_id, p.row.order_id,
+                   saved.error().message);
+        continue;
+      }
+      orders_.erase(p.row.order_id);
+      L()->info("{}", p.log_line);
+    }
+  }
+  L()->debug("group commit: {} report(s) in {} ms", batch.size(), clock_.now_ms() - t0);
 }
 
 void Coordinator::send_to_host(const std::string& identity, const proto::Message& m) {
@@ -232,7 +348,36 @@ void Coordinator::send_to_host(const std::string& identity, const proto::Message
 
 void Coordinator::on_agent_message(const transport::Incoming& in) {
   metrics_->messages_in++;
+  // Authentication comes before decoding: the key (ZAP User-Id) is looked up in the current
+  // allowlist on every message, so a revoked key stops at its next message.
+  AgentStanding who;
+  if (secure()) {
+    who = keys_->agent(in.user_id);
+    if (who.kind == AgentStanding::kRefused) {
+      metrics_->auth_refused++;
+      warn_refused(in.user_id, "agent key " + (in.user_id.empty() ? std::string("(none)") : in.user_id) + " is " + who.state +
+                                   (who.host_id.empty() ? "" : " (host " + who.host_id + ")") + "; message refused");
+      return;
+    }
+  }
   auto msg = proto::decode(in.payload);
+  if (secure() && who.kind == AgentStanding::kPending) {
+    // A pending key may only introduce itself; it gets no orders and sees nothing.
+    auto* h = msg ? std::get_if<proto::Hello>(&*msg) : nullptr;
+    if (!h) {
+      if (!msg) metrics_->decode_errors++;
+      warn_refused(in.user_id, "pending agent key " + in.user_id + " sent " +
+                                   (msg ? std::string("a ") + proto::type_name(proto::type_of(*msg)) : "an undecodable frame (" + msg.error().message + ")") +
+                                   " before enrollment; dropped");
+      return;
+    }
+    keys_->note_claim(in.user_id, h->host_id);
+    warn_refused(in.user_id, "pending agent key " + in.user_id + " says it is host " + h->host_id +
+                                 "; waiting for an operator (gantry keys accept " + h->host_id + ")");
+    send_to_host(in.identity, proto::ErrorMsg{"enrollment_pending", "this agent's key awaits enrollment: gantry keys accept " + h->host_id,
+                                              static_cast<uint16_t>(proto::MsgType::kHello), ""});
+    return;
+  }
   if (!msg) {
     metrics_->decode_errors++;
     L()->warn("bad message from agent connection {:?}: {} ({})", in.identity.substr(0, 64), msg.error().message, msg.error().code);
@@ -243,6 +388,15 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
   Millis now = clock_.now_ms(), wall = clock_.wall_ms();
   // Fixed dispatch table by type; only hello is accepted before a host is known.
   if (auto* h = std::get_if<proto::Hello>(&*msg)) {
+    // Host identity is the authenticated key: a hello naming another host is refused.
+    if (secure() && h->host_id != who.host_id) {
+      metrics_->auth_refused++;
+      L()->warn("agent key {} is enrolled for host {} but its hello claims host {}: spoofed host id, refused", in.user_id,
+                who.host_id, h->host_id);
+      send_to_host(in.identity, proto::ErrorMsg{"identity", "host id does not match the host enrolled for this key",
+                                                static_cast<uint16_t>(proto::MsgType::kHello), ""});
+      return;
+    }
     on_hello(in.identity, *h);
     return;
   }
@@ -251,6 +405,12 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
     return;
   }
   fleet::HostRecord& host = *registry_.by_identity(in.identity);
+  if (secure() && host.host_id != who.host_id) {
+    // The connection said hello as another host under a key since re-bound: start over.
+    warn_refused(in.user_id, "connection of host " + host.host_id + " now speaks with the key of host " + who.host_id + "; refused");
+    send_to_host(in.identity, proto::ErrorMsg{"hello_required", "say hello first", static_cast<uint16_t>(proto::type_of(*msg)), ""});
+    return;
+  }
   dirty_ = true;
   std::visit(
       [&](const auto& m) {
@@ -263,7 +423,7 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
           if (!it->second.row.acked) {
             it->second.row.acked = true;
             metrics_->orders_acked++;
-            if (auto s = store_->mark_acked(m.order_id); !s.ok()) L()->error("{}", s.error().message);
+            pending_acks_.push_back(m.order_id);  // persisted with the next write (flush or step)
           }
           if (m.status == "rejected") L()->warn("{} rejected order {}: {}", host.host_id, m.order_id, m.message);
         } else if constexpr (std::is_same_v<T, proto::FetchChunk>) {
@@ -289,14 +449,16 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
 }
 
 void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
+  if (!pending_reports_.empty()) flush_pending();  // reports read before this hello apply first
   if (h.protocol_version != proto::kProtocolVersion) {
     L()->warn("{} speaks protocol {}, we speak {}; refused", h.host_id, h.protocol_version, proto::kProtocolVersion);
     send_to_host(identity, proto::ErrorMsg{"protocol_version", "unsupported protocol version", static_cast<uint16_t>(proto::MsgType::kHello), ""});
     return;
   }
   // Without CURVE the identity is the host id the agent set as its routing id; a hello
-  // claiming another host's id from this connection is refused.
-  if (identity != h.host_id) {
+  // claiming another host's id from this connection is refused. (With CURVE the key decides,
+  // checked by the caller, and routing ids are random.)
+  if (!secure() && identity != h.host_id) {
     L()->warn("hello for host {} from connection {:?}: identity mismatch, refused", h.host_id, identity.substr(0, 64));
     send_to_host(identity, proto::ErrorMsg{"identity", "host id does not match the connection identity", static_cast<uint16_t>(proto::MsgType::kHello), ""});
     return;
@@ -313,7 +475,7 @@ void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
   for (const auto& s : h.services) row.services.push_back({{"name", s.name}, {"current_version", s.current_version}, {"previous_version", s.previous_version}});
   row.first_seen = rec.first_seen_wall;
   row.last_seen = wall;
-  if (auto s = store_->put_host(row); !s.ok()) L()->error("{}", s.error().message);
+  pending_hosts_[row.host_id] = std::move(row);  // persisted at the end of this pass (flush_pending)
   L()->info("{} said hello ({}; {} service(s)){}", h.host_id, h.agent_version, h.services.size(), was_offline ? "" : " again");
 
   proto::Welcome w;
@@ -339,7 +501,7 @@ void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
 
 void Coordinator::on_report(fleet::HostRecord& host, const proto::Report& r) {
   auto it = orders_.find(r.order_id);
-  bool known = it != orders_.end() && it->second.row.host_id == host.host_id;
+  bool known = it != orders_.end() && it->second.row.host_id == host.host_id && !pending_report_ids_.count(r.order_id);
   auto svc = host.services.find(r.service);
   if (svc != host.services.end()) {
     if (!r.running_version.empty() && r.running_version != svc->second.current_version) {
@@ -365,17 +527,15 @@ void Coordinator::on_report(fleet::HostRecord& host, const proto::Report& r) {
   row.message = r.message;
   row.timings = r.timings_ms;
   row.at = clock_.wall_ms();
-  if (auto s = store_->record_report(row); !s.ok()) {
-    L()->error("cannot record report of {} for order {}: {}; it will be resent", host.host_id, r.order_id, s.error().message);
-    return;
-  }
   uint64_t rid = it->second.row.rollout_id;
-  orders_.erase(it);
-  L()->info("{} reports order {}: {} (running {}){}{}", host.host_id, r.order_id, r.outcome,
-            r.running_version.empty() ? "nothing" : r.running_version, r.message.empty() ? "" : ": ", r.message);
-  if (active_.count(rid)) {
-    (void)apply(rid, rollout::EvReport{host.host_id, r.order_id, r.outcome, r.running_version, r.message});
-  }
+  // The report is recorded in the same transaction as the step that applies it: a crash in
+  // between would otherwise close the order (never re-sent) with the rollout still waiting.
+  // Reports read in one pass share that transaction (flush_pending): one fsync per pass.
+  pending_report_ids_.insert(r.order_id);
+  pending_reports_.push_back(
+      {rid, rollout::EvReport{host.host_id, r.order_id, r.outcome, r.running_version, r.message}, std::move(row),
+       fmt::format("{} reports order {}: {} (running {}){}{}", host.host_id, r.order_id, r.outcome,
+                   r.running_version.empty() ? "nothing" : r.running_version, r.message.empty() ? "" : ": ", r.message)});
 }
 
 void Coordinator::on_fetch(const std::string& identity, const proto::FetchChunk& f) {
@@ -418,24 +578,43 @@ void Coordinator::send_order(OpenOrder& o) {
 
 // ---- rollouts ---------------------------------------------------------------
 
-Status Coordinator::apply(uint64_t id, const rollout::Event& ev) {
+Status Coordinator::apply(uint64_t id, const rollout::Event& ev, const store::ResultRow* result) {
+  std::vector<Status> errors;
+  std::vector<store::ResultRow> results;
+  if (result) results.push_back(*result);
+  Status s = apply_many(id, {ev}, std::move(results), &errors);
+  if (!s.ok()) return s;
+  return errors.empty() ? Status::Ok() : errors[0];
+}
+
+Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& evs, std::vector<store::ResultRow> results,
+                               std::vector<Status>* errors) {
   auto it = active_.find(id);
   if (it == active_.end()) return make_error("not_found", "rollout " + std::to_string(id) + " is not active");
   ActiveRollout& a = it->second;
   Millis wall = clock_.wall_ms();
-  rollout::StepResult r = rollout::step(a.state, ev, wall);
-  if (!r.error.ok()) return r.error;
+  std::vector<Status> errs;
+  rollout::StepResult r = rollout::step_all(a.state, evs, wall, &errs);
+  if (errors) *errors = errs;
+  bool any_ok = std::any_of(errs.begin(), errs.end(), [](const Status& e) { return e.ok(); });
+  if (!any_ok) return errs.empty() ? Status::Ok() : errs.front();  // every event refused: state unchanged, nothing written
 
   store::StepWrite w;
+  w.results = std::move(results);
+  w.acked.swap(pending_acks_);
   w.rollout_id = id;
   w.phase = rollout::phase_name(r.state.phase);
   w.state = r.state.to_json();
   std::vector<std::string> new_order_ids;
   std::vector<std::string> broadcasts;
   std::vector<rollout::Event> follow_ups;
+  std::map<std::string, Expected<std::optional<store::ReleaseRow>>> releases;
   for (const auto& act : r.actions) {
     if (auto* o = std::get_if<rollout::ActOrder>(&act)) {
-      auto rel = store_->release(r.state.service, o->version);
+      // One lookup per version per step, not one per ordered host.
+      auto cached = releases.find(o->version);
+      if (cached == releases.end()) cached = releases.emplace(o->version, store_->release(r.state.service, o->version)).first;
+      const auto& rel = cached->second;
       if (!rel || !rel->has_value()) {
         std::string why = "release " + o->version + " of " + r.state.service + " is not known to the coordinator";
         w.events.push_back({0, id, wall, o->host_id + ": cannot order " + o->kind + ": " + why});
@@ -574,7 +753,8 @@ uint64_t Coordinator::start_rollout(const std::string& service, const std::strin
   return *id;
 }
 
-nlohmann::json Coordinator::rollout_view(const store::RolloutRow& row, const rollout::State& st, bool with_events) {
+nlohmann::json Coordinator::rollout_view(const store::RolloutRow& row, const rollout::State& st, bool with_events,
+                                         int64_t events_after) {
   auto c = rollout::count(st);
   nlohmann::json hosts = nlohmann::json::array();
   for (const auto& h : st.hosts) {
@@ -607,7 +787,7 @@ nlohmann::json Coordinator::rollout_view(const store::RolloutRow& row, const rol
                       {"hosts", hosts}};
   if (with_events) {
     nlohmann::json evs = nlohmann::json::array();
-    auto e = store_->events(row.id, 0, 10000);
+    auto e = store_->events(row.id, events_after, 10000);
     if (e) {
       for (const auto& ev : *e) evs.push_back({{"id", ev.id}, {"at", ev.at}, {"message", ev.message}});
     }
@@ -635,12 +815,25 @@ void Coordinator::drain_operators() {
       LO()->warn("bad operator message: {}", msg.error().message);
       reply.error = "bad request: " + msg.error().message;
     } else if (auto* req = std::get_if<proto::OpRequest>(&*msg)) {
-      std::string who = in->user_id.empty() ? std::string("insecure-dev") : in->user_id;
-      if (req->args.contains("user") && req->args["user"].is_string()) {
-        std::string u = req->args["user"].get<std::string>();
-        if (is_safe_name(u)) who += " (" + u + ")";
+      if (!secure()) {
+        std::string who = "insecure-dev";
+        if (req->args.contains("user") && req->args["user"].is_string()) {
+          std::string u = req->args["user"].get<std::string>();
+          if (is_safe_name(u)) who += " (" + u + ")";
+        }
+        reply = handle_op(*req, who, Role::kAdmin);
+      } else if (const auto* op = keys_->op(in->user_id)) {
+        // The key's name is who acted; a claimed $USER is not evidence of anything.
+        reply = handle_op(*req, op->name, parse_role(op->role).value_or(Role::kViewer));
+      } else {
+        // Revoked since its handshake: refused at this message, and on the record.
+        metrics_->auth_refused++;
+        std::string who = "key " + in->user_id.substr(0, 12) + "…";
+        reply.request_id = req->request_id;
+        reply.error = "this operator key is not (or no longer) authorized";
+        (void)store_->audit({0, clock_.wall_ms(), who, req->command.substr(0, 64), "", "refused: key not authorized"});
+        warn_refused(in->user_id, "operator key " + in->user_id + " is not authorized; " + req->command.substr(0, 64) + " refused");
       }
-      reply = handle_op(*req, who);
     } else {
       reply.error = std::string("operators may only send op_request, not ") + proto::type_name(proto::type_of(*msg));
     }
@@ -648,7 +841,7 @@ void Coordinator::drain_operators() {
   }
 }
 
-proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::string& who) {
+proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::string& who, Role role) {
   static const std::map<std::string, OpHandler> kHandlers = {
       {"hosts", &Coordinator::op_hosts},
       {"status", &Coordinator::op_status},
@@ -664,19 +857,46 @@ proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::st
       {"rollback", &Coordinator::op_rollback},
       {"history", &Coordinator::op_history},
       {"audit", &Coordinator::op_audit},
+      {"keys.list", &Coordinator::op_keys_list},
+      {"keys.accept", &Coordinator::op_keys_change},
+      {"keys.reject", &Coordinator::op_keys_change},
+      {"keys.revoke", &Coordinator::op_keys_change},
+      {"keys.add_operator", &Coordinator::op_keys_add_operator},
   };
   static const std::set<std::string> kReadOnly = {"hosts", "status", "release.get", "rollout.plan", "rollout.get", "history", "audit"};
+  // The least role each command needs: viewers read, deployers change rollouts and releases,
+  // admins manage keys.
+  static const std::map<std::string, Role> kNeeds = {
+      {"release.upload", Role::kDeployer}, {"rollout.start", Role::kDeployer},  {"rollout.pause", Role::kDeployer},
+      {"rollout.resume", Role::kDeployer}, {"rollout.promote", Role::kDeployer}, {"rollout.abort", Role::kDeployer},
+      {"rollback", Role::kDeployer},       {"keys.list", Role::kAdmin},          {"keys.accept", Role::kAdmin},
+      {"keys.reject", Role::kAdmin},       {"keys.revoke", Role::kAdmin},        {"keys.add_operator", Role::kAdmin},
+  };
   proto::OpReply rep;
   rep.request_id = req.request_id;
-  auto h = kHandlers.find(req.command);
-  if (h == kHandlers.end()) {
-    rep.error = "unknown command: " + req.command.substr(0, 64);
-    return rep;
-  }
-  bool mutating = !kReadOnly.count(req.command);
   std::string target;
   if (req.args.contains("service") && req.args["service"].is_string()) target = req.args["service"].get<std::string>().substr(0, 128);
   if (target.empty() && req.args.contains("id") && req.args["id"].is_number()) target = "rollout " + req.args["id"].dump();
+  if (target.empty() && req.args.contains("target") && req.args["target"].is_string()) target = req.args["target"].get<std::string>().substr(0, 128);
+  if (target.empty() && req.args.contains("name") && req.args["name"].is_string()) target = req.args["name"].get<std::string>().substr(0, 128);
+  auto h = kHandlers.find(req.command);
+  if (h == kHandlers.end()) {
+    rep.error = "unknown command: " + req.command.substr(0, 64);
+    (void)store_->audit({0, clock_.wall_ms(), who, req.command.substr(0, 64), target, "refused: unknown command"});
+    return rep;
+  }
+  auto need = kNeeds.find(req.command);
+  Role needed = need == kNeeds.end() ? Role::kViewer : need->second;
+  if (role < needed) {
+    metrics_->auth_refused++;
+    rep.error = std::string("permission denied: ") + req.command + " needs the " + role_name(needed) + " role; " + who +
+                " is a " + role_name(role);
+    (void)store_->audit({0, clock_.wall_ms(), who, req.command, target,
+                         std::string("refused: role ") + role_name(role) + " < " + role_name(needed)});
+    LO()->warn("{} ({}) may not run {} {}: refused", who, role_name(role), req.command, target);
+    return rep;
+  }
+  bool mutating = !kReadOnly.count(req.command);
   try {
     nlohmann::json args = req.args;
     args["__command"] = req.command;
@@ -719,6 +939,12 @@ nlohmann::json Coordinator::op_status(const nlohmann::json& args, const std::str
       auto st = rollout::State::from_json(row.state);
       rollouts.push_back(rollout_view(row, st ? *st : rollout::State{}, false));
     }
+    // The last few events, for the status page and `gantry status --json` (the full log: rollout.get).
+    nlohmann::json evs = nlohmann::json::array();
+    if (auto e = store_->recent_events(row.id, 10)) {
+      for (const auto& ev : *e) evs.push_back({{"id", ev.id}, {"at", ev.at}, {"message", ev.message}});
+    }
+    rollouts.back()["recent_events"] = std::move(evs);
   }
   return {{"rollouts", rollouts}, {"hosts", registry_.to_json(clock_.wall_ms())}, {"epoch", epoch_}};
 }
@@ -727,7 +953,8 @@ nlohmann::json Coordinator::op_release_get(const nlohmann::json& args, const std
   auto rel = store_->release(arg_name(args, "service"), arg_name(args, "version"));
   if (!rel) throw OpError(rel.error().message);
   if (!rel->has_value()) return {{"exists", false}};
-  return {{"exists", true}, {"sha256", (*rel)->sha256}, {"size", (*rel)->size}, {"created_at", (*rel)->created_at}};
+  return {{"exists", true}, {"sha256", (*rel)->sha256}, {"size", (*rel)->size}, {"created_at", (*rel)->created_at},
+          {"signed", !(*rel)->signature.empty()}, {"manifest", (*rel)->manifest}, {"signature", (*rel)->signature}};
 }
 
 nlohmann::json Coordinator::op_release_upload(const nlohmann::json& args, const std::string& who) {
@@ -742,6 +969,14 @@ nlohmann::json Coordinator::op_release_upload(const nlohmann::json& args, const 
     const auto& bin = args["data"].get_binary();
     data.assign(bin.begin(), bin.end());
   }
+  // The signed manifest travels with the release to every agent, which checks it against its
+  // own release keys: the coordinator holds no release key and vouches for nothing.
+  std::string manifest = arg_str(args, "manifest", false), signature = arg_str(args, "signature", false);
+  if (manifest.size() > release::kMaxManifestBytes) throw OpError("manifest larger than 4096 bytes");
+  if (!signature.empty() && (signature.size() != release::kSignatureHexChars ||
+                             signature.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos))
+    throw OpError("signature must be 128 hex digits");
+  if (manifest.empty() != signature.empty()) throw OpError("manifest and signature go together");
   auto existing = store_->release(service, version);
   if (!existing) throw OpError(existing.error().message);
   if (existing->has_value()) {
@@ -751,9 +986,17 @@ nlohmann::json Coordinator::op_release_upload(const nlohmann::json& args, const 
   auto p = artifacts_->upload(sha, size, offset, data);
   if (!p) throw OpError(p.error().message);
   if (p->complete) {
-    store::ReleaseRow r{service, version, sha, size, p->path, clock_.wall_ms()};
+    store::ReleaseRow r{service, version, sha, size, p->path, clock_.wall_ms(), manifest, signature};
+    if (manifest.empty()) {
+      LO()->warn("release {} of {} was uploaded without a signed manifest; agents with release keys will refuse it", version, service);
+    } else if (auto m = release::parse_manifest(manifest); !m) {
+      LO()->warn("release {} of {}: {}; agents will refuse it", version, service, m.error().message);
+    } else if (auto c = release::check_matches(*m, service, version, sha, size); !c.ok()) {
+      LO()->warn("release {} of {}: {}; agents will refuse it", version, service, c.error().message);
+    }
     if (auto s = store_->put_release(r); !s.ok()) throw OpError(s.error().message);
-    (void)store_->audit({0, clock_.wall_ms(), who, "release.upload", service + " " + version, "ok: sha256 " + sha});
+    (void)store_->audit({0, clock_.wall_ms(), who, "release.upload", service + " " + version,
+                         "ok: sha256 " + sha + (manifest.empty() ? " (unsigned)" : " (signed manifest)")});
     LO()->info("{} uploaded release {} of {} ({} bytes, sha256 {})", who, version, service, size, sha);
   }
   return {{"received", p->received}, {"complete", p->complete}};
@@ -798,13 +1041,16 @@ Coordinator::ActiveRollout* Coordinator::find_rollout_arg(const nlohmann::json& 
 
 nlohmann::json Coordinator::op_rollout_get(const nlohmann::json& args, const std::string&) {
   uint64_t id = arg_u64(args, "id");
+  // events_after: only events with a larger id (a watcher asks for what it has not seen yet).
+  int64_t after = args.contains("events_after") && args["events_after"].is_number_integer() ? args["events_after"].get<int64_t>() : 0;
+  bool events = args.value("events", false);
   auto it = active_.find(id);
-  if (it != active_.end()) return rollout_view(it->second.row, it->second.state, args.value("events", false));
+  if (it != active_.end()) return rollout_view(it->second.row, it->second.state, events, after);
   auto row = store_->rollout(id);
   if (!row) throw OpError(row.error().message);
   if (!row->has_value()) throw OpError("no rollout " + std::to_string(id));
   auto st = rollout::State::from_json((*row)->state);
-  return rollout_view(**row, st ? *st : rollout::State{}, args.value("events", false));
+  return rollout_view(**row, st ? *st : rollout::State{}, events, after);
 }
 
 nlohmann::json Coordinator::op_rollout_control(const nlohmann::json& args, const std::string& who) {
@@ -890,12 +1136,151 @@ nlohmann::json Coordinator::op_audit(const nlohmann::json& args, const std::stri
   return {{"audit", out}};
 }
 
+nlohmann::json Coordinator::op_keys_list(const nlohmann::json&, const std::string&) {
+  nlohmann::json j = keys_->to_json();
+  j["secure"] = secure();
+  return j;
+}
+
+nlohmann::json Coordinator::op_keys_change(const nlohmann::json& args, const std::string& who) {
+  std::string cmd = args.value("__command", std::string());
+  std::string target = arg_str(args, "target");
+  if (target.empty() || target.size() > 128) throw OpError("target must be a host id or a key");
+  Expected<KeyChange> ch = make_error("usage", "unknown keys command");
+  if (cmd == "keys.accept") ch = keys_->accept(target, arg_name(args, "host", false), who);
+  else if (cmd == "keys.reject") ch = keys_->reject(target, who);
+  else if (cmd == "keys.revoke") ch = keys_->revoke(target, who);
+  if (!ch) throw OpError(ch.error().message);
+  for (const auto& row : ch->agents) {
+    if (row.state != "accepted" && !row.host_id.empty()) disconnect_host(row.host_id, "its key was " + row.state);
+  }
+  nlohmann::json agents = nlohmann::json::array();
+  for (const auto& r : ch->agents) agents.push_back({{"key", r.key}, {"host_id", r.host_id}, {"state", r.state}});
+  nlohmann::json out = {{"summary", ch->summary}, {"agents", agents}};
+  if (ch->op) out["operator"] = {{"key", ch->op->key}, {"name", ch->op->name}, {"role", ch->op->role}, {"state", ch->op->state}};
+  return out;
+}
+
+nlohmann::json Coordinator::op_keys_add_operator(const nlohmann::json& args, const std::string& who) {
+  auto role = parse_role(arg_str(args, "role"));
+  if (!role) throw OpError("role must be viewer, deployer or admin");
+  auto ch = keys_->add_operator(arg_name(args, "name"), arg_str(args, "key"), *role, who);
+  if (!ch) throw OpError(ch.error().message);
+  return {{"summary", ch->summary}, {"operator", {{"key", ch->op->key}, {"name", ch->op->name}, {"role", ch->op->role}}}};
+}
+
+// ---- authentication ---------------------------------------------------------
+
+void Coordinator::drain_zap() {
+  // ZAP (RFC 27) over inproc: 7 request frames for CURVE, 6 reply frames. Bounded per turn.
+  for (int i = 0; i < 1000; ++i) {
+    std::vector<zmq::message_t> req;
+    zmq::message_t part;
+    if (!zap_->recv(part, zmq::recv_flags::dontwait)) return;
+    req.push_back(std::move(part));
+    while (req.back().more() && req.size() < 16) {
+      zmq::message_t m;
+      if (!zap_->recv(m, zmq::recv_flags::none)) break;
+      req.push_back(std::move(m));
+    }
+    while (req.back().more()) {  // never from libzmq; drain defensively
+      zmq::message_t m;
+      if (!zap_->recv(m, zmq::recv_flags::none)) break;
+      req.back() = std::move(m);
+    }
+    std::string request_id = req.size() > 1 ? req[1].to_string() : "";
+    ZapDecision d;
+    if (req.size() < 6 || req[0].to_string() != "1.0") {
+      d.reason = "malformed ZAP request";
+    } else if (req[5].to_string() != "CURVE" || req.size() != 7 || req[6].size() != 32) {
+      d.reason = "only CURVE clients are allowed";
+    } else {
+      char z85[41] = {};
+      zmq_z85_encode(z85, static_cast<const uint8_t*>(req[6].data()), 32);
+      d = keys_->zap(req[2].to_string(), z85);
+      if (!d.allow) {
+        metrics_->zap_denied++;
+        warn_refused(z85, "handshake from " + req[3].to_string() + " refused on " + req[2].to_string() + ": " + d.reason);
+      }
+    }
+    const std::string code = d.allow ? "200" : "400";
+    try {
+      zap_->send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
+      zap_->send(zmq::buffer(request_id), zmq::send_flags::sndmore);
+      zap_->send(zmq::buffer(code), zmq::send_flags::sndmore);
+      zap_->send(zmq::buffer(d.reason.substr(0, 200)), zmq::send_flags::sndmore);
+      zap_->send(zmq::buffer(d.allow ? d.user_id : std::string()), zmq::send_flags::sndmore);
+      zap_->send(zmq::str_buffer(""), zmq::send_flags::none);
+    } catch (const zmq::error_t& e) {
+      L()->error("ZAP reply failed: {}", e.what());
+    }
+  }
+}
+
+void Coordinator::drain_monitor(zmq::socket_t& mon, const char* socket_name) {
+  for (int i = 0; i < 1000; ++i) {
+    zmq::message_t ev;
+    if (!mon.recv(ev, zmq::recv_flags::dontwait)) return;
+    std::string endpoint;
+    if (ev.more()) {
+      zmq::message_t addr;
+      if (mon.recv(addr, zmq::recv_flags::none)) endpoint = addr.to_string();
+    }
+    if (ev.size() < 6) continue;
+    uint16_t event = 0;
+    int32_t value = 0;
+    std::memcpy(&event, ev.data(), 2);
+    std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
+    metrics_->auth_refused++;
+    std::string why = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "refused by ZAP (key not allowed)"
+                      : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                          ? "protocol error (plaintext, wrong mechanism or garbage) code " + std::to_string(value)
+                          : "handshake failed (" + std::string(zmq_strerror(value)) + ")";
+    // One line per socket and reason a minute, with how many since: a flood cannot flood the log.
+    std::string key = std::string(socket_name) + ":" + std::to_string(event);
+    ++handshake_failures_[key];
+    Millis now = clock_.now_ms();
+    auto it = refused_logged_.find(key);
+    if (it != refused_logged_.end() && now - it->second < 60000) continue;
+    refused_logged_[key] = now;
+    log::get("auth")->warn("{} connection on {} {}; {} such refusal(s) so far", socket_name, endpoint, why,
+                           handshake_failures_[key]);
+  }
+}
+
+void Coordinator::warn_refused(const std::string& key, const std::string& what) {
+  Millis now = clock_.now_ms();
+  auto it = refused_logged_.find(key);
+  if (it != refused_logged_.end() && now - it->second < 60000) return;
+  if (refused_logged_.size() > 10000) refused_logged_.clear();  // bounded; at worst we log again
+  refused_logged_[key] = now;
+  log::get("auth")->warn("{}", what);
+}
+
+void Coordinator::disconnect_host(const std::string& host_id, const std::string& why) {
+  auto* h = registry_.find(host_id);
+  if (!h || !h->online) return;
+  // Like a lost heartbeat, at once: no more orders go to it, rollouts count it as unknown.
+  h->online = false;
+  h->said_hello = false;
+  L()->warn("{} is disconnected: {}", host_id, why);
+  dirty_ = true;
+  std::vector<uint64_t> ids;
+  for (auto& [rid, a] : active_) if (a.state.find(host_id)) ids.push_back(rid);
+  for (auto rid : ids) (void)apply(rid, rollout::EvHostLost{host_id});
+}
+
 // ---- timers -----------------------------------------------------------------
 
 void Coordinator::on_timers() {
   Millis now = clock_.now_ms();
   if (now >= next_heartbeat_) {
     next_heartbeat_ = now + cfg_.heartbeat_interval_ms;
+    if (!pending_acks_.empty()) {  // acks no step carried along: at most one write per interval
+      std::vector<std::string> acks;
+      acks.swap(pending_acks_);
+      if (auto s = store_->mark_acked(acks); !s.ok()) L()->error("{}", s.error().message);
+    }
     for (const auto& [id, h] : registry_.hosts()) {
       if (h.online && h.said_hello) send_to_host(h.identity, proto::Heartbeat{static_cast<uint64_t>(now)});
     }

@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -20,6 +21,7 @@
 #include "coordinator/fleet/registry.h"
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/server/artifacts.h"
+#include "coordinator/server/keyring.h"
 #include "coordinator/server/metrics.h"
 #include "coordinator/store/store.h"
 
@@ -38,6 +40,10 @@ struct Config {
   uint32_t order_resend_ms = 2000;  // unacknowledged orders are resent this often
   bool insecure_dev = false;
   transport::CurveOptions curve;  // server keys; empty with insecure_dev
+  // Bootstrap of the allowlists (kept in the store): operators (name, Z85 public key) made
+  // admin at start, and agent keys (host id, Z85 public key) accepted at start.
+  std::vector<std::pair<std::string, std::string>> admin_keys;
+  std::vector<std::pair<std::string, std::string>> accept_agent_keys;
 };
 
 // Snapshot of what /status and /metrics serve; published by the loop, read by the HTTP thread.
@@ -55,6 +61,9 @@ class Coordinator {
   Status start();
   // Runs until `stop` becomes true (checked at least every 100 ms).
   void run(const std::atomic<bool>& stop);
+  // Turns of the event loop so far (any thread may read it): the systemd watchdog pings only
+  // while this moves, so a wedged loop gets the daemon restarted.
+  uint64_t loop_turns() const { return loop_turns_.load(std::memory_order_relaxed); }
 
   // The endpoints actually bound (port 0 / * resolved).
   const std::map<std::string, std::string>& endpoints() const { return endpoints_; }
@@ -80,10 +89,24 @@ class Coordinator {
   void on_fetch(const std::string& identity, const proto::FetchChunk& f);
   void send_order(OpenOrder& o);
   void send_to_host(const std::string& identity, const proto::Message& m);
+  // Group commit: reports, acks and hellos read in one pass over the agent socket are
+  // persisted together (one transaction per rollout), then acted on. Called at the end of
+  // every pass and before anything that must see them applied (a hello, a timer).
+  void flush_pending();
+
+  // ---- authentication (CURVE + ZAP; all no-ops with --insecure-dev)
+  bool secure() const { return cfg_.curve.enabled(); }
+  void drain_zap();
+  // Handshake failures (plaintext or garbage on a CURVE socket, refused keys), from socket monitors.
+  void drain_monitor(zmq::socket_t& mon, const char* socket_name);
+  // Logs a refused peer at most once a minute per key, so a refused agent cannot flood the log.
+  void warn_refused(const std::string& key, const std::string& what);
+  // An agent key lost its standing: its host stops counting as connected right away.
+  void disconnect_host(const std::string& host_id, const std::string& why);
 
   // ---- operator side
   void drain_operators();
-  proto::OpReply handle_op(const proto::OpRequest& req, const std::string& who);
+  proto::OpReply handle_op(const proto::OpRequest& req, const std::string& who, Role role = Role::kAdmin);
   using OpHandler = nlohmann::json (Coordinator::*)(const nlohmann::json& args, const std::string& who);
   nlohmann::json op_hosts(const nlohmann::json& args, const std::string& who);
   nlohmann::json op_status(const nlohmann::json& args, const std::string& who);
@@ -96,15 +119,24 @@ class Coordinator {
   nlohmann::json op_rollback(const nlohmann::json& args, const std::string& who);
   nlohmann::json op_history(const nlohmann::json& args, const std::string& who);
   nlohmann::json op_audit(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_keys_list(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_keys_change(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_keys_add_operator(const nlohmann::json& args, const std::string& who);
 
   // ---- rollouts
-  Status apply(uint64_t id, const rollout::Event& ev);
+  // Steps rollout `id`; `result` (a report this event applies) is persisted with the step.
+  Status apply(uint64_t id, const rollout::Event& ev, const store::ResultRow* result = nullptr);
+  // Several events in order, persisted as one step; `results` are the reports they apply.
+  // errors (optional) gets one status per event.
+  Status apply_many(uint64_t id, const std::vector<rollout::Event>& evs, std::vector<store::ResultRow> results,
+                    std::vector<Status>* errors = nullptr);
   uint64_t start_rollout(const std::string& service, const std::string& version, const std::string& kind,
                          const nlohmann::json& plan_json, const std::string& selector, const std::string& who,
                          const std::string& reason);
   std::vector<rollout::HostCandidate> select_hosts(const std::string& service, const std::string& selector);
   ActiveRollout* find_rollout_arg(const nlohmann::json& args);
-  nlohmann::json rollout_view(const store::RolloutRow& row, const rollout::State& st, bool with_events);
+  nlohmann::json rollout_view(const store::RolloutRow& row, const rollout::State& st, bool with_events,
+                              int64_t events_after = 0);
 
   // ---- timers
   void on_timers();
@@ -116,16 +148,30 @@ class Coordinator {
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<ArtifactStore> artifacts_;
   zmq::context_t ctx_;
-  std::unique_ptr<zmq::socket_t> agents_, pub_, operators_;
+  std::unique_ptr<zmq::socket_t> agents_, pub_, operators_, zap_, mon_agents_, mon_operators_;
+  std::unique_ptr<KeyRing> keys_;
+  std::map<std::string, Millis> refused_logged_;  // key -> when last logged (monotonic)
+  std::map<std::string, uint64_t> handshake_failures_;  // socket:event -> count
   std::map<std::string, std::string> endpoints_;
   fleet::Registry registry_;
   std::map<uint64_t, ActiveRollout> active_;
   std::map<std::string, OpenOrder> orders_;  // open (unreported) orders by id
   uint64_t epoch_ = 0;
+  struct PendingReport {
+    uint64_t rollout_id;
+    rollout::Event event;
+    store::ResultRow row;
+    std::string log_line;
+  };
+  std::vector<PendingReport> pending_reports_;   // read, not yet persisted nor applied
+  std::set<std::string> pending_report_ids_;     // their order ids (a resent report is not applied twice)
+  std::vector<std::string> pending_acks_;        // acked in memory, persisted with the next write
+  std::map<std::string, store::HostRow> pending_hosts_;  // hellos to persist
   Millis next_heartbeat_ = 0;
   Millis started_ = 0;
   std::unique_ptr<Metrics> metrics_;
   mutable std::mutex pub_mu_;
+  std::atomic<uint64_t> loop_turns_{0};
   Published published_;
   bool dirty_ = true;
   Millis last_publish_ = -1000000;

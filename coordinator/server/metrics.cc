@@ -1,6 +1,10 @@
 #include "coordinator/server/metrics.h"
 
+#include <chrono>
 #include <sstream>
+
+#include "common/protocol/messages.h"
+#include "common/version.h"
 
 namespace gantry::coordinator {
 
@@ -23,6 +27,10 @@ void Metrics::observe_timing(const std::string& phase, uint64_t ms) {
 }
 
 namespace {
+// When this process started (static initialisation runs before main), for process_start_time_seconds.
+const double kProcessStart =
+    std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+
 void counter(std::ostringstream& o, const char* name, const char* help, uint64_t v) {
   o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n" << name << ' ' << v << '\n';
 }
@@ -42,10 +50,28 @@ std::string esc(const std::string& s) {
 
 std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const std::vector<const rollout::State*>& active) {
   std::ostringstream o;
+  // Sums and bucket bounds are doubles: enough digits that a scraper sees the exact value.
+  o.precision(12);
+  o << "# HELP gantry_build_info The running coordinator's version and wire protocol; always 1.\n# TYPE gantry_build_info gauge\n";
+  o << "gantry_build_info{version=\"" << esc(kGantryVersion) << "\",protocol=\"" << proto::kProtocolVersion << "\"} 1\n";
+  o << "# HELP process_start_time_seconds Start time of the process since the Unix epoch, in seconds.\n"
+       "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds "
+    << static_cast<uint64_t>(kProcessStart) << '\n';
   uint64_t online = 0, unknown = 0;
   for (const auto& [id, h] : reg.hosts()) (h.online ? online : unknown)++;
   o << "# HELP gantry_hosts Hosts known to the coordinator, by state.\n# TYPE gantry_hosts gauge\n";
   o << "gantry_hosts{state=\"online\"} " << online << "\ngantry_hosts{state=\"unknown\"} " << unknown << '\n';
+
+  // How many hosts run each release of each service: the fleet's version spread at a glance.
+  std::map<std::pair<std::string, std::string>, uint64_t> versions;
+  for (const auto& [id, h] : reg.hosts()) {
+    for (const auto& [svc, v] : h.services) versions[{svc, v.current_version}]++;
+  }
+  o << "# HELP gantry_service_hosts Hosts running each release of each service (version \"\" = nothing installed).\n"
+       "# TYPE gantry_service_hosts gauge\n";
+  for (const auto& [k, n] : versions) {
+    o << "gantry_service_hosts{service=\"" << esc(k.first) << "\",version=\"" << esc(k.second) << "\"} " << n << '\n';
+  }
 
   std::map<std::string, uint64_t> by_phase;
   for (const auto* s : active) by_phase[rollout::phase_name(s->phase)]++;
@@ -55,6 +81,11 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const s
   for (const char* p : {"succeeded", "failed", "rolled_back", "aborted"}) {
     auto it = m.rollouts_ended.find(p);
     o << "gantry_rollouts_ended_total{phase=\"" << p << "\"} " << (it == m.rollouts_ended.end() ? 0 : it->second) << '\n';
+  }
+  o << "# HELP gantry_rollout_info Each active rollout's target version and phase; always 1.\n# TYPE gantry_rollout_info gauge\n";
+  for (const auto* s : active) {
+    o << "gantry_rollout_info{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\",version=\"" << esc(s->version)
+      << "\",phase=\"" << rollout::phase_name(s->phase) << "\"} 1\n";
   }
   o << "# HELP gantry_rollout_batch Current batch (1-based) of each active rollout.\n# TYPE gantry_rollout_batch gauge\n";
   for (const auto* s : active) {
@@ -83,6 +114,8 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const s
   counter(o, "gantry_messages_sent_total", "Messages sent to agents.", m.messages_out);
   counter(o, "gantry_decode_errors_total", "Messages refused because they did not decode or validate.", m.decode_errors);
   counter(o, "gantry_hellos_total", "Hello messages accepted from agents.", m.hellos);
+  counter(o, "gantry_auth_refused_total", "Messages and operator commands refused by key standing or role.", m.auth_refused);
+  counter(o, "gantry_zap_denied_total", "CURVE handshakes refused by the ZAP handler (unknown, rejected or revoked keys).", m.zap_denied);
   counter(o, "gantry_hosts_lost_total", "Times a host became unknown after missing heartbeats.", m.hosts_lost);
   counter(o, "gantry_artifact_bytes_sent_total", "Release bytes sent to agents.", m.chunk_bytes);
   o << "# HELP gantry_reports_total Order results reported by agents, by outcome.\n# TYPE gantry_reports_total counter\n";
@@ -90,57 +123,79 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const s
     auto it = m.reports.find(k);
     o << "gantry_reports_total{outcome=\"" << k << "\"} " << (it == m.reports.end() ? 0 : it->second) << '\n';
   }
-  o << "# HELP gantry_agent_phase_seconds Durations agents report for each phase of an order.\n# TYPE gantry_agent_phase_seconds histogram\n";
+  // Agents time every order by phase; "swap" is the atomic symlink switch and "verify" the
+  // probes until healthy, the two durations operators ask about first.
+  const char* hist = "gantry_agent_phase_duration_seconds";
+  o << "# HELP " << hist << " How long each phase of an order took on the agent (fetch, stage, swap, restart, verify, total).\n"
+    << "# TYPE " << hist << " histogram\n";
   for (const char* phase : {"fetch", "stage", "swap", "restart", "verify", "total"}) {
     auto it = m.phase_seconds.find(phase);
     Histogram h = it == m.phase_seconds.end() ? Histogram{} : it->second;
     for (size_t i = 0; i < Histogram::kBuckets.size(); ++i) {
-      o << "gantry_agent_phase_seconds_bucket{phase=\"" << phase << "\",le=\"" << Histogram::kBuckets[i] << "\"} " << h.counts[i] << '\n';
+      o << hist << "_bucket{phase=\"" << phase << "\",le=\"" << Histogram::kBuckets[i] << "\"} " << h.counts[i] << '\n';
     }
-    o << "gantry_agent_phase_seconds_bucket{phase=\"" << phase << "\",le=\"+Inf\"} " << h.count << '\n';
-    o << "gantry_agent_phase_seconds_sum{phase=\"" << phase << "\"} " << h.sum << '\n';
-    o << "gantry_agent_phase_seconds_count{phase=\"" << phase << "\"} " << h.count << '\n';
+    o << hist << "_bucket{phase=\"" << phase << "\",le=\"+Inf\"} " << h.count << '\n';
+    o << hist << "_sum{phase=\"" << phase << "\"} " << h.sum << '\n';
+    o << hist << "_count{phase=\"" << phase << "\"} " << h.count << '\n';
   }
   return o.str();
 }
 
 const std::string& status_page_html() {
+  // Everything from /status goes through esc() before it reaches innerHTML: host ids, versions
+  // and event messages come from agents and operators.
   static const std::string kPage = R"html(<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Gantry</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
 <style>
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.3em} .tiles{display:flex;flex-wrap:wrap;gap:6px}
-.tile{width:150px;padding:6px;border-radius:6px;background:#ddd;font-size:12px}
+h1{font-size:1.3em} h2{font-size:1.1em;margin-top:1.2em} .tiles{display:flex;flex-wrap:wrap;gap:6px}
+.tile{width:160px;padding:6px;border-radius:6px;background:#ddd;font-size:12px;overflow-wrap:anywhere}
 .healthy,.online{background:#b8e6b8}.failed,.rollback_failed{background:#f3b0b0}.unknown{background:#f5d98b}
 .ordered,.rolling_back{background:#b8d4f3}.rolled_back{background:#d9c8f0}.pending,.skipped{background:#eee}
-progress{width:320px} #events{font-family:monospace;font-size:12px;white-space:pre-wrap}
+.rollout{margin-bottom:.8em} progress{width:320px} .muted{color:#777;font-size:12px}
+#events{font-family:monospace;font-size:12px;white-space:pre-wrap}
 </style></head><body>
 <h1>Gantry fleet</h1>
-<div id="rollout">loading…</div>
+<div id="summary" class="muted">loading…</div>
+<h2>Rollouts</h2><div id="rollouts">loading…</div>
 <h2>Hosts</h2><div class="tiles" id="hosts"></div>
 <h2>Recent events</h2><div id="events"></div>
 <script>
+function esc(v){return String(v==null?'':v).replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));}
+function dur(ms){const s=Math.max(0,Math.round(ms/1000));return s<120?s+'s':Math.floor(s/60)+'m'+(s%60)+'s';}
+const ACTIVE=['running','paused','rolling_back'];
 async function refresh(){
   try{
     const s=await (await fetch('/status',{cache:'no-store'})).json();
-    const r=(s.rollouts||[])[0];
-    let html='No rollout yet.';
+    const rs=s.rollouts||[], hosts=s.hosts||[];
     const byHost={};
-    if(r){
+    const act=rs.filter(r=>ACTIVE.includes(r.phase));
+    // Tiles show the state within the active rollout (else the newest one), else the host's own.
+    for(const r of (act.length?act:rs).slice().reverse()) for(const h of (r.hosts||[])) byHost[h.host_id]=h.state;
+    const online=hosts.filter(h=>h.online).length;
+    document.getElementById('summary').textContent=
+      `${hosts.length} hosts, ${online} online, ${hosts.length-online} unknown; ${act.length} active rollout(s); updated ${new Date().toLocaleTimeString()}`;
+    document.getElementById('rollouts').innerHTML=rs.length?rs.map(r=>{
       const c=r.counts, done=c.healthy+c.failed+c.unknown+c.rolled_back+c.rollback_failed+c.skipped;
-      html=`<b>Rollout ${r.id}</b>: ${r.service} → ${r.version} — <b>${r.phase}</b>`+
-        ` — batch ${r.batch} of ${r.batches_total}<br><progress max="${c.total}" value="${done}"></progress> `+
-        `healthy ${c.healthy} · failed ${c.failed} · unknown ${c.unknown} · pending ${c.pending} · in flight ${c.ordered}`+
-        (r.end_reason?`<br>${r.end_reason}`:'');
-      for(const h of r.hosts) byHost[h.host_id]=h;
-    }
-    document.getElementById('rollout').innerHTML=html;
-    document.getElementById('hosts').innerHTML=(s.hosts||[]).map(h=>{
-      const rh=byHost[h.host_id]; const st=rh?rh.state:h.state;
-      const v=(h.services||[]).map(x=>`${x.name} ${x.current_version||'-'}`).join(', ');
-      return `<div class="tile ${st}"><b>${h.host_id}</b><br>${st}<br>${v}</div>`;}).join('');
-    document.getElementById('events').textContent=(r&&r.events?r.events:[]).map(e=>e.message).join('\n');
-  }catch(e){document.getElementById('rollout').textContent='coordinator unreachable: '+e;}
+      const end=r.finished_at>0?r.finished_at:Date.now();
+      return `<div class="rollout"><b>Rollout ${esc(r.id)}</b>: ${esc(r.service)} → ${esc(r.version)} — <b>${esc(r.phase)}</b>`+
+        (r.waiting_promote?' (waiting for promote)':'')+
+        ` — batch ${esc(r.batch)} of ${esc(r.batches_total)} — elapsed ${dur(end-r.created_at)}<br>`+
+        `<progress max="${esc(c.total)}" value="${esc(done)}"></progress> `+
+        `healthy ${esc(c.healthy)} · failed ${esc(c.failed)} · unknown ${esc(c.unknown)} · in progress ${esc(c.ordered)} · pending ${esc(c.pending)}`+
+        (c.rolled_back+c.rolling_back+c.rollback_failed>0?` · rolled back ${esc(c.rolled_back)} · rolling back ${esc(c.rolling_back)}`:'')+
+        (r.end_reason?`<br><span class="muted">${esc(r.end_reason)}</span>`:'')+'</div>';}).join(''):'No rollouts yet.';
+    document.getElementById('hosts').innerHTML=hosts.map(h=>{
+      const st=byHost[h.host_id]||h.state;
+      const v=(h.services||[]).map(x=>`${esc(x.name)} ${esc(x.current_version||'-')}`).join('<br>');
+      const labels=Object.entries(h.labels||{}).map(([k,x])=>esc(k+'='+x)).join(' ');
+      return `<div class="tile ${esc(st)}" title="${labels}"><b>${esc(h.host_id)}</b><br>${esc(st)}<br>${v}</div>`;}).join('')||'No hosts have connected yet.';
+    const ev=[];
+    for(const r of rs) for(const e of (r.recent_events||[])) ev.push(e);
+    ev.sort((a,b)=>a.at-b.at);
+    document.getElementById('events').textContent=ev.slice(-20).map(e=>new Date(e.at).toLocaleTimeString()+'  '+e.message).join('\n')||'none';
+  }catch(e){document.getElementById('summary').textContent='coordinator unreachable: '+e;}
 }
 refresh(); setInterval(refresh,1000);
 </script></body></html>

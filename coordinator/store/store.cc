@@ -1,5 +1,7 @@
 #include "coordinator/store/store.h"
 
+#include <algorithm>
+
 #include "coordinator/store/sqlite.h"
 
 namespace gantry::store {
@@ -37,6 +39,15 @@ CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id INTEGER NOT NULL, at INTEGER NOT NULL,
   message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_rollout ON events (rollout_id, id);
+CREATE TABLE IF NOT EXISTS release_signatures (
+  service TEXT NOT NULL, version TEXT NOT NULL, manifest TEXT NOT NULL, signature TEXT NOT NULL,
+  PRIMARY KEY (service, version));
+CREATE TABLE IF NOT EXISTS agent_keys (
+  key TEXT PRIMARY KEY, host_id TEXT NOT NULL, state TEXT NOT NULL, first_seen INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL, updated_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operator_keys (
+  key TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, state TEXT NOT NULL,
+  created_at INTEGER NOT NULL, updated_by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,
   command TEXT NOT NULL, target TEXT NOT NULL, decision TEXT NOT NULL);
@@ -136,6 +147,23 @@ Status Store::put_host(const HostRow& h) {
   });
 }
 
+Status Store::put_hosts(const std::vector<HostRow>& hs) {
+  if (hs.empty()) return Status::Ok();
+  return guard("put hosts", [&]() -> Status {
+    Txn t(*db_);
+    for (const auto& h : hs) {
+      Stmt s(db_->raw(),
+             "INSERT INTO hosts (host_id, labels, services, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
+             "ON CONFLICT(host_id) DO UPDATE SET labels = excluded.labels, services = excluded.services, "
+             "last_seen = excluded.last_seen");
+      s.bind(1, h.host_id).bind(2, h.labels.dump()).bind(3, h.services.dump()).bind(4, h.first_seen).bind(5, h.last_seen);
+      s.run();
+    }
+    t.commit();
+    return Status::Ok();
+  });
+}
+
 Expected<std::vector<HostRow>> Store::hosts() {
   return guard("list hosts", [&]() -> Expected<std::vector<HostRow>> {
     std::vector<HostRow> out;
@@ -155,9 +183,15 @@ Expected<std::vector<HostRow>> Store::hosts() {
 
 Status Store::put_release(const ReleaseRow& r) {
   return guard("put release", [&]() -> Status {
+    Txn t(*db_);
     Stmt s(db_->raw(),
            "INSERT INTO releases (service, version, sha256, size, path, created_at) VALUES (?, ?, ?, ?, ?, ?)");
     s.bind(1, r.service).bind(2, r.version).bind(3, r.sha256).bind(4, static_cast<int64_t>(r.size)).bind(5, r.path).bind(6, r.created_at).run();
+    if (!r.manifest.empty() || !r.signature.empty()) {
+      Stmt g(db_->raw(), "INSERT OR REPLACE INTO release_signatures (service, version, manifest, signature) VALUES (?, ?, ?, ?)");
+      g.bind(1, r.service).bind(2, r.version).bind(3, r.manifest).bind(4, r.signature).run();
+    }
+    t.commit();
     return Status::Ok();
   });
 }
@@ -171,13 +205,18 @@ ReleaseRow read_release(Stmt& s) {
   r.size = static_cast<uint64_t>(s.col_int(3));
   r.path = s.col_text(4);
   r.created_at = s.col_int(5);
+  if (!s.col_null(6)) r.manifest = s.col_text(6);
+  if (!s.col_null(7)) r.signature = s.col_text(7);
   return r;
 }
+constexpr const char* kReleaseSelect =
+    "SELECT r.service, r.version, r.sha256, r.size, r.path, r.created_at, g.manifest, g.signature FROM releases r "
+    "LEFT JOIN release_signatures g ON g.service = r.service AND g.version = r.version ";
 }  // namespace
 
 Expected<std::optional<ReleaseRow>> Store::release(const std::string& service, const std::string& version) {
   return guard("get release", [&]() -> Expected<std::optional<ReleaseRow>> {
-    Stmt s(db_->raw(), "SELECT service, version, sha256, size, path, created_at FROM releases WHERE service = ? AND version = ?");
+    Stmt s(db_->raw(), std::string(kReleaseSelect) + "WHERE r.service = ? AND r.version = ?");
     s.bind(1, service).bind(2, version);
     if (!s.step()) return std::optional<ReleaseRow>();
     return std::optional<ReleaseRow>(read_release(s));
@@ -186,7 +225,7 @@ Expected<std::optional<ReleaseRow>> Store::release(const std::string& service, c
 
 Expected<std::optional<ReleaseRow>> Store::release_by_sha(const std::string& sha256) {
   return guard("get release", [&]() -> Expected<std::optional<ReleaseRow>> {
-    Stmt s(db_->raw(), "SELECT service, version, sha256, size, path, created_at FROM releases WHERE sha256 = ? LIMIT 1");
+    Stmt s(db_->raw(), std::string(kReleaseSelect) + "WHERE r.sha256 = ? LIMIT 1");
     s.bind(1, sha256);
     if (!s.step()) return std::optional<ReleaseRow>();
     return std::optional<ReleaseRow>(read_release(s));
@@ -232,6 +271,13 @@ Status Store::save_step(const StepWrite& w) {
       s.bind(1, static_cast<int64_t>(r.rollout_id)).bind(2, r.host_id).bind(3, r.order_id).bind(4, r.outcome).bind(5, r.running_version).bind(6, r.message).bind(7, r.timings.dump()).bind(8, r.at).run();
       Stmt u(db_->raw(), "UPDATE orders SET acked = 1, reported = 1 WHERE order_id = ?");
       u.bind(1, r.order_id).run();
+    }
+    if (!w.acked.empty()) {
+      for (const auto& id : w.acked) {
+        Stmt u(db_->raw(), "UPDATE orders SET acked = 1 WHERE order_id = ?");
+        u.bind(1, id);
+        u.run();
+      }
     }
     if (w.finished_at > 0) {
       // An ended rollout orders nothing more; closed with the step that ends it.
@@ -290,6 +336,20 @@ Status Store::mark_acked(const std::string& order_id) {
   return guard("mark order acked", [&]() -> Status {
     Stmt s(db_->raw(), "UPDATE orders SET acked = 1 WHERE order_id = ?");
     s.bind(1, order_id).run();
+    return Status::Ok();
+  });
+}
+
+Status Store::mark_acked(const std::vector<std::string>& order_ids) {
+  if (order_ids.empty()) return Status::Ok();
+  return guard("mark orders acked", [&]() -> Status {
+    Txn t(*db_);
+    for (const auto& id : order_ids) {
+      Stmt s(db_->raw(), "UPDATE orders SET acked = 1 WHERE order_id = ?");
+      s.bind(1, id);
+      s.run();
+    }
+    t.commit();
     return Status::Ok();
   });
 }
@@ -360,6 +420,24 @@ Expected<std::vector<EventRow>> Store::events(uint64_t rollout_id, int64_t after
   });
 }
 
+Expected<std::vector<EventRow>> Store::recent_events(uint64_t rollout_id, int limit) {
+  return guard("list recent events", [&]() -> Expected<std::vector<EventRow>> {
+    Stmt s(db_->raw(), "SELECT id, rollout_id, at, message FROM events WHERE rollout_id = ? ORDER BY id DESC LIMIT ?");
+    s.bind(1, static_cast<int64_t>(rollout_id)).bind(2, static_cast<int64_t>(limit));
+    std::vector<EventRow> out;
+    while (s.step()) {
+      EventRow e;
+      e.id = s.col_int(0);
+      e.rollout_id = static_cast<uint64_t>(s.col_int(1));
+      e.at = s.col_int(2);
+      e.message = s.col_text(3);
+      out.push_back(std::move(e));
+    }
+    std::reverse(out.begin(), out.end());
+    return out;
+  });
+}
+
 Status Store::add_event(const EventRow& e) {
   return guard("add event", [&]() -> Status {
     insert_event(*db_, e);
@@ -390,6 +468,50 @@ Expected<std::vector<AuditRow>> Store::audit_log(int limit) {
       a.decision = s.col_text(5);
       out.push_back(std::move(a));
     }
+    return out;
+  });
+}
+
+Status Store::put_agent_keys(const std::vector<AgentKeyRow>& rows) {
+  return guard("put agent keys", [&]() -> Status {
+    Txn t(*db_);
+    for (const auto& r : rows) {
+      Stmt s(db_->raw(),
+             "INSERT OR REPLACE INTO agent_keys (key, host_id, state, first_seen, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?)");
+      s.bind(1, r.key).bind(2, r.host_id).bind(3, r.state).bind(4, r.first_seen).bind(5, r.updated_at).bind(6, r.updated_by).run();
+    }
+    t.commit();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<AgentKeyRow>> Store::agent_keys() {
+  return guard("list agent keys", [&]() -> Expected<std::vector<AgentKeyRow>> {
+    Stmt s(db_->raw(), "SELECT key, host_id, state, first_seen, updated_at, updated_by FROM agent_keys ORDER BY first_seen, key");
+    std::vector<AgentKeyRow> out;
+    while (s.step()) out.push_back({s.col_text(0), s.col_text(1), s.col_text(2), s.col_int(3), s.col_int(4), s.col_text(5)});
+    return out;
+  });
+}
+
+Status Store::put_operator_keys(const std::vector<OperatorKeyRow>& rows) {
+  return guard("put operator keys", [&]() -> Status {
+    Txn t(*db_);
+    for (const auto& r : rows) {
+      Stmt s(db_->raw(),
+             "INSERT OR REPLACE INTO operator_keys (key, name, role, state, created_at, updated_by) VALUES (?, ?, ?, ?, ?, ?)");
+      s.bind(1, r.key).bind(2, r.name).bind(3, r.role).bind(4, r.state).bind(5, r.created_at).bind(6, r.updated_by).run();
+    }
+    t.commit();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<OperatorKeyRow>> Store::operator_keys() {
+  return guard("list operator keys", [&]() -> Expected<std::vector<OperatorKeyRow>> {
+    Stmt s(db_->raw(), "SELECT key, name, role, state, created_at, updated_by FROM operator_keys ORDER BY created_at, name");
+    std::vector<OperatorKeyRow> out;
+    while (s.step()) out.push_back({s.col_text(0), s.col_text(1), s.col_text(2), s.col_text(3), s.col_int(4), s.col_text(5)});
     return out;
   });
 }

@@ -32,6 +32,28 @@ struct ReleaseRow {
   uint64_t size = 0;
   std::string path;  // artifact file in the coordinator's artifact dir
   Millis created_at = 0;
+  std::string manifest;   // signed release manifest, byte for byte ("" when unsigned)
+  std::string signature;  // its ed25519 signature, hex
+};
+
+// An agent's CURVE public key and what the operators decided about it.
+struct AgentKeyRow {
+  std::string key;      // Z85 public key
+  std::string host_id;  // the host this key speaks for ("" while pending and not yet named)
+  std::string state;    // "pending" | "accepted" | "rejected" | "revoked"
+  Millis first_seen = 0;
+  Millis updated_at = 0;
+  std::string updated_by;
+};
+
+// An operator's CURVE public key, its name (shown in the audit log) and role.
+struct OperatorKeyRow {
+  std::string key;   // Z85 public key
+  std::string name;
+  std::string role;   // "viewer" | "deployer" | "admin"
+  std::string state;  // "active" | "revoked"
+  Millis created_at = 0;
+  std::string updated_by;
 };
 
 struct RolloutRow {
@@ -97,6 +119,9 @@ struct StepWrite {
   // Reports this step applies: recorded (and their orders closed) in the same transaction, so a
   // crash never leaves a report recorded but not applied (the order would never be re-sent).
   std::vector<ResultRow> results;
+  // Orders acknowledged since the last write, riding along (an ack alone is not worth an
+  // fsync: a lost ack only means one more resend, which agents answer as a duplicate).
+  std::vector<std::string> acked;
 };
 
 class Store {
@@ -109,6 +134,8 @@ class Store {
   Expected<uint64_t> bump_epoch();
 
   Status put_host(const HostRow& h);
+  // Many hosts in one transaction (a reconnect storm is one fsync per batch, not per host).
+  Status put_hosts(const std::vector<HostRow>& hs);
   Expected<std::vector<HostRow>> hosts();
 
   Status put_release(const ReleaseRow& r);
@@ -123,6 +150,7 @@ class Store {
 
   Expected<std::vector<OrderRow>> open_orders();
   Status mark_acked(const std::string& order_id);
+  Status mark_acked(const std::vector<std::string>& order_ids);  // one transaction
   // Closes every open order of a rollout that ended, so none is resent later.
   Status close_orders(uint64_t rollout_id);
   // Stores a host's report and marks its order reported, in one transaction.
@@ -130,10 +158,18 @@ class Store {
   Expected<std::vector<ResultRow>> results(uint64_t rollout_id);
 
   Expected<std::vector<EventRow>> events(uint64_t rollout_id, int64_t after_id, int limit);
+  // The newest `limit` events of a rollout, oldest first (for status views).
+  Expected<std::vector<EventRow>> recent_events(uint64_t rollout_id, int limit);
   Status add_event(const EventRow& e);
 
   Status audit(const AuditRow& a);
   Expected<std::vector<AuditRow>> audit_log(int limit);
+
+  // Key allowlists (enrollment). Each call upserts all rows in one transaction.
+  Status put_agent_keys(const std::vector<AgentKeyRow>& rows);
+  Expected<std::vector<AgentKeyRow>> agent_keys();
+  Status put_operator_keys(const std::vector<OperatorKeyRow>& rows);
+  Expected<std::vector<OperatorKeyRow>> operator_keys();
 
  private:
   explicit Store(Db* db);

@@ -327,6 +327,7 @@ TEST(HarnessSelftest, FleetDrivesStandInDaemons) {
   write_script(fakes.sub("dies"), "echo 'cannot bind: boom' >&2\nexit 3\n");
 
   FleetOptions options;
+  options.insecure = true;  // the stand-ins speak no CURVE; the secure config is checked in security_test
   options.coordinator_binary = fakes.sub("coordinator");
   options.agent_binary = fakes.sub("agent");
   options.healthy_deadline_ms = 4000;

@@ -597,6 +597,22 @@ Fleet::Fleet(std::vector<AgentSpec> agents, FleetOptions options)
     std::filesystem::create_directories(agent_dir(i) + "/state");
     std::filesystem::create_directories(root(i));
   }
+  if (secure()) make_keys();
+}
+
+// Keys made the way a user makes them: with the programs' keygen commands.
+void Fleet::make_keys() {
+  std::filesystem::create_directories(keys_dir());
+  std::vector<std::vector<std::string>> cmds = {
+      {bin_dir() + "/coordinator/gantry-coordinator", "keygen", "--out", keys_dir() + "/coordinator"},
+      {bin_dir() + "/cli/gantry", "keygen", "--out", keys_dir() + "/admin"},
+      {bin_dir() + "/cli/gantry", "release", "keygen", "--out", keys_dir() + "/release"},
+  };
+  for (int i = 0; i < size(); ++i) cmds.push_back({bin_dir() + "/agent/gantry-agent", "keygen", "--out", agent_key_prefix(i)});
+  for (const auto& c : cmds) {
+    const auto r = run(c, 30000);
+    if (r.exit_code != 0) throw std::runtime_error("Fleet: " + c[0] + " keygen failed: " + r.err + r.out);
+  }
 }
 
 Fleet::~Fleet() { cleanup(); }
@@ -662,8 +678,15 @@ std::vector<std::string> Fleet::coordinator_argv(const CoordinatorEndpoints& lis
       "--http-address", listen.http,
       "--heartbeat-interval-ms", std::to_string(options_.heartbeat_interval_ms),
       "--heartbeat-misses", std::to_string(options_.heartbeat_misses),
-      "--insecure-dev",
   };
+  if (secure()) {
+    argv.insert(argv.end(), {"--server-key", keys_dir() + "/coordinator.key", "--admin-key", "admin=" + keys_dir() + "/admin.pub"});
+    if (options_.enroll_agents) {
+      for (int i = 0; i < size(); ++i) argv.insert(argv.end(), {"--accept-agent-key", host_id(i) + "=" + agent_key_prefix(i) + ".pub"});
+    }
+  } else {
+    argv.push_back("--insecure-dev");
+  }
   argv.insert(argv.end(), options_.coordinator_extra_args.begin(),
               options_.coordinator_extra_args.end());
   return argv;
@@ -728,20 +751,30 @@ std::string Fleet::write_agent_config(int i) {
   c << "host_id = " << agent.spec.host_id << "\n"
     << "coordinator = " << ep.agent << "\n"
     << "coordinator_pub = " << ep.pub << "\n"
-    << "state_dir = " << agent_dir(i) << "/state\n"
-    << "insecure_dev = true\n"
-    << "heartbeat_interval_ms = " << options_.heartbeat_interval_ms << "\n";
+    << "state_dir = " << agent_dir(i) << "/state\n";
+  if (secure()) {
+    c << "agent_key = " << agent_key_prefix(i) << ".key\n"
+      << "coordinator_key = " << keys_dir() << "/coordinator.pub\n"
+      << "release_public_key = " << keys_dir() << "/release.pub\n";
+  } else {
+    c << "insecure_dev = true\n";
+  }
+  c << "heartbeat_interval_ms = " << options_.heartbeat_interval_ms << "\n";
   for (const auto& [k, v] : agent.spec.labels) c << "label = " << k << "=" << v << "\n";
   for (const auto& line : options_.agent_extra_config_lines) c << line << "\n";
-  c << "\n[service.demo]\n"
-    << "driver = binary\n"
-    << "root = " << root(i) << "\n"
-    << "restart_command = " << source_dir() << "/demo/restart-service " << root(i) << " "
-    << agent.port << "\n"
-    << "http_probe = http://127.0.0.1:" << agent.port << "/health\n"
-    << "min_healthy_ms = " << options_.min_healthy_ms << "\n"
-    << "healthy_deadline_ms = " << options_.healthy_deadline_ms << "\n"
-    << "probe_interval_ms = " << options_.probe_interval_ms << "\n";
+  if (options_.service_section) {
+    c << "\n[service.demo]\n" << options_.service_section(i, agent.port, root(i)) << "\n";
+  } else {
+    c << "\n[service.demo]\n"
+      << "driver = binary\n"
+      << "root = " << root(i) << "\n"
+      << "restart_command = " << source_dir() << "/demo/restart-service " << root(i) << " "
+      << agent.port << "\n"
+      << "http_probe = http://127.0.0.1:" << agent.port << "/health\n"
+      << "min_healthy_ms = " << options_.min_healthy_ms << "\n"
+      << "healthy_deadline_ms = " << options_.healthy_deadline_ms << "\n"
+      << "probe_interval_ms = " << options_.probe_interval_ms << "\n";
+  }
   const std::string path = agent_config_path(i);
   std::ofstream out(path, std::ios::trunc);
   out << c.str();
@@ -797,14 +830,27 @@ std::string Fleet::make_release(const std::string& version, const std::string& b
     throw std::runtime_error("Fleet: make-demo-release failed (" + std::to_string(r.exit_code) +
                              "): " + r.err + r.out);
   }
+  if (secure()) {
+    // Signed as a release manager would, with the offline release key: out.manifest + out.sig.
+    const auto s = run({bin_dir() + "/cli/gantry", "release", "sign", "--key", keys_dir() + "/release.key", out,
+                        "--service", "demo", "--version", version},
+                       30000);
+    if (s.exit_code != 0) throw std::runtime_error("Fleet: gantry release sign failed: " + s.err + s.out);
+  }
   return out;
 }
 
 CmdResult Fleet::cli(const std::vector<std::string>& args, int timeout_ms) {
+  return cli_as(secure() ? keys_dir() + "/admin.key" : "", args, timeout_ms);
+}
+
+CmdResult Fleet::cli_as(const std::string& key_file, const std::vector<std::string>& args, int timeout_ms) {
   std::vector<std::string> argv = {bin_dir() + "/cli/gantry", "--coordinator",
                                    endpoints().operator_};
+  if (!key_file.empty()) argv.insert(argv.end(), {"--key", key_file, "--coordinator-key", keys_dir() + "/coordinator.pub"});
   argv.insert(argv.end(), args.begin(), args.end());
-  return run(argv, timeout_ms);
+  // The fleet's keys are explicit; nothing from the caller's environment may override them.
+  return run(argv, timeout_ms, {{"GANTRY_KEY", ""}, {"GANTRY_COORDINATOR_KEY", ""}});
 }
 
 std::optional<std::string> Fleet::served_version(int i) {

@@ -141,6 +141,17 @@ struct FleetOptions {
   // Appended to the coordinator's command line / to each agent's top-level config section.
   std::vector<std::string> coordinator_extra_args;
   std::vector<std::string> agent_extra_config_lines;
+  // When set, its result replaces the body of agent i's [service.demo] section (the lines after
+  // the section header; `port` and `root` are agent i's demo port and install root) — e.g. a
+  // driver = container service. Empty: the binary demo service.
+  std::function<std::string(int i, int port, const std::string& root)> service_section;
+  // Plaintext ZeroMQ and unsigned releases (--insecure-dev everywhere). By default the fleet is
+  // secure like a real deployment: keys made with the keygen commands (<dir>/keys/), CURVE on
+  // every socket, an admin operator key for cli(), releases signed by make_release().
+  bool insecure = false;
+  // Secure fleets only: accept each agent's key at coordinator start (--accept-agent-key).
+  // false: agents show up as pending until a test runs `gantry keys accept`.
+  bool enroll_agents = true;
 };
 
 // Concrete endpoints the coordinator reported in <state-dir>/endpoints.json after binding.
@@ -210,8 +221,11 @@ class Fleet {
   // --- releases, CLI, observations ---
   // scripts/make-demo-release into <dir>/releases/<version>-<behaviour>.tar; returns the path.
   std::string make_release(const std::string& version, const std::string& behaviour);
-  // Runs `<bin>/cli/gantry --coordinator <operator endpoint> args...`.
+  // Runs `<bin>/cli/gantry --coordinator <operator endpoint> args...` (as the admin operator
+  // when the fleet is secure).
   CmdResult cli(const std::vector<std::string>& args, int timeout_ms = 120000);
+  // The same with another operator key (secret key file); "" runs without any key.
+  CmdResult cli_as(const std::string& key_file, const std::vector<std::string>& args, int timeout_ms = 120000);
   // GET / on agent i's demo port, parsed "version=<v>"; nullopt if not answering 200.
   std::optional<std::string> served_version(int i);
   // The pid in agent i's demo/service.pid if that process is running.
@@ -230,6 +244,13 @@ class Fleet {
   std::string state_dir() const;       // the coordinator's --state-dir
   const FleetOptions& options() const { return options_; }
 
+  // --- keys (secure fleets) ---
+  bool secure() const { return !options_.insecure; }
+  // <dir>/keys/: coordinator.{key,pub}, admin.{key,pub}, release.{key,pub}.
+  std::string keys_dir() const { return dir() + "/keys"; }
+  // Agent i's key prefix: <dir>/agent-<i+1>/agent (.key, .pub).
+  std::string agent_key_prefix(int i) const { return agent_dir(i) + "/agent"; }
+
  private:
   struct Agent {
     AgentSpec spec;
@@ -242,6 +263,7 @@ class Fleet {
   void launch_coordinator(const CoordinatorEndpoints& listen);
   void check_index(int i) const;
   void cleanup() noexcept;
+  void make_keys();
 
   TempDir dir_;
   FleetOptions options_;

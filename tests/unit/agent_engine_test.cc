@@ -420,3 +420,58 @@ TEST_F(RecoveryTest, DuringStagingStartsOverAndLeavesNoStagingBehind) {
   EXPECT_EQ(current(), "releases/v2");
   EXPECT_TRUE(std::filesystem::is_empty(cfg.root + "/staging"));
 }
+
+TEST_F(EngineTest, RollbackSignalNeverCancelsRollbackOrders) {
+  make_agent();
+  agent->handle(order("o-1", "v1", true, 7));  // runs
+  proto::Order up = order("o-2", "v2", true, 7);
+  proto::Order back = order("o-3", "v1", true, 7);
+  back.kind = "rollback";
+  agent->handle(up);
+  agent->handle(back);
+  // The coordinator sends the rollback Signal right after the rollback orders of the same step.
+  agent->handle(proto::Signal{"rollback", 7, "web"});
+  auto reports = all_sent<proto::Report>();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].order_id, "o-2");
+  EXPECT_EQ(reports[0].message, "cancelled by rollback signal");
+  EXPECT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  EXPECT_EQ(run_until_report("o-3")->outcome, "succeeded") << "the rollback order must run";
+}
+
+#include <sodium.h>
+
+#include "common/release/manifest.h"
+#include "common/security/keys.h"
+
+TEST_F(EngineTest, OnlyReleasesSignedByATrustedKeyInstall) {
+  auto kp = *security::generate_signing_keypair();
+  auto other = *security::generate_signing_keypair();
+  make_agent();
+  agent->set_release_keys({kp.public_key});
+  auto signed_order = [&](proto::Order o, const std::string& service, const std::string& secret) {
+    release::Manifest m{service, o.version, o.sha256, o.size, "2024-01-01T00:00:00Z"};
+    o.manifest = m.to_bytes();
+    o.signature = release::sign(o.manifest, secret);
+    return o;
+  };
+  agent->handle(order("o-1", "v1"));  // unsigned
+  auto r1 = run_until_report("o-1");
+  ASSERT_TRUE(r1);
+  EXPECT_EQ(r1->outcome, "failed");
+  EXPECT_NE(r1->message.find("not signed"), std::string::npos) << r1->message;
+  agent->handle(signed_order(order("o-2", "v1"), "web", other.secret_key));
+  EXPECT_NE(run_until_report("o-2")->message.find("does not verify"), std::string::npos);
+  agent->handle(signed_order(order("o-3", "v1"), "db", kp.secret_key));
+  EXPECT_NE(run_until_report("o-3")->message.find("for service 'db'"), std::string::npos);
+  proto::Order lying = signed_order(order("o-4", "v1"), "web", kp.secret_key);
+  lying.size += 1;  // the coordinator claims a bigger artifact than was signed
+  agent->handle(lying);
+  EXPECT_NE(run_until_report("o-4")->message.find("size"), std::string::npos);
+  EXPECT_EQ(current(), "") << "nothing was installed";
+  agent->handle(signed_order(order("o-5", "v1"), "web", kp.secret_key));
+  auto ok = run_until_report("o-5");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->outcome, "succeeded") << ok->message;
+  EXPECT_EQ(current(), "releases/v1");
+}

@@ -1,0 +1,515 @@
+// `gantry-fleet-sim agents`: N simulated agents in one process. Each is a DEALER (and, if
+// asked, a SUB) speaking the real protocol through common/ (codec, transport::configure):
+// hello, heartbeats, order acks with de-duplication, reports after a configurable swap and
+// verify time, hello again on `hello_required`, liveness timeout with jittered backoff.
+// One thread, one epoll set over the sockets' ZMQ_FDs, one zmq context.
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <boost/program_options.hpp>
+#include <zmq.hpp>
+
+#include "bench/sim_common.h"
+#include "common/protocol/codec.h"
+#include "common/transport/zmq_transport.h"
+
+namespace po = boost::program_options;
+
+namespace gantry::bench {
+namespace {
+
+std::atomic<bool> g_stop{false};
+std::atomic<int> g_kill{0};
+void on_term(int) { g_stop = true; }
+void on_usr1(int) { g_kill++; }
+
+struct Options {
+  std::string endpoint, pub_endpoint;
+  int agents = 100;
+  int first = 0;
+  std::string prefix = "sim-";
+  std::string service = "web";
+  std::string version = "v0";
+  int swap_ms = 0, verify_ms = 0;
+  bool hold_updates = false;  // keep updates queued until a signal cancels them (broadcast bench)
+  bool no_dealer = false;     // SUB only (broadcast listeners)
+  int io_threads = 2;
+  int stats_ms = 250;
+  int duration_s = 900;
+  int connect_per_ms = 0;  // 0: open every agent at once
+  transport::SocketOptions socket;
+};
+
+struct Held {
+  proto::Order order;
+};
+
+struct Agent {
+  std::string id;
+  std::unique_ptr<zmq::socket_t> dealer, sub;
+  bool opened = false, dead = false, welcomed = false;
+  uint64_t epoch = 0;
+  int64_t last_sent = 0, last_heard = 0, reconnect_at = 0, backoff = 100;
+  int64_t last_sent_us = 0;
+  uint64_t hb_seq = 0;
+  int64_t hb_interval = 1000;
+  int64_t misses = 3;
+  std::string current, previous;
+  std::unordered_map<std::string, proto::Report> done;
+  std::unordered_set<std::string> in_progress;
+  std::vector<Held> held;
+};
+
+struct RolloutStats {
+  uint64_t orders = 0, reports = 0;
+  int64_t first_order_us = 0, last_report_us = 0;
+};
+struct SignalStats {
+  uint64_t count = 0;
+  int64_t first_us = 0, last_us = 0;
+};
+struct EpochStats {
+  uint64_t agents = 0;  // agents whose newest welcome carries this epoch
+  int64_t first_us = 0, last_us = 0;
+};
+
+class Fleet {
+ public:
+  explicit Fleet(Options o) : o_(std::move(o)), ctx_(o_.io_threads), rng_(std::random_device{}()) {
+    ctx_.set(zmq::ctxopt::max_sockets, 30000);
+    ep_ = epoll_create1(EPOLL_CLOEXEC);
+    agents_.resize(static_cast<size_t>(o_.agents));
+    char buf[64];
+    for (int i = 0; i < o_.agents; ++i) {
+      std::snprintf(buf, sizeof buf, "%s%05d", o_.prefix.c_str(), o_.first + i);
+      agents_[i].id = buf;
+      agents_[i].current = o_.version;
+    }
+  }
+  ~Fleet() {
+    for (auto& a : agents_) {
+      a.dealer.reset();
+      a.sub.reset();
+    }
+    ::close(ep_);
+  }
+
+  int run() {
+    int64_t start = mono_ms(), deadline = start + static_cast<int64_t>(o_.duration_s) * 1000;
+    int64_t next_stats = start, next_sweep = start;
+    size_t opened = 0;
+    std::vector<epoll_event> evs(1024);
+    while (!g_stop && mono_ms() < deadline) {
+      int64_t now = mono_ms();
+      // Open agents (all at once, or at a bounded rate).
+      size_t want = o_.connect_per_ms > 0 ? std::min(agents_.size(), static_cast<size_t>((now - start + 1) * o_.connect_per_ms)) : agents_.size();
+      while (opened < want) open_agent(opened++);
+      while (g_kill > 0) {
+        g_kill--;
+        kill_one();
+      }
+      int n = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), 20);
+      for (int i = 0; i < n; ++i) {
+        uint64_t key = evs[i].data.u64;
+        size_t idx = key >> 1;
+        if (key & 1) drain_sub(idx);
+        else drain_dealer(idx);
+      }
+      now = mono_ms();
+      run_due(now);
+      if (now >= next_sweep) {  // ZMQ_FD is edge-like: a periodic sweep catches any missed wakeup
+        next_sweep = now + 20;
+        for (size_t i = 0; i < agents_.size(); ++i) {
+          drain_dealer(i);
+          drain_sub(i);
+        }
+      }
+      timers(now);
+      if (now >= next_stats) {
+        next_stats = now + o_.stats_ms;
+        emit(stats());
+      }
+    }
+    auto s = stats();
+    s["final"] = true;
+    emit(s);
+    return 0;
+  }
+
+ private:
+  void watch(zmq::socket_t& s, uint64_t key) {
+    int fd = s.get(zmq::sockopt::fd);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = key;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  void unwatch(zmq::socket_t& s) {
+    int fd = s.get(zmq::sockopt::fd);
+    epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+  }
+
+  void open_agent(size_t i) {
+    Agent& a = agents_[i];
+    a.opened = true;
+    if (!o_.pub_endpoint.empty()) {
+      a.sub = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::sub);
+      transport::configure(*a.sub, o_.socket);
+      a.sub->set(zmq::sockopt::subscribe, "");
+      a.sub->connect(o_.pub_endpoint);
+      watch(*a.sub, (i << 1) | 1);
+    }
+    if (!o_.no_dealer) open_dealer(i);
+  }
+
+  void open_dealer(size_t i) {
+    Agent& a = agents_[i];
+    a.dealer = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+    transport::SocketOptions so = o_.socket;
+    so.routing_id = a.id;
+    transport::configure(*a.dealer, so);
+    a.dealer->connect(o_.endpoint);
+    watch(*a.dealer, i << 1);
+    int64_t now = mono_ms();
+    a.last_heard = now;
+    a.welcomed = false;
+    connects_++;
+    send_hello(a);
+  }
+
+  void close_dealer(Agent& a) {
+    if (!a.dealer) return;
+    unwatch(*a.dealer);
+    a.dealer.reset();
+    std::uniform_real_distribution<double> d(0.8, 1.2);
+    a.reconnect_at = mono_ms() + std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(a.backoff) * d(rng_)));
+    a.backoff = std::min<int64_t>(a.backoff * 2, 5000);
+    reconnects_++;
+  }
+
+  void kill_one() {
+    for (auto& a : agents_) {
+      if (a.dead || !a.dealer) continue;
+      a.dead = true;
+      unwatch(*a.dealer);
+      a.dealer.reset();
+      if (a.sub) {
+        unwatch(*a.sub);
+        a.sub.reset();
+      }
+      emit({{"ev", "killed"}, {"host", a.id}, {"last_sent_us", a.last_sent_us}, {"at_us", wall_us()}});
+      return;
+    }
+  }
+
+  void send(size_t i, const proto::Message& m) {
+    Agent& a = agents_[i];
+    if (!a.dealer) return;
+    if (!transport::send(*a.dealer, m).ok()) {
+      send_fail_++;
+      return;
+    }
+    a.last_sent = mono_ms();
+    a.last_sent_us = wall_us();
+  }
+
+  proto::Hello hello(const Agent& a) const {
+    proto::Hello h;
+    h.host_id = a.id;
+    h.agent_version = "fleet-sim";
+    h.labels = {{"sim", "1"}};
+    proto::ServiceStatus s;
+    s.name = o_.service;
+    s.current_version = a.current;
+    s.previous_version = a.previous;
+    s.state = a.in_progress.empty() ? "idle" : "updating";
+    if (!a.in_progress.empty()) s.order_id = *a.in_progress.begin();
+    h.services.push_back(s);
+    return h;
+  }
+
+  void send_hello(Agent& a) {
+    size_t i = static_cast<size_t>(&a - agents_.data());
+    hellos_++;
+    send(i, hello(a));
+  }
+
+  void drain_dealer(size_t i) {
+    for (int k = 0; k < 256 && agents_[i].dealer; ++k) {
+      bool dropped = false;
+      auto f = transport::recv_frame(*agents_[i].dealer, &dropped);
+      if (!f) {
+        if (dropped) continue;
+        return;
+      }
+      on_frame(i, *f);
+    }
+  }
+
+  void drain_sub(size_t i) {
+    for (int k = 0; k < 256 && agents_[i].sub; ++k) {
+      bool dropped = false;
+      auto f = transport::recv_frame(*agents_[i].sub, &dropped);
+      if (!f) {
+        if (dropped) continue;
+        return;
+      }
+      int64_t t = wall_us();
+      auto m = proto::decode(*f);
+      if (!m) continue;
+      if (auto* s = std::get_if<proto::Signal>(&*m)) on_signal(i, *s, t);
+    }
+  }
+
+  void on_frame(size_t i, const std::string& bytes) {
+    Agent& a = agents_[i];
+    int64_t now = mono_ms();
+    a.last_heard = now;
+    frames_in_++;
+    auto m = proto::decode(bytes);
+    if (!m) {
+      bad_frames_++;
+      return;
+    }
+    if (auto* w = std::get_if<proto::Welcome>(&*m)) {
+      int64_t t = wall_us();
+      a.hb_interval = w->heartbeat_interval_ms;
+      a.misses = w->heartbeat_misses;
+      a.backoff = 100;
+      if (!a.welcomed || a.epoch != w->epoch) {
+        if (a.epoch != w->epoch) {
+          if (a.epoch != 0 && epochs_[a.epoch].agents > 0) epochs_[a.epoch].agents--;
+          auto& e = epochs_[w->epoch];
+          e.agents++;
+          if (e.first_us == 0) e.first_us = t;
+          e.last_us = std::max(e.last_us, t);
+        }
+        a.epoch = w->epoch;
+      }
+      a.welcomed = true;
+    } else if (std::get_if<proto::Heartbeat>(&*m)) {
+      hb_in_++;
+    } else if (auto* o = std::get_if<proto::Order>(&*m)) {
+      on_order(i, *o);
+    } else if (auto* e = std::get_if<proto::ErrorMsg>(&*m)) {
+      if (e->code == "hello_required") {
+        hello_required_++;
+        send_hello(a);
+      } else {
+        errors_in_++;
+      }
+    }
+  }
+
+  void on_order(size_t i, const proto::Order& o) {
+    Agent& a = agents_[i];
+    orders_in_++;
+    if (auto d = a.done.find(o.order_id); d != a.done.end()) {
+      send(i, proto::OrderAck{o.order_id, "duplicate", "already finished: " + d->second.outcome});
+      send(i, d->second);
+      return;
+    }
+    if (a.in_progress.count(o.order_id)) {
+      send(i, proto::OrderAck{o.order_id, "duplicate", "in progress"});
+      return;
+    }
+    a.in_progress.insert(o.order_id);
+    auto& rs = rollouts_[o.rollout_id];
+    rs.orders++;
+    if (rs.first_order_us == 0) rs.first_order_us = wall_us();
+    send(i, proto::OrderAck{o.order_id, "accepted", ""});
+    if (o_.hold_updates && o.kind == "update") {
+      a.held.push_back({o});
+      return;
+    }
+    int64_t delay = o_.swap_ms + o_.verify_ms;
+    if (delay <= 0) {
+      finish(i, o);
+    } else {
+      due_.emplace(mono_ms() + delay, std::make_pair(i, o));
+    }
+  }
+
+  void finish(size_t i, const proto::Order& o) {
+    Agent& a = agents_[i];
+    if (!a.dealer && a.dead) return;
+    if (a.current != o.version) {
+      a.previous = a.current;
+      a.current = o.version;
+    }
+    proto::Report r;
+    r.order_id = o.order_id;
+    r.rollout_id = o.rollout_id;
+    r.service = o.service;
+    r.outcome = "succeeded";
+    r.running_version = a.current;
+    r.timings_ms = {{"swap", static_cast<uint64_t>(o_.swap_ms)}, {"verify", static_cast<uint64_t>(o_.verify_ms)},
+                    {"total", static_cast<uint64_t>(o_.swap_ms + o_.verify_ms)}};
+    a.in_progress.erase(o.order_id);
+    a.done[o.order_id] = r;
+    send(i, r);
+    auto& rs = rollouts_[o.rollout_id];
+    rs.reports++;
+    rs.last_report_us = wall_us();
+    reports_++;
+  }
+
+  void on_signal(size_t i, const proto::Signal& s, int64_t t) {
+    auto& st = signals_[s.rollout_id];
+    st.count++;
+    if (st.first_us == 0 || t < st.first_us) st.first_us = t;
+    st.last_us = std::max(st.last_us, t);
+    // Like the real agent: queued, not yet started orders of that rollout are cancelled.
+    Agent& a = agents_[i];
+    std::vector<Held> keep;
+    for (auto& h : a.held) {
+      if (h.order.rollout_id != s.rollout_id || h.order.service != s.service) {
+        keep.push_back(std::move(h));
+        continue;
+      }
+      proto::Report r;
+      r.order_id = h.order.order_id;
+      r.rollout_id = h.order.rollout_id;
+      r.service = h.order.service;
+      r.outcome = "failed";
+      r.running_version = a.current;
+      r.message = "cancelled by " + s.kind + " signal";
+      a.in_progress.erase(r.order_id);
+      a.done[r.order_id] = r;
+      send(i, r);
+    }
+    a.held = std::move(keep);
+  }
+
+  void run_due(int64_t now) {
+    while (!due_.empty() && due_.begin()->first <= now) {
+      auto [i, o] = due_.begin()->second;
+      due_.erase(due_.begin());
+      finish(i, o);
+    }
+  }
+
+  void timers(int64_t now) {
+    for (size_t i = 0; i < agents_.size(); ++i) {
+      Agent& a = agents_[i];
+      if (!a.opened || a.dead || o_.no_dealer) continue;
+      if (a.dealer) {
+        if (now - a.last_heard >= a.hb_interval * a.misses) {
+          timeouts_++;
+          close_dealer(a);
+        } else if (now - a.last_sent >= a.hb_interval) {
+          hb_out_++;
+          send(i, proto::Heartbeat{++a.hb_seq});
+          drain_dealer(i);
+        }
+      } else if (now >= a.reconnect_at) {
+        open_dealer(i);
+      }
+    }
+  }
+
+  nlohmann::json stats() const {
+    uint64_t connected = 0, welcomed = 0, held = 0;
+    for (const auto& a : agents_) {
+      if (a.dealer) connected++;
+      if (a.dealer && a.welcomed) welcomed++;
+      held += a.held.size();
+    }
+    nlohmann::json ro = nlohmann::json::object(), sig = nlohmann::json::object(), ep = nlohmann::json::object();
+    for (const auto& [id, r] : rollouts_)
+      ro[std::to_string(id)] = {{"orders", r.orders}, {"reports", r.reports}, {"first_order_us", r.first_order_us}, {"last_report_us", r.last_report_us}};
+    for (const auto& [id, s] : signals_)
+      sig[std::to_string(id)] = {{"count", s.count}, {"first_us", s.first_us}, {"last_us", s.last_us}};
+    for (const auto& [e, s] : epochs_)
+      ep[std::to_string(e)] = {{"agents", s.agents}, {"first_us", s.first_us}, {"last_us", s.last_us}};
+    return {{"ev", "stats"},          {"at_us", wall_us()},      {"agents", agents_.size()}, {"connected", connected},
+            {"welcomed", welcomed},   {"held", held},            {"hellos", hellos_},        {"hello_required", hello_required_},
+            {"connects", connects_},  {"reconnects", reconnects_}, {"timeouts", timeouts_},  {"hb_out", hb_out_},
+            {"hb_in", hb_in_},        {"frames_in", frames_in_}, {"orders_in", orders_in_},  {"reports", reports_},
+            {"send_fail", send_fail_}, {"bad_frames", bad_frames_}, {"errors_in", errors_in_}, {"rollouts", ro},
+            {"signals", sig},         {"epochs", ep}};
+  }
+
+  Options o_;
+  zmq::context_t ctx_;
+  int ep_ = -1;
+  std::vector<Agent> agents_;
+  std::multimap<int64_t, std::pair<size_t, proto::Order>> due_;
+  std::map<uint64_t, RolloutStats> rollouts_;
+  std::map<uint64_t, SignalStats> signals_;
+  std::map<uint64_t, EpochStats> epochs_;
+  std::mt19937_64 rng_;
+  uint64_t hellos_ = 0, hello_required_ = 0, connects_ = 0, reconnects_ = 0, timeouts_ = 0, hb_out_ = 0, hb_in_ = 0,
+           frames_in_ = 0, orders_in_ = 0, reports_ = 0, send_fail_ = 0, bad_frames_ = 0, errors_in_ = 0;
+};
+
+}  // namespace
+
+int run_agents(int argc, char** argv) {
+  Options o;
+  std::string server_key, client_pub, client_secret;
+  po::options_description desc("gantry-fleet-sim agents: simulated agents against a real coordinator.\nOptions");
+  desc.add_options()
+      ("help,h", "show this help")
+      ("endpoint", po::value(&o.endpoint), "coordinator agent ROUTER endpoint (tcp://127.0.0.1:PORT)")
+      ("pub-endpoint", po::value(&o.pub_endpoint), "coordinator PUB endpoint (empty: no SUB sockets)")
+      ("agents", po::value(&o.agents)->default_value(o.agents), "simulated agents in this process")
+      ("first", po::value(&o.first)->default_value(o.first), "index of the first agent (host ids PREFIX%05d)")
+      ("prefix", po::value(&o.prefix)->default_value(o.prefix), "host id prefix")
+      ("service", po::value(&o.service)->default_value(o.service), "the one service every agent runs")
+      ("version", po::value(&o.version)->default_value(o.version), "release every agent runs at start")
+      ("swap-ms", po::value(&o.swap_ms)->default_value(0), "simulated swap time per order")
+      ("verify-ms", po::value(&o.verify_ms)->default_value(0), "simulated verification time per order")
+      ("hold-updates", po::bool_switch(&o.hold_updates), "queue update orders until a signal cancels them")
+      ("no-dealer", po::bool_switch(&o.no_dealer), "SUB sockets only (broadcast listeners)")
+      ("io-threads", po::value(&o.io_threads)->default_value(o.io_threads), "zmq io threads")
+      ("stats-ms", po::value(&o.stats_ms)->default_value(o.stats_ms), "print a stats line this often")
+      ("duration-s", po::value(&o.duration_s)->default_value(o.duration_s), "exit after this long at the latest")
+      ("connect-per-ms", po::value(&o.connect_per_ms)->default_value(0), "open at most this many agents per ms (0: all at once)")
+      ("server-public-key", po::value(&server_key), "CURVE: the coordinator's public key (Z85)")
+      ("client-public-key", po::value(&client_pub), "CURVE: the simulated agents' public key (Z85)")
+      ("client-secret-key", po::value(&client_secret), "CURVE: the simulated agents' secret key (Z85)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "gantry-fleet-sim agents: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (o.endpoint.empty() && !o.no_dealer) {
+    std::cerr << "gantry-fleet-sim agents: --endpoint is required\n";
+    return 2;
+  }
+  // The same bounded options as the real agent's sockets (PROTOCOL.md §1).
+  o.socket.send_hwm = 1000;
+  o.socket.recv_hwm = 1000;
+  o.socket.max_msg_size = 2 * 1024 * 1024;
+  o.socket.curve.server_public_key = server_key;
+  o.socket.curve.public_key = client_pub;
+  o.socket.curve.secret_key = client_secret;
+  std::signal(SIGTERM, on_term);
+  std::signal(SIGINT, on_term);
+  std::signal(SIGUSR1, on_usr1);
+  std::signal(SIGPIPE, SIG_IGN);
+  Fleet f(o);
+  return f.run();
+}
+
+}  // namespace gantry::bench

@@ -1,0 +1,382 @@
+// The baselines and the operator client of gantry-fleet-sim:
+//   floor     a bare ROUTER that greets agents and orders them batch by batch with the same
+//             Order messages the coordinator sends, waiting for each batch's reports, with no
+//             store, no state machine: the order-and-acknowledge floor.
+//   tcp-fan   a plain TCP writer loop sending the same bytes to N accepted sockets.
+//   tcp-recv  N plain TCP receivers recording when each run's bytes arrived.
+//   op        one operator request, with send and receive timestamps.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/program_options.hpp>
+#include <zmq.hpp>
+
+#include "bench/sim_common.h"
+#include "common/protocol/codec.h"
+#include "common/transport/zmq_transport.h"
+
+namespace po = boost::program_options;
+
+namespace gantry::bench {
+namespace {
+
+bool parse(po::options_description& desc, int argc, char** argv, po::variables_map& vm, const char* name) {
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "gantry-fleet-sim " << name << ": " << e.what() << "\n";
+    return false;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return false;
+  }
+  return true;
+}
+
+// "127.0.0.1:PORT" -> sockaddr_in
+sockaddr_in parse_addr(const std::string& s) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  auto colon = s.rfind(':');
+  inet_pton(AF_INET, s.substr(0, colon).c_str(), &a.sin_addr);
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(s.substr(colon + 1))));
+  return a;
+}
+
+std::string signal_bytes(uint64_t run, const std::string& service) {
+  return proto::encode(proto::Signal{"rollback", run, service});
+}
+
+}  // namespace
+
+// ---- floor ----------------------------------------------------------------------------------
+
+int run_floor(int argc, char** argv) {
+  std::string bind = "tcp://127.0.0.1:*", endpoint_file, service = "web", version = "v1", prefix = "sim-";
+  int hosts = 100, batch = 100, timeout_s = 300;
+  po::options_description desc("gantry-fleet-sim floor: the raw order-and-acknowledge floor.\nOptions");
+  desc.add_options()("help,h", "show this help")
+      ("bind", po::value(&bind)->default_value(bind), "ROUTER endpoint")
+      ("endpoint-file", po::value(&endpoint_file), "write the bound endpoint here")
+      ("hosts", po::value(&hosts)->default_value(hosts), "wait for this many hellos, then order them all")
+      ("batch", po::value(&batch)->default_value(batch), "hosts per batch")
+      ("service", po::value(&service)->default_value(service), "service")
+      ("version", po::value(&version)->default_value(version), "target version")
+      ("timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up after this long");
+  po::variables_map vm;
+  if (!parse(desc, argc, argv, vm, "floor")) return vm.count("help") ? 0 : 2;
+
+  zmq::context_t ctx(1);
+  ctx.set(zmq::ctxopt::max_sockets, 30000);
+  zmq::socket_t r(ctx, zmq::socket_type::router);
+  transport::SocketOptions so;  // as the coordinator's agent socket
+  so.router_mandatory = true;
+  so.router_handover = true;
+  so.max_msg_size = 2 * 1024 * 1024;
+  transport::configure(r, so);
+  r.bind(bind);
+  std::string ep = r.get(zmq::sockopt::last_endpoint);
+  if (!endpoint_file.empty()) {
+    FILE* f = std::fopen((endpoint_file + ".tmp").c_str(), "w");
+    std::fprintf(f, "%s\n", ep.c_str());
+    std::fclose(f);
+    std::rename((endpoint_file + ".tmp").c_str(), endpoint_file.c_str());
+  }
+  emit({{"ev", "bound"}, {"endpoint", ep}});
+
+  std::set<std::string> greeted;
+  std::vector<std::string> order;  // host ids in order
+  int64_t deadline = mono_ms() + static_cast<int64_t>(timeout_s) * 1000, next_hb = mono_ms();
+  bool started = false;
+  size_t next_host = 0;
+  std::set<std::string> waiting;  // order ids of the current batch not yet reported
+  uint64_t seq = 0, acks = 0, reports = 0, orders = 0;
+  int64_t t_first = 0, t_last = 0;
+  int batches = 0;
+  const std::string sha(64, 'a');
+  auto send_batch = [&]() {
+    for (int k = 0; k < batch && next_host < order.size(); ++k, ++next_host) {
+      proto::Order o;
+      o.order_id = "floor-" + std::to_string(++seq);
+      o.rollout_id = 999999;  // ids the coordinator never uses, so agents do not de-duplicate its orders
+      o.service = service;
+      o.kind = "update";
+      o.version = version;
+      o.sha256 = sha;
+      o.size = 1024;
+      waiting.insert(o.order_id);
+      orders++;
+      (void)transport::send_to(r, order[next_host], o);
+    }
+    batches++;
+  };
+  while (mono_ms() < deadline) {
+    zmq::pollitem_t it[] = {{r.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(it, 1, std::chrono::milliseconds(100));
+    for (int k = 0; k < 10000; ++k) {
+      auto in = transport::recv_routed(r);
+      if (!in) break;
+      auto m = proto::decode(in->payload);
+      if (!m) continue;
+      if (auto* h = std::get_if<proto::Hello>(&*m)) {
+        proto::Welcome w;
+        w.epoch = 0;  // coordinators count epochs from 1: agents can tell the floor's welcome apart
+        (void)transport::send_to(r, in->identity, w);
+        if (greeted.insert(h->host_id).second) order.push_back(h->host_id);
+      } else if (std::get_if<proto::OrderAck>(&*m)) {
+        acks++;
+      } else if (auto* rep = std::get_if<proto::Report>(&*m)) {
+        reports++;
+        if (waiting.erase(rep->order_id) && waiting.empty()) {
+          t_last = wall_us();
+          if (next_host < order.size()) send_batch();
+        }
+      }
+    }
+    int64_t now = mono_ms();
+    if (now >= next_hb) {  // as the coordinator does, so agents see a live peer
+      next_hb = now + 1000;
+      for (const auto& h : order) (void)transport::send_to(r, h, proto::Heartbeat{static_cast<uint64_t>(now)});
+    }
+    if (!started && static_cast<int>(order.size()) >= hosts) {
+      std::sort(order.begin(), order.end());
+      started = true;
+      t_first = wall_us();
+      send_batch();
+    }
+    if (started && waiting.empty() && next_host >= order.size()) break;
+  }
+  bool ok = started && waiting.empty() && next_host >= order.size();
+  emit({{"ev", "floor"}, {"ok", ok}, {"hosts", order.size()}, {"batches", batches}, {"orders", orders}, {"acks", acks},
+        {"reports", reports}, {"t_first_us", t_first}, {"t_last_us", t_last}, {"ms", (t_last - t_first) / 1000.0}});
+  return ok ? 0 : 1;
+}
+
+// ---- tcp-fan / tcp-recv ---------------------------------------------------------------------
+
+int run_tcp_fan(int argc, char** argv) {
+  std::string listen_addr = "127.0.0.1:0", service = "web", port_file;
+  int conns = 100, runs = 10, gap_ms = 300, timeout_s = 120;
+  po::options_description desc("gantry-fleet-sim tcp-fan: plain TCP writer loop (broadcast baseline).\nOptions");
+  desc.add_options()("help,h", "show this help")
+      ("listen", po::value(&listen_addr)->default_value(listen_addr), "HOST:PORT")
+      ("port-file", po::value(&port_file), "write the bound port here")
+      ("conns", po::value(&conns)->default_value(conns), "accept this many connections")
+      ("runs", po::value(&runs)->default_value(runs), "send rounds")
+      ("gap-ms", po::value(&gap_ms)->default_value(gap_ms), "pause between rounds")
+      ("service", po::value(&service)->default_value(service), "service named in the payload")
+      ("timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up accepting after this long");
+  po::variables_map vm;
+  if (!parse(desc, argc, argv, vm, "tcp-fan")) return vm.count("help") ? 0 : 2;
+  int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a = parse_addr(listen_addr);
+  if (::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(ls, 4096) != 0) {
+    std::perror("tcp-fan: bind/listen");
+    return 1;
+  }
+  socklen_t len = sizeof a;
+  getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  if (!port_file.empty()) {
+    FILE* f = std::fopen((port_file + ".tmp").c_str(), "w");
+    std::fprintf(f, "%d\n", port);
+    std::fclose(f);
+    std::rename((port_file + ".tmp").c_str(), port_file.c_str());
+  }
+  emit({{"ev", "bound"}, {"port", port}});
+  std::vector<int> fds;
+  int64_t deadline = mono_ms() + static_cast<int64_t>(timeout_s) * 1000;
+  while (static_cast<int>(fds.size()) < conns && mono_ms() < deadline) {
+    pollfd p{ls, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    int fd = ::accept4(ls, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // as libzmq sets
+    fds.push_back(fd);
+  }
+  emit({{"ev", "accepted"}, {"conns", fds.size()}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  for (int run = 1; run <= runs; ++run) {
+    // Same framing cost as ZMTP: a small header (here: 4-byte length + 4-byte run) and the
+    // encoded Signal a rollback broadcasts.
+    std::string body = signal_bytes(static_cast<uint64_t>(run), service);
+    std::string msg(8, '\0');
+    uint32_t l = htonl(static_cast<uint32_t>(body.size())), rn = htonl(static_cast<uint32_t>(run));
+    std::memcpy(msg.data(), &l, 4);
+    std::memcpy(msg.data() + 4, &rn, 4);
+    msg += body;
+    int64_t t0 = wall_us();
+    size_t short_writes = 0;
+    for (int fd : fds) {
+      if (::write(fd, msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) short_writes++;
+    }
+    int64_t t1 = wall_us();
+    emit({{"ev", "fan"}, {"run", run}, {"t0_us", t0}, {"t_written_us", t1}, {"bytes", msg.size()}, {"short_writes", short_writes}});
+    std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
+  }
+  for (int fd : fds) ::close(fd);
+  ::close(ls);
+  return 0;
+}
+
+int run_tcp_recv(int argc, char** argv) {
+  std::string connect_addr;
+  int conns = 100, duration_s = 120, stats_ms = 250;
+  po::options_description desc("gantry-fleet-sim tcp-recv: plain TCP receivers for tcp-fan.\nOptions");
+  desc.add_options()("help,h", "show this help")
+      ("connect", po::value(&connect_addr), "HOST:PORT of tcp-fan")
+      ("conns", po::value(&conns)->default_value(conns), "connections")
+      ("stats-ms", po::value(&stats_ms)->default_value(stats_ms), "stats line period")
+      ("duration-s", po::value(&duration_s)->default_value(duration_s), "exit after this long at the latest");
+  po::variables_map vm;
+  if (!parse(desc, argc, argv, vm, "tcp-recv")) return vm.count("help") ? 0 : 2;
+  std::signal(SIGPIPE, SIG_IGN);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  sockaddr_in a = parse_addr(connect_addr);
+  std::vector<int> fds;
+  std::vector<std::string> bufs(static_cast<size_t>(conns));
+  for (int i = 0; i < conns; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      std::perror("tcp-recv: connect");
+      ::close(fd);
+      continue;
+    }
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = fds.size();
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    fds.push_back(fd);
+  }
+  struct Run {
+    uint64_t count = 0;
+    int64_t first_us = 0, last_us = 0;
+  };
+  std::map<uint32_t, Run> runs;
+  auto stats = [&](bool final) {
+    nlohmann::json r = nlohmann::json::object();
+    for (const auto& [k, v] : runs) r[std::to_string(k)] = {{"count", v.count}, {"first_us", v.first_us}, {"last_us", v.last_us}};
+    emit({{"ev", "stats"}, {"conns", fds.size()}, {"runs", r}, {"final", final}});
+  };
+  std::vector<epoll_event> evs(1024);
+  int64_t end = mono_ms() + static_cast<int64_t>(duration_s) * 1000, next_stats = mono_ms();
+  size_t open = fds.size();
+  char buf[4096];
+  while (mono_ms() < end && open > 0) {
+    int n = epoll_wait(ep, evs.data(), static_cast<int>(evs.size()), 50);
+    int64_t t = wall_us();
+    for (int i = 0; i < n; ++i) {
+      size_t idx = evs[i].data.u64;
+      ssize_t got = ::read(fds[idx], buf, sizeof buf);
+      if (got <= 0) {
+        if (got == 0) {
+          epoll_ctl(ep, EPOLL_CTL_DEL, fds[idx], nullptr);
+          open--;
+        }
+        continue;
+      }
+      auto& b = bufs[idx];
+      b.append(buf, static_cast<size_t>(got));
+      while (b.size() >= 8) {
+        uint32_t l, rn;
+        std::memcpy(&l, b.data(), 4);
+        std::memcpy(&rn, b.data() + 4, 4);
+        l = ntohl(l);
+        rn = ntohl(rn);
+        if (b.size() < 8 + l) break;
+        b.erase(0, 8 + l);
+        auto& r = runs[rn];
+        r.count++;
+        if (r.first_us == 0) r.first_us = t;
+        r.last_us = std::max(r.last_us, t);
+      }
+    }
+    if (mono_ms() >= next_stats) {
+      next_stats = mono_ms() + stats_ms;
+      stats(false);
+    }
+  }
+  stats(true);
+  for (int fd : fds) ::close(fd);
+  ::close(ep);
+  return 0;
+}
+
+// ---- op -------------------------------------------------------------------------------------
+
+int run_op(int argc, char** argv) {
+  std::string endpoint, command, args_json = "{}";
+  int timeout_ms = 30000;
+  bool brief = false;
+  po::options_description desc("gantry-fleet-sim op: one operator request with timestamps.\nOptions");
+  desc.add_options()("help,h", "show this help")
+      ("endpoint", po::value(&endpoint), "coordinator operator endpoint")
+      ("command", po::value(&command), "e.g. rollout.start")
+      ("args", po::value(&args_json)->default_value(args_json), "JSON object")
+      ("brief", po::bool_switch(&brief), "drop the result's hosts lists from the output")
+      ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms), "wait this long for the reply");
+  po::variables_map vm;
+  if (!parse(desc, argc, argv, vm, "op")) return vm.count("help") ? 0 : 2;
+  zmq::context_t ctx(1);
+  zmq::socket_t d(ctx, zmq::socket_type::dealer);
+  transport::SocketOptions so;
+  so.max_msg_size = 64 * 1024 * 1024;
+  transport::configure(d, so);
+  d.connect(endpoint);
+  proto::OpRequest req;
+  req.request_id = "bench-" + std::to_string(::getpid());
+  req.command = command;
+  req.args = nlohmann::json::parse(args_json);
+  req.args["user"] = "bench";
+  int64_t sent = wall_us();
+  if (!transport::send(d, req).ok()) {
+    emit({{"ev", "op"}, {"ok", false}, {"error", "send failed"}});
+    return 4;
+  }
+  zmq::pollitem_t it[] = {{d.handle(), 0, ZMQ_POLLIN, 0}};
+  int64_t deadline = mono_ms() + timeout_ms;
+  while (mono_ms() < deadline) {
+    zmq::poll(it, 1, std::chrono::milliseconds(50));
+    auto f = transport::recv_frame(d);
+    if (!f) continue;
+    int64_t got = wall_us();
+    proto::DecodeLimits lim;
+    lim.max_map = 1 << 20;
+    auto m = proto::decode(*f, lim);
+    if (!m) continue;
+    auto* rep = std::get_if<proto::OpReply>(&*m);
+    if (!rep || rep->request_id != req.request_id) continue;
+    nlohmann::json result = rep->result;
+    if (brief && result.is_object()) {
+      if (result.contains("hosts") && result["hosts"].is_array()) result["hosts"] = result["hosts"].size();
+      if (result.contains("batches") && result["batches"].is_array()) result["batches"] = result["batches"].size();
+    }
+    emit({{"ev", "op"}, {"ok", rep->ok}, {"error", rep->error}, {"sent_us", sent}, {"recv_us", got}, {"result", result}});
+    return rep->ok ? 0 : 3;
+  }
+  emit({{"ev", "op"}, {"ok", false}, {"error", "timeout"}, {"sent_us", sent}});
+  return 4;
+}
+
+}  // namespace gantry::bench

@@ -1,0 +1,94 @@
+// Who may talk to the coordinator: the agent and operator key allowlists (kept in the store),
+// the ZAP decisions made from them, and the per-message lookups that make a revocation take
+// effect at the revoked key's next message rather than at its next handshake.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/util/clock.h"
+#include "common/util/expected.h"
+#include "coordinator/store/store.h"
+
+namespace gantry::coordinator {
+
+// ZAP domains of the coordinator's three server sockets.
+constexpr const char* kZapDomainAgents = "gantry-agent";
+constexpr const char* kZapDomainPub = "gantry-pub";
+constexpr const char* kZapDomainOperators = "gantry-operator";
+
+enum class Role { kViewer = 1, kDeployer = 2, kAdmin = 3 };
+std::optional<Role> parse_role(const std::string& s);
+const char* role_name(Role r);
+
+// A ZAP answer. user_id is the client's public key (Z85): the loop resolves it per message.
+struct ZapDecision {
+  bool allow = false;
+  std::string user_id;
+  std::string reason;  // for the log and the ZAP status text
+};
+
+// How an agent key stands right now.
+struct AgentStanding {
+  enum Kind { kAccepted, kPending, kRefused } kind = kRefused;
+  std::string host_id;  // bound host (accepted) or the host it claimed (pending)
+  std::string state;    // the stored state, or "unknown"
+};
+
+// What an admin command changed, for the reply, the audit log and the coordinator's follow-up.
+struct KeyChange {
+  std::vector<store::AgentKeyRow> agents;  // rows after the change
+  std::optional<store::OperatorKeyRow> op;
+  std::string summary;
+};
+
+class KeyRing {
+ public:
+  // Pending keys beyond this are refused at the handshake (a flood of fresh keys cannot fill the store).
+  static constexpr size_t kMaxPending = 1000;
+
+  KeyRing(store::Store& store, const Clock& clock);
+
+  // Loads both allowlists from the store.
+  Status load();
+  // Bootstrap from the command line: the key is accepted for `host` / active as admin `name`.
+  Status bootstrap_agent(const std::string& host, const std::string& key);
+  Status bootstrap_operator(const std::string& name, const std::string& key, Role role);
+
+  // The ZAP decision for a CURVE client key (Z85) on `domain`. An unknown agent key is
+  // recorded as pending and let in (it may only say hello); refused keys never get in.
+  ZapDecision zap(const std::string& domain, const std::string& key);
+
+  // Per-message lookups from the User-Id (the key).
+  AgentStanding agent(const std::string& key) const;
+  // The active operator with this key, or nullptr.
+  const store::OperatorKeyRow* op(const std::string& key) const;
+
+  // A pending key said hello claiming `host`: remembered so `gantry keys accept HOST` works.
+  void note_claim(const std::string& key, const std::string& host);
+
+  // Admin commands. `target` is a Z85 key or a host id (or, for revoke, an operator name).
+  Expected<KeyChange> accept(const std::string& target, const std::string& host, const std::string& by);
+  Expected<KeyChange> reject(const std::string& target, const std::string& by);
+  Expected<KeyChange> revoke(const std::string& target, const std::string& by);
+  Expected<KeyChange> add_operator(const std::string& name, const std::string& key, Role role, const std::string& by);
+
+  nlohmann::json to_json() const;
+  bool has_admin() const;
+
+ private:
+  // One agent key row chosen by key or host (pending first when `pending_only`).
+  Expected<store::AgentKeyRow*> find_agent(const std::string& target, const std::vector<std::string>& states);
+  Status save(const std::vector<store::AgentKeyRow>& rows);
+
+  store::Store& store_;
+  const Clock& clock_;
+  std::map<std::string, store::AgentKeyRow> agents_;     // by key
+  std::map<std::string, store::OperatorKeyRow> ops_;     // by key
+};
+
+}  // namespace gantry::coordinator

@@ -1,0 +1,369 @@
+#!/usr/bin/python3
+"""A hostile Gantry peer for the security tests, written against PROTOCOL.md with a second
+ZeroMQ binding (Debian's python3-zmq) and a hand-written msgpack encoder: it shares no code with
+Gantry. Every wait is bounded. Prints one JSON object with what it saw; exit 0 unless it broke.
+
+  hostile_client.py MODE --endpoint E [--server-key PUBFILE] [--key SECRETFILE] [...]
+"""
+import argparse
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import zmq
+
+# ---- msgpack (just what we need) ---------------------------------------------------------
+
+def mp(v):
+    if v is None:
+        return b"\xc0"
+    if v is True:
+        return b"\xc3"
+    if v is False:
+        return b"\xc2"
+    if isinstance(v, int):
+        if 0 <= v < 128:
+            return bytes([v])
+        return b"\xcf" + struct.pack(">Q", v)
+    if isinstance(v, str):
+        b = v.encode()
+        return b"\xdb" + struct.pack(">I", len(b)) + b
+    if isinstance(v, bytes):
+        return b"\xc6" + struct.pack(">I", len(v)) + v
+    if isinstance(v, list):
+        return b"\xdd" + struct.pack(">I", len(v)) + b"".join(mp(x) for x in v)
+    if isinstance(v, dict):
+        return b"\xdf" + struct.pack(">I", len(v)) + b"".join(mp(k) + mp(x) for k, x in v.items())
+    raise TypeError(type(v))
+
+
+def envelope(t, body):
+    return mp({"t": t, "b": body})
+
+
+def unmp(b, i=0):
+    """Decodes one msgpack value (enough for Gantry's replies); returns (value, next index)."""
+    c = b[i]
+    if c <= 0x7f:
+        return c, i + 1
+    if 0x80 <= c <= 0x8f or c in (0xde, 0xdf):
+        if c <= 0x8f:
+            n, i = c & 0x0f, i + 1
+        elif c == 0xde:
+            n, i = struct.unpack(">H", b[i + 1:i + 3])[0], i + 3
+        else:
+            n, i = struct.unpack(">I", b[i + 1:i + 5])[0], i + 5
+        d = {}
+        for _ in range(n):
+            k, i = unmp(b, i)
+            v, i = unmp(b, i)
+            d[k] = v
+        return d, i
+    if 0x90 <= c <= 0x9f or c in (0xdc, 0xdd):
+        if c <= 0x9f:
+            n, i = c & 0x0f, i + 1
+        elif c == 0xdc:
+            n, i = struct.unpack(">H", b[i + 1:i + 3])[0], i + 3
+        else:
+            n, i = struct.unpack(">I", b[i + 1:i + 5])[0], i + 5
+        out = []
+        for _ in range(n):
+            v, i = unmp(b, i)
+            out.append(v)
+        return out, i
+    if 0xa0 <= c <= 0xbf or c in (0xd9, 0xda, 0xdb):
+        if c <= 0xbf:
+            n, i = c & 0x1f, i + 1
+        elif c == 0xd9:
+            n, i = b[i + 1], i + 2
+        elif c == 0xda:
+            n, i = struct.unpack(">H", b[i + 1:i + 3])[0], i + 3
+        else:
+            n, i = struct.unpack(">I", b[i + 1:i + 5])[0], i + 5
+        return b[i:i + n].decode(errors="replace"), i + n
+    if c in (0xc4, 0xc5, 0xc6):
+        w = {0xc4: 1, 0xc5: 2, 0xc6: 4}[c]
+        n = int.from_bytes(b[i + 1:i + 1 + w], "big")
+        i += 1 + w
+        return b[i:i + n], i + n
+    if c == 0xc0:
+        return None, i + 1
+    if c == 0xc2:
+        return False, i + 1
+    if c == 0xc3:
+        return True, i + 1
+    if c in (0xcc, 0xcd, 0xce, 0xcf):
+        w = {0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8}[c]
+        return int.from_bytes(b[i + 1:i + 1 + w], "big"), i + 1 + w
+    if c >= 0xe0:
+        return c - 256, i + 1
+    raise ValueError("unsupported msgpack byte %#x" % c)
+
+
+def decode(frame):
+    try:
+        v, _ = unmp(frame)
+        return v
+    except Exception as e:  # a reply we cannot parse is itself a finding
+        return {"undecodable": str(e)}
+
+
+HELLO, WELCOME, HEARTBEAT, ORDER, ORDER_ACK, FETCH, CHUNK, PROGRESS, REPORT, ERROR, SIGNAL, OPREQ, OPREP = range(1, 14)
+
+# ---- sockets ---------------------------------------------------------------------------------
+
+def read_key(path):
+    with open(path) as f:
+        return f.read().strip().encode()
+
+
+PUBLIC_KEYS = {}
+
+
+def client(ctx, kind, endpoint, server_key=None, secret=None):
+    s = ctx.socket(kind)
+    s.linger = 0
+    if server_key:
+        if secret is None:
+            pub, sec = zmq.curve_keypair()
+        else:
+            sec = read_key(secret)
+            pub = zmq.curve_public(sec)
+        s.curve_serverkey = read_key(server_key)
+        s.curve_publickey = pub
+        s.curve_secretkey = sec
+        PUBLIC_KEYS[id(s)] = pub.decode()
+    s.connect(endpoint)
+    return s
+
+
+def recv_all(s, timeout_ms, want=None):
+    """Frames received within timeout_ms (stops early once `want(msg)` is true)."""
+    out = []
+    deadline = time.monotonic() + timeout_ms / 1000.0
+    while True:
+        left = int((deadline - time.monotonic()) * 1000)
+        if left <= 0 or not s.poll(left):
+            return out
+        m = decode(s.recv())
+        out.append(m)
+        if want and want(m):
+            return out
+
+
+def is_type(t):
+    return lambda m: isinstance(m, dict) and m.get("t") == t
+
+
+def hello(host):
+    return envelope(HELLO, {"protocol_version": 1, "host_id": host, "agent_version": "hostile",
+                            "labels": {}, "services": []})
+
+
+def op_request(command, args=None, rid="h-1"):
+    return envelope(OPREQ, {"request_id": rid, "command": command, "args": args or {}})
+
+# ---- modes -----------------------------------------------------------------------------------
+
+def mode_plaintext(ctx, a):
+    """No CURVE at all: the coordinator must not answer on either socket."""
+    res = {}
+    op = client(ctx, zmq.DEALER, a.endpoint)
+    op.send(op_request("hosts"))
+    res["operator_replies"] = len(recv_all(op, a.wait_ms))
+    if a.agent_endpoint:
+        ag = client(ctx, zmq.DEALER, a.agent_endpoint)
+        ag.send(hello("plain-host"))
+        res["agent_replies"] = len(recv_all(ag, a.wait_ms))
+    return res
+
+
+def mode_unknown_operator(ctx, a):
+    """CURVE with a key the coordinator never heard of: ZAP refuses, nothing comes back."""
+    s = client(ctx, zmq.DEALER, a.endpoint, a.server_key)
+    s.send(op_request("hosts"))
+    return {"replies": len(recv_all(s, a.wait_ms))}
+
+
+def mode_pending_agent(ctx, a):
+    """A new agent key: its hello is answered 'enrollment_pending', anything else ignored."""
+    s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    s.send(hello(a.host))
+    first = recv_all(s, a.wait_ms, lambda m: True)
+    s.send(envelope(HEARTBEAT, {"seq": 1}))
+    s.send(envelope(FETCH, {"sha256": "0" * 64, "offset": 0, "length": 16}))
+    later = recv_all(s, a.wait_ms)
+    return {"key": PUBLIC_KEYS.get(id(s), ""), "hello_reply": first, "later_replies": later}
+
+
+def mode_spoof(ctx, a):
+    """An enrolled key (a.key) says hello as another host (a.host)."""
+    s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    s.send(hello(a.host))
+    return {"replies": recv_all(s, a.wait_ms, lambda m: True)}
+
+
+def mode_revoke_operator(ctx, a):
+    """One connection, two requests; between them an admin revokes this operator's key."""
+    s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    s.send(op_request("hosts", rid="before"))
+    before = recv_all(s, a.wait_ms, is_type(OPREP))
+    r = subprocess.run(json.loads(a.revoke_cmd), capture_output=True, text=True, timeout=60)
+    s.send(op_request("hosts", rid="after"))
+    after = recv_all(s, a.wait_ms, is_type(OPREP))
+    return {"before": before, "revoke_exit": r.returncode, "revoke_out": r.stdout + r.stderr, "after": after}
+
+
+def mode_revoke_agent(ctx, a):
+    """An accepted agent is welcomed; an admin revokes its key; its next hello gets nothing."""
+    s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    s.send(hello(a.host))
+    before = recv_all(s, a.wait_ms, is_type(WELCOME))
+    r = subprocess.run(json.loads(a.revoke_cmd), capture_output=True, text=True, timeout=60)
+    s.send(hello(a.host))
+    s.send(envelope(HEARTBEAT, {"seq": 2}))
+    after = recv_all(s, a.wait_ms)
+    return {"before": before, "revoke_exit": r.returncode, "revoke_out": r.stdout + r.stderr, "after": after}
+
+
+def bombs():
+    env = b"\x82\xa1t\x03\xa1b"  # {"t": 3, "b": <the bomb>}
+    return {
+        "array32_claim": env + b"\xdd\xff\xff\xff\xff" + b"\xc0" * 8,
+        "map32_claim": env + b"\xdf\xff\xff\xff\xff" + b"\xa1k\xc0",
+        "str32_claim": env + b"\xdb\xff\xff\xff\xf0" + b"abc",
+        "bin32_claim": env + b"\xc6\xff\xff\xff\xf0" + b"abc",
+        "ext_claim": env + b"\xc9\xff\xff\xff\xf0\x01abc",
+        "deep_nesting": env + b"\x91" * 200000 + b"\xc0",
+        "deep_maps": env + b"\x81\xa1k" * 50000 + b"\xc0",
+        "wide_array": env + b"\xdd\x00\x10\x00\x00" + b"\xc0" * 0x100000,
+        "truncated": envelope(HELLO, {"protocol_version": 1, "host_id": "x"})[:-3],
+        "trailing": envelope(HEARTBEAT, {"seq": 1}) + b"\xc0",
+        "garbage": bytes(range(256)) * 16,
+        "unknown_type": envelope(999, {}),
+        "wrong_types": envelope(HELLO, {"protocol_version": "one", "host_id": 7, "labels": [], "services": {}}),
+        "path_name": envelope(HELLO, {"protocol_version": 1, "host_id": "../../etc", "agent_version": "",
+                                      "labels": {}, "services": []}),
+    }
+
+
+def mode_bombs(ctx, a):
+    """Malformed and hostile frames from an enrolled key; each must be refused, the daemon serves on."""
+    res = {}
+    s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    s.send(hello(a.host))
+    res["welcome"] = bool(recv_all(s, a.wait_ms, is_type(WELCOME)))
+    for name, frame in bombs().items():
+        s.send(frame)
+        got = recv_all(s, a.wait_ms, is_type(ERROR))
+        errs = [m["b"].get("code") for m in got if isinstance(m, dict) and m.get("t") == ERROR]
+        res[name] = errs[-1] if errs else None
+    # Bigger than ZMQ_MAXMSGSIZE (2 MiB): libzmq drops the connection, nothing is decoded.
+    s.send(b"\x00" * (3 * 1024 * 1024))
+    res["oversized_reply"] = len(recv_all(s, 500))
+    s.close()
+    # A fresh connection with the same key is still served.
+    s2 = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    s2.send(hello(a.host))
+    res["welcome_after"] = bool(recv_all(s2, a.wait_ms * 4, is_type(WELCOME)))
+    # And an operator frame bomb on the operator socket (with the admin key) is answered, not fatal.
+    if a.op_endpoint and a.op_key:
+        o = client(ctx, zmq.DEALER, a.op_endpoint, a.server_key, a.op_key)
+        o.send(b"\x82\xa1t\x0c\xa1b" + b"\x91" * 100000 + b"\xc0")
+        rep = recv_all(o, a.wait_ms, is_type(OPREP))
+        res["operator_bomb"] = rep[-1]["b"].get("error", "")[:80] if rep else None
+    return res
+
+
+def mode_stall(ctx, a):
+    """N raw TCP connections that never finish the ZMTP/CURVE handshake, held until a file appears."""
+    host, port = a.endpoint.replace("tcp://", "").rsplit(":", 1)
+    socks = []
+    for i in range(a.count):
+        c = socket.create_connection((host, int(port)), timeout=5)
+        if i % 2:
+            c.sendall(b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f")  # the first bytes of a greeting, then silence
+        socks.append(c)
+    print(json.dumps({"open": len(socks)}), flush=True)
+    deadline = time.monotonic() + a.hold_s
+    while time.monotonic() < deadline and not os.path.exists(a.release_file):
+        time.sleep(0.05)
+    alive = 0
+    for c in socks:
+        c.setblocking(False)
+        try:
+            alive += c.recv(1) != b""
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+        c.close()
+    return {"held": len(socks), "still_open_at_end": alive}
+
+
+def mode_fake_coordinator(ctx, a):
+    """Plays the coordinator (it holds the coordinator key): sends one Order twice, same id."""
+    s = ctx.socket(zmq.ROUTER)
+    s.linger = 0
+    s.curve_server = True
+    s.curve_secretkey = read_key(a.key)
+    s.bind(a.endpoint)
+    order = json.load(open(a.order_file))
+    deadline = time.monotonic() + a.hold_s
+    ident = None
+    while time.monotonic() < deadline and ident is None:
+        if s.poll(100):
+            frames = s.recv_multipart()
+            if len(frames) == 2 and is_type(HELLO)(decode(frames[1])):
+                ident = frames[0]
+    if ident is None:
+        return {"error": "no hello"}
+    s.send_multipart([ident, envelope(WELCOME, {"protocol_version": 1, "heartbeat_interval_ms": 200,
+                                                 "heartbeat_misses": 50, "epoch": 99})])
+    acks, reports = [], []
+    for _ in range(2):
+        s.send_multipart([ident, envelope(ORDER, order)])
+        end = time.monotonic() + a.wait_ms / 1000.0
+        while time.monotonic() < end:
+            if not s.poll(50):
+                continue
+            frames = s.recv_multipart()
+            m = decode(frames[-1])
+            if is_type(ORDER_ACK)(m):
+                acks.append(m["b"]["status"])
+            elif is_type(REPORT)(m):
+                reports.append(m["b"]["outcome"])
+                break
+    return {"acks": acks, "reports": reports}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--agent-endpoint")
+    p.add_argument("--op-endpoint")
+    p.add_argument("--server-key")
+    p.add_argument("--key")
+    p.add_argument("--op-key")
+    p.add_argument("--host", default="rogue")
+    p.add_argument("--wait-ms", type=int, default=1500)
+    p.add_argument("--count", type=int, default=500)
+    p.add_argument("--hold-s", type=float, default=120)
+    p.add_argument("--release-file", default="/nonexistent")
+    p.add_argument("--order-file")
+    p.add_argument("--revoke-cmd", help="JSON array: the command that revokes our key")
+    a = p.parse_args()
+    ctx = zmq.Context()
+    fn = globals()["mode_" + a.mode.replace("-", "_")]
+    res = fn(ctx, a)
+    print(json.dumps(res, default=lambda b: b.decode(errors="replace") if isinstance(b, bytes) else str(b)), flush=True)
+    ctx.destroy(linger=0)
+
+
+if __name__ == "__main__":
+    main()

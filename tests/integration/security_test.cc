@@ -1,0 +1,375 @@
+// Security end to end: real daemons with CURVE on, and a hostile peer written in Python with a
+// second ZeroMQ binding (hostile_client.py), so nothing here trusts Gantry's own codec.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tests/support/fleet.h"
+
+namespace gantry::testing {
+namespace {
+
+using nlohmann::json;
+
+const char* kPython = "/usr/bin/python3";
+
+std::string hostile() { return source_dir() + "/tests/integration/hostile_client.py"; }
+
+bool have_python_zmq() {
+  static const bool ok = run({kPython, "-c", "import zmq"}, 30000).exit_code == 0;
+  return ok;
+}
+
+// Runs the hostile client and parses the JSON object on its last output line.
+json attack(const std::vector<std::string>& args, int timeout_ms = 120000) {
+  std::vector<std::string> argv = {kPython, hostile()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const auto r = run(argv, timeout_ms);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto end = r.out.find_last_not_of('\n');
+  auto start = end == std::string::npos ? std::string::npos : r.out.rfind('\n', end);
+  std::string line = r.out.substr(start == std::string::npos ? 0 : start + 1);
+  try {
+    return json::parse(line);
+  } catch (const std::exception&) {
+    ADD_FAILURE() << "hostile client output is not JSON: " << r.out << r.err;
+    return json::object();
+  }
+}
+
+json cli_json(Fleet& f, const std::vector<std::string>& args) {
+  std::vector<std::string> a = {"--json"};
+  a.insert(a.end(), args.begin(), args.end());
+  auto r = f.cli(a);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  try {
+    return json::parse(r.out);
+  } catch (const std::exception&) {
+    return json::object();
+  }
+}
+
+bool online(Fleet& f, const std::string& host) {
+  auto r = f.cli({"--json", "hosts"}, 20000);
+  if (r.exit_code != 0) return false;
+  try {
+    for (const auto& h : json::parse(r.out)["hosts"])
+      if (h.value("host_id", "") == host) return h.value("online", false);
+  } catch (const std::exception&) {
+  }
+  return false;
+}
+
+json key_row(Fleet& f, const std::string& host) {
+  for (const auto& k : cli_json(f, {"keys", "list"})["agents"])
+    if (k.value("host_id", "") == host) return k;
+  return json::object();
+}
+
+std::string keygen(const std::string& program_rel, const std::string& prefix) {
+  auto r = run({bin_dir() + program_rel, "keygen", "--out", prefix}, 30000);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return prefix;
+}
+
+std::string pub_of(const std::string& prefix) {
+  std::string k = read_file(prefix + ".pub");
+  while (!k.empty() && k.back() == '\n') k.pop_back();
+  return k;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(Security, DaemonsRefuseToStartWithoutKeys) {
+  TempDir tmp("gantry-sec");
+  auto c = run({bin_dir() + "/coordinator/gantry-coordinator", "--state-dir", tmp.sub("c"), "--http-address", ""}, 30000);
+  EXPECT_EQ(c.exit_code, 2) << c.err;
+  EXPECT_NE(c.err.find("refusing to start"), std::string::npos) << c.err;
+  std::ofstream(tmp.sub("agent.conf")) << "host_id = h\nstate_dir = " << tmp.sub("s") << "\n[service.x]\nroot = " << tmp.sub("r")
+                                       << "\nrestart_command = true\n";
+  auto a = run({bin_dir() + "/agent/gantry-agent", "--config", tmp.sub("agent.conf")}, 30000);
+  EXPECT_EQ(a.exit_code, 2) << a.err;
+  EXPECT_NE(a.err.find("refusing to start without keys"), std::string::npos) << a.err;
+
+  // Keys are Z85 files; the secret one is 0600 and refused when others may read it.
+  keygen("/cli/gantry", tmp.sub("op"));
+  struct stat st {};
+  ASSERT_EQ(::stat(tmp.sub("op.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(pub_of(tmp.sub("op")).size(), 40u);
+  ::chmod(tmp.sub("op.key").c_str(), 0644);
+  auto k = run({bin_dir() + "/cli/gantry", "--key", tmp.sub("op.key"), "--coordinator-key", tmp.sub("op.pub"), "hosts"}, 30000);
+  EXPECT_EQ(k.exit_code, 2);
+  EXPECT_NE(k.err.find("readable by group or others"), std::string::npos) << k.err;
+  // keygen never overwrites a key.
+  EXPECT_NE(run({bin_dir() + "/cli/gantry", "keygen", "--out", tmp.sub("op")}, 30000).exit_code, 0);
+}
+
+TEST(Security, EnrollmentIdentityRolesAndRevocation) {
+  if (!have_python_zmq()) GTEST_SKIP() << "python3-zmq is not installed (scripts/install-deps)";
+  FleetOptions o;
+  o.enroll_agents = false;  // agents must show up pending and wait for an operator
+  Fleet f(2, o);
+  f.start_coordinator();
+  f.start_all_agents();
+  const auto& ep = f.endpoints();
+  const std::string server_pub = f.keys_dir() + "/coordinator.pub";
+
+  // Unknown keys are pending, with the host id their hello claimed; they get no Welcome.
+  ASSERT_TRUE(wait_until([&] { return key_row(f, "host-1").value("state", "") == "pending" &&
+                                      key_row(f, "host-2").value("state", "") == "pending"; }, 30000))
+      << f.diagnostics();
+  EXPECT_FALSE(online(f, "host-1"));
+  EXPECT_EQ(f.agent_log(0).find("welcomed"), std::string::npos);
+
+  // A plaintext client and a CURVE client with an unknown operator key get nothing at all.
+  auto plain = attack({"plaintext", "--endpoint", ep.operator_, "--agent-endpoint", ep.agent});
+  EXPECT_EQ(plain["operator_replies"], 0);
+  EXPECT_EQ(plain["agent_replies"], 0);
+  auto unknown = attack({"unknown-operator", "--endpoint", ep.operator_, "--server-key", server_pub});
+  EXPECT_EQ(unknown["replies"], 0);
+  // A new agent key may only say hello: answered "enrollment_pending", everything else ignored.
+  auto pend = attack({"pending-agent", "--endpoint", ep.agent, "--server-key", server_pub, "--host", "newcomer"});
+  ASSERT_EQ(pend["hello_reply"].size(), 1u) << pend.dump();
+  EXPECT_EQ(pend["hello_reply"][0]["b"]["code"], "enrollment_pending");
+  EXPECT_EQ(pend["later_replies"].size(), 0u) << pend.dump();
+
+  // Accept one by host name, the other by key; both connect.
+  auto acc = f.cli({"keys", "accept", "host-1"});
+  EXPECT_EQ(acc.exit_code, 0) << acc.out << acc.err;
+  EXPECT_EQ(f.cli({"keys", "accept", pub_of(f.agent_key_prefix(1))}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return online(f, "host-1") && online(f, "host-2"); }, 30000)) << f.diagnostics();
+
+  // Host identity is the key: host-1's key claiming host-2 is refused and logged.
+  auto spoof = attack({"spoof", "--endpoint", ep.agent, "--server-key", server_pub, "--key", f.agent_key_prefix(0) + ".key",
+                       "--host", "host-2"});
+  ASSERT_GE(spoof["replies"].size(), 1u) << spoof.dump();
+  EXPECT_EQ(spoof["replies"][0]["b"]["code"], "identity");
+  EXPECT_NE(f.coordinator_log().find("spoofed host id"), std::string::npos);
+
+  // Roles: a viewer reads, may not deploy or manage keys; refusals are audited with its name.
+  const std::string viewer = keygen("/cli/gantry", f.dir() + "/viewer");
+  EXPECT_EQ(f.cli({"keys", "add-operator", "vera", viewer + ".pub", "--role", "viewer"}).exit_code, 0);
+  EXPECT_EQ(f.cli_as(viewer + ".key", {"hosts"}).exit_code, 0);
+  auto denied = f.cli_as(viewer + ".key", {"rollout", "abort", "--service", "demo"});
+  EXPECT_EQ(denied.exit_code, 3);
+  EXPECT_NE(denied.err.find("permission denied"), std::string::npos) << denied.err;
+  EXPECT_EQ(f.cli_as(viewer + ".key", {"keys", "list"}).exit_code, 3);
+  auto audit = cli_json(f, {"audit", "--limit", "50"});
+  bool saw_refusal = false, saw_accept = false;
+  for (const auto& a : audit["audit"]) {
+    if (a["who"] == "vera" && a["command"] == "rollout.abort" && a.value("decision", "").rfind("refused", 0) == 0) saw_refusal = true;
+    if (a["who"] == "admin" && a["command"] == "keys.accept" && a["decision"] == "ok") saw_accept = true;
+  }
+  EXPECT_TRUE(saw_refusal) << audit.dump(1);
+  EXPECT_TRUE(saw_accept) << audit.dump(1);
+
+  // A revoked operator key stops at its next message on the same connection.
+  const std::string dep = keygen("/cli/gantry", f.dir() + "/deployer");
+  EXPECT_EQ(f.cli({"keys", "add-operator", "dora", dep + ".pub", "--role", "deployer"}).exit_code, 0);
+  json revoke_cmd = {bin_dir() + "/cli/gantry", "--coordinator", ep.operator_, "--key", f.keys_dir() + "/admin.key",
+                     "--coordinator-key", server_pub, "keys", "revoke", "dora"};
+  auto rv = attack({"revoke-operator", "--endpoint", ep.operator_, "--server-key", server_pub, "--key", dep + ".key",
+                    "--revoke-cmd", revoke_cmd.dump()});
+  ASSERT_EQ(rv["before"].size(), 1u) << rv.dump();
+  EXPECT_EQ(rv["before"][0]["b"]["ok"], true) << rv.dump();
+  EXPECT_EQ(rv["revoke_exit"], 0) << rv.dump();
+  ASSERT_EQ(rv["after"].size(), 1u) << rv.dump();
+  EXPECT_EQ(rv["after"][0]["b"]["ok"], false);
+  EXPECT_NE(rv["after"][0]["b"]["error"].get<std::string>().find("not authorized"), std::string::npos);
+
+  // A revoked agent key stops at its next message too, and its host is disconnected at once.
+  const std::string rogue = keygen("/agent/gantry-agent", f.dir() + "/rogue");
+  EXPECT_EQ(f.cli({"keys", "accept", pub_of(rogue), "--host", "rogue-1"}).exit_code, 0);
+  json revoke_agent = {bin_dir() + "/cli/gantry", "--coordinator", ep.operator_, "--key", f.keys_dir() + "/admin.key",
+                       "--coordinator-key", server_pub, "keys", "revoke", "rogue-1"};
+  auto ra = attack({"revoke-agent", "--endpoint", ep.agent, "--server-key", server_pub, "--key", rogue + ".key",
+                    "--host", "rogue-1", "--revoke-cmd", revoke_agent.dump()});
+  ASSERT_GE(ra["before"].size(), 1u) << ra.dump();
+  EXPECT_EQ(ra["revoke_exit"], 0) << ra.dump();
+  for (const auto& m : ra["after"]) EXPECT_NE(m.value("t", 0), 2) << "a revoked key was welcomed: " << ra.dump();
+  EXPECT_FALSE(online(f, "rogue-1"));
+  EXPECT_NE(f.coordinator_log().find("is revoked"), std::string::npos);
+
+  // The real agents were never disturbed.
+  EXPECT_TRUE(online(f, "host-1"));
+  EXPECT_TRUE(online(f, "host-2"));
+}
+
+TEST(Security, HostileInputAndStalledHandshakesKeepServing) {
+  if (!have_python_zmq()) GTEST_SKIP() << "python3-zmq is not installed (scripts/install-deps)";
+  Fleet f(2);
+  f.start_coordinator();
+  f.start_all_agents();
+  const auto& ep = f.endpoints();
+  const std::string server_pub = f.keys_dir() + "/coordinator.pub";
+  const std::string rogue = keygen("/agent/gantry-agent", f.dir() + "/rogue");
+  ASSERT_EQ(f.cli({"keys", "accept", pub_of(rogue), "--host", "rogue-1"}).exit_code, 0);
+
+  // msgpack bombs and malformed frames from an enrolled key: each refused with an error reply.
+  auto b = attack({"bombs", "--endpoint", ep.agent, "--server-key", server_pub, "--key", rogue + ".key", "--host", "rogue-1",
+                   "--op-endpoint", ep.operator_, "--op-key", f.keys_dir() + "/admin.key"});
+  EXPECT_EQ(b["welcome"], true) << b.dump();
+  for (const char* k : {"array32_claim", "map32_claim", "str32_claim", "bin32_claim", "ext_claim", "deep_nesting", "deep_maps",
+                        "wide_array", "truncated", "trailing", "garbage", "unknown_type", "wrong_types", "path_name"}) {
+    EXPECT_TRUE(b[k].is_string()) << k << " got no refusal: " << b.dump();
+  }
+  EXPECT_EQ(b["oversized_reply"], 0);
+  EXPECT_EQ(b["welcome_after"], true) << b.dump();
+  EXPECT_TRUE(b["operator_bomb"].is_string()) << b.dump();
+  EXPECT_NE(f.coordinator_log().find("bad message from agent"), std::string::npos);
+
+  // 500 raw TCP connections that never finish the handshake, while a real rollout runs.
+  const std::string release_file = f.dir() + "/release-stall";
+  Process stall({kPython, hostile(), "stall", "--endpoint", ep.agent, "--count", "500", "--hold-s", "120", "--release-file",
+                 release_file},
+                f.dir() + "/stall.log");
+  ASSERT_TRUE(wait_until([&] { return read_file(f.dir() + "/stall.log").find("\"open\": 500") != std::string::npos; }, 60000))
+      << read_file(f.dir() + "/stall.log");
+  auto v1 = f.make_release("v1", "healthy");
+  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "1,1", "--wait"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+  EXPECT_EQ(f.served_version(0), "v1");
+  EXPECT_EQ(f.served_version(1), "v1");
+  std::ofstream(release_file) << "done\n";
+  EXPECT_TRUE(stall.wait_exit(30000).has_value());
+  EXPECT_TRUE(f.coordinator_running());
+
+  // A replayed order (same id, from something holding the coordinator's key) runs once.
+  auto show = cli_json(f, {"rollout", "show", "1"});
+  std::string order_id = show["hosts"][0].value("order_id", "");
+  ASSERT_FALSE(order_id.empty()) << show.dump();
+  auto pid_before = f.service_pid(0);
+  f.kill_coordinator(SIGKILL);
+  // The same order again, exactly as signed: only its id makes it a replay.
+  json order = {{"order_id", order_id}, {"rollout_id", 1}, {"service", "demo"}, {"kind", "update"}, {"version", "v1"}};
+  auto manifest = json::parse(read_file(v1 + ".manifest"));
+  order["sha256"] = manifest["sha256"];
+  order["size"] = manifest["size"];
+  order["manifest"] = read_file(v1 + ".manifest");
+  std::string sig = read_file(v1 + ".sig");
+  while (!sig.empty() && sig.back() == '\n') sig.pop_back();
+  order["signature"] = sig;
+  std::ofstream(f.dir() + "/order.json") << order.dump();
+  auto replay = attack({"fake-coordinator", "--endpoint", ep.agent, "--key", f.keys_dir() + "/coordinator.key", "--order-file",
+                        f.dir() + "/order.json", "--hold-s", "30", "--wait-ms", "5000"},
+                       90000);
+  ASSERT_EQ(replay["acks"].size(), 2u) << replay.dump() << f.agent_log(0);
+  EXPECT_EQ(replay["acks"][0], "duplicate");
+  EXPECT_EQ(replay["acks"][1], "duplicate");
+  EXPECT_EQ(f.service_pid(0), pid_before) << "the replayed order restarted the service";
+}
+
+// Runs a one-host rollout of `file` as `version` and returns the host's message (expects failure).
+std::string refused_rollout(Fleet& f, const std::string& file, const std::string& version) {
+  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", version, "--release", file, "--batches", "100%",
+                  "--max-failures", "0", "--wait"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  auto st = cli_json(f, {"status", "--service", "demo"});
+  if (st["rollouts"].empty() || st["rollouts"][0]["hosts"].empty()) return "";
+  return st["rollouts"][0]["hosts"][0].value("message", "");
+}
+
+std::string copy_release(Fleet& f, const std::string& from, const std::string& name) {
+  const std::string to = f.dir() + "/releases/" + name;
+  std::filesystem::copy_file(from, to);
+  return to;
+}
+
+TEST(Security, AgentRefusesUnsignedTamperedAndHostileReleases) {
+  Fleet f(1);
+  f.start_coordinator();
+  f.start_all_agents();
+  auto v1 = f.make_release("v1", "healthy");
+  auto ok = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.out << ok.err << f.diagnostics();
+  const auto sign = [&](const std::string& file, const std::string& service, const std::string& version,
+                        const std::string& key) {
+    auto r = run({bin_dir() + "/cli/gantry", "release", "sign", "--key", key, file, "--service", service, "--version", version}, 30000);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  };
+  const std::string release_key = f.keys_dir() + "/release.key";
+
+  // Unsigned.
+  auto unsigned_tar = copy_release(f, f.make_release("v2", "healthy"), "v2u.tar");
+  EXPECT_NE(refused_rollout(f, unsigned_tar, "v2u").find("not signed"), std::string::npos) << f.agent_log(0);
+  // Tampered after signing (one byte appended: digest and size no longer match the manifest).
+  auto tampered = f.make_release("v3", "healthy");
+  std::ofstream(tampered, std::ios::app) << "x";
+  EXPECT_NE(refused_rollout(f, tampered, "v3").find("differs from the signed manifest"), std::string::npos);
+  // Truncated after signing.
+  auto truncated = f.make_release("v4", "healthy");
+  std::filesystem::resize_file(truncated, std::filesystem::file_size(truncated) - 512);
+  EXPECT_NE(refused_rollout(f, truncated, "v4").find("differs from the signed manifest"), std::string::npos);
+  // Signed by a key the agents do not trust.
+  auto other = f.dir() + "/other-release";
+  ASSERT_EQ(run({bin_dir() + "/cli/gantry", "release", "keygen", "--out", other}, 30000).exit_code, 0);
+  auto missigned = copy_release(f, f.make_release("v5", "healthy"), "v5m.tar");
+  sign(missigned, "demo", "v5m", other + ".key");
+  EXPECT_NE(refused_rollout(f, missigned, "v5m").find("does not verify"), std::string::npos);
+  // Signed for another service.
+  auto wrong = copy_release(f, f.make_release("v6", "healthy"), "v6w.tar");
+  sign(wrong, "billing", "v6w", release_key);
+  EXPECT_NE(refused_rollout(f, wrong, "v6w").find("for service 'billing'"), std::string::npos);
+  // Signed for another version of the same service (a replay of an old signature).
+  auto old = copy_release(f, v1, "v7.tar");
+  std::filesystem::copy_file(v1 + ".manifest", old + ".manifest");
+  std::filesystem::copy_file(v1 + ".sig", old + ".sig");
+  EXPECT_NE(refused_rollout(f, old, "v7").find("for version 'v1'"), std::string::npos);
+
+  // Correctly signed archives with hostile entries: refused while staging, nothing escapes.
+  if (have_python_zmq()) {
+    const std::string py = R"PY(
+import io, sys, tarfile
+out, kind = sys.argv[1], sys.argv[2]
+with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as t:
+    def add(name, data=b"x", typ=tarfile.REGTYPE, link=""):
+        i = tarfile.TarInfo(name); i.type = typ; i.linkname = link; i.size = len(data) if typ == tarfile.REGTYPE else 0; i.mode = 0o755
+        t.addfile(i, io.BytesIO(data) if typ == tarfile.REGTYPE else None)
+    add("bin/gantry-demo-service", b"#!/bin/sh\nexit 0\n")
+    if kind == "dotdot": add("../../escaped-dotdot", b"pwned")
+    if kind == "absolute": add("/tmp/gantry-escaped-absolute", b"pwned")
+    if kind == "symlink":
+        add("bin/out", typ=tarfile.SYMTYPE, link="../../../..")
+        add("bin/out/escaped-symlink", b"pwned")
+)PY";
+    int n = 8;
+    for (const char* kind : {"dotdot", "absolute", "symlink"}) {
+      const std::string version = "v" + std::to_string(++n);
+      const std::string tar = f.dir() + "/releases/" + kind + ".tar";
+      ASSERT_EQ(run({kPython, "-c", py, tar, kind}, 30000).exit_code, 0);
+      sign(tar, "demo", version, release_key);
+      std::string msg = refused_rollout(f, tar, version);
+      EXPECT_NE(msg.find("staging failed"), std::string::npos) << kind << ": " << msg;
+    }
+    EXPECT_FALSE(std::filesystem::exists(f.agent_dir(0) + "/escaped-dotdot"));
+    EXPECT_FALSE(std::filesystem::exists(f.dir() + "/escaped-dotdot"));
+    EXPECT_FALSE(std::filesystem::exists("/tmp/gantry-escaped-absolute"));
+    EXPECT_FALSE(std::filesystem::exists(f.dir() + "/escaped-symlink"));
+  }
+  // Through all of it, the host kept serving v1 and the daemons kept running.
+  EXPECT_EQ(f.served_version(0), "v1") << f.diagnostics();
+  EXPECT_TRUE(f.coordinator_running());
+  EXPECT_TRUE(f.agent_running(0));
+  EXPECT_NE(f.agent_log(0).find("refused release"), std::string::npos);
+}
+
+TEST(Security, InsecureDevFleetStillWorks) {
+  FleetOptions o;
+  o.insecure = true;
+  Fleet f(1, o);
+  f.start_coordinator();
+  f.start_all_agents();
+  auto v1 = f.make_release("v1", "healthy");
+  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+  EXPECT_EQ(f.served_version(0), "v1");
+  EXPECT_NE(f.coordinator_log().find("INSECURE"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gantry::testing
