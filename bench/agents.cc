@@ -108,7 +108,7 @@ class Fleet {
 
   int run() {
     int64_t start = mono_ms(), deadline = start + static_cast<int64_t>(o_.duration_s) * 1000;
-    int64_t next_stats = start, next_sweep = start;
+    int64_t next_stats = start, next_sweep = start, next_timers = start;
     size_t opened = 0;
     std::vector<epoll_event> evs(1024);
     while (!g_stop && mono_ms() < deadline) {
@@ -130,13 +130,16 @@ class Fleet {
       now = mono_ms();
       run_due(now);
       if (now >= next_sweep) {  // ZMQ_FD is edge-like: a periodic sweep catches any missed wakeup
-        next_sweep = now + 20;
+        next_sweep = now + 200;
         for (size_t i = 0; i < agents_.size(); ++i) {
           drain_dealer(i);
           drain_sub(i);
         }
       }
-      timers(now);
+      if (now >= next_timers) {  // heartbeats and liveness: 10 ms resolution is plenty
+        next_timers = now + 10;
+        timers(now);
+      }
       if (now >= next_stats) {
         next_stats = now + o_.stats_ms;
         emit(stats());

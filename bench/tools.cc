@@ -91,6 +91,7 @@ int run_floor(int argc, char** argv) {
   so.router_mandatory = true;
   so.router_handover = true;
   so.max_msg_size = 2 * 1024 * 1024;
+  so.backlog = 4096;
   transport::configure(r, so);
   r.bind(bind);
   std::string ep = r.get(zmq::sockopt::last_endpoint);
@@ -107,8 +108,9 @@ int run_floor(int argc, char** argv) {
   int64_t deadline = mono_ms() + static_cast<int64_t>(timeout_s) * 1000, next_hb = mono_ms();
   bool started = false;
   size_t next_host = 0;
-  std::set<std::string> waiting;  // order ids of the current batch not yet reported
-  uint64_t seq = 0, acks = 0, reports = 0, orders = 0;
+  std::map<std::string, std::pair<std::string, proto::Order>> waiting;  // current batch, unreported: id -> (host, order)
+  std::map<std::string, int64_t> sent_at;
+  uint64_t seq = 0, acks = 0, reports = 0, orders = 0, resent = 0;
   int64_t t_first = 0, t_last = 0;
   int batches = 0;
   const std::string sha(64, 'a');
@@ -122,7 +124,8 @@ int run_floor(int argc, char** argv) {
       o.version = version;
       o.sha256 = sha;
       o.size = 1024;
-      waiting.insert(o.order_id);
+      waiting[o.order_id] = {order[next_host], o};
+      sent_at[o.order_id] = mono_ms();
       orders++;
       (void)transport::send_to(r, order[next_host], o);
     }
@@ -155,6 +158,13 @@ int run_floor(int argc, char** argv) {
     if (now >= next_hb) {  // as the coordinator does, so agents see a live peer
       next_hb = now + 1000;
       for (const auto& h : order) (void)transport::send_to(r, h, proto::Heartbeat{static_cast<uint64_t>(now)});
+      // At least once, as the coordinator: unreported orders are resent after 2 s.
+      for (auto& [id, ho] : waiting) {
+        if (now - sent_at[id] < 2000) continue;
+        sent_at[id] = now;
+        resent++;
+        (void)transport::send_to(r, ho.first, ho.second);
+      }
     }
     if (!started && static_cast<int>(order.size()) >= hosts) {
       std::sort(order.begin(), order.end());
@@ -166,7 +176,7 @@ int run_floor(int argc, char** argv) {
   }
   bool ok = started && waiting.empty() && next_host >= order.size();
   emit({{"ev", "floor"}, {"ok", ok}, {"hosts", order.size()}, {"batches", batches}, {"orders", orders}, {"acks", acks},
-        {"reports", reports}, {"t_first_us", t_first}, {"t_last_us", t_last}, {"ms", (t_last - t_first) / 1000.0}});
+        {"reports", reports}, {"resent", resent}, {"t_first_us", t_first}, {"t_last_us", t_last}, {"ms", (t_last - t_first) / 1000.0}});
   return ok ? 0 : 1;
 }
 

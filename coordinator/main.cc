@@ -15,6 +15,7 @@
 
 #include "common/security/keys.h"
 #include "common/util/log.h"
+#include "common/util/rlimit.h"
 #include "common/version.h"
 #include "coordinator/server/coordinator.h"
 
@@ -132,6 +133,9 @@ int main(int argc, char** argv) {
   }
   if (cfg.insecure_dev) log->warn("INSECURE: running without CURVE; any process that reaches the sockets can act as an agent or operator");
 
+  // One descriptor per agent connection: 10,000 agents need far more than the usual soft 1024.
+  auto nofile = gantry::raise_fd_limit();
+  if (nofile < 16384) log->warn("open-file limit is {}; each agent connection needs one descriptor", nofile);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
   std::signal(SIGPIPE, SIG_IGN);

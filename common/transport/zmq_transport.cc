@@ -21,6 +21,7 @@ void configure(zmq::socket_t& s, const SocketOptions& o) {
   s.set(zmq::sockopt::linger, o.linger_ms);
   s.set(zmq::sockopt::reconnect_ivl, o.reconnect_ivl_ms);
   s.set(zmq::sockopt::reconnect_ivl_max, o.reconnect_ivl_max_ms);
+  if (o.backlog > 0) s.set(zmq::sockopt::backlog, o.backlog);
   auto type = s.get(zmq::sockopt::type);
   if (type == ZMQ_ROUTER) {
     if (o.router_mandatory) s.set(zmq::sockopt::router_mandatory, 1);

@@ -32,6 +32,8 @@ struct SocketOptions {
   int linger_ms = 0;
   int reconnect_ivl_ms = 100;       // first reconnect delay
   int reconnect_ivl_max_ms = 5000;  // exponential backoff cap
+  int backlog = 0;                  // listen backlog of bound sockets (0: libzmq's 100); a
+                                    // reconnect storm of thousands of agents needs more
   bool router_mandatory = false;    // ROUTER: error instead of silent drop for unknown peers
   bool router_handover = false;     // ROUTER: a reconnecting peer with the same id takes over
   std::string routing_id;           // DEALER: our identity (empty: random)

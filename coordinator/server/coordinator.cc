@@ -166,6 +166,7 @@ Status Coordinator::start() {
   // another connection's id.
   agent_opts.router_handover = !secure();
   agent_opts.max_msg_size = 2 * 1024 * 1024;
+  agent_opts.backlog = 4096;  // 10,000 agents reconnecting after a restart (libzmq's default: 100)
   agent_opts.curve = cfg_.curve;
   agent_opts.curve.server = true;
   agent_opts.curve.zap_domain = kZapDomainAgents;
@@ -175,6 +176,7 @@ Status Coordinator::start() {
   op_opts.curve.zap_domain = kZapDomainOperators;
   transport::SocketOptions pub_opts;
   pub_opts.max_msg_size = 64 * 1024;  // subscribers only send subscriptions
+  pub_opts.backlog = 4096;
   pub_opts.curve = cfg_.curve;
   pub_opts.curve.server = true;
   pub_opts.curve.zap_domain = kZapDomainPub;
@@ -264,7 +266,7 @@ void Coordinator::run(const std::atomic<bool>& stop) {
     if (items[0].revents & ZMQ_POLLIN) drain_agents();
     if (items[1].revents & ZMQ_POLLIN) drain_operators();
     on_timers();
-    if (dirty_) publish();
+    if (dirty_ || clock_.now_ms() - last_publish_ >= kStatusRefreshMs) publish();
   }
   L()->info("coordinator stopping");
 }
@@ -411,7 +413,9 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
     send_to_host(in.identity, proto::ErrorMsg{"hello_required", "say hello first", static_cast<uint16_t>(proto::type_of(*msg)), ""});
     return;
   }
-  dirty_ = true;
+  // A heartbeat changes only last_seen: it alone does not rebuild the status snapshot (that
+  // costs tens of ms at 10,000 hosts); run() refreshes a stale snapshot every few seconds.
+  if (!std::holds_alternative<proto::Heartbeat>(*msg)) dirty_ = true;
   std::visit(
       [&](const auto& m) {
         using T = std::decay_t<decltype(m)>;
@@ -496,6 +500,39 @@ void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
   for (auto& [id, ev] : evs) (void)apply(id, ev);
   for (auto& [oid, o] : orders_) {
     if (o.row.host_id == h.host_id) send_order(o);
+  }
+  if (was_offline) note_drift_after_end(h);
+}
+
+// A host back after the last rollout of a service ended without it (it was unknown or still in
+// flight): the registry already says what it runs (from the hello); the ended rollout's log gets
+// the same truth, and a warning if that differs from where the rollout left it. Nothing is
+// ordered: an ended rollout orders nothing more; the operator reconciles with a new rollout or
+// a rollback (see docs/GUARANTEES.md).
+void Coordinator::note_drift_after_end(const proto::Hello& h) {
+  for (const auto& s : h.services) {
+    bool active = false;
+    for (const auto& [id, a] : active_) active = active || a.state.service == s.name;
+    if (active) continue;
+    auto rows = store_->rollouts(s.name, false, 1);
+    if (!rows || rows->empty()) continue;
+    const auto& row = rows->front();
+    auto st = rollout::State::from_json(row.state);
+    if (!st) continue;
+    const rollout::HostSlot* slot = st->find(h.host_id);
+    if (!slot) continue;
+    using HS = rollout::HostState;
+    if (slot->state != HS::kUnknown && slot->state != HS::kOrdered && slot->state != HS::kRollingBack) continue;
+    // Where the rollout meant to leave this host: the target if it ended succeeded, else the
+    // release it had before (rolled back, failed, aborted: the fleet stays on the old one).
+    const std::string wanted = st->phase == rollout::Phase::kSucceeded ? st->version : slot->from_version;
+    std::string msg = h.host_id + " is back after the rollout ended (" + rollout::host_state_name(slot->state) +
+                      "); it runs " + (s.current_version.empty() ? "nothing" : s.current_version);
+    if (s.current_version != wanted) {
+      msg += ", not " + (wanted.empty() ? "nothing" : wanted) + " where the rollout left the fleet; not reconciled automatically";
+      L()->warn("rollout {}: {}", row.id, msg);
+    }
+    (void)store_->add_event({0, row.id, clock_.wall_ms(), msg});
   }
 }
 
@@ -927,7 +964,7 @@ nlohmann::json Coordinator::op_status(const nlohmann::json& args, const std::str
   std::string service = arg_name(args, "service", false);
   nlohmann::json rollouts = nlohmann::json::array();
   std::set<std::string> seen;
-  auto rows = store_->rollouts(service, false, 200);
+  auto rows = store_->latest_rollouts(service, 200);
   if (!rows) throw OpError(rows.error().message);
   for (const auto& row : *rows) {
     if (seen.count(row.service)) continue;
@@ -1281,10 +1318,23 @@ void Coordinator::on_timers() {
       acks.swap(pending_acks_);
       if (auto s = store_->mark_acked(acks); !s.ok()) L()->error("{}", s.error().message);
     }
+    // The same bytes for every host: encoded once per tick, not once per host.
+    const std::string hb = proto::encode(proto::Heartbeat{static_cast<uint64_t>(now)});
     for (const auto& [id, h] : registry_.hosts()) {
-      if (h.online && h.said_hello) send_to_host(h.identity, proto::Heartbeat{static_cast<uint64_t>(now)});
+      if (!h.online || !h.said_hello) continue;
+      auto s = transport::send_raw_to(*agents_, h.identity, hb);
+      if (!s.ok()) L()->debug("send heartbeat to {} failed: {}", h.identity, s.error().message);
+      metrics_->messages_out++;
     }
-    // Hosts silent past the timeout become unknown.
+    // Resend unacknowledged orders.
+    for (auto& [oid, o] : orders_) {
+      if (!o.row.acked && (o.last_sent == 0 || now - o.last_sent >= cfg_.order_resend_ms)) send_order(o);
+    }
+  }
+  // Hosts silent past the timeout become unknown. Checked four times per interval, so a dead
+  // host is noticed at most a quarter interval after the timeout, not up to a whole one.
+  if (now >= next_expiry_) {
+    next_expiry_ = now + std::max<Millis>(1, cfg_.heartbeat_interval_ms / 4);
     for (const auto& host_id : registry_.expire(now, static_cast<Millis>(cfg_.heartbeat_interval_ms) * cfg_.heartbeat_misses)) {
       L()->warn("{} is unknown: no traffic for {} heartbeat intervals", host_id, cfg_.heartbeat_misses);
       metrics_->hosts_lost++;
@@ -1292,10 +1342,6 @@ void Coordinator::on_timers() {
       std::vector<uint64_t> ids;
       for (auto& [rid, a] : active_) if (a.state.find(host_id)) ids.push_back(rid);
       for (auto rid : ids) (void)apply(rid, rollout::EvHostLost{host_id});
-    }
-    // Resend unacknowledged orders.
-    for (auto& [oid, o] : orders_) {
-      if (!o.row.acked && (o.last_sent == 0 || now - o.last_sent >= cfg_.order_resend_ms)) send_order(o);
     }
   }
   Millis wall = clock_.wall_ms();
@@ -1309,7 +1355,9 @@ void Coordinator::on_timers() {
 
 void Coordinator::publish() {
   Millis now = clock_.now_ms();
-  if (now - last_publish_ < 250) return;  // bounded cost under heavy traffic
+  // Bounded cost under heavy traffic: at most every 250 ms, and at most ~10% of the loop's
+  // time when the snapshot itself is expensive (10,000 hosts).
+  if (now - last_publish_ < std::max<Millis>(250, 10 * last_publish_cost_)) return;
   last_publish_ = now;
   dirty_ = false;
   nlohmann::json status;
@@ -1322,8 +1370,10 @@ void Coordinator::publish() {
   std::vector<const rollout::State*> act;
   for (const auto& [id, a] : active_) act.push_back(&a.state);
   std::string metrics = render_metrics(*metrics_, registry_, act);
+  std::string status_text = status.dump();
+  last_publish_cost_ = clock_.now_ms() - now;
   std::lock_guard<std::mutex> lk(pub_mu_);
-  published_.status_json = status.dump();
+  published_.status_json = std::move(status_text);
   published_.metrics_text = std::move(metrics);
 }
 

@@ -86,6 +86,8 @@ class Coordinator {
   void on_agent_message(const transport::Incoming& in);
   void on_hello(const std::string& identity, const proto::Hello& h);
   void on_report(fleet::HostRecord& host, const proto::Report& r);
+  // Records in an ended rollout's log what a host that was still out when it ended runs now.
+  void note_drift_after_end(const proto::Hello& h);
   void on_fetch(const std::string& identity, const proto::FetchChunk& f);
   void send_order(OpenOrder& o);
   void send_to_host(const std::string& identity, const proto::Message& m);
@@ -175,6 +177,9 @@ class Coordinator {
   Published published_;
   bool dirty_ = true;
   Millis last_publish_ = -1000000;
+  Millis last_publish_cost_ = 0;  // ms the last snapshot took to build
+  Millis next_expiry_ = 0;
+  static constexpr Millis kStatusRefreshMs = 5000;  // snapshot age limit when only heartbeats arrive
   std::unique_ptr<HttpServer> http_;
 };
 

@@ -312,6 +312,18 @@ Expected<std::vector<RolloutRow>> Store::rollouts(const std::string& service, bo
   });
 }
 
+Expected<std::vector<RolloutRow>> Store::latest_rollouts(const std::string& service, int window) {
+  return guard("list latest rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
+    Stmt s(db_->raw(), std::string("SELECT ") + kRolloutCols +
+                           " FROM rollouts WHERE id IN (SELECT MAX(id) FROM (SELECT id, service FROM rollouts"
+                           " WHERE (? = '' OR service = ?) ORDER BY id DESC LIMIT ?) GROUP BY service) ORDER BY id DESC");
+    s.bind(1, service).bind(2, service).bind(3, static_cast<int64_t>(window));
+    std::vector<RolloutRow> out;
+    while (s.step()) out.push_back(read_rollout(s));
+    return out;
+  });
+}
+
 Expected<std::vector<OrderRow>> Store::open_orders() {
   return guard("list open orders", [&]() -> Expected<std::vector<OrderRow>> {
     Stmt s(db_->raw(),

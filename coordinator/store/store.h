@@ -147,6 +147,9 @@ class Store {
   Expected<std::optional<RolloutRow>> rollout(uint64_t id);
   // Newest first; `service` empty = all services.
   Expected<std::vector<RolloutRow>> rollouts(const std::string& service, bool active_only, int limit);
+  // The newest rollout of each service among the `window` most recent ones, newest first. Only
+  // those rows' states are parsed (a state is ~1 MB of JSON at 10,000 hosts).
+  Expected<std::vector<RolloutRow>> latest_rollouts(const std::string& service, int window);
 
   Expected<std::vector<OrderRow>> open_orders();
   Status mark_acked(const std::string& order_id);

@@ -42,6 +42,8 @@ struct CrashCase {
   const char* expect_phase;    // how the rollout must end
 };
 
+void PrintTo(const CrashCase& c, std::ostream* os) { *os << c.point << "/" << c.behaviour; }
+
 std::string case_name(const ::testing::TestParamInfo<CrashCase>& p) {
   return std::string(p.param.point) + "_" + p.param.behaviour;
 }

@@ -170,3 +170,46 @@ TEST(CoordinatorCrash, KilledBetweenBatchesInFlightAndDuringRollbackReachesTheSa
 }
 
 }  // namespace
+
+namespace {
+
+// Promise 5 after the end: a host that was cut off (SIGSTOP: silent, as in a partition) while
+// verifying counts as failed, the rollout rolls back and ends without it; the host then finishes
+// its update alone and comes back running v2. The record must say the truth — the registry says
+// v2 (what the service itself answers) and the ended rollout's log says the host came back on
+// v2, not on v1 where the rollout left the fleet. It is not re-ordered: an ended rollout orders
+// nothing (docs/GUARANTEES.md, "Level-triggered reconciliation").
+TEST(CoordinatorReconcile, HostBackAfterTheRolloutEndedIsRecordedAsItIs) {
+  Fleet f(2, fast_options());
+  ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
+  std::string why;
+  ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
+  const auto rel = f.make_release("v2", "healthy");
+  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
+                  "--batches", "100%", "--max-failures", "0", "--unknown-hosts", "fail", "--min-healthy-time", "2s"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const uint64_t id = json_of(r).value("id", 0ULL);
+  ASSERT_TRUE(wait_until([&] {
+    return read_file(f.agent_dir(1) + "/state/agent-state.json").find("\"verifying\"") != std::string::npos;
+  }, 30000)) << f.diagnostics();
+  ASSERT_TRUE(f.agent_pid(1) > 0);
+  ::kill(f.agent_pid(1), SIGSTOP);
+  auto ro = wait_rollout_end(f, id, 60000);
+  ::kill(f.agent_pid(1), SIGCONT);
+  ASSERT_EQ(ro.value("phase", ""), "rolled_back") << ro.dump(2) << f.diagnostics();
+  EXPECT_EQ(host_state(ro, "host-2"), "unknown") << ro.dump(2);
+  EXPECT_EQ(f.served_version(0), "v1");
+
+  // host-2 finishes v2 on its own and comes back.
+  ASSERT_TRUE(wait_until([&] { return f.served_version(1) == std::optional<std::string>("v2"); }, 30000)) << f.diagnostics();
+  ASSERT_TRUE(wait_until([&] { return recorded_version(hosts_json(f), "host-2") == std::optional<std::string>("v2"); }, 30000))
+      << hosts_json(f).dump(2) << f.diagnostics();
+  ASSERT_TRUE(wait_until([&] {
+    return events_text(rollout_get(f, id)).find("host-2 is back after the rollout ended") != std::string::npos;
+  }, 20000)) << events_text(rollout_get(f, id)) << f.diagnostics();
+  const std::string ev = events_text(rollout_get(f, id));
+  EXPECT_NE(ev.find("it runs v2, not v1"), std::string::npos) << ev;
+  EXPECT_EQ(inspect_root(f.root(1)).current, "v2");
+}
+
+}  // namespace
