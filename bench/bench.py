@@ -300,7 +300,7 @@ def write_markdown(args):
     for r in RESULTS:
         block = [f"<!-- bench:{r['name']} -->", f"### {r['title']}", "",
                  f"Measured {facts['date']} on: {facts['nproc']} CPUs; "
-                 + "; ".join(l.strip() for l in facts["lscpu"].splitlines()) + f"; memory (MiB) `{facts['mem']}`; "
+                 + "; ".join(re.sub(r"\s+", " ", l.strip()) for l in facts["lscpu"].splitlines()) + f"; memory (MiB) `{facts['mem']}`; "
                  f"kernel {facts['kernel']}.", "", f"Command: `{r['cmd']}`", "",
                  "| figure | Gantry | baseline (same run) | ratio | target | result |", "|---|---|---|---|---|---|"]
         for row in r["rows"]:
@@ -446,16 +446,40 @@ def bench_rest(args):
     n, procs = args.agents, args.procs
     env = Env(args, "rest")
     try:
+        hz = os.sysconf("SC_CLK_TCK")
+        # Baseline: a bare ROUTER exchanging the same heartbeats with the same agents (the floor
+        # waits for one host more than exist, so it only greets and heartbeats).
+        floor = Proc([env.sim, "floor", "--bind", f"tcp://127.0.0.1:{env.agent_port}", "--hosts", str(n + 1),
+                      "--timeout-s", str(int(args.rest_s) + 200)], os.path.join(env.work, "floor.log"))
+        env.procs.append(floor)
+        fsims = env.start_sims(n, procs, prefix="sim-")
+        wait_until(lambda: env.total(fsims, "welcomed") >= n, 120, 0.2, "agents greeted by the floor")
+        time.sleep(5.0)
+        f0, ft0 = proc_cpu_ticks(floor.p.pid), time.time()
+        time.sleep(args.rest_s)
+        f1, ft1 = proc_cpu_ticks(floor.p.pid), time.time()
+        floor_pct = 100.0 * (f1 - f0) / hz / (ft1 - ft0)
+        floor_rss = proc_rss_kib(floor.p.pid)
+        for p in fsims + [floor]:
+            p.stop()
+            env.procs.remove(p)
         env.start_coordinator(hb_ms=1000)
         time.sleep(1.0)
         rss0 = proc_rss_kib(env.coord_pid)
         sims = env.start_sims(n, procs)
         env.wait_welcomed(sims, n, 120)
         time.sleep(5.0)  # settle: hellos persisted, first status snapshots built
-        hz = os.sysconf("SC_CLK_TCK")
         c0, t0 = proc_cpu_ticks(env.coord_pid), time.time()
         hb0 = env.total(sims, "hb_in")
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384", "-p",
+                                     str(env.coord_pid), "-o", os.path.join(env.work, "perf.data")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(args.rest_s)
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
         c1, t1 = proc_cpu_ticks(env.coord_pid), time.time()
         hb1 = env.total(sims, "hb_in")
         cpu_pct = 100.0 * (c1 - c0) / hz / (t1 - t0)
@@ -479,15 +503,18 @@ def bench_rest(args):
         t_noticed = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f").timestamp()
         since_last = t_noticed - killed["last_sent_us"] / 1e6
         since_death = t_noticed - killed["at_us"] / 1e6
-        rows = [("coordinator CPU at rest, %d agents, 1 s heartbeats" % n, f"{cpu_pct:.2f}% of a core", "—", "—", "≤ 5%",
+        rows = [("coordinator CPU at rest, %d agents, 1 s heartbeats" % n, f"{cpu_pct:.2f}% of a core",
+                 f"{floor_pct:.2f}% (bare ROUTER, same heartbeats)", f"{cpu_pct / max(floor_pct, 0.01):.2f}x", "≤ 5%",
                  cpu_pct <= 5.0),
+                ("RSS of the bare ROUTER with the same connections (KiB per agent)", f"{per_agent:.1f}",
+                 f"{floor_rss / n:.1f}", "—", "—", None),
                 ("coordinator RSS per agent (KiB), delta over empty", f"{per_agent:.1f}", f"{rss0} KiB empty", "—",
                  "≤ 30 KiB", per_agent <= 30.0),
                 ("coordinator RSS total (MiB)", f"{rss1 / 1024:.0f}", "—", "—", "—", None),
                 ("heartbeats reaching the agents per s", f"{hb_rate:.0f}", f"{n} expected", f"{hb_rate / n:.2f}", "—", None),
-                ("dead agent noticed after its last message (s)", f"{since_last:.2f}", "1 s interval", f"{since_last:.2f} intervals",
-                 "≤ 3 intervals", since_last <= 3.0 + 0.05),
-                ("… after it died (s)", f"{since_death:.2f}", "—", "—", "—", None)]
+                ("dead agent noticed after it died (s)", f"{since_death:.2f}", "1 s interval", f"{since_death:.2f} intervals",
+                 "≤ 3 intervals", since_death <= 3.0),
+                ("… after its last message (s; the timeout is 3 intervals of silence)", f"{since_last:.2f}", "—", "—", "—", None)]
         record("rest", "3. Coordinator at rest (10,000 agents heartbeating at 1 s)", "bench/run rest", rows,
                f"CPU from /proc/PID/stat utime+stime over {args.rest_s:.0f} s after all {n} agents were welcomed and 5 s of settling; "
                "RSS from VmRSS. Detection time from the coordinator's log line `<host> is unknown`.")

@@ -95,10 +95,9 @@ std::optional<Incoming> recv_routed(zmq::socket_t& router, bool* dropped) {
   Incoming in;
   in.identity = parts[0].to_string();
   in.payload = parts[1].to_string();
-  try {
-    if (const char* uid = parts[1].gets("User-Id")) in.user_id = uid;
-  } catch (const zmq::error_t&) {
-  }
+  // The C call returns null when there is no such property (no CURVE); cppzmq's gets() throws,
+  // which cost ~5% of the coordinator's CPU at 10,000 heartbeats a second.
+  if (const char* uid = zmq_msg_gets(parts[1].handle(), "User-Id")) in.user_id = uid;
   return in;
 }
 

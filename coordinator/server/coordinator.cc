@@ -666,6 +666,8 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
       po.version = o->version;
       po.sha256 = (*rel)->sha256;
       po.size = (*rel)->size;
+      po.manifest = (*rel)->manifest;  // agents check these; the coordinator only carries them
+      po.signature = (*rel)->signature;
       // The wire caps both at 24 h (see PROTOCOL.md); the plan validator enforces the same.
       constexpr Millis kMaxWire = 24LL * 3600 * 1000;
       po.min_healthy_ms = static_cast<uint32_t>(std::clamp<Millis>(r.state.plan.min_healthy_ms, 0, kMaxWire));

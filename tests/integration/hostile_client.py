@@ -318,7 +318,8 @@ def mode_fake_coordinator(ctx, a):
     while time.monotonic() < deadline and ident is None:
         if s.poll(100):
             frames = s.recv_multipart()
-            if len(frames) == 2 and is_type(HELLO)(decode(frames[1])):
+            m = decode(frames[-1]) if len(frames) == 2 else None
+            if is_type(HELLO)(m) and m["b"].get("host_id") == a.host:  # other agents may knock too
                 ident = frames[0]
     if ident is None:
         return {"error": "no hello"}
