@@ -18,9 +18,9 @@
 
 namespace gantry::testing {
 
-// Durability tests are about crashes, not keys: they run the fleet plaintext with unsigned
-// releases (security has its own tests), which keeps them independent of key handling.
-inline constexpr bool kInsecure = true;
+// Durability tests run the fleet as users do: CURVE keys, enrolled agents, signed releases.
+// Set to true to isolate a crash bug from key handling while debugging.
+inline constexpr bool kInsecure = false;
 
 inline nlohmann::json json_of(const CmdResult& r) {
   try {
