@@ -22,6 +22,7 @@
 
 using gantry::testing::CmdResult;
 using gantry::testing::Fleet;
+using gantry::testing::json_of;
 using gantry::testing::FleetOptions;
 using gantry::testing::run;
 using gantry::testing::wait_until;
@@ -57,14 +58,6 @@ CmdResult rt(const std::vector<std::string>& args, int timeout_ms = 60000) {
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
-}
-
-nlohmann::json json_of(const CmdResult& r) {
-  try {
-    return nlohmann::json::parse(r.out);
-  } catch (const std::exception&) {
-    return nlohmann::json();
-  }
 }
 
 int online_hosts(Fleet& f) {

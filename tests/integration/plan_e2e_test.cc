@@ -16,17 +16,10 @@
 using gantry::testing::AgentSpec;
 using gantry::testing::CmdResult;
 using gantry::testing::Fleet;
+using gantry::testing::json_of;
 using gantry::testing::wait_until;
 
 namespace {
-
-nlohmann::json json_of(const CmdResult& r) {
-  try {
-    return nlohmann::json::parse(r.out);
-  } catch (const std::exception&) {
-    return nlohmann::json();
-  }
-}
 
 std::vector<AgentSpec> ten_hosts_in_three_zones() {
   std::vector<AgentSpec> v;

@@ -8,17 +8,10 @@
 
 using gantry::testing::CmdResult;
 using gantry::testing::Fleet;
+using gantry::testing::json_of;
 using gantry::testing::wait_until;
 
 namespace {
-
-nlohmann::json json_of(const CmdResult& r) {
-  try {
-    return nlohmann::json::parse(r.out);
-  } catch (const std::exception&) {
-    return nlohmann::json();
-  }
-}
 
 int online_hosts(Fleet& f) {
   auto j = json_of(f.cli({"--json", "hosts"}, 10000));

@@ -22,14 +22,6 @@ namespace gantry::testing {
 // Set to true to isolate a crash bug from key handling while debugging.
 inline constexpr bool kInsecure = false;
 
-inline nlohmann::json json_of(const CmdResult& r) {
-  try {
-    return nlohmann::json::parse(r.out);
-  } catch (const std::exception&) {
-    return nlohmann::json();
-  }
-}
-
 inline bool is_terminal_phase(const std::string& p) {
   return p == "succeeded" || p == "failed" || p == "rolled_back" || p == "aborted";
 }

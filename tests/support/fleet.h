@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace gantry::testing {
 
 // Build and source trees, as compiled in (GANTRY_BIN_DIR / GANTRY_SOURCE_DIR).
@@ -118,6 +120,15 @@ bool pid_running(pid_t pid);
 
 // Reads a whole file; "" when it does not exist.
 std::string read_file(const std::string& path);
+
+// A command's stdout parsed as JSON (the CLI's --json output); null when it is not JSON.
+inline nlohmann::json json_of(const CmdResult& r) {
+  try {
+    return nlohmann::json::parse(r.out);
+  } catch (const std::exception&) {
+    return nlohmann::json();
+  }
+}
 
 struct AgentSpec {
   std::string host_id;
