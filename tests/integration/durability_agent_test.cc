@@ -63,9 +63,11 @@ TEST_P(AgentCrashPoint, RestartedAgentEndsOnOneCompleteReleaseAndTellsTheTruth) 
   ASSERT_TRUE(wait_until([&] { return online_hosts(f) == 1; }, 20000)) << f.diagnostics();
 
   const auto rel = f.make_release("v2", c.behaviour);
+  // The host is away while it restarts: the plan waits for it (as an operator would for a
+  // planned restart) instead of racing the restart against the heartbeat timeout.
   auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
                   "--batches", "1", "--max-failures", "0", "--min-healthy-time", "300",
-                  "--healthy-deadline", "3s"});
+                  "--healthy-deadline", "3s", "--unknown-hosts", "wait", "--unknown-wait", "60s"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
   ASSERT_GT(id, 0u);
