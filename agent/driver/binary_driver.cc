@@ -1,5 +1,7 @@
 #include "agent/driver/binary_driver.h"
 
+#include "agent/driver/download.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -103,22 +105,7 @@ std::string BinaryDriver::artifact_path(const std::string& sha256) {
 }
 
 Status BinaryDriver::finish_download(const ReleaseId& r) {
-  std::string part = partial_artifact_path(r.sha256);
-  struct stat st;
-  if (::stat(part.c_str(), &st) != 0) return make_error("io", "downloaded artifact " + part + " is missing");
-  if (static_cast<uint64_t>(st.st_size) != r.size) {
-    (void)fs::remove_all(part);
-    return make_error("digest", "digest mismatch: artifact is " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(r.size));
-  }
-  auto digest = sha256_file(part, r.size);
-  if (!digest) return digest.error();
-  if (*digest != r.sha256) {
-    (void)fs::remove_all(part);
-    return make_error("digest", "digest mismatch: artifact has sha256 " + *digest + ", expected " + r.sha256);
-  }
-  std::string done = artifact_path(r.sha256);
-  if (::rename(part.c_str(), done.c_str()) != 0) return make_error("io", "rename " + part + " -> " + done + ": " + std::strerror(errno));
-  return fs::fsync_dir(cfg_.root + "/downloads");
+  return verify_and_commit_download(r, partial_artifact_path(r.sha256), artifact_path(r.sha256));
 }
 
 Status BinaryDriver::stage(const ReleaseId& r) {

@@ -1,0 +1,31 @@
+#include "agent/driver/download.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "common/util/fs.h"
+#include "common/util/sha256.h"
+
+namespace gantry::agent {
+
+Status verify_and_commit_download(const ReleaseId& r, const std::string& part, const std::string& done) {
+  struct stat st;
+  if (::stat(part.c_str(), &st) != 0) return make_error("io", "downloaded artifact " + part + " is missing");
+  if (static_cast<uint64_t>(st.st_size) != r.size) {
+    (void)fs::remove_all(part);
+    return make_error("digest", "digest mismatch: artifact is " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(r.size));
+  }
+  auto digest = sha256_file(part, r.size);
+  if (!digest) return digest.error();
+  if (*digest != r.sha256) {
+    (void)fs::remove_all(part);
+    return make_error("digest", "digest mismatch: artifact has sha256 " + *digest + ", expected " + r.sha256);
+  }
+  if (::rename(part.c_str(), done.c_str()) != 0) return make_error("io", "rename " + part + " -> " + done + ": " + std::strerror(errno));
+  return fs::fsync_dir(fs::dirname(done));
+}
+
+}  // namespace gantry::agent
