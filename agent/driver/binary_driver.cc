@@ -1,6 +1,6 @@
 #include "agent/driver/binary_driver.h"
 
-#include "agent/driver/download.h"
+#include "agent/driver/install_root.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -60,22 +60,7 @@ std::string tail(const std::string& s, size_t n) {
 BinaryDriver::BinaryDriver(ServiceConfig cfg, ProcessRunner& runner, const Clock& clock)
     : cfg_(std::move(cfg)), runner_(runner), clock_(clock) {}
 
-Expected<std::string> BinaryDriver::current_version() {
-  auto target = fs::read_symlink(cfg_.root + "/current");
-  if (!target) {
-    if (target.error().code == "not_found") return std::string();
-    return target.error();
-  }
-  std::string t = *target;
-  for (const std::string& prefix : {std::string("releases/"), cfg_.root + "/releases/"}) {
-    if (t.rfind(prefix, 0) == 0) {
-      std::string v = t.substr(prefix.size());
-      while (!v.empty() && v.back() == '/') v.pop_back();
-      if (is_safe_name(v)) return v;
-    }
-  }
-  return make_error("corrupt", cfg_.root + "/current points at '" + t + "', not at a release");
-}
+Expected<std::string> BinaryDriver::current_version() { return read_current_version(cfg_.root); }
 
 bool BinaryDriver::has_release(const ReleaseId& r) {
   auto m = read_marker(release_dir(r.version));

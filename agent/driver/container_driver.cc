@@ -1,6 +1,6 @@
 #include "agent/driver/container_driver.h"
 
-#include "agent/driver/download.h"
+#include "agent/driver/install_root.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -302,22 +302,7 @@ std::optional<ContainerDriver::Installed> ContainerDriver::read_installed(const 
   }
 }
 
-Expected<std::string> ContainerDriver::current_version() {
-  auto target = fs::read_symlink(cfg_.root + "/current");
-  if (!target) {
-    if (target.error().code == "not_found") return std::string();
-    return target.error();
-  }
-  std::string t = *target;
-  for (const std::string& prefix : {std::string("releases/"), cfg_.root + "/releases/"}) {
-    if (t.rfind(prefix, 0) == 0) {
-      std::string v = t.substr(prefix.size());
-      while (!v.empty() && v.back() == '/') v.pop_back();
-      if (is_safe_name(v)) return v;
-    }
-  }
-  return make_error("corrupt", cfg_.root + "/current points at '" + t + "', not at a release");
-}
+Expected<std::string> ContainerDriver::current_version() { return read_current_version(cfg_.root); }
 
 bool ContainerDriver::has_release(const ReleaseId& r) {
   auto in = read_installed(r.version);

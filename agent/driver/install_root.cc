@@ -1,4 +1,4 @@
-#include "agent/driver/download.h"
+#include "agent/driver/install_root.h"
 
 #include <sys/stat.h>
 
@@ -7,9 +7,27 @@
 #include <cstring>
 
 #include "common/util/fs.h"
+#include "common/util/names.h"
 #include "common/util/sha256.h"
 
 namespace gantry::agent {
+
+Expected<std::string> read_current_version(const std::string& root) {
+  auto target = fs::read_symlink(root + "/current");
+  if (!target) {
+    if (target.error().code == "not_found") return std::string();
+    return target.error();
+  }
+  std::string t = *target;
+  for (const std::string& prefix : {std::string("releases/"), root + "/releases/"}) {
+    if (t.rfind(prefix, 0) == 0) {
+      std::string v = t.substr(prefix.size());
+      while (!v.empty() && v.back() == '/') v.pop_back();
+      if (is_safe_name(v)) return v;
+    }
+  }
+  return make_error("corrupt", root + "/current points at '" + t + "', not at a release");
+}
 
 Status verify_and_commit_download(const ReleaseId& r, const std::string& part, const std::string& done) {
   struct stat st;
