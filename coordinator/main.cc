@@ -17,6 +17,7 @@
 #include "common/util/log.h"
 #include "common/util/rlimit.h"
 #include "common/version.h"
+#include "coordinator/rollout/state_machine.h"
 #include "coordinator/server/coordinator.h"
 
 namespace po = boost::program_options;
@@ -38,6 +39,10 @@ static std::pair<std::string, std::string> named_path(const std::string& v) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "keygen") {
     return gantry::security::curve_keygen_main("gantry-coordinator", std::vector<std::string>(argv + 2, argv + argc));
+  }
+  // The integration tests set this: every rollout step re-checks its incremental bookkeeping.
+  if (const char* c = std::getenv("GANTRY_ROLLOUT_SELF_CHECK"); c != nullptr && std::string(c) == "1") {
+    gantry::rollout::set_self_check(true);
   }
   gantry::coordinator::Config cfg;
   std::string config_file, log_level, server_key;

@@ -82,7 +82,12 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <iterator>
 #include <limits>
+#include <optional>
 #include <set>
 
 #include "coordinator/rollout/planner.h"
@@ -123,10 +128,26 @@ const char* host_state_name(HostState s) {
 }
 
 HostSlot* State::find(const std::string& host_id) {
-  for (auto& h : hosts) {
-    if (h.host_id == host_id) return &h;
+  const auto valid = [&](const std::unordered_map<std::string, uint32_t>& m, const std::string& id) {
+    auto it = m.find(id);
+    return it != m.end() && it->second < hosts.size() && hosts[it->second].host_id == id;
+  };
+  if (const auto* m = index.map.get()) {
+    auto it = m->find(host_id);
+    if (it != m->end()) {
+      if (it->second < hosts.size() && hosts[it->second].host_id == host_id) return &hosts[it->second];
+    } else if (m->size() == hosts.size() &&
+               (hosts.empty() || (valid(*m, hosts.front().host_id) && valid(*m, hosts.back().host_id)))) {
+      return nullptr;  // a real miss: the index covers this host list
+    }
   }
-  return nullptr;
+  // No index yet, or one built for another host list: rebuild (the first id wins, as in a scan).
+  auto fresh = std::make_shared<std::unordered_map<std::string, uint32_t>>();
+  fresh->reserve(hosts.size());
+  for (size_t i = 0; i < hosts.size(); ++i) fresh->emplace(hosts[i].host_id, static_cast<uint32_t>(i));
+  index.map = fresh;
+  auto it = fresh->find(host_id);
+  return it == fresh->end() ? nullptr : &hosts[it->second];
 }
 
 const HostSlot* State::find(const std::string& host_id) const {
@@ -159,6 +180,11 @@ bool in_flight_update(const HostSlot& h) {
 bool counts_failed(const HostSlot& h) {
   return h.state == HostState::kFailed || (h.state == HostState::kUnknown && h.unknown_counts);
 }
+// A host some deadline applies to: host_timeout (ordered, rolling back) or unknown_wait.
+bool has_deadline(const HostSlot& h) {
+  return h.state == HostState::kOrdered || h.state == HostState::kRollingBack ||
+         (h.state == HostState::kUnknown && !h.unknown_counts);
+}
 
 std::string fmt_ms(Millis ms) {
   if (ms != 0 && ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
@@ -186,23 +212,17 @@ uint32_t total_budget(const State& s) {
   return s.plan.max_failures.resolve(static_cast<uint32_t>(s.hosts.size()), false);
 }
 
-uint32_t total_failed(const State& s) {
-  uint32_t n = 0;
-  for (const auto& h : s.hosts) n += counts_failed(h) ? 1 : 0;
-  return n;
-}
-
-// Why the budget is spent, or "" if it holds.
-std::string budget_exceeded(const State& s) {
-  const uint32_t failed = total_failed(s), budget = total_budget(s);
+// Why the budget is spent, or "" if it holds. `failed` and `failed_in_batch` count the hosts
+// that count as failed (counts_failed), in all and per batch.
+std::string budget_exceeded(const State& s, uint32_t failed, const std::vector<uint32_t>& failed_in_batch) {
+  const uint32_t budget = total_budget(s);
   if (failed > budget) {
     return std::to_string(failed) + " failed or unknown host" + (failed == 1 ? "" : "s") +
            ", more than the failure budget of " + std::to_string(budget);
   }
   if (s.plan.max_failures_per_batch) {
     for (size_t b = 0; b < s.batches.size(); ++b) {
-      uint32_t bf = 0;
-      for (const auto& h : s.hosts) bf += (h.batch == static_cast<int>(b) && counts_failed(h)) ? 1 : 0;
+      const uint32_t bf = b < failed_in_batch.size() ? failed_in_batch[b] : 0;
       const uint32_t bb = *batch_budget(s.plan, static_cast<uint32_t>(s.batches[b].size()));
       if (bf > bb) {
         return std::to_string(bf) + " failed or unknown hosts in " +
@@ -216,7 +236,58 @@ std::string budget_exceeded(const State& s) {
 
 class Machine {
  public:
-  Machine(State& s, Millis now, std::vector<Action>& acts) : s_(s), now_(now), acts_(acts) {}
+  Machine(State& s, Millis now, std::vector<Action>& acts) : s_(s), now_(now), acts_(acts) { recount(); }
+
+  // ---- derived counts: one pass here, then kept exact by set() ----
+
+  void recount() {
+    in_flight_ = failed_ = 0;
+    failed_in_batch_.assign(s_.batches.size(), 0);
+    watched_.clear();
+    for (const auto& h : s_.hosts) tally(h, +1);
+  }
+  uint32_t pos(const HostSlot& h) const { return static_cast<uint32_t>(&h - s_.hosts.data()); }
+  void tally(const HostSlot& h, int d) {
+    if (in_flight_update(h)) in_flight_ += d;
+    if (counts_failed(h)) {
+      failed_ += d;
+      if (h.batch >= 0 && static_cast<size_t>(h.batch) < failed_in_batch_.size()) failed_in_batch_[h.batch] += d;
+    }
+    if (has_deadline(h)) {
+      if (d > 0) watched_.insert(pos(h));
+      else watched_.erase(pos(h));
+    }
+  }
+  // Every change to a slot goes through touch() (any field) or set() (state and whether an
+  // unknown host counts), so the daemon persists exactly the changed slots.
+  void touch(const HostSlot& h) { touched_.insert(pos(h)); }
+  void set(HostSlot& h, HostState st, bool counts) {
+    tally(h, -1);
+    h.state = st;
+    h.unknown_counts = counts;
+    tally(h, +1);
+    touch(h);
+  }
+  void set(HostSlot& h, HostState st) { set(h, st, h.unknown_counts); }
+  uint32_t total_failed() const { return failed_; }
+  std::string budget_exceeded() const { return rollout::budget_exceeded(s_, failed_, failed_in_batch_); }
+
+  // Positions of the slots changed since construction (all of them after a start).
+  std::vector<uint32_t> touched() const {
+    if (replaced_) {
+      std::vector<uint32_t> all(s_.hosts.size());
+      for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
+      return all;
+    }
+    return {touched_.begin(), touched_.end()};
+  }
+
+  // The counts as a fresh pass sees them: the debug check after each step.
+  bool counts_exact() const {
+    Machine fresh(s_, now_, acts_);
+    return fresh.in_flight_ == in_flight_ && fresh.failed_ == failed_ && fresh.failed_in_batch_ == failed_in_batch_ &&
+           fresh.watched_ == watched_;
+  }
 
   void record(std::string m) { acts_.push_back(ActRecord{std::move(m)}); }
 
@@ -228,7 +299,7 @@ class Machine {
     std::vector<std::string> names;
     for (auto& h : s_.hosts) {
       if (h.state == HostState::kPending) {
-        h.state = HostState::kSkipped;
+        set(h, HostState::kSkipped);
         names.push_back(h.host_id);
       }
     }
@@ -261,8 +332,7 @@ class Machine {
       record("stopping: " + reason + "; rolling back the changed hosts in reverse order of update");
       acts_.push_back(ActBroadcast{"rollback"});
     } else {
-      uint32_t flying = 0;
-      for (const auto& h : s_.hosts) flying += in_flight_update(h) ? 1 : 0;
+      const uint32_t flying = in_flight_;
       record("stopping: " + reason + "; automatic rollback is off" +
              (flying ? ", waiting for " + std::to_string(flying) + " host(s) in flight" : ""));
     }
@@ -275,16 +345,16 @@ class Machine {
     for (const auto& id : s_.batches[static_cast<size_t>(b)]) {
       HostSlot* h = s_.find(id);
       if (!h || h->state != HostState::kPending) continue;  // cannot happen with a valid state
+      touch(*h);
       h->order_id = new_order_id();
       h->ordered_at = now_;
       h->update_seq = s_.next_update_seq++;
       h->message.clear();
       if (h->online) {
-        h->state = HostState::kOrdered;
+        set(*h, HostState::kOrdered);
       } else {
-        h->state = HostState::kUnknown;
         h->lost_at = now_;
-        h->unknown_counts = s_.plan.unknown_hosts == "fail";
+        set(*h, HostState::kUnknown, s_.plan.unknown_hosts == "fail");
       }
       names.push_back(h->host_id);
       acts_.push_back(ActOrder{h->host_id, h->order_id, "update", s_.version});
@@ -313,19 +383,21 @@ class Machine {
     bool changed = false;
     const Plan& p = s_.plan;
     // Host timeouts.
+    // Only hosts with a deadline can time out (watched_, in schedule order); a copy, as set()
+    // changes the set.
     if (p.host_timeout_ms > 0) {
-      for (auto& h : s_.hosts) {
+      for (uint32_t i : std::vector<uint32_t>(watched_.begin(), watched_.end())) {
+        HostSlot& h = s_.hosts[i];
         if (now_ < h.ordered_at + p.host_timeout_ms) continue;
         if (h.state == HostState::kOrdered) {
-          h.state = HostState::kUnknown;
-          h.unknown_counts = true;
+          set(h, HostState::kUnknown, true);
           h.lost_at = now_;
           h.message = "no report within host_timeout " + fmt_ms(p.host_timeout_ms);
           record(h.host_id + " sent no report within " + fmt_ms(p.host_timeout_ms) +
                  " of its order; it is unknown and counts as failed");
           changed = true;
         } else if (h.state == HostState::kRollingBack) {
-          h.state = HostState::kRollbackFailed;
+          set(h, HostState::kRollbackFailed);
           h.message = "no rollback report within host_timeout " + fmt_ms(p.host_timeout_ms);
           record(h.host_id + " sent no report within " + fmt_ms(p.host_timeout_ms) +
                  " of its rollback order; rollback failed");
@@ -334,10 +406,11 @@ class Machine {
       }
     }
     // Unknown hosts whose grace has run out.
-    for (auto& h : s_.hosts) {
+    for (uint32_t i : std::vector<uint32_t>(watched_.begin(), watched_.end())) {
+      HostSlot& h = s_.hosts[i];
       if (h.state == HostState::kUnknown && !h.unknown_counts &&
           now_ >= h.lost_at + p.unknown_wait_ms) {
-        h.unknown_counts = true;
+        set(h, HostState::kUnknown, true);
         record(h.host_id + " still unreachable after " + fmt_ms(p.unknown_wait_ms) +
                "; it counts as failed");
         changed = true;
@@ -349,7 +422,7 @@ class Machine {
         halt("progress deadline of " + fmt_ms(p.progress_deadline_ms) + " passed", p.auto_rollback);
         return true;
       }
-      std::string why = budget_exceeded(s_);
+      std::string why = budget_exceeded();
       if (!why.empty()) {
         halt(why, p.auto_rollback);
         return true;
@@ -359,9 +432,7 @@ class Machine {
     if (s_.phase == Phase::kRollingBack) return roll_back() || changed;
 
     if (s_.halted) {
-      for (const auto& h : s_.hosts) {
-        if (in_flight_update(h)) return changed;
-      }
+      if (in_flight_ > 0) return changed;
       finish(Phase::kFailed, s_.end_reason);
       return true;
     }
@@ -369,25 +440,25 @@ class Machine {
     // Batch progress.
     const int nb = static_cast<int>(s_.batches.size());
     if (s_.current_batch >= 0 && s_.completed_batch < s_.current_batch) {
-      for (const auto& h : s_.hosts) {
-        if (in_flight_update(h)) return changed;
-      }
+      if (in_flight_ > 0) return changed;
       const int b = s_.current_batch;
       s_.completed_batch = b;
       uint32_t healthy = 0, failed = 0, unknown = 0;
-      for (const auto& h : s_.hosts) {
-        if (h.batch != b) continue;
+      for (const auto& id : s_.batches[static_cast<size_t>(b)]) {
+        const HostSlot* hp = s_.find(id);
+        if (!hp || hp->batch != b) continue;
+        const HostSlot& h = *hp;
         healthy += h.state == HostState::kHealthy;
         failed += h.state == HostState::kFailed;
         unknown += h.state == HostState::kUnknown;
       }
       record(batch_label(s_, b) + " done: " + std::to_string(healthy) + " healthy, " +
              std::to_string(failed) + " failed, " + std::to_string(unknown) +
-             " unknown; failures " + std::to_string(total_failed(s_)) + " of budget " +
+             " unknown; failures " + std::to_string(total_failed()) + " of budget " +
              std::to_string(total_budget(s_)));
       if (b + 1 >= nb) {
         finish(Phase::kSucceeded, "all " + std::to_string(nb) + " batches done, " +
-                                      std::to_string(total_failed(s_)) +
+                                      std::to_string(total_failed()) +
                                       " failed or unknown within the budget of " +
                                       std::to_string(total_budget(s_)));
         return true;
@@ -424,7 +495,7 @@ class Machine {
       if (h.state == HostState::kRollingBack) ++rolling;
       if (h.state != HostState::kHealthy) continue;
       if (h.from_version.empty()) {
-        h.state = HostState::kRollbackFailed;
+        set(h, HostState::kRollbackFailed);
         h.message = "no previous release to roll back to; it keeps " + s_.version;
         record(h.host_id + " ran nothing before this rollout, so it cannot be rolled back; it keeps " +
                s_.version);
@@ -440,7 +511,7 @@ class Machine {
     std::vector<std::string> names;
     for (HostSlot* h : todo) {
       if (rolling >= cap) break;
-      h->state = HostState::kRollingBack;
+      set(*h, HostState::kRollingBack);
       h->order_id = new_order_id();
       h->ordered_at = now_;
       h->message.clear();
@@ -452,8 +523,7 @@ class Machine {
       record("rolling back " + join(names));
       changed = true;
     }
-    bool waiting = rolling > 0 || todo.size() > names.size();
-    for (const auto& h : s_.hosts) waiting = waiting || in_flight_update(h);
+    const bool waiting = rolling > 0 || todo.size() > names.size() || in_flight_ > 0;
     if (!waiting) {
       finish(Phase::kRolledBack, s_.end_reason.empty() ? "rolled back" : s_.end_reason);
       return true;
@@ -497,6 +567,8 @@ class Machine {
       }
     }
     s_ = std::move(n);
+    replaced_ = true;
+    recount();
     std::string sizes;
     for (const auto& b : s_.batches) sizes += (sizes.empty() ? "" : ", ") + std::to_string(b.size());
     record("rollout " + std::to_string(s_.id) + " of " + s_.service + " to " + s_.version +
@@ -528,13 +600,14 @@ class Machine {
       record("report from " + e.host_id + " with unknown outcome \"" + e.outcome + "\"; ignored");
       return Status::Ok();
     }
+    touch(*h);
     h->online = true;
-    h->unknown_counts = false;
+    set(*h, h->state, false);
     if (!e.running_version.empty()) h->running_version = e.running_version;
     h->message = e.message;
     const std::string late = is_terminal(s_.phase) ? " (after the rollout ended)" : "";
     if (update) {
-      h->state = ok ? HostState::kHealthy : HostState::kFailed;
+      set(*h, ok ? HostState::kHealthy : HostState::kFailed);
       if (ok) {
         record(h->host_id + " healthy on " + s_.version + late);
       } else {
@@ -542,14 +615,14 @@ class Machine {
                            (e.outcome == "failed_reverted" ? " and reverted" : "") +
                            (e.message.empty() ? "" : ": " + e.message);
         if (!is_terminal(s_.phase)) {
-          what += "; failures " + std::to_string(total_failed(s_)) + " of budget " +
+          what += "; failures " + std::to_string(total_failed()) + " of budget " +
                   std::to_string(total_budget(s_));
-          if (!s_.halted && !budget_exceeded(s_).empty()) what += " -> stopping";
+          if (!s_.halted && !budget_exceeded().empty()) what += " -> stopping";
         }
         record(what + late);
       }
     } else {
-      h->state = ok ? HostState::kRolledBack : HostState::kRollbackFailed;
+      set(*h, ok ? HostState::kRolledBack : HostState::kRollbackFailed);
       record(h->host_id + (ok ? " rolled back to " + h->from_version
                               : " failed to roll back" + (e.message.empty() ? "" : ": " + e.message)) +
              late);
@@ -560,11 +633,11 @@ class Machine {
   Status on(const EvHostLost& e) {
     HostSlot* h = s_.find(e.host_id);
     if (!h || !h->online) return Status::Ok();
+    touch(*h);
     h->online = false;
     if (h->state == HostState::kOrdered && !is_terminal(s_.phase)) {
-      h->state = HostState::kUnknown;
       h->lost_at = now_;
-      h->unknown_counts = s_.plan.unknown_hosts == "fail";
+      set(*h, HostState::kUnknown, s_.plan.unknown_hosts == "fail");
       record(unknown_sentence(*h, "became unreachable before reporting"));
     } else {
       record(h->host_id + " became unreachable (" + host_state_name(h->state) + ")");
@@ -575,6 +648,7 @@ class Machine {
   Status on(const EvHostBack& e) {
     HostSlot* h = s_.find(e.host_id);
     if (!h) return Status::Ok();
+    touch(*h);
     const bool was_online = h->online;
     h->online = true;
     if (!e.running_version.empty()) h->running_version = e.running_version;
@@ -584,13 +658,11 @@ class Machine {
     }
     if (s_.phase == Phase::kRollingBack && !e.running_version.empty() &&
         e.running_version == s_.version) {
-      h->state = HostState::kHealthy;
-      h->unknown_counts = false;
+      set(*h, HostState::kHealthy, false);
       h->message = "came back running " + s_.version;
       record(h->host_id + " is back running " + s_.version + "; it will be rolled back");
     } else if (h->batch == s_.current_batch && s_.completed_batch < s_.current_batch) {
-      h->state = HostState::kOrdered;
-      h->unknown_counts = false;
+      set(*h, HostState::kOrdered, false);
       h->ordered_at = now_;
       record(h->host_id + " is back; its order " + h->order_id + " is in flight again");
     } else {
@@ -674,6 +746,12 @@ class Machine {
   State& s_;
   Millis now_;
   std::vector<Action>& acts_;
+  uint32_t in_flight_ = 0;  // hosts in flight for update (in_flight_update)
+  uint32_t failed_ = 0;     // hosts that count as failed (counts_failed)
+  std::vector<uint32_t> failed_in_batch_;
+  std::set<uint32_t> watched_;  // positions of hosts with a deadline (has_deadline)
+  std::set<uint32_t> touched_;  // positions of changed slots
+  bool replaced_ = false;       // the host list was replaced (start)
 };
 
 // ---- JSON ----
@@ -689,7 +767,10 @@ const HostState kHostStates[] = {HostState::kPending,     HostState::kOrdered,
                                  HostState::kRolledBack,  HostState::kRollbackFailed,
                                  HostState::kSkipped};
 
-json slot_to_json(const HostSlot& h) {
+}  // namespace
+
+json HostSlot::to_json() const {
+  const HostSlot& h = *this;
   return {{"host_id", h.host_id},       {"domain", h.domain},
           {"from_version", h.from_version}, {"state", host_state_name(h.state)},
           {"batch", h.batch},           {"order_id", h.order_id},
@@ -699,21 +780,54 @@ json slot_to_json(const HostSlot& h) {
           {"running_version", h.running_version}};
 }
 
-}  // namespace
+Expected<HostSlot> HostSlot::from_json(const json& hj) {
+  try {
+    HostSlot h;
+    hj.at("host_id").get_to(h.host_id);
+    hj.at("domain").get_to(h.domain);
+    hj.at("from_version").get_to(h.from_version);
+    const std::string st = hj.at("state").get<std::string>();
+    bool ok = false;
+    for (HostState x : kHostStates) {
+      if (st == host_state_name(x)) { h.state = x; ok = true; }
+    }
+    if (!ok) return make_error("state", "stored rollout state: unknown host state \"" + st + "\"");
+    hj.at("batch").get_to(h.batch);
+    hj.at("order_id").get_to(h.order_id);
+    hj.at("ordered_at").get_to(h.ordered_at);
+    hj.at("lost_at").get_to(h.lost_at);
+    hj.at("update_seq").get_to(h.update_seq);
+    hj.at("message").get_to(h.message);
+    hj.at("online").get_to(h.online);
+    hj.at("unknown_counts").get_to(h.unknown_counts);
+    hj.at("running_version").get_to(h.running_version);
+    return h;
+  } catch (const json::exception& ex) {
+    return make_error("state", std::string("stored host slot is malformed: ") + ex.what());
+  }
+}
 
 json State::to_json() const {
+  json j = header_json();
+  j["batches"] = batches;
   json hs = json::array();
-  for (const auto& h : hosts) hs.push_back(slot_to_json(h));
+  for (const auto& h : hosts) hs.push_back(h.to_json());
+  j["hosts"] = std::move(hs);
+  return j;
+}
+
+json State::header_json() const {
   return {{"id", id},
           {"service", service},
           {"version", version},
           {"plan", plan.to_json()},
           {"phase", phase_name(phase)},
           {"waiting_promote", waiting_promote},
-          {"batches", batches},
+          // Not the batch lists (10,000 host ids): the slots are in schedule order and name their
+          // batch, so from_json rebuilds them.
+          {"batch_count", batches.size()},
           {"current_batch", current_batch},
           {"completed_batch", completed_batch},
-          {"hosts", hs},
           {"started_at", started_at},
           {"next_batch_at", next_batch_at},
           {"finished_at", finished_at},
@@ -724,6 +838,16 @@ json State::to_json() const {
 }
 
 Expected<State> State::from_json(const json& j) {
+  try {
+    std::vector<json> slots;
+    for (const auto& hj : j.at("hosts")) slots.push_back(hj);
+    return from_json(j, slots);
+  } catch (const json::exception& ex) {
+    return make_error("state", std::string("stored rollout state is malformed: ") + ex.what());
+  }
+}
+
+Expected<State> State::from_json(const json& j, const std::vector<json>& slots) {
   try {
     State s;
     j.at("id").get_to(s.id);
@@ -739,7 +863,13 @@ Expected<State> State::from_json(const json& j) {
     }
     if (!found) return make_error("state", "stored rollout state: unknown phase \"" + ph + "\"");
     j.at("waiting_promote").get_to(s.waiting_promote);
-    j.at("batches").get_to(s.batches);
+    const bool batch_lists = j.contains("batches");
+    if (batch_lists) j.at("batches").get_to(s.batches);
+    else {
+      const size_t n = j.at("batch_count").get<size_t>();
+      if (n > slots.size()) return make_error("state", "stored rollout state: more batches than hosts");
+      s.batches.resize(n);
+    }
     j.at("current_batch").get_to(s.current_batch);
     j.at("completed_batch").get_to(s.completed_batch);
     j.at("started_at").get_to(s.started_at);
@@ -749,30 +879,15 @@ Expected<State> State::from_json(const json& j) {
     j.at("next_update_seq").get_to(s.next_update_seq);
     j.at("end_reason").get_to(s.end_reason);
     j.at("halted").get_to(s.halted);
-    for (const auto& hj : j.at("hosts")) {
-      HostSlot h;
-      hj.at("host_id").get_to(h.host_id);
-      hj.at("domain").get_to(h.domain);
-      hj.at("from_version").get_to(h.from_version);
-      const std::string st = hj.at("state").get<std::string>();
-      bool ok = false;
-      for (HostState x : kHostStates) {
-        if (st == host_state_name(x)) { h.state = x; ok = true; }
-      }
-      if (!ok) return make_error("state", "stored rollout state: unknown host state \"" + st + "\"");
-      hj.at("batch").get_to(h.batch);
-      hj.at("order_id").get_to(h.order_id);
-      hj.at("ordered_at").get_to(h.ordered_at);
-      hj.at("lost_at").get_to(h.lost_at);
-      hj.at("update_seq").get_to(h.update_seq);
-      hj.at("message").get_to(h.message);
-      hj.at("online").get_to(h.online);
-      hj.at("unknown_counts").get_to(h.unknown_counts);
-      hj.at("running_version").get_to(h.running_version);
+    for (const auto& hj : slots) {
+      auto hs = HostSlot::from_json(hj);
+      if (!hs) return hs.error();
+      HostSlot h = std::move(*hs);
       if (h.batch < -1 || h.batch >= static_cast<int>(s.batches.size())) {
         return make_error("state", "stored rollout state: host " + h.host_id + " has batch " +
                                        std::to_string(h.batch) + " out of range");
       }
+      if (!batch_lists && h.batch >= 0) s.batches[static_cast<size_t>(h.batch)].push_back(h.host_id);
       s.hosts.push_back(std::move(h));
     }
     if (s.current_batch < -1 || s.current_batch >= static_cast<int>(s.batches.size()) ||
@@ -792,32 +907,86 @@ Expected<State> State::from_json(const json& j) {
   }
 }
 
+namespace {
+
+std::atomic<bool> g_self_check{false};
+
+// With self-checks on (the tests), what the machine keeps incrementally is checked against a
+// fresh look after every step: its counts, and that every slot it did not list as touched is
+// unchanged. A mismatch is a bug in this file: abort loudly.
+void check_touched(const State& before, const StepResult& r) {
+  if (!g_self_check || before.hosts.size() != r.state.hosts.size()) return;
+  std::vector<bool> listed(r.state.hosts.size(), false);
+  for (uint32_t i : r.touched) listed.at(i) = true;
+  for (size_t i = 0; i < r.state.hosts.size(); ++i) {
+    if (!listed[i] && !(r.state.hosts[i] == before.hosts[i])) {
+      std::fprintf(stderr, "rollout self-check: slot %zu (%s) changed but is not listed as touched\n", i,
+                   r.state.hosts[i].host_id.c_str());
+      std::abort();
+    }
+  }
+}
+void check_counts(const Machine& m) {
+  if (g_self_check && !m.counts_exact()) {
+    std::fprintf(stderr, "rollout self-check: incremental counts differ from a fresh count\n");
+    std::abort();
+  }
+}
+
+void merge_touched(std::vector<uint32_t>& into, const std::vector<uint32_t>& more) {
+  std::vector<uint32_t> out;
+  out.reserve(into.size() + more.size());
+  std::set_union(into.begin(), into.end(), more.begin(), more.end(), std::back_inserter(out));
+  into.swap(out);
+}
+
+}  // namespace
+
+void set_self_check(bool on) { g_self_check = on; }
+
 StepResult step(const State& s, const Event& e, Millis now) {
-  StepResult r{s, {}, Status::Ok()};
+  StepResult r{s, {}, Status::Ok(), {}};
   Machine m(r.state, now, r.actions);
   Status st = std::visit([&](const auto& ev) { return m.on(ev); }, e);
-  if (!st.ok()) return StepResult{s, {}, st};
+  if (!st.ok()) return StepResult{s, {}, st, {}};
   m.settle();
+  r.touched = m.touched();
+  check_counts(m);
+  check_touched(s, r);
   return r;
 }
 
 StepResult step_all(const State& s, const std::vector<Event>& events, Millis now, std::vector<Status>* errors) {
-  StepResult r{s, {}, Status::Ok()};
+  StepResult r{s, {}, Status::Ok(), {}};
+  // One machine for a run of reports: its counts are built once, not once per report.
+  std::optional<Machine> reports;
+  const auto end_reports = [&] {
+    if (!reports) return;
+    merge_touched(r.touched, reports->touched());
+    reports.reset();
+  };
   for (const auto& e : events) {
     if (std::holds_alternative<EvReport>(e)) {
       // A report never fails (odd ones are recorded and ignored), so it may work in place.
-      Machine m(r.state, now, r.actions);
-      Status st = m.on(std::get<EvReport>(e));
-      if (st.ok()) m.settle();
+      if (!reports) reports.emplace(r.state, now, r.actions);
+      Status st = reports->on(std::get<EvReport>(e));
+      if (st.ok()) reports->settle();
+      check_counts(*reports);
       if (errors) errors->push_back(st);
       continue;
     }
+    end_reports();
     StepResult one = step(r.state, e, now);
     if (errors) errors->push_back(one.error);
     if (!one.error.ok()) continue;
+    const bool replaced = one.state.hosts.size() != r.state.hosts.size();
     r.state = std::move(one.state);
     for (auto& a : one.actions) r.actions.push_back(std::move(a));
+    if (replaced) r.touched.clear();
+    merge_touched(r.touched, one.touched);
   }
+  end_reports();
+  check_touched(s, r);
   return r;
 }
 

@@ -9,7 +9,9 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -65,6 +67,16 @@ struct HostSlot {
   std::string running_version;
 
   bool operator==(const HostSlot&) const = default;
+  nlohmann::json to_json() const;
+  static Expected<HostSlot> from_json(const nlohmann::json& j);
+};
+
+// host id -> position in State::hosts. A cache, not part of the state: positions never change
+// after the start, copies share it, every hit is checked against the slot it names, and a miss
+// or a wrong hit rebuilds it. Never compared and never persisted.
+struct HostIndex {
+  mutable std::shared_ptr<const std::unordered_map<std::string, uint32_t>> map;
+  bool operator==(const HostIndex&) const { return true; }
 };
 
 struct State {
@@ -89,12 +101,20 @@ struct State {
   // Added: the last batch whose completion was handled (pause/delay decided); -1 for none.
   int completed_batch = -1;
 
+  HostIndex index;  // derived; see HostIndex
+
   bool operator==(const State&) const = default;
 
+  // O(1) lookups through `index`.
   HostSlot* find(const std::string& host_id);
   const HostSlot* find(const std::string& host_id) const;
   nlohmann::json to_json() const;
+  // Everything but `hosts`: the daemon persists this header with each step and the host slots
+  // as rows of their own, only those that changed (a 10,000-host state is ~1 MB of JSON).
+  nlohmann::json header_json() const;
+  // Reads both forms: a whole state, or a header plus its slots (in schedule order).
   static Expected<State> from_json(const nlohmann::json& j);
+  static Expected<State> from_json(const nlohmann::json& header, const std::vector<nlohmann::json>& slots);
 };
 
 // ---- events -----------------------------------------------------------------
@@ -150,6 +170,9 @@ struct StepResult {
   State state;
   std::vector<Action> actions;
   Status error;  // an event that makes no sense now (e.g. promote while running) -> error, state unchanged
+  // Positions in state.hosts of every slot the step may have changed (ascending, no duplicates);
+  // all of them when the step replaced the host list (start). The daemon persists only these.
+  std::vector<uint32_t> touched;
 };
 
 // The whole decision logic. Pure: same inputs, same outputs.
@@ -159,6 +182,11 @@ StepResult step(const State& s, const Event& e, Millis now);
 // state once instead of once per event (a 10,000-host state costs a millisecond to copy).
 // errors[i] is event i's error; a failed event leaves the state as it was before it.
 StepResult step_all(const State& s, const std::vector<Event>& events, Millis now, std::vector<Status>* errors);
+
+// Tests turn this on: after every step the machine checks what it keeps incrementally (its
+// counts of in-flight and failed hosts, the list of touched slots) against a fresh pass over
+// every host, and aborts on a mismatch. Off in the daemon (it costs a pass per event).
+void set_self_check(bool on);
 
 // The earliest absolute time at which an EvTick would change something (or 0 for none);
 // the daemon uses it as its poll timeout.

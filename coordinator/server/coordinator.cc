@@ -136,7 +136,8 @@ Status Coordinator::start() {
     auto state = rollout::State::from_json(row.state);
     if (!state) return make_error("store", "rollout " + std::to_string(row.id) + ": " + state.error().message);
     L()->info("resuming rollout {} of {} to {} (phase {})", row.id, row.service, row.version, row.phase);
-    active_[row.id] = ActiveRollout{row, std::move(*state)};
+    Millis deadline = rollout::next_deadline(*state);
+    active_[row.id] = ActiveRollout{row, std::move(*state), deadline};
   }
   auto orders = store_->open_orders();
   if (!orders) return orders.error();
@@ -276,8 +277,7 @@ Millis Coordinator::poll_timeout_ms() {
   Millis t = std::min<Millis>(100, std::max<Millis>(0, next_heartbeat_ - now));
   Millis wall = clock_.wall_ms();
   for (auto& [id, a] : active_) {
-    Millis d = rollout::next_deadline(a.state);
-    if (d > 0) t = std::min(t, std::max<Millis>(0, d - wall));
+    if (a.deadline > 0) t = std::min(t, std::max<Millis>(0, a.deadline - wall));
   }
   return t;
 }
@@ -514,11 +514,20 @@ void Coordinator::note_drift_after_end(const proto::Hello& h) {
     bool active = false;
     for (const auto& [id, a] : active_) active = active || a.state.service == s.name;
     if (active) continue;
-    auto rows = store_->rollouts(s.name, false, 1);
-    if (!rows || rows->empty()) continue;
-    const auto& row = rows->front();
-    auto st = rollout::State::from_json(row.state);
-    if (!st) continue;
+    // Once per service per process from the store (a 10,000-host state), then from memory:
+    // after a coordinator restart every host says hello "again".
+    auto cached = ended_.find(s.name);
+    if (cached == ended_.end()) {
+      std::shared_ptr<const rollout::State> loaded;
+      auto rows = store_->rollouts(s.name, false, 1);
+      if (rows && !rows->empty()) {
+        if (auto st = rollout::State::from_json(rows->front().state)) loaded = std::make_shared<const rollout::State>(std::move(*st));
+      }
+      cached = ended_.emplace(s.name, loaded).first;
+    }
+    if (!cached->second) continue;
+    const rollout::State* st = cached->second.get();
+    const uint64_t rollout_id = st->id;
     const rollout::HostSlot* slot = st->find(h.host_id);
     if (!slot) continue;
     using HS = rollout::HostState;
@@ -530,9 +539,9 @@ void Coordinator::note_drift_after_end(const proto::Hello& h) {
                       "); it runs " + (s.current_version.empty() ? "nothing" : s.current_version);
     if (s.current_version != wanted) {
       msg += ", not " + (wanted.empty() ? "nothing" : wanted) + " where the rollout left the fleet; not reconciled automatically";
-      L()->warn("rollout {}: {}", row.id, msg);
+      L()->warn("rollout {}: {}", rollout_id, msg);
     }
-    (void)store_->add_event({0, row.id, clock_.wall_ms(), msg});
+    (void)store_->add_event({0, rollout_id, clock_.wall_ms(), msg});
   }
 }
 
@@ -641,7 +650,10 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
   w.acked.swap(pending_acks_);
   w.rollout_id = id;
   w.phase = rollout::phase_name(r.state.phase);
-  w.state = r.state.to_json();
+  // Only the header and the slots this step touched: O(changed hosts) per step.
+  w.state = r.state.header_json();
+  w.slots.reserve(r.touched.size());
+  for (uint32_t i : r.touched) w.slots.emplace_back(i, r.state.hosts[i].to_json());
   std::vector<std::string> new_order_ids;
   std::vector<std::string> broadcasts;
   std::vector<rollout::Event> follow_ups;
@@ -696,6 +708,7 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
   }
   for (const auto& e : w.events) LR()->info("rollout {}: {}", id, e.message);
   a.state = std::move(r.state);
+  a.deadline = rollout::next_deadline(a.state);
   a.row.phase = w.phase;
   dirty_ = true;
   for (auto& row : w.new_orders) {
@@ -720,6 +733,7 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
     metrics_->rollouts_ended[w.phase]++;
     LR()->info("rollout {} of {} to {} ended: {}{}{}", id, a.state.service, a.state.version, w.phase,
                a.state.end_reason.empty() ? "" : " — ", a.state.end_reason);
+    ended_[a.state.service] = std::make_shared<const rollout::State>(std::move(a.state));
     active_.erase(it);
   }
   for (const auto& ev2 : follow_ups) {
@@ -777,6 +791,7 @@ uint64_t Coordinator::start_rollout(const std::string& service, const std::strin
   empty.service = service;
   empty.version = version;
   active_[*id] = ActiveRollout{row, empty};
+  ended_.erase(service);
   auto s = apply(*id, rollout::EvStart{*id, service, version, *plan, hosts});
   if (!s.ok()) {
     active_.erase(*id);
@@ -966,7 +981,7 @@ nlohmann::json Coordinator::op_status(const nlohmann::json& args, const std::str
   std::string service = arg_name(args, "service", false);
   nlohmann::json rollouts = nlohmann::json::array();
   std::set<std::string> seen;
-  auto rows = store_->latest_rollouts(service, 200);
+  auto rows = store_->latest_rollouts(service, 200, /*with_hosts=*/false);
   if (!rows) throw OpError(rows.error().message);
   for (const auto& row : *rows) {
     if (seen.count(row.service)) continue;
@@ -974,8 +989,11 @@ nlohmann::json Coordinator::op_status(const nlohmann::json& args, const std::str
     auto it = active_.find(row.id);
     if (it != active_.end()) {
       rollouts.push_back(rollout_view(it->second.row, it->second.state, false));
+    } else if (auto e = ended_.find(row.service); e != ended_.end() && e->second && e->second->id == row.id) {
+      rollouts.push_back(rollout_view(row, *e->second, false));  // ended in this process: in memory
     } else {
-      auto st = rollout::State::from_json(row.state);
+      auto full = store_->rollout(row.id);  // with its host slots
+      auto st = full && full->has_value() ? rollout::State::from_json((*full)->state) : rollout::State::from_json(row.state);
       rollouts.push_back(rollout_view(row, st ? *st : rollout::State{}, false));
     }
     // The last few events, for the status page and `gantry status --json` (the full log: rollout.get).
@@ -1120,7 +1138,7 @@ nlohmann::json Coordinator::op_rollback(const nlohmann::json& args, const std::s
     return op_rollout_get(g, who);
   }
   // Otherwise: a new rollout to an earlier revision (default: the one before the newest).
-  auto rows = store_->rollouts(service, false, 10000);
+  auto rows = store_->rollouts(service, false, 10000, /*with_hosts=*/false);
   if (!rows) throw OpError(rows.error().message);
   std::vector<store::RolloutRow> revs;
   for (const auto& r : *rows) if (r.revision > 0) revs.push_back(r);  // newest first
@@ -1150,12 +1168,11 @@ nlohmann::json Coordinator::op_rollback(const nlohmann::json& args, const std::s
 
 nlohmann::json Coordinator::op_history(const nlohmann::json& args, const std::string&) {
   std::string service = arg_name(args, "service", false);
-  auto rows = store_->rollouts(service, false, 1000);
+  auto rows = store_->rollouts(service, false, 1000, /*with_hosts=*/false);
   if (!rows) throw OpError(rows.error().message);
   nlohmann::json out = nlohmann::json::array();
   for (const auto& r : *rows) {
-    auto st = rollout::State::from_json(r.state);
-    std::string end_reason = st ? st->end_reason : std::string();
+    std::string end_reason = r.state.is_object() ? r.state.value("end_reason", std::string()) : std::string();
     out.push_back({{"id", r.id}, {"service", r.service}, {"version", r.version}, {"kind", r.kind},
                    {"phase", r.phase}, {"revision", r.revision}, {"created_by", r.created_by},
                    {"reason", r.reason}, {"created_at", r.created_at}, {"finished_at", r.finished_at},
@@ -1349,8 +1366,7 @@ void Coordinator::on_timers() {
   Millis wall = clock_.wall_ms();
   std::vector<uint64_t> due;
   for (auto& [id, a] : active_) {
-    Millis d = rollout::next_deadline(a.state);
-    if (d > 0 && d <= wall) due.push_back(id);
+    if (a.deadline > 0 && a.deadline <= wall) due.push_back(id);
   }
   for (auto id : due) (void)apply(id, rollout::EvTick{});
 }

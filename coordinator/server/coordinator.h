@@ -75,6 +75,9 @@ class Coordinator {
   struct ActiveRollout {
     store::RolloutRow row;  // meta (state column not kept up to date here)
     rollout::State state;
+    // rollout::next_deadline(state), kept with the state: the loop asks for it every turn and
+    // it scans every host.
+    Millis deadline = 0;
   };
   struct OpenOrder {
     store::OrderRow row;
@@ -157,6 +160,9 @@ class Coordinator {
   std::map<std::string, std::string> endpoints_;
   fleet::Registry registry_;
   std::map<uint64_t, ActiveRollout> active_;
+  // Per service, the state of its newest rollout once it ended (nullptr: none), for hosts that
+  // come back afterwards; loaded from the store at most once per service per process.
+  std::map<std::string, std::shared_ptr<const rollout::State>> ended_;
   std::map<std::string, OpenOrder> orders_;  // open (unreported) orders by id
   uint64_t epoch_ = 0;
   struct PendingReport {

@@ -45,6 +45,11 @@ void Stmt::run() {
   }
 }
 
+void Stmt::reset() {
+  sqlite3_reset(st_);
+  sqlite3_clear_bindings(st_);
+}
+
 int64_t Stmt::col_int(int i) const { return sqlite3_column_int64(st_, i); }
 
 std::string Stmt::col_text(int i) const {

@@ -27,6 +27,8 @@ class Stmt {
   bool step();
   // Runs to completion (for statements without rows).
   void run();
+  // Ready to bind and run again (one prepared statement for many rows).
+  void reset();
   int64_t col_int(int i) const;
   std::string col_text(int i) const;
   bool col_null(int i) const;

@@ -8,7 +8,9 @@ namespace gantry::store {
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// 1: whole rollout states in rollouts.state. 2: a header there, host slots in rollout_hosts
+// (a version-1 database is converted when opened).
+constexpr int kSchemaVersion = 2;
 
 const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -25,6 +27,9 @@ CREATE TABLE IF NOT EXISTS rollouts (
   created_at INTEGER NOT NULL, finished_at INTEGER NOT NULL DEFAULT 0,
   revision INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS rollouts_service ON rollouts (service, id);
+CREATE TABLE IF NOT EXISTS rollout_hosts (
+  rollout_id INTEGER NOT NULL, pos INTEGER NOT NULL, slot TEXT NOT NULL,
+  PRIMARY KEY (rollout_id, pos)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS orders (
   order_id TEXT PRIMARY KEY, rollout_id INTEGER NOT NULL, host_id TEXT NOT NULL,
   body TEXT NOT NULL, acked INTEGER NOT NULL DEFAULT 0, reported INTEGER NOT NULL DEFAULT 0,
@@ -83,6 +88,45 @@ RolloutRow read_rollout(Stmt& s) {
   return r;
 }
 
+// A stored header gets its host slots back (in schedule order); a whole state (schema 1, or a
+// rollout that never started) is left as it is.
+void attach_hosts(Db& db, RolloutRow& r) {
+  if (!r.state.is_object() || r.state.empty() || r.state.contains("hosts")) return;
+  Stmt s(db.raw(), "SELECT slot FROM rollout_hosts WHERE rollout_id = ? ORDER BY pos");
+  s.bind(1, static_cast<int64_t>(r.id));
+  nlohmann::json hosts = nlohmann::json::array();
+  while (s.step()) hosts.push_back(nlohmann::json::parse(s.col_text(0)));
+  r.state["hosts"] = std::move(hosts);
+}
+
+// Schema 1 -> 2: every whole state becomes a header plus its slots, in one transaction.
+void split_whole_states(Db& db) {
+  Txn t(db);
+  std::vector<std::pair<int64_t, nlohmann::json>> rows;
+  {
+    Stmt s(db.raw(), "SELECT id, state FROM rollouts");
+    while (s.step()) {
+      auto j = nlohmann::json::parse(s.col_text(1));
+      if (j.is_object() && j.contains("hosts")) rows.emplace_back(s.col_int(0), std::move(j));
+    }
+  }
+  Stmt put(db.raw(), "INSERT OR REPLACE INTO rollout_hosts (rollout_id, pos, slot) VALUES (?, ?, ?)");
+  for (auto& [id, j] : rows) {
+    int64_t pos = 0;
+    for (const auto& h : j["hosts"]) {
+      put.bind(1, id).bind(2, pos++).bind(3, h.dump());
+      put.run();
+      put.reset();
+    }
+    j.erase("hosts");
+    Stmt u(db.raw(), "UPDATE rollouts SET state = ? WHERE id = ?");
+    u.bind(1, j.dump()).bind(2, id).run();
+  }
+  Stmt v(db.raw(), "UPDATE meta SET value = ? WHERE key = 'schema_version'");
+  v.bind(1, std::to_string(kSchemaVersion)).run();
+  t.commit();
+}
+
 constexpr const char* kRolloutCols =
     "id, service, version, kind, phase, created_by, reason, created_at, finished_at, revision, state";
 
@@ -110,12 +154,16 @@ Expected<std::unique_ptr<Store>> Store::open(const std::string& path) {
                                        ", newer than this coordinator understands (" +
                                        std::to_string(kSchemaVersion) + ")");
       }
+      if (v < 2) split_whole_states(*store->db_);
     } else {
       Stmt put(store->db_->raw(), "INSERT INTO meta (key, value) VALUES ('schema_version', ?)");
       put.bind(1, std::to_string(kSchemaVersion)).run();
     }
   } catch (const SqliteError& e) {
     return make_error("store", "initialise " + path + ": " + e.what());
+  } catch (const nlohmann::json::exception& e) {
+    return make_error("store", "convert " + path + " to schema " + std::to_string(kSchemaVersion) +
+                                   ": corrupt rollout state: " + e.what());
   }
   return store;
 }
@@ -258,6 +306,14 @@ Status Store::save_step(const StepWrite& w) {
              "revision = CASE WHEN ? > 0 THEN ? ELSE revision END WHERE id = ?");
       s.bind(1, w.phase).bind(2, w.state.dump()).bind(3, w.finished_at).bind(4, revision).bind(5, revision).bind(6, static_cast<int64_t>(w.rollout_id)).run();
     }
+    if (!w.slots.empty()) {
+      Stmt put(db_->raw(), "INSERT OR REPLACE INTO rollout_hosts (rollout_id, pos, slot) VALUES (?, ?, ?)");
+      for (const auto& [pos, slot] : w.slots) {
+        put.bind(1, static_cast<int64_t>(w.rollout_id)).bind(2, static_cast<int64_t>(pos)).bind(3, slot.dump());
+        put.run();
+        put.reset();
+      }
+    }
     for (const auto& o : w.new_orders) {
       Stmt s(db_->raw(),
              "INSERT INTO orders (order_id, rollout_id, host_id, body, created_at) VALUES (?, ?, ?, ?, ?)");
@@ -294,11 +350,14 @@ Expected<std::optional<RolloutRow>> Store::rollout(uint64_t id) {
     Stmt s(db_->raw(), std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE id = ?");
     s.bind(1, static_cast<int64_t>(id));
     if (!s.step()) return std::optional<RolloutRow>();
-    return std::optional<RolloutRow>(read_rollout(s));
+    RolloutRow r = read_rollout(s);
+    attach_hosts(*db_, r);
+    return std::optional<RolloutRow>(std::move(r));
   });
 }
 
-Expected<std::vector<RolloutRow>> Store::rollouts(const std::string& service, bool active_only, int limit) {
+Expected<std::vector<RolloutRow>> Store::rollouts(const std::string& service, bool active_only, int limit,
+                                                   bool with_hosts) {
   return guard("list rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
     std::string sql = std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE (? = '' OR service = ?)";
     if (active_only) sql += " AND phase IN ('running', 'paused', 'rolling_back')";
@@ -307,12 +366,15 @@ Expected<std::vector<RolloutRow>> Store::rollouts(const std::string& service, bo
     s.bind(1, service).bind(2, service).bind(3, static_cast<int64_t>(limit));
     std::vector<RolloutRow> out;
     while (s.step()) out.push_back(read_rollout(s));
+    if (with_hosts) {
+      for (auto& r : out) attach_hosts(*db_, r);
+    }
     (void)is_active_phase;
     return out;
   });
 }
 
-Expected<std::vector<RolloutRow>> Store::latest_rollouts(const std::string& service, int window) {
+Expected<std::vector<RolloutRow>> Store::latest_rollouts(const std::string& service, int window, bool with_hosts) {
   return guard("list latest rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
     Stmt s(db_->raw(), std::string("SELECT ") + kRolloutCols +
                            " FROM rollouts WHERE id IN (SELECT MAX(id) FROM (SELECT id, service FROM rollouts"
@@ -320,6 +382,9 @@ Expected<std::vector<RolloutRow>> Store::latest_rollouts(const std::string& serv
     s.bind(1, service).bind(2, service).bind(3, static_cast<int64_t>(window));
     std::vector<RolloutRow> out;
     while (s.step()) out.push_back(read_rollout(s));
+    if (with_hosts) {
+      for (auto& r : out) attach_hosts(*db_, r);
+    }
     return out;
   });
 }

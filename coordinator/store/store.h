@@ -67,7 +67,9 @@ struct RolloutRow {
   Millis created_at = 0;
   Millis finished_at = 0;
   int64_t revision = 0;  // >0 once it succeeded: the service's revision number
-  nlohmann::json state;  // rollout::State as JSON
+  // rollout::State as JSON, whole (with "hosts"). Stored as a header in `rollouts` plus one row
+  // per host slot in `rollout_hosts`; the reads put the two back together.
+  nlohmann::json state;
 };
 
 struct OrderRow {
@@ -111,7 +113,10 @@ struct AuditRow {
 struct StepWrite {
   uint64_t rollout_id = 0;
   std::string phase;
-  nlohmann::json state;
+  nlohmann::json state;  // rollout::State::header_json(): everything but the host slots
+  // The host slots this step changed: (position in the schedule, slot JSON). Unchanged slots
+  // are not rewritten: a step costs O(changed hosts), not O(hosts).
+  std::vector<std::pair<uint32_t, nlohmann::json>> slots;
   Millis finished_at = 0;
   bool assign_revision = false;  // the rollout just succeeded
   std::vector<OrderRow> new_orders;
@@ -145,11 +150,12 @@ class Store {
   Expected<uint64_t> create_rollout(const RolloutRow& r);
   Status save_step(const StepWrite& w);
   Expected<std::optional<RolloutRow>> rollout(uint64_t id);
-  // Newest first; `service` empty = all services.
-  Expected<std::vector<RolloutRow>> rollouts(const std::string& service, bool active_only, int limit);
-  // The newest rollout of each service among the `window` most recent ones, newest first. Only
-  // those rows' states are parsed (a state is ~1 MB of JSON at 10,000 hosts).
-  Expected<std::vector<RolloutRow>> latest_rollouts(const std::string& service, int window);
+  // Newest first; `service` empty = all services. Without `with_hosts` the states are headers
+  // only (no "hosts"): enough for history, and cheap at 10,000 hosts per rollout.
+  Expected<std::vector<RolloutRow>> rollouts(const std::string& service, bool active_only, int limit,
+                                             bool with_hosts = true);
+  // The newest rollout of each service among the `window` most recent ones, newest first.
+  Expected<std::vector<RolloutRow>> latest_rollouts(const std::string& service, int window, bool with_hosts = true);
 
   Expected<std::vector<OrderRow>> open_orders();
   Status mark_acked(const std::string& order_id);

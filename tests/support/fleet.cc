@@ -40,6 +40,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMaxCapture = 16 * 1024 * 1024;
+// Coordinators started by the tests re-check the rollout machine's incremental bookkeeping
+// after every step (coordinator/main.cc); children inherit the environment.
+const bool kRolloutSelfCheck = (::setenv("GANTRY_ROLLOUT_SELF_CHECK", "1", 0), true);
 constexpr int kKillWaitMs = 10000;
 
 std::string errno_text(const std::string& what, int err = errno) {

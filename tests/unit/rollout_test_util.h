@@ -11,6 +11,9 @@
 
 namespace gantry::rollout::testing {
 
+// Every rollout test runs with the machine's self-checks on (see set_self_check).
+inline const bool kSelfCheckOn = (set_self_check(true), true);
+
 // Hosts "web-1".."web-N" running `from`, optionally labelled zone=<zones[i % zones.size()]>.
 inline std::vector<HostCandidate> make_hosts(int n, const std::vector<std::string>& zones = {},
                                              const std::string& from = "v1") {
