@@ -1,7 +1,8 @@
 // `gantry-fleet-sim agents`: N simulated agents in one process. Each is a DEALER (and, if
 // asked, a SUB) speaking the real protocol through common/ (codec, transport::configure):
 // hello, heartbeats, order acks with de-duplication, reports after a configurable swap and
-// verify time, hello again on `hello_required`, liveness timeout with jittered backoff.
+// verify time, hello again on `hello_required`, liveness timeout (misses x the coordinator's
+// announced heartbeat period, as the real agent) with jittered backoff.
 // One thread, one epoll set over the sockets' ZMQ_FDs, one zmq context.
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include <boost/program_options.hpp>
+#include <sodium.h>
 #include <zmq.hpp>
 
 #include "bench/sim_common.h"
@@ -48,7 +50,8 @@ struct Options {
   int io_threads = 2;
   int stats_ms = 250;
   int duration_s = 900;
-  int connect_per_ms = 0;  // 0: open every agent at once
+  double connect_per_ms = 0;  // 0: open every agent at once; fractions allowed (0.125: one per 8 ms)
+  std::string curve_seed;  // CURVE: each agent's own key pair derived from this (sim_keypair)
   transport::SocketOptions socket;
 };
 
@@ -63,9 +66,12 @@ struct Agent {
   uint64_t epoch = 0;
   int64_t last_sent = 0, last_heard = 0, reconnect_at = 0, backoff = 100;
   int64_t last_sent_us = 0;
+  int64_t welcome_us = 0;  // first welcome of the current epoch (wall clock)
+  transport::CurveOptions curve;
   uint64_t hb_seq = 0;
   int64_t hb_interval = 1000;
   int64_t misses = 3;
+  int64_t coord_period = 1000;  // the coordinator is given up after misses x this of silence
   std::string current, previous;
   std::unordered_map<std::string, proto::Report> done;
   std::unordered_set<std::string> in_progress;
@@ -91,11 +97,15 @@ class Fleet {
     ctx_.set(zmq::ctxopt::max_sockets, 30000);
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     agents_.resize(static_cast<size_t>(o_.agents));
-    char buf[64];
     for (int i = 0; i < o_.agents; ++i) {
-      std::snprintf(buf, sizeof buf, "%s%05d", o_.prefix.c_str(), o_.first + i);
-      agents_[i].id = buf;
+      agents_[i].id = sim_host_id(o_.prefix, o_.first + i);
       agents_[i].current = o_.version;
+      agents_[i].curve = o_.socket.curve;
+      if (!o_.curve_seed.empty()) {
+        SimKeyPair kp = sim_keypair(o_.curve_seed, agents_[i].id);
+        agents_[i].curve.public_key = kp.public_z85;
+        agents_[i].curve.secret_key = kp.secret_z85;
+      }
     }
   }
   ~Fleet() {
@@ -114,7 +124,7 @@ class Fleet {
     while (!g_stop && mono_ms() < deadline) {
       int64_t now = mono_ms();
       // Open agents (all at once, or at a bounded rate).
-      size_t want = o_.connect_per_ms > 0 ? std::min(agents_.size(), static_cast<size_t>((now - start + 1) * o_.connect_per_ms)) : agents_.size();
+      size_t want = o_.connect_per_ms > 0 ? std::min(agents_.size(), static_cast<size_t>(static_cast<double>(now - start + 1) * o_.connect_per_ms)) : agents_.size();
       while (opened < want) open_agent(opened++);
       while (g_kill > 0) {
         g_kill--;
@@ -145,6 +155,11 @@ class Fleet {
         emit(stats());
       }
     }
+    // Each agent's first welcome of its current epoch, for per-agent reconnect percentiles.
+    std::map<uint64_t, std::vector<int64_t>> welcomes;
+    for (const auto& a : agents_)
+      if (a.epoch != 0 && a.welcome_us != 0) welcomes[a.epoch].push_back(a.welcome_us);
+    for (const auto& [e, us] : welcomes) emit({{"ev", "welcomes"}, {"epoch", e}, {"us", us}});
     auto s = stats();
     s["final"] = true;
     emit(s);
@@ -169,7 +184,9 @@ class Fleet {
     a.opened = true;
     if (!o_.pub_endpoint.empty()) {
       a.sub = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::sub);
-      transport::configure(*a.sub, o_.socket);
+      transport::SocketOptions so = o_.socket;
+      so.curve = a.curve;
+      transport::configure(*a.sub, so);
       a.sub->set(zmq::sockopt::subscribe, "");
       a.sub->connect(o_.pub_endpoint);
       watch(*a.sub, (i << 1) | 1);
@@ -181,13 +198,17 @@ class Fleet {
     Agent& a = agents_[i];
     a.dealer = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
     transport::SocketOptions so = o_.socket;
-    so.routing_id = a.id;
+    so.curve = a.curve;
+    // As the real agent (agent/net/session.cc): without CURVE the coordinator knows us by
+    // routing id; with CURVE by our key, and the ROUTER gives each connection a fresh id.
+    if (!so.curve.enabled()) so.routing_id = a.id;
     transport::configure(*a.dealer, so);
     a.dealer->connect(o_.endpoint);
     watch(*a.dealer, i << 1);
     int64_t now = mono_ms();
     a.last_heard = now;
     a.welcomed = false;
+    a.coord_period = a.hb_interval;  // as the real agent: until welcomed, our own interval
     connects_++;
     send_hello(a);
   }
@@ -240,6 +261,7 @@ class Fleet {
     s.state = a.in_progress.empty() ? "idle" : "updating";
     if (!a.in_progress.empty()) s.order_id = *a.in_progress.begin();
     h.services.push_back(s);
+    h.capabilities = proto::kCapCoordinatorHeartbeat;  // as the real agent (agent/net/session.cc)
     return h;
   }
 
@@ -290,6 +312,7 @@ class Fleet {
       int64_t t = wall_us();
       a.hb_interval = w->heartbeat_interval_ms;
       a.misses = w->heartbeat_misses;
+      a.coord_period = w->coordinator_heartbeat_ms ? w->coordinator_heartbeat_ms : w->heartbeat_interval_ms;
       a.backoff = 100;
       if (!a.welcomed || a.epoch != w->epoch) {
         if (a.epoch != w->epoch) {
@@ -298,6 +321,7 @@ class Fleet {
           e.agents++;
           if (e.first_us == 0) e.first_us = t;
           e.last_us = std::max(e.last_us, t);
+          a.welcome_us = t;
         }
         a.epoch = w->epoch;
       }
@@ -409,7 +433,7 @@ class Fleet {
       Agent& a = agents_[i];
       if (!a.opened || a.dead || o_.no_dealer) continue;
       if (a.dealer) {
-        if (now - a.last_heard >= a.hb_interval * a.misses) {
+        if (now - a.last_heard >= a.coord_period * a.misses) {
           timeouts_++;
           close_dealer(a);
         } else if (now - a.last_sent >= a.hb_interval) {
@@ -460,6 +484,57 @@ class Fleet {
 
 }  // namespace
 
+SimKeyPair sim_keypair(const std::string& seed, const std::string& host_id) {
+  static const bool ok = sodium_init() >= 0;
+  (void)ok;
+  unsigned char s[crypto_box_SEEDBYTES], pk[crypto_box_PUBLICKEYBYTES], sk[crypto_box_SECRETKEYBYTES];
+  std::string material = seed + "\n" + host_id;
+  crypto_generichash(s, sizeof s, reinterpret_cast<const unsigned char*>(material.data()), material.size(), nullptr, 0);
+  crypto_box_seed_keypair(pk, sk, s);
+  char zp[41], zs[41];
+  zmq_z85_encode(zp, pk, sizeof pk);
+  zmq_z85_encode(zs, sk, sizeof sk);
+  return {zp, zs};
+}
+
+std::string sim_host_id(const std::string& prefix, int index) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s%05d", prefix.c_str(), index);
+  return buf;
+}
+
+int run_keys(int argc, char** argv) {
+  std::string seed, prefix = "sim-";
+  int first = 0, count = 100;
+  po::options_description desc("gantry-fleet-sim keys: the simulated agents' CURVE public keys, `HOST KEY` per line.\nOptions");
+  desc.add_options()("help,h", "show this help")
+      ("curve-seed", po::value(&seed), "the seed given to `agents --curve-seed`")
+      ("prefix", po::value(&prefix)->default_value(prefix), "host id prefix")
+      ("first", po::value(&first)->default_value(first), "index of the first agent")
+      ("count", po::value(&count)->default_value(count), "number of agents");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "gantry-fleet-sim keys: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (seed.empty()) {
+    std::cerr << "gantry-fleet-sim keys: --curve-seed is required\n";
+    return 2;
+  }
+  for (int i = first; i < first + count; ++i) {
+    std::string host = sim_host_id(prefix, i);
+    std::cout << host << " " << sim_keypair(seed, host).public_z85 << "\n";
+  }
+  return 0;
+}
+
 int run_agents(int argc, char** argv) {
   Options o;
   std::string server_key, client_pub, client_secret;
@@ -480,10 +555,12 @@ int run_agents(int argc, char** argv) {
       ("io-threads", po::value(&o.io_threads)->default_value(o.io_threads), "zmq io threads")
       ("stats-ms", po::value(&o.stats_ms)->default_value(o.stats_ms), "print a stats line this often")
       ("duration-s", po::value(&o.duration_s)->default_value(o.duration_s), "exit after this long at the latest")
-      ("connect-per-ms", po::value(&o.connect_per_ms)->default_value(0), "open at most this many agents per ms (0: all at once)")
+      ("connect-per-ms", po::value(&o.connect_per_ms)->default_value(0), "open at most this many agents per ms (0: all at once; may be a fraction)")
       ("server-public-key", po::value(&server_key), "CURVE: the coordinator's public key (Z85)")
       ("client-public-key", po::value(&client_pub), "CURVE: the simulated agents' public key (Z85)")
-      ("client-secret-key", po::value(&client_secret), "CURVE: the simulated agents' secret key (Z85)");
+      ("client-secret-key", po::value(&client_secret), "CURVE: the simulated agents' secret key (Z85), one for all")
+      ("curve-seed", po::value(&o.curve_seed), "CURVE: each agent's own key pair, derived from this seed and its host id "
+                                               "(enroll them with `gantry-fleet-sim keys` | gantry keys accept-file)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -504,6 +581,10 @@ int run_agents(int argc, char** argv) {
   o.socket.send_hwm = 1000;
   o.socket.recv_hwm = 1000;
   o.socket.max_msg_size = 2 * 1024 * 1024;
+  if (!o.curve_seed.empty() && server_key.empty()) {
+    std::cerr << "gantry-fleet-sim agents: --curve-seed needs --server-public-key\n";
+    return 2;
+  }
   o.socket.curve.server_public_key = server_key;
   o.socket.curve.public_key = client_pub;
   o.socket.curve.secret_key = client_secret;

@@ -139,6 +139,9 @@ class Env:
         self.agent_port = free_port()
         self.pub_port = free_port()
         self.op_port = free_port()
+        # Plaintext unless a benchmark sets these (bench_storm runs secure: CURVE + keys).
+        self.coord_security = ["--insecure-dev"]  # or --server-key ... --admin-key ...
+        self.op_security = []                     # gantry-fleet-sim op / gantry: --key ... --coordinator-key ...
 
     def close(self):
         with open(os.path.join(self.work, "sim-stats.json"), "w") as f:
@@ -157,16 +160,16 @@ class Env:
             print(f"(kept {self.work})")
 
     # ---- coordinator
-    def start_coordinator(self, hb_ms=1000, strace_out=None, log_name="coordinator.log"):
+    def start_coordinator(self, hb_ms=1000, strace_out=None, log_name="coordinator.log", extra=()):
         ep = os.path.join(self.coord_state, "endpoints.json")
         if os.path.exists(ep):
             os.unlink(ep)
-        argv = [self.coord_bin, "--state-dir", self.coord_state, "--insecure-dev",
+        argv = [self.coord_bin, "--state-dir", self.coord_state] + self.coord_security + [
                 "--agent-endpoint", f"tcp://127.0.0.1:{self.agent_port}",
                 "--pub-endpoint", f"tcp://127.0.0.1:{self.pub_port}",
                 "--operator-endpoint", f"tcp://127.0.0.1:{self.op_port}",
                 "--http-address", "", "--heartbeat-interval-ms", str(hb_ms), "--log-level",
-                self.args.coord_log_level]
+                self.args.coord_log_level] + list(extra)
         if strace_out:
             trace = os.environ.get("GANTRY_BENCH_STRACE", "-c -e trace=fsync,fdatasync").split()
             argv = ["strace", "-f", "--seccomp-bpf"] + trace + ["-o", strace_out] + argv
@@ -201,6 +204,7 @@ class Env:
                 "--args", json.dumps(args or {}), "--timeout-ms", str(timeout_ms)]
         if brief:
             argv.append("--brief")
+        argv += self.op_security
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_ms / 1000 + 10).stdout
         for line in out.splitlines():
             if line.startswith("{"):
@@ -211,7 +215,7 @@ class Env:
         path = os.path.join(self.work, f"web-{version}.tar")
         with open(path, "wb") as f:
             f.write(os.urandom(size))
-        r = subprocess.run([self.cli, "--coordinator", f"tcp://127.0.0.1:{self.op_port}", "release", "upload", path,
+        r = subprocess.run([self.cli, "--coordinator", f"tcp://127.0.0.1:{self.op_port}"] + self.op_security + ["release", "upload", path,
                             "--service", "web", "--version", version], capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError("upload failed: " + r.stdout + r.stderr)
@@ -389,16 +393,22 @@ def bench_orchestration(args):
 
         # Gantry: the real coordinator on the same port; the simulators reconnect and say hello.
         strace_out = os.path.join(env.work, "strace.txt") if args.strace else None
-        env.start_coordinator(hb_ms=1000, strace_out=strace_out)
+        env.start_coordinator(hb_ms=1000)
         env.wait_welcomed(sims, n, 120)
         env.upload("v1")
         time.sleep(1.0)
         cpu0 = proc_cpu_ticks(env.coord_pid)
         perf = None
         if args.perf:  # profile the coordinator during the rollout (software clock: works in VMs)
-            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384", "-p", str(env.coord_pid), "-o",
+            cg = os.environ.get("GANTRY_BENCH_PERF_CALLGRAPH", "")  # e.g. dwarf,8192 (large files)
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999"] + (["--call-graph", cg] if cg else []) + ["-p", str(env.coord_pid), "-o",
                                      os.path.join(env.work, "perf.data")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
+        tracer = None
+        if strace_out:  # attached only for the rollout: greeting 10,000 agents under strace is too slow
+            tracer = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", strace_out, "-p",
+                                       str(env.coord_pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(2.0)
         r = env.op("rollout.start", {"service": "web", "version": "v1", "plan": {"batches": [batch]}})
         assert r["ok"], r
         rid, t0 = r["result"]["id"], r["sent_us"]
@@ -416,10 +426,16 @@ def bench_orchestration(args):
         nrep, first, last = rollout_reports(sims, rid)
         gantry_ms = res["finished_at"] - t0 / 1000.0
         fsyncs = None
+        if tracer:
+            tracer.send_signal(signal.SIGINT)  # detaches and writes the summary
+            tracer.wait(30)
         env.stop_coordinator()
-        if strace_out:
-            txt = open(strace_out).read()
-            fsyncs = sum(int(m.group(1)) for m in re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?f(?:data)?sync", txt, re.M))
+        syncs_by_file = {}
+        if strace_out:  # one line per call: fdatasync(5</path/coordinator.db-wal>) = 0
+            for m in re.finditer(r"f(?:data)?sync\(\d+<([^>]*)>\)", open(strace_out).read()):
+                name = os.path.basename(m.group(1))
+                syncs_by_file[name] = syncs_by_file.get(name, 0) + 1
+            fsyncs = sum(syncs_by_file.values())
         hz = os.sysconf("SC_CLK_TCK")
         ratio = gantry_ms / floor_ms
         rows = [("rollout wall time, 10k hosts / %d batches (ms)" % res["batches_total"], f"{gantry_ms:.0f}",
@@ -428,14 +444,17 @@ def bench_orchestration(args):
             per = fsyncs / res["batches_total"]
             rows.append(("fsync + fdatasync per batch transition", f"{per:.2f} ({fsyncs} total)", "—", "—", "≤ 1",
                          per <= 1.0))
+            rows.append(("… of which, by file", ", ".join(f"{k}: {v}" for k, v in sorted(syncs_by_file.items())), "—",
+                         "—", "—", None))
         rows.append(("CPU seconds (coordinator during the rollout / floor process, whole life)", f"{(cpu1 - cpu0) / hz:.2f}",
                      f"{floor_cpu:.2f}", f"{(cpu1 - cpu0) / hz / max(floor_cpu, 0.01):.1f}x", "—", None))
         record("orchestration", "2. Orchestration overhead (10,000 hosts, 100 batches of 100)",
                "bench/run orchestration", rows,
                f"Phase {res['phase']}, {nrep} reports; Gantry time = rollout.start sent → the rollout's own finished_at; "
                f"floor = first order → last report of the last batch on a bare ROUTER (no store, no state machine). "
-               f"fsyncs counted with `strace -f --seccomp-bpf -c -e trace=fsync,fdatasync` on the coordinator"
-               + (" (timed run under strace)." if strace_out else " (not counted in this run)."))
+               f"fsyncs counted with `strace -f -c -e trace=fsync,fdatasync -p COORDINATOR` attached for the rollout"
+               + (" (this timed run was under strace, so its wall time is slower)." if strace_out else
+                  " (not counted in this run; `bench/run orchestration --strace` counts them)."))
         return 0
     finally:
         env.close()
@@ -449,28 +468,33 @@ def bench_rest(args):
         hz = os.sysconf("SC_CLK_TCK")
         # Baseline: a bare ROUTER exchanging the same heartbeats with the same agents (the floor
         # waits for one host more than exist, so it only greets and heartbeats).
+        # It follows the coordinator's heartbeat rule (tools.cc `floor`): welcome with the same
+        # coordinator_heartbeat_ms, a heartbeat to a host only after that long without sending it
+        # anything, checked once per 1 s interval.
         floor = Proc([env.sim, "floor", "--bind", f"tcp://127.0.0.1:{env.agent_port}", "--hosts", str(n + 1),
-                      "--timeout-s", str(int(args.rest_s) + 200)], os.path.join(env.work, "floor.log"))
+                      "--timeout-s", str(int(args.rest_s) + 200), "--coordinator-heartbeat-ms", str(args.coord_hb_ms)],
+                     os.path.join(env.work, "floor.log"))
         env.procs.append(floor)
         fsims = env.start_sims(n, procs, prefix="sim-")
         wait_until(lambda: env.total(fsims, "welcomed") >= n, 120, 0.2, "agents greeted by the floor")
         time.sleep(5.0)
-        f0, ft0 = proc_cpu_ticks(floor.p.pid), time.time()
+        f0, ft0, fhb0, fin0 = proc_cpu_ticks(floor.p.pid), time.time(), env.total(fsims, "hb_in"), env.total(fsims, "hb_out")
         time.sleep(args.rest_s)
-        f1, ft1 = proc_cpu_ticks(floor.p.pid), time.time()
+        f1, ft1, fhb1, fin1 = proc_cpu_ticks(floor.p.pid), time.time(), env.total(fsims, "hb_in"), env.total(fsims, "hb_out")
         floor_pct = 100.0 * (f1 - f0) / hz / (ft1 - ft0)
         floor_rss = proc_rss_kib(floor.p.pid)
+        floor_hb_rate, floor_in_rate = (fhb1 - fhb0) / (ft1 - ft0), (fin1 - fin0) / (ft1 - ft0)
         for p in fsims + [floor]:
             p.stop()
             env.procs.remove(p)
-        env.start_coordinator(hb_ms=1000)
+        env.start_coordinator(hb_ms=1000, extra=["--coordinator-heartbeat-ms", str(args.coord_hb_ms)])
         time.sleep(1.0)
         rss0 = proc_rss_kib(env.coord_pid)
         sims = env.start_sims(n, procs)
         env.wait_welcomed(sims, n, 120)
         time.sleep(5.0)  # settle: hellos persisted, first status snapshots built
         c0, t0 = proc_cpu_ticks(env.coord_pid), time.time()
-        hb0 = env.total(sims, "hb_in")
+        hb0, in0 = env.total(sims, "hb_in"), env.total(sims, "hb_out")
         perf = None
         if args.perf:
             perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384", "-p",
@@ -481,7 +505,8 @@ def bench_rest(args):
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
         c1, t1 = proc_cpu_ticks(env.coord_pid), time.time()
-        hb1 = env.total(sims, "hb_in")
+        hb1, in1 = env.total(sims, "hb_in"), env.total(sims, "hb_out")
+        in_rate = (in1 - in0) / (t1 - t0)
         cpu_pct = 100.0 * (c1 - c0) / hz / (t1 - t0)
         rss1 = proc_rss_kib(env.coord_pid)
         per_agent = (rss1 - rss0) / n
@@ -504,146 +529,60 @@ def bench_rest(args):
         since_last = t_noticed - killed["last_sent_us"] / 1e6
         since_death = t_noticed - killed["at_us"] / 1e6
         rows = [("coordinator CPU at rest, %d agents, 1 s heartbeats" % n, f"{cpu_pct:.2f}% of a core",
-                 f"{floor_pct:.2f}% (bare ROUTER, same heartbeats)", f"{cpu_pct / max(floor_pct, 0.01):.2f}x", "≤ 5%",
+                 f"{floor_pct:.2f}% (bare ROUTER, same exchange)", f"{cpu_pct / max(floor_pct, 0.01):.2f}x", "≤ 5%",
                  cpu_pct <= 5.0),
                 ("RSS of the bare ROUTER with the same connections (KiB per agent)", f"{per_agent:.1f}",
                  f"{floor_rss / n:.1f}", "—", "—", None),
                 ("coordinator RSS per agent (KiB), delta over empty", f"{per_agent:.1f}", f"{rss0} KiB empty", "—",
                  "≤ 30 KiB", per_agent <= 30.0),
                 ("coordinator RSS total (MiB)", f"{rss1 / 1024:.0f}", "—", "—", "—", None),
-                ("heartbeats reaching the agents per s", f"{hb_rate:.0f}", f"{n} expected", f"{hb_rate / n:.2f}", "—", None),
+                ("heartbeats the agents send per s", f"{in_rate:.0f}", f"{floor_in_rate:.0f}", "—", "—", None),
+                ("heartbeats reaching the agents per s (coordinator heartbeat period %g s)" % (args.coord_hb_ms / 1000.0),
+                 f"{hb_rate:.0f}", f"{floor_hb_rate:.0f}", f"{hb_rate / max(floor_hb_rate, 1):.2f}", "—", None),
                 ("dead agent noticed after it died (s)", f"{since_death:.2f}", "1 s interval", f"{since_death:.2f} intervals",
                  "≤ 3 intervals", since_death <= 3.0),
                 ("… after its last message (s; the timeout is 3 intervals of silence)", f"{since_last:.2f}", "—", "—", "—", None)]
         record("rest", "3. Coordinator at rest (10,000 agents heartbeating at 1 s)", "bench/run rest", rows,
                f"CPU from /proc/PID/stat utime+stime over {args.rest_s:.0f} s after all {n} agents were welcomed and 5 s of settling; "
-               "RSS from VmRSS. Detection time from the coordinator's log line `<host> is unknown`.")
+               "RSS from VmRSS at the end of that window: a mid-life figure, not the steady state, which libzmq reaches only after 512 messages per pipe direction (see Status below). Coordinator run with `--coordinator-heartbeat-ms "
+               f"{args.coord_hb_ms}`. Baseline: `gantry-fleet-sim floor`, one ROUTER with the coordinator's socket options "
+               "and no store, that answers each hello with a Welcome carrying the same coordinator_heartbeat_ms, decodes "
+               "every agent message, and once per 1 s interval sends a Heartbeat to each host it sent nothing to for that "
+               "period — the coordinator's exchange, nothing else. Detection time from the coordinator's log line "
+               "`<host> is unknown`.")
         return 0
     finally:
         env.close()
 
 
 def bench_broadcast(args):
-    """Figure 1: a rollback signal reaching 10,000 connected agents vs a plain TCP writer loop."""
-    n, procs, runs = args.agents, args.procs, args.runs
-    env = Env(args, "broadcast")
-    try:
-        # Baseline: plain TCP writer loop, same number of sockets, same bytes.
-        port_file = os.path.join(env.work, "fan.port")
-        fan = Proc([env.sim, "tcp-fan", "--conns", str(n), "--runs", str(runs), "--gap-ms", "300"],
-                   os.path.join(env.work, "fan.log"))
-        env.procs.append(fan)
-        port = wait_until(lambda: fan.event("bound"), 10, what="tcp-fan")[0]["port"]
-        per = (n + procs - 1) // procs
-        recvs = []
-        for k in range(procs):
-            cnt = min(per, n - k * per)
-            p = Proc([env.sim, "tcp-recv", "--connect", f"127.0.0.1:{port}", "--conns", str(cnt), "--duration-s", "300"],
-                     os.path.join(env.work, f"recv-{k}.log"))
-            recvs.append(p)
-            env.procs.append(p)
-        wait_until(lambda: len(fan.event("fan")) >= runs, 300, 0.2, "tcp-fan runs")
-        time.sleep(0.5)
-        tcp = []
-        for ev in fan.event("fan"):
-            r = str(ev["run"])
-            lasts = [(p.latest() or {}).get("runs", {}).get(r, {}) for p in recvs]
-            cnt = sum(x.get("count", 0) for x in lasts)
-            if cnt == n:
-                tcp.append((max(x["last_us"] for x in lasts) - ev["t0_us"]) / 1000.0)
-        for p in recvs + [fan]:
-            p.stop()
-
-        # Gantry: 10,000 SUB listeners, plus 100 agents in an active rollout that is rolled back.
-        env.start_coordinator(hb_ms=1000)
-        subs = env.start_sims(n, procs, ["--no-dealer", "--pub-endpoint", f"tcp://127.0.0.1:{env.pub_port}"], endpoint=False,
-                              prefix="sub-")
-        dealers = env.start_sims(100, 1, ["--hold-updates"], prefix="sim-")
-        env.wait_welcomed(dealers, 100, 60)
-        env.upload("v1")
-        time.sleep(3.0)  # let every SUB connection complete
-        lat = []
-        for run in range(runs):
-            r = env.op("rollout.start", {"service": "web", "version": "v1", "plan": {"batches": ["100%"]}})
-            assert r["ok"], r
-            rid = r["result"]["id"]
-            wait_until(lambda: rollout_reports(dealers, rid)[0] >= 0 and
-                       sum((s.latest() or {}).get("held", 0) for s in dealers) >= 100, 30, what="orders held")
-            rb = env.op("rollback", {"service": "web"})
-            assert rb["ok"], rb
-            t0 = rb["sent_us"]
-
-            def all_got():
-                sig = [(s.latest() or {}).get("signals", {}).get(str(rid)) for s in subs]
-                if all(sig) and sum(x["count"] for x in sig) >= n:
-                    return sig
-                return None
-            try:
-                sig = wait_until(all_got, 20, 0.05, "signal at every listener")
-                lat.append((max(x["last_us"] for x in sig) - t0) / 1000.0)
-            except TimeoutError:
-                got = sum(((s.latest() or {}).get("signals", {}).get(str(rid)) or {}).get("count", 0) for s in subs)
-                print(f"run {run}: only {got}/{n} listeners got the signal")
-            wait_rollout_end(env, rid, 60)
-        if not lat or not tcp:
-            raise RuntimeError(f"no complete runs (gantry {len(lat)}, tcp {len(tcp)})")
-        g50, g99, b50, b99 = pct(lat, 50), pct(lat, 99), pct(tcp, 50), pct(tcp, 99)
-        rows = [(f"rollback reaching {n} agents, p50 (ms)", f"{g50:.1f}", f"{b50:.1f}", f"{g50 / b50:.2f}x", "≤ 1.5x", g50 / b50 <= 1.5),
-                (f"rollback reaching {n} agents, p99 (ms)", f"{g99:.1f}", f"{b99:.1f}", f"{g99 / b99:.2f}x", "≤ 1.5x", g99 / b99 <= 1.5)]
-        record("broadcast", "1. Rollback broadcast to 10,000 connected agents", "bench/run broadcast", rows,
-               f"{len(lat)} Gantry runs, {len(tcp)} baseline runs. Gantry: `rollback` request sent → the last of {n} SUB "
-               "listeners has the Signal (the coordinator persists the step, then publishes). Baseline: one thread writing the "
-               "same Signal bytes (plus an 8-byte header) to each of the accepted TCP sockets in a loop → the last receiver has them.")
-        return 0
-    finally:
-        env.close()
+    import bench_broadcast  # figure 1, its own module
+    return bench_broadcast.run(args)
 
 
 def bench_storm(args):
-    """Figure 4: coordinator restart; all agents reconnect and report their state."""
-    n, procs = args.agents, args.procs
-    env = Env(args, "storm")
-    try:
-        env.start_coordinator(hb_ms=1000)
-        sims = env.start_sims(n, procs)
-        env.wait_welcomed(sims, n, 120)
-        time.sleep(3.0)
-        env.stop_coordinator(signal.SIGKILL)
-        time.sleep(args.down_s)
-        env.start_coordinator(hb_ms=1000, log_name="coordinator2.log")
-        t_start = env.coord_started_us
+    import bench_storm  # figure 4, its own module
+    return bench_storm.run(args)
 
-        def epochs():
-            agg = {}
-            for s in sims:
-                for e, v in ((s.latest() or {}).get("epochs") or {}).items():
-                    a = agg.setdefault(int(e), [0, 0])
-                    a[0] += v["agents"]
-                    a[1] = max(a[1], v["last_us"])
-            return agg
-        newest = lambda: max(epochs().keys() or [0])
-        try:
-            wait_until(lambda: newest() >= 2 and epochs()[newest()][0] >= n, 60, 0.1, "every agent welcomed again")
-        except TimeoutError:
-            pass
-        ep = epochs()[newest()]
-        t_all = (ep[1] - t_start) / 1e6
-        left = n - ep[0]
-        hb = env.total(sims, "hb_in")
-        rows = [(f"all {n} agents reconnected + hello + welcome (s)", f"{t_all:.2f}", "—", "—", "≤ 5 s", t_all <= 5.0 and left == 0),
-                ("agents left behind", str(left), "—", "—", "0", left == 0),
-                ("coordinator start → endpoints bound (s)", f"{(env.coord_ready_us - t_start) / 1e6:.2f}", "—", "—", "—", None)]
-        record("storm", "4. Reconnect storm after a coordinator restart (SIGKILL, restart)", "bench/run storm", rows,
-               f"Coordinator killed with SIGKILL after all {n} agents were welcomed, down {args.down_s} s, restarted on the same "
-               "state dir. Time from the restart's exec to the last Welcome of the new epoch received by a simulated agent. "
-               "CURVE not on in this run (insecure-dev).")
-        return 0
-    finally:
-        env.close()
+
+def bench_distribution(args):
+    import bench_distribution  # figure 6, its own module
+    return bench_distribution.run(args)
+
+
+def bench_ansible(args):
+    import bench_ansible  # figure 7, its own module
+    return bench_ansible.run(args)
+
+
+def bench_footprint(args):
+    import bench_footprint  # figure 5, its own module
+    return bench_footprint.run(args)
 
 
 BENCHES = {"smoke": bench_smoke, "orchestration": bench_orchestration, "rest": bench_rest, "broadcast": bench_broadcast,
-           "storm": bench_storm}
+           "storm": bench_storm, "distribution": bench_distribution,
+           "ansible": bench_ansible, "footprint": bench_footprint}
 
 
 def main():
@@ -655,15 +594,23 @@ def main():
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rest-s", type=float, default=20.0)
+    ap.add_argument("--coord-hb-ms", type=int, default=10000, help="rest: --coordinator-heartbeat-ms (0: every interval)")
     ap.add_argument("--down-s", type=float, default=1.0)
+    ap.add_argument("--storm-connect-per-s", type=float, default=1000, help="storm: first connections per s, all simulators")
     ap.add_argument("--max-s", type=int, default=900, help="upper bound on any simulator's life")
     ap.add_argument("--strace", action="store_true", help="orchestration: count fsyncs under strace")
-    ap.add_argument("--connect-per-ms", type=int, default=2, help="agents each simulator opens per ms at start")
+    ap.add_argument("--connect-per-ms", type=float, default=2, help="agents each simulator opens per ms at start")
     ap.add_argument("--perf", action="store_true", help="orchestration: perf record the coordinator during the rollout")
     ap.add_argument("--coord-log-level", default="info")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     ap.add_argument("--no-write", action="store_true", help="do not update docs/BENCHMARKS.md")
+    ap.add_argument("--receivers", type=int, default=100, help="distribution: agents receiving the release")
+    ap.add_argument("--release-mib", type=int, default=50, help="distribution: release size")
+    ap.add_argument("--rounds", type=int, default=3, help="ansible: measured rounds (median reported)")
+    ap.add_argument("--idle-s", type=float, default=30.0, help="footprint: idle CPU measurement window")
+    ap.add_argument("--settle-s", type=float, default=5.0, help="footprint: settling after the welcome")
     args = ap.parse_args()
+    sys.modules.setdefault("bench", sys.modules[__name__])  # benchmark modules import this one as `bench`
     raise_nofile()
     names = ["orchestration", "rest", "broadcast", "storm"] if args.name == "all" else [args.name]
     rc = 0

@@ -28,10 +28,24 @@ inline void emit(const nlohmann::json& j) {
   std::fflush(stdout);
 }
 
+// The CURVE key pair of simulated agent `host_id`, derived from `seed` (libsodium
+// crypto_box_seed_keypair over a BLAKE2b hash of seed and host id), both halves Z85. Every
+// simulated host gets its own key, as real hosts do, and the driver can enroll them all
+// (`gantry-fleet-sim keys` prints the public halves) without 10,000 key files.
+struct SimKeyPair {
+  std::string public_z85, secret_z85;
+};
+SimKeyPair sim_keypair(const std::string& seed, const std::string& host_id);
+std::string sim_host_id(const std::string& prefix, int index);
+
 int run_agents(int argc, char** argv);
+int run_keys(int argc, char** argv);
 int run_floor(int argc, char** argv);
 int run_tcp_fan(int argc, char** argv);
 int run_tcp_recv(int argc, char** argv);
+int run_pub_fan(int argc, char** argv);
 int run_op(int argc, char** argv);
+int run_copy_send(int argc, char** argv);
+int run_copy_recv(int argc, char** argv);
 
 }  // namespace gantry::bench

@@ -1,7 +1,8 @@
 // The baselines and the operator client of gantry-fleet-sim:
-//   floor     a bare ROUTER that greets agents and orders them batch by batch with the same
-//             Order messages the coordinator sends, waiting for each batch's reports, with no
-//             store, no state machine: the order-and-acknowledge floor.
+//   floor     a bare ROUTER that greets agents, heartbeats them by the coordinator's rule, and
+//             orders them batch by batch with the same Order messages the coordinator sends,
+//             waiting for each batch's reports, with no store, no state machine: the
+//             order-and-acknowledge floor (and, ordering nobody, the at-rest floor).
 //   tcp-fan   a plain TCP writer loop sending the same bytes to N accepted sockets.
 //   tcp-recv  N plain TCP receivers recording when each run's bytes arrived.
 //   op        one operator request, with send and receive timestamps.
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
@@ -29,6 +31,7 @@
 
 #include "bench/sim_common.h"
 #include "common/protocol/codec.h"
+#include "common/security/keys.h"
 #include "common/transport/zmq_transport.h"
 
 namespace po = boost::program_options;
@@ -71,7 +74,10 @@ std::string signal_bytes(uint64_t run, const std::string& service) {
 
 int run_floor(int argc, char** argv) {
   std::string bind = "tcp://127.0.0.1:*", endpoint_file, service = "web", version = "v1", prefix = "sim-";
+  std::string server_secret;
   int hosts = 100, batch = 100, timeout_s = 300;
+  int64_t hb_ms = 1000, coord_hb_ms = 10000;
+  uint64_t epoch = 0;
   po::options_description desc("gantry-fleet-sim floor: the raw order-and-acknowledge floor.\nOptions");
   desc.add_options()("help,h", "show this help")
       ("bind", po::value(&bind)->default_value(bind), "ROUTER endpoint")
@@ -80,7 +86,15 @@ int run_floor(int argc, char** argv) {
       ("batch", po::value(&batch)->default_value(batch), "hosts per batch")
       ("service", po::value(&service)->default_value(service), "service")
       ("version", po::value(&version)->default_value(version), "target version")
-      ("timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up after this long");
+      ("timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up after this long")
+      ("heartbeat-interval-ms", po::value(&hb_ms)->default_value(hb_ms), "agents' heartbeat interval (in the welcome)")
+      ("coordinator-heartbeat-ms", po::value(&coord_hb_ms)->default_value(coord_hb_ms),
+       "as the coordinator's option: announced to agents that support it, which then get a heartbeat only after this long "
+       "without any message; 0: every interval")
+      ("epoch", po::value(&epoch)->default_value(epoch), "epoch in the welcomes (coordinators count from 1; the storm "
+                                                         "baseline restarts the floor with a new one)")
+      ("server-secret-key", po::value(&server_secret), "CURVE server with this secret key (Z85); a ZAP handler in the "
+                                                       "loop lets every client key in (no allowlist: the floor)");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm, "floor")) return vm.count("help") ? 0 : 2;
 
@@ -92,6 +106,18 @@ int run_floor(int argc, char** argv) {
   so.router_handover = true;
   so.max_msg_size = 2 * 1024 * 1024;
   so.backlog = 4096;
+  std::unique_ptr<zmq::socket_t> zap;
+  if (!server_secret.empty()) {
+    // As the coordinator: CURVE, random routing ids (no handover), ZAP enforced, the ZAP
+    // handler answered in this loop. It allows every key: no allowlist, no store.
+    so.router_handover = false;
+    so.curve.server = true;
+    so.curve.secret_key = server_secret;
+    so.curve.zap_domain = "gantry-agent";
+    zap = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::rep);
+    zap->set(zmq::sockopt::linger, 0);
+    zap->bind("inproc://zeromq.zap.01");
+  }
   transport::configure(r, so);
   r.bind(bind);
   std::string ep = r.get(zmq::sockopt::last_endpoint);
@@ -105,12 +131,18 @@ int run_floor(int argc, char** argv) {
 
   std::set<std::string> greeted;
   std::vector<std::string> order;  // host ids in order
+  std::map<std::string, std::string> conn;  // host id -> routing id of its newest hello
+  // As the coordinator's heartbeat rule: host id -> (its period, when we last sent it anything).
+  std::map<std::string, std::pair<int64_t, int64_t>> hb;
+  auto sent = [&](const std::string& host) { hb[host].second = mono_ms(); };
+  std::set<std::string> known;              // routing ids that said hello
+  std::map<std::string, int64_t> hello_asked;  // routing id -> when it was last asked for a hello
   int64_t deadline = mono_ms() + static_cast<int64_t>(timeout_s) * 1000, next_hb = mono_ms();
   bool started = false;
   size_t next_host = 0;
   std::map<std::string, std::pair<std::string, proto::Order>> waiting;  // current batch, unreported: id -> (host, order)
   std::map<std::string, int64_t> sent_at;
-  uint64_t seq = 0, acks = 0, reports = 0, orders = 0, resent = 0;
+  uint64_t seq = 0, acks = 0, reports = 0, orders = 0, resent = 0, hb_sent = 0;
   int64_t t_first = 0, t_last = 0;
   int batches = 0;
   const std::string sha(64, 'a');
@@ -127,13 +159,37 @@ int run_floor(int argc, char** argv) {
       waiting[o.order_id] = {order[next_host], o};
       sent_at[o.order_id] = mono_ms();
       orders++;
-      (void)transport::send_to(r, order[next_host], o);
+      if (transport::send_to(r, conn[order[next_host]], o).ok()) sent(order[next_host]);
     }
     batches++;
   };
   while (mono_ms() < deadline) {
-    zmq::pollitem_t it[] = {{r.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(it, 1, std::chrono::milliseconds(100));
+    zmq::pollitem_t it[] = {{r.handle(), 0, ZMQ_POLLIN, 0}, {zap ? zap->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+    zmq::poll(it, zap ? 2 : 1, std::chrono::milliseconds(100));
+    for (int k = 0; zap && k < 10000; ++k) {
+      // ZAP (RFC 27): version, request id, domain, address, identity, mechanism, key -> 200.
+      std::vector<zmq::message_t> req;
+      zmq::message_t part;
+      if (!zap->recv(part, zmq::recv_flags::dontwait)) break;
+      req.push_back(std::move(part));
+      while (req.back().more()) {
+        zmq::message_t m;
+        if (!zap->recv(m, zmq::recv_flags::none)) break;
+        req.push_back(std::move(m));
+      }
+      std::string user;
+      if (req.size() >= 7 && req[6].size() == 32) {
+        char z85[41];
+        zmq_z85_encode(z85, static_cast<const uint8_t*>(req[6].data()), 32);
+        user = z85;
+      }
+      zap->send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
+      zap->send(req.size() > 1 ? zmq::buffer(req[1].data(), req[1].size()) : zmq::const_buffer(), zmq::send_flags::sndmore);
+      zap->send(zmq::str_buffer("200"), zmq::send_flags::sndmore);
+      zap->send(zmq::str_buffer("OK"), zmq::send_flags::sndmore);
+      zap->send(zmq::buffer(user), zmq::send_flags::sndmore);
+      zap->send(zmq::str_buffer(""), zmq::send_flags::none);
+    }
     for (int k = 0; k < 10000; ++k) {
       auto in = transport::recv_routed(r);
       if (!in) break;
@@ -141,9 +197,24 @@ int run_floor(int argc, char** argv) {
       if (!m) continue;
       if (auto* h = std::get_if<proto::Hello>(&*m)) {
         proto::Welcome w;
-        w.epoch = 0;  // coordinators count epochs from 1: agents can tell the floor's welcome apart
+        w.epoch = epoch;  // coordinators count epochs from 1: by default agents can tell the floor's welcome apart
+        w.heartbeat_interval_ms = static_cast<uint32_t>(hb_ms);
+        const bool sparse = coord_hb_ms > 0 && (h->capabilities & proto::kCapCoordinatorHeartbeat);
+        if (sparse) w.coordinator_heartbeat_ms = static_cast<uint32_t>(std::max(coord_hb_ms, hb_ms));
         (void)transport::send_to(r, in->identity, w);
+        hb[h->host_id] = {sparse ? std::max(coord_hb_ms, hb_ms) : hb_ms, mono_ms()};
+        conn[h->host_id] = in->identity;
         if (greeted.insert(h->host_id).second) order.push_back(h->host_id);
+        known.insert(in->identity);
+      } else if (!known.count(in->identity)) {
+        // As the coordinator: a connection that has not said hello (here: since this floor
+        // started) is asked for one, so agents of a restarted floor do not wait for a timeout;
+        // at most once per connection per heartbeat interval (queued heartbeats arrive together).
+        int64_t& asked = hello_asked[in->identity];
+        if (asked == 0 || mono_ms() - asked >= hb_ms) {
+          asked = mono_ms();
+          (void)transport::send_to(r, in->identity, proto::ErrorMsg{"hello_required", "say hello first", 0, ""});
+        }
       } else if (std::get_if<proto::OrderAck>(&*m)) {
         acks++;
       } else if (auto* rep = std::get_if<proto::Report>(&*m)) {
@@ -156,14 +227,20 @@ int run_floor(int argc, char** argv) {
     }
     int64_t now = mono_ms();
     if (now >= next_hb) {  // as the coordinator does, so agents see a live peer
-      next_hb = now + 1000;
-      for (const auto& h : order) (void)transport::send_to(r, h, proto::Heartbeat{static_cast<uint64_t>(now)});
+      next_hb = now + hb_ms;
+      // The coordinator's rule: a heartbeat to a host only when nothing went to it for its period.
+      const std::string bytes = proto::encode(proto::Heartbeat{static_cast<uint64_t>(now)});
+      for (auto& [host, ps] : hb) {
+        if (now - ps.second < ps.first) continue;
+        if (transport::send_raw_to(r, conn[host], bytes).ok()) ps.second = now;
+        hb_sent++;
+      }
       // At least once, as the coordinator: unreported orders are resent after 2 s.
       for (auto& [id, ho] : waiting) {
         if (now - sent_at[id] < 2000) continue;
         sent_at[id] = now;
         resent++;
-        (void)transport::send_to(r, ho.first, ho.second);
+        if (transport::send_to(r, conn[ho.first], ho.second).ok()) sent(ho.first);
       }
     }
     if (!started && static_cast<int>(order.size()) >= hosts) {
@@ -176,7 +253,7 @@ int run_floor(int argc, char** argv) {
   }
   bool ok = started && waiting.empty() && next_host >= order.size();
   emit({{"ev", "floor"}, {"ok", ok}, {"hosts", order.size()}, {"batches", batches}, {"orders", orders}, {"acks", acks},
-        {"reports", reports}, {"resent", resent}, {"t_first_us", t_first}, {"t_last_us", t_last}, {"ms", (t_last - t_first) / 1000.0}});
+        {"reports", reports}, {"resent", resent}, {"heartbeats_sent", hb_sent}, {"t_first_us", t_first}, {"t_last_us", t_last}, {"ms", (t_last - t_first) / 1000.0}});
   return ok ? 0 : 1;
 }
 
@@ -246,6 +323,45 @@ int run_tcp_fan(int argc, char** argv) {
   }
   for (int fd : fds) ::close(fd);
   ::close(ls);
+  return 0;
+}
+
+// ---- pub-fan ------------------------------------------------------------------------------
+
+// The libzmq part of the broadcast alone: a bare PUB (the coordinator's PUB options, one I/O
+// thread) publishing the encoded rollback Signal, so the same simulated SUB listeners show how
+// much of a rollback's fan-out is the transport and how much the coordinator.
+int run_pub_fan(int argc, char** argv) {
+  std::string bind = "tcp://127.0.0.1:*", service = "web";
+  int runs = 10, gap_ms = 300, wait_ms = 3000;
+  uint64_t first_id = 1000000;
+  po::options_description desc("gantry-fleet-sim pub-fan: a bare PUB publishing the rollback Signal (broadcast baseline).\nOptions");
+  desc.add_options()("help,h", "show this help")
+      ("bind", po::value(&bind)->default_value(bind), "PUB endpoint")
+      ("runs", po::value(&runs)->default_value(runs), "signals to publish")
+      ("gap-ms", po::value(&gap_ms)->default_value(gap_ms), "pause between signals")
+      ("wait-ms", po::value(&wait_ms)->default_value(wait_ms), "wait this long before the first (subscribers connect)")
+      ("first-id", po::value(&first_id)->default_value(first_id), "rollout id of the first signal (then +1 each)")
+      ("service", po::value(&service)->default_value(service), "service named in the signal");
+  po::variables_map vm;
+  if (!parse(desc, argc, argv, vm, "pub-fan")) return vm.count("help") ? 0 : 2;
+  zmq::context_t ctx(1);
+  ctx.set(zmq::ctxopt::max_sockets, 30000);
+  zmq::socket_t pub(ctx, zmq::socket_type::pub);
+  transport::SocketOptions so;  // as the coordinator's PUB
+  so.max_msg_size = 64 * 1024;
+  so.backlog = 4096;
+  transport::configure(pub, so);
+  pub.bind(bind);
+  emit({{"ev", "bound"}, {"endpoint", pub.get(zmq::sockopt::last_endpoint)}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+  for (int k = 0; k < runs; ++k) {
+    uint64_t id = first_id + static_cast<uint64_t>(k);
+    int64_t t0 = wall_us();
+    Status st = transport::send(pub, proto::Signal{"rollback", id, service});
+    emit({{"ev", "fan"}, {"id", id}, {"t0_us", t0}, {"ok", st.ok()}});
+    std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
+  }
   return 0;
 }
 
@@ -336,7 +452,7 @@ int run_tcp_recv(int argc, char** argv) {
 // ---- op -------------------------------------------------------------------------------------
 
 int run_op(int argc, char** argv) {
-  std::string endpoint, command, args_json = "{}";
+  std::string endpoint, command, args_json = "{}", key_file, coordinator_key_file;
   int timeout_ms = 30000;
   bool brief = false;
   po::options_description desc("gantry-fleet-sim op: one operator request with timestamps.\nOptions");
@@ -345,13 +461,26 @@ int run_op(int argc, char** argv) {
       ("command", po::value(&command), "e.g. rollout.start")
       ("args", po::value(&args_json)->default_value(args_json), "JSON object")
       ("brief", po::bool_switch(&brief), "drop the result's hosts lists from the output")
-      ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms), "wait this long for the reply");
+      ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms), "wait this long for the reply")
+      ("key", po::value(&key_file), "CURVE: the operator's secret key file (as gantry --key)")
+      ("coordinator-key", po::value(&coordinator_key_file), "CURVE: the coordinator's public key file (as gantry --coordinator-key)");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm, "op")) return vm.count("help") ? 0 : 2;
   zmq::context_t ctx(1);
   zmq::socket_t d(ctx, zmq::socket_type::dealer);
   transport::SocketOptions so;
   so.max_msg_size = 64 * 1024 * 1024;
+  if (!key_file.empty()) {
+    auto kp = security::read_curve_secret(key_file);
+    auto server = security::read_curve_public(coordinator_key_file);
+    if (!kp || !server) {
+      emit({{"ev", "op"}, {"ok", false}, {"error", "cannot read --key / --coordinator-key"}});
+      return 2;
+    }
+    so.curve.public_key = kp->public_z85;
+    so.curve.secret_key = kp->secret_z85;
+    so.curve.server_public_key = *server;
+  }
   transport::configure(d, so);
   d.connect(endpoint);
   proto::OpRequest req;

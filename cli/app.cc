@@ -59,6 +59,7 @@ Commands:
   audit                         the operator audit log
   keys list                     agent keys (pending/accepted/rejected/revoked) and operator keys
   keys accept HOST_OR_KEY [--host H] | keys reject HOST_OR_KEY | keys revoke HOST_KEY_OR_NAME
+  keys accept-file FILE         pre-enroll many hosts: one `HOST KEY` per line (KEY: Z85 or a .pub file)
   keys add-operator NAME PUBFILE --role viewer|deployer|admin
   keygen --out PREFIX           make an operator CURVE keypair (PREFIX.key, PREFIX.pub)
   release keygen --out PREFIX   make an ed25519 release signing keypair
@@ -731,7 +732,7 @@ class App {
 
   int keys(const std::vector<std::string>& args) {
     const char* usage = "usage: gantry keys list | accept HOST_OR_KEY [--host H] | reject HOST_OR_KEY | revoke HOST_KEY_OR_NAME |\n"
-                        "       add-operator NAME PUBFILE --role viewer|deployer|admin";
+                        "       accept-file FILE | add-operator NAME PUBFILE --role viewer|deployer|admin";
     if (args.empty()) throw UsageError(usage);
     const std::string& sub = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -766,6 +767,33 @@ class App {
       nlohmann::json a = {{"target", target}};
       if (!host.empty()) a["host"] = host;
       auto r = call("keys." + sub, a);
+      if (g_.json) std::cout << r.dump(2) << "\n";
+      else std::cout << s(r, "summary") << "\n";
+      return kOk;
+    }
+    if (sub == "accept-file") {
+      // A fleet's keys from configuration management: `HOST KEY` per line, '#' comments. One
+      // request, one store transaction on the coordinator (keys.accept_many).
+      if (rest.size() != 1) throw UsageError(usage);
+      std::ifstream in(rest[0]);
+      if (!in) throw UsageError("cannot read " + rest[0]);
+      nlohmann::json list = nlohmann::json::array();
+      std::string line;
+      for (int n = 1; std::getline(in, line); ++n) {
+        std::istringstream ls(line);
+        std::string host, key, extra;
+        if (!(ls >> host) || host[0] == '#') continue;
+        if (!(ls >> key) || (ls >> extra))
+          throw UsageError(rest[0] + ":" + std::to_string(n) + ": want `HOST KEY` (KEY: Z85 public key or a .pub file)");
+        if (!security::is_z85_key(key)) {
+          auto k = security::read_curve_public(key);
+          if (!k) throw UsageError(rest[0] + ":" + std::to_string(n) + ": " + k.error().message);
+          key = *k;
+        }
+        list.push_back({{"host", host}, {"key", key}});
+      }
+      if (list.empty()) throw UsageError(rest[0] + ": no `HOST KEY` lines");
+      auto r = call("keys.accept_many", {{"keys", list}});
       if (g_.json) std::cout << r.dump(2) << "\n";
       else std::cout << s(r, "summary") << "\n";
       return kOk;

@@ -61,8 +61,11 @@ int main(int argc, char** argv) {
       ("pub-endpoint", po::value(&cfg.pub_endpoint)->default_value(cfg.pub_endpoint), "ZeroMQ PUB for fleet-wide signals")
       ("operator-endpoint", po::value(&cfg.operator_endpoint)->default_value(cfg.operator_endpoint), "ZeroMQ ROUTER for the gantry CLI")
       ("http-address", po::value(&cfg.http_address)->default_value(cfg.http_address), "HOST:PORT for /metrics, /status and the status page (empty: off)")
-      ("heartbeat-interval-ms", po::value(&cfg.heartbeat_interval_ms)->default_value(cfg.heartbeat_interval_ms), "heartbeat period")
-      ("heartbeat-misses", po::value(&cfg.heartbeat_misses)->default_value(cfg.heartbeat_misses), "missed heartbeats before a host is unknown")
+      ("heartbeat-interval-ms", po::value(&cfg.heartbeat_interval_ms)->default_value(cfg.heartbeat_interval_ms), "agents heartbeat this often")
+      ("heartbeat-misses", po::value(&cfg.heartbeat_misses)->default_value(cfg.heartbeat_misses), "missed heartbeats before a host is unknown (and, for agents, before the coordinator is)")
+      ("coordinator-heartbeat-ms", po::value(&cfg.coordinator_heartbeat_ms)->default_value(cfg.coordinator_heartbeat_ms),
+       "the coordinator heartbeats an agent only after this long without sending it anything (agents that support it give the "
+       "coordinator up after misses x this); at least --heartbeat-interval-ms; 0: every heartbeat interval")
       ("order-resend-ms", po::value(&cfg.order_resend_ms)->default_value(cfg.order_resend_ms), "resend period of unacknowledged orders")
       ("server-key", po::value(&server_key), "CURVE secret key file of this coordinator (gantry-coordinator keygen); agents and operators pin its public half")
       ("admin-key", po::value(&admin_keys)->composing(), "[NAME=]PUBFILE: enroll this operator key as admin at start (repeatable; NAME defaults to the file name)")
@@ -125,6 +128,16 @@ int main(int argc, char** argv) {
       return 2;
     }
     cfg.accept_agent_keys.emplace_back(v.substr(0, eq), *key);
+  }
+  if (cfg.heartbeat_interval_ms == 0 || cfg.heartbeat_interval_ms > 3600000 || cfg.heartbeat_misses == 0 ||
+      cfg.heartbeat_misses > 1000 || cfg.coordinator_heartbeat_ms > 3600000) {
+    std::cerr << "gantry-coordinator: --heartbeat-interval-ms and --coordinator-heartbeat-ms must be at most 3600000 "
+                 "(the interval at least 1), --heartbeat-misses 1..1000\n";
+    return 2;
+  }
+  if (cfg.coordinator_heartbeat_ms != 0 && cfg.coordinator_heartbeat_ms < cfg.heartbeat_interval_ms) {
+    log->warn("--coordinator-heartbeat-ms {} is below --heartbeat-interval-ms {}; using the interval", cfg.coordinator_heartbeat_ms,
+              cfg.heartbeat_interval_ms);
   }
   if (cfg.insecure_dev && cfg.curve.enabled()) {
     std::cerr << "gantry-coordinator: --insecure-dev and --server-key exclude each other\n";

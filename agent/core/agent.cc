@@ -1,5 +1,6 @@
 #include "agent/core/agent.h"
 
+#include <chrono>
 #include <set>
 
 #include "agent/core/fault.h"
@@ -14,6 +15,10 @@ namespace {
 std::shared_ptr<spdlog::logger> lg() { return log::get("agent.order"); }
 
 constexpr Millis kWorkPollMs = 100;
+
+int64_t steady_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 }  // namespace
 
@@ -36,7 +41,13 @@ void Agent::shutdown() { worker_.cancel_and_join(); }
 // Journal
 
 Status Agent::persist() {
+  int64_t t0 = steady_us();
   Status st = store_.save(state_);
+  last_persist_us_ = steady_us() - t0;
+  if (state_.active) {
+    times_.journal_us += last_persist_us_;
+    ++times_.journal_writes;
+  }
   if (!st.ok()) lg()->error("state write failed: {}", st.error().message);
   return st;
 }
@@ -96,6 +107,8 @@ Status Agent::start() {
     auto& a = *state_.active;
     std::string cur = state_.services[a.order.service].current;
     order_started_ = phase_started_ = clock_.now_ms();
+    times_ = StepTimes{};
+    times_.received_us = times_.started_us = times_.last_us = steady_us();
     lg()->warn("resuming order {} ({} {} -> {}), interrupted while {}; {} runs {}", a.order.order_id, a.order.service,
                a.from_version, a.order.version, a.phase, a.order.service, cur.empty() ? "nothing" : cur);
     if (a.phase == phase::kFetching || a.phase == phase::kStaging) {
@@ -124,6 +137,7 @@ void Agent::handle(const proto::Message& m) {
 }
 
 void Agent::on_order(const proto::Order& o) {
+  const int64_t received_us = steady_us();
   if (const proto::Report* r = state_.find_result(o.order_id)) {
     lg()->info("order {} already finished ({}); re-sending its report", o.order_id, r->outcome);
     send_(proto::OrderAck{o.order_id, "duplicate", "already finished: " + r->outcome});
@@ -169,6 +183,7 @@ void Agent::on_order(const proto::Order& o) {
   }
   lg()->info("accepted order {}: {} {} {} (rollout {})", o.order_id, o.kind, o.service, o.version, o.rollout_id);
   send_(proto::OrderAck{o.order_id, "accepted", ""});
+  arrivals_[o.order_id] = Arrival{received_us, steady_us() - received_us, last_persist_us_};
   start_next();
 }
 
@@ -210,6 +225,7 @@ void Agent::on_signal(const proto::Signal& s) {
     if (o.rollout_id == s.rollout_id && o.service == s.service && o.kind == "update") {
       cancelled.push_back({o.order_id, o.rollout_id, o.service, "failed", state_.services[o.service].current,
                            "cancelled by " + s.kind + " signal", {}});
+      arrivals_.erase(o.order_id);
     } else {
       keep.push_back(std::move(o));
     }
@@ -298,6 +314,9 @@ void Agent::progress(const std::string& ph, const std::string& detail) {
 }
 
 void Agent::mark_timing(const char* name) {
+  int64_t now_us = steady_us();
+  times_.phase_us[name] += now_us - times_.last_us;
+  times_.last_us = now_us;
   Millis now = clock_.now_ms();
   state_.active->timings_ms[name] = static_cast<uint64_t>(std::max<Millis>(0, now - phase_started_));
   phase_started_ = now;
@@ -316,6 +335,15 @@ void Agent::start_next() {
   a.phase = phase::kFetching;
   a.from_version = disk_version(a.order.service);
   a.started_wall_ms = clock_.wall_ms();
+  times_ = StepTimes{};
+  times_.started_us = times_.last_us = times_.received_us = steady_us();
+  if (auto it = arrivals_.find(a.order.order_id); it != arrivals_.end()) {
+    times_.received_us = it->second.received_us;
+    times_.accept_us = it->second.accept_us;
+    times_.journal_us = it->second.journal_us;
+    times_.journal_writes = 1;
+    arrivals_.erase(it);
+  }
   state_.active = std::move(a);
   state_error_.clear();
   order_started_ = phase_started_ = clock_.now_ms();
@@ -325,10 +353,10 @@ void Agent::start_next() {
 void Agent::begin_fetch() {
   auto& a = *state_.active;
   a.phase = phase::kFetching;
-  if (!persist_or_note()) {
-    fail_before_swap("state write failed: " + state_error_);
-    return;
-  }
+  // No journal write here: the order is already durable in the queue (written before its
+  // OrderAck), and a restart finds it there and starts it exactly as this does — nothing has
+  // touched the disk yet. The next write (staging, or swapping for an installed release)
+  // records it as active.
   if (Status st = check_release(a.order); !st.ok()) {
     // Checked at acceptance too; again here for an order resumed from the journal.
     fail_before_swap("refused release " + a.order.version + " of " + a.order.service + ": " + st.error().message);
@@ -392,7 +420,9 @@ void Agent::begin_swap() {
   }
   progress(phase::kSwapping, (a.from_version.empty() ? "(none)" : a.from_version) + " -> " + a.order.version);
   crash_point("before_swap");
+  int64_t t0 = steady_us();
   Status st = svc().driver->activate(a.order.version);
+  times_.activate_us += steady_us() - t0;
   if (!st.ok()) {
     // The rename may or may not have happened (e.g. the dir fsync failed after it): ask the disk.
     if (disk_version(a.order.service) != a.order.version) {
@@ -413,10 +443,9 @@ void Agent::begin_swap() {
 void Agent::begin_restart() {
   auto& a = *state_.active;
   set_phase(phase::kRestarting, a.order.version);
-  if (!persist_or_note()) {
-    begin_revert("state write failed: " + state_error_);
-    return;
-  }
+  // No journal write here: the swapping record (from_version, written before the swap) plus
+  // `current` on disk already say what a restart must do — an agent killed from here until
+  // the verifying write resumes with restart + verify (Agent::start), which is this phase.
   progress(phase::kRestarting, "running restart command");
   auto driver = svc().driver;
   std::string v = a.order.version;
@@ -493,10 +522,12 @@ void Agent::on_work_done(const WorkResult& r) {
     mark_timing("stage");
     begin_swap();
   } else if (r.step == "restart") {
+    times_.restart_command_us += r.job_us;
     mark_timing("restart");
     if (!r.status.ok()) return begin_revert(r.status.error().message);
     begin_verify();
   } else if (r.step == "verify") {
+    times_.probe_us += r.job_us;
     mark_timing("verify");
     if (!r.status.ok()) return begin_revert(r.status.error().message);
     succeed();
@@ -551,7 +582,10 @@ void Agent::finish(proto::Report r) {
   state_.add_result(r);
   state_.active.reset();
   fetcher_.reset();
-  if (Status st = persist(); !st.ok() && r.message.rfind("state write failed:", 0) != 0) {
+  Status saved = persist();
+  times_.journal_us += last_persist_us_;
+  ++times_.journal_writes;
+  if (Status st = saved; !st.ok() && r.message.rfind("state write failed:", 0) != 0) {
     if (r.outcome == "succeeded") r.outcome = "failed";
     r.message = "state write failed: " + st.error().message + "; " + r.message;
     state_.add_result(r);
@@ -559,6 +593,24 @@ void Agent::finish(proto::Report r) {
   state_error_.clear();
   lg()->info("order {} {}: {} (running {})", r.order_id, r.outcome, r.message, r.running_version.empty() ? "nothing" : r.running_version);
   send_(r);
+  log_timings(r.order_id);
+}
+
+void Agent::log_timings(const std::string& order_id) {
+  const int64_t end = steady_us();
+  auto ph = [&](const char* k) {
+    auto it = times_.phase_us.find(k);
+    return it == times_.phase_us.end() ? int64_t{0} : it->second;
+  };
+  // One line per order, `key=<n>us` pairs: the phases add up to total (arrival -> report
+  // sent); journal, activate, restart_command and probe are parts of them.
+  lg()->info("order {} timings: total={}us accept={}us queued={}us fetch={}us stage={}us swap={}us restart={}us "
+             "verify={}us revert={}us report={}us journal={}us journal_writes={} activate={}us restart_command={}us "
+             "probe={}us",
+             order_id, end - times_.received_us, times_.accept_us,
+             std::max<int64_t>(0, times_.started_us - times_.received_us - times_.accept_us), ph("fetch"), ph("stage"),
+             ph("swap"), ph("restart"), ph("verify"), ph("revert"), end - times_.last_us, times_.journal_us,
+             times_.journal_writes, times_.activate_us, times_.restart_command_us, times_.probe_us);
 }
 
 }  // namespace gantry::agent

@@ -84,6 +84,7 @@ class Agent {
   void succeed();
   void fail_before_swap(std::string message);
   void finish(proto::Report r);
+  void log_timings(const std::string& order_id);
 
   Status persist();
   bool persist_or_note();
@@ -108,6 +109,27 @@ class Agent {
   std::unique_ptr<Fetcher> fetcher_;
   Millis order_started_ = 0;
   Millis phase_started_ = 0;
+
+  // Microsecond step timings of the active order for its `order <id> timings:` log line
+  // (bench/run footprint reads it). Steady clock, diagnostics only: no decision reads them,
+  // and the Report keeps its millisecond timings_ms.
+  struct StepTimes {
+    int64_t received_us = 0;  // the Order arrived (for a resumed order: when it resumed)
+    int64_t accept_us = 0;    // arrival -> accepted (journaled + acked)
+    int64_t started_us = 0;   // became the active order
+    int64_t last_us = 0;      // end of the previous phase
+    std::map<std::string, int64_t> phase_us;  // fetch, stage, swap, restart, verify, revert
+    int64_t activate_us = 0;  // the symlink swap itself
+    int64_t restart_command_us = 0, probe_us = 0;  // the restart and verify jobs on the worker
+    int64_t journal_us = 0;
+    int journal_writes = 0;
+  };
+  struct Arrival {
+    int64_t received_us = 0, accept_us = 0, journal_us = 0;
+  };
+  StepTimes times_;
+  std::map<std::string, Arrival> arrivals_;  // queued order id -> when it arrived
+  int64_t last_persist_us_ = 0;              // duration of the latest journal write
   std::string state_error_;  // journal write error during the active order
   std::vector<std::string> release_keys_;
 };

@@ -4,6 +4,15 @@
 #include <optional>
 
 namespace gantry::agent {
+namespace {
+
+// Until a round first passes, the service is most likely still starting: restart commands
+// return once it is launched, not once it listens. Retrying after a full probe interval then
+// costs up to that interval per host (and per batch), so the first retries come after 10 ms,
+// doubling up to probe_interval_ms; a slow starter costs a handful of extra probe rounds.
+constexpr Millis kStartupRetryMs = 10;
+
+}  // namespace
 
 Verifier::Verifier(const Clock& clock, Sleep sleep, std::function<void()> after_round)
     : clock_(clock), sleep_(std::move(sleep)), after_round_(std::move(after_round)) {}
@@ -13,6 +22,8 @@ VerifyResult Verifier::run(const ProbeList& probes, const VerifyPolicy& p, const
   const Millis start = clock_.now_ms();
   const Millis deadline = start + p.healthy_deadline_ms;
   std::optional<Millis> streak_start;
+  bool ever_passed = false;
+  Millis startup_retry = kStartupRetryMs;
   std::string last_failure = "no probe round completed";
   for (;;) {
     if (cancelled && *cancelled) {
@@ -31,6 +42,7 @@ VerifyResult Verifier::run(const ProbeList& probes, const VerifyPolicy& p, const
     }
     Millis now = clock_.now_ms();
     if (failure.empty()) {
+      ever_passed = true;
       if (!streak_start) streak_start = now;
       r.healthy_ms = std::max(r.healthy_ms, now - *streak_start);
       if (now - *streak_start >= p.min_healthy_ms) {
@@ -43,7 +55,12 @@ VerifyResult Verifier::run(const ProbeList& probes, const VerifyPolicy& p, const
     }
     if (after_round_) after_round_();
     if (now >= deadline) break;
-    sleep_(std::min(p.probe_interval_ms, deadline - now));
+    Millis wait = p.probe_interval_ms;
+    if (!ever_passed) {
+      wait = std::min(wait, startup_retry);
+      startup_retry *= 2;
+    }
+    sleep_(std::min(wait, deadline - now));
   }
   r.message = "verification failed: " + last_failure + " (healthy " + std::to_string(r.healthy_ms) + " ms of " +
               std::to_string(p.min_healthy_ms) + " ms needed)";

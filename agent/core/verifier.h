@@ -1,5 +1,7 @@
 // Local verification of a freshly restarted release: every probe_interval_ms run all probes;
-// healthy iff all pass continuously for min_healthy_ms before healthy_deadline_ms.
+// healthy iff all pass continuously for min_healthy_ms before healthy_deadline_ms. Until the
+// first round passes (the service is still starting) rounds come sooner: 10 ms, doubling up to
+// probe_interval_ms.
 #pragma once
 
 #include <atomic>

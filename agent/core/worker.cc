@@ -20,10 +20,12 @@ bool Worker::run(std::string step, Job job) {
   busy_ = true;
   cancelled_ = false;
   thread_ = std::thread([this, step = std::move(step), job = std::move(job)]() mutable {
+    auto t0 = std::chrono::steady_clock::now();
     Status st = job(cancelled_);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
     {
       std::lock_guard lk(mu_);
-      result_ = WorkResult{std::move(step), std::move(st)};
+      result_ = WorkResult{std::move(step), std::move(st), us};
     }
     cv_.notify_all();
     uint64_t one = 1;

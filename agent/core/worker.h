@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -19,6 +20,7 @@ namespace gantry::agent {
 struct WorkResult {
   std::string step;
   Status status;
+  int64_t job_us = 0;  // how long the job ran on its thread (steady clock; diagnostics only)
 };
 
 class Worker {

@@ -51,6 +51,8 @@ class Fetcher {
   void fill_window();
   void request(uint64_t offset, uint32_t length);
   void fail(std::string msg);
+  // Writes at the end of the prefix on disk; false (and the fetch failed) on a write error.
+  bool append(const char* data, size_t len);
   void flush();
 
   std::string path_, sha_;

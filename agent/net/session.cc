@@ -1,12 +1,12 @@
 #include "agent/net/session.h"
 
 #include <sys/signalfd.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "agent/net/sd_notify.h"
 #include "common/protocol/codec.h"
 #include "common/util/log.h"
 
@@ -41,10 +41,13 @@ void Session::open_dealer() {
   Millis now = clock_.now_ms();
   last_heard_ = now;
   welcomed_ = false;
+  // Until this connection is welcomed, the coordinator owes an answer within our own interval
+  // (an unanswered hello is retried on a fresh connection after misses x interval, as ever).
+  coordinator_period_ms_ = o_.heartbeat_interval_ms;
   lg()->info("connecting to {} as {}", o_.coordinator, o_.host_id);
   send_hello();
   agent_.on_reconnect();
-  if (o_.systemd_notify) sd_notifyf(0, "STATUS=connecting to %s", o_.coordinator.c_str());
+  if (o_.systemd_notify) sd::notify("STATUS=connecting to " + o_.coordinator);
 }
 
 void Session::close_dealer(const std::string& why) {
@@ -53,7 +56,7 @@ void Session::close_dealer(const std::string& why) {
   reconnect_at_ = clock_.now_ms() + wait;
   lg()->warn("{}; reconnecting in {} ms", why, wait);
   backoff_ = std::min(backoff_ * 2, o_.backoff_max_ms);
-  if (o_.systemd_notify) sd_notifyf(0, "STATUS=coordinator unreachable; retrying in %lld ms", static_cast<long long>(wait));
+  if (o_.systemd_notify) sd::notify("STATUS=coordinator unreachable; retrying in " + std::to_string(wait) + " ms");
 }
 
 void Session::send(const proto::Message& m) {
@@ -69,7 +72,12 @@ void Session::send(const proto::Message& m) {
   last_sent_ = clock_.now_ms();
 }
 
-void Session::send_hello() { send(agent_.hello()); }
+void Session::send_hello() {
+  proto::Hello h = agent_.hello();
+  // This session times the coordinator by the period its Welcome announces.
+  h.capabilities |= proto::kCapCoordinatorHeartbeat;
+  send(h);
+}
 
 void Session::on_dealer_frame(const std::string& bytes) {
   last_heard_ = clock_.now_ms();
@@ -85,10 +93,13 @@ void Session::on_dealer_frame(const std::string& bytes) {
         lg()->error("coordinator speaks protocol {}, this agent {}", w.protocol_version, proto::kProtocolVersion);
       o_.heartbeat_interval_ms = w.heartbeat_interval_ms;
       o_.heartbeat_misses = w.heartbeat_misses;
+      // A coordinator that announces no period of its own heartbeats every interval.
+      coordinator_period_ms_ = w.coordinator_heartbeat_ms ? w.coordinator_heartbeat_ms : w.heartbeat_interval_ms;
       backoff_ = o_.backoff_initial_ms;
       if (!welcomed_) {
-        lg()->info("welcomed by the coordinator (epoch {}, heartbeat {} ms x {})", w.epoch, w.heartbeat_interval_ms, w.heartbeat_misses);
-        if (o_.systemd_notify) sd_notifyf(0, "STATUS=connected to %s", o_.coordinator.c_str());
+        lg()->info("welcomed by the coordinator (epoch {}, heartbeat {} ms x {}, coordinator heard from every {} ms)", w.epoch,
+                   w.heartbeat_interval_ms, w.heartbeat_misses, coordinator_period_ms_);
+        if (o_.systemd_notify) sd::notify("STATUS=connected to " + o_.coordinator);
       }
       welcomed_ = true;
       break;
@@ -136,8 +147,7 @@ void Session::on_sub_frame(const std::string& bytes) {
 
 void Session::timers(Millis now) {
   if (dealer_) {
-    Millis silence = o_.heartbeat_interval_ms * static_cast<Millis>(o_.heartbeat_misses);
-    if (now - last_heard_ >= silence) {
+    if (now - last_heard_ >= silence_limit()) {
       close_dealer("no word from the coordinator for " + std::to_string(now - last_heard_) + " ms");
     } else if (now - last_sent_ >= o_.heartbeat_interval_ms) {
       send(proto::Heartbeat{++hb_seq_});
@@ -146,7 +156,7 @@ void Session::timers(Millis now) {
     open_dealer();
   }
   if (watchdog_every_ > 0 && now - last_watchdog_ >= watchdog_every_) {
-    sd_notify(0, "WATCHDOG=1");
+    sd::notify("WATCHDOG=1");
     last_watchdog_ = now;
   }
 }
@@ -158,16 +168,16 @@ int Session::run(int stop_fd) {
   sub_->connect(o_.coordinator_pub);
   open_dealer();
   if (o_.systemd_notify) {
-    uint64_t usec = 0;
-    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) watchdog_every_ = std::max<Millis>(1, static_cast<Millis>(usec / 2000));
-    sd_notify(0, "READY=1");
+    uint64_t usec = sd::watchdog_usec();
+    if (usec > 0) watchdog_every_ = std::max<Millis>(1, static_cast<Millis>(usec / 2000));
+    sd::notify("READY=1");
   }
   for (;;) {
     Millis now = clock_.now_ms();
     Millis deadline = agent_.next_deadline();
     if (dealer_) {
       deadline = std::min(deadline, last_sent_ + o_.heartbeat_interval_ms);
-      deadline = std::min(deadline, last_heard_ + o_.heartbeat_interval_ms * static_cast<Millis>(o_.heartbeat_misses));
+      deadline = std::min(deadline, last_heard_ + silence_limit());
     } else {
       deadline = std::min(deadline, reconnect_at_);
     }
@@ -188,7 +198,7 @@ int Session::run(int stop_fd) {
       signalfd_siginfo si{};
       (void)!::read(stop_fd, &si, sizeof si);
       lg()->info("signal {} received; stopping", si.ssi_signo);
-      if (o_.systemd_notify) sd_notify(0, "STOPPING=1");
+      if (o_.systemd_notify) sd::notify("STOPPING=1");
       agent_.shutdown();
       dealer_.reset();
       sub_.reset();

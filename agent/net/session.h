@@ -1,7 +1,9 @@
 // The agent's connection to the coordinator: a DEALER (orders, chunks, reports, heartbeats)
 // and a SUB (fleet-wide signals). Single-threaded; the poll timeout is always the nearest
-// deadline. Silence for misses*interval recreates the DEALER after a jittered backoff and
-// says hello again (Paranoid Pirate, ZeroMQ guide ch. 4).
+// deadline. The agent heartbeats when it sent nothing for one interval; silence from the
+// coordinator for misses x its announced heartbeat period (Welcome.coordinator_heartbeat_ms;
+// the interval until welcomed, or with a coordinator that announces none) recreates the
+// DEALER after a jittered backoff and says hello again (Paranoid Pirate, ZeroMQ guide ch. 4).
 #pragma once
 
 #include <zmq.hpp>
@@ -47,6 +49,8 @@ class Session {
   void on_dealer_frame(const std::string& bytes);
   void on_sub_frame(const std::string& bytes);
   void timers(Millis now);
+  // Silence from the coordinator after which the connection is given up.
+  Millis silence_limit() const { return coordinator_period_ms_ * static_cast<Millis>(o_.heartbeat_misses); }
   Millis jittered(Millis base);
 
   zmq::context_t& ctx_;
@@ -56,6 +60,7 @@ class Session {
   std::optional<zmq::socket_t> dealer_;
   std::optional<zmq::socket_t> sub_;
   Millis last_heard_ = 0;
+  Millis coordinator_period_ms_ = 0;  // how often the coordinator promised to be heard from
   Millis last_sent_ = 0;
   Millis reconnect_at_ = 0;
   Millis backoff_ = 0;

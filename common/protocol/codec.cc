@@ -47,7 +47,9 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
       [&](const auto& b) {
         using T = std::decay_t<decltype(b)>;
         if constexpr (std::is_same_v<T, Hello>) {
-          p.pack_map(5);
+          // Optional fields appended to protocol 1 are written only when set, so a message
+          // without them is byte for byte what older peers send.
+          p.pack_map(b.capabilities ? 6 : 5);
           kv(p, "protocol_version", b.protocol_version);
           kv(p, "host_id", b.host_id);
           kv(p, "agent_version", b.agent_version);
@@ -56,12 +58,14 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
           for (const auto& [k, v] : b.labels) kv(p, k, v);
           key(p, "services");
           pack_services(p, b.services);
+          if (b.capabilities) kv(p, "capabilities", b.capabilities);
         } else if constexpr (std::is_same_v<T, Welcome>) {
-          p.pack_map(4);
+          p.pack_map(b.coordinator_heartbeat_ms ? 5 : 4);
           kv(p, "protocol_version", b.protocol_version);
           kv(p, "heartbeat_interval_ms", b.heartbeat_interval_ms);
           kv(p, "heartbeat_misses", b.heartbeat_misses);
           kv(p, "epoch", b.epoch);
+          if (b.coordinator_heartbeat_ms) kv(p, "coordinator_heartbeat_ms", b.coordinator_heartbeat_ms);
         } else if constexpr (std::is_same_v<T, Heartbeat>) {
           p.pack_map(1);
           kv(p, "seq", b.seq);
@@ -257,6 +261,7 @@ Message body_of(MsgType t, const msgpack::object& body) {
         h.labels[k] = v;
       }
       h.services = services(f.need("services"));
+      h.capabilities = f.u("capabilities", false);  // unknown bits are ignored
       return h;
     }
     case MsgType::kWelcome: {
@@ -266,6 +271,7 @@ Message body_of(MsgType t, const msgpack::object& body) {
       w.heartbeat_interval_ms = static_cast<uint32_t>(f.u("heartbeat_interval_ms", true, 3600000));
       w.heartbeat_misses = static_cast<uint32_t>(f.u("heartbeat_misses", true, 1000));
       w.epoch = f.u("epoch");
+      w.coordinator_heartbeat_ms = static_cast<uint32_t>(f.u("coordinator_heartbeat_ms", false, 3600000));
       if (w.heartbeat_interval_ms == 0 || w.heartbeat_misses == 0) throw Invalid("invalid", "welcome: zero heartbeat settings");
       return w;
     }
@@ -419,6 +425,22 @@ const char* type_name(MsgType t) {
   return "unknown";
 }
 
+std::string encode_chunk_head(std::string_view sha256, uint64_t offset, uint64_t total_size, std::size_t data_len) {
+  // Same keys, order and encodings as pack_body's Chunk, minus the data bytes themselves.
+  msgpack::sbuffer buf(128);
+  Packer p(&buf);
+  p.pack_map(2);
+  kv(p, "t", static_cast<uint64_t>(MsgType::kChunk));
+  key(p, "b");
+  p.pack_map(4);
+  kv(p, "sha256", sha256);
+  kv(p, "offset", offset);
+  kv(p, "total_size", total_size);
+  key(p, "data");
+  p.pack_bin(static_cast<uint32_t>(data_len));
+  return std::string(buf.data(), buf.size());
+}
+
 std::string encode(const Message& m) {
   msgpack::sbuffer buf;
   Packer p(&buf);
@@ -434,7 +456,10 @@ Expected<Message> decode(std::string_view bytes, const DecodeLimits& limits) {
     msgpack::unpack_limit lim(limits.max_array, limits.max_map, limits.max_str, limits.max_bin,
                               limits.max_ext, limits.max_depth);
     std::size_t off = 0;
-    msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size(), off, nullptr, nullptr, lim);
+    // bin values (chunk data, up to 1 MiB) are referenced in `bytes` instead of copied into the
+    // zone: every field is copied into the returned message before `bytes` goes away.
+    auto ref_bin = [](msgpack::type::object_type type, std::size_t, void*) { return type == msgpack::type::BIN; };
+    msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size(), off, ref_bin, nullptr, lim);
     if (off != bytes.size()) return make_error("decode", "trailing bytes after message");
     Fields env(oh.get(), "envelope");
     uint64_t t = env.u("t", true, UINT16_MAX);

@@ -26,6 +26,11 @@ constexpr uint32_t kMaxChunkBytes = 1024 * 1024;
 // Serializes one message into the bytes of one ZeroMQ frame.
 std::string encode(const Message& m);
 
+// The bytes of encode(Chunk{sha256, offset, total_size, data}) that precede the data, for a
+// data of `data_len` bytes: header + data is byte for byte that encoding. Lets a sender read
+// artifact bytes straight into the outgoing frame instead of copying them through msgpack.
+std::string encode_chunk_head(std::string_view sha256, uint64_t offset, uint64_t total_size, std::size_t data_len);
+
 // Parses and validates one frame. Malformed, oversized or unknown input yields an Error
 // (code "decode", "limit", "unknown_type" or "invalid"), never an exception or a crash.
 Expected<Message> decode(std::string_view bytes, const DecodeLimits& limits = {});

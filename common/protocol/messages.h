@@ -43,19 +43,29 @@ struct ServiceStatus {
   std::string order_id;          // order in progress, empty when idle
 };
 
+// Hello.capabilities bits (appended to protocol 1; an older agent sends none).
+// The agent times the coordinator's liveness by Welcome.coordinator_heartbeat_ms, so the
+// coordinator may heartbeat it that rarely instead of every heartbeat interval.
+constexpr uint64_t kCapCoordinatorHeartbeat = 1;
+
 struct Hello {
   uint32_t protocol_version = kProtocolVersion;
   std::string host_id;
   std::string agent_version;
   std::map<std::string, std::string> labels;
   std::vector<ServiceStatus> services;
+  uint64_t capabilities = 0;  // kCap* bits; optional on the wire (absent = 0)
 };
 
 struct Welcome {
   uint32_t protocol_version = kProtocolVersion;
-  uint32_t heartbeat_interval_ms = 1000;
+  uint32_t heartbeat_interval_ms = 1000;  // the agent heartbeats when it sent nothing this long
   uint32_t heartbeat_misses = 3;  // silence of misses*interval makes a peer unknown
   uint64_t epoch = 0;             // coordinator start counter; fencing for later HA
+  // Optional (0 = not set: the coordinator heartbeats every heartbeat_interval_ms). Set only
+  // for an agent whose hello had kCapCoordinatorHeartbeat: the coordinator sends it something
+  // at least this often, and the agent gives the coordinator up after misses x this of silence.
+  uint32_t coordinator_heartbeat_ms = 0;
 };
 
 struct Heartbeat {

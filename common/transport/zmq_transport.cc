@@ -58,6 +58,18 @@ Status send_raw_to(zmq::socket_t& router, std::string_view identity, std::string
   return Status::Ok();
 }
 
+Status send_msg_to(zmq::socket_t& router, std::string_view identity, zmq::message_t&& payload) {
+  try {
+    auto r1 = router.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (!r1) return make_error("busy", "send queue full");
+    auto r2 = router.send(payload, zmq::send_flags::dontwait);
+    if (!r2) return make_error("busy", "send queue full");
+  } catch (const zmq::error_t& e) {
+    return make_error(e.num() == EHOSTUNREACH ? "unreachable" : "zmq", e.what());
+  }
+  return Status::Ok();
+}
+
 Status send_to(zmq::socket_t& router, std::string_view identity, const proto::Message& m) {
   return send_raw_to(router, identity, proto::encode(m));
 }

@@ -54,6 +54,8 @@ struct Incoming {
 // Sends on a ROUTER to `identity`. Never blocks; an unreachable peer or full queue is an Error.
 Status send_to(zmq::socket_t& router, std::string_view identity, const proto::Message& m);
 Status send_raw_to(zmq::socket_t& router, std::string_view identity, std::string_view bytes);
+// Sends a frame built in place (e.g. artifact bytes read straight into it): no copy.
+Status send_msg_to(zmq::socket_t& router, std::string_view identity, zmq::message_t&& payload);
 
 // Sends on a DEALER/PUB. Never blocks; a full queue is an Error.
 Status send(zmq::socket_t& s, const proto::Message& m);

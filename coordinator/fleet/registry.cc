@@ -1,16 +1,20 @@
 #include "coordinator/fleet/registry.h"
 
+#include <algorithm>
+
 namespace gantry::fleet {
 
 void Registry::restore(HostRecord h) {
-  identity_to_host_[h.identity] = h.host_id;
-  hosts_[h.host_id] = std::move(h);
+  std::string identity = h.identity;
+  auto& rec = hosts_[h.host_id];
+  rec = std::move(h);
+  by_identity_[identity] = &rec;
 }
 
 bool Registry::on_hello(const proto::Hello& h, const std::string& identity, Millis now, Millis wall) {
   auto& rec = hosts_[h.host_id];
   bool was_offline = !rec.online || !rec.said_hello;
-  if (!rec.identity.empty() && rec.identity != identity) identity_to_host_.erase(rec.identity);
+  if (!rec.identity.empty() && rec.identity != identity) by_identity_.erase(rec.identity);
   rec.host_id = h.host_id;
   rec.identity = identity;
   rec.agent_version = h.agent_version;
@@ -27,38 +31,43 @@ bool Registry::on_hello(const proto::Hello& h, const std::string& identity, Mill
   rec.services = std::move(svcs);
   rec.online = true;
   rec.said_hello = true;
+  rec.coordinator_heartbeat = (h.capabilities & proto::kCapCoordinatorHeartbeat) != 0;
   rec.last_seen = now;
   rec.last_seen_wall = wall;
   if (rec.first_seen_wall == 0) rec.first_seen_wall = wall;
-  identity_to_host_[identity] = h.host_id;
+  by_identity_[identity] = &rec;
   return was_offline;
 }
 
-bool Registry::touch(const std::string& identity, Millis now, Millis wall) {
+HostRecord* Registry::touch(const std::string& identity, Millis now, Millis wall) {
   HostRecord* h = by_identity(identity);
-  if (!h || !h->said_hello) return false;
+  if (!h || !h->said_hello) return nullptr;
   h->last_seen = now;
   h->last_seen_wall = wall;
   h->online = true;
-  return true;
+  return h;
 }
 
-std::vector<std::string> Registry::expire(Millis now, Millis timeout) {
+std::vector<std::string> Registry::expire(Millis now, Millis timeout, Millis* next_check) {
   std::vector<std::string> lost;
+  Millis next = now + timeout + 1;
   for (auto& [id, h] : hosts_) {
-    if (h.online && now - h.last_seen > timeout) {
+    if (!h.online) continue;
+    if (now - h.last_seen > timeout) {
       h.online = false;
       h.said_hello = false;
       lost.push_back(id);
+    } else {
+      next = std::min(next, h.last_seen + timeout + 1);
     }
   }
+  if (next_check) *next_check = next;
   return lost;
 }
 
 HostRecord* Registry::by_identity(const std::string& identity) {
-  auto it = identity_to_host_.find(identity);
-  if (it == identity_to_host_.end()) return nullptr;
-  return find(it->second);
+  auto it = by_identity_.find(identity);
+  return it == by_identity_.end() ? nullptr : it->second;
 }
 
 HostRecord* Registry::find(const std::string& host_id) {

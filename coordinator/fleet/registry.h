@@ -3,6 +3,7 @@
 
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -29,7 +30,11 @@ struct HostRecord {
   std::map<std::string, ServiceView> services;
   bool online = false;
   bool said_hello = false;  // since this coordinator started
+  // Its hello had kCapCoordinatorHeartbeat: it hears from us every coordinator_heartbeat_ms
+  // at least, not every heartbeat interval.
+  bool coordinator_heartbeat = false;
   Millis last_seen = 0;     // monotonic
+  Millis last_sent = 0;     // monotonic; anything sent to it (a heartbeat is due only after silence)
   Millis last_seen_wall = 0;
   Millis first_seen_wall = 0;
 };
@@ -41,21 +46,26 @@ class Registry {
   void restore(HostRecord h);
   // A hello: creates or refreshes the host. Returns true if the host was offline before.
   bool on_hello(const proto::Hello& h, const std::string& identity, Millis now, Millis wall);
-  // Any traffic from a host; false if the identity is not a known, greeted host.
-  bool touch(const std::string& identity, Millis now, Millis wall);
-  // Hosts silent for longer than `timeout`; they are marked offline and returned.
-  std::vector<std::string> expire(Millis now, Millis timeout);
+  // Any traffic from a host: the greeted host it came from, or null if there is none.
+  HostRecord* touch(const std::string& identity, Millis now, Millis wall);
+  // Hosts silent for longer than `timeout`; they are marked offline and returned. `next_check`
+  // (optional) gets the earliest time another host can expire: traffic only moves deadlines
+  // later and a new host's is a full timeout away, so nothing needs checking before then.
+  std::vector<std::string> expire(Millis now, Millis timeout, Millis* next_check = nullptr);
 
   HostRecord* by_identity(const std::string& identity);
   HostRecord* find(const std::string& host_id);
   const std::map<std::string, HostRecord>& hosts() const { return hosts_; }
+  // For the heartbeat tick, which stamps last_sent; hosts are never added or removed through it.
+  std::map<std::string, HostRecord>& mutable_hosts() { return hosts_; }
 
   nlohmann::json to_json(Millis wall_now) const;
   static nlohmann::json host_json(const HostRecord& h, Millis wall_now);
 
  private:
-  std::map<std::string, HostRecord> hosts_;  // by host id
-  std::map<std::string, std::string> identity_to_host_;
+  std::map<std::string, HostRecord> hosts_;  // by host id; never erased, so pointers stay valid
+  // Looked up on every agent message: hashed, and straight to the record.
+  std::unordered_map<std::string, HostRecord*> by_identity_;
 };
 
 }  // namespace gantry::fleet

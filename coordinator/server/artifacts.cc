@@ -76,6 +76,14 @@ Expected<ArtifactStore::UploadProgress> ArtifactStore::upload(const std::string&
 }
 
 Expected<std::string> ArtifactStore::read(const std::string& path, uint64_t offset, uint32_t length) {
+  std::string out(length, '\0');
+  auto got = read_into(path, offset, out.data(), length);
+  if (!got) return got.error();
+  out.resize(*got);
+  return out;
+}
+
+Expected<size_t> ArtifactStore::read_into(const std::string& path, uint64_t offset, char* out, size_t length) {
   int fd;
   auto it = open_fds_.find(path);
   if (it != open_fds_.end()) {
@@ -89,10 +97,9 @@ Expected<std::string> ArtifactStore::read(const std::string& path, uint64_t offs
     }
     open_fds_[path] = fd;
   }
-  std::string out(length, '\0');
   size_t got = 0;
   while (got < length) {
-    ssize_t n = ::pread(fd, out.data() + got, length - got, static_cast<off_t>(offset + got));
+    ssize_t n = ::pread(fd, out + got, length - got, static_cast<off_t>(offset + got));
     if (n < 0) {
       if (errno == EINTR) continue;
       return make_error("io", "read " + path + ": " + std::strerror(errno));
@@ -100,8 +107,7 @@ Expected<std::string> ArtifactStore::read(const std::string& path, uint64_t offs
     if (n == 0) break;
     got += static_cast<size_t>(n);
   }
-  out.resize(got);
-  return out;
+  return got;
 }
 
 }  // namespace gantry::coordinator

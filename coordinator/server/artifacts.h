@@ -32,6 +32,9 @@ class ArtifactStore {
 
   // Reads up to `length` bytes at `offset` of a complete artifact.
   Expected<std::string> read(const std::string& path, uint64_t offset, uint32_t length);
+  // Reads up to `length` bytes at `offset` into `out` (e.g. an outgoing frame); returns how
+  // many, fewer only at the end of the file.
+  Expected<size_t> read_into(const std::string& path, uint64_t offset, char* out, size_t length);
 
   std::string path_for(const std::string& sha256) const { return dir_ + "/" + sha256; }
 

@@ -221,7 +221,7 @@ Status Coordinator::start() {
   }
   if (!cfg_.http_address.empty()) {
     http_ = std::make_unique<HttpServer>(cfg_.http_address, [this](const std::string& path) {
-      Published p = published();
+      Published p = fresh_published();
       if (path == "/metrics") return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", p.metrics_text};
       if (path == "/status") return HttpResponse{200, "application/json", p.status_json};
       if (path == "/" || path == "/index.html") return HttpResponse{200, "text/html; charset=utf-8", status_page_html()};
@@ -245,17 +245,32 @@ Published Coordinator::published() const {
   return published_;
 }
 
+Published Coordinator::fresh_published() {
+  http_read_at_.store(clock_.now_ms(), std::memory_order_relaxed);
+  std::unique_lock<std::mutex> lk(pub_mu_);
+  auto fresh = [&] { return clock_.now_ms() - published_at_ <= kStatusRefreshMs; };
+  if (!fresh()) {
+    refresh_wanted_.store(true);
+    pub_cv_.wait_for(lk, std::chrono::seconds(2), fresh);
+  }
+  return published_;
+}
+
 void Coordinator::run(const std::atomic<bool>& stop) {
   next_heartbeat_ = clock_.now_ms();
   while (!stop) {
     loop_turns_.fetch_add(1, std::memory_order_relaxed);
-    zmq::pollitem_t items[] = {{agents_->handle(), 0, ZMQ_POLLIN, 0},
+    Millis turn = clock_.now_ms();
+    const bool hold_agents = agents_at_rest_ && turn - last_agent_drain_ < kRestBatchMs;
+    Millis timeout = poll_timeout_ms();
+    if (hold_agents) timeout = std::min(timeout, last_agent_drain_ + kRestBatchMs - turn);
+    zmq::pollitem_t items[] = {{agents_->handle(), 0, static_cast<short>(hold_agents ? 0 : ZMQ_POLLIN), 0},
                                {operators_->handle(), 0, ZMQ_POLLIN, 0},
                                {zap_ ? zap_->handle() : nullptr, 0, ZMQ_POLLIN, 0},
                                {mon_agents_ ? mon_agents_->handle() : nullptr, 0, ZMQ_POLLIN, 0},
                                {mon_operators_ ? mon_operators_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, zap_ ? 5 : 2, std::chrono::milliseconds(poll_timeout_ms()));
+      zmq::poll(items, zap_ ? 5 : 2, std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       L()->error("poll failed: {}", e.what());
@@ -265,16 +280,22 @@ void Coordinator::run(const std::atomic<bool>& stop) {
     if (zap_ && (items[3].revents & ZMQ_POLLIN)) drain_monitor(*mon_agents_, "agent");
     if (zap_ && (items[4].revents & ZMQ_POLLIN)) drain_monitor(*mon_operators_, "operator");
     if (items[0].revents & ZMQ_POLLIN) drain_agents();
+    if (!deferred_fetches_.empty()) serve_deferred_fetches();
     if (items[1].revents & ZMQ_POLLIN) drain_operators();
     on_timers();
-    if (dirty_ || clock_.now_ms() - last_publish_ >= kStatusRefreshMs) publish();
+    const Millis now = clock_.now_ms();
+    const bool watched = now - http_read_at_.load(std::memory_order_relaxed) < kWatchedMs;
+    // Snapshots are for readers of /status and /metrics: none is built while nobody reads (a
+    // 10,000-host snapshot costs ~100 ms of this loop), and a stale one is rebuilt on demand.
+    if (refresh_wanted_.load() || (watched && (dirty_ || now - last_publish_ >= kStatusRefreshMs))) publish();
   }
   L()->info("coordinator stopping");
 }
 
 Millis Coordinator::poll_timeout_ms() {
   Millis now = clock_.now_ms();
-  Millis t = std::min<Millis>(100, std::max<Millis>(0, next_heartbeat_ - now));
+  Millis t = std::min<Millis>(100, std::max<Millis>(0, std::min(next_heartbeat_, next_expiry_) - now));
+  if (!deferred_fetches_.empty()) t = std::min<Millis>(t, 1);  // the I/O thread frees budget silently
   Millis wall = clock_.wall_ms();
   for (auto& [id, a] : active_) {
     if (a.deadline > 0) t = std::min(t, std::max<Millis>(0, a.deadline - wall));
@@ -285,6 +306,8 @@ Millis Coordinator::poll_timeout_ms() {
 // ---- agents -----------------------------------------------------------------
 
 void Coordinator::drain_agents() {
+  agent_events_in_pass_ = false;
+  last_agent_drain_ = clock_.now_ms();
   for (int i = 0; i < 10000; ++i) {
     bool dropped = false;
     auto in = transport::recv_routed(*agents_, &dropped);
@@ -297,6 +320,8 @@ void Coordinator::drain_agents() {
     on_agent_message(*in);
   }
   flush_pending();
+  // Never while a rollout runs or an order is open: a report must not wait for the batching.
+  agents_at_rest_ = !agent_events_in_pass_ && active_.empty() && orders_.empty();
 }
 
 void Coordinator::flush_pending() {
@@ -322,7 +347,7 @@ void Coordinator::flush_pending() {
     Status saved = Status::Ok();
     if (active_.count(rid)) {
       for (size_t i : idx) evs.push_back(batch[i].event);
-      saved = apply_many(rid, evs, std::move(rows));
+      saved = apply_many(rid, evs, std::move(rows), nullptr, /*agent_reports=*/true);
     } else {
       for (const auto& row : rows) {
         if (auto s = store_->record_report(row); !s.ok()) saved = s;
@@ -344,12 +369,26 @@ void Coordinator::flush_pending() {
 
 void Coordinator::send_to_host(const std::string& identity, const proto::Message& m) {
   auto s = transport::send_to(*agents_, identity, m);
-  if (!s.ok()) L()->debug("send {} to {} failed: {}", proto::type_name(proto::type_of(m)), identity, s.error().message);
   metrics_->messages_out++;
+  if (!s.ok()) {
+    L()->debug("send {} to {} failed: {}", proto::type_name(proto::type_of(m)), identity, s.error().message);
+    return;
+  }
+  // Any message counts as our heartbeat: the next one is due a full period after this.
+  if (auto* h = registry_.by_identity(identity)) h->last_sent = clock_.now_ms();
+}
+
+Millis Coordinator::heartbeat_period(const fleet::HostRecord& h) const {
+  if (h.coordinator_heartbeat && cfg_.coordinator_heartbeat_ms > 0)
+    return std::max(cfg_.coordinator_heartbeat_ms, cfg_.heartbeat_interval_ms);
+  return cfg_.heartbeat_interval_ms;
 }
 
 void Coordinator::on_agent_message(const transport::Incoming& in) {
   metrics_->messages_in++;
+  // Anything but a greeted host's heartbeat (restored below) means the fleet is not at rest.
+  const bool events_before = agent_events_in_pass_;
+  agent_events_in_pass_ = true;
   // Authentication comes before decoding: the key (ZAP User-Id) is looked up in the current
   // allowlist on every message, so a revoked key stops at its next message.
   AgentStanding who;
@@ -402,11 +441,24 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
     on_hello(in.identity, *h);
     return;
   }
-  if (!registry_.touch(in.identity, now, wall)) {
+  fleet::HostRecord* touched = registry_.touch(in.identity, now, wall);
+  if (!touched) {
+    // After a restart, an agent's socket reconnects and delivers the heartbeats it queued
+    // while we were away; each used to earn a hello_required and then a hello (8 per agent,
+    // 79,000 hellos for 10,000 agents in the reconnect storm). One request per connection per
+    // heartbeat interval is enough: the agent's hello answers it, and if that is lost the
+    // next message after the interval asks again.
+    if (hello_asked_.size() > 50000) {
+      for (auto it = hello_asked_.begin(); it != hello_asked_.end();)
+        it = now - it->second >= cfg_.heartbeat_interval_ms ? hello_asked_.erase(it) : std::next(it);
+    }
+    auto [asked, fresh] = hello_asked_.try_emplace(in.identity, now);
+    if (!fresh && now - asked->second < cfg_.heartbeat_interval_ms) return;
+    asked->second = now;
     send_to_host(in.identity, proto::ErrorMsg{"hello_required", "say hello first", static_cast<uint16_t>(proto::type_of(*msg)), ""});
     return;
   }
-  fleet::HostRecord& host = *registry_.by_identity(in.identity);
+  fleet::HostRecord& host = *touched;
   if (secure() && host.host_id != who.host_id) {
     // The connection said hello as another host under a key since re-bound: start over.
     warn_refused(in.user_id, "connection of host " + host.host_id + " now speaks with the key of host " + who.host_id + "; refused");
@@ -421,6 +473,7 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, proto::Heartbeat>) {
           // Any traffic counts; nothing more to do.
+          agent_events_in_pass_ = events_before;
         } else if constexpr (std::is_same_v<T, proto::OrderAck>) {
           auto it = orders_.find(m.order_id);
           if (it == orders_.end() || it->second.row.host_id != host.host_id) return;
@@ -468,6 +521,7 @@ void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
     return;
   }
   Millis now = clock_.now_ms(), wall = clock_.wall_ms();
+  hello_asked_.erase(identity);
   bool was_offline = registry_.on_hello(h, identity, now, wall);
   dirty_ = true;
   metrics_->hellos++;
@@ -486,6 +540,9 @@ void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
   w.heartbeat_interval_ms = cfg_.heartbeat_interval_ms;
   w.heartbeat_misses = cfg_.heartbeat_misses;
   w.epoch = epoch_;
+  // Announced only to agents that said they honour it: an older agent would give us up after
+  // misses x interval of silence and reconnect over and over.
+  if (rec.coordinator_heartbeat && cfg_.coordinator_heartbeat_ms > 0) w.coordinator_heartbeat_ms = static_cast<uint32_t>(heartbeat_period(rec));
   send_to_host(identity, w);
 
   // Level-triggered: tell each rollout the host is back with what it runs, then resend every
@@ -585,24 +642,82 @@ void Coordinator::on_report(fleet::HostRecord& host, const proto::Report& r) {
 }
 
 void Coordinator::on_fetch(const std::string& identity, const proto::FetchChunk& f) {
-  auto rel = store_->release_by_sha(f.sha256);
-  if (!rel || !rel->has_value()) {
-    send_to_host(identity, proto::ErrorMsg{"not_found", "no artifact with that digest", static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+  if (deferred_fetches_.empty() && chunk_bytes_queued_->load(std::memory_order_relaxed) < kChunkQueueBudget) {
+    answer_fetch(identity, f);
     return;
   }
-  const auto& r = **rel;
-  if (f.offset > r.size) {
+  size_t& n = deferred_per_host_[identity];
+  if (n >= kMaxDeferredPerHost) {
+    L()->debug("dropping a FetchChunk from {}: {} of its requests already wait", identity, n);
+    return;
+  }
+  ++n;
+  deferred_fetches_.emplace_back(identity, f);
+}
+
+void Coordinator::serve_deferred_fetches() {
+  while (!deferred_fetches_.empty() && chunk_bytes_queued_->load(std::memory_order_relaxed) < kChunkQueueBudget) {
+    auto [identity, f] = std::move(deferred_fetches_.front());
+    deferred_fetches_.pop_front();
+    if (auto it = deferred_per_host_.find(identity); it != deferred_per_host_.end() && --it->second == 0)
+      deferred_per_host_.erase(it);
+    answer_fetch(identity, f);
+  }
+}
+
+namespace {
+// One outgoing Chunk frame; ZeroMQ's I/O thread frees it once written and gives its bytes
+// back to the budget.
+struct ChunkFrame {
+  std::shared_ptr<std::atomic<int64_t>> queued;
+  size_t size;
+  std::unique_ptr<char[]> bytes;
+};
+}  // namespace
+
+void Coordinator::answer_fetch(const std::string& identity, const proto::FetchChunk& f) {
+  auto known = served_artifacts_.find(f.sha256);
+  if (known == served_artifacts_.end()) {
+    auto rel = store_->release_by_sha(f.sha256);
+    if (!rel || !rel->has_value()) {
+      send_to_host(identity, proto::ErrorMsg{"not_found", "no artifact with that digest", static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+      return;
+    }
+    if (served_artifacts_.size() >= 256) served_artifacts_.clear();
+    known = served_artifacts_.emplace(f.sha256, std::make_pair((*rel)->path, (*rel)->size)).first;
+  }
+  const auto& [path, size] = known->second;
+  if (f.offset > size) {
     send_to_host(identity, proto::ErrorMsg{"range", "offset past the end of the artifact", static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
     return;
   }
-  auto data = artifacts_->read(r.path, f.offset, std::min<uint32_t>(f.length, proto::kMaxChunkBytes));
-  if (!data) {
-    L()->error("cannot read artifact {}: {}", r.path, data.error().message);
-    send_to_host(identity, proto::ErrorMsg{"io", data.error().message, static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+  // The bytes are read straight into the outgoing frame behind the encoded head: one copy
+  // (the read) instead of four (read, msgpack buffer, string, zmq message); same wire bytes.
+  size_t want = static_cast<size_t>(std::min<uint64_t>({f.length, proto::kMaxChunkBytes, size - f.offset}));
+  std::string head = proto::encode_chunk_head(f.sha256, f.offset, size, want);
+  const size_t total = head.size() + want;
+  auto out = std::make_unique<ChunkFrame>(ChunkFrame{chunk_bytes_queued_, total, std::unique_ptr<char[]>(new char[total])});
+  std::memcpy(out->bytes.get(), head.data(), head.size());
+  auto got = artifacts_->read_into(path, f.offset, out->bytes.get() + head.size(), want);
+  if (!got) {
+    L()->error("cannot read artifact {}: {}", path, got.error().message);
+    send_to_host(identity, proto::ErrorMsg{"io", got.error().message, static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
     return;
   }
-  metrics_->chunk_bytes += data->size();
-  send_to_host(identity, proto::Chunk{f.sha256, f.offset, r.size, std::move(*data)});
+  metrics_->chunk_bytes += *got;
+  if (*got < want) {  // the file is shorter than its record: send what is there, as before
+    send_to_host(identity, proto::Chunk{f.sha256, f.offset, size, std::string(out->bytes.get() + head.size(), *got)});
+    return;
+  }
+  metrics_->messages_out++;
+  chunk_bytes_queued_->fetch_add(static_cast<int64_t>(total), std::memory_order_relaxed);
+  char* data = out->bytes.get();
+  zmq::message_t frame(data, total, +[](void*, void* hint) {
+    std::unique_ptr<ChunkFrame> done(static_cast<ChunkFrame*>(hint));
+    done->queued->fetch_sub(static_cast<int64_t>(done->size), std::memory_order_relaxed);
+  }, out.release());
+  if (auto st = transport::send_msg_to(*agents_, identity, std::move(frame)); !st.ok())
+    L()->debug("send chunk to {} failed: {}", identity, st.error().message);
 }
 
 void Coordinator::send_order(OpenOrder& o) {
@@ -634,7 +749,7 @@ Status Coordinator::apply(uint64_t id, const rollout::Event& ev, const store::Re
 }
 
 Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& evs, std::vector<store::ResultRow> results,
-                               std::vector<Status>* errors) {
+                               std::vector<Status>* errors, bool agent_reports) {
   auto it = active_.find(id);
   if (it == active_.end()) return make_error("not_found", "rollout " + std::to_string(id) + " is not active");
   ActiveRollout& a = it->second;
@@ -701,7 +816,9 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
       w.assign_revision = f->phase == rollout::Phase::kSucceeded;
     }
   }
-  // Persist first; only what is on disk is acted on.
+  // Persist first; only what is on disk is acted on. Reports that lead to no act need no fsync
+  // of their own (see StepWrite::durable): one fsync per batch transition, not one per pass.
+  w.durable = !agent_reports || !w.new_orders.empty() || !broadcasts.empty() || w.finished_at > 0 || !follow_ups.empty();
   if (auto s = store_->save_step(w); !s.ok()) {
     L()->critical("rollout {}: cannot persist step, not acting on it: {}", id, s.error().message);
     return s;
@@ -808,16 +925,20 @@ uint64_t Coordinator::start_rollout(const std::string& service, const std::strin
 }
 
 nlohmann::json Coordinator::rollout_view(const store::RolloutRow& row, const rollout::State& st, bool with_events,
-                                         int64_t events_after) {
+                                         int64_t events_after, bool with_hosts) {
   auto c = rollout::count(st);
   nlohmann::json hosts = nlohmann::json::array();
   for (const auto& h : st.hosts) {
+    if (!with_hosts) break;
     hosts.push_back({{"host_id", h.host_id}, {"state", rollout::host_state_name(h.state)}, {"batch", h.batch},
                      {"domain", h.domain}, {"from_version", h.from_version}, {"order_id", h.order_id},
                      {"message", h.message}});
   }
   nlohmann::json batches = nlohmann::json::array();
-  for (const auto& b : st.batches) batches.push_back(b);
+  for (const auto& b : st.batches) {
+    if (!with_hosts) break;
+    batches.push_back(b);
+  }
   nlohmann::json j = {{"id", row.id},
                       {"service", row.service},
                       {"version", row.version},
@@ -839,6 +960,10 @@ nlohmann::json Coordinator::rollout_view(const store::RolloutRow& row, const rol
                         {"failed", c.failed}, {"unknown", c.unknown}, {"rolling_back", c.rolling_back},
                         {"rolled_back", c.rolled_back}, {"rollback_failed", c.rollback_failed}, {"skipped", c.skipped}}},
                       {"hosts", hosts}};
+  if (!with_hosts) {
+    j.erase("hosts");
+    j.erase("batches");
+  }
   if (with_events) {
     nlohmann::json evs = nlohmann::json::array();
     auto e = store_->events(row.id, events_after, 10000);
@@ -913,6 +1038,7 @@ proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::st
       {"audit", &Coordinator::op_audit},
       {"keys.list", &Coordinator::op_keys_list},
       {"keys.accept", &Coordinator::op_keys_change},
+      {"keys.accept_many", &Coordinator::op_keys_accept_many},
       {"keys.reject", &Coordinator::op_keys_change},
       {"keys.revoke", &Coordinator::op_keys_change},
       {"keys.add_operator", &Coordinator::op_keys_add_operator},
@@ -924,7 +1050,7 @@ proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::st
       {"release.upload", Role::kDeployer}, {"rollout.start", Role::kDeployer},  {"rollout.pause", Role::kDeployer},
       {"rollout.resume", Role::kDeployer}, {"rollout.promote", Role::kDeployer}, {"rollout.abort", Role::kDeployer},
       {"rollback", Role::kDeployer},       {"keys.list", Role::kAdmin},          {"keys.accept", Role::kAdmin},
-      {"keys.reject", Role::kAdmin},       {"keys.revoke", Role::kAdmin},        {"keys.add_operator", Role::kAdmin},
+      {"keys.accept_many", Role::kAdmin},  {"keys.reject", Role::kAdmin},       {"keys.revoke", Role::kAdmin},        {"keys.add_operator", Role::kAdmin},
   };
   proto::OpReply rep;
   rep.request_id = req.request_id;
@@ -933,6 +1059,7 @@ proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::st
   if (target.empty() && req.args.contains("id") && req.args["id"].is_number()) target = "rollout " + req.args["id"].dump();
   if (target.empty() && req.args.contains("target") && req.args["target"].is_string()) target = req.args["target"].get<std::string>().substr(0, 128);
   if (target.empty() && req.args.contains("name") && req.args["name"].is_string()) target = req.args["name"].get<std::string>().substr(0, 128);
+  if (target.empty() && req.args.contains("keys") && req.args["keys"].is_array()) target = std::to_string(req.args["keys"].size()) + " agent key(s)";
   auto h = kHandlers.find(req.command);
   if (h == kHandlers.end()) {
     rep.error = "unknown command: " + req.command.substr(0, 64);
@@ -1078,9 +1205,13 @@ nlohmann::json Coordinator::op_rollout_start(const nlohmann::json& args, const s
                               args.contains("plan") ? args["plan"] : nlohmann::json::object(),
                               arg_str(args, "selector", false), who, arg_str(args, "reason", false));
   auto it = active_.find(id);
-  if (it != active_.end()) return rollout_view(it->second.row, it->second.state, false);
+  // A summary: the loop is ordering the first batch, and the per-host lists are `rollout.get`'s.
+  if (it != active_.end()) return rollout_view(it->second.row, it->second.state, false, 0, /*with_hosts=*/false);
   nlohmann::json a = {{"id", id}};
-  return op_rollout_get(a, who);
+  nlohmann::json view = op_rollout_get(a, who);
+  view.erase("hosts");
+  view.erase("batches");
+  return view;
 }
 
 Coordinator::ActiveRollout* Coordinator::find_rollout_arg(const nlohmann::json& args) {
@@ -1217,6 +1348,29 @@ nlohmann::json Coordinator::op_keys_change(const nlohmann::json& args, const std
   return out;
 }
 
+nlohmann::json Coordinator::op_keys_accept_many(const nlohmann::json& args, const std::string& who) {
+  if (!args.contains("keys") || !args["keys"].is_array()) throw OpError("keys must be an array of {\"host\", \"key\"}");
+  const auto& in = args["keys"];
+  // The operator socket's 4 MiB frame limit bounds this anyway (about 50,000 entries).
+  if (in.size() > 100000) throw OpError("at most 100000 keys per request");
+  std::vector<std::pair<std::string, std::string>> host_keys;
+  host_keys.reserve(in.size());
+  for (const auto& e : in) {
+    if (!e.is_object() || !e.contains("host") || !e["host"].is_string() || !e.contains("key") || !e["key"].is_string())
+      throw OpError("keys must be an array of {\"host\", \"key\"}");
+    host_keys.emplace_back(e["host"].get<std::string>(), e["key"].get<std::string>());
+  }
+  auto ch = keys_->accept_many(host_keys, who);
+  if (!ch) throw OpError(ch.error().message);
+  size_t accepted = 0, revoked = 0;
+  for (const auto& row : ch->agents) {
+    if (row.state == "accepted") accepted++;
+    else revoked++;
+    if (row.state != "accepted" && !row.host_id.empty()) disconnect_host(row.host_id, "its key was " + row.state);
+  }
+  return {{"summary", ch->summary}, {"accepted", accepted}, {"revoked", revoked}};
+}
+
 nlohmann::json Coordinator::op_keys_add_operator(const nlohmann::json& args, const std::string& who) {
   auto role = parse_role(arg_str(args, "role"));
   if (!role) throw OpError("role must be viewer, deployer or admin");
@@ -1337,24 +1491,34 @@ void Coordinator::on_timers() {
       acks.swap(pending_acks_);
       if (auto s = store_->mark_acked(acks); !s.ok()) L()->error("{}", s.error().message);
     }
+    // A heartbeat only to hosts that heard nothing from us for their period (the heartbeat
+    // interval, or coordinator_heartbeat_ms for agents that announced support). Checked once
+    // per interval, so a gap is at most period + interval, well inside misses x period.
     // The same bytes for every host: encoded once per tick, not once per host.
-    const std::string hb = proto::encode(proto::Heartbeat{static_cast<uint64_t>(now)});
-    for (const auto& [id, h] : registry_.hosts()) {
-      if (!h.online || !h.said_hello) continue;
+    std::string hb;
+    for (auto& [id, h] : registry_.mutable_hosts()) {
+      if (!h.online || !h.said_hello || now - h.last_sent < heartbeat_period(h)) continue;
+      if (hb.empty()) hb = proto::encode(proto::Heartbeat{static_cast<uint64_t>(now)});
       auto s = transport::send_raw_to(*agents_, h.identity, hb);
-      if (!s.ok()) L()->debug("send heartbeat to {} failed: {}", h.identity, s.error().message);
       metrics_->messages_out++;
+      if (!s.ok()) {
+        L()->debug("send heartbeat to {} failed: {}", h.identity, s.error().message);
+        continue;
+      }
+      h.last_sent = now;
     }
     // Resend unacknowledged orders.
     for (auto& [oid, o] : orders_) {
       if (!o.row.acked && (o.last_sent == 0 || now - o.last_sent >= cfg_.order_resend_ms)) send_order(o);
     }
   }
-  // Hosts silent past the timeout become unknown. Checked four times per interval, so a dead
-  // host is noticed at most a quarter interval after the timeout, not up to a whole one.
+  // Hosts silent past the timeout become unknown. The registry says when the next one can
+  // expire (the oldest last message + timeout) and poll_timeout_ms wakes the loop then: a dead
+  // host is noticed right at the timeout, and 10,000 hosts are scanned about once per interval
+  // instead of on a fixed tick.
   if (now >= next_expiry_) {
-    next_expiry_ = now + std::max<Millis>(1, cfg_.heartbeat_interval_ms / 4);
-    for (const auto& host_id : registry_.expire(now, static_cast<Millis>(cfg_.heartbeat_interval_ms) * cfg_.heartbeat_misses)) {
+    const Millis timeout = static_cast<Millis>(cfg_.heartbeat_interval_ms) * cfg_.heartbeat_misses;
+    for (const auto& host_id : registry_.expire(now, timeout, &next_expiry_)) {
       L()->warn("{} is unknown: no traffic for {} heartbeat intervals", host_id, cfg_.heartbeat_misses);
       metrics_->hosts_lost++;
       dirty_ = true;
@@ -1390,9 +1554,14 @@ void Coordinator::publish() {
   std::string metrics = render_metrics(*metrics_, registry_, act);
   std::string status_text = status.dump();
   last_publish_cost_ = clock_.now_ms() - now;
-  std::lock_guard<std::mutex> lk(pub_mu_);
-  published_.status_json = std::move(status_text);
-  published_.metrics_text = std::move(metrics);
+  {
+    std::lock_guard<std::mutex> lk(pub_mu_);
+    published_.status_json = std::move(status_text);
+    published_.metrics_text = std::move(metrics);
+    published_at_ = now;
+  }
+  refresh_wanted_.store(false);
+  pub_cv_.notify_all();
 }
 
 }  // namespace gantry::coordinator

@@ -4,8 +4,11 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <memory>
 #include <optional>
@@ -35,8 +38,13 @@ struct Config {
   std::string pub_endpoint = "tcp://127.0.0.1:7601";
   std::string operator_endpoint = "tcp://127.0.0.1:7602";
   std::string http_address = "127.0.0.1:7680";  // empty: no HTTP
-  uint32_t heartbeat_interval_ms = 1000;
+  uint32_t heartbeat_interval_ms = 1000;  // agents heartbeat this often; silent misses x this: unknown
   uint32_t heartbeat_misses = 3;
+  // How often the coordinator itself must be heard from by agents that support it (announced
+  // in Welcome; they give it up after misses x this). A heartbeat goes to such an agent only
+  // when nothing else was sent to it for this long, so at rest the coordinator mostly listens.
+  // 0: heartbeat every agent every heartbeat_interval_ms (the protocol's original behaviour).
+  uint32_t coordinator_heartbeat_ms = 10000;
   uint32_t order_resend_ms = 2000;  // unacknowledged orders are resent this often
   bool insecure_dev = false;
   transport::CurveOptions curve;  // server keys; empty with insecure_dev
@@ -70,6 +78,9 @@ class Coordinator {
 
   // Called by the HTTP server thread; thread-safe.
   Published published() const;
+  // For the HTTP thread: the snapshot, first asking the loop for a fresh one (and waiting up to
+  // 2 s) if it is older than the refresh period. Marks the snapshot as watched.
+  Published fresh_published();
 
  private:
   struct ActiveRollout {
@@ -92,8 +103,12 @@ class Coordinator {
   // Records in an ended rollout's log what a host that was still out when it ended runs now.
   void note_drift_after_end(const proto::Hello& h);
   void on_fetch(const std::string& identity, const proto::FetchChunk& f);
+  void answer_fetch(const std::string& identity, const proto::FetchChunk& f);
+  void serve_deferred_fetches();  // while the queued chunk bytes are under budget
   void send_order(OpenOrder& o);
   void send_to_host(const std::string& identity, const proto::Message& m);
+  // How long `h` may go without hearing from us before a heartbeat is due.
+  Millis heartbeat_period(const fleet::HostRecord& h) const;
   // Group commit: reports, acks and hellos read in one pass over the agent socket are
   // persisted together (one transaction per rollout), then acted on. Called at the end of
   // every pass and before anything that must see them applied (a hello, a timer).
@@ -126,22 +141,26 @@ class Coordinator {
   nlohmann::json op_audit(const nlohmann::json& args, const std::string& who);
   nlohmann::json op_keys_list(const nlohmann::json& args, const std::string& who);
   nlohmann::json op_keys_change(const nlohmann::json& args, const std::string& who);
+  nlohmann::json op_keys_accept_many(const nlohmann::json& args, const std::string& who);
   nlohmann::json op_keys_add_operator(const nlohmann::json& args, const std::string& who);
 
   // ---- rollouts
   // Steps rollout `id`; `result` (a report this event applies) is persisted with the step.
   Status apply(uint64_t id, const rollout::Event& ev, const store::ResultRow* result = nullptr);
   // Several events in order, persisted as one step; `results` are the reports they apply.
-  // errors (optional) gets one status per event.
+  // errors (optional) gets one status per event. `agent_reports`: the events are agents'
+  // reports, which may be committed without an fsync when nothing is acted on (StepWrite::durable).
   Status apply_many(uint64_t id, const std::vector<rollout::Event>& evs, std::vector<store::ResultRow> results,
-                    std::vector<Status>* errors = nullptr);
+                    std::vector<Status>* errors = nullptr, bool agent_reports = false);
   uint64_t start_rollout(const std::string& service, const std::string& version, const std::string& kind,
                          const nlohmann::json& plan_json, const std::string& selector, const std::string& who,
                          const std::string& reason);
   std::vector<rollout::HostCandidate> select_hosts(const std::string& service, const std::string& selector);
   ActiveRollout* find_rollout_arg(const nlohmann::json& args);
+  // with_hosts false: without the per-host lists ("hosts", "batches"), which at 10,000 hosts
+  // cost the loop tens of ms to build and send.
   nlohmann::json rollout_view(const store::RolloutRow& row, const rollout::State& st, bool with_events,
-                              int64_t events_after = 0);
+                              int64_t events_after = 0, bool with_hosts = true);
 
   // ---- timers
   void on_timers();
@@ -152,6 +171,18 @@ class Coordinator {
   Clock& clock_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<ArtifactStore> artifacts_;
+  // sha256 -> (path, size) of artifacts being served. A release never changes once uploaded,
+  // and every FetchChunk needs these: a store query per chunk cost a prepared statement each.
+  std::map<std::string, std::pair<std::string, uint64_t>> served_artifacts_;
+  // Bytes of Chunk frames handed to ZeroMQ and not yet written to a socket (the I/O thread
+  // subtracts a frame when it frees it). Above kChunkQueueBudget new FetchChunks wait in
+  // deferred_fetches_, so the coordinator's memory stays flat however many agents download
+  // at once (without it: agents x window x chunk, 2 MiB per downloading agent).
+  static constexpr int64_t kChunkQueueBudget = 32 << 20;
+  static constexpr size_t kMaxDeferredPerHost = 64;  // 8x an agent's window; more are dropped
+  std::shared_ptr<std::atomic<int64_t>> chunk_bytes_queued_ = std::make_shared<std::atomic<int64_t>>(0);
+  std::deque<std::pair<std::string, proto::FetchChunk>> deferred_fetches_;
+  std::map<std::string, size_t> deferred_per_host_;
   zmq::context_t ctx_;
   std::unique_ptr<zmq::socket_t> agents_, pub_, operators_, zap_, mon_agents_, mon_operators_;
   std::unique_ptr<KeyRing> keys_;
@@ -175,6 +206,7 @@ class Coordinator {
   std::set<std::string> pending_report_ids_;     // their order ids (a resent report is not applied twice)
   std::vector<std::string> pending_acks_;        // acked in memory, persisted with the next write
   std::map<std::string, store::HostRow> pending_hosts_;  // hellos to persist
+  std::unordered_map<std::string, Millis> hello_asked_;  // connection -> when we last sent it hello_required
   Millis next_heartbeat_ = 0;
   Millis started_ = 0;
   std::unique_ptr<Metrics> metrics_;
@@ -184,6 +216,22 @@ class Coordinator {
   bool dirty_ = true;
   Millis last_publish_ = -1000000;
   Millis last_publish_cost_ = 0;  // ms the last snapshot took to build
+  // The snapshot costs ~100 ms at 10,000 hosts: with only heartbeats arriving it is rebuilt on
+  // a timer only while someone reads it over HTTP (a request in the last kWatchedMs), and on
+  // demand when a request finds it stale; events (dirty_) still rebuild it at once.
+  std::atomic<Millis> http_read_at_{-1000000};
+  std::atomic<bool> refresh_wanted_{false};
+  std::condition_variable pub_cv_;
+  Millis published_at_ = -1000000;  // under pub_mu_
+  static constexpr Millis kWatchedMs = 60000;
+  // Interrupt coalescing at rest: after a pass over the agent socket that held only heartbeats,
+  // the socket is read again at most kRestBatchMs later, so 10,000 heartbeats a second wake the
+  // loop ~100 times instead of thousands. Any other message ends it at the next pass; operator
+  // requests are never held.
+  static constexpr Millis kRestBatchMs = 10;
+  bool agents_at_rest_ = false;
+  bool agent_events_in_pass_ = false;
+  Millis last_agent_drain_ = 0;
   Millis next_expiry_ = 0;
   static constexpr Millis kStatusRefreshMs = 5000;  // snapshot age limit when only heartbeats arrive
   std::unique_ptr<HttpServer> http_;

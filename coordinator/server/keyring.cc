@@ -199,6 +199,59 @@ Expected<KeyChange> KeyRing::accept(const std::string& target, const std::string
   return ch;
 }
 
+Expected<KeyChange> KeyRing::accept_many(const std::vector<std::pair<std::string, std::string>>& host_keys,
+                                         const std::string& by) {
+  Millis now = clock_.wall_ms();
+  // Accepted keys by host, built once: the one-key-per-host rule below is then O(entries)
+  // instead of a scan of every key per entry.
+  std::map<std::string, std::vector<std::string>> accepted_by_host;
+  for (const auto& [k, r] : agents_)
+    if (r.state == "accepted") accepted_by_host[r.host_id].push_back(k);
+  std::map<std::string, std::string> key_of_host;  // within this request
+  std::map<std::string, std::string> host_of_key;
+  for (const auto& [host, key] : host_keys) {
+    if (!security::is_z85_key(key)) return make_error("usage", "not a Z85 CURVE public key: '" + key.substr(0, 64) + "'");
+    if (!is_safe_name(host)) return make_error("usage", "host id '" + host.substr(0, 64) + "' is not a safe name");
+    if (auto k = key_of_host.find(host); k != key_of_host.end() && k->second != key)
+      return make_error("usage", "host " + host + " is named twice with different keys");
+    if (auto h = host_of_key.find(key); h != host_of_key.end() && h->second != host)
+      return make_error("usage", "key " + key + " is named for two hosts (" + h->second + ", " + host + ")");
+    key_of_host[host] = key;
+    host_of_key[key] = host;
+  }
+  KeyChange ch;
+  size_t replaced = 0, unchanged = 0;
+  for (const auto& [host, key] : key_of_host) {
+    auto it = agents_.find(key);
+    if (it != agents_.end() && it->second.state == "accepted" && it->second.host_id == host) {
+      unchanged++;
+      continue;
+    }
+    for (const auto& old_key : accepted_by_host[host]) {
+      if (old_key == key) continue;
+      store::AgentKeyRow old = agents_.at(old_key);
+      old.state = "revoked";
+      old.updated_at = now;
+      old.updated_by = by + " (replaced by a new key)";
+      ch.agents.push_back(old);
+      replaced++;
+    }
+    store::AgentKeyRow row = it != agents_.end() ? it->second : store::AgentKeyRow{key, host, "pending", now, now, by};
+    row.host_id = host;
+    row.state = "accepted";
+    row.updated_at = now;
+    row.updated_by = by;
+    ch.agents.push_back(row);
+  }
+  if (!ch.agents.empty())
+    if (Status s = save(ch.agents); !s.ok()) return s.error();
+  ch.summary = "accepted " + std::to_string(key_of_host.size() - unchanged) + " agent key(s)" +
+               (unchanged ? ", " + std::to_string(unchanged) + " already accepted" : "") +
+               (replaced ? ", revoked " + std::to_string(replaced) + " previous key(s)" : "");
+  L()->info("{}: {}", by, ch.summary);
+  return ch;
+}
+
 Expected<KeyChange> KeyRing::reject(const std::string& target, const std::string& by) {
   auto found = find_agent(target, {"pending", "accepted"});
   if (!found) return found.error();

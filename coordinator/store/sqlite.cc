@@ -72,6 +72,9 @@ Expected<Db*> Db::open(const std::string& path) {
   Db* out = new Db(db);
   try {
     out->exec("PRAGMA journal_mode=WAL;");
+    // Checkpoint every 10,000 pages (~40 MB of WAL) rather than SQLite's 1,000: each checkpoint
+    // costs two fsyncs, and a 10,000-host rollout writes ~30 MB (docs/BENCHMARKS.md, figure 2).
+    out->exec("PRAGMA wal_autocheckpoint=10000;");
     out->exec("PRAGMA synchronous=FULL;");
     out->exec("PRAGMA foreign_keys=ON;");
   } catch (const SqliteError& e) {
@@ -81,7 +84,20 @@ Expected<Db*> Db::open(const std::string& path) {
   return out;
 }
 
-Db::~Db() { sqlite3_close(db_); }
+Db::~Db() {
+  cache_.clear();  // statements are finalized before the connection closes
+  sqlite3_close(db_);
+}
+
+Stmt& Db::cached(std::string_view sql) {
+  auto it = cache_.find(std::string(sql));
+  if (it != cache_.end()) {
+    it->second->reset();
+    return *it->second;
+  }
+  auto st = std::make_unique<Stmt>(db_, sql);
+  return *cache_.emplace(std::string(sql), std::move(st)).first->second;
+}
 
 void Db::exec(std::string_view sql) {
   char* err = nullptr;
@@ -94,19 +110,28 @@ void Db::exec(std::string_view sql) {
   }
 }
 
-Txn::Txn(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE;"); }
+void Db::set_sync(Sync s) {
+  if (s == sync_) return;
+  cached(s == Sync::kDurable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL").run();
+  sync_ = s;
+}
+
+Txn::Txn(Db& db, Sync sync) : db_(db) {
+  db_.set_sync(sync);
+  db_.cached("BEGIN IMMEDIATE").run();
+}
 
 Txn::~Txn() {
   if (!done_) {
     try {
-      db_.exec("ROLLBACK;");
+      db_.cached("ROLLBACK").run();
     } catch (...) {
     }
   }
 }
 
 void Txn::commit() {
-  db_.exec("COMMIT;");
+  db_.cached("COMMIT").run();
   done_ = true;
 }
 

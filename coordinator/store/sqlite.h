@@ -6,8 +6,10 @@
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "common/util/expected.h"
 
@@ -44,6 +46,12 @@ struct SqliteError : std::runtime_error {
   SqliteError(int c, const std::string& m) : std::runtime_error(m), code(c) {}
 };
 
+// How a transaction reaches the disk. kDurable: the commit returns once the WAL is fsynced
+// (synchronous=FULL). kLazy: the commit is atomic and survives a crash of the process, but
+// not of the machine until the next durable commit fsyncs the WAL, which covers every frame
+// written before it (synchronous=NORMAL). For writes that are safe to lose on power loss.
+enum class Sync { kDurable, kLazy };
+
 class Db {
  public:
   static Expected<Db*> open(const std::string& path);  // WAL, synchronous=FULL, foreign keys
@@ -51,16 +59,24 @@ class Db {
   sqlite3* raw() { return db_; }
   void exec(std::string_view sql);
   int64_t last_insert_id() const { return sqlite3_last_insert_rowid(db_); }
+  void set_sync(Sync s);  // outside transactions only
+  // A prepared statement kept for the connection's life, reset and unbound, ready to bind: for
+  // writes run per row on hot paths (preparing one costs more than running it). Only for
+  // statements that run to completion (INSERT, UPDATE, BEGIN...): a half-read SELECT would
+  // keep its read transaction open until its next use.
+  Stmt& cached(std::string_view sql);
 
  private:
   explicit Db(sqlite3* db) : db_(db) {}
   sqlite3* db_;
+  Sync sync_ = Sync::kDurable;
+  std::unordered_map<std::string, std::unique_ptr<Stmt>> cache_;
 };
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.
 class Txn {
  public:
-  explicit Txn(Db& db);
+  explicit Txn(Db& db, Sync sync = Sync::kDurable);
   ~Txn();
   void commit();
 

@@ -131,7 +131,7 @@ constexpr const char* kRolloutCols =
     "id, service, version, kind, phase, created_by, reason, created_at, finished_at, revision, state";
 
 void insert_event(Db& db, const EventRow& e) {
-  Stmt s(db.raw(), "INSERT INTO events (rollout_id, at, message) VALUES (?, ?, ?)");
+  Stmt& s = db.cached("INSERT INTO events (rollout_id, at, message) VALUES (?, ?, ?)");
   s.bind(1, static_cast<int64_t>(e.rollout_id)).bind(2, e.at).bind(3, e.message).run();
 }
 
@@ -198,9 +198,9 @@ Status Store::put_host(const HostRow& h) {
 Status Store::put_hosts(const std::vector<HostRow>& hs) {
   if (hs.empty()) return Status::Ok();
   return guard("put hosts", [&]() -> Status {
-    Txn t(*db_);
+    Txn t(*db_, Sync::kLazy);  // the next hello says it all again
     for (const auto& h : hs) {
-      Stmt s(db_->raw(),
+      Stmt& s = db_->cached(
              "INSERT INTO hosts (host_id, labels, services, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
              "ON CONFLICT(host_id) DO UPDATE SET labels = excluded.labels, services = excluded.services, "
              "last_seen = excluded.last_seen");
@@ -282,17 +282,22 @@ Expected<std::optional<ReleaseRow>> Store::release_by_sha(const std::string& sha
 
 Expected<uint64_t> Store::create_rollout(const RolloutRow& r) {
   return guard("create rollout", [&]() -> Expected<uint64_t> {
+    // Durable with the rollout's first step, which follows at once; a row whose first step was
+    // never saved is marked failed at the next start (Coordinator::start).
+    Txn t(*db_, Sync::kLazy);
     Stmt s(db_->raw(),
            "INSERT INTO rollouts (service, version, kind, phase, created_by, reason, created_at, state) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     s.bind(1, r.service).bind(2, r.version).bind(3, r.kind).bind(4, r.phase).bind(5, r.created_by).bind(6, r.reason).bind(7, r.created_at).bind(8, r.state.dump()).run();
-    return static_cast<uint64_t>(db_->last_insert_id());
+    const auto id = static_cast<uint64_t>(db_->last_insert_id());
+    t.commit();
+    return id;
   });
 }
 
 Status Store::save_step(const StepWrite& w) {
   return guard("save rollout step", [&]() -> Status {
-    Txn t(*db_);
+    Txn t(*db_, w.durable ? Sync::kDurable : Sync::kLazy);
     int64_t revision = 0;
     if (w.assign_revision) {
       Stmt q(db_->raw(),
@@ -301,13 +306,13 @@ Status Store::save_step(const StepWrite& w) {
       if (q.step()) revision = q.col_int(0);
     }
     {
-      Stmt s(db_->raw(),
+      Stmt& s = db_->cached(
              "UPDATE rollouts SET phase = ?, state = ?, finished_at = ?, "
              "revision = CASE WHEN ? > 0 THEN ? ELSE revision END WHERE id = ?");
       s.bind(1, w.phase).bind(2, w.state.dump()).bind(3, w.finished_at).bind(4, revision).bind(5, revision).bind(6, static_cast<int64_t>(w.rollout_id)).run();
     }
     if (!w.slots.empty()) {
-      Stmt put(db_->raw(), "INSERT OR REPLACE INTO rollout_hosts (rollout_id, pos, slot) VALUES (?, ?, ?)");
+      Stmt& put = db_->cached("INSERT OR REPLACE INTO rollout_hosts (rollout_id, pos, slot) VALUES (?, ?, ?)");
       for (const auto& [pos, slot] : w.slots) {
         put.bind(1, static_cast<int64_t>(w.rollout_id)).bind(2, static_cast<int64_t>(pos)).bind(3, slot.dump());
         put.run();
@@ -315,29 +320,29 @@ Status Store::save_step(const StepWrite& w) {
       }
     }
     for (const auto& o : w.new_orders) {
-      Stmt s(db_->raw(),
+      Stmt& s = db_->cached(
              "INSERT INTO orders (order_id, rollout_id, host_id, body, created_at) VALUES (?, ?, ?, ?, ?)");
       s.bind(1, o.order_id).bind(2, static_cast<int64_t>(o.rollout_id)).bind(3, o.host_id).bind(4, o.order.dump()).bind(5, o.created_at).run();
     }
     for (const auto& e : w.events) insert_event(*db_, e);
     for (const auto& r : w.results) {
-      Stmt s(db_->raw(),
+      Stmt& s = db_->cached(
              "INSERT INTO results (rollout_id, host_id, order_id, outcome, running_version, message, timings, at) "
              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
       s.bind(1, static_cast<int64_t>(r.rollout_id)).bind(2, r.host_id).bind(3, r.order_id).bind(4, r.outcome).bind(5, r.running_version).bind(6, r.message).bind(7, r.timings.dump()).bind(8, r.at).run();
-      Stmt u(db_->raw(), "UPDATE orders SET acked = 1, reported = 1 WHERE order_id = ?");
+      Stmt& u = db_->cached("UPDATE orders SET acked = 1, reported = 1 WHERE order_id = ?");
       u.bind(1, r.order_id).run();
     }
     if (!w.acked.empty()) {
       for (const auto& id : w.acked) {
-        Stmt u(db_->raw(), "UPDATE orders SET acked = 1 WHERE order_id = ?");
+        Stmt& u = db_->cached("UPDATE orders SET acked = 1 WHERE order_id = ?");
         u.bind(1, id);
         u.run();
       }
     }
     if (w.finished_at > 0) {
       // An ended rollout orders nothing more; closed with the step that ends it.
-      Stmt s(db_->raw(), "UPDATE orders SET reported = 1 WHERE rollout_id = ? AND reported = 0");
+      Stmt& s = db_->cached("UPDATE orders SET reported = 1 WHERE rollout_id = ? AND reported = 0");
       s.bind(1, static_cast<int64_t>(w.rollout_id)).run();
     }
     t.commit();
@@ -411,7 +416,7 @@ Expected<std::vector<OrderRow>> Store::open_orders() {
 
 Status Store::mark_acked(const std::string& order_id) {
   return guard("mark order acked", [&]() -> Status {
-    Stmt s(db_->raw(), "UPDATE orders SET acked = 1 WHERE order_id = ?");
+    Stmt& s = db_->cached("UPDATE orders SET acked = 1 WHERE order_id = ?");
     s.bind(1, order_id).run();
     return Status::Ok();
   });
@@ -420,9 +425,9 @@ Status Store::mark_acked(const std::string& order_id) {
 Status Store::mark_acked(const std::vector<std::string>& order_ids) {
   if (order_ids.empty()) return Status::Ok();
   return guard("mark orders acked", [&]() -> Status {
-    Txn t(*db_);
+    Txn t(*db_, Sync::kLazy);  // a lost ack means one more resend
     for (const auto& id : order_ids) {
-      Stmt s(db_->raw(), "UPDATE orders SET acked = 1 WHERE order_id = ?");
+      Stmt& s = db_->cached("UPDATE orders SET acked = 1 WHERE order_id = ?");
       s.bind(1, id);
       s.run();
     }
@@ -449,7 +454,7 @@ Status Store::record_report(const ResultRow& r) {
       s.bind(1, static_cast<int64_t>(r.rollout_id)).bind(2, r.host_id).bind(3, r.order_id).bind(4, r.outcome).bind(5, r.running_version).bind(6, r.message).bind(7, r.timings.dump()).bind(8, r.at).run();
     }
     {
-      Stmt s(db_->raw(), "UPDATE orders SET acked = 1, reported = 1 WHERE order_id = ?");
+      Stmt& s = db_->cached("UPDATE orders SET acked = 1, reported = 1 WHERE order_id = ?");
       s.bind(1, r.order_id).run();
     }
     t.commit();

@@ -127,6 +127,11 @@ struct StepWrite {
   // Orders acknowledged since the last write, riding along (an ack alone is not worth an
   // fsync: a lost ack only means one more resend, which agents answer as a duplicate).
   std::vector<std::string> acked;
+  // false: a step nothing is acted on from (no order, broadcast or end), committed without its
+  // own fsync (Sync::kLazy). Losing it to a power cut loses only reports, and their orders
+  // are then still open: they are resent and the agents answer with the stored report. The
+  // next durable step's fsync makes it durable too. So a batch transition costs one fsync.
+  bool durable = true;
 };
 
 class Store {

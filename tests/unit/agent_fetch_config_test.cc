@@ -48,6 +48,30 @@ TEST(AgentFetcher, WindowOutOfOrderChunksAndResume) {
   EXPECT_EQ(read_text(t / "dl/x.part"), data);
 }
 
+TEST(AgentFetcher, ShortAndOversizedChunksInOrder) {
+  TempDir t;
+  FakeClock clock;
+  std::string data(2 * Fetcher::kChunkBytes, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 13);
+  std::vector<proto::Message> sent;
+  Fetcher f(t / "s.part", kSha, data.size(), clock, [&](const proto::Message& m) { sent.push_back(m); });
+  ASSERT_TRUE(f.start().ok());
+  auto reqs = requests(sent);
+  ASSERT_EQ(reqs.size(), 2u);
+  // A short answer is written at once and the rest is asked for again.
+  f.on_chunk({kSha, 0, data.size(), data.substr(0, 1000)});
+  EXPECT_EQ(f.received(), 1000u);
+  auto again = requests(sent).back();
+  EXPECT_EQ(again.offset, 1000u);
+  EXPECT_EQ(again.length, Fetcher::kChunkBytes - 1000);
+  // More than was asked: only the asked bytes are kept.
+  f.on_chunk({kSha, 1000, data.size(), data.substr(1000) + "junk"});
+  EXPECT_EQ(f.received(), Fetcher::kChunkBytes);
+  f.on_chunk({kSha, reqs[1].offset, data.size(), data.substr(reqs[1].offset)});
+  EXPECT_EQ(f.state(), Fetcher::State::kComplete);
+  EXPECT_EQ(read_text(t / "s.part"), data);
+}
+
 TEST(AgentFetcher, CreditWindowIsBounded) {
   TempDir t;
   FakeClock clock;

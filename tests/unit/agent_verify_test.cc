@@ -96,6 +96,18 @@ TEST(AgentVerifier, FailureResetsTheStreak) {
   EXPECT_EQ(clock.now_ms() - start, 1700);
 }
 
+TEST(AgentVerifier, StartingServiceIsRetriedSoonerThanTheInterval) {
+  FakeClock clock;
+  // Not listening for the first three rounds: retried after 10, 20, 40 ms, not 250 ms each.
+  auto p = std::make_shared<ScriptedProbe>(std::deque<bool>{false, false, false, true});
+  Verifier v(clock, [&](Millis ms) { clock.advance(ms); });
+  Millis start = clock.now_ms();
+  VerifyResult r = v.run({p}, {250, 0, 5000});
+  EXPECT_TRUE(r.healthy);
+  EXPECT_EQ(clock.now_ms() - start, 70);
+  EXPECT_EQ(p->calls, 4);
+}
+
 TEST(AgentVerifier, DeadlineGivesAReadableMessage) {
   FakeClock clock;
   auto p = std::make_shared<ScriptedProbe>(std::deque<bool>{false});

@@ -92,6 +92,39 @@ TEST(Codec, EveryMessageTypeRoundTrips) {
   EXPECT_TRUE(round_trip(a).result["hosts"].is_array());
 }
 
+TEST(Codec, OptionalHeartbeatFieldsAreAppendedOnlyWhenSet) {
+  // Welcome.coordinator_heartbeat_ms and Hello.capabilities were appended to protocol 1: unset,
+  // the encoding is the old 4-entry (5-entry) map, and a message without them decodes as 0.
+  Welcome old{1, 1000, 3, 2};
+  EXPECT_EQ(hex(encode(old)).substr(0, 10), "82a17402a1") << "envelope";
+  EXPECT_EQ(static_cast<uint8_t>(encode(old)[6]), 0x84) << "four fields when unset";
+  EXPECT_EQ(round_trip(old).coordinator_heartbeat_ms, 0u);
+  Welcome w{1, 1000, 3, 2, 10000};
+  EXPECT_EQ(static_cast<uint8_t>(encode(w)[6]), 0x85);
+  EXPECT_EQ(round_trip(w).coordinator_heartbeat_ms, 10000u);
+  Hello h;
+  h.host_id = "web-1";
+  EXPECT_EQ(round_trip(h).capabilities, 0u);
+  h.capabilities = kCapCoordinatorHeartbeat;
+  EXPECT_EQ(round_trip(h).capabilities, kCapCoordinatorHeartbeat);
+  // Out of range is refused like any other bad field.
+  auto bad = decode(envelope(2, [](auto& p) {
+    p.pack_map(5);
+    p.pack(std::string("protocol_version"));
+    p.pack(1);
+    p.pack(std::string("heartbeat_interval_ms"));
+    p.pack(1000);
+    p.pack(std::string("heartbeat_misses"));
+    p.pack(3);
+    p.pack(std::string("epoch"));
+    p.pack(1);
+    p.pack(std::string("coordinator_heartbeat_ms"));
+    p.pack(uint64_t{3600001});
+  }));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, "invalid");
+}
+
 TEST(Codec, GoldenBytes) {
   // {"t":3,"b":{"seq":1}}: fixmap(2), "t", 3, "b", fixmap(1), "seq", 1 — documented in PROTOCOL.md.
   EXPECT_EQ(hex(encode(Heartbeat{1})), "82a17403a16281a373657101");
@@ -100,6 +133,23 @@ TEST(Codec, GoldenBytes) {
   EXPECT_EQ(std::get<Heartbeat>(*d).seq, 1u);
   EXPECT_EQ(hex(encode(Signal{"abort", 7, "web"})),
             "82a1740ba16283a46b696e64a561626f7274aa726f6c6c6f75745f696407a773657276696365a3776562");
+}
+
+TEST(Codec, ChunkHeadPlusDataIsTheChunkEncoding) {
+  // The coordinator reads artifact bytes straight into a frame behind encode_chunk_head; the
+  // frame must be byte for byte encode(Chunk), for every bin length class (bin8/16/32).
+  const std::string sha(64, 'c');
+  for (size_t n : {size_t{0}, size_t{1}, size_t{255}, size_t{256}, size_t{65535}, size_t{65536}, size_t{kMaxChunkBytes}}) {
+    std::string data(n, '\0');
+    for (size_t i = 0; i < n; ++i) data[i] = static_cast<char>(i * 31 + 7);
+    for (uint64_t off : {uint64_t{0}, uint64_t{300}, uint64_t{1} << 33}) {
+      Chunk c{sha, off, off + n + 5, data};
+      EXPECT_EQ(encode_chunk_head(sha, c.offset, c.total_size, n) + data, encode(c)) << n << " bytes at " << off;
+      auto back = decode(encode_chunk_head(sha, c.offset, c.total_size, n) + data);
+      ASSERT_TRUE(back.ok());
+      EXPECT_EQ(std::get<Chunk>(*back).data, data);
+    }
+  }
 }
 
 TEST(Codec, MalformedInputIsAnErrorNotACrash) {

@@ -1,0 +1,186 @@
+"""Figure 4: reconnect storm. The coordinator runs secure (CURVE, ZAP, every simulated agent
+with its own key pair, enrolled in one `gantry keys accept-file`), all agents are welcomed, the
+coordinator is killed with SIGKILL and started again on the same state dir; time from the new
+process's start to the last agent's Welcome, per-agent reconnect percentiles, agents left behind
+and whether heartbeats keep flowing (no welcomed agent times out again).
+
+Baseline in the same run: the same storm against `gantry-fleet-sim floor` (a bare CURVE ROUTER
+with an allow-all ZAP handler in its loop: handshake cost, no allowlist, no store), SIGKILLed and
+restarted the same way with the same simulated agents."""
+
+import os
+import signal
+import subprocess
+import time
+
+from bench import Env, Proc, pct, record, wait_until
+
+SEED = "gantry-bench-storm"
+
+
+def keygen(env, tool, prefix):
+    """A CURVE key pair via the product's own keygen; returns (secret file, public file, public Z85)."""
+    r = subprocess.run([tool, "keygen", "--out", prefix], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"{tool} keygen failed: {r.stdout}{r.stderr}")
+    return prefix + ".key", prefix + ".pub", open(prefix + ".pub").read().strip()
+
+
+def secret_z85(path):
+    for line in open(path):
+        line = line.strip()
+        if len(line) == 40:
+            return line
+    raise RuntimeError(f"no Z85 key in {path}")
+
+
+def epochs(sims):
+    agg = {}
+    for s in sims:
+        for e, v in ((s.latest() or {}).get("epochs") or {}).items():
+            a = agg.setdefault(int(e), [0, 0])
+            a[0] += v["agents"]
+            a[1] = max(a[1], v["last_us"])
+    return agg
+
+
+def welcomes(sims, epoch):
+    """Per-agent first-welcome times of `epoch`, from the simulators' exit lines (stop them first)."""
+    out = []
+    for s in sims:
+        for ev in s.event("welcomes"):
+            if ev["epoch"] == epoch:
+                out.extend(ev["us"])
+    return out
+
+
+def storm(env, sims, n, kill, start, epoch, down_s, watch_s):
+    """Kill the server, restart it, wait for every agent's welcome of `epoch`; then watch
+    heartbeats for `watch_s`. Returns the figures (times relative to the restart's exec)."""
+    kill()
+    time.sleep(down_s)
+    t_start = time.time_ns() // 1000
+    start()
+    try:
+        wait_until(lambda: epochs(sims).get(epoch, [0])[0] >= n, 60, 0.05, f"every agent welcomed in epoch {epoch}")
+    except TimeoutError:
+        pass
+    got, last = epochs(sims).get(epoch, [0, 0])
+    # Heartbeats keep flowing: over the next watch_s, heartbeats reach the agents and no agent
+    # welcomed in this epoch times out again.
+    to0, hb0, ho0, t0 = Env.total(sims, "timeouts"), Env.total(sims, "hb_in"), Env.total(sims, "hb_out"), time.time()
+    time.sleep(watch_s)
+    to1, hb1, ho1, t1 = Env.total(sims, "timeouts"), Env.total(sims, "hb_in"), Env.total(sims, "hb_out"), time.time()
+    got_after = epochs(sims).get(epoch, [0])[0]
+    return {"t_all": (last - t_start) / 1e6 if got else float("nan"), "left": n - got, "t_start": t_start,
+            "hb_rate": (hb1 - hb0) / (t1 - t0), "hb_out_rate": (ho1 - ho0) / (t1 - t0), "timeouts_after": to1 - to0, "left_after": n - got_after,
+            "hello_required": Env.total(sims, "hello_required")}
+
+
+def per_agent(sims, epoch, t_start):
+    us = welcomes(sims, epoch)
+    xs = [(u - t_start) / 1e6 for u in us]
+    return len(xs), pct(xs, 50), pct(xs, 99)
+
+
+def run(args):
+    n, procs = args.agents, args.procs
+    env = Env(args, "storm")
+    try:
+        kdir = os.path.join(env.work, "keys")
+        os.makedirs(kdir)
+        c_key, c_pub, c_pub_z85 = keygen(env, env.coord_bin, os.path.join(kdir, "coordinator"))
+        a_key, a_pub, _ = keygen(env, env.cli, os.path.join(kdir, "admin"))
+        env.coord_security = ["--server-key", c_key, "--admin-key", f"bench={a_pub}"]
+        env.op_security = ["--key", a_key, "--coordinator-key", c_pub]
+        curve = ["--server-public-key", c_pub_z85, "--curve-seed", SEED]
+        watch_s = 5.0
+
+        # ---- baseline: the bare CURVE ROUTER (floor), same agents, same kill and restart.
+        floors = []
+
+        def start_floor(epoch):
+            f = Proc([env.sim, "floor", "--bind", f"tcp://127.0.0.1:{env.agent_port}", "--hosts", str(n + 1),
+                      "--timeout-s", "600", "--epoch", str(epoch), "--server-secret-key", secret_z85(c_key)],
+                     os.path.join(env.work, f"floor-{epoch}.log"))
+            env.procs.append(f)
+            floors.append(f)
+            wait_until(lambda: f.event("bound") or f.p.poll() is not None, 20, what="floor bound")
+            return f
+
+        # The first connection of every agent is not what is measured: open them at a rate the
+        # CURVE handshakes keep up with on a shared 2-CPU machine (--storm-connect-per-s, all
+        # simulators together), so the figures start from a fleet that is all connected.
+        args.connect_per_ms = args.storm_connect_per_s / 1000.0 / procs
+        start_floor(1)
+        fsims = env.start_sims(n, procs, curve, prefix="sim-")
+        wait_until(lambda: epochs(fsims).get(1, [0])[0] >= n, 180, 0.2, "agents greeted by the floor")
+        time.sleep(3.0)
+        fl = storm(env, fsims, n, lambda: floors[-1].stop(signal.SIGKILL), lambda: start_floor(2), 2, args.down_s, watch_s)
+        for p in fsims + floors:
+            p.stop()
+            env.procs.remove(p)
+        fl_cnt, fl50, fl99 = per_agent(fsims, 2, fl["t_start"])
+
+        # ---- Gantry: secure coordinator; enroll every simulated agent's key in one request.
+        env.start_coordinator(hb_ms=1000)
+        keyfile = os.path.join(kdir, "agents.txt")
+        with open(keyfile, "w") as f:
+            subprocess.run([env.sim, "keys", "--curve-seed", SEED, "--prefix", "sim-", "--count", str(n)], stdout=f,
+                           check=True, timeout=120)
+        t0 = time.time()
+        r = subprocess.run([env.cli, "--coordinator", f"tcp://127.0.0.1:{env.op_port}", "--timeout-ms", "60000"]
+                           + env.op_security + ["keys", "accept-file", keyfile], capture_output=True, text=True, timeout=120)
+        enroll_s = time.time() - t0
+        if r.returncode != 0:
+            raise RuntimeError("keys accept-file failed: " + r.stdout + r.stderr)
+        print(f"enrolled: {r.stdout.strip()} in {enroll_s:.2f} s")
+        sims = env.start_sims(n, procs, curve, prefix="sim-")
+        wait_until(lambda: epochs(sims).get(1, [0])[0] >= n, 180, 0.2, "agents welcomed by the coordinator")
+        time.sleep(3.0)
+        restarted = {}
+
+        def restart():
+            env.start_coordinator(hb_ms=1000, log_name="coordinator2.log")
+            restarted["ready_us"] = env.coord_ready_us
+        g = storm(env, sims, n, lambda: env.stop_coordinator(signal.SIGKILL), restart, 2, args.down_s, watch_s)
+        for p in sims:
+            p.stop()
+            env.procs.remove(p)
+        g_cnt, g50, g99 = per_agent(sims, 2, g["t_start"])
+        refused = expired = 0
+        with open(env.coord_log) as f:  # the restarted coordinator's log
+            for line in f:
+                refused += "refused" in line
+                expired += " is unknown" in line
+
+        ratio = g["t_all"] / fl["t_all"]
+        ok_all = g["t_all"] <= 5.0 and g["left"] == 0
+        rows = [(f"all {n} agents reconnected, authenticated (CURVE) + hello → welcome (s)", f"{g['t_all']:.2f}",
+                 f"{fl['t_all']:.2f}", f"{ratio:.2f}x", "≤ 5 s, none left", ok_all),
+                ("per-agent restart → welcome, p50 (s)", f"{g50:.2f}", f"{fl50:.2f}", f"{g50 / fl50:.2f}x", "—", None),
+                ("per-agent restart → welcome, p99 (s)", f"{g99:.2f}", f"{fl99:.2f}", f"{g99 / fl99:.2f}x", "—", None),
+                ("agents left behind (not welcomed within 60 s)", str(g["left"]), str(fl["left"]), "—", "0", g["left"] == 0),
+                (f"heartbeats per s in the {watch_s:.0f} s after the last welcome: agents → server", f"{g['hb_out_rate']:.0f}",
+                 f"{fl['hb_out_rate']:.0f}", "—", "—", None),
+                ("… server → agents (sent only to agents that heard nothing for their period)", f"{g['hb_rate']:.0f}",
+                 f"{fl['hb_rate']:.0f}", "—", "—", None),
+                ("hosts the restarted coordinator expired (`is unknown`)", str(expired), "—", "—", "0", expired == 0),
+                ("welcomed agents timing out again in those s", str(g["timeouts_after"]), str(fl["timeouts_after"]), "—", "0",
+                 g["timeouts_after"] == 0),
+                ("coordinator exec → endpoints bound (s)", f"{(restarted['ready_us'] - g['t_start']) / 1e6:.2f}", "—", "—", "—", None),
+                (f"enrolling {n} agent keys (`gantry keys accept-file`, s)", f"{enroll_s:.2f}", "—", "—", "—", None)]
+        record("storm", "4. Reconnect storm after a coordinator restart (SIGKILL, restart; CURVE)", "bench/run storm", rows,
+               f"Secure coordinator (`--server-key`, ZAP allowlist); each of the {n} simulated agents has its own CURVE key pair "
+               f"(`gantry-fleet-sim agents --curve-seed`), all enrolled before the run with one `gantry keys accept-file` "
+               f"(op `keys.accept_many`). All {n} welcomed, {3} s settled, SIGKILL, down {args.down_s} s, restart on the same "
+               "state dir; times from the restart's exec to each agent's first Welcome of the new epoch "
+               f"({g_cnt} / {fl_cnt} per-agent samples). Agents reconnect by libzmq's own reconnect (100 ms doubling, "
+               "+0–100 ms random) and, after 3 silent heartbeat intervals, by recreating the DEALER after a jittered "
+               "backoff (100 ms → 5 s, ×0.8–1.2), as the real agent; a reconnected socket that sends a heartbeat is "
+               "asked for a hello (`hello_required`). Baseline: `gantry-fleet-sim floor --server-secret-key` (bare CURVE "
+               "ROUTER, allow-all ZAP handler in its loop, welcome + heartbeats, no allowlist, no store), killed and "
+               f"restarted the same way with the same agents. Refusals logged by the coordinator: {refused}.")
+        return 0
+    finally:
+        env.close()
