@@ -34,14 +34,7 @@ def secret_z85(path):
     raise RuntimeError(f"no Z85 key in {path}")
 
 
-def epochs(sims):
-    agg = {}
-    for s in sims:
-        for e, v in ((s.latest() or {}).get("epochs") or {}).items():
-            a = agg.setdefault(int(e), [0, 0])
-            a[0] += v["agents"]
-            a[1] = max(a[1], v["last_us"])
-    return agg
+epochs = Env.epochs  # {epoch: [agents whose newest welcome has it, newest welcome time]}
 
 
 def welcomes(sims, epoch):

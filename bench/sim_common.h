@@ -1,11 +1,16 @@
 // Small helpers shared by the fleet simulator's subcommands.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <iostream>
 #include <string>
 
+#include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
 namespace gantry::bench {
@@ -37,6 +42,34 @@ struct SimKeyPair {
 };
 SimKeyPair sim_keypair(const std::string& seed, const std::string& host_id);
 std::string sim_host_id(const std::string& prefix, int index);
+
+// Parses a subcommand's options; false on an error (reported) or --help (printed).
+inline bool parse_opts(boost::program_options::options_description& desc, int argc, char** argv,
+                       boost::program_options::variables_map& vm, const char* name) {
+  namespace po = boost::program_options;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "gantry-fleet-sim " << name << ": " << e.what() << "\n";
+    return false;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return false;
+  }
+  return true;
+}
+
+// "127.0.0.1:PORT" -> sockaddr_in
+inline sockaddr_in parse_addr(const std::string& s) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  auto colon = s.rfind(':');
+  inet_pton(AF_INET, s.substr(0, colon).c_str(), &a.sin_addr);
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(s.substr(colon + 1))));
+  return a;
+}
 
 int run_agents(int argc, char** argv);
 int run_keys(int argc, char** argv);

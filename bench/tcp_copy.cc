@@ -31,29 +31,7 @@ namespace po = boost::program_options;
 namespace gantry::bench {
 namespace {
 
-bool parse_opts(po::options_description& desc, int argc, char** argv, po::variables_map& vm, const char* name) {
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "gantry-fleet-sim " << name << ": " << e.what() << "\n";
-    return false;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return false;
-  }
-  return true;
-}
 
-sockaddr_in to_addr(const std::string& s) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  auto colon = s.rfind(':');
-  inet_pton(AF_INET, s.substr(0, colon).c_str(), &a.sin_addr);
-  a.sin_port = htons(static_cast<uint16_t>(std::stoi(s.substr(colon + 1))));
-  return a;
-}
 
 }  // namespace
 
@@ -78,7 +56,7 @@ int run_copy_send(int argc, char** argv) {
   int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a = to_addr("127.0.0.1:0");
+  sockaddr_in a = parse_addr("127.0.0.1:0");
   if (::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(ls, 4096) != 0) {
     std::perror("copy-send: bind/listen");
     return 1;
@@ -148,7 +126,7 @@ int run_copy_recv(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_opts(desc, argc, argv, vm, "copy-recv")) return vm.count("help") ? 0 : 2;
   int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a = to_addr(connect_addr);
+  sockaddr_in a = parse_addr(connect_addr);
   if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     std::perror("copy-recv: connect");
     return 1;

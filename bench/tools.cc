@@ -39,30 +39,7 @@ namespace po = boost::program_options;
 namespace gantry::bench {
 namespace {
 
-bool parse(po::options_description& desc, int argc, char** argv, po::variables_map& vm, const char* name) {
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "gantry-fleet-sim " << name << ": " << e.what() << "\n";
-    return false;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return false;
-  }
-  return true;
-}
 
-// "127.0.0.1:PORT" -> sockaddr_in
-sockaddr_in parse_addr(const std::string& s) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  auto colon = s.rfind(':');
-  inet_pton(AF_INET, s.substr(0, colon).c_str(), &a.sin_addr);
-  a.sin_port = htons(static_cast<uint16_t>(std::stoi(s.substr(colon + 1))));
-  return a;
-}
 
 std::string signal_bytes(uint64_t run, const std::string& service) {
   return proto::encode(proto::Signal{"rollback", run, service});
@@ -96,7 +73,7 @@ int run_floor(int argc, char** argv) {
       ("server-secret-key", po::value(&server_secret), "CURVE server with this secret key (Z85); a ZAP handler in the "
                                                        "loop lets every client key in (no allowlist: the floor)");
   po::variables_map vm;
-  if (!parse(desc, argc, argv, vm, "floor")) return vm.count("help") ? 0 : 2;
+  if (!parse_opts(desc, argc, argv, vm, "floor")) return vm.count("help") ? 0 : 2;
 
   zmq::context_t ctx(1);
   ctx.set(zmq::ctxopt::max_sockets, 30000);
@@ -272,7 +249,7 @@ int run_tcp_fan(int argc, char** argv) {
       ("service", po::value(&service)->default_value(service), "service named in the payload")
       ("timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up accepting after this long");
   po::variables_map vm;
-  if (!parse(desc, argc, argv, vm, "tcp-fan")) return vm.count("help") ? 0 : 2;
+  if (!parse_opts(desc, argc, argv, vm, "tcp-fan")) return vm.count("help") ? 0 : 2;
   int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -344,7 +321,7 @@ int run_pub_fan(int argc, char** argv) {
       ("first-id", po::value(&first_id)->default_value(first_id), "rollout id of the first signal (then +1 each)")
       ("service", po::value(&service)->default_value(service), "service named in the signal");
   po::variables_map vm;
-  if (!parse(desc, argc, argv, vm, "pub-fan")) return vm.count("help") ? 0 : 2;
+  if (!parse_opts(desc, argc, argv, vm, "pub-fan")) return vm.count("help") ? 0 : 2;
   zmq::context_t ctx(1);
   ctx.set(zmq::ctxopt::max_sockets, 30000);
   zmq::socket_t pub(ctx, zmq::socket_type::pub);
@@ -375,7 +352,7 @@ int run_tcp_recv(int argc, char** argv) {
       ("stats-ms", po::value(&stats_ms)->default_value(stats_ms), "stats line period")
       ("duration-s", po::value(&duration_s)->default_value(duration_s), "exit after this long at the latest");
   po::variables_map vm;
-  if (!parse(desc, argc, argv, vm, "tcp-recv")) return vm.count("help") ? 0 : 2;
+  if (!parse_opts(desc, argc, argv, vm, "tcp-recv")) return vm.count("help") ? 0 : 2;
   std::signal(SIGPIPE, SIG_IGN);
   int ep = epoll_create1(EPOLL_CLOEXEC);
   sockaddr_in a = parse_addr(connect_addr);
@@ -465,7 +442,7 @@ int run_op(int argc, char** argv) {
       ("key", po::value(&key_file), "CURVE: the operator's secret key file (as gantry --key)")
       ("coordinator-key", po::value(&coordinator_key_file), "CURVE: the coordinator's public key file (as gantry --coordinator-key)");
   po::variables_map vm;
-  if (!parse(desc, argc, argv, vm, "op")) return vm.count("help") ? 0 : 2;
+  if (!parse_opts(desc, argc, argv, vm, "op")) return vm.count("help") ? 0 : 2;
   zmq::context_t ctx(1);
   zmq::socket_t d(ctx, zmq::socket_type::dealer);
   transport::SocketOptions so;
