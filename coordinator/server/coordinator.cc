@@ -1,6 +1,7 @@
 #include "coordinator/server/coordinator.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -755,10 +756,15 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
   ActiveRollout& a = it->second;
   Millis wall = clock_.wall_ms();
   std::vector<Status> errs;
-  rollout::StepResult r = rollout::step_all(a.state, evs, wall, &errs);
+  // The live state is moved through the machine, not copied; if the step cannot be saved, the
+  // state goes back to what the store holds (restore_saved_state).
+  rollout::StepResult r = rollout::step_all(std::move(a.state), evs, wall, &errs);
   if (errors) *errors = errs;
   bool any_ok = std::any_of(errs.begin(), errs.end(), [](const Status& e) { return e.ok(); });
-  if (!any_ok) return errs.empty() ? Status::Ok() : errs.front();  // every event refused: state unchanged, nothing written
+  if (!any_ok) {  // every event refused: the state is as it was, nothing written
+    a.state = std::move(r.state);
+    return errs.empty() ? Status::Ok() : errs.front();
+  }
 
   store::StepWrite w;
   w.results = std::move(results);
@@ -821,6 +827,7 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
   w.durable = !agent_reports || !w.new_orders.empty() || !broadcasts.empty() || w.finished_at > 0 || !follow_ups.empty();
   if (auto s = store_->save_step(w); !s.ok()) {
     L()->critical("rollout {}: cannot persist step, not acting on it: {}", id, s.error().message);
+    restore_saved_state(a);
     return s;
   }
   for (const auto& e : w.events) LR()->info("rollout {}: {}", id, e.message);
@@ -857,6 +864,33 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
     if (active_.count(id)) (void)apply(id, ev2);
   }
   return Status::Ok();
+}
+
+void Coordinator::restore_saved_state(ActiveRollout& a) {
+  const uint64_t id = a.row.id;
+  auto row = store_->rollout(id);
+  if (row && row->has_value() && (*row)->state.is_object() && (*row)->state.empty()) {
+    rollout::State never_started;  // its first step (the start) is what failed
+    never_started.id = id;
+    never_started.service = a.row.service;
+    never_started.version = a.row.version;
+    a.state = std::move(never_started);
+    a.deadline = 0;
+    return;
+  }
+  if (row && row->has_value()) {
+    if (auto st = rollout::State::from_json((*row)->state)) {
+      a.state = std::move(*st);
+      a.deadline = rollout::next_deadline(a.state);
+      return;
+    }
+  }
+  // Neither the step nor the last saved state: nothing consistent is left in memory. Crash-only:
+  // exit, and systemd starts a coordinator that resumes from the store (docs/GUARANTEES.md, 3).
+  L()->critical("rollout {}: cannot read its saved state back either ({}); exiting so that a restart resumes from the store",
+                id, row ? "unparsable" : row.error().message);
+  L()->flush();
+  std::_Exit(70);
 }
 
 std::vector<rollout::HostCandidate> Coordinator::select_hosts(const std::string& service, const std::string& selector) {

@@ -152,6 +152,8 @@ class Coordinator {
   // reports, which may be committed without an fsync when nothing is acted on (StepWrite::durable).
   Status apply_many(uint64_t id, const std::vector<rollout::Event>& evs, std::vector<store::ResultRow> results,
                     std::vector<Status>* errors = nullptr, bool agent_reports = false);
+  // After a step could not be saved: the rollout's state back as last saved (or exit).
+  void restore_saved_state(ActiveRollout& a);
   uint64_t start_rollout(const std::string& service, const std::string& version, const std::string& kind,
                          const nlohmann::json& plan_json, const std::string& selector, const std::string& who,
                          const std::string& reason);
