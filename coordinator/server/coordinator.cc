@@ -346,7 +346,8 @@ void Coordinator::flush_pending() {
     std::vector<rollout::Event> evs;
     for (size_t i : idx) rows.push_back(batch[i].row);
     Status saved = Status::Ok();
-    if (active_.count(rid)) {
+    const bool applied = active_.count(rid) > 0;
+    if (applied) {
       for (size_t i : idx) evs.push_back(batch[i].event);
       saved = apply_many(rid, evs, std::move(rows), nullptr, /*agent_reports=*/true);
     } else {
@@ -362,7 +363,10 @@ void Coordinator::flush_pending() {
         continue;
       }
       orders_.erase(p.row.order_id);
-      L()->info("{}", p.log_line);
+      // Applied to an active rollout, the rollout's own event line ("<host> healthy on v2",
+      // "<host> failed: ...") already says it at info: one line per report, not two.
+      if (applied) L()->debug("{}", p.log_line);
+      else L()->info("{}", p.log_line);
     }
   }
   L()->debug("group commit: {} report(s) in {} ms", batch.size(), clock_.now_ms() - t0);
