@@ -67,6 +67,8 @@ int main(int argc, char** argv) {
        "the coordinator heartbeats an agent only after this long without sending it anything (agents that support it give the "
        "coordinator up after misses x this); at least --heartbeat-interval-ms; 0: every heartbeat interval")
       ("order-resend-ms", po::value(&cfg.order_resend_ms)->default_value(cfg.order_resend_ms), "resend period of unacknowledged orders")
+      ("restart-grace-ms", po::value(&cfg.restart_grace_ms)->default_value(cfg.restart_grace_ms),
+       "after a restart, hosts known from before count as reachable this long (at least the heartbeat timeout) while they reconnect")
       ("server-key", po::value(&server_key), "CURVE secret key file of this coordinator (gantry-coordinator keygen); agents and operators pin its public half")
       ("admin-key", po::value(&admin_keys)->composing(), "[NAME=]PUBFILE: enroll this operator key as admin at start (repeatable; NAME defaults to the file name)")
       ("accept-agent-key", po::value(&accept_agent_keys)->composing(), "HOST=PUBFILE: accept this agent key for HOST at start (repeatable; otherwise `gantry keys accept`)")

@@ -53,6 +53,10 @@ std::vector<std::string> Registry::expire(Millis now, Millis timeout, Millis* ne
   Millis next = now + timeout + 1;
   for (auto& [id, h] : hosts_) {
     if (!h.online) continue;
+    if (now < h.grace_until) {
+      next = std::min(next, h.grace_until);
+      continue;
+    }
     if (now - h.last_seen > timeout) {
       h.online = false;
       h.said_hello = false;

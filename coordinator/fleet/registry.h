@@ -34,6 +34,7 @@ struct HostRecord {
   // at least, not every heartbeat interval.
   bool coordinator_heartbeat = false;
   Millis last_seen = 0;     // monotonic
+  Millis grace_until = 0;   // monotonic; restored after a restart: not expired before this
   Millis last_sent = 0;     // monotonic; anything sent to it (a heartbeat is due only after silence)
   Millis last_seen_wall = 0;
   Millis first_seen_wall = 0;
@@ -41,8 +42,8 @@ struct HostRecord {
 
 class Registry {
  public:
-  // Known from the store after a restart: online until the heartbeat timeout says otherwise,
-  // so a coordinator restart alone never makes hosts count as lost.
+  // Known from the store after a restart: online until its grace_until and then the heartbeat
+  // timeout say otherwise, so a coordinator restart alone never makes hosts count as lost.
   void restore(HostRecord h);
   // A hello: creates or refreshes the host. Returns true if the host was offline before.
   bool on_hello(const proto::Hello& h, const std::string& identity, Millis now, Millis wall);

@@ -97,7 +97,8 @@ Status Coordinator::start() {
   if (auto s = artifacts_->init(); !s.ok()) return s;
 
   started_ = clock_.now_ms();
-  // Hosts known from before: online (with a fresh grace period) until the heartbeat timeout.
+  // Hosts known from before: online (with a grace period: restart_grace_ms, at least the heartbeat
+  // timeout) until they say hello or stay silent past it.
   auto hosts = store_->hosts();
   if (!hosts) return hosts.error();
   for (const auto& h : *hosts) {
@@ -114,6 +115,7 @@ Status Coordinator::start() {
     r.online = true;
     r.said_hello = false;
     r.last_seen = started_;
+    r.grace_until = started_ + cfg_.restart_grace_ms;
     r.last_seen_wall = h.last_seen;
     r.first_seen_wall = h.first_seen;
     registry_.restore(std::move(r));

@@ -46,6 +46,11 @@ struct Config {
   // 0: heartbeat every agent every heartbeat_interval_ms (the protocol's original behaviour).
   uint32_t coordinator_heartbeat_ms = 10000;
   uint32_t order_resend_ms = 2000;  // unacknowledged orders are resent this often
+  // After a restart, hosts known from the store count as reachable this long (or the heartbeat
+  // timeout, if longer) before silence makes them unknown: 10,000 agents need ~12 s to reconnect
+  // over CURVE on 2 cores (docs/BENCHMARKS.md, figure 4), and a rollout must not count them as
+  // lost meanwhile.
+  uint32_t restart_grace_ms = 30000;
   bool insecure_dev = false;
   transport::CurveOptions curve;  // server keys; empty with insecure_dev
   // Bootstrap of the allowlists (kept in the store): operators (name, Z85 public key) made

@@ -3,6 +3,9 @@
 // uninterrupted run — same final version on every host (the services' own answers), same
 // phase, same per-host states — with a complete event log.
 #include <gtest/gtest.h>
+#include <optional>
+#include <csignal>
+#include <chrono>
 
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -210,6 +213,42 @@ TEST(CoordinatorReconcile, HostBackAfterTheRolloutEndedIsRecordedAsItIs) {
   const std::string ev = events_text(rollout_get(f, id));
   EXPECT_NE(ev.find("it runs v2, not v1"), std::string::npos) << ev;
   EXPECT_EQ(inspect_root(f.root(1)).current, "v2");
+}
+
+// After a restart the coordinator counts the hosts it knew as reachable for --restart-grace-ms
+// while they reconnect (10,000 agents need seconds; a rollout must not count them as lost), then
+// a host that stayed silent is unknown.
+TEST(CoordinatorRestart, KnownHostsGetTheRestartGraceThenASilentOneIsUnknown) {
+  FleetOptions o = fast_options();  // heartbeat timeout 5 x 200 ms = 1 s
+  o.restart_grace_ms = 4000;
+  Fleet f(2, o);
+  ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
+  const auto online = [&](const std::string& host) -> std::optional<bool> {
+    const nlohmann::json all = hosts_json(f);  // kept alive for the loop
+    for (const auto& h : all["hosts"]) {
+      if (h.value("host_id", "") == host) return h.value("online", false);
+    }
+    return std::nullopt;
+  };
+  ASSERT_TRUE(wait_until([&] { return online(f.host_id(0)) == true && online(f.host_id(1)) == true; }, 10000))
+      << hosts_json(f).dump(2);
+
+  ASSERT_EQ(::kill(f.agent_pid(1), SIGSTOP), 0);  // silent from now on, its socket still open
+  f.kill_coordinator(SIGKILL);
+  f.start_coordinator();
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto since = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  };
+  // Past the heartbeat timeout, inside the grace: both still count as reachable.
+  ASSERT_TRUE(wait_until([&] { return since() >= 2000; }, 5000));
+  EXPECT_EQ(online(f.host_id(0)), std::optional<bool>(true)) << hosts_json(f).dump(2);
+  EXPECT_EQ(online(f.host_id(1)), std::optional<bool>(true)) << "unknown inside the restart grace\n" << hosts_json(f).dump(2);
+  // After the grace the silent one is unknown; the other one said hello and stays.
+  ASSERT_TRUE(wait_until([&] { return online(f.host_id(1)) == false; }, 15000)) << hosts_json(f).dump(2) << f.diagnostics();
+  EXPECT_GE(since(), 4000) << "unknown before the restart grace ended";
+  EXPECT_EQ(online(f.host_id(0)), std::optional<bool>(true));
+  ::kill(f.agent_pid(1), SIGCONT);
 }
 
 }  // namespace

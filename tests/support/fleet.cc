@@ -681,6 +681,7 @@ std::vector<std::string> Fleet::coordinator_argv(const CoordinatorEndpoints& lis
       "--http-address", listen.http,
       "--heartbeat-interval-ms", std::to_string(options_.heartbeat_interval_ms),
       "--heartbeat-misses", std::to_string(options_.heartbeat_misses),
+      "--restart-grace-ms", std::to_string(options_.restart_grace_ms),
   };
   if (secure()) {
     argv.insert(argv.end(), {"--server-key", keys_dir() + "/coordinator.key", "--admin-key", "admin=" + keys_dir() + "/admin.pub"});

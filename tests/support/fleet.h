@@ -143,6 +143,9 @@ struct FleetOptions {
   // Written into the agent config and passed to the coordinator.
   int heartbeat_interval_ms = 200;
   int heartbeat_misses = 3;
+  // The coordinator's --restart-grace-ms. 0 (the tests' default): restored hosts get only the
+  // heartbeat timeout, so tests that restart the coordinator see dead hosts go unknown quickly.
+  int restart_grace_ms = 0;
   // How long start_coordinator() waits for endpoints.json.
   int coordinator_start_timeout_ms = 10000;
   // Programs to run instead of <bin>/coordinator/gantry-coordinator and <bin>/agent/gantry-agent
