@@ -373,7 +373,25 @@ def bench_smoke(args):
 
 
 def bench_orchestration(args):
-    """Figure 2: 10,000 hosts, 100 batches of 100, instant swap, zero soak, vs the floor."""
+    """Figure 2: 10,000 hosts, 100 batches of 100, instant swap, zero soak, vs the floor.
+    With --orch-runs N the whole measurement (floor and Gantry, fresh processes) runs N times and
+    the run with the median ratio is recorded, with every run's ratio."""
+    results = [_orchestration_once(args) for _ in range(max(1, args.orch_runs))]
+    results.sort(key=lambda r: r["ratio"])
+    med = results[len(results) // 2]
+    rows = list(med["rows"])
+    if len(results) > 1:
+        rows.insert(0, (f"ratio, median of {len(results)} runs (each: its own floor)", f"{med['ratio']:.2f}x",
+                        ", ".join(f"{r['ratio']:.2f}x" for r in results), "—", "≤ 3x floor",
+                        med["ratio"] <= 3.0 and med["ok"]))
+    cmd = "bench/run orchestration" + (f" --orch-runs {args.orch_runs}" if args.orch_runs > 1 else "") + \
+        (" --strace" if args.strace else "")
+    record("orchestration", "2. Orchestration overhead (10,000 hosts, 100 batches of 100)", cmd, rows,
+           med["note"] + (" The rows below the first are those of the median run." if len(results) > 1 else ""))
+    return 0
+
+
+def _orchestration_once(args):
     n, batch, procs = args.agents, args.batch, args.procs
     env = Env(args, "orchestration")
     try:
@@ -448,14 +466,12 @@ def bench_orchestration(args):
                          "—", "—", None))
         rows.append(("CPU seconds (coordinator during the rollout / floor process, whole life)", f"{(cpu1 - cpu0) / hz:.2f}",
                      f"{floor_cpu:.2f}", f"{(cpu1 - cpu0) / hz / max(floor_cpu, 0.01):.1f}x", "—", None))
-        record("orchestration", "2. Orchestration overhead (10,000 hosts, 100 batches of 100)",
-               "bench/run orchestration", rows,
+        return dict(ratio=ratio, ok=res["phase"] == "succeeded", rows=rows, note=
                f"Phase {res['phase']}, {nrep} reports; Gantry time = rollout.start sent → the rollout's own finished_at; "
                f"floor = first order → last report of the last batch on a bare ROUTER (no store, no state machine). "
-               f"fsyncs counted with `strace -f -c -e trace=fsync,fdatasync -p COORDINATOR` attached for the rollout"
+               f"fsyncs counted with `strace -f -y -e trace=fsync,fdatasync -p COORDINATOR` attached for the rollout only"
                + (" (this timed run was under strace, so its wall time is slower)." if strace_out else
                   " (not counted in this run; `bench/run orchestration --strace` counts them)."))
-        return 0
     finally:
         env.close()
 
@@ -592,7 +608,8 @@ def main():
     ap.add_argument("--agents", type=int, default=10000)
     ap.add_argument("--procs", type=int, default=8, help="simulator processes")
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=20, help="broadcast: rounds")
+    ap.add_argument("--orch-runs", type=int, default=1, help="orchestration: whole runs, the median is recorded")
     ap.add_argument("--rest-s", type=float, default=20.0)
     ap.add_argument("--coord-hb-ms", type=int, default=10000, help="rest: --coordinator-heartbeat-ms (0: every interval)")
     ap.add_argument("--down-s", type=float, default=1.0)
