@@ -235,8 +235,8 @@ TEST(CoordinatorRestart, KnownHostsGetTheRestartGraceThenASilentOneIsUnknown) {
 
   ASSERT_EQ(::kill(f.agent_pid(1), SIGSTOP), 0);  // silent from now on, its socket still open
   f.kill_coordinator(SIGKILL);
+  const auto t0 = std::chrono::steady_clock::now();  // before the new coordinator's grace starts
   f.start_coordinator();
-  const auto t0 = std::chrono::steady_clock::now();
   const auto since = [&] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   };
