@@ -769,6 +769,15 @@ const HostState kHostStates[] = {HostState::kPending,     HostState::kOrdered,
 
 }  // namespace
 
+// The value whose name is `name` among `all` (phases, host states), or nullopt.
+template <typename T, size_t N>
+std::optional<T> by_name(const std::string& name, const T (&all)[N], const char* (*name_of)(T)) {
+  for (T x : all) {
+    if (name == name_of(x)) return x;
+  }
+  return std::nullopt;
+}
+
 json HostSlot::to_json() const {
   const HostSlot& h = *this;
   return {{"host_id", h.host_id},       {"domain", h.domain},
@@ -787,11 +796,9 @@ Expected<HostSlot> HostSlot::from_json(const json& hj) {
     hj.at("domain").get_to(h.domain);
     hj.at("from_version").get_to(h.from_version);
     const std::string st = hj.at("state").get<std::string>();
-    bool ok = false;
-    for (HostState x : kHostStates) {
-      if (st == host_state_name(x)) { h.state = x; ok = true; }
-    }
-    if (!ok) return make_error("state", "stored rollout state: unknown host state \"" + st + "\"");
+    const auto state = by_name(st, kHostStates, host_state_name);
+    if (!state) return make_error("state", "stored rollout state: unknown host state \"" + st + "\"");
+    h.state = *state;
     hj.at("batch").get_to(h.batch);
     hj.at("order_id").get_to(h.order_id);
     hj.at("ordered_at").get_to(h.ordered_at);
@@ -857,11 +864,9 @@ Expected<State> State::from_json(const json& j, const std::vector<json>& slots) 
     if (!plan) return make_error("state", "stored rollout state: " + plan.error().message);
     s.plan = *plan;
     const std::string ph = j.at("phase").get<std::string>();
-    bool found = false;
-    for (Phase p : kPhases) {
-      if (ph == phase_name(p)) { s.phase = p; found = true; }
-    }
-    if (!found) return make_error("state", "stored rollout state: unknown phase \"" + ph + "\"");
+    const auto phase = by_name(ph, kPhases, phase_name);
+    if (!phase) return make_error("state", "stored rollout state: unknown phase \"" + ph + "\"");
+    s.phase = *phase;
     j.at("waiting_promote").get_to(s.waiting_promote);
     const bool batch_lists = j.contains("batches");
     if (batch_lists) j.at("batches").get_to(s.batches);

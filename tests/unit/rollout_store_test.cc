@@ -8,22 +8,15 @@
 
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/store/store.h"
+#include "tests/unit/agent_test_util.h"
 #include "tests/unit/rollout_test_util.h"
 
 using namespace gantry;
 using namespace gantry::rollout;
+using gantry::agent::testing::TempDir;
 using gantry::rollout::testing::make_hosts;
 
 namespace {
-
-struct TmpDir {
-  std::string path;
-  TmpDir() {
-    char t[] = "/tmp/gantry-rstore-XXXXXX";
-    path = ::mkdtemp(t);
-  }
-  ~TmpDir() { std::filesystem::remove_all(path); }
-};
 
 Plan plan_of(std::vector<Amount> batches) {
   Plan p;
@@ -65,8 +58,8 @@ uint64_t new_rollout(store::Store& st) {
 }  // namespace
 
 TEST(RolloutStore, HeaderAndTouchedSlotsRebuildTheWholeState) {
-  TmpDir t;
-  auto st = store::Store::open(t.path + "/c.db");
+  TempDir t;
+  auto st = store::Store::open(t.path() + "/c.db");
   ASSERT_TRUE(st);
   const uint64_t id = new_rollout(**st);
   auto r = step(State{}, EvStart{id, "web", "v2", plan_of({Amount{false, 3}}), make_hosts(9)}, 1000);
@@ -104,8 +97,8 @@ TEST(RolloutStore, HeaderAndTouchedSlotsRebuildTheWholeState) {
 }
 
 TEST(RolloutStore, SchemaOneDatabaseIsConvertedWhenOpened) {
-  TmpDir t;
-  const std::string db = t.path + "/c.db";
+  TempDir t;
+  const std::string db = t.path() + "/c.db";
   auto r = step(State{}, EvStart{1, "web", "v2", plan_of({Amount{false, 2}}), make_hosts(5)}, 1000);
   ASSERT_TRUE(r.error.ok());
   {
@@ -136,8 +129,8 @@ TEST(RolloutStore, SchemaOneDatabaseIsConvertedWhenOpened) {
 }
 
 TEST(RolloutStore, NewerSchemaIsRefused) {
-  TmpDir t;
-  const std::string db = t.path + "/c.db";
+  TempDir t;
+  const std::string db = t.path() + "/c.db";
   { ASSERT_TRUE(store::Store::open(db)); }
   sqlite3* h = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
