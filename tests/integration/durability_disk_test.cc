@@ -95,3 +95,73 @@ TEST(DiskFault, FullStateDirKeepsTheHostServingAndReportsTheError) {
 }
 
 }  // namespace
+
+namespace {
+
+// The coordinator's own disk fills up while a rollout waits for promotion. The promotion cannot
+// be made durable, so it must be refused with the store's error and leave nothing half-done:
+// the rollout stays as the store has it (still waiting, nothing more ordered, the second host on
+// v1), the coordinator keeps serving, and once space is back the same promotion goes through.
+TEST(DiskFault, FullCoordinatorDiskRefusesTheStepAndKeepsTheRecord) {
+  FleetOptions o;
+  o.min_healthy_ms = 200;
+  o.heartbeat_interval_ms = 200;
+  o.insecure = kInsecure;
+  Fleet f(2, o);
+  TmpfsMount mnt(f.state_dir(), "16m");
+  if (!mnt.error().empty()) GTEST_SKIP() << "disk fault test skipped: " << mnt.error();
+
+  ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
+  std::string why;
+  ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
+
+  const auto rel = f.make_release("v2", "healthy");
+  auto start = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
+                      "--batches", "1,100%", "--pause-after", "0", "--min-healthy-time", "200"});
+  ASSERT_EQ(start.exit_code, 0) << start.out << start.err;
+  const uint64_t id = json_of(start).value("id", 0ULL);
+  auto get = [&] { return json_of(f.cli({"--json", "rollout", "show", std::to_string(id)})); };
+  ASSERT_TRUE(wait_until([&] { return get().value("waiting_promote", false); }, 30000)) << f.diagnostics();
+  const auto before = get();
+  ASSERT_EQ(before["counts"].value("healthy", 0), 1) << before.dump(2);
+  ASSERT_EQ(before["counts"].value("pending", 0), 1) << before.dump(2);
+  int waiting = -1;  // the host of the second batch
+  for (int i = 0; i < 2; ++i)
+    if (f.served_version(i) == "v1") waiting = i;
+  ASSERT_GE(waiting, 0) << f.diagnostics();
+
+  // Fill the coordinator's filesystem to the last byte.
+  const std::string filler = f.state_dir() + "/filler";
+  run({"dd", "if=/dev/zero", "of=" + filler, "bs=64k", "count=1000"}, 20000);  // stops at ENOSPC
+  ASSERT_NE(run({"sh", "-c", "echo x > '" + f.state_dir() + "/probe'"}).exit_code, 0) << "tmpfs is not full";
+
+  auto refused = f.cli({"rollout", "promote", std::to_string(id)});
+  EXPECT_NE(refused.exit_code, 0) << "promotion acknowledged although it could not be stored\n"
+                                  << refused.out << refused.err;
+  EXPECT_NE((refused.out + refused.err).find("full"), std::string::npos) << refused.out << refused.err;
+  EXPECT_TRUE(f.coordinator_running()) << f.diagnostics();
+
+  // Nothing moved: still waiting for promotion, the second host neither ordered nor updated.
+  const auto after = get();
+  EXPECT_TRUE(after.value("waiting_promote", false)) << after.dump(2);
+  EXPECT_EQ(after.value("phase", ""), "paused") << after.dump(2);
+  EXPECT_EQ(after["counts"], before["counts"]) << after.dump(2);
+  EXPECT_EQ(f.served_version(waiting), "v1");
+  EXPECT_EQ(f.cli({"status"}).exit_code, 0);
+
+  // Space back: the same promotion goes through and the rollout finishes.
+  ::unlink(filler.c_str());
+  auto promoted = f.cli({"rollout", "promote", std::to_string(id)});
+  ASSERT_EQ(promoted.exit_code, 0) << promoted.out << promoted.err << f.diagnostics();
+  auto w = f.cli({"rollout", "watch", std::to_string(id)});
+  EXPECT_EQ(w.exit_code, 0) << w.out << w.err << f.diagnostics();
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(f.served_version(i), "v2") << "host " << i;
+
+  // The store agrees after a restart: the step refused while the disk was full left no trace.
+  f.restart_coordinator();
+  const auto reloaded = get();
+  EXPECT_EQ(reloaded.value("phase", ""), "succeeded") << reloaded.dump(2);
+  EXPECT_EQ(reloaded["counts"].value("healthy", 0), 2) << reloaded.dump(2);
+}
+
+}  // namespace
