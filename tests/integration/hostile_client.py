@@ -342,6 +342,34 @@ def mode_fake_coordinator(ctx, a):
     return {"acks": acks, "reports": reports}
 
 
+def mode_heartbeats(ctx, a):
+    """An agent at rest: hello (with --capabilities), then a Heartbeat every --interval-ms for
+    --hold-s seconds. Reports the Welcome's periods and how many Heartbeats the coordinator sent."""
+    if a.server_key:
+        s = client(ctx, zmq.DEALER, a.agent_endpoint or a.endpoint, a.server_key, a.key)
+    else:  # plaintext (--insecure-dev): the routing id names the host, as the real agent's does
+        s = ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.routing_id = a.host.encode()
+        s.connect(a.agent_endpoint or a.endpoint)
+    body = {"protocol_version": 1, "host_id": a.host, "agent_version": "hostile", "labels": {}, "services": []}
+    if a.capabilities:
+        body["capabilities"] = a.capabilities
+    s.send(envelope(HELLO, body))
+    got = recv_all(s, a.wait_ms, is_type(WELCOME))
+    welcome = next((m["b"] for m in got if is_type(WELCOME)(m)), None)
+    if welcome is None:
+        return {"welcome": None, "replies": got}
+    beats, seq = 0, 0
+    end = time.monotonic() + a.hold_s
+    while time.monotonic() < end:
+        seq += 1
+        s.send(envelope(HEARTBEAT, {"seq": seq}))
+        for m in recv_all(s, min(a.interval_ms, max(1, int((end - time.monotonic()) * 1000)))):
+            beats += is_type(HEARTBEAT)(m)
+    return {"welcome": welcome, "heartbeats_received": beats, "heartbeats_sent": seq}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode")
@@ -357,6 +385,8 @@ def main():
     p.add_argument("--hold-s", type=float, default=120)
     p.add_argument("--release-file", default="/nonexistent")
     p.add_argument("--order-file")
+    p.add_argument("--capabilities", type=int, default=0)
+    p.add_argument("--interval-ms", type=int, default=200)
     p.add_argument("--revoke-cmd", help="JSON array: the command that revokes our key")
     a = p.parse_args()
     ctx = zmq.Context()

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/support/fleet.h"
+#include "tests/support/peer.h"
 
 namespace gantry::testing {
 namespace {
@@ -17,29 +18,8 @@ using nlohmann::json;
 
 const char* kPython = "/usr/bin/python3";
 
-std::string hostile() { return source_dir() + "/tests/integration/hostile_client.py"; }
-
-bool have_python_zmq() {
-  static const bool ok = run({kPython, "-c", "import zmq"}, 30000).exit_code == 0;
-  return ok;
-}
-
-// Runs the hostile client and parses the JSON object on its last output line.
-json attack(const std::vector<std::string>& args, int timeout_ms = 120000) {
-  std::vector<std::string> argv = {kPython, hostile()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  const auto r = run(argv, timeout_ms);
-  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  auto end = r.out.find_last_not_of('\n');
-  auto start = end == std::string::npos ? std::string::npos : r.out.rfind('\n', end);
-  std::string line = r.out.substr(start == std::string::npos ? 0 : start + 1);
-  try {
-    return json::parse(line);
-  } catch (const std::exception&) {
-    ADD_FAILURE() << "hostile client output is not JSON: " << r.out << r.err;
-    return json::object();
-  }
-}
+// The hostile peer: tests/support/peer.h.
+json attack(const std::vector<std::string>& args, int timeout_ms = 120000) { return run_peer(args, timeout_ms); }
 
 json cli_json(Fleet& f, const std::vector<std::string>& args) {
   std::vector<std::string> a = {"--json"};
@@ -227,8 +207,8 @@ TEST(Security, HostileInputAndStalledHandshakesKeepServing) {
 
   // 500 raw TCP connections that never finish the handshake, while a real rollout runs.
   const std::string release_file = f.dir() + "/release-stall";
-  Process stall({kPython, hostile(), "stall", "--endpoint", ep.agent, "--count", "500", "--hold-s", "120", "--release-file",
-                 release_file},
+  Process stall(peer_argv({"stall", "--endpoint", ep.agent, "--count", "500", "--hold-s", "120", "--release-file",
+                 release_file}),
                 f.dir() + "/stall.log");
   ASSERT_TRUE(wait_until([&] { return read_file(f.dir() + "/stall.log").find("\"open\": 500") != std::string::npos; }, 60000))
       << read_file(f.dir() + "/stall.log");
