@@ -25,6 +25,7 @@
 
 #include "bench/sim_common.h"
 #include "common/protocol/codec.h"
+#include "common/transport/liveness.h"
 #include "common/transport/zmq_transport.h"
 
 namespace po = boost::program_options;
@@ -63,6 +64,8 @@ struct Agent {
   std::string id;
   std::unique_ptr<zmq::socket_t> dealer, sub;
   bool opened = false, dead = false, welcomed = false;
+  bool heard = false;     // any frame on the current DEALER
+  int silent_in_row = 0;  // DEALERs given up in a row without a frame (common/transport/liveness.h)
   uint64_t epoch = 0;
   int64_t last_sent = 0, last_heard = 0, reconnect_at = 0, backoff = 100;
   int64_t last_sent_us = 0;
@@ -208,6 +211,7 @@ class Fleet {
     int64_t now = mono_ms();
     a.last_heard = now;
     a.welcomed = false;
+    a.heard = false;
     a.coord_period = a.hb_interval;  // as the real agent: until welcomed, our own interval
     connects_++;
     send_hello(a);
@@ -217,6 +221,7 @@ class Fleet {
     if (!a.dealer) return;
     unwatch(*a.dealer);
     a.dealer.reset();
+    a.silent_in_row = a.heard ? 0 : a.silent_in_row + 1;
     std::uniform_real_distribution<double> d(0.8, 1.2);
     a.reconnect_at = mono_ms() + std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(a.backoff) * d(rng_)));
     a.backoff = std::min<int64_t>(a.backoff * 2, 5000);
@@ -302,6 +307,7 @@ class Fleet {
     Agent& a = agents_[i];
     int64_t now = mono_ms();
     a.last_heard = now;
+    a.heard = true;
     frames_in_++;
     auto m = proto::decode(bytes);
     if (!m) {
@@ -433,7 +439,7 @@ class Fleet {
       Agent& a = agents_[i];
       if (!a.opened || a.dead || o_.no_dealer) continue;
       if (a.dealer) {
-        if (now - a.last_heard >= a.coord_period * a.misses) {
+        if (now - a.last_heard >= transport::silence_limit_ms(a.welcomed, a.coord_period, static_cast<uint32_t>(a.misses), a.silent_in_row)) {
           timeouts_++;
           close_dealer(a);
         } else if (now - a.last_sent >= a.hb_interval) {

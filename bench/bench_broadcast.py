@@ -29,6 +29,9 @@ import time
 
 from bench import Env, Proc, pct, record, rollout_reports, wait_rollout_end, wait_until
 
+# Extra coordinator options, to compare settings in one build (e.g. "--io-threads 1").
+COORD_EXTRA = os.environ.get("GANTRY_BENCH_COORD_ARGS", "").split()
+
 
 def signal_counts(sims, rid):
     sig = [((s.latest() or {}).get("signals") or {}).get(str(rid)) for s in sims]
@@ -92,7 +95,7 @@ def run(args):
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         dealers_n = max(100, min(n, hard - n - 600))  # 600: the coordinator's own files, sockets, slack
         batch = min(100, dealers_n)
-        env.start_coordinator(hb_ms=1000)
+        env.start_coordinator(hb_ms=1000, extra=COORD_EXTRA)
         pub = ["--pub-endpoint", f"tcp://127.0.0.1:{env.pub_port}"]
         dprocs = max(1, round(procs * dealers_n / n))
         agents = env.start_sims(dealers_n, dprocs, ["--hold-updates"] + pub, prefix="sim-")

@@ -15,7 +15,16 @@ import time
 
 from bench import Env, Proc, pct, record, wait_until
 
+TICK = os.sysconf("SC_CLK_TCK")
+NSTAT_KEYS = ("TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPReqQFullDoCookies", "TcpExtSyncookiesSent",
+              "TcpExtTCPSynRetrans", "TcpRetransSegs", "TcpActiveOpens", "TcpPassiveOpens", "TcpAttemptFails")
+
 SEED = "gantry-bench-storm"
+# Extra options for the coordinator and the floor, to compare settings in one build
+# (e.g. GANTRY_BENCH_COORD_ARGS="--io-threads 1" GANTRY_BENCH_FLOOR_ARGS="--io-threads 1").
+COORD_EXTRA = os.environ.get("GANTRY_BENCH_COORD_ARGS", "").split()
+FLOOR_EXTRA = os.environ.get("GANTRY_BENCH_FLOOR_ARGS", "").split()
+SIM_EXTRA = os.environ.get("GANTRY_BENCH_SIM_ARGS", "").split()  # e.g. "--io-threads 1"
 
 
 def keygen(env, tool, prefix):
@@ -47,17 +56,91 @@ def welcomes(sims, epoch):
     return out
 
 
-def storm(env, sims, n, kill, start, epoch, down_s, watch_s):
+def nstat():
+    """System-wide TCP counters (other work on the machine adds to them: compare runs)."""
+    try:
+        out = subprocess.run(["nstat", "-az"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    vals = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0] in NSTAT_KEYS:
+            vals[f[0]] = int(f[1])
+    return vals
+
+
+def thread_ticks(pid):
+    """{thread name (numbered when repeated): utime+stime ticks} of one process."""
+    out = {}
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        parts = raw.rsplit(")", 1)[1].split()
+        key, k = name, 1
+        while key in out:
+            k += 1
+            key = f"{name}#{k}"
+        out[key] = int(parts[11]) + int(parts[12])
+    return out
+
+
+def cpu_s(before, after):
+    return {k: (v - before.get(k, 0)) / TICK for k, v in after.items()}
+
+
+def storm(env, sims, n, kill, start, epoch, down_s, watch_s, server_pid=None, perf_dir=None, label=""):
     """Kill the server, restart it, wait for every agent's welcome of `epoch`; then watch
-    heartbeats for `watch_s`. Returns the figures (times relative to the restart's exec)."""
+    heartbeats for `watch_s`. Returns the figures (times relative to the restart's exec), and
+    what the storm cost: CPU seconds of the server per thread and of the simulators, the
+    system's TCP counters (listen overflows, SYN retransmissions) over the storm."""
     kill()
     time.sleep(down_s)
+    sim_pids = [s.p.pid for s in sims]
+    sims0 = {pid: thread_ticks(pid) for pid in sim_pids}
+    conn0 = {k: Env.total(sims, k) for k in ("connects", "reconnects", "timeouts", "hellos", "hello_required")}
+    net0 = nstat()
     t_start = time.time_ns() // 1000
     start()
+    pid = server_pid() if server_pid else None
+    srv0 = thread_ticks(pid) if pid else {}
+    perfs = []
+    if perf_dir and pid:  # software clock: works in VMs
+        for who, p in (("server", pid), ("sim0", sim_pids[0])):
+            perfs.append(subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(p), "-o",
+                                           os.path.join(perf_dir, f"perf-{label}-{who}.data")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         wait_until(lambda: epochs(sims).get(epoch, [0])[0] >= n, 60, 0.05, f"every agent welcomed in epoch {epoch}")
     except TimeoutError:
         pass
+    t_end = time.time_ns() // 1000
+    srv1 = thread_ticks(pid) if pid else {}
+    sims1 = {p: thread_ticks(p) for p in sim_pids}
+    net1 = nstat()
+    for pp in perfs:
+        pp.send_signal(signal.SIGINT)
+    for pp in perfs:
+        try:
+            pp.wait(60)
+        except subprocess.TimeoutExpired:
+            pp.kill()
+    cost = {"wall_s": (t_end - t_start) / 1e6, "server": cpu_s(srv0, srv1),
+            "sims": sum(sum(cpu_s(sims0[p], sims1[p]).values()) for p in sim_pids),
+            "sim_threads": {}, "net": {k: net1.get(k, 0) - net0.get(k, 0) for k in net1},
+            "agents": {k: Env.total(sims, k) - v for k, v in conn0.items()}}
+    for p in sim_pids:  # simulator threads, summed over the processes by name
+        for k, v in cpu_s(sims0[p], sims1[p]).items():
+            k = k.split("#")[0]
+            cost["sim_threads"][k] = cost["sim_threads"].get(k, 0) + v
     got, last = epochs(sims).get(epoch, [0, 0])
     # Heartbeats keep flowing: over the next watch_s, heartbeats reach the agents and no agent
     # welcomed in this epoch times out again.
@@ -67,13 +150,36 @@ def storm(env, sims, n, kill, start, epoch, down_s, watch_s):
     got_after = epochs(sims).get(epoch, [0])[0]
     return {"t_all": (last - t_start) / 1e6 if got else float("nan"), "left": n - got, "t_start": t_start,
             "hb_rate": (hb1 - hb0) / (t1 - t0), "hb_out_rate": (ho1 - ho0) / (t1 - t0), "timeouts_after": to1 - to0, "left_after": n - got_after,
-            "hello_required": Env.total(sims, "hello_required")}
+            "hello_required": Env.total(sims, "hello_required"), "cost": cost}
+
+
+def cost_text(r):
+    c = r["cost"]
+    io = sum(v for k, v in c["server"].items() if k.startswith("ZMQbg/IO"))
+    main = sum(v for k, v in c["server"].items() if not k.startswith("ZMQbg"))
+    return (f"{io:.2f} CPU s in zmq I/O threads, {main:.2f} in its own threads, simulators {c['sims']:.2f}; "
+            f"listen-queue overflows {c['net'].get('TcpExtListenOverflows', 0)}, SYN retransmissions "
+            f"{c['net'].get('TcpExtTCPSynRetrans', 0)} (system-wide counters)")
+
+
+def describe(label, r, welcomes_s):
+    """One line per storm: where the wall time and the CPU went."""
+    c = r["cost"]
+    srv = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c["server"].items(), key=lambda kv: -kv[1]) if v > 0)
+    sth = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c["sim_threads"].items(), key=lambda kv: -kv[1]) if v > 0)
+    hist = {}
+    for x in welcomes_s:
+        b = int(x * 2) / 2
+        hist[b] = hist.get(b, 0) + 1
+    print(f"[{label}] storm {c['wall_s']:.2f} s wall; server CPU s by thread: {srv or '-'}; simulators CPU s: {c['sims']:.2f} "
+          f"({sth}); agents: {c['agents']}; TCP counters: {c['net']}")
+    print(f"[{label}] welcomes per 0.5 s after the restart: " + ", ".join(f"{k:.1f}:{v}" for k, v in sorted(hist.items())))
 
 
 def per_agent(sims, epoch, t_start):
     us = welcomes(sims, epoch)
     xs = [(u - t_start) / 1e6 for u in us]
-    return len(xs), pct(xs, 50), pct(xs, 99)
+    return len(xs), pct(xs, 50), pct(xs, 99), xs
 
 
 def run(args):
@@ -86,7 +192,7 @@ def run(args):
         a_key, a_pub, _ = keygen(env, env.cli, os.path.join(kdir, "admin"))
         env.coord_security = ["--server-key", c_key, "--admin-key", f"bench={a_pub}"]
         env.op_security = ["--key", a_key, "--coordinator-key", c_pub]
-        curve = ["--server-public-key", c_pub_z85, "--curve-seed", SEED]
+        curve = ["--server-public-key", c_pub_z85, "--curve-seed", SEED] + SIM_EXTRA
         watch_s = 5.0
 
         # ---- baseline: the bare CURVE ROUTER (floor), same agents, same kill and restart.
@@ -94,7 +200,7 @@ def run(args):
 
         def start_floor(epoch):
             f = Proc([env.sim, "floor", "--bind", f"tcp://127.0.0.1:{env.agent_port}", "--hosts", str(n + 1),
-                      "--timeout-s", "600", "--epoch", str(epoch), "--server-secret-key", secret_z85(c_key)],
+                      "--timeout-s", "600", "--epoch", str(epoch), "--server-secret-key", secret_z85(c_key)] + FLOOR_EXTRA,
                      os.path.join(env.work, f"floor-{epoch}.log"))
             env.procs.append(f)
             floors.append(f)
@@ -109,14 +215,17 @@ def run(args):
         fsims = env.start_sims(n, procs, curve, prefix="sim-")
         wait_until(lambda: epochs(fsims).get(1, [0])[0] >= n, 180, 0.2, "agents greeted by the floor")
         time.sleep(3.0)
-        fl = storm(env, fsims, n, lambda: floors[-1].stop(signal.SIGKILL), lambda: start_floor(2), 2, args.down_s, watch_s)
+        perf_dir = env.work if args.perf else None
+        fl = storm(env, fsims, n, lambda: floors[-1].stop(signal.SIGKILL), lambda: start_floor(2), 2, args.down_s, watch_s,
+                   server_pid=lambda: floors[-1].p.pid, perf_dir=perf_dir, label="floor")
         for p in fsims + floors:
             p.stop()
             env.procs.remove(p)
-        fl_cnt, fl50, fl99 = per_agent(fsims, 2, fl["t_start"])
+        fl_cnt, fl50, fl99, fl_xs = per_agent(fsims, 2, fl["t_start"])
+        describe("floor", fl, fl_xs)
 
         # ---- Gantry: secure coordinator; enroll every simulated agent's key in one request.
-        env.start_coordinator(hb_ms=1000)
+        env.start_coordinator(hb_ms=1000, extra=COORD_EXTRA)
         keyfile = os.path.join(kdir, "agents.txt")
         with open(keyfile, "w") as f:
             subprocess.run([env.sim, "keys", "--curve-seed", SEED, "--prefix", "sim-", "--count", str(n)], stdout=f,
@@ -134,13 +243,17 @@ def run(args):
         restarted = {}
 
         def restart():
-            env.start_coordinator(hb_ms=1000, log_name="coordinator2.log")
+            env.start_coordinator(hb_ms=1000, log_name="coordinator2.log", extra=COORD_EXTRA)
             restarted["ready_us"] = env.coord_ready_us
-        g = storm(env, sims, n, lambda: env.stop_coordinator(signal.SIGKILL), restart, 2, args.down_s, watch_s)
+        g = storm(env, sims, n, lambda: env.stop_coordinator(signal.SIGKILL), restart, 2, args.down_s, watch_s,
+                  server_pid=lambda: env.coord_pid, perf_dir=perf_dir, label="gantry")
         for p in sims:
             p.stop()
             env.procs.remove(p)
-        g_cnt, g50, g99 = per_agent(sims, 2, g["t_start"])
+        g_cnt, g50, g99, g_xs = per_agent(sims, 2, g["t_start"])
+        describe("gantry", g, g_xs)
+        if perf_dir:
+            print(f"perf data: {perf_dir}/perf-{{floor,gantry}}-{{server,sim0}}.data (perf report -i ...)")
         refused = expired = 0
         with open(env.coord_log) as f:  # the restarted coordinator's log
             for line in f:
@@ -169,11 +282,14 @@ def run(args):
                f"(op `keys.accept_many`). All {n} welcomed, {3} s settled, SIGKILL, down {args.down_s} s, restart on the same "
                "state dir; times from the restart's exec to each agent's first Welcome of the new epoch "
                f"({g_cnt} / {fl_cnt} per-agent samples). Agents reconnect by libzmq's own reconnect (100 ms doubling, "
-               "+0–100 ms random) and, after 3 silent heartbeat intervals, by recreating the DEALER after a jittered "
+               "+0–100 ms random) and, after 3 silent heartbeat intervals (longer for connections that never heard a "
+               "frame: common/transport/liveness.h), by recreating the DEALER after a jittered "
                "backoff (100 ms → 5 s, ×0.8–1.2), as the real agent; a reconnected socket that sends a heartbeat is "
                "asked for a hello (`hello_required`). Baseline: `gantry-fleet-sim floor --server-secret-key` (bare CURVE "
-               "ROUTER, allow-all ZAP handler in its loop, welcome + heartbeats, no allowlist, no store), killed and "
-               f"restarted the same way with the same agents. Refusals logged by the coordinator: {refused}.")
+               "ROUTER, allow-all ZAP handler in its loop, welcome + heartbeats, no allowlist, no store, as many zmq I/O "
+               "threads as the coordinator's default), killed and "
+               f"restarted the same way with the same agents. Refusals logged by the coordinator: {refused}. "
+               f"Cost of the storm (restart → last welcome): coordinator {cost_text(g)}; floor {cost_text(fl)}.")
         return 0
     finally:
         env.close()

@@ -52,7 +52,7 @@ std::string signal_bytes(uint64_t run, const std::string& service) {
 int run_floor(int argc, char** argv) {
   std::string bind = "tcp://127.0.0.1:*", endpoint_file, service = "web", version = "v1", prefix = "sim-";
   std::string server_secret;
-  int hosts = 100, batch = 100, timeout_s = 300;
+  int hosts = 100, batch = 100, timeout_s = 300, io_threads = 1;
   int64_t hb_ms = 1000, coord_hb_ms = 10000;
   uint64_t epoch = 0;
   po::options_description desc("gantry-fleet-sim floor: the raw order-and-acknowledge floor.\nOptions");
@@ -68,6 +68,7 @@ int run_floor(int argc, char** argv) {
       ("coordinator-heartbeat-ms", po::value(&coord_hb_ms)->default_value(coord_hb_ms),
        "as the coordinator's option: announced to agents that support it, which then get a heartbeat only after this long "
        "without any message; 0: every interval")
+      ("io-threads", po::value(&io_threads)->default_value(io_threads), "zmq I/O threads (the coordinator's default)")
       ("epoch", po::value(&epoch)->default_value(epoch), "epoch in the welcomes (coordinators count from 1; the storm "
                                                          "baseline restarts the floor with a new one)")
       ("server-secret-key", po::value(&server_secret), "CURVE server with this secret key (Z85); a ZAP handler in the "
@@ -75,14 +76,14 @@ int run_floor(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_opts(desc, argc, argv, vm, "floor")) return vm.count("help") ? 0 : 2;
 
-  zmq::context_t ctx(1);
+  zmq::context_t ctx(std::clamp(io_threads, 1, 16));
   ctx.set(zmq::ctxopt::max_sockets, 30000);
   zmq::socket_t r(ctx, zmq::socket_type::router);
   transport::SocketOptions so;  // as the coordinator's agent socket
   so.router_mandatory = true;
   so.router_handover = true;
   so.max_msg_size = 2 * 1024 * 1024;
-  so.backlog = 4096;
+  so.backlog = 65535;  // as the coordinator (capped by net.core.somaxconn)
   std::unique_ptr<zmq::socket_t> zap;
   if (!server_secret.empty()) {
     // As the coordinator: CURVE, random routing ids (no handover), ZAP enforced, the ZAP
@@ -327,7 +328,7 @@ int run_pub_fan(int argc, char** argv) {
   zmq::socket_t pub(ctx, zmq::socket_type::pub);
   transport::SocketOptions so;  // as the coordinator's PUB
   so.max_msg_size = 64 * 1024;
-  so.backlog = 4096;
+  so.backlog = 65535;  // as the coordinator (capped by net.core.somaxconn)
   transport::configure(pub, so);
   pub.bind(bind);
   emit({{"ev", "bound"}, {"endpoint", pub.get(zmq::sockopt::last_endpoint)}});

@@ -41,6 +41,7 @@ void Session::open_dealer() {
   Millis now = clock_.now_ms();
   last_heard_ = now;
   welcomed_ = false;
+  heard_on_dealer_ = false;
   // Until this connection is welcomed, the coordinator owes an answer within our own interval
   // (an unanswered hello is retried on a fresh connection after misses x interval, as ever).
   coordinator_period_ms_ = o_.heartbeat_interval_ms;
@@ -52,6 +53,7 @@ void Session::open_dealer() {
 
 void Session::close_dealer(const std::string& why) {
   dealer_.reset();
+  silent_in_row_ = heard_on_dealer_ ? 0 : silent_in_row_ + 1;
   Millis wait = jittered(backoff_);
   reconnect_at_ = clock_.now_ms() + wait;
   lg()->warn("{}; reconnecting in {} ms", why, wait);
@@ -81,6 +83,7 @@ void Session::send_hello() {
 
 void Session::on_dealer_frame(const std::string& bytes) {
   last_heard_ = clock_.now_ms();
+  heard_on_dealer_ = true;
   auto msg = proto::decode(bytes);
   if (!msg) {
     lg()->warn("dropping a bad frame from the coordinator ({} bytes): {}: {}", bytes.size(), msg.error().code, msg.error().message);
@@ -219,6 +222,7 @@ int Session::run(int stop_fd) {
       auto f = transport::recv_frame(*dealer_, &dropped);
       if (dropped) {
         last_heard_ = clock_.now_ms();
+        heard_on_dealer_ = true;
         lg()->warn("dropping a multi-frame message from the coordinator");
         continue;
       }

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "agent/core/agent.h"
+#include "common/transport/liveness.h"
 #include "common/transport/zmq_transport.h"
 #include "common/util/clock.h"
 
@@ -49,8 +50,12 @@ class Session {
   void on_dealer_frame(const std::string& bytes);
   void on_sub_frame(const std::string& bytes);
   void timers(Millis now);
-  // Silence from the coordinator after which the connection is given up.
-  Millis silence_limit() const { return coordinator_period_ms_ * static_cast<Millis>(o_.heartbeat_misses); }
+  // Silence from the coordinator after which the connection is given up (the rule, shared
+  // with the fleet simulator, is in common/transport/liveness.h: a connection that never heard
+  // a frame, maybe a CURVE handshake still queued at the coordinator, is kept longer each time).
+  Millis silence_limit() const {
+    return transport::silence_limit_ms(welcomed_, coordinator_period_ms_, o_.heartbeat_misses, silent_in_row_);
+  }
   Millis jittered(Millis base);
 
   zmq::context_t& ctx_;
@@ -68,6 +73,8 @@ class Session {
   Millis last_watchdog_ = 0;
   uint64_t hb_seq_ = 0;
   bool welcomed_ = false;
+  bool heard_on_dealer_ = false;  // any frame on the current DEALER
+  int silent_in_row_ = 0;         // connections given up in a row without hearing a frame
   std::mt19937_64 rng_;
 };
 
