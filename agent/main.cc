@@ -28,6 +28,21 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "keygen") {
     return security::curve_keygen_main("gantry-agent", std::vector<std::string>(argv + 2, argv + argc));
   }
+  if (argc >= 2 && std::string(argv[1]) == "state") {
+    // The journal's current state (snapshot + the records after it) as JSON; reads only.
+    if (argc != 4 || (std::string(argv[2]) != "--state-dir" && std::string(argv[2]) != "--state_dir")) {
+      std::cerr << "usage: gantry-agent state --state-dir DIR\n";
+      return 2;
+    }
+    FileStateStore store(argv[3]);
+    auto st = store.load();
+    if (!st) {
+      std::cerr << "gantry-agent: " << st.error().message << "\n";
+      return 1;
+    }
+    std::cout << serialize_state(*st);
+    return 0;
+  }
   auto parsed = parse_args(argc, argv);
   if (!parsed) {
     std::cerr << "gantry-agent: " << parsed.error().message << "\n(see gantry-agent --help)\n";

@@ -171,6 +171,15 @@ void Agent::on_order(const proto::Order& o) {
     send_(r);
     return;
   }
+  if (!state_.active && state_.queue.empty() && !worker_.busy()) {
+    // Idle: the order starts right away. If its release is already installed, its next write
+    // would be the swapping record, so that one record is also its acceptance (one write).
+    if (svc_of(o).driver->has_release(ReleaseId{o.service, o.version, o.sha256, o.size})) {
+      accept_and_swap(o, received_us);
+      return;
+    }
+    not_installed_ = o.order_id;  // begin_fetch need not ask the driver again
+  }
   state_.queue.push_back(o);
   if (Status st = persist(); !st.ok()) {
     state_.queue.pop_back();
@@ -186,6 +195,42 @@ void Agent::on_order(const proto::Order& o) {
   arrivals_[o.order_id] = Arrival{received_us, steady_us() - received_us, last_persist_us_};
   start_next();
 }
+
+// The order starts at once with the swap. Its one journal record says: active, swapping, from
+// `from_version`. A restart finds exactly what the queued path's swapping record would have
+// left (Agent::start: `current` not yet the new version -> swap, else restart + verify), and a
+// coordinator resending the order meanwhile gets "duplicate" (it is the active order).
+void Agent::accept_and_swap(const proto::Order& o, int64_t received_us) {
+  ActiveOrder a;
+  a.order = o;
+  a.phase = phase::kSwapping;
+  a.from_version = disk_version(o.service);
+  a.started_wall_ms = clock_.wall_ms();
+  a.timings_ms["fetch"] = 0;
+  a.timings_ms["stage"] = 0;
+  state_.active = std::move(a);
+  times_ = StepTimes{};
+  times_.received_us = received_us;
+  if (Status st = persist(); !st.ok()) {
+    state_.active.reset();
+    std::string msg = "state write failed: " + st.error().message;
+    proto::Report r{o.order_id, o.rollout_id, o.service, "failed", disk_version(o.service), msg, {}};
+    state_.add_result(r);
+    send_(proto::OrderAck{o.order_id, "rejected", msg});
+    send_(r);
+    return;
+  }
+  lg()->info("accepted order {}: {} {} {} (rollout {})", o.order_id, o.kind, o.service, o.version, o.rollout_id);
+  send_(proto::OrderAck{o.order_id, "accepted", ""});
+  times_.started_us = times_.last_us = steady_us();
+  times_.accept_us = times_.started_us - received_us;
+  state_error_.clear();
+  order_started_ = phase_started_ = clock_.now_ms();
+  progress(phase::kFetching, "release " + o.version + " already installed; no download");
+  begin_swap(/*journaled=*/true);
+}
+
+ServiceRuntime& Agent::svc_of(const proto::Order& o) { return services_.at(o.service); }
 
 void Agent::set_release_keys(std::vector<std::string> keys) { release_keys_ = std::move(keys); }
 
@@ -364,7 +409,9 @@ void Agent::begin_fetch() {
   }
   ServiceRuntime& rt = svc();
   ReleaseId rid = release();
-  if (rt.driver->has_release(rid)) {
+  const bool known_missing = not_installed_ == a.order.order_id;
+  not_installed_.clear();
+  if (!known_missing && rt.driver->has_release(rid)) {
     set_phase(phase::kFetching, "release already installed");
     progress(phase::kFetching, "release " + rid.version + " already installed; no download");
     a.timings_ms["fetch"] = 0;
@@ -411,10 +458,10 @@ void Agent::begin_stage() {
   worker_.run("stage", [driver, rid](const std::atomic<bool>&) { return driver->stage(rid); });
 }
 
-void Agent::begin_swap() {
+void Agent::begin_swap(bool journaled) {
   auto& a = *state_.active;
   set_phase(phase::kSwapping, a.from_version + " -> " + a.order.version);
-  if (!persist_or_note()) {
+  if (!journaled && !persist_or_note()) {
     fail_before_swap("state write failed: " + state_error_);
     return;
   }
@@ -459,10 +506,6 @@ void Agent::begin_restart() {
 void Agent::begin_verify() {
   auto& a = *state_.active;
   set_phase(phase::kVerifying, a.order.version);
-  if (!persist_or_note()) {
-    begin_revert("state write failed: " + state_error_);
-    return;
-  }
   VerifyPolicy p = policy();
   progress(phase::kVerifying, "probing: healthy for " + std::to_string(p.min_healthy_ms) + " ms within " +
                                   std::to_string(p.healthy_deadline_ms) + " ms");
@@ -475,6 +518,10 @@ void Agent::begin_verify() {
     if (r.healthy) return Status::Ok();
     return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
   });
+  // Probing changes nothing on the host, so the probes start first and the verifying record is
+  // written while they run (a crash before it is durable resumes from the swapping record with
+  // the same restart + verify). A failed write still reverts, once the probes are done.
+  verify_unjournaled_ = !persist_or_note();
 }
 
 void Agent::begin_revert(std::string reason) {
@@ -529,6 +576,10 @@ void Agent::on_work_done(const WorkResult& r) {
   } else if (r.step == "verify") {
     times_.probe_us += r.job_us;
     mark_timing("verify");
+    if (verify_unjournaled_) {
+      verify_unjournaled_ = false;
+      return begin_revert("state write failed: " + state_error_);
+    }
     if (!r.status.ok()) return begin_revert(r.status.error().message);
     succeed();
   } else if (r.step == "revert") {
@@ -594,6 +645,7 @@ void Agent::finish(proto::Report r) {
   lg()->info("order {} {}: {} (running {})", r.order_id, r.outcome, r.message, r.running_version.empty() ? "nothing" : r.running_version);
   send_(r);
   log_timings(r.order_id);
+  if (state_.queue.empty()) store_.maintain(state_);  // idle: compaction, off the order's path
 }
 
 void Agent::log_timings(const std::string& order_id) {

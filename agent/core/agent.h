@@ -77,7 +77,9 @@ class Agent {
   void begin_fetch();
   void after_fetch_checked();
   void begin_stage();
-  void begin_swap();
+  void begin_swap(bool journaled = false);
+  void accept_and_swap(const proto::Order& o, int64_t received_us);
+  ServiceRuntime& svc_of(const proto::Order& o);
   void begin_restart();
   void begin_verify();
   void begin_revert(std::string reason);
@@ -131,6 +133,8 @@ class Agent {
   std::map<std::string, Arrival> arrivals_;  // queued order id -> when it arrived
   int64_t last_persist_us_ = 0;              // duration of the latest journal write
   std::string state_error_;  // journal write error during the active order
+  std::string not_installed_;  // order id whose release on_order found not installed
+  bool verify_unjournaled_ = false;  // the verifying record failed: revert once the probes end
   std::vector<std::string> release_keys_;
 };
 

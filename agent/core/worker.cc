@@ -19,19 +19,35 @@ bool Worker::run(std::string step, Job job) {
   if (busy_) return false;
   busy_ = true;
   cancelled_ = false;
-  thread_ = std::thread([this, step = std::move(step), job = std::move(job)]() mutable {
+  {
+    std::lock_guard lk(mu_);
+    job_ = Pending{std::move(step), std::move(job)};
+    stop_ = false;
+  }
+  if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+  job_cv_.notify_one();
+  return true;
+}
+
+void Worker::loop() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    job_cv_.wait(lk, [&] { return job_.has_value() || stop_; });
+    if (!job_) return;  // stop, nothing left to run
+    Pending p = std::move(*job_);
+    job_.reset();
+    lk.unlock();
     auto t0 = std::chrono::steady_clock::now();
-    Status st = job(cancelled_);
+    Status st = p.job(cancelled_);
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
-    {
-      std::lock_guard lk(mu_);
-      result_ = WorkResult{std::move(step), std::move(st), us};
-    }
+    std::string step = std::move(p.step);
+    p.job = nullptr;  // the job's captures go here, on this thread, before the result is posted
+    lk.lock();
+    result_ = WorkResult{std::move(step), std::move(st), us};
     cv_.notify_all();
     uint64_t one = 1;
     if (efd_ >= 0) (void)!::write(efd_, &one, sizeof one);
-  });
-  return true;
+  }
 }
 
 std::optional<WorkResult> Worker::take() {
@@ -42,7 +58,6 @@ std::optional<WorkResult> Worker::take() {
     r = std::move(result_);
     result_.reset();
   }
-  if (thread_.joinable()) thread_.join();
   uint64_t v;
   if (efd_ >= 0) (void)!::read(efd_, &v, sizeof v);
   busy_ = false;
@@ -56,6 +71,11 @@ bool Worker::wait(Millis timeout_ms) {
 
 void Worker::cancel_and_join() {
   cancelled_ = true;
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  job_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 

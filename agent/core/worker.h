@@ -1,6 +1,7 @@
-// One background thread at a time for the agent's long blocking steps (digest, extract,
-// restart, verify). Results come back to the main loop through a mutex-protected slot and
-// an eventfd the main loop polls, so sockets and state stay on the main thread.
+// One background thread for the agent's long blocking steps (digest, extract, restart,
+// verify), one job at a time. The thread is started by the first job and then waits for the
+// next one (no thread per job). Results come back to the main loop through a mutex-protected
+// slot and an eventfd the main loop polls, so sockets and state stay on the main thread.
 #pragma once
 
 #include <atomic>
@@ -32,26 +33,36 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Starts `job` on a new thread; only one job runs at a time (returns false if busy).
+  // Starts `job` on the worker thread; only one job runs at a time (returns false if busy).
   bool run(std::string step, Job job);
   // True from run() until take() returned the job's result.
   bool busy() const { return busy_; }
-  // The finished job's result, if any; joins its thread. Non-blocking.
+  // The finished job's result, if any. Non-blocking.
   std::optional<WorkResult> take();
   // Blocks until a result is ready or timeout_ms passed; true if ready.
   bool wait(Millis timeout_ms);
   // Readable while a result is waiting; for zmq::poll.
   int wake_fd() const { return efd_; }
-  // Asks the running job to stop early and waits for it (shutdown).
+  // Asks the running job to stop early, waits for it and stops the thread (shutdown). A later
+  // run() starts a new thread.
   void cancel_and_join();
 
  private:
+  struct Pending {
+    std::string step;
+    Job job;
+  };
+  void loop();
+
   int efd_ = -1;
   bool busy_ = false;
   std::thread thread_;
   std::atomic<bool> cancelled_{false};
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;       // a result is ready
+  std::condition_variable job_cv_;   // a job or stop is waiting for the thread
+  std::optional<Pending> job_;
+  bool stop_ = false;
   std::optional<WorkResult> result_;
 };
 

@@ -42,11 +42,16 @@ struct ActiveOrder {
 };
 
 struct AgentState {
-  static constexpr int kSchema = 1;
+  // 2: the snapshot carries `seq` and is followed by an append-only journal (FileStateStore).
+  // Schema 1 (a lone agent-state.json) is still read.
+  static constexpr int kSchema = 2;
   std::map<std::string, ServiceRecord> services;
   std::optional<ActiveOrder> active;
   std::deque<proto::Order> queue;
   std::deque<proto::Report> results;  // oldest first, at most kMaxResults
+  // How many add_result calls this object has seen (not saved): lets a store journal only the
+  // results added since its last save.
+  uint64_t results_added = 0;
 
   static constexpr size_t kMaxResults = 256;
   // Remembers a finished order's report, dropping the oldest beyond kMaxResults.
@@ -66,19 +71,66 @@ class StateStore {
   virtual Expected<AgentState> load() = 0;
   // Durably replaces the saved state; on error the previous state is still the saved one.
   virtual Status save(const AgentState& s) = 0;
+  // Called when the agent is idle with its current state: a chance to save it in a form that is
+  // cheaper to keep (FileStateStore: a snapshot once its journal is half full). Best effort; a
+  // failure leaves the saved state as it was and the next save or maintain() tries again.
+  virtual void maintain(const AgentState&) {}
 };
 
-// `<state_dir>/agent-state.json`, written with temp file + fsync + rename + fsync dir.
+// `<state_dir>/agent-state.json` (a snapshot, with the sequence number of the state it holds)
+// plus `<state_dir>/agent-state.journal`, an append-only log of the saves since the snapshot.
+//
+// The journal file is preallocated (written with zeros, fsynced, its dir entry fsynced) once, so
+// a save overwrites blocks that already exist: one pwrite + fdatasync, which flushes only the
+// data (no size change, no block allocation, no rename). Each record starts a 4 KiB block (a
+// torn write cannot touch an earlier record) and is [u32 length][u32 CRC-32][JSON]: the
+// services, the active order, the queue, and the results added since the previous record, with
+// seq = previous + 1. load() reads the snapshot and
+// applies the records that follow it in sequence; it stops at the first record that is torn
+// (short, bad CRC) or out of sequence (left over from before the last snapshot), so a save
+// interrupted by a crash is simply absent — as if save() had not been called.
+//
+// A snapshot (compaction: temp file + fsync + rename + fsync dir, then the journal starts over)
+// is taken by the first save after construction, when a record does not fit, after a failed
+// write, and by maintain() once the journal is half full. A schema-1 agent-state.json (the
+// previous format, no journal) loads as the snapshot.
+//
+// A save also fails (code disk_full) when the filesystem has no room left for the next snapshot,
+// even though the record itself would fit: the journal must stay compactable, and a full state
+// disk refuses new work at once rather than in the middle of an order (docs/GUARANTEES.md §6).
 class FileStateStore final : public StateStore {
  public:
-  explicit FileStateStore(std::string state_dir);
+  explicit FileStateStore(std::string state_dir, size_t journal_bytes = kJournalBytes);
+  ~FileStateStore() override;
+  FileStateStore(const FileStateStore&) = delete;
+  FileStateStore& operator=(const FileStateStore&) = delete;
   Expected<AgentState> load() override;
   Status save(const AgentState& s) override;
+  void maintain(const AgentState& s) override;
   const std::string& path() const { return path_; }
+  const std::string& journal_path() const { return journal_path_; }
+  // Snapshots taken so far (tests, diagnostics).
+  int snapshots() const { return snapshots_; }
+
+  static constexpr size_t kJournalBytes = 128 * 1024;  // 31 records (each starts a 4 KiB block)
 
  private:
+  Status snapshot(const AgentState& s);
+  Status append(const AgentState& s);
+  Status check_room() const;
+  bool reuse_journal();
+
   std::string dir_;
   std::string path_;
+  std::string journal_path_;
+  size_t journal_bytes_;
+  int fd_ = -1;                  // the journal, open while valid
+  bool need_snapshot_ = true;    // the next save writes a snapshot instead of a record
+  uint64_t seq_ = 0;             // seq of the last state saved
+  size_t offset_ = 0;            // where the next record goes
+  size_t snapshot_bytes_ = 0;    // size of the last snapshot
+  uint64_t results_mark_ = 0;    // AgentState::results_added at the last save
+  int snapshots_ = 0;
 };
 
 // For tests: keeps the serialized state in memory and can be told to fail writes.

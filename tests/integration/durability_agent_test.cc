@@ -28,7 +28,7 @@ FleetOptions fast_options() {
 std::map<std::string, std::string> journal_results(Fleet& f, int i) {
   std::map<std::string, std::string> out;
   try {
-    auto j = nlohmann::json::parse(read_file(f.agent_dir(i) + "/state/agent-state.json"));
+    auto j = agent_journal(f, i);
     for (const auto& r : j.at("results")) out[r.value("order_id", "")] = r.value("outcome", "");
   } catch (const std::exception&) {
   }
@@ -110,7 +110,7 @@ TEST_P(AgentCrashPoint, RestartedAgentEndsOnOneCompleteReleaseAndTellsTheTruth) 
   ASSERT_FALSE(order.empty()) << ro.dump(2);
   EXPECT_EQ(count_of(f.agent_log(0), "accepted order " + order + ":"), 1) << f.diagnostics();
   auto results = journal_results(f, 0);
-  ASSERT_EQ(results.count(order), 1u) << read_file(f.agent_dir(0) + "/state/agent-state.json");
+  ASSERT_EQ(results.count(order), 1u) << agent_journal(f, 0).dump(2);
   EXPECT_EQ(results[order], std::string(c.expect_phase) == "succeeded" ? "succeeded" : "failed_reverted");
   const std::string events = events_text(ro);
   EXPECT_EQ(count_of(events, f.host_id(0) + " healthy on") + count_of(events, f.host_id(0) + " failed"), 1) << events;
@@ -151,7 +151,7 @@ TEST_P(BadBinary, IsDetectedWithinTheHealthyDeadlineAndReverted) {
   EXPECT_EQ(inspect_root(f.root(0)).current, "v1");
   // The agent measured the verification and it stopped at the deadline (2 s), not later: the
   // verify timing it journaled is bounded by the deadline plus one probe.
-  auto j = nlohmann::json::parse(read_file(f.agent_dir(0) + "/state/agent-state.json"));
+  auto j = agent_journal(f, 0);
   bool seen = false;
   for (const auto& res : j["results"]) {
     if (res.value("outcome", "") != "failed_reverted") continue;
@@ -181,7 +181,7 @@ TEST(AgentExactlyOnce, ResentOrderIsAnsweredFromTheJournalNotRunAgain) {
   const uint64_t id = json_of(r).value("id", 0ULL);
   // Wait until the agent is verifying (its journal says so), then kill the coordinator.
   ASSERT_TRUE(wait_until([&] {
-    return read_file(f.agent_dir(0) + "/state/agent-state.json").find("\"verifying\"") != std::string::npos;
+    return agent_journal_phase(f, 0) == "verifying";
   }, 30000)) << f.diagnostics();
   f.kill_coordinator(SIGKILL);
   std::string order;

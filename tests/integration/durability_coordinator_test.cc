@@ -193,7 +193,7 @@ TEST(CoordinatorReconcile, HostBackAfterTheRolloutEndedIsRecordedAsItIs) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
   ASSERT_TRUE(wait_until([&] {
-    return read_file(f.agent_dir(1) + "/state/agent-state.json").find("\"verifying\"") != std::string::npos;
+    return agent_journal_phase(f, 1) == "verifying";
   }, 30000)) << f.diagnostics();
   ASSERT_TRUE(f.agent_pid(1) > 0);
   ::kill(f.agent_pid(1), SIGSTOP);

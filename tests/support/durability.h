@@ -26,6 +26,21 @@ inline bool is_terminal_phase(const std::string& p) {
   return p == "succeeded" || p == "failed" || p == "rolled_back" || p == "aborted";
 }
 
+// The agent's journal (agent-state.json + the records of agent-state.journal after it) as the
+// agent reads it, through `gantry-agent state`; null json when it cannot be read.
+inline nlohmann::json agent_journal(Fleet& f, int i) {
+  auto r = run({std::string(GANTRY_BIN_DIR) + "/agent/gantry-agent", "state", "--state-dir", f.agent_dir(i) + "/state"}, 10000);
+  if (r.exit_code != 0) return nlohmann::json();
+  return json_of(r);
+}
+
+// The phase of the agent's active order ("" when none or unreadable).
+inline std::string agent_journal_phase(Fleet& f, int i) {
+  auto j = agent_journal(f, i);
+  if (!j.is_object() || !j.contains("active") || !j["active"].is_object()) return "";
+  return j["active"].value("phase", "");
+}
+
 // `gantry --json hosts`; empty json when the coordinator does not answer.
 inline nlohmann::json hosts_json(Fleet& f) { return json_of(f.cli({"--json", "hosts"}, 10000)); }
 

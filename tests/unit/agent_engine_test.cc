@@ -342,6 +342,53 @@ TEST_F(EngineTest, JournalFailureAfterTheSwapRevertsToTheOldRelease) {
   EXPECT_EQ(current(), "releases/v1");
 }
 
+// Idle, and the release is already installed: one journal record accepts the order and is its
+// swapping record (from_version), then restart, verify and the result: three writes in all.
+TEST_F(EngineTest, InstalledReleaseWhenIdleIsAcceptedAndSwappedWithOneWrite) {
+  make_agent();
+  agent->handle(order("o-1", "v1"));
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  agent->handle(order("o-2", "v2"));
+  ASSERT_EQ(run_until_report("o-2")->outcome, "succeeded");
+  const int before = store.saves();
+  agent->handle(order("o-3", "v1"));
+  EXPECT_EQ(store.saves(), before + 1) << "accepted and swapped with one write";
+  EXPECT_EQ(all_sent<proto::OrderAck>().back().status, "accepted");
+  EXPECT_EQ(current(), "releases/v1") << "swapped at once";
+  auto j = store.load();
+  ASSERT_TRUE(j.ok());
+  ASSERT_TRUE(j->active.has_value()) << "the journal holds the order as active";
+  EXPECT_EQ(j->active->order.order_id, "o-3");
+  EXPECT_EQ(j->active->phase, phase::kSwapping);
+  EXPECT_EQ(j->active->from_version, "v2") << "the version to revert to, written before the swap";
+  EXPECT_TRUE(j->queue.empty());
+  agent->handle(order("o-3", "v1"));
+  EXPECT_EQ(all_sent<proto::OrderAck>().back().status, "duplicate");
+  auto r = run_until_report("o-3");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "succeeded");
+  EXPECT_EQ(r->timings_ms.at("fetch"), 0u);
+  EXPECT_EQ(store.saves(), before + 3) << "accept+swapping, verifying, result";
+  EXPECT_EQ(agent->hello().services[0].previous_version, "v2");
+}
+
+TEST_F(EngineTest, InstalledReleaseWhoseAcceptWriteFailsIsRejectedUntouched) {
+  make_agent();
+  agent->handle(order("o-1", "v1"));
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  agent->handle(order("o-2", "v2"));
+  ASSERT_EQ(run_until_report("o-2")->outcome, "succeeded");
+  store.fail_next(1, make_error("disk_full", "write agent-state.journal: No space left on device"));
+  agent->handle(order("o-3", "v1"));
+  EXPECT_EQ(all_sent<proto::OrderAck>().back().status, "rejected");
+  auto r = run_until_report("o-3");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed");
+  EXPECT_EQ(r->message.rfind("state write failed:", 0), 0u) << r->message;
+  EXPECT_EQ(current(), "releases/v2");
+  EXPECT_FALSE(agent->state().active.has_value());
+}
+
 // --- Recovery: a journal left by an agent killed mid-order -----------------------------------
 
 class RecoveryTest : public EngineTest {

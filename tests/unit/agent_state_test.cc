@@ -1,8 +1,14 @@
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
 
 #include "agent/state/state_store.h"
 #include "agent_test_util.h"
+#include "common/util/fs.h"
 
 using namespace gantry;
 using namespace gantry::agent;
@@ -75,13 +81,10 @@ TEST(AgentState, FileStoreRoundTripAndEmptyStart) {
   auto back = store.load();
   ASSERT_TRUE(back.ok()) << back.error().message;
   EXPECT_EQ(back->active->order.version, "v3");
-  // Nothing but the journal itself is left behind.
-  size_t n = 0;
-  for (auto& e : std::filesystem::directory_iterator(t / "state")) {
-    (void)e;
-    ++n;
-  }
-  EXPECT_EQ(n, 1u);
+  // Nothing but the snapshot and the journal is left behind.
+  std::set<std::string> names;
+  for (auto& e : std::filesystem::directory_iterator(t / "state")) names.insert(e.path().filename().string());
+  EXPECT_EQ(names, (std::set<std::string>{"agent-state.json", "agent-state.journal"}));
 }
 
 TEST(AgentState, FailedWriteLeavesThePreviousJournal) {
@@ -89,11 +92,13 @@ TEST(AgentState, FailedWriteLeavesThePreviousJournal) {
   FileStateStore store(t / "state");
   AgentState first = sample();
   ASSERT_TRUE(store.save(first).ok());
-  // Block the temp file name so the next write fails before the rename (works as root too).
+  // A new store's first save is a snapshot. Block the temp file name so that write fails
+  // before the rename (works as root too).
+  FileStateStore again(t / "state");
   std::filesystem::create_directories(store.path() + ".tmp." + std::to_string(::getpid()) + "/x");
   AgentState second = sample();
   second.active.reset();
-  Status st = store.save(second);
+  Status st = again.save(second);
   EXPECT_FALSE(st.ok());
   auto back = store.load();
   ASSERT_TRUE(back.ok());
@@ -108,4 +113,232 @@ TEST(AgentState, MemoryStoreInjectsFailures) {
   EXPECT_EQ(st.error().code, "disk_full");
   EXPECT_TRUE(m.save(sample()).ok());
   EXPECT_EQ(m.saves(), 1);
+}
+
+namespace {
+
+proto::Report result(int i) {
+  return {"o-" + std::to_string(i), 1, "web", i % 3 ? "succeeded" : "failed_reverted", "v" + std::to_string(i % 5),
+          "message " + std::to_string(i), {{"total", static_cast<uint64_t>(i)}}};
+}
+
+std::string loaded_text(const std::string& dir) {
+  FileStateStore fresh(dir);
+  auto s = fresh.load();
+  return s ? serialize_state(*s) : "error: " + s.error().message;
+}
+
+}  // namespace
+
+// Saves after the first are records in the journal; a new process reads snapshot + records.
+TEST(AgentStateJournal, RecordsAfterTheSnapshotReplay) {
+  TempDir t;
+  FileStateStore store(t / "state");
+  ASSERT_TRUE(store.load().ok());
+  AgentState s = sample();
+  ASSERT_TRUE(store.save(s).ok());
+  s.active->phase = phase::kSwapping;
+  ASSERT_TRUE(store.save(s).ok());
+  s.add_result(result(9));
+  s.active.reset();
+  s.queue.clear();
+  s.services["web"] = {"v3", "v2"};
+  ASSERT_TRUE(store.save(s).ok());
+  EXPECT_EQ(store.snapshots(), 1) << "one snapshot, then records";
+  EXPECT_EQ(loaded_text(t / "state"), serialize_state(s));
+  // The snapshot alone still holds the first state.
+  auto snap = parse_state(*fs::read_file(store.path()));
+  ASSERT_TRUE(snap.ok());
+  EXPECT_TRUE(snap->active.has_value());
+}
+
+// Each record carries only the results added since the previous one; replaying them keeps the
+// last kMaxResults in the same order as in memory, with replaced results moved to the end.
+TEST(AgentStateJournal, ResultsAreJournaledAsTheyAreAdded) {
+  TempDir t;
+  FileStateStore store(t / "state", 1 << 20);
+  AgentState s;
+  ASSERT_TRUE(store.save(s).ok());
+  for (int i = 0; i < 300; ++i) {
+    s.add_result(result(i));
+    if (i % 7 == 0) s.add_result(result(i / 2));  // again: moves to the end
+    if (i % 2 == 0) ASSERT_TRUE(store.save(s).ok());
+  }
+  ASSERT_TRUE(store.save(s).ok());
+  EXPECT_EQ(store.snapshots(), 1);
+  EXPECT_EQ(loaded_text(t / "state"), serialize_state(s));
+}
+
+// A crash in the middle of a record: the torn record is ignored, the one before it holds.
+TEST(AgentStateJournal, TornTailIsIgnored) {
+  TempDir t;
+  FileStateStore store(t / "state");
+  AgentState s = sample();
+  ASSERT_TRUE(store.save(s).ok());
+  s.active->phase = phase::kSwapping;
+  ASSERT_TRUE(store.save(s).ok());
+  const std::string expected = serialize_state(s);
+  const auto before = *fs::read_file(store.journal_path());
+  s.active->phase = phase::kRestarting;
+  ASSERT_TRUE(store.save(s).ok());
+  const auto after = *fs::read_file(store.journal_path());
+  // Where the last record starts: the first byte that changed.
+  size_t at = 0;
+  while (at < before.size() && before[at] == after[at]) ++at;
+  ASSERT_LT(at, before.size());
+  auto write_at = [&](size_t off, const std::string& bytes) {
+    int fd = ::open(store.journal_path().c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(off)), static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+  };
+  // Only part of its payload reached the disk (the rest is still zeros).
+  write_at(at + 20, std::string(after.size() - at - 20, '\0'));
+  EXPECT_EQ(loaded_text(t / "state"), expected);
+  // A flipped byte in the payload: the CRC catches it.
+  write_at(0, after);
+  write_at(at + 30, std::string(1, static_cast<char>(after[at + 30] ^ 0x20)));
+  EXPECT_EQ(loaded_text(t / "state"), expected);
+  // An absurd length.
+  write_at(0, after);
+  write_at(at, std::string("\xff\xff\xff\x7f", 4));
+  EXPECT_EQ(loaded_text(t / "state"), expected);
+  // Intact again: the last record counts.
+  write_at(0, after);
+  EXPECT_NE(loaded_text(t / "state"), expected);
+}
+
+// The journal fills up and starts over behind a new snapshot; the records of the previous
+// round that are still in the file (behind the new, shorter ones) are never replayed.
+TEST(AgentStateJournal, CompactsWhenFullAndIgnoresOlderRecords) {
+  TempDir t;
+  FileStateStore store(t / "state", 4096);
+  AgentState s = sample();
+  for (int i = 0; i < 60; ++i) {
+    s.add_result(result(i));
+    s.active->phase = i % 2 ? phase::kSwapping : phase::kVerifying;
+    if (i % 5 == 0) s.active->failure = std::string(static_cast<size_t>(i) * 10, 'x');  // records of varying size
+    ASSERT_TRUE(store.save(s).ok()) << i;
+    ASSERT_EQ(loaded_text(t / "state"), serialize_state(s)) << "after save " << i;
+  }
+  EXPECT_GT(store.snapshots(), 2);
+}
+
+TEST(AgentStateJournal, MaintainCompactsOnceHalfFull) {
+  TempDir t;
+  FileStateStore store(t / "state", 64 * 1024);
+  AgentState s = sample();
+  ASSERT_TRUE(store.save(s).ok());
+  store.maintain(s);
+  EXPECT_EQ(store.snapshots(), 1) << "journal nearly empty: nothing to do";
+  for (int i = 0; i < 8; ++i) {
+    s.add_result(result(i));
+    ASSERT_TRUE(store.save(s).ok());
+  }
+  ASSERT_EQ(store.snapshots(), 1);
+  store.maintain(s);
+  EXPECT_EQ(store.snapshots(), 2);
+  EXPECT_EQ(loaded_text(t / "state"), serialize_state(s));
+}
+
+// A store that saves before it loads (a new process) still outranks what the journal holds.
+TEST(AgentStateJournal, FirstSaveOutranksTheOldJournal) {
+  TempDir t;
+  AgentState s = sample();
+  {
+    FileStateStore a(t / "state");
+    for (int i = 0; i < 5; ++i) {
+      s.add_result(result(i));
+      ASSERT_TRUE(a.save(s).ok());
+    }
+  }
+  AgentState other;
+  other.services["api"] = {"v9", ""};
+  FileStateStore b(t / "state");
+  ASSERT_TRUE(b.save(other).ok());
+  EXPECT_EQ(loaded_text(t / "state"), serialize_state(other));
+  other.add_result(result(77));
+  ASSERT_TRUE(b.save(other).ok());
+  EXPECT_EQ(loaded_text(t / "state"), serialize_state(other));
+}
+
+// The previous format: agent-state.json alone, schema 1, no seq. It loads as it is, and the
+// first save turns it into snapshot + journal.
+TEST(AgentStateJournal, ReadsTheSchema1FileOfThePreviousVersion) {
+  TempDir t;
+  std::filesystem::create_directories(t / "state");
+  const std::string v1 = R"({
+  "active": {
+    "failure": "",
+    "from_version": "v2",
+    "order": {
+      "healthy_deadline_ms": 9000,
+      "kind": "update",
+      "min_healthy_ms": 500,
+      "order_id": "o-3",
+      "rollout_id": 7,
+      "service": "web",
+      "sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+      "size": 1234,
+      "version": "v3"
+    },
+    "phase": "swapping",
+    "started_wall_ms": 1700000000000,
+    "timings_ms": {
+      "fetch": 0,
+      "stage": 0
+    }
+  },
+  "queue": [],
+  "results": [
+    {
+      "message": "ok",
+      "order_id": "o-2",
+      "outcome": "succeeded",
+      "rollout_id": 7,
+      "running_version": "v2",
+      "service": "web",
+      "timings_ms": {
+        "total": 42
+      }
+    }
+  ],
+  "schema": 1,
+  "services": {
+    "web": {
+      "current": "v2",
+      "previous": "v1"
+    }
+  }
+}
+)";
+  write_text(t / "state/agent-state.json", v1, 0600);
+  FileStateStore store(t / "state");
+  auto s = store.load();
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_TRUE(s->active.has_value());
+  EXPECT_EQ(s->active->phase, "swapping");
+  EXPECT_EQ(s->active->from_version, "v2");
+  EXPECT_EQ(s->services.at("web").previous, "v1");
+  ASSERT_NE(s->find_result("o-2"), nullptr);
+  EXPECT_EQ(s->find_result("o-2")->timings_ms.at("total"), 42u);
+  ASSERT_TRUE(store.save(*s).ok());
+  s->active->phase = phase::kVerifying;
+  ASSERT_TRUE(store.save(*s).ok());
+  EXPECT_TRUE(std::filesystem::exists(store.journal_path()));
+  EXPECT_EQ(loaded_text(t / "state"), serialize_state(*s));
+  EXPECT_NE(fs::read_file(store.path())->find("\"schema\": 2"), std::string::npos);
+  EXPECT_FALSE(parse_state(std::string(v1).replace(v1.find("\"schema\": 1"), 11, "\"schema\": 3")).ok())
+      << "a newer schema is refused";
+}
+
+TEST(AgentStateJournal, ForeignJournalFileIsCorrupt) {
+  TempDir t;
+  FileStateStore store(t / "state");
+  ASSERT_TRUE(store.save(sample()).ok());
+  write_text(store.journal_path(), "not a journal at all", 0600);
+  FileStateStore fresh(t / "state");
+  auto s = fresh.load();
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, "corrupt");
 }

@@ -1,0 +1,222 @@
+// The agent's own command-line and INI parser (agent/config/agent_config.cc): the syntax and
+// the messages it had when it was boost::program_options.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "agent/config/agent_config.h"
+#include "agent_test_util.h"
+
+using namespace gantry;
+using namespace gantry::agent;
+using namespace gantry::agent::testing;
+
+namespace {
+
+const std::string kSvc = "[service.web]\nroot = /srv/web\nrestart_command = true\n";
+
+// Parses `args` (after argv[0]) with the config file holding `ini`; "{ini}" in args is its path.
+Expected<ParsedArgs> parse(TempDir& t, const std::string& ini, std::vector<std::string> args = {"--config", "{ini}"}) {
+  std::string path = t / "a.ini";
+  write_text(path, ini);
+  std::vector<std::string> all = {"gantry-agent"};
+  for (auto& a : args) {
+    if (auto n = a.find("{ini}"); n != std::string::npos) a.replace(n, 5, path);
+    all.push_back(a);
+  }
+  std::vector<const char*> argv;
+  for (const auto& a : all) argv.push_back(a.c_str());
+  return parse_args(static_cast<int>(argv.size()), argv.data());
+}
+
+std::string error_of(const Expected<ParsedArgs>& p) { return p.ok() ? std::string("(parsed)") : p.error().message; }
+
+}  // namespace
+
+TEST(AgentConfigParser, DefaultsWhenOnlyTheServiceIsGiven) {
+  TempDir t;
+  auto p = parse(t, "host_id = h\n" + kSvc);
+  ASSERT_TRUE(p.ok()) << error_of(p);
+  const AgentConfig& c = p->config;
+  EXPECT_EQ(c.coordinator, "tcp://127.0.0.1:7600");
+  EXPECT_EQ(c.coordinator_pub, "tcp://127.0.0.1:7601");
+  EXPECT_EQ(c.state_dir, "/var/lib/gantry-agent");
+  EXPECT_EQ(c.log_level, "info");
+  EXPECT_EQ(c.heartbeat_interval_ms, 1000);
+  EXPECT_FALSE(c.insecure_dev);
+  EXPECT_TRUE(c.labels.empty());
+  EXPECT_TRUE(c.release_public_keys.empty());
+  const auto& s = c.services.at("web");
+  EXPECT_EQ(s.driver, "binary");
+  EXPECT_EQ(s.restart_timeout_ms, 30000);
+  EXPECT_EQ(s.probe_interval_ms, 250);
+  EXPECT_EQ(s.retain, 3u);
+}
+
+TEST(AgentConfigParser, CommentsBlankLinesAndWhitespace) {
+  TempDir t;
+  auto p = parse(t,
+                 "# a comment\n"
+                 "\n"
+                 "   host_id   =   h1   # trailing comment\r\n"
+                 "\t# indented comment\n"
+                 "coordinator=tcp://10.0.0.1:7600\n"
+                 "[service.web]   \n"
+                 "root = /srv/web\n"
+                 "restart_command = systemctl restart web #not part of the command\n");
+  ASSERT_TRUE(p.ok()) << error_of(p);
+  EXPECT_EQ(p->config.host_id, "h1");
+  EXPECT_EQ(p->config.coordinator, "tcp://10.0.0.1:7600");
+  EXPECT_EQ(p->config.services.at("web").restart_command, "systemctl restart web");
+}
+
+TEST(AgentConfigParser, SectionsPrefixTheirKeys) {
+  TempDir t;
+  // [service] + web.root is the same key as [service.web] + root.
+  auto p = parse(t, "host_id = h\n[service]\nweb.root = /srv/web\nweb.restart_command = true\n[service.api]\nroot = /srv/api\n"
+                    "restart_command = true\n");
+  ASSERT_TRUE(p.ok()) << error_of(p);
+  EXPECT_EQ(p->config.services.at("web").root, "/srv/web");
+  EXPECT_EQ(p->config.services.at("api").root, "/srv/api");
+  // A global key inside a section is that section's key, not the global one.
+  EXPECT_EQ(error_of(parse(t, kSvc + "host_id = h\n")), "unknown key [service.web] host_id");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc + "[other]\nx = 1\n")), "unknown config key 'other.x'");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n[service.]\nroot = /x\n")), "unknown config key 'service.root'");
+}
+
+TEST(AgentConfigParser, ValuesAreLiteralOnlyShellSplitKeysUnquote) {
+  TempDir t;
+  auto p = parse(t, "host_id = h\n[service.web]\nroot = /srv/web\nrestart_command = \"systemctl restart web\"\n"
+                    "http_probe_expect = 'ok'\n");
+  ASSERT_TRUE(p.ok()) << error_of(p);
+  EXPECT_EQ(p->config.services.at("web").restart_command, "\"systemctl restart web\"");
+  EXPECT_EQ(p->config.services.at("web").http_probe_expect, "'ok'");
+  auto c = parse(t, "host_id = h\n[service.web]\ndriver = container\nroot = /srv/web\nrun_args = -e \"MSG=a b\" -e 'X=y z'\n"
+                    "command = a\\ b\n");
+  ASSERT_TRUE(c.ok()) << error_of(c);
+  EXPECT_EQ(c->config.services.at("web").run_args, (std::vector<std::string>{"-e", "MSG=a b", "-e", "X=y z"}));
+  EXPECT_EQ(c->config.services.at("web").command, (std::vector<std::string>{"a b"}));
+  EXPECT_FALSE(parse(t, "host_id = h\n[service.web]\ndriver = container\nroot = /srv/web\nrun_args = \"open\n").ok());
+}
+
+TEST(AgentConfigParser, BadNumbers) {
+  TempDir t;
+  EXPECT_EQ(error_of(parse(t, "host_id = h\nheartbeat_interval_ms = abc\n" + kSvc)),
+            "the argument ('abc') for option 'heartbeat_interval_ms' is invalid");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--heartbeat-interval-ms", "12x"})),
+            "the argument ('12x') for option '--heartbeat_interval_ms' is invalid");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\nheartbeat_interval_ms = 99999999999999999999999\n" + kSvc)),
+            "the argument ('99999999999999999999999') for option 'heartbeat_interval_ms' is invalid");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\nheartbeat_interval_ms = 5\n" + kSvc)),
+            "heartbeat_interval_ms must be between 10 and 3600000");
+  EXPECT_FALSE(parse(t, "host_id = h\nheartbeat_interval_ms =\n" + kSvc).ok());
+  auto plus = parse(t, "host_id = h\nheartbeat_interval_ms = +250\n" + kSvc);
+  ASSERT_TRUE(plus.ok()) << error_of(plus);
+  EXPECT_EQ(plus->config.heartbeat_interval_ms, 250);
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc + "retain = 0\n")),
+            "[service.web] retain must be an integer between 1 and 1000, got '0'");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc + "probe_interval_ms = 1e3\n")),
+            "[service.web] probe_interval_ms must be an integer between 10 and 3600000, got '1e3'");
+}
+
+TEST(AgentConfigParser, UnknownKeysAndOptions) {
+  TempDir t;
+  EXPECT_EQ(error_of(parse(t, "host_id = h\nbogus = 1\n" + kSvc)), "unknown config key 'bogus'");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\nhost-id = h\n" + kSvc)), "unknown config key 'host-id'")
+      << "the file spells names with '_' only";
+  EXPECT_EQ(error_of(parse(t, "host_id = h\nconfig = /etc/x\n" + kSvc)), "unknown config key 'config'")
+      << "command-line-only options are not settings";
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc + "colour = red\n")), "unknown key [service.web] colour");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--bogus-flag"})),
+            "unrecognised option '--bogus_flag'");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "-x"})), "unrecognised option '-x'");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "stray"})),
+            "too many positional options have been specified on the command line");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\njust some words\n" + kSvc)),
+            "the options configuration file contains an invalid line 'just some words'");
+}
+
+TEST(AgentConfigParser, CommandLineSpellingsAndValues) {
+  TempDir t;
+  const std::string ini = "host_id = from-file\n" + kSvc;
+  for (std::vector<std::string> args : {std::vector<std::string>{"--config", "{ini}", "--host-id", "cli"},
+                                        {"--config={ini}", "--host_id=cli"},
+                                        {"-c", "{ini}", "--host-id=cli"},
+                                        {"-c{ini}", "--host_id", "cli"}}) {
+    auto p = parse(t, ini, args);
+    ASSERT_TRUE(p.ok()) << error_of(p);
+    EXPECT_EQ(p->config.host_id, "cli") << "the command line wins";
+  }
+  EXPECT_EQ(error_of(parse(t, ini, {"--config"})), "the required argument for option '--config' is missing");
+  EXPECT_EQ(error_of(parse(t, ini, {"--config", "{ini}", "--host-id", "a", "--host-id", "b"})),
+            "option '--host_id' cannot be specified more than once");
+  EXPECT_EQ(error_of(parse(t, "host_id = a\nhost_id = b\n" + kSvc)), "option 'host_id' cannot be specified more than once");
+  // A value given on the command line is final: the file's (even repeated) is not read.
+  EXPECT_TRUE(parse(t, "host_id = a\nhost_id = b\n" + kSvc, {"--config", "{ini}", "--host-id", "c"}).ok());
+  auto empty = parse(t, "host_id = h\nlog_level = debug\n" + kSvc, {"--config", "{ini}", "--log-level="});
+  EXPECT_EQ(error_of(empty), "unknown log level ''") << "--name= gives an empty value, which then wins";
+}
+
+TEST(AgentConfigParser, RepeatableOptionsComposeCommandLineFirst) {
+  TempDir t;
+  auto p = parse(t, "host_id = h\nlabel = zone=eu\nrelease_public_key = /k/file.pub\nrelease_public_key = /k/file2.pub\n"
+                    "agent_key = /k/a.key\ncoordinator_key = /k/c.pub\n" + kSvc,
+                 {"--config", "{ini}", "--label", "rack=r1", "--release-public-key", "/k/cli.pub", "--label=zone=us"});
+  ASSERT_TRUE(p.ok()) << error_of(p);
+  EXPECT_EQ(p->config.release_public_keys, (std::vector<std::string>{"/k/cli.pub", "/k/file.pub", "/k/file2.pub"}));
+  EXPECT_EQ(p->config.labels.at("rack"), "r1");
+  EXPECT_EQ(p->config.labels.at("zone"), "eu") << "labels apply in order: command line, then file";
+  EXPECT_EQ(error_of(parse(t, "host_id = h\nlabel = novalue\n" + kSvc)), "label 'novalue' must be key=value");
+}
+
+TEST(AgentConfigParser, Switches) {
+  TempDir t;
+  for (const char* v : {"true", "TRUE", "yes", "on", "1", ""}) {
+    auto p = parse(t, "host_id = h\ninsecure_dev = " + std::string(v) + "\n" + kSvc);
+    ASSERT_TRUE(p.ok()) << v << ": " << error_of(p);
+    EXPECT_TRUE(p->config.insecure_dev) << v;
+  }
+  for (const char* v : {"false", "No", "off", "0"}) {
+    auto p = parse(t, "host_id = h\ninsecure_dev = " + std::string(v) + "\n" + kSvc);
+    ASSERT_TRUE(p.ok()) << v << ": " << error_of(p);
+    EXPECT_FALSE(p->config.insecure_dev) << v;
+  }
+  EXPECT_EQ(error_of(parse(t, "host_id = h\ninsecure_dev = maybe\n" + kSvc)),
+            "the argument ('maybe') for option 'insecure_dev' is invalid. Valid choices are 'on|off', 'yes|no', '1|0' and "
+            "'true|false'");
+  auto cli = parse(t, "host_id = h\ninsecure_dev = false\n" + kSvc, {"--config", "{ini}", "--insecure-dev"});
+  ASSERT_TRUE(cli.ok()) << error_of(cli);
+  EXPECT_TRUE(cli->config.insecure_dev) << "the command line wins";
+  EXPECT_EQ(error_of(parse(t, kSvc, {"--config", "{ini}", "--insecure-dev=yes"})),
+            "option '--insecure_dev' does not take any arguments");
+}
+
+TEST(AgentConfigParser, HelpAndVersion) {
+  TempDir t;
+  for (const char* h : {"--help", "-h"}) {
+    auto p = parse(t, "", {h});
+    ASSERT_TRUE(p.ok()) << error_of(p);
+    EXPECT_TRUE(p->help);
+    EXPECT_EQ(p->text.rfind("Usage: gantry-agent keygen --out PREFIX", 0), 0u) << p->text;
+    for (const char* line : {"  -c [ --config ] arg                   INI config file (services are \n",
+                             "  --coordinator arg (=tcp://127.0.0.1:7600)\n",
+                             "  --heartbeat-interval-ms arg (=1000)   heartbeat interval until the \n",
+                             "  runtime_timeout_ms = 600000\n"})
+      EXPECT_NE(p->text.find(line), std::string::npos) << line;
+  }
+  auto v = parse(t, "", {"--version"});
+  ASSERT_TRUE(v.ok()) << error_of(v);
+  EXPECT_TRUE(v->version);
+  EXPECT_EQ(error_of(parse(t, "", {"--help", "--nope"})), "unrecognised option '--nope'") << "bad options first";
+  EXPECT_EQ(error_of(parse(t, "", {"--help=1"})), "option '--help' does not take any arguments");
+}
+
+TEST(AgentConfigParser, MissingOrUnreadableFile) {
+  TempDir t;
+  const char* argv[] = {"gantry-agent", "--config", "/nonexistent/agent.ini"};
+  auto p = parse_args(3, argv);
+  EXPECT_EQ(error_of(p), "cannot read config file /nonexistent/agent.ini");
+  const char* none[] = {"gantry-agent", "--host-id", "h"};
+  EXPECT_EQ(error_of(parse_args(3, none)), "--config FILE is required");
+}
