@@ -1,6 +1,5 @@
 // gantry-coordinator: parse options, build the real parts, run the loop.
 #include <boost/program_options.hpp>
-#include <systemd/sd-daemon.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,6 +15,7 @@
 #include "common/security/keys.h"
 #include "common/util/log.h"
 #include "common/util/rlimit.h"
+#include "common/util/sd_notify.h"
 #include "common/version.h"
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/server/coordinator.h"
@@ -165,14 +165,14 @@ int main(int argc, char** argv) {
     log->critical("cannot start: {}", s.error().message);
     return 1;
   }
-  sd_notify(0, "READY=1");
+  gantry::sd::notify("READY=1");
   // WATCHDOG=1 at half the interval systemd asked for, but only while the event loop turns (it
   // wakes at least every 100 ms): a loop stuck for longer than `stall` stops the pings, and
   // systemd restarts the daemon once WatchdogSec= passes without one.
-  uint64_t wd_usec = 0;
+  const uint64_t wd_usec = gantry::sd::watchdog_usec();
   std::thread watchdog;
   std::atomic<bool> wd_stop{false};
-  if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+  if (wd_usec > 0) {
     watchdog = std::thread([&] {
       using namespace std::chrono;
       const auto every = microseconds(std::max<uint64_t>(wd_usec / 2, 1000));
@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
         }
         if (now >= next) {
           if (now - last_change <= stall) {
-            sd_notify(0, "WATCHDOG=1");
+            gantry::sd::notify("WATCHDOG=1");
             warned = false;
           } else if (!warned) {
             log->error("event loop stuck for {} ms; withholding the watchdog ping",
@@ -203,7 +203,7 @@ int main(int argc, char** argv) {
     });
   }
   coord.run(g_stop);
-  sd_notify(0, "STOPPING=1");
+  gantry::sd::notify("STOPPING=1");
   wd_stop = true;
   if (watchdog.joinable()) watchdog.join();
   return 0;

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "agent/net/sd_notify.h"
+#include "common/util/sd_notify.h"
 #include "common/protocol/codec.h"
 #include "common/util/log.h"
 

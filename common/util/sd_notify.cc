@@ -1,4 +1,4 @@
-#include "agent/net/sd_notify.h"
+#include "common/util/sd_notify.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace gantry::agent::sd {
+namespace gantry::sd {
 
 bool notify(const std::string& state) {
   const char* path = std::getenv("NOTIFY_SOCKET");
@@ -40,4 +40,4 @@ uint64_t watchdog_usec() {
   return *end == '\0' ? static_cast<uint64_t>(v) : 0;
 }
 
-}  // namespace gantry::agent::sd
+}  // namespace gantry::sd

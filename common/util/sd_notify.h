@@ -1,4 +1,4 @@
-// The two pieces of systemd's notify protocol the agent uses (sd_notify(3),
+// The two pieces of systemd's notify protocol the daemons use (sd_notify(3),
 // sd_watchdog_enabled(3)), without linking libsystemd: that library and the six it loads
 // (gcrypt, gpg-error, lzma, zstd, lz4, cap) were about 1 MiB of the idle agent's resident
 // memory, for one datagram now and then.
@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-namespace gantry::agent::sd {
+namespace gantry::sd {
 
 // Sends `state` ("READY=1", "STATUS=...", "WATCHDOG=1", ...) to $NOTIFY_SOCKET (a path, or
 // "@name" for the abstract namespace). True if sent; false when not run by systemd or on error.
@@ -17,4 +17,4 @@ bool notify(const std::string& state);
 // when set, must be this process); 0 when there is no watchdog.
 uint64_t watchdog_usec();
 
-}  // namespace gantry::agent::sd
+}  // namespace gantry::sd
