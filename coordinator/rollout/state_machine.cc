@@ -90,6 +90,7 @@
 #include <optional>
 #include <set>
 
+#include "coordinator/rollout/json_text.h"
 #include "coordinator/rollout/planner.h"
 
 namespace gantry::rollout {
@@ -234,6 +235,29 @@ std::string budget_exceeded(const State& s, uint32_t failed, const std::vector<u
   return "";
 }
 
+// next_deadline's parts: one host's deadline, then the rollout's own.
+void take_deadline(Millis& best, Millis t) {
+  if (best == 0 || t < best) best = t;
+}
+void take_host_deadline(const Plan& p, const HostSlot& h, Millis& best) {
+  if (p.host_timeout_ms > 0 && (h.state == HostState::kOrdered || h.state == HostState::kRollingBack)) {
+    take_deadline(best, h.ordered_at + p.host_timeout_ms);
+  }
+  if (h.state == HostState::kUnknown && !h.unknown_counts) take_deadline(best, h.lost_at + p.unknown_wait_ms);
+}
+Millis with_rollout_deadlines(const State& s, Millis best) {
+  const Plan& p = s.plan;
+  const bool active = s.phase == Phase::kRunning || s.phase == Phase::kPaused;
+  if (active && !s.halted) {
+    if (p.progress_deadline_ms > 0) take_deadline(best, s.started_at + p.progress_deadline_ms);
+    if (s.phase == Phase::kRunning && s.completed_batch == s.current_batch &&
+        s.current_batch + 1 < static_cast<int>(s.batches.size())) {
+      take_deadline(best, s.next_batch_at);
+    }
+  }
+  return best;
+}
+
 class Machine {
  public:
   Machine(State& s, Millis now, std::vector<Action>& acts) : s_(s), now_(now), acts_(acts) { recount(); }
@@ -270,6 +294,14 @@ class Machine {
   }
   void set(HostSlot& h, HostState st) { set(h, st, h.unknown_counts); }
   uint32_t total_failed() const { return failed_; }
+
+  // next_deadline(s_) from the hosts that have a deadline (watched_) instead of all of them.
+  Millis deadline() const {
+    if (is_terminal(s_.phase) || s_.hosts.empty()) return 0;
+    Millis best = 0;
+    for (uint32_t i : watched_) take_host_deadline(s_.plan, s_.hosts[i], best);
+    return with_rollout_deadlines(s_, best);
+  }
   std::string budget_exceeded() const { return rollout::budget_exceeded(s_, failed_, failed_in_batch_); }
 
   // Positions of the slots changed since construction (all of them after a start).
@@ -789,6 +821,27 @@ json HostSlot::to_json() const {
           {"running_version", h.running_version}};
 }
 
+std::string HostSlot::to_json_text() const {
+  std::string out;
+  out.reserve(224 + host_id.size() + message.size());
+  json_text::Object o(out);
+  o.num("batch", batch)
+      .str("domain", domain)
+      .str("from_version", from_version)
+      .str("host_id", host_id)
+      .num("lost_at", lost_at)
+      .str("message", message)
+      .boolean("online", online)
+      .str("order_id", order_id)
+      .num("ordered_at", ordered_at)
+      .str("running_version", running_version)
+      .str("state", host_state_name(state))
+      .boolean("unknown_counts", unknown_counts)
+      .unum("update_seq", update_seq)
+      .close();
+  return out;
+}
+
 Expected<HostSlot> HostSlot::from_json(const json& hj) {
   try {
     HostSlot h;
@@ -938,6 +991,14 @@ void check_counts(const Machine& m) {
   }
 }
 
+void check_deadline(const StepResult& r) {
+  if (g_self_check && r.deadline != next_deadline(r.state)) {
+    std::fprintf(stderr, "rollout self-check: step deadline %lld differs from next_deadline %lld\n",
+                 static_cast<long long>(r.deadline), static_cast<long long>(next_deadline(r.state)));
+    std::abort();
+  }
+}
+
 void merge_touched(std::vector<uint32_t>& into, const std::vector<uint32_t>& more) {
   std::vector<uint32_t> out;
   out.reserve(into.size() + more.size());
@@ -953,11 +1014,13 @@ StepResult step(const State& s, const Event& e, Millis now) {
   StepResult r{s, {}, Status::Ok(), {}};
   Machine m(r.state, now, r.actions);
   Status st = std::visit([&](const auto& ev) { return m.on(ev); }, e);
-  if (!st.ok()) return StepResult{s, {}, st, {}};
+  if (!st.ok()) return StepResult{s, {}, st, {}, next_deadline(s)};
   m.settle();
   r.touched = m.touched();
+  r.deadline = m.deadline();
   check_counts(m);
   check_touched(s, r);
+  check_deadline(r);
   return r;
 }
 
@@ -966,9 +1029,12 @@ StepResult step_all(State s, const std::vector<Event>& events, Millis now, std::
   StepResult r{std::move(s), {}, Status::Ok(), {}};
   // One machine for a run of reports: its counts are built once, not once per report.
   std::optional<Machine> reports;
+  bool have_deadline = false;  // r.deadline is that of r.state
   const auto end_reports = [&] {
     if (!reports) return;
     merge_touched(r.touched, reports->touched());
+    r.deadline = reports->deadline();
+    have_deadline = true;
     reports.reset();
   };
   for (const auto& e : events) {
@@ -990,35 +1056,21 @@ StepResult step_all(State s, const std::vector<Event>& events, Millis now, std::
     for (auto& a : one.actions) r.actions.push_back(std::move(a));
     if (replaced) r.touched.clear();
     merge_touched(r.touched, one.touched);
+    r.deadline = one.deadline;
+    have_deadline = true;
   }
   end_reports();
+  if (!have_deadline) r.deadline = next_deadline(r.state);
   check_touched(before, r);
+  check_deadline(r);
   return r;
 }
 
 Millis next_deadline(const State& s) {
   if (is_terminal(s.phase) || s.hosts.empty()) return 0;
   Millis best = 0;
-  auto take = [&](Millis t) {
-    if (best == 0 || t < best) best = t;
-  };
-  const Plan& p = s.plan;
-  for (const auto& h : s.hosts) {
-    if (p.host_timeout_ms > 0 &&
-        (h.state == HostState::kOrdered || h.state == HostState::kRollingBack)) {
-      take(h.ordered_at + p.host_timeout_ms);
-    }
-    if (h.state == HostState::kUnknown && !h.unknown_counts) take(h.lost_at + p.unknown_wait_ms);
-  }
-  const bool active = s.phase == Phase::kRunning || s.phase == Phase::kPaused;
-  if (active && !s.halted) {
-    if (p.progress_deadline_ms > 0) take(s.started_at + p.progress_deadline_ms);
-    if (s.phase == Phase::kRunning && s.completed_batch == s.current_batch &&
-        s.current_batch + 1 < static_cast<int>(s.batches.size())) {
-      take(s.next_batch_at);
-    }
-  }
-  return best;
+  for (const auto& h : s.hosts) take_host_deadline(s.plan, h, best);
+  return with_rollout_deadlines(s, best);
 }
 
 }  // namespace gantry::rollout

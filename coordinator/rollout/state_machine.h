@@ -54,20 +54,24 @@ struct HostSlot {
   std::string from_version;  // what it ran when the rollout started ("" if nothing)
   HostState state = HostState::kPending;
   int batch = -1;            // index of the batch it belongs to
+  // (online and unknown_counts sit next to state and batch: the machine's counting pass over
+  // every host reads only these four, close together.)
+  bool online = true;
+  // Added: whether this kUnknown host counts against the failure budget now (unknown_hosts
+  // "fail", a host timeout, or "wait" whose unknown_wait_ms has passed).
+  bool unknown_counts = false;
   std::string order_id;      // last order sent to it
   Millis ordered_at = 0;
   Millis lost_at = 0;        // when it became unknown
   uint64_t update_seq = 0;   // order in which hosts were updated (for reverse-order rollback)
   std::string message;       // last report's message
-  bool online = true;
-  // Added: whether this kUnknown host counts against the failure budget now (unknown_hosts
-  // "fail", a host timeout, or "wait" whose unknown_wait_ms has passed).
-  bool unknown_counts = false;
   // Added: what the host last said it runs (start, reports, reconnects); "" if never known.
   std::string running_version;
 
   bool operator==(const HostSlot&) const = default;
   nlohmann::json to_json() const;
+  // The same as to_json().dump(), written straight into a string (one per changed slot per step).
+  std::string to_json_text() const;
   static Expected<HostSlot> from_json(const nlohmann::json& j);
 };
 
@@ -173,6 +177,8 @@ struct StepResult {
   // Positions in state.hosts of every slot the step may have changed (ascending, no duplicates);
   // all of them when the step replaced the host list (start). The daemon persists only these.
   std::vector<uint32_t> touched;
+  // next_deadline(state), found from the hosts that have a deadline rather than a pass over all.
+  Millis deadline = 0;
 };
 
 // The whole decision logic. Pure: same inputs, same outputs.
@@ -186,7 +192,7 @@ StepResult step(const State& s, const Event& e, Millis now);
 StepResult step_all(State s, const std::vector<Event>& events, Millis now, std::vector<Status>* errors);
 
 // Tests turn this on: after every step the machine checks what it keeps incrementally (its
-// counts of in-flight and failed hosts, the list of touched slots) against a fresh pass over
+// counts of in-flight and failed hosts, the list of touched slots, the deadline) against a fresh pass over
 // every host, and aborts on a mismatch. Off in the daemon (it costs a pass per event).
 void set_self_check(bool on);
 

@@ -12,6 +12,7 @@
 #include "common/util/log.h"
 #include "common/util/names.h"
 #include "coordinator/http/http_server.h"
+#include "coordinator/rollout/json_text.h"
 #include "coordinator/rollout/planner.h"
 #include "coordinator/server/metrics.h"
 
@@ -19,9 +20,19 @@ namespace gantry::coordinator {
 
 namespace {
 
-auto L() { return log::get("coordinator"); }
-auto LR() { return log::get("rollout"); }
-auto LO() { return log::get("operator"); }
+// Looked up once: log::get takes a lock and a registry lookup, and these run per report.
+spdlog::logger* L() {
+  static const auto l = log::get("coordinator");
+  return l.get();
+}
+spdlog::logger* LR() {
+  static const auto l = log::get("rollout");
+  return l.get();
+}
+spdlog::logger* LO() {
+  static const auto l = log::get("operator");
+  return l.get();
+}
 
 // Raised by operator handlers for a bad request; becomes an error reply.
 struct OpError : std::runtime_error {
@@ -52,12 +63,25 @@ uint64_t arg_u64(const nlohmann::json& a, const char* k, bool required = true) {
   return a[k].get<uint64_t>();
 }
 
-nlohmann::json order_to_json(const proto::Order& o) {
-  return {{"order_id", o.order_id}, {"rollout_id", o.rollout_id}, {"service", o.service},
-          {"kind", o.kind},         {"version", o.version},       {"sha256", o.sha256},
-          {"size", o.size},         {"min_healthy_ms", o.min_healthy_ms},
-          {"healthy_deadline_ms", o.healthy_deadline_ms}, {"manifest", o.manifest},
-          {"signature", o.signature}};
+// The stored body of an order: the JSON object order_from_json reads, keys in sorted order (the
+// text nlohmann::json would dump), written without building a tree (one per ordered host).
+std::string order_body(const proto::Order& o) {
+  std::string out;
+  out.reserve(256 + o.manifest.size() + o.signature.size());
+  rollout::json_text::Object j(out);
+  j.unum("healthy_deadline_ms", o.healthy_deadline_ms)
+      .str("kind", o.kind)
+      .str("manifest", o.manifest)
+      .unum("min_healthy_ms", o.min_healthy_ms)
+      .str("order_id", o.order_id)
+      .unum("rollout_id", o.rollout_id)
+      .str("service", o.service)
+      .str("sha256", o.sha256)
+      .str("signature", o.signature)
+      .unum("size", o.size)
+      .str("version", o.version)
+      .close();
+  return out;
 }
 
 proto::Order order_from_json(const nlohmann::json& j) {
@@ -79,7 +103,7 @@ proto::Order order_from_json(const nlohmann::json& j) {
 }  // namespace
 
 Coordinator::Coordinator(Config cfg, Clock& clock)
-    : cfg_(std::move(cfg)), clock_(clock), ctx_(1), metrics_(std::make_unique<Metrics>()) {}
+    : cfg_(std::move(cfg)), clock_(clock), ctx_(static_cast<int>(std::clamp<uint32_t>(cfg_.io_threads, 1, 16))), metrics_(std::make_unique<Metrics>()) {}
 
 Coordinator::~Coordinator() {
   if (http_) http_->stop();
@@ -150,7 +174,13 @@ Status Coordinator::start() {
       if (auto s = store_->close_orders(o.rollout_id); !s.ok()) return s;
       continue;
     }
-    orders_[o.order_id] = OpenOrder{o, 0};
+    OpenOrder open{o, std::nullopt, 0};
+    try {
+      open.wire = order_from_json(nlohmann::json::parse(o.body));
+    } catch (const std::exception& e) {
+      L()->error("order {} is corrupt in the store: {}", o.order_id, e.what());
+    }
+    orders_[o.order_id] = std::move(open);
   }
 
   // Allowlists first: the ZAP handler answers from them as soon as a socket is bound.
@@ -170,7 +200,10 @@ Status Coordinator::start() {
   // another connection's id.
   agent_opts.router_handover = !secure();
   agent_opts.max_msg_size = 2 * 1024 * 1024;
-  agent_opts.backlog = 4096;  // 10,000 agents reconnecting after a restart (libzmq's default: 100)
+  // 10,000 agents reconnecting after a restart (libzmq's default: 100). The kernel caps it at
+  // net.core.somaxconn (4096 by default): a full queue drops SYNs, and agents wait out 1, 2, 4 s
+  // SYN timers (docs/BENCHMARKS.md, figure 4), so a large fleet's host should raise that.
+  agent_opts.backlog = 65535;
   agent_opts.curve = cfg_.curve;
   agent_opts.curve.server = true;
   agent_opts.curve.zap_domain = kZapDomainAgents;
@@ -180,7 +213,7 @@ Status Coordinator::start() {
   op_opts.curve.zap_domain = kZapDomainOperators;
   transport::SocketOptions pub_opts;
   pub_opts.max_msg_size = 64 * 1024;  // subscribers only send subscriptions
-  pub_opts.backlog = 4096;
+  pub_opts.backlog = 65535;
   pub_opts.curve = cfg_.curve;
   pub_opts.curve.server = true;
   pub_opts.curve.zap_domain = kZapDomainPub;
@@ -198,6 +231,8 @@ Status Coordinator::start() {
     endpoints_["agent"] = agents_->get(zmq::sockopt::last_endpoint);
     pub_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pub);
     transport::configure(*pub_, pub_opts);
+    // Subscribers on the last I/O thread of their own (Config::io_threads); set before bind.
+    if (int io = ctx_.get(zmq::ctxopt::io_threads); io > 1) pub_->set(zmq::sockopt::affinity, uint64_t{1} << (io - 1));
     pub_->bind(cfg_.pub_endpoint);
     endpoints_["pub"] = pub_->get(zmq::sockopt::last_endpoint);
     operators_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
@@ -487,7 +522,7 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
           if (!it->second.row.acked) {
             it->second.row.acked = true;
             metrics_->orders_acked++;
-            pending_acks_.push_back(m.order_id);  // persisted with the next write (flush or step)
+            pending_acks_.push_back(m.order_id);  // persisted within a heartbeat interval if still open (on_timers)
           }
           if (m.status == "rejected") L()->warn("{} rejected order {}: {}", host.host_id, m.order_id, m.message);
         } else if constexpr (std::is_same_v<T, proto::FetchChunk>) {
@@ -731,17 +766,14 @@ void Coordinator::send_order(OpenOrder& o) {
   auto* host = registry_.find(o.row.host_id);
   // Only over a greeted connection: after a coordinator restart the hello comes first.
   if (!host || !host->online || !host->said_hello) return;
-  proto::Order ord;
-  try {
-    ord = order_from_json(o.row.order);
-  } catch (const std::exception& e) {
-    L()->error("order {} is corrupt in the store: {}", o.row.order_id, e.what());
+  if (!o.wire) {  // its stored body did not parse when it was loaded
+    L()->error("order {} is corrupt in the store; not sent", o.row.order_id);
     return;
   }
   if (o.last_sent != 0) metrics_->orders_retried++;
   metrics_->orders_sent++;
   o.last_sent = clock_.now_ms();
-  send_to_host(host->identity, ord);
+  send_to_host(host->identity, *o.wire);
 }
 
 // ---- rollouts ---------------------------------------------------------------
@@ -774,14 +806,16 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
 
   store::StepWrite w;
   w.results = std::move(results);
-  w.acked.swap(pending_acks_);
+  // Acknowledgements are not carried here: most orders are reported within moments of their
+  // ack, and a reported order is written acked with its result. The ones still open are
+  // persisted once per heartbeat interval (on_timers).
   w.rollout_id = id;
   w.phase = rollout::phase_name(r.state.phase);
   // Only the header and the slots this step touched: O(changed hosts) per step.
   w.state = r.state.header_json();
   w.slots.reserve(r.touched.size());
-  for (uint32_t i : r.touched) w.slots.emplace_back(i, r.state.hosts[i].to_json());
-  std::vector<std::string> new_order_ids;
+  for (uint32_t i : r.touched) w.slots.emplace_back(i, r.state.hosts[i].to_json_text());
+  std::vector<proto::Order> new_wires;
   std::vector<std::string> broadcasts;
   std::vector<rollout::Event> follow_ups;
   std::map<std::string, Expected<std::optional<store::ReleaseRow>>> releases;
@@ -789,7 +823,19 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
     if (auto* o = std::get_if<rollout::ActOrder>(&act)) {
       // One lookup per version per step, not one per ordered host.
       auto cached = releases.find(o->version);
-      if (cached == releases.end()) cached = releases.emplace(o->version, store_->release(r.state.service, o->version)).first;
+      if (cached == releases.end()) {
+        const auto key = std::make_pair(r.state.service, o->version);
+        auto known = orderable_releases_.find(key);
+        if (known != orderable_releases_.end()) {
+          cached = releases.emplace(o->version, std::optional<store::ReleaseRow>(known->second)).first;
+        } else {
+          cached = releases.emplace(o->version, store_->release(r.state.service, o->version)).first;
+          if (cached->second && cached->second->has_value()) {
+            if (orderable_releases_.size() >= 256) orderable_releases_.clear();
+            orderable_releases_.emplace(key, **cached->second);
+          }
+        }
+      }
       const auto& rel = cached->second;
       if (!rel || !rel->has_value()) {
         std::string why = "release " + o->version + " of " + r.state.service + " is not known to the coordinator";
@@ -815,10 +861,10 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
       row.order_id = o->order_id;
       row.rollout_id = id;
       row.host_id = o->host_id;
-      row.order = order_to_json(po);
+      row.body = order_body(po);
       row.created_at = wall;
-      w.new_orders.push_back(row);
-      new_order_ids.push_back(o->order_id);
+      w.new_orders.push_back(std::move(row));
+      new_wires.push_back(std::move(po));
     } else if (auto* b = std::get_if<rollout::ActBroadcast>(&act)) {
       broadcasts.push_back(b->kind);
     } else if (auto* rec = std::get_if<rollout::ActRecord>(&act)) {
@@ -838,12 +884,13 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
   }
   for (const auto& e : w.events) LR()->info("rollout {}: {}", id, e.message);
   a.state = std::move(r.state);
-  a.deadline = rollout::next_deadline(a.state);
+  a.deadline = r.deadline;  // next_deadline(a.state), from the hosts with a deadline only
   a.row.phase = w.phase;
   dirty_ = true;
-  for (auto& row : w.new_orders) {
-    auto& o = orders_[row.order_id];
-    o.row = row;
+  for (size_t i = 0; i < w.new_orders.size(); ++i) {
+    auto& o = orders_[w.new_orders[i].order_id];
+    o.row = std::move(w.new_orders[i]);
+    o.wire = std::move(new_wires[i]);
     o.last_sent = 0;
     send_order(o);
   }
@@ -949,7 +996,12 @@ uint64_t Coordinator::start_rollout(const std::string& service, const std::strin
   empty.version = version;
   active_[*id] = ActiveRollout{row, empty};
   ended_.erase(service);
-  auto s = apply(*id, rollout::EvStart{*id, service, version, *plan, hosts});
+  // The start event is moved in, not copied (10,000 candidates with their labels).
+  std::vector<rollout::Event> start_ev;
+  start_ev.emplace_back(rollout::EvStart{*id, service, version, *plan, std::move(hosts)});
+  std::vector<Status> start_errors;
+  auto s = apply_many(*id, start_ev, {}, &start_errors);
+  if (s.ok() && !start_errors.empty()) s = start_errors.front();
   if (!s.ok()) {
     active_.erase(*id);
     store::StepWrite w;
@@ -1526,9 +1578,12 @@ void Coordinator::on_timers() {
   Millis now = clock_.now_ms();
   if (now >= next_heartbeat_) {
     next_heartbeat_ = now + cfg_.heartbeat_interval_ms;
-    if (!pending_acks_.empty()) {  // acks no step carried along: at most one write per interval
+    if (!pending_acks_.empty()) {  // at most one write per interval, for orders still open
       std::vector<std::string> acks;
-      acks.swap(pending_acks_);
+      for (auto& id : pending_acks_) {
+        if (orders_.count(id)) acks.push_back(std::move(id));  // a reported one was written acked
+      }
+      pending_acks_.clear();
       if (auto s = store_->mark_acked(acks); !s.ok()) L()->error("{}", s.error().message);
     }
     // A heartbeat only to hosts that heard nothing from us for their period (the heartbeat

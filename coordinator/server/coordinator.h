@@ -51,6 +51,12 @@ struct Config {
   // over CURVE on 2 cores (docs/BENCHMARKS.md, figure 4), and a rollout must not count them as
   // lost meanwhile.
   uint32_t restart_grace_ms = 30000;
+  // libzmq I/O threads (CURVE handshakes, TCP reads and writes happen there). With 2 or more,
+  // the PUB socket's subscribers are served by the last one (ZMQ_AFFINITY), so a broadcast does
+  // not queue agent and operator replies behind it; the agent and operator sockets use any
+  // (least loaded). 1 by default: on 2 shared cores a second thread did not shorten the storm or
+  // the fan-out (docs/BENCHMARKS.md, figures 4 and 1).
+  uint32_t io_threads = 1;
   bool insecure_dev = false;
   transport::CurveOptions curve;  // server keys; empty with insecure_dev
   // Bootstrap of the allowlists (kept in the store): operators (name, Z85 public key) made
@@ -97,6 +103,7 @@ class Coordinator {
   };
   struct OpenOrder {
     store::OrderRow row;
+    std::optional<proto::Order> wire;  // row.body as sent; empty if the stored body is corrupt
     Millis last_sent = 0;  // monotonic; 0 = never sent in this process
   };
 
@@ -181,6 +188,9 @@ class Coordinator {
   // sha256 -> (path, size) of artifacts being served. A release never changes once uploaded,
   // and every FetchChunk needs these: a store query per chunk cost a prepared statement each.
   std::map<std::string, std::pair<std::string, uint64_t>> served_artifacts_;
+  // (service, version) -> release, for the orders of each batch (releases never change once
+  // uploaded): a store query per ordering step was ~2% of a 10,000-host rollout.
+  std::map<std::pair<std::string, std::string>, store::ReleaseRow> orderable_releases_;
   // Bytes of Chunk frames handed to ZeroMQ and not yet written to a socket (the I/O thread
   // subtracts a frame when it frees it). Above kChunkQueueBudget new FetchChunks wait in
   // deferred_fetches_, so the coordinator's memory stays flat however many agents download
@@ -211,7 +221,7 @@ class Coordinator {
   };
   std::vector<PendingReport> pending_reports_;   // read, not yet persisted nor applied
   std::set<std::string> pending_report_ids_;     // their order ids (a resent report is not applied twice)
-  std::vector<std::string> pending_acks_;        // acked in memory, persisted with the next write
+  std::vector<std::string> pending_acks_;        // acked in memory, persisted once per interval if still open
   std::map<std::string, store::HostRow> pending_hosts_;  // hellos to persist
   std::unordered_map<std::string, Millis> hello_asked_;  // connection -> when we last sent it hello_required
   Millis next_heartbeat_ = 0;

@@ -8,9 +8,11 @@ namespace gantry::store {
 
 namespace {
 
-// 1: whole rollout states in rollouts.state. 2: a header there, host slots in rollout_hosts
-// (a version-1 database is converted when opened).
-constexpr int kSchemaVersion = 2;
+// 1: whole rollout states in rollouts.state. 2: a header there, host slots in rollout_hosts.
+// 3: an order's result in its own row (columns outcome ... reported_at) instead of a row of a
+// `results` table, one row write per report instead of two. Older databases are converted
+// when opened.
+constexpr int kSchemaVersion = 3;
 
 const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,13 +35,9 @@ CREATE TABLE IF NOT EXISTS rollout_hosts (
 CREATE TABLE IF NOT EXISTS orders (
   order_id TEXT PRIMARY KEY, rollout_id INTEGER NOT NULL, host_id TEXT NOT NULL,
   body TEXT NOT NULL, acked INTEGER NOT NULL DEFAULT 0, reported INTEGER NOT NULL DEFAULT 0,
-  created_at INTEGER NOT NULL);
+  created_at INTEGER NOT NULL,
+  outcome TEXT, running_version TEXT, message TEXT, timings TEXT, reported_at INTEGER);
 CREATE INDEX IF NOT EXISTS orders_open ON orders (reported, host_id);
-CREATE TABLE IF NOT EXISTS results (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id INTEGER NOT NULL, host_id TEXT NOT NULL,
-  order_id TEXT NOT NULL, outcome TEXT NOT NULL, running_version TEXT NOT NULL,
-  message TEXT NOT NULL, timings TEXT NOT NULL, at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS results_rollout ON results (rollout_id);
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id INTEGER NOT NULL, at INTEGER NOT NULL,
   message TEXT NOT NULL);
@@ -127,6 +125,55 @@ void split_whole_states(Db& db) {
   t.commit();
 }
 
+// Schema 2 -> 3: the result columns are added to `orders` (older databases have the table
+// without them) and every order's last result moves there from `results`, which is dropped. A
+// result whose order row is missing gets a closed order row of its own (body "{}"), so no
+// recorded report is lost. One transaction.
+void fold_results_into_orders(Db& db) {
+  Txn t(db);
+  std::vector<std::string> have;
+  {
+    Stmt s(db.raw(), "PRAGMA table_info(orders)");
+    while (s.step()) have.push_back(s.col_text(1));
+  }
+  for (const char* col : {"outcome TEXT", "running_version TEXT", "message TEXT", "timings TEXT", "reported_at INTEGER"}) {
+    const std::string name = std::string(col).substr(0, std::string(col).find(' '));
+    if (std::find(have.begin(), have.end(), name) == have.end()) db.exec(std::string("ALTER TABLE orders ADD COLUMN ") + col);
+  }
+  bool results = false;
+  {
+    Stmt s(db.raw(), "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'results'");
+    results = s.step();
+  }
+  if (results) {
+    db.exec(
+        "INSERT INTO orders (order_id, rollout_id, host_id, body, acked, reported, created_at, outcome, running_version, "
+        "message, timings, reported_at) "
+        "SELECT order_id, rollout_id, host_id, '{}', 1, 1, at, outcome, running_version, message, timings, at FROM results "
+        "WHERE id IN (SELECT MAX(id) FROM results GROUP BY order_id) "
+        "ON CONFLICT(order_id) DO UPDATE SET acked = 1, reported = 1, outcome = excluded.outcome, "
+        "running_version = excluded.running_version, message = excluded.message, timings = excluded.timings, "
+        "reported_at = excluded.reported_at");
+    db.exec("DROP TABLE results");
+  }
+  Stmt v(db.raw(), "UPDATE meta SET value = ? WHERE key = 'schema_version'");
+  v.bind(1, std::to_string(kSchemaVersion)).run();
+  t.commit();
+}
+
+// A report: the order's row gets its result and is closed (acked, reported). Written as an
+// upsert so that a report is kept even if its order row were missing.
+void write_result(Db& db, const ResultRow& r) {
+  Stmt& s = db.cached(
+      "INSERT INTO orders (order_id, rollout_id, host_id, body, acked, reported, created_at, outcome, running_version, "
+      "message, timings, reported_at) VALUES (?, ?, ?, '{}', 1, 1, ?, ?, ?, ?, ?, ?) "
+      "ON CONFLICT(order_id) DO UPDATE SET acked = 1, reported = 1, outcome = excluded.outcome, "
+      "running_version = excluded.running_version, message = excluded.message, timings = excluded.timings, "
+      "reported_at = excluded.reported_at");
+  s.bind(1, r.order_id).bind(2, static_cast<int64_t>(r.rollout_id)).bind(3, r.host_id).bind(4, r.at).bind(5, r.outcome)
+      .bind(6, r.running_version).bind(7, r.message).bind(8, r.timings.dump()).bind(9, r.at).run();
+}
+
 constexpr const char* kRolloutCols =
     "id, service, version, kind, phase, created_by, reason, created_at, finished_at, revision, state";
 
@@ -146,15 +193,20 @@ Expected<std::unique_ptr<Store>> Store::open(const std::string& path) {
   std::unique_ptr<Store> store(new Store(*db));
   try {
     store->db_->exec(kSchema);
-    Stmt get(store->db_->raw(), "SELECT value FROM meta WHERE key = 'schema_version'");
-    if (get.step()) {
-      int v = std::stoi(get.col_text(0));
+    std::optional<int> stored;
+    {  // finished before converting: an open read would lock the tables a conversion drops
+      Stmt get(store->db_->raw(), "SELECT value FROM meta WHERE key = 'schema_version'");
+      if (get.step()) stored = std::stoi(get.col_text(0));
+    }
+    if (stored) {
+      const int v = *stored;
       if (v > kSchemaVersion) {
         return make_error("store", path + " has schema version " + std::to_string(v) +
                                        ", newer than this coordinator understands (" +
                                        std::to_string(kSchemaVersion) + ")");
       }
       if (v < 2) split_whole_states(*store->db_);
+      if (v < 3) fold_results_into_orders(*store->db_);
     } else {
       Stmt put(store->db_->raw(), "INSERT INTO meta (key, value) VALUES ('schema_version', ?)");
       put.bind(1, std::to_string(kSchemaVersion)).run();
@@ -314,7 +366,7 @@ Status Store::save_step(const StepWrite& w) {
     if (!w.slots.empty()) {
       Stmt& put = db_->cached("INSERT OR REPLACE INTO rollout_hosts (rollout_id, pos, slot) VALUES (?, ?, ?)");
       for (const auto& [pos, slot] : w.slots) {
-        put.bind(1, static_cast<int64_t>(w.rollout_id)).bind(2, static_cast<int64_t>(pos)).bind(3, slot.dump());
+        put.bind(1, static_cast<int64_t>(w.rollout_id)).bind(2, static_cast<int64_t>(pos)).bind(3, slot);
         put.run();
         put.reset();
       }
@@ -322,17 +374,10 @@ Status Store::save_step(const StepWrite& w) {
     for (const auto& o : w.new_orders) {
       Stmt& s = db_->cached(
              "INSERT INTO orders (order_id, rollout_id, host_id, body, created_at) VALUES (?, ?, ?, ?, ?)");
-      s.bind(1, o.order_id).bind(2, static_cast<int64_t>(o.rollout_id)).bind(3, o.host_id).bind(4, o.order.dump()).bind(5, o.created_at).run();
+      s.bind(1, o.order_id).bind(2, static_cast<int64_t>(o.rollout_id)).bind(3, o.host_id).bind(4, o.body).bind(5, o.created_at).run();
     }
     for (const auto& e : w.events) insert_event(*db_, e);
-    for (const auto& r : w.results) {
-      Stmt& s = db_->cached(
-             "INSERT INTO results (rollout_id, host_id, order_id, outcome, running_version, message, timings, at) "
-             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-      s.bind(1, static_cast<int64_t>(r.rollout_id)).bind(2, r.host_id).bind(3, r.order_id).bind(4, r.outcome).bind(5, r.running_version).bind(6, r.message).bind(7, r.timings.dump()).bind(8, r.at).run();
-      Stmt& u = db_->cached("UPDATE orders SET acked = 1, reported = 1 WHERE order_id = ?");
-      u.bind(1, r.order_id).run();
-    }
+    for (const auto& r : w.results) write_result(*db_, r);
     if (!w.acked.empty()) {
       for (const auto& id : w.acked) {
         Stmt& u = db_->cached("UPDATE orders SET acked = 1 WHERE order_id = ?");
@@ -404,7 +449,7 @@ Expected<std::vector<OrderRow>> Store::open_orders() {
       o.order_id = s.col_text(0);
       o.rollout_id = static_cast<uint64_t>(s.col_int(1));
       o.host_id = s.col_text(2);
-      o.order = nlohmann::json::parse(s.col_text(3));
+      o.body = s.col_text(3);
       o.acked = s.col_int(4) != 0;
       o.reported = s.col_int(5) != 0;
       o.created_at = s.col_int(6);
@@ -447,16 +492,7 @@ Status Store::close_orders(uint64_t rollout_id) {
 Status Store::record_report(const ResultRow& r) {
   return guard("record report", [&]() -> Status {
     Txn t(*db_);
-    {
-      Stmt s(db_->raw(),
-             "INSERT INTO results (rollout_id, host_id, order_id, outcome, running_version, message, timings, at) "
-             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-      s.bind(1, static_cast<int64_t>(r.rollout_id)).bind(2, r.host_id).bind(3, r.order_id).bind(4, r.outcome).bind(5, r.running_version).bind(6, r.message).bind(7, r.timings.dump()).bind(8, r.at).run();
-    }
-    {
-      Stmt& s = db_->cached("UPDATE orders SET acked = 1, reported = 1 WHERE order_id = ?");
-      s.bind(1, r.order_id).run();
-    }
+    write_result(*db_, r);
     t.commit();
     return Status::Ok();
   });
@@ -465,7 +501,8 @@ Status Store::record_report(const ResultRow& r) {
 Expected<std::vector<ResultRow>> Store::results(uint64_t rollout_id) {
   return guard("list results", [&]() -> Expected<std::vector<ResultRow>> {
     Stmt s(db_->raw(),
-           "SELECT rollout_id, host_id, order_id, outcome, running_version, message, timings, at FROM results WHERE rollout_id = ? ORDER BY id");
+           "SELECT rollout_id, host_id, order_id, outcome, running_version, message, timings, reported_at FROM orders "
+           "WHERE rollout_id = ? AND reported_at IS NOT NULL ORDER BY reported_at, rowid");
     s.bind(1, static_cast<int64_t>(rollout_id));
     std::vector<ResultRow> out;
     while (s.step()) {

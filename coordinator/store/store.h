@@ -76,7 +76,7 @@ struct OrderRow {
   std::string order_id;
   uint64_t rollout_id = 0;
   std::string host_id;
-  nlohmann::json order;  // the proto::Order fields
+  std::string body;  // the proto::Order fields, as JSON text (written as is, parsed by the reader)
   bool acked = false;
   bool reported = false;
   Millis created_at = 0;
@@ -114,9 +114,10 @@ struct StepWrite {
   uint64_t rollout_id = 0;
   std::string phase;
   nlohmann::json state;  // rollout::State::header_json(): everything but the host slots
-  // The host slots this step changed: (position in the schedule, slot JSON). Unchanged slots
-  // are not rewritten: a step costs O(changed hosts), not O(hosts).
-  std::vector<std::pair<uint32_t, nlohmann::json>> slots;
+  // The host slots this step changed: (position in the schedule, slot JSON text, as
+  // HostSlot::to_json_text() writes it). Unchanged slots are not rewritten: a step costs
+  // O(changed hosts), not O(hosts).
+  std::vector<std::pair<uint32_t, std::string>> slots;
   Millis finished_at = 0;
   bool assign_revision = false;  // the rollout just succeeded
   std::vector<OrderRow> new_orders;
@@ -167,8 +168,10 @@ class Store {
   Status mark_acked(const std::vector<std::string>& order_ids);  // one transaction
   // Closes every open order of a rollout that ended, so none is resent later.
   Status close_orders(uint64_t rollout_id);
-  // Stores a host's report and marks its order reported, in one transaction.
+  // Stores a host's report in its order's row and marks the order reported (schema 3: one row
+  // write per report).
   Status record_report(const ResultRow& r);
+  // The reports of a rollout's orders, in the order they were recorded (by `at`).
   Expected<std::vector<ResultRow>> results(uint64_t rollout_id);
 
   Expected<std::vector<EventRow>> events(uint64_t rollout_id, int64_t after_id, int limit);
