@@ -381,7 +381,8 @@ void Coordinator::flush_pending() {
   for (auto& [rid, idx] : by_rollout) {
     std::vector<store::ResultRow> rows;
     std::vector<rollout::Event> evs;
-    for (size_t i : idx) rows.push_back(batch[i].row);
+    for (size_t i : idx)
+      if (batch[i].row) rows.push_back(*batch[i].row);
     Status saved = Status::Ok();
     const bool applied = active_.count(rid) > 0;
     if (applied) {
@@ -394,12 +395,16 @@ void Coordinator::flush_pending() {
     }
     for (size_t i : idx) {
       const auto& p = batch[i];
+      if (!p.row) {  // a host back: the step's own event line says it
+        if (!saved.ok()) L()->error("cannot record that {} is back: {}", std::get<rollout::EvHostBack>(p.event).host_id, saved.error().message);
+        continue;
+      }
       if (!saved.ok()) {
-        L()->error("cannot record report of {} for order {}: {}; it will be resent", p.row.host_id, p.row.order_id,
+        L()->error("cannot record report of {} for order {}: {}; it will be resent", p.row->host_id, p.row->order_id,
                    saved.error().message);
         continue;
       }
-      orders_.erase(p.row.order_id);
+      orders_.erase(p.row->order_id);
       // Applied to an active rollout, the rollout's own event line ("<host> healthy on v2",
       // "<host> failed: ...") already says it at info: one line per report, not two.
       if (applied) L()->debug("{}", p.log_line);
@@ -548,7 +553,6 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
 }
 
 void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
-  if (!pending_reports_.empty()) flush_pending();  // reports read before this hello apply first
   if (h.protocol_version != proto::kProtocolVersion) {
     L()->warn("{} speaks protocol {}, we speak {}; refused", h.host_id, h.protocol_version, proto::kProtocolVersion);
     send_to_host(identity, proto::ErrorMsg{"protocol_version", "unsupported protocol version", static_cast<uint16_t>(proto::MsgType::kHello), ""});
@@ -587,16 +591,15 @@ void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
   if (rec.coordinator_heartbeat && cfg_.coordinator_heartbeat_ms > 0) w.coordinator_heartbeat_ms = static_cast<uint32_t>(heartbeat_period(rec));
   send_to_host(identity, w);
 
-  // Level-triggered: tell each rollout the host is back with what it runs, then resend every
-  // open order for it (the agent de-duplicates and answers with the result it has).
-  std::vector<std::pair<uint64_t, rollout::Event>> evs;
+  // Level-triggered: tell each rollout the host is back with what it runs (applied with the
+  // other agent events of this pass, in arrival order: flush_pending), then resend every open
+  // order for it (the agent de-duplicates and answers with the result it has).
   for (auto& [id, a] : active_) {
     if (!a.state.find(h.host_id)) continue;
     std::string running;
     for (const auto& s : h.services) if (s.name == a.state.service) running = s.current_version;
-    evs.push_back({id, rollout::EvHostBack{h.host_id, running}});
+    pending_reports_.push_back({id, rollout::EvHostBack{h.host_id, running}, std::nullopt, {}});
   }
-  for (auto& [id, ev] : evs) (void)apply(id, ev);
   for (auto& [oid, o] : orders_) {
     if (o.row.host_id == h.host_id) send_order(o);
   }

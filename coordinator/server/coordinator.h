@@ -213,10 +213,14 @@ class Coordinator {
   std::map<std::string, std::shared_ptr<const rollout::State>> ended_;
   std::map<std::string, OpenOrder> orders_;  // open (unreported) orders by id
   uint64_t epoch_ = 0;
+  // An agent event read in this pass for a rollout: a report (with the row that records it and
+  // its log line) or a host back (a hello; no row). Applied in arrival order, one step and one
+  // transaction per rollout per pass (flush_pending): a reconnect storm during a rollout is one
+  // step per pass, not one durable step per hello.
   struct PendingReport {
     uint64_t rollout_id;
     rollout::Event event;
-    store::ResultRow row;
+    std::optional<store::ResultRow> row;
     std::string log_line;
   };
   std::vector<PendingReport> pending_reports_;   // read, not yet persisted nor applied
