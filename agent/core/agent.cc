@@ -130,7 +130,7 @@ Status Agent::start() {
 
 void Agent::handle(const proto::Message& m) {
   if (auto* o = std::get_if<proto::Order>(&m)) on_order(*o);
-  else if (auto* c = std::get_if<proto::Chunk>(&m)) on_chunk(*c);
+  else if (auto* c = std::get_if<proto::Chunk>(&m)) on_chunk(proto::ChunkView{c->sha256, c->offset, c->total_size, c->data});
   else if (auto* e = std::get_if<proto::ErrorMsg>(&m)) on_error(*e);
   else if (auto* s = std::get_if<proto::Signal>(&m)) on_signal(*s);
   start_next();
@@ -243,7 +243,12 @@ Status Agent::check_release(const proto::Order& o) const {
   return release::check_matches(*m, o.service, o.version, o.sha256, o.size);
 }
 
-void Agent::on_chunk(const proto::Chunk& c) {
+void Agent::handle_chunk(const proto::ChunkView& c) {
+  on_chunk(c);
+  start_next();
+}
+
+void Agent::on_chunk(const proto::ChunkView& c) {
   if (!fetcher_) return;
   fetcher_->on_chunk(c);
   if (fetcher_->state() == Fetcher::State::kComplete) after_fetch_checked();
@@ -440,10 +445,13 @@ void Agent::begin_fetch() {
 }
 
 void Agent::after_fetch_checked() {
+  // The fetcher hashed the bytes as it wrote them (empty if it found the file complete): the
+  // driver checks that digest instead of reading the file back.
+  std::string hashed = fetcher_ ? fetcher_->digest() : std::string();
   fetcher_.reset();
   auto driver = svc().driver;
   ReleaseId rid = release();
-  worker_.run("digest", [driver, rid](const std::atomic<bool>&) { return driver->finish_download(rid); });
+  worker_.run("digest", [driver, rid, hashed](const std::atomic<bool>&) { return driver->finish_download(rid, hashed); });
 }
 
 void Agent::begin_stage() {

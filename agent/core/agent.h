@@ -46,6 +46,8 @@ class Agent {
   Status start();
   // Handles an Order, Chunk, ErrorMsg or Signal; other types are ignored.
   void handle(const proto::Message& m);
+  // A Chunk decoded without copying its data (proto::decode_chunk); same as handle() of it.
+  void handle_chunk(const proto::ChunkView& c);
   // The connection to the coordinator was recreated: re-send outstanding chunk requests.
   void on_reconnect();
   // Moves work forward: worker results, fetch stalls, the next queued order.
@@ -68,7 +70,7 @@ class Agent {
  private:
   void on_order(const proto::Order& o);
   Status check_release(const proto::Order& o) const;
-  void on_chunk(const proto::Chunk& c);
+  void on_chunk(const proto::ChunkView& c);
   void on_error(const proto::ErrorMsg& e);
   void on_signal(const proto::Signal& s);
   void on_work_done(const WorkResult& r);

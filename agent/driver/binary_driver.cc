@@ -89,8 +89,8 @@ std::string BinaryDriver::artifact_path(const std::string& sha256) {
   return cfg_.root + "/downloads/" + sha256 + ".tar";
 }
 
-Status BinaryDriver::finish_download(const ReleaseId& r) {
-  return verify_and_commit_download(r, partial_artifact_path(r.sha256), artifact_path(r.sha256));
+Status BinaryDriver::finish_download(const ReleaseId& r, const std::string& hashed_sha256) {
+  return verify_and_commit_download(r, partial_artifact_path(r.sha256), artifact_path(r.sha256), hashed_sha256);
 }
 
 Status BinaryDriver::stage(const ReleaseId& r) {

@@ -18,7 +18,7 @@ class BinaryDriver final : public Driver {
   Status check_installable(const ReleaseId& r) override;
   std::string partial_artifact_path(const std::string& sha256) override;
   std::string artifact_path(const std::string& sha256) override;
-  Status finish_download(const ReleaseId& r) override;
+  Status finish_download(const ReleaseId& r, const std::string& hashed_sha256 = "") override;
   Status stage(const ReleaseId& r) override;
   Status activate(const std::string& version) override;
   Status restart(const std::string& version) override;

@@ -325,8 +325,8 @@ std::string ContainerDriver::artifact_path(const std::string& sha256) {
   return cfg_.root + "/downloads/" + sha256 + ".artifact";
 }
 
-Status ContainerDriver::finish_download(const ReleaseId& r) {
-  return verify_and_commit_download(r, partial_artifact_path(r.sha256), artifact_path(r.sha256));
+Status ContainerDriver::finish_download(const ReleaseId& r, const std::string& hashed_sha256) {
+  return verify_and_commit_download(r, partial_artifact_path(r.sha256), artifact_path(r.sha256), hashed_sha256);
 }
 
 Status ContainerDriver::stage(const ReleaseId& r) {

@@ -49,7 +49,7 @@ class ContainerDriver final : public Driver {
   Status check_installable(const ReleaseId& r) override;
   std::string partial_artifact_path(const std::string& sha256) override;
   std::string artifact_path(const std::string& sha256) override;
-  Status finish_download(const ReleaseId& r) override;
+  Status finish_download(const ReleaseId& r, const std::string& hashed_sha256 = "") override;
   // Loads the archive (or pulls the pinned reference), checks the image's digest, tags it
   // localhost/gantry/<container_name>:<version> and records it in releases/<version>/image.json.
   Status stage(const ReleaseId& r) override;

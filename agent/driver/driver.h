@@ -31,8 +31,9 @@ class Driver {
   virtual std::string partial_artifact_path(const std::string& sha256) = 0;
   virtual std::string artifact_path(const std::string& sha256) = 0;
   // Checks size and digest of the downloaded partial artifact and moves it to artifact_path();
-  // a mismatch deletes it ("digest mismatch").
-  virtual Status finish_download(const ReleaseId& r) = 0;
+  // a mismatch deletes it ("digest mismatch"). `hashed_sha256`: the digest the fetcher computed
+  // over the bytes as it wrote them (it already equals r.sha256); empty: read the file and hash it.
+  virtual Status finish_download(const ReleaseId& r, const std::string& hashed_sha256 = "") = 0;
   // Extracts the downloaded artifact into a fresh staging dir and renames it into place.
   virtual Status stage(const ReleaseId& r) = 0;
   // Atomically points `current` at `version` (rename(2) of a symlink; the dir is fsynced).

@@ -15,6 +15,10 @@ namespace gantry::agent {
 // link is unreadable or points somewhere that is not a release.
 Expected<std::string> read_current_version(const std::string& root);
 
-Status verify_and_commit_download(const ReleaseId& r, const std::string& part, const std::string& done);
+// Checks the size and sha256 of the downloaded `part` against r and renames it to `done` (the
+// dir fsynced); a mismatch deletes it ("digest mismatch"). `hashed_sha256`, when not empty, is the
+// digest of the file's bytes computed while they were written, used instead of reading it back.
+Status verify_and_commit_download(const ReleaseId& r, const std::string& part, const std::string& done,
+                                  const std::string& hashed_sha256 = "");
 
 }  // namespace gantry::agent

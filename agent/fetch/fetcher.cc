@@ -22,7 +22,7 @@ Fetcher::~Fetcher() {
 
 Status Fetcher::start() {
   if (Status st = fs::make_dirs(fs::dirname(path_)); !st.ok()) return st;
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) return make_error("io", "open " + path_ + ": " + std::strerror(errno));
   struct stat st;
   if (::fstat(fd_, &st) != 0) return make_error("io", "stat " + path_ + ": " + std::strerror(errno));
@@ -31,12 +31,17 @@ Status Fetcher::start() {
     if (::ftruncate(fd_, 0) != 0) return make_error("io", "truncate " + path_ + ": " + std::strerror(errno));
     have = 0;
   }
-  if (have > 0) log::get("agent.fetch")->info("resuming download of {} at {} of {} bytes", sha_, have, size_);
   written_ = next_ = have;
   last_progress_ = clock_.now_ms();
   if (written_ == size_) {
+    // Complete before an interruption: digest_ stays empty, so the file is read back and hashed
+    // (Driver::finish_download) before anything uses it.
     state_ = State::kComplete;
     return Status::Ok();
+  }
+  if (have > 0) {
+    log::get("agent.fetch")->info("resuming download of {} at {} of {} bytes (hashing the bytes already there)", sha_, have, size_);
+    if (Status st = sha256_update_from_fd(hash_, fd_, have, path_); !st.ok()) return st;
   }
   fill_window();
   return Status::Ok();
@@ -63,7 +68,7 @@ void Fetcher::fail(std::string msg) {
   pending_.clear();
 }
 
-void Fetcher::on_chunk(const proto::Chunk& c) {
+void Fetcher::on_chunk(const proto::ChunkView& c) {
   if (state_ != State::kRunning || c.sha256 != sha_) return;
   if (c.total_size != size_) {
     fail("fetch failed: coordinator says the artifact is " + std::to_string(c.total_size) + " bytes, the order says " + std::to_string(size_));
@@ -79,7 +84,7 @@ void Fetcher::on_chunk(const proto::Chunk& c) {
     // In order (the usual case): straight to disk, no copy.
     if (!append(c.data.data(), len)) return;
   } else {
-    pending_[c.offset] = c.data.substr(0, len);
+    pending_[c.offset] = std::string(c.data.substr(0, len));
   }
   flush();
   fill_window();
@@ -96,6 +101,7 @@ bool Fetcher::append(const char* data, size_t len) {
     }
     off += static_cast<size_t>(n);
   }
+  hash_.update(std::string_view(data, len));  // in order: append only ever extends the prefix
   written_ += len;
   last_progress_ = clock_.now_ms();
   return true;
@@ -106,15 +112,28 @@ void Fetcher::flush() {
     if (!append(it->second.data(), it->second.size())) return;
     pending_.erase(it);
   }
-  if (written_ == size_) {
-    if (::fsync(fd_) != 0) {
-      fail(std::string("fetch failed: fsync ") + path_ + ": " + std::strerror(errno));
-      return;
-    }
-    state_ = State::kComplete;
-    // The benchmarks (bench/run distribution) time the fleet's transfer by this line.
-    log::get("agent.fetch")->info("download of {} complete: {} bytes on disk", sha_, size_);
+  if (written_ == size_) finish();
+}
+
+void Fetcher::finish() {
+  if (::fsync(fd_) != 0) {
+    fail(std::string("fetch failed: fsync ") + path_ + ": " + std::strerror(errno));
+    return;
   }
+  std::string digest = hash_.hex_digest();
+  if (digest != sha_) {
+    // Same outcome as the driver's check of a file read back: nothing of it is used.
+    ::close(fd_);
+    fd_ = -1;
+    (void)::unlink(path_.c_str());
+    log::get("agent.fetch")->warn("download of {} has sha256 {}; deleted", sha_, digest);
+    fail("digest mismatch: artifact has sha256 " + digest + ", expected " + sha_);
+    return;
+  }
+  digest_ = std::move(digest);
+  state_ = State::kComplete;
+  // The benchmarks (bench/run distribution) time the fleet's transfer by this line.
+  log::get("agent.fetch")->info("download of {} complete: {} bytes on disk, sha256 checked", sha_, size_);
 }
 
 void Fetcher::on_error(const proto::ErrorMsg& e) {

@@ -1,7 +1,11 @@
 // Pulls one artifact from the coordinator in chunks with credit-based flow control:
 // at most `window` FetchChunk requests outstanding, each answered by one Chunk.
 // The partial file always holds a contiguous prefix of the artifact, so a restarted
-// agent resumes from its size. Main thread only (it sends on the agent's socket).
+// agent resumes from its size. The bytes are hashed (sha256) as they are written, in order,
+// so the file need not be read back: once all are on disk the digest is compared with the
+// order's and a mismatch fails the fetch and deletes the file. A resumed download hashes the
+// prefix already on disk first, so the digest always covers the whole file.
+// Main thread only (it sends on the agent's socket).
 #pragma once
 
 #include <cstdint>
@@ -9,9 +13,11 @@
 #include <map>
 #include <string>
 
+#include "common/protocol/codec.h"
 #include "common/protocol/messages.h"
 #include "common/util/clock.h"
 #include "common/util/expected.h"
+#include "common/util/sha256.h"
 
 namespace gantry::agent {
 
@@ -32,7 +38,8 @@ class Fetcher {
   // Opens the partial file, keeps the bytes already there, and sends the first window.
   Status start();
   // A Chunk for any artifact; chunks of other artifacts or never requested are ignored.
-  void on_chunk(const proto::Chunk& c);
+  // In-order data is written (and hashed) straight from `c.data`, which need only live for the call.
+  void on_chunk(const proto::ChunkView& c);
   // An ErrorMsg from the coordinator; fails the fetch if it names this artifact.
   void on_error(const proto::ErrorMsg& e);
   // Re-sends every outstanding request (after the connection was recreated).
@@ -46,6 +53,8 @@ class Fetcher {
   const std::string& error() const { return error_; }
   uint64_t received() const { return written_; }
   const std::string& sha256() const { return sha_; }
+  // Once complete: the sha256 of the bytes written, which then equals sha256().
+  const std::string& digest() const { return digest_; }
 
  private:
   void fill_window();
@@ -54,6 +63,8 @@ class Fetcher {
   // Writes at the end of the prefix on disk; false (and the fetch failed) on a write error.
   bool append(const char* data, size_t len);
   void flush();
+  // All bytes are on disk: fsync, compare the digest, and complete (or fail).
+  void finish();
 
   std::string path_, sha_;
   uint64_t size_;
@@ -62,6 +73,8 @@ class Fetcher {
   int fd_ = -1;
   State state_ = State::kRunning;
   std::string error_;
+  Sha256 hash_;                // of the prefix [0, written_)
+  std::string digest_;
   uint64_t written_ = 0;       // contiguous prefix on disk
   uint64_t next_ = 0;          // next offset to request
   Millis last_progress_ = 0;

@@ -81,9 +81,14 @@ void Session::send_hello() {
   send(h);
 }
 
-void Session::on_dealer_frame(const std::string& bytes) {
+void Session::on_dealer_frame(std::string_view bytes) {
   last_heard_ = clock_.now_ms();
   heard_on_dealer_ = true;
+  // Chunks (a download's bulk) go to the agent with their data still in the zmq frame.
+  if (auto chunk = proto::decode_chunk(bytes)) {
+    agent_.handle_chunk(*chunk);
+    return;
+  }
   auto msg = proto::decode(bytes);
   if (!msg) {
     lg()->warn("dropping a bad frame from the coordinator ({} bytes): {}: {}", bytes.size(), msg.error().code, msg.error().message);
@@ -218,16 +223,18 @@ int Session::run(int stop_fd) {
       on_sub_frame(*f);
     }
     for (int i = 0; dealer_ && i < kMaxFramesPerTurn; ++i) {
-      bool dropped = false;
-      auto f = transport::recv_frame(*dealer_, &dropped);
-      if (dropped) {
+      // Received into a zmq message and handled from there: no copy of a chunk's 256 KiB.
+      zmq::message_t f;
+      if (!dealer_->recv(f, zmq::recv_flags::dontwait)) break;
+      if (f.more()) {
+        while (f.more() && dealer_->recv(f, zmq::recv_flags::none)) {
+        }
         last_heard_ = clock_.now_ms();
         heard_on_dealer_ = true;
         lg()->warn("dropping a multi-frame message from the coordinator");
         continue;
       }
-      if (!f) break;
-      on_dealer_frame(*f);
+      on_dealer_frame(std::string_view(static_cast<const char*>(f.data()), f.size()));
     }
     agent_.tick();
     timers(clock_.now_ms());

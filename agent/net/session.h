@@ -47,7 +47,7 @@ class Session {
   void open_dealer();
   void close_dealer(const std::string& why);
   void send_hello();
-  void on_dealer_frame(const std::string& bytes);
+  void on_dealer_frame(std::string_view bytes);
   void on_sub_frame(const std::string& bytes);
   void timers(Millis now);
   // Silence from the coordinator after which the connection is given up (the rule, shared

@@ -243,6 +243,20 @@ std::vector<ServiceStatus> services(const msgpack::object& o) {
   return out;
 }
 
+ChunkView chunk_of(const msgpack::object& body) {
+  Fields f(body, "chunk");
+  ChunkView c;
+  c.sha256 = f.sha("sha256");
+  c.offset = f.u("offset", true, 1ULL << 40);
+  c.total_size = f.u("total_size", true, 1ULL << 40);
+  const auto& d = f.need("data");
+  if (d.type != msgpack::type::BIN) throw Invalid("invalid", "chunk: data is not bin");
+  if (d.via.bin.size > kMaxChunkBytes) throw Invalid("limit", "chunk: data larger than a chunk");
+  c.data = std::string_view(d.via.bin.ptr, d.via.bin.size);
+  if (c.offset + c.data.size() > c.total_size) throw Invalid("invalid", "chunk: data past total_size");
+  return c;
+}
+
 Message body_of(MsgType t, const msgpack::object& body) {
   switch (t) {
     case MsgType::kHello: {
@@ -315,17 +329,8 @@ Message body_of(MsgType t, const msgpack::object& body) {
       return c;
     }
     case MsgType::kChunk: {
-      Fields f(body, "chunk");
-      Chunk c;
-      c.sha256 = f.sha("sha256");
-      c.offset = f.u("offset", true, 1ULL << 40);
-      c.total_size = f.u("total_size", true, 1ULL << 40);
-      const auto& d = f.need("data");
-      if (d.type != msgpack::type::BIN) throw Invalid("invalid", "chunk: data is not bin");
-      if (d.via.bin.size > kMaxChunkBytes) throw Invalid("limit", "chunk: data larger than a chunk");
-      c.data.assign(d.via.bin.ptr, d.via.bin.size);
-      if (c.offset + c.data.size() > c.total_size) throw Invalid("invalid", "chunk: data past total_size");
-      return c;
+      ChunkView v = chunk_of(body);
+      return Chunk{std::move(v.sha256), v.offset, v.total_size, std::string(v.data)};
     }
     case MsgType::kProgress: {
       Fields f(body, "progress");
@@ -451,13 +456,16 @@ std::string encode(const Message& m) {
   return std::string(buf.data(), buf.size());
 }
 
-Expected<Message> decode(std::string_view bytes, const DecodeLimits& limits) {
+namespace {
+// Unpacks `bytes`, checks the envelope and hands its type and body to `f`; every failure becomes
+// an Error. bin values (chunk data, up to 1 MiB) are referenced in `bytes` instead of copied into
+// the zone: `f` copies what it keeps, or (decode_chunk) keeps views into `bytes`.
+template <class R, class F>
+Expected<R> decode_envelope(std::string_view bytes, const DecodeLimits& limits, F f) {
   try {
     msgpack::unpack_limit lim(limits.max_array, limits.max_map, limits.max_str, limits.max_bin,
                               limits.max_ext, limits.max_depth);
     std::size_t off = 0;
-    // bin values (chunk data, up to 1 MiB) are referenced in `bytes` instead of copied into the
-    // zone: every field is copied into the returned message before `bytes` goes away.
     auto ref_bin = [](msgpack::type::object_type type, std::size_t, void*) { return type == msgpack::type::BIN; };
     msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size(), off, ref_bin, nullptr, lim);
     if (off != bytes.size()) return make_error("decode", "trailing bytes after message");
@@ -467,7 +475,7 @@ Expected<Message> decode(std::string_view bytes, const DecodeLimits& limits) {
       return make_error("unknown_type", "unknown message type " + std::to_string(t));
     }
     if (env.find("b") == nullptr) return make_error("invalid", "envelope: missing field b");
-    return body_of(static_cast<MsgType>(t), env.need("b"));
+    return f(static_cast<MsgType>(t), env.need("b"));
   } catch (const Invalid& e) {
     return make_error(e.code, e.what());
   } catch (const msgpack::depth_size_overflow& e) {
@@ -479,6 +487,20 @@ Expected<Message> decode(std::string_view bytes, const DecodeLimits& limits) {
   } catch (const std::exception& e) {
     return make_error("decode", std::string("malformed msgpack: ") + e.what());
   }
+}
+}  // namespace
+
+Expected<Message> decode(std::string_view bytes, const DecodeLimits& limits) {
+  return decode_envelope<Message>(bytes, limits, [](MsgType t, const msgpack::object& body) -> Expected<Message> {
+    return body_of(t, body);
+  });
+}
+
+Expected<ChunkView> decode_chunk(std::string_view bytes, const DecodeLimits& limits) {
+  return decode_envelope<ChunkView>(bytes, limits, [](MsgType t, const msgpack::object& body) -> Expected<ChunkView> {
+    if (t != MsgType::kChunk) return make_error("not_chunk", std::string("not a chunk: ") + type_name(t));
+    return chunk_of(body);
+  });
 }
 
 }  // namespace gantry::proto

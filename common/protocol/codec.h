@@ -35,4 +35,18 @@ std::string encode_chunk_head(std::string_view sha256, uint64_t offset, uint64_t
 // (code "decode", "limit", "unknown_type" or "invalid"), never an exception or a crash.
 Expected<Message> decode(std::string_view bytes, const DecodeLimits& limits = {});
 
+// A Chunk whose data is not copied: it points into the bytes it was decoded from and is valid
+// only while they are.
+struct ChunkView {
+  std::string sha256;
+  uint64_t offset = 0;
+  uint64_t total_size = 0;
+  std::string_view data;
+};
+
+// decode() for the hot path of a download: the same checks as decode() of a Chunk, the data
+// left in `bytes`. Any other well-formed message yields the error code "not_chunk" (decode()
+// it then); malformed input the same errors as decode().
+Expected<ChunkView> decode_chunk(std::string_view bytes, const DecodeLimits& limits = {});
+
 }  // namespace gantry::proto

@@ -1,14 +1,21 @@
 #include "common/util/sha256.h"
 
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sodium.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fcntl.h>
-#include <unistd.h>
+#include <memory>
+#include <utility>
 
 namespace gantry {
 
 namespace {
+// libsodium (ed25519, key generation) is initialised here at start, as it was when it also
+// provided sha256: code that uses it relies on that.
 struct SodiumInit {
   SodiumInit() {
     if (sodium_init() < 0) std::abort();  // no usable randomness: nothing safe can follow
@@ -24,18 +31,39 @@ std::string to_hex(const unsigned char* p, size_t n) {
   }
   return s;
 }
+
+// Failures here mean no memory or a broken libcrypto: nothing sensible can follow.
+void check(int ok) {
+  if (ok != 1) std::abort();
+}
 }  // namespace
 
-Sha256::Sha256() { crypto_hash_sha256_init(&st_); }
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  if (!ctx_) std::abort();
+  check(EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr));
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
+
+Sha256::Sha256(Sha256&& o) noexcept : ctx_(std::exchange(o.ctx_, nullptr)) {}
+
+Sha256& Sha256::operator=(Sha256&& o) noexcept {
+  if (this != &o) {
+    EVP_MD_CTX_free(ctx_);
+    ctx_ = std::exchange(o.ctx_, nullptr);
+  }
+  return *this;
+}
 
 void Sha256::update(std::string_view data) {
-  crypto_hash_sha256_update(&st_, reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  if (!data.empty()) check(EVP_DigestUpdate(ctx_, data.data(), data.size()));
 }
 
 std::string Sha256::hex_digest() {
-  unsigned char out[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256_final(&st_, out);
-  return to_hex(out, sizeof out);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  check(EVP_DigestFinal_ex(ctx_, out, &n));
+  return to_hex(out, n);
 }
 
 std::string sha256_hex(std::string_view data) {
@@ -48,10 +76,10 @@ Expected<std::string> sha256_file(const std::string& path, uint64_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return make_error("io", "open " + path + ": " + std::strerror(errno));
   Sha256 h;
-  char buf[1 << 16];
+  std::unique_ptr<char[]> buf(new char[1 << 18]);
   uint64_t total = 0;
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n = ::read(fd, buf.get(), 1 << 18);
     if (n < 0) {
       if (errno == EINTR) continue;
       int e = errno;
@@ -64,10 +92,27 @@ Expected<std::string> sha256_file(const std::string& path, uint64_t max_bytes) {
       ::close(fd);
       return make_error("size", path + " is larger than " + std::to_string(max_bytes) + " bytes");
     }
-    h.update(std::string_view(buf, static_cast<size_t>(n)));
+    h.update(std::string_view(buf.get(), static_cast<size_t>(n)));
   }
   ::close(fd);
   return h.hex_digest();
+}
+
+Status sha256_update_from_fd(Sha256& h, int fd, uint64_t len, const std::string& path_for_errors) {
+  std::unique_ptr<char[]> buf(new char[1 << 18]);
+  uint64_t off = 0;
+  while (off < len) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(len - off, 1 << 18));
+    ssize_t n = ::pread(fd, buf.get(), want, static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return make_error("io", "read " + path_for_errors + ": " + std::strerror(errno));
+    }
+    if (n == 0) return make_error("io", "read " + path_for_errors + ": shorter than " + std::to_string(len) + " bytes");
+    h.update(std::string_view(buf.get(), static_cast<size_t>(n)));
+    off += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
 }
 
 }  // namespace gantry

@@ -79,6 +79,18 @@ TEST_F(DriverFixture, DigestMismatchDeletesTheDownload) {
   EXPECT_FALSE(fs::exists(d->partial_artifact_path(r.sha256)));
 }
 
+// The digest the fetcher computed while writing is checked instead of reading the file back.
+TEST_F(DriverFixture, DigestHashedWhileDownloadingIsChecked) {
+  ReleaseId r = download("v1", false);
+  Status st = d->finish_download(r, std::string(64, 'e'));
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message.rfind("digest mismatch", 0), 0u) << st.error().message;
+  EXPECT_FALSE(fs::exists(d->partial_artifact_path(r.sha256)));
+  r = download("v1", false);
+  ASSERT_TRUE(d->finish_download(r, r.sha256).ok());
+  EXPECT_TRUE(fs::exists(d->artifact_path(r.sha256)));
+}
+
 TEST_F(DriverFixture, RefusesSameVersionWithAnotherDigest) {
   ReleaseId r = download("v1");
   ASSERT_TRUE(d->stage(r).ok());

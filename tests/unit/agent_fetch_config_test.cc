@@ -4,6 +4,7 @@
 #include "agent/fetch/fetcher.h"
 #include "agent_test_util.h"
 #include "common/util/fs.h"
+#include "common/util/sha256.h"
 
 using namespace gantry;
 using namespace gantry::agent;
@@ -30,7 +31,8 @@ TEST(AgentFetcher, WindowOutOfOrderChunksAndResume) {
   std::vector<proto::Message> sent;
   // A partial file from an earlier run: the first chunk is already there.
   write_text(t / "dl/x.part", data.substr(0, Fetcher::kChunkBytes));
-  Fetcher f(t / "dl/x.part", kSha, data.size(), clock, [&](const proto::Message& m) { sent.push_back(m); });
+  const std::string sha = sha256_hex(data);
+  Fetcher f(t / "dl/x.part", sha, data.size(), clock, [&](const proto::Message& m) { sent.push_back(m); });
   ASSERT_TRUE(f.start().ok());
   auto reqs = requests(sent);
   ASSERT_EQ(reqs.size(), 3u);
@@ -38,13 +40,14 @@ TEST(AgentFetcher, WindowOutOfOrderChunksAndResume) {
   EXPECT_EQ(reqs[2].length, 100u);
   // Answer the last two first; nothing completes until the gap is filled.
   for (int i : {2, 1, 0}) {
-    f.on_chunk({kSha, reqs[i].offset, data.size(), data.substr(reqs[i].offset, reqs[i].length)});
+    f.on_chunk({sha, reqs[i].offset, data.size(), data.substr(reqs[i].offset, reqs[i].length)});
     if (i) {
       EXPECT_EQ(f.state(), Fetcher::State::kRunning);
     }
   }
-  f.on_chunk({kSha, reqs[0].offset, data.size(), data.substr(reqs[0].offset, reqs[0].length)});  // duplicate: ignored
+  f.on_chunk({sha, reqs[0].offset, data.size(), data.substr(reqs[0].offset, reqs[0].length)});  // duplicate: ignored
   EXPECT_EQ(f.state(), Fetcher::State::kComplete);
+  EXPECT_EQ(f.digest(), sha) << "hashed while written, the resumed prefix read back from disk";
   EXPECT_EQ(read_text(t / "dl/x.part"), data);
 }
 
@@ -54,22 +57,70 @@ TEST(AgentFetcher, ShortAndOversizedChunksInOrder) {
   std::string data(2 * Fetcher::kChunkBytes, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 13);
   std::vector<proto::Message> sent;
-  Fetcher f(t / "s.part", kSha, data.size(), clock, [&](const proto::Message& m) { sent.push_back(m); });
+  const std::string sha = sha256_hex(data);
+  Fetcher f(t / "s.part", sha, data.size(), clock, [&](const proto::Message& m) { sent.push_back(m); });
   ASSERT_TRUE(f.start().ok());
   auto reqs = requests(sent);
   ASSERT_EQ(reqs.size(), 2u);
   // A short answer is written at once and the rest is asked for again.
-  f.on_chunk({kSha, 0, data.size(), data.substr(0, 1000)});
+  f.on_chunk({sha, 0, data.size(), data.substr(0, 1000)});
   EXPECT_EQ(f.received(), 1000u);
   auto again = requests(sent).back();
   EXPECT_EQ(again.offset, 1000u);
   EXPECT_EQ(again.length, Fetcher::kChunkBytes - 1000);
   // More than was asked: only the asked bytes are kept.
-  f.on_chunk({kSha, 1000, data.size(), data.substr(1000) + "junk"});
+  f.on_chunk({sha, 1000, data.size(), data.substr(1000) + "junk"});
   EXPECT_EQ(f.received(), Fetcher::kChunkBytes);
-  f.on_chunk({kSha, reqs[1].offset, data.size(), data.substr(reqs[1].offset)});
+  f.on_chunk({sha, reqs[1].offset, data.size(), data.substr(reqs[1].offset)});
   EXPECT_EQ(f.state(), Fetcher::State::kComplete);
+  EXPECT_EQ(f.digest(), sha);
   EXPECT_EQ(read_text(t / "s.part"), data);
+}
+
+// The digest is checked before the fetch completes: wrong bytes (from the wire, or a corrupt
+// prefix a restarted agent resumes from) fail it and delete the file; nothing gets extracted.
+TEST(AgentFetcher, WrongBytesFailTheDigestAndDeleteTheFile) {
+  TempDir t;
+  FakeClock clock;
+  std::string data(2 * Fetcher::kChunkBytes + 7, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 5 + 1);
+  const std::string sha = sha256_hex(data);
+  auto noop = [](const proto::Message&) {};
+  {
+    Fetcher f(t / "w.part", sha, data.size(), clock, noop);
+    ASSERT_TRUE(f.start().ok());
+    std::string bad = data;
+    bad[Fetcher::kChunkBytes + 3] ^= 1;
+    for (uint64_t off = 0; off < data.size(); off += Fetcher::kChunkBytes)
+      f.on_chunk({sha, off, data.size(), bad.substr(off, Fetcher::kChunkBytes)});
+    EXPECT_EQ(f.state(), Fetcher::State::kFailed);
+    EXPECT_EQ(f.error().rfind("digest mismatch", 0), 0u) << f.error();
+    EXPECT_TRUE(f.digest().empty());
+    EXPECT_FALSE(fs::exists(t / "w.part"));
+  }
+  {
+    // A restart left a prefix that is not the artifact's: the rest arrives intact, the whole
+    // file is still checked.
+    std::string prefix = data.substr(0, Fetcher::kChunkBytes);
+    prefix[10] ^= 1;
+    write_text(t / "r.part", prefix);
+    Fetcher f(t / "r.part", sha, data.size(), clock, noop);
+    ASSERT_TRUE(f.start().ok());
+    for (uint64_t off = Fetcher::kChunkBytes; off < data.size(); off += Fetcher::kChunkBytes)
+      f.on_chunk({sha, off, data.size(), data.substr(off, Fetcher::kChunkBytes)});
+    EXPECT_EQ(f.state(), Fetcher::State::kFailed);
+    EXPECT_EQ(f.error().rfind("digest mismatch", 0), 0u) << f.error();
+    EXPECT_FALSE(fs::exists(t / "r.part"));
+  }
+  {
+    // Found complete (killed after the last write): no digest from the fetcher, so the driver
+    // reads the file back and checks it (Driver::finish_download with an empty digest).
+    write_text(t / "c.part", data);
+    Fetcher f(t / "c.part", sha, data.size(), clock, noop);
+    ASSERT_TRUE(f.start().ok());
+    EXPECT_EQ(f.state(), Fetcher::State::kComplete);
+    EXPECT_TRUE(f.digest().empty());
+  }
 }
 
 TEST(AgentFetcher, CreditWindowIsBounded) {

@@ -152,6 +152,28 @@ TEST(Codec, ChunkHeadPlusDataIsTheChunkEncoding) {
   }
 }
 
+TEST(Codec, DecodeChunkLeavesTheDataInTheFrame) {
+  const std::string sha(64, 'd');
+  std::string data(1000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 13);
+  const std::string frame = encode(Chunk{sha, 4096, 9000, data});
+  auto v = decode_chunk(frame);
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  EXPECT_EQ(v->sha256, sha);
+  EXPECT_EQ(v->offset, 4096u);
+  EXPECT_EQ(v->total_size, 9000u);
+  EXPECT_EQ(v->data, data);
+  EXPECT_GE(v->data.data(), frame.data()) << "a view into the frame, not a copy";
+  EXPECT_LE(v->data.data() + v->data.size(), frame.data() + frame.size());
+  // Other messages: "not_chunk"; bad input and bad chunks: the same errors as decode().
+  EXPECT_EQ(decode_chunk(encode(Heartbeat{1})).error().code, "not_chunk");
+  EXPECT_EQ(decode_chunk(frame + "x").error().code, decode(frame + "x").error().code);
+  const std::string past = encode(Chunk{sha, 8500, 9000, data});
+  EXPECT_EQ(decode_chunk(past).error().code, "invalid");
+  EXPECT_EQ(decode(past).error().code, "invalid");
+  EXPECT_EQ(decode_chunk("\xc1").error().code, "decode");
+}
+
 TEST(Codec, MalformedInputIsAnErrorNotACrash) {
   EXPECT_EQ(decode("").error().code, "decode");
   EXPECT_EQ(decode("\xc1").error().code, "decode");                  // never-used byte
