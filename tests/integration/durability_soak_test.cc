@@ -156,7 +156,9 @@ TEST(Soak, RandomOperationsEndWithTheRecordMatchingEveryHost) {
                        << recorded.value_or("(no answer)") << "\n" << trail_text << f.diagnostics(4096);
     auto root = inspect_root(f.root(i));
     EXPECT_TRUE(root.problems.empty()) << f.host_id(i) << ": " << ::testing::PrintToString(root.problems);
-    if (served) EXPECT_EQ(root.current, *served) << f.host_id(i);
+    if (served) {
+      EXPECT_EQ(root.current, *served) << f.host_id(i);
+    }
   }
 }
 

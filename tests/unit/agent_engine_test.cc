@@ -86,7 +86,7 @@ class EngineTest : public ::testing::Test {
     std::string bytes = make_tar(src, t / (version + ".tar"));
     Artifact a{bytes, sha256_hex(bytes)};
     artifacts[a.sha] = a;
-    return proto::Order{id, rollout, "web", "update", version, a.sha, bytes.size(), 0, 0};
+    return proto::Order{id, rollout, "web", "update", version, a.sha, bytes.size(), 0, 0, "", ""};
   }
 
   // Plays the coordinator: answers chunk requests, until `id` has a report (or 10 s).

@@ -20,13 +20,13 @@ AgentState sample() {
   AgentState s;
   s.services["web"] = {"v2", "v1"};
   ActiveOrder a;
-  a.order = {"o-3", 7, "web", "update", "v3", std::string(64, 'a'), 1234, 500, 9000};
+  a.order = {"o-3", 7, "web", "update", "v3", std::string(64, 'a'), 1234, 500, 9000, "", ""};
   a.phase = phase::kVerifying;
   a.from_version = "v2";
   a.started_wall_ms = 1700000000000;
   a.timings_ms = {{"fetch", 10}, {"stage", 20}};
   s.active = a;
-  s.queue.push_back({"o-4", 8, "web", "rollback", "v1", std::string(64, 'b'), 99, 0, 0});
+  s.queue.push_back({"o-4", 8, "web", "rollback", "v1", std::string(64, 'b'), 99, 0, 0, "", ""});
   s.add_result({"o-2", 7, "web", "succeeded", "v2", "ok", {{"total", 42}}});
   return s;
 }
@@ -162,7 +162,9 @@ TEST(AgentStateJournal, ResultsAreJournaledAsTheyAreAdded) {
   for (int i = 0; i < 300; ++i) {
     s.add_result(result(i));
     if (i % 7 == 0) s.add_result(result(i / 2));  // again: moves to the end
-    if (i % 2 == 0) ASSERT_TRUE(store.save(s).ok());
+    if (i % 2 == 0) {
+      ASSERT_TRUE(store.save(s).ok());
+    }
   }
   ASSERT_TRUE(store.save(s).ok());
   EXPECT_EQ(store.snapshots(), 1);

@@ -70,7 +70,7 @@ TEST(Codec, HelloRoundTrip) {
 TEST(Codec, EveryMessageTypeRoundTrips) {
   EXPECT_EQ(round_trip(Welcome{1, 500, 4, 9}).heartbeat_misses, 4u);
   EXPECT_EQ(round_trip(Heartbeat{42}).seq, 42u);
-  Order o{"r1-1", 1, "web", "update", "2.4.1", kSha, 1234, 500, 9000};
+  Order o{"r1-1", 1, "web", "update", "2.4.1", kSha, 1234, 500, 9000, "", ""};
   auto od = round_trip(o);
   EXPECT_EQ(od.order_id, "r1-1");
   EXPECT_EQ(od.size, 1234u);
@@ -193,7 +193,7 @@ TEST(Codec, MalformedInputIsAnErrorNotACrash) {
 }
 
 TEST(Codec, NamesAndDigestsAreValidatedBeforeAnyHandlerSeesThem) {
-  Order o{"r1-1", 1, "web", "update", "../../etc", kSha, 1, 0, 0};
+  Order o{"r1-1", 1, "web", "update", "../../etc", kSha, 1, 0, 0, "", ""};
   auto r = decode(encode(o));
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("version"), std::string::npos);
@@ -251,13 +251,15 @@ TEST(Codec, DuplicateKeysAreRefused) {
 
 TEST(Codec, RandomBytesNeverCrash) {
   std::mt19937 rng(12345);
-  std::string base = encode(Order{"r1-1", 1, "web", "update", "1.0", kSha, 1, 0, 0});
+  std::string base = encode(Order{"r1-1", 1, "web", "update", "1.0", kSha, 1, 0, 0, "", ""});
   for (int i = 0; i < 20000; ++i) {
     std::string s = base;
     int flips = 1 + static_cast<int>(rng() % 4);
     for (int k = 0; k < flips; ++k) s[rng() % s.size()] = static_cast<char>(rng());
     if (rng() % 8 == 0) s.resize(rng() % s.size());
     auto r = decode(s);
-    if (r.ok()) EXPECT_NO_THROW(encode(*r));
+    if (r.ok()) {
+      EXPECT_NO_THROW(encode(*r));
+    }
   }
 }

@@ -63,7 +63,9 @@ TEST(Metrics, EveryFamilyHasHelpAndTypeAndCountersEndInTotal) {
       std::string family = std::regex_replace(name, std::regex("_(bucket|sum|count)$"), "");
       ASSERT_TRUE(type_of.count(name) || type_of.count(family)) << "sample before its TYPE: " << l;
       std::string type = type_of.count(name) ? type_of[name] : type_of[family];
-      if (type == "counter") EXPECT_TRUE(name.size() > 6 && name.substr(name.size() - 6) == "_total") << name;
+      if (type == "counter") {
+        EXPECT_TRUE(name.size() > 6 && name.substr(name.size() - 6) == "_total") << name;
+      }
     }
   }
   EXPECT_EQ(type_of["gantry_agent_phase_duration_seconds"], "histogram");

@@ -81,7 +81,7 @@ TEST(Manifest, SignVerifyAndEveryRefusal) {
 }
 
 TEST(Codec, OrderCarriesManifestAndSignatureAndStaysCompatible) {
-  proto::Order o{"r1-1", 1, "web", "update", "v2", std::string(64, 'c'), 10, 0, 0};
+  proto::Order o{"r1-1", 1, "web", "update", "v2", std::string(64, 'c'), 10, 0, 0, "", ""};
   auto plain = proto::decode(proto::encode(o));
   ASSERT_TRUE(plain);
   EXPECT_TRUE(std::get<proto::Order>(*plain).manifest.empty());
