@@ -6,8 +6,8 @@ Gantry: the real coordinator (--insecure-dev) and N real agents, each with its o
 and install root (service `web`, driver binary, restart command /bin/true, no probes). The
 release is a ustar archive holding release.conf and a file of random bytes. One rollout to all
 hosts in one batch; time = rollout.start sent -> the last agent's log line `download of <sha>
-complete` (the last byte written and fsynced; digest check, extraction and restart come after
-and are not in the figure). Baseline: `gantry-fleet-sim copy-send` serves the same archive to N
+complete` (the last byte written and fsynced, and its sha256 — computed while writing — checked;
+extraction and restart come after and are not in the figure). Baseline: `gantry-fleet-sim copy-send` serves the same archive to N
 `copy-recv` processes at once (one thread, epoll, sendfile; each receiver writes its own file
 and fsyncs it), time = first byte offered -> the last receiver's fsync; run before and after
 the Gantry rounds (other work on the machine comes and goes), the faster run counts."""
@@ -307,7 +307,7 @@ def run(args):
                f"Rollout {g2['phase']} (all {n} hosts in one batch; rollout.start → finished_at {g2['rollout_s']:.2f} s, "
                f"first agent done after {g2['first']:.2f} s). Archive {size} bytes of random content. "
                f"Gantry: rollout.start sent → the last agent's log line `download of <sha> complete` (all bytes written and "
-               "fsynced; the digest check and extraction follow and overlap other agents' downloads). Baseline: one "
+               "fsynced, the sha256 computed while writing checked; extraction follows and overlaps other agents' downloads). Baseline: one "
                "thread serving the same archive to N TCP connections with non-blocking sendfile (epoll), N receiver "
                "processes each writing its own file (256 KiB reads) and fsyncing it; first byte offered → last fsync; run "
                "before and after the Gantry rounds, the faster of the two counts. "
