@@ -183,17 +183,28 @@ void Agent::on_order(const proto::Order& o) {
   state_.queue.push_back(o);
   if (Status st = persist(); !st.ok()) {
     state_.queue.pop_back();
-    std::string msg = "state write failed: " + st.error().message;
-    proto::Report r{o.order_id, o.rollout_id, o.service, "failed", disk_version(o.service), msg, {}};
-    state_.add_result(r);
-    send_(proto::OrderAck{o.order_id, "rejected", msg});
-    send_(r);
+    reject_unjournaled(o, st);
     return;
   }
-  lg()->info("accepted order {}: {} {} {} (rollout {})", o.order_id, o.kind, o.service, o.version, o.rollout_id);
-  send_(proto::OrderAck{o.order_id, "accepted", ""});
+  acknowledge(o);
   arrivals_[o.order_id] = Arrival{received_us, steady_us() - received_us, last_persist_us_};
   start_next();
+}
+
+// An order that could not be journaled is refused, and its result is that failure (the host
+// keeps what it runs).
+void Agent::reject_unjournaled(const proto::Order& o, const Status& st) {
+  std::string msg = "state write failed: " + st.error().message;
+  proto::Report r{o.order_id, o.rollout_id, o.service, "failed", disk_version(o.service), msg, {}};
+  state_.add_result(r);
+  send_(proto::OrderAck{o.order_id, "rejected", msg});
+  send_(r);
+}
+
+// Once the order is durable: the OrderAck.
+void Agent::acknowledge(const proto::Order& o) {
+  lg()->info("accepted order {}: {} {} {} (rollout {})", o.order_id, o.kind, o.service, o.version, o.rollout_id);
+  send_(proto::OrderAck{o.order_id, "accepted", ""});
 }
 
 // The order starts at once with the swap. Its one journal record says: active, swapping, from
@@ -213,15 +224,10 @@ void Agent::accept_and_swap(const proto::Order& o, int64_t received_us) {
   times_.received_us = received_us;
   if (Status st = persist(); !st.ok()) {
     state_.active.reset();
-    std::string msg = "state write failed: " + st.error().message;
-    proto::Report r{o.order_id, o.rollout_id, o.service, "failed", disk_version(o.service), msg, {}};
-    state_.add_result(r);
-    send_(proto::OrderAck{o.order_id, "rejected", msg});
-    send_(r);
+    reject_unjournaled(o, st);
     return;
   }
-  lg()->info("accepted order {}: {} {} {} (rollout {})", o.order_id, o.kind, o.service, o.version, o.rollout_id);
-  send_(proto::OrderAck{o.order_id, "accepted", ""});
+  acknowledge(o);
   times_.started_us = times_.last_us = steady_us();
   times_.accept_us = times_.started_us - received_us;
   state_error_.clear();

@@ -81,6 +81,8 @@ class Agent {
   void begin_stage();
   void begin_swap(bool journaled = false);
   void accept_and_swap(const proto::Order& o, int64_t received_us);
+  void reject_unjournaled(const proto::Order& o, const Status& st);
+  void acknowledge(const proto::Order& o);
   ServiceRuntime& svc_of(const proto::Order& o);
   void begin_restart();
   void begin_verify();
