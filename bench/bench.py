@@ -424,7 +424,7 @@ def _orchestration_once(args):
             time.sleep(0.5)
         tracer = None
         if strace_out:  # attached only for the rollout: greeting 10,000 agents under strace is too slow
-            tracer = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", strace_out, "-p",
+            tracer = subprocess.Popen(["strace", "-f", "-tt", "-y", "-e", "trace=fsync,fdatasync", "-o", strace_out, "-p",
                                        str(env.coord_pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(2.0)
         r = env.op("rollout.start", {"service": "web", "version": "v1", "plan": {"batches": [batch]}})
