@@ -47,6 +47,7 @@ Expected<Manifest> parse_manifest(std::string_view bytes) {
 }
 
 std::string sign(std::string_view bytes, const std::string& secret_key) {
+  security::init_sodium();
   unsigned char sig[crypto_sign_BYTES];
   crypto_sign_detached(sig, nullptr, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
                        reinterpret_cast<const unsigned char*>(secret_key.data()));
@@ -58,6 +59,7 @@ Expected<Manifest> verify(std::string_view manifest_bytes, std::string_view sign
   if (manifest_bytes.empty() || signature_hex.empty())
     return make_error("unsigned", "release is not signed (no manifest and signature came with the order)");
   if (manifest_bytes.size() > kMaxManifestBytes) return make_error("manifest", "release manifest is too large");
+  security::init_sodium();
   auto sig = security::from_hex(std::string(signature_hex), crypto_sign_BYTES);
   if (!sig) return make_error("signature", "release signature is malformed: " + sig.error().message);
   bool ok = false;

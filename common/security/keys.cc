@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
@@ -101,6 +102,14 @@ Expected<std::string> read_curve_public(const std::string& path) {
   return k;
 }
 
+void init_sodium() {
+  static const bool ready = [] {
+    if (sodium_init() < 0) std::abort();
+    return true;
+  }();
+  (void)ready;
+}
+
 std::string to_hex(const std::string& bytes) {
   std::string out(bytes.size() * 2 + 1, '\0');
   sodium_bin2hex(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
@@ -120,7 +129,7 @@ Expected<std::string> from_hex(const std::string& hex, size_t bytes) {
 }
 
 Expected<SigningKeyPair> generate_signing_keypair() {
-  if (sodium_init() < 0) return make_error("sodium", "libsodium failed to initialise");
+  init_sodium();
   unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
   crypto_sign_keypair(pk, sk);
   SigningKeyPair kp{std::string(reinterpret_cast<char*>(pk), sizeof pk), std::string(reinterpret_cast<char*>(sk), sizeof sk)};

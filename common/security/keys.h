@@ -43,6 +43,10 @@ Expected<SigningKeyPair> read_signing_secret(const std::string& path);
 // Raw 32-byte public key from a PREFIX.pub file.
 Expected<std::string> read_signing_public(const std::string& path);
 
+// Initialises libsodium (once; later calls return at once) before any of its functions is used.
+// Aborts if it cannot: without usable randomness nothing safe can follow.
+void init_sodium();
+
 std::string to_hex(const std::string& bytes);
 // Lowercase or uppercase hex of exactly `bytes` bytes; nullopt-like Error otherwise.
 Expected<std::string> from_hex(const std::string& hex, size_t bytes);

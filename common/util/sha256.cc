@@ -5,7 +5,6 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
-#include <sodium.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,14 +17,6 @@
 namespace gantry {
 
 namespace {
-// libsodium (ed25519, key generation) is initialised here at start, as it was when it also
-// provided sha256: code that uses it relies on that.
-struct SodiumInit {
-  SodiumInit() {
-    if (sodium_init() < 0) std::abort();  // no usable randomness: nothing safe can follow
-  }
-} g_sodium_init;
-
 std::string to_hex(const unsigned char* p, size_t n) {
   static const char* d = "0123456789abcdef";
   std::string s(n * 2, '0');
