@@ -905,7 +905,7 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
   if (rollout::is_terminal(a.state.phase)) {
     // An ended rollout orders nothing more: a host that comes back later must not receive
     // a stale update (level-triggered reconciliation is by the next rollout, not by resends).
-    if (auto s = store_->close_orders(id); !s.ok()) L()->error("{}", s.error().message);
+    // Its open order rows were closed by the step that ended it (StepWrite::finished_at).
     for (auto oi = orders_.begin(); oi != orders_.end();) {
       if (oi->second.row.rollout_id == id) oi = orders_.erase(oi);
       else ++oi;
