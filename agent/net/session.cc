@@ -225,10 +225,9 @@ int Session::run(int stop_fd) {
     for (int i = 0; dealer_ && i < kMaxFramesPerTurn; ++i) {
       // Received into a zmq message and handled from there: no copy of a chunk's 256 KiB.
       zmq::message_t f;
-      if (!dealer_->recv(f, zmq::recv_flags::dontwait)) break;
-      if (f.more()) {
-        while (f.more() && dealer_->recv(f, zmq::recv_flags::none)) {
-        }
+      bool dropped = false;
+      if (!transport::recv_frame_msg(*dealer_, f, &dropped)) {
+        if (!dropped) break;
         last_heard_ = clock_.now_ms();
         heard_on_dealer_ = true;
         lg()->warn("dropping a multi-frame message from the coordinator");

@@ -113,17 +113,22 @@ std::optional<Incoming> recv_routed(zmq::socket_t& router, bool* dropped) {
   return in;
 }
 
-std::optional<std::string> recv_frame(zmq::socket_t& s, bool* dropped) {
+bool recv_frame_msg(zmq::socket_t& s, zmq::message_t& msg, bool* dropped) {
   if (dropped) *dropped = false;
-  zmq::message_t msg;
-  if (!s.recv(msg, zmq::recv_flags::dontwait)) return std::nullopt;
-  if (!msg.more()) return msg.to_string();
+  if (!s.recv(msg, zmq::recv_flags::dontwait)) return false;
+  if (!msg.more()) return true;
   // Multi-frame where one is expected: drain and drop.
   while (msg.more()) {
     if (!s.recv(msg, zmq::recv_flags::none)) break;
   }
   if (dropped) *dropped = true;
-  return std::nullopt;
+  return false;
+}
+
+std::optional<std::string> recv_frame(zmq::socket_t& s, bool* dropped) {
+  zmq::message_t msg;
+  if (!recv_frame_msg(s, msg, dropped)) return std::nullopt;
+  return msg.to_string();
 }
 
 }  // namespace gantry::transport

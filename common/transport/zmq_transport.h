@@ -67,5 +67,9 @@ std::optional<Incoming> recv_routed(zmq::socket_t& router, bool* dropped = nullp
 
 // Non-blocking receive of a one-frame message (DEALER/SUB side).
 std::optional<std::string> recv_frame(zmq::socket_t& s, bool* dropped = nullptr);
+// The same into `msg` without copying it out (a Chunk's 256 KiB stays in the frame): true when
+// one single-frame message was received; false when none was waiting, or (with *dropped set)
+// when a multi-frame message was received and dropped.
+bool recv_frame_msg(zmq::socket_t& s, zmq::message_t& msg, bool* dropped = nullptr);
 
 }  // namespace gantry::transport
