@@ -158,6 +158,7 @@ int main(int argc, char** argv) {
   so.socket.reconnect_ivl_max_ms = 5000;
   so.socket.curve = curve;
   zmq::context_t ctx(1);
+  transport::configure_context(ctx);
   int rc = 0;
   {
     Session s(ctx, so, agent, clock);

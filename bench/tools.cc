@@ -78,6 +78,7 @@ int run_floor(int argc, char** argv) {
 
   zmq::context_t ctx(std::clamp(io_threads, 1, 16));
   ctx.set(zmq::ctxopt::max_sockets, 30000);
+  transport::configure_context(ctx);  // the coordinator's context settings
   zmq::socket_t r(ctx, zmq::socket_type::router);
   transport::SocketOptions so;  // as the coordinator's agent socket
   so.router_mandatory = true;

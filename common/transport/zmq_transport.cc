@@ -12,7 +12,17 @@ constexpr int kZapEnforceDomain = ZMQ_ZAP_ENFORCE_DOMAIN;
 #else
 constexpr int kZapEnforceDomain = 93;  // value from libzmq's zmq_draft.h
 #endif
+#ifdef ZMQ_ZERO_COPY_RECV
+constexpr int kZeroCopyRecv = ZMQ_ZERO_COPY_RECV;
+#else
+constexpr int kZeroCopyRecv = 10;  // value from libzmq's zmq_draft.h; Debian's 4.3.4 accepts it
+#endif
 }  // namespace
+
+void configure_context(zmq::context_t& ctx) {
+  // Older libzmq without the option answers EINVAL: then it keeps its default, nothing else changes.
+  (void)zmq_ctx_set(ctx.handle(), kZeroCopyRecv, 0);
+}
 
 void configure(zmq::socket_t& s, const SocketOptions& o) {
   s.set(zmq::sockopt::sndhwm, o.send_hwm);

@@ -43,6 +43,12 @@ struct SocketOptions {
 // Applies options before bind/connect.
 void configure(zmq::socket_t& s, const SocketOptions& o);
 
+// Context settings every Gantry process uses, before its first socket: received frames are
+// copied out of the engine's 8 KiB read buffer instead of referencing it (ZMQ_ZERO_COPY_RECV
+// off). Zero-copy would pin that buffer and a per-buffer table of message refcounts (~10 KiB)
+// in every connection; our messages are small or go to a file, so the copy costs nothing.
+void configure_context(zmq::context_t& ctx);
+
 // One frame from a ROUTER: who sent it and the payload. user_id is the
 // ZAP-authenticated identity (the key's name) when CURVE is on.
 struct Incoming {

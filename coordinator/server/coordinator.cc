@@ -103,7 +103,9 @@ proto::Order order_from_json(const nlohmann::json& j) {
 }  // namespace
 
 Coordinator::Coordinator(Config cfg, Clock& clock)
-    : cfg_(std::move(cfg)), clock_(clock), ctx_(static_cast<int>(std::clamp<uint32_t>(cfg_.io_threads, 1, 16))), metrics_(std::make_unique<Metrics>()) {}
+    : cfg_(std::move(cfg)), clock_(clock), ctx_(static_cast<int>(std::clamp<uint32_t>(cfg_.io_threads, 1, 16))), metrics_(std::make_unique<Metrics>()) {
+  transport::configure_context(ctx_);
+}
 
 Coordinator::~Coordinator() {
   if (http_) http_->stop();

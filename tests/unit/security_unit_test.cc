@@ -184,4 +184,31 @@ TEST(Transport, CurveServerFailsClosedWithoutAZapHandler) {
   EXPECT_TRUE(delivered(b, true));
 }
 
+// configure_context turns libzmq's zero-copy receive off (frames are copied out of the engine's
+// read buffer, so a connection does not pin that buffer and its refcount table); frames of every
+// size class (in-place, inside the buffer, larger than it) still arrive byte for byte.
+TEST(Transport, ContextWithoutZeroCopyDeliversFramesOfEverySizeIntact) {
+  zmq::context_t ctx(1);
+  transport::configure_context(ctx);
+  EXPECT_EQ(zmq_ctx_get(ctx.handle(), 10 /* ZMQ_ZERO_COPY_RECV */), 0);
+  zmq::socket_t router(ctx, zmq::socket_type::router), dealer(ctx, zmq::socket_type::dealer);
+  transport::SocketOptions so;
+  transport::configure(router, so);
+  so.routing_id = "d1";
+  transport::configure(dealer, so);
+  router.bind("tcp://127.0.0.1:*");
+  dealer.connect(router.get(zmq::sockopt::last_endpoint));
+  for (size_t size : {size_t{1}, size_t{33}, size_t{34}, size_t{4000}, size_t{8191}, size_t{9000}, size_t{300000}}) {
+    std::string body(size, '\0');
+    for (size_t i = 0; i < size; ++i) body[i] = static_cast<char>((i * 131 + size) & 0xff);
+    ASSERT_TRUE(dealer.send(zmq::buffer(body), zmq::send_flags::dontwait).has_value());
+    zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}};
+    ASSERT_GT(zmq::poll(items, 1, std::chrono::milliseconds(5000)), 0) << "frame of " << size << " bytes";
+    auto in = transport::recv_routed(router);
+    ASSERT_TRUE(in.has_value()) << size;
+    EXPECT_EQ(in->identity, "d1");
+    EXPECT_EQ(in->payload, body) << "frame of " << size << " bytes";
+  }
+}
+
 }  // namespace
