@@ -459,8 +459,10 @@ def _orchestration_once(args):
         rows = [("rollout wall time, 10k hosts / %d batches (ms)" % res["batches_total"], f"{gantry_ms:.0f}",
                  f"{floor_ms:.0f}", f"{ratio:.2f}x", "≤ 3x floor", ratio <= 3.0 and res["phase"] == "succeeded")]
         if fsyncs is not None:
-            per = fsyncs / res["batches_total"]
-            rows.append(("fsync + fdatasync per batch transition", f"{per:.2f} ({fsyncs} total)", "—", "—", "≤ 1",
+            # N batches have N + 1 transitions: the start orders batch 1, N - 1 next-batch orders, the end.
+            per = fsyncs / (res["batches_total"] + 1)
+            rows.append((f"fsync + fdatasync per batch transition ({res['batches_total'] + 1}: start, next batches, end)",
+                         f"{per:.2f} ({fsyncs} total)", "—", "—", "≤ 1",
                          per <= 1.0))
             rows.append(("… of which, by file", ", ".join(f"{k}: {v}" for k, v in sorted(syncs_by_file.items())), "—",
                          "—", "—", None))

@@ -879,14 +879,23 @@ Status Coordinator::apply_many(uint64_t id, const std::vector<rollout::Event>& e
       w.assign_revision = f->phase == rollout::Phase::kSucceeded;
     }
   }
+  // The operator command that caused this step (handle_op): its audit row and the events it
+  // asked for are committed with the decision, not in a durable commit of their own after it.
+  const bool carries_op = op_record_ && !op_record_->written;
+  if (carries_op) {
+    w.events.insert(w.events.begin(), op_record_->events.begin(), op_record_->events.end());
+    w.audit.push_back(op_record_->audit);
+  }
   // Persist first; only what is on disk is acted on. Reports that lead to no act need no fsync
   // of their own (see StepWrite::durable): one fsync per batch transition, not one per pass.
-  w.durable = !agent_reports || !w.new_orders.empty() || !broadcasts.empty() || w.finished_at > 0 || !follow_ups.empty();
+  w.durable = !agent_reports || !w.new_orders.empty() || !broadcasts.empty() || w.finished_at > 0 ||
+              !follow_ups.empty() || carries_op;
   if (auto s = store_->save_step(w); !s.ok()) {
     L()->critical("rollout {}: cannot persist step, not acting on it: {}", id, s.error().message);
     restore_saved_state(a);
     return s;
   }
+  if (carries_op) op_record_->written = true;
   for (const auto& e : w.events) LR()->info("rollout {}: {}", id, e.message);
   a.state = std::move(r.state);
   a.deadline = r.deadline;  // next_deadline(a.state), from the hosts with a deadline only
@@ -1175,6 +1184,11 @@ proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::st
     return rep;
   }
   bool mutating = !kReadOnly.count(req.command);
+  // release.upload writes its own audit row (with the release's digest).
+  const bool audited_here = mutating && req.command != "release.upload";
+  // Its audit row says "ok" if the command's first rollout step commits (apply_many carries it);
+  // otherwise it is written below with the outcome.
+  if (audited_here) op_record_ = OpRecord{{0, clock_.wall_ms(), who, req.command, target, "ok"}, {}, false};
   try {
     nlohmann::json args = req.args;
     args["__command"] = req.command;
@@ -1189,8 +1203,18 @@ proto::OpReply Coordinator::handle_op(const proto::OpRequest& req, const std::st
     LO()->error("{} failed: {}", req.command, e.what());
     rep.error = std::string("internal error: ") + e.what();
   }
-  if (mutating && req.command != "release.upload") {
-    (void)store_->audit({0, clock_.wall_ms(), who, req.command, target, rep.ok ? "ok" : "refused: " + rep.error});
+  if (audited_here) {
+    OpRecord rec = std::move(*op_record_);
+    op_record_.reset();
+    if (!rec.written) {  // no step carried it (refused, or a command that steps no rollout)
+      for (const auto& e : rec.events) (void)store_->add_event(e);
+      rec.audit.decision = rep.ok ? "ok" : "refused: " + rep.error;
+      (void)store_->audit(rec.audit);
+    } else if (!rep.ok) {  // its step was saved and acted on; the reply failed after that
+      rec.audit.at = clock_.wall_ms();
+      rec.audit.decision = "error after it took effect: " + rep.error;
+      (void)store_->audit(rec.audit);
+    }
     LO()->info("{} ran {} {}: {}", who, req.command, target, rep.ok ? "ok" : rep.error);
   }
   dirty_ = true;
@@ -1347,7 +1371,9 @@ nlohmann::json Coordinator::op_rollout_control(const nlohmann::json& args, const
   else if (cmd == "rollout.resume") ev = rollout::EvResume{};
   else if (cmd == "rollout.promote") ev = rollout::EvPromote{};
   else ev = rollout::EvAbort{};
-  (void)store_->add_event({0, id, clock_.wall_ms(), who + " asked to " + cmd.substr(8)});
+  store::EventRow asked{0, id, clock_.wall_ms(), who + " asked to " + cmd.substr(8)};
+  if (op_record_) op_record_->events.push_back(std::move(asked));  // committed with the step (apply_many)
+  else (void)store_->add_event(asked);
   auto s = apply(id, ev);
   if (!s.ok()) throw OpError(s.error().message);
   nlohmann::json g = {{"id", id}};
@@ -1633,6 +1659,33 @@ void Coordinator::on_timers() {
     if (a.deadline > 0 && a.deadline <= wall) due.push_back(id);
   }
   for (auto id : due) (void)apply(id, rollout::EvTick{});
+  checkpoint_at_rest(now);
+}
+
+// SQLite's own WAL checkpoint is off (coordinator/store/store.h, kWalCapPages): a checkpoint
+// costs three fsyncs (the WAL, the database, the restarted WAL's header), so it runs here, when
+// no rollout is active and nothing was written for kCheckpointQuietMs. A rollout started later
+// finds an empty WAL whose header is already synced: one fsync per batch transition.
+void Coordinator::checkpoint_at_rest(Millis now) {
+  if (!active_.empty()) {
+    ckpt_backlog_seen_ = -1;
+    return;
+  }
+  const int64_t backlog = store_->wal_backlog();
+  if (backlog == 0) return;
+  if (backlog != ckpt_backlog_seen_) {  // written since the last look: the quiet period starts over
+    ckpt_backlog_seen_ = backlog;
+    ckpt_quiet_since_ = now;
+    return;
+  }
+  if (now - ckpt_quiet_since_ < kCheckpointQuietMs) return;
+  ckpt_quiet_since_ = now;  // a failed or unfinished one is tried again a quiet period later
+  if (auto s = store_->checkpoint(); !s.ok()) {
+    L()->warn("store: WAL checkpoint at rest failed: {}", s.error().message);
+    return;
+  }
+  L()->info("store: WAL checkpointed at rest ({} pages, {} ms)", backlog, clock_.now_ms() - now);
+  ckpt_backlog_seen_ = -1;
 }
 
 void Coordinator::publish() {

@@ -178,6 +178,9 @@ class Coordinator {
 
   // ---- timers
   void on_timers();
+  // A WAL checkpoint when no rollout is active and the store has been quiet for
+  // kCheckpointQuietMs (Store::checkpoint; docs/GUARANTEES.md, 3).
+  void checkpoint_at_rest(Millis now);
   Millis poll_timeout_ms();
   void publish();
 
@@ -228,6 +231,20 @@ class Coordinator {
   std::vector<std::string> pending_acks_;        // acked in memory, persisted once per interval if still open
   std::map<std::string, store::HostRow> pending_hosts_;  // hellos to persist
   std::unordered_map<std::string, Millis> hello_asked_;  // connection -> when we last sent it hello_required
+  // The operator command being handled (handle_op): its audit row, and the events it asks to
+  // record, ride in the first rollout step it causes (apply_many), so they are durable with
+  // that decision in its commit instead of costing one fsync after it. `written` once they did.
+  struct OpRecord {
+    store::AuditRow audit;
+    std::vector<store::EventRow> events;
+    bool written = false;
+  };
+  std::optional<OpRecord> op_record_;
+  // checkpoint_at_rest: the store's WAL backlog last seen and since when it has not changed
+  // (-1: a rollout was active, the quiet period starts over).
+  int64_t ckpt_backlog_seen_ = -1;
+  Millis ckpt_quiet_since_ = 0;
+  static constexpr Millis kCheckpointQuietMs = 10000;
   Millis next_heartbeat_ = 0;
   Millis started_ = 0;
   std::unique_ptr<Metrics> metrics_;

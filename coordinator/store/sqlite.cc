@@ -60,7 +60,7 @@ std::string Stmt::col_text(int i) const {
 
 bool Stmt::col_null(int i) const { return sqlite3_column_type(st_, i) == SQLITE_NULL; }
 
-Expected<Db*> Db::open(const std::string& path) {
+Expected<Db*> Db::open(const std::string& path, int64_t wal_cap_pages) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
@@ -72,9 +72,12 @@ Expected<Db*> Db::open(const std::string& path) {
   Db* out = new Db(db);
   try {
     out->exec("PRAGMA journal_mode=WAL;");
-    // Checkpoint every 10,000 pages (~40 MB of WAL) rather than SQLite's 1,000: each checkpoint
-    // costs two fsyncs, and a 10,000-host rollout writes ~30 MB (docs/BENCHMARKS.md, figure 2).
-    out->exec("PRAGMA wal_autocheckpoint=10000;");
+    // No automatic checkpoint (see kWalCapPages): the hook below replaces SQLite's, which ran
+    // one every N pages in the middle of rollouts (two fsyncs, then the restarted WAL's header).
+    out->exec("PRAGMA wal_autocheckpoint=0;");
+    out->exec("PRAGMA journal_size_limit=" + std::to_string(kWalSizeLimitBytes) + ";");
+    out->wal_cap_ = wal_cap_pages;
+    sqlite3_wal_hook(db, &Db::on_wal_commit, out);
     out->exec("PRAGMA synchronous=FULL;");
     out->exec("PRAGMA foreign_keys=ON;");
   } catch (const SqliteError& e) {
@@ -82,6 +85,37 @@ Expected<Db*> Db::open(const std::string& path) {
     return make_error("store", std::string("configure ") + path + ": " + e.what());
   }
   return out;
+}
+
+int Db::on_wal_commit(void* self, sqlite3* db, const char*, int frames) {
+  auto* d = static_cast<Db*>(self);
+  d->wal_frames_ = frames;
+  if (d->wal_cap_ > 0 && frames >= d->wal_cap_) {
+    // The cap: checkpoint now, as SQLite's own hook would (the commit is already done). The
+    // next commit restarts the WAL and syncs its header; if none comes before the coordinator
+    // is at rest, checkpoint() restarts it then (the backlog still counts the old frames).
+    if (sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) == SQLITE_OK) d->checkpoints_++;
+  }
+  return SQLITE_OK;
+}
+
+void Db::checkpoint() {
+  if (wal_backlog() == 0 || !sqlite3_get_autocommit(db_)) return;
+  int log = 0, done = 0;
+  int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+  if (rc != SQLITE_OK) fail(db_, rc, "checkpoint");
+  checkpoints_++;
+  if (done != log) return;  // a reader still needs the WAL's end; the next call finishes
+  // Every frame is in the database: the next write starts the WAL over and syncs its new
+  // header (even with synchronous=NORMAL). Done here, at rest, so that the first durable
+  // commit of the next rollout costs one fsync like every other.
+  {
+    Txn t(*this, Sync::kLazy);
+    cached("INSERT INTO meta (key, value) VALUES ('wal_checkpoints', '1') "
+           "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1").run();
+    t.commit();
+  }
+  wal_base_ = wal_frames_;  // the restart write's own pages are no backlog
 }
 
 Db::~Db() {

@@ -52,9 +52,15 @@ struct SqliteError : std::runtime_error {
 // written before it (synchronous=NORMAL). For writes that are safe to lose on power loss.
 enum class Sync { kDurable, kLazy };
 
+// After a checkpoint the WAL file is cut back to this size when it is reused (SQLite's
+// journal_size_limit): 64 MiB, so one very long rollout does not leave a huge file behind.
+inline constexpr int64_t kWalSizeLimitBytes = 64LL << 20;
+
 class Db {
  public:
-  static Expected<Db*> open(const std::string& path);  // WAL, synchronous=FULL, foreign keys
+  // WAL, synchronous=FULL, foreign keys; no automatic checkpoint below `wal_cap_pages`
+  // (Store::open, kWalCapPages).
+  static Expected<Db*> open(const std::string& path, int64_t wal_cap_pages);
   ~Db();
   sqlite3* raw() { return db_; }
   void exec(std::string_view sql);
@@ -66,10 +72,26 @@ class Db {
   // keep its read transaction open until its next use.
   Stmt& cached(std::string_view sql);
 
+  // Pages committed to the WAL since its last restart (SQLite's WAL hook), minus those of the
+  // small write that restarted it after the last checkpoint at rest: 0 = nothing to checkpoint.
+  int64_t wal_backlog() const { return wal_frames_ > wal_base_ ? wal_frames_ - wal_base_ : 0; }
+  // When wal_backlog() > 0 and no transaction is open: copies the WAL into the database
+  // (PASSIVE checkpoint: an fsync of the WAL, then of the database) and then restarts the WAL
+  // with one small lazy write (Sync::kLazy; a counter in `meta`), which pays the new WAL
+  // header's fsync now instead of the next durable commit. Three fsyncs, at rest. Throws
+  // SqliteError.
+  void checkpoint();
+  uint64_t checkpoints() const { return checkpoints_; }  // at rest and at the cap, this process
+
  private:
   explicit Db(sqlite3* db) : db_(db) {}
+  static int on_wal_commit(void* self, sqlite3* db, const char* name, int frames);
   sqlite3* db_;
   Sync sync_ = Sync::kDurable;
+  int64_t wal_cap_ = 0;
+  int64_t wal_frames_ = 0;
+  int64_t wal_base_ = 0;
+  uint64_t checkpoints_ = 0;
   std::unordered_map<std::string, std::unique_ptr<Stmt>> cache_;
 };
 

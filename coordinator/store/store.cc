@@ -177,6 +177,11 @@ void write_result(Db& db, const ResultRow& r) {
 constexpr const char* kRolloutCols =
     "id, service, version, kind, phase, created_by, reason, created_at, finished_at, revision, state";
 
+void insert_audit(Db& db, const AuditRow& a) {
+  Stmt& s = db.cached("INSERT INTO audit (at, who, command, target, decision) VALUES (?, ?, ?, ?, ?)");
+  s.bind(1, a.at).bind(2, a.who).bind(3, a.command).bind(4, a.target).bind(5, a.decision).run();
+}
+
 void insert_event(Db& db, const EventRow& e) {
   Stmt& s = db.cached("INSERT INTO events (rollout_id, at, message) VALUES (?, ?, ?)");
   s.bind(1, static_cast<int64_t>(e.rollout_id)).bind(2, e.at).bind(3, e.message).run();
@@ -187,8 +192,19 @@ void insert_event(Db& db, const EventRow& e) {
 Store::Store(Db* db) : db_(db) {}
 Store::~Store() = default;
 
-Expected<std::unique_ptr<Store>> Store::open(const std::string& path) {
-  auto db = Db::open(path);
+int64_t Store::wal_backlog() const { return db_->wal_backlog(); }
+
+uint64_t Store::checkpoints() const { return db_->checkpoints(); }
+
+Status Store::checkpoint() {
+  return guard("checkpoint", [&]() -> Status {
+    db_->checkpoint();
+    return Status::Ok();
+  });
+}
+
+Expected<std::unique_ptr<Store>> Store::open(const std::string& path, int64_t wal_cap_pages) {
+  auto db = Db::open(path, wal_cap_pages);
   if (!db) return db.error();
   std::unique_ptr<Store> store(new Store(*db));
   try {
@@ -349,7 +365,7 @@ Expected<uint64_t> Store::create_rollout(const RolloutRow& r) {
 
 Status Store::save_step(const StepWrite& w) {
   return guard("save rollout step", [&]() -> Status {
-    Txn t(*db_, w.durable ? Sync::kDurable : Sync::kLazy);
+    Txn t(*db_, w.durable || !w.audit.empty() ? Sync::kDurable : Sync::kLazy);
     int64_t revision = 0;
     if (w.assign_revision) {
       Stmt q(db_->raw(),
@@ -377,6 +393,7 @@ Status Store::save_step(const StepWrite& w) {
       s.bind(1, o.order_id).bind(2, static_cast<int64_t>(o.rollout_id)).bind(3, o.host_id).bind(4, o.body).bind(5, o.created_at).run();
     }
     for (const auto& e : w.events) insert_event(*db_, e);
+    for (const auto& a : w.audit) insert_audit(*db_, a);
     for (const auto& r : w.results) write_result(*db_, r);
     if (!w.acked.empty()) {
       for (const auto& id : w.acked) {
@@ -559,15 +576,18 @@ Expected<std::vector<EventRow>> Store::recent_events(uint64_t rollout_id, int li
 
 Status Store::add_event(const EventRow& e) {
   return guard("add event", [&]() -> Status {
+    Txn t(*db_);  // durable, whatever the previous transaction's sync mode was
     insert_event(*db_, e);
+    t.commit();
     return Status::Ok();
   });
 }
 
 Status Store::audit(const AuditRow& a) {
   return guard("audit", [&]() -> Status {
-    Stmt s(db_->raw(), "INSERT INTO audit (at, who, command, target, decision) VALUES (?, ?, ?, ?, ?)");
-    s.bind(1, a.at).bind(2, a.who).bind(3, a.command).bind(4, a.target).bind(5, a.decision).run();
+    Txn t(*db_);  // durable, whatever the previous transaction's sync mode was
+    insert_audit(*db_, a);
+    t.commit();
     return Status::Ok();
   });
 }
