@@ -1644,14 +1644,16 @@ void Coordinator::on_timers() {
   // instead of on a fixed tick.
   if (now >= next_expiry_) {
     const Millis timeout = static_cast<Millis>(cfg_.heartbeat_interval_ms) * cfg_.heartbeat_misses;
+    // The hosts lost in one pass go to each rollout as one step (one commit), as the reports of
+    // a pass do: a stall that expires hundreds of hosts must not add one fsync per host.
+    std::map<uint64_t, std::vector<rollout::Event>> lost;
     for (const auto& host_id : registry_.expire(now, timeout, &next_expiry_)) {
       L()->warn("{} is unknown: no traffic for {} heartbeat intervals", host_id, cfg_.heartbeat_misses);
       metrics_->hosts_lost++;
       dirty_ = true;
-      std::vector<uint64_t> ids;
-      for (auto& [rid, a] : active_) if (a.state.find(host_id)) ids.push_back(rid);
-      for (auto rid : ids) (void)apply(rid, rollout::EvHostLost{host_id});
+      for (auto& [rid, a] : active_) if (a.state.find(host_id)) lost[rid].push_back(rollout::EvHostLost{host_id});
     }
+    for (auto& [rid, evs] : lost) (void)apply_many(rid, evs, {});
   }
   Millis wall = clock_.wall_ms();
   std::vector<uint64_t> due;
