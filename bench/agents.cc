@@ -3,7 +3,9 @@
 // hello, heartbeats, order acks with de-duplication, reports after a configurable swap and
 // verify time, hello again on `hello_required`, liveness timeout (misses x the coordinator's
 // announced heartbeat period, as the real agent) with jittered backoff.
-// One thread, one epoll set over the sockets' ZMQ_FDs, one zmq context.
+// One thread, one epoll set over the sockets' ZMQ_FDs, one zmq context. With --raw-sub the SUB
+// side is a raw ZMTP 3.0 subscriber on a plain socket in the same epoll set (bench/zmtp_sub.h):
+// the receive cost of the TCP baseline's receivers; the DEALER stays libzmq.
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@
 #include <zmq.hpp>
 
 #include "bench/sim_common.h"
+#include "bench/zmtp_sub.h"
 #include "common/protocol/codec.h"
 #include "common/transport/liveness.h"
 #include "common/transport/zmq_transport.h"
@@ -48,6 +51,7 @@ struct Options {
   int swap_ms = 0, verify_ms = 0;
   bool hold_updates = false;  // keep updates queued until a signal cancels them (broadcast bench)
   bool no_dealer = false;     // SUB only (broadcast listeners)
+  bool raw_sub = false;       // the SUB side as a raw ZMTP 3.0 subscriber (zmtp_sub.h), plaintext only
   int io_threads = 2;
   int stats_ms = 250;
   int duration_s = 900;
@@ -63,6 +67,7 @@ struct Held {
 struct Agent {
   std::string id;
   std::unique_ptr<zmq::socket_t> dealer, sub;
+  std::unique_ptr<ZmtpSub> rsub;  // --raw-sub: instead of `sub`
   bool opened = false, dead = false, welcomed = false;
   bool heard = false;     // any frame on the current DEALER
   int silent_in_row = 0;  // DEALERs given up in a row without a frame (common/transport/liveness.h)
@@ -99,6 +104,7 @@ class Fleet {
   explicit Fleet(Options o) : o_(std::move(o)), ctx_(o_.io_threads), rng_(std::random_device{}()) {
     ctx_.set(zmq::ctxopt::max_sockets, 30000);
     ep_ = epoll_create1(EPOLL_CLOEXEC);
+    if (o_.raw_sub) raw_peer_ = parse_addr(o_.pub_endpoint.substr(o_.pub_endpoint.find("://") + 3));
     agents_.resize(static_cast<size_t>(o_.agents));
     for (int i = 0; i < o_.agents; ++i) {
       agents_[i].id = sim_host_id(o_.prefix, o_.first + i);
@@ -115,6 +121,7 @@ class Fleet {
     for (auto& a : agents_) {
       a.dealer.reset();
       a.sub.reset();
+      a.rsub.reset();
     }
     ::close(ep_);
   }
@@ -136,9 +143,12 @@ class Fleet {
       int n = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), 20);
       for (int i = 0; i < n; ++i) {
         uint64_t key = evs[i].data.u64;
-        size_t idx = key >> 1;
-        if (key & 1) drain_sub(idx);
-        else drain_dealer(idx);
+        size_t idx = key >> 2;
+        switch (key & 3) {
+          case kKeyDealer: drain_dealer(idx); break;
+          case kKeySub: drain_sub(idx); break;
+          default: on_raw_sub(idx, evs[i].events); break;
+        }
       }
       now = mono_ms();
       run_due(now);
@@ -170,6 +180,9 @@ class Fleet {
   }
 
  private:
+  // epoll keys: agent index << 2 | socket kind
+  static constexpr uint64_t kKeyDealer = 0, kKeySub = 1, kKeyRawSub = 2;
+
   void watch(zmq::socket_t& s, uint64_t key) {
     int fd = s.get(zmq::sockopt::fd);
     epoll_event ev{};
@@ -185,14 +198,18 @@ class Fleet {
   void open_agent(size_t i) {
     Agent& a = agents_[i];
     a.opened = true;
-    if (!o_.pub_endpoint.empty()) {
+    if (!o_.pub_endpoint.empty() && o_.raw_sub) {
+      a.rsub = std::make_unique<ZmtpSub>(ep_, (i << 2) | kKeyRawSub, raw_peer_, static_cast<size_t>(o_.socket.max_msg_size),
+                                         &raw_, rng_());
+      a.rsub->open();
+    } else if (!o_.pub_endpoint.empty()) {
       a.sub = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::sub);
       transport::SocketOptions so = o_.socket;
       so.curve = a.curve;
       transport::configure(*a.sub, so);
       a.sub->set(zmq::sockopt::subscribe, "");
       a.sub->connect(o_.pub_endpoint);
-      watch(*a.sub, (i << 1) | 1);
+      watch(*a.sub, (i << 2) | kKeySub);
     }
     if (!o_.no_dealer) open_dealer(i);
   }
@@ -207,7 +224,7 @@ class Fleet {
     if (!so.curve.enabled()) so.routing_id = a.id;
     transport::configure(*a.dealer, so);
     a.dealer->connect(o_.endpoint);
-    watch(*a.dealer, i << 1);
+    watch(*a.dealer, (i << 2) | kKeyDealer);
     int64_t now = mono_ms();
     a.last_heard = now;
     a.welcomed = false;
@@ -238,6 +255,7 @@ class Fleet {
         unwatch(*a.sub);
         a.sub.reset();
       }
+      a.rsub.reset();
       emit({{"ev", "killed"}, {"host", a.id}, {"last_sent_us", a.last_sent_us}, {"at_us", wall_us()}});
       return;
     }
@@ -301,6 +319,17 @@ class Fleet {
       if (!m) continue;
       if (auto* s = std::get_if<proto::Signal>(&*m)) on_signal(i, *s, t);
     }
+  }
+
+  void on_raw_sub(size_t i, uint32_t events) {
+    Agent& a = agents_[i];
+    if (!a.rsub) return;
+    // As drain_sub: every single-frame message decoded with the codec, Signals recorded.
+    a.rsub->on_events(events, [this, i](std::string_view body, int64_t t) {
+      auto m = proto::decode(body);
+      if (!m) return;
+      if (auto* s = std::get_if<proto::Signal>(&*m)) on_signal(i, *s, t);
+    });
   }
 
   void on_frame(size_t i, const std::string& bytes) {
@@ -437,6 +466,7 @@ class Fleet {
   void timers(int64_t now) {
     for (size_t i = 0; i < agents_.size(); ++i) {
       Agent& a = agents_[i];
+      if (a.rsub && !a.dead) a.rsub->poll_reconnect(now);
       if (!a.opened || a.dead || o_.no_dealer) continue;
       if (a.dealer) {
         if (now - a.last_heard >= transport::silence_limit_ms(a.welcomed, a.coord_period, static_cast<uint32_t>(a.misses), a.silent_in_row)) {
@@ -454,8 +484,9 @@ class Fleet {
   }
 
   nlohmann::json stats() const {
-    uint64_t connected = 0, welcomed = 0, held = 0;
+    uint64_t connected = 0, welcomed = 0, held = 0, raw_ready = 0;
     for (const auto& a : agents_) {
+      if (a.rsub && a.rsub->ready()) raw_ready++;
       if (a.dealer) connected++;
       if (a.dealer && a.welcomed) welcomed++;
       held += a.held.size();
@@ -472,7 +503,10 @@ class Fleet {
             {"connects", connects_},  {"reconnects", reconnects_}, {"timeouts", timeouts_},  {"hb_out", hb_out_},
             {"hb_in", hb_in_},        {"frames_in", frames_in_}, {"orders_in", orders_in_},  {"reports", reports_},
             {"send_fail", send_fail_}, {"bad_frames", bad_frames_}, {"errors_in", errors_in_}, {"rollouts", ro},
-            {"signals", sig},         {"epochs", ep}};
+            {"signals", sig},         {"epochs", ep},
+            {"raw_sub", {{"ready_now", raw_ready}, {"connects", raw_.connects}, {"ready", raw_.ready}, {"lost", raw_.lost},
+                         {"malformed", raw_.malformed}, {"multipart_dropped", raw_.multipart_dropped},
+                         {"messages", raw_.messages}, {"pings", raw_.pings}}}};
   }
 
   Options o_;
@@ -484,6 +518,8 @@ class Fleet {
   std::map<uint64_t, SignalStats> signals_;
   std::map<uint64_t, EpochStats> epochs_;
   std::mt19937_64 rng_;
+  sockaddr_in raw_peer_{};
+  ZmtpCounters raw_;
   uint64_t hellos_ = 0, hello_required_ = 0, connects_ = 0, reconnects_ = 0, timeouts_ = 0, hb_out_ = 0, hb_in_ = 0,
            frames_in_ = 0, orders_in_ = 0, reports_ = 0, send_fail_ = 0, bad_frames_ = 0, errors_in_ = 0;
 };
@@ -558,6 +594,8 @@ int run_agents(int argc, char** argv) {
       ("verify-ms", po::value(&o.verify_ms)->default_value(0), "simulated verification time per order")
       ("hold-updates", po::bool_switch(&o.hold_updates), "queue update orders until a signal cancels them")
       ("no-dealer", po::bool_switch(&o.no_dealer), "SUB sockets only (broadcast listeners)")
+      ("raw-sub", po::bool_switch(&o.raw_sub), "the SUB side as a raw ZMTP 3.0 subscriber on a plain TCP socket "
+                                               "(bench/zmtp_sub.h; plaintext, tcp://IPv4:PORT only; the DEALER stays libzmq)")
       ("io-threads", po::value(&o.io_threads)->default_value(o.io_threads), "zmq io threads")
       ("stats-ms", po::value(&o.stats_ms)->default_value(o.stats_ms), "print a stats line this often")
       ("duration-s", po::value(&o.duration_s)->default_value(o.duration_s), "exit after this long at the latest")
@@ -581,6 +619,10 @@ int run_agents(int argc, char** argv) {
   }
   if (o.endpoint.empty() && !o.no_dealer) {
     std::cerr << "gantry-fleet-sim agents: --endpoint is required\n";
+    return 2;
+  }
+  if (o.raw_sub && (o.pub_endpoint.rfind("tcp://", 0) != 0 || !client_pub.empty() || !o.curve_seed.empty())) {
+    std::cerr << "gantry-fleet-sim agents: --raw-sub needs a plaintext tcp:// --pub-endpoint\n";
     return 2;
   }
   // The same bounded options as the real agent's sockets (PROTOCOL.md §1).
