@@ -10,7 +10,10 @@ complete` (the last byte written and fsynced, and its sha256 — computed while 
 extraction and restart come after and are not in the figure). Baseline: `gantry-fleet-sim copy-send` serves the same archive to N
 `copy-recv` processes at once (one thread, epoll, sendfile; each receiver writes its own file
 and fsyncs it), time = first byte offered -> the last receiver's fsync; run before and after
-the Gantry rounds (other work on the machine comes and goes), the faster run counts."""
+the Gantry rounds (other work on the machine comes and goes), the faster run counts. The CPU
+seconds of both sides are printed (Gantry: coordinator and agents from /proc; baseline: the
+copy processes' rusage). With --perf, the first baseline run and the main Gantry round are
+each profiled system-wide (perf-baseline.data, perf-gantry.data in the work dir; use --keep)."""
 
 import datetime
 import os
@@ -173,23 +176,47 @@ def sha256_of(path):
     return h.hexdigest()
 
 
-def baseline_copy(env, path, n, timeout):
-    """Plain TCP copy of `path` to n receiver processes; returns (seconds, bytes each)."""
+def perf_all(env, name):
+    """--perf: a system-wide profile (every process, kernel included) into the work dir."""
+    if not env.args.perf:
+        return None
+    p = subprocess.Popen(["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", "499", "-o",
+                          os.path.join(env.work, f"perf-{name}.data")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return p
+
+
+def perf_stop(p):
+    if p:
+        p.send_signal(signal.SIGINT)
+        p.wait(60)
+
+
+def baseline_copy(env, path, n, timeout, perf_name=None):
+    """Plain TCP copy of `path` to n receiver processes; returns (seconds, CPU seconds of the
+    sender and receivers). The copy processes are this script's only children that exit while
+    it runs, so their CPU is the change of RUSAGE_CHILDREN once they are reaped."""
+    import resource
     size = os.path.getsize(path)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = os.path.join(env.work, "copy")
     os.makedirs(out, exist_ok=True)
-    sender = Proc([env.sim, "copy-send", "--file", path, "--conns", str(n), "--timeout-s", str(timeout)],
-                  os.path.join(env.work, "copy-send.log"))
-    env.procs.append(sender)
-    port = wait_until(lambda: sender.event("bound"), 10, what="copy-send")[0]["port"]
-    recvs = []
-    for i in range(n):
-        p = Proc([env.sim, "copy-recv", "--connect", f"127.0.0.1:{port}", "--out", os.path.join(out, f"r{i}.bin"),
-                  "--timeout-s", str(timeout)], os.path.join(env.work, f"copy-recv-{i}.log"))
-        recvs.append(p)
-        env.procs.append(p)
-    start = wait_until(lambda: sender.event("start"), 60, what="copy-send start")[0]
-    wait_until(lambda: all(r.event("done") for r in recvs), timeout, 0.05, "every receiver done")
+    perf = perf_all(env, perf_name) if perf_name else None  # running before the first byte moves
+    try:
+        sender = Proc([env.sim, "copy-send", "--file", path, "--conns", str(n), "--timeout-s", str(timeout)],
+                      os.path.join(env.work, "copy-send.log"))
+        env.procs.append(sender)
+        port = wait_until(lambda: sender.event("bound"), 10, what="copy-send")[0]["port"]
+        recvs = []
+        for i in range(n):
+            p = Proc([env.sim, "copy-recv", "--connect", f"127.0.0.1:{port}", "--out", os.path.join(out, f"r{i}.bin"),
+                      "--timeout-s", str(timeout)], os.path.join(env.work, f"copy-recv-{i}.log"))
+            recvs.append(p)
+            env.procs.append(p)
+        start = wait_until(lambda: sender.event("start"), 60, what="copy-send start")[0]
+        wait_until(lambda: all(r.event("done") for r in recvs), timeout, 0.05, "every receiver done")
+    finally:
+        perf_stop(perf)
     done = [r.event("done")[0] for r in recvs]
     bad = [d for d in done if d["bytes"] != size or not d["fsync_ok"]]
     if bad:
@@ -198,9 +225,11 @@ def baseline_copy(env, path, n, timeout):
     for p in recvs + [sender]:
         p.stop()
         env.procs.remove(p)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     import shutil
     shutil.rmtree(out, ignore_errors=True)
-    return secs
+    return secs, cpu
 
 
 def gantry_round(env, agents, version, path, n, timeout):
@@ -216,21 +245,14 @@ def gantry_round(env, agents, version, path, n, timeout):
     rss0, _ = sampler.read()
     sampler.start()
     cpu0, acpu0 = proc_cpu_ticks(env.coord_pid), agents.cpu_seconds()
-    perf = None
-    if env.args.perf and n == env.args.receivers:  # profile the coordinator in the main round
-        perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-p",
-                                 str(env.coord_pid), "-o", os.path.join(env.work, "perf.data")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
+    perf = perf_all(env, "gantry") if n == env.args.receivers else None  # the main round, system-wide
     st = env.op("rollout.start", {"service": "web", "version": version, "plan": {"batches": ["100%"]}})
     assert st["ok"], st
     rid, t0 = st["result"]["id"], st["sent_us"] / 1e6
     try:
         wait_until(lambda: len(agents.downloads(sha)) >= n, timeout, 0.2, f"{n} downloads of {version}")
     finally:
-        if perf:
-            perf.send_signal(signal.SIGINT)
-            perf.wait(60)
+        perf_stop(perf)
     hz = os.sysconf("SC_CLK_TCK")
     cpu1, acpu1 = proc_cpu_ticks(env.coord_pid), agents.cpu_seconds()
     sampler.stop()
@@ -258,7 +280,7 @@ def run(args):
         make_release(rel1, "d1", payload, 1)
 
         # Baseline first: the same archive to the same number of receivers over plain TCP.
-        base_s = baseline_copy(env, rel2, n, timeout)
+        base_s, base_cpu = baseline_copy(env, rel2, n, timeout, "baseline")
         base_tp = n * size / MiB / base_s
         print(f"baseline: {n} x {size / MiB:.1f} MiB over plain TCP in {base_s:.2f} s = {base_tp:.0f} MiB/s")
 
@@ -279,9 +301,11 @@ def run(args):
         print(f"gantry {n}: {g2}")
         # The baseline again, after: other work on this machine comes and goes, so Gantry is
         # bracketed by two baseline runs and compared with the faster one.
-        base_s2 = baseline_copy(env, rel2, n, timeout)
+        base_s2, base_cpu2 = baseline_copy(env, rel2, n, timeout)
         print(f"baseline again: {n} x {size / MiB:.1f} MiB over plain TCP in {base_s2:.2f} s = {n * size / MiB / base_s2:.0f} MiB/s")
         base_runs = f"{base_s:.2f} s before, {base_s2:.2f} s after"
+        if base_s2 < base_s:
+            base_cpu = base_cpu2
         base_s = min(base_s, base_s2)
         base_tp = n * size / MiB / base_s
         tp = n * size / MiB / g2["secs"]
@@ -301,8 +325,9 @@ def run(args):
                  f"{small * size / (1024 * MiB):.2f} GiB served", f"{d2 / max(d1, 1):.1f}x growth for {n // small}x receivers",
                  "—", None),
                 (f"{small} agents: throughput (MiB/s)", f"{tp1:.0f}", "—", "—", "—", None),
-                (f"CPU seconds during the {n}-agent transfer: coordinator / all agents", f"{g2['coord_cpu']:.1f} / {g2['agents_cpu']:.1f}",
-                 "—", "—", "—", None)]
+                (f"CPU seconds of the {n}-receiver transfer: coordinator / all agents (Gantry); sender + receivers (baseline)",
+                 f"{g2['coord_cpu']:.1f} / {g2['agents_cpu']:.1f}", f"{base_cpu:.1f}",
+                 f"{(g2['coord_cpu'] + g2['agents_cpu']) / max(base_cpu, 0.01):.2f}x", "—", None)]
         record("distribution", f"6. Release distribution ({mib} MiB to {n} real agents)", "bench/run distribution", rows,
                f"Rollout {g2['phase']} (all {n} hosts in one batch; rollout.start → finished_at {g2['rollout_s']:.2f} s, "
                f"first agent done after {g2['first']:.2f} s). Archive {size} bytes of random content. "

@@ -5,6 +5,10 @@
 // so the file need not be read back: once all are on disk the digest is compared with the
 // order's and a mismatch fails the fetch and deletes the file. A resumed download hashes the
 // prefix already on disk first, so the digest always covers the whole file.
+// The file is written with O_DIRECT where the file system allows it: the page-cache copy was
+// the largest cost of a download (figure 6 in docs/BENCHMARKS.md), and the artifact is read
+// once more, for extraction, so caching it buys nothing. Anything unaligned (a resumed file of
+// an odd size, a short chunk) or a file system without O_DIRECT falls back to buffered writes.
 // Main thread only (it sends on the agent's socket).
 #pragma once
 
@@ -26,6 +30,8 @@ class Fetcher {
   using Send = std::function<void(const proto::Message&)>;
   static constexpr uint32_t kChunkBytes = 256 * 1024;
   static constexpr size_t kWindow = 8;
+  // With O_DIRECT, chunks are gathered into writes of up to this many bytes.
+  static constexpr size_t kDirectBatch = 1024 * 1024;
   static constexpr Millis kStallMs = 30000;
 
   enum class State { kRunning, kComplete, kFailed };
@@ -56,12 +62,22 @@ class Fetcher {
   // Once complete: the sha256 of the bytes written, which then equals sha256().
   const std::string& digest() const { return digest_; }
 
+  // Whether the bytes still go to the disk with O_DIRECT (for tests).
+  bool direct() const { return direct_; }
+
  private:
   void fill_window();
   void request(uint64_t offset, uint32_t length);
   void fail(std::string msg);
   // Writes at the end of the prefix on disk; false (and the fetch failed) on a write error.
   bool append(const char* data, size_t len);
+  bool write_buffered(const char* data, size_t len, uint64_t at);
+  // O_DIRECT: writes the gathered batch behind the file's end, the artifact's last piece padded
+  // to a block and the file cut back to its size. A file system that refuses it (EINVAL) gets
+  // the batch and the rest of the download through the page cache. False: the fetch failed.
+  bool flush_direct();
+  // Back to the page cache for the rest of the download (drops an unwritten batch).
+  void end_direct();
   void flush();
   // All bytes are on disk: fsync, compare the digest, and complete (or fail).
   void finish();
@@ -75,11 +91,16 @@ class Fetcher {
   std::string error_;
   Sha256 hash_;                // of the prefix [0, written_)
   std::string digest_;
-  uint64_t written_ = 0;       // contiguous prefix on disk
+  uint64_t written_ = 0;       // contiguous prefix hashed; on disk but for the last batched_ bytes
   uint64_t next_ = 0;          // next offset to request
   Millis last_progress_ = 0;
   std::map<uint64_t, uint32_t> outstanding_;    // offset -> requested length
   std::map<uint64_t, std::string> pending_;     // received beyond the prefix, not yet written
+  // Written with O_DIRECT from a page-aligned bounce buffer while the prefix stays aligned
+  // (see start()): the bytes go from the chunk to the disk without a page-cache copy.
+  bool direct_ = false;
+  char* bounce_ = nullptr;  // kDirectBatch bytes, mmap'd (page-aligned) while direct_
+  size_t batched_ = 0;      // bytes in bounce_ not yet written: [written_ - batched_, written_)
 };
 
 }  // namespace gantry::agent

@@ -77,6 +77,61 @@ TEST(AgentFetcher, ShortAndOversizedChunksInOrder) {
   EXPECT_EQ(read_text(t / "s.part"), data);
 }
 
+// The file is written with O_DIRECT where the file system takes it (chunks gathered in an
+// aligned bounce buffer, the last piece padded to a block and the file cut back): the file on
+// disk is always a prefix of the artifact, exactly the bytes received once the fetcher stops, so
+// an interrupted download resumes from its size. Anything unaligned falls back to the page
+// cache for the rest of the download with the same result.
+TEST(AgentFetcher, DirectWritesKeepTheExactPrefixAndFallBackWhenUnaligned) {
+  TempDir t;
+  FakeClock clock;
+  std::string data(3 * Fetcher::kChunkBytes + 4097, '\0');  // the last piece is not a whole block
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + 5);
+  const std::string sha = sha256_hex(data);
+  auto noop = [](const proto::Message&) {};
+  auto feed = [&](Fetcher& f, uint64_t from, uint64_t to) {
+    for (uint64_t off = from; off < to; off += Fetcher::kChunkBytes)
+      f.on_chunk({sha, off, data.size(), data.substr(off, Fetcher::kChunkBytes)});
+  };
+  {  // In order, interrupted after two chunks, then resumed by a new fetcher.
+    {
+      Fetcher f(t / "d.part", sha, data.size(), clock, noop);
+      ASSERT_TRUE(f.start().ok());
+      feed(f, 0, 2 * Fetcher::kChunkBytes);
+      EXPECT_EQ(f.received(), 2 * Fetcher::kChunkBytes);
+    }  // stopped (the agent shuts down): the batch not yet written goes to disk
+    EXPECT_EQ(read_text(t / "d.part"), data.substr(0, 2 * Fetcher::kChunkBytes));
+    Fetcher f(t / "d.part", sha, data.size(), clock, noop);
+    ASSERT_TRUE(f.start().ok());
+    feed(f, 2 * Fetcher::kChunkBytes, data.size());
+    ASSERT_EQ(f.state(), Fetcher::State::kComplete) << f.error();
+    EXPECT_EQ(f.digest(), sha);
+    EXPECT_FALSE(f.direct()) << "the bounce buffer is released once complete";
+    EXPECT_EQ(read_text(t / "d.part"), data) << "no padding left behind the last piece";
+  }
+  {  // A prefix that does not end on a block: the page cache from the start.
+    write_text(t / "u.part", data.substr(0, 1000));
+    Fetcher f(t / "u.part", sha, data.size(), clock, noop);
+    ASSERT_TRUE(f.start().ok());
+    EXPECT_FALSE(f.direct());
+    f.on_chunk({sha, 1000, data.size(), data.substr(1000, Fetcher::kChunkBytes)});
+    feed(f, 1000 + Fetcher::kChunkBytes, data.size());
+    ASSERT_EQ(f.state(), Fetcher::State::kComplete) << f.error();
+    EXPECT_EQ(read_text(t / "u.part"), data);
+  }
+  {  // A short answer in the middle ends O_DIRECT for the rest of the download.
+    Fetcher f(t / "s.part", sha, data.size(), clock, noop);
+    ASSERT_TRUE(f.start().ok());
+    f.on_chunk({sha, 0, data.size(), data.substr(0, 1000)});
+    EXPECT_FALSE(f.direct());
+    f.on_chunk({sha, 1000, data.size(), data.substr(1000, Fetcher::kChunkBytes - 1000)});
+    feed(f, Fetcher::kChunkBytes, data.size());
+    ASSERT_EQ(f.state(), Fetcher::State::kComplete) << f.error();
+    EXPECT_EQ(f.digest(), sha);
+    EXPECT_EQ(read_text(t / "s.part"), data);
+  }
+}
+
 // The digest is checked before the fetch completes: wrong bytes (from the wire, or a corrupt
 // prefix a restarted agent resumes from) fail it and delete the file; nothing gets extracted.
 TEST(AgentFetcher, WrongBytesFailTheDigestAndDeleteTheFile) {
