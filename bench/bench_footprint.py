@@ -10,7 +10,8 @@ so the agent's whole job is: journal, swap `current`, run the restart command, p
    schedstat, ns) over --idle-s seconds.
 2. Local swap: two releases are rolled out once each (download + extract; not measured), then
    --runs rollouts alternate between them, each an installed release (no download). The agent's
-   own `order <id> timings:` log line gives its time from the Order's arrival to the Report sent.
+   own `order <id> timings:` log line gives its time from the Order's arrival to the Report sent
+   (restart and verify run as one worker job; `restart_command` and `probe` are its two parts).
    After each rollout, gantry-swap-floor does the unavoidable steps once on the same filesystem
    (symlink + rename over `current`, fsync of the directory, fork/exec `/bin/sh -c /bin/true` and
    wait, one HTTP GET of the same /health): the same-run baseline. Ratio = median agent total /
@@ -226,7 +227,8 @@ def run(args):
              ms(med([a + b for a, b in zip(floor["swap_us"], floor["dir_fsync_us"])])), "—", "—", None),
             ("… restart command /bin/true (ms)", ms(med(col("restart_command"))), ms(med(floor["restart_us"])), "—", "—", None),
             ("… one HTTP probe (ms)", ms(med(col("probe"))), ms(med(floor["probe_us"])), "—", "—", None),
-            (f"… journal writes (ms; {writes:.0f} per order, each one record + fdatasync; the verifying one overlaps the first probe)", ms(a_journal), "0", "—", "—",
+            (f"… journal writes (ms; {writes:.0f} records per order: accept+swapping and the result each with an fdatasync, "
+             "the verifying one without (it guards no act), written while the first probe runs)", ms(a_journal), "0", "—", "—",
              None),
             ("… everything else: threads, messages, logging (ms; understated by the overlapped write)", ms(other), "—", "—", "—", None),
             ("agent RSS after the rollouts (MiB)", f"{rss_after / 1024:.2f}", "—", "—", "—", None),

@@ -15,6 +15,11 @@ namespace {
 std::shared_ptr<spdlog::logger> lg() { return log::get("agent.order"); }
 
 constexpr Millis kWorkPollMs = 100;
+// Progress{verifying} (and its log line) waits this long after the restart command ended, or
+// until the probes end, whichever is first: a first probe that passes at once is not slowed by
+// the send (the zmq I/O thread and the coordinator waking on a 2-core host), and the Progress
+// then goes out just before the result record's fdatasync, overlapping it.
+constexpr Millis kAnnounceVerifyingMs = 20;
 
 int64_t steady_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -40,9 +45,9 @@ void Agent::shutdown() { worker_.cancel_and_join(); }
 // ---------------------------------------------------------------------------------------------
 // Journal
 
-Status Agent::persist() {
+Status Agent::persist(bool lazy) {
   int64_t t0 = steady_us();
-  Status st = store_.save(state_);
+  Status st = lazy ? store_.save_lazy(state_) : store_.save(state_);
   last_persist_us_ = steady_us() - t0;
   if (state_.active) {
     times_.journal_us += last_persist_us_;
@@ -53,8 +58,8 @@ Status Agent::persist() {
 }
 
 // Saves; on failure remembers the error for the active order's report and returns false.
-bool Agent::persist_or_note() {
-  Status st = persist();
+bool Agent::persist_or_note(bool lazy) {
+  Status st = persist(lazy);
   if (st.ok()) return true;
   if (state_error_.empty()) state_error_ = st.error().message;
   return false;
@@ -175,7 +180,7 @@ void Agent::on_order(const proto::Order& o) {
     // Idle: the order starts right away. If its release is already installed, its next write
     // would be the swapping record, so that one record is also its acceptance (one write).
     if (svc_of(o).driver->has_release(ReleaseId{o.service, o.version, o.sha256, o.size})) {
-      accept_and_swap(o, received_us);
+      accept_and_swap(o, received_us, steady_us() - received_us);
       return;
     }
     not_installed_ = o.order_id;  // begin_fetch need not ask the driver again
@@ -211,7 +216,7 @@ void Agent::acknowledge(const proto::Order& o) {
 // `from_version`. A restart finds exactly what the queued path's swapping record would have
 // left (Agent::start: `current` not yet the new version -> swap, else restart + verify), and a
 // coordinator resending the order meanwhile gets "duplicate" (it is the active order).
-void Agent::accept_and_swap(const proto::Order& o, int64_t received_us) {
+void Agent::accept_and_swap(const proto::Order& o, int64_t received_us, int64_t checks_us) {
   ActiveOrder a;
   a.order = o;
   a.phase = phase::kSwapping;
@@ -222,6 +227,7 @@ void Agent::accept_and_swap(const proto::Order& o, int64_t received_us) {
   state_.active = std::move(a);
   times_ = StepTimes{};
   times_.received_us = received_us;
+  times_.checks_us = checks_us;
   if (Status st = persist(); !st.ok()) {
     state_.active.reset();
     reject_unjournaled(o, st);
@@ -238,12 +244,27 @@ void Agent::accept_and_swap(const proto::Order& o, int64_t received_us) {
 
 ServiceRuntime& Agent::svc_of(const proto::Order& o) { return services_.at(o.service); }
 
-void Agent::set_release_keys(std::vector<std::string> keys) { release_keys_ = std::move(keys); }
+void Agent::set_release_keys(std::vector<std::string> keys) {
+  release_keys_ = std::move(keys);
+  verified_.clear();  // verified with the previous keys
+}
 
 Status Agent::check_release(const proto::Order& o) const {
   if (release_keys_.empty()) return Status::Ok();  // insecure_dev without release keys: unsigned allowed
-  auto m = release::verify(o.manifest, o.signature, release_keys_);
-  if (!m) return m.error();
+  const release::Manifest* m = nullptr;
+  for (auto it = verified_.begin(); it != verified_.end(); ++it) {
+    if (it->signature == o.signature && it->manifest == o.manifest) {
+      m = &it->parsed;
+      break;
+    }
+  }
+  if (!m) {
+    auto checked = release::verify(o.manifest, o.signature, release_keys_);
+    if (!checked) return checked.error();
+    if (verified_.size() >= kVerifiedKept) verified_.pop_front();
+    verified_.push_back({o.manifest, o.signature, std::move(*checked)});
+    m = &verified_.back().parsed;
+  }
   // The fetcher reads exactly o.size bytes and the digest is checked against o.sha256, so
   // binding both to the signed manifest bounds and pins what gets installed.
   return release::check_matches(*m, o.service, o.version, o.sha256, o.size);
@@ -304,7 +325,13 @@ void Agent::on_reconnect() {
 // Loop integration
 
 void Agent::tick() {
-  if (auto r = worker_.take()) on_work_done(*r);
+  // Milestones first, then the job's result; bounded: a job posts a handful of milestones.
+  for (int i = 0; i < 16; ++i) {
+    auto r = worker_.take();
+    if (!r) break;
+    on_work_done(*r);
+  }
+  if (announce_verifying_at_ && clock_.now_ms() >= announce_verifying_at_) announce_verifying();
   if (fetcher_) {
     fetcher_->check(clock_.now_ms());
     if (fetcher_->state() == Fetcher::State::kFailed) fail_before_swap(fetcher_->error());
@@ -316,6 +343,7 @@ Millis Agent::next_deadline() const {
   Millis now = clock_.now_ms();
   Millis d = now + 1000;
   if (worker_.busy()) d = std::min(d, now + kWorkPollMs);
+  if (announce_verifying_at_) d = std::min(d, announce_verifying_at_);
   if (fetcher_) d = std::min(d, fetcher_->deadline());
   return d;
 }
@@ -503,39 +531,67 @@ void Agent::begin_swap(bool journaled) {
 
 void Agent::begin_restart() {
   auto& a = *state_.active;
-  set_phase(phase::kRestarting, a.order.version);
+  a.phase = phase::kRestarting;
   // No journal write here: the swapping record (from_version, written before the swap) plus
   // `current` on disk already say what a restart must do — an agent killed from here until
   // the verifying write resumes with restart + verify (Agent::start), which is this phase.
-  progress(phase::kRestarting, "running restart command");
+  //
+  // Restart and verify are one job: the worker runs the restart command, posts a "restart"
+  // milestone and goes straight on probing, without waiting for the main loop to hand it a
+  // second job; the main loop handles the milestone (timing, the verifying record, Progress)
+  // while the probes run. The job starts first, the log line and Progress follow.
   auto driver = svc().driver;
   std::string v = a.order.version;
-  worker_.run("restart", [driver, v](const std::atomic<bool>&) {
-    Status st = driver->restart(v);
-    crash_point("during_restart");
-    return st;
-  });
-}
-
-void Agent::begin_verify() {
-  auto& a = *state_.active;
-  set_phase(phase::kVerifying, a.order.version);
-  VerifyPolicy p = policy();
-  progress(phase::kVerifying, "probing: healthy for " + std::to_string(p.min_healthy_ms) + " ms within " +
-                                  std::to_string(p.healthy_deadline_ms) + " ms");
   ProbeList probes = svc().probes;
+  VerifyPolicy p = policy();
   const Clock& clock = clock_;
   auto sleep = sleep_;
-  worker_.run("verify", [probes, p, &clock, sleep](const std::atomic<bool>& cancelled) -> Status {
-    Verifier v(clock, sleep, [] { crash_point("during_verify"); });
-    VerifyResult r = v.run(probes, p, &cancelled);
+  Worker* worker = &worker_;
+  restart_failure_.clear();
+  restart_job_us_ = 0;
+  worker_.run("verify", [driver, v, probes, p, &clock, sleep, worker](const std::atomic<bool>& cancelled) -> Status {
+    const int64_t t0 = steady_us();
+    Status st = driver->restart(v);
+    crash_point("during_restart");
+    worker->milestone("restart", st, steady_us() - t0);
+    if (!st.ok()) return st;  // the main loop reverts when it takes this result
+    Verifier verifier(clock, sleep, [] { crash_point("during_verify"); });
+    VerifyResult r = verifier.run(probes, p, &cancelled);
     if (r.healthy) return Status::Ok();
     return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
   });
-  // Probing changes nothing on the host, so the probes start first and the verifying record is
-  // written while they run (a crash before it is durable resumes from the swapping record with
-  // the same restart + verify). A failed write still reverts, once the probes are done.
-  verify_unjournaled_ = !persist_or_note();
+  lg()->info("order {}: {} ({})", a.order.order_id, phase::kRestarting, v);
+  progress(phase::kRestarting, "running restart command");
+}
+
+// The restart command has finished; the worker is already probing (unless it failed).
+void Agent::on_restarted(const WorkResult& r) {
+  auto& a = *state_.active;
+  times_.restart_command_us += r.job_us;
+  restart_job_us_ = r.job_us;
+  mark_timing("restart");
+  if (!r.status.ok()) {
+    restart_failure_ = r.status.error().message;  // the job ends at once; revert then
+    return;
+  }
+  a.phase = phase::kVerifying;
+  // Probing changes nothing on the host, so the verifying record guards no act: it is written
+  // while the probes run, without an fdatasync of its own — the result record's fdatasync makes
+  // it durable (a crash before then resumes from the swapping record with the same restart +
+  // verify). A failed write still reverts, once the probes are done.
+  verify_unjournaled_ = !persist_or_note(/*lazy=*/true);
+  announce_verifying_at_ = std::max<Millis>(1, clock_.now_ms() + kAnnounceVerifyingMs);
+}
+
+// The verifying phase's log line and Progress (kAnnounceVerifyingMs).
+void Agent::announce_verifying() {
+  announce_verifying_at_ = 0;
+  if (!state_.active || state_.active->phase != phase::kVerifying) return;
+  const auto& a = *state_.active;
+  lg()->info("order {}: {} ({})", a.order.order_id, phase::kVerifying, a.order.version);
+  VerifyPolicy p = policy();
+  progress(phase::kVerifying, "probing: healthy for " + std::to_string(p.min_healthy_ms) + " ms within " +
+                                  std::to_string(p.healthy_deadline_ms) + " ms");
 }
 
 void Agent::begin_revert(std::string reason) {
@@ -582,13 +638,16 @@ void Agent::on_work_done(const WorkResult& r) {
     crash_point("after_stage");
     mark_timing("stage");
     begin_swap();
-  } else if (r.step == "restart") {
-    times_.restart_command_us += r.job_us;
-    mark_timing("restart");
-    if (!r.status.ok()) return begin_revert(r.status.error().message);
-    begin_verify();
+  } else if (r.step == "restart" && !r.final) {
+    on_restarted(r);
   } else if (r.step == "verify") {
-    times_.probe_us += r.job_us;
+    if (announce_verifying_at_) announce_verifying();  // before the result (and its fdatasync)
+    if (!restart_failure_.empty()) {
+      std::string why = std::move(restart_failure_);
+      restart_failure_.clear();
+      return begin_revert(why);
+    }
+    times_.probe_us += std::max<int64_t>(0, r.job_us - restart_job_us_);
     mark_timing("verify");
     if (verify_unjournaled_) {
       verify_unjournaled_ = false;
@@ -672,11 +731,11 @@ void Agent::log_timings(const std::string& order_id) {
   // sent); journal, activate, restart_command and probe are parts of them.
   lg()->info("order {} timings: total={}us accept={}us queued={}us fetch={}us stage={}us swap={}us restart={}us "
              "verify={}us revert={}us report={}us journal={}us journal_writes={} activate={}us restart_command={}us "
-             "probe={}us",
+             "probe={}us checks={}us",
              order_id, end - times_.received_us, times_.accept_us,
              std::max<int64_t>(0, times_.started_us - times_.received_us - times_.accept_us), ph("fetch"), ph("stage"),
              ph("swap"), ph("restart"), ph("verify"), ph("revert"), end - times_.last_us, times_.journal_us,
-             times_.journal_writes, times_.activate_us, times_.restart_command_us, times_.probe_us);
+             times_.journal_writes, times_.activate_us, times_.restart_command_us, times_.probe_us, times_.checks_us);
 }
 
 }  // namespace gantry::agent

@@ -5,6 +5,7 @@
 // Main thread only; blocking steps run on its Worker.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "agent/probe/probe.h"
 #include "agent/state/state_store.h"
 #include "common/protocol/messages.h"
+#include "common/release/manifest.h"
 #include "common/util/clock.h"
 
 namespace gantry::agent {
@@ -80,20 +82,21 @@ class Agent {
   void after_fetch_checked();
   void begin_stage();
   void begin_swap(bool journaled = false);
-  void accept_and_swap(const proto::Order& o, int64_t received_us);
+  void accept_and_swap(const proto::Order& o, int64_t received_us, int64_t checks_us);
   void reject_unjournaled(const proto::Order& o, const Status& st);
   void acknowledge(const proto::Order& o);
   ServiceRuntime& svc_of(const proto::Order& o);
   void begin_restart();
-  void begin_verify();
+  void on_restarted(const WorkResult& r);
+  void announce_verifying();
   void begin_revert(std::string reason);
   void succeed();
   void fail_before_swap(std::string message);
   void finish(proto::Report r);
   void log_timings(const std::string& order_id);
 
-  Status persist();
-  bool persist_or_note();
+  Status persist(bool lazy = false);
+  bool persist_or_note(bool lazy = false);
   void set_phase(const char* phase, const std::string& detail);
   void progress(const std::string& phase, const std::string& detail);
   void mark_timing(const char* name);
@@ -129,6 +132,7 @@ class Agent {
     int64_t restart_command_us = 0, probe_us = 0;  // the restart and verify jobs on the worker
     int64_t journal_us = 0;
     int journal_writes = 0;
+    int64_t checks_us = 0;  // part of accept: the signature and has_release checks before the first write
   };
   struct Arrival {
     int64_t received_us = 0, accept_us = 0, journal_us = 0;
@@ -139,7 +143,20 @@ class Agent {
   std::string state_error_;  // journal write error during the active order
   std::string not_installed_;  // order id whose release on_order found not installed
   bool verify_unjournaled_ = false;  // the verifying record failed: revert once the probes end
+  std::string restart_failure_;      // the restart command failed (its milestone); the job ends without probing
+  int64_t restart_job_us_ = 0;       // the restart command's share of the restart + verify job
+  Millis announce_verifying_at_ = 0;  // when to log and send Progress{verifying}; 0: done or none
   std::vector<std::string> release_keys_;
+  // Signed manifests that verified with release_keys_ (exact manifest and signature bytes), most
+  // recent last, at most kVerifiedKept: an order for a release ordered before (a rollback, a
+  // re-deploy: the local swap) skips the ed25519 check, whose answer for the same bytes and keys
+  // cannot change. Each order is still matched against its manifest (check_matches).
+  struct Verified {
+    std::string manifest, signature;
+    release::Manifest parsed;
+  };
+  static constexpr size_t kVerifiedKept = 8;
+  mutable std::deque<Verified> verified_;
 };
 
 }  // namespace gantry::agent

@@ -23,6 +23,7 @@ bool Worker::run(std::string step, Job job) {
     std::lock_guard lk(mu_);
     job_ = Pending{std::move(step), std::move(job)};
     stop_ = false;
+    milestones_.clear();  // left by a job cancelled before they were taken
   }
   if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
   job_cv_.notify_one();
@@ -50,23 +51,39 @@ void Worker::loop() {
   }
 }
 
+void Worker::milestone(std::string step, Status status, int64_t job_us) {
+  std::lock_guard lk(mu_);
+  milestones_.push_back(WorkResult{std::move(step), std::move(status), job_us, false});
+  cv_.notify_all();
+  uint64_t one = 1;
+  if (efd_ >= 0) (void)!::write(efd_, &one, sizeof one);
+}
+
 std::optional<WorkResult> Worker::take() {
   std::optional<WorkResult> r;
-  {
-    std::lock_guard lk(mu_);
-    if (!result_) return std::nullopt;
+  std::lock_guard lk(mu_);
+  if (!milestones_.empty()) {
+    r = std::move(milestones_.front());
+    milestones_.pop_front();
+  } else if (result_) {
     r = std::move(result_);
     result_.reset();
+    busy_ = false;
+  } else {
+    return std::nullopt;
   }
-  uint64_t v;
-  if (efd_ >= 0) (void)!::read(efd_, &v, sizeof v);
-  busy_ = false;
+  // The eventfd is written under mu_ with every milestone and result: draining it here, under
+  // mu_, once nothing is left keeps it readable exactly while something waits.
+  if (milestones_.empty() && !result_) {
+    uint64_t v;
+    if (efd_ >= 0) (void)!::read(efd_, &v, sizeof v);
+  }
   return r;
 }
 
 bool Worker::wait(Millis timeout_ms) {
   std::unique_lock lk(mu_);
-  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return result_.has_value(); });
+  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return result_.has_value() || !milestones_.empty(); });
 }
 
 void Worker::cancel_and_join() {

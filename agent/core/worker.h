@@ -2,11 +2,14 @@
 // verify), one job at a time. The thread is started by the first job and then waits for the
 // next one (no thread per job). Results come back to the main loop through a mutex-protected
 // slot and an eventfd the main loop polls, so sockets and state stay on the main thread.
+// A job may also post milestones (e.g. "restart done" in a restart + verify job): the main loop
+// takes them in order before the job's result, while the job goes on without waiting for it.
 #pragma once
 
 #include <atomic>
-#include <cstdint>
 #include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -22,6 +25,7 @@ struct WorkResult {
   std::string step;
   Status status;
   int64_t job_us = 0;  // how long the job ran on its thread (steady clock; diagnostics only)
+  bool final = true;   // false: a milestone the job posted (Worker::milestone); the job goes on
 };
 
 class Worker {
@@ -35,13 +39,17 @@ class Worker {
 
   // Starts `job` on the worker thread; only one job runs at a time (returns false if busy).
   bool run(std::string step, Job job);
-  // True from run() until take() returned the job's result.
+  // True from run() until take() returned the job's (final) result.
   bool busy() const { return busy_; }
-  // The finished job's result, if any. Non-blocking.
+  // Called by the running job, on the worker thread: posts a milestone (final = false) for the
+  // main loop and returns at once. job_us: how long the job has run so far.
+  void milestone(std::string step, Status status, int64_t job_us);
+  // The oldest milestone, else the finished job's result, if any. Non-blocking; call until
+  // empty (the wake fd stays readable while anything is left).
   std::optional<WorkResult> take();
-  // Blocks until a result is ready or timeout_ms passed; true if ready.
+  // Blocks until a milestone or result is ready or timeout_ms passed; true if ready.
   bool wait(Millis timeout_ms);
-  // Readable while a result is waiting; for zmq::poll.
+  // Readable while a milestone or result is waiting; for zmq::poll.
   int wake_fd() const { return efd_; }
   // Asks the running job to stop early, waits for it and stops the thread (shutdown). A later
   // run() starts a new thread.
@@ -63,6 +71,7 @@ class Worker {
   std::condition_variable job_cv_;   // a job or stop is waiting for the thread
   std::optional<Pending> job_;
   bool stop_ = false;
+  std::deque<WorkResult> milestones_;
   std::optional<WorkResult> result_;
 };
 

@@ -382,7 +382,7 @@ Status FileStateStore::snapshot(const AgentState& s) {
   return Status::Ok();
 }
 
-Status FileStateStore::append(const AgentState& s) {
+Status FileStateStore::append(const AgentState& s, bool sync) {
   json j;
   j["seq"] = seq_ + 1;
   body_to_json(s, j);
@@ -403,7 +403,8 @@ Status FileStateStore::append(const AgentState& s) {
   put_u32(rec.data() + 4, crc32(payload.data(), payload.size()));
   rec += payload;
   Status st = pwrite_all(fd_, rec.data(), rec.size(), offset_, journal_path_);
-  if (st.ok() && ::fdatasync(fd_) != 0) st = io_error("fdatasync " + journal_path_, errno);
+  // fdatasync flushes every dirty block of the file: also a record save_lazy() wrote before.
+  if (st.ok() && sync && ::fdatasync(fd_) != 0) st = io_error("fdatasync " + journal_path_, errno);
   if (!st.ok()) {
     // The record may or may not have reached the disk. Unmake it as far as we can (a zero length
     // ends the journal before it), so that a crash now does not resurrect a save that failed;
@@ -421,7 +422,12 @@ Status FileStateStore::append(const AgentState& s) {
 
 Status FileStateStore::save(const AgentState& s) {
   if (need_snapshot_ || fd_ < 0) return snapshot(s);
-  return append(s);
+  return append(s, /*sync=*/true);
+}
+
+Status FileStateStore::save_lazy(const AgentState& s) {
+  if (need_snapshot_ || fd_ < 0) return snapshot(s);
+  return append(s, /*sync=*/false);
 }
 
 void FileStateStore::maintain(const AgentState& s) {
@@ -454,9 +460,21 @@ void MemoryStateStore::fail_next(int n, Error err, int after) {
   err_ = std::move(err);
 }
 
+Status MemoryStateStore::save_lazy(const AgentState& s) {
+  Status st = save(s);
+  std::lock_guard lk(mu_);
+  if (st.ok()) ++lazy_saves_;
+  return st;
+}
+
 int MemoryStateStore::saves() const {
   std::lock_guard lk(mu_);
   return saves_;
+}
+
+int MemoryStateStore::lazy_saves() const {
+  std::lock_guard lk(mu_);
+  return lazy_saves_;
 }
 
 std::string MemoryStateStore::text() const {

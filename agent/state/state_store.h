@@ -71,6 +71,11 @@ class StateStore {
   virtual Expected<AgentState> load() = 0;
   // Durably replaces the saved state; on error the previous state is still the saved one.
   virtual Status save(const AgentState& s) = 0;
+  // Replaces the saved state like save(), for a state that guards no act: it need not be
+  // durable when this returns, only once the next save() has returned (a crash before that
+  // loads this state or the previous one). FileStateStore writes its record without an
+  // fdatasync of its own; the next record's fdatasync makes both durable.
+  virtual Status save_lazy(const AgentState& s) { return save(s); }
   // Called when the agent is idle with its current state: a chance to save it in a form that is
   // cheaper to keep (FileStateStore: a snapshot once its journal is half full). Best effort; a
   // failure leaves the saved state as it was and the next save or maintain() tries again.
@@ -93,7 +98,9 @@ class StateStore {
 // A snapshot (compaction: temp file + fsync + rename + fsync dir, then the journal starts over)
 // is taken by the first save after construction, when a record does not fit, after a failed
 // write, and by maintain() once the journal is half full. A schema-1 agent-state.json (the
-// previous format, no journal) loads as the snapshot.
+// previous format, no journal) loads as the snapshot. save_lazy() appends its record without
+// the fdatasync: a later save's fdatasync (which flushes every dirty block of the file) makes it
+// durable; until then a crash leaves it torn (ignored), absent, or whole.
 //
 // A save also fails (code disk_full) when the filesystem has no room left for the next snapshot,
 // even though the record itself would fit: the journal must stay compactable, and a full state
@@ -106,6 +113,7 @@ class FileStateStore final : public StateStore {
   FileStateStore& operator=(const FileStateStore&) = delete;
   Expected<AgentState> load() override;
   Status save(const AgentState& s) override;
+  Status save_lazy(const AgentState& s) override;
   void maintain(const AgentState& s) override;
   const std::string& path() const { return path_; }
   const std::string& journal_path() const { return journal_path_; }
@@ -116,7 +124,7 @@ class FileStateStore final : public StateStore {
 
  private:
   Status snapshot(const AgentState& s);
-  Status append(const AgentState& s);
+  Status append(const AgentState& s, bool sync);
   Status check_room() const;
   bool reuse_journal();
 
@@ -138,9 +146,12 @@ class MemoryStateStore final : public StateStore {
  public:
   Expected<AgentState> load() override;
   Status save(const AgentState& s) override;
+  // A save (counted by saves() and failing like one) that is also counted by lazy_saves().
+  Status save_lazy(const AgentState& s) override;
   // Makes `n` saves fail with `err` (e.g. disk_full), after letting `after` more succeed.
   void fail_next(int n, Error err = make_error("disk_full", "write agent-state.json: No space left on device"), int after = 0);
   int saves() const;
+  int lazy_saves() const;
   std::string text() const;
 
  private:
@@ -150,6 +161,7 @@ class MemoryStateStore final : public StateStore {
   int fail_after_ = 0;
   Error err_;
   int saves_ = 0;
+  int lazy_saves_ = 0;
 };
 
 }  // namespace gantry::agent

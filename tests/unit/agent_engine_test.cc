@@ -351,8 +351,11 @@ TEST_F(EngineTest, InstalledReleaseWhenIdleIsAcceptedAndSwappedWithOneWrite) {
   agent->handle(order("o-2", "v2"));
   ASSERT_EQ(run_until_report("o-2")->outcome, "succeeded");
   const int before = store.saves();
+  const int lazy_before = store.lazy_saves();
+  const size_t sent_before = sent.size();
   agent->handle(order("o-3", "v1"));
   EXPECT_EQ(store.saves(), before + 1) << "accepted and swapped with one write";
+  EXPECT_EQ(store.lazy_saves(), lazy_before) << "the record that guards the swap is durable before it";
   EXPECT_EQ(all_sent<proto::OrderAck>().back().status, "accepted");
   EXPECT_EQ(current(), "releases/v1") << "swapped at once";
   auto j = store.load();
@@ -369,7 +372,15 @@ TEST_F(EngineTest, InstalledReleaseWhenIdleIsAcceptedAndSwappedWithOneWrite) {
   EXPECT_EQ(r->outcome, "succeeded");
   EXPECT_EQ(r->timings_ms.at("fetch"), 0u);
   EXPECT_EQ(store.saves(), before + 3) << "accept+swapping, verifying, result";
+  EXPECT_EQ(store.lazy_saves(), lazy_before + 1) << "the verifying record guards no act: no fdatasync of its own";
   EXPECT_EQ(agent->hello().services[0].previous_version, "v2");
+  // Restart and verify ran as one worker job; the phases still reach the coordinator in order.
+  std::vector<std::string> phases;
+  for (size_t i = sent_before; i < sent.size(); ++i)
+    if (auto* p = std::get_if<proto::Progress>(&sent[i]); p && p->order_id == "o-3") phases.push_back(p->phase);
+  EXPECT_EQ(phases, (std::vector<std::string>{phase::kFetching, phase::kSwapping, phase::kRestarting, phase::kVerifying}));
+  EXPECT_EQ(r->timings_ms.count("restart"), 1u);
+  EXPECT_EQ(r->timings_ms.count("verify"), 1u);
 }
 
 TEST_F(EngineTest, InstalledReleaseWhoseAcceptWriteFailsIsRejectedUntouched) {
@@ -520,5 +531,47 @@ TEST_F(EngineTest, OnlyReleasesSignedByATrustedKeyInstall) {
   auto ok = run_until_report("o-5");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->outcome, "succeeded") << ok->message;
+  EXPECT_EQ(current(), "releases/v1");
+}
+
+// An order for a release whose signed manifest verified before skips the ed25519 check only for
+// the very same manifest and signature bytes and the same trusted keys; every order is still
+// matched against the manifest.
+TEST_F(EngineTest, AVerifiedManifestIsTrustedAgainOnlyForTheSameBytesAndKeys) {
+  auto kp = *security::generate_signing_keypair();
+  auto other = *security::generate_signing_keypair();
+  make_agent();
+  agent->set_release_keys({kp.public_key});
+  auto signed_order = [&](proto::Order o) {
+    release::Manifest m{"web", o.version, o.sha256, o.size, "2024-01-01T00:00:00Z"};
+    o.manifest = m.to_bytes();
+    o.signature = release::sign(o.manifest, kp.secret_key);
+    return o;
+  };
+  const proto::Order good = signed_order(order("o-1", "v1"));
+  agent->handle(good);
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  auto again = [&](const std::string& id) {
+    proto::Order o = good;
+    o.order_id = id;
+    return o;
+  };
+  proto::Order bad_sig = again("o-2");
+  bad_sig.signature[0] = bad_sig.signature[0] == '0' ? '1' : '0';
+  agent->handle(bad_sig);
+  EXPECT_NE(run_until_report("o-2")->message.find("does not verify"), std::string::npos);
+  proto::Order other_manifest = again("o-3");
+  other_manifest.manifest = release::Manifest{"web", "v1", good.sha256, good.size, "2024-01-02T00:00:00Z"}.to_bytes();
+  agent->handle(other_manifest);
+  EXPECT_NE(run_until_report("o-3")->message.find("does not verify"), std::string::npos);
+  proto::Order lying = again("o-4");
+  lying.size += 1;
+  agent->handle(lying);
+  EXPECT_NE(run_until_report("o-4")->message.find("size"), std::string::npos);
+  agent->handle(again("o-5"));
+  EXPECT_EQ(run_until_report("o-5")->outcome, "succeeded");
+  agent->set_release_keys({other.public_key});
+  agent->handle(again("o-6"));
+  EXPECT_NE(run_until_report("o-6")->message.find("does not verify"), std::string::npos) << "keys changed: checked again";
   EXPECT_EQ(current(), "releases/v1");
 }

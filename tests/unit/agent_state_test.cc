@@ -152,6 +152,39 @@ TEST(AgentStateJournal, RecordsAfterTheSnapshotReplay) {
   EXPECT_TRUE(snap->active.has_value());
 }
 
+// save_lazy appends a record like save (no snapshot), only without its own fdatasync: it is
+// read back in sequence, the next save follows it, and a torn lazy record leaves the state before.
+TEST(AgentStateJournal, LazyRecordIsReplayedInSequence) {
+  TempDir t;
+  FileStateStore store(t / "state");
+  AgentState s = sample();
+  ASSERT_TRUE(store.save(s).ok());  // the first save: a snapshot
+  s.active->phase = phase::kSwapping;
+  ASSERT_TRUE(store.save(s).ok());  // a record
+  const std::string swapping = serialize_state(s);
+  s.active->phase = phase::kVerifying;
+  ASSERT_TRUE(store.save_lazy(s).ok());
+  EXPECT_EQ(loaded_text(t / "state"), serialize_state(s));
+  const auto with_lazy = *fs::read_file(store.journal_path());
+  s.add_result(result(9));
+  s.active.reset();
+  ASSERT_TRUE(store.save(s).ok());
+  EXPECT_EQ(store.snapshots(), 1) << "the lazy record is a record, not a snapshot";
+  EXPECT_EQ(loaded_text(t / "state"), serialize_state(s));
+  // A crash that tore the lazy record (so the save after it never returned): the swapping
+  // state holds. The lazy record starts the last 4 KiB block that is not zeros in `with_lazy`.
+  size_t lazy_at = 0;
+  for (size_t off = 4096; off + 8 <= with_lazy.size(); off += 4096)
+    if (with_lazy.compare(off, 8, std::string(8, '\0')) != 0) lazy_at = off;
+  ASSERT_EQ(lazy_at, 2 * 4096u) << "magic, the swapping record, then the lazy one";
+  int fd = ::open(store.journal_path().c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  const std::string torn(16, '\0');
+  ASSERT_EQ(::pwrite(fd, torn.data(), torn.size(), static_cast<off_t>(lazy_at + 20)), static_cast<ssize_t>(torn.size()));
+  ::close(fd);
+  EXPECT_EQ(loaded_text(t / "state"), swapping);
+}
+
 // Each record carries only the results added since the previous one; replaying them keeps the
 // last kMaxResults in the same order as in memory, with replaced results moved to the end.
 TEST(AgentStateJournal, ResultsAreJournaledAsTheyAreAdded) {
