@@ -1376,8 +1376,20 @@ nlohmann::json Coordinator::op_rollout_control(const nlohmann::json& args, const
   else (void)store_->add_event(asked);
   auto s = apply(id, ev);
   if (!s.ok()) throw OpError(s.error().message);
+  return rollout_summary(id, who);
+}
+
+// The reply of the commands that change a rollout: its view without the per-host lists (at
+// 10,000 hosts those are ~1 MB of JSON, built on the loop while a rollback's Signal fans out;
+// `rollout.get` has them).
+nlohmann::json Coordinator::rollout_summary(uint64_t id, const std::string& who) {
+  auto it = active_.find(id);
+  if (it != active_.end()) return rollout_view(it->second.row, it->second.state, false, 0, /*with_hosts=*/false);
   nlohmann::json g = {{"id", id}};
-  return op_rollout_get(g, who);
+  nlohmann::json view = op_rollout_get(g, who);  // ended already: from the store (rare)
+  view.erase("hosts");
+  view.erase("batches");
+  return view;
 }
 
 nlohmann::json Coordinator::op_rollback(const nlohmann::json& args, const std::string& who) {
@@ -1388,8 +1400,7 @@ nlohmann::json Coordinator::op_rollback(const nlohmann::json& args, const std::s
     uint64_t rid = id;
     auto s = apply(rid, rollout::EvRollback{});
     if (!s.ok()) throw OpError(s.error().message);
-    nlohmann::json g = {{"id", rid}};
-    return op_rollout_get(g, who);
+    return rollout_summary(rid, who);
   }
   // Otherwise: a new rollout to an earlier revision (default: the one before the newest).
   auto rows = store_->rollouts(service, false, 10000, /*with_hosts=*/false);
@@ -1416,8 +1427,7 @@ nlohmann::json Coordinator::op_rollback(const nlohmann::json& args, const std::s
   std::string reason = arg_str(args, "reason", false);
   if (reason.empty()) reason = "rollback to " + target;
   uint64_t id = start_rollout(service, target, "rollback", plan, arg_str(args, "selector", false), who, reason);
-  nlohmann::json g = {{"id", id}};
-  return op_rollout_get(g, who);
+  return rollout_summary(id, who);
 }
 
 nlohmann::json Coordinator::op_history(const nlohmann::json& args, const std::string&) {

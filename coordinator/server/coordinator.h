@@ -173,6 +173,7 @@ class Coordinator {
   ActiveRollout* find_rollout_arg(const nlohmann::json& args);
   // with_hosts false: without the per-host lists ("hosts", "batches"), which at 10,000 hosts
   // cost the loop tens of ms to build and send.
+  nlohmann::json rollout_summary(uint64_t id, const std::string& who);
   nlohmann::json rollout_view(const store::RolloutRow& row, const rollout::State& st, bool with_events,
                               int64_t events_after = 0, bool with_hosts = true);
 
