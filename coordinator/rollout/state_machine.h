@@ -119,6 +119,10 @@ struct State {
   // Reads both forms: a whole state, or a header plus its slots (in schedule order).
   static Expected<State> from_json(const nlohmann::json& j);
   static Expected<State> from_json(const nlohmann::json& header, const std::vector<nlohmann::json>& slots);
+  // Once a rollout is halted or has ended no host is pending: every pending one was skipped.
+  // That step does not write the skipped slots (a rollback of a 10,000-host rollout would write
+  // ~10,000 rows before its Signal goes out); from_json derives them from the header instead.
+  bool pending_means_skipped() const;
 };
 
 // ---- events -----------------------------------------------------------------

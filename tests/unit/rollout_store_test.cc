@@ -96,6 +96,29 @@ TEST(RolloutStore, HeaderAndTouchedSlotsRebuildTheWholeState) {
   EXPECT_EQ((*rows)[0].state.at("version"), "v2");
 }
 
+// A rollback skips every host not ordered yet without writing their slots: the header (halted)
+// makes a stored pending slot skipped on load, so the reloaded state is the live one.
+TEST(RolloutStore, RollbackSkipsPendingHostsWithoutWritingTheirSlots) {
+  TempDir t;
+  auto st = store::Store::open(t.path() + "/c.db");
+  ASSERT_TRUE(st);
+  const uint64_t id = new_rollout(**st);
+  auto r = step(State{}, EvStart{id, "web", "v2", plan_of({Amount{false, 2}}), make_hosts(50)}, 1000);
+  ASSERT_TRUE(r.error.ok());
+  save(**st, r);
+  auto rb = step(r.state, EvRollback{}, 2000);
+  ASSERT_TRUE(rb.error.ok());
+  size_t skipped = 0;
+  for (const auto& h : rb.state.hosts) skipped += h.state == HostState::kSkipped ? 1 : 0;
+  EXPECT_EQ(skipped, 48u) << "the 48 hosts not ordered yet are skipped";
+  EXPECT_LE(rb.touched.size(), 2u) << "only the 2 ordered hosts' slots are written";
+  save(**st, rb);
+  EXPECT_EQ(load(**st, id), rb.state);
+  // A rollout still running keeps its pending hosts pending when loaded.
+  EXPECT_FALSE(r.state.pending_means_skipped());
+  EXPECT_EQ(load(**st, id).hosts.back().state, HostState::kSkipped);
+}
+
 TEST(RolloutStore, SchemaOneDatabaseIsConvertedWhenOpened) {
   TempDir t;
   const std::string db = t.path() + "/c.db";
