@@ -8,6 +8,7 @@
 
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/store/store.h"
+#include "tests/unit/store_test_util.h"
 #include "tests/unit/agent_test_util.h"
 #include "tests/unit/rollout_test_util.h"
 
@@ -43,17 +44,7 @@ State load(store::Store& st, uint64_t id) {
   return s ? *s : State{};
 }
 
-uint64_t new_rollout(store::Store& st) {
-  store::RolloutRow row;
-  row.service = "web";
-  row.version = "v2";
-  row.phase = "running";
-  row.created_by = "test";
-  row.state = nlohmann::json::object();
-  auto id = st.create_rollout(row);
-  EXPECT_TRUE(id);
-  return *id;
-}
+using gantry::store::testing::new_rollout;
 
 }  // namespace
 

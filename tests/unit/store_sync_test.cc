@@ -10,6 +10,7 @@
 #include <string>
 
 #include "coordinator/store/store.h"
+#include "tests/unit/store_test_util.h"
 #include "tests/unit/agent_test_util.h"
 
 using namespace gantry;
@@ -118,17 +119,7 @@ struct CountingVfs {
   }
 };
 
-uint64_t new_rollout(store::Store& st) {
-  store::RolloutRow row;
-  row.service = "web";
-  row.version = "v2";
-  row.phase = "running";
-  row.created_by = "test";
-  row.state = nlohmann::json::object();
-  auto id = st.create_rollout(row);
-  EXPECT_TRUE(id);
-  return *id;
-}
+using gantry::store::testing::new_rollout;
 
 // A step that rewrites `slots` host slots of ~3 KB each (about one WAL page per slot).
 store::StepWrite step(uint64_t id, int first, int slots, bool durable) {
