@@ -5,6 +5,8 @@
 # Also checks `cmake --install --prefix` into a temp dir lays out the same tree.
 # Usage: install_test.sh BUILD_DIR CPACK CMAKE
 set -euo pipefail
+# No `producer | grep -q` here: grep -q exits at its first match and, under pipefail, the
+# producer's SIGPIPE would fail the check at random; grep >/dev/null reads everything.
 
 build=$1 cpack=$2 cmake=$3
 work=$(mktemp -d "${TMPDIR:-/tmp}/gantry-pkg.XXXXXX")
@@ -27,14 +29,14 @@ expect_layout() {  # ROOT: the files every install must have
   grep -q '^ExecStart=/usr/sbin/gantry-coordinator ' "$root/usr/lib/systemd/system/gantry-coordinator.service" \
     || fail "coordinator unit does not start /usr/sbin/gantry-coordinator"
   # Nothing from the test suite, the demo or the benchmarks.
-  if find "$root" -name '*test*' -o -name 'gantry-demo*' -o -name '*bench*' | grep -q .; then
+  if find "$root" -name '*test*' -o -name 'gantry-demo*' -o -name '*bench*' | grep . >/dev/null; then
     fail "test/demo/bench files in the install: $(find "$root" -name '*test*' -o -name 'gantry-demo*' -o -name '*bench*')"
   fi
   # The installed binaries run.
-  "$root/usr/bin/gantry" --help | grep -q 'Usage: gantry' || fail "gantry --help"
-  "$root/usr/sbin/gantry-coordinator" --help | grep -q 'gantry-coordinator' || fail "gantry-coordinator --help"
-  "$root/usr/sbin/gantry-agent" --help | grep -q 'Usage: gantry-agent' || fail "gantry-agent --help"
-  "$root/usr/bin/gantry" --version | grep -q '^gantry [0-9]' || fail "gantry --version"
+  "$root/usr/bin/gantry" --help | grep 'Usage: gantry' >/dev/null || fail "gantry --help"
+  "$root/usr/sbin/gantry-coordinator" --help | grep 'gantry-coordinator' >/dev/null || fail "gantry-coordinator --help"
+  "$root/usr/sbin/gantry-agent" --help | grep 'Usage: gantry-agent' >/dev/null || fail "gantry-agent --help"
+  "$root/usr/bin/gantry" --version | grep '^gantry [0-9]' >/dev/null || fail "gantry --version"
 }
 
 # 1. cmake --install into a prefix.
@@ -52,7 +54,7 @@ cat "$work/info.txt"
 for dep in libzmq5 libsodium23 libsqlite3-0 libyaml-cpp0.7 libboost-program-options1.74.0; do
   grep -q "Depends:.*$dep" "$work/info.txt" || fail "the package does not depend on $dep"
 done
-dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -q 'postinst' || fail "no postinst in the package"
+dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep 'postinst' >/dev/null || fail "no postinst in the package"
 mkdir "$work/root"
 dpkg -x "$deb" "$work/root"
 expect_layout "$work/root"
