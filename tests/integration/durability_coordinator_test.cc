@@ -189,7 +189,11 @@ TEST(CoordinatorReconcile, HostBackAfterTheRolloutEndedIsRecordedAsItIs) {
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
   const auto rel = f.make_release("v2", "healthy");
   auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
-                  "--batches", "100%", "--max-failures", "0", "--unknown-hosts", "fail", "--min-healthy-time", "2s"});
+                  "--batches", "100%", "--max-failures", "0", "--unknown-hosts", "fail", "--min-healthy-time", "2s",
+                  // host-2 is stopped for the ~4 s the rollout needs to end; its own verification
+                  // must not run out meanwhile (the verifying record is written while the first
+                  // probes run, so the stop can land before any probe passed).
+                  "--healthy-deadline", "60s"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
   ASSERT_TRUE(wait_until([&] {
@@ -212,7 +216,7 @@ TEST(CoordinatorReconcile, HostBackAfterTheRolloutEndedIsRecordedAsItIs) {
   }, 20000)) << events_text(rollout_get(f, id)) << f.diagnostics();
   const std::string ev = events_text(rollout_get(f, id));
   EXPECT_NE(ev.find("it runs v2, not v1"), std::string::npos) << ev;
-  EXPECT_EQ(inspect_root(f.root(1)).current, "v2");
+  EXPECT_EQ(inspect_root(f.root(1)).current, "v2") << f.diagnostics();
 }
 
 // After a restart the coordinator counts the hosts it knew as reachable for --restart-grace-ms
