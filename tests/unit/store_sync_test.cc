@@ -137,62 +137,70 @@ store::StepWrite step(uint64_t id, int first, int slots, bool durable) {
 
 }  // namespace
 
+// Each test: the counting VFS, a store in a temp dir with one rollout row, the syncs of opening
+// it dropped.
+class StoreSync : public ::testing::Test {
+ protected:
+  void open_store(int64_t wal_cap_pages = store::kWalCapPages) {
+    auto opened = store::Store::open(dir.path() + "/c.db", wal_cap_pages);
+    ASSERT_TRUE(opened) << opened.error().message;
+    st = std::move(*opened);
+    id = new_rollout(*st);
+    vfs.take();
+  }
+  CountingVfs vfs;
+  TempDir dir;
+  std::unique_ptr<store::Store> st;
+  uint64_t id = 0;
+};
+
 // SQLite's own checkpoint used to run every 10,000 WAL pages (two fsyncs, then one more for the
 // restarted WAL's header): inside a 10,000-host rollout. Now nothing checkpoints below the cap:
 // 16,000 pages of steps cost exactly one fsync per durable step and none of the database file.
-TEST(StoreSync, NoCheckpointWhileWritingBelowTheCap) {
-  CountingVfs vfs;
-  TempDir dir;
-  auto st = store::Store::open(dir.path() + "/c.db");
-  ASSERT_TRUE(st) << st.error().message;
-  const uint64_t id = new_rollout(**st);
-  vfs.take();
+TEST_F(StoreSync, NoCheckpointWhileWritingBelowTheCap) {
+  ASSERT_NO_FATAL_FAILURE(open_store());
   int durable = 0;
   for (int i = 0; i < 160; ++i) {  // 160 steps x 100 slots: ~16,000 pages, past SQLite's old 10,000
     const bool d = i % 10 == 0;
     durable += d;
-    ASSERT_TRUE((*st)->save_step(step(id, i * 100, 100, d)).ok());
+    ASSERT_TRUE(st->save_step(step(id, i * 100, 100, d)).ok());
   }
   const Syncs s = vfs.take();
   EXPECT_EQ(s.db, 0) << "a checkpoint ran while writing";
   EXPECT_EQ(s.wal, durable);
-  EXPECT_GT((*st)->wal_backlog(), 16000);
+  EXPECT_GT(st->wal_backlog(), 16000);
 }
 
 // A checkpoint at rest: the WAL and the database are synced (2), and its small restart write
 // syncs the new WAL header (1). After it, a durable step costs one fsync, as before it.
-TEST(StoreSync, CheckpointAtRestLeavesOneFsyncPerDurableStep) {
-  CountingVfs vfs;
-  TempDir dir;
-  auto st = store::Store::open(dir.path() + "/c.db");
-  ASSERT_TRUE(st) << st.error().message;
-  const uint64_t id = new_rollout(**st);
-  ASSERT_TRUE((*st)->save_step(step(id, 0, 50, true)).ok());
-  ASSERT_GT((*st)->wal_backlog(), 50);
+TEST_F(StoreSync, CheckpointAtRestLeavesOneFsyncPerDurableStep) {
+  ASSERT_NO_FATAL_FAILURE(open_store());
+  ASSERT_TRUE(st->save_step(step(id, 0, 50, true)).ok());
+  ASSERT_GT(st->wal_backlog(), 50);
   vfs.take();
 
-  ASSERT_TRUE((*st)->checkpoint().ok());
+  ASSERT_TRUE(st->checkpoint().ok());
   Syncs s = vfs.take();
   EXPECT_EQ(s.db, 1);
   EXPECT_EQ(s.wal, 2);  // before copying, and the restarted WAL's header
-  EXPECT_EQ((*st)->wal_backlog(), 0);
-  EXPECT_EQ((*st)->checkpoints(), 1u);
+  EXPECT_EQ(st->wal_backlog(), 0);
+  EXPECT_EQ(st->checkpoints(), 1u);
 
   // Nothing new: a second call does nothing at all.
-  ASSERT_TRUE((*st)->checkpoint().ok());
+  ASSERT_TRUE(st->checkpoint().ok());
   EXPECT_EQ(vfs.take().total(), 0);
-  EXPECT_EQ((*st)->checkpoints(), 1u);
+  EXPECT_EQ(st->checkpoints(), 1u);
 
   for (int i = 1; i <= 3; ++i) {
-    ASSERT_TRUE((*st)->save_step(step(id, i * 50, 50, true)).ok());
+    ASSERT_TRUE(st->save_step(step(id, i * 50, 50, true)).ok());
     s = vfs.take();
     EXPECT_EQ(s.wal, 1) << "durable step " << i;
     EXPECT_EQ(s.db, 0) << "durable step " << i;
   }
-  EXPECT_GT((*st)->wal_backlog(), 0);
+  EXPECT_GT(st->wal_backlog(), 0);
 
   // Everything is still there after a reopen.
-  st->reset();
+  st.reset();
   auto again = store::Store::open(dir.path() + "/c.db");
   ASSERT_TRUE(again) << again.error().message;
   auto row = (*again)->rollout(id);
@@ -201,17 +209,12 @@ TEST(StoreSync, CheckpointAtRestLeavesOneFsyncPerDurableStep) {
 }
 
 // The cap: past it the WAL is checkpointed even while writing, so it cannot grow without bound.
-TEST(StoreSync, WalPastItsCapIsCheckpointedAnyway) {
-  CountingVfs vfs;
-  TempDir dir;
-  auto st = store::Store::open(dir.path() + "/c.db", /*wal_cap_pages=*/500);
-  ASSERT_TRUE(st) << st.error().message;
-  const uint64_t id = new_rollout(**st);
-  vfs.take();
-  for (int i = 0; i < 12; ++i) ASSERT_TRUE((*st)->save_step(step(id, i * 100, 100, true)).ok());
+TEST_F(StoreSync, WalPastItsCapIsCheckpointedAnyway) {
+  ASSERT_NO_FATAL_FAILURE(open_store(/*wal_cap_pages=*/500));
+  for (int i = 0; i < 12; ++i) ASSERT_TRUE(st->save_step(step(id, i * 100, 100, true)).ok());
   const Syncs s = vfs.take();
   EXPECT_GE(s.db, 2) << "no checkpoint past the cap";
-  EXPECT_GE((*st)->checkpoints(), 2u);
+  EXPECT_GE(st->checkpoints(), 2u);
   // ~1,600 pages were written; the WAL file never held much more than the cap plus one step.
   std::error_code ec;
   EXPECT_LT(std::filesystem::file_size(dir.path() + "/c.db-wal", ec), 1000u * (4096 + 24));
@@ -219,24 +222,20 @@ TEST(StoreSync, WalPastItsCapIsCheckpointedAnyway) {
 
 // An operator command's audit row rides in the step it causes: one commit, one fsync, and the
 // row is there after a reopen.
-TEST(StoreSync, AuditRowRidesInTheStepsCommit) {
-  CountingVfs vfs;
-  TempDir dir;
+TEST_F(StoreSync, AuditRowRidesInTheStepsCommit) {
   {
-    auto st = store::Store::open(dir.path() + "/c.db");
-    ASSERT_TRUE(st) << st.error().message;
-    const uint64_t id = new_rollout(**st);
-    vfs.take();
+    ASSERT_NO_FATAL_FAILURE(open_store());
     auto w = step(id, 0, 10, true);
     w.audit.push_back({0, 1234, "alice", "rollout.start", "web", "ok"});
-    ASSERT_TRUE((*st)->save_step(w).ok());
+    ASSERT_TRUE(st->save_step(w).ok());
     const Syncs s = vfs.take();
     EXPECT_EQ(s.wal, 1);
     EXPECT_EQ(s.db, 0);
   }
-  auto st = store::Store::open(dir.path() + "/c.db");
-  ASSERT_TRUE(st) << st.error().message;
-  auto log = (*st)->audit_log(10);
+  st.reset();
+  auto reopened = store::Store::open(dir.path() + "/c.db");
+  ASSERT_TRUE(reopened) << reopened.error().message;
+  auto log = (*reopened)->audit_log(10);
   ASSERT_TRUE(log);
   ASSERT_EQ(log->size(), 1u);
   EXPECT_EQ((*log)[0].who, "alice");
@@ -247,14 +246,10 @@ TEST(StoreSync, AuditRowRidesInTheStepsCommit) {
 
 // An audit row written alone (a refused command) is durable on its own, whatever the previous
 // transaction's sync mode was.
-TEST(StoreSync, LoneAuditRowIsDurableAfterALazyStep) {
-  CountingVfs vfs;
-  TempDir dir;
-  auto st = store::Store::open(dir.path() + "/c.db");
-  ASSERT_TRUE(st) << st.error().message;
-  const uint64_t id = new_rollout(**st);
-  ASSERT_TRUE((*st)->save_step(step(id, 0, 1, false)).ok());
+TEST_F(StoreSync, LoneAuditRowIsDurableAfterALazyStep) {
+  ASSERT_NO_FATAL_FAILURE(open_store());
+  ASSERT_TRUE(st->save_step(step(id, 0, 1, false)).ok());
   vfs.take();
-  ASSERT_TRUE((*st)->audit({0, 1, "bob", "rollout.pause", "web", "refused: role viewer < deployer"}).ok());
+  ASSERT_TRUE(st->audit({0, 1, "bob", "rollout.pause", "web", "refused: role viewer < deployer"}).ok());
   EXPECT_EQ(vfs.take().wal, 1);
 }
