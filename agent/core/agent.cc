@@ -509,8 +509,10 @@ void Agent::begin_swap(bool journaled) {
   }
   progress(phase::kSwapping, (a.from_version.empty() ? "(none)" : a.from_version) + " -> " + a.order.version);
   crash_point("before_swap");
+  // The rename only: the fsync that makes it durable runs while the restart command does
+  // (begin_restart), before any result is recorded.
   int64_t t0 = steady_us();
-  Status st = svc().driver->activate(a.order.version);
+  Status st = svc().driver->switch_current(a.order.version);
   times_.activate_us += steady_us() - t0;
   if (!st.ok()) {
     // The rename may or may not have happened (e.g. the dir fsync failed after it): ask the disk.
@@ -548,6 +550,7 @@ void Agent::begin_restart() {
   auto sleep = sleep_;
   Worker* worker = &worker_;
   restart_failure_.clear();
+  swap_sync_failure_.clear();
   restart_job_us_ = 0;
   worker_.run("verify", [driver, v, probes, p, &clock, sleep, worker](const std::atomic<bool>& cancelled) -> Status {
     const int64_t t0 = steady_us();
@@ -560,6 +563,16 @@ void Agent::begin_restart() {
     if (r.healthy) return Status::Ok();
     return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
   });
+  // Now, with the restart command running, the fsync that makes the swap durable (its disk
+  // flush overlaps the command instead of preceding it). A crash before it completes leaves
+  // the swapping record: the swap is redone or, if it reached the disk, restarted and verified
+  // again. A failed fsync reverts once the job ends; no result is recorded before it succeeded.
+  const int64_t t1 = steady_us();
+  if (Status st = svc().driver->sync_current(); !st.ok()) {
+    lg()->error("order {}: making the swap durable failed: {}", a.order.order_id, st.error().message);
+    swap_sync_failure_ = st.error().message;
+  }
+  times_.activate_us += steady_us() - t1;
   lg()->info("order {}: {} ({})", a.order.order_id, phase::kRestarting, v);
   progress(phase::kRestarting, "running restart command");
 }
@@ -642,6 +655,12 @@ void Agent::on_work_done(const WorkResult& r) {
     on_restarted(r);
   } else if (r.step == "verify") {
     if (announce_verifying_at_) announce_verifying();  // before the result (and its fdatasync)
+    if (!swap_sync_failure_.empty()) {
+      std::string why = "swap failed: " + swap_sync_failure_;
+      swap_sync_failure_.clear();
+      restart_failure_.clear();
+      return begin_revert(why);
+    }
     if (!restart_failure_.empty()) {
       std::string why = std::move(restart_failure_);
       restart_failure_.clear();

@@ -144,6 +144,7 @@ class Agent {
   std::string not_installed_;  // order id whose release on_order found not installed
   bool verify_unjournaled_ = false;  // the verifying record failed: revert once the probes end
   std::string restart_failure_;      // the restart command failed (its milestone); the job ends without probing
+  std::string swap_sync_failure_;    // the fsync making the swap durable failed: revert once the job ends
   int64_t restart_job_us_ = 0;       // the restart command's share of the restart + verify job
   Millis announce_verifying_at_ = 0;  // when to log and send Progress{verifying}; 0: done or none
   std::vector<std::string> release_keys_;

@@ -131,11 +131,18 @@ Status BinaryDriver::stage(const ReleaseId& r) {
 }
 
 Status BinaryDriver::activate(const std::string& version) {
+  if (Status st = switch_current(version); !st.ok()) return st;
+  return sync_current();
+}
+
+Status BinaryDriver::switch_current(const std::string& version) {
   std::string dir = release_dir(version);
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return make_error("not_found", "release " + version + " is not installed");
-  return fs::replace_symlink(cfg_.root + "/current", "releases/" + version);
+  return fs::replace_symlink(cfg_.root + "/current", "releases/" + version, /*sync_dir=*/false);
 }
+
+Status BinaryDriver::sync_current() { return fs::fsync_dir(cfg_.root); }
 
 Status BinaryDriver::restart(const std::string& version) {
   std::map<std::string, std::string> env = {{"GANTRY_SERVICE", cfg_.name},
@@ -166,12 +173,14 @@ Status BinaryDriver::prune(uint32_t retain, const std::set<std::string>& keep) {
   if (ec) return make_error("io", "list " + releases + ": " + ec.message());
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   Status result;
+  bool removed = false;
   for (size_t i = retain; i < found.size(); ++i) {
     if (keep.count(found[i].second)) continue;
     log::get("agent.driver")->info("pruning release {} of {}", found[i].second, cfg_.name);
     if (Status st = fs::remove_all(releases + "/" + found[i].second); !st.ok()) result = st;
+    removed = true;
   }
-  (void)fs::fsync_dir(releases);
+  if (removed) (void)fs::fsync_dir(releases);  // nothing removed: nothing to make durable
   return result;
 }
 

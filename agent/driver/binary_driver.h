@@ -21,6 +21,8 @@ class BinaryDriver final : public Driver {
   Status finish_download(const ReleaseId& r, const std::string& hashed_sha256 = "") override;
   Status stage(const ReleaseId& r) override;
   Status activate(const std::string& version) override;
+  Status switch_current(const std::string& version) override;
+  Status sync_current() override;
   Status restart(const std::string& version) override;
   Status prune(uint32_t retain, const std::set<std::string>& keep) override;
   Status cleanup() override;

@@ -393,9 +393,16 @@ Status ContainerDriver::stage(const ReleaseId& r) {
 }
 
 Status ContainerDriver::activate(const std::string& version) {
-  if (!read_installed(version)) return make_error("not_found", "release " + version + " is not installed");
-  return fs::replace_symlink(cfg_.root + "/current", "releases/" + version);
+  if (Status st = switch_current(version); !st.ok()) return st;
+  return sync_current();
 }
+
+Status ContainerDriver::switch_current(const std::string& version) {
+  if (!read_installed(version)) return make_error("not_found", "release " + version + " is not installed");
+  return fs::replace_symlink(cfg_.root + "/current", "releases/" + version, /*sync_dir=*/false);
+}
+
+Status ContainerDriver::sync_current() { return fs::fsync_dir(cfg_.root); }
 
 Status ContainerDriver::restart(const std::string& version) {
   auto in = read_installed(version);

@@ -54,6 +54,8 @@ class ContainerDriver final : public Driver {
   // localhost/gantry/<container_name>:<version> and records it in releases/<version>/image.json.
   Status stage(const ReleaseId& r) override;
   Status activate(const std::string& version) override;
+  Status switch_current(const std::string& version) override;
+  Status sync_current() override;
   // Replaces the running container with one of `version`'s image: stop-first (stop + remove the
   // old container, run the new one under the name) or start-first (run the new one under a
   // temporary name, check it runs, stop + remove the old, rename). Idempotent, so a restarted

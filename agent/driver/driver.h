@@ -38,6 +38,12 @@ class Driver {
   virtual Status stage(const ReleaseId& r) = 0;
   // Atomically points `current` at `version` (rename(2) of a symlink; the dir is fsynced).
   virtual Status activate(const std::string& version) = 0;
+  // The same switch in two parts: switch_current() makes it visible (the rename) and
+  // sync_current() durable (the fsync of the dir). The agent runs the restart command between
+  // them — the fsync's disk flush then overlaps the command — and records no result before
+  // sync_current() succeeded. activate() = switch_current() + sync_current().
+  virtual Status switch_current(const std::string& version) = 0;
+  virtual Status sync_current() = 0;
   // Restarts the service on whatever `current` points at; non-zero exit or timeout is an error.
   virtual Status restart(const std::string& version) = 0;
   // Removes releases beyond `retain` (newest kept), never one named in `keep`.

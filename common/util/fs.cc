@@ -62,7 +62,7 @@ Status write_file_atomic(const std::string& path, const std::string& data, int m
   return fsync_dir(dirname(path));
 }
 
-Status replace_symlink(const std::string& link, const std::string& target) {
+Status replace_symlink(const std::string& link, const std::string& target, bool sync_dir) {
   std::string tmp = link + ".tmp." + std::to_string(::getpid());
   ::unlink(tmp.c_str());
   if (::symlink(target.c_str(), tmp.c_str()) != 0) return sys_error("symlink " + tmp, errno);
@@ -71,7 +71,7 @@ Status replace_symlink(const std::string& link, const std::string& target) {
     ::unlink(tmp.c_str());
     return e;
   }
-  return fsync_dir(dirname(link));
+  return sync_dir ? fsync_dir(dirname(link)) : Status::Ok();
 }
 
 Expected<std::string> read_file(const std::string& path, uint64_t max_bytes) {

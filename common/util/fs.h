@@ -15,7 +15,9 @@ Status write_file_atomic(const std::string& path, const std::string& data, int m
 Status fsync_dir(const std::string& dir);
 
 // Points symlink `link` at `target` atomically (symlink to a temp name, rename(2) over, fsync dir).
-Status replace_symlink(const std::string& link, const std::string& target);
+// With `sync_dir` false the fsync of the directory is left to the caller (fsync_dir), who may
+// overlap it with other work; the switch is visible at once, durable only after that fsync.
+Status replace_symlink(const std::string& link, const std::string& target, bool sync_dir = true);
 
 Expected<std::string> read_file(const std::string& path, uint64_t max_bytes = 64 * 1024 * 1024);
 

@@ -33,6 +33,32 @@ class HealthFileProbe : public Probe {
   std::string path_;
 };
 
+// The real binary driver whose fsync making a swap durable can be made to fail (EIO).
+class SyncFailingDriver final : public Driver {
+ public:
+  SyncFailingDriver(std::shared_ptr<BinaryDriver> d, const bool& fail) : d_(std::move(d)), fail_(fail) {}
+  Expected<std::string> current_version() override { return d_->current_version(); }
+  bool has_release(const ReleaseId& r) override { return d_->has_release(r); }
+  Status check_installable(const ReleaseId& r) override { return d_->check_installable(r); }
+  std::string partial_artifact_path(const std::string& sha) override { return d_->partial_artifact_path(sha); }
+  std::string artifact_path(const std::string& sha) override { return d_->artifact_path(sha); }
+  Status finish_download(const ReleaseId& r, const std::string& h) override { return d_->finish_download(r, h); }
+  Status stage(const ReleaseId& r) override { return d_->stage(r); }
+  Status activate(const std::string& v) override { return d_->activate(v); }
+  Status switch_current(const std::string& v) override { return d_->switch_current(v); }
+  Status sync_current() override {
+    if (fail_) return make_error("io", "fsync root: Input/output error");
+    return d_->sync_current();
+  }
+  Status restart(const std::string& v) override { return d_->restart(v); }
+  Status prune(uint32_t retain, const std::set<std::string>& keep) override { return d_->prune(retain, keep); }
+  Status cleanup() override { return d_->cleanup(); }
+
+ private:
+  std::shared_ptr<BinaryDriver> d_;
+  const bool& fail_;
+};
+
 struct Artifact {
   std::string bytes;
   std::string sha;
@@ -49,6 +75,7 @@ class EngineTest : public ::testing::Test {
   std::vector<proto::Message> sent;
   size_t scanned = 0;
   bool serve_chunks = true;
+  bool fail_swap_sync = false;  // with make_agent(/*sync_failing=*/true)
   std::unique_ptr<Agent> agent;
 
   void SetUp() override {
@@ -63,12 +90,14 @@ class EngineTest : public ::testing::Test {
     std::filesystem::create_directories(cfg.root + "/releases");
   }
 
-  void make_agent() {
+  void make_agent(bool sync_failing = false) {
     agent.reset();
     std::map<std::string, ServiceRuntime> svcs;
     ServiceRuntime rt;
     rt.config = cfg;
     rt.driver = std::make_shared<BinaryDriver>(cfg, runner, clock);
+    if (sync_failing)
+      rt.driver = std::make_shared<SyncFailingDriver>(std::make_shared<BinaryDriver>(cfg, runner, clock), fail_swap_sync);
     rt.probes.push_back(std::make_shared<HealthFileProbe>(cfg.root + "/health"));
     svcs.emplace("web", std::move(rt));
     agent = std::make_unique<Agent>("host-1", std::map<std::string, std::string>{{"zone", "eu-1"}}, std::move(svcs), store, clock,
@@ -340,6 +369,24 @@ TEST_F(EngineTest, JournalFailureAfterTheSwapRevertsToTheOldRelease) {
   EXPECT_EQ(r->outcome, "failed_reverted");
   EXPECT_EQ(r->running_version, "v1");
   EXPECT_EQ(current(), "releases/v1");
+}
+
+// The swap's rename is made durable (fsync of the root) while the restart command runs; when
+// that fsync fails, the order reverts once the job ends and records no success.
+TEST_F(EngineTest, SwapThatCannotBeMadeDurableIsReverted) {
+  make_agent(/*sync_failing=*/true);
+  agent->handle(order("o-1", "v1"));
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  fail_swap_sync = true;
+  agent->handle(order("o-2", "v2"));
+  auto r = run_until_report("o-2");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, "failed_reverted");
+  EXPECT_EQ(r->message.rfind("swap failed: fsync root: Input/output error", 0), 0u) << r->message;
+  EXPECT_EQ(r->running_version, "v1");
+  EXPECT_EQ(current(), "releases/v1");
+  EXPECT_EQ(restarts(), "v1\nv2\nv1\n") << "v2 was restarted (the command overlaps the fsync), then v1 again";
+  EXPECT_EQ(agent->hello().services[0].current_version, "v1");
 }
 
 // Idle, and the release is already installed: one journal record accepts the order and is its
