@@ -144,6 +144,20 @@ class EngineTest : public ::testing::Test {
     return std::nullopt;
   }
 
+  // Runs until order `id` reports, and checks the report: its outcome, how its message starts,
+  // and that the host runs `running` (the report says so and `current` points there).
+  std::optional<proto::Report> expect_report(const std::string& id, const std::string& outcome,
+                                             const std::string& message_start, const std::string& running) {
+    auto r = run_until_report(id);
+    EXPECT_TRUE(r) << "no report for " << id;
+    if (!r) return r;
+    EXPECT_EQ(r->outcome, outcome) << r->message;
+    EXPECT_EQ(r->message.rfind(message_start, 0), 0u) << r->message;
+    EXPECT_EQ(r->running_version, running);
+    EXPECT_EQ(current(), "releases/" + running);
+    return r;
+  }
+
   template <typename T>
   std::vector<T> all_sent() const {
     std::vector<T> out;
@@ -185,13 +199,9 @@ TEST_F(EngineTest, BadReleaseIsRevertedToThePreviousOne) {
   agent->handle(order("o-1", "v1"));
   ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
   agent->handle(order("o-2", "v2", /*healthy=*/false));
-  auto r = run_until_report("o-2");
+  auto r = expect_report("o-2", "failed_reverted", "verification failed: ", "v1");
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->outcome, "failed_reverted");
-  EXPECT_EQ(r->running_version, "v1");
-  EXPECT_EQ(r->message.rfind("verification failed: ", 0), 0u) << r->message;
   EXPECT_NE(r->message.find("reverted to v1"), std::string::npos) << r->message;
-  EXPECT_EQ(current(), "releases/v1");
   EXPECT_EQ(restarts(), "v1\nv2\nv1\n");
   EXPECT_EQ(agent->hello().services[0].current_version, "v1");
   EXPECT_TRUE(fs::exists(cfg.root + "/releases/v2")) << "kept for inspection until pruned";
@@ -204,11 +214,7 @@ TEST_F(EngineTest, RestartFailureCountsAsVerificationFailure) {
   cfg.restart_command = "if [ \"$GANTRY_VERSION\" = v2 ]; then exit 4; fi; cp \"$GANTRY_RELEASE_DIR/health\" \"$GANTRY_ROOT/health\"";
   make_agent();
   agent->handle(order("o-2", "v2"));
-  auto r = run_until_report("o-2");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->outcome, "failed_reverted");
-  EXPECT_EQ(r->message.rfind("restart command exited with 4", 0), 0u) << r->message;
-  EXPECT_EQ(current(), "releases/v1");
+  expect_report("o-2", "failed_reverted", "restart command exited with 4", "v1");
 }
 
 TEST_F(EngineTest, FirstInstallThatFailsHasNothingToRevertTo) {
@@ -264,12 +270,7 @@ TEST_F(EngineTest, DigestMismatchFailsAndKeepsTheHostAsItWas) {
   auto o = order("o-2", "v2");
   artifacts[o.sha256].bytes[600] ^= 1;  // corrupted in transit
   agent->handle(o);
-  auto r = run_until_report("o-2");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->outcome, "failed");
-  EXPECT_EQ(r->running_version, "v1");
-  EXPECT_EQ(r->message.rfind("digest mismatch", 0), 0u) << r->message;
-  EXPECT_EQ(current(), "releases/v1");
+  expect_report("o-2", "failed", "digest mismatch", "v1");
   EXPECT_FALSE(fs::exists(cfg.root + "/releases/v2"));
   EXPECT_FALSE(fs::exists(cfg.root + "/downloads/" + o.sha256 + ".part"));
 }
@@ -334,12 +335,7 @@ TEST_F(EngineTest, JournalWriteFailureIsReportedAndTheHostKeepsRunning) {
   agent->handle(order("o-2", "v2"));
   auto ack = all_sent<proto::OrderAck>().back();
   EXPECT_EQ(ack.status, "rejected");
-  auto r = run_until_report("o-2");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->outcome, "failed");
-  EXPECT_EQ(r->message.rfind("state write failed:", 0), 0u) << r->message;
-  EXPECT_EQ(r->running_version, "v1");
-  EXPECT_EQ(current(), "releases/v1");
+  expect_report("o-2", "failed", "state write failed:", "v1");
 }
 
 TEST_F(EngineTest, JournalFailureAfterTheSwapRevertsToTheOldRelease) {
@@ -363,12 +359,7 @@ TEST_F(EngineTest, JournalFailureAfterTheSwapRevertsToTheOldRelease) {
     agent->tick();
     agent->wait_for_worker(10);
   }
-  auto r = run_until_report("o-2");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->message.rfind("state write failed:", 0), 0u) << r->message;
-  EXPECT_EQ(r->outcome, "failed_reverted");
-  EXPECT_EQ(r->running_version, "v1");
-  EXPECT_EQ(current(), "releases/v1");
+  expect_report("o-2", "failed_reverted", "state write failed:", "v1");
 }
 
 // The swap's rename is made durable (fsync of the root) while the restart command runs; when
@@ -379,12 +370,7 @@ TEST_F(EngineTest, SwapThatCannotBeMadeDurableIsReverted) {
   ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
   fail_swap_sync = true;
   agent->handle(order("o-2", "v2"));
-  auto r = run_until_report("o-2");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->outcome, "failed_reverted");
-  EXPECT_EQ(r->message.rfind("swap failed: fsync root: Input/output error", 0), 0u) << r->message;
-  EXPECT_EQ(r->running_version, "v1");
-  EXPECT_EQ(current(), "releases/v1");
+  expect_report("o-2", "failed_reverted", "swap failed: fsync root: Input/output error", "v1");
   EXPECT_EQ(restarts(), "v1\nv2\nv1\n") << "v2 was restarted (the command overlaps the fsync), then v1 again";
   EXPECT_EQ(agent->hello().services[0].current_version, "v1");
 }
@@ -439,11 +425,7 @@ TEST_F(EngineTest, InstalledReleaseWhoseAcceptWriteFailsIsRejectedUntouched) {
   store.fail_next(1, make_error("disk_full", "write agent-state.journal: No space left on device"));
   agent->handle(order("o-3", "v1"));
   EXPECT_EQ(all_sent<proto::OrderAck>().back().status, "rejected");
-  auto r = run_until_report("o-3");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->outcome, "failed");
-  EXPECT_EQ(r->message.rfind("state write failed:", 0), 0u) << r->message;
-  EXPECT_EQ(current(), "releases/v2");
+  expect_report("o-3", "failed", "state write failed:", "v2");
   EXPECT_FALSE(agent->state().active.has_value());
 }
 
