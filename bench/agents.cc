@@ -506,7 +506,8 @@ class Fleet {
             {"signals", sig},         {"epochs", ep},
             {"raw_sub", {{"ready_now", raw_ready}, {"connects", raw_.connects}, {"ready", raw_.ready}, {"lost", raw_.lost},
                          {"malformed", raw_.malformed}, {"multipart_dropped", raw_.multipart_dropped},
-                         {"messages", raw_.messages}, {"pings", raw_.pings}}}};
+                         {"messages", raw_.messages}, {"pings", raw_.pings},
+                         {"handshake_timeouts", raw_.handshake_timeouts}}}};
   }
 
   Options o_;

@@ -75,6 +75,7 @@ void ZmtpSub::open() {
     return;
   }
   state_ = State::connecting;
+  handshake_deadline_ = mono_ms() + handshake_timeout_ms_;
   in_.clear();
   in_pos_ = 0;
   in_multipart_ = false;
@@ -112,6 +113,11 @@ void ZmtpSub::lose(bool malformed) {
 }
 
 void ZmtpSub::poll_reconnect(int64_t now_ms) {
+  if (fd_ >= 0 && state_ != State::ready && now_ms >= handshake_deadline_) {
+    c_->handshake_timeouts++;
+    lose(false);
+    return;
+  }
   if (fd_ < 0 && want_reconnect_ && now_ms >= reconnect_at_) open();
 }
 

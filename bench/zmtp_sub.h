@@ -46,6 +46,7 @@ struct ZmtpCounters {
   uint64_t multipart_dropped = 0;  // multi-frame messages dropped whole
   uint64_t messages = 0;           // single-frame messages delivered
   uint64_t pings = 0;              // PING commands answered
+  uint64_t handshake_timeouts = 0;  // connections closed for not reaching READY in time
 };
 
 class ZmtpSub {
@@ -63,8 +64,12 @@ class ZmtpSub {
   void open();
   // Closes the connection; no reconnect until open() or poll_reconnect() finds it due.
   void close();
-  // Reopens the connection when it was lost and its backoff has passed.
+  // Reopens the connection when it was lost and its backoff has passed; closes (and schedules
+  // the reopening of) a connection that has not completed its handshake within the handshake
+  // timeout (a peer that accepts and stays silent, as libzmq's ZMQ_HANDSHAKE_IVL does).
   void poll_reconnect(int64_t now_ms);
+  // 30 s by default, as libzmq's ZMQ_HANDSHAKE_IVL.
+  void set_handshake_timeout_ms(int64_t ms) { handshake_timeout_ms_ = ms; }
   // Handles the epoll events of this subscriber's socket.
   void on_events(uint32_t events, const OnMessage& on_message);
 
@@ -93,6 +98,7 @@ class ZmtpSub {
   State state_ = State::closed;
   bool want_reconnect_ = false;
   int64_t reconnect_at_ = 0, backoff_ms_ = 100;
+  int64_t handshake_timeout_ms_ = 30000, handshake_deadline_ = 0;
   uint32_t events_ = 0;  // the mask registered in epfd_
   std::string in_, out_;
   size_t in_pos_ = 0, out_pos_ = 0;
