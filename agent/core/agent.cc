@@ -572,7 +572,7 @@ void Agent::begin_restart() {
     lg()->error("order {}: making the swap durable failed: {}", a.order.order_id, st.error().message);
     swap_sync_failure_ = st.error().message;
   }
-  times_.activate_us += steady_us() - t1;
+  times_.swap_sync_us += steady_us() - t1;
   lg()->info("order {}: {} ({})", a.order.order_id, phase::kRestarting, v);
   progress(phase::kRestarting, "running restart command");
 }
@@ -749,12 +749,13 @@ void Agent::log_timings(const std::string& order_id) {
   // One line per order, `key=<n>us` pairs: the phases add up to total (arrival -> report
   // sent); journal, activate, restart_command and probe are parts of them.
   lg()->info("order {} timings: total={}us accept={}us queued={}us fetch={}us stage={}us swap={}us restart={}us "
-             "verify={}us revert={}us report={}us journal={}us journal_writes={} activate={}us restart_command={}us "
-             "probe={}us checks={}us",
+             "verify={}us revert={}us report={}us journal={}us journal_writes={} activate={}us swap_sync={}us "
+             "restart_command={}us probe={}us checks={}us",
              order_id, end - times_.received_us, times_.accept_us,
              std::max<int64_t>(0, times_.started_us - times_.received_us - times_.accept_us), ph("fetch"), ph("stage"),
              ph("swap"), ph("restart"), ph("verify"), ph("revert"), end - times_.last_us, times_.journal_us,
-             times_.journal_writes, times_.activate_us, times_.restart_command_us, times_.probe_us, times_.checks_us);
+             times_.journal_writes, times_.activate_us, times_.swap_sync_us, times_.restart_command_us, times_.probe_us,
+             times_.checks_us);
 }
 
 }  // namespace gantry::agent

@@ -128,7 +128,8 @@ class Agent {
     int64_t started_us = 0;   // became the active order
     int64_t last_us = 0;      // end of the previous phase
     std::map<std::string, int64_t> phase_us;  // fetch, stage, swap, restart, verify, revert
-    int64_t activate_us = 0;  // the symlink swap itself
+    int64_t activate_us = 0;   // the symlink swap itself (the rename)
+    int64_t swap_sync_us = 0;  // the fsync making it durable, overlapped with the restart command
     int64_t restart_command_us = 0, probe_us = 0;  // the restart and verify jobs on the worker
     int64_t journal_us = 0;
     int journal_writes = 0;
