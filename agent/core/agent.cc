@@ -515,7 +515,7 @@ void Agent::begin_swap(bool journaled) {
   Status st = svc().driver->switch_current(a.order.version);
   times_.activate_us += steady_us() - t0;
   if (!st.ok()) {
-    // The rename may or may not have happened (e.g. the dir fsync failed after it): ask the disk.
+    // The rename may or may not have happened: ask the disk.
     if (disk_version(a.order.service) != a.order.version) {
       fail_before_swap("swap failed: " + st.error().message);
       return;

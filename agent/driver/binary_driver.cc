@@ -130,11 +130,6 @@ Status BinaryDriver::stage(const ReleaseId& r) {
   return Status::Ok();
 }
 
-Status BinaryDriver::activate(const std::string& version) {
-  if (Status st = switch_current(version); !st.ok()) return st;
-  return sync_current();
-}
-
 Status BinaryDriver::switch_current(const std::string& version) {
   std::string dir = release_dir(version);
   struct stat st;

@@ -20,7 +20,6 @@ class BinaryDriver final : public Driver {
   std::string artifact_path(const std::string& sha256) override;
   Status finish_download(const ReleaseId& r, const std::string& hashed_sha256 = "") override;
   Status stage(const ReleaseId& r) override;
-  Status activate(const std::string& version) override;
   Status switch_current(const std::string& version) override;
   Status sync_current() override;
   Status restart(const std::string& version) override;

@@ -392,11 +392,6 @@ Status ContainerDriver::stage(const ReleaseId& r) {
   return Status::Ok();
 }
 
-Status ContainerDriver::activate(const std::string& version) {
-  if (Status st = switch_current(version); !st.ok()) return st;
-  return sync_current();
-}
-
 Status ContainerDriver::switch_current(const std::string& version) {
   if (!read_installed(version)) return make_error("not_found", "release " + version + " is not installed");
   return fs::replace_symlink(cfg_.root + "/current", "releases/" + version, /*sync_dir=*/false);

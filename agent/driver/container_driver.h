@@ -53,7 +53,6 @@ class ContainerDriver final : public Driver {
   // Loads the archive (or pulls the pinned reference), checks the image's digest, tags it
   // localhost/gantry/<container_name>:<version> and records it in releases/<version>/image.json.
   Status stage(const ReleaseId& r) override;
-  Status activate(const std::string& version) override;
   Status switch_current(const std::string& version) override;
   Status sync_current() override;
   // Replaces the running container with one of `version`'s image: stop-first (stop + remove the

@@ -36,12 +36,16 @@ class Driver {
   virtual Status finish_download(const ReleaseId& r, const std::string& hashed_sha256 = "") = 0;
   // Extracts the downloaded artifact into a fresh staging dir and renames it into place.
   virtual Status stage(const ReleaseId& r) = 0;
-  // Atomically points `current` at `version` (rename(2) of a symlink; the dir is fsynced).
-  virtual Status activate(const std::string& version) = 0;
-  // The same switch in two parts: switch_current() makes it visible (the rename) and
-  // sync_current() durable (the fsync of the dir). The agent runs the restart command between
-  // them — the fsync's disk flush then overlaps the command — and records no result before
-  // sync_current() succeeded. activate() = switch_current() + sync_current().
+  // Atomically points `current` at `version` (rename(2) of a symlink) and makes it durable
+  // (fsync of the dir): switch_current() then sync_current().
+  Status activate(const std::string& version) {
+    if (Status st = switch_current(version); !st.ok()) return st;
+    return sync_current();
+  }
+  // The two parts of activate(): switch_current() makes the switch visible (the rename),
+  // sync_current() durable (the fsync of the dir). On an update the agent runs the restart
+  // command between them — the fsync's disk flush then overlaps the command — and records no
+  // result before sync_current() succeeded.
   virtual Status switch_current(const std::string& version) = 0;
   virtual Status sync_current() = 0;
   // Restarts the service on whatever `current` points at; non-zero exit or timeout is an error.

@@ -33,10 +33,10 @@ class HealthFileProbe : public Probe {
   std::string path_;
 };
 
-// The real binary driver whose fsync making a swap durable can be made to fail (EIO).
+// The real binary driver whose next fsyncs making a switch durable can be made to fail (EIO).
 class SyncFailingDriver final : public Driver {
  public:
-  SyncFailingDriver(std::shared_ptr<BinaryDriver> d, const bool& fail) : d_(std::move(d)), fail_(fail) {}
+  SyncFailingDriver(std::shared_ptr<BinaryDriver> d, int& failures) : d_(std::move(d)), failures_(failures) {}
   Expected<std::string> current_version() override { return d_->current_version(); }
   bool has_release(const ReleaseId& r) override { return d_->has_release(r); }
   Status check_installable(const ReleaseId& r) override { return d_->check_installable(r); }
@@ -44,10 +44,12 @@ class SyncFailingDriver final : public Driver {
   std::string artifact_path(const std::string& sha) override { return d_->artifact_path(sha); }
   Status finish_download(const ReleaseId& r, const std::string& h) override { return d_->finish_download(r, h); }
   Status stage(const ReleaseId& r) override { return d_->stage(r); }
-  Status activate(const std::string& v) override { return d_->activate(v); }
   Status switch_current(const std::string& v) override { return d_->switch_current(v); }
   Status sync_current() override {
-    if (fail_) return make_error("io", "fsync root: Input/output error");
+    if (failures_ > 0) {
+      --failures_;
+      return make_error("io", "fsync root: Input/output error");
+    }
     return d_->sync_current();
   }
   Status restart(const std::string& v) override { return d_->restart(v); }
@@ -56,7 +58,7 @@ class SyncFailingDriver final : public Driver {
 
  private:
   std::shared_ptr<BinaryDriver> d_;
-  const bool& fail_;
+  int& failures_;
 };
 
 struct Artifact {
@@ -75,7 +77,7 @@ class EngineTest : public ::testing::Test {
   std::vector<proto::Message> sent;
   size_t scanned = 0;
   bool serve_chunks = true;
-  bool fail_swap_sync = false;  // with make_agent(/*sync_failing=*/true)
+  int swap_sync_failures = 0;  // the next N fsyncs of `current` fail, with make_agent(/*sync_failing=*/true)
   std::unique_ptr<Agent> agent;
 
   void SetUp() override {
@@ -97,7 +99,7 @@ class EngineTest : public ::testing::Test {
     rt.config = cfg;
     rt.driver = std::make_shared<BinaryDriver>(cfg, runner, clock);
     if (sync_failing)
-      rt.driver = std::make_shared<SyncFailingDriver>(std::make_shared<BinaryDriver>(cfg, runner, clock), fail_swap_sync);
+      rt.driver = std::make_shared<SyncFailingDriver>(std::make_shared<BinaryDriver>(cfg, runner, clock), swap_sync_failures);
     rt.probes.push_back(std::make_shared<HealthFileProbe>(cfg.root + "/health"));
     svcs.emplace("web", std::move(rt));
     agent = std::make_unique<Agent>("host-1", std::map<std::string, std::string>{{"zone", "eu-1"}}, std::move(svcs), store, clock,
@@ -368,9 +370,10 @@ TEST_F(EngineTest, SwapThatCannotBeMadeDurableIsReverted) {
   make_agent(/*sync_failing=*/true);
   agent->handle(order("o-1", "v1"));
   ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
-  fail_swap_sync = true;
+  swap_sync_failures = 1;  // the swap's; the revert's succeeds
   agent->handle(order("o-2", "v2"));
   expect_report("o-2", "failed_reverted", "swap failed: fsync root: Input/output error", "v1");
+  EXPECT_EQ(swap_sync_failures, 0) << "the swap's fsync was the one that failed";
   EXPECT_EQ(restarts(), "v1\nv2\nv1\n") << "v2 was restarted (the command overlaps the fsync), then v1 again";
   EXPECT_EQ(agent->hello().services[0].current_version, "v1");
 }
