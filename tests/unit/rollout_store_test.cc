@@ -48,24 +48,34 @@ using gantry::store::testing::new_rollout;
 
 }  // namespace
 
-TEST(RolloutStore, HeaderAndTouchedSlotsRebuildTheWholeState) {
+// A fresh store in a temp dir with one rollout row.
+class RolloutStoreWithRow : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto opened = store::Store::open(t.path() + "/c.db");
+    ASSERT_TRUE(opened) << opened.error().message;
+    st = std::move(*opened);
+    id = new_rollout(*st);
+  }
   TempDir t;
-  auto st = store::Store::open(t.path() + "/c.db");
-  ASSERT_TRUE(st);
-  const uint64_t id = new_rollout(**st);
+  std::unique_ptr<store::Store> st;
+  uint64_t id = 0;
+};
+
+TEST_F(RolloutStoreWithRow, HeaderAndTouchedSlotsRebuildTheWholeState) {
   auto r = step(State{}, EvStart{id, "web", "v2", plan_of({Amount{false, 3}}), make_hosts(9)}, 1000);
   ASSERT_TRUE(r.error.ok());
   EXPECT_EQ(r.touched.size(), 9u);  // a start writes every slot
-  save(**st, r);
-  EXPECT_EQ(load(**st, id), r.state);
+  save(*st, r);
+  EXPECT_EQ(load(*st, id), r.state);
 
   // One report touches one slot; the batches come back from the slots, not from the header.
   auto r2 = step(r.state, EvReport{"web-2", r.state.find("web-2")->order_id, "succeeded", "v2", ""}, 2000);
   ASSERT_TRUE(r2.error.ok());
   ASSERT_EQ(r2.touched, std::vector<uint32_t>{1});
-  save(**st, r2);
+  save(*st, r2);
   EXPECT_FALSE(r2.state.header_json().contains("batches"));
-  const State back = load(**st, id);
+  const State back = load(*st, id);
   EXPECT_EQ(back, r2.state);
   EXPECT_EQ(back.batches, r2.state.batches);
 
@@ -76,11 +86,11 @@ TEST(RolloutStore, HeaderAndTouchedSlotsRebuildTheWholeState) {
   std::vector<Status> errs;
   auto r3 = step_all(s, evs, 3000, &errs);
   EXPECT_EQ(r3.touched, (std::vector<uint32_t>{0, 2, 3, 4, 5}));
-  save(**st, r3);
-  EXPECT_EQ(load(**st, id), r3.state);
+  save(*st, r3);
+  EXPECT_EQ(load(*st, id), r3.state);
 
   // History reads headers only, and still has what it shows.
-  auto rows = (*st)->rollouts("web", false, 10, /*with_hosts=*/false);
+  auto rows = st->rollouts("web", false, 10, /*with_hosts=*/false);
   ASSERT_TRUE(rows);
   ASSERT_EQ(rows->size(), 1u);
   EXPECT_FALSE((*rows)[0].state.contains("hosts"));
@@ -89,25 +99,21 @@ TEST(RolloutStore, HeaderAndTouchedSlotsRebuildTheWholeState) {
 
 // A rollback skips every host not ordered yet without writing their slots: the header (halted)
 // makes a stored pending slot skipped on load, so the reloaded state is the live one.
-TEST(RolloutStore, RollbackSkipsPendingHostsWithoutWritingTheirSlots) {
-  TempDir t;
-  auto st = store::Store::open(t.path() + "/c.db");
-  ASSERT_TRUE(st);
-  const uint64_t id = new_rollout(**st);
+TEST_F(RolloutStoreWithRow, RollbackSkipsPendingHostsWithoutWritingTheirSlots) {
   auto r = step(State{}, EvStart{id, "web", "v2", plan_of({Amount{false, 2}}), make_hosts(50)}, 1000);
   ASSERT_TRUE(r.error.ok());
-  save(**st, r);
+  save(*st, r);
   auto rb = step(r.state, EvRollback{}, 2000);
   ASSERT_TRUE(rb.error.ok());
   size_t skipped = 0;
   for (const auto& h : rb.state.hosts) skipped += h.state == HostState::kSkipped ? 1 : 0;
   EXPECT_EQ(skipped, 48u) << "the 48 hosts not ordered yet are skipped";
   EXPECT_LE(rb.touched.size(), 2u) << "only the 2 ordered hosts' slots are written";
-  save(**st, rb);
-  EXPECT_EQ(load(**st, id), rb.state);
+  save(*st, rb);
+  EXPECT_EQ(load(*st, id), rb.state);
   // A rollout still running keeps its pending hosts pending when loaded.
   EXPECT_FALSE(r.state.pending_means_skipped());
-  EXPECT_EQ(load(**st, id).hosts.back().state, HostState::kSkipped);
+  EXPECT_EQ(load(*st, id).hosts.back().state, HostState::kSkipped);
 }
 
 TEST(RolloutStore, SchemaOneDatabaseIsConvertedWhenOpened) {
@@ -300,29 +306,25 @@ TEST(RolloutStore, SchemaTwoResultsMoveIntoTheirOrders) {
 }
 
 // A fresh database: an order written by a step, then its report by a later step.
-TEST(RolloutStore, ReportClosesItsOrderRow) {
-  TempDir t;
-  auto st = store::Store::open(t.path() + "/c.db");
-  ASSERT_TRUE(st);
-  const uint64_t id = new_rollout(**st);
+TEST_F(RolloutStoreWithRow, ReportClosesItsOrderRow) {
   store::StepWrite w;
   w.rollout_id = id;
   w.phase = "running";
   w.state = nlohmann::json::object();
   w.new_orders.push_back({"r1-1", id, "web-1", R"({"order_id":"r1-1"})", false, false, 10});
-  ASSERT_TRUE((*st)->save_step(w).ok());
-  ASSERT_EQ((*st)->open_orders()->size(), 1u);
-  EXPECT_TRUE((*st)->results(id)->empty());
-  ASSERT_TRUE((*st)->mark_acked(std::vector<std::string>{"r1-1"}).ok());
-  EXPECT_TRUE((*st)->open_orders()->front().acked);
+  ASSERT_TRUE(st->save_step(w).ok());
+  ASSERT_EQ(st->open_orders()->size(), 1u);
+  EXPECT_TRUE(st->results(id)->empty());
+  ASSERT_TRUE(st->mark_acked(std::vector<std::string>{"r1-1"}).ok());
+  EXPECT_TRUE(st->open_orders()->front().acked);
   store::StepWrite w2;
   w2.rollout_id = id;
   w2.phase = "running";
   w2.state = nlohmann::json::object();
   w2.results.push_back({id, "web-1", "r1-1", "failed", "v1", "boom", nlohmann::json({{"total", 5}}), 20});
-  ASSERT_TRUE((*st)->save_step(w2).ok());
-  EXPECT_TRUE((*st)->open_orders()->empty());
-  auto res = (*st)->results(id);
+  ASSERT_TRUE(st->save_step(w2).ok());
+  EXPECT_TRUE(st->open_orders()->empty());
+  auto res = st->results(id);
   ASSERT_EQ(res->size(), 1u);
   EXPECT_EQ((*res)[0].host_id, "web-1");
   EXPECT_EQ((*res)[0].outcome, "failed");
