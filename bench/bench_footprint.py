@@ -170,6 +170,8 @@ def run(args):
         idle_rss = proc_rss_kib(pid)
         idle_threads = status_field(pid, "Threads")
         roll = smaps_rollup(pid)
+        with open(f"/proc/{pid}/smaps") as src, open(os.path.join(env.work, "agent-idle-smaps.txt"), "w") as dst:
+            dst.write(src.read())  # per mapping, for finding what the resident set is made of
 
         # 2. Local swaps. Two releases installed once (not measured), then alternating rollouts.
         for v in ("v1", "v2"):

@@ -418,6 +418,11 @@ Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
   return cfg_error("unknown log level '" + c.log_level + "'");
 level_ok:
   if (c.coordinator.empty() || c.coordinator_pub.empty()) return cfg_error("coordinator endpoints must not be empty");
+  // The agent speaks tcp:// only (its libzmq is linked without the other transports:
+  // agent/zmq_unused_transports.cc).
+  for (const std::string* ep : {&c.coordinator, &c.coordinator_pub})
+    if (ep->rfind("tcp://", 0) != 0 || ep->size() == 6)
+      return cfg_error("coordinator endpoint '" + *ep + "' must be tcp://HOST:PORT");
   if (c.agent_key.empty() != c.coordinator_key.empty())
     return cfg_error("agent_key and coordinator_key go together (the agent's secret key and the pinned coordinator key)");
   if (c.services.empty()) return cfg_error("no [service.NAME] section in the config file");

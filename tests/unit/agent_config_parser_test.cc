@@ -120,6 +120,18 @@ TEST(AgentConfigParser, BadNumbers) {
             "[service.web] probe_interval_ms must be an integer between 10 and 3600000, got '1e3'");
 }
 
+TEST(AgentConfigParser, CoordinatorEndpointsAreTcp) {
+  TempDir t;
+  EXPECT_EQ(error_of(parse(t, "host_id = h\ncoordinator = pgm://eth0;239.192.1.1:5555\n" + kSvc)),
+            "coordinator endpoint 'pgm://eth0;239.192.1.1:5555' must be tcp://HOST:PORT");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--coordinator-pub", "ipc:///run/x"})),
+            "coordinator endpoint 'ipc:///run/x' must be tcp://HOST:PORT");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\ncoordinator = tcp://\n" + kSvc)), "coordinator endpoint 'tcp://' must be tcp://HOST:PORT");
+  auto v6 = parse(t, "host_id = h\ncoordinator = tcp://[::1]:7600\n" + kSvc);
+  ASSERT_TRUE(v6.ok()) << error_of(v6);
+  EXPECT_EQ(v6->config.coordinator, "tcp://[::1]:7600");
+}
+
 TEST(AgentConfigParser, UnknownKeysAndOptions) {
   TempDir t;
   EXPECT_EQ(error_of(parse(t, "host_id = h\nbogus = 1\n" + kSvc)), "unknown config key 'bogus'");
