@@ -1,12 +1,16 @@
 // The agent links Debian's static libzmq (libzmq.a) instead of libzmq.so.5: Debian builds libzmq
 // with the PGM, NORM and GSSAPI transports, and the shared library makes every process that
 // loads it map libpgm, libnorm, the Kerberos/GSSAPI stack and libbsd (~1.2 MiB of the idle
-// agent's 8 MiB resident set, docs/BENCHMARKS.md figure 5). The agent speaks only tcp:// with
-// CURVE (agent/config/agent_config.cc refuses any other endpoint), so it never reaches that code.
-// The archive's objects still name those libraries' functions; they are defined here as what a
-// libzmq configured without them would do: every attempt to use one fails (EINVAL / an invalid
-// handle), nothing else runs. Only gantry-agent is linked this way (agent/CMakeLists.txt,
-// option GANTRY_AGENT_STATIC_ZMQ); the coordinator and the CLI keep the shared library.
+// agent's resident set, docs/BENCHMARKS.md figure 5). The agent speaks only tcp:// with
+// CURVE, so it never reaches that code.
+// The archive's objects still name those libraries' functions; they are defined here to fail
+// (an error code, an invalid handle) without doing anything. libzmq treats a PGM or NORM socket
+// it cannot open as fatal (an assertion in session_base.cpp aborts the process: checked with a
+// pgm:// and a norm:// connect), which is why the agent's config refuses every endpoint that is
+// not tcp:// (AgentConfigParser.CoordinatorEndpointsAreTcp) and the agent connects nowhere else.
+// Initialising PGM, which every zmq context does, succeeds and does nothing.
+// Only gantry-agent is linked this way (agent/CMakeLists.txt, option GANTRY_AGENT_STATIC_ZMQ);
+// the coordinator and the CLI keep the shared library.
 //
 // Trade-off, written down in README.md: a security update of Debian's libzmq5 reaches the agent
 // when the agent is rebuilt, not when the package is upgraded.
