@@ -863,6 +863,9 @@ int run(const std::vector<std::string>& args) {
       return release_keygen(std::vector<std::string>(words.begin() + 2, words.end()));
     if (words[0] == "release" && words.size() >= 2 && words[1] == "sign")
       return release_sign(std::vector<std::string>(words.begin() + 2, words.end()), g.json);
+    if (Status st = transport::check_connect_endpoint(g.coordinator); !st.ok())
+      throw UsageError("coordinator " + st.error().message +
+                       "; set it with --coordinator, GANTRY_COORDINATOR or `coordinator =` in ~/.config/gantry/cli.conf");
     App app(g);
     return app.run_guarded(words);
   } catch (const UsageError& e) {

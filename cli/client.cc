@@ -20,7 +20,8 @@ void Client::reconnect() {
   o.max_msg_size = 8 * 1024 * 1024;
   o.curve = curve_;
   transport::configure(*sock_, o);
-  sock_->connect(endpoint_);
+  Status st = transport::connect(*sock_, endpoint_);
+  connect_error_ = st.ok() ? "" : st.error().message;
 }
 
 Expected<nlohmann::json> Client::call(const std::string& command, nlohmann::json args) {
@@ -29,6 +30,7 @@ Expected<nlohmann::json> Client::call(const std::string& command, nlohmann::json
   req.command = command;
   if (const char* u = std::getenv("USER")) args["user"] = u;
   req.args = std::move(args);
+  if (!connect_error_.empty()) return make_error("endpoint", connect_error_);
   try {
     std::string bytes = proto::encode(req);
     auto r = sock_->send(zmq::buffer(bytes), zmq::send_flags::none);

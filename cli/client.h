@@ -26,6 +26,7 @@ class Client {
   transport::CurveOptions curve_;
   zmq::context_t ctx_;
   std::unique_ptr<zmq::socket_t> sock_;
+  std::string connect_error_;  // the endpoint was refused by connect (checked earlier: cli/app.cc)
   uint64_t seq_ = 0;
 };
 

@@ -37,7 +37,13 @@ void Session::open_dealer() {
   // ROUTER gives each connection a fresh id (so a reconnect never collides with the old one).
   if (!so.curve.enabled()) so.routing_id = o_.host_id;
   transport::configure(*dealer_, so);
-  dealer_->connect(o_.coordinator);
+  if (Status st = transport::connect(*dealer_, o_.coordinator); !st.ok()) {
+    // The config check (transport::check_connect_endpoint) makes this unreachable; run() says so.
+    lg()->critical("{}", st.error().message);
+    dealer_.reset();
+    connect_failed_ = true;
+    return;
+  }
   Millis now = clock_.now_ms();
   last_heard_ = now;
   welcomed_ = false;
@@ -173,14 +179,19 @@ int Session::run(int stop_fd) {
   sub_.emplace(ctx_, zmq::socket_type::sub);
   transport::configure(*sub_, o_.socket);
   sub_->set(zmq::sockopt::subscribe, "");
-  sub_->connect(o_.coordinator_pub);
+  if (Status st = transport::connect(*sub_, o_.coordinator_pub); !st.ok()) {
+    lg()->critical("{}", st.error().message);
+    return 1;
+  }
   open_dealer();
+  if (connect_failed_) return 1;
   if (o_.systemd_notify) {
     uint64_t usec = sd::watchdog_usec();
     if (usec > 0) watchdog_every_ = std::max<Millis>(1, static_cast<Millis>(usec / 2000));
     sd::notify("READY=1");
   }
   for (;;) {
+    if (connect_failed_) return 1;
     Millis now = clock_.now_ms();
     Millis deadline = agent_.next_deadline();
     if (dealer_) {

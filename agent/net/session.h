@@ -73,6 +73,7 @@ class Session {
   Millis last_watchdog_ = 0;
   uint64_t hb_seq_ = 0;
   bool welcomed_ = false;
+  bool connect_failed_ = false;  // libzmq refused the endpoint (run() ends: a config error)
   bool heard_on_dealer_ = false;  // any frame on the current DEALER
   int silent_in_row_ = 0;         // connections given up in a row without hearing a frame
   std::mt19937_64 rng_;

@@ -43,6 +43,16 @@ struct SocketOptions {
 // Applies options before bind/connect.
 void configure(zmq::socket_t& s, const SocketOptions& o);
 
+// An endpoint a Gantry client (agent, CLI) may connect to: tcp://HOST:PORT, HOST a DNS name, an
+// IPv4 address or a bracketed IPv6 address, PORT 1-65535. Checked where it is configured, so a
+// typo is a config error naming the value (libzmq would throw from connect, or for pgm:// and
+// norm:// abort in the agent, which is linked without them).
+Status check_connect_endpoint(const std::string& endpoint);
+
+// connect / bind that name the endpoint in their error instead of throwing.
+Status connect(zmq::socket_t& s, const std::string& endpoint);
+Status bind(zmq::socket_t& s, const std::string& endpoint);
+
 // Context settings every Gantry process uses, before its first socket: received frames are
 // copied out of the engine's 8 KiB read buffer instead of referencing it (ZMQ_ZERO_COPY_RECV
 // off). Zero-copy would pin that buffer and a per-buffer table of message refcounts (~10 KiB)

@@ -229,17 +229,17 @@ Status Coordinator::start() {
     }
     agents_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
     transport::configure(*agents_, agent_opts);
-    agents_->bind(cfg_.agent_endpoint);
+    if (Status st = transport::bind(*agents_, cfg_.agent_endpoint); !st.ok()) return make_error("bind", "agent endpoint: " + st.error().message);
     endpoints_["agent"] = agents_->get(zmq::sockopt::last_endpoint);
     pub_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pub);
     transport::configure(*pub_, pub_opts);
     // Subscribers on the last I/O thread of their own (Config::io_threads); set before bind.
     if (int io = ctx_.get(zmq::ctxopt::io_threads); io > 1) pub_->set(zmq::sockopt::affinity, uint64_t{1} << (io - 1));
-    pub_->bind(cfg_.pub_endpoint);
+    if (Status st = transport::bind(*pub_, cfg_.pub_endpoint); !st.ok()) return make_error("bind", "pub endpoint: " + st.error().message);
     endpoints_["pub"] = pub_->get(zmq::sockopt::last_endpoint);
     operators_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
     transport::configure(*operators_, op_opts);
-    operators_->bind(cfg_.operator_endpoint);
+    if (Status st = transport::bind(*operators_, cfg_.operator_endpoint); !st.ok()) return make_error("bind", "operator endpoint: " + st.error().message);
     endpoints_["operator"] = operators_->get(zmq::sockopt::last_endpoint);
     if (secure()) {
       // libzmq refuses bad handshakes silently; these monitors make each refusal a log line.

@@ -91,6 +91,29 @@ TEST(Security, DaemonsRefuseToStartWithoutKeys) {
   EXPECT_NE(run({bin_dir() + "/cli/gantry", "keygen", "--out", tmp.sub("op")}, 30000).exit_code, 0);
 }
 
+// Malformed endpoints are configuration errors that name the value, in all three programs: no
+// uncaught zmq::error_t (an abort and a core dump under systemd), and for the agent, whose libzmq
+// has no PGM/NORM, no pgm:// or norm:// reaching libzmq (it would abort on them).
+TEST(Security, MalformedEndpointsAreConfigErrorsNotCrashes) {
+  TempDir tmp("gantry-ep");
+  std::ofstream(tmp.sub("agent.conf")) << "host_id = h\ninsecure_dev = true\nstate_dir = " << tmp.sub("s") << "\n[service.x]\nroot = "
+                                       << tmp.sub("r") << "\nrestart_command = true\n";
+  for (std::string ep : {"tcp://nonsense", "tcp://:::", "pgm://lo;239.192.1.1:5555", "norm://127.0.0.1:5557"}) {
+    auto a = run({bin_dir() + "/agent/gantry-agent", "--config", tmp.sub("agent.conf"), "--coordinator", ep}, 30000);
+    EXPECT_EQ(a.exit_code, 2) << ep << ": " << a.err;
+    EXPECT_NE(a.err.find("coordinator: endpoint '" + ep + "'"), std::string::npos) << a.err;
+    auto c = run({bin_dir() + "/cli/gantry", "--coordinator", ep, "hosts"}, 30000);
+    EXPECT_EQ(c.exit_code, 2) << ep << ": " << c.err;
+    EXPECT_NE(c.err.find("coordinator endpoint '" + ep + "'"), std::string::npos) << c.err;
+  }
+  auto d = run({bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"), "--http-address", "",
+                "--operator-endpoint", "tcp://nonsense"},
+               30000);
+  EXPECT_EQ(d.exit_code, 1) << d.err;
+  EXPECT_FALSE(d.timed_out);
+  EXPECT_NE((d.out + d.err).find("operator endpoint: cannot bind 'tcp://nonsense': Invalid argument"), std::string::npos) << d.out << d.err;
+}
+
 TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   if (!have_python_zmq()) GTEST_SKIP() << "python3-zmq is not installed (scripts/install-deps)";
   FleetOptions o;

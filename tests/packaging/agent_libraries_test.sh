@@ -29,7 +29,7 @@ for ep in "pgm://lo;239.192.1.1:5555" "norm://127.0.0.1:5557" "ipc:///run/gantry
   rc=$?
   set -e
   [[ $rc -ne 0 && $rc -ne 124 && $rc -lt 128 ]] || fail "agent with --coordinator $ep exited $rc (want a config error): $out"
-  grep -F "coordinator endpoint '$ep' must be tcp://HOST:PORT" <<<"$out" >/dev/null \
+  grep -F "coordinator: endpoint '$ep' is not tcp://" <<<"$out" >/dev/null \
     || fail "agent with --coordinator $ep did not say why: $out"
 done
 echo "PASS"
