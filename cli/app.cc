@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -839,7 +840,17 @@ int run(const std::vector<std::string>& args) {
     if (a == "--json") g.json = true;
     else if (a == "--coordinator" && i + 1 < args.size() && words.empty()) g.coordinator = args[++i];
     else if (a.rfind("--coordinator=", 0) == 0) g.coordinator = a.substr(14);
-    else if (a == "--timeout-ms" && i + 1 < args.size()) g.timeout_ms = std::atoi(args[++i].c_str());
+    else if (a == "--timeout-ms" && i + 1 < args.size()) {
+      const std::string& v = args[++i];
+      int ms = 0;
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+      if (ec != std::errc() || end != v.data() + v.size() || ms < 1 || ms > 3600 * 1000) {
+        std::cerr << "gantry: --timeout-ms must be a number of milliseconds between 1 and 3600000, got '" << v
+                  << "'\n(see `gantry --help`)\n";
+        return kUsage;
+      }
+      g.timeout_ms = ms;
+    }
     else if (a == "--key" && i + 1 < args.size() && words.empty()) g.key = args[++i];
     else if (a == "--coordinator-key" && i + 1 < args.size() && words.empty()) g.coordinator_key = args[++i];
     else if (a == "--version" && words.empty()) {

@@ -93,8 +93,9 @@ TEST(Security, DaemonsRefuseToStartWithoutKeys) {
 
 // Malformed endpoints are configuration errors that name the value, in all three programs: no
 // uncaught zmq::error_t (an abort and a core dump under systemd), and for the agent, whose libzmq
-// has no PGM/NORM, no pgm:// or norm:// reaching libzmq (it would abort on them).
-TEST(Security, MalformedEndpointsAreConfigErrorsNotCrashes) {
+// has no PGM/NORM, no pgm:// or norm:// reaching libzmq (it would abort on them). The CLI's
+// --timeout-ms likewise (it was read with atoi: "abc" waited 0 ms and blamed the coordinator).
+TEST(Security, MalformedEndpointsAndTimeoutsAreConfigErrorsNotCrashes) {
   TempDir tmp("gantry-ep");
   std::ofstream(tmp.sub("agent.conf")) << "host_id = h\ninsecure_dev = true\nstate_dir = " << tmp.sub("s") << "\n[service.x]\nroot = "
                                        << tmp.sub("r") << "\nrestart_command = true\n";
@@ -105,6 +106,12 @@ TEST(Security, MalformedEndpointsAreConfigErrorsNotCrashes) {
     auto c = run({bin_dir() + "/cli/gantry", "--coordinator", ep, "hosts"}, 30000);
     EXPECT_EQ(c.exit_code, 2) << ep << ": " << c.err;
     EXPECT_NE(c.err.find("coordinator endpoint '" + ep + "'"), std::string::npos) << c.err;
+  }
+  for (std::string t : {"abc", "0", "-5", "12x"}) {
+    auto c = run({bin_dir() + "/cli/gantry", "--timeout-ms", t, "hosts"}, 30000);
+    EXPECT_EQ(c.exit_code, 2) << t << ": " << c.err;
+    EXPECT_NE(c.err.find("--timeout-ms must be a number of milliseconds between 1 and 3600000, got '" + t + "'"), std::string::npos)
+        << c.err;
   }
   auto d = run({bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"), "--http-address", "",
                 "--operator-endpoint", "tcp://nonsense"},
