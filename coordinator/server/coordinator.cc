@@ -982,11 +982,12 @@ uint64_t Coordinator::start_rollout(const std::string& service, const std::strin
                     "; abort it or wait for it to end before starting another");
     }
   }
+  // The request's own mistakes first (a bad plan is bad whatever the fleet holds), then the state.
+  auto plan = rollout::Plan::from_json(plan_json.is_null() ? nlohmann::json::object() : plan_json);
+  if (!plan) throw OpError("bad plan: " + plan.error().message);
   auto rel = store_->release(service, version);
   if (!rel) throw OpError(rel.error().message);
   if (!rel->has_value()) throw OpError("release " + version + " of " + service + " has not been uploaded");
-  auto plan = rollout::Plan::from_json(plan_json.is_null() ? nlohmann::json::object() : plan_json);
-  if (!plan) throw OpError("bad plan: " + plan.error().message);
   auto hosts = select_hosts(service, selector);
   if (hosts.empty()) throw OpError("no host runs service " + service + (selector.empty() ? "" : " and matches " + selector));
   auto sched = rollout::make_schedule(*plan, hosts);

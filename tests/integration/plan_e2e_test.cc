@@ -177,4 +177,12 @@ TEST(PlanE2E, BadPlanFieldsAreRefusedWithTheFieldNamed) {
   r = f.cli({"rollout", "plan", "-f", plan_path});
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_NE(r.err.find("batchez"), std::string::npos) << r.err;
+  // rollout start checks the plan before the fleet's state: a bad plan is named as such even
+  // for a release not uploaded yet (the operator fixes both, not one after the other).
+  r = f.cli({"rollout", "start", "--service", "demo", "--version", "never-uploaded", "--batches", "abc"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find("bad plan: plan field 'batches[0]'"), std::string::npos) << r.err;
+  r = f.cli({"rollout", "start", "--service", "demo", "--version", "never-uploaded"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find("release never-uploaded of demo has not been uploaded"), std::string::npos) << r.err;
 }
