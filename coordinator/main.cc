@@ -139,6 +139,19 @@ int main(int argc, char** argv) {
                  "(the interval at least 1), --heartbeat-misses 1..1000\n";
     return 2;
   }
+  // Unsigned options: Boost reads "-5" as 2^32-5, so the ranges also catch negative numbers.
+  if (cfg.io_threads < 1 || cfg.io_threads > 16) {
+    std::cerr << "gantry-coordinator: --io-threads must be 1..16, got " << cfg.io_threads << "\n";
+    return 2;
+  }
+  if (cfg.order_resend_ms < 10 || cfg.order_resend_ms > 3600000) {
+    std::cerr << "gantry-coordinator: --order-resend-ms must be 10..3600000, got " << cfg.order_resend_ms << "\n";
+    return 2;
+  }
+  if (cfg.restart_grace_ms > 86400000) {
+    std::cerr << "gantry-coordinator: --restart-grace-ms must be 0..86400000 (a day), got " << cfg.restart_grace_ms << "\n";
+    return 2;
+  }
   if (cfg.coordinator_heartbeat_ms != 0 && cfg.coordinator_heartbeat_ms < cfg.heartbeat_interval_ms) {
     log->warn("--coordinator-heartbeat-ms {} is below --heartbeat-interval-ms {}; using the interval", cfg.coordinator_heartbeat_ms,
               cfg.heartbeat_interval_ms);

@@ -21,12 +21,12 @@ Status HttpServer::start() {
   auto colon = address_.rfind(':');
   if (colon == std::string::npos) return make_error("config", "http address must be HOST:PORT, got " + address_);
   std::string host = address_.substr(0, colon);
-  int port = 0;
-  try {
-    port = std::stoi(address_.substr(colon + 1));
-  } catch (...) {
-    return make_error("config", "bad port in http address " + address_);
-  }
+  // 0..65535 (0: any free port); htons would silently wrap 99999 to 34463.
+  const std::string port_text = address_.substr(colon + 1);
+  int port = -1;
+  if (!port_text.empty() && port_text.size() <= 5 && port_text.find_first_not_of("0123456789") == std::string::npos)
+    port = std::stoi(port_text);
+  if (port < 0 || port > 65535) return make_error("config", "bad port in http address " + address_ + " (want 0..65535)");
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<uint16_t>(port));

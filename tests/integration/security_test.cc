@@ -113,6 +113,28 @@ TEST(Security, MalformedEndpointsAndTimeoutsAreConfigErrorsNotCrashes) {
     EXPECT_NE(c.err.find("--timeout-ms must be a number of milliseconds between 1 and 3600000, got '" + t + "'"), std::string::npos)
         << c.err;
   }
+  // The coordinator's numeric options: out of range (negative ones too: Boost would read "-5" as
+  // 2^32-5) is a usage error, not a silent clamp or wrap.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad_flags = {
+      {{"--io-threads", "0"}, "--io-threads must be 1..16, got 0"},
+      {{"--io-threads", "1000"}, "--io-threads must be 1..16, got 1000"},
+      {{"--restart-grace-ms", "-5"}, "--restart-grace-ms must be 0..86400000 (a day), got 4294967291"},
+      {{"--order-resend-ms", "0"}, "--order-resend-ms must be 10..3600000, got 0"},
+  };
+  for (const auto& [flags, want] : bad_flags) {
+    std::vector<std::string> argv = {bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"),
+                                     "--http-address", ""};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto b = run(argv, 30000);
+    EXPECT_EQ(b.exit_code, 2) << flags[0] << ": " << b.out << b.err;
+    EXPECT_NE(b.err.find(want), std::string::npos) << b.err;
+  }
+  auto h = run({bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"), "--http-address",
+                "127.0.0.1:99999", "--agent-endpoint", "tcp://127.0.0.1:*", "--pub-endpoint", "tcp://127.0.0.1:*",
+                "--operator-endpoint", "tcp://127.0.0.1:*"},
+               30000);
+  EXPECT_EQ(h.exit_code, 1) << h.err;
+  EXPECT_NE((h.out + h.err).find("bad port in http address 127.0.0.1:99999 (want 0..65535)"), std::string::npos) << h.out << h.err;
   auto d = run({bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"), "--http-address", "",
                 "--operator-endpoint", "tcp://nonsense"},
                30000);
