@@ -1,5 +1,8 @@
 // A small read-only HTTP/1.1 server for /metrics, /status and the status page. It runs on
-// its own thread and only reads snapshots the event loop publishes.
+// its own thread and only reads snapshots the event loop publishes. One poll loop serves many
+// connections at once, each with a deadline, so clients that stall (never finish the request,
+// never read the answer) cannot keep a scraper waiting: at most kMaxConnections are open, the
+// oldest is dropped for a new one, and none lives longer than kConnectionDeadlineMs.
 #pragma once
 
 #include <atomic>
@@ -26,15 +29,22 @@ class HttpServer {
   void stop();
   std::string bound_address() const { return bound_; }
 
+  static constexpr size_t kMaxConnections = 128;
+  static constexpr int kConnectionDeadlineMs = 5000;  // request read + answer written
+  static constexpr size_t kMaxRequestHead = 8192;
+
  private:
+  struct Conn;
   void loop();
-  void serve(int fd);
+  HttpResponse respond(const std::string& request);
 
   std::string address_;
   Handler handler_;
   int listen_fd_ = -1;
   std::string bound_;
   std::atomic<bool> stop_{false};
+  uint64_t dropped_for_room_ = 0;  // loop thread only
+  int64_t last_full_log_ms_ = -1000000;
   std::thread thread_;
 };
 

@@ -286,12 +286,17 @@ Published Coordinator::published() const {
 }
 
 Published Coordinator::fresh_published() {
-  http_read_at_.store(clock_.now_ms(), std::memory_order_relaxed);
+  const Millis now = clock_.now_ms();
+  const Millis last_read = http_read_at_.exchange(now, std::memory_order_relaxed);
   std::unique_lock<std::mutex> lk(pub_mu_);
-  auto fresh = [&] { return clock_.now_ms() - published_at_ <= kStatusRefreshMs; };
-  if (!fresh()) {
+  // While nobody reads, events do not rebuild the snapshot, so after a quiet spell its content
+  // can be older than its age says (the hosts that said hello since, a rollout started since):
+  // the first request then asks for a new one too, as does any that finds it older than the
+  // age limit. It waits for a snapshot built after it asked (at most 2 s; else the last one).
+  if (now - last_read >= kWatchedMs || now - published_at_ > kStatusRefreshMs) {
+    const uint64_t seen = published_seq_;
     refresh_wanted_.store(true);
-    pub_cv_.wait_for(lk, std::chrono::seconds(2), fresh);
+    pub_cv_.wait_for(lk, std::chrono::seconds(2), [&] { return published_seq_ != seen; });
   }
   return published_;
 }
@@ -1708,6 +1713,8 @@ void Coordinator::publish() {
   if (now - last_publish_ < std::max<Millis>(250, 10 * last_publish_cost_)) return;
   last_publish_ = now;
   dirty_ = false;
+  // Cleared before building: a request that asks while this one is built gets the next one.
+  refresh_wanted_.store(false);
   nlohmann::json status;
   try {
     nlohmann::json none = nlohmann::json::object();
@@ -1725,8 +1732,8 @@ void Coordinator::publish() {
     published_.status_json = std::move(status_text);
     published_.metrics_text = std::move(metrics);
     published_at_ = now;
+    ++published_seq_;
   }
-  refresh_wanted_.store(false);
   pub_cv_.notify_all();
 }
 

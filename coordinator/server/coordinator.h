@@ -262,6 +262,7 @@ class Coordinator {
   std::atomic<bool> refresh_wanted_{false};
   std::condition_variable pub_cv_;
   Millis published_at_ = -1000000;  // under pub_mu_
+  uint64_t published_seq_ = 0;      // under pub_mu_: snapshots built so far
   static constexpr Millis kWatchedMs = 60000;
   // Interrupt coalescing at rest: after a pass over the agent socket that held only heartbeats,
   // the socket is read again at most kRestBatchMs later, so 10,000 heartbeats a second wake the

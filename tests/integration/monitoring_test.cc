@@ -4,10 +4,14 @@
 //
 // Each test holds its rollout paused after the first batch (--pause-after 0), so "during a
 // rollout" is a state the test waits for, not a moment it hopes to hit.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -221,6 +225,55 @@ TEST(Monitoring, StatusEndpointCarriesTheSameFactsAsCliStatusJson) {
   auto missing = gantry::testing::http_get(http_port(f), "/nope", 5000);
   ASSERT_TRUE(missing.has_value());
   EXPECT_EQ(missing->status, 404);
+}
+
+// Clients that stall cannot take the monitoring endpoint away: 300 connections that never finish
+// their request (more than the 128 served at once), one whose request head is too large and one
+// that never reads its answer are all open while a scrape is served. Before, the server handled
+// one connection at a time, waiting up to 2 s on each: the scrape waited ~10 minutes.
+TEST(Monitoring, StalledHttpClientsDoNotBlockScrapes) {
+  Fleet f(0, options());
+  f.start_coordinator();
+  const int port = http_port(f);
+  auto connect_to = [&] {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    return fd;
+  };
+  std::vector<int> fds;
+  for (int i = 0; i < 300; ++i) {
+    int fd = connect_to();
+    const std::string partial = "GET /metrics HTTP/1.1\r\nHost: x\r\n";  // no blank line: never complete
+    EXPECT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), static_cast<ssize_t>(partial.size()));
+    fds.push_back(fd);
+  }
+  int reader = connect_to();  // asks, never reads
+  const std::string ask = "GET /status HTTP/1.1\r\n\r\n";
+  EXPECT_EQ(::send(reader, ask.data(), ask.size(), MSG_NOSIGNAL), static_cast<ssize_t>(ask.size()));
+  fds.push_back(reader);
+
+  auto r = gantry::testing::http_get(port, "/metrics", 10000);
+  ASSERT_TRUE(r.has_value()) << "no answer to a scrape while stalled clients were connected";
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find("gantry_"), std::string::npos);
+
+  int big = connect_to();  // a request head over 8 KiB is refused with 431, not read forever
+  std::string head = "GET /metrics HTTP/1.1\r\nX: " + std::string(20000, 'a') + "\r\n\r\n";
+  (void)::send(big, head.data(), head.size(), MSG_NOSIGNAL);
+  timeval tv{10, 0};
+  ::setsockopt(big, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[64] = {};
+  ssize_t n = ::recv(big, buf, sizeof buf - 1, 0);
+  ::close(big);
+  EXPECT_GT(n, 0);
+  EXPECT_EQ(std::string(buf).rfind("HTTP/1.1 431 ", 0), 0u) << buf;
+  for (int fd : fds) ::close(fd);
+  EXPECT_TRUE(wait_until([&] { return f.coordinator_log().find("HTTP connections open") != std::string::npos; }, 10000))
+      << "no log line about the full connection table";
 }
 
 TEST(Monitoring, PrometheusServerScrapesTheCoordinatorDuringRollout) {
