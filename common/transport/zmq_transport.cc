@@ -49,23 +49,20 @@ Status check_connect_endpoint(const std::string& ep) {
   return Status::Ok();
 }
 
-Status connect(zmq::socket_t& s, const std::string& endpoint) {
+namespace {
+Status attach(zmq::socket_t& s, const std::string& endpoint, bool bind) {
   try {
-    s.connect(endpoint);
+    if (bind) s.bind(endpoint);
+    else s.connect(endpoint);
   } catch (const zmq::error_t& e) {
-    return make_error("endpoint", "cannot connect to '" + endpoint + "': " + e.what());
+    return make_error("endpoint", std::string(bind ? "cannot bind '" : "cannot connect to '") + endpoint + "': " + e.what());
   }
   return Status::Ok();
 }
+}  // namespace
 
-Status bind(zmq::socket_t& s, const std::string& endpoint) {
-  try {
-    s.bind(endpoint);
-  } catch (const zmq::error_t& e) {
-    return make_error("endpoint", "cannot bind '" + endpoint + "': " + e.what());
-  }
-  return Status::Ok();
-}
+Status connect(zmq::socket_t& s, const std::string& endpoint) { return attach(s, endpoint, false); }
+Status bind(zmq::socket_t& s, const std::string& endpoint) { return attach(s, endpoint, true); }
 
 void configure_context(zmq::context_t& ctx) {
   // Older libzmq without the option answers EINVAL: then it keeps its default, nothing else changes.
