@@ -421,10 +421,9 @@ level_ok:
   if (c.coordinator.empty() || c.coordinator_pub.empty()) return cfg_error("coordinator endpoints must not be empty");
   // The agent speaks tcp:// only (its libzmq is linked without the other transports:
   // agent/zmq_unused_transports.cc).
-  for (const char* key : {"coordinator", "coordinator_pub"}) {
-    const std::string& ep = std::string(key) == "coordinator" ? c.coordinator : c.coordinator_pub;
+  const std::pair<const char*, const std::string&> endpoints[] = {{"coordinator", c.coordinator}, {"coordinator_pub", c.coordinator_pub}};
+  for (const auto& [key, ep] : endpoints)
     if (Status st = transport::check_connect_endpoint(ep); !st.ok()) return cfg_error(std::string(key) + ": " + st.error().message);
-  }
   if (c.agent_key.empty() != c.coordinator_key.empty())
     return cfg_error("agent_key and coordinator_key go together (the agent's secret key and the pinned coordinator key)");
   if (c.services.empty()) return cfg_error("no [service.NAME] section in the config file");

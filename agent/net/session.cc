@@ -38,7 +38,8 @@ void Session::open_dealer() {
   if (!so.curve.enabled()) so.routing_id = o_.host_id;
   transport::configure(*dealer_, so);
   if (Status st = transport::connect(*dealer_, o_.coordinator); !st.ok()) {
-    // The config check (transport::check_connect_endpoint) makes this unreachable; run() says so.
+    // Not expected: the config refused malformed endpoints (transport::check_connect_endpoint).
+    // run() ends with an error.
     lg()->critical("{}", st.error().message);
     dealer_.reset();
     connect_failed_ = true;
