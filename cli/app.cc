@@ -7,6 +7,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -356,7 +357,11 @@ class App {
 
   // Uploads FILE as release (service, version) unless the coordinator already has it.
   void upload(const std::string& file, const std::string& service, const std::string& version) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) throw UsageError("cannot read " + file + ": " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) throw UsageError(file + " is not a regular file; a release is one archive file");
     std::string data = read_all(file);
+    if (data.empty()) throw UsageError(file + " is empty; a release is one non-empty archive file");
     std::string sha = sha256_hex(data);
     auto have = call("release.get", {{"service", service}, {"version", version}});
     if (have.value("exists", false)) {

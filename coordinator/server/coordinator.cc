@@ -1274,6 +1274,7 @@ nlohmann::json Coordinator::op_release_upload(const nlohmann::json& args, const 
   if (!is_sha256_hex(sha)) throw OpError("sha256 must be 64 lowercase hex digits");
   uint64_t size = arg_u64(args, "size"), offset = arg_u64(args, "offset");
   if (size > (1ULL << 34)) throw OpError("release larger than 16 GiB");
+  if (size == 0) throw OpError("release is empty: a release is one non-empty archive");
   std::string data;
   if (args.contains("data")) {
     if (!args["data"].is_binary()) throw OpError("data must be binary");

@@ -2,6 +2,8 @@
 // on loopback, rolling the real demo service and checking each service's own HTTP answer.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "tests/support/fleet.h"
@@ -185,4 +187,20 @@ TEST(RolloutE2E, SecondRolloutOfTheSameServiceIsRefusedWithTheRunningId) {
   auto a = f.cli({"rollout", "abort", "--service", "demo"});
   EXPECT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(last_rollout(f).value("phase", ""), "aborted");
+}
+
+// A release is one non-empty archive file: an empty file or a directory is refused by the CLI
+// before anything is sent (the coordinator answered both with "open …/<sha>.part: No such file
+// or directory"), with exit code 2 and the reason.
+TEST(RolloutE2E, EmptyFileOrDirectoryIsNotARelease) {
+  Fleet f(0);
+  f.start_coordinator();
+  const std::string empty = f.dir() + "/empty.tar";
+  std::ofstream(empty).close();
+  auto e = f.cli({"release", "upload", empty, "--service", "demo", "--version", "v1"});
+  EXPECT_EQ(e.exit_code, 2) << e.err;
+  EXPECT_NE(e.err.find(empty + " is empty; a release is one non-empty archive file"), std::string::npos) << e.err;
+  auto d = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", f.dir()});
+  EXPECT_EQ(d.exit_code, 2) << d.err;
+  EXPECT_NE(d.err.find(f.dir() + " is not a regular file"), std::string::npos) << d.err;
 }
