@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/util/names.h"
+
 namespace gantry::agent {
 namespace {
 
@@ -30,8 +32,7 @@ Expected<HostPort> split_host_port(const std::string& s, const std::string& defa
     hp.host = colon == std::string::npos ? s : s.substr(0, colon);
     hp.port = colon == std::string::npos ? default_port : s.substr(colon + 1);
   }
-  if (hp.host.empty() || hp.port.empty() || hp.port.size() > 5 ||
-      hp.port.find_first_not_of("0123456789") != std::string::npos || std::stoi(hp.port) <= 0 || std::stoi(hp.port) > 65535)
+  if (hp.host.empty() || parse_port(hp.port).value_or(0) == 0)
     return make_error("config", "bad host:port '" + s + "'");
   return hp;
 }

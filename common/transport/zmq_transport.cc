@@ -1,6 +1,7 @@
 #include "common/transport/zmq_transport.h"
 
 #include "common/protocol/codec.h"
+#include "common/util/names.h"
 
 #include <vector>
 
@@ -29,9 +30,7 @@ Status check_connect_endpoint(const std::string& ep) {
   const auto colon = rest.rfind(':');
   if (colon == std::string::npos) return bad("has no port");
   const std::string host = rest.substr(0, colon), port = rest.substr(colon + 1);
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoi(port) < 1 || std::stoi(port) > 65535)
-    return bad("has no port between 1 and 65535");
+  if (parse_port(port).value_or(0) == 0) return bad("has no port between 1 and 65535");
   if (host.empty()) return bad("has no host");
   if (host.front() == '[') {
     // [address] or [address%zone] (a link-local address with its interface)

@@ -31,4 +31,12 @@ bool is_label_token(std::string_view s, bool allow_empty) {
   return true;
 }
 
+std::optional<int> parse_port(std::string_view s) {
+  if (s.empty() || s.size() > 5 || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  int port = 0;
+  for (char c : s) port = port * 10 + (c - '0');
+  if (port > 65535) return std::nullopt;
+  return port;
+}
+
 }  // namespace gantry

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/util/log.h"
+#include "common/util/names.h"
 
 namespace gantry::coordinator {
 
@@ -24,14 +25,11 @@ Status HttpServer::start() {
   if (colon == std::string::npos) return make_error("config", "http address must be HOST:PORT, got " + address_);
   std::string host = address_.substr(0, colon);
   // 0..65535 (0: any free port); htons would silently wrap 99999 to 34463.
-  const std::string port_text = address_.substr(colon + 1);
-  int port = -1;
-  if (!port_text.empty() && port_text.size() <= 5 && port_text.find_first_not_of("0123456789") == std::string::npos)
-    port = std::stoi(port_text);
-  if (port < 0 || port > 65535) return make_error("config", "bad port in http address " + address_ + " (want 0..65535)");
+  const std::optional<int> port = parse_port(address_.substr(colon + 1));
+  if (!port) return make_error("config", "bad port in http address " + address_ + " (want 0..65535)");
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<uint16_t>(port));
+  sa.sin_port = htons(static_cast<uint16_t>(*port));
   if (::inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1) return make_error("config", "http address must be an IPv4 address: " + host);
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);  // accepted in a loop until EAGAIN
   if (listen_fd_ < 0) return make_error("io", std::string("socket: ") + std::strerror(errno));
