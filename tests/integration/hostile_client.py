@@ -321,6 +321,11 @@ def mode_fake_coordinator(ctx, a):
             m = decode(frames[-1]) if len(frames) == 2 else None
             if is_type(HELLO)(m) and m["b"].get("host_id") == a.host:  # other agents may knock too
                 ident = frames[0]
+            elif isinstance(m, dict) and not is_type(HELLO)(m):
+                # As the real coordinator answers a peer it has not welcomed (it restarted): the
+                # agent says hello at once instead of after its silence limit (misses x 10 s).
+                s.send_multipart([frames[0], envelope(ERROR, {"code": "hello_required", "message": "say hello first",
+                                                              "ref_type": m["t"], "ref_id": ""})])
     if ident is None:
         return {"error": "no hello"}
     s.send_multipart([ident, envelope(WELCOME, {"protocol_version": 1, "heartbeat_interval_ms": 200,

@@ -140,9 +140,13 @@ struct FleetOptions {
   int min_healthy_ms = 500;
   int healthy_deadline_ms = 5000;
   int probe_interval_ms = 100;
-  // Written into the agent config and passed to the coordinator.
+  // Written into the agent config and passed to the coordinator. 200 ms x 10: a host goes
+  // unknown after 2 s of silence. ctest runs two tests at once on two cores, beside podman;
+  // an agent's main thread blocked that long in its journal's fdatasync (or simply not
+  // scheduled) is not a dead host. With 3 misses (0.6 s) a rollout test lost a healthy agent
+  // mid-batch in CI once in about six runs. Tests about dead hosts set their own, shorter.
   int heartbeat_interval_ms = 200;
-  int heartbeat_misses = 3;
+  int heartbeat_misses = 10;
   // The coordinator's --restart-grace-ms. 0 (the tests' default): restored hosts get only the
   // heartbeat timeout, so tests that restart the coordinator see dead hosts go unknown quickly.
   int restart_grace_ms = 0;
