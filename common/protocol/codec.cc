@@ -60,15 +60,25 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
           pack_services(p, b.services);
           if (b.capabilities) kv(p, "capabilities", b.capabilities);
         } else if constexpr (std::is_same_v<T, Welcome>) {
-          p.pack_map(b.coordinator_heartbeat_ms ? 5 : 4);
+          const bool udp = b.udp_session != 0;
+          p.pack_map(4 + (b.coordinator_heartbeat_ms ? 1 : 0) + (udp ? 3 : 0));
           kv(p, "protocol_version", b.protocol_version);
           kv(p, "heartbeat_interval_ms", b.heartbeat_interval_ms);
           kv(p, "heartbeat_misses", b.heartbeat_misses);
           kv(p, "epoch", b.epoch);
           if (b.coordinator_heartbeat_ms) kv(p, "coordinator_heartbeat_ms", b.coordinator_heartbeat_ms);
+          if (udp) {
+            kv(p, "udp_port", b.udp_port);
+            kv(p, "udp_session", b.udp_session);
+            key(p, "udp_key");
+            p.pack_bin(static_cast<uint32_t>(b.udp_key.size()));
+            p.pack_bin_body(b.udp_key.data(), b.udp_key.size());
+          }
         } else if constexpr (std::is_same_v<T, Heartbeat>) {
-          p.pack_map(1);
+          p.pack_map(1 + (b.udp_seq ? 1 : 0) + (b.udp_lost ? 1 : 0));
           kv(p, "seq", b.seq);
+          if (b.udp_seq) kv(p, "udp_seq", b.udp_seq);
+          if (b.udp_lost) kvb(p, "udp_lost", true);
         } else if constexpr (std::is_same_v<T, Order>) {
           const bool signed_release = !b.manifest.empty() || !b.signature.empty();
           p.pack_map(signed_release ? 11 : 9);
@@ -287,11 +297,22 @@ Message body_of(MsgType t, const msgpack::object& body) {
       w.epoch = f.u("epoch");
       w.coordinator_heartbeat_ms = static_cast<uint32_t>(f.u("coordinator_heartbeat_ms", false, 3600000));
       if (w.heartbeat_interval_ms == 0 || w.heartbeat_misses == 0) throw Invalid("invalid", "welcome: zero heartbeat settings");
+      w.udp_session = static_cast<uint32_t>(f.u("udp_session", false, UINT32_MAX));
+      if (w.udp_session != 0) {
+        w.udp_port = static_cast<uint32_t>(f.u("udp_port", true, 65535));
+        const auto& k = f.need("udp_key");
+        if (k.type != msgpack::type::BIN || k.via.bin.size != 32) throw Invalid("invalid", "welcome: udp_key must be 32 bytes (bin)");
+        if (w.udp_port == 0) throw Invalid("invalid", "welcome: udp_port 0 with a udp_session");
+        w.udp_key.assign(k.via.bin.ptr, k.via.bin.size);
+      }
       return w;
     }
     case MsgType::kHeartbeat: {
       Fields f(body, "heartbeat");
-      return Heartbeat{f.u("seq")};
+      Heartbeat h{f.u("seq")};
+      h.udp_seq = f.u("udp_seq", false);
+      if (f.find("udp_lost")) h.udp_lost = f.b("udp_lost");
+      return h;
     }
     case MsgType::kOrder: {
       Fields f(body, "order");

@@ -47,6 +47,9 @@ struct ServiceStatus {
 // The agent times the coordinator's liveness by Welcome.coordinator_heartbeat_ms, so the
 // coordinator may heartbeat it that rarely instead of every heartbeat interval.
 constexpr uint64_t kCapCoordinatorHeartbeat = 1;
+// The agent can send its heartbeats as authenticated UDP datagrams (common/transport/
+// udp_heartbeat.h, PROTOCOL.md §4.4) when its Welcome offers a session for them.
+constexpr uint64_t kCapUdpHeartbeat = 2;
 
 struct Hello {
   uint32_t protocol_version = kProtocolVersion;
@@ -66,10 +69,23 @@ struct Welcome {
   // for an agent whose hello had kCapCoordinatorHeartbeat: the coordinator sends it something
   // at least this often, and the agent gives the coordinator up after misses x this of silence.
   uint32_t coordinator_heartbeat_ms = 0;
+  // Optional, all three or none (udp_session 0 = none): offered only to an agent whose hello
+  // had kCapUdpHeartbeat. The agent may then heartbeat with datagrams to the host of its
+  // coordinator endpoint at udp_port, session udp_session, authenticated with udp_key (32
+  // random bytes, new for every Welcome; secret as far as the connection is: CURVE).
+  uint32_t udp_port = 0;
+  uint32_t udp_session = 0;
+  std::string udp_key{};
 };
 
 struct Heartbeat {
   uint64_t seq = 0;
+  // Optional, coordinator -> agent only, for a connection with a UDP heartbeat session:
+  // udp_seq > 0 says the coordinator has accepted the session's datagrams up to that seq (the
+  // agent may stop heartbeating over the connection); udp_lost says the datagrams stopped
+  // arriving (the agent heartbeats over the connection again, and keeps sending datagrams).
+  uint64_t udp_seq = 0;
+  bool udp_lost = false;
 };
 
 // "Make `service` run `version`, verify it, and report." Used for updates and rollbacks alike.

@@ -125,6 +125,38 @@ TEST(Codec, OptionalHeartbeatFieldsAreAppendedOnlyWhenSet) {
   EXPECT_EQ(bad.error().code, "invalid");
 }
 
+TEST(Codec, UdpHeartbeatSessionFieldsRoundTripAndAreChecked) {
+  Welcome w{1, 1000, 3, 2, 10000};
+  EXPECT_EQ(static_cast<uint8_t>(encode(w)[6]), 0x85) << "no session: no udp fields";
+  w.udp_port = 7400;
+  w.udp_session = 0xdeadbeef;
+  w.udp_key = std::string(32, '\x07');
+  EXPECT_EQ(static_cast<uint8_t>(encode(w)[6]), 0x88);
+  auto back = round_trip(w);
+  EXPECT_EQ(back.udp_port, 7400u);
+  EXPECT_EQ(back.udp_session, 0xdeadbeefu);
+  EXPECT_EQ(back.udp_key, w.udp_key);
+  // A key that is not 32 bytes, or a session without a port, is refused.
+  w.udp_key = std::string(31, 'x');
+  auto short_key = decode(encode(w));
+  ASSERT_FALSE(short_key.ok());
+  EXPECT_NE(short_key.error().message.find("udp_key"), std::string::npos);
+  w.udp_key = std::string(32, 'x');
+  w.udp_port = 0;
+  EXPECT_FALSE(decode(encode(w)).ok());
+
+  Heartbeat plain{5};
+  EXPECT_EQ(hex(encode(plain)), hex(encode(Heartbeat{5, 0, false}))) << "unset fields are not written";
+  Heartbeat confirm{6, 41, false}, lost{7, 0, true};
+  EXPECT_EQ(round_trip(confirm).udp_seq, 41u);
+  EXPECT_FALSE(round_trip(confirm).udp_lost);
+  EXPECT_TRUE(round_trip(lost).udp_lost);
+  Hello h;
+  h.host_id = "web-1";
+  h.capabilities = kCapCoordinatorHeartbeat | kCapUdpHeartbeat;
+  EXPECT_EQ(round_trip(h).capabilities, 3u);
+}
+
 TEST(Codec, GoldenBytes) {
   // {"t":3,"b":{"seq":1}}: fixmap(2), "t", 3, "b", fixmap(1), "seq", 1 — documented in PROTOCOL.md.
   EXPECT_EQ(hex(encode(Heartbeat{1})), "82a17403a16281a373657101");
