@@ -151,6 +151,7 @@ int main(int argc, char** argv) {
   so.coordinator = cfg.coordinator;
   so.coordinator_pub = cfg.coordinator_pub;
   so.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
+  so.udp_heartbeats = cfg.udp_heartbeats;
   so.socket.max_msg_size = 2 * 1024 * 1024;
   so.socket.send_hwm = 1000;
   so.socket.recv_hwm = 1000;

@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
       ("pub-endpoint", po::value(&cfg.pub_endpoint)->default_value(cfg.pub_endpoint), "ZeroMQ PUB for fleet-wide signals")
       ("operator-endpoint", po::value(&cfg.operator_endpoint)->default_value(cfg.operator_endpoint), "ZeroMQ ROUTER for the gantry CLI")
       ("http-address", po::value(&cfg.http_address)->default_value(cfg.http_address), "HOST:PORT for /metrics, /status and the status page (empty: off)")
+      ("udp-heartbeat", po::value(&cfg.udp_heartbeat)->default_value(cfg.udp_heartbeat),
+       "where agents may send heartbeats as authenticated UDP datagrams: auto (the agent endpoint's address and port "
+       "number, UDP), HOST:PORT, or off (every heartbeat over the agents' connections)")
       ("heartbeat-interval-ms", po::value(&cfg.heartbeat_interval_ms)->default_value(cfg.heartbeat_interval_ms), "agents heartbeat this often")
       ("heartbeat-misses", po::value(&cfg.heartbeat_misses)->default_value(cfg.heartbeat_misses), "missed heartbeats before a host is unknown (and, for agents, before the coordinator is)")
       ("coordinator-heartbeat-ms", po::value(&cfg.coordinator_heartbeat_ms)->default_value(cfg.coordinator_heartbeat_ms),

@@ -149,6 +149,7 @@ constexpr OptSpec kOptions[] = {
     {"release_public_key", 0, OptKind::kList, false},
     {"log_level", 0, OptKind::kValue, false},
     {"heartbeat_interval_ms", 0, OptKind::kValue, false},
+    {"udp_heartbeats", 0, OptKind::kValue, false},
 };
 
 const OptSpec* find_option(const std::string& name) {
@@ -194,6 +195,9 @@ constexpr const char* kHelp =
     "  --log-level arg (=info)               trace|debug|info|warn|error\n"
     "  --heartbeat-interval-ms arg (=1000)   heartbeat interval until the \n"
     "                                        coordinator's welcome says otherwise\n"
+    "  --udp-heartbeats arg (=true)          heartbeat by UDP datagrams when the \n"
+    "                                        coordinator offers it (false: always \n"
+    "                                        over the connection)\n"
     "\n"
     "Service sections in the config file:\n"
     "  [service.NAME]\n"
@@ -372,6 +376,12 @@ Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
   std::vector<std::string> labels;
   if (auto it = given.find("label"); it != given.end()) labels = it->second.values;
   if (auto it = given.find("release_public_key"); it != given.end()) c.release_public_keys = it->second.values;
+  if (auto it = given.find("udp_heartbeats"); it != given.end()) {
+    const std::string& v = it->second.values.front();
+    if (v == "true" || v == "yes" || v == "on" || v == "1") c.udp_heartbeats = true;
+    else if (v == "false" || v == "no" || v == "off" || v == "0") c.udp_heartbeats = false;
+    else return cfg_error("udp_heartbeats must be true or false, not '" + v + "'");
+  }
   int64_t hb = 1000;
   if (auto it = given.find("heartbeat_interval_ms"); it != given.end()) {
     const std::string& v = it->second.values.front();

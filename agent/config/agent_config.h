@@ -47,6 +47,8 @@ struct AgentConfig {
   std::vector<std::string> release_public_keys;  // ed25519 release public key files
   std::string log_level = "info";
   Millis heartbeat_interval_ms = 1000;
+  // Heartbeat by UDP datagram when the coordinator's Welcome offers a session (PROTOCOL.md §4.4).
+  bool udp_heartbeats = true;
   std::map<std::string, ServiceConfig> services;
 };
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "common/util/sd_notify.h"
@@ -37,6 +38,16 @@ void Session::open_dealer() {
   // ROUTER gives each connection a fresh id (so a reconnect never collides with the old one).
   if (!so.curve.enabled()) so.routing_id = o_.host_id;
   transport::configure(*dealer_, so);
+  if (o_.udp_heartbeats) {
+    const std::string ep = "inproc://gantry-agent-dealer-" + std::to_string(++monitor_seq_);
+    if (zmq_socket_monitor(dealer_->handle(), ep.c_str(), ZMQ_EVENT_DISCONNECTED) == 0) {
+      monitor_.emplace(ctx_, zmq::socket_type::pair);
+      monitor_->set(zmq::sockopt::linger, 0);
+      monitor_->connect(ep);
+    } else {
+      lg()->warn("cannot monitor the coordinator connection ({}); heartbeats stay on it", zmq_strerror(zmq_errno()));
+    }
+  }
   if (Status st = transport::connect(*dealer_, o_.coordinator); !st.ok()) {
     // Not expected: the config refused malformed endpoints (transport::check_connect_endpoint).
     // run() ends with an error.
@@ -59,6 +70,8 @@ void Session::open_dealer() {
 }
 
 void Session::close_dealer(const std::string& why) {
+  end_udp_session(nullptr);
+  monitor_.reset();
   dealer_.reset();
   silent_in_row_ = heard_on_dealer_ ? 0 : silent_in_row_ + 1;
   Millis wait = jittered(backoff_);
@@ -85,7 +98,48 @@ void Session::send_hello() {
   proto::Hello h = agent_.hello();
   // This session times the coordinator by the period its Welcome announces.
   h.capabilities |= proto::kCapCoordinatorHeartbeat;
+  if (o_.udp_heartbeats) h.capabilities |= proto::kCapUdpHeartbeat;
   send(h);
+}
+
+void Session::end_udp_session(const char* why) {
+  if (udp_session_ == 0) return;
+  if (why) lg()->info("{}; heartbeats go over the connection until the next welcome", why);
+  udp_.close();
+  udp_session_ = 0;
+  udp_key_.clear();
+  udp_confirmed_ = false;
+}
+
+// One heartbeat: a datagram while a UDP session is open, and the message on the connection
+// too until the coordinator confirmed that the datagrams arrive.
+void Session::heartbeat(Millis now) {
+  if (udp_session_ != 0) {
+    Status st = udp_.send(udp_session_, ++udp_seq_, udp_key_);
+    if (!st.ok() && (udp_error_logged_ < 0 || now - udp_error_logged_ >= 60000)) {
+      udp_error_logged_ = now;
+      lg()->warn("{} (more such errors within a minute are not logged)", st.error().message);
+    }
+    if (udp_confirmed_) {
+      last_sent_ = now;
+      return;
+    }
+  }
+  send(proto::Heartbeat{++hb_seq_});
+}
+
+void Session::on_monitor_event() {
+  for (int i = 0; i < 16; ++i) {
+    zmq::message_t ev, addr;
+    if (!monitor_->recv(ev, zmq::recv_flags::dontwait)) return;
+    if (ev.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
+    uint16_t id = 0;
+    if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
+    if (id != ZMQ_EVENT_DISCONNECTED || udp_session_ == 0) continue;
+    end_udp_session("the connection to the coordinator dropped");
+    // At once, not an interval later: a restarted coordinator answers it with hello_required.
+    send(proto::Heartbeat{++hb_seq_});
+  }
 }
 
 void Session::on_dealer_frame(std::string_view bytes) {
@@ -111,6 +165,17 @@ void Session::on_dealer_frame(std::string_view bytes) {
       // A coordinator that announces no period of its own heartbeats every interval.
       coordinator_period_ms_ = w.coordinator_heartbeat_ms ? w.coordinator_heartbeat_ms : w.heartbeat_interval_ms;
       backoff_ = o_.backoff_initial_ms;
+      end_udp_session(nullptr);
+      if (o_.udp_heartbeats && w.udp_session != 0) {
+        if (Status st = udp_.open(o_.coordinator, static_cast<uint16_t>(w.udp_port)); st.ok()) {
+          udp_session_ = w.udp_session;
+          udp_key_ = w.udp_key;
+          udp_seq_ = 0;
+          lg()->info("heartbeat datagrams offered on UDP port {}", w.udp_port);
+        } else {
+          lg()->warn("{}; heartbeats stay on the connection", st.error().message);
+        }
+      }
       if (!welcomed_) {
         lg()->info("welcomed by the coordinator (epoch {}, heartbeat {} ms x {}, coordinator heard from every {} ms)", w.epoch,
                    w.heartbeat_interval_ms, w.heartbeat_misses, coordinator_period_ms_);
@@ -119,8 +184,19 @@ void Session::on_dealer_frame(std::string_view bytes) {
       welcomed_ = true;
       break;
     }
-    case proto::MsgType::kHeartbeat:
+    case proto::MsgType::kHeartbeat: {
+      const auto& hb = std::get<proto::Heartbeat>(*msg);
+      if (udp_session_ == 0) break;
+      if (hb.udp_lost && udp_confirmed_) {
+        udp_confirmed_ = false;
+        lg()->warn("the coordinator stopped receiving our heartbeat datagrams; heartbeating over the connection again");
+        send(proto::Heartbeat{++hb_seq_});
+      } else if (hb.udp_seq > 0 && hb.udp_seq <= udp_seq_ && !udp_confirmed_) {
+        udp_confirmed_ = true;
+        lg()->info("the coordinator receives our heartbeat datagrams; they are our only heartbeat now");
+      }
       break;
+    }
     case proto::MsgType::kError: {
       const auto& e = std::get<proto::ErrorMsg>(*msg);
       if (e.code == "hello_required") {
@@ -165,7 +241,7 @@ void Session::timers(Millis now) {
     if (now - last_heard_ >= silence_limit()) {
       close_dealer("no word from the coordinator for " + std::to_string(now - last_heard_) + " ms");
     } else if (now - last_sent_ >= o_.heartbeat_interval_ms) {
-      send(proto::Heartbeat{++hb_seq_});
+      heartbeat(now);
     }
   } else if (now >= reconnect_at_) {
     open_dealer();
@@ -209,6 +285,8 @@ int Session::run(int stop_fd) {
     items.push_back({nullptr, agent_.wake_fd(), ZMQ_POLLIN, 0});
     items.push_back({sub_->handle(), 0, ZMQ_POLLIN, 0});
     if (dealer_) items.push_back({dealer_->handle(), 0, ZMQ_POLLIN, 0});
+    const size_t mon_at = items.size();
+    if (monitor_) items.push_back({monitor_->handle(), 0, ZMQ_POLLIN, 0});
     try {
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t& e) {
@@ -224,6 +302,7 @@ int Session::run(int stop_fd) {
       sub_.reset();
       return 0;
     }
+    if (monitor_ && mon_at < items.size() && (items[mon_at].revents & ZMQ_POLLIN)) on_monitor_event();
     for (int i = 0; i < kMaxFramesPerTurn; ++i) {
       bool dropped = false;
       auto f = transport::recv_frame(*sub_, &dropped);

@@ -14,6 +14,7 @@
 
 #include "agent/core/agent.h"
 #include "common/transport/liveness.h"
+#include "common/transport/udp_heartbeat.h"
 #include "common/transport/zmq_transport.h"
 #include "common/util/clock.h"
 
@@ -29,6 +30,7 @@ struct SessionOptions {
   Millis backoff_max_ms = 5000;
   transport::SocketOptions socket;  // HWMs, max message size and (later) CURVE keys
   bool systemd_notify = true;
+  bool udp_heartbeats = true;  // offer kCapUdpHeartbeat; use a session the Welcome gives
 };
 
 class Session {
@@ -49,6 +51,9 @@ class Session {
   void send_hello();
   void on_dealer_frame(std::string_view bytes);
   void on_sub_frame(const std::string& bytes);
+  void on_monitor_event();
+  void heartbeat(Millis now);
+  void end_udp_session(const char* why);
   void timers(Millis now);
   // Silence from the coordinator after which the connection is given up (the rule, shared
   // with the fleet simulator, is in common/transport/liveness.h: a connection that never heard
@@ -64,6 +69,19 @@ class Session {
   const Clock& clock_;
   std::optional<zmq::socket_t> dealer_;
   std::optional<zmq::socket_t> sub_;
+  // Disconnects of the DEALER's connection: they end a UDP heartbeat session at once (the
+  // coordinator may have restarted, or know this connection no more; either way only a
+  // heartbeat on the connection gets us a hello_required and a new Welcome).
+  std::optional<zmq::socket_t> monitor_;
+  int monitor_seq_ = 0;
+  // UDP heartbeat session from the last Welcome (session 0: none). Confirmed: the coordinator
+  // said it receives the datagrams, so they are our only heartbeat.
+  transport::udp_hb::Sender udp_;
+  uint32_t udp_session_ = 0;
+  std::string udp_key_;
+  uint64_t udp_seq_ = 0;
+  bool udp_confirmed_ = false;
+  Millis udp_error_logged_ = -1;
   Millis last_heard_ = 0;
   Millis coordinator_period_ms_ = 0;  // how often the coordinator promised to be heard from
   Millis last_sent_ = 0;

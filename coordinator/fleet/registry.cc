@@ -60,6 +60,7 @@ std::vector<std::string> Registry::expire(Millis now, Millis timeout, Millis* ne
     if (now - h.last_seen > timeout) {
       h.online = false;
       h.said_hello = false;
+      h.udp_confirmed = false;
       lost.push_back(id);
     } else {
       next = std::min(next, h.last_seen + timeout + 1);
@@ -67,6 +68,40 @@ std::vector<std::string> Registry::expire(Millis now, Millis timeout, Millis* ne
   }
   if (next_check) *next_check = next;
   return lost;
+}
+
+void Registry::open_udp_session(HostRecord& h, uint32_t session, std::string key) {
+  close_udp_session(h);
+  h.udp_session = session;
+  h.udp_key = std::move(key);
+  by_udp_session_[session] = &h;
+}
+
+void Registry::close_udp_session(HostRecord& h) {
+  if (h.udp_session != 0) by_udp_session_.erase(h.udp_session);
+  h.udp_session = 0;
+  h.udp_key.clear();
+  h.udp_last_seq = 0;
+  h.udp_confirmed = false;
+}
+
+HostRecord* Registry::by_udp_session(uint32_t session) {
+  auto it = by_udp_session_.find(session);
+  return it == by_udp_session_.end() ? nullptr : it->second;
+}
+
+std::vector<HostRecord*> Registry::udp_quiet(Millis now, Millis quiet, Millis* next_check) {
+  std::vector<HostRecord*> out;
+  for (auto& [session, h] : by_udp_session_) {
+    if (!h->udp_confirmed || !h->online) continue;
+    if (now - h->last_seen > quiet) {
+      h->udp_confirmed = false;
+      out.push_back(h);
+    } else if (next_check) {
+      *next_check = std::min(*next_check, h->last_seen + quiet + 1);
+    }
+  }
+  return out;
 }
 
 HostRecord* Registry::by_identity(const std::string& identity) {

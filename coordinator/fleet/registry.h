@@ -38,6 +38,12 @@ struct HostRecord {
   Millis last_sent = 0;     // monotonic; anything sent to it (a heartbeat is due only after silence)
   Millis last_seen_wall = 0;
   Millis first_seen_wall = 0;
+  // Its UDP heartbeat session (0: none), offered in its last Welcome. `udp_confirmed`: we
+  // told it (Heartbeat.udp_seq) that its datagrams arrive, so it may send nothing else.
+  uint32_t udp_session = 0;
+  std::string udp_key;
+  uint64_t udp_last_seq = 0;
+  bool udp_confirmed = false;
 };
 
 class Registry {
@@ -54,6 +60,15 @@ class Registry {
   // later and a new host's is a full timeout away, so nothing needs checking before then.
   std::vector<std::string> expire(Millis now, Millis timeout, Millis* next_check = nullptr);
 
+  // UDP heartbeat sessions: one per host at most, replaced at each Welcome.
+  void open_udp_session(HostRecord& h, uint32_t session, std::string key);
+  void close_udp_session(HostRecord& h);
+  HostRecord* by_udp_session(uint32_t session);
+  // Confirmed UDP hosts silent for longer than `quiet` (< the expiry timeout): unconfirmed
+  // and returned, for the caller to tell them to heartbeat over their connection again.
+  // `next_check` is lowered to when the next one can go quiet.
+  std::vector<HostRecord*> udp_quiet(Millis now, Millis quiet, Millis* next_check);
+
   HostRecord* by_identity(const std::string& identity);
   HostRecord* find(const std::string& host_id);
   const std::map<std::string, HostRecord>& hosts() const { return hosts_; }
@@ -67,6 +82,7 @@ class Registry {
   std::map<std::string, HostRecord> hosts_;  // by host id; never erased, so pointers stay valid
   // Looked up on every agent message: hashed, and straight to the record.
   std::unordered_map<std::string, HostRecord*> by_identity_;
+  std::unordered_map<uint32_t, HostRecord*> by_udp_session_;
 };
 
 }  // namespace gantry::fleet

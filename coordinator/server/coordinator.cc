@@ -5,6 +5,8 @@
 #include <cstring>
 #include <mutex>
 
+#include <sodium.h>
+
 #include "common/protocol/codec.h"
 #include "common/release/manifest.h"
 #include "common/security/keys.h"
@@ -231,6 +233,7 @@ Status Coordinator::start() {
     transport::configure(*agents_, agent_opts);
     if (Status st = transport::bind(*agents_, cfg_.agent_endpoint); !st.ok()) return make_error("bind", "agent endpoint: " + st.error().message);
     endpoints_["agent"] = agents_->get(zmq::sockopt::last_endpoint);
+    if (Status st = open_udp_heartbeats(endpoints_["agent"]); !st.ok()) return st;
     pub_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pub);
     transport::configure(*pub_, pub_opts);
     // Subscribers on the last I/O thread of their own (Config::io_threads); set before bind.
@@ -274,10 +277,99 @@ Status Coordinator::start() {
   }
   nlohmann::json ej(endpoints_);
   if (auto s = fs::write_file_atomic(cfg_.state_dir + "/endpoints.json", ej.dump() + "\n"); !s.ok()) return s;
-  L()->info("coordinator epoch {} serving agents on {}, broadcasts on {}, operators on {}, http on {}", epoch_,
-            endpoints_["agent"], endpoints_["pub"], endpoints_["operator"], endpoints_["http"]);
+  L()->info("coordinator epoch {} serving agents on {} (heartbeat datagrams on {}), broadcasts on {}, operators on {}, http on {}", epoch_,
+            endpoints_["agent"], endpoints_["udp_heartbeat"].empty() ? "off" : "udp://" + endpoints_["udp_heartbeat"], endpoints_["pub"],
+            endpoints_["operator"], endpoints_["http"]);
   publish();
   return Status::Ok();
+}
+
+// Config::udp_heartbeat. "auto" follows the agent endpoint as bound (tcp://ADDR:PORT, the
+// port resolved if it was a wildcard); a UDP port already taken there is not worth refusing to
+// start over: the agents' connections carry heartbeats as ever, on any free UDP port instead.
+Status Coordinator::open_udp_heartbeats(const std::string& agent_endpoint) {
+  endpoints_["udp_heartbeat"] = "";
+  if (cfg_.udp_heartbeat == "off") return Status::Ok();
+  if (cfg_.heartbeat_misses < 2) {
+    L()->info("UDP heartbeats off: they need --heartbeat-misses 2 or more (one interval to notice lost datagrams)");
+    return Status::Ok();
+  }
+  const bool automatic = cfg_.udp_heartbeat == "auto";
+  std::string hostport = cfg_.udp_heartbeat;
+  if (automatic) {
+    constexpr std::string_view kTcp = "tcp://";
+    hostport = agent_endpoint.compare(0, kTcp.size(), kTcp) == 0 ? agent_endpoint.substr(kTcp.size()) : "";
+  }
+  const auto colon = hostport.rfind(':');
+  std::string host = colon == std::string::npos ? "" : hostport.substr(0, colon);
+  const auto port = colon == std::string::npos ? std::nullopt : parse_port(hostport.substr(colon + 1));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || !port) {
+    if (automatic) {
+      L()->warn("UDP heartbeats off: cannot tell the address of agent endpoint {}", agent_endpoint);
+      return Status::Ok();
+    }
+    return make_error("config", "--udp-heartbeat '" + cfg_.udp_heartbeat + "' is not HOST:PORT, auto or off");
+  }
+  udp_ = std::make_unique<transport::udp_hb::Receiver>();
+  Status st = udp_->bind(host, static_cast<uint16_t>(*port));
+  if (!st.ok() && automatic) {
+    L()->warn("{}; UDP heartbeats use a free port instead", st.error().message);
+    st = udp_->bind(host, 0);
+  }
+  if (!st.ok()) {
+    udp_.reset();
+    if (automatic) {
+      L()->warn("UDP heartbeats off: {}", st.error().message);
+      return Status::Ok();
+    }
+    return make_error("bind", "udp heartbeat: " + st.error().message);
+  }
+  endpoints_["udp_heartbeat"] = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(udp_->port());
+  return Status::Ok();
+}
+
+// Heartbeat datagrams: each is checked (size, magic, a live session, its MAC, a sequence number
+// beyond the last) before it counts as the host's traffic. The first of a session is confirmed
+// on the host's connection, which lets the agent stop heartbeating there.
+void Coordinator::drain_udp() {
+  namespace uh = transport::udp_hb;
+  const Millis now = clock_.now_ms(), wall = clock_.wall_ms();
+  udp_->drain(kMaxDatagramsPerPass, [&](const unsigned char* data, std::size_t len) {
+    uh::Header hd;
+    uh::Reject r = uh::parse(data, len, &hd);
+    fleet::HostRecord* h = nullptr;
+    if (r == uh::Reject::kNone && !(h = registry_.by_udp_session(hd.session))) r = uh::Reject::kUnknownSession;
+    if (r == uh::Reject::kNone && !uh::authentic(data, h->udp_key)) r = uh::Reject::kMac;
+    if (r == uh::Reject::kNone && hd.seq <= h->udp_last_seq) r = uh::Reject::kReplay;
+    if (r != uh::Reject::kNone) {
+      metrics_->udp_rejected[static_cast<size_t>(r)]++;
+      // After a restart every agent's old session is unknown here until its hello: expected.
+      if (r != uh::Reject::kUnknownSession)
+        warn_refused(std::string("udp:") + uh::reject_name(r),
+                     std::string("heartbeat datagram dropped (") + uh::reject_name(r) + "); more are counted in gantry_udp_heartbeats_rejected_total");
+      return;
+    }
+    h->udp_last_seq = hd.seq;
+    metrics_->udp_heartbeats++;
+    if (!h->said_hello) {
+      // Marked unknown (our loop stalled past the timeout?) while its connection lives on: a
+      // host on UDP sends nothing else, so ask it for a hello as a stray heartbeat would be.
+      auto [asked, fresh] = hello_asked_.try_emplace(h->identity, now);
+      if (!fresh && now - asked->second < cfg_.heartbeat_interval_ms) return;
+      asked->second = now;
+      send_to_host(h->identity, proto::ErrorMsg{"hello_required", "say hello first", static_cast<uint16_t>(proto::MsgType::kHeartbeat), ""});
+      return;
+    }
+    h->last_seen = now;
+    h->last_seen_wall = wall;
+    if (!h->udp_confirmed) {
+      h->udp_confirmed = true;
+      proto::Heartbeat confirm{static_cast<uint64_t>(now)};
+      confirm.udp_seq = hd.seq;
+      send_to_host(h->identity, confirm);
+    }
+  });
 }
 
 Published Coordinator::published() const {
@@ -309,22 +401,34 @@ void Coordinator::run(const std::atomic<bool>& stop) {
     const bool hold_agents = agents_at_rest_ && turn - last_agent_drain_ < kRestBatchMs;
     Millis timeout = poll_timeout_ms();
     if (hold_agents) timeout = std::min(timeout, last_agent_drain_ + kRestBatchMs - turn);
+    // Heartbeat datagrams are held with the agents' heartbeats at rest (the same 10 ms batching).
     zmq::pollitem_t items[] = {{agents_->handle(), 0, static_cast<short>(hold_agents ? 0 : ZMQ_POLLIN), 0},
                                {operators_->handle(), 0, ZMQ_POLLIN, 0},
+                               {nullptr, udp_ ? udp_->fd() : -1, static_cast<short>(hold_agents || !udp_ ? 0 : ZMQ_POLLIN), 0},
                                {zap_ ? zap_->handle() : nullptr, 0, ZMQ_POLLIN, 0},
                                {mon_agents_ ? mon_agents_->handle() : nullptr, 0, ZMQ_POLLIN, 0},
                                {mon_operators_ ? mon_operators_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, zap_ ? 5 : 2, std::chrono::milliseconds(timeout));
+      zmq::poll(items, zap_ ? 6 : 3, std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       L()->error("poll failed: {}", e.what());
       continue;
     }
-    if (zap_ && (items[2].revents & ZMQ_POLLIN)) drain_zap();
-    if (zap_ && (items[3].revents & ZMQ_POLLIN)) drain_monitor(*mon_agents_, "agent");
-    if (zap_ && (items[4].revents & ZMQ_POLLIN)) drain_monitor(*mon_operators_, "operator");
-    if (items[0].revents & ZMQ_POLLIN) drain_agents();
+    if (zap_ && (items[3].revents & ZMQ_POLLIN)) drain_zap();
+    if (zap_ && (items[4].revents & ZMQ_POLLIN)) drain_monitor(*mon_agents_, "agent");
+    if (zap_ && (items[5].revents & ZMQ_POLLIN)) drain_monitor(*mon_operators_, "operator");
+    const bool agent_pass = items[0].revents & ZMQ_POLLIN;
+    if (agent_pass) drain_agents();
+    if (items[2].revents & ZMQ_POLLIN) {
+      drain_udp();
+      // Datagrams are heartbeats only: a turn with nothing else keeps (or puts) the loop at
+      // rest, with its batching clock, as a heartbeat-only pass over the agent socket does.
+      if (!(agent_pass && agent_events_in_pass_)) {
+        last_agent_drain_ = clock_.now_ms();
+        agents_at_rest_ = active_.empty() && orders_.empty();
+      }
+    }
     if (!deferred_fetches_.empty()) serve_deferred_fetches();
     if (items[1].revents & ZMQ_POLLIN) drain_operators();
     on_timers();
@@ -596,6 +700,20 @@ void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
   // Announced only to agents that said they honour it: an older agent would give us up after
   // misses x interval of silence and reconnect over and over.
   if (rec.coordinator_heartbeat && cfg_.coordinator_heartbeat_ms > 0) w.coordinator_heartbeat_ms = static_cast<uint32_t>(heartbeat_period(rec));
+  // A fresh UDP heartbeat session per Welcome (the key travels on this connection only).
+  auto& mrec = *registry_.find(h.host_id);
+  if (udp_ && (h.capabilities & proto::kCapUdpHeartbeat)) {
+    uint32_t session = 0;
+    for (int tries = 0; tries < 64 && (session == 0 || registry_.by_udp_session(session)); ++tries) session = randombytes_random();
+    if (session != 0 && !registry_.by_udp_session(session)) {
+      registry_.open_udp_session(mrec, session, transport::udp_hb::new_key());
+      w.udp_port = udp_->port();
+      w.udp_session = session;
+      w.udp_key = mrec.udp_key;
+    }
+  } else {
+    registry_.close_udp_session(mrec);
+  }
   send_to_host(identity, w);
 
   // Level-triggered: tell each rollout the host is back with what it runs (applied with the
@@ -1671,6 +1789,17 @@ void Coordinator::on_timers() {
       for (auto& [rid, a] : active_) if (a.state.find(host_id)) lost[rid].push_back(rollout::EvHostLost{host_id});
     }
     for (auto& [rid, evs] : lost) (void)apply_many(rid, evs, {});
+    // Hosts whose datagrams stopped (a firewall, a changed route) hear it an interval before
+    // they would expire, and heartbeat over their connection again.
+    if (udp_) {
+      const Millis quiet = static_cast<Millis>(cfg_.heartbeat_interval_ms) * std::min<uint32_t>(cfg_.heartbeat_misses - 1, 2);
+      for (auto* h : registry_.udp_quiet(now, quiet, &next_expiry_)) {
+        L()->info("{}: no heartbeat datagram for {} ms; asking it to heartbeat over its connection", h->host_id, now - h->last_seen);
+        proto::Heartbeat back{static_cast<uint64_t>(now)};
+        back.udp_lost = true;
+        send_to_host(h->identity, back);
+      }
+    }
   }
   Millis wall = clock_.wall_ms();
   std::vector<uint64_t> due;

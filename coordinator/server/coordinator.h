@@ -19,6 +19,7 @@
 #include <zmq.hpp>
 
 #include "common/protocol/messages.h"
+#include "common/transport/udp_heartbeat.h"
 #include "common/transport/zmq_transport.h"
 #include "common/util/clock.h"
 #include "coordinator/fleet/registry.h"
@@ -57,6 +58,10 @@ struct Config {
   // (least loaded). 1 by default: on 2 shared cores a second thread did not shorten the storm or
   // the fan-out (docs/BENCHMARKS.md, figures 4 and 1).
   uint32_t io_threads = 1;
+  // Where agent heartbeats may arrive as UDP datagrams (common/transport/udp_heartbeat.h):
+  // "auto" binds the agent endpoint's address and port number for UDP (a free port if that
+  // one is taken), "off" keeps every heartbeat on the agents' connections, or HOST:PORT.
+  std::string udp_heartbeat = "auto";
   bool insecure_dev = false;
   transport::CurveOptions curve;  // server keys; empty with insecure_dev
   // Bootstrap of the allowlists (kept in the store): operators (name, Z85 public key) made
@@ -109,6 +114,8 @@ class Coordinator {
 
   // ---- agent side
   void drain_agents();
+  Status open_udp_heartbeats(const std::string& agent_endpoint);
+  void drain_udp();
   void on_agent_message(const transport::Incoming& in);
   void on_hello(const std::string& identity, const proto::Hello& h);
   void on_report(fleet::HostRecord& host, const proto::Report& r);
@@ -211,6 +218,8 @@ class Coordinator {
   std::map<std::string, uint64_t> handshake_failures_;  // socket:event -> count
   std::map<std::string, std::string> endpoints_;
   fleet::Registry registry_;
+  std::unique_ptr<transport::udp_hb::Receiver> udp_;  // null: UDP heartbeats off
+  static constexpr int kMaxDatagramsPerPass = 20000;
   std::map<uint64_t, ActiveRollout> active_;
   // Per service, the state of its newest rollout once it ended (nullptr: none), for hosts that
   // come back afterwards; loaded from the store at most once per service per process.

@@ -1,5 +1,7 @@
 #include "coordinator/server/metrics.h"
 
+#include "common/transport/udp_heartbeat.h"
+
 #include <chrono>
 #include <sstream>
 
@@ -118,6 +120,13 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const s
   counter(o, "gantry_zap_denied_total", "CURVE handshakes refused by the ZAP handler (unknown, rejected or revoked keys).", m.zap_denied);
   counter(o, "gantry_hosts_lost_total", "Times a host became unknown after missing heartbeats.", m.hosts_lost);
   counter(o, "gantry_artifact_bytes_sent_total", "Release bytes sent to agents.", m.chunk_bytes);
+  counter(o, "gantry_udp_heartbeats_total", "Heartbeat datagrams accepted from agents (UDP).", m.udp_heartbeats);
+  o << "# HELP gantry_udp_heartbeats_rejected_total Heartbeat datagrams dropped, by reason (size, magic, unknown_session, mac, replay).\n"
+       "# TYPE gantry_udp_heartbeats_rejected_total counter\n";
+  for (size_t r = 1; r < m.udp_rejected.size(); ++r) {
+    o << "gantry_udp_heartbeats_rejected_total{reason=\"" << transport::udp_hb::reject_name(static_cast<transport::udp_hb::Reject>(r))
+      << "\"} " << m.udp_rejected[r] << '\n';
+  }
   o << "# HELP gantry_reports_total Order results reported by agents, by outcome.\n# TYPE gantry_reports_total counter\n";
   for (const char* k : {"succeeded", "failed_reverted", "failed"}) {
     auto it = m.reports.find(k);

@@ -26,6 +26,8 @@ struct Metrics {
   uint64_t orders_sent = 0, orders_acked = 0, orders_retried = 0, broadcasts = 0, chunk_bytes = 0;
   uint64_t auth_refused = 0;       // messages or commands refused by key or role
   uint64_t zap_denied = 0;         // CURVE handshakes refused by the ZAP handler
+  uint64_t udp_heartbeats = 0;     // heartbeat datagrams accepted
+  std::array<uint64_t, 6> udp_rejected{};  // heartbeat datagrams dropped, by udp_hb::Reject
   std::map<std::string, uint64_t> reports;          // by outcome
   std::map<std::string, uint64_t> rollouts_ended;   // by final phase
   std::map<std::string, Histogram> phase_seconds;   // agent-reported phase durations

@@ -6,6 +6,7 @@ Gantry. Every wait is bounded. Prints one JSON object with what it saw; exit 0 u
   hostile_client.py MODE --endpoint E [--server-key PUBFILE] [--key SECRETFILE] [...]
 """
 import argparse
+import hashlib
 import json
 import os
 import socket
@@ -373,6 +374,64 @@ def mode_heartbeats(ctx, a):
         for m in recv_all(s, min(a.interval_ms, max(1, int((end - time.monotonic()) * 1000)))):
             beats += is_type(HEARTBEAT)(m)
     return {"welcome": welcome, "heartbeats_received": beats, "heartbeats_sent": seq}
+
+
+def udp_datagram(session, seq, key, magic=b"GHB\x01"):
+    """PROTOCOL.md §4.4, written from the document: magic, session and seq big-endian, then
+    BLAKE2b-128 of those 16 bytes keyed with the session key."""
+    head = magic + struct.pack(">IQ", session, seq)
+    return head + hashlib.blake2b(head, digest_size=16, key=key).digest()
+
+
+def mode_udp_heartbeats(ctx, a):
+    """An agent that heartbeats by UDP: hello with capability 2, then (in this order) a short
+    datagram, one with a wrong magic, one for another session, one forged under another key,
+    the first valid one (seq 1), its replay, and then valid ones every --interval-ms for
+    --hold-s seconds with nothing sent on the connection. Then silence on both for --wait-ms:
+    the coordinator should say udp_lost. Reports every message the coordinator sent."""
+    if a.server_key:
+        s = client(ctx, zmq.DEALER, a.agent_endpoint or a.endpoint, a.server_key, a.key)
+    else:
+        s = ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.routing_id = a.host.encode()
+        s.connect(a.agent_endpoint or a.endpoint)
+    body = {"protocol_version": 1, "host_id": a.host, "agent_version": "hostile", "labels": {}, "services": [],
+            "capabilities": 3}
+    s.send(envelope(HELLO, body))
+    got = recv_all(s, a.wait_ms, is_type(WELCOME))
+    welcome = next((m["b"] for m in got if is_type(WELCOME)(m)), None)
+    if welcome is None or not welcome.get("udp_session"):
+        return {"welcome": None if welcome is None else {k: v for k, v in welcome.items() if k != "udp_key"}}
+    session, key, port = welcome["udp_session"], welcome["udp_key"], welcome["udp_port"]
+    host = (a.agent_endpoint or a.endpoint)[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    u = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    u.connect((host, port))
+    seen = []
+
+    def collect(ms):
+        for m in recv_all(s, ms):
+            if isinstance(m, dict) and isinstance(m.get("b"), dict):
+                seen.append({"t": m.get("t"), **{k: v for k, v in m["b"].items() if isinstance(v, (int, str, bool))}})
+
+    u.send(b"short")
+    u.send(udp_datagram(session, 1, key, magic=b"XYZ\x01"))
+    u.send(udp_datagram(session ^ 0x5A5A5A5A or 1, 1, key))
+    u.send(udp_datagram(session, 1, bytes(32)))
+    u.send(udp_datagram(session, 1, key))
+    collect(200)
+    u.send(udp_datagram(session, 1, key))  # replay
+    seq = 1
+    end = time.monotonic() + a.hold_s
+    while time.monotonic() < end:
+        seq += 1
+        u.send(udp_datagram(session, seq, key))
+        collect(a.interval_ms)
+    collect(a.wait_ms)  # silence: expect udp_lost
+    confirms = [m["udp_seq"] for m in seen if m["t"] == HEARTBEAT and m.get("udp_seq")]
+    lost = sum(1 for m in seen if m["t"] == HEARTBEAT and m.get("udp_lost"))
+    errors = [m.get("code") for m in seen if m["t"] == ERROR]
+    return {"session": session, "udp_port": port, "sent": seq, "confirms": confirms, "lost": lost, "errors": errors}
 
 
 def main():

@@ -1,0 +1,163 @@
+// Heartbeats as UDP datagrams (PROTOCOL.md §4.4), end to end with real processes: agents move
+// their heartbeats off the connection once the coordinator confirms the datagrams arrive, fall
+// back when a firewall drops them, start over after a coordinator restart, and the coordinator
+// drops forged, replayed and malformed datagrams (played by tests/integration/hostile_client.py,
+// an implementation written from the document).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "tests/support/durability.h"
+#include "tests/support/fleet.h"
+#include "tests/support/peer.h"
+
+namespace gantry::testing {
+namespace {
+
+int http_port(Fleet& f) { return std::stoi(f.endpoints().http.substr(f.endpoints().http.rfind(':') + 1)); }
+
+// The value of a metric line `name value` (name with its labels), -1 if absent.
+double metric(const std::string& text, const std::string& name) {
+  const std::string needle = "\n" + name + " ";
+  auto p = text.find(needle);
+  if (p == std::string::npos) return -1;
+  return std::stod(text.substr(p + needle.size()));
+}
+
+std::string metrics(Fleet& f) {
+  auto r = http_get(http_port(f), "/metrics", 5000);
+  return r && r->status == 200 ? "\n" + r->body : "";
+}
+
+// "127.0.0.1:PORT" from endpoints.json (empty: UDP heartbeats off).
+std::string udp_address(Fleet& f) {
+  auto j = nlohmann::json::parse(read_file(f.dir() + "/coordinator/endpoints.json"), nullptr, false);
+  return j.is_object() ? j.value("udp_heartbeat", "") : "";
+}
+
+bool online(Fleet& f, const std::string& host) {
+  for (const auto& h : hosts_json(f).value("hosts", nlohmann::json::array()))
+    if (h.value("host_id", "") == host) return h.value("online", false);
+  return false;
+}
+
+const char* kConfirmed = "the coordinator receives our heartbeat datagrams";
+
+TEST(UdpHeartbeat, AgentsMoveHeartbeatsToDatagramsAndComeBackAfterACoordinatorRestart) {
+  Fleet f(2);
+  ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
+  ASSERT_FALSE(udp_address(f).empty()) << read_file(f.dir() + "/coordinator/endpoints.json");
+  ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 1 && count_of(f.agent_log(1), kConfirmed) == 1; }, 20000))
+      << f.diagnostics();
+
+  // At rest, confirmed agents send nothing on their connections: datagrams only. (At rest the
+  // /metrics snapshot is rebuilt when a request finds it older than 5 s: MONITORING.md.)
+  const std::string m0 = metrics(f);
+  ::usleep(5500 * 1000);
+  const std::string m1 = metrics(f);
+  EXPECT_EQ(metric(m1, "gantry_messages_received_total"), metric(m0, "gantry_messages_received_total")) << m0 << m1;
+  EXPECT_GT(metric(m1, "gantry_udp_heartbeats_total"), metric(m0, "gantry_udp_heartbeats_total")) << m1;
+  EXPECT_EQ(metric(m1, "gantry_hosts_lost_total"), 0) << m1;
+  for (const char* r : {"size", "magic", "unknown_session", "mac", "replay"})
+    EXPECT_EQ(metric(m1, std::string("gantry_udp_heartbeats_rejected_total{reason=\"") + r + "\"}"), 0) << r;
+
+  // Orders, acknowledgements and reports still go over the connections.
+  std::string why;
+  ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
+
+  // A restarted coordinator knows no session: the agents see their connection drop, heartbeat
+  // over it at once, say hello and get a new session.
+  f.restart_coordinator();
+  ASSERT_TRUE(wait_until([&] { return online_hosts(f) == 2; }, 30000)) << f.diagnostics();
+  ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 2 && count_of(f.agent_log(1), kConfirmed) == 2; }, 20000))
+      << f.diagnostics();
+  EXPECT_NE(f.agent_log(0).find("the connection to the coordinator dropped"), std::string::npos) << f.agent_log(0);
+
+  // A dead agent stops its datagrams too: it becomes unknown.
+  f.kill_agent(1, SIGKILL);
+  ASSERT_TRUE(wait_until([&] { return !online(f, f.host_id(1)); }, 20000)) << f.diagnostics();
+  EXPECT_TRUE(online(f, f.host_id(0)));
+}
+
+// Removes its iptables rule however the test ends.
+class DropUdpPort {
+ public:
+  explicit DropUdpPort(int port) : rule_("INPUT -i lo -p udp --dport " + std::to_string(port) + " -j DROP") {
+    ok_ = run({"sh", "-c", "iptables -I " + rule_}, 30000).exit_code == 0;
+  }
+  ~DropUdpPort() { lift(); }
+  void lift() {
+    if (ok_) (void)run({"sh", "-c", "iptables -D " + rule_}, 30000);
+    ok_ = false;
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  std::string rule_;
+  bool ok_ = false;
+};
+
+TEST(UdpHeartbeat, DatagramsDroppedByAFirewallFallBackToTheConnectionWithoutLosingTheHost) {
+  if (::geteuid() != 0 || run({"sh", "-c", "command -v iptables"}, 10000).exit_code != 0)
+    GTEST_SKIP() << "needs root and iptables (scripts/install-deps installs it; CI runs as root)";
+  Fleet f(1);
+  ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
+  ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 1; }, 20000)) << f.diagnostics();
+  const std::string udp = udp_address(f);
+  ASSERT_FALSE(udp.empty());
+
+  DropUdpPort drop(std::stoi(udp.substr(udp.rfind(':') + 1)));
+  ASSERT_TRUE(drop.ok()) << "iptables refused the rule";
+  // The coordinator notices the silence an interval before the host would expire and says so;
+  // the agent heartbeats over its connection again.
+  ASSERT_TRUE(wait_until([&] { return f.agent_log(0).find("stopped receiving our heartbeat datagrams") != std::string::npos; }, 20000))
+      << f.diagnostics();
+  // Three heartbeat timeouts (3 x 10 x 200 ms) later the host has never been lost.
+  ::usleep(6000 * 1000);
+  const std::string m = metrics(f);
+  EXPECT_EQ(metric(m, "gantry_hosts_lost_total"), 0) << m << f.diagnostics();
+  EXPECT_TRUE(online(f, f.host_id(0)));
+  EXPECT_EQ(f.coordinator_log().find("is unknown"), std::string::npos) << f.coordinator_log();
+
+  // The agent kept sending datagrams: once they get through, the coordinator confirms again.
+  drop.lift();
+  ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 2; }, 20000)) << f.diagnostics();
+}
+
+TEST(UdpHeartbeat, ForgedReplayedAndMalformedDatagramsAreCountedAndDropped) {
+  if (!have_python_zmq()) GTEST_SKIP() << "python3-zmq missing (scripts/install-deps installs it)";
+  FleetOptions o;
+  o.insecure = true;
+  o.heartbeat_misses = 20;  // 4 s: the peer's 1.7 s of final silence must not expire it
+  Fleet f(1, o);
+  ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
+  const auto& ep = f.endpoints();
+
+  // 5 s of datagrams and nothing on the connection, then 1.7 s of silence.
+  auto r = run_peer({"udp-heartbeats", "--endpoint", ep.agent, "--host", "udp-peer", "--hold-s", "5", "--interval-ms", "200",
+                     "--wait-ms", "1500"});
+  ASSERT_TRUE(r.contains("confirms")) << r.dump() << f.diagnostics();
+  // The first valid datagram (seq 1) is confirmed once; the forgeries before it were not.
+  ASSERT_EQ(r["confirms"].size(), 1u) << r.dump();
+  EXPECT_EQ(r["confirms"][0], 1) << r.dump();
+  // Its silence at the end: told to heartbeat over the connection.
+  EXPECT_EQ(r.value("lost", 0), 1) << r.dump();
+  EXPECT_TRUE(r["errors"].empty()) << r.dump();
+
+  const std::string m = metrics(f);
+  for (const char* reason : {"size", "magic", "unknown_session", "mac", "replay"})
+    EXPECT_EQ(metric(m, std::string("gantry_udp_heartbeats_rejected_total{reason=\"") + reason + "\"}"), 1) << reason << m;
+  // Every valid datagram counted (the real agent's too, so at least the peer's).
+  EXPECT_GE(metric(m, "gantry_udp_heartbeats_total"), r.value("sent", 0)) << m;
+  // Five seconds on datagrams alone (the timeout is four): never lost.
+  EXPECT_EQ(metric(m, "gantry_hosts_lost_total"), 0) << m;
+  EXPECT_EQ(f.coordinator_log().find("udp-peer is unknown"), std::string::npos) << f.coordinator_log();
+  EXPECT_NE(f.coordinator_log().find("heartbeat datagram dropped"), std::string::npos) << "a log line for the drops";
+  EXPECT_TRUE(f.coordinator_running());
+}
+
+}  // namespace
+}  // namespace gantry::testing
