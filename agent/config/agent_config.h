@@ -47,7 +47,7 @@ struct AgentConfig {
   std::vector<std::string> release_public_keys;  // ed25519 release public key files
   std::string log_level = "info";
   Millis heartbeat_interval_ms = 1000;
-  // Heartbeat by UDP datagram when the coordinator's Welcome offers a session (PROTOCOL.md §4.4).
+  // Heartbeat by UDP datagram when the coordinator's Welcome offers a session (PROTOCOL.md §5.7).
   bool udp_heartbeats = true;
   std::map<std::string, ServiceConfig> services;
 };

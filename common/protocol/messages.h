@@ -48,7 +48,7 @@ struct ServiceStatus {
 // coordinator may heartbeat it that rarely instead of every heartbeat interval.
 constexpr uint64_t kCapCoordinatorHeartbeat = 1;
 // The agent can send its heartbeats as authenticated UDP datagrams (common/transport/
-// udp_heartbeat.h, PROTOCOL.md §4.4) when its Welcome offers a session for them.
+// udp_heartbeat.h, PROTOCOL.md §5.7) when its Welcome offers a session for them.
 constexpr uint64_t kCapUdpHeartbeat = 2;
 
 struct Hello {

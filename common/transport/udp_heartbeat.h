@@ -1,4 +1,4 @@
-// Heartbeats as UDP datagrams (PROTOCOL.md §4.4): at rest an agent's only traffic is one
+// Heartbeats as UDP datagrams (PROTOCOL.md §5.7): at rest an agent's only traffic is one
 // heartbeat a second, and over a ZMTP connection each costs the coordinator a TCP receive, a
 // pass through libzmq's I/O thread, a pipe and a wakeup. As a datagram it is one entry of a
 // `recvmmsg` batch and a keyed BLAKE2b check (bench/: ~1.6 µs each against ~10).

@@ -377,7 +377,7 @@ def mode_heartbeats(ctx, a):
 
 
 def udp_datagram(session, seq, key, magic=b"GHB\x01"):
-    """PROTOCOL.md §4.4, written from the document: magic, session and seq big-endian, then
+    """PROTOCOL.md §5.7, written from the document: magic, session and seq big-endian, then
     BLAKE2b-128 of those 16 bytes keyed with the session key."""
     head = magic + struct.pack(">IQ", session, seq)
     return head + hashlib.blake2b(head, digest_size=16, key=key).digest()

@@ -1,4 +1,4 @@
-// Heartbeats as UDP datagrams (PROTOCOL.md §4.4), end to end with real processes: agents move
+// Heartbeats as UDP datagrams (PROTOCOL.md §5.7), end to end with real processes: agents move
 // their heartbeats off the connection once the coordinator confirms the datagrams arrive, fall
 // back when a firewall drops them, start over after a coordinator restart, and the coordinator
 // drops forged, replayed and malformed datagrams (played by tests/integration/hostile_client.py,
