@@ -6,6 +6,10 @@
 // One thread, one epoll set over the sockets' ZMQ_FDs, one zmq context. With --raw-sub the SUB
 // side is a raw ZMTP 3.0 subscriber on a plain socket in the same epoll set (bench/zmtp_sub.h):
 // the receive cost of the TCP baseline's receivers; the DEALER stays libzmq.
+// With --udp-heartbeats (default) the agents announce kCapUdpHeartbeat and, given a session in
+// the Welcome, heartbeat with datagrams as the real agent does (common/transport/
+// udp_heartbeat.h): both the datagram and the ZMTP heartbeat until the coordinator confirms
+// the session (Heartbeat.udp_seq), the datagram alone after, both again after udp_lost.
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -29,12 +33,15 @@
 #include "bench/zmtp_sub.h"
 #include "common/protocol/codec.h"
 #include "common/transport/liveness.h"
+#include "common/transport/udp_heartbeat.h"
 #include "common/transport/zmq_transport.h"
 
 namespace po = boost::program_options;
 
 namespace gantry::bench {
 namespace {
+
+namespace udp_hb = transport::udp_hb;
 
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_kill{0};
@@ -52,6 +59,7 @@ struct Options {
   bool hold_updates = false;  // keep updates queued until a signal cancels them (broadcast bench)
   bool no_dealer = false;     // SUB only (broadcast listeners)
   bool raw_sub = false;       // the SUB side as a raw ZMTP 3.0 subscriber (zmtp_sub.h), plaintext only
+  bool udp_heartbeats = true;  // announce kCapUdpHeartbeat and use the sessions Welcomes offer
   int io_threads = 2;
   int stats_ms = 250;
   int duration_s = 900;
@@ -77,6 +85,12 @@ struct Agent {
   int64_t welcome_us = 0;  // first welcome of the current epoch (wall clock)
   transport::CurveOptions curve;
   uint64_t hb_seq = 0;
+  // The UDP heartbeat session of the current connection's Welcome (udp_session 0: none).
+  uint32_t udp_session = 0;
+  uint16_t udp_port = 0;
+  std::string udp_key;
+  uint64_t udp_seq = 0;
+  bool udp_confirmed = false;  // a Heartbeat with udp_seq came, and no udp_lost since
   int64_t hb_interval = 1000;
   int64_t misses = 3;
   int64_t coord_period = 1000;  // the coordinator is given up after misses x this of silence
@@ -238,6 +252,7 @@ class Fleet {
     if (!a.dealer) return;
     unwatch(*a.dealer);
     a.dealer.reset();
+    end_udp_session(a);  // the next connection says hello and gets a new one
     a.silent_in_row = a.heard ? 0 : a.silent_in_row + 1;
     std::uniform_real_distribution<double> d(0.8, 1.2);
     a.reconnect_at = mono_ms() + std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(a.backoff) * d(rng_)));
@@ -251,6 +266,7 @@ class Fleet {
       a.dead = true;
       unwatch(*a.dealer);
       a.dealer.reset();
+      end_udp_session(a);
       if (a.sub) {
         unwatch(*a.sub);
         a.sub.reset();
@@ -285,6 +301,7 @@ class Fleet {
     if (!a.in_progress.empty()) s.order_id = *a.in_progress.begin();
     h.services.push_back(s);
     h.capabilities = proto::kCapCoordinatorHeartbeat;  // as the real agent (agent/net/session.cc)
+    if (o_.udp_heartbeats) h.capabilities |= proto::kCapUdpHeartbeat;
     return h;
   }
 
@@ -361,8 +378,17 @@ class Fleet {
         a.epoch = w->epoch;
       }
       a.welcomed = true;
-    } else if (std::get_if<proto::Heartbeat>(&*m)) {
+      start_udp_session(a, *w);
+    } else if (auto* hb = std::get_if<proto::Heartbeat>(&*m)) {
       hb_in_++;
+      if (a.udp_session != 0 && hb->udp_seq > 0 && !a.udp_confirmed) {
+        a.udp_confirmed = true;
+        udp_confirms_++;
+      }
+      if (a.udp_session != 0 && hb->udp_lost) {
+        a.udp_confirmed = false;
+        udp_lost_++;
+      }
     } else if (auto* o = std::get_if<proto::Order>(&*m)) {
       on_order(i, *o);
     } else if (auto* e = std::get_if<proto::ErrorMsg>(&*m)) {
@@ -473,8 +499,7 @@ class Fleet {
           timeouts_++;
           close_dealer(a);
         } else if (now - a.last_sent >= a.hb_interval) {
-          hb_out_++;
-          send(i, proto::Heartbeat{++a.hb_seq});
+          heartbeat(i, now);
           drain_dealer(i);
         }
       } else if (now >= a.reconnect_at) {
@@ -483,10 +508,61 @@ class Fleet {
     }
   }
 
+  // A Welcome starts a new UDP session (seq from 1, unconfirmed), or ends the old one if it
+  // offers none. Every agent sends through the process's one socket for that port: the
+  // coordinator tells hosts apart by session, not by source address.
+  void start_udp_session(Agent& a, const proto::Welcome& w) {
+    end_udp_session(a);
+    if (!o_.udp_heartbeats || w.udp_session == 0) return;
+    const auto port = static_cast<uint16_t>(w.udp_port);
+    udp_hb::Sender& s = senders_[port];
+    if (!s.is_open()) {
+      if (Status st = s.open(o_.endpoint, port); !st.ok()) {
+        // Heartbeats stay on the connection; the next Welcome tries again.
+        udp_open_fail_++;
+        if (udp_open_fail_ == 1) std::cerr << "gantry-fleet-sim agents: UDP heartbeats: " << st.error().message << "\n";
+        return;
+      }
+    }
+    a.udp_session = w.udp_session;
+    a.udp_port = port;
+    a.udp_key = w.udp_key;
+    udp_sessions_++;
+  }
+
+  void end_udp_session(Agent& a) {
+    a.udp_session = 0;
+    a.udp_key.clear();
+    a.udp_seq = 0;
+    a.udp_confirmed = false;
+  }
+
+  // The agent rule: the datagram whenever there is a session, the ZMTP heartbeat too until the
+  // session is confirmed. A failed datagram (ECONNREFUSED after an ICMP, ENOBUFS) is counted
+  // and waits for the next interval like a sent one: the coordinator's udp_lost brings the
+  // connection back into use if they keep failing.
+  void heartbeat(size_t i, int64_t now) {
+    Agent& a = agents_[i];
+    if (a.udp_session != 0) {
+      if (senders_[a.udp_port].send(a.udp_session, ++a.udp_seq, a.udp_key).ok()) {
+        udp_out_++;
+        a.last_sent_us = wall_us();
+      } else {
+        udp_send_fail_++;
+      }
+      a.last_sent = now;
+      if (a.udp_confirmed) return;
+    }
+    hb_out_++;
+    send(i, proto::Heartbeat{++a.hb_seq});
+  }
+
   nlohmann::json stats() const {
-    uint64_t connected = 0, welcomed = 0, held = 0, raw_ready = 0;
+    uint64_t connected = 0, welcomed = 0, held = 0, raw_ready = 0, udp_now = 0, udp_confirmed_now = 0;
     for (const auto& a : agents_) {
       if (a.rsub && a.rsub->ready()) raw_ready++;
+      if (a.udp_session != 0) udp_now++;
+      if (a.udp_confirmed) udp_confirmed_now++;
       if (a.dealer) connected++;
       if (a.dealer && a.welcomed) welcomed++;
       held += a.held.size();
@@ -504,6 +580,11 @@ class Fleet {
             {"hb_in", hb_in_},        {"frames_in", frames_in_}, {"orders_in", orders_in_},  {"reports", reports_},
             {"send_fail", send_fail_}, {"bad_frames", bad_frames_}, {"errors_in", errors_in_}, {"rollouts", ro},
             {"signals", sig},         {"epochs", ep},
+            // UDP heartbeats: datagrams sent and failed, sessions offered / open now, confirmations
+            // and udp_lost received, agents confirmed now, Sender sockets that failed to open.
+            {"udp_out", udp_out_},    {"udp_send_fail", udp_send_fail_}, {"udp_sessions", udp_sessions_},
+            {"udp_sessions_now", udp_now}, {"udp_confirms", udp_confirms_}, {"udp_lost", udp_lost_},
+            {"udp_confirmed_now", udp_confirmed_now}, {"udp_open_fail", udp_open_fail_},
             {"raw_sub", {{"ready_now", raw_ready}, {"connects", raw_.connects}, {"ready", raw_.ready}, {"lost", raw_.lost},
                          {"malformed", raw_.malformed}, {"multipart_dropped", raw_.multipart_dropped},
                          {"messages", raw_.messages}, {"pings", raw_.pings},
@@ -521,8 +602,10 @@ class Fleet {
   std::mt19937_64 rng_;
   sockaddr_in raw_peer_{};
   ZmtpCounters raw_;
+  std::map<uint16_t, udp_hb::Sender> senders_;  // by the Welcomes' udp_port: one in practice
   uint64_t hellos_ = 0, hello_required_ = 0, connects_ = 0, reconnects_ = 0, timeouts_ = 0, hb_out_ = 0, hb_in_ = 0,
            frames_in_ = 0, orders_in_ = 0, reports_ = 0, send_fail_ = 0, bad_frames_ = 0, errors_in_ = 0;
+  uint64_t udp_out_ = 0, udp_send_fail_ = 0, udp_sessions_ = 0, udp_confirms_ = 0, udp_lost_ = 0, udp_open_fail_ = 0;
 };
 
 }  // namespace
@@ -597,6 +680,9 @@ int run_agents(int argc, char** argv) {
       ("no-dealer", po::bool_switch(&o.no_dealer), "SUB sockets only (broadcast listeners)")
       ("raw-sub", po::bool_switch(&o.raw_sub), "the SUB side as a raw ZMTP 3.0 subscriber on a plain TCP socket "
                                                "(bench/zmtp_sub.h; plaintext, tcp://IPv4:PORT only; the DEALER stays libzmq)")
+      ("udp-heartbeats", po::value(&o.udp_heartbeats)->default_value(o.udp_heartbeats),
+       "1: announce UDP heartbeats and, given a session in the Welcome, heartbeat with datagrams as the real agent "
+       "(one UDP socket per process); 0: every heartbeat over the connection")
       ("io-threads", po::value(&o.io_threads)->default_value(o.io_threads), "zmq io threads")
       ("stats-ms", po::value(&o.stats_ms)->default_value(o.stats_ms), "print a stats line this often")
       ("duration-s", po::value(&o.duration_s)->default_value(o.duration_s), "exit after this long at the latest")

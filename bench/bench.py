@@ -123,6 +123,28 @@ def pct(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def scrape_metrics(port):
+    """The coordinator's /metrics as {series: value} (series with their labels, as written)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=15).read().decode()
+    vals = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, _, v = line.rpartition(" ")
+        try:
+            vals[name] = float(v)
+        except ValueError:
+            continue
+    return vals
+
+
+def udp_rejected_text(by_reason):
+    """{reason: count} -> "0" or "mac 3, replay 1"."""
+    bad = {k: int(v) for k, v in by_reason.items() if v}
+    return ", ".join(f"{k} {v}" for k, v in sorted(bad.items())) if bad else "0"
+
+
 class Env:
     """One benchmark's processes and work dir; cleans everything up."""
 
@@ -160,7 +182,7 @@ class Env:
             print(f"(kept {self.work})")
 
     # ---- coordinator
-    def start_coordinator(self, hb_ms=1000, strace_out=None, log_name="coordinator.log", extra=()):
+    def start_coordinator(self, hb_ms=1000, strace_out=None, log_name="coordinator.log", extra=(), http_address=""):
         ep = os.path.join(self.coord_state, "endpoints.json")
         if os.path.exists(ep):
             os.unlink(ep)
@@ -168,7 +190,7 @@ class Env:
                 "--agent-endpoint", f"tcp://127.0.0.1:{self.agent_port}",
                 "--pub-endpoint", f"tcp://127.0.0.1:{self.pub_port}",
                 "--operator-endpoint", f"tcp://127.0.0.1:{self.op_port}",
-                "--http-address", "", "--heartbeat-interval-ms", str(hb_ms), "--log-level",
+                "--http-address", http_address, "--heartbeat-interval-ms", str(hb_ms), "--log-level",
                 self.args.coord_log_level] + list(extra)
         if strace_out:
             trace = os.environ.get("GANTRY_BENCH_STRACE", "-c -e trace=fsync,fdatasync").split()
@@ -372,6 +394,42 @@ def bench_smoke(args):
         env.close()
 
 
+def bench_rest_smoke(args):
+    """The at-rest exchange with UDP heartbeats, against the floor (no coordinator needed): 50
+    agents get sessions, are confirmed, then heartbeat with datagrams alone; stopped for longer
+    than 2 intervals, they are told udp_lost and are confirmed again when they resume."""
+    n, hb_ms = 50, 200
+    env = Env(args, "rest-smoke")
+    try:
+        floor = Proc([env.sim, "floor", "--bind", f"tcp://127.0.0.1:{env.agent_port}", "--hosts", str(n + 1), "--timeout-s", "60",
+                      "--heartbeat-interval-ms", str(hb_ms), "--udp-heartbeats", "1", "--stats-ms", "100"],
+                     os.path.join(env.work, "floor.log"))
+        env.procs.append(floor)
+        sims = env.start_sims(n, 1, ["--stats-ms", "100"])
+        wait_until(lambda: env.total(sims, "udp_confirmed_now") >= n, 20, 0.1, f"{n} UDP sessions confirmed")
+        time.sleep(0.3)  # the reader has the stats lines after the last confirmation
+        zmtp0, udp0 = env.total(sims, "hb_out"), env.total(sims, "udp_out")
+        time.sleep(5 * hb_ms / 1000.0)
+        zmtp1, udp1 = env.total(sims, "hb_out"), env.total(sims, "udp_out")
+        # Confirmed agents send datagrams only: ~5 intervals of them, no ZMTP heartbeat.
+        at_rest_ok = zmtp1 == zmtp0 and udp1 - udp0 >= 3 * n
+        print(f"rest-smoke: {n} confirmed; over 5 intervals {udp1 - udp0} datagrams, {zmtp1 - zmtp0} ZMTP heartbeats")
+        os.kill(sims[0].p.pid, signal.SIGSTOP)  # datagrams stop, the connections stay
+        time.sleep(5 * hb_ms / 1000.0)
+        os.kill(sims[0].p.pid, signal.SIGCONT)
+        wait_until(lambda: env.total(sims, "udp_lost") >= n and env.total(sims, "udp_confirms") >= 2 * n, 10, 0.1,
+                   "udp_lost, then confirmed again")
+        time.sleep(0.3)  # the floor's next stats line
+        fl = floor.latest()["udp"]
+        print(f"rest-smoke: agents {env.total(sims, 'udp_confirms')} confirmations, {env.total(sims, 'udp_lost')} udp_lost, "
+              f"{env.total(sims, 'udp_send_fail')} send failures; floor {fl}")
+        ok = (at_rest_ok and fl["lost"] >= n and fl["accepted"] > 0 and not any(fl["rejected"].values())
+              and env.total(sims, "udp_send_fail") == 0)
+        return 0 if ok else 1
+    finally:
+        env.close()
+
+
 def bench_orchestration(args):
     """Figure 2: 10,000 hosts, 100 batches of 100, instant swap, zero soak, vs the floor.
     With --orch-runs N the whole measurement (floor and Gantry, fresh processes) runs N times and
@@ -479,8 +537,12 @@ def _orchestration_once(args):
 
 
 def bench_rest(args):
-    """Figure 3: coordinator at rest with 10,000 agents heartbeating at 1 s."""
+    """Figure 3: coordinator at rest with 10,000 agents heartbeating at 1 s: by default as UDP
+    datagrams once the session is confirmed (the coordinator's, the floor's and the simulators'
+    default); with --tcp-heartbeats every heartbeat over the agents' connections."""
     n, procs = args.agents, args.procs
+    udp = not args.tcp_heartbeats
+    sim_extra = [] if udp else ["--udp-heartbeats", "0"]
     env = Env(args, "rest")
     try:
         hz = os.sysconf("SC_CLK_TCK")
@@ -490,29 +552,46 @@ def bench_rest(args):
         # coordinator_heartbeat_ms, a heartbeat to a host only after that long without sending it
         # anything, checked once per 1 s interval.
         floor = Proc([env.sim, "floor", "--bind", f"tcp://127.0.0.1:{env.agent_port}", "--hosts", str(n + 1),
-                      "--timeout-s", str(int(args.rest_s) + 200), "--coordinator-heartbeat-ms", str(args.coord_hb_ms)],
+                      "--timeout-s", str(int(args.rest_s) + 200), "--coordinator-heartbeat-ms", str(args.coord_hb_ms),
+                      "--udp-heartbeats", "1" if udp else "0"],
                      os.path.join(env.work, "floor.log"))
         env.procs.append(floor)
-        fsims = env.start_sims(n, procs, prefix="sim-")
+        fsims = env.start_sims(n, procs, sim_extra, prefix="sim-")
         wait_until(lambda: env.total(fsims, "welcomed") >= n, 120, 0.2, "agents greeted by the floor")
         time.sleep(5.0)
         f0, ft0, fhb0, fin0 = proc_cpu_ticks(floor.p.pid), time.time(), env.total(fsims, "hb_in"), env.total(fsims, "hb_out")
+        fu0 = env.total(fsims, "udp_out")
         time.sleep(args.rest_s)
         f1, ft1, fhb1, fin1 = proc_cpu_ticks(floor.p.pid), time.time(), env.total(fsims, "hb_in"), env.total(fsims, "hb_out")
+        fu1 = env.total(fsims, "udp_out")
         floor_pct = 100.0 * (f1 - f0) / hz / (ft1 - ft0)
         floor_rss = proc_rss_kib(floor.p.pid)
         floor_hb_rate, floor_in_rate = (fhb1 - fhb0) / (ft1 - ft0), (fin1 - fin0) / (ft1 - ft0)
-        for p in fsims + [floor]:
+        floor_udp_rate = (fu1 - fu0) / (ft1 - ft0)
+        # Datagrams sent and accepted are compared once the agents have stopped (their last stats
+        # line is final): sampled while they run, a count is off by the burst of whoever
+        # heartbeats between the two readings.
+        for p in fsims:
             p.stop()
             env.procs.remove(p)
-        env.start_coordinator(hb_ms=1000, extra=["--coordinator-heartbeat-ms", str(args.coord_hb_ms)])
+        if udp:
+            t_stopped = now_us() + 200000  # and the last datagrams drained
+            fl = wait_until(lambda: (floor.latest() or {}).get("at_us", 0) > t_stopped and floor.latest(), 10, 0.1,
+                            "the floor's stats after the agents stopped")["udp"]
+            floor_udp = dict(sent=env.total(fsims, "udp_out"), accepted=fl["accepted"], rejected=fl["rejected"],
+                             confirms=env.total(fsims, "udp_confirms"), lost=env.total(fsims, "udp_lost"))
+        floor.stop()
+        env.procs.remove(floor)
+        http_port = free_port()  # UDP: /metrics, for the coordinator's datagram counters
+        env.start_coordinator(hb_ms=1000, extra=["--coordinator-heartbeat-ms", str(args.coord_hb_ms)]
+                              + ([] if udp else ["--udp-heartbeat", "off"]), http_address=f"127.0.0.1:{http_port}" if udp else "")
         time.sleep(1.0)
         rss0 = proc_rss_kib(env.coord_pid)
-        sims = env.start_sims(n, procs)
+        sims = env.start_sims(n, procs, sim_extra)
         env.wait_welcomed(sims, n, 120)
         time.sleep(5.0)  # settle: hellos persisted, first status snapshots built
         c0, t0 = proc_cpu_ticks(env.coord_pid), time.time()
-        hb0, in0 = env.total(sims, "hb_in"), env.total(sims, "hb_out")
+        hb0, in0, u0 = env.total(sims, "hb_in"), env.total(sims, "hb_out"), env.total(sims, "udp_out")
         perf = None
         if args.perf:
             perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384", "-p",
@@ -523,8 +602,8 @@ def bench_rest(args):
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
         c1, t1 = proc_cpu_ticks(env.coord_pid), time.time()
-        hb1, in1 = env.total(sims, "hb_in"), env.total(sims, "hb_out")
-        in_rate = (in1 - in0) / (t1 - t0)
+        hb1, in1, u1 = env.total(sims, "hb_in"), env.total(sims, "hb_out"), env.total(sims, "udp_out")
+        in_rate, udp_rate = (in1 - in0) / (t1 - t0), (u1 - u0) / (t1 - t0)
         cpu_pct = 100.0 * (c1 - c0) / hz / (t1 - t0)
         rss1 = proc_rss_kib(env.coord_pid)
         per_agent = (rss1 - rss0) / n
@@ -546,6 +625,19 @@ def bench_rest(args):
         t_noticed = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f").timestamp()
         since_last = t_noticed - killed["last_sent_us"] / 1e6
         since_death = t_noticed - killed["at_us"] / 1e6
+        # The coordinator's datagram counters, read once, now, after the agents stopped (as for the
+        # floor): its first /metrics request builds a status snapshot, and for a minute after any
+        # request it rebuilds one every 5 s (~100 ms of its loop at 10,000 hosts), which must not
+        # fall into the CPU window or the detection above.
+        if udp:
+            for p in sims:
+                p.stop()
+            time.sleep(0.2)  # the last datagrams drained
+            metrics = scrape_metrics(http_port)
+            gantry_udp = dict(sent=env.total(sims, "udp_out"), accepted=metrics.get("gantry_udp_heartbeats_total", 0),
+                              rejected={m.group(1): v for k, v in metrics.items()
+                                        if (m := re.match(r'gantry_udp_heartbeats_rejected_total\{reason="([^"]+)"\}', k))},
+                              confirms=env.total(sims, "udp_confirms"), lost=env.total(sims, "udp_lost"))
         rows = [("coordinator CPU at rest, %d agents, 1 s heartbeats" % n, f"{cpu_pct:.2f}% of a core",
                  f"{floor_pct:.2f}% (bare ROUTER, same exchange)", f"{cpu_pct / max(floor_pct, 0.01):.2f}x", "≤ 5%",
                  cpu_pct <= 5.0),
@@ -554,19 +646,47 @@ def bench_rest(args):
                 ("coordinator RSS per agent (KiB), delta over empty", f"{per_agent:.1f}", f"{rss0} KiB empty", "—",
                  "≤ 30 KiB", per_agent <= 30.0),
                 ("coordinator RSS total (MiB)", f"{rss1 / 1024:.0f}", "—", "—", "—", None),
-                ("heartbeats the agents send per s", f"{in_rate:.0f}", f"{floor_in_rate:.0f}", "—", "—", None),
-                ("heartbeats reaching the agents per s (coordinator heartbeat period %g s)" % (args.coord_hb_ms / 1000.0),
+                ("ZMTP heartbeats the agents send per s (arriving over the connections)", f"{in_rate:.0f}",
+                 f"{floor_in_rate:.0f}", "—", "—", None)]
+        if udp:
+            def share(u):
+                return u["accepted"] / max(u["sent"], 1)
+            rows += [("UDP heartbeat datagrams the agents send per s", f"{udp_rate:.0f}", f"{floor_udp_rate:.0f}", "—", "—", None),
+                     ("… received (accepted) per s: that × the accepted share below", f"{udp_rate * share(gantry_udp):.0f}",
+                      f"{floor_udp_rate * share(floor_udp):.0f}", "—", "—", None),
+                     ("UDP heartbeat datagrams accepted / sent (whole run)",
+                      "%d / %d (%.2f%%)" % (gantry_udp["accepted"], gantry_udp["sent"], 100.0 * share(gantry_udp)),
+                      "%d / %d (%.2f%%)" % (floor_udp["accepted"], floor_udp["sent"], 100.0 * share(floor_udp)), "—", "—", None),
+                     ("UDP heartbeat datagrams rejected by the server (by reason, whole run)",
+                      udp_rejected_text(gantry_udp["rejected"]), udp_rejected_text(floor_udp["rejected"]), "—", "0",
+                      not any(gantry_udp["rejected"].values()) and not any(floor_udp["rejected"].values())),
+                     ("UDP sessions confirmed / declared lost (agents' count, whole run)",
+                      "%d / %d" % (gantry_udp["confirms"], gantry_udp["lost"]),
+                      "%d / %d" % (floor_udp["confirms"], floor_udp["lost"]), "—", "—", None)]
+        rows += [("heartbeats reaching the agents per s (coordinator heartbeat period %g s)" % (args.coord_hb_ms / 1000.0),
                  f"{hb_rate:.0f}", f"{floor_hb_rate:.0f}", f"{hb_rate / max(floor_hb_rate, 1):.2f}", "—", None),
                 ("dead agent noticed after it died (s)", f"{since_death:.2f}", "1 s interval", f"{since_death:.2f} intervals",
                  "≤ 3 intervals", since_death <= 3.0),
                 ("… after its last message (s; the timeout is 3 intervals of silence)", f"{since_last:.2f}", "—", "—", "—", None)]
-        record("rest", "3. Coordinator at rest (10,000 agents heartbeating at 1 s)", "bench/run rest", rows,
+        how = ("Heartbeats: UDP datagrams once confirmed (the default of the coordinator, the floor and the simulators: "
+               "each agent sends a datagram and a ZMTP heartbeat until the server confirms its session on the connection, "
+               "then the datagram alone). Datagrams accepted / sent: the server's counter (the coordinator's /metrics, read "
+               "once after the CPU window and the dead-agent test, as reading it starts its snapshot rebuilds; the floor's "
+               "stats line) against the agents' final counts, both taken after the agents stopped. " if udp else
+               "Heartbeats: every one over the agents' connections (`--tcp-heartbeats`: coordinator `--udp-heartbeat off`, "
+               "floor and simulators `--udp-heartbeats 0`). ")
+        record("rest" if udp else "rest-tcp",
+               "3. Coordinator at rest (10,000 agents heartbeating at 1 s" + ("" if udp else ", heartbeats over TCP") + ")",
+               "bench/run rest" + ("" if udp else " --tcp-heartbeats"), rows, how +
                f"CPU from /proc/PID/stat utime+stime over {args.rest_s:.0f} s after all {n} agents were welcomed and 5 s of settling; "
                "RSS from VmRSS at the end of that window: a mid-life figure, not the steady state, which libzmq reaches only after 512 messages per pipe direction (see Status below). Coordinator run with `--coordinator-heartbeat-ms "
                f"{args.coord_hb_ms}`. Baseline: `gantry-fleet-sim floor`, one ROUTER with the coordinator's socket options "
-               "and no store, that answers each hello with a Welcome carrying the same coordinator_heartbeat_ms, decodes "
-               "every agent message, and once per 1 s interval sends a Heartbeat to each host it sent nothing to for that "
-               "period — the coordinator's exchange, nothing else. Detection time from the coordinator's log line "
+               "and no store, that answers each hello with a Welcome carrying the same coordinator_heartbeat_ms"
+               + (" and a UDP heartbeat session, checks each datagram as the coordinator does (size, magic, session, "
+                  "BLAKE2b MAC, sequence) from a recvmmsg socket in the same poll loop, confirms sessions and declares "
+                  "silent ones lost," if udp else ",") +
+               " decodes every agent message, and once per 1 s interval sends a Heartbeat to each host it sent nothing to "
+               "for that period — the coordinator's exchange, nothing else. Detection time from the coordinator's log line "
                "`<host> is unknown`.")
         return 0
     finally:
@@ -598,7 +718,7 @@ def bench_footprint(args):
     return bench_footprint.run(args)
 
 
-BENCHES = {"smoke": bench_smoke, "orchestration": bench_orchestration, "rest": bench_rest, "broadcast": bench_broadcast,
+BENCHES = {"smoke": bench_smoke, "rest-smoke": bench_rest_smoke, "orchestration": bench_orchestration, "rest": bench_rest, "broadcast": bench_broadcast,
            "storm": bench_storm, "distribution": bench_distribution,
            "ansible": bench_ansible, "footprint": bench_footprint}
 
@@ -614,6 +734,8 @@ def main():
     ap.add_argument("--orch-runs", type=int, default=1, help="orchestration: whole runs, the median is recorded")
     ap.add_argument("--rest-s", type=float, default=20.0)
     ap.add_argument("--coord-hb-ms", type=int, default=10000, help="rest: --coordinator-heartbeat-ms (0: every interval)")
+    ap.add_argument("--tcp-heartbeats", action="store_true",
+                    help="rest: every heartbeat over the agents' connections (no UDP heartbeats), recorded as rest-tcp")
     ap.add_argument("--down-s", type=float, default=1.0)
     ap.add_argument("--storm-connect-per-s", type=float, default=1000, help="storm: first connections per s, all simulators")
     ap.add_argument("--max-s", type=int, default=900, help="upper bound on any simulator's life")
@@ -635,7 +757,7 @@ def main():
     rc = 0
     for nm in names:
         rc |= BENCHES[nm](args) or 0
-    if args.name != "smoke":
+    if not args.name.endswith("smoke"):
         write_markdown(args)
     return rc
 

@@ -2,7 +2,9 @@
 //   floor     a bare ROUTER that greets agents, heartbeats them by the coordinator's rule, and
 //             orders them batch by batch with the same Order messages the coordinator sends,
 //             waiting for each batch's reports, with no store, no state machine: the
-//             order-and-acknowledge floor (and, ordering nobody, the at-rest floor).
+//             order-and-acknowledge floor (and, ordering nobody, the at-rest floor). With
+//             --udp-heartbeats it also offers UDP heartbeat sessions and checks the datagrams
+//             by the coordinator's rule.
 //   tcp-fan   a plain TCP writer loop sending the same bytes to N accepted sockets.
 //   tcp-recv  N plain TCP receivers recording when each run's bytes arrived.
 //   op        one operator request, with send and receive timestamps.
@@ -24,14 +26,17 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <boost/program_options.hpp>
 #include <zmq.hpp>
 
 #include "bench/sim_common.h"
+#include "bench/udp_sessions.h"
 #include "common/protocol/codec.h"
 #include "common/security/keys.h"
+#include "common/transport/udp_heartbeat.h"
 #include "common/transport/zmq_transport.h"
 
 namespace po = boost::program_options;
@@ -39,7 +44,14 @@ namespace po = boost::program_options;
 namespace gantry::bench {
 namespace {
 
-
+// "tcp://HOST:PORT" (HOST maybe [v6]) -> (HOST, PORT) for a UDP socket beside the ROUTER.
+std::pair<std::string, uint16_t> split_tcp_endpoint(const std::string& ep) {
+  std::string rest = ep.substr(ep.find("://") + 3);
+  const auto colon = rest.rfind(':');
+  std::string host = rest.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return {host, static_cast<uint16_t>(std::stoi(rest.substr(colon + 1)))};
+}
 
 std::string signal_bytes(uint64_t run, const std::string& service) {
   return proto::encode(proto::Signal{"rollback", run, service});
@@ -52,9 +64,10 @@ std::string signal_bytes(uint64_t run, const std::string& service) {
 int run_floor(int argc, char** argv) {
   std::string bind = "tcp://127.0.0.1:*", endpoint_file, service = "web", version = "v1", prefix = "sim-";
   std::string server_secret;
-  int hosts = 100, batch = 100, timeout_s = 300, io_threads = 1;
+  int hosts = 100, batch = 100, timeout_s = 300, io_threads = 1, stats_ms = 1000;
   int64_t hb_ms = 1000, coord_hb_ms = 10000;
   uint64_t epoch = 0;
+  bool udp = true;
   po::options_description desc("gantry-fleet-sim floor: the raw order-and-acknowledge floor.\nOptions");
   desc.add_options()("help,h", "show this help")
       ("bind", po::value(&bind)->default_value(bind), "ROUTER endpoint")
@@ -69,6 +82,11 @@ int run_floor(int argc, char** argv) {
        "as the coordinator's option: announced to agents that support it, which then get a heartbeat only after this long "
        "without any message; 0: every interval")
       ("io-threads", po::value(&io_threads)->default_value(io_threads), "zmq I/O threads (the coordinator's default)")
+      ("udp-heartbeats", po::value(&udp)->default_value(udp),
+       "1: as the coordinator's default, a UDP heartbeat socket on the ROUTER's address and port number (any free port if "
+       "that one is taken), a session offered to each agent that announces them, datagrams checked, confirmed and declared "
+       "lost by the coordinator's rule; 0: heartbeats over the connections only")
+      ("stats-ms", po::value(&stats_ms)->default_value(stats_ms), "print a stats line this often")
       ("epoch", po::value(&epoch)->default_value(epoch), "epoch in the welcomes (coordinators count from 1; the storm "
                                                          "baseline restarts the floor with a new one)")
       ("server-secret-key", po::value(&server_secret), "CURVE server with this secret key (Z85); a ZAP handler in the "
@@ -106,7 +124,17 @@ int run_floor(int argc, char** argv) {
     std::fclose(f);
     std::rename((endpoint_file + ".tmp").c_str(), endpoint_file.c_str());
   }
-  emit({{"ev", "bound"}, {"endpoint", ep}});
+  udp_hb::Receiver rx;
+  if (udp) {
+    auto [udp_host, udp_port] = split_tcp_endpoint(ep);
+    Status st = rx.bind(udp_host, udp_port);
+    if (!st.ok()) st = rx.bind(udp_host, 0);
+    if (!st.ok()) {
+      std::cerr << "gantry-fleet-sim floor: " << st.error().message << "\n";
+      return 2;
+    }
+  }
+  emit({{"ev", "bound"}, {"endpoint", ep}, {"udp_port", rx.port()}});
 
   std::set<std::string> greeted;
   std::vector<std::string> order;  // host ids in order
@@ -121,7 +149,9 @@ int run_floor(int argc, char** argv) {
   size_t next_host = 0;
   std::map<std::string, std::pair<std::string, proto::Order>> waiting;  // current batch, unreported: id -> (host, order)
   std::map<std::string, int64_t> sent_at;
-  uint64_t seq = 0, acks = 0, reports = 0, orders = 0, resent = 0, hb_sent = 0;
+  uint64_t seq = 0, acks = 0, reports = 0, orders = 0, resent = 0, hb_sent = 0, hb_in = 0;
+  UdpSessions udp_sessions;
+  int64_t next_stats = mono_ms();
   int64_t t_first = 0, t_last = 0;
   int batches = 0;
   const std::string sha(64, 'a');
@@ -142,9 +172,32 @@ int run_floor(int argc, char** argv) {
     }
     batches++;
   };
+  auto stats = [&](const char* ev) {
+    return nlohmann::json{{"ev", ev}, {"at_us", wall_us()}, {"hosts", order.size()}, {"heartbeats_in", hb_in},
+                          {"heartbeats_sent", hb_sent}, {"udp", udp_sessions.counters()}};
+  };
   while (mono_ms() < deadline) {
-    zmq::pollitem_t it[] = {{r.handle(), 0, ZMQ_POLLIN, 0}, {zap ? zap->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-    zmq::poll(it, zap ? 2 : 1, std::chrono::milliseconds(100));
+    // The ROUTER, the UDP socket as a plain fd (when on), the ZAP handler (with CURVE).
+    zmq::pollitem_t it[3] = {{r.handle(), 0, ZMQ_POLLIN, 0}};
+    int n_it = 1, i_udp = -1;
+    if (udp) {
+      i_udp = n_it;
+      it[n_it++] = {nullptr, rx.fd(), ZMQ_POLLIN, 0};
+    }
+    if (zap) it[n_it++] = {zap->handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(it, n_it, std::chrono::milliseconds(100));
+    if (i_udp >= 0 && (it[i_udp].revents & ZMQ_POLLIN)) {
+      const int64_t now = mono_ms();
+      rx.drain(10000, [&](const unsigned char* data, std::size_t len) {
+        auto confirm = udp_sessions.on_datagram(data, len, now);
+        if (!confirm) return;
+        // As the coordinator: the first valid datagram of a session is confirmed on the connection.
+        proto::Heartbeat h;
+        h.seq = static_cast<uint64_t>(now);
+        h.udp_seq = confirm->seq;
+        if (transport::send_to(r, confirm->conn, h).ok()) hb[confirm->host].second = now;
+      });
+    }
     for (int k = 0; zap && k < 10000; ++k) {
       // ZAP (RFC 27): version, request id, domain, address, identity, mechanism, key -> 200.
       std::vector<zmq::message_t> req;
@@ -169,17 +222,27 @@ int run_floor(int argc, char** argv) {
       zap->send(zmq::buffer(user), zmq::send_flags::sndmore);
       zap->send(zmq::str_buffer(""), zmq::send_flags::none);
     }
+    const int64_t t_in = mono_ms();
     for (int k = 0; k < 10000; ++k) {
       auto in = transport::recv_routed(r);
       if (!in) break;
       auto m = proto::decode(in->payload);
       if (!m) continue;
+      if (udp) udp_sessions.touch_conn(in->identity, t_in);
       if (auto* h = std::get_if<proto::Hello>(&*m)) {
         proto::Welcome w;
         w.epoch = epoch;  // coordinators count epochs from 1: by default agents can tell the floor's welcome apart
         w.heartbeat_interval_ms = static_cast<uint32_t>(hb_ms);
         const bool sparse = coord_hb_ms > 0 && (h->capabilities & proto::kCapCoordinatorHeartbeat);
         if (sparse) w.coordinator_heartbeat_ms = static_cast<uint32_t>(std::max(coord_hb_ms, hb_ms));
+        if (udp && (h->capabilities & proto::kCapUdpHeartbeat)) {
+          auto offer = udp_sessions.open(h->host_id, in->identity, t_in);
+          w.udp_session = offer.session;
+          w.udp_key = offer.key;
+          w.udp_port = offer.session != 0 ? rx.port() : 0;
+        } else {
+          udp_sessions.close(h->host_id);
+        }
         (void)transport::send_to(r, in->identity, w);
         hb[h->host_id] = {sparse ? std::max(coord_hb_ms, hb_ms) : hb_ms, mono_ms()};
         conn[h->host_id] = in->identity;
@@ -194,6 +257,8 @@ int run_floor(int argc, char** argv) {
           asked = mono_ms();
           (void)transport::send_to(r, in->identity, proto::ErrorMsg{"hello_required", "say hello first", 0, ""});
         }
+      } else if (std::get_if<proto::Heartbeat>(&*m)) {
+        hb_in++;
       } else if (std::get_if<proto::OrderAck>(&*m)) {
         acks++;
       } else if (auto* rep = std::get_if<proto::Report>(&*m)) {
@@ -214,6 +279,15 @@ int run_floor(int argc, char** argv) {
         if (transport::send_raw_to(r, conn[host], bytes).ok()) ps.second = now;
         hb_sent++;
       }
+      // As the coordinator: a confirmed session silent for 2 intervals is declared lost, and the
+      // agent heartbeats over its connection again until a datagram gets through.
+      if (udp) {
+        proto::Heartbeat lost;
+        lost.seq = static_cast<uint64_t>(now);
+        lost.udp_lost = true;
+        for (const auto& [host, id] : udp_sessions.quiet(now, 2 * hb_ms))
+          if (transport::send_to(r, id, lost).ok()) hb[host].second = now;
+      }
       // At least once, as the coordinator: unreported orders are resent after 2 s.
       for (auto& [id, ho] : waiting) {
         if (now - sent_at[id] < 2000) continue;
@@ -229,10 +303,16 @@ int run_floor(int argc, char** argv) {
       send_batch();
     }
     if (started && waiting.empty() && next_host >= order.size()) break;
+    if (now >= next_stats) {
+      next_stats = now + stats_ms;
+      emit(stats("stats"));
+    }
   }
   bool ok = started && waiting.empty() && next_host >= order.size();
-  emit({{"ev", "floor"}, {"ok", ok}, {"hosts", order.size()}, {"batches", batches}, {"orders", orders}, {"acks", acks},
-        {"reports", reports}, {"resent", resent}, {"heartbeats_sent", hb_sent}, {"t_first_us", t_first}, {"t_last_us", t_last}, {"ms", (t_last - t_first) / 1000.0}});
+  nlohmann::json fin = stats("floor");
+  fin.update({{"ok", ok}, {"batches", batches}, {"orders", orders}, {"acks", acks}, {"reports", reports}, {"resent", resent},
+              {"t_first_us", t_first}, {"t_last_us", t_last}, {"ms", (t_last - t_first) / 1000.0}});
+  emit(fin);
   return ok ? 0 : 1;
 }
 
