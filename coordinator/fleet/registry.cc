@@ -4,15 +4,21 @@
 
 namespace gantry::fleet {
 
+HostRecord& Registry::record(const std::string& host_id) {
+  auto [it, fresh] = hosts_.try_emplace(host_id);
+  if (fresh) all_.push_back(&it->second);
+  return it->second;
+}
+
 void Registry::restore(HostRecord h) {
   std::string identity = h.identity;
-  auto& rec = hosts_[h.host_id];
+  auto& rec = record(h.host_id);
   rec = std::move(h);
   by_identity_[identity] = &rec;
 }
 
 bool Registry::on_hello(const proto::Hello& h, const std::string& identity, Millis now, Millis wall) {
-  auto& rec = hosts_[h.host_id];
+  auto& rec = record(h.host_id);
   bool was_offline = !rec.online || !rec.said_hello;
   if (!rec.identity.empty() && rec.identity != identity) by_identity_.erase(rec.identity);
   rec.host_id = h.host_id;
@@ -51,7 +57,8 @@ HostRecord* Registry::touch(const std::string& identity, Millis now, Millis wall
 std::vector<std::string> Registry::expire(Millis now, Millis timeout, Millis* next_check) {
   std::vector<std::string> lost;
   Millis next = now + timeout + 1;
-  for (auto& [id, h] : hosts_) {
+  for (HostRecord* hp : all_) {
+    HostRecord& h = *hp;
     if (!h.online) continue;
     if (now < h.grace_until) {
       next = std::min(next, h.grace_until);
@@ -60,8 +67,8 @@ std::vector<std::string> Registry::expire(Millis now, Millis timeout, Millis* ne
     if (now - h.last_seen > timeout) {
       h.online = false;
       h.said_hello = false;
-      h.udp_confirmed = false;
-      lost.push_back(id);
+      if (auto* slot = udp_slot(h.udp_session)) slot->confirmed = false;
+      lost.push_back(h.host_id);
     } else {
       next = std::min(next, h.last_seen + timeout + 1);
     }
@@ -70,35 +77,64 @@ std::vector<std::string> Registry::expire(Millis now, Millis timeout, Millis* ne
   return lost;
 }
 
-void Registry::open_udp_session(HostRecord& h, uint32_t session, std::string key) {
+namespace {
+constexpr uint32_t kSlotBits = 20;
+constexpr uint32_t kSlotMask = (1u << kSlotBits) - 1;
+}  // namespace
+
+UdpSlot* Registry::open_udp_session(HostRecord& h, const std::string& key, Millis now) {
   close_udp_session(h);
-  h.udp_session = session;
-  h.udp_key = std::move(key);
-  by_udp_session_[session] = &h;
+  if (key.size() != UdpSlot{}.key.size()) return nullptr;
+  uint32_t idx;
+  if (!udp_free_.empty()) {
+    idx = udp_free_.back();
+    udp_free_.pop_back();
+  } else {
+    if (udp_slots_.size() >= kSlotMask) return nullptr;
+    idx = static_cast<uint32_t>(udp_slots_.size());
+    udp_slots_.emplace_back();
+  }
+  udp_generation_ = (udp_generation_ + 1) & ((1u << (32 - kSlotBits)) - 1);
+  UdpSlot& slot = udp_slots_[idx];
+  slot = UdpSlot{};
+  slot.session = (udp_generation_ << kSlotBits) | (idx + 1);
+  slot.last_datagram = now;
+  std::copy(key.begin(), key.end(), slot.key.begin());
+  slot.host = &h;
+  h.udp_session = slot.session;
+  return &slot;
 }
 
 void Registry::close_udp_session(HostRecord& h) {
-  if (h.udp_session != 0) by_udp_session_.erase(h.udp_session);
+  if (UdpSlot* slot = udp_slot(h.udp_session)) {
+    *slot = UdpSlot{};
+    udp_free_.push_back(static_cast<uint32_t>(slot - udp_slots_.data()));
+  }
   h.udp_session = 0;
-  h.udp_key.clear();
-  h.udp_last_seq = 0;
-  h.udp_confirmed = false;
 }
 
-HostRecord* Registry::by_udp_session(uint32_t session) {
-  auto it = by_udp_session_.find(session);
-  return it == by_udp_session_.end() ? nullptr : it->second;
+UdpSlot* Registry::udp_slot(uint32_t session) {
+  const uint32_t idx = (session & kSlotMask) - 1;  // session 0 wraps to a huge index
+  if (idx >= udp_slots_.size()) return nullptr;
+  UdpSlot& slot = udp_slots_[idx];
+  return slot.session == session ? &slot : nullptr;
 }
 
 std::vector<HostRecord*> Registry::udp_quiet(Millis now, Millis quiet, Millis* next_check) {
   std::vector<HostRecord*> out;
-  for (auto& [session, h] : by_udp_session_) {
-    if (!h->udp_confirmed || !h->online) continue;
-    if (now - h->last_seen > quiet) {
-      h->udp_confirmed = false;
-      out.push_back(h);
+  for (UdpSlot& slot : udp_slots_) {
+    if (!slot.confirmed) continue;  // free slots are never confirmed
+    // A recent datagram settles it without touching the host record; else any traffic does.
+    Millis seen = slot.last_datagram;
+    if (now - seen > quiet) {
+      if (!slot.host->online) continue;
+      seen = std::max(seen, slot.host->last_seen);
+    }
+    if (now - seen > quiet) {
+      slot.confirmed = false;
+      out.push_back(slot.host);
     } else if (next_check) {
-      *next_check = std::min(*next_check, h->last_seen + quiet + 1);
+      *next_check = std::min(*next_check, seen + quiet + 1);
     }
   }
   return out;

@@ -1,6 +1,7 @@
 // The coordinator's live view of the fleet: which hosts exist, which answer, what they run.
 #pragma once
 
+#include <array>
 #include <map>
 #include <string>
 #include <unordered_map>
@@ -38,12 +39,22 @@ struct HostRecord {
   Millis last_sent = 0;     // monotonic; anything sent to it (a heartbeat is due only after silence)
   Millis last_seen_wall = 0;
   Millis first_seen_wall = 0;
-  // Its UDP heartbeat session (0: none), offered in its last Welcome. `udp_confirmed`: we
-  // told it (Heartbeat.udp_seq) that its datagrams arrive, so it may send nothing else.
+  // Its UDP heartbeat session (0: none), offered in its last Welcome; the session's key and
+  // sequence live in the registry's slot table (UdpSlot).
   uint32_t udp_session = 0;
-  std::string udp_key;
-  uint64_t udp_last_seq = 0;
-  bool udp_confirmed = false;
+};
+
+// One UDP heartbeat session. Looked up for every datagram (10,000 a second at rest), so the
+// session id is its index in a flat table (low 20 bits, + 1) plus a generation (high 12 bits,
+// so a reused slot's old datagrams are an unknown session, not a forgery), and what the check
+// needs sits in the slot itself: one cache line, then the host record only to stamp it.
+struct UdpSlot {
+  uint32_t session = 0;  // 0: free
+  bool confirmed = false;  // we told the agent (Heartbeat.udp_seq) that its datagrams arrive
+  uint64_t last_seq = 0;
+  Millis last_datagram = 0;  // monotonic
+  std::array<unsigned char, 32> key{};
+  HostRecord* host = nullptr;
 };
 
 class Registry {
@@ -60,20 +71,22 @@ class Registry {
   // later and a new host's is a full timeout away, so nothing needs checking before then.
   std::vector<std::string> expire(Millis now, Millis timeout, Millis* next_check = nullptr);
 
-  // UDP heartbeat sessions: one per host at most, replaced at each Welcome.
-  void open_udp_session(HostRecord& h, uint32_t session, std::string key);
+  // UDP heartbeat sessions: one per host at most, replaced at each Welcome. open returns the
+  // new session's slot (null when 2^20 - 1 sessions are live). Slot pointers stay valid until
+  // the next open.
+  UdpSlot* open_udp_session(HostRecord& h, const std::string& key, Millis now);
   void close_udp_session(HostRecord& h);
-  HostRecord* by_udp_session(uint32_t session);
-  // Confirmed UDP hosts silent for longer than `quiet` (< the expiry timeout): unconfirmed
-  // and returned, for the caller to tell them to heartbeat over their connection again.
-  // `next_check` is lowered to when the next one can go quiet.
+  UdpSlot* udp_slot(uint32_t session);
+  // Confirmed UDP hosts silent (no traffic at all) for longer than `quiet` (< the expiry
+  // timeout): unconfirmed and returned, for the caller to tell them to heartbeat over their
+  // connection again. `next_check` is lowered to when the next one can go quiet.
   std::vector<HostRecord*> udp_quiet(Millis now, Millis quiet, Millis* next_check);
+  // Every host, in creation order (a flat list: the per-interval scans walk it, not the map).
+  const std::vector<HostRecord*>& all() const { return all_; }
 
   HostRecord* by_identity(const std::string& identity);
   HostRecord* find(const std::string& host_id);
   const std::map<std::string, HostRecord>& hosts() const { return hosts_; }
-  // For the heartbeat tick, which stamps last_sent; hosts are never added or removed through it.
-  std::map<std::string, HostRecord>& mutable_hosts() { return hosts_; }
 
   nlohmann::json to_json(Millis wall_now) const;
   static nlohmann::json host_json(const HostRecord& h, Millis wall_now);
@@ -82,7 +95,11 @@ class Registry {
   std::map<std::string, HostRecord> hosts_;  // by host id; never erased, so pointers stay valid
   // Looked up on every agent message: hashed, and straight to the record.
   std::unordered_map<std::string, HostRecord*> by_identity_;
-  std::unordered_map<uint32_t, HostRecord*> by_udp_session_;
+  std::vector<HostRecord*> all_;
+  HostRecord& record(const std::string& host_id);  // creates (and lists) a new one
+  std::vector<UdpSlot> udp_slots_;
+  std::vector<uint32_t> udp_free_;  // indexes of free slots
+  uint32_t udp_generation_ = 0;
 };
 
 }  // namespace gantry::fleet

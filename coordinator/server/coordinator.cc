@@ -5,8 +5,6 @@
 #include <cstring>
 #include <mutex>
 
-#include <sodium.h>
-
 #include "common/protocol/codec.h"
 #include "common/release/manifest.h"
 #include "common/security/keys.h"
@@ -338,10 +336,12 @@ void Coordinator::drain_udp() {
   udp_->drain(kMaxDatagramsPerPass, [&](const unsigned char* data, std::size_t len) {
     uh::Header hd;
     uh::Reject r = uh::parse(data, len, &hd);
-    fleet::HostRecord* h = nullptr;
-    if (r == uh::Reject::kNone && !(h = registry_.by_udp_session(hd.session))) r = uh::Reject::kUnknownSession;
-    if (r == uh::Reject::kNone && !uh::authentic(data, h->udp_key)) r = uh::Reject::kMac;
-    if (r == uh::Reject::kNone && hd.seq <= h->udp_last_seq) r = uh::Reject::kReplay;
+    fleet::UdpSlot* slot = nullptr;
+    if (r == uh::Reject::kNone && !(slot = registry_.udp_slot(hd.session))) r = uh::Reject::kUnknownSession;
+    if (r == uh::Reject::kNone &&
+        !uh::authentic(data, std::string_view(reinterpret_cast<const char*>(slot->key.data()), slot->key.size())))
+      r = uh::Reject::kMac;
+    if (r == uh::Reject::kNone && hd.seq <= slot->last_seq) r = uh::Reject::kReplay;
     if (r != uh::Reject::kNone) {
       metrics_->udp_rejected[static_cast<size_t>(r)]++;
       // After a restart every agent's old session is unknown here until its hello: expected.
@@ -350,7 +350,9 @@ void Coordinator::drain_udp() {
                      std::string("heartbeat datagram dropped (") + uh::reject_name(r) + "); more are counted in gantry_udp_heartbeats_rejected_total");
       return;
     }
-    h->udp_last_seq = hd.seq;
+    slot->last_seq = hd.seq;
+    slot->last_datagram = now;
+    fleet::HostRecord* h = slot->host;
     metrics_->udp_heartbeats++;
     if (!h->said_hello) {
       // Marked unknown (our loop stalled past the timeout?) while its connection lives on: a
@@ -363,8 +365,8 @@ void Coordinator::drain_udp() {
     }
     h->last_seen = now;
     h->last_seen_wall = wall;
-    if (!h->udp_confirmed) {
-      h->udp_confirmed = true;
+    if (!slot->confirmed) {
+      slot->confirmed = true;
       proto::Heartbeat confirm{static_cast<uint64_t>(now)};
       confirm.udp_seq = hd.seq;
       send_to_host(h->identity, confirm);
@@ -703,13 +705,11 @@ void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
   // A fresh UDP heartbeat session per Welcome (the key travels on this connection only).
   auto& mrec = *registry_.find(h.host_id);
   if (udp_ && (h.capabilities & proto::kCapUdpHeartbeat)) {
-    uint32_t session = 0;
-    for (int tries = 0; tries < 64 && (session == 0 || registry_.by_udp_session(session)); ++tries) session = randombytes_random();
-    if (session != 0 && !registry_.by_udp_session(session)) {
-      registry_.open_udp_session(mrec, session, transport::udp_hb::new_key());
+    std::string key = transport::udp_hb::new_key();
+    if (const fleet::UdpSlot* slot = registry_.open_udp_session(mrec, key, now)) {
       w.udp_port = udp_->port();
-      w.udp_session = session;
-      w.udp_key = mrec.udp_key;
+      w.udp_session = slot->session;
+      w.udp_key = std::move(key);
     }
   } else {
     registry_.close_udp_session(mrec);
@@ -1757,7 +1757,8 @@ void Coordinator::on_timers() {
     // per interval, so a gap is at most period + interval, well inside misses x period.
     // The same bytes for every host: encoded once per tick, not once per host.
     std::string hb;
-    for (auto& [id, h] : registry_.mutable_hosts()) {
+    for (fleet::HostRecord* hp : registry_.all()) {
+      fleet::HostRecord& h = *hp;
       if (!h.online || !h.said_hello || now - h.last_sent < heartbeat_period(h)) continue;
       if (hb.empty()) hb = proto::encode(proto::Heartbeat{static_cast<uint64_t>(now)});
       auto s = transport::send_raw_to(*agents_, h.identity, hb);
