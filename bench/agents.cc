@@ -75,6 +75,10 @@ struct Held {
 struct Agent {
   std::string id;
   std::unique_ptr<zmq::socket_t> dealer, sub;
+  // As the real agent: a monitor of the DEALER whose DISCONNECTED event ends the UDP session
+  // and sends a heartbeat on the connection at once (a restarted coordinator answers it with
+  // hello_required; datagrams alone would wait out the silence limit).
+  std::unique_ptr<zmq::socket_t> monitor;
   std::unique_ptr<ZmtpSub> rsub;  // --raw-sub: instead of `sub`
   bool opened = false, dead = false, welcomed = false;
   bool heard = false;     // any frame on the current DEALER
@@ -133,6 +137,7 @@ class Fleet {
   }
   ~Fleet() {
     for (auto& a : agents_) {
+      a.monitor.reset();
       a.dealer.reset();
       a.sub.reset();
       a.rsub.reset();
@@ -161,6 +166,7 @@ class Fleet {
         switch (key & 3) {
           case kKeyDealer: drain_dealer(idx); break;
           case kKeySub: drain_sub(idx); break;
+          case kKeyMonitor: drain_monitor(idx); break;
           default: on_raw_sub(idx, evs[i].events); break;
         }
       }
@@ -171,6 +177,7 @@ class Fleet {
         for (size_t i = 0; i < agents_.size(); ++i) {
           drain_dealer(i);
           drain_sub(i);
+          drain_monitor(i);
         }
       }
       if (now >= next_timers) {  // heartbeats and liveness: 10 ms resolution is plenty
@@ -195,7 +202,7 @@ class Fleet {
 
  private:
   // epoll keys: agent index << 2 | socket kind
-  static constexpr uint64_t kKeyDealer = 0, kKeySub = 1, kKeyRawSub = 2;
+  static constexpr uint64_t kKeyDealer = 0, kKeySub = 1, kKeyRawSub = 2, kKeyMonitor = 3;
 
   void watch(zmq::socket_t& s, uint64_t key) {
     int fd = s.get(zmq::sockopt::fd);
@@ -237,6 +244,15 @@ class Fleet {
     // routing id; with CURVE by our key, and the ROUTER gives each connection a fresh id.
     if (!so.curve.enabled()) so.routing_id = a.id;
     transport::configure(*a.dealer, so);
+    if (o_.udp_heartbeats) {
+      const std::string mep = "inproc://sim-dealer-" + std::to_string(i) + "-" + std::to_string(++monitor_seq_);
+      if (zmq_socket_monitor(a.dealer->handle(), mep.c_str(), ZMQ_EVENT_DISCONNECTED) == 0) {
+        a.monitor = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
+        a.monitor->set(zmq::sockopt::linger, 0);
+        a.monitor->connect(mep);
+        watch(*a.monitor, (i << 2) | kKeyMonitor);
+      }
+    }
     a.dealer->connect(o_.endpoint);
     watch(*a.dealer, (i << 2) | kKeyDealer);
     int64_t now = mono_ms();
@@ -250,6 +266,7 @@ class Fleet {
 
   void close_dealer(Agent& a) {
     if (!a.dealer) return;
+    drop_monitor(a);
     unwatch(*a.dealer);
     a.dealer.reset();
     end_udp_session(a);  // the next connection says hello and gets a new one
@@ -264,6 +281,7 @@ class Fleet {
     for (auto& a : agents_) {
       if (a.dead || !a.dealer) continue;
       a.dead = true;
+      drop_monitor(a);
       unwatch(*a.dealer);
       a.dealer.reset();
       end_udp_session(a);
@@ -320,6 +338,26 @@ class Fleet {
         return;
       }
       on_frame(i, *f);
+    }
+  }
+
+  void drop_monitor(Agent& a) {
+    if (!a.monitor) return;
+    unwatch(*a.monitor);
+    a.monitor.reset();
+  }
+
+  void drain_monitor(size_t i) {
+    Agent& a = agents_[i];
+    for (int k = 0; k < 16 && a.monitor; ++k) {
+      zmq::message_t ev, addr;
+      if (!a.monitor->recv(ev, zmq::recv_flags::dontwait)) return;
+      if (ev.more()) (void)a.monitor->recv(addr, zmq::recv_flags::dontwait);
+      uint16_t id = 0;
+      if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
+      if (id != ZMQ_EVENT_DISCONNECTED || a.udp_session == 0) continue;
+      end_udp_session(a);
+      send(i, proto::Heartbeat{++a.hb_seq});
     }
   }
 
@@ -594,6 +632,7 @@ class Fleet {
   Options o_;
   zmq::context_t ctx_;
   int ep_ = -1;
+  uint64_t monitor_seq_ = 0;
   std::vector<Agent> agents_;
   std::multimap<int64_t, std::pair<size_t, proto::Order>> due_;
   std::map<uint64_t, RolloutStats> rollouts_;

@@ -665,9 +665,9 @@ def bench_rest(args):
                       "%d / %d" % (floor_udp["confirms"], floor_udp["lost"]), "—", "—", None)]
         rows += [("heartbeats reaching the agents per s (coordinator heartbeat period %g s)" % (args.coord_hb_ms / 1000.0),
                  f"{hb_rate:.0f}", f"{floor_hb_rate:.0f}", f"{hb_rate / max(floor_hb_rate, 1):.2f}", "—", None),
-                ("dead agent noticed after it died (s)", f"{since_death:.2f}", "1 s interval", f"{since_death:.2f} intervals",
+                ("dead agent noticed after it died (s)", f"{since_death:.3f}", "1 s interval", f"{since_death:.3f} intervals",
                  "≤ 3 intervals", since_death <= 3.0),
-                ("… after its last message (s; the timeout is 3 intervals of silence)", f"{since_last:.2f}", "—", "—", "—", None)]
+                ("… after its last message (s; the timeout is 3 intervals of silence)", f"{since_last:.3f}", "—", "—", "—", None)]
         how = ("Heartbeats: UDP datagrams once confirmed (the default of the coordinator, the floor and the simulators: "
                "each agent sends a datagram and a ZMTP heartbeat until the server confirms its session on the connection, "
                "then the datagram alone). Datagrams accepted / sent: the server's counter (the coordinator's /metrics, read "
