@@ -275,8 +275,8 @@ Status Coordinator::start() {
   }
   nlohmann::json ej(endpoints_);
   if (auto s = fs::write_file_atomic(cfg_.state_dir + "/endpoints.json", ej.dump() + "\n"); !s.ok()) return s;
-  L()->info("coordinator epoch {} serving agents on {} (heartbeat datagrams on {}), broadcasts on {}, operators on {}, http on {}", epoch_,
-            endpoints_["agent"], endpoints_["udp_heartbeat"].empty() ? "off" : "udp://" + endpoints_["udp_heartbeat"], endpoints_["pub"],
+  L()->info("coordinator epoch {} serving agents on {} (heartbeat datagrams: {}), broadcasts on {}, operators on {}, http on {}", epoch_,
+            endpoints_["agent"], endpoints_["udp_heartbeat"].empty() ? "off" : "udp " + endpoints_["udp_heartbeat"], endpoints_["pub"],
             endpoints_["operator"], endpoints_["http"]);
   publish();
   return Status::Ok();
