@@ -166,9 +166,13 @@ Status Sender::open(const std::string& endpoint, uint16_t udp_port) {
   const auto colon = rest.rfind(':');
   if (colon == std::string::npos) return make_error("config", "endpoint '" + endpoint + "' has no port");
   std::string host = rest.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const bool v6_literal = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (v6_literal) host = host.substr(1, host.size() - 2);
   addrinfo hints{};
   hints.ai_socktype = SOCK_DGRAM;
+  // As libzmq resolves the connection's host (ZMQ_IPV6 off): a name is looked up as IPv4, so
+  // "localhost" means 127.0.0.1 for the datagrams too, not the ::1 the connection never uses.
+  hints.ai_family = v6_literal ? AF_INET6 : AF_INET;
   hints.ai_flags = AI_NUMERICSERV;
   addrinfo* res = nullptr;
   const std::string port = std::to_string(udp_port);

@@ -96,6 +96,23 @@ TEST(UdpHeartbeat, SenderReachesReceiverOnLoopbackAndOversizedDatagramsAreCut) {
   EXPECT_EQ(oversized, 1);
 }
 
+TEST(UdpHeartbeat, AHostNameIsResolvedAsTheConnectionResolvesIt) {
+  // "localhost" may list ::1 first; the ZeroMQ connection (IPv4 only) goes to 127.0.0.1, and
+  // so must the datagrams, to a receiver bound where the coordinator's agent socket is.
+  udp::Receiver r;
+  ASSERT_TRUE(r.bind("127.0.0.1", 0).ok());
+  udp::Sender s;
+  ASSERT_TRUE(s.open("tcp://localhost:7600", r.port()).ok());
+  ASSERT_TRUE(s.send(3, 1, kKey).ok());
+  int got = 0;
+  for (int round = 0; round < 20 && got == 0; ++round) {
+    pollfd p{r.fd(), POLLIN, 0};
+    ::poll(&p, 1, 100);
+    got += r.drain(10, [](const unsigned char*, std::size_t) {});
+  }
+  EXPECT_EQ(got, 1);
+}
+
 TEST(UdpHeartbeat, BadAddressesAreErrorsNotCrashes) {
   udp::Receiver r;
   auto st = r.bind("not-an-ip", 0);
