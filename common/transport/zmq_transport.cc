@@ -51,6 +51,13 @@ Status check_connect_endpoint(const std::string& ep) {
 namespace {
 Status attach(zmq::socket_t& s, const std::string& endpoint, bool bind) {
   try {
+    // libzmq resolves IPv4 only unless ZMQ_IPV6 is on, and then maps every name to IPv6. On for
+    // an [IPv6] literal only, so names and IPv4 endpoints resolve as they always did (and as the
+    // UDP heartbeat sender resolves them: udp_heartbeat.cc).
+    const auto host = endpoint.find("://") == std::string::npos ? std::string::npos : endpoint.find("://") + 3;
+    const auto semi = endpoint.find(';', host == std::string::npos ? 0 : host);
+    const auto start = semi == std::string::npos ? host : semi + 1;
+    if (start != std::string::npos && start < endpoint.size() && endpoint[start] == '[') s.set(zmq::sockopt::ipv6, 1);
     if (bind) s.bind(endpoint);
     else s.connect(endpoint);
   } catch (const zmq::error_t& e) {

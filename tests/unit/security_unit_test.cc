@@ -1,6 +1,9 @@
 // Key files, release manifests, the Order's signed fields on the wire, the coordinator's key ring
 // and ZAP decisions, and fail-closed CURVE servers.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -209,6 +212,39 @@ TEST(Transport, ContextWithoutZeroCopyDeliversFramesOfEverySizeIntact) {
     EXPECT_EQ(in->identity, "d1");
     EXPECT_EQ(in->payload, body) << "frame of " << size << " bytes";
   }
+}
+
+// An [IPv6] literal endpoint works (libzmq needs ZMQ_IPV6 for it; transport::bind/connect set
+// it for such endpoints only), and an IPv4 one still binds as IPv4.
+TEST(Transport, Ipv6LiteralEndpointsBindAndConnect) {
+  int probe = ::socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  const bool have_v6 = probe >= 0 && ::bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  if (probe >= 0) ::close(probe);
+  if (!have_v6) GTEST_SKIP() << "no ::1 on this host";
+  zmq::context_t ctx(1);
+  zmq::socket_t router(ctx, zmq::socket_type::router), dealer(ctx, zmq::socket_type::dealer);
+  transport::SocketOptions so;
+  transport::configure(router, so);
+  so.routing_id = "d6";
+  transport::configure(dealer, so);
+  auto st = transport::bind(router, "tcp://[::1]:*");
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  const std::string ep = router.get(zmq::sockopt::last_endpoint);
+  EXPECT_EQ(ep.rfind("tcp://[::1]:", 0), 0u) << ep;
+  ASSERT_TRUE(transport::check_connect_endpoint(ep).ok());
+  ASSERT_TRUE(transport::connect(dealer, ep).ok());
+  ASSERT_TRUE(dealer.send(zmq::str_buffer("over v6"), zmq::send_flags::dontwait).has_value());
+  zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}};
+  ASSERT_GT(zmq::poll(items, 1, std::chrono::milliseconds(5000)), 0);
+  auto in = transport::recv_routed(router);
+  ASSERT_TRUE(in.has_value());
+  EXPECT_EQ(in->payload, "over v6");
+  zmq::socket_t v4(ctx, zmq::socket_type::router);
+  ASSERT_TRUE(transport::bind(v4, "tcp://127.0.0.1:*").ok());
+  EXPECT_EQ(v4.get(zmq::sockopt::last_endpoint).rfind("tcp://127.0.0.1:", 0), 0u);
 }
 
 }  // namespace
