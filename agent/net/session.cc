@@ -128,6 +128,15 @@ void Session::heartbeat(Millis now) {
   send(proto::Heartbeat{++hb_seq_});
 }
 
+// The coordinator's heartbeat datagrams: life from the coordinator, as any frame on the
+// connection is.
+void Session::on_udp_readable() {
+  const uint64_t seq = udp_.receive(udp_session_, udp_heard_seq_, udp_key_, &udp_rejected_);
+  if (seq == 0) return;
+  udp_heard_seq_ = seq;
+  last_heard_ = clock_.now_ms();
+}
+
 void Session::on_monitor_event() {
   for (int i = 0; i < 16; ++i) {
     zmq::message_t ev, addr;
@@ -171,6 +180,8 @@ void Session::on_dealer_frame(std::string_view bytes) {
           udp_session_ = w.udp_session;
           udp_key_ = w.udp_key;
           udp_seq_ = 0;
+          udp_heard_seq_ = 0;
+          udp_deaf_sent_ = false;
           lg()->info("heartbeat datagrams offered on UDP port {}", w.udp_port);
         } else {
           lg()->warn("{}; heartbeats stay on the connection", st.error().message);
@@ -243,6 +254,16 @@ void Session::timers(Millis now) {
     } else if (now - last_sent_ >= o_.heartbeat_interval_ms) {
       heartbeat(now);
     }
+    // Confirmed, and the coordinator's heartbeat (a datagram now) is two intervals overdue:
+    // its datagrams do not reach us (a firewall in front of this host?). Say so once; it then
+    // heartbeats us over the connection, well before our silence limit (misses x its period).
+    if (dealer_ && udp_confirmed_ && !udp_deaf_sent_ && now - last_heard_ > coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms) {
+      udp_deaf_sent_ = true;
+      lg()->warn("no heartbeat datagram from the coordinator for {} ms; asking for its heartbeats over the connection", now - last_heard_);
+      proto::Heartbeat deaf{++hb_seq_};
+      deaf.udp_deaf = true;
+      send(deaf);
+    }
   } else if (now >= reconnect_at_) {
     open_dealer();
   }
@@ -274,6 +295,7 @@ int Session::run(int stop_fd) {
     if (dealer_) {
       deadline = std::min(deadline, last_sent_ + o_.heartbeat_interval_ms);
       deadline = std::min(deadline, last_heard_ + silence_limit());
+      if (udp_confirmed_ && !udp_deaf_sent_) deadline = std::min(deadline, last_heard_ + coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms + 1);
     } else {
       deadline = std::min(deadline, reconnect_at_);
     }
@@ -287,6 +309,8 @@ int Session::run(int stop_fd) {
     if (dealer_) items.push_back({dealer_->handle(), 0, ZMQ_POLLIN, 0});
     const size_t mon_at = items.size();
     if (monitor_) items.push_back({monitor_->handle(), 0, ZMQ_POLLIN, 0});
+    const size_t udp_at = items.size();
+    if (udp_session_ != 0 && udp_.is_open()) items.push_back({nullptr, udp_.fd(), ZMQ_POLLIN, 0});
     try {
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t& e) {
@@ -303,6 +327,7 @@ int Session::run(int stop_fd) {
       return 0;
     }
     if (monitor_ && mon_at < items.size() && (items[mon_at].revents & ZMQ_POLLIN)) on_monitor_event();
+    if (udp_at < items.size() && (items[udp_at].revents & ZMQ_POLLIN)) on_udp_readable();
     for (int i = 0; i < kMaxFramesPerTurn; ++i) {
       bool dropped = false;
       auto f = transport::recv_frame(*sub_, &dropped);

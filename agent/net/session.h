@@ -54,6 +54,7 @@ class Session {
   void on_monitor_event();
   void heartbeat(Millis now);
   void end_udp_session(const char* why);
+  void on_udp_readable();
   void timers(Millis now);
   // Silence from the coordinator after which the connection is given up (the rule, shared
   // with the fleet simulator, is in common/transport/liveness.h: a connection that never heard
@@ -81,6 +82,9 @@ class Session {
   std::string udp_key_;
   uint64_t udp_seq_ = 0;
   bool udp_confirmed_ = false;
+  uint64_t udp_heard_seq_ = 0;    // the coordinator's last heartbeat datagram of the session
+  uint64_t udp_rejected_ = 0;     // datagrams on our socket that were not the coordinator's
+  bool udp_deaf_sent_ = false;    // told the coordinator its datagrams do not reach us
   Millis udp_error_logged_ = -1;
   Millis last_heard_ = 0;
   Millis coordinator_period_ms_ = 0;  // how often the coordinator promised to be heard from

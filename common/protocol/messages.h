@@ -86,6 +86,9 @@ struct Heartbeat {
   // arriving (the agent heartbeats over the connection again, and keeps sending datagrams).
   uint64_t udp_seq = 0;
   bool udp_lost = false;
+  // Optional, agent -> coordinator only: the coordinator's heartbeat datagrams do not reach
+  // this agent; heartbeat it over the connection for the rest of the session.
+  bool udp_deaf = false;
 };
 
 // "Make `service` run `version`, verify it, and report." Used for updates and rollbacks alike.

@@ -16,6 +16,8 @@ namespace gantry::transport::udp_hb {
 namespace {
 
 constexpr unsigned char kMagic[4] = {'G', 'H', 'B', 1};
+constexpr unsigned char kMagicCoordinator[4] = {'G', 'H', 'C', 1};
+const unsigned char* magic(From from) { return from == From::kAgent ? kMagic : kMagicCoordinator; }
 constexpr std::size_t kMacBytes = 16;
 constexpr std::size_t kSigned = kDatagramBytes - kMacBytes;
 
@@ -51,18 +53,18 @@ const char* reject_name(Reject r) {
   return "?";
 }
 
-Datagram seal(uint32_t session, uint64_t seq, std::string_view key) {
+Datagram seal(uint32_t session, uint64_t seq, std::string_view key, From from) {
   Datagram d{};
-  std::memcpy(d.data(), kMagic, 4);
+  std::memcpy(d.data(), magic(from), 4);
   put_be(d.data() + 4, session, 4);
   put_be(d.data() + 8, seq, 8);
   mac(d.data(), key, d.data() + kSigned);
   return d;
 }
 
-Reject parse(const unsigned char* data, std::size_t len, Header* h) {
+Reject parse(const unsigned char* data, std::size_t len, Header* h, From from) {
   if (len != kDatagramBytes) return Reject::kSize;
-  if (std::memcmp(data, kMagic, 4) != 0) return Reject::kMagic;
+  if (std::memcmp(data, magic(from), 4) != 0) return Reject::kMagic;
   h->session = static_cast<uint32_t>(get_be(data + 4, 4));
   h->seq = get_be(data + 8, 8);
   if (h->session == 0 || h->seq == 0) return Reject::kMagic;
@@ -132,19 +134,34 @@ int Receiver::read_batch() {
   if (fd_ < 0) return 0;
   mmsghdr msgs[kBatch];
   iovec iov[kBatch];
+  sockaddr_storage from[kBatch];
   for (int i = 0; i < kBatch; ++i) {
     iov[i] = {bufs_[static_cast<std::size_t>(i)].data(), bufs_[static_cast<std::size_t>(i)].size()};
     std::memset(&msgs[i], 0, sizeof msgs[i]);
     msgs[i].msg_hdr.msg_iov = &iov[i];
     msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
   }
   int n = ::recvmmsg(fd_, msgs, kBatch, MSG_DONTWAIT, nullptr);
   if (n <= 0) return 0;
   for (int i = 0; i < n; ++i) {
+    Peer& p = peers_[static_cast<std::size_t>(i)];
+    const socklen_t flen = msgs[i].msg_hdr.msg_namelen;
+    p.len = flen <= p.addr.size() ? static_cast<uint8_t>(flen) : 0;
+    if (p.len) std::memcpy(p.addr.data(), &from[i], p.len);
     // A datagram longer than the buffer is cut (MSG_TRUNC): report a size that fails parse().
     lens_[static_cast<std::size_t>(i)] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? bufs_[0].size() + 1 : msgs[i].msg_len;
   }
   return n;
+}
+
+Status Receiver::send_to(const Datagram& d, const Peer& peer) {
+  if (fd_ < 0 || peer.len == 0) return make_error("io", "no UDP socket or no peer address");
+  if (::sendto(fd_, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(peer.addr.data()), peer.len) !=
+      static_cast<ssize_t>(d.size()))
+    return make_error("io", "UDP heartbeat send: " + errno_text(errno));
+  return Status::Ok();
 }
 
 // ---- Sender -----------------------------------------------------------------------------
@@ -192,6 +209,23 @@ Status Sender::open(const std::string& endpoint, uint16_t udp_port) {
   }
   ::freeaddrinfo(res);
   return st;
+}
+
+uint64_t Sender::receive(uint32_t session, uint64_t last_seq, std::string_view key, uint64_t* rejected) {
+  uint64_t best = 0;
+  unsigned char buf[64];
+  for (int i = 0; i < 64 && fd_ >= 0; ++i) {  // bounded: the coordinator sends one per period
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
+    if (n < 0) break;  // EAGAIN, or an ICMP error (ECONNREFUSED) reported on this socket
+    Header h;
+    if (parse(buf, static_cast<std::size_t>(n), &h, From::kCoordinator) != Reject::kNone || h.session != session ||
+        !authentic(buf, key) || h.seq <= std::max(last_seq, best)) {
+      if (rejected) ++*rejected;
+      continue;
+    }
+    best = h.seq;
+  }
+  return best;
 }
 
 Status Sender::send(uint32_t session, uint64_t seq, std::string_view key) {

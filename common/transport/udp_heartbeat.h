@@ -7,13 +7,15 @@
 // the connection stays the only channel for everything else, and the only one the coordinator
 // answers on. A datagram is 32 bytes:
 //
-//   0..3   magic "GHB" + format version 1
+//   0..3   magic: "GHB" (agent -> coordinator) or "GHC" (coordinator -> agent), + version 1
 //   4..7   session id, big-endian (never 0)
 //   8..15  sequence number, big-endian, strictly increasing within the session (from 1)
 //   16..31 BLAKE2b-128 of bytes 0..15 keyed with the session key
 //
 // Forged datagrams fail the MAC, replayed ones the sequence check; both are counted and
-// dropped. Nothing here trusts the sender's address.
+// dropped. The coordinator answers a confirmed session's datagrams with its own heartbeat, a
+// "GHC" datagram of the same session (its own sequence), to the address the agent's last
+// valid datagram came from: one for one at most, never to an unauthenticated sender.
 #pragma once
 
 #include <array>
@@ -31,8 +33,11 @@ constexpr std::size_t kKeyBytes = 32;
 
 using Datagram = std::array<unsigned char, kDatagramBytes>;
 
+// Who sent it: the magic differs, so neither side can take the other's datagram for its own.
+enum class From { kAgent, kCoordinator };
+
 // The datagram for (session, seq) under `key` (kKeyBytes).
-Datagram seal(uint32_t session, uint64_t seq, std::string_view key);
+Datagram seal(uint32_t session, uint64_t seq, std::string_view key, From from = From::kAgent);
 
 // What a received datagram claims, before the MAC is checked (that needs the session's key).
 struct Header {
@@ -42,8 +47,15 @@ struct Header {
 enum class Reject { kNone, kSize, kMagic, kUnknownSession, kMac, kReplay };
 const char* reject_name(Reject r);
 
-// Size, magic, session != 0 and seq != 0. Returns kNone and fills `h` when it looks like one.
-Reject parse(const unsigned char* data, std::size_t len, Header* h);
+// Size, magic (of `from`), session != 0 and seq != 0. Returns kNone and fills `h` when it
+// looks like one.
+Reject parse(const unsigned char* data, std::size_t len, Header* h, From from = From::kAgent);
+
+// A datagram's source (IPv4 or IPv6), kept to answer it.
+struct Peer {
+  std::array<unsigned char, 28> addr{};  // sockaddr_in or sockaddr_in6
+  uint8_t len = 0;                       // 0: none
+};
 // The MAC of a parsed datagram under `key` (constant time).
 bool authentic(const unsigned char* data, std::string_view key);
 
@@ -63,19 +75,25 @@ class Receiver {
   Status bind(const std::string& host, uint16_t port);
   int fd() const { return fd_; }
   uint16_t port() const { return port_; }
-  // Calls fn(data, len) for each datagram waiting, at most `max` of them; returns how many.
+  // Calls fn(data, len, peer) for each datagram waiting, at most `max` of them; returns how many.
   template <typename Fn>
   int drain(int max, Fn&& fn) {
     int n = 0;
     while (n < max) {
       int got = read_batch();
       if (got <= 0) break;
-      for (int i = 0; i < got; ++i) fn(bufs_[static_cast<std::size_t>(i)].data(), lens_[static_cast<std::size_t>(i)]);
+      for (int i = 0; i < got; ++i) {
+        const auto k = static_cast<std::size_t>(i);
+        fn(bufs_[k].data(), lens_[k], peers_[k]);
+      }
       n += got;
       if (got < kBatch) break;
     }
     return n;
   }
+
+  // One datagram to `peer` (non-blocking; a full buffer or an unreachable peer is an error).
+  Status send_to(const Datagram& d, const Peer& peer);
 
  private:
   static constexpr int kBatch = 64;
@@ -84,6 +102,7 @@ class Receiver {
   uint16_t port_ = 0;
   std::array<std::array<unsigned char, 64>, kBatch> bufs_{};
   std::array<std::size_t, kBatch> lens_{};
+  std::array<Peer, kBatch> peers_{};
 };
 
 // The agent's sending socket, connected to the coordinator's host and the Welcome's port.
@@ -102,6 +121,11 @@ class Sender {
   // Sends the next datagram of the session; errors (ECONNREFUSED after an ICMP, ENOBUFS, ...)
   // are returned for the caller to log, and the session goes on.
   Status send(uint32_t session, uint64_t seq, std::string_view key);
+  int fd() const { return fd_; }
+  // Reads what waits on the socket (only the coordinator's address can send to it: it is
+  // connected) and returns the highest valid coordinator heartbeat sequence of `session` above
+  // `last_seq`, or 0 if none; invalid datagrams are counted in *rejected.
+  uint64_t receive(uint32_t session, uint64_t last_seq, std::string_view key, uint64_t* rejected);
 
  private:
   int fd_ = -1;

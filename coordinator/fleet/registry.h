@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/protocol/messages.h"
+#include "common/transport/udp_heartbeat.h"
 #include "common/util/clock.h"
 
 namespace gantry::fleet {
@@ -55,6 +56,11 @@ struct UdpSlot {
   Millis last_datagram = 0;  // monotonic
   std::array<unsigned char, 32> key{};
   HostRecord* host = nullptr;
+  // Where its last valid datagram came from: our own heartbeats to a confirmed session go
+  // there as datagrams, unless the agent said it does not hear them (deaf).
+  transport::udp_hb::Peer peer;
+  uint64_t sent_seq = 0;
+  bool deaf = false;
 };
 
 class Registry {

@@ -333,7 +333,7 @@ Status Coordinator::open_udp_heartbeats(const std::string& agent_endpoint) {
 void Coordinator::drain_udp() {
   namespace uh = transport::udp_hb;
   const Millis now = clock_.now_ms(), wall = clock_.wall_ms();
-  udp_->drain(kMaxDatagramsPerPass, [&](const unsigned char* data, std::size_t len) {
+  udp_->drain(kMaxDatagramsPerPass, [&](const unsigned char* data, std::size_t len, const uh::Peer& peer) {
     uh::Header hd;
     uh::Reject r = uh::parse(data, len, &hd);
     fleet::UdpSlot* slot = nullptr;
@@ -352,6 +352,7 @@ void Coordinator::drain_udp() {
     }
     slot->last_seq = hd.seq;
     slot->last_datagram = now;
+    slot->peer = peer;  // follows the agent (a NAT may rebind it)
     fleet::HostRecord* h = slot->host;
     metrics_->udp_heartbeats++;
     if (!h->said_hello) {
@@ -632,8 +633,14 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
       [&](const auto& m) {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, proto::Heartbeat>) {
-          // Any traffic counts; nothing more to do.
+          // Any traffic counts; nothing more to do, unless our datagrams do not reach it.
           agent_events_in_pass_ = events_before;
+          if (m.udp_deaf) {
+            if (fleet::UdpSlot* slot = registry_.udp_slot(host.udp_session); slot && !slot->deaf) {
+              slot->deaf = true;
+              L()->info("{}: our heartbeat datagrams do not reach it; heartbeating it over its connection", host.host_id);
+            }
+          }
         } else if constexpr (std::is_same_v<T, proto::OrderAck>) {
           auto it = orders_.find(m.order_id);
           if (it == orders_.end() || it->second.row.host_id != host.host_id) return;
@@ -1760,6 +1767,19 @@ void Coordinator::on_timers() {
     for (fleet::HostRecord* hp : registry_.all()) {
       fleet::HostRecord& h = *hp;
       if (!h.online || !h.said_hello || now - h.last_sent < heartbeat_period(h)) continue;
+      // A confirmed UDP session that hears us: our heartbeat is a datagram of the session, so
+      // at rest the connection carries nothing either way.
+      if (fleet::UdpSlot* slot = udp_ ? registry_.udp_slot(h.udp_session) : nullptr;
+          slot && slot->confirmed && !slot->deaf && slot->peer.len) {
+        auto d = transport::udp_hb::seal(slot->session, ++slot->sent_seq,
+                                         std::string_view(reinterpret_cast<const char*>(slot->key.data()), slot->key.size()),
+                                         transport::udp_hb::From::kCoordinator);
+        if (udp_->send_to(d, slot->peer).ok()) {
+          metrics_->udp_heartbeats_sent++;
+          h.last_sent = now;
+          continue;
+        }
+      }
       if (hb.empty()) hb = proto::encode(proto::Heartbeat{static_cast<uint64_t>(now)});
       auto s = transport::send_raw_to(*agents_, h.identity, hb);
       metrics_->messages_out++;

@@ -121,6 +121,7 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const s
   counter(o, "gantry_hosts_lost_total", "Times a host became unknown after missing heartbeats.", m.hosts_lost);
   counter(o, "gantry_artifact_bytes_sent_total", "Release bytes sent to agents.", m.chunk_bytes);
   counter(o, "gantry_udp_heartbeats_total", "Heartbeat datagrams accepted from agents (UDP).", m.udp_heartbeats);
+  counter(o, "gantry_udp_heartbeats_sent_total", "The coordinator's own heartbeats sent to agents as datagrams (UDP).", m.udp_heartbeats_sent);
   o << "# HELP gantry_udp_heartbeats_rejected_total Heartbeat datagrams dropped, by reason (size, magic, unknown_session, mac, replay).\n"
        "# TYPE gantry_udp_heartbeats_rejected_total counter\n";
   for (size_t r = 1; r < m.udp_rejected.size(); ++r) {

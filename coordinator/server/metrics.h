@@ -27,6 +27,7 @@ struct Metrics {
   uint64_t auth_refused = 0;       // messages or commands refused by key or role
   uint64_t zap_denied = 0;         // CURVE handshakes refused by the ZAP handler
   uint64_t udp_heartbeats = 0;     // heartbeat datagrams accepted
+  uint64_t udp_heartbeats_sent = 0;  // our heartbeats sent as datagrams
   std::array<uint64_t, 6> udp_rejected{};  // heartbeat datagrams dropped, by udp_hb::Reject
   std::map<std::string, uint64_t> reports;          // by outcome
   std::map<std::string, uint64_t> rollouts_ended;   // by final phase

@@ -376,7 +376,7 @@ def mode_heartbeats(ctx, a):
     return {"welcome": welcome, "heartbeats_received": beats, "heartbeats_sent": seq}
 
 
-def udp_datagram(session, seq, key, magic=b"GHB\x01"):
+def udp_datagram(session, seq, key, magic=b"GHB\x01"):  # b"GHC\x01": the coordinator's
     """PROTOCOL.md §5.7, written from the document: magic, session and seq big-endian, then
     BLAKE2b-128 of those 16 bytes keyed with the session key."""
     head = magic + struct.pack(">IQ", session, seq)
@@ -408,11 +408,28 @@ def mode_udp_heartbeats(ctx, a):
     u = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     u.connect((host, port))
     seen = []
+    u.setblocking(False)
+    cdg = {"ok": 0, "bad": 0, "last": 0}
+
+    def coordinator_datagrams():
+        while True:
+            try:
+                d = u.recv(64)
+            except (BlockingIOError, ConnectionRefusedError):
+                return
+            sess, seq = struct.unpack(">IQ", d[4:16]) if len(d) == 32 else (0, 0)
+            if (len(d) == 32 and d[:4] == b"GHC\x01" and sess == session and seq > cdg["last"]
+                    and udp_datagram(session, seq, key, magic=b"GHC\x01") == d):
+                cdg["ok"] += 1
+                cdg["last"] = seq
+            else:
+                cdg["bad"] += 1
 
     def collect(ms):
         for m in recv_all(s, ms):
             if isinstance(m, dict) and isinstance(m.get("b"), dict):
                 seen.append({"t": m.get("t"), **{k: v for k, v in m["b"].items() if isinstance(v, (int, str, bool))}})
+        coordinator_datagrams()
 
     u.send(b"short")
     u.send(udp_datagram(session, 1, key, magic=b"XYZ\x01"))
@@ -431,7 +448,12 @@ def mode_udp_heartbeats(ctx, a):
     confirms = [m["udp_seq"] for m in seen if m["t"] == HEARTBEAT and m.get("udp_seq")]
     lost = sum(1 for m in seen if m["t"] == HEARTBEAT and m.get("udp_lost"))
     errors = [m.get("code") for m in seen if m["t"] == ERROR]
-    return {"session": session, "udp_port": port, "sent": seq, "confirms": confirms, "lost": lost, "errors": errors}
+    first = next((i for i, m in enumerate(seen) if m["t"] == HEARTBEAT and m.get("udp_seq")), len(seen))
+    last = next((i for i, m in enumerate(seen) if m["t"] == HEARTBEAT and m.get("udp_lost")), len(seen))
+    plain = sum(1 for m in seen[first + 1:last] if m["t"] == HEARTBEAT and not m.get("udp_seq") and not m.get("udp_lost"))
+    return {"session": session, "udp_port": port, "sent": seq, "confirms": confirms, "lost": lost, "errors": errors,
+            "coordinator_datagrams": cdg["ok"], "coordinator_datagrams_bad": cdg["bad"],
+            "zmtp_heartbeats_after_confirm": plain}
 
 
 def main():

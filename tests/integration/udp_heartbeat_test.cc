@@ -47,19 +47,27 @@ bool online(Fleet& f, const std::string& host) {
 const char* kConfirmed = "the coordinator receives our heartbeat datagrams";
 
 TEST(UdpHeartbeat, AgentsMoveHeartbeatsToDatagramsAndComeBackAfterACoordinatorRestart) {
-  Fleet f(2);
+  FleetOptions o;
+  o.coordinator_extra_args = {"--coordinator-heartbeat-ms", "1000"};  // its own heartbeats: datagrams too
+  Fleet f(2, o);
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   ASSERT_FALSE(udp_address(f).empty()) << read_file(f.dir() + "/coordinator/endpoints.json");
   ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 1 && count_of(f.agent_log(1), kConfirmed) == 1; }, 20000))
       << f.diagnostics();
 
-  // At rest, confirmed agents send nothing on their connections: datagrams only. (At rest the
-  // /metrics snapshot is rebuilt when a request finds it older than 5 s: MONITORING.md.)
+  // At rest nothing crosses the connections either way: the agents' heartbeats and the
+  // coordinator's are datagrams. (At rest the /metrics snapshot is rebuilt when a request finds
+  // it older than 5 s: MONITORING.md.)
   const std::string m0 = metrics(f);
   ::usleep(5500 * 1000);
   const std::string m1 = metrics(f);
   EXPECT_EQ(metric(m1, "gantry_messages_received_total"), metric(m0, "gantry_messages_received_total")) << m0 << m1;
+  EXPECT_EQ(metric(m1, "gantry_messages_sent_total"), metric(m0, "gantry_messages_sent_total")) << m0 << m1;
   EXPECT_GT(metric(m1, "gantry_udp_heartbeats_total"), metric(m0, "gantry_udp_heartbeats_total")) << m1;
+  EXPECT_GT(metric(m1, "gantry_udp_heartbeats_sent_total"), metric(m0, "gantry_udp_heartbeats_sent_total")) << m1;
+  // ... and the agents count them as the coordinator's life: none gave it up (3 x 1 s).
+  EXPECT_EQ(f.agent_log(0).find("no word from the coordinator"), std::string::npos) << f.agent_log(0);
+  EXPECT_EQ(f.agent_log(0).find("no heartbeat datagram from the coordinator"), std::string::npos) << f.agent_log(0);
   EXPECT_EQ(metric(m1, "gantry_hosts_lost_total"), 0) << m1;
   for (const char* r : {"size", "magic", "unknown_session", "mac", "replay"})
     EXPECT_EQ(metric(m1, std::string("gantry_udp_heartbeats_rejected_total{reason=\"") + r + "\"}"), 0) << r;
@@ -85,7 +93,9 @@ TEST(UdpHeartbeat, AgentsMoveHeartbeatsToDatagramsAndComeBackAfterACoordinatorRe
 // Removes its iptables rule however the test ends.
 class DropUdpPort {
  public:
-  explicit DropUdpPort(int port) : rule_("INPUT -i lo -p udp --dport " + std::to_string(port) + " -j DROP") {
+  // Datagrams to `port` (the agents' heartbeats), or from it (the coordinator's) with `from`.
+  explicit DropUdpPort(int port, bool from = false)
+      : rule_("INPUT -i lo -p udp " + std::string(from ? "--sport " : "--dport ") + std::to_string(port) + " -j DROP") {
     ok_ = run({"sh", "-c", "iptables -I " + rule_}, 30000).exit_code == 0;
   }
   ~DropUdpPort() { lift(); }
@@ -103,7 +113,9 @@ class DropUdpPort {
 TEST(UdpHeartbeat, DatagramsDroppedByAFirewallFallBackToTheConnectionWithoutLosingTheHost) {
   if (::geteuid() != 0 || run({"sh", "-c", "command -v iptables"}, 10000).exit_code != 0)
     GTEST_SKIP() << "needs root and iptables (scripts/install-deps installs it; CI runs as root)";
-  Fleet f(1);
+  FleetOptions o;
+  o.coordinator_extra_args = {"--coordinator-heartbeat-ms", "1000"};
+  Fleet f(1, o);
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 1; }, 20000)) << f.diagnostics();
   const std::string udp = udp_address(f);
@@ -125,6 +137,21 @@ TEST(UdpHeartbeat, DatagramsDroppedByAFirewallFallBackToTheConnectionWithoutLosi
   // The agent kept sending datagrams: once they get through, the coordinator confirms again.
   drop.lift();
   ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 2; }, 20000)) << f.diagnostics();
+
+  // The other direction: the coordinator's heartbeat datagrams are dropped on their way to the
+  // agent. It notices (its period + 2 intervals), says so, and is heartbeated over its
+  // connection instead: it never gives the coordinator up (misses x 1 s = 10 s of silence).
+  const int port = std::stoi(udp.substr(udp.rfind(':') + 1));
+  DropUdpPort deaf(port, /*from=*/true);
+  ASSERT_TRUE(deaf.ok());
+  ASSERT_TRUE(wait_until([&] { return f.coordinator_log().find("our heartbeat datagrams do not reach it") != std::string::npos; }, 20000))
+      << f.diagnostics();
+  EXPECT_NE(f.agent_log(0).find("no heartbeat datagram from the coordinator"), std::string::npos);
+  ::usleep(12000 * 1000);
+  EXPECT_EQ(f.agent_log(0).find("no word from the coordinator"), std::string::npos) << f.agent_log(0);
+  EXPECT_EQ(count_of(f.agent_log(0), "welcomed by the coordinator"), 1) << "no reconnect: " << f.agent_log(0);
+  EXPECT_TRUE(online(f, f.host_id(0)));
+  EXPECT_EQ(metric(metrics(f), "gantry_hosts_lost_total"), 0);
 }
 
 TEST(UdpHeartbeat, ForgedReplayedAndMalformedDatagramsAreCountedAndDropped) {
@@ -132,6 +159,7 @@ TEST(UdpHeartbeat, ForgedReplayedAndMalformedDatagramsAreCountedAndDropped) {
   FleetOptions o;
   o.insecure = true;
   o.heartbeat_misses = 20;  // 4 s: the peer's 1.7 s of final silence must not expire it
+  o.coordinator_extra_args = {"--coordinator-heartbeat-ms", "400"};
   Fleet f(1, o);
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   const auto& ep = f.endpoints();
@@ -146,6 +174,12 @@ TEST(UdpHeartbeat, ForgedReplayedAndMalformedDatagramsAreCountedAndDropped) {
   // Its silence at the end: told to heartbeat over the connection.
   EXPECT_EQ(r.value("lost", 0), 1) << r.dump();
   EXPECT_TRUE(r["errors"].empty()) << r.dump();
+  // Once confirmed, the coordinator's own heartbeats came as datagrams of the session (checked
+  // by the peer: magic GHC, the session, the MAC under the key, increasing sequence) and none
+  // over the connection. 5 s at a 400 ms period: about a dozen.
+  EXPECT_GE(r.value("coordinator_datagrams", 0), 3) << r.dump();
+  EXPECT_EQ(r.value("coordinator_datagrams_bad", -1), 0) << r.dump();
+  EXPECT_EQ(r.value("zmtp_heartbeats_after_confirm", -1), 0) << r.dump();
 
   const std::string m = metrics(f);
   for (const char* reason : {"size", "magic", "unknown_session", "mac", "replay"})

@@ -151,6 +151,10 @@ TEST(Codec, UdpHeartbeatSessionFieldsRoundTripAndAreChecked) {
   EXPECT_EQ(round_trip(confirm).udp_seq, 41u);
   EXPECT_FALSE(round_trip(confirm).udp_lost);
   EXPECT_TRUE(round_trip(lost).udp_lost);
+  Heartbeat deaf{8};
+  deaf.udp_deaf = true;
+  EXPECT_TRUE(round_trip(deaf).udp_deaf);
+  EXPECT_FALSE(round_trip(lost).udp_deaf);
   Hello h;
   h.host_id = "web-1";
   h.capabilities = kCapCoordinatorHeartbeat | kCapUdpHeartbeat;

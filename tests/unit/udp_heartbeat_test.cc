@@ -52,6 +52,44 @@ TEST(UdpHeartbeat, ForgedTamperedAndMalformedDatagramsAreRefused) {
   EXPECT_EQ(udp::parse(zero_seq.data(), 32, &h), udp::Reject::kMagic);
 }
 
+TEST(UdpHeartbeat, EachSideRefusesTheOthersDatagrams) {
+  // Same session and key both ways: only the magic tells them apart, so an agent's datagram
+  // reflected back is no coordinator heartbeat, and the reverse.
+  auto from_agent = udp::seal(5, 9, kKey), from_coordinator = udp::seal(5, 9, kKey, udp::From::kCoordinator);
+  EXPECT_NE(from_agent, from_coordinator);
+  udp::Header h;
+  EXPECT_EQ(udp::parse(from_agent.data(), 32, &h, udp::From::kCoordinator), udp::Reject::kMagic);
+  EXPECT_EQ(udp::parse(from_coordinator.data(), 32, &h, udp::From::kAgent), udp::Reject::kMagic);
+  ASSERT_EQ(udp::parse(from_coordinator.data(), 32, &h, udp::From::kCoordinator), udp::Reject::kNone);
+  EXPECT_TRUE(udp::authentic(from_coordinator.data(), kKey));
+}
+
+TEST(UdpHeartbeat, TheCoordinatorAnswersToThePeerAndTheAgentTakesOnlyValidNewOnes) {
+  udp::Receiver r;
+  ASSERT_TRUE(r.bind("127.0.0.1", 0).ok());
+  udp::Sender s;
+  ASSERT_TRUE(s.open("tcp://127.0.0.1:1", r.port()).ok());
+  ASSERT_TRUE(s.send(4, 1, kKey).ok());
+  udp::Peer peer;
+  for (int round = 0; round < 20 && peer.len == 0; ++round) {
+    pollfd p{r.fd(), POLLIN, 0};
+    ::poll(&p, 1, 100);
+    r.drain(10, [&](const unsigned char*, std::size_t, const udp::Peer& from) { peer = from; });
+  }
+  ASSERT_NE(peer.len, 0);
+  // Sequence 2 and 3 of the session, a forgery, a replay of 2, one of another session.
+  ASSERT_TRUE(r.send_to(udp::seal(4, 2, kKey, udp::From::kCoordinator), peer).ok());
+  ASSERT_TRUE(r.send_to(udp::seal(4, 3, kKey, udp::From::kCoordinator), peer).ok());
+  ASSERT_TRUE(r.send_to(udp::seal(4, 7, std::string(32, 'x'), udp::From::kCoordinator), peer).ok());
+  ASSERT_TRUE(r.send_to(udp::seal(4, 2, kKey, udp::From::kCoordinator), peer).ok());
+  ASSERT_TRUE(r.send_to(udp::seal(5, 9, kKey, udp::From::kCoordinator), peer).ok());
+  // Loopback UDP queues a datagram at the receiver before sendto returns: all five wait.
+  uint64_t rejected = 0;
+  EXPECT_EQ(s.receive(4, 1, kKey, &rejected), 3u);
+  EXPECT_EQ(rejected, 3u);
+  EXPECT_EQ(s.receive(4, 3, kKey, &rejected), 0u) << "nothing new";
+}
+
 TEST(UdpHeartbeat, NewKeysAreRandom) {
   auto a = udp::new_key(), b = udp::new_key();
   EXPECT_EQ(a.size(), 32u);
@@ -81,7 +119,7 @@ TEST(UdpHeartbeat, SenderReachesReceiverOnLoopbackAndOversizedDatagramsAreCut) {
   for (int round = 0; round < 50 && seqs.size() + oversized < 101; ++round) {
     pollfd p{r.fd(), POLLIN, 0};
     ::poll(&p, 1, 100);
-    r.drain(1000, [&](const unsigned char* data, std::size_t len) {
+    r.drain(1000, [&](const unsigned char* data, std::size_t len, const udp::Peer&) {
       udp::Header h;
       if (udp::parse(data, len, &h) == udp::Reject::kSize) {
         ++oversized;
@@ -108,7 +146,7 @@ TEST(UdpHeartbeat, AHostNameIsResolvedAsTheConnectionResolvesIt) {
   for (int round = 0; round < 20 && got == 0; ++round) {
     pollfd p{r.fd(), POLLIN, 0};
     ::poll(&p, 1, 100);
-    got += r.drain(10, [](const unsigned char*, std::size_t) {});
+    got += r.drain(10, [](const unsigned char*, std::size_t, const udp::Peer&) {});
   }
   EXPECT_EQ(got, 1);
 }
