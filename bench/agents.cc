@@ -95,6 +95,8 @@ struct Agent {
   uint16_t udp_port = 0;
   std::string udp_key;
   uint64_t udp_seq = 0;
+  uint64_t udp_heard_seq = 0;  // the coordinator's last heartbeat datagram of the session
+  bool udp_deaf_sent = false;  // told the coordinator its datagrams do not reach us
   bool udp_confirmed = false;  // a Heartbeat with udp_seq came, and no udp_lost since
   int64_t hb_interval = 1000;
   int64_t misses = 3;
@@ -183,6 +185,7 @@ class Fleet {
       }
       if (now >= next_timers) {  // heartbeats and liveness: 10 ms resolution is plenty
         next_timers = now + 10;
+        drain_udp(now);
         timers(now);
       }
       if (now >= next_stats) {
@@ -541,6 +544,14 @@ class Fleet {
           heartbeat(i, now);
           drain_dealer(i);
         }
+        // As the real agent: confirmed, and the coordinator's heartbeat two intervals overdue.
+        if (a.dealer && a.udp_confirmed && !a.udp_deaf_sent && now - a.last_heard > a.coord_period + 2 * a.hb_interval) {
+          a.udp_deaf_sent = true;
+          udp_deaf_++;
+          proto::Heartbeat deaf{++a.hb_seq};
+          deaf.udp_deaf = true;
+          send(i, deaf);
+        }
       } else if (now >= a.reconnect_at) {
         open_dealer(i);
       }
@@ -566,10 +577,38 @@ class Fleet {
     a.udp_session = w.udp_session;
     a.udp_port = port;
     a.udp_key = w.udp_key;
+    a.udp_heard_seq = 0;
+    a.udp_deaf_sent = false;
+    by_session_[a.udp_session] = static_cast<size_t>(&a - agents_.data());
     udp_sessions_++;
   }
 
+  // The coordinator's heartbeat datagrams, for every agent of the process on its one socket:
+  // a valid one of an agent's session is life from the coordinator, as for the real agent.
+  void drain_udp(int64_t now) {
+    unsigned char buf[64];
+    for (auto& [port, s] : senders_) {
+      for (int k = 0; k < 20000 && s.is_open(); ++k) {
+        const ssize_t n = ::recv(s.fd(), buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0) break;
+        udp_hb::Header h;
+        auto it = by_session_.end();
+        if (udp_hb::parse(buf, static_cast<std::size_t>(n), &h, udp_hb::From::kCoordinator) == udp_hb::Reject::kNone)
+          it = by_session_.find(h.session);
+        Agent* a = it == by_session_.end() ? nullptr : &agents_[it->second];
+        if (!a || a->udp_session != h.session || !udp_hb::authentic(buf, a->udp_key) || h.seq <= a->udp_heard_seq) {
+          udp_in_bad_++;
+          continue;
+        }
+        a->udp_heard_seq = h.seq;
+        a->last_heard = now;
+        udp_in_++;
+      }
+    }
+  }
+
   void end_udp_session(Agent& a) {
+    if (a.udp_session != 0) by_session_.erase(a.udp_session);
     a.udp_session = 0;
     a.udp_key.clear();
     a.udp_seq = 0;
@@ -621,7 +660,7 @@ class Fleet {
             {"signals", sig},         {"epochs", ep},
             // UDP heartbeats: datagrams sent and failed, sessions offered / open now, confirmations
             // and udp_lost received, agents confirmed now, Sender sockets that failed to open.
-            {"udp_out", udp_out_},    {"udp_send_fail", udp_send_fail_}, {"udp_sessions", udp_sessions_},
+            {"udp_out", udp_out_}, {"udp_in", udp_in_}, {"udp_in_bad", udp_in_bad_}, {"udp_deaf", udp_deaf_},    {"udp_send_fail", udp_send_fail_}, {"udp_sessions", udp_sessions_},
             {"udp_sessions_now", udp_now}, {"udp_confirms", udp_confirms_}, {"udp_lost", udp_lost_},
             {"udp_confirmed_now", udp_confirmed_now}, {"udp_open_fail", udp_open_fail_},
             {"raw_sub", {{"ready_now", raw_ready}, {"connects", raw_.connects}, {"ready", raw_.ready}, {"lost", raw_.lost},
@@ -646,6 +685,8 @@ class Fleet {
   uint64_t hellos_ = 0, hello_required_ = 0, connects_ = 0, reconnects_ = 0, timeouts_ = 0, hb_out_ = 0, hb_in_ = 0,
            frames_in_ = 0, orders_in_ = 0, reports_ = 0, send_fail_ = 0, bad_frames_ = 0, errors_in_ = 0;
   uint64_t udp_out_ = 0, udp_send_fail_ = 0, udp_sessions_ = 0, udp_confirms_ = 0, udp_lost_ = 0, udp_open_fail_ = 0;
+  uint64_t udp_in_ = 0, udp_in_bad_ = 0, udp_deaf_ = 0;
+  std::unordered_map<uint32_t, size_t> by_session_;  // UDP session -> agent index
 };
 
 }  // namespace

@@ -188,8 +188,8 @@ int run_floor(int argc, char** argv) {
     zmq::poll(it, n_it, std::chrono::milliseconds(100));
     if (i_udp >= 0 && (it[i_udp].revents & ZMQ_POLLIN)) {
       const int64_t now = mono_ms();
-      rx.drain(10000, [&](const unsigned char* data, std::size_t len) {
-        auto confirm = udp_sessions.on_datagram(data, len, now);
+      rx.drain(10000, [&](const unsigned char* data, std::size_t len, const udp_hb::Peer& peer) {
+        auto confirm = udp_sessions.on_datagram(data, len, now, peer);
         if (!confirm) return;
         // As the coordinator: the first valid datagram of a session is confirmed on the connection.
         proto::Heartbeat h;
@@ -257,8 +257,9 @@ int run_floor(int argc, char** argv) {
           asked = mono_ms();
           (void)transport::send_to(r, in->identity, proto::ErrorMsg{"hello_required", "say hello first", 0, ""});
         }
-      } else if (std::get_if<proto::Heartbeat>(&*m)) {
+      } else if (auto* hbm = std::get_if<proto::Heartbeat>(&*m)) {
         hb_in++;
+        if (udp && hbm->udp_deaf) udp_sessions.deaf(in->identity);
       } else if (std::get_if<proto::OrderAck>(&*m)) {
         acks++;
       } else if (auto* rep = std::get_if<proto::Report>(&*m)) {
@@ -276,6 +277,12 @@ int run_floor(int argc, char** argv) {
       const std::string bytes = proto::encode(proto::Heartbeat{static_cast<uint64_t>(now)});
       for (auto& [host, ps] : hb) {
         if (now - ps.second < ps.first) continue;
+        if (auto d = udp ? udp_sessions.heartbeat_for(host) : std::nullopt) {  // as the coordinator: a datagram
+          if (rx.send_to(*d, *udp_sessions.peer_of(host)).ok()) {
+            ps.second = now;
+            continue;
+          }
+        }
         if (transport::send_raw_to(r, conn[host], bytes).ok()) ps.second = now;
         hb_sent++;
       }

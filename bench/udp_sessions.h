@@ -71,7 +71,7 @@ class UdpSessions {
   };
   // One datagram; returns what to confirm on the connection when it is the session's first
   // valid one (or the first since the session was declared lost).
-  std::optional<Confirm> on_datagram(const unsigned char* data, std::size_t len, int64_t now) {
+  std::optional<Confirm> on_datagram(const unsigned char* data, std::size_t len, int64_t now, const udp_hb::Peer& peer = {}) {
     udp_hb::Header h;
     udp_hb::Reject r = udp_hb::parse(data, len, &h);
     auto s = sessions_.end();
@@ -93,6 +93,7 @@ class UdpSessions {
     accepted_++;
     ss.last_seq = h.seq;
     ss.last_ms = now;
+    if (peer.len) ss.peer = peer;
     if (ss.confirmed) return std::nullopt;
     ss.confirmed = true;
     confirmed_++;
@@ -110,25 +111,44 @@ class UdpSessions {
     }
     return out;
   }
+  // As the coordinator: our heartbeat to `host` as a datagram of its session, when the session
+  // is confirmed, we know where the agent is and it did not say it is deaf to them.
+  std::optional<udp_hb::Datagram> heartbeat_for(const std::string& host) {
+    auto h = by_host_.find(host);
+    if (h == by_host_.end()) return std::nullopt;
+    Session& s = sessions_.at(h->second);
+    if (!s.confirmed || s.deaf || s.peer.len == 0) return std::nullopt;
+    sent_++;
+    return udp_hb::seal(h->second, ++s.sent_seq, s.key, udp_hb::From::kCoordinator);
+  }
+  const udp_hb::Peer* peer_of(const std::string& host) const {
+    auto h = by_host_.find(host);
+    return h == by_host_.end() ? nullptr : &sessions_.at(h->second).peer;
+  }
+  // Heartbeat.udp_deaf on the connection: heartbeat it there for the rest of the session.
+  void deaf(const std::string& conn) {
+    if (auto c = by_conn_.find(conn); c != by_conn_.end()) sessions_.at(c->second).deaf = true;
+  }
   nlohmann::json counters() const {
     nlohmann::json rej = nlohmann::json::object();
     for (std::size_t k = 1; k < rejected_.size(); ++k) rej[udp_hb::reject_name(static_cast<udp_hb::Reject>(k))] = rejected_[k];
     return {{"sessions", sessions_.size()}, {"opened", opened_}, {"accepted", accepted_}, {"rejected", rej},
-            {"confirmed", confirmed_}, {"lost", lost_}};
+            {"confirmed", confirmed_}, {"lost", lost_}, {"sent", sent_}};
   }
 
  private:
   struct Session {
     std::string host, conn, key;
-    uint64_t last_seq = 0;
+    uint64_t last_seq = 0, sent_seq = 0;
     int64_t last_ms = 0;  // last sign of life: a valid datagram or a message on the connection
-    bool confirmed = false;
+    bool confirmed = false, deaf = false;
+    udp_hb::Peer peer;  // where its last valid datagram came from
   };
   std::unordered_map<uint32_t, Session> sessions_;
   std::unordered_map<std::string, uint32_t> by_host_, by_conn_;
   std::mt19937 rng_{std::random_device{}()};
   std::array<uint64_t, 6> rejected_{};  // by udp_hb::Reject
-  uint64_t opened_ = 0, accepted_ = 0, confirmed_ = 0, lost_ = 0;
+  uint64_t opened_ = 0, accepted_ = 0, confirmed_ = 0, lost_ = 0, sent_ = 0;
 };
 
 }  // namespace gantry::bench
