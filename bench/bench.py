@@ -559,10 +559,10 @@ def bench_rest(args):
         fsims = env.start_sims(n, procs, sim_extra, prefix="sim-")
         wait_until(lambda: env.total(fsims, "welcomed") >= n, 120, 0.2, "agents greeted by the floor")
         time.sleep(5.0)
-        f0, ft0, fhb0, fin0 = proc_cpu_ticks(floor.p.pid), time.time(), env.total(fsims, "hb_in"), env.total(fsims, "hb_out")
+        f0, ft0, fhb0, fin0 = proc_cpu_ticks(floor.p.pid), time.time(), env.total(fsims, "hb_in") + env.total(fsims, "udp_in"), env.total(fsims, "hb_out")
         fu0 = env.total(fsims, "udp_out")
         time.sleep(args.rest_s)
-        f1, ft1, fhb1, fin1 = proc_cpu_ticks(floor.p.pid), time.time(), env.total(fsims, "hb_in"), env.total(fsims, "hb_out")
+        f1, ft1, fhb1, fin1 = proc_cpu_ticks(floor.p.pid), time.time(), env.total(fsims, "hb_in") + env.total(fsims, "udp_in"), env.total(fsims, "hb_out")
         fu1 = env.total(fsims, "udp_out")
         floor_pct = 100.0 * (f1 - f0) / hz / (ft1 - ft0)
         floor_rss = proc_rss_kib(floor.p.pid)
@@ -591,7 +591,7 @@ def bench_rest(args):
         env.wait_welcomed(sims, n, 120)
         time.sleep(5.0)  # settle: hellos persisted, first status snapshots built
         c0, t0 = proc_cpu_ticks(env.coord_pid), time.time()
-        hb0, in0, u0 = env.total(sims, "hb_in"), env.total(sims, "hb_out"), env.total(sims, "udp_out")
+        hb0, in0, u0 = env.total(sims, "hb_in") + env.total(sims, "udp_in"), env.total(sims, "hb_out"), env.total(sims, "udp_out")
         perf = None
         if args.perf:
             perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384", "-p",
@@ -602,7 +602,7 @@ def bench_rest(args):
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
         c1, t1 = proc_cpu_ticks(env.coord_pid), time.time()
-        hb1, in1, u1 = env.total(sims, "hb_in"), env.total(sims, "hb_out"), env.total(sims, "udp_out")
+        hb1, in1, u1 = env.total(sims, "hb_in") + env.total(sims, "udp_in"), env.total(sims, "hb_out"), env.total(sims, "udp_out")
         in_rate, udp_rate = (in1 - in0) / (t1 - t0), (u1 - u0) / (t1 - t0)
         cpu_pct = 100.0 * (c1 - c0) / hz / (t1 - t0)
         rss1 = proc_rss_kib(env.coord_pid)
@@ -663,7 +663,7 @@ def bench_rest(args):
                      ("UDP sessions confirmed / declared lost (agents' count, whole run)",
                       "%d / %d" % (gantry_udp["confirms"], gantry_udp["lost"]),
                       "%d / %d" % (floor_udp["confirms"], floor_udp["lost"]), "—", "—", None)]
-        rows += [("heartbeats reaching the agents per s (coordinator heartbeat period %g s)" % (args.coord_hb_ms / 1000.0),
+        rows += [("heartbeats reaching the agents per s, over the connections or as datagrams (coordinator heartbeat period %g s)" % (args.coord_hb_ms / 1000.0),
                  f"{hb_rate:.0f}", f"{floor_hb_rate:.0f}", f"{hb_rate / max(floor_hb_rate, 1):.2f}", "—", None),
                 ("dead agent noticed after it died (s)", f"{since_death:.3f}", "1 s interval", f"{since_death:.3f} intervals",
                  "≤ 3 intervals", since_death <= 3.0),
