@@ -248,3 +248,17 @@ TEST(AgentConfigParser, MissingOrUnreadableFile) {
   const char* none[] = {"gantry-agent", "--host-id", "h"};
   EXPECT_EQ(error_of(parse_args(3, none)), "--config FILE is required");
 }
+
+TEST(AgentConfigParser, UdpHeartbeatsIsOnByDefaultAndABoolean) {
+  TempDir t;
+  auto on = parse(t, "host_id = h\n" + kSvc);
+  ASSERT_TRUE(on.ok()) << on.error().message;
+  EXPECT_TRUE(on->config.udp_heartbeats);
+  auto off = parse(t, "host_id = h\nudp_heartbeats = false\n" + kSvc);
+  ASSERT_TRUE(off.ok()) << off.error().message;
+  EXPECT_FALSE(off->config.udp_heartbeats);
+  auto cli = parse(t, "host_id = h\nudp_heartbeats = off\n" + kSvc, {"--config", "{ini}", "--udp-heartbeats", "yes"});
+  ASSERT_TRUE(cli.ok()) << cli.error().message;
+  EXPECT_TRUE(cli->config.udp_heartbeats) << "the command line wins";
+  EXPECT_EQ(error_of(parse(t, "host_id = h\nudp_heartbeats = maybe\n" + kSvc)), "udp_heartbeats must be true or false, not 'maybe'");
+}
