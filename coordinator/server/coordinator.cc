@@ -1738,6 +1738,7 @@ void Coordinator::disconnect_host(const std::string& host_id, const std::string&
   // Like a lost heartbeat, at once: no more orders go to it, rollouts count it as unknown.
   h->online = false;
   h->said_hello = false;
+  registry_.close_udp_session(*h);  // its datagrams are an unknown session from now on
   L()->warn("{} is disconnected: {}", host_id, why);
   dirty_ = true;
   std::vector<uint64_t> ids;
