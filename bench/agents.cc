@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
-#include <cstring>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -354,16 +353,9 @@ class Fleet {
 
   void drain_monitor(size_t i) {
     Agent& a = agents_[i];
-    for (int k = 0; k < 16 && a.monitor; ++k) {
-      zmq::message_t ev, addr;
-      if (!a.monitor->recv(ev, zmq::recv_flags::dontwait)) return;
-      if (ev.more()) (void)a.monitor->recv(addr, zmq::recv_flags::dontwait);
-      uint16_t id = 0;
-      if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
-      if (id != ZMQ_EVENT_DISCONNECTED || a.udp_session == 0) continue;
-      end_udp_session(a);
-      send(i, proto::Heartbeat{++a.hb_seq});
-    }
+    if (!a.monitor || !transport::monitor_saw(*a.monitor, ZMQ_EVENT_DISCONNECTED) || a.udp_session == 0) return;
+    end_udp_session(a);
+    send(i, proto::Heartbeat{++a.hb_seq});
   }
 
   void drain_sub(size_t i) {

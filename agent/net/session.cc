@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "common/util/sd_notify.h"
@@ -138,17 +137,10 @@ void Session::on_udp_readable() {
 }
 
 void Session::on_monitor_event() {
-  for (int i = 0; i < 16; ++i) {
-    zmq::message_t ev, addr;
-    if (!monitor_->recv(ev, zmq::recv_flags::dontwait)) return;
-    if (ev.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
-    uint16_t id = 0;
-    if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
-    if (id != ZMQ_EVENT_DISCONNECTED || udp_session_ == 0) continue;
-    end_udp_session("the connection to the coordinator dropped");
-    // At once, not an interval later: a restarted coordinator answers it with hello_required.
-    send(proto::Heartbeat{++hb_seq_});
-  }
+  if (!transport::monitor_saw(*monitor_, ZMQ_EVENT_DISCONNECTED) || udp_session_ == 0) return;
+  end_udp_session("the connection to the coordinator dropped");
+  // At once, not an interval later: a restarted coordinator answers it with hello_required.
+  send(proto::Heartbeat{++hb_seq_});
 }
 
 void Session::on_dealer_frame(std::string_view bytes) {

@@ -1,5 +1,7 @@
 #include "common/transport/zmq_transport.h"
 
+#include <cstring>
+
 #include "common/protocol/codec.h"
 #include "common/util/names.h"
 
@@ -190,6 +192,19 @@ std::optional<std::string> recv_frame(zmq::socket_t& s, bool* dropped) {
   zmq::message_t msg;
   if (!recv_frame_msg(s, msg, dropped)) return std::nullopt;
   return msg.to_string();
+}
+
+bool monitor_saw(zmq::socket_t& monitor, uint16_t event, int max) {
+  bool seen = false;
+  for (int i = 0; i < max; ++i) {
+    zmq::message_t ev, addr;  // libzmq 4: [uint16 event, uint32 value], then the endpoint
+    if (!monitor.recv(ev, zmq::recv_flags::dontwait)) break;
+    if (ev.more()) (void)monitor.recv(addr, zmq::recv_flags::dontwait);
+    uint16_t id = 0;
+    if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
+    seen = seen || id == event;
+  }
+  return seen;
 }
 
 }  // namespace gantry::transport

@@ -88,4 +88,8 @@ std::optional<std::string> recv_frame(zmq::socket_t& s, bool* dropped = nullptr)
 // when a multi-frame message was received and dropped.
 bool recv_frame_msg(zmq::socket_t& s, zmq::message_t& msg, bool* dropped = nullptr);
 
+// Reads the events waiting on a socket monitor's PAIR end (zmq_socket_monitor; at most `max`,
+// without blocking); true if `event` (e.g. ZMQ_EVENT_DISCONNECTED) was among them.
+bool monitor_saw(zmq::socket_t& monitor, uint16_t event, int max = 16);
+
 }  // namespace gantry::transport

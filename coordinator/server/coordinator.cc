@@ -358,10 +358,7 @@ void Coordinator::drain_udp() {
     if (!h->said_hello) {
       // Marked unknown (our loop stalled past the timeout?) while its connection lives on: a
       // host on UDP sends nothing else, so ask it for a hello as a stray heartbeat would be.
-      auto [asked, fresh] = hello_asked_.try_emplace(h->identity, now);
-      if (!fresh && now - asked->second < cfg_.heartbeat_interval_ms) return;
-      asked->second = now;
-      send_to_host(h->identity, proto::ErrorMsg{"hello_required", "say hello first", static_cast<uint16_t>(proto::MsgType::kHeartbeat), ""});
+      ask_for_hello(h->identity, now, proto::MsgType::kHeartbeat);
       return;
     }
     h->last_seen = now;
@@ -604,19 +601,7 @@ void Coordinator::on_agent_message(const transport::Incoming& in) {
   }
   fleet::HostRecord* touched = registry_.touch(in.identity, now, wall);
   if (!touched) {
-    // After a restart, an agent's socket reconnects and delivers the heartbeats it queued
-    // while we were away; each used to earn a hello_required and then a hello (8 per agent,
-    // 79,000 hellos for 10,000 agents in the reconnect storm). One request per connection per
-    // heartbeat interval is enough: the agent's hello answers it, and if that is lost the
-    // next message after the interval asks again.
-    if (hello_asked_.size() > 50000) {
-      for (auto it = hello_asked_.begin(); it != hello_asked_.end();)
-        it = now - it->second >= cfg_.heartbeat_interval_ms ? hello_asked_.erase(it) : std::next(it);
-    }
-    auto [asked, fresh] = hello_asked_.try_emplace(in.identity, now);
-    if (!fresh && now - asked->second < cfg_.heartbeat_interval_ms) return;
-    asked->second = now;
-    send_to_host(in.identity, proto::ErrorMsg{"hello_required", "say hello first", static_cast<uint16_t>(proto::type_of(*msg)), ""});
+    ask_for_hello(in.identity, now, proto::type_of(*msg));
     return;
   }
   fleet::HostRecord& host = *touched;
@@ -1730,6 +1715,22 @@ void Coordinator::warn_refused(const std::string& key, const std::string& what) 
   if (refused_logged_.size() > 10000) refused_logged_.clear();  // bounded; at worst we log again
   refused_logged_[key] = now;
   log::get("auth")->warn("{}", what);
+}
+
+// After a restart, an agent's socket reconnects and delivers the heartbeats it queued while we
+// were away; each used to earn a hello_required and then a hello (8 per agent, 79,000 hellos for
+// 10,000 agents in the reconnect storm). One request per connection per heartbeat interval is
+// enough: the agent's hello answers it, and if that is lost the next message after the interval
+// asks again.
+void Coordinator::ask_for_hello(const std::string& identity, Millis now, proto::MsgType ref) {
+  if (hello_asked_.size() > 50000) {
+    for (auto it = hello_asked_.begin(); it != hello_asked_.end();)
+      it = now - it->second >= cfg_.heartbeat_interval_ms ? hello_asked_.erase(it) : std::next(it);
+  }
+  auto [asked, fresh] = hello_asked_.try_emplace(identity, now);
+  if (!fresh && now - asked->second < cfg_.heartbeat_interval_ms) return;
+  asked->second = now;
+  send_to_host(identity, proto::ErrorMsg{"hello_required", "say hello first", static_cast<uint16_t>(ref), ""});
 }
 
 void Coordinator::disconnect_host(const std::string& host_id, const std::string& why) {

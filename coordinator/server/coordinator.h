@@ -141,6 +141,7 @@ class Coordinator {
   // Logs a refused peer at most once a minute per key, so a refused agent cannot flood the log.
   void warn_refused(const std::string& key, const std::string& what);
   // An agent key lost its standing: its host stops counting as connected right away.
+  void ask_for_hello(const std::string& identity, Millis now, proto::MsgType ref);
   void disconnect_host(const std::string& host_id, const std::string& why);
 
   // ---- operator side
