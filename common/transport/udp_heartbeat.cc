@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "common/security/keys.h"
+#include "common/transport/zmq_transport.h"
 
 namespace gantry::transport::udp_hb {
 namespace {
@@ -176,15 +177,10 @@ void Sender::close() {
 Status Sender::open(const std::string& endpoint, uint16_t udp_port) {
   security::init_sodium();
   close();
-  constexpr std::string_view kTcp = "tcp://";
-  if (endpoint.compare(0, kTcp.size(), kTcp) != 0) return make_error("config", "endpoint '" + endpoint + "' is not tcp://");
-  std::string rest = endpoint.substr(kTcp.size());
-  if (auto semi = rest.find(';'); semi != std::string::npos) rest = rest.substr(semi + 1);  // tcp://source;host:port
-  const auto colon = rest.rfind(':');
-  if (colon == std::string::npos) return make_error("config", "endpoint '" + endpoint + "' has no port");
-  std::string host = rest.substr(0, colon);
-  const bool v6_literal = host.size() >= 2 && host.front() == '[' && host.back() == ']';
-  if (v6_literal) host = host.substr(1, host.size() - 2);
+  const auto hp = tcp_host_port(endpoint);
+  if (!hp) return make_error("config", "endpoint '" + endpoint + "' is not tcp://HOST:PORT");
+  const std::string& host = hp->host;
+  const bool v6_literal = hp->ipv6_literal;
   addrinfo hints{};
   hints.ai_socktype = SOCK_DGRAM;
   // As libzmq resolves the connection's host (ZMQ_IPV6 off): a name is looked up as IPv4, so

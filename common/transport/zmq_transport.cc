@@ -50,16 +50,32 @@ Status check_connect_endpoint(const std::string& ep) {
   return Status::Ok();
 }
 
+std::optional<HostPort> split_host_port(std::string_view hp) {
+  const auto colon = hp.rfind(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  HostPort out{std::string(hp.substr(0, colon)), std::string(hp.substr(colon + 1)), false};
+  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
+    out.host = out.host.substr(1, out.host.size() - 2);
+    out.ipv6_literal = true;
+  }
+  return out;
+}
+
+std::optional<HostPort> tcp_host_port(std::string_view ep) {
+  constexpr std::string_view kTcp = "tcp://";
+  if (ep.substr(0, kTcp.size()) != kTcp) return std::nullopt;
+  ep.remove_prefix(kTcp.size());
+  if (const auto semi = ep.find(';'); semi != std::string_view::npos) ep.remove_prefix(semi + 1);  // SOURCE;
+  return split_host_port(ep);
+}
+
 namespace {
 Status attach(zmq::socket_t& s, const std::string& endpoint, bool bind) {
   try {
     // libzmq resolves IPv4 only unless ZMQ_IPV6 is on, and then maps every name to IPv6. On for
     // an [IPv6] literal only, so names and IPv4 endpoints resolve as they always did (and as the
     // UDP heartbeat sender resolves them: udp_heartbeat.cc).
-    const auto host = endpoint.find("://") == std::string::npos ? std::string::npos : endpoint.find("://") + 3;
-    const auto semi = endpoint.find(';', host == std::string::npos ? 0 : host);
-    const auto start = semi == std::string::npos ? host : semi + 1;
-    if (start != std::string::npos && start < endpoint.size() && endpoint[start] == '[') s.set(zmq::sockopt::ipv6, 1);
+    if (auto hp = tcp_host_port(endpoint); hp && hp->ipv6_literal) s.set(zmq::sockopt::ipv6, 1);
     if (bind) s.bind(endpoint);
     else s.connect(endpoint);
   } catch (const zmq::error_t& e) {

@@ -49,6 +49,15 @@ void configure(zmq::socket_t& s, const SocketOptions& o);
 // norm:// abort in the agent, which is linked without them).
 Status check_connect_endpoint(const std::string& endpoint);
 
+// HOST:PORT split at its last colon, HOST without the brackets of an [IPv6] literal; nullopt
+// without a colon. tcp_host_port does the same for tcp://[SOURCE;]HOST:PORT (nullopt if not tcp://).
+struct HostPort {
+  std::string host, port;
+  bool ipv6_literal = false;
+};
+std::optional<HostPort> split_host_port(std::string_view host_port);
+std::optional<HostPort> tcp_host_port(std::string_view endpoint);
+
 // connect / bind that name the endpoint in their error instead of throwing.
 Status connect(zmq::socket_t& s, const std::string& endpoint);
 Status bind(zmq::socket_t& s, const std::string& endpoint);

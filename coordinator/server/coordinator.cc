@@ -293,15 +293,9 @@ Status Coordinator::open_udp_heartbeats(const std::string& agent_endpoint) {
     return Status::Ok();
   }
   const bool automatic = cfg_.udp_heartbeat == "auto";
-  std::string hostport = cfg_.udp_heartbeat;
-  if (automatic) {
-    constexpr std::string_view kTcp = "tcp://";
-    hostport = agent_endpoint.compare(0, kTcp.size(), kTcp) == 0 ? agent_endpoint.substr(kTcp.size()) : "";
-  }
-  const auto colon = hostport.rfind(':');
-  std::string host = colon == std::string::npos ? "" : hostport.substr(0, colon);
-  const auto port = colon == std::string::npos ? std::nullopt : parse_port(hostport.substr(colon + 1));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const auto hp = automatic ? transport::tcp_host_port(agent_endpoint) : transport::split_host_port(cfg_.udp_heartbeat);
+  const std::string host = hp ? hp->host : "";
+  const auto port = hp ? parse_port(hp->port) : std::nullopt;
   if (host.empty() || !port) {
     if (automatic) {
       L()->warn("UDP heartbeats off: cannot tell the address of agent endpoint {}", agent_endpoint);

@@ -214,6 +214,25 @@ TEST(Transport, ContextWithoutZeroCopyDeliversFramesOfEverySizeIntact) {
   }
 }
 
+TEST(Transport, EndpointsSplitIntoHostAndPort) {
+  auto v4 = transport::tcp_host_port("tcp://10.0.0.1:7600");
+  ASSERT_TRUE(v4);
+  EXPECT_EQ(v4->host, "10.0.0.1");
+  EXPECT_EQ(v4->port, "7600");
+  EXPECT_FALSE(v4->ipv6_literal);
+  auto v6 = transport::tcp_host_port("tcp://eth0;[fe80::1%eth0]:7600");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->host, "fe80::1%eth0");
+  EXPECT_TRUE(v6->ipv6_literal);
+  EXPECT_FALSE(transport::tcp_host_port("ipc:///x:1"));
+  EXPECT_FALSE(transport::tcp_host_port("tcp://nonsense"));
+  auto bare = transport::split_host_port("[::1]:0");
+  ASSERT_TRUE(bare);
+  EXPECT_EQ(bare->host, "::1");
+  EXPECT_EQ(bare->port, "0");
+  EXPECT_FALSE(transport::split_host_port("off"));
+}
+
 // An [IPv6] literal endpoint works (libzmq needs ZMQ_IPV6 for it; transport::bind/connect set
 // it for such endpoints only), and an IPv4 one still binds as IPv4.
 TEST(Transport, Ipv6LiteralEndpointsBindAndConnect) {
