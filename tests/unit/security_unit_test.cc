@@ -6,13 +6,18 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <sodium.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <zmq.hpp>
 
 #include "common/protocol/codec.h"
 #include "common/release/manifest.h"
 #include "common/security/keys.h"
+#include "common/transport/curve_handshake_memory.h"
 #include "common/transport/zmq_transport.h"
 #include "coordinator/server/keyring.h"
 #include "coordinator/store/store.h"
@@ -185,6 +190,33 @@ TEST(Transport, CurveServerFailsClosedWithoutAZapHandler) {
   zmq::context_t a(1), b(1);
   EXPECT_FALSE(delivered(a, false)) << "ZAP_ENFORCE_DOMAIN must refuse clients when no handler runs";
   EXPECT_TRUE(delivered(b, true));
+}
+
+// libzmq's CURVE handshake buffers come from Gantry's sodium_malloc / sodium_allocarray /
+// sodium_free (common/transport/curve_handshake_memory.cc), not libsodium's guarded pages:
+// the server's side of one handshake takes 6 (HELLO, WELCOME, INITIATE, READY), the client's
+// about as many (12 counted here by the time the first message arrives). The unit-test binary links
+// the replacement as the daemons do (packaging.curve_handshake_memory checks those binaries).
+TEST(Transport, CurveHandshakeBuffersComeFromGantrysAllocator) {
+  const std::uint64_t before = transport::curve_handshake_buffers_allocated();
+  zmq::context_t ctx(1);
+  ASSERT_TRUE(delivered(ctx, true));
+  EXPECT_GE(transport::curve_handshake_buffers_allocated() - before, 6u);
+
+  // The contract libsodium documents, kept: usable memory, freed with a wipe, NULL is a no-op,
+  // an overflowing array size is refused with ENOMEM.
+  auto* p = static_cast<unsigned char*>(sodium_allocarray(4, 32));
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % 16, 0u);
+  for (int i = 0; i < 128; ++i) p[i] = static_cast<unsigned char>(i);
+  sodium_free(p);
+  sodium_free(nullptr);
+  errno = 0;
+  EXPECT_EQ(sodium_allocarray(SIZE_MAX / 2, 4), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  errno = 0;
+  EXPECT_EQ(sodium_malloc(SIZE_MAX - 8), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
 }
 
 // configure_context turns libzmq's zero-copy receive off (frames are copied out of the engine's
