@@ -10,18 +10,18 @@
 //
 // Gantry's executables define the three functions themselves, so libzmq (static or shared) and
 // libsodium's own sodium_allocarray reach these instead (an executable's definitions come first
-// in the dynamic linker's lookup; CMake target gantry_curve_handshake_memory exports them). The
+// in the dynamic linker's lookup; CMake target gantry_curve_handshake exports them). The
 // buffers come from malloc and are wiped with sodium_memzero before they are freed, as
 // sodium_free wipes them. What is given up: the guard pages and the mlock of these short-lived
 // buffers. The keys that matter more are not in them: libzmq keeps the long-term secret key and
 // each connection's session keys in ordinary memory of its socket options and mechanism
-// objects, whatever the allocator. SECURITY.md ("Memory holding CURVE keys") says the same to
+// objects, whatever the allocator. SECURITY.md ("CURVE handshakes") says the same to
 // operators.
 //
 // Nothing in Gantry calls sodium_malloc for its own secrets; sodium_mprotect_* on memory from
 // here would fail (EINVAL, as on memory from malloc) rather than protect it.
 
-#include "common/transport/curve_handshake_memory.h"
+#include "common/transport/curve_handshake.h"
 
 #include <sodium.h>
 
