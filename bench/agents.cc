@@ -175,8 +175,13 @@ class Fleet {
       }
       now = mono_ms();
       run_due(now);
-      if (now >= next_sweep) {  // ZMQ_FD is edge-like: a periodic sweep catches any missed wakeup
-        next_sweep = now + 200;
+      drain_sent();
+      // ZMQ_FD is edge-like, and a send can take the edge of a message that arrived meanwhile:
+      // drain_sent() reads every socket sent on; this sweep only catches what slips through.
+      // Each socket's check is a poll() of its mailbox, so it runs once a second (5 times a
+      // second, it was a quarter of the simulators' CPU at rest and in a reconnect storm).
+      if (now >= next_sweep) {
+        next_sweep = now + 1000;
         for (size_t i = 0; i < agents_.size(); ++i) {
           drain_dealer(i);
           drain_sub(i);
@@ -187,6 +192,7 @@ class Fleet {
         next_timers = now + 10;
         drain_udp(now);
         timers(now);
+        drain_sent();
       }
       if (now >= next_stats) {
         next_stats = now + o_.stats_ms;
@@ -308,6 +314,19 @@ class Fleet {
     }
     a.last_sent = mono_ms();
     a.last_sent_us = wall_us();
+    sent_.push_back(i);
+  }
+
+  // Reads the DEALERs sent on since the last call (their ZMQ_FD may not signal what arrived
+  // while the send ran). Replies sent while draining are read in the next pass; bounded.
+  void drain_sent() {
+    for (int pass = 0; pass < 4 && !sent_.empty(); ++pass) {
+      std::vector<size_t> now;
+      now.swap(sent_);
+      std::sort(now.begin(), now.end());
+      now.erase(std::unique(now.begin(), now.end()), now.end());
+      for (size_t i : now) drain_dealer(i);
+    }
   }
 
   proto::Hello hello(const Agent& a) const {
@@ -355,7 +374,7 @@ class Fleet {
     Agent& a = agents_[i];
     if (!a.monitor || !transport::monitor_saw(*a.monitor, ZMQ_EVENT_DISCONNECTED) || a.udp_session == 0) return;
     end_udp_session(a);
-    send(i, proto::Heartbeat{++a.hb_seq});
+    send_hello(a);  // as the real agent (agent/net/session.cc on_monitor_event)
   }
 
   void drain_sub(size_t i) {
@@ -671,6 +690,7 @@ class Fleet {
   zmq::context_t ctx_;
   int ep_ = -1;
   uint64_t monitor_seq_ = 0;
+  std::vector<size_t> sent_;  // DEALERs sent on since the last drain_sent()
   std::vector<Agent> agents_;
   std::multimap<int64_t, std::pair<size_t, proto::Order>> due_;
   std::map<uint64_t, RolloutStats> rollouts_;

@@ -139,8 +139,12 @@ void Session::on_udp_readable() {
 void Session::on_monitor_event() {
   if (!transport::monitor_saw(*monitor_, ZMQ_EVENT_DISCONNECTED) || udp_session_ == 0) return;
   end_udp_session("the connection to the coordinator dropped");
-  // At once, not an interval later: a restarted coordinator answers it with hello_required.
-  send(proto::Heartbeat{++hb_seq_});
+  // A Hello at once (libzmq sends it when it has reconnected): a restarted coordinator needs
+  // one, and one that only lost the connection welcomes us again. A Heartbeat here would cost
+  // a round trip more (hello_required, then the Hello), which in a reconnect storm of
+  // thousands of agents queues behind everyone else's handshake (docs/BENCHMARKS.md figure 4).
+  send_hello();
+  agent_.on_reconnect();
 }
 
 void Session::on_dealer_frame(std::string_view bytes) {

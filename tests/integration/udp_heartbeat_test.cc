@@ -76,13 +76,17 @@ TEST(UdpHeartbeat, AgentsMoveHeartbeatsToDatagramsAndComeBackAfterACoordinatorRe
   std::string why;
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
 
-  // A restarted coordinator knows no session: the agents see their connection drop, heartbeat
-  // over it at once, say hello and get a new session.
+  // A restarted coordinator knows no session: the agents see their connection drop, queue a
+  // Hello at once (sent when they have reconnected, without being asked for it) and get a new
+  // session.
   f.restart_coordinator();
   ASSERT_TRUE(wait_until([&] { return online_hosts(f) == 2; }, 30000)) << f.diagnostics();
   ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 2 && count_of(f.agent_log(1), kConfirmed) == 2; }, 20000))
       << f.diagnostics();
-  EXPECT_NE(f.agent_log(0).find("the connection to the coordinator dropped"), std::string::npos) << f.agent_log(0);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_NE(f.agent_log(i).find("the connection to the coordinator dropped"), std::string::npos) << f.agent_log(i);
+    EXPECT_EQ(f.agent_log(i).find("coordinator asks for a hello"), std::string::npos) << f.agent_log(i);
+  }
 
   // A dead agent stops its datagrams too: it becomes unknown.
   f.kill_agent(1, SIGKILL);
