@@ -5,7 +5,9 @@
 // announced heartbeat period, as the real agent) with jittered backoff.
 // One thread, one epoll set over the sockets' ZMQ_FDs, one zmq context. With --raw-sub the SUB
 // side is a raw ZMTP 3.0 subscriber on a plain socket in the same epoll set (bench/zmtp_sub.h):
-// the receive cost of the TCP baseline's receivers; the DEALER stays libzmq.
+// the receive cost of the TCP baseline's receivers; the DEALER stays libzmq. With --raw-dealer
+// (CURVE only) the DEALER is a raw ZMTP 3.0 + CURVE client on a plain socket in the same epoll
+// set (bench/zmtp_curve_dealer.h): the same handshake and bytes without a libzmq socket per agent.
 // With --udp-heartbeats (default) the agents announce kCapUdpHeartbeat and, given a session in
 // the Welcome, heartbeat with datagrams as the real agent does (common/transport/
 // udp_heartbeat.h): both the datagram and the ZMTP heartbeat until the coordinator confirms
@@ -31,6 +33,7 @@
 #include <zmq.hpp>
 
 #include "bench/sim_common.h"
+#include "bench/zmtp_curve_dealer.h"
 #include "bench/zmtp_sub.h"
 #include "common/protocol/codec.h"
 #include "common/transport/liveness.h"
@@ -60,6 +63,7 @@ struct Options {
   bool hold_updates = false;  // keep updates queued until a signal cancels them (broadcast bench)
   bool no_dealer = false;     // SUB only (broadcast listeners)
   bool raw_sub = false;       // the SUB side as a raw ZMTP 3.0 subscriber (zmtp_sub.h), plaintext only
+  bool raw_dealer = false;    // the DEALER as a raw ZMTP 3.0 + CURVE client (zmtp_curve_dealer.h)
   bool udp_heartbeats = true;  // announce kCapUdpHeartbeat and use the sessions Welcomes offer
   int io_threads = 2;
   int stats_ms = 250;
@@ -81,6 +85,7 @@ struct Agent {
   // hello_required; datagrams alone would wait out the silence limit).
   std::unique_ptr<zmq::socket_t> monitor;
   std::unique_ptr<ZmtpSub> rsub;  // --raw-sub: instead of `sub`
+  std::unique_ptr<CurveDealer> rdealer;  // --raw-dealer: instead of `dealer` and `monitor`
   bool opened = false, dead = false, welcomed = false;
   bool heard = false;     // any frame on the current DEALER
   int silent_in_row = 0;  // DEALERs given up in a row without a frame (common/transport/liveness.h)
@@ -126,6 +131,7 @@ class Fleet {
     ctx_.set(zmq::ctxopt::max_sockets, 30000);
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     if (o_.raw_sub) raw_peer_ = parse_addr(o_.pub_endpoint.substr(o_.pub_endpoint.find("://") + 3));
+    if (o_.raw_dealer) dealer_peer_ = parse_addr(o_.endpoint.substr(o_.endpoint.find("://") + 3));
     agents_.resize(static_cast<size_t>(o_.agents));
     for (int i = 0; i < o_.agents; ++i) {
       agents_[i].id = sim_host_id(o_.prefix, o_.first + i);
@@ -142,6 +148,7 @@ class Fleet {
     for (auto& a : agents_) {
       a.monitor.reset();
       a.dealer.reset();
+      a.rdealer.reset();
       a.sub.reset();
       a.rsub.reset();
     }
@@ -167,7 +174,10 @@ class Fleet {
         uint64_t key = evs[i].data.u64;
         size_t idx = key >> 2;
         switch (key & 3) {
-          case kKeyDealer: drain_dealer(idx); break;
+          case kKeyDealer:
+            if (agents_[idx].rdealer) on_raw_dealer(idx, evs[i].events);
+            else drain_dealer(idx);
+            break;
           case kKeySub: drain_sub(idx); break;
           case kKeyMonitor: drain_monitor(idx); break;
           default: on_raw_sub(idx, evs[i].events); break;
@@ -247,6 +257,10 @@ class Fleet {
 
   void open_dealer(size_t i) {
     Agent& a = agents_[i];
+    if (o_.raw_dealer) {
+      open_raw_dealer(i);
+      return;
+    }
     a.dealer = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
     transport::SocketOptions so = o_.socket;
     so.curve = a.curve;
@@ -274,11 +288,50 @@ class Fleet {
     send_hello(a);
   }
 
+  // As open_dealer, with the raw CURVE client: the hello waits in it until READY, and its
+  // libzmq-like reconnects (poll_reconnect in timers) keep the agent's object.
+  void open_raw_dealer(size_t i) {
+    Agent& a = agents_[i];
+    CurveKeys k{};
+    if (zmq_z85_decode(k.public_key, a.curve.public_key.c_str()) == nullptr ||
+        zmq_z85_decode(k.secret_key, a.curve.secret_key.c_str()) == nullptr ||
+        zmq_z85_decode(k.server_key, a.curve.server_public_key.c_str()) == nullptr) {
+      send_fail_++;
+      return;
+    }
+    a.rdealer = std::make_unique<CurveDealer>(ep_, (i << 2) | kKeyDealer, dealer_peer_, k,
+                                              static_cast<size_t>(o_.socket.max_msg_size), o_.socket.reconnect_ivl_ms,
+                                              o_.socket.reconnect_ivl_max_ms, &rdeal_, rng_());
+    sodium_memzero(&k, sizeof k);
+    a.rdealer->open();
+    a.last_heard = mono_ms();
+    a.welcomed = false;
+    a.heard = false;
+    a.coord_period = a.hb_interval;
+    connects_++;
+    send_hello(a);
+  }
+
+  void on_raw_dealer(size_t i, uint32_t events) {
+    Agent& a = agents_[i];
+    a.rdealer->on_events(
+        events, [this, i](std::string_view body) { on_frame(i, std::string(body)); },
+        [this, i] {  // as drain_monitor: the libzmq DEALER's DISCONNECTED event
+          Agent& b = agents_[i];
+          if (b.udp_session == 0) return;
+          end_udp_session(b);
+          send_hello(b);
+        });
+  }
+
+  bool has_dealer(const Agent& a) const { return a.dealer || a.rdealer; }
+
   void close_dealer(Agent& a) {
-    if (!a.dealer) return;
+    if (!has_dealer(a)) return;
     drop_monitor(a);
-    unwatch(*a.dealer);
+    if (a.dealer) unwatch(*a.dealer);
     a.dealer.reset();
+    a.rdealer.reset();
     end_udp_session(a);  // the next connection says hello and gets a new one
     a.silent_in_row = a.heard ? 0 : a.silent_in_row + 1;
     std::uniform_real_distribution<double> d(0.8, 1.2);
@@ -289,11 +342,12 @@ class Fleet {
 
   void kill_one() {
     for (auto& a : agents_) {
-      if (a.dead || !a.dealer) continue;
+      if (a.dead || !has_dealer(a)) continue;
       a.dead = true;
       drop_monitor(a);
-      unwatch(*a.dealer);
+      if (a.dealer) unwatch(*a.dealer);
       a.dealer.reset();
+      a.rdealer.reset();
       end_udp_session(a);
       if (a.sub) {
         unwatch(*a.sub);
@@ -307,6 +361,15 @@ class Fleet {
 
   void send(size_t i, const proto::Message& m) {
     Agent& a = agents_[i];
+    if (a.rdealer) {
+      if (!a.rdealer->send(proto::encode(m))) {
+        send_fail_++;
+        return;
+      }
+      a.last_sent = mono_ms();
+      a.last_sent_us = wall_us();
+      return;
+    }
     if (!a.dealer) return;
     if (!transport::send(*a.dealer, m).ok()) {
       send_fail_++;
@@ -486,7 +549,7 @@ class Fleet {
 
   void finish(size_t i, const proto::Order& o) {
     Agent& a = agents_[i];
-    if (!a.dealer && a.dead) return;
+    if (!has_dealer(a) && a.dead) return;
     if (a.current != o.version) {
       a.previous = a.current;
       a.current = o.version;
@@ -548,7 +611,8 @@ class Fleet {
       Agent& a = agents_[i];
       if (a.rsub && !a.dead) a.rsub->poll_reconnect(now);
       if (!a.opened || a.dead || o_.no_dealer) continue;
-      if (a.dealer) {
+      if (a.rdealer) a.rdealer->poll_reconnect(now);
+      if (has_dealer(a)) {
         if (now - a.last_heard >= transport::silence_limit_ms(a.welcomed, a.coord_period, static_cast<uint32_t>(a.misses), a.silent_in_row)) {
           timeouts_++;
           close_dealer(a);
@@ -557,7 +621,7 @@ class Fleet {
           drain_dealer(i);
         }
         // As the real agent: confirmed, and the coordinator's heartbeat two intervals overdue.
-        if (a.dealer && a.udp_confirmed && !a.udp_deaf_sent && now - a.last_heard > a.coord_period + 2 * a.hb_interval) {
+        if (has_dealer(a) && a.udp_confirmed && !a.udp_deaf_sent && now - a.last_heard > a.coord_period + 2 * a.hb_interval) {
           a.udp_deaf_sent = true;
           udp_deaf_++;
           proto::Heartbeat deaf{++a.hb_seq};
@@ -658,8 +722,8 @@ class Fleet {
       if (a.rsub && a.rsub->ready()) raw_ready++;
       if (a.udp_session != 0) udp_now++;
       if (a.udp_confirmed) udp_confirmed_now++;
-      if (a.dealer) connected++;
-      if (a.dealer && a.welcomed) welcomed++;
+      if (a.dealer || (a.rdealer && a.rdealer->ready())) connected++;
+      if (has_dealer(a) && a.welcomed) welcomed++;
       held += a.held.size();
     }
     nlohmann::json ro = nlohmann::json::object(), sig = nlohmann::json::object(), ep = nlohmann::json::object();
@@ -683,7 +747,10 @@ class Fleet {
             {"raw_sub", {{"ready_now", raw_ready}, {"connects", raw_.connects}, {"ready", raw_.ready}, {"lost", raw_.lost},
                          {"malformed", raw_.malformed}, {"multipart_dropped", raw_.multipart_dropped},
                          {"messages", raw_.messages}, {"pings", raw_.pings},
-                         {"handshake_timeouts", raw_.handshake_timeouts}}}};
+                         {"handshake_timeouts", raw_.handshake_timeouts}}},
+            {"raw_dealer", {{"connects", rdeal_.connects}, {"ready", rdeal_.ready}, {"lost", rdeal_.lost},
+                            {"refused", rdeal_.refused}, {"malformed", rdeal_.malformed}, {"messages", rdeal_.messages},
+                            {"dropped", rdeal_.dropped}, {"queue_full", rdeal_.queue_full}}}};
   }
 
   Options o_;
@@ -699,6 +766,8 @@ class Fleet {
   std::mt19937_64 rng_;
   sockaddr_in raw_peer_{};
   ZmtpCounters raw_;
+  sockaddr_in dealer_peer_{};
+  CurveDealerCounters rdeal_;
   std::map<uint16_t, udp_hb::Sender> senders_;  // by the Welcomes' udp_port: one in practice
   uint64_t hellos_ = 0, hello_required_ = 0, connects_ = 0, reconnects_ = 0, timeouts_ = 0, hb_out_ = 0, hb_in_ = 0,
            frames_in_ = 0, orders_in_ = 0, reports_ = 0, send_fail_ = 0, bad_frames_ = 0, errors_in_ = 0;
@@ -779,6 +848,8 @@ int run_agents(int argc, char** argv) {
       ("no-dealer", po::bool_switch(&o.no_dealer), "SUB sockets only (broadcast listeners)")
       ("raw-sub", po::bool_switch(&o.raw_sub), "the SUB side as a raw ZMTP 3.0 subscriber on a plain TCP socket "
                                                "(bench/zmtp_sub.h; plaintext, tcp://IPv4:PORT only; the DEALER stays libzmq)")
+      ("raw-dealer", po::bool_switch(&o.raw_dealer), "the DEALER as a raw ZMTP 3.0 + CURVE client on a plain TCP socket "
+                                                     "(bench/zmtp_curve_dealer.h; CURVE, tcp://IPv4:PORT only)")
       ("udp-heartbeats", po::value(&o.udp_heartbeats)->default_value(o.udp_heartbeats),
        "1: announce UDP heartbeats and, given a session in the Welcome, heartbeat with datagrams as the real agent "
        "(one UDP socket per process); 0: every heartbeat over the connection")
@@ -809,6 +880,10 @@ int run_agents(int argc, char** argv) {
   }
   if (o.raw_sub && (o.pub_endpoint.rfind("tcp://", 0) != 0 || !client_pub.empty() || !o.curve_seed.empty())) {
     std::cerr << "gantry-fleet-sim agents: --raw-sub needs a plaintext tcp:// --pub-endpoint\n";
+    return 2;
+  }
+  if (o.raw_dealer && (o.endpoint.rfind("tcp://", 0) != 0 || server_key.empty())) {
+    std::cerr << "gantry-fleet-sim agents: --raw-dealer needs a tcp:// --endpoint and --server-public-key\n";
     return 2;
   }
   // The same bounded options as the real agent's sockets (PROTOCOL.md §1).

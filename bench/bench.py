@@ -738,6 +738,8 @@ def main():
                     help="rest: every heartbeat over the agents' connections (no UDP heartbeats), recorded as rest-tcp")
     ap.add_argument("--down-s", type=float, default=1.0)
     ap.add_argument("--storm-connect-per-s", type=float, default=1000, help="storm: first connections per s, all simulators")
+    ap.add_argument("--storm-agents", choices=["both", "raw", "libzmq"], default="both",
+                    help="storm: simulated agents as raw ZMTP + CURVE clients (the figure), libzmq DEALERs, or both")
     ap.add_argument("--max-s", type=int, default=900, help="upper bound on any simulator's life")
     ap.add_argument("--strace", action="store_true", help="orchestration: count fsyncs under strace")
     ap.add_argument("--connect-per-ms", type=float, default=2, help="agents each simulator opens per ms at start")

@@ -198,101 +198,131 @@ def run(args):
         curve = ["--server-public-key", c_pub_z85, "--curve-seed", SEED] + SIM_EXTRA
         watch_s = 5.0
 
-        # ---- baseline: the bare CURVE ROUTER (floor), same agents, same kill and restart.
-        floors = []
+        def measure(kind_curve, tag, enroll):
+            """One storm against the floor and one against the coordinator, with one kind of simulated agent."""
+            # ---- baseline: the bare CURVE ROUTER (floor), same agents, same kill and restart.
+            floors = []
 
-        def start_floor(epoch):
-            f = Proc([env.sim, "floor", "--bind", f"tcp://127.0.0.1:{env.agent_port}", "--hosts", str(n + 1),
-                      "--timeout-s", "600", "--epoch", str(epoch), "--server-secret-key", secret_z85(c_key)] + FLOOR_EXTRA,
-                     os.path.join(env.work, f"floor-{epoch}.log"))
-            env.procs.append(f)
-            floors.append(f)
-            wait_until(lambda: f.event("bound") or f.p.poll() is not None, 20, what="floor bound")
-            return f
+            def start_floor(epoch):
+                f = Proc([env.sim, "floor", "--bind", f"tcp://127.0.0.1:{env.agent_port}", "--hosts", str(n + 1),
+                          "--timeout-s", "600", "--epoch", str(epoch), "--server-secret-key", secret_z85(c_key)] + FLOOR_EXTRA,
+                         os.path.join(env.work, f"floor-{tag}-{epoch}.log"))
+                env.procs.append(f)
+                floors.append(f)
+                wait_until(lambda: f.event("bound") or f.p.poll() is not None, 20, what="floor bound")
+                return f
 
-        # The first connection of every agent is not what is measured: open them at a rate the
-        # CURVE handshakes keep up with on a shared 2-CPU machine (--storm-connect-per-s, all
-        # simulators together), so the figures start from a fleet that is all connected.
-        args.connect_per_ms = args.storm_connect_per_s / 1000.0 / procs
-        start_floor(1)
-        fsims = env.start_sims(n, procs, curve, prefix="sim-")
-        wait_until(lambda: epochs(fsims).get(1, [0])[0] >= n, 180, 0.2, "agents greeted by the floor")
-        time.sleep(3.0)
-        perf_dir = env.work if args.perf else None
-        fl = storm(env, fsims, n, lambda: floors[-1].stop(signal.SIGKILL), lambda: start_floor(2), 2, args.down_s, watch_s,
-                   server_pid=lambda: floors[-1].p.pid, perf_dir=perf_dir, label="floor")
-        for p in fsims + floors:
-            p.stop()
-            env.procs.remove(p)
-        fl_cnt, fl50, fl99, fl_xs = per_agent(fsims, 2, fl["t_start"])
-        describe("floor", fl, fl_xs)
+            # The first connection of every agent is not what is measured: open them at a rate the
+            # CURVE handshakes keep up with on a shared 2-CPU machine (--storm-connect-per-s, all
+            # simulators together), so the figures start from a fleet that is all connected.
+            args.connect_per_ms = args.storm_connect_per_s / 1000.0 / procs
+            start_floor(1)
+            fsims = env.start_sims(n, procs, kind_curve, prefix="sim-")
+            wait_until(lambda: epochs(fsims).get(1, [0])[0] >= n, 180, 0.2, "agents greeted by the floor")
+            time.sleep(3.0)
+            perf_dir = env.work if args.perf else None
+            fl = storm(env, fsims, n, lambda: floors[-1].stop(signal.SIGKILL), lambda: start_floor(2), 2, args.down_s, watch_s,
+                       server_pid=lambda: floors[-1].p.pid, perf_dir=perf_dir, label=f"floor-{tag}")
+            for p in fsims + floors:
+                p.stop()
+                env.procs.remove(p)
+            fl_cnt, fl50, fl99, fl_xs = per_agent(fsims, 2, fl["t_start"])
+            describe(f"floor, {tag} agents", fl, fl_xs)
 
-        # ---- Gantry: secure coordinator; enroll every simulated agent's key in one request.
-        env.start_coordinator(hb_ms=1000, extra=COORD_EXTRA)
-        keyfile = os.path.join(kdir, "agents.txt")
-        with open(keyfile, "w") as f:
-            subprocess.run([env.sim, "keys", "--curve-seed", SEED, "--prefix", "sim-", "--count", str(n)], stdout=f,
-                           check=True, timeout=120)
-        t0 = time.time()
-        r = subprocess.run([env.cli, "--coordinator", f"tcp://127.0.0.1:{env.op_port}", "--timeout-ms", "60000"]
-                           + env.op_security + ["keys", "accept-file", keyfile], capture_output=True, text=True, timeout=120)
-        enroll_s = time.time() - t0
-        if r.returncode != 0:
-            raise RuntimeError("keys accept-file failed: " + r.stdout + r.stderr)
-        print(f"enrolled: {r.stdout.strip()} in {enroll_s:.2f} s")
-        sims = env.start_sims(n, procs, curve, prefix="sim-")
-        wait_until(lambda: epochs(sims).get(1, [0])[0] >= n, 180, 0.2, "agents welcomed by the coordinator")
-        time.sleep(3.0)
-        restarted = {}
+            # ---- Gantry: secure coordinator; enroll every simulated agent's key in one request.
+            env.start_coordinator(hb_ms=1000, log_name=f"coordinator-{tag}.log", extra=COORD_EXTRA)
+            enroll_s = None
+            if enroll:
+                keyfile = os.path.join(kdir, "agents.txt")
+                with open(keyfile, "w") as f:
+                    subprocess.run([env.sim, "keys", "--curve-seed", SEED, "--prefix", "sim-", "--count", str(n)], stdout=f,
+                                   check=True, timeout=120)
+                t0 = time.time()
+                r = subprocess.run([env.cli, "--coordinator", f"tcp://127.0.0.1:{env.op_port}", "--timeout-ms", "60000"]
+                                   + env.op_security + ["keys", "accept-file", keyfile], capture_output=True, text=True, timeout=120)
+                enroll_s = time.time() - t0
+                if r.returncode != 0:
+                    raise RuntimeError("keys accept-file failed: " + r.stdout + r.stderr)
+                print(f"enrolled: {r.stdout.strip()} in {enroll_s:.2f} s")
+            sims = env.start_sims(n, procs, kind_curve, prefix="sim-")
+            wait_until(lambda: epochs(sims).get(1, [0])[0] >= n, 180, 0.2, "agents welcomed by the coordinator")
+            time.sleep(3.0)
+            restarted = {}
 
-        def restart():
-            env.start_coordinator(hb_ms=1000, log_name="coordinator2.log", extra=COORD_EXTRA)
-            restarted["ready_us"] = env.coord_ready_us
-        g = storm(env, sims, n, lambda: env.stop_coordinator(signal.SIGKILL), restart, 2, args.down_s, watch_s,
-                  server_pid=lambda: env.coord_pid, perf_dir=perf_dir, label="gantry")
-        for p in sims:
-            p.stop()
-            env.procs.remove(p)
-        g_cnt, g50, g99, g_xs = per_agent(sims, 2, g["t_start"])
-        describe("gantry", g, g_xs)
-        if perf_dir:
-            print(f"perf data: {perf_dir}/perf-{{floor,gantry}}-{{server,sim0}}.data (perf report -i ...)")
-        refused = expired = 0
-        with open(env.coord_log) as f:  # the restarted coordinator's log
-            for line in f:
-                refused += "refused" in line
-                expired += " is unknown" in line
+            def restart():
+                env.start_coordinator(hb_ms=1000, log_name=f"coordinator-{tag}-2.log", extra=COORD_EXTRA)
+                restarted["ready_us"] = env.coord_ready_us
+            g = storm(env, sims, n, lambda: env.stop_coordinator(signal.SIGKILL), restart, 2, args.down_s, watch_s,
+                      server_pid=lambda: env.coord_pid, perf_dir=perf_dir, label=f"gantry-{tag}")
+            for p in sims:
+                p.stop()
+                env.procs.remove(p)
+            g_cnt, g50, g99, g_xs = per_agent(sims, 2, g["t_start"])
+            describe(f"gantry, {tag} agents", g, g_xs)
+            if perf_dir:
+                print(f"perf data: {perf_dir}/perf-{{floor,gantry}}-{{server,sim0}}.data (perf report -i ...)")
+            refused = expired = 0
+            with open(env.coord_log) as f:  # the restarted coordinator's log
+                for line in f:
+                    refused += "refused" in line
+                    expired += " is unknown" in line
+            env.stop_coordinator()
+            return {"fl": fl, "g": g, "fl50": fl50, "fl99": fl99, "g50": g50, "g99": g99, "g_cnt": g_cnt,
+                    "fl_cnt": fl_cnt, "enroll_s": enroll_s, "restarted": restarted, "refused": refused, "expired": expired}
 
+        # Two kinds of simulated agent (--storm-agents): the raw CURVE client (bench/zmtp_curve_dealer.h,
+        # the figure: the agents' half of each handshake costs what its cryptography costs) and a
+        # libzmq DEALER per agent (as the real agent; its half costs more CPU than the server's).
+        kinds = {"raw": (curve + ["--raw-dealer"], "raw ZMTP + CURVE client per agent"),
+                 "libzmq": (curve, "libzmq DEALER per agent")}
+        order = ["raw", "libzmq"] if args.storm_agents == "both" else [args.storm_agents]
+        res = {}
+        for k, tag in enumerate(order):
+            res[tag] = measure(kinds[tag][0], tag, enroll=(k == 0))
+        m = res[order[0]]
+        fl, g = m["fl"], m["g"]
         ratio = g["t_all"] / fl["t_all"]
         ok_all = g["t_all"] <= 5.0 and g["left"] == 0
-        rows = [(f"all {n} agents reconnected, authenticated (CURVE) + hello → welcome (s)", f"{g['t_all']:.2f}",
+        what = kinds[order[0]][1]
+        rows = [(f"all {n} agents reconnected, authenticated (CURVE) + hello → welcome (s); {what}", f"{g['t_all']:.2f}",
                  f"{fl['t_all']:.2f}", f"{ratio:.2f}x", "≤ 5 s, none left", ok_all),
-                ("per-agent restart → welcome, p50 (s)", f"{g50:.2f}", f"{fl50:.2f}", f"{g50 / fl50:.2f}x", "—", None),
-                ("per-agent restart → welcome, p99 (s)", f"{g99:.2f}", f"{fl99:.2f}", f"{g99 / fl99:.2f}x", "—", None),
-                ("agents left behind (not welcomed within 60 s)", str(g["left"]), str(fl["left"]), "—", "0", g["left"] == 0),
-                (f"heartbeats per s in the {watch_s:.0f} s after the last welcome: agents → server (ZMTP + UDP datagrams)", f"{g['hb_out_rate']:.0f}",
-                 f"{fl['hb_out_rate']:.0f}", "—", "—", None),
-                ("… server → agents (sent only to agents that heard nothing for their period)", f"{g['hb_rate']:.0f}",
-                 f"{fl['hb_rate']:.0f}", "—", "—", None),
-                ("hosts the restarted coordinator expired (`is unknown`)", str(expired), "—", "—", "0", expired == 0),
-                ("welcomed agents timing out again in those s", str(g["timeouts_after"]), str(fl["timeouts_after"]), "—", "0",
-                 g["timeouts_after"] == 0),
-                ("coordinator exec → endpoints bound (s)", f"{(restarted['ready_us'] - g['t_start']) / 1e6:.2f}", "—", "—", "—", None),
-                (f"enrolling {n} agent keys (`gantry keys accept-file`, s)", f"{enroll_s:.2f}", "—", "—", "—", None)]
+                ("per-agent restart → welcome, p50 (s)", f"{m['g50']:.2f}", f"{m['fl50']:.2f}", f"{m['g50'] / m['fl50']:.2f}x", "—", None),
+                ("per-agent restart → welcome, p99 (s)", f"{m['g99']:.2f}", f"{m['fl99']:.2f}", f"{m['g99'] / m['fl99']:.2f}x", "—", None),
+                ("agents left behind (not welcomed within 60 s)", str(g["left"]), str(fl["left"]), "—", "0", g["left"] == 0)]
+        for tag in order[1:]:
+            o = res[tag]
+            rows.append((f"… the same storm, {kinds[tag][1]} (s)", f"{o['g']['t_all']:.2f}", f"{o['fl']['t_all']:.2f}",
+                         f"{o['g']['t_all'] / o['fl']['t_all']:.2f}x", "—", None))
+            rows.append(("… its agents left behind", str(o["g"]["left"]), str(o["fl"]["left"]), "—", "0", o["g"]["left"] == 0))
+        rows += [(f"heartbeats per s in the {watch_s:.0f} s after the last welcome: agents → server (ZMTP + UDP datagrams)", f"{g['hb_out_rate']:.0f}",
+                  f"{fl['hb_out_rate']:.0f}", "—", "—", None),
+                 ("… server → agents (sent only to agents that heard nothing for their period)", f"{g['hb_rate']:.0f}",
+                  f"{fl['hb_rate']:.0f}", "—", "—", None),
+                 ("hosts the restarted coordinator expired (`is unknown`)", str(sum(r["expired"] for r in res.values())), "—", "—", "0",
+                  all(r["expired"] == 0 for r in res.values())),
+                 ("welcomed agents timing out again in those s", str(g["timeouts_after"]), str(fl["timeouts_after"]), "—", "0",
+                  all(r["g"]["timeouts_after"] == 0 for r in res.values())),
+                 ("coordinator exec → endpoints bound (s)", f"{(m['restarted']['ready_us'] - g['t_start']) / 1e6:.2f}", "—", "—", "—", None),
+                 (f"enrolling {n} agent keys (`gantry keys accept-file`, s)", f"{m['enroll_s']:.2f}", "—", "—", "—", None)]
+        costs = "; ".join(f"{kinds[t][1]}: coordinator {cost_text(res[t]['g'])}; floor {cost_text(res[t]['fl'])}" for t in order)
         record("storm", "4. Reconnect storm after a coordinator restart (SIGKILL, restart; CURVE)", "bench/run storm", rows,
                f"Secure coordinator (`--server-key`, ZAP allowlist); each of the {n} simulated agents has its own CURVE key pair "
                f"(`gantry-fleet-sim agents --curve-seed`), all enrolled before the run with one `gantry keys accept-file` "
                f"(op `keys.accept_many`). All {n} welcomed, {3} s settled, SIGKILL, down {args.down_s} s, restart on the same "
                "state dir; times from the restart's exec to each agent's first Welcome of the new epoch "
-               f"({g_cnt} / {fl_cnt} per-agent samples). Agents reconnect by libzmq's own reconnect (100 ms doubling, "
-               "+0–100 ms random) and, after 3 silent heartbeat intervals (longer for connections that never heard a "
-               "frame: common/transport/liveness.h), by recreating the DEALER after a jittered "
-               "backoff (100 ms → 5 s, ×0.8–1.2), as the real agent; a reconnected socket that sends a heartbeat is "
-               "asked for a hello (`hello_required`). Baseline: `gantry-fleet-sim floor --server-secret-key` (bare CURVE "
-               "ROUTER, allow-all ZAP handler in its loop, welcome + heartbeats, no allowlist, no store, as many zmq I/O "
-               "threads as the coordinator's default), killed and "
-               f"restarted the same way with the same agents. Refusals logged by the coordinator: {refused}. "
-               f"Cost of the storm (restart → last welcome): coordinator {cost_text(g)}; floor {cost_text(fl)}.")
+               f"({m['g_cnt']} / {m['fl_cnt']} per-agent samples). Simulated agents: {' and '.join(kinds[t][1] for t in order)} "
+               "(`gantry-fleet-sim agents --raw-dealer`: the same CurveZMQ handshake and bytes, bench/zmtp_curve_dealer.h, "
+               "so the agents' half costs the 2 shared CPUs what its cryptography costs, as when it runs on 10,000 other hosts; "
+               "a libzmq DEALER, as the real agent, costs more CPU than the coordinator's half). Each kind is measured "
+               "against its own floor run and a coordinator started fresh on the same state. Agents reconnect with "
+               "libzmq's reconnect rule (100 ms doubling to 5 s, jittered) and, after 3 silent heartbeat intervals "
+               "(longer for connections that never heard a frame: common/transport/liveness.h), by recreating the "
+               "connection after a jittered backoff (100 ms → 5 s, ×0.8–1.2), as the real agent; a connection that drops "
+               "queues a Hello at once (sent when reconnected). Baseline: `gantry-fleet-sim floor --server-secret-key` "
+               "(bare CURVE ROUTER, allow-all ZAP handler in its loop, welcome + heartbeats, no allowlist, no store, as many "
+               "zmq I/O threads as the coordinator's default), killed and restarted the same way with the same agents. "
+               f"Refusals logged by the coordinator: {sum(r['refused'] for r in res.values())}. Cost of the storm (restart → "
+               f"last welcome): {costs}.")
         return 0
     finally:
         env.close()
