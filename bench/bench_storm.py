@@ -230,6 +230,9 @@ def run(args):
             describe(f"floor, {tag} agents", fl, fl_xs)
 
             # ---- Gantry: secure coordinator; enroll every simulated agent's key in one request.
+            # A fresh state dir per kind: the epochs start from 1 again (welcomes are counted per epoch).
+            env.coord_state = os.path.join(env.work, f"coordinator-{tag}")
+            os.makedirs(env.coord_state, exist_ok=True)
             env.start_coordinator(hb_ms=1000, log_name=f"coordinator-{tag}.log", extra=COORD_EXTRA)
             enroll_s = None
             if enroll:
@@ -278,7 +281,7 @@ def run(args):
         order = ["raw", "libzmq"] if args.storm_agents == "both" else [args.storm_agents]
         res = {}
         for k, tag in enumerate(order):
-            res[tag] = measure(kinds[tag][0], tag, enroll=(k == 0))
+            res[tag] = measure(kinds[tag][0], tag, enroll=True)
         m = res[order[0]]
         fl, g = m["fl"], m["g"]
         ratio = g["t_all"] / fl["t_all"]
