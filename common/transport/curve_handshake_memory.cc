@@ -18,8 +18,8 @@
 // objects, whatever the allocator. SECURITY.md ("CURVE handshakes") says the same to
 // operators.
 //
-// Nothing in Gantry calls sodium_malloc for its own secrets; sodium_mprotect_* on memory from
-// here would fail (EINVAL, as on memory from malloc) rather than protect it.
+// Nothing in Gantry calls sodium_malloc for its own secrets. sodium_mprotect_* must never be given
+// memory from here (it assumes libsodium's page layout); neither Gantry nor libzmq calls it.
 
 #include "common/transport/curve_handshake.h"
 
