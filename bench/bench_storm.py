@@ -264,6 +264,8 @@ def run(args):
             describe(f"gantry, {tag} agents", g, g_xs)
             if perf_dir:
                 print(f"perf data: {perf_dir}/perf-{{floor,gantry}}-{{server,sim0}}.data (perf report -i ...)")
+            # The raw CURVE clients' protocol errors (a smoke run fails on any).
+            malformed = sum(((x.latest() or {}).get("raw_dealer") or {}).get("malformed", 0) for x in fsims + sims)
             refused = expired = 0
             with open(env.coord_log) as f:  # the restarted coordinator's log
                 for line in f:
@@ -271,7 +273,8 @@ def run(args):
                     expired += " is unknown" in line
             env.stop_coordinator()
             return {"fl": fl, "g": g, "fl50": fl50, "fl99": fl99, "g50": g50, "g99": g99, "g_cnt": g_cnt,
-                    "fl_cnt": fl_cnt, "enroll_s": enroll_s, "restarted": restarted, "refused": refused, "expired": expired}
+                    "fl_cnt": fl_cnt, "enroll_s": enroll_s, "restarted": restarted, "refused": refused, "expired": expired,
+                    "malformed": malformed}
 
         # Two kinds of simulated agent (--storm-agents): the raw CURVE client (bench/zmtp_curve_dealer.h,
         # the figure: the agents' half of each handshake costs what its cryptography costs) and a
@@ -326,6 +329,12 @@ def run(args):
                "zmq I/O threads as the coordinator's default), killed and restarted the same way with the same agents. "
                f"Refusals logged by the coordinator: {sum(r['refused'] for r in res.values())}. Cost of the storm (restart → "
                f"last welcome): {costs}.")
+        # Agents left behind or a protocol error fail the run (bench_storm_smoke relies on it).
+        bad = [f"{t}: {r['g']['left']} left by the coordinator, {r['fl']['left']} by the floor, {r['malformed']} malformed"
+               for t, r in res.items() if r["g"]["left"] or r["fl"]["left"] or r["malformed"]]
+        if bad:
+            print("FAILED: " + "; ".join(bad))
+            return 1
         return 0
     finally:
         env.close()
