@@ -94,6 +94,35 @@ TEST(UdpHeartbeat, AgentsMoveHeartbeatsToDatagramsAndComeBackAfterACoordinatorRe
   EXPECT_TRUE(online(f, f.host_id(0)));
 }
 
+// Revoking a host's key ends its UDP session at once (Coordinator::disconnect_host): its agent's
+// datagrams still arrive, but as an unknown session they are counted and dropped, and they do not
+// bring the host back online; the other host keeps its session.
+TEST(UdpHeartbeat, ARevokedHostsDatagramsAreAnUnknownSessionAndDoNotKeepItOnline) {
+  FleetOptions o;
+  o.coordinator_extra_args = {"--coordinator-heartbeat-ms", "1000"};
+  Fleet f(2, o);
+  ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
+  ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 1 && count_of(f.agent_log(1), kConfirmed) == 1; }, 20000))
+      << f.diagnostics();
+  const std::string unknown = "gantry_udp_heartbeats_rejected_total{reason=\"unknown_session\"}";
+  const double before = metric(metrics(f), unknown);
+  EXPECT_EQ(before, 0);
+
+  auto r = f.cli({"keys", "revoke", f.host_id(1)}, 20000);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(wait_until([&] { return !online(f, f.host_id(1)); }, 10000)) << f.diagnostics();
+  EXPECT_NE(f.coordinator_log().find(f.host_id(1) + " is disconnected"), std::string::npos) << f.coordinator_log();
+  // Its agent goes on sending datagrams for a while (it learns nothing at rest): each one is now
+  // an unknown session.
+  ASSERT_TRUE(wait_until([&] { return metric(metrics(f), unknown) > before; }, 10000)) << metrics(f);
+  ::usleep(3000 * 1000);  // more than the 2 s the test fleet allows a silent host
+  EXPECT_FALSE(online(f, f.host_id(1))) << f.diagnostics();
+  EXPECT_TRUE(online(f, f.host_id(0))) << f.diagnostics();
+  const std::string m = metrics(f);
+  for (const char* reason : {"size", "magic", "mac", "replay"})
+    EXPECT_EQ(metric(m, std::string("gantry_udp_heartbeats_rejected_total{reason=\"") + reason + "\"}"), 0) << reason << m;
+}
+
 // Removes its iptables rule however the test ends.
 class DropUdpPort {
  public:
