@@ -15,7 +15,7 @@
 namespace gantry::bench {
 namespace {
 
-constexpr uint8_t kMore = 0x01, kLong = 0x02, kCommand = 0x04;
+constexpr uint8_t kCommand = ZmtpConn::kCommand;
 constexpr size_t kZero = crypto_box_ZEROBYTES, kBoxZero = crypto_box_BOXZEROBYTES;  // 32, 16
 constexpr int64_t kHandshakeTimeoutMs = 30000;
 
@@ -38,13 +38,10 @@ std::string greeting() {
   return g;  // as-server (byte 32) 0
 }
 
-// INITIATE's metadata: Socket-Type = DEALER (name-size, name, value-size BE32, value).
+// INITIATE's metadata: Socket-Type = DEALER.
 std::string metadata() {
   std::string m;
-  m.push_back(11);
-  m += "Socket-Type";
-  m.append("\0\0\0\x06", 4);
-  m += "DEALER";
+  ZmtpConn::put_property(m, "Socket-Type", "DEALER");
   return m;
 }
 
@@ -52,16 +49,7 @@ std::string metadata() {
 
 CurveDealer::CurveDealer(int epfd, uint64_t key, const sockaddr_in& peer, const CurveKeys& keys, size_t max_msg,
                          int reconnect_ivl_ms, int reconnect_ivl_max_ms, CurveDealerCounters* counters, uint64_t seed)
-    : epfd_(epfd),
-      key_(key),
-      peer_(peer),
-      keys_(keys),
-      max_msg_(max_msg),
-      ivl_ms_(std::max(1, reconnect_ivl_ms)),
-      ivl_max_ms_(std::max(reconnect_ivl_ms, reconnect_ivl_max_ms)),
-      c_(counters),
-      rng_(seed),
-      backoff_ms_(ivl_ms_) {}
+    : conn_(epfd, key, peer, reconnect_ivl_ms, reconnect_ivl_max_ms, seed), keys_(keys), max_msg_(max_msg), c_(counters) {}
 
 CurveDealer::~CurveDealer() {
   close();
@@ -74,31 +62,18 @@ void CurveDealer::wipe() {
 }
 
 void CurveDealer::open() {
-  if (fd_ >= 0) return;
-  want_reconnect_ = true;
+  if (conn_.is_open()) return;
   c_->connects++;
-  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) {
-    lose(false, nullptr);
-    return;
-  }
-  int one = 1;
-  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // as libzmq sets
-  if (::connect(fd_, reinterpret_cast<const sockaddr*>(&peer_), sizeof peer_) != 0 && errno != EINPROGRESS) {
-    lose(false, nullptr);
-    return;
-  }
   state_ = State::connecting;
-  handshake_deadline_ = mono_ms() + kHandshakeTimeoutMs;
-  in_.clear();
-  in_pos_ = 0;
   in_multipart_ = false;
+  if (!conn_.connect(kHandshakeTimeoutMs)) {
+    lose(false, nullptr);
+    return;
+  }
   // A new short-term key pair per connection, as libzmq's curve_client_t; nonces from 1.
   crypto_box_keypair(cn_public_, cn_secret_);
   nonce_ = 1;
   peer_nonce_ = 0;
-  out_ = greeting();
-  out_pos_ = 0;
   unsigned char hello[200] = {0};
   unsigned char n[crypto_box_NONCEBYTES];
   std::memcpy(n, "CurveZMQHELLO---", 16);
@@ -112,25 +87,14 @@ void CurveDealer::open() {
   std::memcpy(hello + 80, cn_public_, 32);
   std::memcpy(hello + 112, n + 16, 8);
   std::memcpy(hello + 120, box + kBoxZero, 80);
-  write_frame(kCommand, std::string_view(reinterpret_cast<const char*>(hello), sizeof hello));
-  events_ = EPOLLIN | EPOLLOUT;
-  epoll_event ev{};
-  ev.events = events_;
-  ev.data.u64 = key_;
-  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd_, &ev) != 0) lose(false, nullptr);
+  conn_.out() = greeting();
+  conn_.put_frame(kCommand, std::string_view(reinterpret_cast<const char*>(hello), sizeof hello));
 }
 
 void CurveDealer::close() {
-  want_reconnect_ = false;
-  if (fd_ >= 0) {
-    epoll_ctl(epfd_, EPOLL_CTL_DEL, fd_, nullptr);
-    ::close(fd_);
-  }
-  fd_ = -1;
+  conn_.stop();
+  conn_.close();
   state_ = State::closed;
-  in_.clear();
-  out_.clear();
-  in_pos_ = out_pos_ = 0;
   wipe();
 }
 
@@ -138,31 +102,19 @@ void CurveDealer::lose(bool malformed, const OnLost* on_lost) {
   const bool was_ready = state_ == State::ready;
   if (malformed) c_->malformed++;
   else c_->lost++;
-  close();
-  want_reconnect_ = true;
-  std::uniform_real_distribution<double> d(0.8, 1.2);
-  reconnect_at_ = mono_ms() + std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(backoff_ms_) * d(rng_)));
-  backoff_ms_ = std::min<int64_t>(backoff_ms_ * 2, ivl_max_ms_);
+  conn_.close();
+  state_ = State::closed;
+  wipe();
+  conn_.schedule();
   if (was_ready && on_lost && *on_lost) (*on_lost)();
 }
 
 void CurveDealer::poll_reconnect(int64_t now_ms) {
-  if (fd_ >= 0 && state_ != State::ready && now_ms >= handshake_deadline_) {
+  if (state_ != State::ready && conn_.handshake_overdue(now_ms)) {
     lose(false, nullptr);
     return;
   }
-  if (fd_ < 0 && want_reconnect_ && now_ms >= reconnect_at_) open();
-}
-
-void CurveDealer::write_frame(uint8_t flags, std::string_view body) {
-  if (body.size() > 255) {
-    out_.push_back(static_cast<char>(flags | kLong));
-    for (int s = 56; s >= 0; s -= 8) out_.push_back(static_cast<char>((static_cast<uint64_t>(body.size()) >> s) & 0xFF));
-  } else {
-    out_.push_back(static_cast<char>(flags));
-    out_.push_back(static_cast<char>(body.size()));
-  }
-  out_.append(body);
+  if (conn_.reconnect_due(now_ms)) open();
 }
 
 // A MESSAGE: "\x07MESSAGE", short nonce, Box[flags + body](C'->S') (libsodium's easy layout:
@@ -177,7 +129,7 @@ void CurveDealer::write_message(std::string_view body) {
   std::memcpy(msg.data(), "\x07MESSAGE", 8);
   std::memcpy(msg.data() + 8, n + 16, 8);
   crypto_box_easy_afternm(reinterpret_cast<unsigned char*>(msg.data()) + 16, bytes(plain), plain.size(), n, precom_);
-  write_frame(0, msg);
+  conn_.put_frame(0, msg);
 }
 
 bool CurveDealer::send(std::string_view body) {
@@ -191,120 +143,51 @@ bool CurveDealer::send(std::string_view body) {
   }
   write_message(body);
   if (!in_callback_) {
-    if (flush()) update_events();
+    // A failed write leaves the output pending: the socket's next wakeup (EPOLLOUT, ERR or HUP)
+    // finds it in on_events, which loses the connection and tells the caller.
+    (void)conn_.flush();
+    conn_.update_events(false);
   }
   return true;
-}
-
-bool CurveDealer::flush() {
-  while (out_pos_ < out_.size()) {
-    ssize_t n = ::send(fd_, out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL);
-    if (n > 0) {
-      out_pos_ += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
-    lose(false, nullptr);
-    return false;
-  }
-  out_.clear();
-  out_pos_ = 0;
-  return true;
-}
-
-void CurveDealer::update_events() {
-  if (fd_ < 0) return;
-  uint32_t want = EPOLLIN | ((state_ == State::connecting || out_pos_ < out_.size()) ? EPOLLOUT : 0u);
-  if (want == events_) return;
-  events_ = want;
-  epoll_event ev{};
-  ev.events = want;
-  ev.data.u64 = key_;
-  epoll_ctl(epfd_, EPOLL_CTL_MOD, fd_, &ev);
 }
 
 void CurveDealer::on_events(uint32_t events, const OnMessage& on_message, const OnLost& on_lost) {
-  if (fd_ < 0) return;
-  if (state_ == State::connecting) {
-    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-      lose(false, &on_lost);
-      return;
-    }
-    state_ = State::greeting;
-  }
-  if (out_pos_ < out_.size() && !flush()) return;
-  if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-    char buf[16384];
-    for (int k = 0; k < 16; ++k) {  // bounded per wakeup; level-triggered epoll brings us back
-      ssize_t n = ::read(fd_, buf, sizeof buf);
-      if (n > 0) {
-        in_.append(buf, static_cast<size_t>(n));
-        in_callback_ = true;
-        const int r = parse(on_message);
-        in_callback_ = false;
-        if (r == 2) {
-          c_->refused++;
-          lose(false, &on_lost);
-          return;
-        }
-        if (r == 1) {
-          lose(true, &on_lost);
-          return;
-        }
-        if (fd_ < 0) return;
-        if (static_cast<size_t>(n) < sizeof buf) break;
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      lose(false, &on_lost);  // EOF or error
-      return;
-    }
-  }
-  if (fd_ >= 0 && out_pos_ < out_.size() && !flush()) return;
-  update_events();
+  if (!conn_.is_open()) return;
+  bool connecting = state_ == State::connecting;
+  const int r = conn_.pump(events, &connecting, [&] {
+    if (state_ == State::connecting) state_ = State::greeting;
+    in_callback_ = true;
+    const int p = parse(on_message);  // 1 malformed, 2 refused (ERROR)
+    in_callback_ = false;
+    return p;
+  });
+  if (state_ == State::connecting && !connecting) state_ = State::greeting;
+  if (r == 2) c_->refused++;
+  if (r != 0) lose(r == 1, &on_lost);  // malformed, refused, or the connect, a read or a write failed
 }
 
 int CurveDealer::parse(const OnMessage& on_message) {
-  auto u8 = [&](size_t at) { return static_cast<uint8_t>(in_[at]); };
   for (;;) {
-    size_t avail = in_.size() - in_pos_;
     if (state_ == State::greeting) {
-      if (avail < 64) break;
+      std::string_view g = conn_.input();
+      if (g.size() < 64) break;
       static const char kCurve[20] = {'C', 'U', 'R', 'V', 'E'};
-      if (u8(in_pos_) != 0xFF || (u8(in_pos_ + 9) & 1) == 0 || u8(in_pos_ + 10) < 3 ||
-          std::memcmp(in_.data() + in_pos_ + 12, kCurve, 20) != 0)
+      if (static_cast<uint8_t>(g[0]) != 0xFF || (static_cast<uint8_t>(g[9]) & 1) == 0 || static_cast<uint8_t>(g[10]) < 3 ||
+          std::memcmp(g.data() + 12, kCurve, 20) != 0)
         return 1;
-      in_pos_ += 64;
+      conn_.take(64);
       state_ = State::welcome;
       continue;
     }
-    if (avail < 2) break;
-    const uint8_t flags = u8(in_pos_);
-    if (flags & ~(kMore | kLong | kCommand)) return 1;
-    size_t hdr = 2, size = u8(in_pos_ + 1);
-    if (flags & kLong) {
-      if (avail < 9) break;
-      hdr = 9;
-      uint64_t s = 0;
-      for (int i = 1; i <= 8; ++i) s = (s << 8) | u8(in_pos_ + i);
-      if (s > max_msg_ + 64) return 1;
-      size = static_cast<size_t>(s);
-    }
-    if (avail < hdr + size) break;
-    std::string_view body(in_.data() + in_pos_ + hdr, size);
-    in_pos_ += hdr + size;
+    uint8_t flags = 0;
+    std::string_view body;
+    const int got = conn_.next_frame(max_msg_ + 64, &flags, &body);
+    if (got < 0) return 1;
+    if (got == 0) break;
     const int r = on_frame(flags, body, on_message);
-    if (r != 0 || fd_ < 0) return r;
+    if (r != 0 || !conn_.is_open()) return r;
   }
-  if (in_pos_ > 0 && (in_pos_ == in_.size() || in_pos_ > 65536)) {
-    in_.erase(0, in_pos_);
-    in_pos_ = 0;
-  }
+  conn_.compact();
   return 0;
 }
 
@@ -348,7 +231,7 @@ int CurveDealer::on_frame(uint8_t flags, std::string_view body, const OnMessage&
     initiate.append(reinterpret_cast<const char*>(in + 16), 8);
     initiate.append(ibox, kBoxZero, std::string::npos);
     sodium_memzero(iplain.data(), iplain.size());
-    write_frame(kCommand, initiate);
+    conn_.put_frame(kCommand, initiate);
     state_ = State::initiated;
     return 0;
   }
@@ -365,7 +248,7 @@ int CurveDealer::on_frame(uint8_t flags, std::string_view body, const OnMessage&
     peer_nonce_ = get_u64(b + 6);
     state_ = State::ready;
     c_->ready++;
-    backoff_ms_ = ivl_ms_;
+    conn_.reset_backoff();
     while (!queued_.empty()) {
       write_message(queued_.front());
       queued_.pop_front();

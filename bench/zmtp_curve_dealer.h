@@ -40,9 +40,10 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <random>
 #include <string>
 #include <string_view>
+
+#include "bench/zmtp_conn.h"
 
 namespace gantry::bench {
 
@@ -89,7 +90,7 @@ class CurveDealer {
   // Handles the epoll events of this dealer's socket. The callbacks may call send().
   void on_events(uint32_t events, const OnMessage& on_message, const OnLost& on_lost);
 
-  bool is_open() const { return fd_ >= 0; }
+  bool is_open() const { return conn_.is_open(); }
   bool ready() const { return state_ == State::ready; }
 
  private:
@@ -97,31 +98,17 @@ class CurveDealer {
 
   void lose(bool malformed, const OnLost* on_lost);  // closes and schedules a reconnect
   void wipe();
-  bool flush();  // writes what is pending; false when the connection was lost
   // 0: more input needed or handled, 1: malformed, 2: refused (ERROR)
   int parse(const OnMessage& on_message);
   int on_frame(uint8_t flags, std::string_view body, const OnMessage& on_message);
-  void write_frame(uint8_t flags, std::string_view body);
   void write_message(std::string_view body);
-  void update_events();
 
-  int epfd_;
-  uint64_t key_;
-  sockaddr_in peer_;
+  ZmtpConn conn_;  // socket, buffers, frames, libzmq's reconnect backoff
   CurveKeys keys_;
   size_t max_msg_;
-  int ivl_ms_, ivl_max_ms_;
   CurveDealerCounters* c_;
-  std::mt19937_64 rng_;
-  int fd_ = -1;
   State state_ = State::closed;
-  bool want_reconnect_ = false;
-  int64_t reconnect_at_ = 0, backoff_ms_;
-  int64_t handshake_deadline_ = 0;
-  uint32_t events_ = 0;
   bool in_callback_ = false;
-  std::string in_, out_;
-  size_t in_pos_ = 0, out_pos_ = 0;
   bool in_multipart_ = false;
   std::deque<std::string> queued_;
   // This connection's CurveZMQ state.

@@ -32,9 +32,10 @@
 
 #include <cstdint>
 #include <functional>
-#include <random>
 #include <string>
 #include <string_view>
+
+#include "bench/zmtp_conn.h"
 
 namespace gantry::bench {
 
@@ -73,7 +74,7 @@ class ZmtpSub {
   // Handles the epoll events of this subscriber's socket.
   void on_events(uint32_t events, const OnMessage& on_message);
 
-  bool is_open() const { return fd_ >= 0; }
+  bool is_open() const { return conn_.is_open(); }
   bool ready() const { return state_ == State::ready; }
 
   // The 64-byte greeting this subscriber sends (for tests and documentation).
@@ -83,25 +84,14 @@ class ZmtpSub {
   enum class State { closed, connecting, greeting, handshake, ready };
 
   void lose(bool malformed);  // closes and schedules a reconnect
-  bool flush();               // writes what is pending; false when the connection was lost
   bool parse(int64_t t_us, const OnMessage& on_message);  // false: malformed (caller closes)
   int on_command(std::string_view body);  // 0 handled, 1 malformed, 2 the peer's ERROR
-  void update_events();
 
-  int epfd_;
-  uint64_t key_;
-  sockaddr_in peer_;
+  ZmtpConn conn_;  // socket, buffers, frames, reconnect backoff (100 ms doubling to 5 s)
   size_t max_msg_;
   ZmtpCounters* c_;
-  std::mt19937_64 rng_;
-  int fd_ = -1;
   State state_ = State::closed;
-  bool want_reconnect_ = false;
-  int64_t reconnect_at_ = 0, backoff_ms_ = 100;
-  int64_t handshake_timeout_ms_ = 30000, handshake_deadline_ = 0;
-  uint32_t events_ = 0;  // the mask registered in epfd_
-  std::string in_, out_;
-  size_t in_pos_ = 0, out_pos_ = 0;
+  int64_t handshake_timeout_ms_ = 30000;
   bool in_multipart_ = false;  // inside a multi-frame message being dropped
 };
 

@@ -77,6 +77,18 @@ int shared_key(unsigned char* key, const unsigned char* pk, const unsigned char*
   return 0;
 }
 
+// `box(k)` with the shared key of (pk, sk), wiped afterwards; -1 if it cannot be derived.
+template <typename Box>
+int with_shared_key(const unsigned char* pk, const unsigned char* sk, Box box) {
+  unsigned char k[crypto_box_BEFORENMBYTES];
+  if (shared_key(k, pk, sk) != 0) {
+    return -1;
+  }
+  const int rc = box(k);
+  sodium_memzero(k, sizeof k);
+  return rc;
+}
+
 }  // namespace
 
 extern "C" {
@@ -87,24 +99,12 @@ int crypto_box_beforenm(unsigned char* k, const unsigned char* pk, const unsigne
 
 int crypto_box(unsigned char* c, const unsigned char* m, unsigned long long mlen, const unsigned char* n,
                const unsigned char* pk, const unsigned char* sk) {
-  unsigned char k[crypto_box_BEFORENMBYTES];
-  if (shared_key(k, pk, sk) != 0) {
-    return -1;
-  }
-  const int rc = crypto_box_afternm(c, m, mlen, n, k);
-  sodium_memzero(k, sizeof k);
-  return rc;
+  return with_shared_key(pk, sk, [&](const unsigned char* k) { return crypto_box_afternm(c, m, mlen, n, k); });
 }
 
 int crypto_box_open(unsigned char* m, const unsigned char* c, unsigned long long clen, const unsigned char* n,
                     const unsigned char* pk, const unsigned char* sk) {
-  unsigned char k[crypto_box_BEFORENMBYTES];
-  if (shared_key(k, pk, sk) != 0) {
-    return -1;
-  }
-  const int rc = crypto_box_open_afternm(m, c, clen, n, k);
-  sodium_memzero(k, sizeof k);
-  return rc;
+  return with_shared_key(pk, sk, [&](const unsigned char* k) { return crypto_box_open_afternm(m, c, clen, n, k); });
 }
 
 }  // extern "C"
