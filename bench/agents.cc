@@ -81,8 +81,8 @@ struct Agent {
   std::string id;
   std::unique_ptr<zmq::socket_t> dealer, sub;
   // As the real agent: a monitor of the DEALER whose DISCONNECTED event ends the UDP session
-  // and sends a heartbeat on the connection at once (a restarted coordinator answers it with
-  // hello_required; datagrams alone would wait out the silence limit).
+  // and queues a Hello at once (sent when reconnected; datagrams alone would wait out the
+  // silence limit).
   std::unique_ptr<zmq::socket_t> monitor;
   std::unique_ptr<ZmtpSub> rsub;  // --raw-sub: instead of `sub`
   std::unique_ptr<CurveDealer> rdealer;  // --raw-dealer: instead of `dealer` and `monitor`

@@ -70,9 +70,9 @@ class Session {
   const Clock& clock_;
   std::optional<zmq::socket_t> dealer_;
   std::optional<zmq::socket_t> sub_;
-  // Disconnects of the DEALER's connection: they end a UDP heartbeat session at once (the
-  // coordinator may have restarted, or know this connection no more; either way only a
-  // heartbeat on the connection gets us a hello_required and a new Welcome).
+  // Disconnects of the DEALER's connection: they end a UDP heartbeat session at once and queue a
+  // Hello (the coordinator may have restarted, or know this connection no more; either way only
+  // a Hello on the new connection gets us a new Welcome and session).
   std::optional<zmq::socket_t> monitor_;
   int monitor_seq_ = 0;
   // UDP heartbeat session from the last Welcome (session 0: none). Confirmed: the coordinator
