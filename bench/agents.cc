@@ -257,10 +257,18 @@ class Fleet {
 
   void open_dealer(size_t i) {
     Agent& a = agents_[i];
-    if (o_.raw_dealer) {
-      open_raw_dealer(i);
-      return;
+    if (o_.raw_dealer ? open_raw_dealer(i) : open_zmq_dealer(i)) {
+      a.last_heard = mono_ms();
+      a.welcomed = false;
+      a.heard = false;
+      a.coord_period = a.hb_interval;  // as the real agent: until welcomed, our own interval
+      connects_++;
+      send_hello(a);
     }
+  }
+
+  bool open_zmq_dealer(size_t i) {
+    Agent& a = agents_[i];
     a.dealer = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
     transport::SocketOptions so = o_.socket;
     so.curve = a.curve;
@@ -279,49 +287,33 @@ class Fleet {
     }
     a.dealer->connect(o_.endpoint);
     watch(*a.dealer, (i << 2) | kKeyDealer);
-    int64_t now = mono_ms();
-    a.last_heard = now;
-    a.welcomed = false;
-    a.heard = false;
-    a.coord_period = a.hb_interval;  // as the real agent: until welcomed, our own interval
-    connects_++;
-    send_hello(a);
+    return true;
   }
 
-  // As open_dealer, with the raw CURVE client: the hello waits in it until READY, and its
-  // libzmq-like reconnects (poll_reconnect in timers) keep the agent's object.
-  void open_raw_dealer(size_t i) {
+  // The raw CURVE client instead: the hello waits in it until READY, and its libzmq-like
+  // reconnects (poll_reconnect in timers) keep the agent's object.
+  bool open_raw_dealer(size_t i) {
     Agent& a = agents_[i];
     CurveKeys k{};
     if (zmq_z85_decode(k.public_key, a.curve.public_key.c_str()) == nullptr ||
         zmq_z85_decode(k.secret_key, a.curve.secret_key.c_str()) == nullptr ||
         zmq_z85_decode(k.server_key, a.curve.server_public_key.c_str()) == nullptr) {
       send_fail_++;
-      return;
+      return false;
     }
     a.rdealer = std::make_unique<CurveDealer>(ep_, (i << 2) | kKeyDealer, dealer_peer_, k,
                                               static_cast<size_t>(o_.socket.max_msg_size), o_.socket.reconnect_ivl_ms,
                                               o_.socket.reconnect_ivl_max_ms, &rdeal_, rng_());
     sodium_memzero(&k, sizeof k);
     a.rdealer->open();
-    a.last_heard = mono_ms();
-    a.welcomed = false;
-    a.heard = false;
-    a.coord_period = a.hb_interval;
-    connects_++;
-    send_hello(a);
+    return true;
   }
 
   void on_raw_dealer(size_t i, uint32_t events) {
     Agent& a = agents_[i];
     a.rdealer->on_events(
         events, [this, i](std::string_view body) { on_frame(i, std::string(body)); },
-        [this, i] {  // as drain_monitor: the libzmq DEALER's DISCONNECTED event
-          Agent& b = agents_[i];
-          if (b.udp_session == 0) return;
-          end_udp_session(b);
-          send_hello(b);
-        });
+        [this, i] { on_connection_dropped(i); });  // libzmq's DISCONNECTED, for a raw client
   }
 
   bool has_dealer(const Agent& a) const { return a.dealer || a.rdealer; }
@@ -435,9 +427,15 @@ class Fleet {
 
   void drain_monitor(size_t i) {
     Agent& a = agents_[i];
-    if (!a.monitor || !transport::monitor_saw(*a.monitor, ZMQ_EVENT_DISCONNECTED) || a.udp_session == 0) return;
+    if (a.monitor && transport::monitor_saw(*a.monitor, ZMQ_EVENT_DISCONNECTED)) on_connection_dropped(i);
+  }
+
+  // As the real agent (agent/net/session.cc on_monitor_event): the session ends, a Hello waits.
+  void on_connection_dropped(size_t i) {
+    Agent& a = agents_[i];
+    if (a.udp_session == 0) return;
     end_udp_session(a);
-    send_hello(a);  // as the real agent (agent/net/session.cc on_monitor_event)
+    send_hello(a);
   }
 
   void drain_sub(size_t i) {
