@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "bench/sim_common.h"
 
@@ -106,6 +107,27 @@ long ZmtpConn::read_some() {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
     return -1;  // EOF or error
   }
+}
+
+std::string ZmtpConn::greeting(std::string_view mechanism) {
+  std::string g(64, '\0');
+  g[0] = static_cast<char>(0xFF);
+  g[9] = 0x7F;
+  g[10] = 3;  // version 3.0
+  g.replace(12, mechanism.size(), mechanism);  // 20 bytes, zero-padded; as-server (byte 32) 0
+  return g;
+}
+
+int ZmtpConn::take_greeting(std::string_view mechanism) {
+  std::string_view g = input();
+  if (g.size() < 64) return 0;
+  char want[20] = {};
+  std::memcpy(want, mechanism.data(), std::min<size_t>(mechanism.size(), sizeof want));
+  if (static_cast<uint8_t>(g[0]) != 0xFF || (static_cast<uint8_t>(g[9]) & 1) == 0 || static_cast<uint8_t>(g[10]) < 3 ||
+      std::memcmp(g.data() + 12, want, sizeof want) != 0)
+    return -1;
+  take(64);
+  return 1;
 }
 
 void ZmtpConn::put_frame(std::string& out, uint8_t flags, std::string_view body) {

@@ -59,6 +59,12 @@ class ZmtpConn {
   // One read into the input buffer: >0 bytes read, 0 nothing now, -1 EOF or error.
   long read_some();
 
+  // The 64-byte ZMTP 3.0 greeting of a client (as-server 0) speaking `mechanism` ("NULL", "CURVE").
+  static std::string greeting(std::string_view mechanism);
+  // The peer's greeting at the front of the input: 1 (checked and consumed: signature, major
+  // version >= 3, `mechanism`), 0 (more input needed), -1 (not such a greeting).
+  int take_greeting(std::string_view mechanism);
+
   // Output: a ZMTP frame (short or long form).
   void put_frame(uint8_t flags, std::string_view body) { put_frame(out_, flags, body); }
   static void put_frame(std::string& out, uint8_t flags, std::string_view body);

@@ -1,16 +1,7 @@
 // The raw ZMTP 3.0 + CURVE dealer of the reconnect-storm benchmark: see zmtp_curve_dealer.h.
 #include "bench/zmtp_curve_dealer.h"
 
-#include <netinet/tcp.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
 #include <cstring>
-
-#include "bench/sim_common.h"
 
 namespace gantry::bench {
 namespace {
@@ -28,15 +19,6 @@ uint64_t get_u64(const unsigned char* p) {
   return v;
 }
 const unsigned char* bytes(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
-
-std::string greeting() {
-  std::string g(64, '\0');
-  g[0] = static_cast<char>(0xFF);
-  g[9] = 0x7F;
-  g[10] = 3;  // version 3.0
-  std::memcpy(&g[12], "CURVE", 5);
-  return g;  // as-server (byte 32) 0
-}
 
 // INITIATE's metadata: Socket-Type = DEALER.
 std::string metadata() {
@@ -87,7 +69,7 @@ void CurveDealer::open() {
   std::memcpy(hello + 80, cn_public_, 32);
   std::memcpy(hello + 112, n + 16, 8);
   std::memcpy(hello + 120, box + kBoxZero, 80);
-  conn_.out() = greeting();
+  conn_.out() = ZmtpConn::greeting("CURVE");
   conn_.put_frame(kCommand, std::string_view(reinterpret_cast<const char*>(hello), sizeof hello));
 }
 
@@ -169,13 +151,9 @@ void CurveDealer::on_events(uint32_t events, const OnMessage& on_message, const 
 int CurveDealer::parse(const OnMessage& on_message) {
   for (;;) {
     if (state_ == State::greeting) {
-      std::string_view g = conn_.input();
-      if (g.size() < 64) break;
-      static const char kCurve[20] = {'C', 'U', 'R', 'V', 'E'};
-      if (static_cast<uint8_t>(g[0]) != 0xFF || (static_cast<uint8_t>(g[9]) & 1) == 0 || static_cast<uint8_t>(g[10]) < 3 ||
-          std::memcmp(g.data() + 12, kCurve, 20) != 0)
-        return 1;
-      conn_.take(64);
+      const int g = conn_.take_greeting("CURVE");
+      if (g < 0) return 1;
+      if (g == 0) break;
       state_ = State::welcome;
       continue;
     }

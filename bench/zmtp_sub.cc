@@ -1,15 +1,8 @@
 // The raw ZMTP 3.0 subscriber of the broadcast benchmark: see zmtp_sub.h.
 #include "bench/zmtp_sub.h"
 
-#include <netinet/tcp.h>
 #include <strings.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
 
 #include "bench/sim_common.h"
 
@@ -29,16 +22,7 @@ std::string ready_command() {
 
 }  // namespace
 
-std::string ZmtpSub::greeting() {
-  std::string g(64, '\0');
-  g[0] = static_cast<char>(0xFF);
-  g[9] = 0x7F;
-  g[10] = 3;  // version 3.0
-  g[11] = 0;
-  std::memcpy(&g[12], "NULL", 4);
-  g[32] = 0;  // as-server: no (NULL ignores it)
-  return g;
-}
+std::string ZmtpSub::greeting() { return ZmtpConn::greeting("NULL"); }
 
 ZmtpSub::ZmtpSub(int epfd, uint64_t key, const sockaddr_in& peer, size_t max_msg, ZmtpCounters* counters, uint64_t seed)
     : conn_(epfd, key, peer, 100, 5000, seed), max_msg_(max_msg), c_(counters) {}
@@ -98,13 +82,9 @@ void ZmtpSub::on_events(uint32_t events, const OnMessage& on_message) {
 bool ZmtpSub::parse(int64_t t_us, const OnMessage& on_message) {
   for (;;) {
     if (state_ == State::greeting) {
-      std::string_view g = conn_.input();
-      if (g.size() < 64) break;
-      static const char kNull[20] = {'N', 'U', 'L', 'L'};
-      if (static_cast<uint8_t>(g[0]) != 0xFF || (static_cast<uint8_t>(g[9]) & 1) == 0 || static_cast<uint8_t>(g[10]) < 3 ||
-          std::memcmp(g.data() + 12, kNull, 20) != 0)
-        return false;
-      conn_.take(64);
+      const int g = conn_.take_greeting("NULL");
+      if (g < 0) return false;
+      if (g == 0) break;
       state_ = State::handshake;
       continue;
     }
