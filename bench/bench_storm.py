@@ -198,7 +198,7 @@ def run(args):
         curve = ["--server-public-key", c_pub_z85, "--curve-seed", SEED] + SIM_EXTRA
         watch_s = 5.0
 
-        def measure(kind_curve, tag, enroll):
+        def measure(kind_curve, tag):
             """One storm against the floor and one against the coordinator, with one kind of simulated agent."""
             # ---- baseline: the bare CURVE ROUTER (floor), same agents, same kill and restart.
             floors = []
@@ -234,19 +234,17 @@ def run(args):
             env.coord_state = os.path.join(env.work, f"coordinator-{tag}")
             os.makedirs(env.coord_state, exist_ok=True)
             env.start_coordinator(hb_ms=1000, log_name=f"coordinator-{tag}.log", extra=COORD_EXTRA)
-            enroll_s = None
-            if enroll:
-                keyfile = os.path.join(kdir, "agents.txt")
-                with open(keyfile, "w") as f:
-                    subprocess.run([env.sim, "keys", "--curve-seed", SEED, "--prefix", "sim-", "--count", str(n)], stdout=f,
-                                   check=True, timeout=120)
-                t0 = time.time()
-                r = subprocess.run([env.cli, "--coordinator", f"tcp://127.0.0.1:{env.op_port}", "--timeout-ms", "60000"]
-                                   + env.op_security + ["keys", "accept-file", keyfile], capture_output=True, text=True, timeout=120)
-                enroll_s = time.time() - t0
-                if r.returncode != 0:
-                    raise RuntimeError("keys accept-file failed: " + r.stdout + r.stderr)
-                print(f"enrolled: {r.stdout.strip()} in {enroll_s:.2f} s")
+            keyfile = os.path.join(kdir, "agents.txt")
+            with open(keyfile, "w") as f:
+                subprocess.run([env.sim, "keys", "--curve-seed", SEED, "--prefix", "sim-", "--count", str(n)], stdout=f,
+                               check=True, timeout=120)
+            t0 = time.time()
+            r = subprocess.run([env.cli, "--coordinator", f"tcp://127.0.0.1:{env.op_port}", "--timeout-ms", "60000"]
+                               + env.op_security + ["keys", "accept-file", keyfile], capture_output=True, text=True, timeout=120)
+            enroll_s = time.time() - t0
+            if r.returncode != 0:
+                raise RuntimeError("keys accept-file failed: " + r.stdout + r.stderr)
+            print(f"enrolled: {r.stdout.strip()} in {enroll_s:.2f} s")
             sims = env.start_sims(n, procs, kind_curve, prefix="sim-")
             wait_until(lambda: epochs(sims).get(1, [0])[0] >= n, 180, 0.2, "agents welcomed by the coordinator")
             time.sleep(3.0)
@@ -263,7 +261,7 @@ def run(args):
             g_cnt, g50, g99, g_xs = per_agent(sims, 2, g["t_start"])
             describe(f"gantry, {tag} agents", g, g_xs)
             if perf_dir:
-                print(f"perf data: {perf_dir}/perf-{{floor,gantry}}-{{server,sim0}}.data (perf report -i ...)")
+                print(f"perf data: {perf_dir}/perf-{{floor,gantry}}-{tag}-{{server,sim0}}.data (perf report -i ...)")
             # The raw CURVE clients' protocol errors (a smoke run fails on any).
             malformed = sum(((x.latest() or {}).get("raw_dealer") or {}).get("malformed", 0) for x in fsims + sims)
             refused = expired = 0
@@ -283,8 +281,8 @@ def run(args):
                  "libzmq": (curve, "libzmq DEALER per agent")}
         order = ["raw", "libzmq"] if args.storm_agents == "both" else [args.storm_agents]
         res = {}
-        for k, tag in enumerate(order):
-            res[tag] = measure(kinds[tag][0], tag, enroll=True)
+        for tag in order:
+            res[tag] = measure(kinds[tag][0], tag)
         m = res[order[0]]
         fl, g = m["fl"], m["g"]
         ratio = g["t_all"] / fl["t_all"]
