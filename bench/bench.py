@@ -221,11 +221,15 @@ class Env:
                 self.coord.wait(5)
         self.coord = None
 
-    def op(self, command, args=None, timeout_ms=60000, brief=True):
+    def op(self, command, args=None, timeout_ms=60000, brief=True, wait_end_after_ms=None):
+        """One operator request. wait_end_after_ms (rollout.start): the client then stays quiet that
+        long and follows the rollout to its end, which comes back as the reply's "end"."""
         argv = [self.sim, "op", "--endpoint", f"tcp://127.0.0.1:{self.op_port}", "--command", command,
                 "--args", json.dumps(args or {}), "--timeout-ms", str(timeout_ms)]
         if brief:
             argv.append("--brief")
+        if wait_end_after_ms is not None:
+            argv += ["--wait-end-after-ms", str(wait_end_after_ms)]
         argv += self.op_security
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_ms / 1000 + 10).stdout
         for line in out.splitlines():

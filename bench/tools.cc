@@ -18,11 +18,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -519,7 +521,7 @@ int run_tcp_recv(int argc, char** argv) {
 
 int run_op(int argc, char** argv) {
   std::string endpoint, command, args_json = "{}", key_file, coordinator_key_file;
-  int timeout_ms = 30000;
+  int timeout_ms = 30000, wait_end_after_ms = -1;
   bool brief = false;
   po::options_description desc("gantry-fleet-sim op: one operator request with timestamps.\nOptions");
   desc.add_options()("help,h", "show this help")
@@ -527,6 +529,9 @@ int run_op(int argc, char** argv) {
       ("command", po::value(&command), "e.g. rollout.start")
       ("args", po::value(&args_json)->default_value(args_json), "JSON object")
       ("brief", po::bool_switch(&brief), "drop the result's hosts lists from the output")
+      ("wait-end-after-ms", po::value(&wait_end_after_ms),
+       "rollout.start: then stay quiet this long (no request, no exit), and poll rollout.get every 50 ms "
+       "until the rollout ends; its last answer is the output's \"end\"")
       ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms), "wait this long for the reply")
       ("key", po::value(&key_file), "CURVE: the operator's secret key file (as gantry --key)")
       ("coordinator-key", po::value(&coordinator_key_file), "CURVE: the coordinator's public key file (as gantry --coordinator-key)");
@@ -549,39 +554,71 @@ int run_op(int argc, char** argv) {
   }
   transport::configure(d, so);
   d.connect(endpoint);
-  proto::OpRequest req;
-  req.request_id = "bench-" + std::to_string(::getpid());
-  req.command = command;
-  req.args = nlohmann::json::parse(args_json);
-  req.args["user"] = "bench";
-  int64_t sent = wall_us();
-  if (!transport::send(d, req).ok()) {
-    emit({{"ev", "op"}, {"ok", false}, {"error", "send failed"}});
-    return 4;
-  }
-  zmq::pollitem_t it[] = {{d.handle(), 0, ZMQ_POLLIN, 0}};
-  int64_t deadline = mono_ms() + timeout_ms;
-  while (mono_ms() < deadline) {
-    zmq::poll(it, 1, std::chrono::milliseconds(50));
-    auto f = transport::recv_frame(d);
-    if (!f) continue;
-    int64_t got = wall_us();
-    proto::DecodeLimits lim;
-    lim.max_map = 1 << 20;
-    auto m = proto::decode(*f, lim);
-    if (!m) continue;
-    auto* rep = std::get_if<proto::OpReply>(&*m);
-    if (!rep || rep->request_id != req.request_id) continue;
-    nlohmann::json result = rep->result;
+  const int64_t deadline = mono_ms() + timeout_ms;
+  int seq = 0;
+  // One request and its reply (the reply's wall-clock arrival in *got); nullopt on timeout.
+  auto request = [&](const std::string& cmd, nlohmann::json args, int64_t& sent, int64_t& got) -> std::optional<proto::OpReply> {
+    proto::OpRequest req;
+    req.request_id = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(++seq);
+    req.command = cmd;
+    req.args = std::move(args);
+    req.args["user"] = "bench";
+    sent = wall_us();
+    if (!transport::send(d, req).ok()) return std::nullopt;
+    zmq::pollitem_t it[] = {{d.handle(), 0, ZMQ_POLLIN, 0}};
+    while (mono_ms() < deadline) {
+      zmq::poll(it, 1, std::chrono::milliseconds(50));
+      auto f = transport::recv_frame(d);
+      if (!f) continue;
+      got = wall_us();
+      proto::DecodeLimits lim;
+      lim.max_map = 1 << 20;
+      auto m = proto::decode(*f, lim);
+      if (!m) continue;
+      auto* rep = std::get_if<proto::OpReply>(&*m);
+      if (rep && rep->request_id == req.request_id) return std::move(*rep);
+    }
+    return std::nullopt;
+  };
+  auto shorten = [&](nlohmann::json result) {
     if (brief && result.is_object()) {
       if (result.contains("hosts") && result["hosts"].is_array()) result["hosts"] = result["hosts"].size();
       if (result.contains("batches") && result["batches"].is_array()) result["batches"] = result["batches"].size();
     }
-    emit({{"ev", "op"}, {"ok", rep->ok}, {"error", rep->error}, {"sent_us", sent}, {"recv_us", got}, {"result", result}});
-    return rep->ok ? 0 : 3;
+    return result;
+  };
+  int64_t sent = 0, got = 0;
+  auto rep = request(command, nlohmann::json::parse(args_json), sent, got);
+  if (!rep) {
+    emit({{"ev", "op"}, {"ok", false}, {"error", "timeout"}, {"sent_us", sent}});
+    return 4;
   }
-  emit({{"ev", "op"}, {"ok", false}, {"error", "timeout"}, {"sent_us", sent}});
-  return 4;
+  nlohmann::json out = {{"ev", "op"}, {"ok", rep->ok}, {"error", rep->error}, {"sent_us", sent}, {"recv_us", got},
+                        {"result", shorten(rep->result)}};
+  if (rep->ok && wait_end_after_ms >= 0) {
+    // The benchmark measures what the rollout does on this machine meanwhile: this process
+    // neither exits nor asks anything until then (its start-up and exit stay out of that time).
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait_end_after_ms));
+    const uint64_t id = rep->result.value("id", uint64_t{0});
+    for (;;) {
+      int64_t s2 = 0, g2 = 0;
+      auto r = request("rollout.get", {{"id", id}}, s2, g2);
+      if (!r) {
+        out["ok"] = false;
+        out["error"] = "timeout waiting for the rollout's end";
+        emit(out);
+        return 4;
+      }
+      const std::string ph = r->result.value("phase", std::string());
+      if (ph != "running" && ph != "paused" && ph != "rolling_back" && !ph.empty()) {
+        out["end"] = shorten(r->result);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  emit(out);
+  return rep->ok ? 0 : 3;
 }
 
 }  // namespace gantry::bench

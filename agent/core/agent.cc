@@ -145,14 +145,14 @@ void Agent::on_order(const proto::Order& o) {
   const int64_t received_us = steady_us();
   if (const proto::Report* r = state_.find_result(o.order_id)) {
     lg()->info("order {} already finished ({}); re-sending its report", o.order_id, r->outcome);
-    send_(proto::OrderAck{o.order_id, "duplicate", "already finished: " + r->outcome});
-    send_(*r);
+    send(proto::OrderAck{o.order_id, "duplicate", "already finished: " + r->outcome});
+    send(*r);
     return;
   }
   bool known = state_.active && state_.active->order.order_id == o.order_id;
   for (const auto& q : state_.queue) known = known || q.order_id == o.order_id;
   if (known) {
-    send_(proto::OrderAck{o.order_id, "duplicate", "in progress"});
+    send(proto::OrderAck{o.order_id, "duplicate", "in progress"});
     return;
   }
   if (Status st = check_release(o); !st.ok()) {
@@ -162,8 +162,8 @@ void Agent::on_order(const proto::Order& o) {
     proto::Report r{o.order_id, o.rollout_id, o.service, "failed", services_.count(o.service) ? disk_version(o.service) : "", msg, {}};
     state_.add_result(r);
     (void)persist();
-    send_(proto::OrderAck{o.order_id, "rejected", msg});
-    send_(r);
+    send(proto::OrderAck{o.order_id, "rejected", msg});
+    send(r);
     return;
   }
   if (!services_.count(o.service)) {
@@ -172,8 +172,8 @@ void Agent::on_order(const proto::Order& o) {
     proto::Report r{o.order_id, o.rollout_id, o.service, "failed", "", msg, {}};
     state_.add_result(r);
     (void)persist();
-    send_(proto::OrderAck{o.order_id, "rejected", msg});
-    send_(r);
+    send(proto::OrderAck{o.order_id, "rejected", msg});
+    send(r);
     return;
   }
   if (!state_.active && state_.queue.empty() && !worker_.busy()) {
@@ -202,14 +202,14 @@ void Agent::reject_unjournaled(const proto::Order& o, const Status& st) {
   std::string msg = "state write failed: " + st.error().message;
   proto::Report r{o.order_id, o.rollout_id, o.service, "failed", disk_version(o.service), msg, {}};
   state_.add_result(r);
-  send_(proto::OrderAck{o.order_id, "rejected", msg});
-  send_(r);
+  send(proto::OrderAck{o.order_id, "rejected", msg});
+  send(r);
 }
 
 // Once the order is durable: the OrderAck.
 void Agent::acknowledge(const proto::Order& o) {
   lg()->info("accepted order {}: {} {} {} (rollout {})", o.order_id, o.kind, o.service, o.version, o.rollout_id);
-  send_(proto::OrderAck{o.order_id, "accepted", ""});
+  send(proto::OrderAck{o.order_id, "accepted", ""});
 }
 
 // The order starts at once with the swap. Its one journal record says: active, swapping, from
@@ -228,11 +228,21 @@ void Agent::accept_and_swap(const proto::Order& o, int64_t received_us, int64_t 
   times_ = StepTimes{};
   times_.received_us = received_us;
   times_.checks_us = checks_us;
+  // The restart command's shell starts up while the record is written and the swap made; it
+  // runs the command only once begin_restart lets it (dropped, it runs nothing).
+  const int64_t tp = steady_us();
+  prepared_ = svc_of(o).driver->prepare_restart(o.version);
+  times_.prepare_us = steady_us() - tp;
   if (Status st = persist(); !st.ok()) {
+    prepared_.reset();
     state_.active.reset();
     reject_unjournaled(o, st);
     return;
   }
+  // Its OrderAck and the Progress of its first phases go out together once the restart has
+  // begun (begin_restart), or with its Report if it ends before: one wake-up of the sockets'
+  // I/O threads, here and at the coordinator, while the shell starts and runs, instead of three.
+  holding_ = true;
   acknowledge(o);
   times_.started_us = times_.last_us = steady_us();
   times_.accept_us = times_.started_us - received_us;
@@ -313,7 +323,7 @@ void Agent::on_signal(const proto::Signal& s) {
   (void)persist();
   for (auto& r : cancelled) {
     lg()->info("order {} cancelled by {} signal for rollout {}", r.order_id, s.kind, s.rollout_id);
-    send_(r);
+    send(r);
   }
 }
 
@@ -393,8 +403,19 @@ VerifyPolicy Agent::policy() const {
   return p;
 }
 
+void Agent::send(const proto::Message& m) {
+  if (holding_) held_.push_back(m);
+  else send_(m);
+}
+
+void Agent::send_held() {
+  holding_ = false;
+  for (const auto& m : held_) send_(m);
+  held_.clear();
+}
+
 void Agent::progress(const std::string& ph, const std::string& detail) {
-  send_(proto::Progress{state_.active->order.order_id, ph, detail});
+  send(proto::Progress{state_.active->order.order_id, ph, detail});
 }
 
 void Agent::mark_timing(const char* name) {
@@ -503,6 +524,11 @@ void Agent::begin_stage() {
 void Agent::begin_swap(bool journaled) {
   auto& a = *state_.active;
   set_phase(phase::kSwapping, a.from_version + " -> " + a.order.version);
+  if (!prepared_) {  // as accept_and_swap
+    const int64_t tp = steady_us();
+    prepared_ = svc().driver->prepare_restart(a.order.version);
+    times_.prepare_us += steady_us() - tp;
+  }
   if (!journaled && !persist_or_note()) {
     fail_before_swap("state write failed: " + state_error_);
     return;
@@ -551,10 +577,16 @@ void Agent::begin_restart() {
   Worker* worker = &worker_;
   restart_failure_.clear();
   swap_sync_failure_.clear();
-  restart_job_us_ = 0;
-  worker_.run("verify", [driver, v, probes, p, &clock, sleep, worker](const std::atomic<bool>& cancelled) -> Status {
+  // The restart begins here, on this thread: with the shell prepared before the swap, the
+  // command starts at once, whenever the worker thread wakes up to wait for it.
+  std::shared_ptr<PreparedRestart> restart = std::move(prepared_);
+  if (!restart) restart = driver->prepare_restart(v);  // resumed after a restart of the agent
+  restart_started_us_ = steady_us();
+  restart_done_us_ = 0;
+  restart->start();
+  worker_.run("verify", [driver, restart, probes, p, &clock, sleep, worker](const std::atomic<bool>& cancelled) -> Status {
     const int64_t t0 = steady_us();
-    Status st = driver->restart(v);
+    Status st = restart->finish();
     crash_point("during_restart");
     worker->milestone("restart", st, steady_us() - t0);
     if (!st.ok()) return st;  // the main loop reverts when it takes this result
@@ -575,13 +607,14 @@ void Agent::begin_restart() {
   times_.swap_sync_us += steady_us() - t1;
   lg()->info("order {}: {} ({})", a.order.order_id, phase::kRestarting, v);
   progress(phase::kRestarting, "running restart command");
+  send_held();
 }
 
 // The restart command has finished; the worker is already probing (unless it failed).
 void Agent::on_restarted(const WorkResult& r) {
   auto& a = *state_.active;
-  times_.restart_command_us += r.job_us;
-  restart_job_us_ = r.job_us;
+  times_.restart_command_us += std::max<int64_t>(0, r.at_us - restart_started_us_);
+  restart_done_us_ = r.at_us;
   mark_timing("restart");
   if (!r.status.ok()) {
     restart_failure_ = r.status.error().message;  // the job ends at once; revert then
@@ -608,6 +641,8 @@ void Agent::announce_verifying() {
 }
 
 void Agent::begin_revert(std::string reason) {
+  prepared_.reset();
+  send_held();
   auto& a = *state_.active;
   a.failure = reason;
   set_phase(phase::kReverting, reason);
@@ -666,7 +701,7 @@ void Agent::on_work_done(const WorkResult& r) {
       restart_failure_.clear();
       return begin_revert(why);
     }
-    times_.probe_us += std::max<int64_t>(0, r.job_us - restart_job_us_);
+    if (restart_done_us_) times_.probe_us += std::max<int64_t>(0, r.at_us - restart_done_us_);
     mark_timing("verify");
     if (verify_unjournaled_) {
       verify_unjournaled_ = false;
@@ -706,6 +741,7 @@ void Agent::succeed() {
 }
 
 void Agent::fail_before_swap(std::string message) {
+  prepared_.reset();
   fetcher_.reset();
   auto& a = *state_.active;
   std::string running = disk_version(a.order.service);
@@ -714,6 +750,8 @@ void Agent::fail_before_swap(std::string message) {
 }
 
 void Agent::finish(proto::Report r) {
+  prepared_.reset();
+  send_held();
   auto& a = *state_.active;
   r.timings_ms = a.timings_ms;
   r.timings_ms["total"] = static_cast<uint64_t>(std::max<Millis>(0, clock_.now_ms() - order_started_));
@@ -735,7 +773,7 @@ void Agent::finish(proto::Report r) {
   }
   state_error_.clear();
   lg()->info("order {} {}: {} (running {})", r.order_id, r.outcome, r.message, r.running_version.empty() ? "nothing" : r.running_version);
-  send_(r);
+  send(r);
   log_timings(r.order_id);
   if (state_.queue.empty()) store_.maintain(state_);  // idle: compaction, off the order's path
 }
@@ -750,12 +788,12 @@ void Agent::log_timings(const std::string& order_id) {
   // sent); journal, activate, restart_command and probe are parts of them.
   lg()->info("order {} timings: total={}us accept={}us queued={}us fetch={}us stage={}us swap={}us restart={}us "
              "verify={}us revert={}us report={}us journal={}us journal_writes={} activate={}us swap_sync={}us "
-             "restart_command={}us probe={}us checks={}us",
+             "restart_command={}us probe={}us checks={}us prepare={}us",
              order_id, end - times_.received_us, times_.accept_us,
              std::max<int64_t>(0, times_.started_us - times_.received_us - times_.accept_us), ph("fetch"), ph("stage"),
              ph("swap"), ph("restart"), ph("verify"), ph("revert"), end - times_.last_us, times_.journal_us,
              times_.journal_writes, times_.activate_us, times_.swap_sync_us, times_.restart_command_us, times_.probe_us,
-             times_.checks_us);
+             times_.checks_us, times_.prepare_us);
 }
 
 }  // namespace gantry::agent

@@ -98,6 +98,10 @@ class Agent {
   Status persist(bool lazy = false);
   bool persist_or_note(bool lazy = false);
   void set_phase(const char* phase, const std::string& detail);
+  // Every message to the coordinator goes through send(): while holding_, it is kept in held_
+  // (in order) until send_held().
+  void send(const proto::Message& m);
+  void send_held();
   void progress(const std::string& phase, const std::string& detail);
   void mark_timing(const char* name);
   ServiceRuntime& svc();
@@ -134,6 +138,7 @@ class Agent {
     int64_t journal_us = 0;
     int journal_writes = 0;
     int64_t checks_us = 0;  // part of accept: the signature and has_release checks before the first write
+    int64_t prepare_us = 0;  // Driver::prepare_restart (spawning the restart command's shell), before the swapping record
   };
   struct Arrival {
     int64_t received_us = 0, accept_us = 0, journal_us = 0;
@@ -146,7 +151,14 @@ class Agent {
   bool verify_unjournaled_ = false;  // the verifying record failed: revert once the probes end
   std::string restart_failure_;      // the restart command failed (its milestone); the job ends without probing
   std::string swap_sync_failure_;    // the fsync making the swap durable failed: revert once the job ends
-  int64_t restart_job_us_ = 0;       // the restart command's share of the restart + verify job
+  int64_t restart_started_us_ = 0;   // the restart command was started (PreparedRestart::start)
+  int64_t restart_done_us_ = 0;      // its milestone was posted: the probes began
+  // The active order's restart, made ready before its swapping record and swap (the restart
+  // command's shell starts up meanwhile) and started by begin_restart; dropped unstarted when
+  // the order ends before it (the command then never runs).
+  std::shared_ptr<PreparedRestart> prepared_;
+  bool holding_ = false;
+  std::vector<proto::Message> held_;
   Millis announce_verifying_at_ = 0;  // when to log and send Progress{verifying}; 0: done or none
   std::vector<std::string> release_keys_;
   // Signed manifests that verified with release_keys_ (exact manifest and signature bytes), most

@@ -26,6 +26,7 @@ struct WorkResult {
   Status status;
   int64_t job_us = 0;  // how long the job ran on its thread (steady clock; diagnostics only)
   bool final = true;   // false: a milestone the job posted (Worker::milestone); the job goes on
+  int64_t at_us = 0;   // when it was posted (steady clock, microseconds; diagnostics only)
 };
 
 class Worker {

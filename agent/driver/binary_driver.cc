@@ -139,12 +139,14 @@ Status BinaryDriver::switch_current(const std::string& version) {
 
 Status BinaryDriver::sync_current() { return fs::fsync_dir(cfg_.root); }
 
-Status BinaryDriver::restart(const std::string& version) {
-  std::map<std::string, std::string> env = {{"GANTRY_SERVICE", cfg_.name},
-                                            {"GANTRY_ROOT", cfg_.root},
-                                            {"GANTRY_VERSION", version},
-                                            {"GANTRY_RELEASE_DIR", cfg_.root + "/current"}};
-  auto r = runner_.run_shell(cfg_.restart_command, env, cfg_.restart_timeout_ms);
+std::map<std::string, std::string> BinaryDriver::restart_env(const std::string& version) const {
+  return {{"GANTRY_SERVICE", cfg_.name},
+          {"GANTRY_ROOT", cfg_.root},
+          {"GANTRY_VERSION", version},
+          {"GANTRY_RELEASE_DIR", cfg_.root + "/current"}};
+}
+
+Status BinaryDriver::restart_outcome(const Expected<ProcessResult>& r) const {
   if (!r) return make_error("restart", "restart command could not run: " + r.error().message);
   if (r->timed_out)
     return make_error("restart", "restart command timed out after " + std::to_string(cfg_.restart_timeout_ms) + " ms");
@@ -153,6 +155,28 @@ Status BinaryDriver::restart(const std::string& version) {
     return make_error("restart", "restart command exited with " + std::to_string(r->exit_code) + (out.empty() ? "" : ": " + out));
   }
   return Status::Ok();
+}
+
+Status BinaryDriver::restart(const std::string& version) {
+  return restart_outcome(runner_.run_shell(cfg_.restart_command, restart_env(version), cfg_.restart_timeout_ms));
+}
+
+// The restart command's shell, started up while the agent journals the order and swaps.
+class PreparedRestartCommand final : public PreparedRestart {
+ public:
+  PreparedRestartCommand(const BinaryDriver& driver, std::unique_ptr<PreparedShell> shell)
+      : driver_(driver), shell_(std::move(shell)) {}
+  void start() override { shell_->start(); }
+  Status finish() override { return driver_.restart_outcome(shell_->wait()); }
+
+ private:
+  const BinaryDriver& driver_;
+  std::unique_ptr<PreparedShell> shell_;
+};
+
+std::unique_ptr<PreparedRestart> BinaryDriver::prepare_restart(const std::string& version) {
+  return std::make_unique<PreparedRestartCommand>(
+      *this, runner_.prepare_shell(cfg_.restart_command, restart_env(version), cfg_.restart_timeout_ms));
 }
 
 Status BinaryDriver::prune(uint32_t retain, const std::set<std::string>& keep) {

@@ -2,6 +2,8 @@
 // `<root>/staging` for extraction, `<root>/downloads` for artifacts.
 #pragma once
 
+#include <map>
+
 #include "agent/config/agent_config.h"
 #include "agent/driver/driver.h"
 #include "common/util/clock.h"
@@ -23,12 +25,17 @@ class BinaryDriver final : public Driver {
   Status switch_current(const std::string& version) override;
   Status sync_current() override;
   Status restart(const std::string& version) override;
+  std::unique_ptr<PreparedRestart> prepare_restart(const std::string& version) override;
   Status prune(uint32_t retain, const std::set<std::string>& keep) override;
   Status cleanup() override;
 
   std::string release_dir(const std::string& version) const { return cfg_.root + "/releases/" + version; }
 
  private:
+  friend class PreparedRestartCommand;
+  std::map<std::string, std::string> restart_env(const std::string& version) const;
+  Status restart_outcome(const Expected<ProcessResult>& r) const;
+
   ServiceConfig cfg_;
   ProcessRunner& runner_;
   const Clock& clock_;

@@ -2,6 +2,7 @@
 // driver is the only one today; a `container` driver (image by digest) fits the same steps.
 #pragma once
 
+#include <memory>
 #include <set>
 #include <string>
 
@@ -15,6 +16,17 @@ struct ReleaseId {
   std::string version;
   std::string sha256;
   uint64_t size = 0;
+};
+
+// A restart made ready before the swap and started right after it (Driver::prepare_restart).
+// Destroyed before start(), nothing of it runs.
+class PreparedRestart {
+ public:
+  virtual ~PreparedRestart() = default;
+  // `current` is switched: the restart begins (the main loop calls this; it does not block).
+  virtual void start() = 0;
+  // After start(), on the worker thread: until the restart is done; as Driver::restart().
+  virtual Status finish() = 0;
 };
 
 class Driver {
@@ -50,6 +62,11 @@ class Driver {
   virtual Status sync_current() = 0;
   // Restarts the service on whatever `current` points at; non-zero exit or timeout is an error.
   virtual Status restart(const std::string& version) = 0;
+  // restart(version) in two parts: made ready now, begun on start() once the swap is made. The
+  // binary driver starts the restart command's shell here, so its start-up overlaps the order's
+  // journal record and the swap (RealProcessRunner::prepare_shell); by default nothing happens
+  // before start() and finish() is restart(). The Driver must outlive the result.
+  virtual std::unique_ptr<PreparedRestart> prepare_restart(const std::string& version);
   // Removes releases beyond `retain` (newest kept), never one named in `keep`.
   virtual Status prune(uint32_t retain, const std::set<std::string>& keep) = 0;
   // Removes leftovers of interrupted work (staging dirs, temp links); safe at start-up.

@@ -120,9 +120,25 @@ TEST_F(DriverFixture, RestartRunsTheCommandWithTheGantryEnvironment) {
   EXPECT_NE(env.find("GANTRY_ROOT=" + cfg.root + "\n"), std::string::npos);
   EXPECT_NE(env.find("GANTRY_RELEASE_DIR=" + cfg.root + "/current\n"), std::string::npos);
 
+  // The same, prepared ahead of the swap and started after it.
+  auto prepared = d->prepare_restart("v8");
+  prepared->start();
+  ASSERT_TRUE(prepared->finish().ok());
+  env = read_text(cfg.root + "/restart.env");
+  EXPECT_NE(env.find("GANTRY_VERSION=v8\n"), std::string::npos);
+  EXPECT_NE(env.find("GANTRY_RELEASE_DIR=" + cfg.root + "/current\n"), std::string::npos);
+  EXPECT_EQ(env.find("GANTRY_GATED_COMMAND"), std::string::npos) << "the variable that carried the command is gone";
+  d->prepare_restart("v9").reset();
+  EXPECT_EQ(read_text(cfg.root + "/restart.env"), env) << "dropped before start: the command did not run";
+
   cfg.restart_command = "echo boom >&2; exit 3";
   make();
-  Status st = d->restart("v7");
+  prepared = d->prepare_restart("v7");
+  prepared->start();
+  Status st = prepared->finish();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message, "restart command exited with 3: boom");
+  st = d->restart("v7");
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().message, "restart command exited with 3: boom");
 

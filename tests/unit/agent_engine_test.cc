@@ -425,11 +425,15 @@ TEST_F(EngineTest, InstalledReleaseWhoseAcceptWriteFailsIsRejectedUntouched) {
   ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
   agent->handle(order("o-2", "v2"));
   ASSERT_EQ(run_until_report("o-2")->outcome, "succeeded");
+  const std::string restarts = read_text(cfg.root + "/restarts");
   store.fail_next(1, make_error("disk_full", "write agent-state.journal: No space left on device"));
   agent->handle(order("o-3", "v1"));
   EXPECT_EQ(all_sent<proto::OrderAck>().back().status, "rejected");
   expect_report("o-3", "failed", "state write failed:", "v2");
   EXPECT_FALSE(agent->state().active.has_value());
+  EXPECT_EQ(current(), "releases/v2");
+  // Its restart command's shell was started before the write, and dropped: it ran nothing.
+  EXPECT_EQ(read_text(cfg.root + "/restarts"), restarts);
 }
 
 // --- Recovery: a journal left by an agent killed mid-order -----------------------------------
