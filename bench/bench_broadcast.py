@@ -124,6 +124,10 @@ def run(args):
             res[kind] = gantry_runs(env, args, kind, dealers_n, batch, perf=args.perf and ki == 0)
 
         head = SUB_KINDS[0]
+        print("TCP loop runs (ms, sorted):", " ".join(f"{x:.0f}" for x in sorted(tcp)))
+        for kind in SUB_KINDS:
+            print(f"Gantry runs, {KIND_NAME[kind]} (ms, sorted):", " ".join(f"{x:.0f}" for x in sorted(res[kind]["lat"])))
+            print(f"bare PUB runs, {KIND_NAME[kind]} (ms, sorted):", " ".join(f"{x:.0f}" for x in sorted(zpub.get(kind, []))))
         rows = []
         for kind in SUB_KINDS:
             lat = res[kind]["lat"]
@@ -182,7 +186,7 @@ def gantry_runs(env, args, kind, dealers_n, batch, perf=False):
     env.wait_welcomed(agents, dealers_n, 180)
     env.upload("v1")
     plan = {"batches": [batch, "100%"]}
-    spans = []
+    spans, starts = [], []
 
     def one_run(timeout):
         r = env.op("rollout.start", {"service": "web", "version": "v1", "plan": plan})
@@ -193,6 +197,7 @@ def gantry_runs(env, args, kind, dealers_n, batch, perf=False):
         rb = env.op("rollback", {"service": "web"})
         assert rb["ok"], rb
         t0 = rb["sent_us"]
+        starts.append(t0)
         try:
             wait_until(lambda: signal_counts(everyone, rid)[0] >= n, timeout, 0.02, "the signal at every agent")
             ms = (signal_counts(everyone, rid)[1] - t0) / 1000.0
@@ -224,6 +229,7 @@ def gantry_runs(env, args, kind, dealers_n, batch, perf=False):
                                  os.path.join(env.work, "perf.data")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lat, replies = [], []
     spans.clear()
+    starts.clear()
     for _ in range(runs):
         ms, reply = one_run(20)
         if ms is not None:
@@ -246,6 +252,10 @@ def gantry_runs(env, args, kind, dealers_n, batch, perf=False):
                 published[int(m.group(2))] = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp() * 1e6
     fan = [(last - published[rid]) / 1000.0 for rid, first, last in spans if rid in published and last]
     spread = [(last - first) / 1000.0 for rid, first, last in spans if last and first < last]
+    # Each timed run in order: request → last agent, of which the rollback step logged → last agent.
+    print(f"Gantry runs in order, {KIND_NAME[kind]} (ms: total / fan-out):",
+          " ".join(f"{(last - t0) / 1000.0:.0f}/{(last - published[rid]) / 1000.0 if rid in published else float('nan'):.0f}"
+                   for (rid, first, last), t0 in zip(spans, starts) if last))
     raw = {}
     for s in everyone:
         for key, v in ((s.latest() or {}).get("raw_sub") or {}).items():

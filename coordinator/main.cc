@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
       ("restart-grace-ms", po::value(&cfg.restart_grace_ms)->default_value(cfg.restart_grace_ms),
        "after a restart, hosts known from before count as reachable this long (at least the heartbeat timeout) while they reconnect")
       ("io-threads", po::value(&cfg.io_threads)->default_value(cfg.io_threads),
-       "ZeroMQ I/O threads, 1..16 (CURVE handshakes and socket I/O; with 2 or more the PUB's subscribers get the last one)")
+       "ZeroMQ I/O threads, 1..16 (CURVE handshakes and socket I/O; with 2 or more the PUB's subscribers are spread over all but the first)")
       ("server-key", po::value(&server_key), "CURVE secret key file of this coordinator (gantry-coordinator keygen); agents and operators pin its public half")
       ("admin-key", po::value(&admin_keys)->composing(), "[NAME=]PUBFILE: enroll this operator key as admin at start (repeatable; NAME defaults to the file name)")
       ("accept-agent-key", po::value(&accept_agent_keys)->composing(), "HOST=PUBFILE: accept this agent key for HOST at start (repeatable; otherwise `gantry keys accept`)")

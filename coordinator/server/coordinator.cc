@@ -234,8 +234,9 @@ Status Coordinator::start() {
     if (Status st = open_udp_heartbeats(endpoints_["agent"]); !st.ok()) return st;
     pub_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pub);
     transport::configure(*pub_, pub_opts);
-    // Subscribers on the last I/O thread of their own (Config::io_threads); set before bind.
-    if (int io = ctx_.get(zmq::ctxopt::io_threads); io > 1) pub_->set(zmq::sockopt::affinity, uint64_t{1} << (io - 1));
+    // Subscribers on all I/O threads but the first (Config::io_threads); set before bind.
+    if (int io = ctx_.get(zmq::ctxopt::io_threads); io > 1)
+      pub_->set(zmq::sockopt::affinity, ((uint64_t{1} << io) - 1) & ~uint64_t{1});
     if (Status st = transport::bind(*pub_, cfg_.pub_endpoint); !st.ok()) return make_error("bind", "pub endpoint: " + st.error().message);
     endpoints_["pub"] = pub_->get(zmq::sockopt::last_endpoint);
     operators_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::router);
@@ -701,6 +702,14 @@ void Coordinator::on_hello(const std::string& identity, const proto::Hello& h) {
     registry_.close_udp_session(mrec);
   }
   send_to_host(identity, w);
+  // Heartbeats spread over the period: hosts welcomed together (a restart's reconnect storm, a
+  // fleet started at once) would otherwise all be due in the same tick, every period — 10,000
+  // datagrams in one ~50 ms burst of this loop, which an operator's command arriving then waits
+  // behind. Each host's first heartbeat comes a fixed, host-dependent fraction of the period
+  // early (never late); the later ones keep that phase.
+  if (const Millis period = heartbeat_period(mrec); period > static_cast<Millis>(cfg_.heartbeat_interval_ms))
+    mrec.last_sent -= static_cast<Millis>(std::hash<std::string>{}(h.host_id) %
+                                          static_cast<uint64_t>(period - cfg_.heartbeat_interval_ms + 1));
 
   // Level-triggered: tell each rollout the host is back with what it runs (applied with the
   // other agent events of this pass, in arrival order: flush_pending), then resend every open

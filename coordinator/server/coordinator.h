@@ -53,11 +53,12 @@ struct Config {
   // lost meanwhile.
   uint32_t restart_grace_ms = 30000;
   // libzmq I/O threads (CURVE handshakes, TCP reads and writes happen there). With 2 or more,
-  // the PUB socket's subscribers are served by the last one (ZMQ_AFFINITY), so a broadcast does
-  // not queue agent and operator replies behind it; the agent and operator sockets use any
-  // (least loaded). 1 by default: on 2 shared cores a second thread did not shorten the storm or
-  // the fan-out (docs/BENCHMARKS.md, figures 4 and 1).
-  uint32_t io_threads = 1;
+  // the PUB socket's subscribers are spread over all but the first (ZMQ_AFFINITY), so a
+  // broadcast's writes run on more than one core and do not queue agent and operator replies
+  // behind them; the agent and operator sockets use any (least loaded). 3 by default: the
+  // rollback fan-out to 10,000 agents on 2 cores took ~0.85x the time it took with one thread,
+  // and the reconnect storm no longer (docs/BENCHMARKS.md, figures 1 and 4).
+  uint32_t io_threads = 3;
   // Where agent heartbeats may arrive as UDP datagrams (common/transport/udp_heartbeat.h):
   // "auto" binds the agent endpoint's address and port number for UDP (a free port if that
   // one is taken), "off" keeps every heartbeat on the agents' connections, or HOST:PORT.

@@ -36,9 +36,10 @@ TEST(Liveness, EachAgentIsHeartbeatedByThePeriodItCanTime) {
                          "--capabilities", "1"});
   ASSERT_TRUE(newer["welcome"].is_object()) << newer.dump();
   EXPECT_EQ(newer["welcome"].value("coordinator_heartbeat_ms", 0), 1500) << newer.dump();
-  // Every 1500 ms after the welcome: at most 2 in 4 s, but not none.
+  // Every 1500 ms, the first one up to 1300 ms early (hosts' heartbeats are spread over the
+  // period): at most 3 in 4 s, but not none — against the older agent's ~20.
   EXPECT_GE(newer.value("heartbeats_received", 0), 1) << newer.dump();
-  EXPECT_LE(newer.value("heartbeats_received", 0), 2) << newer.dump();
+  EXPECT_LE(newer.value("heartbeats_received", 0), 3) << newer.dump();
 
   // The real agent announced the capability, learned the period from its Welcome and has kept
   // its connection all along: with the interval (3 x 200 ms) as its limit it would have given
