@@ -726,8 +726,8 @@ void Fleet::start_coordinator() {
     launch_coordinator(*endpoints_);
     return;
   }
-  launch_coordinator({"tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
-                      "127.0.0.1:0"});
+  const std::string any = options_.ipv6 ? "tcp://[::1]:*" : "tcp://127.0.0.1:*";
+  launch_coordinator({any, any, any, "127.0.0.1:0"});
 }
 
 void Fleet::restart_coordinator() {

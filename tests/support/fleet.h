@@ -170,6 +170,9 @@ struct FleetOptions {
   // Secure fleets only: accept each agent's key at coordinator start (--accept-agent-key).
   // false: agents show up as pending until a test runs `gantry keys accept`.
   bool enroll_agents = true;
+  // The coordinator's agent, PUB and operator endpoints on IPv6 loopback (tcp://[::1]:PORT):
+  // agents, their heartbeat datagrams and the CLI then all go over ::1.
+  bool ipv6 = false;
 };
 
 // Concrete endpoints the coordinator reported in <state-dir>/endpoints.json after binding.
