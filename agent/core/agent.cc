@@ -21,10 +21,6 @@ constexpr Millis kWorkPollMs = 100;
 // then goes out just before the result record's fdatasync, overlapping it.
 constexpr Millis kAnnounceVerifyingMs = 20;
 
-int64_t steady_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 }  // namespace
 
 Agent::Agent(std::string host_id, std::map<std::string, std::string> labels,
@@ -230,9 +226,7 @@ void Agent::accept_and_swap(const proto::Order& o, int64_t received_us, int64_t 
   times_.checks_us = checks_us;
   // The restart command's shell starts up while the record is written and the swap made; it
   // runs the command only once begin_restart lets it (dropped, it runs nothing).
-  const int64_t tp = steady_us();
-  prepared_ = svc_of(o).driver->prepare_restart(o.version);
-  times_.prepare_us = steady_us() - tp;
+  prepare_restart();
   if (Status st = persist(); !st.ok()) {
     prepared_.reset();
     state_.active.reset();
@@ -253,6 +247,13 @@ void Agent::accept_and_swap(const proto::Order& o, int64_t received_us, int64_t 
 }
 
 ServiceRuntime& Agent::svc_of(const proto::Order& o) { return services_.at(o.service); }
+
+// The active order's restart, made ready ahead of its swapping record and swap (prepared_).
+void Agent::prepare_restart() {
+  const int64_t t0 = steady_us();
+  prepared_ = svc().driver->prepare_restart(state_.active->order.version);
+  times_.prepare_us += steady_us() - t0;
+}
 
 void Agent::set_release_keys(std::vector<std::string> keys) {
   release_keys_ = std::move(keys);
@@ -524,11 +525,7 @@ void Agent::begin_stage() {
 void Agent::begin_swap(bool journaled) {
   auto& a = *state_.active;
   set_phase(phase::kSwapping, a.from_version + " -> " + a.order.version);
-  if (!prepared_) {  // as accept_and_swap
-    const int64_t tp = steady_us();
-    prepared_ = svc().driver->prepare_restart(a.order.version);
-    times_.prepare_us += steady_us() - tp;
-  }
+  if (!prepared_) prepare_restart();  // as accept_and_swap
   if (!journaled && !persist_or_note()) {
     fail_before_swap("state write failed: " + state_error_);
     return;
@@ -741,7 +738,6 @@ void Agent::succeed() {
 }
 
 void Agent::fail_before_swap(std::string message) {
-  prepared_.reset();
   fetcher_.reset();
   auto& a = *state_.active;
   std::string running = disk_version(a.order.service);

@@ -102,6 +102,7 @@ class Agent {
   // (in order) until send_held().
   void send(const proto::Message& m);
   void send_held();
+  void prepare_restart();
   void progress(const std::string& phase, const std::string& detail);
   void mark_timing(const char* name);
   ServiceRuntime& svc();

@@ -7,13 +7,6 @@
 #include <cstdint>
 
 namespace gantry::agent {
-namespace {
-
-int64_t steady_now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 Worker::Worker() : efd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
@@ -51,7 +44,7 @@ void Worker::loop() {
     std::string step = std::move(p.step);
     p.job = nullptr;  // the job's captures go here, on this thread, before the result is posted
     lk.lock();
-    result_ = WorkResult{std::move(step), std::move(st), us, true, steady_now_us()};
+    result_ = WorkResult{std::move(step), std::move(st), us, true, steady_us()};
     cv_.notify_all();
     uint64_t one = 1;
     if (efd_ >= 0) (void)!::write(efd_, &one, sizeof one);
@@ -60,7 +53,7 @@ void Worker::loop() {
 
 void Worker::milestone(std::string step, Status status, int64_t job_us) {
   std::lock_guard lk(mu_);
-  milestones_.push_back(WorkResult{std::move(step), std::move(status), job_us, false, steady_now_us()});
+  milestones_.push_back(WorkResult{std::move(step), std::move(status), job_us, false, steady_us()});
   cv_.notify_all();
   uint64_t one = 1;
   if (efd_ >= 0) (void)!::write(efd_, &one, sizeof one);

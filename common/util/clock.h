@@ -30,6 +30,12 @@ class SystemClock final : public Clock {
   }
 };
 
+// Monotonic microseconds of the real clock, for diagnostic timings only (log lines, bench
+// figures): no decision may read it — decisions take a Clock.
+inline int64_t steady_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 // A clock that moves only when told; for tests.
 class FakeClock final : public Clock {
  public:
