@@ -23,6 +23,7 @@
 #include "common/transport/zmq_transport.h"
 #include "common/util/clock.h"
 #include "coordinator/fleet/registry.h"
+#include "coordinator/server/config.h"
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/server/artifacts.h"
 #include "coordinator/server/keyring.h"
@@ -32,44 +33,6 @@
 namespace gantry::coordinator {
 
 class HttpServer;
-
-struct Config {
-  std::string state_dir = "/var/lib/gantry";
-  std::string agent_endpoint = "tcp://127.0.0.1:7600";
-  std::string pub_endpoint = "tcp://127.0.0.1:7601";
-  std::string operator_endpoint = "tcp://127.0.0.1:7602";
-  std::string http_address = "127.0.0.1:7680";  // empty: no HTTP
-  uint32_t heartbeat_interval_ms = 1000;  // agents heartbeat this often; silent misses x this: unknown
-  uint32_t heartbeat_misses = 3;
-  // How often the coordinator itself must be heard from by agents that support it (announced
-  // in Welcome; they give it up after misses x this). A heartbeat goes to such an agent only
-  // when nothing else was sent to it for this long, so at rest the coordinator mostly listens.
-  // 0: heartbeat every agent every heartbeat_interval_ms (the protocol's original behaviour).
-  uint32_t coordinator_heartbeat_ms = 10000;
-  uint32_t order_resend_ms = 2000;  // unacknowledged orders are resent this often
-  // After a restart, hosts known from the store count as reachable this long (or the heartbeat
-  // timeout, if longer) before silence makes them unknown: 10,000 agents need ~12 s to reconnect
-  // over CURVE on 2 cores (docs/BENCHMARKS.md, figure 4), and a rollout must not count them as
-  // lost meanwhile.
-  uint32_t restart_grace_ms = 30000;
-  // libzmq I/O threads (CURVE handshakes, TCP reads and writes happen there). With 2 or more,
-  // the PUB socket's subscribers are spread over all but the first (ZMQ_AFFINITY), so a
-  // broadcast's writes run on more than one core and do not queue agent and operator replies
-  // behind them; the agent and operator sockets use any (least loaded). 3 by default: the
-  // rollback fan-out to 10,000 agents on 2 cores took ~0.85x the time it took with one thread,
-  // and the reconnect storm no longer (docs/BENCHMARKS.md, figures 1 and 4).
-  uint32_t io_threads = 3;
-  // Where agent heartbeats may arrive as UDP datagrams (common/transport/udp_heartbeat.h):
-  // "auto" binds the agent endpoint's address and port number for UDP (a free port if that
-  // one is taken), "off" keeps every heartbeat on the agents' connections, or HOST:PORT.
-  std::string udp_heartbeat = "auto";
-  bool insecure_dev = false;
-  transport::CurveOptions curve;  // server keys; empty with insecure_dev
-  // Bootstrap of the allowlists (kept in the store): operators (name, Z85 public key) made
-  // admin at start, and agent keys (host id, Z85 public key) accepted at start.
-  std::vector<std::pair<std::string, std::string>> admin_keys;
-  std::vector<std::pair<std::string, std::string>> accept_agent_keys;
-};
 
 // Snapshot of what /status and /metrics serve; published by the loop, read by the HTTP thread.
 struct Published {
