@@ -6,9 +6,6 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
-#include <sodium.h>
-
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -19,7 +16,6 @@
 #include "common/protocol/codec.h"
 #include "common/release/manifest.h"
 #include "common/security/keys.h"
-#include "common/transport/curve_handshake.h"
 #include "common/transport/zmq_transport.h"
 #include "coordinator/server/keyring.h"
 #include "coordinator/store/store.h"
@@ -192,85 +188,6 @@ TEST(Transport, CurveServerFailsClosedWithoutAZapHandler) {
   zmq::context_t a(1), b(1);
   EXPECT_FALSE(delivered(a, false)) << "ZAP_ENFORCE_DOMAIN must refuse clients when no handler runs";
   EXPECT_TRUE(delivered(b, true));
-}
-
-// libzmq's CURVE handshake goes through Gantry's replacements of libsodium's functions
-// (common/transport/curve_handshake.h): its scratch buffers come from Gantry's sodium_malloc /
-// sodium_allocarray / sodium_free, not guarded pages (the server's side of one handshake takes 6,
-// HELLO, WELCOME, INITIATE and READY; the client's about as many), and each side derives a shared
-// key it needs twice only once (server and client here share the process: 4 reused, 6 derived).
-// The unit-test binary links the replacements as the daemons do (packaging.curve_handshake
-// checks those binaries).
-TEST(Transport, CurveHandshakeGoesThroughGantrysLibsodiumReplacements) {
-  const std::uint64_t buffers = transport::curve_handshake_buffers_allocated();
-  const std::uint64_t reused = transport::curve_shared_keys_reused();
-  const std::uint64_t derived = transport::curve_shared_keys_derived();
-  zmq::context_t ctx(1);
-  ASSERT_TRUE(delivered(ctx, true));
-  EXPECT_GE(transport::curve_handshake_buffers_allocated() - buffers, 6u);
-  EXPECT_GE(transport::curve_shared_keys_reused() - reused, 4u);
-  EXPECT_GE(transport::curve_shared_keys_derived() - derived, 5u);
-  EXPECT_LE(transport::curve_shared_keys_derived() - derived, 6u);
-}
-
-// The allocator keeps the contract libsodium documents: usable, aligned memory, freed with a
-// wipe, NULL is a no-op, an overflowing size is refused with ENOMEM.
-TEST(CurveHandshakeMemory, KeepsLibsodiumsContract) {
-  auto* p = static_cast<unsigned char*>(sodium_allocarray(4, 32));
-  ASSERT_NE(p, nullptr);
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % 16, 0u);
-  for (int i = 0; i < 128; ++i) p[i] = static_cast<unsigned char>(i);
-  sodium_free(p);
-  sodium_free(nullptr);
-  errno = 0;
-  EXPECT_EQ(sodium_allocarray(SIZE_MAX / 2, 4), nullptr);
-  EXPECT_EQ(errno, ENOMEM);
-  errno = 0;
-  EXPECT_EQ(sodium_malloc(SIZE_MAX - 8), nullptr);
-  EXPECT_EQ(errno, ENOMEM);
-}
-
-// crypto_box / crypto_box_open / crypto_box_beforenm give libsodium's own bytes (its
-// crypto_box_curve25519xsalsa20poly1305* functions are not replaced), whether the shared key is
-// derived or remembered, across more key pairs than are remembered; a tampered box is refused;
-// a small-order public key fails as in libsodium, again and again (a failure is not remembered).
-TEST(CurveSharedKeys, MatchLibsodiumByteForByte) {
-  constexpr int kPairs = 40;
-  unsigned char pk[kPairs][crypto_box_PUBLICKEYBYTES], sk[kPairs][crypto_box_SECRETKEYBYTES];
-  for (int i = 0; i < kPairs; ++i) crypto_box_keypair(pk[i], sk[i]);
-  const std::uint64_t reused = transport::curve_shared_keys_reused();
-  for (int round = 0; round < 3; ++round) {
-    for (int i = 0; i < kPairs; ++i) {
-      const int j = (i * 7 + round) % kPairs;  // some pairs repeat within the remembered window
-      for (int again = 0; again < 2; ++again) {
-        unsigned char n[crypto_box_NONCEBYTES];
-        randombytes_buf(n, sizeof n);
-        std::vector<unsigned char> m(crypto_box_ZEROBYTES + 50 + i, 0);
-        randombytes_buf(m.data() + crypto_box_ZEROBYTES, m.size() - crypto_box_ZEROBYTES);
-        std::vector<unsigned char> ours(m.size()), theirs(m.size()), back(m.size());
-        ASSERT_EQ(crypto_box(ours.data(), m.data(), m.size(), n, pk[j], sk[i]), 0);
-        ASSERT_EQ(crypto_box_curve25519xsalsa20poly1305(theirs.data(), m.data(), m.size(), n, pk[j], sk[i]), 0);
-        EXPECT_EQ(ours, theirs);
-        ASSERT_EQ(crypto_box_open(back.data(), ours.data(), ours.size(), n, pk[i], sk[j]), 0);
-        EXPECT_EQ(back, m);
-        unsigned char k1[crypto_box_BEFORENMBYTES], k2[crypto_box_BEFORENMBYTES];
-        ASSERT_EQ(crypto_box_beforenm(k1, pk[j], sk[i]), 0);
-        ASSERT_EQ(crypto_box_curve25519xsalsa20poly1305_beforenm(k2, pk[j], sk[i]), 0);
-        EXPECT_EQ(0, std::memcmp(k1, k2, sizeof k1));
-        ours[crypto_box_ZEROBYTES + 3] ^= 1;
-        EXPECT_EQ(crypto_box_open(back.data(), ours.data(), ours.size(), n, pk[i], sk[j]), -1);
-      }
-    }
-  }
-  EXPECT_GT(transport::curve_shared_keys_reused() - reused, 0u);
-  unsigned char small_order[crypto_box_PUBLICKEYBYTES] = {0};  // the identity point
-  unsigned char k[crypto_box_BEFORENMBYTES], c[64] = {0}, m[64] = {0}, n[crypto_box_NONCEBYTES] = {0};
-  for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(crypto_box_curve25519xsalsa20poly1305_beforenm(k, small_order, sk[0]), -1);
-    EXPECT_EQ(crypto_box_beforenm(k, small_order, sk[0]), -1);
-    EXPECT_EQ(crypto_box(c, m, sizeof m, n, small_order, sk[0]), -1);
-    EXPECT_EQ(crypto_box_open(m, c, sizeof c, n, small_order, sk[0]), -1);
-  }
 }
 
 // configure_context turns libzmq's zero-copy receive off (frames are copied out of the engine's
