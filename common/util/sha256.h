@@ -1,10 +1,9 @@
-// SHA-256 of buffers and files, as lowercase hex. On x86-64 CPUs with the SHA extensions
-// (SHA-NI: AMD Zen and later, Intel Ice Lake / Goldmont and later) the compression function runs
-// on them, several times faster than portable C (libsodium's runs at ~300 MiB/s on the benchmark
-// VM); elsewhere a portable implementation. Both are checked against libsodium's
-// crypto_hash_sha256 in tests/unit/sha256_test.cc. (Not OpenSSL's libcrypto: as fast, but
-// loading it added ~1.5 MiB to every idle agent's resident memory.)
+// SHA-256 of buffers and files, as lowercase hex, computed by Nettle (libnettle, from the
+// distribution). Debian builds Nettle "fat": it picks the compression function for the CPU at
+// load time, the x86-64 SHA extensions (SHA-NI) where the CPU has them, portable code elsewhere.
 #pragma once
+
+#include <nettle/sha2.h>
 
 #include <cstdint>
 #include <string>
@@ -18,23 +17,16 @@ namespace gantry {
 class Sha256 {
  public:
   Sha256();
+  // Feeds the next piece of the data.
   void update(std::string_view data);
-  std::string hex_digest();  // finishes; call once
-
-  // Whether the SHA extensions are used on this CPU (for logs and tests).
-  static bool uses_cpu_extensions();
-  // Tests: a hasher that uses the portable code even where the extensions exist.
-  static Sha256 portable();
+  // Finishes and returns the digest as 64 lowercase hex digits; call once.
+  std::string hex_digest();
 
  private:
-  void blocks(const unsigned char* p, size_t n);  // n whole 64-byte blocks
-  uint32_t h_[8];
-  unsigned char buf_[64];
-  size_t buf_len_ = 0;
-  uint64_t total_ = 0;
-  bool ni_;
+  sha256_ctx ctx_;
 };
 
+// Digest of a whole buffer.
 std::string sha256_hex(std::string_view data);
 
 // Digest of a file's bytes; reads at most max_bytes (error if the file is larger).
