@@ -15,6 +15,25 @@ namespace {
 std::shared_ptr<spdlog::logger> lg() { return log::get("agent.order"); }
 
 constexpr Millis kWorkPollMs = 100;
+// Worker milestones named "step:<phase>" are traffic steps beginning (Agent::on_step).
+constexpr const char* kStepPrefix = "step:";
+
+traffic::StepObserver step_observer(Worker* worker) {
+  return [worker](const std::string& ph) { worker->milestone(kStepPrefix + ph, Status::Ok(), 0); };
+}
+
+// The probes once more for `ms`, passing throughout (post-allow verification).
+std::function<Status(Millis)> verify_for(ProbeList probes, VerifyPolicy p, const Clock& clock, Verifier::Sleep sleep,
+                                         const std::atomic<bool>* cancelled) {
+  return [probes, p, &clock, sleep, cancelled](Millis ms) -> Status {
+    VerifyPolicy q = p;
+    q.min_healthy_ms = ms;
+    q.healthy_deadline_ms = ms;
+    VerifyResult r = Verifier(clock, sleep).run(probes, q, cancelled);
+    if (r.healthy) return Status::Ok();
+    return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
+  };
+}
 // Progress{verifying} (and its log line) waits this long after the restart command ended, or
 // until the probes end, whichever is first: a first probe that passes at once is not slowed by
 // the send (the zmq I/O thread and the coordinator waking on a 2-core host), and the Progress
@@ -175,7 +194,8 @@ void Agent::on_order(const proto::Order& o) {
   if (!state_.active && state_.queue.empty() && !worker_.busy()) {
     // Idle: the order starts right away. If its release is already installed, its next write
     // would be the swapping record, so that one record is also its acceptance (one write).
-    if (svc_of(o).driver->has_release(ReleaseId{o.service, o.version, o.sha256, o.size})) {
+    // (Not with traffic steps: the drain comes before the swapping record.)
+    if (!svc_of(o).lifecycle && svc_of(o).driver->has_release(ReleaseId{o.service, o.version, o.sha256, o.size})) {
       accept_and_swap(o, received_us, steady_us() - received_us);
       return;
     }
@@ -415,8 +435,10 @@ void Agent::send_held() {
   held_.clear();
 }
 
-void Agent::progress(const std::string& ph, const std::string& detail) {
-  send(proto::Progress{state_.active->order.order_id, ph, detail});
+void Agent::progress(const std::string& ph, const std::string& detail, Millis at_wall_ms) {
+  proto::Progress p{state_.active->order.order_id, ph, detail};
+  p.at_ms = static_cast<uint64_t>(std::max<Millis>(0, at_wall_ms ? at_wall_ms : clock_.wall_ms()));
+  send(p);
 }
 
 void Agent::mark_timing(const char* name) {
@@ -523,6 +545,7 @@ void Agent::begin_stage() {
 }
 
 void Agent::begin_swap(bool journaled) {
+  if (has_traffic_steps() && !traffic_blocked_) return begin_drain(AfterDrain::kSwap);
   auto& a = *state_.active;
   set_phase(phase::kSwapping, a.from_version + " -> " + a.order.version);
   if (!prepared_) prepare_restart();  // as accept_and_swap
@@ -555,6 +578,8 @@ void Agent::begin_swap(bool journaled) {
 }
 
 void Agent::begin_restart() {
+  // Resumed after the swap (Agent::start): out of traffic before the restart.
+  if (has_traffic_steps() && !traffic_blocked_) return begin_drain(AfterDrain::kRestart);
   auto& a = *state_.active;
   a.phase = phase::kRestarting;
   // No journal write here: the swapping record (from_version, written before the swap) plus
@@ -572,6 +597,8 @@ void Agent::begin_restart() {
   const Clock& clock = clock_;
   auto sleep = sleep_;
   Worker* worker = &worker_;
+  std::shared_ptr<traffic::Lifecycle> lifecycle = svc().lifecycle;
+  traffic::StepContext ctx = step_context(/*revert=*/false);
   restart_failure_.clear();
   swap_sync_failure_.clear();
   // The restart begins here, on this thread: with the shell prepared before the swap, the
@@ -581,7 +608,7 @@ void Agent::begin_restart() {
   restart_started_us_ = steady_us();
   restart_done_us_ = 0;
   restart->start();
-  worker_.run("verify", [driver, restart, probes, p, &clock, sleep, worker](const std::atomic<bool>& cancelled) -> Status {
+  worker_.run("verify", [driver, restart, probes, p, &clock, sleep, worker, lifecycle, ctx](const std::atomic<bool>& cancelled) -> Status {
     const int64_t t0 = steady_us();
     Status st = restart->finish();
     crash_point("during_restart");
@@ -589,8 +616,12 @@ void Agent::begin_restart() {
     if (!st.ok()) return st;  // the main loop reverts when it takes this result
     Verifier verifier(clock, sleep, [] { crash_point("during_verify"); });
     VerifyResult r = verifier.run(probes, p, &cancelled);
-    if (r.healthy) return Status::Ok();
-    return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
+    if (!r.healthy) return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
+    if (!lifecycle) return Status::Ok();
+    // Verified: only now does the new release get traffic.
+    traffic::HostActs acts;
+    acts.verify_for = verify_for(probes, p, clock, sleep, &cancelled);
+    return lifecycle->allow(ctx, acts, step_observer(worker), &cancelled);
   });
   // Now, with the restart command running, the fsync that makes the swap durable (its disk
   // flush overlaps the command instead of preceding it). A crash before it completes leaves
@@ -659,6 +690,29 @@ void Agent::begin_revert(std::string reason) {
   const Clock& clock = clock_;
   auto sleep = sleep_;
   std::string from = a.from_version;
+  if (std::shared_ptr<traffic::Lifecycle> lifecycle = svc().lifecycle) {
+    // The same steps as the update, towards the previous release; the drain is skipped when
+    // the failed release never got traffic back.
+    traffic::StepContext ctx = step_context(/*revert=*/true);
+    const bool blocked = traffic_blocked_;
+    Worker* worker = &worker_;
+    worker_.run("revert", [driver, probes, p, &clock, sleep, from, lifecycle, ctx, blocked, worker](const std::atomic<bool>& cancelled) -> Status {
+      traffic::HostActs acts;
+      acts.swap = [&] {
+        if (Status st = driver->activate(from); !st.ok()) return Status(make_error("revert", "swap back failed: " + st.error().message));
+        return Status::Ok();
+      };
+      acts.restart = [&] { return driver->restart(from); };
+      acts.verify = [&]() -> Status {
+        VerifyResult r = Verifier(clock, sleep).run(probes, p, &cancelled);
+        if (r.healthy) return Status::Ok();
+        return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
+      };
+      acts.verify_for = verify_for(probes, p, clock, sleep, &cancelled);
+      return lifecycle->run(ctx, acts, blocked, step_observer(worker), &cancelled);
+    });
+    return;
+  }
   worker_.run("revert", [driver, probes, p, &clock, sleep, from](const std::atomic<bool>& cancelled) -> Status {
     if (Status st = driver->activate(from); !st.ok()) return make_error("revert", "swap back failed: " + st.error().message);
     if (Status st = driver->restart(from); !st.ok()) return st;
@@ -673,6 +727,9 @@ void Agent::on_work_done(const WorkResult& r) {
   if (!state_.active) return;
   auto& a = *state_.active;
   if (!r.status.ok() && r.status.error().code == "cancelled") return;  // shutting down; the journal resumes it
+  if (!r.final && r.step.rfind(kStepPrefix, 0) == 0) return on_step(r);
+  if (r.step == "drain") return on_drained(r);
+  if (r.step == "unblock") return on_unblocked(r);
   if (r.step == "digest") {
     if (!r.status.ok()) return fail_before_swap(r.status.error().message);
     crash_point("after_fetch");
@@ -704,6 +761,8 @@ void Agent::on_work_done(const WorkResult& r) {
       verify_unjournaled_ = false;
       return begin_revert("state write failed: " + state_error_);
     }
+    if (!r.status.ok() && r.status.error().code == traffic::failure::kAllowTraffic)
+      return fail_after_allow_failed(r.status.error().message);
     if (!r.status.ok()) return begin_revert(r.status.error().message);
     succeed();
   } else if (r.step == "revert") {
@@ -722,6 +781,85 @@ void Agent::on_work_done(const WorkResult& r) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Traffic steps (agent/traffic/lifecycle.h)
+
+bool Agent::has_traffic_steps() const {
+  return state_.active && services_.at(state_.active->order.service).lifecycle != nullptr;
+}
+
+traffic::StepContext Agent::step_context(bool revert) const {
+  const auto& a = *state_.active;
+  traffic::StepContext c;
+  c.service = a.order.service;
+  c.root = services_.at(a.order.service).config.root;
+  c.order_id = a.order.order_id;
+  c.rollout_id = a.order.rollout_id;
+  c.kind = revert ? "revert" : a.order.kind;
+  c.from_version = revert ? a.order.version : a.from_version;
+  c.to_version = revert ? a.from_version : a.order.version;
+  return c;
+}
+
+void Agent::begin_drain(AfterDrain next) {
+  after_drain_ = next;
+  auto lifecycle = svc().lifecycle;
+  traffic::StepContext ctx = step_context(/*revert=*/false);
+  Worker* worker = &worker_;
+  lg()->info("order {}: taking {} out of traffic", state_.active->order.order_id, ctx.service);
+  worker_.run("drain", [lifecycle, ctx, worker](const std::atomic<bool>& cancelled) {
+    return lifecycle->block(ctx, step_observer(worker), &cancelled);
+  });
+}
+
+void Agent::on_drained(const WorkResult& r) {
+  mark_timing("drain");
+  if (!r.status.ok()) {
+    // The lifecycle allowed traffic back. Before the swap nothing changed; resumed after it,
+    // the new release is in place unverified: revert it.
+    if (after_drain_ == AfterDrain::kRestart) return begin_revert(r.status.error().message);
+    return fail_before_swap(r.status.error().message);
+  }
+  traffic_blocked_ = true;
+  if (after_drain_ == AfterDrain::kSwap) begin_swap();
+  else begin_restart();
+}
+
+// A traffic step began on the worker: its Progress, stamped with when it began.
+void Agent::on_step(const WorkResult& r) {
+  std::string ph = r.step.substr(std::string_view(kStepPrefix).size());
+  if (announce_verifying_at_) announce_verifying();  // verifying came first
+  if (ph == traffic::step::kTrafficAllowed) traffic_blocked_ = false;
+  const Millis at = clock_.wall_ms() - std::max<int64_t>(0, steady_us() - r.at_us) / 1000;
+  lg()->info("order {}: {}", state_.active->order.order_id, ph);
+  std::string detail = ph == traffic::step::kDraining           ? "blocking traffic"
+                       : ph == traffic::step::kWaitingInflight  ? "waiting for in-flight work"
+                       : ph == traffic::step::kAllowingTraffic  ? "allowing traffic"
+                       : ph == traffic::step::kTrafficAllowed   ? "back in traffic"
+                       : ph == traffic::step::kVerifyingTraffic ? "verifying with traffic"
+                                                                : "revert: " + ph;
+  progress(ph, detail, at);
+}
+
+// Traffic is allowed back after an order that failed before its swap.
+void Agent::on_unblocked(const WorkResult& r) {
+  traffic_blocked_ = false;
+  std::string msg = std::move(unblock_failure_);
+  unblock_failure_.clear();
+  msg += r.status.ok() ? "; traffic allowed back" : "; allowing traffic back failed: " + r.status.error().message;
+  fail_before_swap(std::move(msg));
+}
+
+// Verified but not back in traffic: a failed host that runs the new release, out of rotation.
+void Agent::fail_after_allow_failed(std::string message) {
+  auto& a = *state_.active;
+  auto& rec = state_.services[a.order.service];
+  if (!a.from_version.empty() && a.from_version != a.order.version) rec.previous = a.from_version;
+  rec.current = a.order.version;
+  finish({a.order.order_id, a.order.rollout_id, a.order.service, "failed", a.order.version,
+          message + "; " + a.order.version + " runs, verified, out of traffic", {}});
+}
+
 void Agent::succeed() {
   auto& a = *state_.active;
   auto& rec = state_.services[a.order.service];
@@ -738,6 +876,14 @@ void Agent::succeed() {
 }
 
 void Agent::fail_before_swap(std::string message) {
+  if (traffic_blocked_ && has_traffic_steps()) {
+    // Drained for this order, which now ends with nothing changed: traffic back first.
+    auto lifecycle = svc().lifecycle;
+    traffic::StepContext ctx = step_context(/*revert=*/false);
+    unblock_failure_ = std::move(message);
+    if (worker_.run("unblock", [lifecycle, ctx](const std::atomic<bool>&) { return lifecycle->unblock(ctx); })) return;
+    message = std::move(unblock_failure_);
+  }
   fetcher_.reset();
   auto& a = *state_.active;
   std::string running = disk_version(a.order.service);
@@ -747,6 +893,7 @@ void Agent::fail_before_swap(std::string message) {
 
 void Agent::finish(proto::Report r) {
   prepared_.reset();
+  traffic_blocked_ = false;
   send_held();
   auto& a = *state_.active;
   r.timings_ms = a.timings_ms;

@@ -1,7 +1,8 @@
 // The agent's order engine: accepts, de-duplicates and queues orders, executes one at a
 // time through the phases fetching -> staging -> swapping -> restarting -> verifying
 // (-> reverting), journals every transition first, and recovers an interrupted order
-// after a restart. It owns no socket: messages go out through `Send`, come in via handle().
+// after a restart. A service with traffic steps (agent/traffic/lifecycle.h) is drained before
+// its swap and allowed traffic only once verified. It owns no socket: messages go out through `Send`, come in via handle().
 // Main thread only; blocking steps run on its Worker.
 #pragma once
 
@@ -19,6 +20,7 @@
 #include "agent/fetch/fetcher.h"
 #include "agent/probe/probe.h"
 #include "agent/state/state_store.h"
+#include "agent/traffic/lifecycle.h"
 #include "common/protocol/messages.h"
 #include "common/release/manifest.h"
 #include "common/util/clock.h"
@@ -30,6 +32,8 @@ struct ServiceRuntime {
   ServiceConfig config;
   std::shared_ptr<Driver> driver;
   ProbeList probes;
+  // The traffic steps around its swaps; null: none (the swap and restart run without them).
+  std::shared_ptr<traffic::Lifecycle> lifecycle;
 };
 
 class Agent {
@@ -87,11 +91,20 @@ class Agent {
   void acknowledge(const proto::Order& o);
   ServiceRuntime& svc_of(const proto::Order& o);
   void begin_restart();
+  // Drains the active order's service (a worker job), then swaps (kSwap) or restarts (kRestart).
+  enum class AfterDrain { kSwap, kRestart };
+  void begin_drain(AfterDrain next);
+  void on_drained(const WorkResult& r);
+  void on_step(const WorkResult& r);
+  void on_unblocked(const WorkResult& r);
+  traffic::StepContext step_context(bool revert) const;
+  bool has_traffic_steps() const;
   void on_restarted(const WorkResult& r);
   void announce_verifying();
   void begin_revert(std::string reason);
   void succeed();
   void fail_before_swap(std::string message);
+  void fail_after_allow_failed(std::string message);
   void finish(proto::Report r);
   void log_timings(const std::string& order_id);
 
@@ -103,7 +116,8 @@ class Agent {
   void send(const proto::Message& m);
   void send_held();
   void prepare_restart();
-  void progress(const std::string& phase, const std::string& detail);
+  // at_wall_ms: when the phase began (0: now).
+  void progress(const std::string& phase, const std::string& detail, Millis at_wall_ms = 0);
   void mark_timing(const char* name);
   ServiceRuntime& svc();
   ReleaseId release() const;
@@ -158,6 +172,11 @@ class Agent {
   // command's shell starts up meanwhile) and started by begin_restart; dropped unstarted when
   // the order ends before it (the command then never runs).
   std::shared_ptr<PreparedRestart> prepared_;
+  // The active order's service is out of traffic (its drain succeeded and nothing has allowed
+  // traffic since). In memory only: a restarted agent drains again before it acts (idempotent).
+  bool traffic_blocked_ = false;
+  AfterDrain after_drain_ = AfterDrain::kSwap;
+  std::string unblock_failure_;  // fail_before_swap's message while traffic is being allowed back
   bool holding_ = false;
   std::vector<proto::Message> held_;
   Millis announce_verifying_at_ = 0;  // when to log and send Progress{verifying}; 0: done or none

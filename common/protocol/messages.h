@@ -131,8 +131,12 @@ struct Chunk {
 
 struct Progress {
   std::string order_id;
-  std::string phase;  // "fetching" | "staging" | "swapping" | "restarting" | "verifying" | "reverting"
+  // "fetching" | "staging" | "swapping" | "restarting" | "verifying" | "reverting", and the
+  // traffic steps "draining" | "waiting_inflight" | "allowing_traffic" | "traffic_allowed" |
+  // "verifying_traffic" (PROTOCOL.md §4.8)
+  std::string phase;
   std::string detail;
+  uint64_t at_ms = 0;  // optional: agent wall clock (Unix ms) when the phase began; 0: not sent
 };
 
 struct Report {
