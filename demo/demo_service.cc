@@ -9,7 +9,13 @@
 //   GET /health   200 "ok\n", or 500 "unhealthy\n" when behaviour=unhealthy or while the
 //                 file <root>/FAIL-<version> exists (root = two levels above --config)
 //   GET /message  200 "<message>\n" (the optional message= line of the config)
+//   GET /work?ms=N  200 "<v>\n" after N ms (0..10000): a request that is in flight for a while
 //   anything else 404
+//
+// On SIGTERM or SIGINT it drains like a well-behaved service: it stops accepting (closes its
+// listener), finishes the requests in flight (at most --drain-timeout-s), then exits 0. With
+// --no-graceful (or graceful=false in the config) it exits at once instead, dropping what is
+// in flight (for tests of a service that does not drain).
 //
 // It exits by itself after --max-lifetime-s so a process forgotten by a test cannot linger.
 
@@ -43,6 +49,7 @@ constexpr size_t kMaxRequestBytes = 8192;
 constexpr int kClientTimeoutS = 2;
 constexpr int kMaxConcurrentClients = 64;
 constexpr int kSlowStartMs = 3000;
+constexpr long kMaxWorkMs = 10000;
 
 struct Config {
   int port = 0;
@@ -51,6 +58,8 @@ struct Config {
   std::string behaviour = "healthy";
   std::string message;
   long max_lifetime_s = 3600;
+  bool graceful = true;      // drain in-flight requests on SIGTERM
+  long drain_timeout_s = 10;  // bound on that drain
   // Fault injection for tests: /health answers 500 while this file exists. With --config
   // ROOT/current/release.conf it is ROOT/FAIL-<version>, so one host can be made to fail one
   // version without building a special release.
@@ -115,6 +124,12 @@ bool load_config_file(const std::string& path, Config& cfg, std::string& error) 
       cfg.behaviour = value;
     } else if (key == "message") {
       cfg.message = value;
+    } else if (key == "graceful") {
+      if (value != "true" && value != "false") {
+        error = path + ":" + std::to_string(lineno) + ": graceful must be true or false";
+        return false;
+      }
+      cfg.graceful = value == "true";
     }
   }
   return true;
@@ -123,7 +138,8 @@ bool load_config_file(const std::string& path, Config& cfg, std::string& error) 
 void usage() {
   std::fprintf(stderr,
                "usage: %s --port N [--bind ADDR] [--config FILE] [--version V]\n"
-               "       [--behaviour healthy|unhealthy|crash|slow-start] [--max-lifetime-s N]\n",
+               "       [--behaviour healthy|unhealthy|crash|slow-start] [--max-lifetime-s N]\n"
+               "       [--no-graceful] [--drain-timeout-s N]\n",
                kName);
 }
 
@@ -137,6 +153,10 @@ std::optional<int> parse_args(int argc, char** argv, Config& cfg) {
     if (arg == "-h" || arg == "--help") {
       usage();
       return 0;
+    }
+    if (arg == "--no-graceful") {
+      cfg.graceful = false;
+      continue;
     }
     std::string value;
     const auto eq = arg.find('=');
@@ -166,6 +186,13 @@ std::optional<int> parse_args(int argc, char** argv, Config& cfg) {
       version_override = value;
     } else if (arg == "--behaviour" || arg == "--behavior") {
       behaviour_override = value;
+    } else if (arg == "--drain-timeout-s") {
+      const auto v = parse_long(value, 0, 3600);
+      if (!v) {
+        log_line("invalid --drain-timeout-s " + value);
+        return 2;
+      }
+      cfg.drain_timeout_s = *v;
     } else if (arg == "--max-lifetime-s") {
       const auto v = parse_long(value, 1, 10L * 365 * 24 * 3600);
       if (!v) {
@@ -256,7 +283,11 @@ void handle_client(int fd, const Config& cfg) {
   const std::string method = request_line.substr(0, sp1);
   std::string path = request_line.substr(sp1 + 1, sp2 == std::string::npos ? std::string::npos
                                                                           : sp2 - sp1 - 1);
-  if (const auto q = path.find('?'); q != std::string::npos) path.resize(q);
+  std::string query;
+  if (const auto q = path.find('?'); q != std::string::npos) {
+    query = path.substr(q + 1);
+    path.resize(q);
+  }
   const bool head = method == "HEAD";
   if (method != "GET" && !head) {
     respond(fd, 405, "method not allowed\n", false);
@@ -276,6 +307,19 @@ void handle_client(int fd, const Config& cfg) {
     } else {
       respond(fd, 200, "ok\n", head);
     }
+  } else if (path == "/work") {
+    long ms = 0;
+    if (query.rfind("ms=", 0) == 0) {
+      const auto v = parse_long(query.substr(3), 0, kMaxWorkMs);
+      if (!v) {
+        respond(fd, 400, "ms must be 0.." + std::to_string(kMaxWorkMs) + "\n", head);
+        return;
+      }
+      ms = *v;
+    }
+    // Not cut short by a stop signal: an in-flight request finishes during a drain.
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    respond(fd, 200, cfg.version + "\n", head);
   } else if (path == "/message") {
     respond(fd, 200, cfg.message + "\n", head);
   } else {
@@ -396,7 +440,19 @@ int main(int argc, char** argv) {
       --*active;
     }).detach();
   }
-  log_line("stopped by signal " + std::to_string(g_stop_signal));
+  // Stop accepting: new connections are refused from here on (and those still in the accept
+  // queue are reset), then finish what is in flight.
   ::close(listener);
+  if (!cfg->graceful) {
+    log_line("stopped by signal " + std::to_string(g_stop_signal) + " (not graceful: " +
+             std::to_string(active->load()) + " requests in flight dropped)");
+    return 0;
+  }
+  const auto drain_deadline = Clock::now() + std::chrono::seconds(cfg->drain_timeout_s);
+  log_line("signal " + std::to_string(g_stop_signal) + ": draining " + std::to_string(active->load()) +
+           " requests in flight");
+  while (active->load() > 0 && Clock::now() < drain_deadline) ::poll(nullptr, 0, 10);
+  log_line("stopped by signal " + std::to_string(g_stop_signal) + " after draining (" +
+           std::to_string(active->load()) + " left)");
   return 0;
 }
