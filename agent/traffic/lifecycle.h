@@ -16,40 +16,12 @@
 #include <string>
 
 #include "agent/traffic/load_balancer.h"
+#include "agent/traffic/settings.h"
 #include "common/util/clock.h"
 #include "common/util/expected.h"
 #include "common/util/process.h"
 
 namespace gantry::agent::traffic {
-
-// A lifecycle command: `/bin/sh -c command`, killed at timeout_ms. Empty: the step has no command.
-struct StepCommand {
-  std::string command;
-  Millis timeout_ms = 30000;
-};
-
-// The built-in HAProxy steps for one service (runtime API socket and backend/server).
-struct HaproxySettings {
-  std::string socket;   // "/run/haproxy/admin.sock" or "127.0.0.1:9999"; empty: no HAProxy
-  std::string backend;  // the backend ...
-  std::string server;   // ... and server this host's instance is
-  Millis drain_timeout_ms = 30000;  // wait at most this long for its sessions to reach 0
-  Millis up_timeout_ms = 30000;     // wait at most this long for HAProxy to report it UP
-  Millis poll_ms = 100;             // how often HAProxy is asked while waiting
-};
-
-// One service's lifecycle settings (the agent's config fills them; all optional).
-struct LifecycleSettings {
-  StepCommand block_traffic;   // takes the host out of the load balancer
-  StepCommand wait_inflight;   // returns once in-flight work is done (after HAProxy's sessions reach 0)
-  Millis drain_delay_ms = 0;   // a fixed wait after blocking, for balancers that report no session count
-  StepCommand allow_traffic;   // puts the host back (after verification only)
-  StepCommand post_allow;      // a check once traffic is allowed (e.g. a request through the balancer)
-  Millis post_allow_healthy_ms = 0;  // the probes must keep passing this long after allowing
-  HaproxySettings haproxy;
-  // True when any traffic step is configured; otherwise the engine behaves as without lifecycle.
-  bool any() const;
-};
 
 // Progress phases of the traffic steps (Progress.phase; PROTOCOL.md §4.8).
 namespace step {

@@ -309,3 +309,31 @@ TEST(LoadBalancerFactory, RefusesNamesThatCouldCarryASecondCommand) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TrafficSettings, ConfigKeysSetTheStepsAndRefuseBadValues) {
+  LifecycleSettings s;
+  EXPECT_TRUE(is_setting_key("block_traffic_command"));
+  EXPECT_TRUE(is_setting_key("haproxy_server"));
+  EXPECT_FALSE(is_setting_key("restart_command"));
+  ASSERT_TRUE(apply_setting(s, "block_traffic_command", "lb-ctl drain web1").ok());
+  ASSERT_TRUE(apply_setting(s, "block_traffic_timeout_ms", "1500").ok());
+  ASSERT_TRUE(apply_setting(s, "post_allow_healthy_ms", "2000").ok());
+  ASSERT_TRUE(apply_setting(s, "haproxy_socket", "/run/haproxy/admin.sock").ok());
+  EXPECT_FALSE(check_settings(s).ok());  // a socket needs its server
+  ASSERT_TRUE(apply_setting(s, "haproxy_server", "be_web/web1").ok());
+  EXPECT_TRUE(check_settings(s).ok());
+  EXPECT_EQ(s.block_traffic.command, "lb-ctl drain web1");
+  EXPECT_EQ(s.block_traffic.timeout_ms, 1500);
+  EXPECT_EQ(s.haproxy.backend, "be_web");
+  EXPECT_EQ(s.haproxy.server, "web1");
+  EXPECT_TRUE(s.any());
+  EXPECT_FALSE(apply_setting(s, "block_traffic_timeout_ms", "0").ok());
+  EXPECT_FALSE(apply_setting(s, "drain_delay_ms", "soon").ok());
+  EXPECT_FALSE(apply_setting(s, "haproxy_server", "web1").ok());
+  EXPECT_FALSE(apply_setting(s, "haproxy_server", "be/web1 state maint").ok());
+  EXPECT_FALSE(apply_setting(s, "haproxy_socket", "haproxy.local:9999").ok());
+}
+
+}  // namespace
