@@ -230,7 +230,7 @@ def run(args):
         ms = lambda us: f"{us / 1000:.2f}"
         rows = [
             ("agent RSS at idle (MiB; VmHWM %s KiB, %s threads)" % (hwm, idle_threads), f"{idle_rss / 1024:.2f}", "—", "—",
-             "< 8 MiB", idle_rss < 8 * 1024),
+             "≤ 10 MiB", idle_rss <= 10 * 1024),
             ("… of which anonymous (heap, stacks, library data) / file-backed (binary + shared libraries) (MiB)",
              f"{roll.get('Anonymous', 0) / 1024:.2f} / {(idle_rss - roll.get('Anonymous', 0)) / 1024:.2f}", "—", "—", "—", None),
             ("… PSS (shared pages divided among their users) (MiB)", f"{roll.get('Pss', 0) / 1024:.2f}", "—", "—", "—", None),

@@ -286,10 +286,11 @@ def run(args):
         m = res[order[0]]
         fl, g = m["fl"], m["g"]
         ratio = g["t_all"] / fl["t_all"]
-        ok_all = g["t_all"] <= 5.0 and g["left"] == 0
+        # The target is a ratio to the bare CURVE ROUTER on the same libzmq and libsodium, same run.
+        ok_all = ratio <= 1.2 and g["left"] == 0
         what = kinds[order[0]][1]
         rows = [(f"all {n} agents reconnected, authenticated (CURVE) + hello → welcome (s); {what}", f"{g['t_all']:.2f}",
-                 f"{fl['t_all']:.2f}", f"{ratio:.2f}x", "≤ 5 s, none left", ok_all),
+                 f"{fl['t_all']:.2f}", f"{ratio:.2f}x", "≤ 1.2x, none left", ok_all),
                 ("per-agent restart → welcome, p50 (s)", f"{m['g50']:.2f}", f"{m['fl50']:.2f}", f"{m['g50'] / m['fl50']:.2f}x", "—", None),
                 ("per-agent restart → welcome, p99 (s)", f"{m['g99']:.2f}", f"{m['fl99']:.2f}", f"{m['g99'] / m['fl99']:.2f}x", "—", None),
                 ("agents left behind (not welcomed within 60 s)", str(g["left"]), str(fl["left"]), "—", "0", g["left"] == 0)]
