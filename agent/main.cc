@@ -18,6 +18,7 @@
 #include "common/security/keys.h"
 #include "common/util/fs.h"
 #include "common/util/log.h"
+#include "common/util/text.h"
 #include "common/util/process.h"
 #include "common/version.h"
 
@@ -30,11 +31,16 @@ int main(int argc, char** argv) {
   }
   if (argc >= 2 && std::string(argv[1]) == "state") {
     // The journal's current state (snapshot + the records after it) as JSON; reads only.
-    if (argc != 4 || (std::string(argv[2]) != "--state-dir" && std::string(argv[2]) != "--state_dir")) {
-      std::cerr << "usage: gantry-agent state --state-dir DIR\n";
+    auto args = parse_state_args(argc - 1, argv + 1);
+    if (!args) {
+      std::cerr << "gantry-agent state: " << args.error().message << "\n(see gantry-agent state --help)\n";
       return 2;
     }
-    FileStateStore store(argv[3]);
+    if (args->help) {
+      std::cout << args->text;
+      return 0;
+    }
+    FileStateStore store(args->state_dir);
     auto st = store.load();
     if (!st) {
       std::cerr << "gantry-agent: " << st.error().message << "\n";
@@ -69,12 +75,12 @@ int main(int argc, char** argv) {
   if (!cfg.agent_key.empty()) {
     auto kp = security::read_curve_secret(cfg.agent_key);
     if (!kp) {
-      std::cerr << "gantry-agent: agent_key: " << kp.error().message << "\n";
+      std::cerr << "gantry-agent: agent_key: " << safe_text(kp.error().message) << "\n";
       return 2;
     }
     auto server = security::read_curve_public(cfg.coordinator_key);
     if (!server) {
-      std::cerr << "gantry-agent: coordinator_key: " << server.error().message << "\n";
+      std::cerr << "gantry-agent: coordinator_key: " << safe_text(server.error().message) << "\n";
       return 2;
     }
     curve.public_key = kp->public_z85;
@@ -85,7 +91,7 @@ int main(int argc, char** argv) {
   for (const auto& f : cfg.release_public_keys) {
     auto k = security::read_signing_public(f);
     if (!k) {
-      std::cerr << "gantry-agent: release_public_key: " << k.error().message << "\n";
+      std::cerr << "gantry-agent: release_public_key: " << safe_text(k.error().message) << "\n";
       return 2;
     }
     release_keys.push_back(*k);

@@ -2,17 +2,22 @@
 
 #include <unistd.h>
 
+#include <boost/program_options.hpp>
+
+#include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <fstream>
-#include <istream>
+#include <sstream>
 
 #include "agent/probe/probe.h"
 #include "common/transport/zmq_transport.h"
 #include "common/util/names.h"
 #include "common/util/shell_words.h"
+#include "common/util/text.h"
 
 namespace gantry::agent {
+
+namespace po = boost::program_options;
 
 namespace {
 
@@ -123,81 +128,31 @@ Status check_container_service(const ServiceConfig& s) {
   return Status::Ok();
 }
 
-// The agent's options. The command line spells a name with '-' or '_' (--host-id, --host_id);
-// the config file uses '_'. Kinds: a flag takes no value on the command line (in the file:
-// true/false, yes/no, on/off, 1/0); a value is given once; a list is repeatable and its
-// command-line values come first, then the file's.
-enum class OptKind { kFlag, kValue, kList };
-struct OptSpec {
-  const char* name;
-  char short_name;
-  OptKind kind;
-  bool cli_only;  // help, version, config: not settable from the config file
-};
-constexpr OptSpec kOptions[] = {
-    {"help", 'h', OptKind::kFlag, true},
-    {"version", 0, OptKind::kFlag, true},
-    {"config", 'c', OptKind::kValue, true},
-    {"host_id", 0, OptKind::kValue, false},
-    {"coordinator", 0, OptKind::kValue, false},
-    {"coordinator_pub", 0, OptKind::kValue, false},
-    {"state_dir", 0, OptKind::kValue, false},
-    {"label", 0, OptKind::kList, false},
-    {"insecure_dev", 0, OptKind::kFlag, false},
-    {"agent_key", 0, OptKind::kValue, false},
-    {"coordinator_key", 0, OptKind::kValue, false},
-    {"release_public_key", 0, OptKind::kList, false},
-    {"log_level", 0, OptKind::kValue, false},
-    {"heartbeat_interval_ms", 0, OptKind::kValue, false},
-    {"udp_heartbeats", 0, OptKind::kValue, false},
-};
-
-const OptSpec* find_option(const std::string& name) {
-  for (const auto& o : kOptions)
-    if (name == o.name) return &o;
-  return nullptr;
+// The command line spells a long name with '-' or '_' (--host-id, --host_id); the options are
+// registered with the config file's '_' spelling, so '-' in a long name becomes '_' here.
+std::vector<std::string> underscore_long_names(int argc, const char* const* argv) {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) == 0) {
+      for (size_t j = 2; j < a.size() && a[j] != '='; ++j)
+        if (a[j] == '-') a[j] = '_';
+    }
+    args.push_back(std::move(a));
+  }
+  return args;
 }
 
-// --help text. The option table is laid out as it always was (boost::program_options' format).
-constexpr const char* kHelp =
+constexpr const char* kUsage =
     "Usage: gantry-agent keygen --out PREFIX   (writes PREFIX.key and PREFIX.pub)\n"
     "       gantry-agent state --state-dir DIR (prints the journal's current state as JSON)\n"
     "       gantry-agent --config FILE [--host-id ID] [--coordinator tcp://HOST:7600]\n"
     "                    [--coordinator-pub tcp://HOST:7601] [--state-dir DIR] [--label k=v]...\n"
     "                    [--agent-key FILE --coordinator-key FILE --release-public-key FILE...]\n"
     "                    [--insecure-dev] [--log-level info]\n"
-    "\n"
-    "\n"
-    "gantry-agent options:\n"
-    "  -h [ --help ]                         show this help\n"
-    "  --version                             print the version\n"
-    "  -c [ --config ] arg                   INI config file (services are \n"
-    "                                        [service.NAME] sections)\n"
-    "\n"
-    "settings (command line or config file; the command line wins):\n"
-    "  --host-id arg                         host id (default: the hostname)\n"
-    "  --coordinator arg (=tcp://127.0.0.1:7600)\n"
-    "                                        coordinator ROUTER endpoint\n"
-    "  --coordinator-pub arg (=tcp://127.0.0.1:7601)\n"
-    "                                        coordinator PUB endpoint\n"
-    "  --state-dir arg (=/var/lib/gantry-agent)\n"
-    "                                        directory for the agent's journal\n"
-    "  --label arg                           label k=v (repeatable)\n"
-    "  --insecure-dev                        allow plaintext ZeroMQ and unsigned \n"
-    "                                        releases (development only)\n"
-    "  --agent-key arg                       this agent's CURVE secret key file \n"
-    "                                        (gantry-agent keygen)\n"
-    "  --coordinator-key arg                 the coordinator's CURVE public key file\n"
-    "                                        (pinned)\n"
-    "  --release-public-key arg              ed25519 release public key file \n"
-    "                                        (repeatable); only releases signed by \n"
-    "                                        one of them install\n"
-    "  --log-level arg (=info)               trace|debug|info|warn|error\n"
-    "  --heartbeat-interval-ms arg (=1000)   heartbeat interval until the \n"
-    "                                        coordinator's welcome says otherwise\n"
-    "  --udp-heartbeats arg (=true)          heartbeat by UDP datagrams when the \n"
-    "                                        coordinator offers it (false: always \n"
-    "                                        over the connection)\n"
+    "\n";
+
+constexpr const char* kServiceHelp =
     "\n"
     "Service sections in the config file:\n"
     "  [service.NAME]\n"
@@ -222,180 +177,83 @@ constexpr const char* kHelp =
     "  stop_timeout_ms = 10000\n"
     "  runtime_timeout_ms = 600000\n";
 
-// The values given for each option, in order; `cli` marks the command line's.
-struct Given {
-  std::vector<std::string> values;
-  bool from_cli = false;
-};
-using GivenMap = std::map<std::string, Given>;
-
-// Records one occurrence; a value or flag given twice in one source is an error, and the
-// command line's value of a non-list option wins over the file's.
-Status give(GivenMap& m, const OptSpec& o, const std::string& shown, std::string value, bool cli) {
-  auto [it, fresh] = m.try_emplace(o.name);
-  Given& g = it->second;
-  if (fresh) g.from_cli = cli;
-  if (o.kind != OptKind::kList) {
-    if (!cli && g.from_cli) return Status::Ok();  // the command line wins
-    if (!fresh) return cfg_error("option '" + shown + "' cannot be specified more than once");
-  }
-  g.values.push_back(std::move(value));
-  return Status::Ok();
+// Help text with the command line's '-' spelling of the option names (--host-id, not --host_id).
+std::string dash_names(std::string text) {
+  for (size_t i = text.find("--"); i != std::string::npos; i = text.find("--", i + 2))
+    for (size_t j = i + 2; j < text.size() && (std::isalnum(static_cast<unsigned char>(text[j])) || text[j] == '_'); ++j)
+      if (text[j] == '_') text[j] = '-';
+  return text;
 }
 
-std::string trim_ws(const std::string& s) {
-  size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
-
-// The command line: --name VALUE, --name=VALUE, -c VALUE, -cVALUE, -h; no positional arguments.
-Status parse_command_line(int argc, const char* const* argv, GivenMap& given) {
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    const OptSpec* o = nullptr;
-    std::string shown, value;
-    bool has_value = false;
-    if (a.rfind("--", 0) == 0 && a.size() > 2) {
-      auto eq = a.find('=');
-      std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
-      for (auto& ch : name)
-        if (ch == '-') ch = '_';
-      shown = "--" + name;
-      o = find_option(name);
-      if (!o) return cfg_error("unrecognised option '" + shown + "'");
-      if (eq != std::string::npos) {
-        has_value = true;
-        value = a.substr(eq + 1);
-      }
-    } else if (a.size() >= 2 && a[0] == '-' && a[1] != '-') {
-      for (const auto& spec : kOptions)
-        if (spec.short_name == a[1]) o = &spec;
-      shown = a.substr(0, 2);
-      if (!o) return cfg_error("unrecognised option '" + shown + "'");
-      shown = std::string("--") + o->name;
-      if (a.size() > 2) {
-        has_value = true;
-        value = a.substr(2);
-      }
-    } else {
-      return cfg_error("too many positional options have been specified on the command line");
-    }
-    if (o->kind == OptKind::kFlag) {
-      if (has_value) return cfg_error("option '" + shown + "' does not take any arguments");
-      value = "true";
-    } else if (!has_value) {
-      if (i + 1 >= argc) return cfg_error("the required argument for option '" + shown + "' is missing");
-      value = argv[++i];
-    }
-    if (Status st = give(given, *o, shown, std::move(value), true); !st.ok()) return st;
-  }
-  return Status::Ok();
-}
-
-// One `key = value` of the config file that is not a global setting: `service.NAME.key`.
-struct FileKey {
-  std::string key, value;
-};
-
-// The INI file: `#` starts a comment anywhere on a line; `[section]` prefixes the keys after it
-// (`[service.web]` + `root = /srv` is `service.web.root`); `key = value` with blanks around both
-// trimmed and the value taken literally (no quote processing: quotes are part of the value);
-// anything else is an error.
-Status parse_config_text(std::istream& in, GivenMap& given, std::vector<FileKey>& others) {
-  std::string prefix, line;
-  while (std::getline(in, line)) {
-    if (auto n = line.find('#'); n != std::string::npos) line.erase(n);
-    line = trim_ws(line);
-    if (line.empty()) continue;
-    if (line.front() == '[' && line.back() == ']' && line.size() >= 2) {
-      prefix = line.substr(1, line.size() - 2);
-      if (prefix.empty() || prefix.back() != '.') prefix += '.';
-      continue;
-    }
-    auto eq = line.find('=');
-    if (eq == std::string::npos)
-      return cfg_error("the options configuration file contains an invalid line '" + line + "'");
-    std::string name = prefix + trim_ws(line.substr(0, eq));
-    std::string value = trim_ws(line.substr(eq + 1));
-    const OptSpec* o = find_option(name);
-    if (!o || o->cli_only) {
-      others.push_back({name, value});
-      continue;
-    }
-    if (o->kind == OptKind::kFlag) {
-      // A switch in the file takes a boolean; empty means true.
-      std::string b = value;
-      for (auto& ch : b) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      if (b.empty() || b == "on" || b == "yes" || b == "1" || b == "true") value = "true";
-      else if (b == "off" || b == "no" || b == "0" || b == "false") value = "false";
-      else
-        return cfg_error("the argument ('" + value + "') for option '" + name +
-                         "' is invalid. Valid choices are 'on|off', 'yes|no', '1|0' and 'true|false'");
-    }
-    if (Status st = give(given, *o, name, std::move(value), false); !st.ok()) return st;
-  }
-  return Status::Ok();
-}
-
-}  // namespace
-
-Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
+// Everything parse_args does; its messages may hold raw bytes of argv or the file, which
+// parse_args escapes once on the way out.
+Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
   ParsedArgs out;
   AgentConfig& c = out.config;
-  GivenMap given;
-  if (Status st = parse_command_line(argc, argv, given); !st.ok()) return st.error();
-  if (given.count("help")) {
-    out.help = true;
-    out.text = kHelp;
-    return out;
-  }
-  if (given.count("version")) {
-    out.version = true;
-    return out;
-  }
-  std::vector<FileKey> service_opts;
-  if (given.count("config")) {
-    const std::string& path = given["config"].values.front();
-    std::ifstream f(path);
-    if (!f) return cfg_error("cannot read config file " + path);
-    if (Status st = parse_config_text(f, given, service_opts); !st.ok()) return st.error();
-  }
-  auto one = [&](const char* name, std::string& dst) {
-    if (auto it = given.find(name); it != given.end()) dst = it->second.values.front();
-  };
-  one("host_id", c.host_id);
-  one("coordinator", c.coordinator);
-  one("coordinator_pub", c.coordinator_pub);
-  one("state_dir", c.state_dir);
-  one("agent_key", c.agent_key);
-  one("coordinator_key", c.coordinator_key);
-  one("log_level", c.log_level);
-  if (auto it = given.find("insecure_dev"); it != given.end()) c.insecure_dev = it->second.values.front() == "true";
+  std::string config_file, udp_heartbeats = "true";
   std::vector<std::string> labels;
-  if (auto it = given.find("label"); it != given.end()) labels = it->second.values;
-  if (auto it = given.find("release_public_key"); it != given.end()) c.release_public_keys = it->second.values;
-  if (auto it = given.find("udp_heartbeats"); it != given.end()) {
-    const std::string& v = it->second.values.front();
-    if (v == "true" || v == "yes" || v == "on" || v == "1") c.udp_heartbeats = true;
-    else if (v == "false" || v == "no" || v == "off" || v == "0") c.udp_heartbeats = false;
-    else return cfg_error("udp_heartbeats must be true or false, not '" + v + "'");
-  }
-  int64_t hb = 1000;
-  if (auto it = given.find("heartbeat_interval_ms"); it != given.end()) {
-    const std::string& v = it->second.values.front();
-    const char* b = v.data();
-    const char* e = v.data() + v.size();
-    if (b != e && *b == '+') ++b;
-    auto [p, ec] = std::from_chars(b, e, hb);
-    if (b == e || ec != std::errc() || p != e)
-      return cfg_error("the argument ('" + v + "') for option '" + std::string(it->second.from_cli ? "--" : "") +
-                       "heartbeat_interval_ms' is invalid");
+  int64_t hb = c.heartbeat_interval_ms;
+
+  po::options_description cli("gantry-agent options");
+  cli.add_options()
+      ("help,h", "show this help")
+      ("version", "print the version")
+      ("config,c", po::value<std::string>(&config_file), "INI config file (services are [service.NAME] sections)");
+  po::options_description settings("settings (command line or config file; the command line wins)");
+  settings.add_options()
+      ("host_id", po::value<std::string>(&c.host_id), "host id (default: the hostname)")
+      ("coordinator", po::value<std::string>(&c.coordinator)->default_value(c.coordinator), "coordinator ROUTER endpoint")
+      ("coordinator_pub", po::value<std::string>(&c.coordinator_pub)->default_value(c.coordinator_pub), "coordinator PUB endpoint")
+      ("state_dir", po::value<std::string>(&c.state_dir)->default_value(c.state_dir), "directory for the agent's journal")
+      ("label", po::value<std::vector<std::string>>(&labels)->composing(), "label k=v (repeatable)")
+      ("insecure_dev", po::bool_switch(&c.insecure_dev), "allow plaintext ZeroMQ and unsigned releases (development only)")
+      ("agent_key", po::value<std::string>(&c.agent_key), "this agent's CURVE secret key file (gantry-agent keygen)")
+      ("coordinator_key", po::value<std::string>(&c.coordinator_key), "the coordinator's CURVE public key file (pinned)")
+      ("release_public_key", po::value<std::vector<std::string>>(&c.release_public_keys)->composing(),
+       "ed25519 release public key file (repeatable); only releases signed by one of them install")
+      ("log_level", po::value<std::string>(&c.log_level)->default_value(c.log_level), "trace|debug|info|warn|error")
+      ("heartbeat_interval_ms", po::value<int64_t>(&hb)->default_value(hb),
+       "heartbeat interval until the coordinator's welcome says otherwise")
+      ("udp_heartbeats", po::value<std::string>(&udp_heartbeats)->default_value(udp_heartbeats),
+       "heartbeat by UDP datagrams when the coordinator offers it (false: always over the connection)");
+  po::options_description all;
+  all.add(cli).add(settings);
+
+  po::variables_map vm;
+  std::vector<po::option> service_opts;
+  try {
+    // No abbreviations: --host is not --host_id.
+    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+    const po::positional_options_description none;  // a stray word is an error, not ignored
+    po::store(po::command_line_parser(underscore_long_names(argc, argv)).options(all).positional(none).style(style).run(), vm);
+    if (vm.count("help")) {
+      out.help = true;
+      std::ostringstream os;
+      os << kUsage << all << kServiceHelp;
+      out.text = dash_names(os.str());
+      return out;
+    }
+    if (vm.count("version")) {
+      out.version = true;
+      return out;
+    }
+    if (vm.count("config")) {
+      const std::string& path = vm["config"].as<std::string>();
+      std::ifstream f(path);
+      if (!f) return cfg_error("cannot read config file " + path);
+      // [service.NAME] keys are not in the table: they come back unregistered as service.NAME.key.
+      auto parsed = po::parse_config_file(f, settings, /*allow_unregistered=*/true);
+      for (auto& o : parsed.options)
+        if (o.unregistered) service_opts.push_back(o);
+      po::store(parsed, vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return cfg_error(e.what());
   }
 
   for (const auto& o : service_opts) {
-    const std::string& k = o.key;
+    const std::string& k = o.string_key;
     const std::string prefix = "service.";
     auto dot = k.rfind('.');
     if (k.rfind(prefix, 0) != 0 || dot <= prefix.size() - 1 || dot == k.size() - 1)
@@ -405,10 +263,11 @@ Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
     if (!is_safe_name(name)) return cfg_error("service name '" + name + "' is not a safe name");
     auto& s = c.services[name];
     s.name = name;
-    if (Status st = apply_service_key(s, key, o.value); !st.ok()) return st.error();
+    for (const auto& v : o.value)
+      if (Status st = apply_service_key(s, key, v); !st.ok()) return st.error();
   }
 
-  if (!given.count("config")) return cfg_error("--config FILE is required");
+  if (!vm.count("config")) return cfg_error("--config FILE is required");
   if (c.host_id.empty()) {
     char buf[256] = {};
     if (::gethostname(buf, sizeof buf - 1) == 0) c.host_id = buf;
@@ -421,16 +280,16 @@ Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
     if (!is_label_token(k, false) || !is_label_token(v, true)) return cfg_error("label '" + l + "' has invalid characters");
     c.labels[k] = v;
   }
+  if (udp_heartbeats == "true" || udp_heartbeats == "yes" || udp_heartbeats == "on" || udp_heartbeats == "1") c.udp_heartbeats = true;
+  else if (udp_heartbeats == "false" || udp_heartbeats == "no" || udp_heartbeats == "off" || udp_heartbeats == "0") c.udp_heartbeats = false;
+  else return cfg_error("udp_heartbeats must be true or false, not '" + udp_heartbeats + "'");
   if (hb < 10 || hb > 3600 * 1000) return cfg_error("heartbeat_interval_ms must be between 10 and 3600000");
   c.heartbeat_interval_ms = hb;
   if (c.state_dir.empty() || c.state_dir[0] != '/') return cfg_error("state_dir must be an absolute path");
-  for (const char* lvl : {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"})
-    if (c.log_level == lvl) goto level_ok;
-  return cfg_error("unknown log level '" + c.log_level + "'");
-level_ok:
+  static constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels))
+    return cfg_error("unknown log level '" + c.log_level + "'");
   if (c.coordinator.empty() || c.coordinator_pub.empty()) return cfg_error("coordinator endpoints must not be empty");
-  // The agent speaks tcp:// only (its libzmq is linked without the other transports:
-  // agent/zmq_unused_transports.cc).
   const std::pair<const char*, const std::string&> endpoints[] = {{"coordinator", c.coordinator}, {"coordinator_pub", c.coordinator_pub}};
   for (const auto& [key, ep] : endpoints)
     if (Status st = transport::check_connect_endpoint(ep); !st.ok()) return cfg_error(std::string(key) + ": " + st.error().message);
@@ -454,6 +313,48 @@ level_ok:
       return cfg_error("[service." + n + "] min_healthy_ms must be smaller than healthy_deadline_ms");
   }
   return out;
+}
+
+Expected<StateArgs> parse_state_args_raw(int argc, const char* const* argv) {
+  StateArgs out;
+  po::options_description d("gantry-agent state options");
+  d.add_options()
+      ("help,h", "show this help")
+      ("state_dir", po::value<std::string>(&out.state_dir)->required(), "the agent's state directory (its journal)");
+  po::variables_map vm;
+  try {
+    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+    const po::positional_options_description none;
+    po::store(po::command_line_parser(underscore_long_names(argc, argv)).options(d).positional(none).style(style).run(), vm);
+    if (vm.count("help")) {
+      std::ostringstream os;
+      os << "Usage: gantry-agent state --state-dir DIR\n"
+            "Prints the journal's current state (snapshot + the records after it) as JSON; reads only.\n\n"
+         << d;
+      out.help = true;
+      out.text = dash_names(os.str());
+      return out;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return cfg_error(e.what());
+  }
+  if (out.state_dir.empty()) return cfg_error("--state-dir must not be empty");
+  return out;
+}
+
+}  // namespace
+
+Expected<ParsedArgs> parse_args(int argc, const char* const* argv) {
+  auto p = parse_args_raw(argc, argv);
+  if (!p) return cfg_error(safe_text(p.error().message, 1024));
+  return p;
+}
+
+Expected<StateArgs> parse_state_args(int argc, const char* const* argv) {
+  auto p = parse_state_args_raw(argc, argv);
+  if (!p) return cfg_error(safe_text(p.error().message, 1024));
+  return p;
 }
 
 }  // namespace gantry::agent

@@ -1,4 +1,5 @@
-// The agent's configuration: command line first, then an INI file (--config FILE).
+// The agent's configuration: command line first, then an INI file (--config FILE), both read
+// by Boost.Program_options and checked here, so main() only wires what comes out.
 #pragma once
 
 #include <cstdint>
@@ -59,8 +60,17 @@ struct ParsedArgs {
   AgentConfig config;
 };
 
-// Parses argv and the config file it names. Errors carry a message fit for stderr
-// (the caller exits 2). Does not check --insecure-dev; the caller decides.
+// Parses argv and the config file it names, and checks every value. Errors carry a message fit
+// for stderr, naming the option and its value with control characters escaped (the caller
+// exits 2). Does not check --insecure-dev; the caller decides.
 Expected<ParsedArgs> parse_args(int argc, const char* const* argv);
+
+// `gantry-agent state --state-dir DIR`: argv after the word "state".
+struct StateArgs {
+  bool help = false;  // --help was given; `text` holds the usage
+  std::string text;
+  std::string state_dir;
+};
+Expected<StateArgs> parse_state_args(int argc, const char* const* argv);
 
 }  // namespace gantry::agent

@@ -1,7 +1,9 @@
-// The agent's own command-line and INI parser (agent/config/agent_config.cc): the syntax and
-// the messages it had when it was boost::program_options.
+// The agent's command line and INI file (agent/config/agent_config.cc, through
+// Boost.Program_options): the syntax, the documented keys, and messages that name the option
+// and its value with control characters escaped.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -183,7 +185,8 @@ TEST(AgentConfigParser, CommandLineSpellingsAndValues) {
   // A value given on the command line is final: the file's (even repeated) is not read.
   EXPECT_TRUE(parse(t, "host_id = a\nhost_id = b\n" + kSvc, {"--config", "{ini}", "--host-id", "c"}).ok());
   auto empty = parse(t, "host_id = h\nlog_level = debug\n" + kSvc, {"--config", "{ini}", "--log-level="});
-  EXPECT_EQ(error_of(empty), "unknown log level ''") << "--name= gives an empty value, which then wins";
+  EXPECT_EQ(error_of(empty), "the argument for option '--log_level' should follow immediately after the equal sign");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--log-level", ""})), "unknown log level ''");
 }
 
 TEST(AgentConfigParser, RepeatableOptionsComposeCommandLineFirst) {
@@ -261,4 +264,110 @@ TEST(AgentConfigParser, UdpHeartbeatsIsOnByDefaultAndABoolean) {
   ASSERT_TRUE(cli.ok()) << cli.error().message;
   EXPECT_TRUE(cli->config.udp_heartbeats) << "the command line wins";
   EXPECT_EQ(error_of(parse(t, "host_id = h\nudp_heartbeats = maybe\n" + kSvc)), "udp_heartbeats must be true or false, not 'maybe'");
+}
+
+TEST(AgentConfigParser, EveryDocumentedKeyParses) {
+  TempDir t;
+  auto p = parse(t,
+                 "host_id = web-1\ncoordinator = tcp://10.0.0.5:7600\ncoordinator_pub = tcp://10.0.0.5:7601\n"
+                 "state_dir = /var/lib/x\nlabel = role=web\nlabel = zone=eu-1a\ninsecure_dev = false\n"
+                 "agent_key = /k/agent.key\ncoordinator_key = /k/coord.pub\nrelease_public_key = /k/release.pub\n"
+                 "log_level = debug\nheartbeat_interval_ms = 2000\nudp_heartbeats = false\n"
+                 "[service.web]\ndriver = binary\nroot = /srv/web\nrestart_command = systemctl restart web\n"
+                 "restart_timeout_ms = 40000\nhttp_probe = http://127.0.0.1:8080/health\nhttp_probe_expect = ok\n"
+                 "tcp_probe = 127.0.0.1:8080\nprobe_interval_ms = 300\nmin_healthy_ms = 5000\nhealthy_deadline_ms = 60000\n"
+                 "retain = 4\n"
+                 "[service.box]\ndriver = container\nroot = /srv/box\nruntime = docker\nruntime_args = --log-level warn\n"
+                 "container_name = box-1\nrun_args = --network host\nrun_args = -e A=b\ncommand = --port 8080\n"
+                 "start_order = start-first\nstop_timeout_ms = 5000\nruntime_timeout_ms = 120000\n");
+  ASSERT_TRUE(p.ok()) << error_of(p);
+  const AgentConfig& c = p->config;
+  EXPECT_EQ(c.host_id, "web-1");
+  EXPECT_EQ(c.coordinator_pub, "tcp://10.0.0.5:7601");
+  EXPECT_EQ(c.state_dir, "/var/lib/x");
+  EXPECT_EQ(c.labels.size(), 2u);
+  EXPECT_EQ(c.agent_key, "/k/agent.key");
+  EXPECT_EQ(c.coordinator_key, "/k/coord.pub");
+  EXPECT_EQ(c.release_public_keys, (std::vector<std::string>{"/k/release.pub"}));
+  EXPECT_EQ(c.log_level, "debug");
+  EXPECT_EQ(c.heartbeat_interval_ms, 2000);
+  EXPECT_FALSE(c.udp_heartbeats);
+  const auto& w = c.services.at("web");
+  EXPECT_EQ(w.restart_command, "systemctl restart web");
+  EXPECT_EQ(w.restart_timeout_ms, 40000);
+  EXPECT_EQ(w.http_probes, (std::vector<std::string>{"http://127.0.0.1:8080/health"}));
+  EXPECT_EQ(w.http_probe_expect, "ok");
+  EXPECT_EQ(w.tcp_probes, (std::vector<std::string>{"127.0.0.1:8080"}));
+  EXPECT_EQ(w.probe_interval_ms, 300);
+  EXPECT_EQ(w.min_healthy_ms, 5000);
+  EXPECT_EQ(w.healthy_deadline_ms, 60000);
+  EXPECT_EQ(w.retain, 4u);
+  const auto& b = c.services.at("box");
+  EXPECT_EQ(b.driver, "container");
+  EXPECT_EQ(b.runtime, "docker");
+  EXPECT_EQ(b.runtime_args, (std::vector<std::string>{"--log-level", "warn"}));
+  EXPECT_EQ(b.container_name, "box-1");
+  EXPECT_EQ(b.run_args, (std::vector<std::string>{"--network", "host", "-e", "A=b"}));
+  EXPECT_EQ(b.command, (std::vector<std::string>{"--port", "8080"}));
+  EXPECT_EQ(b.start_order, "start-first");
+  EXPECT_EQ(b.stop_timeout_ms, 5000);
+  EXPECT_EQ(b.runtime_timeout_ms, 120000);
+}
+
+// The example shipped in packaging/ is a valid config (its key files need not exist to parse).
+TEST(AgentConfigParser, ThePackagedExampleParses) {
+  // __FILE__ is absolute, or relative to the build directory (where the compiler ran), which is
+  // the parent of this binary's directory (build/tests/gantry_unit_tests).
+  std::string here = __FILE__;
+  if (here.front() != '/') here = std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path().string() + "/" + here;
+  const std::string example = here.substr(0, here.rfind("/tests/unit/")) + "/packaging/examples/agent.conf";
+  const char* argv[] = {"gantry-agent", "--config", example.c_str()};
+  auto p = parse_args(3, argv);
+  ASSERT_TRUE(p.ok()) << example << ": " << error_of(p);
+  EXPECT_EQ(p->config.coordinator, "tcp://gantry.example.internal:7600");
+  EXPECT_EQ(p->config.labels.at("zone"), "eu-1a");
+  EXPECT_EQ(p->config.services.at("web").root, "/srv/web");
+  EXPECT_EQ(p->config.services.at("web").healthy_deadline_ms, 60000);
+}
+
+TEST(AgentConfigParser, ErrorsEscapeControlCharactersOfTheValue) {
+  TempDir t;
+  // From the command line: an escape sequence (OSC 52 clipboard write) and a newline.
+  auto cli = parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--heartbeat-interval-ms", "1\x1b]52;c;eA==\x07\nx"});
+  ASSERT_FALSE(cli.ok());
+  EXPECT_EQ(cli.error().message, "the argument ('1\\x1b]52;c;eA==\\x07\\x0ax') for option '--heartbeat_interval_ms' is invalid");
+  auto host = parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--host-id", "h\x1b[2J"});
+  ASSERT_FALSE(host.ok());
+  EXPECT_EQ(host.error().message, "host id 'h\\x1b[2J' is not a safe name");
+  // From the file: invalid UTF-8 and a carriage return inside a value.
+  auto file = parse(t, "host_id = h\n" + kSvc + "driver = bin\xff\rary\n");
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.error().message, "[service.web] driver: unsupported driver 'bin\\xff\\x0dary' (binary or container)");
+  auto unknown = parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--\x1b[31mred"});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().message.find('\x1b'), std::string::npos) << unknown.error().message;
+}
+
+TEST(AgentConfigParser, AbbreviationsAreNotGuessed) {
+  TempDir t;
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--host", "x"})), "unrecognised option '--host'");
+}
+
+TEST(AgentStateArgs, StateDirHelpAndErrors) {
+  auto state = [](std::vector<const char*> args) {
+    args.insert(args.begin(), "state");
+    return parse_state_args(static_cast<int>(args.size()), args.data());
+  };
+  for (auto args : {std::vector<const char*>{"--state-dir", "/var/lib/a"}, {"--state_dir=/var/lib/a"}}) {
+    auto p = state(args);
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    EXPECT_EQ(p->state_dir, "/var/lib/a");
+  }
+  auto h = state({"--help"});
+  ASSERT_TRUE(h.ok());
+  EXPECT_TRUE(h->help);
+  EXPECT_NE(h->text.find("--state-dir"), std::string::npos) << h->text;
+  EXPECT_FALSE(state({}).ok()) << "--state-dir is required";
+  EXPECT_FALSE(state({"--state-dir", "/a", "stray"}).ok());
+  EXPECT_FALSE(state({"--state-dir", ""}).ok());
 }
