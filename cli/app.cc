@@ -4,12 +4,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -20,6 +22,7 @@
 #include "common/security/keys.h"
 #include "common/util/fs.h"
 #include "common/util/sha256.h"
+#include "common/util/text.h"
 #include "common/version.h"
 
 namespace po = boost::program_options;
@@ -82,23 +85,29 @@ coordinator; 4 coordinator unreachable.
 Run `gantry COMMAND --help` for a command's options and examples.
 )";
 
-std::string config_value(const std::string& wanted) {
+// ~/.config/gantry/cli.conf: `coordinator = ...`, `key = ...`, `coordinator_key = ...` (INI, read
+// by Boost.Program_options). Keys it does not know are left alone (a newer gantry may have
+// written them); a file that does not parse is a usage error naming it.
+struct CliConf {
+  std::string coordinator, key, coordinator_key;
+};
+CliConf read_cli_conf() {
+  CliConf c;
   const char* home = std::getenv("HOME");
-  if (!home) return {};
-  std::ifstream in(std::string(home) + "/.config/gantry/cli.conf");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto eq = line.find('=');
-    if (eq == std::string::npos) continue;
-    std::string k = line.substr(0, eq), v = line.substr(eq + 1);
-    auto trim = [](std::string s) {
-      s.erase(0, s.find_first_not_of(" \t"));
-      s.erase(s.find_last_not_of(" \t\r") + 1);
-      return s;
-    };
-    if (trim(k) == wanted) return trim(v);
+  if (!home) return c;
+  const std::string path = std::string(home) + "/.config/gantry/cli.conf";
+  std::ifstream in(path);
+  if (!in) return c;
+  po::options_description d;
+  d.add_options()("coordinator", po::value(&c.coordinator))("key", po::value(&c.key))("coordinator_key", po::value(&c.coordinator_key));
+  po::variables_map vm;
+  try {
+    po::store(po::parse_config_file(in, d, /*allow_unregistered=*/true), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(path + ": " + e.what());
   }
-  return {};
+  return c;
 }
 
 std::string s(const nlohmann::json& j, const char* k) {
@@ -127,6 +136,11 @@ transport::CurveOptions curve_from(const Globals& g) {
 int release_keygen(const std::vector<std::string>& args) {
   std::string out;
   for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") {
+      std::cout << "Usage: gantry release keygen --out PREFIX\n\nWrites PREFIX.key (ed25519 release signing key, 0600: keep it "
+                   "offline) and PREFIX.pub (give it to every agent as release_public_key).\n";
+      return kOk;
+    }
     if (args[i] == "--out" && i + 1 < args.size()) out = args[++i];
     else throw UsageError("usage: gantry release keygen --out PREFIX");
   }
@@ -189,6 +203,65 @@ int release_sign(const std::vector<std::string>& args, bool json) {
   return kOk;
 }
 
+const char* kKeysHelp = R"(Usage: gantry keys COMMAND
+
+Agent and operator keys on the coordinator (CURVE public keys, Z85).
+
+Commands:
+  list                          agent keys (pending/accepted/rejected/revoked) and operator keys
+  accept HOST_OR_KEY [--host H] accept a pending agent key, by host name or by key
+  reject HOST_OR_KEY            reject a pending agent key
+  revoke HOST_KEY_OR_NAME       revoke an accepted agent key or an operator key
+  accept-file FILE              pre-enroll many hosts: one `HOST KEY` per line (KEY: Z85 or a .pub file)
+  add-operator NAME PUBFILE --role viewer|deployer|admin
+                                enroll an operator key with a role
+
+Examples:
+  gantry keys list
+  gantry keys accept web-1
+  gantry keys add-operator alice alice.pub --role deployer
+)";
+
+const char* kRolloutHelp = R"(Usage: gantry rollout COMMAND [options]
+
+Commands:
+  plan  [plan options]          show the exact host-to-batch schedule, change nothing
+  start [plan options]          start a rollout (--wait to follow it to the end)
+  watch [ID] [--service S]      follow a rollout live; exit 0 if it succeeds
+  show ID                       one rollout, with its hosts and event log
+  pause|resume|promote|abort [ID] [--service S]
+                                act on a rollout (default: the active one)
+
+Run `gantry rollout COMMAND --help` for a command's options and examples.
+)";
+
+const char* kReleaseHelp = R"(Usage: gantry release COMMAND [options]
+
+Commands:
+  upload FILE --service S --version V
+                                upload a release artifact to the coordinator
+  sign --key KEY FILE --service S --version V
+                                write FILE.manifest and FILE.sig (upload sends them along)
+  keygen --out PREFIX           make an ed25519 release signing keypair
+
+Run `gantry release COMMAND --help` for a command's options and examples.
+)";
+
+bool is_help(const std::string& w) { return w == "--help" || w == "-h" || w == "help"; }
+
+// The help of a command group (keys, rollout, release) asked for as `gantry GROUP`, `gantry
+// GROUP --help`, or for keys (whose commands take no options of their own) `gantry keys CMD
+// --help`. Answered before any key is read or any coordinator is contacted.
+std::optional<std::string> group_help(const std::vector<std::string>& words) {
+  const std::string& group = words[0];
+  const char* text = group == "keys" ? kKeysHelp : group == "rollout" ? kRolloutHelp : group == "release" ? kReleaseHelp : nullptr;
+  if (!text) return std::nullopt;
+  if (words.size() >= 2 && is_help(words[1])) return std::string(text);
+  if (group == "keys" && words.size() >= 3 && std::any_of(words.begin() + 2, words.end(), [](const std::string& w) { return w == "--help" || w == "-h"; }))
+    return std::string(text);
+  return std::nullopt;
+}
+
 class App {
  public:
   explicit App(Globals g) : g_(std::move(g)), client_(g_.coordinator, g_.timeout_ms, curve_from(g_)) {}
@@ -232,7 +305,7 @@ class App {
       if (g_.json) {
         std::cout << nlohmann::json{{"error", r.error().message}}.dump() << "\n";
       }
-      std::cerr << "gantry: " << r.error().message << "\n";
+      std::cerr << "gantry: " << safe_text(r.error().message) << "\n";
       throw CallFailed{r.error().code == "refused" ? kRefused : kUnreachable};
     }
     return *r;
@@ -737,8 +810,8 @@ class App {
   }
 
   int keys(const std::vector<std::string>& args) {
-    const char* usage = "usage: gantry keys list | accept HOST_OR_KEY [--host H] | reject HOST_OR_KEY | revoke HOST_KEY_OR_NAME |\n"
-                        "       accept-file FILE | add-operator NAME PUBFILE --role viewer|deployer|admin";
+    const char* usage = "usage: gantry keys list | accept HOST_OR_KEY [--host H] | reject HOST_OR_KEY | revoke HOST_KEY_OR_NAME | "
+                        "accept-file FILE | add-operator NAME PUBFILE --role viewer|deployer|admin (see `gantry keys --help`)";
     if (args.empty()) throw UsageError(usage);
     const std::string& sub = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -829,15 +902,18 @@ class App {
 
 }  // namespace
 
-int run(const std::vector<std::string>& args) {
+namespace {
+
+int run_unguarded(const std::vector<std::string>& args) {
   Globals g;
+  CliConf conf = read_cli_conf();
   if (const char* e = std::getenv("GANTRY_COORDINATOR")) g.coordinator = e;
-  if (g.coordinator.empty()) g.coordinator = config_value("coordinator");
+  if (g.coordinator.empty()) g.coordinator = conf.coordinator;
   if (g.coordinator.empty()) g.coordinator = "tcp://127.0.0.1:7602";
   if (const char* e = std::getenv("GANTRY_KEY")) g.key = e;
-  if (g.key.empty()) g.key = config_value("key");
+  if (g.key.empty()) g.key = conf.key;
   if (const char* e = std::getenv("GANTRY_COORDINATOR_KEY")) g.coordinator_key = e;
-  if (g.coordinator_key.empty()) g.coordinator_key = config_value("coordinator_key");
+  if (g.coordinator_key.empty()) g.coordinator_key = conf.coordinator_key;
   std::vector<std::string> words;
   size_t i = 0;
   for (; i < args.size(); ++i) {
@@ -850,7 +926,7 @@ int run(const std::vector<std::string>& args) {
       int ms = 0;
       auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
       if (ec != std::errc() || end != v.data() + v.size() || ms < 1 || ms > 3600 * 1000) {
-        std::cerr << "gantry: --timeout-ms must be a number of milliseconds between 1 and 3600000, got '" << v
+        std::cerr << "gantry: --timeout-ms must be a number of milliseconds between 1 and 3600000, got '" << safe_text(v)
                   << "'\n(see `gantry --help`)\n";
         return kUsage;
       }
@@ -872,7 +948,11 @@ int run(const std::vector<std::string>& args) {
     std::cerr << kTopHelp;
     return kUsage;
   }
-  try {
+  if (auto help = group_help(words)) {
+    std::cout << *help;
+    return kOk;
+  }
+  {
     // Local commands: no coordinator, no operator key needed.
     if (words[0] == "keygen") return security::curve_keygen_main("gantry", std::vector<std::string>(words.begin() + 1, words.end()));
     if (words[0] == "release" && words.size() >= 2 && words[1] == "keygen")
@@ -884,10 +964,17 @@ int run(const std::vector<std::string>& args) {
                        "; set it with --coordinator, GANTRY_COORDINATOR or `coordinator =` in ~/.config/gantry/cli.conf");
     App app(g);
     return app.run_guarded(words);
-  } catch (const UsageError& e) {
-    std::cerr << "gantry: " << e.what() << "\n(see `gantry --help`)\n";
-    return kUsage;
   }
 }
 
+}  // namespace
+
+int run(const std::vector<std::string>& args) {
+  try {
+    return run_unguarded(args);
+  } catch (const UsageError& e) {
+    std::cerr << "gantry: " << safe_text(e.what()) << "\n(see `gantry --help`)\n";
+    return kUsage;
+  }
+}
 }  // namespace gantry::cli
