@@ -914,35 +914,58 @@ int run_unguarded(const std::vector<std::string>& args) {
   if (g.key.empty()) g.key = conf.key;
   if (const char* e = std::getenv("GANTRY_COORDINATOR_KEY")) g.coordinator_key = e;
   if (g.coordinator_key.empty()) g.coordinator_key = conf.coordinator_key;
-  std::vector<std::string> words;
+  // Global options go before the command, except --json and --timeout-ms, which may also come
+  // anywhere after it (a command's own options, such as `release sign --key`, are its own).
+  // Boost parses them in `NAME=VALUE` form, so a value starting with '-' reaches the check below.
+  const auto takes_value = [](const std::string& a) { return a == "--coordinator" || a == "--key" || a == "--coordinator-key" || a == "--timeout-ms"; };
+  std::vector<std::string> global_args, words;
   size_t i = 0;
-  for (; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--json") g.json = true;
-    else if (a == "--coordinator" && i + 1 < args.size() && words.empty()) g.coordinator = args[++i];
-    else if (a.rfind("--coordinator=", 0) == 0) g.coordinator = a.substr(14);
-    else if (a == "--timeout-ms" && i + 1 < args.size()) {
-      const std::string& v = args[++i];
-      int ms = 0;
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
-      if (ec != std::errc() || end != v.data() + v.size() || ms < 1 || ms > 3600 * 1000) {
-        std::cerr << "gantry: --timeout-ms must be a number of milliseconds between 1 and 3600000, got '" << safe_text(v)
-                  << "'\n(see `gantry --help`)\n";
-        return kUsage;
-      }
-      g.timeout_ms = ms;
-    }
-    else if (a == "--key" && i + 1 < args.size() && words.empty()) g.key = args[++i];
-    else if (a == "--coordinator-key" && i + 1 < args.size() && words.empty()) g.coordinator_key = args[++i];
-    else if (a == "--version" && words.empty()) {
-      std::cout << "gantry " << kGantryVersion << "\n";
-      return kOk;
-    } else if ((a == "--help" || a == "-h" || a == "help") && words.empty()) {
-      std::cout << kTopHelp;
-      return kOk;
+  for (; i < args.size() && args[i].size() > 1 && args[i][0] == '-'; ++i) {
+    if (takes_value(args[i]) && i + 1 < args.size()) {
+      global_args.push_back(args[i] + "=" + args[i + 1]);
+      ++i;
     } else {
-      words.push_back(a);
+      global_args.push_back(args[i]);
     }
+  }
+  for (; i < args.size(); ++i) {
+    if (args[i] == "--json") {
+      global_args.push_back(args[i]);
+    } else if (args[i] == "--timeout-ms" && i + 1 < args.size()) {
+      global_args.push_back(args[i] + "=" + args[i + 1]);
+      ++i;
+    } else if (args[i].rfind("--timeout-ms=", 0) == 0) {
+      global_args.push_back(args[i]);
+    } else {
+      words.push_back(args[i]);
+    }
+  }
+  std::string timeout;
+  po::options_description globals;
+  globals.add_options()("help,h", "")("version", "")("json", po::bool_switch(&g.json))("coordinator", po::value(&g.coordinator))(
+      "key", po::value(&g.key))("coordinator-key", po::value(&g.coordinator_key))("timeout-ms", po::value(&timeout));
+  po::variables_map vm;
+  try {
+    const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+    po::store(po::command_line_parser(global_args).options(globals).style(style).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  if (vm.count("version")) {
+    std::cout << "gantry " << kGantryVersion << "\n";
+    return kOk;
+  }
+  if (vm.count("help") || (!words.empty() && words[0] == "help")) {
+    std::cout << kTopHelp;
+    return kOk;
+  }
+  if (vm.count("timeout-ms")) {
+    int ms = 0;
+    auto [end, ec] = std::from_chars(timeout.data(), timeout.data() + timeout.size(), ms);
+    if (ec != std::errc() || end != timeout.data() + timeout.size() || ms < 1 || ms > 3600 * 1000)
+      throw UsageError("--timeout-ms must be a number of milliseconds between 1 and 3600000, got '" + timeout + "'");
+    g.timeout_ms = ms;
   }
   if (words.empty()) {
     std::cerr << kTopHelp;

@@ -15,7 +15,7 @@ namespace {
 const std::map<std::string, std::string> kNoCoordinator = {
     {"GANTRY_COORDINATOR", "tcp://127.0.0.1:9"}, {"GANTRY_KEY", ""}, {"GANTRY_COORDINATOR_KEY", ""}, {"HOME", "/nonexistent"}};
 
-CmdResult gantry(std::vector<std::string> args) {
+CmdResult run_gantry(std::vector<std::string> args) {
   args.insert(args.begin(), bin_dir() + "/cli/gantry");
   return run(args, 30000, kNoCoordinator);
 }
@@ -46,7 +46,7 @@ TEST(CliHelp, EveryGroupAndCommandPrintsHelpAndExitsZero) {
       {{"rollback", "--help"}, "Usage: gantry rollback"},
   };
   for (const auto& [args, want] : cases) {
-    auto r = gantry(args);
+    auto r = run_gantry(args);
     std::string shown;
     for (const auto& a : args) shown += a + " ";
     EXPECT_EQ(r.exit_code, 0) << shown << r.out << r.err;
@@ -57,12 +57,12 @@ TEST(CliHelp, EveryGroupAndCommandPrintsHelpAndExitsZero) {
 TEST(CliHelp, UsageErrorsExitTwoAndEscapeWhatTheyEcho) {
   for (std::vector<std::string> args : {std::vector<std::string>{"keys"}, {"keys", "frobnicate"}, {"rollout", "fly"},
                                         {"bogus\x1b]52;c;eA==\x07"}, {"--timeout-ms", "5\x1b[2J", "hosts"}}) {
-    auto r = gantry(args);
+    auto r = run_gantry(args);
     EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
     EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << r.err;
     EXPECT_EQ(r.err.find('\x07'), std::string::npos) << r.err;
   }
-  auto r = gantry({"bogus\x1b[31m"});
+  auto r = run_gantry({"bogus\x1b[31m"});
   EXPECT_NE(r.err.find("unknown command: bogus\\x1b[31m"), std::string::npos) << r.err;
 }
 
