@@ -132,6 +132,15 @@ int main(int argc, char** argv) {
     else rt.driver = std::make_shared<BinaryDriver>(sc, runner, clock);
     for (const auto& url : sc.http_probes) rt.probes.push_back(std::make_shared<HttpProbe>(url, sc.http_probe_expect));
     for (const auto& hp : sc.tcp_probes) rt.probes.push_back(std::make_shared<TcpProbe>(hp));
+    if (sc.traffic.any()) {
+      auto lb = traffic::make_load_balancer(sc.traffic.haproxy);
+      if (!lb) {
+        lg->critical("service {}: {}", name, lb.error().message);
+        return 1;
+      }
+      rt.lifecycle = std::make_shared<traffic::Lifecycle>(
+          sc.traffic, runner, *lb, clock, [](Millis ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
+    }
     if (Status st = fs::make_dirs(sc.root + "/releases"); !st.ok()) {
       lg->critical("service {}: {}", name, st.error().message);
       return 1;

@@ -105,6 +105,8 @@ Status apply_service_key(ServiceConfig& s, const std::string& key, const std::st
     auto n = parse_ms(where, v, 1, 1000);
     if (!n) return n.error();
     s.retain = static_cast<uint32_t>(*n);
+  } else if (traffic::is_setting_key(key)) {
+    if (Status st = traffic::apply_setting(s.traffic, key, v); !st.ok()) return cfg_error(where + " " + st.error().message);
   } else {
     return cfg_error("unknown key " + where);
   }
@@ -167,6 +169,11 @@ constexpr const char* kServiceHelp =
     "  min_healthy_ms = 2000\n"
     "  healthy_deadline_ms = 30000\n"
     "  retain = 3\n"
+    "  # traffic steps, all optional (README \"Rolling without downtime\"):\n"
+    "  haproxy_socket = /run/haproxy/admin.sock   haproxy_server = BACKEND/SERVER\n"
+    "  haproxy_drain_timeout_ms = 30000   haproxy_up_timeout_ms = 30000\n"
+    "  block_traffic_command, wait_inflight_command, allow_traffic_command, post_allow_command\n"
+    "  (each with *_timeout_ms = 30000), drain_delay_ms = 0, post_allow_healthy_ms = 0\n"
     "  # driver = container (instead of restart_command; see docs/CONTAINERS.md):\n"
     "  runtime = podman                  (or docker; same grammar)\n"
     "  runtime_args = --runtime runc     (global runtime flags; repeatable, shell-split)\n"
@@ -311,6 +318,7 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
     }
     if (s.min_healthy_ms >= s.healthy_deadline_ms)
       return cfg_error("[service." + n + "] min_healthy_ms must be smaller than healthy_deadline_ms");
+    if (Status st = traffic::check_settings(s.traffic); !st.ok()) return cfg_error("[service." + n + "] " + st.error().message);
   }
   return out;
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/traffic/settings.h"
 #include "common/util/clock.h"
 #include "common/util/expected.h"
 
@@ -34,6 +35,8 @@ struct ServiceConfig {
   std::string start_order = "stop-first";  // or start-first
   Millis stop_timeout_ms = 10000;          // grace period of `stop` before SIGKILL
   Millis runtime_timeout_ms = 600000;      // bound on load / pull / run
+  // Traffic steps around every swap (README "Rolling without downtime"; agent/traffic/settings.h).
+  traffic::LifecycleSettings traffic;
 };
 
 struct AgentConfig {

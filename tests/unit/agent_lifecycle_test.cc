@@ -337,3 +337,34 @@ TEST(TrafficSettings, ConfigKeysSetTheStepsAndRefuseBadValues) {
 }
 
 }  // namespace
+
+#include "agent/config/agent_config.h"
+#include "agent_test_util.h"
+
+namespace {
+
+TEST(TrafficSettings, TheAgentConfigFileCarriesThem) {
+  gantry::agent::testing::TempDir t;
+  auto parse = [&](const std::string& extra) {
+    gantry::agent::testing::write_text(t / "agent.conf", "host_id = h1\ninsecure_dev = true\n[service.web]\nroot = /srv/web\n"
+                                                         "restart_command = true\n" + extra);
+    std::string path = t / "agent.conf";
+    const char* argv[] = {"gantry-agent", "--config", path.c_str()};
+    return gantry::agent::parse_args(3, argv);
+  };
+  auto ok = parse("haproxy_socket = 127.0.0.1:9999\nhaproxy_server = be/web1\nblock_traffic_command = lb drain\n"
+                  "allow_traffic_timeout_ms = 5000\npost_allow_healthy_ms = 1000\n");
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  const auto& tr = ok->config.services.at("web").traffic;
+  EXPECT_EQ(tr.haproxy.socket, "127.0.0.1:9999");
+  EXPECT_EQ(tr.haproxy.server, "web1");
+  EXPECT_EQ(tr.block_traffic.command, "lb drain");
+  EXPECT_EQ(tr.allow_traffic.timeout_ms, 5000);
+  EXPECT_EQ(tr.post_allow_healthy_ms, 1000);
+  auto bad = parse("haproxy_server = web1\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("haproxy_server"), std::string::npos) << bad.error().message;
+  EXPECT_FALSE(parse("haproxy_socket = /run/h.sock\n").ok());  // without its server
+}
+
+}  // namespace
