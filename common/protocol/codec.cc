@@ -115,10 +115,11 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
           p.pack_bin(b.data.size());
           p.pack_bin_body(b.data.data(), b.data.size());
         } else if constexpr (std::is_same_v<T, Progress>) {
-          p.pack_map(3);
+          p.pack_map(b.at_ms ? 4 : 3);
           kv(p, "order_id", b.order_id);
           kv(p, "phase", b.phase);
           kv(p, "detail", b.detail);
+          if (b.at_ms) kv(p, "at_ms", b.at_ms);
         } else if constexpr (std::is_same_v<T, Report>) {
           p.pack_map(7);
           kv(p, "order_id", b.order_id);
@@ -359,8 +360,10 @@ Message body_of(MsgType t, const msgpack::object& body) {
       Fields f(body, "progress");
       Progress p;
       p.order_id = f.name("order_id");
-      p.phase = f.oneof("phase", {"fetching", "staging", "swapping", "restarting", "verifying", "reverting"});
+      p.phase = f.oneof("phase", {"fetching", "staging", "swapping", "restarting", "verifying", "reverting", "draining",
+                                  "waiting_inflight", "allowing_traffic", "traffic_allowed", "verifying_traffic"});
       p.detail = f.s("detail", false);
+      p.at_ms = f.u("at_ms", false);
       return p;
     }
     case MsgType::kReport: {
