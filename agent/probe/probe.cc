@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "common/util/names.h"
+#include "common/util/text.h"
 
 namespace gantry::agent {
 namespace {
@@ -158,7 +159,7 @@ Status HttpProbe::check(Millis timeout_ms) {
   if (resp.rfind("HTTP/", 0) != 0 || sp == std::string::npos || resp.size() < sp + 4)
     return make_error("probe", url_ + " returned a malformed response");
   std::string code = resp.substr(sp + 1, 3);
-  if (code != "200") return make_error("probe", url_ + " returned " + code);
+  if (code != "200") return make_error("probe", url_ + " returned " + safe_text(code, 16));  // a peer's bytes
   if (!expect_.empty()) {
     auto body = resp.find("\r\n\r\n");
     std::string b = body == std::string::npos ? std::string() : resp.substr(body + 4);

@@ -13,6 +13,8 @@
 #include <set>
 #include <vector>
 
+#include "common/util/text.h"
+
 namespace gantry::agent {
 namespace {
 
@@ -73,14 +75,14 @@ Expected<uint64_t> field_octal(const char* f, size_t n, const char* what) {
 Expected<Path> split_path(const std::string& name, size_t max_path) {
   if (name.size() > max_path) return bad("path too long");
   if (name.find('\0') != std::string::npos) return bad("NUL in path");
-  if (!name.empty() && name[0] == '/') return bad("absolute path '" + name + "' refused");
+  if (!name.empty() && name[0] == '/') return bad("absolute path '" + safe_text(name, 256) + "' refused");
   Path out;
   size_t start = 0;
   while (start <= name.size()) {
     size_t end = name.find('/', start);
     if (end == std::string::npos) end = name.size();
     std::string c = name.substr(start, end - start);
-    if (c == "..") return bad("path '" + name + "' has a '..' component");
+    if (c == "..") return bad("path '" + safe_text(name, 256) + "' has a '..' component");
     if (c.size() > 255) return bad("path component too long");
     if (!c.empty() && c != ".") out.push_back(std::move(c));
     start = end + 1;
@@ -193,10 +195,10 @@ class Extractor {
         if (Status st = skip_data(*size); !st.ok()) return st;
         if (path->empty()) return bad("symlink with an empty name");
         return symlink(*path, link);
-      case '1': return bad("hardlink '" + name + "' refused");
+      case '1': return bad("hardlink '" + safe_text(name, 256) + "' refused");
       case '3':
-      case '4': return bad("device node '" + name + "' refused");
-      case '6': return bad("fifo '" + name + "' refused");
+      case '4': return bad("device node '" + safe_text(name, 256) + "' refused");
+      case '6': return bad("fifo '" + safe_text(name, 256) + "' refused");
       case 'x':
       case 'g': return bad("pax extended headers are not supported (use tar --format=ustar)");
       default: return bad(std::string("unsupported entry type '") + type + "'");

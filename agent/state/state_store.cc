@@ -237,7 +237,14 @@ Status pwrite_all(int fd, const char* data, size_t n, size_t off, const std::str
 
 }  // namespace
 
-std::string serialize_state(const AgentState& s) { return state_to_json(s).dump(2) + "\n"; }
+// The journal must always be writable, whatever text a probe, an archive or a peer put in a
+// message: invalid UTF-8 that got past the entry points is written as U+FFFD rather than
+// throwing, which would crash the agent in the middle of an order and again on every restart.
+namespace {
+std::string dump_text(const json& j, int indent) { return j.dump(indent, ' ', false, json::error_handler_t::replace); }
+}  // namespace
+
+std::string serialize_state(const AgentState& s) { return dump_text(state_to_json(s), 2) + "\n"; }
 
 Expected<AgentState> parse_state(const std::string& text) { return state_from_json_text(text, nullptr); }
 
@@ -348,7 +355,7 @@ Status FileStateStore::snapshot(const AgentState& s) {
   }
   json j = state_to_json(s);
   j["seq"] = seq_ + 1;
-  std::string text = j.dump(2) + "\n";
+  std::string text = dump_text(j, 2) + "\n";
   if (Status st = fs::write_file_atomic(path_, text, 0600); !st.ok()) return st;
   // Durable from here: the records in the journal are all older than this snapshot.
   ++seq_;
@@ -394,7 +401,7 @@ Status FileStateStore::append(const AgentState& s, bool sync) {
     j["results_add"] = json::array();
     for (size_t i = s.results.size() - added; i < s.results.size(); ++i) j["results_add"].push_back(report_json(s.results[i]));
   }
-  std::string payload = j.dump();
+  std::string payload = dump_text(j, -1);
   size_t n = kRecordHeader + payload.size();
   if (offset_ + n > journal_bytes_) return snapshot(s);  // full: start over behind a snapshot
   if (Status st = check_room(); !st.ok()) return st;

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "common/util/names.h"
+#include "common/util/text.h"
 
 namespace gantry::proto {
 namespace {
@@ -169,7 +170,7 @@ class Fields {
       const auto& kvp = o.via.map.ptr[i];
       if (kvp.key.type != msgpack::type::STR) throw Invalid("invalid", std::string(what) + ": non-string key");
       std::string_view k(kvp.key.via.str.ptr, kvp.key.via.str.size);
-      if (!m_.emplace(k, &kvp.val).second) throw Invalid("invalid", std::string(what) + ": duplicate key " + std::string(k));
+      if (!m_.emplace(k, &kvp.val).second) throw Invalid("invalid", std::string(what) + ": duplicate key " + safe_text(k, 64));
     }
   }
   const msgpack::object* find(std::string_view k) const {
@@ -191,6 +192,12 @@ class Fields {
     if (o->type != msgpack::type::STR) throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not a string");
     if (o->via.str.size > max) throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " too long");
     return std::string(o->via.str.ptr, o->via.str.size);
+  }
+  // Free text a person reads (messages, versions of agents, details): any bytes are accepted and
+  // made safe here, where they enter (common/util/text.h), so nothing downstream (the store,
+  // JSON views, logs, terminals) sees invalid UTF-8 or a control character from a peer.
+  std::string text(std::string_view k, bool required = true, std::size_t max = 4096) const {
+    return safe_text(s(k, required, max), max);
   }
   uint64_t u(std::string_view k, bool required = true, uint64_t max = UINT64_MAX) const {
     auto* o = find(k);
@@ -230,12 +237,34 @@ class Fields {
   std::unordered_map<std::string_view, const msgpack::object*> m_;
 };
 
+// Every string in `j` (keys and values, at any depth) made safe text: operator arguments end up
+// in the store, the audit table, logs and JSON views, and nlohmann's dump() throws on invalid UTF-8.
+void make_strings_safe(nlohmann::json& j) {
+  if (j.is_string()) {
+    auto& v = j.get_ref<std::string&>();
+    if (!is_safe_text(v)) v = safe_text(v);
+  } else if (j.is_array()) {
+    for (auto& e : j) make_strings_safe(e);
+  } else if (j.is_object()) {
+    bool keys_safe = true;
+    for (auto it = j.begin(); it != j.end(); ++it) keys_safe = keys_safe && is_safe_text(it.key());
+    if (!keys_safe) {
+      nlohmann::json fixed = nlohmann::json::object();
+      for (auto it = j.begin(); it != j.end(); ++it) fixed[safe_text(it.key(), 256)] = std::move(it.value());
+      j = std::move(fixed);
+    }
+    for (auto& [k, v] : j.items()) make_strings_safe(v);
+  }
+}
+
 nlohmann::json to_json(const msgpack::object& o) {
   msgpack::sbuffer sb;
   msgpack::pack(sb, o);
   // The outer unpack already enforced depth and size limits.
-  return nlohmann::json::from_msgpack(reinterpret_cast<const uint8_t*>(sb.data()),
-                                      reinterpret_cast<const uint8_t*>(sb.data()) + sb.size());
+  nlohmann::json j = nlohmann::json::from_msgpack(reinterpret_cast<const uint8_t*>(sb.data()),
+                                                  reinterpret_cast<const uint8_t*>(sb.data()) + sb.size());
+  make_strings_safe(j);
+  return j;
 }
 
 std::vector<ServiceStatus> services(const msgpack::object& o) {
@@ -276,14 +305,14 @@ Message body_of(MsgType t, const msgpack::object& body) {
       Hello h;
       h.protocol_version = static_cast<uint32_t>(f.u("protocol_version", true, UINT32_MAX));
       h.host_id = f.name("host_id");
-      h.agent_version = f.s("agent_version", false, 64);
+      h.agent_version = f.text("agent_version", false, 64);
       const auto& labels = f.need("labels");
       if (labels.type != msgpack::type::MAP || labels.via.map.size > 64) throw Invalid("invalid", "hello: labels must be a map of at most 64 entries");
       for (uint32_t i = 0; i < labels.via.map.size; ++i) {
         const auto& kvp = labels.via.map.ptr[i];
         if (kvp.key.type != msgpack::type::STR || kvp.val.type != msgpack::type::STR) throw Invalid("invalid", "hello: labels must map strings to strings");
         std::string k(kvp.key.via.str.ptr, kvp.key.via.str.size), v(kvp.val.via.str.ptr, kvp.val.via.str.size);
-        if (!is_label_token(k, false) || !is_label_token(v, true)) throw Invalid("invalid", "hello: bad label " + k.substr(0, 64));
+        if (!is_label_token(k, false) || !is_label_token(v, true)) throw Invalid("invalid", "hello: bad label " + safe_text(k, 64));
         h.labels[k] = v;
       }
       h.services = services(f.need("services"));
@@ -340,7 +369,7 @@ Message body_of(MsgType t, const msgpack::object& body) {
       OrderAck a;
       a.order_id = f.name("order_id");
       a.status = f.oneof("status", {"accepted", "duplicate", "rejected"});
-      a.message = f.s("message", false);
+      a.message = f.text("message", false);
       return a;
     }
     case MsgType::kFetchChunk: {
@@ -362,7 +391,7 @@ Message body_of(MsgType t, const msgpack::object& body) {
       p.order_id = f.name("order_id");
       p.phase = f.oneof("phase", {"fetching", "staging", "swapping", "restarting", "verifying", "reverting", "draining",
                                   "waiting_inflight", "allowing_traffic", "traffic_allowed", "verifying_traffic"});
-      p.detail = f.s("detail", false);
+      p.detail = f.text("detail", false);
       p.at_ms = f.u("at_ms", false);
       return p;
     }
@@ -374,7 +403,7 @@ Message body_of(MsgType t, const msgpack::object& body) {
       r.service = f.name("service");
       r.outcome = f.oneof("outcome", {"succeeded", "failed_reverted", "failed"});
       r.running_version = f.name("running_version", true);
-      r.message = f.s("message", false);
+      r.message = f.text("message", false);
       if (auto* t = f.find("timings_ms")) {
         if (t->type != msgpack::type::MAP || t->via.map.size > 32) throw Invalid("invalid", "report: timings_ms must be a small map");
         for (uint32_t i = 0; i < t->via.map.size; ++i) {
@@ -389,10 +418,10 @@ Message body_of(MsgType t, const msgpack::object& body) {
     case MsgType::kError: {
       Fields f(body, "error");
       ErrorMsg e;
-      e.code = f.s("code", true, 64);
-      e.message = f.s("message", false);
+      e.code = f.text("code", true, 64);
+      e.message = f.text("message", false);
       e.ref_type = static_cast<uint16_t>(f.u("ref_type", false, UINT16_MAX));
-      e.ref_id = f.s("ref_id", false, 256);
+      e.ref_id = f.text("ref_id", false, 256);
       return e;
     }
     case MsgType::kSignal: {
@@ -406,8 +435,8 @@ Message body_of(MsgType t, const msgpack::object& body) {
     case MsgType::kOpRequest: {
       Fields f(body, "op request");
       OpRequest r;
-      r.request_id = f.s("request_id", true, 128);
-      r.command = f.s("command", true, 64);
+      r.request_id = f.text("request_id", true, 128);
+      r.command = f.text("command", true, 64);
       const auto& a = f.need("args");
       if (a.type != msgpack::type::MAP) throw Invalid("invalid", "op request: args is not a map");
       r.args = to_json(a);
@@ -416,9 +445,9 @@ Message body_of(MsgType t, const msgpack::object& body) {
     case MsgType::kOpReply: {
       Fields f(body, "op reply");
       OpReply r;
-      r.request_id = f.s("request_id", true, 128);
+      r.request_id = f.text("request_id", true, 128);
       r.ok = f.b("ok");
-      r.error = f.s("error", false);
+      r.error = f.text("error", false);
       r.result = to_json(f.need("result"));
       return r;
     }

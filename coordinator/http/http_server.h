@@ -1,14 +1,22 @@
-// A small read-only HTTP/1.1 server for /metrics, /status and the status page. It runs on
-// its own thread and only reads snapshots the event loop publishes. One poll loop serves many
-// connections at once, each with a deadline, so clients that stall (never finish the request,
-// never read the answer) cannot keep a scraper waiting: at most kMaxConnections are open, the
-// oldest is dropped for a new one, and none lives longer than kConnectionDeadlineMs.
+// The coordinator's read-only HTTP endpoint (/metrics, /status, the status page), served by
+// cpp-httplib on its own threads. Handlers only read snapshots the event loop publishes, so no
+// request ever runs on, or waits for a turn of, the coordinator's loop.
+//
+// Bounds, whatever clients do: `threads` connections are served at once and `queue` more wait
+// for a thread; when the queue is full the oldest waiting connection is answered 503 and closed
+// to make room. Each connection carries one request; its head must arrive within
+// `head_timeout_ms` of the accept and be at most `max_request_head` bytes (431), and the whole
+// exchange ends within `connection_timeout_ms`. The Host header must name this endpoint
+// (host_allowlist.h).
 #pragma once
 
 #include <atomic>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/util/expected.h"
 
@@ -20,31 +28,54 @@ struct HttpResponse {
   std::string body;
 };
 
+// What a handler sees of a request: the decoded path and the query parameters.
+struct HttpRequest {
+  std::string path;                                // "/status"; no query
+  std::multimap<std::string, std::string> params;  // decoded query parameters
+};
+
+struct HttpOptions {
+  // DNS names accepted in the Host header besides `localhost` and IP literals (a name people
+  // or Prometheus use to reach the coordinator, e.g. "coordinator.example.internal").
+  std::vector<std::string> allowed_hosts;
+  size_t threads = 4;                  // connections served at once
+  size_t queue = 64;                   // connections waiting for a thread
+  int head_timeout_ms = 2000;          // from accept to the end of the request head
+  int connection_timeout_ms = 10000;   // from accept to the answer written
+  size_t max_request_head = 16 * 1024; // request line and headers
+};
+
 class HttpServer {
  public:
   using Handler = std::function<HttpResponse(const std::string& path)>;
-  HttpServer(std::string address, Handler handler);  // address "127.0.0.1:7680" (port 0 = any)
+  using RequestHandler = std::function<HttpResponse(const HttpRequest& request)>;
+
+  // `address` is IPV4:PORT or [IPV6]:PORT, e.g. "127.0.0.1:7680" or "[::1]:0" (port 0: any free).
+  HttpServer(std::string address, Handler handler, HttpOptions options = {});
+  HttpServer(std::string address, RequestHandler handler, HttpOptions options = {});
   ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds and starts serving; an error names the address or the option at fault.
   Status start();
+  // Stops accepting, finishes the connections in hand (each bounded by its timeouts), joins.
   void stop();
+  // The address as bound, with the real port: "127.0.0.1:41234", "[::1]:41234".
   std::string bound_address() const { return bound_; }
 
-  static constexpr size_t kMaxConnections = 128;
-  static constexpr int kConnectionDeadlineMs = 5000;  // request read + answer written
-  static constexpr size_t kMaxRequestHead = 8192;
+  // Counters for tests and logs.
+  uint64_t refused_host() const { return refused_host_.load(); }
+  uint64_t shed() const;
 
  private:
-  struct Conn;
-  void loop();
-  HttpResponse respond(const std::string& request);
-
+  class Impl;
   std::string address_;
-  Handler handler_;
-  int listen_fd_ = -1;
+  RequestHandler handler_;
+  HttpOptions options_;
   std::string bound_;
-  std::atomic<bool> stop_{false};
-  uint64_t dropped_for_room_ = 0;  // loop thread only
-  int64_t last_full_log_ms_ = -1000000;
+  std::atomic<uint64_t> refused_host_{0};
+  std::unique_ptr<Impl> impl_;
   std::thread thread_;
 };
 

@@ -377,3 +377,30 @@ TEST(AgentStateJournal, ForeignJournalFileIsCorrupt) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, "corrupt");
 }
+
+// Issue 20, finding 2: a probe's or an archive's bytes in a result message must never make the
+// journal unwritable (the agent would crash mid-order and again after every restart).
+TEST(AgentState, AResultMessageThatIsNotUtf8StillSerializes) {
+  AgentState s = sample();
+  s.add_result({"o-9", 7, "web", "failed_reverted", "v2", "http://127.0.0.1:1/ returned \xff\xfe\x01", {}});
+  std::string text;
+  ASSERT_NO_THROW(text = serialize_state(s));
+  auto back = parse_state(text);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  ASSERT_NE(back->find_result("o-9"), nullptr);
+  EXPECT_EQ(back->find_result("o-9")->outcome, "failed_reverted");
+}
+
+TEST(AgentState, TheJournalTakesAResultMessageThatIsNotUtf8) {
+  TempDir t;
+  FileStateStore store(t / "state");
+  AgentState s = sample();
+  ASSERT_TRUE(store.save(s).ok());
+  s.add_result({"o-10", 8, "web", "failed", "v2", std::string("archive entry '\xc0\xaf' refused"), {}});
+  ASSERT_TRUE(store.save_lazy(s).ok());
+  ASSERT_TRUE(store.save(s).ok());
+  FileStateStore reopened(t / "state");
+  auto back = reopened.load();
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  ASSERT_NE(back->find_result("o-10"), nullptr);
+}
