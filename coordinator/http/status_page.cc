@@ -41,7 +41,7 @@ h2{font-size:1.05em;margin:1.2em 0 .5em}
 .cells{display:flex;flex-wrap:wrap;gap:3px;flex:1;min-width:0}
 .tile{border-radius:4px;background:var(--pending);cursor:pointer;font-size:12px;padding:2px 6px;
  white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:11em;border:2px solid transparent}
-.small .tile{width:14px;height:14px;padding:0;font-size:0}
+.small .tile{width:14px;height:14px;padding:0;font-size:0;max-width:none;flex:none}
 .tile.sel{border-color:#111}
 .pending{background:var(--pending)}.ordered{background:var(--ordered)}.draining{background:var(--draining)}
 .swapping{background:var(--swapping);color:#fff}.verifying{background:var(--verifying)}.healthy{background:var(--healthy);color:#fff}
@@ -66,14 +66,15 @@ ol.tl{margin:.3em 0;padding-left:1.2em}
 table{border-collapse:collapse;width:100%;font-size:.9em}
 th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid var(--line);vertical-align:top}
 th{color:var(--muted);font-weight:500}
-tr.unknown td:first-child{border-left:4px solid var(--unknown)}
+tr.offline td{background:#fff6dc}tr.offline td:first-child{border-left:4px solid var(--unknown)}
 td.reason{max-width:28em;overflow-wrap:anywhere}
 .drift{background:#fff3d6;color:#7a4b00;border-radius:4px;padding:0 .3em;font-size:.85em}
 .svc{display:flex;flex-wrap:wrap;gap:.4em;margin:.3em 0}
 .ver{border:1px solid var(--line);border-radius:6px;padding:.2em .6em;background:var(--card)}
 a{color:#1f5fbf}
 @media (max-width:640px){
- main{padding:.6em}.blabel{flex-basis:3.6em}.pause{margin-left:0}
+ main{padding:.6em}.blabel{flex-basis:4.4em;white-space:nowrap}.pause{margin-left:0}
+ #history table{min-width:640px}
  .tile{max-width:8em;font-size:11px}.meter{width:120px}
  th,td{padding:.2em .35em}
 }
@@ -258,7 +259,7 @@ function fleetHtml(){
  }
  const sorted=hosts.slice().sort((a,b)=>(a.online===b.online?0:a.online?1:-1)||String(a.host_id).localeCompare(String(b.host_id)));
  out+=`<div class="scroll"><table><thead><tr><th>host</th><th>state</th><th>runs</th><th>agent</th><th>last seen</th></tr></thead><tbody>`+
-  sorted.slice(0,FLEET_ROWS).map(h=>`<tr class="${h.online?'':'unknown'}" data-fleet-host="${esc(h.host_id)}"><td>${esc(h.host_id)}</td><td>${esc(h.state)}</td><td>`+
+  sorted.slice(0,FLEET_ROWS).map(h=>`<tr class="${h.online?'':'offline'}" data-fleet-host="${esc(h.host_id)}"><td>${esc(h.host_id)}</td><td>${esc(h.state)}</td><td>`+
    (h.services||[]).map(s=>{const d=want[s.name]&&!busy.has(s.name)&&(s.current_version||'')!==want[s.name];
     return `${esc(s.name)} ${esc(s.current_version||'-')}${d?' <span class="drift">drift</span>':''}`;}).join('<br>')+
    `</td><td>${esc(h.agent_version)}</td><td>${esc(ago(h.last_seen_ms_ago))}</td></tr>`).join('')+`</tbody></table></div>`;
