@@ -116,7 +116,7 @@ json Plan::to_json() const {
   for (const auto& b : batches) j["batches"].push_back(amount(b));
   j["max_failures"] = amount(max_failures);
   if (max_failures_per_batch) j["max_failures_per_batch"] = amount(*max_failures_per_batch);
-  j["unknown_hosts"] = unknown_hosts;
+  j["unknown_hosts"] = unknown_hosts_name(unknown_hosts);
   j["unknown_wait"] = unknown_wait_ms;
   j["min_healthy_time"] = min_healthy_ms;
   j["healthy_deadline"] = healthy_deadline_ms;
@@ -173,7 +173,7 @@ Expected<Plan> Plan::from_json(const json& j) {
     if (!u.is_string() || (u != "fail" && u != "wait")) {
       return plan_error("unknown_hosts", "expected \"fail\" or \"wait\", got " + show(u));
     }
-    p.unknown_hosts = u.get<std::string>();
+    p.unknown_hosts = *parse_unknown_hosts(u.get<std::string>());
   }
   struct Dur { const char* name; Millis* out; };
   for (Dur d : {Dur{"unknown_wait", &p.unknown_wait_ms}, Dur{"min_healthy_time", &p.min_healthy_ms},

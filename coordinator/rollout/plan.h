@@ -12,6 +12,7 @@
 
 #include "common/util/clock.h"
 #include "common/util/expected.h"
+#include "coordinator/rollout/kinds.h"
 
 namespace gantry::rollout {
 
@@ -32,8 +33,7 @@ struct Plan {
   std::vector<Amount> batches{Amount{false, 1}, Amount{true, 100}};
   Amount max_failures{false, 0};            // whole rollout; exceeded when failed+unknown > this
   std::optional<Amount> max_failures_per_batch;  // unset: only the total counts
-  std::string unknown_hosts = "fail";       // "fail": an unknown host counts as failed at once;
-                                            // "wait": it counts only after unknown_wait_ms
+  UnknownHosts unknown_hosts = UnknownHosts::kFail;  // see UnknownHosts
   Millis unknown_wait_ms = 60000;
   Millis min_healthy_ms = 0;       // 0: each agent's configured value
   Millis healthy_deadline_ms = 0;  // 0: each agent's configured value

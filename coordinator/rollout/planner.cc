@@ -40,10 +40,6 @@ Expected<Schedule> make_schedule(const Plan& plan, const std::vector<HostCandida
                                     plan.batches[i].str() + " is above 100%");
     }
   }
-  if (plan.unknown_hosts != "fail" && plan.unknown_hosts != "wait") {
-    return make_error("plan", "plan field 'unknown_hosts': expected \"fail\" or \"wait\", got \"" +
-                                  plan.unknown_hosts + "\"");
-  }
   if (plan.max_per_domain && plan.domain_label.empty()) {
     return make_error("plan", "plan field 'max_per_domain': needs domain_label");
   }

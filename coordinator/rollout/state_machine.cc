@@ -366,7 +366,7 @@ class Machine {
     if (rollback) {
       s_.phase = Phase::kRollingBack;
       record("stopping: " + reason + "; rolling back the changed hosts in reverse order of update");
-      acts_.push_back(ActBroadcast{"rollback"});
+      acts_.push_back(ActBroadcast{SignalKind::kRollback});
     } else {
       const uint32_t flying = in_flight_;
       record("stopping: " + reason + "; automatic rollback is off" +
@@ -390,10 +390,10 @@ class Machine {
         set(*h, HostState::kOrdered);
       } else {
         h->lost_at = now_;
-        set(*h, HostState::kUnknown, s_.plan.unknown_hosts == "fail");
+        set(*h, HostState::kUnknown, s_.plan.unknown_hosts == UnknownHosts::kFail);
       }
       names.push_back(h->host_id);
-      acts_.push_back(ActOrder{h->host_id, h->order_id, "update", s_.version});
+      acts_.push_back(ActOrder{h->host_id, h->order_id, OrderKind::kUpdate, s_.version});
     }
     record(batch_label(s_, b) + ": ordered " + join(names) + " to " + s_.version);
     for (const auto& id : names) {
@@ -553,7 +553,7 @@ class Machine {
       h->message.clear();
       ++rolling;
       names.push_back(h->host_id + " (to " + h->from_version + ")");
-      acts_.push_back(ActOrder{h->host_id, h->order_id, "rollback", h->from_version});
+      acts_.push_back(ActOrder{h->host_id, h->order_id, OrderKind::kRollback, h->from_version});
     }
     if (!names.empty()) {
       record("rolling back " + join(names));
@@ -631,11 +631,7 @@ class Machine {
       record("duplicate report from " + e.host_id + " for order " + e.order_id + "; ignored");
       return Status::Ok();
     }
-    const bool ok = e.outcome == "succeeded";
-    if (!ok && e.outcome != "failed" && e.outcome != "failed_reverted") {
-      record("report from " + e.host_id + " with unknown outcome \"" + e.outcome + "\"; ignored");
-      return Status::Ok();
-    }
+    const bool ok = e.outcome == Outcome::kSucceeded;
     touch(*h);
     h->online = true;
     set(*h, h->state, false);
@@ -648,7 +644,7 @@ class Machine {
         record(h->host_id + " healthy on " + s_.version + late);
       } else {
         std::string what = h->host_id + " failed" +
-                           (e.outcome == "failed_reverted" ? " and reverted" : "") +
+                           (e.outcome == Outcome::kFailedReverted ? " and reverted" : "") +
                            (e.message.empty() ? "" : ": " + e.message);
         if (!is_terminal(s_.phase)) {
           what += "; failures " + std::to_string(total_failed()) + " of budget " +
@@ -673,7 +669,7 @@ class Machine {
     h->online = false;
     if (h->state == HostState::kOrdered && !is_terminal(s_.phase)) {
       h->lost_at = now_;
-      set(*h, HostState::kUnknown, s_.plan.unknown_hosts == "fail");
+      set(*h, HostState::kUnknown, s_.plan.unknown_hosts == UnknownHosts::kFail);
       record(unknown_sentence(*h, "became unreachable before reporting"));
     } else {
       record(h->host_id + " became unreachable (" + host_state_name(h->state) + ")");
@@ -758,7 +754,7 @@ class Machine {
                                      phase_name(s_.phase));
     }
     s_.end_reason = "aborted by the operator";
-    acts_.push_back(ActBroadcast{"abort"});
+    acts_.push_back(ActBroadcast{SignalKind::kAbort});
     finish(Phase::kAborted, "aborted by the operator; hosts are left as they are");
     return Status::Ok();
   }

@@ -144,7 +144,7 @@ struct EvStart {  // builds the schedule and orders the first batch
 struct EvReport {
   std::string host_id;
   std::string order_id;
-  std::string outcome;  // "succeeded" | "failed_reverted" | "failed"
+  Outcome outcome = Outcome::kFailed;
   std::string running_version;
   std::string message;
 };
@@ -165,10 +165,10 @@ using Event = std::variant<EvStart, EvReport, EvHostLost, EvHostBack, EvTick, Ev
 struct ActOrder {     // send this order to this host over its acknowledged channel
   std::string host_id;
   std::string order_id;  // unique: "r<rollout>-<seq>"
-  std::string kind;      // "update" | "rollback"
+  OrderKind kind = OrderKind::kUpdate;
   std::string version;
 };
-struct ActBroadcast { std::string kind; };  // "abort" | "rollback" on the PUB fast path
+struct ActBroadcast { SignalKind kind; };  // on the PUB fast path
 struct ActRecord { std::string message; };  // a line for the rollout's event log
 struct ActFinished { Phase phase; };        // the rollout reached a terminal phase
 

@@ -118,6 +118,7 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const s
   counter(o, "gantry_hellos_total", "Hello messages accepted from agents.", m.hellos);
   counter(o, "gantry_auth_refused_total", "Messages and operator commands refused by key standing or role.", m.auth_refused);
   counter(o, "gantry_zap_denied_total", "CURVE handshakes refused by the ZAP handler (unknown, rejected or revoked keys).", m.zap_denied);
+  counter(o, "gantry_handler_errors_total", "Messages dropped because their handler failed (logged; the loop kept serving).", m.handler_errors);
   counter(o, "gantry_hosts_lost_total", "Times a host became unknown after missing heartbeats.", m.hosts_lost);
   counter(o, "gantry_artifact_bytes_sent_total", "Release bytes sent to agents.", m.chunk_bytes);
   counter(o, "gantry_udp_heartbeats_total", "Heartbeat datagrams accepted from agents (UDP).", m.udp_heartbeats);

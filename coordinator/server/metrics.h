@@ -26,6 +26,7 @@ struct Metrics {
   uint64_t orders_sent = 0, orders_acked = 0, orders_retried = 0, broadcasts = 0, chunk_bytes = 0;
   uint64_t auth_refused = 0;       // messages or commands refused by key or role
   uint64_t zap_denied = 0;         // CURVE handshakes refused by the ZAP handler
+  uint64_t handler_errors = 0;     // messages dropped because their handler threw
   uint64_t udp_heartbeats = 0;     // heartbeat datagrams accepted
   uint64_t udp_heartbeats_sent = 0;  // our heartbeats sent as datagrams
   std::array<uint64_t, 6> udp_rejected{};  // heartbeat datagrams dropped, by udp_hb::Reject

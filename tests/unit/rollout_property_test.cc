@@ -79,7 +79,7 @@ class Sequence {
     }
     p.max_failures = amount(3, 0, 50);
     if (chance(0.4)) p.max_failures_per_batch = amount(2, 0, 60);
-    p.unknown_hosts = chance(0.5) ? "fail" : "wait";
+    p.unknown_hosts = chance(0.5) ? UnknownHosts::kFail : UnknownHosts::kWait;
     p.unknown_wait_ms = pick(0, 5'000);
     p.host_timeout_ms = chance(0.2) ? 0 : pick(1'000, 20'000);
     p.progress_deadline_ms = chance(0.6) ? 0 : pick(10'000, 200'000);
@@ -118,8 +118,8 @@ class Sequence {
     if (r < 40 && !out.empty()) {
       const HostSlot& h = *out[static_cast<size_t>(pick(0, static_cast<int>(out.size()) - 1))];
       const int o = pick(0, 9);
-      const std::string outcome = o < 7 ? "succeeded" : o < 9 ? "failed_reverted" : "failed";
-      return EvReport{h.host_id, h.order_id, outcome, outcome == "succeeded" ? "v2" : "v1", "m"};
+      const Outcome outcome = o < 7 ? Outcome::kSucceeded : o < 9 ? Outcome::kFailedReverted : Outcome::kFailed;
+      return EvReport{h.host_id, h.order_id, outcome, outcome == Outcome::kSucceeded ? "v2" : "v1", "m"};
     }
     if (r < 46) {  // stale or duplicate: must change nothing
       const HostSlot& h = *any[static_cast<size_t>(pick(0, static_cast<int>(any.size()) - 1))];
@@ -127,7 +127,7 @@ class Sequence {
       std::string id = (!outstanding(h) && !h.order_id.empty() && chance(0.5))
                            ? h.order_id
                            : "r" + std::to_string(s_.id) + "-" + std::to_string(pick(0, 3) + 100000);
-      return EvReport{h.host_id, id, chance(0.5) ? "succeeded" : "failed", "v2", "stale"};
+      return EvReport{h.host_id, id, chance(0.5) ? Outcome::kSucceeded : Outcome::kFailed, "v2", "stale"};
     }
     const std::string host = any[static_cast<size_t>(pick(0, static_cast<int>(any.size()) - 1))]->host_id;
     if (r < 56) return EvHostLost{host};
@@ -193,11 +193,11 @@ class Sequence {
         const HostSlot* h = s.find(o->host_id);
         ASSERT_NE(h, nullptr);
         ASSERT_EQ(h->order_id, o->order_id) << "ordered but not remembered";
-        if (o->kind == "update") {
+        if (o->kind == OrderKind::kUpdate) {
           ++updates;
           ASSERT_EQ(o->version, s.version);
         } else {
-          ASSERT_EQ(o->kind, "rollback");
+          ASSERT_EQ(o->kind, OrderKind::kRollback);
           ASSERT_EQ(o->version, h->from_version);
           ASSERT_FALSE(o->version.empty());
         }
@@ -285,7 +285,7 @@ class Sequence {
       if (auto* rep = std::get_if<EvReport>(&e); rep && !same_time) {
         const HostSlot* h = prev.find(rep->host_id);
         last_[rep->host_id] = {rep->order_id, h->state == HostState::kRollingBack,
-                               rep->outcome == "succeeded"};
+                               rep->outcome == Outcome::kSucceeded};
       }
       ASSERT_NO_FATAL_FAILURE(check(prev, e, r, now_));
       if (r.error.ok()) {

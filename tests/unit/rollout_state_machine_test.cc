@@ -32,16 +32,16 @@ TEST(RolloutMachine, SuccessPathInBatchesOf122) {
   EXPECT_EQ(next_deadline(d.s), d.now + d.s.plan.host_timeout_ms);
 
   d.now += 100;
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   EXPECT_EQ(d.state_of("web-1"), HostState::kHealthy);
   EXPECT_EQ(d.ordered(), (V{"web-2", "web-3"}));
   EXPECT_TRUE(d.recorded("batch 2 of 3: ordered web-2, web-3"));
-  d.report("web-3", "succeeded");
+  d.report("web-3", Outcome::kSucceeded);
   EXPECT_TRUE(d.ordered().empty()) << "batch 2 still has web-2 in flight";
-  d.report("web-2", "succeeded");
+  d.report("web-2", Outcome::kSucceeded);
   EXPECT_EQ(d.ordered(), (V{"web-4", "web-5"}));
-  d.report("web-4", "succeeded");
-  d.report("web-5", "succeeded");
+  d.report("web-4", Outcome::kSucceeded);
+  d.report("web-5", Outcome::kSucceeded);
   EXPECT_EQ(d.s.phase, Phase::kSucceeded);
   EXPECT_EQ(d.finished(), Phase::kSucceeded);
   EXPECT_EQ(d.s.finished_at, d.now);
@@ -58,15 +58,15 @@ TEST(RolloutMachine, FailureWithinBudgetContinues) {
   p.max_failures = Amount{false, 1};
   Driver d;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
-  d.report("web-2", "failed_reverted", "probe /health: 500");
+  d.report("web-1", Outcome::kSucceeded);
+  d.report("web-2", Outcome::kFailedReverted, "probe /health: 500");
   EXPECT_EQ(d.state_of("web-2"), HostState::kFailed);
   EXPECT_EQ(d.s.find("web-2")->message, "probe /health: 500");
   EXPECT_TRUE(d.recorded("web-2 failed and reverted: probe /health: 500; failures 1 of budget 1"));
-  d.report("web-3", "succeeded");
+  d.report("web-3", Outcome::kSucceeded);
   EXPECT_EQ(d.ordered(), (V{"web-4", "web-5"}));
-  d.report("web-4", "succeeded");
-  d.report("web-5", "succeeded");
+  d.report("web-4", Outcome::kSucceeded);
+  d.report("web-5", Outcome::kSucceeded);
   EXPECT_EQ(d.s.phase, Phase::kSucceeded);
   EXPECT_EQ(count(d.s).failed, 1u);
   EXPECT_EQ(count(d.s).healthy, 4u);
@@ -78,25 +78,25 @@ TEST(RolloutMachine, BudgetExceededRollsBackOneAtATimeInReverseOrder) {
   p.rollback_batch_size = 1;
   Driver d;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
-  d.report("web-3", "succeeded");
-  d.report("web-2", "succeeded");
-  d.report("web-5", "failed", "exit 1");
+  d.report("web-1", Outcome::kSucceeded);
+  d.report("web-3", Outcome::kSucceeded);
+  d.report("web-2", Outcome::kSucceeded);
+  d.report("web-5", Outcome::kFailed, "exit 1");
   EXPECT_EQ(d.s.phase, Phase::kRunning);
-  d.report("web-4", "failed_reverted");
+  d.report("web-4", Outcome::kFailedReverted);
   EXPECT_EQ(d.s.phase, Phase::kRollingBack);
   EXPECT_TRUE(d.s.halted);
-  EXPECT_EQ(d.broadcasts(), V{"rollback"});
+  EXPECT_EQ(d.broadcasts(), std::vector<SignalKind>{SignalKind::kRollback});
   EXPECT_TRUE(d.recorded("2 failed or unknown hosts, more than the failure budget of 1"));
   // Updated in the order web-1, web-2, web-3: rolled back web-3, web-2, web-1.
-  EXPECT_EQ(d.ordered("rollback"), V{"web-3"});
-  EXPECT_EQ(d.orders("rollback")[0].version, "v1");
-  d.report("web-3", "succeeded");
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-3"});
+  EXPECT_EQ(d.orders(OrderKind::kRollback)[0].version, "v1");
+  d.report("web-3", Outcome::kSucceeded);
   EXPECT_EQ(d.state_of("web-3"), HostState::kRolledBack);
-  EXPECT_EQ(d.ordered("rollback"), V{"web-2"});
-  d.report("web-2", "succeeded");
-  EXPECT_EQ(d.ordered("rollback"), V{"web-1"});
-  d.report("web-1", "failed", "disk full");
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-2"});
+  d.report("web-2", Outcome::kSucceeded);
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-1"});
+  d.report("web-1", Outcome::kFailed, "disk full");
   EXPECT_EQ(d.s.phase, Phase::kRolledBack);
   EXPECT_EQ(d.finished(), Phase::kRolledBack);
   Counts c = count(d.s);
@@ -109,20 +109,20 @@ TEST(RolloutMachine, BudgetExceededRollsBackAllAtOnceAndWaitsForHostsInFlight) {
   Plan p = plan_122();  // budget 0
   Driver d;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
-  d.report("web-2", "succeeded");
-  d.report("web-3", "succeeded");
-  d.report("web-4", "failed");
+  d.report("web-1", Outcome::kSucceeded);
+  d.report("web-2", Outcome::kSucceeded);
+  d.report("web-3", Outcome::kSucceeded);
+  d.report("web-4", Outcome::kFailed);
   ASSERT_EQ(d.s.phase, Phase::kRollingBack);
-  EXPECT_EQ(d.ordered("rollback"), (V{"web-3", "web-2", "web-1"}));
-  EXPECT_TRUE(d.ordered("update").empty());
-  d.report("web-3", "succeeded");
-  d.report("web-2", "succeeded");
-  d.report("web-1", "succeeded");
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), (V{"web-3", "web-2", "web-1"}));
+  EXPECT_TRUE(d.ordered(OrderKind::kUpdate).empty());
+  d.report("web-3", Outcome::kSucceeded);
+  d.report("web-2", Outcome::kSucceeded);
+  d.report("web-1", Outcome::kSucceeded);
   EXPECT_EQ(d.s.phase, Phase::kRollingBack) << "web-5 is still in flight";
-  d.report("web-5", "succeeded");  // it ends healthy on v2: roll it back too
-  EXPECT_EQ(d.ordered("rollback"), V{"web-5"});
-  d.report("web-5", "succeeded");
+  d.report("web-5", Outcome::kSucceeded);  // it ends healthy on v2: roll it back too
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-5"});
+  d.report("web-5", Outcome::kSucceeded);
   EXPECT_EQ(d.s.phase, Phase::kRolledBack);
   EXPECT_EQ(count(d.s).rolled_back, 4u);
 }
@@ -132,14 +132,14 @@ TEST(RolloutMachine, WithoutAutoRollbackFailsOnceNothingIsInFlight) {
   p.auto_rollback = false;
   Driver d;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
-  d.report("web-2", "failed");
+  d.report("web-1", Outcome::kSucceeded);
+  d.report("web-2", Outcome::kFailed);
   EXPECT_EQ(d.s.phase, Phase::kRunning);
   EXPECT_TRUE(d.s.halted);
   EXPECT_TRUE(d.broadcasts().empty());
   EXPECT_EQ(d.state_of("web-4"), HostState::kSkipped);
   EXPECT_TRUE(d.recorded("automatic rollback is off, waiting for 1 host(s) in flight"));
-  d.report("web-3", "succeeded");
+  d.report("web-3", Outcome::kSucceeded);
   EXPECT_EQ(d.s.phase, Phase::kFailed);
   EXPECT_EQ(d.finished(), Phase::kFailed);
   EXPECT_TRUE(d.orders().empty());
@@ -151,7 +151,7 @@ TEST(RolloutMachine, WithoutAutoRollbackFailsOnceNothingIsInFlight) {
   d.go(EvRollback{});
   ASSERT_TRUE(d.last_error.ok());
   EXPECT_EQ(d.s.phase, Phase::kRollingBack);
-  EXPECT_EQ(d.ordered("rollback"), (V{"web-3", "web-1"}));
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), (V{"web-3", "web-1"}));
 }
 
 TEST(RolloutMachine, CanaryPausesUntilPromote) {
@@ -159,7 +159,7 @@ TEST(RolloutMachine, CanaryPausesUntilPromote) {
   p.pause_after = {0};
   Driver d;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   EXPECT_EQ(d.s.phase, Phase::kPaused);
   EXPECT_TRUE(d.s.waiting_promote);
   EXPECT_TRUE(d.ordered().empty());
@@ -191,18 +191,18 @@ TEST(RolloutMachine, PauseResumeAbort) {
   EXPECT_FALSE(d.s.waiting_promote);
   EXPECT_FALSE(d.go(EvPause{}).error.ok());
   EXPECT_FALSE(d.go(EvPromote{}).error.ok());
-  d.report("web-1", "succeeded");  // results still count while paused
+  d.report("web-1", Outcome::kSucceeded);  // results still count while paused
   EXPECT_EQ(d.state_of("web-1"), HostState::kHealthy);
   EXPECT_TRUE(d.ordered().empty());
   d.go(EvResume{});
   ASSERT_TRUE(d.last_error.ok());
   EXPECT_EQ(d.ordered(), (V{"web-2", "web-3"}));
-  d.report("web-2", "succeeded");
+  d.report("web-2", Outcome::kSucceeded);
   d.go(EvAbort{});
   ASSERT_TRUE(d.last_error.ok());
   EXPECT_EQ(d.s.phase, Phase::kAborted);
   EXPECT_EQ(d.finished(), Phase::kAborted);
-  EXPECT_EQ(d.broadcasts(), V{"abort"});
+  EXPECT_EQ(d.broadcasts(), std::vector<SignalKind>{SignalKind::kAbort});
   EXPECT_TRUE(d.orders().empty());
   EXPECT_EQ(d.state_of("web-3"), HostState::kOrdered) << "hosts are left as they are";
   EXPECT_EQ(d.state_of("web-4"), HostState::kSkipped);
@@ -211,15 +211,15 @@ TEST(RolloutMachine, PauseResumeAbort) {
     EXPECT_FALSE(d.go(e).error.ok());
   }
   // A late report is still recorded on the host; the phase stays aborted.
-  d.report("web-3", "succeeded");
+  d.report("web-3", Outcome::kSucceeded);
   EXPECT_EQ(d.state_of("web-3"), HostState::kHealthy);
   EXPECT_EQ(d.s.phase, Phase::kAborted);
   EXPECT_FALSE(d.finished().has_value());
   // Rollback is a separate, explicit act.
   d.go(EvRollback{});
   ASSERT_TRUE(d.last_error.ok());
-  EXPECT_EQ(d.ordered("rollback"), (V{"web-3", "web-2", "web-1"}));
-  EXPECT_EQ(d.broadcasts(), V{"rollback"});
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), (V{"web-3", "web-2", "web-1"}));
+  EXPECT_EQ(d.broadcasts(), std::vector<SignalKind>{SignalKind::kRollback});
 }
 
 TEST(RolloutMachine, RampOfPercentagesOnTwentyHosts) {
@@ -232,7 +232,7 @@ TEST(RolloutMachine, RampOfPercentagesOnTwentyHosts) {
     auto hosts = d.ordered();
     ASSERT_FALSE(hosts.empty());
     seen.push_back(hosts.size());
-    for (const auto& h : hosts) d.report(h, "succeeded");
+    for (const auto& h : hosts) d.report(h, Outcome::kSucceeded);
   }
   EXPECT_EQ(seen, (std::vector<size_t>{1, 2, 10, 7}));
   EXPECT_EQ(d.s.phase, Phase::kSucceeded);
@@ -258,7 +258,7 @@ TEST(RolloutMachine, DomainsTenHostsThreeZones) {
     for (const auto& h : d.ordered()) {
       EXPECT_TRUE(zones.insert(d.s.find(h)->domain).second) << "two hosts of one zone in batch " << b;
     }
-    for (const auto& h : want[b]) d.report(h, "succeeded");
+    for (const auto& h : want[b]) d.report(h, Outcome::kSucceeded);
   }
   EXPECT_EQ(d.s.phase, Phase::kSucceeded);
 }
@@ -267,38 +267,38 @@ TEST(RolloutMachine, UnknownHostsFailCountAtOnce) {
   Plan p = plan_122();
   Driver d;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   d.now += 10;
   d.go(EvHostLost{"web-2"});
   EXPECT_EQ(d.state_of("web-2"), HostState::kUnknown);
   EXPECT_TRUE(d.s.find("web-2")->unknown_counts);
   EXPECT_EQ(d.s.phase, Phase::kRollingBack);
-  EXPECT_EQ(d.ordered("rollback"), V{"web-1"});
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-1"});
   EXPECT_EQ(count(d.s).unknown, 1u);
   EXPECT_EQ(count(d.s).failed, 0u) << "unknown is kept apart from failed";
 }
 
 TEST(RolloutMachine, UnknownHostsWaitThenCount) {
   Plan p = plan_122();
-  p.unknown_hosts = "wait";
+  p.unknown_hosts = UnknownHosts::kWait;
   p.unknown_wait_ms = 30'000;
   Driver d;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   const Millis lost = d.now += 10;
   d.go(EvHostLost{"web-2"});
   EXPECT_EQ(d.state_of("web-2"), HostState::kUnknown);
   EXPECT_FALSE(d.s.find("web-2")->unknown_counts);
   EXPECT_EQ(d.s.phase, Phase::kRunning);
   EXPECT_EQ(next_deadline(d.s), lost + 30'000);
-  d.report("web-3", "succeeded");
+  d.report("web-3", Outcome::kSucceeded);
   EXPECT_TRUE(d.ordered().empty()) << "batch waits for the unknown host";
   // It comes back in time: in flight again, and its report counts normally.
   d.tick_to(lost + 29'999);
   EXPECT_EQ(d.s.phase, Phase::kRunning);
   d.go(EvHostBack{"web-2", "v1"});
   EXPECT_EQ(d.state_of("web-2"), HostState::kOrdered);
-  d.report("web-2", "succeeded");
+  d.report("web-2", Outcome::kSucceeded);
   EXPECT_EQ(d.ordered(), (V{"web-4", "web-5"}));
   // Now one does not come back: it counts when the wait ends.
   const Millis lost2 = d.now += 10;
@@ -314,7 +314,7 @@ TEST(RolloutMachine, UnknownHostsWaitThenCount) {
 TEST(RolloutMachine, HostTimeoutMakesAHostUnknownAndCountsIt) {
   Plan p = plan_122();
   p.host_timeout_ms = 60'000;
-  p.unknown_hosts = "wait";  // a timeout counts regardless
+  p.unknown_hosts = UnknownHosts::kWait;  // a timeout counts regardless
   p.max_failures = Amount{false, 1};
   Driver d;
   const Millis t0 = d.now;
@@ -329,12 +329,12 @@ TEST(RolloutMachine, HostTimeoutMakesAHostUnknownAndCountsIt) {
   // Within budget 1: the batch is done, the next one goes.
   EXPECT_EQ(d.ordered(), (V{"web-2", "web-3"}));
   // The lost host's late report is applied: it is healthy after all.
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   EXPECT_EQ(d.state_of("web-1"), HostState::kHealthy);
   // Both of batch 2 time out: 2 > 1, stop and roll back what is healthy.
   d.tick_to(d.now + 60'000);
   EXPECT_EQ(d.s.phase, Phase::kRollingBack);
-  EXPECT_EQ(d.ordered("rollback"), V{"web-1"});
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-1"});
   // A rollback that never answers times out as rollback-failed, and the rollback ends.
   d.tick_to(d.now + 60'000);
   EXPECT_EQ(d.state_of("web-1"), HostState::kRollbackFailed);
@@ -349,7 +349,7 @@ TEST(RolloutMachine, ProgressDeadlineStopsTheRollout) {
   Driver d;
   const Millis t0 = d.now;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   ASSERT_TRUE(d.s.waiting_promote);
   EXPECT_EQ(next_deadline(d.s), t0 + 600'000);
   d.tick_to(t0 + 600'000);
@@ -360,10 +360,10 @@ TEST(RolloutMachine, ProgressDeadlineStopsTheRollout) {
   p.auto_rollback = true;
   Driver r;
   r.start(p, make_hosts(5));
-  r.report("web-1", "succeeded");
+  r.report("web-1", Outcome::kSucceeded);
   r.tick_to(r.s.started_at + 600'000);
   EXPECT_EQ(r.s.phase, Phase::kRollingBack);
-  EXPECT_EQ(r.ordered("rollback"), V{"web-1"});
+  EXPECT_EQ(r.ordered(OrderKind::kRollback), V{"web-1"});
 }
 
 TEST(RolloutMachine, BatchDelayWaitsForTheTick) {
@@ -371,7 +371,7 @@ TEST(RolloutMachine, BatchDelayWaitsForTheTick) {
   p.batch_delay_ms = 5'000;
   Driver d;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   EXPECT_TRUE(d.ordered().empty());
   EXPECT_EQ(d.s.next_batch_at, d.now + 5'000);
   EXPECT_EQ(next_deadline(d.s), d.now + 5'000);
@@ -389,8 +389,8 @@ TEST(RolloutMachine, PerBatchBudget) {
   p.max_failures_per_batch = Amount{false, 0};
   Driver d;
   d.start(p, make_hosts(6));
-  d.report("web-1", "succeeded");
-  d.report("web-2", "failed");
+  d.report("web-1", Outcome::kSucceeded);
+  d.report("web-2", Outcome::kFailed);
   EXPECT_EQ(d.s.phase, Phase::kRollingBack);
   EXPECT_NE(d.s.end_reason.find("batch 1 of 2"), std::string::npos);
 }
@@ -400,30 +400,27 @@ TEST(RolloutMachine, StaleDuplicateAndForeignReportsAreIgnored) {
   p.max_failures = Amount{false, 1};
   Driver d;
   d.start(p, make_hosts(5));
-  d.report("web-1", "succeeded");
-  d.report("web-2", "failed");
+  d.report("web-1", Outcome::kSucceeded);
+  d.report("web-2", Outcome::kFailed);
   const State before = d.s;
   // Duplicate of web-2's failure: not counted twice (a second failure would exceed the budget).
-  auto r = d.go(EvReport{"web-2", before.find("web-2")->order_id, "failed", "v1", ""});
+  auto r = d.go(EvReport{"web-2", before.find("web-2")->order_id, Outcome::kFailed, "v1", ""});
   EXPECT_TRUE(r.error.ok());
   EXPECT_EQ(d.s, before);
   EXPECT_TRUE(d.recorded("duplicate report from web-2"));
   // A report for an order this host never had.
-  d.go(EvReport{"web-3", "r7-999", "failed", "v1", ""});
+  d.go(EvReport{"web-3", "r7-999", Outcome::kFailed, "v1", ""});
   EXPECT_EQ(d.s, before);
   EXPECT_TRUE(d.recorded("stale report from web-3 for order r7-999"));
   // A host outside the rollout.
-  d.go(EvReport{"db-1", "r7-1", "succeeded", "v2", ""});
-  EXPECT_EQ(d.s, before);
-  // An outcome nobody knows.
-  d.go(EvReport{"web-3", before.find("web-3")->order_id, "exploded", "v1", ""});
+  d.go(EvReport{"db-1", "r7-1", Outcome::kSucceeded, "v2", ""});
   EXPECT_EQ(d.s, before);
   EXPECT_EQ(d.s.phase, Phase::kRunning);
   // After rollback starts, an old update report for a rolling-back host is stale.
-  d.report("web-3", "failed");
+  d.report("web-3", Outcome::kFailed);
   ASSERT_EQ(d.s.phase, Phase::kRollingBack);
   const State rb = d.s;
-  d.go(EvReport{"web-1", "r7-1", "succeeded", "v2", ""});
+  d.go(EvReport{"web-1", "r7-1", Outcome::kSucceeded, "v2", ""});
   EXPECT_EQ(d.s, rb);
   EXPECT_EQ(d.state_of("web-1"), HostState::kRollingBack);
 }
@@ -431,7 +428,7 @@ TEST(RolloutMachine, StaleDuplicateAndForeignReportsAreIgnored) {
 TEST(RolloutMachine, InvalidEventsLeaveTheStateUnchanged) {
   Driver d;
   d.start(plan_122(), make_hosts(1));
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   ASSERT_EQ(d.s.phase, Phase::kSucceeded);
   const State done = d.s;
   for (const Event& e : {Event{EvPause{}}, Event{EvResume{}}, Event{EvPromote{}},
@@ -455,7 +452,7 @@ TEST(RolloutMachine, OfflineHostIsOrderedAnywayAndStartsUnknown) {
   hosts[0].online = false;
   Plan p;
   p.batches = ramp({"1"});
-  p.unknown_hosts = "wait";
+  p.unknown_hosts = UnknownHosts::kWait;
   p.unknown_wait_ms = 10'000;
   Driver d;
   d.start(p, hosts);
@@ -464,7 +461,7 @@ TEST(RolloutMachine, OfflineHostIsOrderedAnywayAndStartsUnknown) {
   EXPECT_FALSE(d.s.find("web-1")->unknown_counts);
   d.go(EvHostBack{"web-1", "v1"});
   EXPECT_EQ(d.state_of("web-1"), HostState::kOrdered);
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   EXPECT_EQ(d.ordered(), V{"web-2"});
 }
 
@@ -473,11 +470,11 @@ TEST(RolloutMachine, HostBackDuringRollbackOnTargetIsRolledBack) {
   p.batches = ramp({"2", "2"});
   Driver d;
   d.start(p, make_hosts(4));
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   d.go(EvHostLost{"web-2"});  // counts at once: budget 0 exceeded
   ASSERT_EQ(d.s.phase, Phase::kRollingBack);
-  EXPECT_EQ(d.ordered("rollback"), V{"web-1"});
-  d.report("web-1", "succeeded");
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-1"});
+  d.report("web-1", Outcome::kSucceeded);
   EXPECT_EQ(d.s.phase, Phase::kRolledBack) << "a counted unknown host does not hold the rollback";
   // Reconnecting after the end changes only its reachability.
   d.go(EvHostBack{"web-2", "v2"});
@@ -489,9 +486,9 @@ TEST(RolloutMachine, HostBackDuringRollbackOnTargetIsRolledBack) {
   ASSERT_EQ(e.s.phase, Phase::kRollingBack);
   EXPECT_EQ(e.state_of("web-1"), HostState::kOrdered);  // in flight: wait for it
   e.go(EvHostBack{"web-2", "v2"});                      // it did install v2
-  EXPECT_EQ(e.ordered("rollback"), V{"web-2"});
-  e.report("web-2", "succeeded");
-  e.report("web-1", "failed_reverted");
+  EXPECT_EQ(e.ordered(OrderKind::kRollback), V{"web-2"});
+  e.report("web-2", Outcome::kSucceeded);
+  e.report("web-1", Outcome::kFailedReverted);
   EXPECT_EQ(e.s.phase, Phase::kRolledBack);
   EXPECT_EQ(e.state_of("web-2"), HostState::kRolledBack);
 }
@@ -503,8 +500,8 @@ TEST(RolloutMachine, HostWithoutPreviousReleaseCannotBeRolledBack) {
   p.batches = ramp({"2", "1"});
   Driver d;
   d.start(p, hosts);
-  d.report("web-1", "succeeded");
-  d.report("web-2", "failed");
+  d.report("web-1", Outcome::kSucceeded);
+  d.report("web-2", Outcome::kFailed);
   EXPECT_EQ(d.state_of("web-1"), HostState::kRollbackFailed);
   EXPECT_NE(d.s.find("web-1")->message.find("no previous release"), std::string::npos);
   EXPECT_EQ(d.s.phase, Phase::kRolledBack);
@@ -514,14 +511,14 @@ TEST(RolloutMachine, HostWithoutPreviousReleaseCannotBeRolledBack) {
 TEST(RolloutMachine, StateJsonRoundTripMidRollout) {
   Plan p = plan_122();
   p.pause_after = {1};
-  p.unknown_hosts = "wait";
+  p.unknown_hosts = UnknownHosts::kWait;
   p.max_failures = Amount{true, 40};
   p.domain_label = "zone";
   Driver d;
   d.start(p, make_hosts(5, {"a", "b"}));
-  d.report("web-1", "succeeded");
+  d.report("web-1", Outcome::kSucceeded);
   d.go(EvHostLost{"web-2"});
-  d.report("web-3", "failed_reverted", "probe \"quoted\" \n newline");
+  d.report("web-3", Outcome::kFailedReverted, "probe \"quoted\" \n newline");
   for (const State& s : {d.s, State{}}) {
     auto back = State::from_json(nlohmann::json::parse(s.to_json().dump()));
     ASSERT_TRUE(back.ok()) << back.error().message;

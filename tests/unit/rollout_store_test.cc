@@ -70,7 +70,7 @@ TEST_F(RolloutStoreWithRow, HeaderAndTouchedSlotsRebuildTheWholeState) {
   EXPECT_EQ(load(*st, id), r.state);
 
   // One report touches one slot; the batches come back from the slots, not from the header.
-  auto r2 = step(r.state, EvReport{"web-2", r.state.find("web-2")->order_id, "succeeded", "v2", ""}, 2000);
+  auto r2 = step(r.state, EvReport{"web-2", r.state.find("web-2")->order_id, Outcome::kSucceeded, "v2", ""}, 2000);
   ASSERT_TRUE(r2.error.ok());
   ASSERT_EQ(r2.touched, std::vector<uint32_t>{1});
   save(*st, r2);
@@ -82,7 +82,7 @@ TEST_F(RolloutStoreWithRow, HeaderAndTouchedSlotsRebuildTheWholeState) {
   // A batch ending orders the next one: the touched slots are the reporter and the new batch.
   State s = r2.state;
   std::vector<Event> evs;
-  for (const char* h : {"web-1", "web-3"}) evs.push_back(EvReport{h, s.find(h)->order_id, "succeeded", "v2", ""});
+  for (const char* h : {"web-1", "web-3"}) evs.push_back(EvReport{h, s.find(h)->order_id, Outcome::kSucceeded, "v2", ""});
   std::vector<Status> errs;
   auto r3 = step_all(s, evs, 3000, &errs);
   EXPECT_EQ(r3.touched, (std::vector<uint32_t>{0, 2, 3, 4, 5}));
@@ -143,7 +143,7 @@ TEST(RolloutStore, SchemaOneDatabaseIsConvertedWhenOpened) {
   ASSERT_TRUE(st) << st.error().message;
   EXPECT_EQ(load(**st, 1), r.state);
   // After the conversion a step writes only what it touched, and the rest is still there.
-  auto r2 = step(r.state, EvReport{"web-1", r.state.find("web-1")->order_id, "failed", "v1", "boom"}, 2000);
+  auto r2 = step(r.state, EvReport{"web-1", r.state.find("web-1")->order_id, Outcome::kFailed, "v1", "boom"}, 2000);
   save(**st, r2);
   EXPECT_EQ(load(**st, 1), r2.state);
 }

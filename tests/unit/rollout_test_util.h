@@ -1,6 +1,7 @@
 // Helpers for the rollout state machine tests: a driver that feeds events at a fake time.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,11 +61,11 @@ struct Driver {
   }
 
   // Reports on the host's current order; running version follows the outcome.
-  void report(const std::string& host, const std::string& outcome, const std::string& msg = "") {
+  void report(const std::string& host, Outcome outcome, const std::string& msg = "") {
     const HostSlot* h = s.find(host);
     ASSERT_NE(h, nullptr) << host;
     const bool rollback = h->state == HostState::kRollingBack;
-    std::string running = outcome == "succeeded" ? (rollback ? h->from_version : s.version)
+    std::string running = outcome == Outcome::kSucceeded ? (rollback ? h->from_version : s.version)
                                                  : (rollback ? s.version : h->from_version);
     go(EvReport{host, h->order_id, outcome, running, msg});
     ASSERT_TRUE(last_error.ok());
@@ -75,16 +76,16 @@ struct Driver {
     go(EvTick{});
   }
 
-  std::vector<ActOrder> orders(const std::string& kind = "") const {
+  std::vector<ActOrder> orders(std::optional<OrderKind> kind = std::nullopt) const {
     std::vector<ActOrder> out;
     for (const auto& a : acts) {
-      if (auto* o = std::get_if<ActOrder>(&a); o && (kind.empty() || o->kind == kind)) {
+      if (auto* o = std::get_if<ActOrder>(&a); o && (!kind || o->kind == *kind)) {
         out.push_back(*o);
       }
     }
     return out;
   }
-  std::vector<std::string> ordered(const std::string& kind = "update") const {
+  std::vector<std::string> ordered(OrderKind kind = OrderKind::kUpdate) const {
     std::vector<std::string> out;
     for (const auto& o : orders(kind)) out.push_back(o.host_id);
     return out;
@@ -102,8 +103,8 @@ struct Driver {
     }
     return false;
   }
-  std::vector<std::string> broadcasts() const {
-    std::vector<std::string> out;
+  std::vector<SignalKind> broadcasts() const {
+    std::vector<SignalKind> out;
     for (const auto& a : acts) {
       if (auto* b = std::get_if<ActBroadcast>(&a)) out.push_back(b->kind);
     }

@@ -1,0 +1,105 @@
+// The operator API: one declarative table of commands (name, handler, least role, whether it
+// mutates, how it is audited), the checks every command passes before its handler runs, and
+// the operator socket's request/reply loop. A command missing from the table is refused; an
+// audit or store write that fails is an error in the reply, never dropped.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "common/protocol/messages.h"
+#include "common/util/clock.h"
+#include "coordinator/fleet/registry.h"
+#include "coordinator/server/artifacts.h"
+#include "coordinator/server/change_flag.h"
+#include "coordinator/server/keyring.h"
+#include "coordinator/server/metrics.h"
+#include "coordinator/server/rollout_executor.h"
+#include "coordinator/store/store.h"
+
+namespace gantry::coordinator {
+
+class OperatorApi {
+ public:
+  // How a command is written to the audit log.
+  enum class Audit {
+    kNone,       // reads: not audited (refusals still are)
+    kRecorded,   // one row with the outcome; it rides in the first rollout step the command causes
+    kByHandler,  // the handler writes its own row once it has what the row says (release.upload)
+  };
+  struct Call {
+    const std::string& command;
+    const nlohmann::json& args;
+    const std::string& who;
+  };
+  using Handler = nlohmann::json (OperatorApi::*)(const Call&);
+  struct Command {
+    std::string_view name;
+    Handler handler;
+    Role min_role;
+    bool mutates;
+    Audit audit;
+  };
+  // Every command there is; anything else is refused.
+  static std::span<const Command> commands();
+  static const Command* find_command(std::string_view name);
+
+  struct Deps {
+    store::Store& store;
+    RolloutExecutor& executor;
+    fleet::Registry& registry;
+    ArtifactStore& artifacts;
+    KeyRing& keys;
+    Metrics& metrics;
+    ChangeFlag& changed;
+    const Clock& clock;
+    bool secure;     // CURVE on: operators are known by key; off (--insecure-dev): everyone is admin
+    uint64_t epoch;  // this coordinator's start counter, shown in status
+    // Takes a host whose key lost its standing out of the fleet (and out of its rollouts) at once.
+    std::function<void(const std::string& host_id, const std::string& why)> disconnect_host;
+  };
+  explicit OperatorApi(Deps deps);
+
+  // One request from `who` holding `role`: checked against the table, run, audited.
+  proto::OpReply handle(const proto::OpRequest& req, const std::string& who, Role role);
+  // Serves the requests waiting on the operator ROUTER (a bounded number per call).
+  void serve(zmq::socket_t& operators);
+
+  // The status JSON (/status and `gantry status`).
+  nlohmann::json status(const std::string& service = "");
+
+ private:
+  nlohmann::json op_hosts(const Call& c);
+  nlohmann::json op_status(const Call& c);
+  nlohmann::json op_release_get(const Call& c);
+  nlohmann::json op_release_upload(const Call& c);
+  nlohmann::json op_rollout_plan(const Call& c);
+  nlohmann::json op_rollout_start(const Call& c);
+  nlohmann::json op_rollout_get(const Call& c);
+  nlohmann::json op_rollout_control(const Call& c);
+  nlohmann::json op_rollback(const Call& c);
+  nlohmann::json op_history(const Call& c);
+  nlohmann::json op_audit(const Call& c);
+  nlohmann::json op_keys_list(const Call& c);
+  nlohmann::json op_keys_change(const Call& c);
+  nlohmann::json op_keys_accept_many(const Call& c);
+  nlohmann::json op_keys_add_operator(const Call& c);
+
+  std::vector<rollout::HostCandidate> select_hosts(const std::string& service, const std::string& selector);
+  // Checks, selects the hosts and starts (rollout.start, rollback to a revision).
+  uint64_t start_rollout(RolloutExecutor::StartRequest req);
+  uint64_t find_rollout_arg(const nlohmann::json& args);
+  // The reply of the commands that change a rollout: its view without the per-host lists.
+  nlohmann::json rollout_summary(uint64_t id);
+  // Writes an audit row; a failure is appended to `rep`'s error (and makes it not ok).
+  void audit_or_fail(const store::AuditRow& row, proto::OpReply& rep);
+
+  Deps d_;
+};
+
+}  // namespace gantry::coordinator

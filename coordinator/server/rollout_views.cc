@@ -1,0 +1,99 @@
+#include "coordinator/server/rollout_views.h"
+
+#include <set>
+
+namespace gantry::coordinator {
+
+Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutRow& row, const rollout::State& st,
+                                      bool with_events, int64_t events_after, bool with_hosts) {
+  auto c = rollout::count(st);
+  nlohmann::json hosts = nlohmann::json::array();
+  for (const auto& h : st.hosts) {
+    if (!with_hosts) break;
+    hosts.push_back({{"host_id", h.host_id}, {"state", rollout::host_state_name(h.state)}, {"batch", h.batch},
+                     {"domain", h.domain}, {"from_version", h.from_version}, {"order_id", h.order_id},
+                     {"message", h.message}});
+  }
+  nlohmann::json batches = nlohmann::json::array();
+  for (const auto& b : st.batches) {
+    if (!with_hosts) break;
+    batches.push_back(b);
+  }
+  nlohmann::json j = {{"id", row.id},
+                      {"service", row.service},
+                      {"version", row.version},
+                      {"kind", row.kind},
+                      {"phase", st.hosts.empty() && !row.phase.empty() ? row.phase : rollout::phase_name(st.phase)},
+                      {"waiting_promote", st.waiting_promote},
+                      {"created_by", row.created_by},
+                      {"reason", row.reason},
+                      {"created_at", row.created_at},
+                      {"finished_at", row.finished_at},
+                      {"revision", row.revision},
+                      {"batch", st.current_batch + 1},
+                      {"batches_total", st.batches.size()},
+                      {"batches", batches},
+                      {"end_reason", st.end_reason},
+                      {"plan", st.plan.to_json()},
+                      {"counts",
+                       {{"total", st.hosts.size()}, {"pending", c.pending}, {"ordered", c.ordered}, {"healthy", c.healthy},
+                        {"failed", c.failed}, {"unknown", c.unknown}, {"rolling_back", c.rolling_back},
+                        {"rolled_back", c.rolled_back}, {"rollback_failed", c.rollback_failed}, {"skipped", c.skipped}}},
+                      {"hosts", hosts}};
+  if (!with_hosts) {
+    j.erase("hosts");
+    j.erase("batches");
+  }
+  if (with_events) {
+    nlohmann::json evs = nlohmann::json::array();
+    auto e = store.events(row.id, events_after, 10000);
+    if (!e) return e.error();
+    for (const auto& ev : *e) evs.push_back({{"id", ev.id}, {"at", ev.at}, {"message", ev.message}});
+    j["events"] = evs;
+  }
+  return j;
+}
+
+Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutExecutor& exec, uint64_t id, bool with_events,
+                                            int64_t events_after, bool with_hosts) {
+  if (const auto* a = exec.find(id)) return rollout_view(store, a->row, a->state, with_events, events_after, with_hosts);
+  auto row = store.rollout(id);
+  if (!row) return row.error();
+  if (!row->has_value()) return make_error("not_found", "no rollout " + std::to_string(id));
+  auto st = rollout::State::from_json((*row)->state);
+  return rollout_view(store, **row, st ? *st : rollout::State{}, with_events, events_after, with_hosts);
+}
+
+Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor& exec, const fleet::Registry& registry,
+                                     uint64_t epoch, Millis wall_now, const std::string& service) {
+  nlohmann::json rollouts = nlohmann::json::array();
+  std::set<std::string> seen;
+  auto rows = store.latest_rollouts(service, 200, /*with_hosts=*/false);
+  if (!rows) return rows.error();
+  for (const auto& row : *rows) {
+    if (seen.count(row.service)) continue;
+    seen.insert(row.service);
+    Expected<nlohmann::json> view = nlohmann::json();
+    if (const auto* a = exec.find(row.id)) {
+      view = rollout_view(store, a->row, a->state, false);
+    } else if (const rollout::State* ended = exec.ended(row.service); ended && ended->id == row.id) {
+      view = rollout_view(store, row, *ended, false);  // ended in this process: in memory
+    } else {
+      auto full = store.rollout(row.id);  // with its host slots
+      if (!full) return full.error();
+      auto st = full->has_value() ? rollout::State::from_json((*full)->state) : rollout::State::from_json(row.state);
+      view = rollout_view(store, row, st ? *st : rollout::State{}, false);
+    }
+    if (!view) return view.error();
+    rollouts.push_back(std::move(*view));
+    // The last few events, for the status page and `gantry status --json` (the full log: rollout.get).
+    nlohmann::json evs = nlohmann::json::array();
+    auto e = store.recent_events(row.id, 10);
+    if (!e) return e.error();
+    for (const auto& ev : *e) evs.push_back({{"id", ev.id}, {"at", ev.at}, {"message", ev.message}});
+    rollouts.back()["recent_events"] = std::move(evs);
+  }
+  return nlohmann::json{{"rollouts", rollouts}, {"hosts", registry.to_json(wall_now)}, {"epoch", epoch}};
+}
+
+}  // namespace gantry::coordinator
