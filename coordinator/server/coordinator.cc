@@ -91,15 +91,22 @@ Status Coordinator::start() {
   // Allowlists first: the ZAP handler answers from them as soon as a socket is bound.
   keys_ = std::make_unique<KeyRing>(*store_, clock_);
   if (auto s = keys_->load(); !s.ok()) return s;
+  // A bootstrap flag naming a key an admin has revoked or rejected is refused and logged; the
+  // coordinator still starts, so rollouts keep running while the unit file is corrected.
+  const auto bootstrap = [](const Status& s) -> Status {
+    if (s.ok() || s.error().code != "revoked") return s;
+    L()->error("{}", s.error().message);
+    return Status::Ok();
+  };
   for (const auto& [name, key] : cfg_.admin_keys)
-    if (auto s = keys_->bootstrap_operator(name, key, Role::kAdmin); !s.ok()) return s;
+    if (auto s = bootstrap(keys_->bootstrap_operator(name, key, Role::kAdmin)); !s.ok()) return s;
   for (const auto& [host, key] : cfg_.accept_agent_keys)
-    if (auto s = keys_->bootstrap_agent(host, key); !s.ok()) return s;
+    if (auto s = bootstrap(keys_->bootstrap_agent(host, key)); !s.ok()) return s;
   if (secure() && !keys_->has_admin())
     L()->warn("no admin operator key is enrolled: operators cannot manage keys (start with --admin-key FILE)");
   refusals_ = std::make_unique<RefusalLog>(clock_);
   udp_ = std::make_unique<UdpHeartbeats>(cfg_, registry_, *sender_, metrics_, *refusals_, clock_);
-  artifact_server_ = std::make_unique<ArtifactServer>(*store_, *artifacts_, *sender_, metrics_);
+  artifact_server_ = std::make_unique<ArtifactServer>(*store_, *artifacts_, *sender_, metrics_, clock_);
   channel_ = std::make_unique<AgentChannel>(AgentChannel::Deps{cfg_, clock_, *agents_, registry_, *keys_, *store_, *executor_,
                                                                *artifact_server_, *udp_, *sender_, metrics_, *refusals_,
                                                                changed_, epoch_});

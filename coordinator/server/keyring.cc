@@ -52,6 +52,11 @@ Status KeyRing::save(const std::vector<store::AgentKeyRow>& rows) {
 Status KeyRing::bootstrap_agent(const std::string& host, const std::string& key) {
   auto it = agents_.find(key);
   if (it != agents_.end() && it->second.state == "accepted" && it->second.host_id == host) return Status::Ok();
+  if (it != agents_.end() && (it->second.state == "revoked" || it->second.state == "rejected"))
+    return make_error("revoked", "--accept-agent-key " + host + "=" + short_key(key) + " refused: that key was " +
+                                     it->second.state + " by " + it->second.updated_by +
+                                     "; a start-up flag never undoes that (remove the flag, or accept the key "
+                                     "explicitly: gantry keys accept " + key + " --host " + host + ")");
   auto ch = accept(key, host, "bootstrap (--accept-agent-key)");
   if (!ch) return ch.error();
   return Status::Ok();
@@ -60,6 +65,11 @@ Status KeyRing::bootstrap_agent(const std::string& host, const std::string& key)
 Status KeyRing::bootstrap_operator(const std::string& name, const std::string& key, Role role) {
   auto it = ops_.find(key);
   if (it != ops_.end() && it->second.state == "active" && it->second.name == name && it->second.role == role_name(role)) return Status::Ok();
+  if (it != ops_.end() && it->second.state == "revoked")
+    return make_error("revoked", "--admin-key " + name + "=" + short_key(key) + " refused: that key was revoked by " +
+                                     it->second.updated_by +
+                                     "; a start-up flag never undoes that (remove the flag, or add the key again "
+                                     "explicitly: gantry keys add-operator)");
   auto ch = add_operator(name, key, role, "bootstrap (--admin-key)");
   if (!ch) return ch.error();
   return Status::Ok();
@@ -165,6 +175,16 @@ Expected<KeyChange> KeyRing::accept(const std::string& target, const std::string
   Millis now = clock_.wall_ms();
   store::AgentKeyRow row;
   auto found = find_agent(target, {"pending"});
+  const bool by_key = security::is_z85_key(target);
+  if (found && !by_key) {
+    // By host name, the name is only the pending key's claim: anyone holding a fresh key can
+    // make it. It is not enough when the name already belongs to an accepted key.
+    for (const auto& [k, r] : agents_)
+      if (r.host_id == target && r.state == "accepted")
+        return make_error("owned", "host " + target + " already has an accepted key (" + short_key(k) +
+                                       "); a pending key that claims its name is accepted only by key, after checking "
+                                       "it on the host: gantry keys accept " + (*found)->key + " --host " + target);
+  }
   if (found) {
     row = **found;
   } else if (security::is_z85_key(target)) {
@@ -186,6 +206,7 @@ Expected<KeyChange> KeyRing::accept(const std::string& target, const std::string
       old.updated_at = now;
       old.updated_by = by + " (replaced by a new key)";
       ch.agents.push_back(old);
+      ch.hosts_to_disconnect.push_back(old.host_id);
     }
   }
   row.state = "accepted";
@@ -234,6 +255,7 @@ Expected<KeyChange> KeyRing::accept_many(const std::vector<std::pair<std::string
       old.updated_at = now;
       old.updated_by = by + " (replaced by a new key)";
       ch.agents.push_back(old);
+      ch.hosts_to_disconnect.push_back(old.host_id);
       replaced++;
     }
     store::AgentKeyRow row = it != agents_.end() ? it->second : store::AgentKeyRow{key, host, "pending", now, now, by};
@@ -256,12 +278,14 @@ Expected<KeyChange> KeyRing::reject(const std::string& target, const std::string
   auto found = find_agent(target, {"pending", "accepted"});
   if (!found) return found.error();
   store::AgentKeyRow row = **found;
+  const bool was_accepted = row.state == "accepted";
   row.state = "rejected";
   row.updated_at = clock_.wall_ms();
   row.updated_by = by;
   if (Status s = save({row}); !s.ok()) return s.error();
   KeyChange ch;
   ch.agents.push_back(row);
+  if (was_accepted && !row.host_id.empty()) ch.hosts_to_disconnect.push_back(row.host_id);
   ch.summary = "rejected key " + row.key + (row.host_id.empty() ? "" : " (host " + row.host_id + ")");
   L()->info("{}: {}", by, ch.summary);
   return ch;
@@ -272,11 +296,13 @@ Expected<KeyChange> KeyRing::revoke(const std::string& target, const std::string
   KeyChange ch;
   if (found) {
     store::AgentKeyRow row = **found;
+    const bool was_accepted = row.state == "accepted";
     row.state = "revoked";
     row.updated_at = clock_.wall_ms();
     row.updated_by = by;
     if (Status s = save({row}); !s.ok()) return s.error();
     ch.agents.push_back(row);
+    if (was_accepted && !row.host_id.empty()) ch.hosts_to_disconnect.push_back(row.host_id);
     ch.summary = "revoked agent key " + row.key + (row.host_id.empty() ? "" : " (host " + row.host_id + ")");
   } else {
     store::OperatorKeyRow* hit = nullptr;

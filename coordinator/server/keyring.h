@@ -44,6 +44,9 @@ struct KeyChange {
   std::vector<store::AgentKeyRow> agents;  // rows after the change
   std::optional<store::OperatorKeyRow> op;
   std::string summary;
+  // Hosts whose accepted key lost its standing in this change: their connections must stop
+  // counting. A pending key that merely claimed a host's name never disconnects that host.
+  std::vector<std::string> hosts_to_disconnect;
 };
 
 class KeyRing {
@@ -56,6 +59,8 @@ class KeyRing {
   // Loads both allowlists from the store.
   Status load();
   // Bootstrap from the command line: the key is accepted for `host` / active as admin `name`.
+  // A key an admin has rejected or revoked stays so: the flag is refused (error code
+  // "revoked") and only an explicit `gantry keys accept` / `keys add-operator` undoes it.
   Status bootstrap_agent(const std::string& host, const std::string& key);
   Status bootstrap_operator(const std::string& name, const std::string& key, Role role);
 

@@ -469,9 +469,9 @@ nlohmann::json OperatorApi::op_keys_change(const Call& c) {
   else if (c.command == "keys.reject") ch = d_.keys.reject(target, c.who);
   else if (c.command == "keys.revoke") ch = d_.keys.revoke(target, c.who);
   if (!ch) throw OpError(ch.error().message);
-  for (const auto& row : ch->agents) {
-    if (row.state != "accepted" && !row.host_id.empty()) d_.disconnect_host(row.host_id, "its key was " + row.state);
-  }
+  // Only a host whose accepted key lost its standing is disconnected: rejecting a pending key that
+  // merely claimed a host's name leaves that host alone.
+  for (const auto& host : ch->hosts_to_disconnect) d_.disconnect_host(host, "its key lost its standing (" + c.command + ")");
   nlohmann::json agents = nlohmann::json::array();
   for (const auto& r : ch->agents) agents.push_back({{"key", r.key}, {"host_id", r.host_id}, {"state", r.state}});
   nlohmann::json out = {{"summary", ch->summary}, {"agents", agents}};
@@ -497,8 +497,8 @@ nlohmann::json OperatorApi::op_keys_accept_many(const Call& c) {
   for (const auto& row : ch->agents) {
     if (row.state == "accepted") accepted++;
     else revoked++;
-    if (row.state != "accepted" && !row.host_id.empty()) d_.disconnect_host(row.host_id, "its key was " + row.state);
   }
+  for (const auto& host : ch->hosts_to_disconnect) d_.disconnect_host(host, "its key was replaced");
   return {{"summary", ch->summary}, {"accepted", accepted}, {"revoked", revoked}};
 }
 
