@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -293,6 +295,33 @@ TEST(HttpServer, ManyConnectionsAreBoundedAndTheOldestWaitingMakesRoom) {
   EXPECT_EQ(status_of(answer), 200) << answer;
   EXPECT_EQ(status_of(get(addr, "/status", "localhost")), 200);
   srv.stop();
+}
+
+// The coordinator holds one descriptor per agent connection, so at 10,000 agents every HTTP
+// connection's descriptor is above FD_SETSIZE (1024): select() would overflow there, poll() not.
+TEST(HttpServer, ServesConnectionsWhoseDescriptorIsAboveFdSetSize) {
+  rlimit lim{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+  if (lim.rlim_cur < 1200) {
+    if (lim.rlim_max < 1200) GTEST_SKIP() << "RLIMIT_NOFILE below 1200";
+    rlimit more = lim;
+    more.rlim_cur = 1200;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &more), 0);
+  }
+  std::vector<int> filler;
+  while (filler.empty() || filler.back() < 1100) {
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    filler.push_back(fd);
+  }
+  HttpServer srv("127.0.0.1:0", echo_handler());
+  ASSERT_TRUE(srv.start().ok());
+  const std::string r = get(srv.bound_address(), "/status", "localhost");
+  EXPECT_EQ(status_of(r), 200) << r;
+  EXPECT_EQ(body_of(r), "path=/status\n");
+  srv.stop();
+  for (int fd : filler) ::close(fd);
+  if (lim.rlim_cur < 1200) ::setrlimit(RLIMIT_NOFILE, &lim);
 }
 
 TEST(HttpServer, StopsWithClientsStillConnected) {
