@@ -51,7 +51,8 @@ Expected<HostAllowlist> HostAllowlist::make(const std::vector<std::string>& name
   HostAllowlist out;
   for (const auto& n : names) {
     if (!is_dns_name(n)) {
-      return make_error("config", "allowed HTTP host '" + n + "' is not a DNS name (letters, digits, '-' and '.'; no port)");
+      return make_error("config",
+                        "allowed HTTP host '" + n + "' is not a DNS name (letters, digits, '-' and '.'; no port)");
     }
     out.names_.push_back(lower_without_trailing_dot(n));
   }

@@ -159,7 +159,8 @@ thread_local bool t_shedding = false;
 // reaches them.
 class WorkerPool final : public httplib::TaskQueue {
  public:
-  WorkerPool(size_t threads, size_t queue, std::atomic<uint64_t>& shed) : max_queue_(std::max<size_t>(queue, 1)), shed_(shed) {
+  WorkerPool(size_t threads, size_t queue, std::atomic<uint64_t>& shed)
+      : max_queue_(std::max<size_t>(queue, 1)), shed_(shed) {
     for (size_t i = 0; i < std::max<size_t>(threads, 1); ++i) workers_.emplace_back([this] { work(); });
   }
   ~WorkerPool() override { shutdown(); }
@@ -301,7 +302,8 @@ uint64_t HttpServer::shed() const { return impl_ ? impl_->shed.load() : 0; }
 Status HttpServer::start() {
   if (impl_) return make_error("state", "HTTP server already started");
   const auto colon = address_.rfind(':');
-  if (colon == std::string::npos) return make_error("config", "http address must be IPV4:PORT or [IPV6]:PORT, got " + address_);
+  if (colon == std::string::npos)
+    return make_error("config", "http address must be IPV4:PORT or [IPV6]:PORT, got " + address_);
   std::string host = address_.substr(0, colon);
   const bool v6 = host.size() >= 2 && host.front() == '[' && host.back() == ']';
   if (v6) host = host.substr(1, host.size() - 2);
@@ -311,7 +313,8 @@ Status HttpServer::start() {
   in6_addr a6{};
   in_addr a4{};
   if (v6 ? ::inet_pton(AF_INET6, host.c_str(), &a6) != 1 : ::inet_pton(AF_INET, host.c_str(), &a4) != 1) {
-    return make_error("config", "http address must be IPV4:PORT or [IPV6]:PORT (an address, not a name), got " + address_);
+    return make_error("config",
+                      "http address must be IPV4:PORT or [IPV6]:PORT (an address, not a name), got " + address_);
   }
   if (options_.threads == 0 || options_.head_timeout_ms <= 0 || options_.connection_timeout_ms <= 0 ||
       options_.max_request_head < 1024) {
@@ -357,9 +360,10 @@ Status HttpServer::start() {
       const uint64_t n = refused_host_.fetch_add(1) + 1;
       // Logged at the first refusal and then every 100th: a page retrying cannot flood the log.
       if (n == 1 || n % 100 == 0) {
-        L()->warn("HTTP request from {} refused: Host '{}' is not a name of this endpoint ({} refused so far; "
-                  "names are added with the allowed-hosts option)",
-                  printable(req.remote_addr), printable(req.get_header_value("Host")), n);
+        L()->warn(
+            "HTTP request from {} refused: Host '{}' is not a name of this endpoint ({} refused so far; "
+            "names are added with the allowed-hosts option)",
+            printable(req.remote_addr), printable(req.get_header_value("Host")), n);
       }
       res.status = 421;
       res.set_content("this endpoint does not answer to that Host name\n", "text/plain");

@@ -38,11 +38,11 @@ struct HttpOptions {
   // DNS names accepted in the Host header besides `localhost` and IP literals (a name people
   // or Prometheus use to reach the coordinator, e.g. "coordinator.example.internal").
   std::vector<std::string> allowed_hosts;
-  size_t threads = 4;                  // connections served at once
-  size_t queue = 64;                   // connections waiting for a thread
-  int head_timeout_ms = 2000;          // from accept to the end of the request head
-  int connection_timeout_ms = 10000;   // from accept to the answer written
-  size_t max_request_head = 16 * 1024; // request line and headers
+  size_t threads = 4;                   // connections served at once
+  size_t queue = 64;                    // connections waiting for a thread
+  int head_timeout_ms = 2000;           // from accept to the end of the request head
+  int connection_timeout_ms = 10000;    // from accept to the answer written
+  size_t max_request_head = 16 * 1024;  // request line and headers
 };
 
 class HttpServer {

@@ -72,18 +72,28 @@ class Browser {
   void screenshot(const std::string& url, const std::string& file, const std::string& size = "1200,1100") {
     std::filesystem::remove(file);
     auto argv = base();
-    argv.insert(argv.end(), {"--virtual-time-budget=3000", "--hide-scrollbars", "--window-size=" + size, "--screenshot=" + file, url});
+    argv.insert(argv.end(), {"--virtual-time-budget=3000", "--hide-scrollbars", "--window-size=" + size,
+                             "--screenshot=" + file, url});
     CmdResult r = gantry::testing::run(argv, 90000);
     EXPECT_EQ(r.exit_code, 0) << r.err.substr(0, 4000);
-    EXPECT_TRUE(std::filesystem::exists(file) && std::filesystem::file_size(file) > 1000) << file << "\n" << r.err.substr(0, 4000);
+    EXPECT_TRUE(std::filesystem::exists(file) && std::filesystem::file_size(file) > 1000) << file << "\n"
+                                                                                          << r.err.substr(0, 4000);
     std::cerr << "status page screenshot: " << file << "\n";
   }
 
  private:
   std::vector<std::string> base() const {
-    return {chromium_, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--user-data-dir=" + profile_.path()};
+    return {chromium_,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--user-data-dir=" + profile_.path()};
   }
   std::string chromium_;
   TempDir profile_{"gantry-chromium"};
@@ -137,8 +147,8 @@ class StatusPage : public ::testing::Test {
 
   // Waits until the rollout to `version` satisfies `done` in /status (it is held there: a pause
   // or its end), then checks that the page shows each of its hosts in the state /status gives.
-  std::string capture(Fleet& f, Browser& b, const std::string& version, const std::function<bool(const nlohmann::json&)>& done,
-                      const std::string& shot) {
+  std::string capture(Fleet& f, Browser& b, const std::string& version,
+                      const std::function<bool(const nlohmann::json&)>& done, const std::string& shot) {
     nlohmann::json ro;
     EXPECT_TRUE(wait_until(
         [&] {
@@ -163,7 +173,8 @@ class StatusPage : public ::testing::Test {
       EXPECT_EQ(it->second, h.value("state", "")) << id << " in " << shot;
     }
     const auto& c = ro["counts"];
-    EXPECT_NE(dom.find("batch " + std::to_string(ro.value("batch", 0)) + " of " + std::to_string(ro.value("batches_total", 0))),
+    EXPECT_NE(dom.find("batch " + std::to_string(ro.value("batch", 0)) + " of " +
+                       std::to_string(ro.value("batches_total", 0))),
               std::string::npos);
     EXPECT_NE(dom.find("healthy " + std::to_string(c.value("healthy", 0)) + " "), std::string::npos);
     b.screenshot(url, output_dir() + "/" + shot);
@@ -186,7 +197,8 @@ TEST_F(StatusPage, ShowsEveryHostsStateThroughARolloutAndARollback) {
                   "--pause-after", "0,1", "--max-failures", "1", "--reason", "status page test"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   std::string dom = capture(
-      f, b, "v1", [](const auto& ro) { return ro.value("waiting_promote", false) && ro["counts"].value("healthy", 0) == 1; },
+      f, b, "v1",
+      [](const auto& ro) { return ro.value("waiting_promote", false) && ro["counts"].value("healthy", 0) == 1; },
       "status-page-start.png");
   EXPECT_NE(dom.find("waiting for promote (gantry rollout promote"), std::string::npos);
   EXPECT_NE(dom.find("failure budget: <b>0</b> used of 1 (1 left)"), std::string::npos) << dom.substr(0, 8000);
@@ -194,14 +206,16 @@ TEST_F(StatusPage, ShowsEveryHostsStateThroughARolloutAndARollback) {
 
   ASSERT_EQ(f.cli({"rollout", "promote", "--service", "demo"}).exit_code, 0) << f.diagnostics();
   dom = capture(
-      f, b, "v1", [](const auto& ro) { return ro.value("waiting_promote", false) && ro["counts"].value("healthy", 0) == 3; },
+      f, b, "v1",
+      [](const auto& ro) { return ro.value("waiting_promote", false) && ro["counts"].value("healthy", 0) == 3; },
       "status-page-mid.png");
   EXPECT_NE(dom.find("paused after batch 2"), std::string::npos);
   // Phone-sized: the same page, narrow.
   b.screenshot("http://" + f.endpoints().http + "/", output_dir() + "/status-page-phone.png", "390,1400");
 
   ASSERT_EQ(f.cli({"rollout", "promote", "--service", "demo"}).exit_code, 0) << f.diagnostics();
-  ASSERT_TRUE(wait_until([&] { return rollout(f, "v1").value("phase", "") == "succeeded"; }, 90000, 200)) << f.diagnostics();
+  ASSERT_TRUE(wait_until([&] { return rollout(f, "v1").value("phase", "") == "succeeded"; }, 90000, 200))
+      << f.diagnostics();
 
   // v2 fails on host-3 (batch 2): the budget (0) is spent and the hosts already updated are
   // rolled back.
@@ -247,26 +261,69 @@ TEST_F(StatusPage, TenThousandHostsAggregatePerBatch) {
     nlohmann::json ids = nlohmann::json::array();
     for (int k = 0; k < sizes[b]; ++k, ++n) {
       const std::string id = "h" + std::to_string(n);
-      const std::string st = b < 2 ? "healthy" : b == 2 ? (k < 10 ? "failed" : k < 3000 ? "ordered" : "healthy") : "pending";
+      const std::string st = b < 2    ? "healthy"
+                             : b == 2 ? (k < 10     ? "failed"
+                                         : k < 3000 ? "ordered"
+                                                    : "healthy")
+                                      : "pending";
       const bool online = !(b == 3 && k < 7);
-      hosts.push_back({{"host_id", id}, {"state", online ? "online" : "unknown"}, {"online", online}, {"labels", {{"zone", "z" + std::to_string(k % 3)}}},
-                       {"agent_version", "0.1.0"}, {"last_seen_ms_ago", 100},
-                       {"services", {{{"name", "web"}, {"current_version", st == "healthy" ? "v2" : "v1"}, {"previous_version", ""},
-                                      {"state", "idle"}, {"order_id", ""}, {"phase", ""}}}}});
-      slots.push_back({{"host_id", id}, {"state", st}, {"batch", b}, {"domain", ""}, {"from_version", "v1"}, {"order_id", ""}, {"message", ""}});
+      hosts.push_back({{"host_id", id},
+                       {"state", online ? "online" : "unknown"},
+                       {"online", online},
+                       {"labels", {{"zone", "z" + std::to_string(k % 3)}}},
+                       {"agent_version", "0.1.0"},
+                       {"last_seen_ms_ago", 100},
+                       {"services",
+                        {{{"name", "web"},
+                          {"current_version", st == "healthy" ? "v2" : "v1"},
+                          {"previous_version", ""},
+                          {"state", "idle"},
+                          {"order_id", ""},
+                          {"phase", ""}}}}});
+      slots.push_back({{"host_id", id},
+                       {"state", st},
+                       {"batch", b},
+                       {"domain", ""},
+                       {"from_version", "v1"},
+                       {"order_id", ""},
+                       {"message", ""}});
       ids.push_back(id);
     }
     batches.push_back(ids);
   }
   const int64_t started_at =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count() - 300000;
-  nlohmann::json ro = {{"id", 42}, {"service", "web"}, {"version", "v2"}, {"kind", "rollout"}, {"phase", "running"},
-                       {"waiting_promote", false}, {"created_by", "admin"}, {"reason", "large fleet"}, {"created_at", started_at},
-                       {"finished_at", 0}, {"revision", 0}, {"batch", 3}, {"batches_total", 4}, {"batches", batches},
-                       {"end_reason", ""}, {"plan", {{"batches", {100, 900, 4000, "100%"}}, {"max_failures", "1%"}}},
-                       {"counts", {{"total", 10000}, {"pending", 5000}, {"ordered", 2990}, {"healthy", 2000}, {"failed", 10},
-                                   {"unknown", 0}, {"rolling_back", 0}, {"rolled_back", 0}, {"rollback_failed", 0}, {"skipped", 0}}},
-                       {"hosts", slots}, {"recent_events", nlohmann::json::array()}};
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count() -
+      300000;
+  nlohmann::json ro = {{"id", 42},
+                       {"service", "web"},
+                       {"version", "v2"},
+                       {"kind", "rollout"},
+                       {"phase", "running"},
+                       {"waiting_promote", false},
+                       {"created_by", "admin"},
+                       {"reason", "large fleet"},
+                       {"created_at", started_at},
+                       {"finished_at", 0},
+                       {"revision", 0},
+                       {"batch", 3},
+                       {"batches_total", 4},
+                       {"batches", batches},
+                       {"end_reason", ""},
+                       {"plan", {{"batches", {100, 900, 4000, "100%"}}, {"max_failures", "1%"}}},
+                       {"counts",
+                        {{"total", 10000},
+                         {"pending", 5000},
+                         {"ordered", 2990},
+                         {"healthy", 2000},
+                         {"failed", 10},
+                         {"unknown", 0},
+                         {"rolling_back", 0},
+                         {"rolled_back", 0},
+                         {"rollback_failed", 0},
+                         {"skipped", 0}}},
+                       {"hosts", slots},
+                       {"recent_events", nlohmann::json::array()}};
   std::ofstream(site.sub("status")) << nlohmann::json({{"rollouts", {ro}}, {"hosts", hosts}, {"epoch", 1}}).dump();
 
   const int port = gantry::testing::free_tcp_port();

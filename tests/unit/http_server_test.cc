@@ -3,18 +3,18 @@
 // another client from its answer nor make the server grow past its bounds.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/transport/zmq_transport.h"
@@ -179,14 +179,16 @@ TEST(HttpServer, AnswersOnlyToItsOwnHostNames) {
   ASSERT_TRUE(srv.start().ok());
   const std::string addr = srv.bound_address();
   const std::string port = port_of(addr);
-  for (const std::string& host : std::vector<std::string>{"localhost", "localhost:" + port, "LOCALHOST.", "127.0.0.1", addr, "[::1]",
-                                 "[::1]:" + port, "coordinator.example.internal:" + port, "10.1.2.3:7680"}) {
+  for (const std::string& host :
+       std::vector<std::string>{"localhost", "localhost:" + port, "LOCALHOST.", "127.0.0.1", addr, "[::1]",
+                                "[::1]:" + port, "coordinator.example.internal:" + port, "10.1.2.3:7680"}) {
     EXPECT_EQ(status_of(get(addr, "/status", host)), 200) << host;
   }
   EXPECT_EQ(srv.refused_host(), 0u);
   // What a DNS-rebinding page sends: its own name, with or without the port.
-  for (const std::string& host : std::vector<std::string>{"evil.example", "evil.example:" + port, "localhost.evil.example", "[::1",
-                                 "127.0.0.1:notaport", "exa mple"}) {
+  for (const std::string& host :
+       std::vector<std::string>{"evil.example", "evil.example:" + port, "localhost.evil.example", "[::1",
+                                "127.0.0.1:notaport", "exa mple"}) {
     const std::string r = get(addr, "/status", host);
     EXPECT_EQ(status_of(r), 421) << host << "\n" << r;
     EXPECT_EQ(body_of(r).find("path="), std::string::npos);
