@@ -184,44 +184,58 @@ void OperatorApi::serve(zmq::socket_t& operators) {
     }
     if (!in) return;
     d_.metrics.messages_in++;
-    auto msg = proto::decode(in->payload);
     proto::OpReply reply;
-    if (!msg) {
-      d_.metrics.decode_errors++;
-      LO()->warn("bad operator message: {}", msg.error().message);
-      reply.error = "bad request: " + msg.error().message;
-    } else if (auto* req = std::get_if<proto::OpRequest>(&*msg)) {
-      if (!d_.secure) {
-        std::string who = "insecure-dev";
-        if (req->args.contains("user") && req->args["user"].is_string()) {
-          std::string u = req->args["user"].get<std::string>();
-          if (is_safe_name(u)) who += " (" + u + ")";
-        }
-        reply = handle(*req, who, Role::kAdmin);
-      } else if (const auto* op = d_.keys.op(in->user_id)) {
-        // The key's name is who acted; a claimed $USER is not evidence of anything.
-        if (auto role = parse_role(op->role)) {
-          reply = handle(*req, op->name, *role);
-        } else {
-          reply.request_id = req->request_id;
-          reply.error = "this operator key has no valid role (" + op->role.substr(0, 32) + ")";
-          LO()->error("operator {} has an invalid role in the store: {}", op->name, op->role.substr(0, 32));
-        }
-      } else {
-        // Revoked since its handshake: refused at this message, and on the record.
-        d_.metrics.auth_refused++;
-        std::string who = "key " + in->user_id.substr(0, 12) + "…";
-        reply.request_id = req->request_id;
-        reply.error = "this operator key is not (or no longer) authorized";
-        audit_or_fail({0, d_.clock.wall_ms(), who, req->command.substr(0, 64), "", "refused: key not authorized"}, reply);
-        LO()->warn("operator key {} is not authorized; {} refused", in->user_id, req->command.substr(0, 64));
-      }
-    } else {
-      reply.error = std::string("operators may only send op_request, not ") + proto::type_name(proto::type_of(*msg));
+    try {
+      reply = answer(*in);
+    } catch (const std::exception& e) {
+      // Nothing an operator sends may stop the coordinator: this request gets an error.
+      d_.metrics.handler_errors++;
+      LO()->error("operator request dropped: its handler failed: {}", e.what());
+      reply = proto::OpReply{};
+      reply.error = std::string("internal error: ") + e.what();
     }
     if (auto s = transport::send_to(operators, in->identity, reply); !s.ok())
       LO()->warn("cannot send the reply to an operator: {}", s.error().message);
   }
+}
+
+proto::OpReply OperatorApi::answer(const transport::Incoming& in) {
+  auto msg = proto::decode(in.payload);
+  proto::OpReply reply;
+  if (!msg) {
+    d_.metrics.decode_errors++;
+    LO()->warn("bad operator message: {}", msg.error().message);
+    reply.error = "bad request: " + msg.error().message;
+  } else if (auto* req = std::get_if<proto::OpRequest>(&*msg)) {
+    if (!d_.secure) {
+      std::string who = "insecure-dev";
+      if (req->args.contains("user") && req->args["user"].is_string()) {
+        std::string u = req->args["user"].get<std::string>();
+        if (is_safe_name(u)) who += " (" + u + ")";
+      }
+      reply = handle(*req, who, Role::kAdmin);
+    } else if (const auto* op = d_.keys.op(in.user_id)) {
+      // The key's name is who acted; a claimed $USER is not evidence of anything.
+      if (auto role = parse_role(op->role)) {
+        reply = handle(*req, op->name, *role);
+      } else {
+        reply.request_id = req->request_id;
+        reply.error = "this operator key has no valid role (" + op->role.substr(0, 32) + ")";
+        LO()->error("operator {} has an invalid role in the store: {}", op->name, op->role.substr(0, 32));
+      }
+    } else {
+      // Revoked since its handshake: refused at this message, and on the record.
+      d_.metrics.auth_refused++;
+      std::string who = "key " + in.user_id.substr(0, 12) + "…";
+      reply.request_id = req->request_id;
+      reply.error = "this operator key is not (or no longer) authorized";
+      audit_or_fail({0, d_.clock.wall_ms(), who, req->command.substr(0, 64), "", "refused: key not authorized"}, reply);
+      LO()->warn("operator key {} is not authorized; {} refused", in.user_id, req->command.substr(0, 64));
+    }
+  } else {
+    reply.error = std::string("operators may only send op_request, not ") + proto::type_name(proto::type_of(*msg));
+  }
+  return reply;
 }
 
 nlohmann::json OperatorApi::status(const std::string& service) {

@@ -13,6 +13,7 @@
 #include <zmq.hpp>
 
 #include "common/protocol/messages.h"
+#include "common/transport/zmq_transport.h"
 #include "common/util/clock.h"
 #include "coordinator/fleet/registry.h"
 #include "coordinator/server/artifacts.h"
@@ -67,8 +68,11 @@ class OperatorApi {
 
   // One request from `who` holding `role`: checked against the table, run, audited.
   proto::OpReply handle(const proto::OpRequest& req, const std::string& who, Role role);
-  // Serves the requests waiting on the operator ROUTER (a bounded number per call).
+  // Serves the requests waiting on the operator ROUTER (a bounded number per call). A request
+  // whose handling throws gets an error reply; the next is served.
   void serve(zmq::socket_t& operators);
+  // The reply to one request as read from the socket: decoded, its key's role looked up, handled.
+  proto::OpReply answer(const transport::Incoming& in);
 
   // The status JSON (/status and `gantry status`).
   nlohmann::json status(const std::string& service = "");

@@ -84,7 +84,9 @@ TEST_F(OperatorApiTest, TheTableHoldsEveryCommandOnceWithItsRole) {
     EXPECT_TRUE(names.insert(c.name).second) << c.name << " is listed twice";
     EXPECT_NE(c.handler, nullptr) << c.name;
     // Every command that changes something is on the record.
-    if (c.mutates) EXPECT_NE(c.audit, OperatorApi::Audit::kNone) << c.name;
+    if (c.mutates) {
+      EXPECT_NE(c.audit, OperatorApi::Audit::kNone) << c.name;
+    }
   }
   EXPECT_EQ(OperatorApi::find_command("status")->min_role, Role::kViewer);
   EXPECT_FALSE(OperatorApi::find_command("status")->mutates);
