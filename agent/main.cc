@@ -18,8 +18,8 @@
 #include "common/security/keys.h"
 #include "common/util/fs.h"
 #include "common/util/log.h"
-#include "common/util/text.h"
 #include "common/util/process.h"
+#include "common/util/text.h"
 #include "common/version.h"
 
 using namespace gantry;
@@ -98,10 +98,14 @@ int main(int argc, char** argv) {
   }
   log::setup("gantry-agent", cfg.log_level);
   auto lg = log::get("agent");
-  if (!curve.enabled()) lg->warn("INSECURE: --insecure-dev given; talking to the coordinator in plaintext without authentication");
-  else lg->info("CURVE on: agent key {}, coordinator key pinned to {}", curve.public_key, curve.server_public_key);
-  if (release_keys.empty()) lg->warn("INSECURE: no release_public_key; unsigned releases will be installed");
-  else lg->info("{} trusted release key(s); only releases they signed install", release_keys.size());
+  if (!curve.enabled())
+    lg->warn("INSECURE: --insecure-dev given; talking to the coordinator in plaintext without authentication");
+  else
+    lg->info("CURVE on: agent key {}, coordinator key pinned to {}", curve.public_key, curve.server_public_key);
+  if (release_keys.empty())
+    lg->warn("INSECURE: no release_public_key; unsigned releases will be installed");
+  else
+    lg->info("{} trusted release key(s); only releases they signed install", release_keys.size());
 
   // Signals arrive through a signalfd the main loop polls; threads started later inherit the mask.
   sigset_t mask;
@@ -128,8 +132,10 @@ int main(int argc, char** argv) {
   for (const auto& [name, sc] : cfg.services) {
     ServiceRuntime rt;
     rt.config = sc;
-    if (sc.driver == "container") rt.driver = std::make_shared<ContainerDriver>(sc, runner, clock);
-    else rt.driver = std::make_shared<BinaryDriver>(sc, runner, clock);
+    if (sc.driver == "container")
+      rt.driver = std::make_shared<ContainerDriver>(sc, runner, clock);
+    else
+      rt.driver = std::make_shared<BinaryDriver>(sc, runner, clock);
     for (const auto& url : sc.http_probes) rt.probes.push_back(std::make_shared<HttpProbe>(url, sc.http_probe_expect));
     for (const auto& hp : sc.tcp_probes) rt.probes.push_back(std::make_shared<TcpProbe>(hp));
     if (sc.traffic.any()) {
@@ -138,8 +144,9 @@ int main(int argc, char** argv) {
         lg->critical("service {}: {}", name, lb.error().message);
         return 1;
       }
-      rt.lifecycle = std::make_shared<traffic::Lifecycle>(
-          sc.traffic, runner, *lb, clock, [](Millis ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
+      rt.lifecycle = std::make_shared<traffic::Lifecycle>(sc.traffic, runner, *lb, clock, [](Millis ms) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      });
     }
     if (Status st = fs::make_dirs(sc.root + "/releases"); !st.ok()) {
       lg->critical("service {}: {}", name, st.error().message);

@@ -28,8 +28,8 @@
 #include <unordered_set>
 #include <vector>
 
-#include <boost/program_options.hpp>
 #include <sodium.h>
+#include <boost/program_options.hpp>
 #include <zmq.hpp>
 
 #include "bench/sim_common.h"
@@ -60,16 +60,16 @@ struct Options {
   std::string service = "web";
   std::string version = "v0";
   int swap_ms = 0, verify_ms = 0;
-  bool hold_updates = false;  // keep updates queued until a signal cancels them (broadcast bench)
-  bool no_dealer = false;     // SUB only (broadcast listeners)
-  bool raw_sub = false;       // the SUB side as a raw ZMTP 3.0 subscriber (zmtp_sub.h), plaintext only
-  bool raw_dealer = false;    // the DEALER as a raw ZMTP 3.0 + CURVE client (zmtp_curve_dealer.h)
+  bool hold_updates = false;   // keep updates queued until a signal cancels them (broadcast bench)
+  bool no_dealer = false;      // SUB only (broadcast listeners)
+  bool raw_sub = false;        // the SUB side as a raw ZMTP 3.0 subscriber (zmtp_sub.h), plaintext only
+  bool raw_dealer = false;     // the DEALER as a raw ZMTP 3.0 + CURVE client (zmtp_curve_dealer.h)
   bool udp_heartbeats = true;  // announce kCapUdpHeartbeat and use the sessions Welcomes offer
   int io_threads = 2;
   int stats_ms = 250;
   int duration_s = 900;
   double connect_per_ms = 0;  // 0: open every agent at once; fractions allowed (0.125: one per 8 ms)
-  std::string curve_seed;  // CURVE: each agent's own key pair derived from this (sim_keypair)
+  std::string curve_seed;     // CURVE: each agent's own key pair derived from this (sim_keypair)
   transport::SocketOptions socket;
 };
 
@@ -84,7 +84,7 @@ struct Agent {
   // and queues a Hello at once (sent when reconnected; datagrams alone would wait out the
   // silence limit).
   std::unique_ptr<zmq::socket_t> monitor;
-  std::unique_ptr<ZmtpSub> rsub;  // --raw-sub: instead of `sub`
+  std::unique_ptr<ZmtpSub> rsub;         // --raw-sub: instead of `sub`
   std::unique_ptr<CurveDealer> rdealer;  // --raw-dealer: instead of `dealer` and `monitor`
   bool opened = false, dead = false, welcomed = false;
   bool heard = false;     // any frame on the current DEALER
@@ -163,7 +163,10 @@ class Fleet {
     while (!g_stop && mono_ms() < deadline) {
       int64_t now = mono_ms();
       // Open agents (all at once, or at a bounded rate).
-      size_t want = o_.connect_per_ms > 0 ? std::min(agents_.size(), static_cast<size_t>(static_cast<double>(now - start + 1) * o_.connect_per_ms)) : agents_.size();
+      size_t want =
+          o_.connect_per_ms > 0
+              ? std::min(agents_.size(), static_cast<size_t>(static_cast<double>(now - start + 1) * o_.connect_per_ms))
+              : agents_.size();
       while (opened < want) open_agent(opened++);
       while (g_kill > 0) {
         g_kill--;
@@ -175,12 +178,20 @@ class Fleet {
         size_t idx = key >> 2;
         switch (key & 3) {
           case kKeyDealer:
-            if (agents_[idx].rdealer) on_raw_dealer(idx, evs[i].events);
-            else drain_dealer(idx);
+            if (agents_[idx].rdealer)
+              on_raw_dealer(idx, evs[i].events);
+            else
+              drain_dealer(idx);
             break;
-          case kKeySub: drain_sub(idx); break;
-          case kKeyMonitor: drain_monitor(idx); break;
-          default: on_raw_sub(idx, evs[i].events); break;
+          case kKeySub:
+            drain_sub(idx);
+            break;
+          case kKeyMonitor:
+            drain_monitor(idx);
+            break;
+          default:
+            on_raw_sub(idx, evs[i].events);
+            break;
         }
       }
       now = mono_ms();
@@ -240,8 +251,8 @@ class Fleet {
     Agent& a = agents_[i];
     a.opened = true;
     if (!o_.pub_endpoint.empty() && o_.raw_sub) {
-      a.rsub = std::make_unique<ZmtpSub>(ep_, (i << 2) | kKeyRawSub, raw_peer_, static_cast<size_t>(o_.socket.max_msg_size),
-                                         &raw_, rng_());
+      a.rsub = std::make_unique<ZmtpSub>(ep_, (i << 2) | kKeyRawSub, raw_peer_,
+                                         static_cast<size_t>(o_.socket.max_msg_size), &raw_, rng_());
       a.rsub->open();
     } else if (!o_.pub_endpoint.empty()) {
       a.sub = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::sub);
@@ -558,7 +569,8 @@ class Fleet {
     r.service = o.service;
     r.outcome = "succeeded";
     r.running_version = a.current;
-    r.timings_ms = {{"swap", static_cast<uint64_t>(o_.swap_ms)}, {"verify", static_cast<uint64_t>(o_.verify_ms)},
+    r.timings_ms = {{"swap", static_cast<uint64_t>(o_.swap_ms)},
+                    {"verify", static_cast<uint64_t>(o_.verify_ms)},
                     {"total", static_cast<uint64_t>(o_.swap_ms + o_.verify_ms)}};
     a.in_progress.erase(o.order_id);
     a.done[o.order_id] = r;
@@ -611,7 +623,8 @@ class Fleet {
       if (!a.opened || a.dead || o_.no_dealer) continue;
       if (a.rdealer) a.rdealer->poll_reconnect(now);
       if (has_dealer(a)) {
-        if (now - a.last_heard >= transport::silence_limit_ms(a.welcomed, a.coord_period, static_cast<uint32_t>(a.misses), a.silent_in_row)) {
+        if (now - a.last_heard >=
+            transport::silence_limit_ms(a.welcomed, a.coord_period, static_cast<uint32_t>(a.misses), a.silent_in_row)) {
           timeouts_++;
           close_dealer(a);
         } else if (now - a.last_sent >= a.hb_interval) {
@@ -619,7 +632,8 @@ class Fleet {
           drain_dealer(i);
         }
         // As the real agent: confirmed, and the coordinator's heartbeat two intervals overdue.
-        if (has_dealer(a) && a.udp_confirmed && !a.udp_deaf_sent && now - a.last_heard > a.coord_period + 2 * a.hb_interval) {
+        if (has_dealer(a) && a.udp_confirmed && !a.udp_deaf_sent &&
+            now - a.last_heard > a.coord_period + 2 * a.hb_interval) {
           a.udp_deaf_sent = true;
           udp_deaf_++;
           proto::Heartbeat deaf{++a.hb_seq};
@@ -726,29 +740,68 @@ class Fleet {
     }
     nlohmann::json ro = nlohmann::json::object(), sig = nlohmann::json::object(), ep = nlohmann::json::object();
     for (const auto& [id, r] : rollouts_)
-      ro[std::to_string(id)] = {{"orders", r.orders}, {"reports", r.reports}, {"first_order_us", r.first_order_us}, {"last_report_us", r.last_report_us}};
+      ro[std::to_string(id)] = {{"orders", r.orders},
+                                {"reports", r.reports},
+                                {"first_order_us", r.first_order_us},
+                                {"last_report_us", r.last_report_us}};
     for (const auto& [id, s] : signals_)
       sig[std::to_string(id)] = {{"count", s.count}, {"first_us", s.first_us}, {"last_us", s.last_us}};
     for (const auto& [e, s] : epochs_)
       ep[std::to_string(e)] = {{"agents", s.agents}, {"first_us", s.first_us}, {"last_us", s.last_us}};
-    return {{"ev", "stats"},          {"at_us", wall_us()},      {"agents", agents_.size()}, {"connected", connected},
-            {"welcomed", welcomed},   {"held", held},            {"hellos", hellos_},        {"hello_required", hello_required_},
-            {"connects", connects_},  {"reconnects", reconnects_}, {"timeouts", timeouts_},  {"hb_out", hb_out_},
-            {"hb_in", hb_in_},        {"frames_in", frames_in_}, {"orders_in", orders_in_},  {"reports", reports_},
-            {"send_fail", send_fail_}, {"bad_frames", bad_frames_}, {"errors_in", errors_in_}, {"rollouts", ro},
-            {"signals", sig},         {"epochs", ep},
+    return {{"ev", "stats"},
+            {"at_us", wall_us()},
+            {"agents", agents_.size()},
+            {"connected", connected},
+            {"welcomed", welcomed},
+            {"held", held},
+            {"hellos", hellos_},
+            {"hello_required", hello_required_},
+            {"connects", connects_},
+            {"reconnects", reconnects_},
+            {"timeouts", timeouts_},
+            {"hb_out", hb_out_},
+            {"hb_in", hb_in_},
+            {"frames_in", frames_in_},
+            {"orders_in", orders_in_},
+            {"reports", reports_},
+            {"send_fail", send_fail_},
+            {"bad_frames", bad_frames_},
+            {"errors_in", errors_in_},
+            {"rollouts", ro},
+            {"signals", sig},
+            {"epochs", ep},
             // UDP heartbeats: datagrams sent and failed, sessions offered / open now, confirmations
             // and udp_lost received, agents confirmed now, Sender sockets that failed to open.
-            {"udp_out", udp_out_}, {"udp_in", udp_in_}, {"udp_in_bad", udp_in_bad_}, {"udp_deaf", udp_deaf_},    {"udp_send_fail", udp_send_fail_}, {"udp_sessions", udp_sessions_},
-            {"udp_sessions_now", udp_now}, {"udp_confirms", udp_confirms_}, {"udp_lost", udp_lost_},
-            {"udp_confirmed_now", udp_confirmed_now}, {"udp_open_fail", udp_open_fail_},
-            {"raw_sub", {{"ready_now", raw_ready}, {"connects", raw_.connects}, {"ready", raw_.ready}, {"lost", raw_.lost},
-                         {"malformed", raw_.malformed}, {"multipart_dropped", raw_.multipart_dropped},
-                         {"messages", raw_.messages}, {"pings", raw_.pings},
-                         {"handshake_timeouts", raw_.handshake_timeouts}}},
-            {"raw_dealer", {{"connects", rdeal_.connects}, {"ready", rdeal_.ready}, {"lost", rdeal_.lost},
-                            {"refused", rdeal_.refused}, {"malformed", rdeal_.malformed}, {"messages", rdeal_.messages},
-                            {"dropped", rdeal_.dropped}, {"queue_full", rdeal_.queue_full}}}};
+            {"udp_out", udp_out_},
+            {"udp_in", udp_in_},
+            {"udp_in_bad", udp_in_bad_},
+            {"udp_deaf", udp_deaf_},
+            {"udp_send_fail", udp_send_fail_},
+            {"udp_sessions", udp_sessions_},
+            {"udp_sessions_now", udp_now},
+            {"udp_confirms", udp_confirms_},
+            {"udp_lost", udp_lost_},
+            {"udp_confirmed_now", udp_confirmed_now},
+            {"udp_open_fail", udp_open_fail_},
+            {"raw_sub",
+             {{"ready_now", raw_ready},
+              {"connects", raw_.connects},
+              {"ready", raw_.ready},
+              {"lost", raw_.lost},
+              {"malformed", raw_.malformed},
+              {"multipart_dropped", raw_.multipart_dropped},
+              {"messages", raw_.messages},
+              {"pings", raw_.pings},
+              {"handshake_timeouts", raw_.handshake_timeouts}}},
+            {"raw_dealer",
+             {{"connects", rdeal_.connects},
+              {"ready", rdeal_.ready},
+              {"lost", rdeal_.lost},
+              {"refused", rdeal_.refused},
+              {"malformed", rdeal_.malformed},
+              {"messages", rdeal_.messages},
+              {"dropped", rdeal_.dropped},
+              {"queue_full", rdeal_.queue_full}}}};
   }
 
   Options o_;
@@ -798,12 +851,13 @@ std::string sim_host_id(const std::string& prefix, int index) {
 int run_keys(int argc, char** argv) {
   std::string seed, prefix = "sim-";
   int first = 0, count = 100;
-  po::options_description desc("gantry-fleet-sim keys: the simulated agents' CURVE public keys, `HOST KEY` per line.\nOptions");
-  desc.add_options()("help,h", "show this help")
-      ("curve-seed", po::value(&seed), "the seed given to `agents --curve-seed`")
-      ("prefix", po::value(&prefix)->default_value(prefix), "host id prefix")
-      ("first", po::value(&first)->default_value(first), "index of the first agent")
-      ("count", po::value(&count)->default_value(count), "number of agents");
+  po::options_description desc(
+      "gantry-fleet-sim keys: the simulated agents' CURVE public keys, `HOST KEY` per line.\nOptions");
+  desc.add_options()("help,h", "show this help")("curve-seed", po::value(&seed),
+                                                 "the seed given to `agents --curve-seed`")(
+      "prefix", po::value(&prefix)->default_value(prefix), "host id prefix")(
+      "first", po::value(&first)->default_value(first), "index of the first agent")(
+      "count", po::value(&count)->default_value(count), "number of agents");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -831,35 +885,38 @@ int run_agents(int argc, char** argv) {
   Options o;
   std::string server_key, client_pub, client_secret;
   po::options_description desc("gantry-fleet-sim agents: simulated agents against a real coordinator.\nOptions");
-  desc.add_options()
-      ("help,h", "show this help")
-      ("endpoint", po::value(&o.endpoint), "coordinator agent ROUTER endpoint (tcp://127.0.0.1:PORT)")
-      ("pub-endpoint", po::value(&o.pub_endpoint), "coordinator PUB endpoint (empty: no SUB sockets)")
-      ("agents", po::value(&o.agents)->default_value(o.agents), "simulated agents in this process")
-      ("first", po::value(&o.first)->default_value(o.first), "index of the first agent (host ids PREFIX%05d)")
-      ("prefix", po::value(&o.prefix)->default_value(o.prefix), "host id prefix")
-      ("service", po::value(&o.service)->default_value(o.service), "the one service every agent runs")
-      ("version", po::value(&o.version)->default_value(o.version), "release every agent runs at start")
-      ("swap-ms", po::value(&o.swap_ms)->default_value(0), "simulated swap time per order")
-      ("verify-ms", po::value(&o.verify_ms)->default_value(0), "simulated verification time per order")
-      ("hold-updates", po::bool_switch(&o.hold_updates), "queue update orders until a signal cancels them")
-      ("no-dealer", po::bool_switch(&o.no_dealer), "SUB sockets only (broadcast listeners)")
-      ("raw-sub", po::bool_switch(&o.raw_sub), "the SUB side as a raw ZMTP 3.0 subscriber on a plain TCP socket "
-                                               "(bench/zmtp_sub.h; plaintext, tcp://IPv4:PORT only; the DEALER stays libzmq)")
-      ("raw-dealer", po::bool_switch(&o.raw_dealer), "the DEALER as a raw ZMTP 3.0 + CURVE client on a plain TCP socket "
-                                                     "(bench/zmtp_curve_dealer.h; CURVE, tcp://IPv4:PORT only)")
-      ("udp-heartbeats", po::value(&o.udp_heartbeats)->default_value(o.udp_heartbeats),
-       "1: announce UDP heartbeats and, given a session in the Welcome, heartbeat with datagrams as the real agent "
-       "(one UDP socket per process); 0: every heartbeat over the connection")
-      ("io-threads", po::value(&o.io_threads)->default_value(o.io_threads), "zmq io threads")
-      ("stats-ms", po::value(&o.stats_ms)->default_value(o.stats_ms), "print a stats line this often")
-      ("duration-s", po::value(&o.duration_s)->default_value(o.duration_s), "exit after this long at the latest")
-      ("connect-per-ms", po::value(&o.connect_per_ms)->default_value(0), "open at most this many agents per ms (0: all at once; may be a fraction)")
-      ("server-public-key", po::value(&server_key), "CURVE: the coordinator's public key (Z85)")
-      ("client-public-key", po::value(&client_pub), "CURVE: the simulated agents' public key (Z85)")
-      ("client-secret-key", po::value(&client_secret), "CURVE: the simulated agents' secret key (Z85), one for all")
-      ("curve-seed", po::value(&o.curve_seed), "CURVE: each agent's own key pair, derived from this seed and its host id "
-                                               "(enroll them with `gantry-fleet-sim keys` | gantry keys accept-file)");
+  desc.add_options()("help,h", "show this help")("endpoint", po::value(&o.endpoint),
+                                                 "coordinator agent ROUTER endpoint (tcp://127.0.0.1:PORT)")(
+      "pub-endpoint", po::value(&o.pub_endpoint), "coordinator PUB endpoint (empty: no SUB sockets)")(
+      "agents", po::value(&o.agents)->default_value(o.agents), "simulated agents in this process")(
+      "first", po::value(&o.first)->default_value(o.first), "index of the first agent (host ids PREFIX%05d)")(
+      "prefix", po::value(&o.prefix)->default_value(o.prefix), "host id prefix")(
+      "service", po::value(&o.service)->default_value(o.service), "the one service every agent runs")(
+      "version", po::value(&o.version)->default_value(o.version), "release every agent runs at start")(
+      "swap-ms", po::value(&o.swap_ms)->default_value(0), "simulated swap time per order")(
+      "verify-ms", po::value(&o.verify_ms)->default_value(0), "simulated verification time per order")(
+      "hold-updates", po::bool_switch(&o.hold_updates), "queue update orders until a signal cancels them")(
+      "no-dealer", po::bool_switch(&o.no_dealer), "SUB sockets only (broadcast listeners)")(
+      "raw-sub", po::bool_switch(&o.raw_sub),
+      "the SUB side as a raw ZMTP 3.0 subscriber on a plain TCP socket "
+      "(bench/zmtp_sub.h; plaintext, tcp://IPv4:PORT only; the DEALER stays libzmq)")(
+      "raw-dealer", po::bool_switch(&o.raw_dealer),
+      "the DEALER as a raw ZMTP 3.0 + CURVE client on a plain TCP socket "
+      "(bench/zmtp_curve_dealer.h; CURVE, tcp://IPv4:PORT only)")(
+      "udp-heartbeats", po::value(&o.udp_heartbeats)->default_value(o.udp_heartbeats),
+      "1: announce UDP heartbeats and, given a session in the Welcome, heartbeat with datagrams as the real agent "
+      "(one UDP socket per process); 0: every heartbeat over the connection")(
+      "io-threads", po::value(&o.io_threads)->default_value(o.io_threads), "zmq io threads")(
+      "stats-ms", po::value(&o.stats_ms)->default_value(o.stats_ms), "print a stats line this often")(
+      "duration-s", po::value(&o.duration_s)->default_value(o.duration_s), "exit after this long at the latest")(
+      "connect-per-ms", po::value(&o.connect_per_ms)->default_value(0),
+      "open at most this many agents per ms (0: all at once; may be a fraction)")(
+      "server-public-key", po::value(&server_key), "CURVE: the coordinator's public key (Z85)")(
+      "client-public-key", po::value(&client_pub), "CURVE: the simulated agents' public key (Z85)")(
+      "client-secret-key", po::value(&client_secret), "CURVE: the simulated agents' secret key (Z85), one for all")(
+      "curve-seed", po::value(&o.curve_seed),
+      "CURVE: each agent's own key pair, derived from this seed and its host id "
+      "(enroll them with `gantry-fleet-sim keys` | gantry keys accept-file)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);

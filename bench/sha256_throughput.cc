@@ -36,8 +36,7 @@ long resident_kib_of(const std::string& name) {
   long kib = 0;
   while (std::getline(in, line)) {
     const std::string first = line.substr(0, line.find(' '));
-    if (first.find('-') != std::string::npos &&
-        first.find_first_not_of("0123456789abcdef-") == std::string::npos) {
+    if (first.find('-') != std::string::npos && first.find_first_not_of("0123456789abcdef-") == std::string::npos) {
       in_mapping = line.find(name) != std::string::npos;
     } else if (in_mapping && line.rfind("Rss:", 0) == 0) {
       kib += std::stol(line.substr(4));

@@ -34,7 +34,8 @@ namespace po = boost::program_options;
 namespace {
 
 int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 [[noreturn]] void die(const std::string& what) {
@@ -108,8 +109,8 @@ int main(int argc, char** argv) {
   int runs = 20, warmup = 1;
   desc.add_options()("help", "this text")("root", po::value(&root)->required(), "scratch install root (created)")(
       "restart-command", po::value(&cmd)->required(), "run as /bin/sh -c COMMAND")(
-      "probe-url", po::value(&url)->required(), "http://127.0.0.1:PORT/PATH")("runs", po::value(&runs), "timed iterations")(
-      "warmup", po::value(&warmup), "untimed iterations first");
+      "probe-url", po::value(&url)->required(), "http://127.0.0.1:PORT/PATH")(
+      "runs", po::value(&runs), "timed iterations")("warmup", po::value(&warmup), "untimed iterations first");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -176,7 +177,7 @@ int main(int argc, char** argv) {
     total.push_back(t4 - t0);
   }
   ::close(dfd);
-  nlohmann::json j = {{"ev", "swap-floor"}, {"runs", runs},       {"swap_us", swap},   {"dir_fsync_us", dsync},
+  nlohmann::json j = {{"ev", "swap-floor"},    {"runs", runs},      {"swap_us", swap},  {"dir_fsync_us", dsync},
                       {"restart_us", restart}, {"probe_us", probe}, {"total_us", total}};
   std::cout << j.dump() << std::endl;
   return 0;

@@ -29,20 +29,16 @@
 namespace po = boost::program_options;
 
 namespace gantry::bench {
-namespace {
-
-
-
-}  // namespace
+namespace {}  // namespace
 
 int run_copy_send(int argc, char** argv) {
   std::string file;
   int conns = 100, timeout_s = 300;
-  po::options_description desc("gantry-fleet-sim copy-send: serve one file to N TCP receivers at once (sendfile).\nOptions");
-  desc.add_options()("help,h", "show this help")
-      ("file", po::value(&file)->required(), "the file to serve")
-      ("conns", po::value(&conns)->default_value(conns), "accept this many connections, then send")
-      ("timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up after this long");
+  po::options_description desc(
+      "gantry-fleet-sim copy-send: serve one file to N TCP receivers at once (sendfile).\nOptions");
+  desc.add_options()("help,h", "show this help")("file", po::value(&file)->required(), "the file to serve")(
+      "conns", po::value(&conns)->default_value(conns), "accept this many connections, then send")(
+      "timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up after this long");
   po::variables_map vm;
   if (!parse_opts(desc, argc, argv, vm, "copy-send")) return vm.count("help") ? 0 : 2;
   std::signal(SIGPIPE, SIG_IGN);
@@ -118,11 +114,12 @@ int run_copy_send(int argc, char** argv) {
 int run_copy_recv(int argc, char** argv) {
   std::string connect_addr, out;
   int timeout_s = 300;
-  po::options_description desc("gantry-fleet-sim copy-recv: one TCP receiver for copy-send, writing to a file.\nOptions");
-  desc.add_options()("help,h", "show this help")
-      ("connect", po::value(&connect_addr)->required(), "HOST:PORT of copy-send")
-      ("out", po::value(&out)->required(), "write the bytes here (fsync at the end)")
-      ("timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up after this long");
+  po::options_description desc(
+      "gantry-fleet-sim copy-recv: one TCP receiver for copy-send, writing to a file.\nOptions");
+  desc.add_options()("help,h", "show this help")("connect", po::value(&connect_addr)->required(),
+                                                 "HOST:PORT of copy-send")("out", po::value(&out)->required(),
+                                                                           "write the bytes here (fsync at the end)")(
+      "timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up after this long");
   po::variables_map vm;
   if (!parse_opts(desc, argc, argv, vm, "copy-recv")) return vm.count("help") ? 0 : 2;
   int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

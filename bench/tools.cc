@@ -71,28 +71,31 @@ int run_floor(int argc, char** argv) {
   uint64_t epoch = 0;
   bool udp = true;
   po::options_description desc("gantry-fleet-sim floor: the raw order-and-acknowledge floor.\nOptions");
-  desc.add_options()("help,h", "show this help")
-      ("bind", po::value(&bind)->default_value(bind), "ROUTER endpoint")
-      ("endpoint-file", po::value(&endpoint_file), "write the bound endpoint here")
-      ("hosts", po::value(&hosts)->default_value(hosts), "wait for this many hellos, then order them all")
-      ("batch", po::value(&batch)->default_value(batch), "hosts per batch")
-      ("service", po::value(&service)->default_value(service), "service")
-      ("version", po::value(&version)->default_value(version), "target version")
-      ("timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up after this long")
-      ("heartbeat-interval-ms", po::value(&hb_ms)->default_value(hb_ms), "agents' heartbeat interval (in the welcome)")
-      ("coordinator-heartbeat-ms", po::value(&coord_hb_ms)->default_value(coord_hb_ms),
-       "as the coordinator's option: announced to agents that support it, which then get a heartbeat only after this long "
-       "without any message; 0: every interval")
-      ("io-threads", po::value(&io_threads)->default_value(io_threads), "zmq I/O threads (the coordinator's default)")
-      ("udp-heartbeats", po::value(&udp)->default_value(udp),
-       "1: as the coordinator's default, a UDP heartbeat socket on the ROUTER's address and port number (any free port if "
-       "that one is taken), a session offered to each agent that announces them, datagrams checked, confirmed and declared "
-       "lost by the coordinator's rule; 0: heartbeats over the connections only")
-      ("stats-ms", po::value(&stats_ms)->default_value(stats_ms), "print a stats line this often")
-      ("epoch", po::value(&epoch)->default_value(epoch), "epoch in the welcomes (coordinators count from 1; the storm "
-                                                         "baseline restarts the floor with a new one)")
-      ("server-secret-key", po::value(&server_secret), "CURVE server with this secret key (Z85); a ZAP handler in the "
-                                                       "loop lets every client key in (no allowlist: the floor)");
+  desc.add_options()("help,h", "show this help")("bind", po::value(&bind)->default_value(bind), "ROUTER endpoint")(
+      "endpoint-file", po::value(&endpoint_file), "write the bound endpoint here")(
+      "hosts", po::value(&hosts)->default_value(hosts), "wait for this many hellos, then order them all")(
+      "batch", po::value(&batch)->default_value(batch), "hosts per batch")(
+      "service", po::value(&service)->default_value(service), "service")(
+      "version", po::value(&version)->default_value(version), "target version")(
+      "timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up after this long")(
+      "heartbeat-interval-ms", po::value(&hb_ms)->default_value(hb_ms), "agents' heartbeat interval (in the welcome)")(
+      "coordinator-heartbeat-ms", po::value(&coord_hb_ms)->default_value(coord_hb_ms),
+      "as the coordinator's option: announced to agents that support it, which then get a heartbeat only after this "
+      "long "
+      "without any message; 0: every interval")("io-threads", po::value(&io_threads)->default_value(io_threads),
+                                                "zmq I/O threads (the coordinator's default)")(
+      "udp-heartbeats", po::value(&udp)->default_value(udp),
+      "1: as the coordinator's default, a UDP heartbeat socket on the ROUTER's address and port number (any free port "
+      "if "
+      "that one is taken), a session offered to each agent that announces them, datagrams checked, confirmed and "
+      "declared "
+      "lost by the coordinator's rule; 0: heartbeats over the connections only")(
+      "stats-ms", po::value(&stats_ms)->default_value(stats_ms), "print a stats line this often")(
+      "epoch", po::value(&epoch)->default_value(epoch),
+      "epoch in the welcomes (coordinators count from 1; the storm "
+      "baseline restarts the floor with a new one)")("server-secret-key", po::value(&server_secret),
+                                                     "CURVE server with this secret key (Z85); a ZAP handler in the "
+                                                     "loop lets every client key in (no allowlist: the floor)");
   po::variables_map vm;
   if (!parse_opts(desc, argc, argv, vm, "floor")) return vm.count("help") ? 0 : 2;
 
@@ -139,17 +142,18 @@ int run_floor(int argc, char** argv) {
   emit({{"ev", "bound"}, {"endpoint", ep}, {"udp_port", rx.port()}});
 
   std::set<std::string> greeted;
-  std::vector<std::string> order;  // host ids in order
+  std::vector<std::string> order;           // host ids in order
   std::map<std::string, std::string> conn;  // host id -> routing id of its newest hello
   // As the coordinator's heartbeat rule: host id -> (its period, when we last sent it anything).
   std::map<std::string, std::pair<int64_t, int64_t>> hb;
   auto sent = [&](const std::string& host) { hb[host].second = mono_ms(); };
-  std::set<std::string> known;              // routing ids that said hello
+  std::set<std::string> known;                 // routing ids that said hello
   std::map<std::string, int64_t> hello_asked;  // routing id -> when it was last asked for a hello
   int64_t deadline = mono_ms() + static_cast<int64_t>(timeout_s) * 1000, next_hb = mono_ms();
   bool started = false;
   size_t next_host = 0;
-  std::map<std::string, std::pair<std::string, proto::Order>> waiting;  // current batch, unreported: id -> (host, order)
+  std::map<std::string, std::pair<std::string, proto::Order>>
+      waiting;  // current batch, unreported: id -> (host, order)
   std::map<std::string, int64_t> sent_at;
   uint64_t seq = 0, acks = 0, reports = 0, orders = 0, resent = 0, hb_sent = 0, hb_in = 0;
   UdpSessions udp_sessions;
@@ -175,8 +179,12 @@ int run_floor(int argc, char** argv) {
     batches++;
   };
   auto stats = [&](const char* ev) {
-    return nlohmann::json{{"ev", ev}, {"at_us", wall_us()}, {"hosts", order.size()}, {"heartbeats_in", hb_in},
-                          {"heartbeats_sent", hb_sent}, {"udp", udp_sessions.counters()}};
+    return nlohmann::json{{"ev", ev},
+                          {"at_us", wall_us()},
+                          {"hosts", order.size()},
+                          {"heartbeats_in", hb_in},
+                          {"heartbeats_sent", hb_sent},
+                          {"udp", udp_sessions.counters()}};
   };
   while (mono_ms() < deadline) {
     // The ROUTER, the UDP socket as a plain fd (when on), the ZAP handler (with CURVE).
@@ -218,7 +226,8 @@ int run_floor(int argc, char** argv) {
         user = z85;
       }
       zap->send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
-      zap->send(req.size() > 1 ? zmq::buffer(req[1].data(), req[1].size()) : zmq::const_buffer(), zmq::send_flags::sndmore);
+      zap->send(req.size() > 1 ? zmq::buffer(req[1].data(), req[1].size()) : zmq::const_buffer(),
+                zmq::send_flags::sndmore);
       zap->send(zmq::str_buffer("200"), zmq::send_flags::sndmore);
       zap->send(zmq::str_buffer("OK"), zmq::send_flags::sndmore);
       zap->send(zmq::buffer(user), zmq::send_flags::sndmore);
@@ -319,8 +328,15 @@ int run_floor(int argc, char** argv) {
   }
   bool ok = started && waiting.empty() && next_host >= order.size();
   nlohmann::json fin = stats("floor");
-  fin.update({{"ok", ok}, {"batches", batches}, {"orders", orders}, {"acks", acks}, {"reports", reports}, {"resent", resent},
-              {"t_first_us", t_first}, {"t_last_us", t_last}, {"ms", (t_last - t_first) / 1000.0}});
+  fin.update({{"ok", ok},
+              {"batches", batches},
+              {"orders", orders},
+              {"acks", acks},
+              {"reports", reports},
+              {"resent", resent},
+              {"t_first_us", t_first},
+              {"t_last_us", t_last},
+              {"ms", (t_last - t_first) / 1000.0}});
   emit(fin);
   return ok ? 0 : 1;
 }
@@ -331,14 +347,14 @@ int run_tcp_fan(int argc, char** argv) {
   std::string listen_addr = "127.0.0.1:0", service = "web", port_file;
   int conns = 100, runs = 10, gap_ms = 300, timeout_s = 120;
   po::options_description desc("gantry-fleet-sim tcp-fan: plain TCP writer loop (broadcast baseline).\nOptions");
-  desc.add_options()("help,h", "show this help")
-      ("listen", po::value(&listen_addr)->default_value(listen_addr), "HOST:PORT")
-      ("port-file", po::value(&port_file), "write the bound port here")
-      ("conns", po::value(&conns)->default_value(conns), "accept this many connections")
-      ("runs", po::value(&runs)->default_value(runs), "send rounds")
-      ("gap-ms", po::value(&gap_ms)->default_value(gap_ms), "pause between rounds")
-      ("service", po::value(&service)->default_value(service), "service named in the payload")
-      ("timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up accepting after this long");
+  desc.add_options()("help,h", "show this help")("listen", po::value(&listen_addr)->default_value(listen_addr),
+                                                 "HOST:PORT")(
+      "port-file", po::value(&port_file), "write the bound port here")("conns", po::value(&conns)->default_value(conns),
+                                                                       "accept this many connections")(
+      "runs", po::value(&runs)->default_value(runs), "send rounds")("gap-ms", po::value(&gap_ms)->default_value(gap_ms),
+                                                                    "pause between rounds")(
+      "service", po::value(&service)->default_value(service), "service named in the payload")(
+      "timeout-s", po::value(&timeout_s)->default_value(timeout_s), "give up accepting after this long");
   po::variables_map vm;
   if (!parse_opts(desc, argc, argv, vm, "tcp-fan")) return vm.count("help") ? 0 : 2;
   int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -386,7 +402,12 @@ int run_tcp_fan(int argc, char** argv) {
       if (::write(fd, msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) short_writes++;
     }
     int64_t t1 = wall_us();
-    emit({{"ev", "fan"}, {"run", run}, {"t0_us", t0}, {"t_written_us", t1}, {"bytes", msg.size()}, {"short_writes", short_writes}});
+    emit({{"ev", "fan"},
+          {"run", run},
+          {"t0_us", t0},
+          {"t_written_us", t1},
+          {"bytes", msg.size()},
+          {"short_writes", short_writes}});
     std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms));
   }
   for (int fd : fds) ::close(fd);
@@ -403,14 +424,14 @@ int run_pub_fan(int argc, char** argv) {
   std::string bind = "tcp://127.0.0.1:*", service = "web";
   int runs = 10, gap_ms = 300, wait_ms = 3000;
   uint64_t first_id = 1000000;
-  po::options_description desc("gantry-fleet-sim pub-fan: a bare PUB publishing the rollback Signal (broadcast baseline).\nOptions");
-  desc.add_options()("help,h", "show this help")
-      ("bind", po::value(&bind)->default_value(bind), "PUB endpoint")
-      ("runs", po::value(&runs)->default_value(runs), "signals to publish")
-      ("gap-ms", po::value(&gap_ms)->default_value(gap_ms), "pause between signals")
-      ("wait-ms", po::value(&wait_ms)->default_value(wait_ms), "wait this long before the first (subscribers connect)")
-      ("first-id", po::value(&first_id)->default_value(first_id), "rollout id of the first signal (then +1 each)")
-      ("service", po::value(&service)->default_value(service), "service named in the signal");
+  po::options_description desc(
+      "gantry-fleet-sim pub-fan: a bare PUB publishing the rollback Signal (broadcast baseline).\nOptions");
+  desc.add_options()("help,h", "show this help")("bind", po::value(&bind)->default_value(bind), "PUB endpoint")(
+      "runs", po::value(&runs)->default_value(runs), "signals to publish")(
+      "gap-ms", po::value(&gap_ms)->default_value(gap_ms), "pause between signals")(
+      "wait-ms", po::value(&wait_ms)->default_value(wait_ms), "wait this long before the first (subscribers connect)")(
+      "first-id", po::value(&first_id)->default_value(first_id), "rollout id of the first signal (then +1 each)")(
+      "service", po::value(&service)->default_value(service), "service named in the signal");
   po::variables_map vm;
   if (!parse_opts(desc, argc, argv, vm, "pub-fan")) return vm.count("help") ? 0 : 2;
   zmq::context_t ctx(1);
@@ -437,11 +458,10 @@ int run_tcp_recv(int argc, char** argv) {
   std::string connect_addr;
   int conns = 100, duration_s = 120, stats_ms = 250;
   po::options_description desc("gantry-fleet-sim tcp-recv: plain TCP receivers for tcp-fan.\nOptions");
-  desc.add_options()("help,h", "show this help")
-      ("connect", po::value(&connect_addr), "HOST:PORT of tcp-fan")
-      ("conns", po::value(&conns)->default_value(conns), "connections")
-      ("stats-ms", po::value(&stats_ms)->default_value(stats_ms), "stats line period")
-      ("duration-s", po::value(&duration_s)->default_value(duration_s), "exit after this long at the latest");
+  desc.add_options()("help,h", "show this help")("connect", po::value(&connect_addr), "HOST:PORT of tcp-fan")(
+      "conns", po::value(&conns)->default_value(conns), "connections")(
+      "stats-ms", po::value(&stats_ms)->default_value(stats_ms), "stats line period")(
+      "duration-s", po::value(&duration_s)->default_value(duration_s), "exit after this long at the latest");
   po::variables_map vm;
   if (!parse_opts(desc, argc, argv, vm, "tcp-recv")) return vm.count("help") ? 0 : 2;
   std::signal(SIGPIPE, SIG_IGN);
@@ -470,7 +490,8 @@ int run_tcp_recv(int argc, char** argv) {
   std::map<uint32_t, Run> runs;
   auto stats = [&](bool final) {
     nlohmann::json r = nlohmann::json::object();
-    for (const auto& [k, v] : runs) r[std::to_string(k)] = {{"count", v.count}, {"first_us", v.first_us}, {"last_us", v.last_us}};
+    for (const auto& [k, v] : runs)
+      r[std::to_string(k)] = {{"count", v.count}, {"first_us", v.first_us}, {"last_us", v.last_us}};
     emit({{"ev", "stats"}, {"conns", fds.size()}, {"runs", r}, {"final", final}});
   };
   std::vector<epoll_event> evs(1024);
@@ -524,17 +545,17 @@ int run_op(int argc, char** argv) {
   int timeout_ms = 30000, wait_end_after_ms = -1;
   bool brief = false;
   po::options_description desc("gantry-fleet-sim op: one operator request with timestamps.\nOptions");
-  desc.add_options()("help,h", "show this help")
-      ("endpoint", po::value(&endpoint), "coordinator operator endpoint")
-      ("command", po::value(&command), "e.g. rollout.start")
-      ("args", po::value(&args_json)->default_value(args_json), "JSON object")
-      ("brief", po::bool_switch(&brief), "drop the result's hosts lists from the output")
-      ("wait-end-after-ms", po::value(&wait_end_after_ms),
-       "rollout.start: then stay quiet this long (no request, no exit), and poll rollout.get every 50 ms "
-       "until the rollout ends; its last answer is the output's \"end\"")
-      ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms), "wait this long for the reply")
-      ("key", po::value(&key_file), "CURVE: the operator's secret key file (as gantry --key)")
-      ("coordinator-key", po::value(&coordinator_key_file), "CURVE: the coordinator's public key file (as gantry --coordinator-key)");
+  desc.add_options()("help,h", "show this help")("endpoint", po::value(&endpoint), "coordinator operator endpoint")(
+      "command", po::value(&command), "e.g. rollout.start")("args", po::value(&args_json)->default_value(args_json),
+                                                            "JSON object")(
+      "brief", po::bool_switch(&brief), "drop the result's hosts lists from the output")(
+      "wait-end-after-ms", po::value(&wait_end_after_ms),
+      "rollout.start: then stay quiet this long (no request, no exit), and poll rollout.get every 50 ms "
+      "until the rollout ends; its last answer is the output's \"end\"")(
+      "timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms), "wait this long for the reply")(
+      "key", po::value(&key_file), "CURVE: the operator's secret key file (as gantry --key)")(
+      "coordinator-key", po::value(&coordinator_key_file),
+      "CURVE: the coordinator's public key file (as gantry --coordinator-key)");
   po::variables_map vm;
   if (!parse_opts(desc, argc, argv, vm, "op")) return vm.count("help") ? 0 : 2;
   zmq::context_t ctx(1);
@@ -557,7 +578,8 @@ int run_op(int argc, char** argv) {
   const int64_t deadline = mono_ms() + timeout_ms;
   int seq = 0;
   // One request and its reply (the reply's wall-clock arrival in *got); nullopt on timeout.
-  auto request = [&](const std::string& cmd, nlohmann::json args, int64_t& sent, int64_t& got) -> std::optional<proto::OpReply> {
+  auto request = [&](const std::string& cmd, nlohmann::json args, int64_t& sent,
+                     int64_t& got) -> std::optional<proto::OpReply> {
     proto::OpRequest req;
     req.request_id = "bench-" + std::to_string(::getpid()) + "-" + std::to_string(++seq);
     req.command = cmd;
@@ -593,8 +615,8 @@ int run_op(int argc, char** argv) {
     emit({{"ev", "op"}, {"ok", false}, {"error", "timeout"}, {"sent_us", sent}});
     return 4;
   }
-  nlohmann::json out = {{"ev", "op"}, {"ok", rep->ok}, {"error", rep->error}, {"sent_us", sent}, {"recv_us", got},
-                        {"result", shorten(rep->result)}};
+  nlohmann::json out = {{"ev", "op"},      {"ok", rep->ok},  {"error", rep->error},
+                        {"sent_us", sent}, {"recv_us", got}, {"result", shorten(rep->result)}};
   if (rep->ok && wait_end_after_ms >= 0) {
     // The benchmark measures what the rollout does on this machine meanwhile: this process
     // neither exits nor asks anything until then (its start-up and exit stay out of that time).

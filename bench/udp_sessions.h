@@ -71,7 +71,8 @@ class UdpSessions {
   };
   // One datagram; returns what to confirm on the connection when it is the session's first
   // valid one (or the first since the session was declared lost).
-  std::optional<Confirm> on_datagram(const unsigned char* data, std::size_t len, int64_t now, const udp_hb::Peer& peer = {}) {
+  std::optional<Confirm> on_datagram(const unsigned char* data, std::size_t len, int64_t now,
+                                     const udp_hb::Peer& peer = {}) {
     udp_hb::Header h;
     udp_hb::Reject r = udp_hb::parse(data, len, &h);
     auto s = sessions_.end();
@@ -131,9 +132,10 @@ class UdpSessions {
   }
   nlohmann::json counters() const {
     nlohmann::json rej = nlohmann::json::object();
-    for (std::size_t k = 1; k < rejected_.size(); ++k) rej[udp_hb::reject_name(static_cast<udp_hb::Reject>(k))] = rejected_[k];
+    for (std::size_t k = 1; k < rejected_.size(); ++k)
+      rej[udp_hb::reject_name(static_cast<udp_hb::Reject>(k))] = rejected_[k];
     return {{"sessions", sessions_.size()}, {"opened", opened_}, {"accepted", accepted_}, {"rejected", rej},
-            {"confirmed", confirmed_}, {"lost", lost_}, {"sent", sent_}};
+            {"confirmed", confirmed_},      {"lost", lost_},     {"sent", sent_}};
   }
 
  private:

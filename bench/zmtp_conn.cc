@@ -35,7 +35,8 @@ bool ZmtpConn::connect(int64_t handshake_timeout_ms) {
   if (fd_ < 0) return false;
   int one = 1;
   setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // as libzmq sets
-  if (::connect(fd_, reinterpret_cast<const sockaddr*>(&peer_), sizeof peer_) != 0 && errno != EINPROGRESS) return false;
+  if (::connect(fd_, reinterpret_cast<const sockaddr*>(&peer_), sizeof peer_) != 0 && errno != EINPROGRESS)
+    return false;
   events_ = EPOLLIN | EPOLLOUT;
   epoll_event ev{};
   ev.events = events_;
@@ -113,7 +114,7 @@ std::string ZmtpConn::greeting(std::string_view mechanism) {
   std::string g(64, '\0');
   g[0] = static_cast<char>(0xFF);
   g[9] = 0x7F;
-  g[10] = 3;  // version 3.0
+  g[10] = 3;                                   // version 3.0
   g.replace(12, mechanism.size(), mechanism);  // 20 bytes, zero-padded; as-server (byte 32) 0
   return g;
 }

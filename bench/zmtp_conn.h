@@ -20,7 +20,8 @@ class ZmtpConn {
   static constexpr uint8_t kMore = 0x01, kLong = 0x02, kCommand = 0x04;
 
   // `key` is the epoll user data of the socket in `epfd`.
-  ZmtpConn(int epfd, uint64_t key, const sockaddr_in& peer, int reconnect_ivl_ms, int reconnect_ivl_max_ms, uint64_t seed);
+  ZmtpConn(int epfd, uint64_t key, const sockaddr_in& peer, int reconnect_ivl_ms, int reconnect_ivl_max_ms,
+           uint64_t seed);
   ~ZmtpConn() { close(); }
   ZmtpConn(const ZmtpConn&) = delete;
   ZmtpConn& operator=(const ZmtpConn&) = delete;

@@ -31,7 +31,10 @@ std::string metadata() {
 
 CurveDealer::CurveDealer(int epfd, uint64_t key, const sockaddr_in& peer, const CurveKeys& keys, size_t max_msg,
                          int reconnect_ivl_ms, int reconnect_ivl_max_ms, CurveDealerCounters* counters, uint64_t seed)
-    : conn_(epfd, key, peer, reconnect_ivl_ms, reconnect_ivl_max_ms, seed), keys_(keys), max_msg_(max_msg), c_(counters) {}
+    : conn_(epfd, key, peer, reconnect_ivl_ms, reconnect_ivl_max_ms, seed),
+      keys_(keys),
+      max_msg_(max_msg),
+      c_(counters) {}
 
 CurveDealer::~CurveDealer() {
   close();
@@ -82,8 +85,10 @@ void CurveDealer::close() {
 
 void CurveDealer::lose(bool malformed, const OnLost* on_lost) {
   const bool was_ready = state_ == State::ready;
-  if (malformed) c_->malformed++;
-  else c_->lost++;
+  if (malformed)
+    c_->malformed++;
+  else
+    c_->lost++;
   conn_.close();
   state_ = State::closed;
   wipe();
@@ -173,7 +178,11 @@ int CurveDealer::on_frame(uint8_t flags, std::string_view body, const OnMessage&
   const unsigned char* b = bytes(body);
   if (state_ == State::welcome || state_ == State::initiated) {
     if (!(flags & kCommand)) return 1;  // a message before READY
-    if (body.size() >= 6 && std::memcmp(b, "\x05" "ERROR", 6) == 0) return 2;
+    if (body.size() >= 6 && std::memcmp(b,
+                                        "\x05"
+                                        "ERROR",
+                                        6) == 0)
+      return 2;
   }
   if (state_ == State::welcome) {
     if (body.size() != 168 || std::memcmp(b, "\x07WELCOME", 8) != 0) return 1;
@@ -221,7 +230,8 @@ int CurveDealer::on_frame(uint8_t flags, std::string_view body, const OnMessage&
     std::string box(kBoxZero, '\0'), plain;
     box.append(body.substr(14));
     plain.resize(box.size());
-    if (crypto_box_open_afternm(reinterpret_cast<unsigned char*>(plain.data()), bytes(box), box.size(), n, precom_) != 0)
+    if (crypto_box_open_afternm(reinterpret_cast<unsigned char*>(plain.data()), bytes(box), box.size(), n, precom_) !=
+        0)
       return 1;
     peer_nonce_ = get_u64(b + 6);
     state_ = State::ready;
@@ -242,7 +252,8 @@ int CurveDealer::on_frame(uint8_t flags, std::string_view body, const OnMessage&
   std::memcpy(n, "CurveZMQMESSAGES", 16);
   put_u64(n + 16, nonce);
   std::string plain(body.size() - 16 - crypto_box_MACBYTES, '\0');
-  if (crypto_box_open_easy_afternm(reinterpret_cast<unsigned char*>(plain.data()), b + 16, body.size() - 16, n, precom_) != 0)
+  if (crypto_box_open_easy_afternm(reinterpret_cast<unsigned char*>(plain.data()), b + 16, body.size() - 16, n,
+                                   precom_) != 0)
     return 1;
   const uint8_t inner = static_cast<uint8_t>(plain[0]);
   const bool more = inner & 0x01, command = inner & 0x02;

@@ -106,7 +106,8 @@ struct Client {
     int n = epoll_wait(epfd, ev, 8, ms);
     for (int i = 0; i < n; ++i) {
       EXPECT_EQ(ev[i].data.u64, 7u);
-      d->on_events(ev[i].events, [this](std::string_view b) { got.emplace_back(b); }, [this] { lost++; });
+      d->on_events(
+          ev[i].events, [this](std::string_view b) { got.emplace_back(b); }, [this] { lost++; });
     }
     d->poll_reconnect(mono_ms());
   }
@@ -132,7 +133,8 @@ TEST(CurveDealer, HandshakesWithLibzmqAndMessagesGoBothWays) {
   ASSERT_TRUE(cl.d->send("queued before READY"));
   std::string id, body;
   ASSERT_TRUE(run(cl, &sv, &id, &body, [&] { return !body.empty(); }))
-      << "connects " << cl.c.connects << " malformed " << cl.c.malformed << " lost " << cl.c.lost << " refused " << cl.c.refused << " ready " << cl.c.ready;
+      << "connects " << cl.c.connects << " malformed " << cl.c.malformed << " lost " << cl.c.lost << " refused "
+      << cl.c.refused << " ready " << cl.c.ready;
   EXPECT_EQ(body, "queued before READY");
   EXPECT_TRUE(cl.d->ready());
   EXPECT_EQ(cl.c.ready, 1u);
@@ -155,7 +157,8 @@ TEST(CurveDealer, HandshakesWithLibzmqAndMessagesGoBothWays) {
   sv.router.send(zmq::buffer(id), zmq::send_flags::sndmore);
   sv.router.send(zmq::str_buffer("after"), zmq::send_flags::none);
   ASSERT_TRUE(run(cl, &sv, &id, &body, [&] { return cl.got.size() == 4; }))
-      << "got " << cl.got.size() << " dropped " << cl.c.dropped << " malformed " << cl.c.malformed << " lost " << cl.c.lost << " ready " << cl.c.ready;
+      << "got " << cl.got.size() << " dropped " << cl.c.dropped << " malformed " << cl.c.malformed << " lost "
+      << cl.c.lost << " ready " << cl.c.ready;
   EXPECT_EQ(cl.got.back(), "after");
   EXPECT_EQ(cl.c.dropped, 1u);
   EXPECT_EQ(cl.c.malformed, 0u);
@@ -201,7 +204,8 @@ TEST(CurveDealer, ALostSessionIsReportedOnceAndQueuedMessagesGoToTheNextServer) 
   sv->allowed = {me.bin()};
   body.clear();
   ASSERT_TRUE(run(cl, sv.get(), &id, &body, [&] { return body == "while away"; }))
-      << "body " << body << " malformed " << cl.c.malformed << " lost " << cl.c.lost << " ready " << cl.c.ready << " refused " << cl.c.refused << " connects " << cl.c.connects;
+      << "body " << body << " malformed " << cl.c.malformed << " lost " << cl.c.lost << " ready " << cl.c.ready
+      << " refused " << cl.c.refused << " connects " << cl.c.connects;
   EXPECT_EQ(cl.lost, 1);
   EXPECT_EQ(cl.c.ready, 2u);
   EXPECT_EQ(cl.c.malformed, 0u);

@@ -49,8 +49,10 @@ void ZmtpSub::close() {
 }
 
 void ZmtpSub::lose(bool malformed) {
-  if (malformed) c_->malformed++;
-  else c_->lost++;
+  if (malformed)
+    c_->malformed++;
+  else
+    c_->lost++;
   conn_.close();
   state_ = State::closed;
   conn_.schedule();
@@ -75,8 +77,10 @@ void ZmtpSub::on_events(uint32_t events, const OnMessage& on_message) {
     return conn_.is_open() ? 0 : 2;
   });
   if (state_ == State::connecting && !connecting) state_ = State::greeting;
-  if (r == 1) lose(true);
-  else if (r == -1) lose(false);  // the connect, a read or a write failed
+  if (r == 1)
+    lose(true);
+  else if (r == -1)
+    lose(false);  // the connect, a read or a write failed
 }
 
 bool ZmtpSub::parse(int64_t t_us, const OnMessage& on_message) {

@@ -40,13 +40,13 @@
 namespace gantry::bench {
 
 struct ZmtpCounters {
-  uint64_t connects = 0;           // connection attempts
-  uint64_t ready = 0;              // handshakes completed (peer READY received)
-  uint64_t lost = 0;               // connections lost or refused (EOF, reset, connect error)
-  uint64_t malformed = 0;          // connections closed for malformed input
-  uint64_t multipart_dropped = 0;  // multi-frame messages dropped whole
-  uint64_t messages = 0;           // single-frame messages delivered
-  uint64_t pings = 0;              // PING commands answered
+  uint64_t connects = 0;            // connection attempts
+  uint64_t ready = 0;               // handshakes completed (peer READY received)
+  uint64_t lost = 0;                // connections lost or refused (EOF, reset, connect error)
+  uint64_t malformed = 0;           // connections closed for malformed input
+  uint64_t multipart_dropped = 0;   // multi-frame messages dropped whole
+  uint64_t messages = 0;            // single-frame messages delivered
+  uint64_t pings = 0;               // PING commands answered
   uint64_t handshake_timeouts = 0;  // connections closed for not reaching READY in time
 };
 
@@ -83,9 +83,9 @@ class ZmtpSub {
  private:
   enum class State { closed, connecting, greeting, handshake, ready };
 
-  void lose(bool malformed);  // closes and schedules a reconnect
+  void lose(bool malformed);                              // closes and schedules a reconnect
   bool parse(int64_t t_us, const OnMessage& on_message);  // false: malformed (caller closes)
-  int on_command(std::string_view body);  // 0 handled, 1 malformed, 2 the peer's ERROR
+  int on_command(std::string_view body);                  // 0 handled, 1 malformed, 2 the peer's ERROR
 
   ZmtpConn conn_;  // socket, buffers, frames, reconnect backoff (100 ms doubling to 5 s)
   size_t max_msg_;

@@ -59,7 +59,8 @@ TEST(ZmtpSub, SilentPeerIsDroppedAfterTheHandshakeTimeoutAndReconnected) {
   ZmtpSub sub(loop.epfd, 1, peer.addr, 4096, &c, 7);
   sub.set_handshake_timeout_ms(200);
   sub.open();
-  ASSERT_TRUE(loop.run(sub, [&] { return c.handshake_timeouts >= 1 && c.connects >= 2; }, 5000))
+  ASSERT_TRUE(loop.run(
+      sub, [&] { return c.handshake_timeouts >= 1 && c.connects >= 2; }, 5000))
       << "timeouts " << c.handshake_timeouts << ", connects " << c.connects;
   EXPECT_EQ(c.ready, 0u);
   EXPECT_EQ(c.malformed, 0u);
@@ -75,13 +76,17 @@ TEST(ZmtpSub, PeerAnsweringGarbageIsClosedAsMalformed) {
   ZmtpSub sub(loop.epfd, 1, peer.addr, 4096, &c, 7);
   sub.open();
   int conn = -1;
-  ASSERT_TRUE(loop.run(sub, [&] {
-    if (conn < 0) conn = ::accept4(peer.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    return conn >= 0;
-  }, 5000));
+  ASSERT_TRUE(loop.run(
+      sub,
+      [&] {
+        if (conn < 0) conn = ::accept4(peer.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        return conn >= 0;
+      },
+      5000));
   std::string junk(64, 'x');  // not a ZMTP signature
   ASSERT_EQ(::send(conn, junk.data(), junk.size(), MSG_NOSIGNAL), static_cast<ssize_t>(junk.size()));
-  EXPECT_TRUE(loop.run(sub, [&] { return c.malformed >= 1; }, 5000));
+  EXPECT_TRUE(loop.run(
+      sub, [&] { return c.malformed >= 1; }, 5000));
   EXPECT_EQ(c.ready, 0u);
   EXPECT_EQ(c.messages, 0u);
   ::close(conn);

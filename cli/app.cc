@@ -1,8 +1,8 @@
 #include "cli/app.h"
 
-#include <boost/program_options.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <boost/program_options.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -99,7 +99,8 @@ CliConf read_cli_conf() {
   std::ifstream in(path);
   if (!in) return c;
   po::options_description d;
-  d.add_options()("coordinator", po::value(&c.coordinator))("key", po::value(&c.key))("coordinator_key", po::value(&c.coordinator_key));
+  d.add_options()("coordinator", po::value(&c.coordinator))("key", po::value(&c.key))("coordinator_key",
+                                                                                      po::value(&c.coordinator_key));
   po::variables_map vm;
   try {
     po::store(po::parse_config_file(in, d, /*allow_unregistered=*/true), vm);
@@ -137,12 +138,15 @@ int release_keygen(const std::vector<std::string>& args) {
   std::string out;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") {
-      std::cout << "Usage: gantry release keygen --out PREFIX\n\nWrites PREFIX.key (ed25519 release signing key, 0600: keep it "
+      std::cout << "Usage: gantry release keygen --out PREFIX\n\nWrites PREFIX.key (ed25519 release signing key, 0600: "
+                   "keep it "
                    "offline) and PREFIX.pub (give it to every agent as release_public_key).\n";
       return kOk;
     }
-    if (args[i] == "--out" && i + 1 < args.size()) out = args[++i];
-    else throw UsageError("usage: gantry release keygen --out PREFIX");
+    if (args[i] == "--out" && i + 1 < args.size())
+      out = args[++i];
+    else
+      throw UsageError("usage: gantry release keygen --out PREFIX");
   }
   if (out.empty()) throw UsageError("usage: gantry release keygen --out PREFIX");
   auto kp = security::generate_signing_keypair();
@@ -162,18 +166,22 @@ int release_keygen(const std::vector<std::string>& args) {
 int release_sign(const std::vector<std::string>& args, bool json) {
   po::options_description d("Options");
   std::string key, file, service, version;
-  d.add_options()("help,h", "show this help")("key", po::value(&key)->required(), "release signing key (gantry release keygen)")(
-      "file", po::value(&file)->required(), "release artifact")("service", po::value(&service)->required(), "service name")(
-      "version", po::value(&version)->required(), "release version");
+  d.add_options()("help,h", "show this help")("key", po::value(&key)->required(),
+                                              "release signing key (gantry release keygen)")(
+      "file", po::value(&file)->required(), "release artifact")(
+      "service", po::value(&service)->required(), "service name")("version", po::value(&version)->required(),
+                                                                  "release version");
   po::positional_options_description pos;
   pos.add("file", 1);
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(args).options(d).positional(pos).run(), vm);
     if (vm.count("help")) {
-      std::cout << "Usage: gantry release sign --key release.key FILE --service S --version V\n\n" << d
-                << "\nWrites FILE.manifest (service, version, sha256, size, created) and FILE.sig (ed25519, hex).\n"
-                   "Example:\n  gantry release sign --key ~/keys/release.key web-2.4.1.tar --service web --version 2.4.1\n";
+      std::cout
+          << "Usage: gantry release sign --key release.key FILE --service S --version V\n\n"
+          << d
+          << "\nWrites FILE.manifest (service, version, sha256, size, created) and FILE.sig (ed25519, hex).\n"
+             "Example:\n  gantry release sign --key ~/keys/release.key web-2.4.1.tar --service web --version 2.4.1\n";
       return kOk;
     }
     po::notify(vm);
@@ -197,9 +205,16 @@ int release_sign(const std::vector<std::string>& args, bool json) {
   const std::string sig = release::sign(bytes, kp->secret_key);
   if (Status w = fs::write_file_atomic(file + ".manifest", bytes); !w.ok()) throw UsageError(w.error().message);
   if (Status w = fs::write_file_atomic(file + ".sig", sig + "\n"); !w.ok()) throw UsageError(w.error().message);
-  if (json) std::cout << nlohmann::json{{"manifest", file + ".manifest"}, {"signature", file + ".sig"}, {"sha256", m.sha256}, {"size", m.size}}.dump() << "\n";
-  else std::cout << "signed " << service << " " << version << " (sha256 " << m.sha256.substr(0, 12) << "…, " << m.size << " bytes): "
-                 << file << ".manifest, " << file << ".sig\n";
+  if (json)
+    std::cout << nlohmann::json{{"manifest", file + ".manifest"},
+                                {"signature", file + ".sig"},
+                                {"sha256", m.sha256},
+                                {"size", m.size}}
+                     .dump()
+              << "\n";
+  else
+    std::cout << "signed " << service << " " << version << " (sha256 " << m.sha256.substr(0, 12) << "…, " << m.size
+              << " bytes): " << file << ".manifest, " << file << ".sig\n";
   return kOk;
 }
 
@@ -254,10 +269,14 @@ bool is_help(const std::string& w) { return w == "--help" || w == "-h" || w == "
 // --help`. Answered before any key is read or any coordinator is contacted.
 std::optional<std::string> group_help(const std::vector<std::string>& words) {
   const std::string& group = words[0];
-  const char* text = group == "keys" ? kKeysHelp : group == "rollout" ? kRolloutHelp : group == "release" ? kReleaseHelp : nullptr;
+  const char* text = group == "keys"      ? kKeysHelp
+                     : group == "rollout" ? kRolloutHelp
+                     : group == "release" ? kReleaseHelp
+                                          : nullptr;
   if (!text) return std::nullopt;
   if (words.size() >= 2 && is_help(words[1])) return std::string(text);
-  if (group == "keys" && words.size() >= 3 && std::any_of(words.begin() + 2, words.end(), [](const std::string& w) { return w == "--help" || w == "-h"; }))
+  if (group == "keys" && words.size() >= 3 &&
+      std::any_of(words.begin() + 2, words.end(), [](const std::string& w) { return w == "--help" || w == "-h"; }))
     return std::string(text);
   return std::nullopt;
 }
@@ -345,7 +364,9 @@ class App {
   int hosts(const std::vector<std::string>& args) {
     po::options_description d("Options");
     po::variables_map vm;
-    if (!parse(args, d, vm, nullptr, "gantry hosts", "  gantry hosts\n  gantry --json hosts | jq '.hosts[] | select(.state==\"unknown\")'\n")) return kOk;
+    if (!parse(args, d, vm, nullptr, "gantry hosts",
+               "  gantry hosts\n  gantry --json hosts | jq '.hosts[] | select(.state==\"unknown\")'\n"))
+      return kOk;
     auto r = call("hosts", nlohmann::json::object());
     if (g_.json) {
       std::cout << r.dump(2) << "\n";
@@ -366,7 +387,8 @@ class App {
         svcs += (svcs.empty() ? "" : " ") + s(sv, "name") + "=" + (cur.empty() ? "-" : cur) +
                 (st != "idle" && !st.empty() ? "(" + st + ")" : "");
       }
-      t.row({s(h, "host_id"), s(h, "state"), ago(h.value("last_seen_ms_ago", -1LL)), labels.empty() ? "-" : labels, svcs.empty() ? "-" : svcs});
+      t.row({s(h, "host_id"), s(h, "state"), ago(h.value("last_seen_ms_ago", -1LL)), labels.empty() ? "-" : labels,
+             svcs.empty() ? "-" : svcs});
     }
     t.print(std::cout);
     if (t.empty()) std::cout << "(no hosts have connected yet)\n";
@@ -374,8 +396,9 @@ class App {
 
   void print_rollout(const nlohmann::json& r, bool hosts_table) {
     const auto& c = r["counts"];
-    std::cout << "Rollout " << s(r, "id") << ": " << s(r, "service") << " -> " << s(r, "version") << " (" << s(r, "kind")
-              << ")  phase: " << s(r, "phase") << (r.value("waiting_promote", false) ? " (waiting for promote)" : "") << "\n";
+    std::cout << "Rollout " << s(r, "id") << ": " << s(r, "service") << " -> " << s(r, "version") << " ("
+              << s(r, "kind") << ")  phase: " << s(r, "phase")
+              << (r.value("waiting_promote", false) ? " (waiting for promote)" : "") << "\n";
     std::cout << "  batch " << s(r, "batch") << " of " << s(r, "batches_total") << "; hosts: " << s(c, "total")
               << " total, " << s(c, "healthy") << " healthy, " << s(c, "failed") << " failed, " << s(c, "unknown")
               << " unknown, " << s(c, "ordered") << " in progress, " << s(c, "pending") << " pending";
@@ -403,7 +426,9 @@ class App {
     std::string service;
     d.add_options()("service", po::value(&service), "only this service");
     po::variables_map vm;
-    if (!parse(args, d, vm, nullptr, "gantry status [--service S]", "  gantry status\n  gantry status --service web --json\n")) return kOk;
+    if (!parse(args, d, vm, nullptr, "gantry status [--service S]",
+               "  gantry status\n  gantry status --service web --json\n"))
+      return kOk;
     nlohmann::json a = nlohmann::json::object();
     if (!service.empty()) a["service"] = service;
     auto r = call("status", a);
@@ -443,7 +468,9 @@ class App {
                   << have.value("sha256", "") << "); versions are immutable — pick a new version\n";
         throw CallFailed{kRefused};
       }
-      if (!g_.json) std::cerr << "release " << version << " of " << service << " is already on the coordinator (sha256 " << sha.substr(0, 12) << "…)\n";
+      if (!g_.json)
+        std::cerr << "release " << version << " of " << service << " is already on the coordinator (sha256 "
+                  << sha.substr(0, 12) << "…)\n";
       return;
     }
     // FILE.manifest + FILE.sig (gantry release sign) travel along; agents check them.
@@ -451,7 +478,8 @@ class App {
     if (::access((file + ".manifest").c_str(), F_OK) == 0 || ::access((file + ".sig").c_str(), F_OK) == 0) {
       manifest = read_all(file + ".manifest");
       signature = read_all(file + ".sig");
-      while (!signature.empty() && (signature.back() == '\n' || signature.back() == '\r' || signature.back() == ' ')) signature.pop_back();
+      while (!signature.empty() && (signature.back() == '\n' || signature.back() == '\r' || signature.back() == ' '))
+        signature.pop_back();
     } else if (!g_.json) {
       std::cerr << "warning: " << file << " is not signed (no " << file << ".manifest / .sig; see gantry release sign);"
                 << " agents with release keys will refuse it\n";
@@ -460,8 +488,14 @@ class App {
     size_t off = 0;
     do {
       size_t n = std::min(kChunk, data.size() - off);
-      nlohmann::json a = {{"service", service}, {"version", version}, {"sha256", sha}, {"size", data.size()}, {"offset", off},
-                          {"data", nlohmann::json::binary(std::vector<uint8_t>(data.begin() + static_cast<long>(off), data.begin() + static_cast<long>(off + n)))}};
+      nlohmann::json a = {
+          {"service", service},
+          {"version", version},
+          {"sha256", sha},
+          {"size", data.size()},
+          {"offset", off},
+          {"data", nlohmann::json::binary(std::vector<uint8_t>(data.begin() + static_cast<long>(off),
+                                                               data.begin() + static_cast<long>(off + n)))}};
       if (!manifest.empty()) {
         a["manifest"] = manifest;
         a["signature"] = signature;
@@ -470,22 +504,29 @@ class App {
       off += n;
       if (r.value("complete", false)) break;
     } while (off < data.size());
-    if (!g_.json) std::cerr << "uploaded release " << version << " of " << service << " (" << data.size() << " bytes, sha256 " << sha.substr(0, 12) << "…)\n";
+    if (!g_.json)
+      std::cerr << "uploaded release " << version << " of " << service << " (" << data.size() << " bytes, sha256 "
+                << sha.substr(0, 12) << "…)\n";
   }
 
   int release_upload(const std::vector<std::string>& args) {
     po::options_description d("Options");
     std::string file, service, version;
-    d.add_options()("file", po::value(&file), "release artifact (tar)")("service", po::value(&service)->required(), "service name")(
-        "version", po::value(&version)->required(), "release version (immutable)");
+    d.add_options()("file", po::value(&file), "release artifact (tar)")(
+        "service", po::value(&service)->required(), "service name")("version", po::value(&version)->required(),
+                                                                    "release version (immutable)");
     po::positional_options_description pos;
     pos.add("file", 1);
     po::variables_map vm;
     if (!parse(args, d, vm, &pos, "gantry release upload FILE --service S --version V",
-               "  gantry release upload web-2.4.1.tar --service web --version 2.4.1\n")) return kOk;
+               "  gantry release upload web-2.4.1.tar --service web --version 2.4.1\n"))
+      return kOk;
     if (file.empty()) throw UsageError("missing FILE");
     upload(file, service, version);
-    if (g_.json) std::cout << nlohmann::json{{"service", service}, {"version", version}, {"sha256", sha256_hex(read_all(file))}}.dump() << "\n";
+    if (g_.json)
+      std::cout
+          << nlohmann::json{{"service", service}, {"version", version}, {"sha256", sha256_hex(read_all(file))}}.dump()
+          << "\n";
     return kOk;
   }
 
@@ -497,23 +538,22 @@ class App {
     bool no_auto_rollback = false;
   };
   void add_plan_options(po::options_description& d, PlanOpts& p) {
-    d.add_options()
-        ("file,f", po::value(&p.file), "YAML plan file (flags below override it)")
-        ("batches", po::value(&p.batches), "ramp of batch sizes, e.g. 1,10%,50%,100%")
-        ("max-failures", po::value(&p.max_failures), "failure budget for the whole rollout (count or N%)")
-        ("max-failures-per-batch", po::value(&p.max_failures_per_batch), "failure budget per batch")
-        ("unknown-hosts", po::value(&p.unknown_hosts), "fail | wait: how unreachable hosts count")
-        ("unknown-wait", po::value(&p.unknown_wait), "with --unknown-hosts wait: how long, e.g. 60s")
-        ("min-healthy-time", po::value(&p.min_healthy), "each host must stay healthy this long, e.g. 10s")
-        ("healthy-deadline", po::value(&p.healthy_deadline), "each host must be healthy within this, e.g. 5m")
-        ("host-timeout", po::value(&p.host_timeout), "no report this long after the order: the host failed")
-        ("progress-deadline", po::value(&p.progress_deadline), "the whole rollout must finish within this")
-        ("batch-delay", po::value(&p.batch_delay), "wait between batches, e.g. 30s")
-        ("pause-after", po::value(&p.pause_after), "batch indexes (0-based) after which to wait for promote, e.g. 0")
-        ("domain-label", po::value(&p.domain_label), "label naming the failure domain, e.g. zone")
-        ("max-per-domain", po::value(&p.max_per_domain), "at most this many hosts (or N%) of one domain per batch")
-        ("no-auto-rollback", po::bool_switch(&p.no_auto_rollback), "stop without rolling back when the budget is spent")
-        ("rollback-batch-size", po::value(&p.rollback_batch_size), "hosts rolled back at a time (0: all at once)");
+    d.add_options()("file,f", po::value(&p.file), "YAML plan file (flags below override it)")(
+        "batches", po::value(&p.batches), "ramp of batch sizes, e.g. 1,10%,50%,100%")(
+        "max-failures", po::value(&p.max_failures), "failure budget for the whole rollout (count or N%)")(
+        "max-failures-per-batch", po::value(&p.max_failures_per_batch), "failure budget per batch")(
+        "unknown-hosts", po::value(&p.unknown_hosts), "fail | wait: how unreachable hosts count")(
+        "unknown-wait", po::value(&p.unknown_wait), "with --unknown-hosts wait: how long, e.g. 60s")(
+        "min-healthy-time", po::value(&p.min_healthy), "each host must stay healthy this long, e.g. 10s")(
+        "healthy-deadline", po::value(&p.healthy_deadline), "each host must be healthy within this, e.g. 5m")(
+        "host-timeout", po::value(&p.host_timeout), "no report this long after the order: the host failed")(
+        "progress-deadline", po::value(&p.progress_deadline), "the whole rollout must finish within this")(
+        "batch-delay", po::value(&p.batch_delay), "wait between batches, e.g. 30s")(
+        "pause-after", po::value(&p.pause_after), "batch indexes (0-based) after which to wait for promote, e.g. 0")(
+        "domain-label", po::value(&p.domain_label), "label naming the failure domain, e.g. zone")(
+        "max-per-domain", po::value(&p.max_per_domain), "at most this many hosts (or N%) of one domain per batch")(
+        "no-auto-rollback", po::bool_switch(&p.no_auto_rollback), "stop without rolling back when the budget is spent")(
+        "rollback-batch-size", po::value(&p.rollback_batch_size), "hosts rolled back at a time (0: all at once)");
   }
   static nlohmann::json amount(const std::string& v) {
     if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos) return std::stoll(v);
@@ -526,8 +566,10 @@ class App {
       auto f = read_yaml_file(p.file);
       if (!f) throw UsageError(f.error().message);
       for (auto& [k, v] : f->items()) {
-        if (k == "service" || k == "version" || k == "selector" || k == "release" || k == "reason") file_args[k] = v;
-        else plan[k] = v;
+        if (k == "service" || k == "version" || k == "selector" || k == "release" || k == "reason")
+          file_args[k] = v;
+        else
+          plan[k] = v;
       }
     }
     auto list = [](const std::string& v) {
@@ -563,26 +605,32 @@ class App {
     std::string service, version, release, selector, reason;
     bool wait = false;
     PlanOpts p;
-    d.add_options()
-        ("service", po::value(&service), "service to roll")
-        ("version", po::value(&version), "target release version")
-        ("release", po::value(&release), "release artifact to upload first (skipped if already uploaded)")
-        ("selector", po::value(&selector), "hosts by labels, e.g. role=web,zone=eu-1 (default: every host running the service)")
-        ("reason", po::value(&reason), "why: kept in the history")
-        ("wait", po::bool_switch(&wait), "follow the rollout to its end; exit 1 unless it succeeds");
+    d.add_options()("service", po::value(&service), "service to roll")("version", po::value(&version),
+                                                                       "target release version")(
+        "release", po::value(&release), "release artifact to upload first (skipped if already uploaded)")(
+        "selector", po::value(&selector),
+        "hosts by labels, e.g. role=web,zone=eu-1 (default: every host running the service)")(
+        "reason", po::value(&reason), "why: kept in the history")(
+        "wait", po::bool_switch(&wait), "follow the rollout to its end; exit 1 unless it succeeds");
     add_plan_options(d, p);
     po::variables_map vm;
-    const char* usage = preview ? "gantry rollout plan --service S [--selector ...] [plan options]"
-                                : "gantry rollout start --service S --version V [--release FILE] [plan options] [--wait]";
-    const char* examples = preview ? "  gantry rollout plan --service web --batches 1,10%,50%,100% --domain-label zone --max-per-domain 1\n  gantry rollout plan -f plan.yaml --json\n"
-                                   : "  gantry rollout start --service web --version 2.4.1 --release web-2.4.1.tar --batches 1,2,2 --wait\n"
-                                     "  gantry rollout start -f plan.yaml --reason 'fix login bug' --wait\n"
-                                     "  gantry rollout start --service web --version 2.4.2 --batches 1,25%,100% --pause-after 0 --max-failures 1\n";
+    const char* usage = preview
+                            ? "gantry rollout plan --service S [--selector ...] [plan options]"
+                            : "gantry rollout start --service S --version V [--release FILE] [plan options] [--wait]";
+    const char* examples =
+        preview
+            ? "  gantry rollout plan --service web --batches 1,10%,50%,100% --domain-label zone --max-per-domain 1\n  "
+              "gantry rollout plan -f plan.yaml --json\n"
+            : "  gantry rollout start --service web --version 2.4.1 --release web-2.4.1.tar --batches 1,2,2 --wait\n"
+              "  gantry rollout start -f plan.yaml --reason 'fix login bug' --wait\n"
+              "  gantry rollout start --service web --version 2.4.2 --batches 1,25%,100% --pause-after 0 "
+              "--max-failures 1\n";
     if (!parse(args, d, vm, nullptr, usage, examples)) return kOk;
     nlohmann::json file_args = nlohmann::json::object();
     nlohmann::json plan = plan_json(p, file_args);
     auto pick = [&](std::string& v, const char* k) {
-      if (v.empty() && file_args.contains(k) && !file_args[k].is_null()) v = file_args[k].is_string() ? file_args[k].get<std::string>() : file_args[k].dump();
+      if (v.empty() && file_args.contains(k) && !file_args[k].is_null())
+        v = file_args[k].is_string() ? file_args[k].get<std::string>() : file_args[k].dump();
     };
     pick(service, "service");
     pick(version, "version");
@@ -597,8 +645,10 @@ class App {
         std::cout << r.dump(2) << "\n";
         return kOk;
       }
-      std::cout << "Plan for " << service << ": " << s(r, "hosts") << " host(s) in " << r["batches"].size() << " batch(es); failure budget "
-                << s(r, "failure_budget_hosts") << " host(s)" << (r.contains("per_batch_budget_hosts") ? ", per batch " + s(r, "per_batch_budget_hosts") : "") << "\n";
+      std::cout << "Plan for " << service << ": " << s(r, "hosts") << " host(s) in " << r["batches"].size()
+                << " batch(es); failure budget " << s(r, "failure_budget_hosts") << " host(s)"
+                << (r.contains("per_batch_budget_hosts") ? ", per batch " + s(r, "per_batch_budget_hosts") : "")
+                << "\n";
       Table t({"BATCH", "SIZE", "HOSTS"});
       int i = 0;
       for (const auto& b : r["batches"]) {
@@ -615,8 +665,10 @@ class App {
     a["reason"] = reason;
     auto r = call("rollout.start", a);
     if (!wait) {
-      if (g_.json) std::cout << r.dump(2) << "\n";
-      else print_rollout(r, false);
+      if (g_.json)
+        std::cout << r.dump(2) << "\n";
+      else
+        print_rollout(r, false);
       return kOk;
     }
     return watch(r.value("id", 0ULL));
@@ -626,11 +678,14 @@ class App {
     po::options_description d("Options");
     uint64_t id = 0;
     std::string service;
-    d.add_options()("id", po::value(&id), "rollout id (default: the active one)")("service", po::value(&service), "the active rollout of this service");
+    d.add_options()("id", po::value(&id), "rollout id (default: the active one)")("service", po::value(&service),
+                                                                                  "the active rollout of this service");
     po::positional_options_description pos;
     pos.add("id", 1);
     po::variables_map vm;
-    if (!parse(args, d, vm, &pos, "gantry rollout watch [ID] [--service S]", "  gantry rollout watch\n  gantry rollout watch 42\n")) return kOk;
+    if (!parse(args, d, vm, &pos, "gantry rollout watch [ID] [--service S]",
+               "  gantry rollout watch\n  gantry rollout watch 42\n"))
+      return kOk;
     if (id == 0) id = active_id(service);
     return watch(id);
   }
@@ -654,7 +709,7 @@ class App {
     const bool tty = ::isatty(1) && !g_.json;
     int64_t last_event = 0;
     const auto start = std::chrono::steady_clock::now();
-    std::string last_key;       // the progress line without the elapsed time: what "changed" means
+    std::string last_key;         // the progress line without the elapsed time: what "changed" means
     bool progress_shown = false;  // a tty progress line is on screen and must be erased first
     for (;;) {
       nlohmann::json r = call("rollout.get", {{"id", id}, {"events", true}, {"events_after", last_event}});
@@ -669,13 +724,15 @@ class App {
       const auto& c = r["counts"];
       const bool terminal = phase == "succeeded" || phase == "failed" || phase == "rolled_back" || phase == "aborted";
       auto secs = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count();
-      std::string key = "batch " + s(r, "batch") + " of " + s(r, "batches_total") + ": healthy " + s(c, "healthy") + ", failed " +
-                        s(c, "failed") + ", unknown " + s(c, "unknown") + ", in progress " + s(c, "ordered") + ", pending " +
-                        s(c, "pending");
+      std::string key = "batch " + s(r, "batch") + " of " + s(r, "batches_total") + ": healthy " + s(c, "healthy") +
+                        ", failed " + s(c, "failed") + ", unknown " + s(c, "unknown") + ", in progress " +
+                        s(c, "ordered") + ", pending " + s(c, "pending");
       if (c.value("rolling_back", 0) + c.value("rolled_back", 0) + c.value("rollback_failed", 0) > 0) {
         key += ", rolling back " + s(c, "rolling_back") + ", rolled back " + s(c, "rolled_back");
       }
-      key += " [" + phase + (r.value("waiting_promote", false) ? ", waiting for `gantry rollout promote " + s(r, "id") + "`" : "") + "]";
+      key += " [" + phase +
+             (r.value("waiting_promote", false) ? ", waiting for `gantry rollout promote " + s(r, "id") + "`" : "") +
+             "]";
       const std::string line = key + " elapsed " + std::to_string(secs) + "s";
       if (!terminal && !g_.json) {
         if (tty) {
@@ -696,7 +753,8 @@ class App {
         }
         if (phase != "succeeded") {
           // The reason goes to stderr too, so it shows when stdout is piped or --json is on.
-          std::cerr << "gantry: rollout " << s(r, "id") << " did not succeed: " << phase << (reason.empty() ? "" : " — " + reason) << "\n";
+          std::cerr << "gantry: rollout " << s(r, "id") << " did not succeed: " << phase
+                    << (reason.empty() ? "" : " — " + reason) << "\n";
         }
         std::cout << std::flush;
         return phase == "succeeded" ? kOk : kRolloutFailed;
@@ -728,18 +786,22 @@ class App {
     po::options_description d("Options");
     uint64_t id = 0;
     std::string service;
-    d.add_options()("id", po::value(&id), "rollout id (default: the active one)")("service", po::value(&service), "the active rollout of this service");
+    d.add_options()("id", po::value(&id), "rollout id (default: the active one)")("service", po::value(&service),
+                                                                                  "the active rollout of this service");
     po::positional_options_description pos;
     pos.add("id", 1);
     po::variables_map vm;
     std::string usage = "gantry rollout " + sub + " [ID] [--service S]";
-    if (!parse(args, d, vm, &pos, usage.c_str(), "  gantry rollout pause --service web\n  gantry rollout promote 42\n")) return kOk;
+    if (!parse(args, d, vm, &pos, usage.c_str(), "  gantry rollout pause --service web\n  gantry rollout promote 42\n"))
+      return kOk;
     nlohmann::json a = nlohmann::json::object();
     if (id) a["id"] = id;
     if (!service.empty()) a["service"] = service;
     auto r = call("rollout." + sub, a);
-    if (g_.json) std::cout << r.dump(2) << "\n";
-    else print_rollout(r, false);
+    if (g_.json)
+      std::cout << r.dump(2) << "\n";
+    else
+      print_rollout(r, false);
     return kOk;
   }
 
@@ -755,15 +817,20 @@ class App {
         "wait", po::bool_switch(&wait), "follow it to the end; exit 1 unless it succeeds");
     add_plan_options(d, p);
     po::variables_map vm;
-    if (!parse(args, d, vm, nullptr, "gantry rollback --service S [--to-revision N] [plan options] [--wait]",
-               "  gantry rollback --service web --wait\n  gantry rollback --service web --to-revision 3 --batches 50%\n")) return kOk;
+    if (!parse(
+            args, d, vm, nullptr, "gantry rollback --service S [--to-revision N] [plan options] [--wait]",
+            "  gantry rollback --service web --wait\n  gantry rollback --service web --to-revision 3 --batches 50%\n"))
+      return kOk;
     nlohmann::json file_args = nlohmann::json::object();
-    nlohmann::json a = {{"service", service}, {"plan", plan_json(p, file_args)}, {"reason", reason}, {"selector", selector}};
+    nlohmann::json a = {
+        {"service", service}, {"plan", plan_json(p, file_args)}, {"reason", reason}, {"selector", selector}};
     if (to_revision) a["to_revision"] = to_revision;
     auto r = call("rollback", a);
     if (wait) return watch(r.value("id", 0ULL));
-    if (g_.json) std::cout << r.dump(2) << "\n";
-    else print_rollout(r, false);
+    if (g_.json)
+      std::cout << r.dump(2) << "\n";
+    else
+      print_rollout(r, false);
     return kOk;
   }
 
@@ -785,8 +852,8 @@ class App {
     Table t({"ID", "REV", "SERVICE", "VERSION", "KIND", "RESULT", "STARTED", "BY", "REASON", "ENDED WITH"});
     for (const auto& x : r["rollouts"]) {
       int64_t rev = x.value("revision", 0LL);
-      t.row({s(x, "id"), rev > 0 ? std::to_string(rev) : "-", s(x, "service"), s(x, "version"), s(x, "kind"), s(x, "phase"),
-             when(x.value("created_at", 0LL)), s(x, "created_by"), s(x, "reason"), s(x, "end_reason")});
+      t.row({s(x, "id"), rev > 0 ? std::to_string(rev) : "-", s(x, "service"), s(x, "version"), s(x, "kind"),
+             s(x, "phase"), when(x.value("created_at", 0LL)), s(x, "created_by"), s(x, "reason"), s(x, "end_reason")});
     }
     t.print(std::cout);
     return kOk;
@@ -804,14 +871,16 @@ class App {
       return kOk;
     }
     Table t({"WHEN", "WHO", "COMMAND", "TARGET", "DECISION"});
-    for (const auto& x : r["audit"]) t.row({when(x.value("at", 0LL)), s(x, "who"), s(x, "command"), s(x, "target"), s(x, "decision")});
+    for (const auto& x : r["audit"])
+      t.row({when(x.value("at", 0LL)), s(x, "who"), s(x, "command"), s(x, "target"), s(x, "decision")});
     t.print(std::cout);
     return kOk;
   }
 
   int keys(const std::vector<std::string>& args) {
-    const char* usage = "usage: gantry keys list | accept HOST_OR_KEY [--host H] | reject HOST_OR_KEY | revoke HOST_KEY_OR_NAME | "
-                        "accept-file FILE | add-operator NAME PUBFILE --role viewer|deployer|admin (see `gantry keys --help`)";
+    const char* usage =
+        "usage: gantry keys list | accept HOST_OR_KEY [--host H] | reject HOST_OR_KEY | revoke HOST_KEY_OR_NAME | "
+        "accept-file FILE | add-operator NAME PUBFILE --role viewer|deployer|admin (see `gantry keys --help`)";
     if (args.empty()) throw UsageError(usage);
     const std::string& sub = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -824,12 +893,14 @@ class App {
       }
       Table a({"HOST", "STATE", "AGENT KEY", "SINCE", "BY"});
       for (const auto& k : r["agents"])
-        a.row({s(k, "host_id").empty() ? "?" : s(k, "host_id"), s(k, "state"), s(k, "key"), when(k.value("updated_at", 0LL)), s(k, "updated_by")});
+        a.row({s(k, "host_id").empty() ? "?" : s(k, "host_id"), s(k, "state"), s(k, "key"),
+               when(k.value("updated_at", 0LL)), s(k, "updated_by")});
       std::cout << "Agent keys:\n";
       a.print(std::cout);
       if (a.empty()) std::cout << "(none)\n";
       Table o({"OPERATOR", "ROLE", "STATE", "KEY", "BY"});
-      for (const auto& k : r["operators"]) o.row({s(k, "name"), s(k, "role"), s(k, "state"), s(k, "key"), s(k, "updated_by")});
+      for (const auto& k : r["operators"])
+        o.row({s(k, "name"), s(k, "role"), s(k, "state"), s(k, "key"), s(k, "updated_by")});
       std::cout << "\nOperator keys:\n";
       o.print(std::cout);
       if (o.empty()) std::cout << "(none)\n";
@@ -838,16 +909,21 @@ class App {
     if (sub == "accept" || sub == "reject" || sub == "revoke") {
       std::string target, host;
       for (size_t i = 0; i < rest.size(); ++i) {
-        if (rest[i] == "--host" && i + 1 < rest.size() && sub == "accept") host = rest[++i];
-        else if (target.empty() && rest[i].rfind("--", 0) != 0) target = rest[i];
-        else throw UsageError(usage);
+        if (rest[i] == "--host" && i + 1 < rest.size() && sub == "accept")
+          host = rest[++i];
+        else if (target.empty() && rest[i].rfind("--", 0) != 0)
+          target = rest[i];
+        else
+          throw UsageError(usage);
       }
       if (target.empty()) throw UsageError(usage);
       nlohmann::json a = {{"target", target}};
       if (!host.empty()) a["host"] = host;
       auto r = call("keys." + sub, a);
-      if (g_.json) std::cout << r.dump(2) << "\n";
-      else std::cout << s(r, "summary") << "\n";
+      if (g_.json)
+        std::cout << r.dump(2) << "\n";
+      else
+        std::cout << s(r, "summary") << "\n";
       return kOk;
     }
     if (sub == "accept-file") {
@@ -863,7 +939,8 @@ class App {
         std::string host, key, extra;
         if (!(ls >> host) || host[0] == '#') continue;
         if (!(ls >> key) || (ls >> extra))
-          throw UsageError(rest[0] + ":" + std::to_string(n) + ": want `HOST KEY` (KEY: Z85 public key or a .pub file)");
+          throw UsageError(rest[0] + ":" + std::to_string(n) +
+                           ": want `HOST KEY` (KEY: Z85 public key or a .pub file)");
         if (!security::is_z85_key(key)) {
           auto k = security::read_curve_public(key);
           if (!k) throw UsageError(rest[0] + ":" + std::to_string(n) + ": " + k.error().message);
@@ -873,24 +950,32 @@ class App {
       }
       if (list.empty()) throw UsageError(rest[0] + ": no `HOST KEY` lines");
       auto r = call("keys.accept_many", {{"keys", list}});
-      if (g_.json) std::cout << r.dump(2) << "\n";
-      else std::cout << s(r, "summary") << "\n";
+      if (g_.json)
+        std::cout << r.dump(2) << "\n";
+      else
+        std::cout << s(r, "summary") << "\n";
       return kOk;
     }
     if (sub == "add-operator") {
       std::string name, file, role;
       for (size_t i = 0; i < rest.size(); ++i) {
-        if (rest[i] == "--role" && i + 1 < rest.size()) role = rest[++i];
-        else if (name.empty()) name = rest[i];
-        else if (file.empty()) file = rest[i];
-        else throw UsageError(usage);
+        if (rest[i] == "--role" && i + 1 < rest.size())
+          role = rest[++i];
+        else if (name.empty())
+          name = rest[i];
+        else if (file.empty())
+          file = rest[i];
+        else
+          throw UsageError(usage);
       }
       if (name.empty() || file.empty() || role.empty()) throw UsageError(usage);
       auto key = security::read_curve_public(file);
       if (!key) throw UsageError(key.error().message);
       auto r = call("keys.add_operator", {{"name", name}, {"key", *key}, {"role", role}});
-      if (g_.json) std::cout << r.dump(2) << "\n";
-      else std::cout << s(r, "summary") << "\n";
+      if (g_.json)
+        std::cout << r.dump(2) << "\n";
+      else
+        std::cout << s(r, "summary") << "\n";
       return kOk;
     }
     throw UsageError(usage);
@@ -917,7 +1002,9 @@ int run_unguarded(const std::vector<std::string>& args) {
   // Global options go before the command, except --json and --timeout-ms, which may also come
   // anywhere after it (a command's own options, such as `release sign --key`, are its own).
   // Boost parses them in `NAME=VALUE` form, so a value starting with '-' reaches the check below.
-  const auto takes_value = [](const std::string& a) { return a == "--coordinator" || a == "--key" || a == "--coordinator-key" || a == "--timeout-ms"; };
+  const auto takes_value = [](const std::string& a) {
+    return a == "--coordinator" || a == "--key" || a == "--coordinator-key" || a == "--timeout-ms";
+  };
   std::vector<std::string> global_args, words;
   size_t i = 0;
   for (; i < args.size() && args[i].size() > 1 && args[i][0] == '-'; ++i) {
@@ -942,8 +1029,9 @@ int run_unguarded(const std::vector<std::string>& args) {
   }
   std::string timeout;
   po::options_description globals;
-  globals.add_options()("help,h", "")("version", "")("json", po::bool_switch(&g.json))("coordinator", po::value(&g.coordinator))(
-      "key", po::value(&g.key))("coordinator-key", po::value(&g.coordinator_key))("timeout-ms", po::value(&timeout));
+  globals.add_options()("help,h", "")("version", "")("json", po::bool_switch(&g.json))(
+      "coordinator", po::value(&g.coordinator))("key", po::value(&g.key))(
+      "coordinator-key", po::value(&g.coordinator_key))("timeout-ms", po::value(&timeout));
   po::variables_map vm;
   try {
     const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
@@ -977,14 +1065,16 @@ int run_unguarded(const std::vector<std::string>& args) {
   }
   {
     // Local commands: no coordinator, no operator key needed.
-    if (words[0] == "keygen") return security::curve_keygen_main("gantry", std::vector<std::string>(words.begin() + 1, words.end()));
+    if (words[0] == "keygen")
+      return security::curve_keygen_main("gantry", std::vector<std::string>(words.begin() + 1, words.end()));
     if (words[0] == "release" && words.size() >= 2 && words[1] == "keygen")
       return release_keygen(std::vector<std::string>(words.begin() + 2, words.end()));
     if (words[0] == "release" && words.size() >= 2 && words[1] == "sign")
       return release_sign(std::vector<std::string>(words.begin() + 2, words.end()), g.json);
     if (Status st = transport::check_connect_endpoint(g.coordinator); !st.ok())
-      throw UsageError("coordinator " + st.error().message +
-                       "; set it with --coordinator, GANTRY_COORDINATOR or `coordinator =` in ~/.config/gantry/cli.conf");
+      throw UsageError(
+          "coordinator " + st.error().message +
+          "; set it with --coordinator, GANTRY_COORDINATOR or `coordinator =` in ~/.config/gantry/cli.conf");
     App app(g);
     return app.run_guarded(words);
   }

@@ -9,10 +9,10 @@ namespace gantry::cli {
 // Exit codes scripts can trust.
 enum ExitCode {
   kOk = 0,
-  kRolloutFailed = 1,   // a rollout we waited for ended failed, rolled back or aborted
-  kUsage = 2,           // bad command line
-  kRefused = 3,         // the coordinator refused the request (bad argument, conflict, ...)
-  kUnreachable = 4,     // no answer from the coordinator
+  kRolloutFailed = 1,  // a rollout we waited for ended failed, rolled back or aborted
+  kUsage = 2,          // bad command line
+  kRefused = 3,        // the coordinator refused the request (bad argument, conflict, ...)
+  kUnreachable = 4,    // no answer from the coordinator
 };
 
 int run(const std::vector<std::string>& args);

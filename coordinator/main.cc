@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
   gantry::log::setup("gantry-coordinator", opts->log_level);
   auto log = gantry::log::get("coordinator");
   for (const auto& w : opts->warnings) log->warn("{}", w);
-  if (cfg.insecure_dev) log->warn("INSECURE: running without CURVE; any process that reaches the sockets can act as an agent or operator");
+  if (cfg.insecure_dev)
+    log->warn("INSECURE: running without CURVE; any process that reaches the sockets can act as an agent or operator");
 
   // One descriptor per agent connection: 10,000 agents need far more than the usual soft 1024.
   auto nofile = gantry::raise_fd_limit();

@@ -16,9 +16,12 @@ int main(int argc, char** argv) {
   std::string path = "/work?ms=20";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
-    if (a == "--port") port = std::atoi(v.c_str());
-    else if (a == "--rate") rate = std::atoi(v.c_str());
-    else if (a == "--path") path = v;
+    if (a == "--port")
+      port = std::atoi(v.c_str());
+    else if (a == "--rate")
+      rate = std::atoi(v.c_str());
+    else if (a == "--path")
+      path = v;
     else {
       std::fprintf(stderr, "usage: gantry-demo-load --port P [--path PATH] [--rate N]\n");
       return 2;

@@ -58,7 +58,7 @@ struct Config {
   std::string behaviour = "healthy";
   std::string message;
   long max_lifetime_s = 3600;
-  bool graceful = true;      // drain in-flight requests on SIGTERM
+  bool graceful = true;       // drain in-flight requests on SIGTERM
   long drain_timeout_s = 10;  // bound on that drain
   // Fault injection for tests: /health answers 500 while this file exists. With --config
   // ROOT/current/release.conf it is ROOT/FAIL-<version>, so one host can be made to fail one
@@ -222,7 +222,8 @@ std::optional<int> parse_args(int argc, char** argv, Config& cfg) {
   if (behaviour_override) cfg.behaviour = *behaviour_override;
   if (!config_file.empty()) {
     // <root>/current/release.conf -> <root>/FAIL-<version>
-    std::string dir = config_file.substr(0, config_file.find_last_of('/') == std::string::npos ? 0 : config_file.find_last_of('/'));
+    std::string dir =
+        config_file.substr(0, config_file.find_last_of('/') == std::string::npos ? 0 : config_file.find_last_of('/'));
     auto slash = dir.find_last_of('/');
     std::string root = slash == std::string::npos ? std::string(".") : dir.substr(0, slash);
     cfg.fail_marker = root + "/FAIL-" + cfg.version;
@@ -251,8 +252,8 @@ void respond(int fd, int status, const std::string& body, bool head_only) {
                        : status == 400 ? "Bad Request"
                                        : "Internal Server Error";
   std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason +
-                    "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
-                    std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
+                    "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\nConnection: close\r\n\r\n";
   if (!head_only) out += body;
   send_all(fd, out);
 }
@@ -281,8 +282,7 @@ void handle_client(int fd, const Config& cfg) {
     return;
   }
   const std::string method = request_line.substr(0, sp1);
-  std::string path = request_line.substr(sp1 + 1, sp2 == std::string::npos ? std::string::npos
-                                                                          : sp2 - sp1 - 1);
+  std::string path = request_line.substr(sp1 + 1, sp2 == std::string::npos ? std::string::npos : sp2 - sp1 - 1);
   std::string query;
   if (const auto q = path.find('?'); q != std::string::npos) {
     query = path.substr(q + 1);
@@ -294,15 +294,12 @@ void handle_client(int fd, const Config& cfg) {
     return;
   }
   if (path == "/") {
-    respond(fd, 200,
-            std::string(kName) + " version=" + cfg.version + " behaviour=" + cfg.behaviour + "\n",
-            head);
+    respond(fd, 200, std::string(kName) + " version=" + cfg.version + " behaviour=" + cfg.behaviour + "\n", head);
   } else if (path == "/version") {
     respond(fd, 200, cfg.version + "\n", head);
   } else if (path == "/health") {
     struct stat marker {};
-    if (cfg.behaviour == "unhealthy" ||
-        (!cfg.fail_marker.empty() && ::stat(cfg.fail_marker.c_str(), &marker) == 0)) {
+    if (cfg.behaviour == "unhealthy" || (!cfg.fail_marker.empty() && ::stat(cfg.fail_marker.c_str(), &marker) == 0)) {
       respond(fd, 500, "unhealthy\n", head);
     } else {
       respond(fd, 200, "ok\n", head);
@@ -369,8 +366,7 @@ int open_listener(const Config& cfg) {
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    log_line("cannot bind " + cfg.bind + ":" + std::to_string(cfg.port) + ": " +
-             std::strerror(errno));
+    log_line("cannot bind " + cfg.bind + ":" + std::to_string(cfg.port) + ": " + std::strerror(errno));
     ::close(fd);
     return -1;
   }
@@ -391,16 +387,15 @@ int main(int argc, char** argv) {
 
   const auto started = Clock::now();
   const auto deadline = started + std::chrono::seconds(cfg->max_lifetime_s);
-  log_line("pid " + std::to_string(::getpid()) + " starting: version=" + cfg->version +
-           " behaviour=" + cfg->behaviour + " port=" + std::to_string(cfg->port));
+  log_line("pid " + std::to_string(::getpid()) + " starting: version=" + cfg->version + " behaviour=" + cfg->behaviour +
+           " port=" + std::to_string(cfg->port));
 
   if (cfg->behaviour == "crash") {
     log_line("behaviour=crash: exiting with status 1 before listening");
     return 1;
   }
   if (cfg->behaviour == "slow-start") {
-    log_line("behaviour=slow-start: waiting " + std::to_string(kSlowStartMs) +
-             " ms before listening");
+    log_line("behaviour=slow-start: waiting " + std::to_string(kSlowStartMs) + " ms before listening");
     if (!sleep_until(std::min(deadline, started + std::chrono::milliseconds(kSlowStartMs)))) {
       log_line("stopped by signal " + std::to_string(g_stop_signal) + " during slow start");
       return 0;
@@ -444,15 +439,15 @@ int main(int argc, char** argv) {
   // queue are reset), then finish what is in flight.
   ::close(listener);
   if (!cfg->graceful) {
-    log_line("stopped by signal " + std::to_string(g_stop_signal) + " (not graceful: " +
-             std::to_string(active->load()) + " requests in flight dropped)");
+    log_line("stopped by signal " + std::to_string(g_stop_signal) +
+             " (not graceful: " + std::to_string(active->load()) + " requests in flight dropped)");
     return 0;
   }
   const auto drain_deadline = Clock::now() + std::chrono::seconds(cfg->drain_timeout_s);
   log_line("signal " + std::to_string(g_stop_signal) + ": draining " + std::to_string(active->load()) +
            " requests in flight");
   while (active->load() > 0 && Clock::now() < drain_deadline) ::poll(nullptr, 0, 10);
-  log_line("stopped by signal " + std::to_string(g_stop_signal) + " after draining (" +
-           std::to_string(active->load()) + " left)");
+  log_line("stopped by signal " + std::to_string(g_stop_signal) + " after draining (" + std::to_string(active->load()) +
+           " left)");
   return 0;
 }

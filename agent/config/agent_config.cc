@@ -30,7 +30,8 @@ Expected<Millis> parse_ms(const std::string& key, const std::string& v, Millis m
     if (used != v.size() || n < min || n > max) throw std::out_of_range(v);
     return static_cast<Millis>(n);
   } catch (const std::exception&) {
-    return cfg_error(key + " must be an integer between " + std::to_string(min) + " and " + std::to_string(max) + ", got '" + v + "'");
+    return cfg_error(key + " must be an integer between " + std::to_string(min) + " and " + std::to_string(max) +
+                     ", got '" + v + "'");
   }
 }
 
@@ -79,7 +80,8 @@ Status apply_service_key(ServiceConfig& s, const std::string& key, const std::st
     if (!n) return n.error();
     s.healthy_deadline_ms = *n;
   } else if (key == "runtime") {
-    if (v.empty() || v.find_first_of(" \t") != std::string::npos) return cfg_error(where + " must be one program (podman, docker or a path)");
+    if (v.empty() || v.find_first_of(" \t") != std::string::npos)
+      return cfg_error(where + " must be one program (podman, docker or a path)");
     s.runtime = v;
   } else if (key == "runtime_args" || key == "run_args" || key == "command") {
     // Repeatable; each value is split like a shell would (quotes, backslashes; no expansion).
@@ -88,10 +90,12 @@ Status apply_service_key(ServiceConfig& s, const std::string& key, const std::st
     auto& dst = key == "runtime_args" ? s.runtime_args : key == "run_args" ? s.run_args : s.command;
     dst.insert(dst.end(), words->begin(), words->end());
   } else if (key == "container_name") {
-    if (!valid_container_name(v)) return cfg_error(where + ": '" + v + "' is not a valid container name ([A-Za-z0-9][A-Za-z0-9_.-]*)");
+    if (!valid_container_name(v))
+      return cfg_error(where + ": '" + v + "' is not a valid container name ([A-Za-z0-9][A-Za-z0-9_.-]*)");
     s.container_name = v;
   } else if (key == "start_order") {
-    if (v != "stop-first" && v != "start-first") return cfg_error(where + " must be stop-first or start-first, got '" + v + "'");
+    if (v != "stop-first" && v != "start-first")
+      return cfg_error(where + " must be stop-first or start-first, got '" + v + "'");
     s.start_order = v;
   } else if (key == "stop_timeout_ms") {
     auto n = parse_ms(where, v, 0, 3600 * 1000);
@@ -106,7 +110,8 @@ Status apply_service_key(ServiceConfig& s, const std::string& key, const std::st
     if (!n) return n.error();
     s.retain = static_cast<uint32_t>(*n);
   } else if (traffic::is_setting_key(key)) {
-    if (Status st = traffic::apply_setting(s.traffic, key, v); !st.ok()) return cfg_error(where + " " + st.error().message);
+    if (Status st = traffic::apply_setting(s.traffic, key, v); !st.ok())
+      return cfg_error(where + " " + st.error().message);
   } else {
     return cfg_error("unknown key " + where);
   }
@@ -117,7 +122,8 @@ Status apply_service_key(ServiceConfig& s, const std::string& key, const std::st
 Status check_container_service(const ServiceConfig& s) {
   std::string where = "[service." + s.name + "]";
   if (!valid_container_name(s.container_name))
-    return cfg_error(where + " container_name '" + s.container_name + "' is not a valid container name; set container_name");
+    return cfg_error(where + " container_name '" + s.container_name +
+                     "' is not a valid container name; set container_name");
   if (s.start_order == "start-first") {
     // Two instances run at once: a fixed published host port would make the second one fail.
     for (size_t i = 0; i < s.run_args.size(); ++i) {
@@ -187,7 +193,8 @@ constexpr const char* kServiceHelp =
 // Help text with the command line's '-' spelling of the option names (--host-id, not --host_id).
 std::string dash_names(std::string text) {
   for (size_t i = text.find("--"); i != std::string::npos; i = text.find("--", i + 2))
-    for (size_t j = i + 2; j < text.size() && (std::isalnum(static_cast<unsigned char>(text[j])) || text[j] == '_'); ++j)
+    for (size_t j = i + 2; j < text.size() && (std::isalnum(static_cast<unsigned char>(text[j])) || text[j] == '_');
+         ++j)
       if (text[j] == '_') text[j] = '-';
   return text;
 }
@@ -202,27 +209,28 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
   int64_t hb = c.heartbeat_interval_ms;
 
   po::options_description cli("gantry-agent options");
-  cli.add_options()
-      ("help,h", "show this help")
-      ("version", "print the version")
-      ("config,c", po::value<std::string>(&config_file), "INI config file (services are [service.NAME] sections)");
+  cli.add_options()("help,h", "show this help")("version", "print the version")(
+      "config,c", po::value<std::string>(&config_file), "INI config file (services are [service.NAME] sections)");
   po::options_description settings("settings (command line or config file; the command line wins)");
-  settings.add_options()
-      ("host_id", po::value<std::string>(&c.host_id), "host id (default: the hostname)")
-      ("coordinator", po::value<std::string>(&c.coordinator)->default_value(c.coordinator), "coordinator ROUTER endpoint")
-      ("coordinator_pub", po::value<std::string>(&c.coordinator_pub)->default_value(c.coordinator_pub), "coordinator PUB endpoint")
-      ("state_dir", po::value<std::string>(&c.state_dir)->default_value(c.state_dir), "directory for the agent's journal")
-      ("label", po::value<std::vector<std::string>>(&labels)->composing(), "label k=v (repeatable)")
-      ("insecure_dev", po::bool_switch(&c.insecure_dev), "allow plaintext ZeroMQ and unsigned releases (development only)")
-      ("agent_key", po::value<std::string>(&c.agent_key), "this agent's CURVE secret key file (gantry-agent keygen)")
-      ("coordinator_key", po::value<std::string>(&c.coordinator_key), "the coordinator's CURVE public key file (pinned)")
-      ("release_public_key", po::value<std::vector<std::string>>(&c.release_public_keys)->composing(),
-       "ed25519 release public key file (repeatable); only releases signed by one of them install")
-      ("log_level", po::value<std::string>(&c.log_level)->default_value(c.log_level), "trace|debug|info|warn|error")
-      ("heartbeat_interval_ms", po::value<int64_t>(&hb)->default_value(hb),
-       "heartbeat interval until the coordinator's welcome says otherwise")
-      ("udp_heartbeats", po::value<std::string>(&udp_heartbeats)->default_value(udp_heartbeats),
-       "heartbeat by UDP datagrams when the coordinator offers it (false: always over the connection)");
+  settings.add_options()("host_id", po::value<std::string>(&c.host_id), "host id (default: the hostname)")(
+      "coordinator", po::value<std::string>(&c.coordinator)->default_value(c.coordinator),
+      "coordinator ROUTER endpoint")(
+      "coordinator_pub", po::value<std::string>(&c.coordinator_pub)->default_value(c.coordinator_pub),
+      "coordinator PUB endpoint")("state_dir", po::value<std::string>(&c.state_dir)->default_value(c.state_dir),
+                                  "directory for the agent's journal")(
+      "label", po::value<std::vector<std::string>>(&labels)->composing(), "label k=v (repeatable)")(
+      "insecure_dev", po::bool_switch(&c.insecure_dev),
+      "allow plaintext ZeroMQ and unsigned releases (development only)")(
+      "agent_key", po::value<std::string>(&c.agent_key), "this agent's CURVE secret key file (gantry-agent keygen)")(
+      "coordinator_key", po::value<std::string>(&c.coordinator_key),
+      "the coordinator's CURVE public key file (pinned)")(
+      "release_public_key", po::value<std::vector<std::string>>(&c.release_public_keys)->composing(),
+      "ed25519 release public key file (repeatable); only releases signed by one of them install")(
+      "log_level", po::value<std::string>(&c.log_level)->default_value(c.log_level), "trace|debug|info|warn|error")(
+      "heartbeat_interval_ms", po::value<int64_t>(&hb)->default_value(hb),
+      "heartbeat interval until the coordinator's welcome says otherwise")(
+      "udp_heartbeats", po::value<std::string>(&udp_heartbeats)->default_value(udp_heartbeats),
+      "heartbeat by UDP datagrams when the coordinator offers it (false: always over the connection)");
   po::options_description all;
   all.add(cli).add(settings);
 
@@ -232,7 +240,9 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
     // No abbreviations: --host is not --host_id.
     const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
     const po::positional_options_description none;  // a stray word is an error, not ignored
-    po::store(po::command_line_parser(underscore_long_names(argc, argv)).options(all).positional(none).style(style).run(), vm);
+    po::store(
+        po::command_line_parser(underscore_long_names(argc, argv)).options(all).positional(none).style(style).run(),
+        vm);
     if (vm.count("help")) {
       out.help = true;
       std::ostringstream os;
@@ -284,33 +294,43 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
     auto eq = l.find('=');
     if (eq == std::string::npos) return cfg_error("label '" + l + "' must be key=value");
     std::string k = l.substr(0, eq), v = l.substr(eq + 1);
-    if (!is_label_token(k, false) || !is_label_token(v, true)) return cfg_error("label '" + l + "' has invalid characters");
+    if (!is_label_token(k, false) || !is_label_token(v, true))
+      return cfg_error("label '" + l + "' has invalid characters");
     c.labels[k] = v;
   }
-  if (udp_heartbeats == "true" || udp_heartbeats == "yes" || udp_heartbeats == "on" || udp_heartbeats == "1") c.udp_heartbeats = true;
-  else if (udp_heartbeats == "false" || udp_heartbeats == "no" || udp_heartbeats == "off" || udp_heartbeats == "0") c.udp_heartbeats = false;
-  else return cfg_error("udp_heartbeats must be true or false, not '" + udp_heartbeats + "'");
+  if (udp_heartbeats == "true" || udp_heartbeats == "yes" || udp_heartbeats == "on" || udp_heartbeats == "1")
+    c.udp_heartbeats = true;
+  else if (udp_heartbeats == "false" || udp_heartbeats == "no" || udp_heartbeats == "off" || udp_heartbeats == "0")
+    c.udp_heartbeats = false;
+  else
+    return cfg_error("udp_heartbeats must be true or false, not '" + udp_heartbeats + "'");
   if (hb < 10 || hb > 3600 * 1000) return cfg_error("heartbeat_interval_ms must be between 10 and 3600000");
   c.heartbeat_interval_ms = hb;
   if (c.state_dir.empty() || c.state_dir[0] != '/') return cfg_error("state_dir must be an absolute path");
-  static constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"};
+  static constexpr const char* kLevels[] = {"trace", "debug", "info",     "warn", "warning",
+                                            "error", "err",   "critical", "off"};
   if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels))
     return cfg_error("unknown log level '" + c.log_level + "'");
   if (c.coordinator.empty() || c.coordinator_pub.empty()) return cfg_error("coordinator endpoints must not be empty");
-  const std::pair<const char*, const std::string&> endpoints[] = {{"coordinator", c.coordinator}, {"coordinator_pub", c.coordinator_pub}};
+  const std::pair<const char*, const std::string&> endpoints[] = {{"coordinator", c.coordinator},
+                                                                  {"coordinator_pub", c.coordinator_pub}};
   for (const auto& [key, ep] : endpoints)
-    if (Status st = transport::check_connect_endpoint(ep); !st.ok()) return cfg_error(std::string(key) + ": " + st.error().message);
+    if (Status st = transport::check_connect_endpoint(ep); !st.ok())
+      return cfg_error(std::string(key) + ": " + st.error().message);
   if (c.agent_key.empty() != c.coordinator_key.empty())
-    return cfg_error("agent_key and coordinator_key go together (the agent's secret key and the pinned coordinator key)");
+    return cfg_error(
+        "agent_key and coordinator_key go together (the agent's secret key and the pinned coordinator key)");
   if (c.services.empty()) return cfg_error("no [service.NAME] section in the config file");
   for (auto& [n, s] : c.services)
     if (s.driver == "container" && s.container_name.empty()) s.container_name = n;
   for (const auto& [n, s] : c.services) {
     if (s.root.empty()) return cfg_error("[service." + n + "] needs root = /absolute/path");
-    if (s.driver == "binary" && s.restart_command.empty()) return cfg_error("[service." + n + "] needs restart_command");
+    if (s.driver == "binary" && s.restart_command.empty())
+      return cfg_error("[service." + n + "] needs restart_command");
     if (s.driver == "container") {
       if (!s.restart_command.empty())
-        return cfg_error("[service." + n + "] restart_command is for driver = binary; a container is restarted by the driver");
+        return cfg_error("[service." + n +
+                         "] restart_command is for driver = binary; a container is restarted by the driver");
       if (Status st = check_container_service(s); !st.ok()) return st.error();
     } else if (!s.container_name.empty() || !s.run_args.empty() || !s.runtime_args.empty() || !s.command.empty() ||
                s.start_order != "stop-first") {
@@ -318,7 +338,8 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
     }
     if (s.min_healthy_ms >= s.healthy_deadline_ms)
       return cfg_error("[service." + n + "] min_healthy_ms must be smaller than healthy_deadline_ms");
-    if (Status st = traffic::check_settings(s.traffic); !st.ok()) return cfg_error("[service." + n + "] " + st.error().message);
+    if (Status st = traffic::check_settings(s.traffic); !st.ok())
+      return cfg_error("[service." + n + "] " + st.error().message);
   }
   return out;
 }
@@ -326,14 +347,14 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
 Expected<StateArgs> parse_state_args_raw(int argc, const char* const* argv) {
   StateArgs out;
   po::options_description d("gantry-agent state options");
-  d.add_options()
-      ("help,h", "show this help")
-      ("state_dir", po::value<std::string>(&out.state_dir)->required(), "the agent's state directory (its journal)");
+  d.add_options()("help,h", "show this help")("state_dir", po::value<std::string>(&out.state_dir)->required(),
+                                              "the agent's state directory (its journal)");
   po::variables_map vm;
   try {
     const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
     const po::positional_options_description none;
-    po::store(po::command_line_parser(underscore_long_names(argc, argv)).options(d).positional(none).style(style).run(), vm);
+    po::store(po::command_line_parser(underscore_long_names(argc, argv)).options(d).positional(none).style(style).run(),
+              vm);
     if (vm.count("help")) {
       std::ostringstream os;
       os << "Usage: gantry-agent state --state-dir DIR\n"

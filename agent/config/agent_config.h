@@ -46,8 +46,8 @@ struct AgentConfig {
   std::string state_dir = "/var/lib/gantry-agent";
   std::map<std::string, std::string> labels;
   bool insecure_dev = false;
-  std::string agent_key;        // CURVE secret key file of this agent
-  std::string coordinator_key;  // CURVE public key file of the coordinator (pinned)
+  std::string agent_key;                         // CURVE secret key file of this agent
+  std::string coordinator_key;                   // CURVE public key file of the coordinator (pinned)
   std::vector<std::string> release_public_keys;  // ed25519 release public key files
   std::string log_level = "info";
   Millis heartbeat_interval_ms = 1000;
@@ -57,8 +57,8 @@ struct AgentConfig {
 };
 
 struct ParsedArgs {
-  bool help = false;       // --help was given; `text` holds the usage
-  bool version = false;    // --version was given
+  bool help = false;     // --help was given; `text` holds the usage
+  bool version = false;  // --version was given
   std::string text;
   AgentConfig config;
 };

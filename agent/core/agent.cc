@@ -110,14 +110,28 @@ Status Agent::start() {
   std::deque<proto::Order> keep;
   std::vector<proto::Report> dropped;
   for (auto& o : state_.queue) {
-    if (services_.count(o.service)) keep.push_back(o);
-    else dropped.push_back({o.order_id, o.rollout_id, o.service, "failed", "", "service " + o.service + " is not configured on this host", {}});
+    if (services_.count(o.service))
+      keep.push_back(o);
+    else
+      dropped.push_back({o.order_id,
+                         o.rollout_id,
+                         o.service,
+                         "failed",
+                         "",
+                         "service " + o.service + " is not configured on this host",
+                         {}});
   }
   state_.queue = std::move(keep);
   for (auto& r : dropped) state_.add_result(r);
   if (state_.active && !services_.count(state_.active->order.service)) {
     const auto& o = state_.active->order;
-    state_.add_result({o.order_id, o.rollout_id, o.service, "failed", "", "service " + o.service + " is not configured on this host", {}});
+    state_.add_result({o.order_id,
+                       o.rollout_id,
+                       o.service,
+                       "failed",
+                       "",
+                       "service " + o.service + " is not configured on this host",
+                       {}});
     state_.active.reset();
   }
   Status saved = persist();
@@ -149,10 +163,14 @@ Status Agent::start() {
 // Messages
 
 void Agent::handle(const proto::Message& m) {
-  if (auto* o = std::get_if<proto::Order>(&m)) on_order(*o);
-  else if (auto* c = std::get_if<proto::Chunk>(&m)) on_chunk(proto::ChunkView{c->sha256, c->offset, c->total_size, c->data});
-  else if (auto* e = std::get_if<proto::ErrorMsg>(&m)) on_error(*e);
-  else if (auto* s = std::get_if<proto::Signal>(&m)) on_signal(*s);
+  if (auto* o = std::get_if<proto::Order>(&m))
+    on_order(*o);
+  else if (auto* c = std::get_if<proto::Chunk>(&m))
+    on_chunk(proto::ChunkView{c->sha256, c->offset, c->total_size, c->data});
+  else if (auto* e = std::get_if<proto::ErrorMsg>(&m))
+    on_error(*e);
+  else if (auto* s = std::get_if<proto::Signal>(&m))
+    on_signal(*s);
   start_next();
 }
 
@@ -174,7 +192,9 @@ void Agent::on_order(const proto::Order& o) {
     // The coordinator cannot make this host install anything a release key did not sign.
     std::string msg = "refused release " + o.version + " of " + o.service + ": " + st.error().message;
     lg()->error("order {}: {}", o.order_id, msg);
-    proto::Report r{o.order_id, o.rollout_id, o.service, "failed", services_.count(o.service) ? disk_version(o.service) : "", msg, {}};
+    proto::Report r{
+        o.order_id, o.rollout_id, o.service, "failed", services_.count(o.service) ? disk_version(o.service) : "", msg,
+        {}};
     state_.add_result(r);
     (void)persist();
     send(proto::OrderAck{o.order_id, "rejected", msg});
@@ -309,8 +329,10 @@ void Agent::handle_chunk(const proto::ChunkView& c) {
 void Agent::on_chunk(const proto::ChunkView& c) {
   if (!fetcher_) return;
   fetcher_->on_chunk(c);
-  if (fetcher_->state() == Fetcher::State::kComplete) after_fetch_checked();
-  else if (fetcher_->state() == Fetcher::State::kFailed) fail_before_swap(fetcher_->error());
+  if (fetcher_->state() == Fetcher::State::kComplete)
+    after_fetch_checked();
+  else if (fetcher_->state() == Fetcher::State::kFailed)
+    fail_before_swap(fetcher_->error());
 }
 
 void Agent::on_error(const proto::ErrorMsg& e) {
@@ -331,8 +353,13 @@ void Agent::on_signal(const proto::Signal& s) {
     // Only updates are cancelled: the coordinator sends a rollback Signal right after the
     // rollback orders of the same step, and those must run.
     if (o.rollout_id == s.rollout_id && o.service == s.service && o.kind == "update") {
-      cancelled.push_back({o.order_id, o.rollout_id, o.service, "failed", state_.services[o.service].current,
-                           "cancelled by " + s.kind + " signal", {}});
+      cancelled.push_back({o.order_id,
+                           o.rollout_id,
+                           o.service,
+                           "failed",
+                           state_.services[o.service].current,
+                           "cancelled by " + s.kind + " signal",
+                           {}});
       arrivals_.erase(o.order_id);
     } else {
       keep.push_back(std::move(o));
@@ -425,8 +452,10 @@ VerifyPolicy Agent::policy() const {
 }
 
 void Agent::send(const proto::Message& m) {
-  if (holding_) held_.push_back(m);
-  else send_(m);
+  if (holding_)
+    held_.push_back(m);
+  else
+    send_(m);
 }
 
 void Agent::send_held() {
@@ -514,7 +543,8 @@ void Agent::begin_fetch() {
   }
   set_phase(phase::kFetching, std::to_string(rid.size) + " bytes");
   progress(phase::kFetching, "downloading " + std::to_string(rid.size) + " bytes");
-  fetcher_ = std::make_unique<Fetcher>(rt.driver->partial_artifact_path(rid.sha256), rid.sha256, rid.size, clock_, send_);
+  fetcher_ =
+      std::make_unique<Fetcher>(rt.driver->partial_artifact_path(rid.sha256), rid.sha256, rid.size, clock_, send_);
   if (Status st = fetcher_->start(); !st.ok()) {
     fail_before_swap("fetch failed: " + st.error().message);
     return;
@@ -529,7 +559,8 @@ void Agent::after_fetch_checked() {
   fetcher_.reset();
   auto driver = svc().driver;
   ReleaseId rid = release();
-  worker_.run("digest", [driver, rid, hashed](const std::atomic<bool>&) { return driver->finish_download(rid, hashed); });
+  worker_.run("digest",
+              [driver, rid, hashed](const std::atomic<bool>&) { return driver->finish_download(rid, hashed); });
 }
 
 void Agent::begin_stage() {
@@ -608,21 +639,23 @@ void Agent::begin_restart() {
   restart_started_us_ = steady_us();
   restart_done_us_ = 0;
   restart->start();
-  worker_.run("verify", [driver, restart, probes, p, &clock, sleep, worker, lifecycle, ctx](const std::atomic<bool>& cancelled) -> Status {
-    const int64_t t0 = steady_us();
-    Status st = restart->finish();
-    crash_point("during_restart");
-    worker->milestone("restart", st, steady_us() - t0);
-    if (!st.ok()) return st;  // the main loop reverts when it takes this result
-    Verifier verifier(clock, sleep, [] { crash_point("during_verify"); });
-    VerifyResult r = verifier.run(probes, p, &cancelled);
-    if (!r.healthy) return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
-    if (!lifecycle) return Status::Ok();
-    // Verified: only now does the new release get traffic.
-    traffic::HostActs acts;
-    acts.verify_for = verify_for(probes, p, clock, sleep, &cancelled);
-    return lifecycle->allow(ctx, acts, step_observer(worker), &cancelled);
-  });
+  worker_.run("verify",
+              [driver, restart, probes, p, &clock, sleep, worker, lifecycle,
+               ctx](const std::atomic<bool>& cancelled) -> Status {
+                const int64_t t0 = steady_us();
+                Status st = restart->finish();
+                crash_point("during_restart");
+                worker->milestone("restart", st, steady_us() - t0);
+                if (!st.ok()) return st;  // the main loop reverts when it takes this result
+                Verifier verifier(clock, sleep, [] { crash_point("during_verify"); });
+                VerifyResult r = verifier.run(probes, p, &cancelled);
+                if (!r.healthy) return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
+                if (!lifecycle) return Status::Ok();
+                // Verified: only now does the new release get traffic.
+                traffic::HostActs acts;
+                acts.verify_for = verify_for(probes, p, clock, sleep, &cancelled);
+                return lifecycle->allow(ctx, acts, step_observer(worker), &cancelled);
+              });
   // Now, with the restart command running, the fsync that makes the swap durable (its disk
   // flush overlaps the command instead of preceding it). A crash before it completes leaves
   // the swapping record: the swap is redone or, if it reached the disk, restarted and verified
@@ -678,8 +711,13 @@ void Agent::begin_revert(std::string reason) {
   lg()->warn("order {}: {}; reverting {} to {}", a.order.order_id, reason, a.order.service,
              a.from_version.empty() ? "(nothing)" : a.from_version);
   if (a.from_version.empty() || a.from_version == a.order.version) {
-    proto::Report r{a.order.order_id, a.order.rollout_id, a.order.service, "failed",
-                    disk_version(a.order.service), reason + "; no previous release to revert to", {}};
+    proto::Report r{a.order.order_id,
+                    a.order.rollout_id,
+                    a.order.service,
+                    "failed",
+                    disk_version(a.order.service),
+                    reason + "; no previous release to revert to",
+                    {}};
     finish(std::move(r));
     return;
   }
@@ -696,25 +734,29 @@ void Agent::begin_revert(std::string reason) {
     traffic::StepContext ctx = step_context(/*revert=*/true);
     const bool blocked = traffic_blocked_;
     Worker* worker = &worker_;
-    worker_.run("revert", [driver, probes, p, &clock, sleep, from, lifecycle, ctx, blocked, worker](const std::atomic<bool>& cancelled) -> Status {
-      traffic::HostActs acts;
-      acts.swap = [&] {
-        if (Status st = driver->activate(from); !st.ok()) return Status(make_error("revert", "swap back failed: " + st.error().message));
-        return Status::Ok();
-      };
-      acts.restart = [&] { return driver->restart(from); };
-      acts.verify = [&]() -> Status {
-        VerifyResult r = Verifier(clock, sleep).run(probes, p, &cancelled);
-        if (r.healthy) return Status::Ok();
-        return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
-      };
-      acts.verify_for = verify_for(probes, p, clock, sleep, &cancelled);
-      return lifecycle->run(ctx, acts, blocked, step_observer(worker), &cancelled);
-    });
+    worker_.run("revert",
+                [driver, probes, p, &clock, sleep, from, lifecycle, ctx, blocked,
+                 worker](const std::atomic<bool>& cancelled) -> Status {
+                  traffic::HostActs acts;
+                  acts.swap = [&] {
+                    if (Status st = driver->activate(from); !st.ok())
+                      return Status(make_error("revert", "swap back failed: " + st.error().message));
+                    return Status::Ok();
+                  };
+                  acts.restart = [&] { return driver->restart(from); };
+                  acts.verify = [&]() -> Status {
+                    VerifyResult r = Verifier(clock, sleep).run(probes, p, &cancelled);
+                    if (r.healthy) return Status::Ok();
+                    return make_error(r.cancelled ? "cancelled" : "unhealthy", r.message);
+                  };
+                  acts.verify_for = verify_for(probes, p, clock, sleep, &cancelled);
+                  return lifecycle->run(ctx, acts, blocked, step_observer(worker), &cancelled);
+                });
     return;
   }
   worker_.run("revert", [driver, probes, p, &clock, sleep, from](const std::atomic<bool>& cancelled) -> Status {
-    if (Status st = driver->activate(from); !st.ok()) return make_error("revert", "swap back failed: " + st.error().message);
+    if (Status st = driver->activate(from); !st.ok())
+      return make_error("revert", "swap back failed: " + st.error().message);
     if (Status st = driver->restart(from); !st.ok()) return st;
     Verifier v(clock, sleep);
     VerifyResult r = v.run(probes, p, &cancelled);
@@ -770,13 +812,23 @@ void Agent::on_work_done(const WorkResult& r) {
     std::string svc_name = a.order.service;
     if (r.status.ok()) {
       state_.services[svc_name].current = a.from_version;
-      finish({a.order.order_id, a.order.rollout_id, svc_name, "failed_reverted", a.from_version,
-              a.failure + "; reverted to " + a.from_version, {}});
+      finish({a.order.order_id,
+              a.order.rollout_id,
+              svc_name,
+              "failed_reverted",
+              a.from_version,
+              a.failure + "; reverted to " + a.from_version,
+              {}});
     } else {
       std::string running = disk_version(svc_name);
       state_.services[svc_name].current = running;
-      finish({a.order.order_id, a.order.rollout_id, svc_name, "failed", running,
-              a.failure + "; revert to " + a.from_version + " also failed: " + r.status.error().message, {}});
+      finish({a.order.order_id,
+              a.order.rollout_id,
+              svc_name,
+              "failed",
+              running,
+              a.failure + "; revert to " + a.from_version + " also failed: " + r.status.error().message,
+              {}});
     }
   }
 }
@@ -821,8 +873,10 @@ void Agent::on_drained(const WorkResult& r) {
     return fail_before_swap(r.status.error().message);
   }
   traffic_blocked_ = true;
-  if (after_drain_ == AfterDrain::kSwap) begin_swap();
-  else begin_restart();
+  if (after_drain_ == AfterDrain::kSwap)
+    begin_swap();
+  else
+    begin_restart();
 }
 
 // A traffic step began on the worker: its Progress, stamped with when it began.
@@ -856,8 +910,13 @@ void Agent::fail_after_allow_failed(std::string message) {
   auto& rec = state_.services[a.order.service];
   if (!a.from_version.empty() && a.from_version != a.order.version) rec.previous = a.from_version;
   rec.current = a.order.version;
-  finish({a.order.order_id, a.order.rollout_id, a.order.service, "failed", a.order.version,
-          message + "; " + a.order.version + " runs, verified, out of traffic", {}});
+  finish({a.order.order_id,
+          a.order.rollout_id,
+          a.order.service,
+          "failed",
+          a.order.version,
+          message + "; " + a.order.version + " runs, verified, out of traffic",
+          {}});
 }
 
 void Agent::succeed() {
@@ -866,8 +925,13 @@ void Agent::succeed() {
   if (!a.from_version.empty() && a.from_version != a.order.version) rec.previous = a.from_version;
   rec.current = a.order.version;
   std::string prev = rec.previous;
-  proto::Report r{a.order.order_id, a.order.rollout_id, a.order.service, "succeeded", a.order.version,
-                  a.order.service + " " + a.order.version + " is healthy", {}};
+  proto::Report r{a.order.order_id,
+                  a.order.rollout_id,
+                  a.order.service,
+                  "succeeded",
+                  a.order.version,
+                  a.order.service + " " + a.order.version + " is healthy",
+                  {}};
   ServiceRuntime& rt = svc();
   finish(std::move(r));
   std::set<std::string> keep = {rec.current};
@@ -915,7 +979,8 @@ void Agent::finish(proto::Report r) {
     state_.add_result(r);
   }
   state_error_.clear();
-  lg()->info("order {} {}: {} (running {})", r.order_id, r.outcome, r.message, r.running_version.empty() ? "nothing" : r.running_version);
+  lg()->info("order {} {}: {} (running {})", r.order_id, r.outcome, r.message,
+             r.running_version.empty() ? "nothing" : r.running_version);
   send(r);
   log_timings(r.order_id);
   if (state_.queue.empty()) store_.maintain(state_);  // idle: compaction, off the order's path
@@ -929,14 +994,15 @@ void Agent::log_timings(const std::string& order_id) {
   };
   // One line per order, `key=<n>us` pairs: the phases add up to total (arrival -> report
   // sent); journal, activate, restart_command and probe are parts of them.
-  lg()->info("order {} timings: total={}us accept={}us queued={}us fetch={}us stage={}us swap={}us restart={}us "
-             "verify={}us revert={}us report={}us journal={}us journal_writes={} activate={}us swap_sync={}us "
-             "restart_command={}us probe={}us checks={}us prepare={}us",
-             order_id, end - times_.received_us, times_.accept_us,
-             std::max<int64_t>(0, times_.started_us - times_.received_us - times_.accept_us), ph("fetch"), ph("stage"),
-             ph("swap"), ph("restart"), ph("verify"), ph("revert"), end - times_.last_us, times_.journal_us,
-             times_.journal_writes, times_.activate_us, times_.swap_sync_us, times_.restart_command_us, times_.probe_us,
-             times_.checks_us, times_.prepare_us);
+  lg()->info(
+      "order {} timings: total={}us accept={}us queued={}us fetch={}us stage={}us swap={}us restart={}us "
+      "verify={}us revert={}us report={}us journal={}us journal_writes={} activate={}us swap_sync={}us "
+      "restart_command={}us probe={}us checks={}us prepare={}us",
+      order_id, end - times_.received_us, times_.accept_us,
+      std::max<int64_t>(0, times_.started_us - times_.received_us - times_.accept_us), ph("fetch"), ph("stage"),
+      ph("swap"), ph("restart"), ph("verify"), ph("revert"), end - times_.last_us, times_.journal_us,
+      times_.journal_writes, times_.activate_us, times_.swap_sync_us, times_.restart_command_us, times_.probe_us,
+      times_.checks_us, times_.prepare_us);
 }
 
 }  // namespace gantry::agent

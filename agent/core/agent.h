@@ -2,8 +2,8 @@
 // time through the phases fetching -> staging -> swapping -> restarting -> verifying
 // (-> reverting), journals every transition first, and recovers an interrupted order
 // after a restart. A service with traffic steps (agent/traffic/lifecycle.h) is drained before
-// its swap and allowed traffic only once verified. It owns no socket: messages go out through `Send`, come in via handle().
-// Main thread only; blocking steps run on its Worker.
+// its swap and allowed traffic only once verified. It owns no socket: messages go out through `Send`, come in via
+// handle(). Main thread only; blocking steps run on its Worker.
 #pragma once
 
 #include <deque>
@@ -40,9 +40,8 @@ class Agent {
  public:
   using Send = std::function<void(const proto::Message&)>;
 
-  Agent(std::string host_id, std::map<std::string, std::string> labels,
-        std::map<std::string, ServiceRuntime> services, StateStore& store, const Clock& clock, Send send,
-        Verifier::Sleep sleep);
+  Agent(std::string host_id, std::map<std::string, std::string> labels, std::map<std::string, ServiceRuntime> services,
+        StateStore& store, const Clock& clock, Send send, Verifier::Sleep sleep);
   ~Agent();
 
   // Trusted ed25519 release public keys (raw 32 bytes). When any is set, every order must carry
@@ -142,18 +141,19 @@ class Agent {
   // (bench/run footprint reads it). Steady clock, diagnostics only: no decision reads them,
   // and the Report keeps its millisecond timings_ms.
   struct StepTimes {
-    int64_t received_us = 0;  // the Order arrived (for a resumed order: when it resumed)
-    int64_t accept_us = 0;    // arrival -> accepted (journaled + acked)
-    int64_t started_us = 0;   // became the active order
-    int64_t last_us = 0;      // end of the previous phase
-    std::map<std::string, int64_t> phase_us;  // fetch, stage, swap, restart, verify, revert
-    int64_t activate_us = 0;   // the symlink swap itself (the rename)
-    int64_t swap_sync_us = 0;  // the fsync making it durable, overlapped with the restart command
+    int64_t received_us = 0;                       // the Order arrived (for a resumed order: when it resumed)
+    int64_t accept_us = 0;                         // arrival -> accepted (journaled + acked)
+    int64_t started_us = 0;                        // became the active order
+    int64_t last_us = 0;                           // end of the previous phase
+    std::map<std::string, int64_t> phase_us;       // fetch, stage, swap, restart, verify, revert
+    int64_t activate_us = 0;                       // the symlink swap itself (the rename)
+    int64_t swap_sync_us = 0;                      // the fsync making it durable, overlapped with the restart command
     int64_t restart_command_us = 0, probe_us = 0;  // the restart and verify jobs on the worker
     int64_t journal_us = 0;
     int journal_writes = 0;
     int64_t checks_us = 0;  // part of accept: the signature and has_release checks before the first write
-    int64_t prepare_us = 0;  // Driver::prepare_restart (spawning the restart command's shell), before the swapping record
+    int64_t prepare_us =
+        0;  // Driver::prepare_restart (spawning the restart command's shell), before the swapping record
   };
   struct Arrival {
     int64_t received_us = 0, accept_us = 0, journal_us = 0;
@@ -161,13 +161,13 @@ class Agent {
   StepTimes times_;
   std::map<std::string, Arrival> arrivals_;  // queued order id -> when it arrived
   int64_t last_persist_us_ = 0;              // duration of the latest journal write
-  std::string state_error_;  // journal write error during the active order
-  std::string not_installed_;  // order id whose release on_order found not installed
-  bool verify_unjournaled_ = false;  // the verifying record failed: revert once the probes end
-  std::string restart_failure_;      // the restart command failed (its milestone); the job ends without probing
-  std::string swap_sync_failure_;    // the fsync making the swap durable failed: revert once the job ends
-  int64_t restart_started_us_ = 0;   // the restart command was started (PreparedRestart::start)
-  int64_t restart_done_us_ = 0;      // its milestone was posted: the probes began
+  std::string state_error_;                  // journal write error during the active order
+  std::string not_installed_;                // order id whose release on_order found not installed
+  bool verify_unjournaled_ = false;          // the verifying record failed: revert once the probes end
+  std::string restart_failure_;              // the restart command failed (its milestone); the job ends without probing
+  std::string swap_sync_failure_;            // the fsync making the swap durable failed: revert once the job ends
+  int64_t restart_started_us_ = 0;           // the restart command was started (PreparedRestart::start)
+  int64_t restart_done_us_ = 0;              // its milestone was posted: the probes began
   // The active order's restart, made ready before its swapping record and swap (the restart
   // command's shell starts up meanwhile) and started by begin_restart; dropped unstarted when
   // the order ends before it (the command then never runs).

@@ -23,7 +23,7 @@ struct VerifyResult {
   bool healthy = false;
   bool cancelled = false;
   Millis healthy_ms = 0;  // longest streak of passing rounds
-  std::string message;    // why not healthy: "verification failed: <probe> returned 500 (healthy 0 ms of 2000 ms needed)"
+  std::string message;  // why not healthy: "verification failed: <probe> returned 500 (healthy 0 ms of 2000 ms needed)"
 };
 
 class Verifier {

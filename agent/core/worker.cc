@@ -83,7 +83,8 @@ std::optional<WorkResult> Worker::take() {
 
 bool Worker::wait(Millis timeout_ms) {
   std::unique_lock lk(mu_);
-  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return result_.has_value() || !milestones_.empty(); });
+  return cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms),
+                      [&] { return result_.has_value() || !milestones_.empty(); });
 }
 
 void Worker::cancel_and_join() {

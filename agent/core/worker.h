@@ -68,8 +68,8 @@ class Worker {
   std::thread thread_;
   std::atomic<bool> cancelled_{false};
   mutable std::mutex mu_;
-  std::condition_variable cv_;       // a result is ready
-  std::condition_variable job_cv_;   // a job or stop is waiting for the thread
+  std::condition_variable cv_;      // a result is ready
+  std::condition_variable job_cv_;  // a job or stop is waiting for the thread
   std::optional<Pending> job_;
   bool stop_ = false;
   std::deque<WorkResult> milestones_;

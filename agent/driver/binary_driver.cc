@@ -7,12 +7,12 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
-#include <map>
-#include <optional>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "agent/release/tar_extract.h"
@@ -109,9 +109,13 @@ Status BinaryDriver::stage(const ReleaseId& r) {
   TarLimits lim;
   auto stats = extract_tar_file(artifact_path(r.sha256), tmp, lim);
   if (!stats) return fail(make_error(stats.error().code, "cannot extract release: " + stats.error().message));
-  nlohmann::json marker = {{"service", r.service}, {"version", r.version}, {"sha256", r.sha256},
-                           {"size", r.size},       {"installed_at", clock_.wall_ms()}};
-  if (Status st = fs::write_file_atomic(tmp + "/" + kMarker, marker.dump(2) + "\n", 0644); !st.ok()) return fail(st.error());
+  nlohmann::json marker = {{"service", r.service},
+                           {"version", r.version},
+                           {"sha256", r.sha256},
+                           {"size", r.size},
+                           {"installed_at", clock_.wall_ms()}};
+  if (Status st = fs::write_file_atomic(tmp + "/" + kMarker, marker.dump(2) + "\n", 0644); !st.ok())
+    return fail(st.error());
   if (Status st = fs::fsync_dir(tmp); !st.ok()) return fail(st.error());
   std::string dest = release_dir(r.version);
   if (::rename(tmp.c_str(), dest.c_str()) != 0) {
@@ -133,7 +137,8 @@ Status BinaryDriver::stage(const ReleaseId& r) {
 Status BinaryDriver::switch_current(const std::string& version) {
   std::string dir = release_dir(version);
   struct stat st;
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return make_error("not_found", "release " + version + " is not installed");
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return make_error("not_found", "release " + version + " is not installed");
   return fs::replace_symlink(cfg_.root + "/current", "releases/" + version, /*sync_dir=*/false);
 }
 
@@ -152,7 +157,8 @@ Status BinaryDriver::restart_outcome(const Expected<ProcessResult>& r) const {
     return make_error("restart", "restart command timed out after " + std::to_string(cfg_.restart_timeout_ms) + " ms");
   if (r->exit_code != 0) {
     std::string out = tail(r->output, 300);
-    return make_error("restart", "restart command exited with " + std::to_string(r->exit_code) + (out.empty() ? "" : ": " + out));
+    return make_error("restart",
+                      "restart command exited with " + std::to_string(r->exit_code) + (out.empty() ? "" : ": " + out));
   }
   return Status::Ok();
 }

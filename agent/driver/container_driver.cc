@@ -66,7 +66,8 @@ class TarReader {
       bool zero = std::all_of(h, h + 512, [](char c) { return c == 0; });
       if (zero) break;
       std::string name(h, strnlen(h, 100));
-      if (std::memcmp(h + 257, "ustar", 5) == 0 && h[345] != 0) name = std::string(h + 345, strnlen(h + 345, 155)) + "/" + name;
+      if (std::memcmp(h + 257, "ustar", 5) == 0 && h[345] != 0)
+        name = std::string(h + 345, strnlen(h + 345, 155)) + "/" + name;
       uint64_t size = 0;
       for (int i = 124; i < 136 && h[i]; ++i) {
         if (h[i] == ' ') continue;
@@ -115,7 +116,8 @@ Expected<ImageRef> parse_pinned_image_ref(const std::string& ref) {
   if (ref.empty() || ref.size() > 1024) return bad("is empty or too long");
   if (ref[0] == '-') return bad("starts with '-'");
   for (char c : ref)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == '/' || c == ':' || c == '@'))
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == '/' || c == ':' ||
+          c == '@'))
       return bad("holds a character outside [A-Za-z0-9._/:@-]");
   auto at = ref.find('@');
   if (at == std::string::npos || at == 0 || ref.find('@', at + 1) != std::string::npos)
@@ -134,7 +136,8 @@ Expected<ImageRef> parse_image_ref_artifact(const std::string& text) {
   }
   if (!j.is_object() || !j.contains("gantry_image_ref") || j["gantry_image_ref"] != 1 || !j.contains("image") ||
       !j["image"].is_string())
-    return make_error("invalid", "image reference artifact must be {\"gantry_image_ref\": 1, \"image\": \"name@sha256:...\"}");
+    return make_error("invalid",
+                      "image reference artifact must be {\"gantry_image_ref\": 1, \"image\": \"name@sha256:...\"}");
   return parse_pinned_image_ref(j["image"].get<std::string>());
 }
 
@@ -163,7 +166,8 @@ Expected<ArchiveImage> read_archive_image(const std::string& archive_path) {
     if (top->count("index.json")) {  // oci-archive
       auto idx = nlohmann::json::parse(top->at("index.json"));
       const auto& ms = idx.at("manifests");
-      if (!ms.is_array() || ms.size() != 1) return make_error("format", "image archive must hold exactly one image (index.json)");
+      if (!ms.is_array() || ms.size() != 1)
+        return make_error("format", "image archive must hold exactly one image (index.json)");
       std::string d = strip_sha256(ms[0].at("digest").get<std::string>());
       if (!is_hex64(d)) return make_error("format", "index.json names a manifest that is not a sha256");
       auto blob = tar.read([&](const std::string& n) { return n == "blobs/sha256/" + d; });
@@ -200,8 +204,8 @@ std::string ContainerDriver::command(const std::vector<std::string>& args) const
 
 std::vector<std::string> ContainerDriver::run_args(const std::string& name, const std::string& version,
                                                    const std::string& image_id) const {
-  std::vector<std::string> a = {"run", "-d", "--name", name, "--label", "gantry.service=" + cfg_.name,
-                                "--label", "gantry.version=" + version};
+  std::vector<std::string> a = {
+      "run", "-d", "--name", name, "--label", "gantry.service=" + cfg_.name, "--label", "gantry.version=" + version};
   a.insert(a.end(), cfg_.run_args.begin(), cfg_.run_args.end());
   a.push_back(image_id);
   a.insert(a.end(), cfg_.command.begin(), cfg_.command.end());
@@ -231,7 +235,8 @@ Expected<ContainerDriver::RunResult> ContainerDriver::rt_raw(const std::vector<s
   return RunResult{r->exit_code, r->output};
 }
 
-Expected<std::string> ContainerDriver::rt(const std::vector<std::string>& args, Millis timeout_ms, const std::string& what) {
+Expected<std::string> ContainerDriver::rt(const std::vector<std::string>& args, Millis timeout_ms,
+                                          const std::string& what) {
   auto r = rt_raw(args, timeout_ms);
   if (!r) return r.error();
   if (r->exit_code != 0)
@@ -265,7 +270,8 @@ Status ContainerDriver::remove_container(const std::string& name) {
   return Status::Ok();
 }
 
-Status ContainerDriver::run_container(const std::string& name, const std::string& version, const std::string& image_id) {
+Status ContainerDriver::run_container(const std::string& name, const std::string& version,
+                                      const std::string& image_id) {
   auto r = rt(run_args(name, version, image_id), cfg_.runtime_timeout_ms, "starting container " + name);
   if (!r) {
     // A failed run can leave a created-but-not-running container holding the name.
@@ -313,7 +319,8 @@ bool ContainerDriver::has_release(const ReleaseId& r) {
 
 Status ContainerDriver::check_installable(const ReleaseId& r) {
   auto in = read_installed(r.version);
-  if (in && in->sha256 != r.sha256) return make_error("conflict", "version " + r.version + " already installed with another digest");
+  if (in && in->sha256 != r.sha256)
+    return make_error("conflict", "version " + r.version + " already installed with another digest");
   return Status::Ok();
 }
 
@@ -367,7 +374,8 @@ Status ContainerDriver::stage(const ReleaseId& r) {
     auto ai = read_archive_image(artifact);
     if (!ai) return ai.error();
     lg()->info("{}: loading image {} from the release archive", cfg_.name, ai->id.substr(0, 12));
-    if (auto l = rt({"load", "-q", "-i", artifact}, cfg_.runtime_timeout_ms, "loading the image archive"); !l) return l.error();
+    if (auto l = rt({"load", "-q", "-i", artifact}, cfg_.runtime_timeout_ms, "loading the image archive"); !l)
+      return l.error();
     auto id = image_id_of(ai->id);
     if (!id) return id.error();
     if (*id != ai->id)
@@ -376,13 +384,14 @@ Status ContainerDriver::stage(const ReleaseId& r) {
     image_id = *id;
     tags = ai->tags;
   }
-  if (auto t = rt({"tag", image_id, image_tag(r.version)}, kInspectTimeoutMs, "tagging the image"); !t) return t.error();
+  if (auto t = rt({"tag", image_id, image_tag(r.version)}, kInspectTimeoutMs, "tagging the image"); !t)
+    return t.error();
 
   std::string releases = cfg_.root + "/releases";
   std::string dir = release_dir(r.version);
   if (Status st = fs::make_dirs(dir); !st.ok()) return st;
-  nlohmann::json marker = {{"service", r.service}, {"version", r.version},   {"sha256", r.sha256},
-                           {"size", r.size},       {"image_id", image_id},   {"image", ref},
+  nlohmann::json marker = {{"service", r.service}, {"version", r.version},    {"sha256", r.sha256},
+                           {"size", r.size},       {"image_id", image_id},    {"image", ref},
                            {"tags", tags},         {"runtime", cfg_.runtime}, {"installed_at", clock_.wall_ms()}};
   if (Status st = fs::write_file_atomic(dir + "/" + kMarker, marker.dump(2) + "\n", 0644); !st.ok()) return st;
   if (Status st = fs::fsync_dir(dir); !st.ok()) return st;
@@ -403,7 +412,8 @@ Status ContainerDriver::restart(const std::string& version) {
   auto in = read_installed(version);
   if (!in) return make_error("restart", "release " + version + " is not installed");
   // Before touching the running container: is the image there? (Keeps the old one on "image not known".)
-  if (auto id = rt({"image", "inspect", "--format", "{{.Id}}", in->image_id}, kInspectTimeoutMs, "finding image of " + version);
+  if (auto id = rt({"image", "inspect", "--format", "{{.Id}}", in->image_id}, kInspectTimeoutMs,
+                   "finding image of " + version);
       !id)
     return make_error("restart", id.error().message);
   const std::string& name = cfg_.container_name;
@@ -421,7 +431,8 @@ Status ContainerDriver::restart(const std::string& version) {
   } else {
     if (Status st = remove_container(name); !st.ok()) return make_error("restart", st.error().message);
     crash_point("container_stopped");
-    if (Status st = run_container(name, version, in->image_id); !st.ok()) return make_error("restart", st.error().message);
+    if (Status st = run_container(name, version, in->image_id); !st.ok())
+      return make_error("restart", st.error().message);
   }
   lg()->info("{}: container {} runs {} (image {})", cfg_.name, name, version, in->image_id.substr(0, 12));
   return Status::Ok();
@@ -438,7 +449,8 @@ Status ContainerDriver::prune(uint32_t retain, const std::set<std::string>& keep
     found.emplace_back(in ? *in : Installed{}, v);
   }
   if (ec) return make_error("io", "list " + releases + ": " + ec.message());
-  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first.installed_at > b.first.installed_at; });
+  std::sort(found.begin(), found.end(),
+            [](const auto& a, const auto& b) { return a.first.installed_at > b.first.installed_at; });
   std::set<std::string> kept_ids;
   for (size_t i = 0; i < found.size(); ++i)
     if (i < retain || keep.count(found[i].second)) kept_ids.insert(found[i].first.image_id);

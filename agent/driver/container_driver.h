@@ -68,7 +68,8 @@ class ContainerDriver final : public Driver {
   // The runtime command line for `args` (runtime, runtime_args, args), shell-quoted. Public for tests.
   std::string command(const std::vector<std::string>& args) const;
   // The `run` arguments for a container of `image_id` named `name`. Public for tests.
-  std::vector<std::string> run_args(const std::string& name, const std::string& version, const std::string& image_id) const;
+  std::vector<std::string> run_args(const std::string& name, const std::string& version,
+                                    const std::string& image_id) const;
   // The name used for the new container while the old one still runs (start-first).
   std::string next_name() const { return cfg_.container_name + ".gantry-next"; }
   // Our tag for an installed release's image.
@@ -79,7 +80,7 @@ class ContainerDriver final : public Driver {
   struct Installed {
     std::string sha256;
     std::string image_id;
-    std::string image;  // pinned reference, or "" for an archive
+    std::string image;              // pinned reference, or "" for an archive
     std::vector<std::string> tags;  // tags the archive brought (removed with the release)
     int64_t installed_at = 0;
   };

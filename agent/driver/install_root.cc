@@ -35,15 +35,18 @@ Status verify_and_commit_download(const ReleaseId& r, const std::string& part, c
   if (::stat(part.c_str(), &st) != 0) return make_error("io", "downloaded artifact " + part + " is missing");
   if (static_cast<uint64_t>(st.st_size) != r.size) {
     (void)fs::remove_all(part);
-    return make_error("digest", "digest mismatch: artifact is " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(r.size));
+    return make_error("digest", "digest mismatch: artifact is " + std::to_string(st.st_size) + " bytes, expected " +
+                                    std::to_string(r.size));
   }
-  Expected<std::string> digest = hashed_sha256.empty() ? sha256_file(part, r.size) : Expected<std::string>(hashed_sha256);
+  Expected<std::string> digest =
+      hashed_sha256.empty() ? sha256_file(part, r.size) : Expected<std::string>(hashed_sha256);
   if (!digest) return digest.error();
   if (*digest != r.sha256) {
     (void)fs::remove_all(part);
     return make_error("digest", "digest mismatch: artifact has sha256 " + *digest + ", expected " + r.sha256);
   }
-  if (::rename(part.c_str(), done.c_str()) != 0) return make_error("io", "rename " + part + " -> " + done + ": " + std::strerror(errno));
+  if (::rename(part.c_str(), done.c_str()) != 0)
+    return make_error("io", "rename " + part + " -> " + done + ": " + std::strerror(errno));
   return fs::fsync_dir(fs::dirname(done));
 }
 

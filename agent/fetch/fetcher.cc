@@ -59,7 +59,8 @@ Status Fetcher::start() {
     return Status::Ok();
   }
   if (have > 0) {
-    log::get("agent.fetch")->info("resuming download of {} at {} of {} bytes (hashing the bytes already there)", sha_, have, size_);
+    log::get("agent.fetch")
+        ->info("resuming download of {} at {} of {} bytes (hashing the bytes already there)", sha_, have, size_);
     if (Status st = sha256_update_from_fd(hash_, fd_, have, path_); !st.ok()) return st;
   }
   // O_DIRECT from here on if the prefix ends on a block and the file system takes it.
@@ -102,7 +103,8 @@ void Fetcher::fail(std::string msg) {
 void Fetcher::on_chunk(const proto::ChunkView& c) {
   if (state_ != State::kRunning || c.sha256 != sha_) return;
   if (c.total_size != size_) {
-    fail("fetch failed: coordinator says the artifact is " + std::to_string(c.total_size) + " bytes, the order says " + std::to_string(size_));
+    fail("fetch failed: coordinator says the artifact is " + std::to_string(c.total_size) + " bytes, the order says " +
+         std::to_string(size_));
     return;
   }
   auto it = outstanding_.find(c.offset);
@@ -224,7 +226,8 @@ void Fetcher::finish() {
 
 void Fetcher::on_error(const proto::ErrorMsg& e) {
   if (state_ != State::kRunning) return;
-  bool ours = e.ref_id == sha_ || (e.ref_type == static_cast<uint16_t>(proto::MsgType::kFetchChunk) && e.ref_id.empty());
+  bool ours =
+      e.ref_id == sha_ || (e.ref_type == static_cast<uint16_t>(proto::MsgType::kFetchChunk) && e.ref_id.empty());
   if (!ours) return;
   fail("fetch failed: coordinator answered " + e.code + (e.message.empty() ? "" : ": " + e.message));
 }

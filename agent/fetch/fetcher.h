@@ -89,13 +89,13 @@ class Fetcher {
   int fd_ = -1;
   State state_ = State::kRunning;
   std::string error_;
-  Sha256 hash_;                // of the prefix [0, written_)
+  Sha256 hash_;  // of the prefix [0, written_)
   std::string digest_;
-  uint64_t written_ = 0;       // contiguous prefix hashed; on disk but for the last batched_ bytes
-  uint64_t next_ = 0;          // next offset to request
+  uint64_t written_ = 0;  // contiguous prefix hashed; on disk but for the last batched_ bytes
+  uint64_t next_ = 0;     // next offset to request
   Millis last_progress_ = 0;
-  std::map<uint64_t, uint32_t> outstanding_;    // offset -> requested length
-  std::map<uint64_t, std::string> pending_;     // received beyond the prefix, not yet written
+  std::map<uint64_t, uint32_t> outstanding_;  // offset -> requested length
+  std::map<uint64_t, std::string> pending_;   // received beyond the prefix, not yet written
   // Written with O_DIRECT from a page-aligned bounce buffer while the prefix stays aligned
   // (see start()): the bytes go from the chunk to the disk without a page-cache copy.
   bool direct_ = false;

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <vector>
 
-#include "common/util/sd_notify.h"
 #include "common/protocol/codec.h"
 #include "common/util/log.h"
+#include "common/util/sd_notify.h"
 
 namespace gantry::agent {
 namespace {
@@ -21,7 +21,12 @@ constexpr int kMaxFramesPerTurn = 256;
 }  // namespace
 
 Session::Session(zmq::context_t& ctx, SessionOptions o, Agent& agent, const Clock& clock)
-    : ctx_(ctx), o_(std::move(o)), agent_(agent), clock_(clock), backoff_(o_.backoff_initial_ms), rng_(std::random_device{}()) {}
+    : ctx_(ctx),
+      o_(std::move(o)),
+      agent_(agent),
+      clock_(clock),
+      backoff_(o_.backoff_initial_ms),
+      rng_(std::random_device{}()) {}
 
 Session::~Session() = default;
 
@@ -157,7 +162,8 @@ void Session::on_dealer_frame(std::string_view bytes) {
   }
   auto msg = proto::decode(bytes);
   if (!msg) {
-    lg()->warn("dropping a bad frame from the coordinator ({} bytes): {}: {}", bytes.size(), msg.error().code, msg.error().message);
+    lg()->warn("dropping a bad frame from the coordinator ({} bytes): {}: {}", bytes.size(), msg.error().code,
+               msg.error().message);
     return;
   }
   switch (proto::type_of(*msg)) {
@@ -184,8 +190,8 @@ void Session::on_dealer_frame(std::string_view bytes) {
         }
       }
       if (!welcomed_) {
-        lg()->info("welcomed by the coordinator (epoch {}, heartbeat {} ms x {}, coordinator heard from every {} ms)", w.epoch,
-                   w.heartbeat_interval_ms, w.heartbeat_misses, coordinator_period_ms_);
+        lg()->info("welcomed by the coordinator (epoch {}, heartbeat {} ms x {}, coordinator heard from every {} ms)",
+                   w.epoch, w.heartbeat_interval_ms, w.heartbeat_misses, coordinator_period_ms_);
         if (o_.systemd_notify) sd::notify("STATUS=connected to " + o_.coordinator);
       }
       welcomed_ = true;
@@ -253,9 +259,11 @@ void Session::timers(Millis now) {
     // Confirmed, and the coordinator's heartbeat (a datagram now) is two intervals overdue:
     // its datagrams do not reach us (a firewall in front of this host?). Say so once; it then
     // heartbeats us over the connection, well before our silence limit (misses x its period).
-    if (dealer_ && udp_confirmed_ && !udp_deaf_sent_ && now - last_heard_ > coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms) {
+    if (dealer_ && udp_confirmed_ && !udp_deaf_sent_ &&
+        now - last_heard_ > coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms) {
       udp_deaf_sent_ = true;
-      lg()->warn("no heartbeat datagram from the coordinator for {} ms; asking for its heartbeats over the connection", now - last_heard_);
+      lg()->warn("no heartbeat datagram from the coordinator for {} ms; asking for its heartbeats over the connection",
+                 now - last_heard_);
       proto::Heartbeat deaf{++hb_seq_};
       deaf.udp_deaf = true;
       send(deaf);
@@ -291,7 +299,8 @@ int Session::run(int stop_fd) {
     if (dealer_) {
       deadline = std::min(deadline, last_sent_ + o_.heartbeat_interval_ms);
       deadline = std::min(deadline, last_heard_ + silence_limit());
-      if (udp_confirmed_ && !udp_deaf_sent_) deadline = std::min(deadline, last_heard_ + coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms + 1);
+      if (udp_confirmed_ && !udp_deaf_sent_)
+        deadline = std::min(deadline, last_heard_ + coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms + 1);
     } else {
       deadline = std::min(deadline, reconnect_at_);
     }

@@ -82,9 +82,9 @@ class Session {
   std::string udp_key_;
   uint64_t udp_seq_ = 0;
   bool udp_confirmed_ = false;
-  uint64_t udp_heard_seq_ = 0;    // the coordinator's last heartbeat datagram of the session
-  uint64_t udp_rejected_ = 0;     // datagrams on our socket that were not the coordinator's
-  bool udp_deaf_sent_ = false;    // told the coordinator its datagrams do not reach us
+  uint64_t udp_heard_seq_ = 0;  // the coordinator's last heartbeat datagram of the session
+  uint64_t udp_rejected_ = 0;   // datagrams on our socket that were not the coordinator's
+  bool udp_deaf_sent_ = false;  // told the coordinator its datagrams do not reach us
   Millis udp_error_logged_ = -1;
   Millis last_heard_ = 0;
   Millis coordinator_period_ms_ = 0;  // how often the coordinator promised to be heard from
@@ -95,7 +95,7 @@ class Session {
   Millis last_watchdog_ = 0;
   uint64_t hb_seq_ = 0;
   bool welcomed_ = false;
-  bool connect_failed_ = false;  // libzmq refused the endpoint (run() ends: a config error)
+  bool connect_failed_ = false;   // libzmq refused the endpoint (run() ends: a config error)
   bool heard_on_dealer_ = false;  // any frame on the current DEALER
   int silent_in_row_ = 0;         // connections given up in a row without hearing a frame
   std::mt19937_64 rng_;

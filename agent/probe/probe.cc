@@ -33,8 +33,7 @@ Expected<HostPort> split_host_port(const std::string& s, const std::string& defa
     hp.host = colon == std::string::npos ? s : s.substr(0, colon);
     hp.port = colon == std::string::npos ? default_port : s.substr(colon + 1);
   }
-  if (hp.host.empty() || parse_port(hp.port).value_or(0) == 0)
-    return make_error("config", "bad host:port '" + s + "'");
+  if (hp.host.empty() || parse_port(hp.port).value_or(0) == 0) return make_error("config", "bad host:port '" + s + "'");
   return hp;
 }
 
@@ -50,7 +49,8 @@ Expected<UrlParts> parse_url(const std::string& url) {
   std::string authority = slash == std::string::npos ? rest : rest.substr(0, slash);
   std::string path = slash == std::string::npos ? "/" : rest.substr(slash);
   for (char c : path)
-    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) return make_error("config", "bad character in probe URL " + url);
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f)
+      return make_error("config", "bad character in probe URL " + url);
   auto hp = split_host_port(authority, "80");
   if (!hp) return hp.error();
   return UrlParts{hp->host, hp->port, path};
@@ -58,7 +58,9 @@ Expected<UrlParts> parse_url(const std::string& url) {
 
 class Socket {
  public:
-  ~Socket() { if (fd_ >= 0) ::close(fd_); }
+  ~Socket() {
+    if (fd_ >= 0) ::close(fd_);
+  }
   int fd() const { return fd_; }
 
   // Non-blocking connect bounded by the deadline.
@@ -121,13 +123,16 @@ Status HttpProbe::check(Millis timeout_ms) {
   SystemClock clock;
   Millis deadline = clock.now_ms() + timeout_ms;
   Socket s;
-  if (Status st = s.connect(host_, port_, clock, deadline); !st.ok()) return make_error("probe", url_ + " " + st.error().message);
-  std::string req = "GET " + path_ + " HTTP/1.0\r\nHost: " + host_ + "\r\nUser-Agent: gantry-agent\r\nConnection: close\r\n\r\n";
+  if (Status st = s.connect(host_, port_, clock, deadline); !st.ok())
+    return make_error("probe", url_ + " " + st.error().message);
+  std::string req =
+      "GET " + path_ + " HTTP/1.0\r\nHost: " + host_ + "\r\nUser-Agent: gantry-agent\r\nConnection: close\r\n\r\n";
   size_t off = 0;
   while (off < req.size()) {
     pollfd p{s.fd(), POLLOUT, 0};
     Millis left = deadline - clock.now_ms();
-    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) != 1) return make_error("probe", url_ + " timed out sending the request");
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) != 1)
+      return make_error("probe", url_ + " timed out sending the request");
     ssize_t n = ::send(s.fd(), req.data() + off, req.size() - off, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
@@ -163,7 +168,8 @@ Status HttpProbe::check(Millis timeout_ms) {
   if (!expect_.empty()) {
     auto body = resp.find("\r\n\r\n");
     std::string b = body == std::string::npos ? std::string() : resp.substr(body + 4);
-    if (b.find(expect_) == std::string::npos) return make_error("probe", url_ + " body does not contain '" + expect_ + "'");
+    if (b.find(expect_) == std::string::npos)
+      return make_error("probe", url_ + " body does not contain '" + expect_ + "'");
   }
   return Status::Ok();
 }

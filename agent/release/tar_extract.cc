@@ -32,8 +32,13 @@ struct Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
-  Fd& operator=(Fd&& o) noexcept { std::swap(fd, o.fd); return *this; }
-  ~Fd() { if (fd >= 0) ::close(fd); }
+  Fd& operator=(Fd&& o) noexcept {
+    std::swap(fd, o.fd);
+    return *this;
+  }
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
 };
 
 using Path = std::vector<std::string>;
@@ -195,13 +200,18 @@ class Extractor {
         if (Status st = skip_data(*size); !st.ok()) return st;
         if (path->empty()) return bad("symlink with an empty name");
         return symlink(*path, link);
-      case '1': return bad("hardlink '" + safe_text(name, 256) + "' refused");
+      case '1':
+        return bad("hardlink '" + safe_text(name, 256) + "' refused");
       case '3':
-      case '4': return bad("device node '" + safe_text(name, 256) + "' refused");
-      case '6': return bad("fifo '" + safe_text(name, 256) + "' refused");
+      case '4':
+        return bad("device node '" + safe_text(name, 256) + "' refused");
+      case '6':
+        return bad("fifo '" + safe_text(name, 256) + "' refused");
       case 'x':
-      case 'g': return bad("pax extended headers are not supported (use tar --format=ustar)");
-      default: return bad(std::string("unsupported entry type '") + type + "'");
+      case 'g':
+        return bad("pax extended headers are not supported (use tar --format=ustar)");
+      default:
+        return bad(std::string("unsupported entry type '") + type + "'");
     }
   }
 
@@ -218,7 +228,8 @@ class Extractor {
         fd = ::openat(cur.fd, p[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       }
       if (fd < 0) {
-        if (errno == ELOOP || errno == ENOTDIR) return bad("path '" + join(p, p.size()) + "' goes through a symlink or a file");
+        if (errno == ELOOP || errno == ENOTDIR)
+          return bad("path '" + join(p, p.size()) + "' goes through a symlink or a file");
         return sys("open " + join(p, i + 1), errno);
       }
       cur = Fd(fd);
@@ -330,7 +341,8 @@ class Extractor {
         }
         stack.push_back(comps[i]);
         bool last = i + 1 == comps.size();
-        bool later_dotdot = std::find(comps.begin() + static_cast<std::ptrdiff_t>(i) + 1, comps.end(), "..") != comps.end();
+        bool later_dotdot =
+            std::find(comps.begin() + static_cast<std::ptrdiff_t>(i) + 1, comps.end(), "..") != comps.end();
         if (last || !later_dotdot) continue;
         struct stat st;
         std::string rel = join(stack, stack.size());

@@ -14,11 +14,11 @@
 namespace gantry::agent {
 
 struct TarLimits {
-  uint64_t archive_size = UINT64_MAX;      // declared size of the whole archive; entries may not exceed it
-  uint64_t max_total_bytes = 4ULL << 30;   // sum of extracted file sizes
+  uint64_t archive_size = UINT64_MAX;     // declared size of the whole archive; entries may not exceed it
+  uint64_t max_total_bytes = 4ULL << 30;  // sum of extracted file sizes
   uint64_t max_entries = 100000;
   size_t max_path = 4096;
-  bool fsync = true;                       // fsync every file and directory written
+  bool fsync = true;  // fsync every file and directory written
 };
 
 struct TarStats {

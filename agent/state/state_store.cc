@@ -7,10 +7,10 @@
 
 #include <algorithm>
 #include <array>
-#include <optional>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/util/fs.h"
 #include "common/util/names.h"
@@ -37,9 +37,14 @@ std::string name(const json& j, const char* k) {
 }
 
 json order_json(const proto::Order& o) {
-  json j = {{"order_id", o.order_id}, {"rollout_id", o.rollout_id}, {"service", o.service},
-            {"kind", o.kind},         {"version", o.version},       {"sha256", o.sha256},
-            {"size", o.size},         {"min_healthy_ms", o.min_healthy_ms},
+  json j = {{"order_id", o.order_id},
+            {"rollout_id", o.rollout_id},
+            {"service", o.service},
+            {"kind", o.kind},
+            {"version", o.version},
+            {"sha256", o.sha256},
+            {"size", o.size},
+            {"min_healthy_ms", o.min_healthy_ms},
             {"healthy_deadline_ms", o.healthy_deadline_ms}};
   // The signed manifest travels with the order, so a resumed order is checked again.
   if (!o.manifest.empty()) j["manifest"] = o.manifest;
@@ -66,9 +71,8 @@ proto::Order order_from(const json& j) {
 }
 
 json report_json(const proto::Report& r) {
-  return {{"order_id", r.order_id},   {"rollout_id", r.rollout_id},
-          {"service", r.service},     {"outcome", r.outcome},
-          {"running_version", r.running_version}, {"message", r.message},
+  return {{"order_id", r.order_id},    {"rollout_id", r.rollout_id},           {"service", r.service},
+          {"outcome", r.outcome},      {"running_version", r.running_version}, {"message", r.message},
           {"timings_ms", r.timings_ms}};
 }
 
@@ -86,8 +90,8 @@ proto::Report report_from(const json& j) {
 }
 
 bool known_phase(const std::string& p) {
-  for (const char* k : {phase::kFetching, phase::kStaging, phase::kSwapping, phase::kRestarting,
-                        phase::kVerifying, phase::kReverting})
+  for (const char* k :
+       {phase::kFetching, phase::kStaging, phase::kSwapping, phase::kRestarting, phase::kVerifying, phase::kReverting})
     if (p == k) return true;
   return false;
 }
@@ -121,8 +125,8 @@ void body_to_json(const AgentState& s, json& j) {
   j["services"] = svcs;
   if (s.active) {
     const auto& a = *s.active;
-    j["active"] = {{"order", order_json(a.order)},   {"phase", a.phase},
-                   {"from_version", a.from_version}, {"failure", a.failure},
+    j["active"] = {{"order", order_json(a.order)},         {"phase", a.phase},
+                   {"from_version", a.from_version},       {"failure", a.failure},
                    {"started_wall_ms", a.started_wall_ms}, {"timings_ms", a.timings_ms}};
   } else {
     j["active"] = nullptr;
@@ -201,7 +205,7 @@ uint32_t crc32(const char* data, size_t n) {
 }
 
 constexpr char kMagic[8] = {'G', 'N', 'T', 'Y', 'J', 'N', 'L', '1'};  // journal file, format 1
-constexpr size_t kRecordHeader = 8;                                 // u32 length, u32 CRC-32 (little endian)
+constexpr size_t kRecordHeader = 8;                                   // u32 length, u32 CRC-32 (little endian)
 // Records start on their own 4 KiB block (the first block holds the magic): writing one never
 // rewrites a block that holds an earlier record, so a torn write can only damage itself.
 constexpr size_t kBlock = 4096;
@@ -268,8 +272,10 @@ Expected<AgentState> FileStateStore::load() {
   auto text = fs::read_file(path_, kMaxFile);
   if (text) {
     auto parsed = state_from_json_text(*text, &base);
-    if (parsed) s = std::move(*parsed);
-    else bad = parsed.error();
+    if (parsed)
+      s = std::move(*parsed);
+    else
+      bad = parsed.error();
   } else if (text.error().code != "not_found") {
     return text.error();
   }
@@ -325,7 +331,8 @@ Status FileStateStore::check_room() const {
   uint64_t blocks = ::geteuid() == 0 ? v.f_bfree : v.f_bavail;
   uint64_t need = snapshot_bytes_ + 4096;
   if (blocks * v.f_frsize < need)
-    return make_error("disk_full", "write " + journal_path_ + ": No space left on device (no room for the next snapshot)");
+    return make_error("disk_full",
+                      "write " + journal_path_ + ": No space left on device (no room for the next snapshot)");
   return Status::Ok();
 }
 
@@ -399,7 +406,8 @@ Status FileStateStore::append(const AgentState& s, bool sync) {
     for (const auto& r : s.results) j["results"].push_back(report_json(r));
   } else if (added > 0) {
     j["results_add"] = json::array();
-    for (size_t i = s.results.size() - added; i < s.results.size(); ++i) j["results_add"].push_back(report_json(s.results[i]));
+    for (size_t i = s.results.size() - added; i < s.results.size(); ++i)
+      j["results_add"].push_back(report_json(s.results[i]));
   }
   std::string payload = dump_text(j, -1);
   size_t n = kRecordHeader + payload.size();

@@ -132,12 +132,12 @@ class FileStateStore final : public StateStore {
   std::string path_;
   std::string journal_path_;
   size_t journal_bytes_;
-  int fd_ = -1;                  // the journal, open while valid
-  bool need_snapshot_ = true;    // the next save writes a snapshot instead of a record
-  uint64_t seq_ = 0;             // seq of the last state saved
-  size_t offset_ = 0;            // where the next record goes
-  size_t snapshot_bytes_ = 0;    // size of the last snapshot
-  uint64_t results_mark_ = 0;    // AgentState::results_added at the last save
+  int fd_ = -1;                // the journal, open while valid
+  bool need_snapshot_ = true;  // the next save writes a snapshot instead of a record
+  uint64_t seq_ = 0;           // seq of the last state saved
+  size_t offset_ = 0;          // where the next record goes
+  size_t snapshot_bytes_ = 0;  // size of the last snapshot
+  uint64_t results_mark_ = 0;  // AgentState::results_added at the last save
   int snapshots_ = 0;
 };
 
@@ -149,7 +149,8 @@ class MemoryStateStore final : public StateStore {
   // A save (counted by saves() and failing like one) that is also counted by lazy_saves().
   Status save_lazy(const AgentState& s) override;
   // Makes `n` saves fail with `err` (e.g. disk_full), after letting `after` more succeed.
-  void fail_next(int n, Error err = make_error("disk_full", "write agent-state.json: No space left on device"), int after = 0);
+  void fail_next(int n, Error err = make_error("disk_full", "write agent-state.json: No space left on device"),
+                 int after = 0);
   int saves() const;
   int lazy_saves() const;
   std::string text() const;

@@ -73,16 +73,15 @@ bool printable(std::string_view s) {
 
 }  // namespace
 
-bool ServerStat::up() const {
-  return status == "UP" || status.rfind("UP ", 0) == 0 || status == "no check";
-}
+bool ServerStat::up() const { return status == "UP" || status.rfind("UP ", 0) == 0 || status == "no check"; }
 
 Expected<HaproxyEndpoint> parse_haproxy_endpoint(const std::string& s) {
   HaproxyEndpoint e;
   std::string rest = s;
   if (rest.rfind("unix@", 0) == 0) rest = rest.substr(5);
   if (!rest.empty() && rest[0] == '/') {
-    if (rest.size() >= sizeof(sockaddr_un{}.sun_path)) return make_error("config", "HAProxy socket path too long: " + rest);
+    if (rest.size() >= sizeof(sockaddr_un{}.sun_path))
+      return make_error("config", "HAProxy socket path too long: " + rest);
     e.unix_path = rest;
     return e;
   }
@@ -91,7 +90,8 @@ Expected<HaproxyEndpoint> parse_haproxy_endpoint(const std::string& s) {
   if (colon == std::string::npos) return make_error("config", "HAProxy socket must be a unix path or IPV4:PORT: " + s);
   std::string host = rest.substr(0, colon), port = rest.substr(colon + 1);
   in_addr a{};
-  if (::inet_pton(AF_INET, host.c_str(), &a) != 1) return make_error("config", "HAProxy socket address is not numeric IPv4: " + s);
+  if (::inet_pton(AF_INET, host.c_str(), &a) != 1)
+    return make_error("config", "HAProxy socket address is not numeric IPv4: " + s);
   uint32_t p = 0;
   auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
   if (ec != std::errc() || end != port.data() + port.size() || p == 0 || p > 65535)
@@ -128,11 +128,16 @@ Expected<ServerStat> parse_show_stat(std::string_view csv, std::string_view back
   auto names = split_csv_line(header.substr(2));
   int px = -1, sv = -1, scur = -1, qcur = -1, status = -1;
   for (size_t i = 0; i < names.size(); ++i) {
-    if (names[i] == "pxname") px = static_cast<int>(i);
-    else if (names[i] == "svname") sv = static_cast<int>(i);
-    else if (names[i] == "scur") scur = static_cast<int>(i);
-    else if (names[i] == "qcur") qcur = static_cast<int>(i);
-    else if (names[i] == "status") status = static_cast<int>(i);
+    if (names[i] == "pxname")
+      px = static_cast<int>(i);
+    else if (names[i] == "svname")
+      sv = static_cast<int>(i);
+    else if (names[i] == "scur")
+      scur = static_cast<int>(i);
+    else if (names[i] == "qcur")
+      qcur = static_cast<int>(i);
+    else if (names[i] == "status")
+      status = static_cast<int>(i);
   }
   if (px < 0 || sv < 0 || scur < 0 || qcur < 0 || status < 0)
     return make_error("haproxy", "HAProxy's `show stat` header lacks pxname, svname, qcur, scur or status");
@@ -143,20 +148,26 @@ Expected<ServerStat> parse_show_stat(std::string_view csv, std::string_view back
     if (f.size() != names.size()) continue;  // a row cut short: not ours to guess at
     if (f[px] != backend || f[sv] != server) continue;
     ServerStat st;
-    if (!printable(f[status]) || f[status].size() > 64) return make_error("haproxy", "HAProxy reported an unreadable status");
+    if (!printable(f[status]) || f[status].size() > 64)
+      return make_error("haproxy", "HAProxy reported an unreadable status");
     st.status = std::string(f[status]);
     if (!parse_count(f[scur], st.sessions) || !parse_count(f[qcur], st.queued))
-      return make_error("haproxy", "HAProxy reported a malformed session count for " + std::string(backend) + "/" + std::string(server));
+      return make_error("haproxy", "HAProxy reported a malformed session count for " + std::string(backend) + "/" +
+                                       std::string(server));
     return st;
   }
   return make_error("not_found", "HAProxy reports no server " + std::string(backend) + "/" + std::string(server));
 }
 
 HaproxyRuntime::HaproxyRuntime(HaproxyEndpoint endpoint, std::string backend, std::string server, Millis io_timeout_ms)
-    : endpoint_(std::move(endpoint)), backend_(std::move(backend)), server_(std::move(server)), io_timeout_ms_(io_timeout_ms) {}
+    : endpoint_(std::move(endpoint)),
+      backend_(std::move(backend)),
+      server_(std::move(server)),
+      io_timeout_ms_(io_timeout_ms) {}
 
 std::string HaproxyRuntime::describe() const {
-  std::string where = endpoint_.unix_path.empty() ? endpoint_.host + ":" + std::to_string(endpoint_.port) : endpoint_.unix_path;
+  std::string where =
+      endpoint_.unix_path.empty() ? endpoint_.host + ":" + std::to_string(endpoint_.port) : endpoint_.unix_path;
   return "HAProxy " + where + " server " + backend_ + "/" + server_;
 }
 
@@ -181,7 +192,8 @@ Expected<std::string> HaproxyRuntime::command(const std::string& line) {
   }
   if (s.fd < 0) return make_error("io", errno_text("socket"));
   if (::connect(s.fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    if (errno != EINPROGRESS && errno != EAGAIN) return make_error("io", describe() + ": connect: " + std::strerror(errno));
+    if (errno != EINPROGRESS && errno != EAGAIN)
+      return make_error("io", describe() + ": connect: " + std::strerror(errno));
     if (Status st = wait_ready(s.fd, POLLOUT, deadline, "connecting"); !st.ok()) return st.error();
     int err = 0;
     socklen_t el = sizeof err;

@@ -57,10 +57,12 @@ Status Lifecycle::run_command(const StepCommand& c, const StepContext& ctx, cons
                                                      : "post_allow";
   auto r = runner_.run_shell(c.command, env(ctx, phase), c.timeout_ms);
   if (!r) return make_error("command", name + " command could not run: " + r.error().message);
-  if (r->timed_out) return make_error("command", name + " command timed out after " + std::to_string(c.timeout_ms) + " ms");
+  if (r->timed_out)
+    return make_error("command", name + " command timed out after " + std::to_string(c.timeout_ms) + " ms");
   if (r->exit_code != 0) {
     std::string out = tail(r->output, 300);
-    return make_error("command", name + " command exited with " + std::to_string(r->exit_code) + (out.empty() ? "" : ": " + out));
+    return make_error("command",
+                      name + " command exited with " + std::to_string(r->exit_code) + (out.empty() ? "" : ": " + out));
   }
   return Status::Ok();
 }
@@ -94,8 +96,8 @@ Status Lifecycle::wait_up(const std::atomic<bool>* cancelled) {
     last = st ? "status " + st->status : st.error().message;
     Millis now = clock_.now_ms();
     if (now >= deadline)
-      return make_error(failure::kAllowTraffic, lb_->describe() + " not UP within " + std::to_string(s_.haproxy.up_timeout_ms) +
-                                                  " ms (" + last + ")");
+      return make_error(failure::kAllowTraffic, lb_->describe() + " not UP within " +
+                                                    std::to_string(s_.haproxy.up_timeout_ms) + " ms (" + last + ")");
     if (is_cancelled(cancelled)) return make_error("cancelled", "cancelled while waiting for the balancer");
     sleep_(std::min(s_.haproxy.poll_ms, deadline - now));
   }
@@ -116,8 +118,9 @@ Status Lifecycle::block(const StepContext& ctx, const StepObserver& on_step, con
   if (!any()) return Status::Ok();
   auto fail = [&](const Error& e) -> Status {
     Status back = unblock(ctx);
-    std::string msg = "drain failed: " + e.message +
-                      (back.ok() ? "; traffic allowed back" : "; allowing traffic back also failed: " + back.error().message);
+    std::string msg =
+        "drain failed: " + e.message +
+        (back.ok() ? "; traffic allowed back" : "; allowing traffic back also failed: " + back.error().message);
     lg()->error("{} {}: {}", ctx.service, ctx.order_id, msg);
     return make_error(failure::kDrain, msg);
   };
@@ -145,7 +148,8 @@ Status Lifecycle::allow(const StepContext& ctx, const HostActs& acts, const Step
   if (Status st = run_command(s_.allow_traffic, ctx, step::kAllowingTraffic); !st.ok())
     return make_error(failure::kAllowTraffic, "allow traffic failed: " + st.error().message);
   if (lb_) {
-    if (Status st = lb_->ready(); !st.ok()) return make_error(failure::kAllowTraffic, "allow traffic failed: " + st.error().message);
+    if (Status st = lb_->ready(); !st.ok())
+      return make_error(failure::kAllowTraffic, "allow traffic failed: " + st.error().message);
     if (Status st = wait_up(cancelled); !st.ok()) {
       if (st.error().code == "cancelled") return st;
       return make_error(failure::kAllowTraffic, "allow traffic failed: " + st.error().message);

@@ -25,24 +25,24 @@ namespace gantry::agent::traffic {
 
 // Progress phases of the traffic steps (Progress.phase; PROTOCOL.md §4.8).
 namespace step {
-inline constexpr const char* kDraining = "draining";                // block traffic
-inline constexpr const char* kWaitingInflight = "waiting_inflight";  // wait for in-flight work
-inline constexpr const char* kAllowingTraffic = "allowing_traffic";  // allow traffic (+ wait for UP)
+inline constexpr const char* kDraining = "draining";                   // block traffic
+inline constexpr const char* kWaitingInflight = "waiting_inflight";    // wait for in-flight work
+inline constexpr const char* kAllowingTraffic = "allowing_traffic";    // allow traffic (+ wait for UP)
 inline constexpr const char* kVerifyingTraffic = "verifying_traffic";  // post-allow verification
-inline constexpr const char* kTrafficAllowed = "traffic_allowed";    // the host is back in rotation
+inline constexpr const char* kTrafficAllowed = "traffic_allowed";      // the host is back in rotation
 }  // namespace step
 
 // Error codes of the traffic steps (Error::code), which the engine maps to outcomes.
 namespace failure {
-inline constexpr const char* kDrain = "drain";                  // before the swap: nothing changed
-inline constexpr const char* kAllowTraffic = "allow_traffic";   // verified, not back in rotation: a failed host
-inline constexpr const char* kPostAllow = "post_allow";          // after allowing: reverted
+inline constexpr const char* kDrain = "drain";                 // before the swap: nothing changed
+inline constexpr const char* kAllowTraffic = "allow_traffic";  // verified, not back in rotation: a failed host
+inline constexpr const char* kPostAllow = "post_allow";        // after allowing: reverted
 }  // namespace failure
 
 // What a step's command sees in its environment (GANTRY_*; README "Rolling without downtime").
 struct StepContext {
   std::string service;
-  std::string root;          // the service's install root
+  std::string root;  // the service's install root
   std::string order_id;
   uint64_t rollout_id = 0;
   std::string kind;          // "update", "rollback" (orders) or "revert" (the agent's own)

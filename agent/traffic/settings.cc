@@ -13,7 +13,8 @@ Expected<Millis> parse_ms(const std::string& v, Millis min) {
   Millis n = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
   if (ec != std::errc() || p != v.data() + v.size() || n < min || n > kMaxMs)
-    return make_error("config", "must be an integer between " + std::to_string(min) + " and " + std::to_string(kMaxMs) + ", got '" + v + "'");
+    return make_error("config", "must be an integer between " + std::to_string(min) + " and " + std::to_string(kMaxMs) +
+                                    ", got '" + v + "'");
   return n;
 }
 
@@ -61,18 +62,24 @@ Status apply_setting(LifecycleSettings& s, const std::string& key, const std::st
              key == "haproxy_up_timeout_ms") {
     auto n = parse_ms(v, key == "haproxy_up_timeout_ms" ? 1 : 0);
     if (!n) return n.error();
-    if (key == "drain_delay_ms") s.drain_delay_ms = *n;
-    else if (key == "post_allow_healthy_ms") s.post_allow_healthy_ms = *n;
-    else if (key == "haproxy_drain_timeout_ms") s.haproxy.drain_timeout_ms = *n;
-    else s.haproxy.up_timeout_ms = *n;
+    if (key == "drain_delay_ms")
+      s.drain_delay_ms = *n;
+    else if (key == "post_allow_healthy_ms")
+      s.post_allow_healthy_ms = *n;
+    else if (key == "haproxy_drain_timeout_ms")
+      s.haproxy.drain_timeout_ms = *n;
+    else
+      s.haproxy.up_timeout_ms = *n;
   } else if (key == "haproxy_socket") {
     if (auto e = parse_haproxy_endpoint(v); !e) return e.error();
     s.haproxy.socket = v;
   } else if (key == "haproxy_server") {
     auto slash = v.find('/');
-    std::string b = slash == std::string::npos ? "" : v.substr(0, slash), sv = slash == std::string::npos ? "" : v.substr(slash + 1);
+    std::string b = slash == std::string::npos ? "" : v.substr(0, slash),
+                sv = slash == std::string::npos ? "" : v.substr(slash + 1);
     if (!is_haproxy_name(b) || !is_haproxy_name(sv))
-      return make_error("config", "must be BACKEND/SERVER, names of letters, digits, '-', '_', '.', ':' (got '" + v + "')");
+      return make_error("config",
+                        "must be BACKEND/SERVER, names of letters, digits, '-', '_', '.', ':' (got '" + v + "')");
     s.haproxy.backend = b;
     s.haproxy.server = sv;
   } else {

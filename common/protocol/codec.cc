@@ -20,11 +20,29 @@ struct Invalid : std::runtime_error {
   Invalid(std::string c, const std::string& what) : std::runtime_error(what), code(std::move(c)) {}
 };
 
-void key(Packer& p, std::string_view k) { p.pack_str(k.size()); p.pack_str_body(k.data(), k.size()); }
-void str(Packer& p, std::string_view v) { p.pack_str(v.size()); p.pack_str_body(v.data(), v.size()); }
-void kv(Packer& p, std::string_view k, std::string_view v) { key(p, k); str(p, v); }
-void kv(Packer& p, std::string_view k, uint64_t v) { key(p, k); p.pack_uint64(v); }
-void kvb(Packer& p, std::string_view k, bool v) { key(p, k); if (v) p.pack_true(); else p.pack_false(); }
+void key(Packer& p, std::string_view k) {
+  p.pack_str(k.size());
+  p.pack_str_body(k.data(), k.size());
+}
+void str(Packer& p, std::string_view v) {
+  p.pack_str(v.size());
+  p.pack_str_body(v.data(), v.size());
+}
+void kv(Packer& p, std::string_view k, std::string_view v) {
+  key(p, k);
+  str(p, v);
+}
+void kv(Packer& p, std::string_view k, uint64_t v) {
+  key(p, k);
+  p.pack_uint64(v);
+}
+void kvb(Packer& p, std::string_view k, bool v) {
+  key(p, k);
+  if (v)
+    p.pack_true();
+  else
+    p.pack_false();
+}
 void kvjson(Packer& p, msgpack::sbuffer& buf, std::string_view k, const nlohmann::json& j) {
   key(p, k);
   std::vector<uint8_t> raw = nlohmann::json::to_msgpack(j);
@@ -170,7 +188,8 @@ class Fields {
       const auto& kvp = o.via.map.ptr[i];
       if (kvp.key.type != msgpack::type::STR) throw Invalid("invalid", std::string(what) + ": non-string key");
       std::string_view k(kvp.key.via.str.ptr, kvp.key.via.str.size);
-      if (!m_.emplace(k, &kvp.val).second) throw Invalid("invalid", std::string(what) + ": duplicate key " + safe_text(k, 64));
+      if (!m_.emplace(k, &kvp.val).second)
+        throw Invalid("invalid", std::string(what) + ": duplicate key " + safe_text(k, 64));
     }
   }
   const msgpack::object* find(std::string_view k) const {
@@ -189,7 +208,8 @@ class Fields {
       if (required) throw Invalid("invalid", std::string(what_) + ": missing field " + std::string(k));
       return {};
     }
-    if (o->type != msgpack::type::STR) throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not a string");
+    if (o->type != msgpack::type::STR)
+      throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not a string");
     if (o->via.str.size > max) throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " too long");
     return std::string(o->via.str.ptr, o->via.str.size);
   }
@@ -205,30 +225,36 @@ class Fields {
       if (required) throw Invalid("invalid", std::string(what_) + ": missing field " + std::string(k));
       return 0;
     }
-    if (o->type != msgpack::type::POSITIVE_INTEGER) throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not an unsigned integer");
+    if (o->type != msgpack::type::POSITIVE_INTEGER)
+      throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not an unsigned integer");
     if (o->via.u64 > max) throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " out of range");
     return o->via.u64;
   }
   bool b(std::string_view k) const {
     auto& o = need(k);
-    if (o.type != msgpack::type::BOOLEAN) throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not a boolean");
+    if (o.type != msgpack::type::BOOLEAN)
+      throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not a boolean");
     return o.via.boolean;
   }
   std::string name(std::string_view k, bool allow_empty = false) const {
     std::string v = s(k, !allow_empty, 128);
     if (v.empty() && allow_empty) return v;
-    if (!is_safe_name(v)) throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not a safe name");
+    if (!is_safe_name(v))
+      throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not a safe name");
     return v;
   }
   std::string sha(std::string_view k) const {
     std::string v = s(k, true, 64);
-    if (!is_sha256_hex(v)) throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not a sha256 hex digest");
+    if (!is_sha256_hex(v))
+      throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " is not a sha256 hex digest");
     return v;
   }
-  std::string oneof(std::string_view k, std::initializer_list<std::string_view> allowed, bool allow_empty = false) const {
+  std::string oneof(std::string_view k, std::initializer_list<std::string_view> allowed,
+                    bool allow_empty = false) const {
     std::string v = s(k, !allow_empty, 64);
     if (v.empty() && allow_empty) return v;
-    for (auto a : allowed) if (v == a) return v;
+    for (auto a : allowed)
+      if (v == a) return v;
     throw Invalid("invalid", std::string(what_) + ": field " + std::string(k) + " has unknown value '" + v + "'");
   }
 
@@ -307,12 +333,15 @@ Message body_of(MsgType t, const msgpack::object& body) {
       h.host_id = f.name("host_id");
       h.agent_version = f.text("agent_version", false, 64);
       const auto& labels = f.need("labels");
-      if (labels.type != msgpack::type::MAP || labels.via.map.size > 64) throw Invalid("invalid", "hello: labels must be a map of at most 64 entries");
+      if (labels.type != msgpack::type::MAP || labels.via.map.size > 64)
+        throw Invalid("invalid", "hello: labels must be a map of at most 64 entries");
       for (uint32_t i = 0; i < labels.via.map.size; ++i) {
         const auto& kvp = labels.via.map.ptr[i];
-        if (kvp.key.type != msgpack::type::STR || kvp.val.type != msgpack::type::STR) throw Invalid("invalid", "hello: labels must map strings to strings");
+        if (kvp.key.type != msgpack::type::STR || kvp.val.type != msgpack::type::STR)
+          throw Invalid("invalid", "hello: labels must map strings to strings");
         std::string k(kvp.key.via.str.ptr, kvp.key.via.str.size), v(kvp.val.via.str.ptr, kvp.val.via.str.size);
-        if (!is_label_token(k, false) || !is_label_token(v, true)) throw Invalid("invalid", "hello: bad label " + safe_text(k, 64));
+        if (!is_label_token(k, false) || !is_label_token(v, true))
+          throw Invalid("invalid", "hello: bad label " + safe_text(k, 64));
         h.labels[k] = v;
       }
       h.services = services(f.need("services"));
@@ -327,12 +356,14 @@ Message body_of(MsgType t, const msgpack::object& body) {
       w.heartbeat_misses = static_cast<uint32_t>(f.u("heartbeat_misses", true, 1000));
       w.epoch = f.u("epoch");
       w.coordinator_heartbeat_ms = static_cast<uint32_t>(f.u("coordinator_heartbeat_ms", false, 3600000));
-      if (w.heartbeat_interval_ms == 0 || w.heartbeat_misses == 0) throw Invalid("invalid", "welcome: zero heartbeat settings");
+      if (w.heartbeat_interval_ms == 0 || w.heartbeat_misses == 0)
+        throw Invalid("invalid", "welcome: zero heartbeat settings");
       w.udp_session = static_cast<uint32_t>(f.u("udp_session", false, UINT32_MAX));
       if (w.udp_session != 0) {
         w.udp_port = static_cast<uint32_t>(f.u("udp_port", true, 65535));
         const auto& k = f.need("udp_key");
-        if (k.type != msgpack::type::BIN || k.via.bin.size != 32) throw Invalid("invalid", "welcome: udp_key must be 32 bytes (bin)");
+        if (k.type != msgpack::type::BIN || k.via.bin.size != 32)
+          throw Invalid("invalid", "welcome: udp_key must be 32 bytes (bin)");
         if (w.udp_port == 0) throw Invalid("invalid", "welcome: udp_port 0 with a udp_session");
         w.udp_key.assign(k.via.bin.ptr, k.via.bin.size);
       }
@@ -405,10 +436,12 @@ Message body_of(MsgType t, const msgpack::object& body) {
       r.running_version = f.name("running_version", true);
       r.message = f.text("message", false);
       if (auto* t = f.find("timings_ms")) {
-        if (t->type != msgpack::type::MAP || t->via.map.size > 32) throw Invalid("invalid", "report: timings_ms must be a small map");
+        if (t->type != msgpack::type::MAP || t->via.map.size > 32)
+          throw Invalid("invalid", "report: timings_ms must be a small map");
         for (uint32_t i = 0; i < t->via.map.size; ++i) {
           const auto& kvp = t->via.map.ptr[i];
-          if (kvp.key.type != msgpack::type::STR || kvp.val.type != msgpack::type::POSITIVE_INTEGER || kvp.key.via.str.size > 64)
+          if (kvp.key.type != msgpack::type::STR || kvp.val.type != msgpack::type::POSITIVE_INTEGER ||
+              kvp.key.via.str.size > 64)
             throw Invalid("invalid", "report: timings_ms must map names to unsigned integers");
           r.timings_ms[std::string(kvp.key.via.str.ptr, kvp.key.via.str.size)] = kvp.val.via.u64;
         }
@@ -458,29 +491,41 @@ Message body_of(MsgType t, const msgpack::object& body) {
 }  // namespace
 
 MsgType type_of(const Message& m) {
-  static constexpr MsgType kTypes[] = {MsgType::kHello,    MsgType::kWelcome,    MsgType::kHeartbeat,
-                                       MsgType::kOrder,    MsgType::kOrderAck,   MsgType::kFetchChunk,
-                                       MsgType::kChunk,    MsgType::kProgress,   MsgType::kReport,
-                                       MsgType::kError,    MsgType::kSignal,     MsgType::kOpRequest,
-                                       MsgType::kOpReply};
+  static constexpr MsgType kTypes[] = {
+      MsgType::kHello,      MsgType::kWelcome,   MsgType::kHeartbeat, MsgType::kOrder,  MsgType::kOrderAck,
+      MsgType::kFetchChunk, MsgType::kChunk,     MsgType::kProgress,  MsgType::kReport, MsgType::kError,
+      MsgType::kSignal,     MsgType::kOpRequest, MsgType::kOpReply};
   return kTypes[m.index()];
 }
 
 const char* type_name(MsgType t) {
   switch (t) {
-    case MsgType::kHello: return "hello";
-    case MsgType::kWelcome: return "welcome";
-    case MsgType::kHeartbeat: return "heartbeat";
-    case MsgType::kOrder: return "order";
-    case MsgType::kOrderAck: return "order_ack";
-    case MsgType::kFetchChunk: return "fetch_chunk";
-    case MsgType::kChunk: return "chunk";
-    case MsgType::kProgress: return "progress";
-    case MsgType::kReport: return "report";
-    case MsgType::kError: return "error";
-    case MsgType::kSignal: return "signal";
-    case MsgType::kOpRequest: return "op_request";
-    case MsgType::kOpReply: return "op_reply";
+    case MsgType::kHello:
+      return "hello";
+    case MsgType::kWelcome:
+      return "welcome";
+    case MsgType::kHeartbeat:
+      return "heartbeat";
+    case MsgType::kOrder:
+      return "order";
+    case MsgType::kOrderAck:
+      return "order_ack";
+    case MsgType::kFetchChunk:
+      return "fetch_chunk";
+    case MsgType::kChunk:
+      return "chunk";
+    case MsgType::kProgress:
+      return "progress";
+    case MsgType::kReport:
+      return "report";
+    case MsgType::kError:
+      return "error";
+    case MsgType::kSignal:
+      return "signal";
+    case MsgType::kOpRequest:
+      return "op_request";
+    case MsgType::kOpReply:
+      return "op_reply";
   }
   return "unknown";
 }
@@ -518,8 +563,8 @@ namespace {
 template <class R, class F>
 Expected<R> decode_envelope(std::string_view bytes, const DecodeLimits& limits, F f) {
   try {
-    msgpack::unpack_limit lim(limits.max_array, limits.max_map, limits.max_str, limits.max_bin,
-                              limits.max_ext, limits.max_depth);
+    msgpack::unpack_limit lim(limits.max_array, limits.max_map, limits.max_str, limits.max_bin, limits.max_ext,
+                              limits.max_depth);
     std::size_t off = 0;
     auto ref_bin = [](msgpack::type::object_type type, std::size_t, void*) { return type == msgpack::type::BIN; };
     msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size(), off, ref_bin, nullptr, lim);
@@ -546,9 +591,8 @@ Expected<R> decode_envelope(std::string_view bytes, const DecodeLimits& limits, 
 }  // namespace
 
 Expected<Message> decode(std::string_view bytes, const DecodeLimits& limits) {
-  return decode_envelope<Message>(bytes, limits, [](MsgType t, const msgpack::object& body) -> Expected<Message> {
-    return body_of(t, body);
-  });
+  return decode_envelope<Message>(
+      bytes, limits, [](MsgType t, const msgpack::object& body) -> Expected<Message> { return body_of(t, body); });
 }
 
 Expected<ChunkView> decode_chunk(std::string_view bytes, const DecodeLimits& limits) {

@@ -63,8 +63,8 @@ struct Hello {
 struct Welcome {
   uint32_t protocol_version = kProtocolVersion;
   uint32_t heartbeat_interval_ms = 1000;  // the agent heartbeats when it sent nothing this long
-  uint32_t heartbeat_misses = 3;  // silence of misses*interval makes a peer unknown
-  uint64_t epoch = 0;             // coordinator start counter; fencing for later HA
+  uint32_t heartbeat_misses = 3;          // silence of misses*interval makes a peer unknown
+  uint64_t epoch = 0;                     // coordinator start counter; fencing for later HA
   // Optional (0 = not set: the coordinator heartbeats every heartbeat_interval_ms). Set only
   // for an agent whose hello had kCapCoordinatorHeartbeat: the coordinator sends it something
   // at least this often, and the agent gives the coordinator up after misses x this of silence.
@@ -98,8 +98,8 @@ struct Order {
   std::string service;
   std::string kind;  // "update" | "rollback"
   std::string version;
-  std::string sha256;  // of the release artifact (hex, 64 chars)
-  uint64_t size = 0;   // of the release artifact, bytes
+  std::string sha256;                // of the release artifact (hex, 64 chars)
+  uint64_t size = 0;                 // of the release artifact, bytes
   uint32_t min_healthy_ms = 0;       // 0: the agent's configured value
   uint32_t healthy_deadline_ms = 0;  // 0: the agent's configured value
   // Optional (added in protocol 1, append-only): the release's signed manifest, byte for byte,
@@ -177,8 +177,8 @@ struct OpReply {
   nlohmann::json result;  // null on error
 };
 
-using Message = std::variant<Hello, Welcome, Heartbeat, Order, OrderAck, FetchChunk, Chunk,
-                             Progress, Report, ErrorMsg, Signal, OpRequest, OpReply>;
+using Message = std::variant<Hello, Welcome, Heartbeat, Order, OrderAck, FetchChunk, Chunk, Progress, Report, ErrorMsg,
+                             Signal, OpRequest, OpReply>;
 
 MsgType type_of(const Message& m);
 const char* type_name(MsgType t);

@@ -23,7 +23,8 @@ Expected<Manifest> parse_manifest(std::string_view bytes) {
   if (j.is_discarded()) return bad("not valid JSON");
   if (!j.is_object()) return bad("not a JSON object");
   static const char* kKeys[] = {"type", "service", "version", "sha256", "size", "created"};
-  if (j.size() != std::size(kKeys)) return bad("expected exactly the fields type, service, version, sha256, size, created");
+  if (j.size() != std::size(kKeys))
+    return bad("expected exactly the fields type, service, version, sha256, size, created");
   for (const char* k : kKeys)
     if (!j.contains(k)) return bad(std::string("missing field ") + k);
   for (const char* k : {"type", "service", "version", "sha256", "created"})
@@ -66,8 +67,8 @@ Expected<Manifest> verify(std::string_view manifest_bytes, std::string_view sign
   for (const auto& k : trusted_keys) {
     if (k.size() != crypto_sign_PUBLICKEYBYTES) continue;
     if (crypto_sign_verify_detached(reinterpret_cast<const unsigned char*>(sig->data()),
-                                    reinterpret_cast<const unsigned char*>(manifest_bytes.data()), manifest_bytes.size(),
-                                    reinterpret_cast<const unsigned char*>(k.data())) == 0) {
+                                    reinterpret_cast<const unsigned char*>(manifest_bytes.data()),
+                                    manifest_bytes.size(), reinterpret_cast<const unsigned char*>(k.data())) == 0) {
       ok = true;
       break;
     }
@@ -78,10 +79,15 @@ Expected<Manifest> verify(std::string_view manifest_bytes, std::string_view sign
 
 Status check_matches(const Manifest& m, const std::string& service, const std::string& version,
                      const std::string& sha256, uint64_t size) {
-  if (m.service != service) return make_error("mismatch", "signed manifest is for service '" + m.service + "', not '" + service + "'");
-  if (m.version != version) return make_error("mismatch", "signed manifest is for version '" + m.version + "', not '" + version + "'");
-  if (m.sha256 != sha256) return make_error("mismatch", "artifact digest " + sha256 + " differs from the signed manifest's " + m.sha256);
-  if (m.size != size) return make_error("mismatch", "artifact size " + std::to_string(size) + " differs from the signed manifest's " + std::to_string(m.size));
+  if (m.service != service)
+    return make_error("mismatch", "signed manifest is for service '" + m.service + "', not '" + service + "'");
+  if (m.version != version)
+    return make_error("mismatch", "signed manifest is for version '" + m.version + "', not '" + version + "'");
+  if (m.sha256 != sha256)
+    return make_error("mismatch", "artifact digest " + sha256 + " differs from the signed manifest's " + m.sha256);
+  if (m.size != size)
+    return make_error("mismatch", "artifact size " + std::to_string(size) + " differs from the signed manifest's " +
+                                      std::to_string(m.size));
   return Status::Ok();
 }
 

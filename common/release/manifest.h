@@ -20,9 +20,9 @@ constexpr size_t kSignatureHexChars = 128;  // ed25519 signature, hex
 struct Manifest {
   std::string service;
   std::string version;
-  std::string sha256;  // lowercase hex of the artifact
-  uint64_t size = 0;   // artifact bytes
-  std::string created; // UTC, RFC 3339 (information only)
+  std::string sha256;   // lowercase hex of the artifact
+  uint64_t size = 0;    // artifact bytes
+  std::string created;  // UTC, RFC 3339 (information only)
 
   // The exact bytes that get signed: compact JSON, keys sorted, with the type tag.
   std::string to_bytes() const;

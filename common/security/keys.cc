@@ -51,7 +51,8 @@ Status write_new_file(const std::string& path, const std::string& data, mode_t m
 // Reads a secret key file, refusing one that others may read (like ssh does).
 Expected<std::string> read_secret_file(const std::string& path) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return make_error("io", "cannot read key file " + path + ": " + std::strerror(errno));
+  if (::stat(path.c_str(), &st) != 0)
+    return make_error("io", "cannot read key file " + path + ": " + std::strerror(errno));
   if (st.st_mode & 077) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 0777));
@@ -73,7 +74,8 @@ bool is_z85_key(const std::string& s) {
 
 Expected<CurveKeyPair> generate_curve_keypair() {
   char pub[41] = {}, sec[41] = {};
-  if (zmq_curve_keypair(pub, sec) != 0) return make_error("curve", std::string("zmq_curve_keypair: ") + zmq_strerror(zmq_errno()));
+  if (zmq_curve_keypair(pub, sec) != 0)
+    return make_error("curve", std::string("zmq_curve_keypair: ") + zmq_strerror(zmq_errno()));
   return CurveKeyPair{pub, sec};
 }
 
@@ -122,7 +124,8 @@ Expected<std::string> from_hex(const std::string& hex, size_t bytes) {
   std::string out(bytes, '\0');
   size_t len = 0;
   const char* end = nullptr;
-  if (sodium_hex2bin(reinterpret_cast<unsigned char*>(out.data()), bytes, hex.data(), hex.size(), nullptr, &len, &end) != 0 ||
+  if (sodium_hex2bin(reinterpret_cast<unsigned char*>(out.data()), bytes, hex.data(), hex.size(), nullptr, &len,
+                     &end) != 0 ||
       len != bytes || end != hex.data() + hex.size())
     return make_error("hex", "not valid hex");
   return out;
@@ -132,7 +135,8 @@ Expected<SigningKeyPair> generate_signing_keypair() {
   init_sodium();
   unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
   crypto_sign_keypair(pk, sk);
-  SigningKeyPair kp{std::string(reinterpret_cast<char*>(pk), sizeof pk), std::string(reinterpret_cast<char*>(sk), sizeof sk)};
+  SigningKeyPair kp{std::string(reinterpret_cast<char*>(pk), sizeof pk),
+                    std::string(reinterpret_cast<char*>(sk), sizeof sk)};
   sodium_memzero(sk, sizeof sk);
   return kp;
 }
@@ -149,7 +153,8 @@ Expected<SigningKeyPair> read_signing_secret(const std::string& path) {
   auto text = read_secret_file(path);
   if (!text) return text.error();
   const std::string tag = "ed25519-secret ";
-  if (text->rfind(tag, 0) != 0) return make_error("key", path + " is not an ed25519 release signing key (gantry release keygen)");
+  if (text->rfind(tag, 0) != 0)
+    return make_error("key", path + " is not an ed25519 release signing key (gantry release keygen)");
   auto raw = from_hex(text->substr(tag.size()), crypto_sign_SECRETKEYBYTES);
   if (!raw) return make_error("key", path + ": " + raw.error().message);
   SigningKeyPair kp;
@@ -165,7 +170,8 @@ Expected<std::string> read_signing_public(const std::string& path) {
   if (!data) return make_error("io", "cannot read release public key " + path + ": " + data.error().message);
   std::string text = trim(*data);
   const std::string tag = "ed25519-public ";
-  if (text.rfind(tag, 0) != 0) return make_error("key", path + " is not an ed25519 release public key (gantry release keygen)");
+  if (text.rfind(tag, 0) != 0)
+    return make_error("key", path + " is not an ed25519 release public key (gantry release keygen)");
   auto raw = from_hex(text.substr(tag.size()), crypto_sign_PUBLICKEYBYTES);
   if (!raw) return make_error("key", path + ": " + raw.error().message);
   return *raw;
@@ -174,15 +180,18 @@ Expected<std::string> read_signing_public(const std::string& path) {
 int curve_keygen_main(const std::string& program, const std::vector<std::string>& args) {
   std::string out;
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--out" && i + 1 < args.size()) out = args[++i];
-    else if (args[i].rfind("--out=", 0) == 0) out = args[i].substr(6);
+    if (args[i] == "--out" && i + 1 < args.size())
+      out = args[++i];
+    else if (args[i].rfind("--out=", 0) == 0)
+      out = args[i].substr(6);
     else if (args[i] == "--help" || args[i] == "-h") {
       std::cout << "Usage: " << program << " keygen --out PREFIX\n\n"
                 << "Writes a CurveZMQ keypair: PREFIX.key (secret, mode 0600; never copy it off this machine)\n"
                 << "and PREFIX.pub (public; hand it to whoever must trust this key).\n";
       return 0;
     } else {
-      std::cerr << program << " keygen: unexpected argument '" << args[i] << "' (usage: " << program << " keygen --out PREFIX)\n";
+      std::cerr << program << " keygen: unexpected argument '" << args[i] << "' (usage: " << program
+                << " keygen --out PREFIX)\n";
       return 2;
     }
   }

@@ -44,12 +44,18 @@ std::string errno_text(int e) { return std::strerror(e); }
 
 const char* reject_name(Reject r) {
   switch (r) {
-    case Reject::kNone: return "none";
-    case Reject::kSize: return "size";
-    case Reject::kMagic: return "magic";
-    case Reject::kUnknownSession: return "unknown_session";
-    case Reject::kMac: return "mac";
-    case Reject::kReplay: return "replay";
+    case Reject::kNone:
+      return "none";
+    case Reject::kSize:
+      return "size";
+    case Reject::kMagic:
+      return "magic";
+    case Reject::kUnknownSession:
+      return "unknown_session";
+    case Reject::kMac:
+      return "mac";
+    case Reject::kReplay:
+      return "replay";
   }
   return "?";
 }
@@ -125,7 +131,8 @@ Status Receiver::bind(const std::string& host, uint16_t port) {
   sockaddr_storage got{};
   socklen_t glen = sizeof got;
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&got), &glen) == 0)
-    port_ = ntohs(got.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&got)->sin_port : reinterpret_cast<sockaddr_in6*>(&got)->sin6_port);
+    port_ = ntohs(got.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&got)->sin_port
+                                           : reinterpret_cast<sockaddr_in6*>(&got)->sin6_port);
   if (fd_ >= 0) ::close(fd_);
   fd_ = fd;
   return Status::Ok();
@@ -152,7 +159,8 @@ int Receiver::read_batch() {
     p.len = flen <= p.addr.size() ? static_cast<uint8_t>(flen) : 0;
     if (p.len) std::memcpy(p.addr.data(), &from[i], p.len);
     // A datagram longer than the buffer is cut (MSG_TRUNC): report a size that fails parse().
-    lens_[static_cast<std::size_t>(i)] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? bufs_[0].size() + 1 : msgs[i].msg_len;
+    lens_[static_cast<std::size_t>(i)] =
+        (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? bufs_[0].size() + 1 : msgs[i].msg_len;
   }
   return n;
 }

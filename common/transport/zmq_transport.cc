@@ -18,7 +18,7 @@ constexpr int kZapEnforceDomain = 93;  // value from libzmq's zmq_draft.h
 #ifdef ZMQ_ZERO_COPY_RECV
 constexpr int kZeroCopyRecv = ZMQ_ZERO_COPY_RECV;
 #else
-constexpr int kZeroCopyRecv = 10;  // value from libzmq's zmq_draft.h; Debian's 4.3.4 accepts it
+constexpr int kZeroCopyRecv = 10;      // value from libzmq's zmq_draft.h; Debian's 4.3.4 accepts it
 #endif
 }  // namespace
 
@@ -39,11 +39,14 @@ Status check_connect_endpoint(const std::string& ep) {
     const std::string inner = host.size() >= 3 && host.back() == ']' ? host.substr(1, host.size() - 2) : "";
     const auto pct = inner.find('%');
     const std::string addr = inner.substr(0, pct), zone = pct == std::string::npos ? "" : inner.substr(pct + 1);
-    if (addr.empty() || addr.find(':') == std::string::npos || addr.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos ||
+    if (addr.empty() || addr.find(':') == std::string::npos ||
+        addr.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos ||
         (pct != std::string::npos &&
-         (zone.empty() || zone.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos)))
+         (zone.empty() || zone.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+                              std::string::npos)))
       return bad("has a malformed IPv6 address");
-  } else if (host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != std::string::npos ||
+  } else if (host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
+                 std::string::npos ||
              host.front() == '-' || host.front() == '.') {
     return bad("has a malformed host name");
   }
@@ -76,10 +79,13 @@ Status attach(zmq::socket_t& s, const std::string& endpoint, bool bind) {
     // an [IPv6] literal only, so names and IPv4 endpoints resolve as they always did (and as the
     // UDP heartbeat sender resolves them: udp_heartbeat.cc).
     if (auto hp = tcp_host_port(endpoint); hp && hp->ipv6_literal) s.set(zmq::sockopt::ipv6, 1);
-    if (bind) s.bind(endpoint);
-    else s.connect(endpoint);
+    if (bind)
+      s.bind(endpoint);
+    else
+      s.connect(endpoint);
   } catch (const zmq::error_t& e) {
-    return make_error("endpoint", std::string(bind ? "cannot bind '" : "cannot connect to '") + endpoint + "': " + e.what());
+    return make_error("endpoint",
+                      std::string(bind ? "cannot bind '" : "cannot connect to '") + endpoint + "': " + e.what());
   }
   return Status::Ok();
 }

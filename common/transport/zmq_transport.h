@@ -16,10 +16,10 @@ namespace gantry::transport {
 // CurveZMQ settings for one socket (Z85 keys, 40 chars). Empty keys mean plaintext,
 // which the daemons allow only with --insecure-dev.
 struct CurveOptions {
-  bool server = false;           // true on the coordinator's ROUTER/PUB
-  std::string public_key;        // this socket's public key
-  std::string secret_key;        // this socket's secret key
-  std::string server_public_key; // for clients: the pinned coordinator key
+  bool server = false;            // true on the coordinator's ROUTER/PUB
+  std::string public_key;         // this socket's public key
+  std::string secret_key;         // this socket's secret key
+  std::string server_public_key;  // for clients: the pinned coordinator key
   std::string zap_domain = "gantry";
   bool enabled() const { return !secret_key.empty(); }
 };

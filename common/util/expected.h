@@ -50,8 +50,6 @@ class [[nodiscard]] Status {
   std::optional<Error> err_;
 };
 
-inline Error make_error(std::string code, std::string message) {
-  return Error{std::move(code), std::move(message)};
-}
+inline Error make_error(std::string code, std::string message) { return Error{std::move(code), std::move(message)}; }
 
 }  // namespace gantry

@@ -1,16 +1,18 @@
 #include "common/util/fs.h"
 
-#include <cerrno>
-#include <cstring>
 #include <fcntl.h>
-#include <filesystem>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 
 namespace gantry::fs {
 
 namespace {
-Error sys_error(const std::string& what, int e) { return make_error(e == ENOSPC ? "disk_full" : "io", what + ": " + std::strerror(e)); }
+Error sys_error(const std::string& what, int e) {
+  return make_error(e == ENOSPC ? "disk_full" : "io", what + ": " + std::strerror(e));
+}
 
 Status write_all(int fd, const std::string& data, const std::string& path) {
   size_t off = 0;
@@ -76,7 +78,8 @@ Status replace_symlink(const std::string& link, const std::string& target, bool 
 
 Expected<std::string> read_file(const std::string& path, uint64_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? make_error("not_found", path + " does not exist") : sys_error("open " + path, errno);
+  if (fd < 0)
+    return errno == ENOENT ? make_error("not_found", path + " does not exist") : sys_error("open " + path, errno);
   std::string out;
   char buf[1 << 16];
   for (;;) {
@@ -101,7 +104,8 @@ Expected<std::string> read_file(const std::string& path, uint64_t max_bytes) {
 Expected<std::string> read_symlink(const std::string& link) {
   char buf[4096];
   ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
-  if (n < 0) return errno == ENOENT ? make_error("not_found", link + " does not exist") : sys_error("readlink " + link, errno);
+  if (n < 0)
+    return errno == ENOENT ? make_error("not_found", link + " does not exist") : sys_error("readlink " + link, errno);
   return std::string(buf, static_cast<size_t>(n));
 }
 

@@ -7,8 +7,8 @@ bool is_safe_name(std::string_view s) {
   if (s == "." || s == "..") return false;
   if (s.front() == '-' || s.front() == '.') return false;
   for (char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-' || c == '+' || c == '@' || c == ':';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-' || c == '+' || c == '@' || c == ':';
     if (!ok) return false;
   }
   return true;

@@ -1,8 +1,5 @@
 #include "common/util/process.h"
 
-#include <cerrno>
-#include <csignal>
-#include <cstring>
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -10,6 +7,9 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 
 #include <algorithm>
 #include <vector>
@@ -108,8 +108,10 @@ ProcessResult wait_child(const Child& c, Millis deadline) {
     if (pidfd >= 0) pfds[n++] = {pidfd, POLLIN, 0};
     int wait_ms = pidfd < 0 ? (pipe_open ? 20 : 5) : static_cast<int>(std::clamp<Millis>(left, 1, 1000));
     if (res.timed_out) wait_ms = std::min(wait_ms, 20);
-    if (n > 0) ::poll(pfds, n, wait_ms);
-    else ::usleep(static_cast<useconds_t>(wait_ms) * 1000);
+    if (n > 0)
+      ::poll(pfds, n, wait_ms);
+    else
+      ::usleep(static_cast<useconds_t>(wait_ms) * 1000);
     while (pipe_open) {
       ssize_t got = ::read(c.out, buf, sizeof buf);
       if (got > 0) {
@@ -132,8 +134,10 @@ ProcessResult wait_child(const Child& c, Millis deadline) {
     keep_tail(res.output);
   }
   ::close(c.out);
-  if (WIFEXITED(status)) res.exit_code = WEXITSTATUS(status);
-  else if (WIFSIGNALED(status)) res.exit_code = 128 + WTERMSIG(status);
+  if (WIFEXITED(status))
+    res.exit_code = WEXITSTATUS(status);
+  else if (WIFSIGNALED(status))
+    res.exit_code = 128 + WTERMSIG(status);
   return res;
 }
 
@@ -179,8 +183,10 @@ class GatedShell final : public PreparedShell {
     env[kGateVar] = command;
     child_ = spawn_shell(kGateScript, env, sv[1]);
     ::close(sv[1]);
-    if (child_) gate_ = sv[0];
-    else ::close(sv[0]);
+    if (child_)
+      gate_ = sv[0];
+    else
+      ::close(sv[0]);
   }
   ~GatedShell() override {
     if (gate_ >= 0) ::close(gate_);
@@ -221,8 +227,7 @@ class GatedShell final : public PreparedShell {
 }  // namespace
 
 Expected<ProcessResult> RealProcessRunner::run_shell(const std::string& command,
-                                                     const std::map<std::string, std::string>& env,
-                                                     Millis timeout_ms) {
+                                                     const std::map<std::string, std::string>& env, Millis timeout_ms) {
   Millis deadline = SystemClock().now_ms() + timeout_ms;
   auto c = spawn_shell(command, env, -1);
   if (!c) return c.error();

@@ -33,8 +33,7 @@ class ProcessRunner {
   virtual ~ProcessRunner() = default;
   // Runs `/bin/sh -c command` with extra environment; kills its process group at the timeout.
   // Returns when the shell exits, even if it left daemons behind holding its output pipe.
-  virtual Expected<ProcessResult> run_shell(const std::string& command,
-                                            const std::map<std::string, std::string>& env,
+  virtual Expected<ProcessResult> run_shell(const std::string& command, const std::map<std::string, std::string>& env,
                                             Millis timeout_ms) = 0;
   // The same command, made ready now and run on start(). By default nothing happens before
   // start() and wait() is run_shell(); RealProcessRunner starts the shell itself up front.
@@ -45,8 +44,7 @@ class ProcessRunner {
 
 class RealProcessRunner final : public ProcessRunner {
  public:
-  Expected<ProcessResult> run_shell(const std::string& command,
-                                    const std::map<std::string, std::string>& env,
+  Expected<ProcessResult> run_shell(const std::string& command, const std::map<std::string, std::string>& env,
                                     Millis timeout_ms) override;
   // Spawns `/bin/sh` at once and lets it start up (exec, dynamic loading: most of a short
   // command's cost) while the caller goes on; the shell then blocks reading a private pipe

@@ -57,8 +57,10 @@ std::string shell_quote(const std::string& word) {
   if (safe) return word;
   std::string q = "'";
   for (char c : word) {
-    if (c == '\'') q += "'\\''";
-    else q.push_back(c);
+    if (c == '\'')
+      q += "'\\''";
+    else
+      q.push_back(c);
   }
   q += "'";
   return q;

@@ -35,9 +35,9 @@ struct HostRecord {
   // Its hello had kCapCoordinatorHeartbeat: it hears from us every coordinator_heartbeat_ms
   // at least, not every heartbeat interval.
   bool coordinator_heartbeat = false;
-  Millis last_seen = 0;     // monotonic
-  Millis grace_until = 0;   // monotonic; restored after a restart: not expired before this
-  Millis last_sent = 0;     // monotonic; anything sent to it (a heartbeat is due only after silence)
+  Millis last_seen = 0;    // monotonic
+  Millis grace_until = 0;  // monotonic; restored after a restart: not expired before this
+  Millis last_sent = 0;    // monotonic; anything sent to it (a heartbeat is due only after silence)
   Millis last_seen_wall = 0;
   Millis first_seen_wall = 0;
   // Its UDP heartbeat session (0: none), offered in its last Welcome; the session's key and
@@ -50,7 +50,7 @@ struct HostRecord {
 // so a reused slot's old datagrams are an unknown session, not a forgery), and what the check
 // needs sits in the slot itself: one cache line, then the host record only to stamp it.
 struct UdpSlot {
-  uint32_t session = 0;  // 0: free
+  uint32_t session = 0;    // 0: free
   bool confirmed = false;  // we told the agent (Heartbeat.udp_seq) that its datagrams arrive
   uint64_t last_seq = 0;
   Millis last_datagram = 0;  // monotonic

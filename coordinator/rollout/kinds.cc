@@ -4,9 +4,12 @@ namespace gantry::rollout {
 
 const char* outcome_name(Outcome o) {
   switch (o) {
-    case Outcome::kSucceeded: return "succeeded";
-    case Outcome::kFailedReverted: return "failed_reverted";
-    case Outcome::kFailed: return "failed";
+    case Outcome::kSucceeded:
+      return "succeeded";
+    case Outcome::kFailedReverted:
+      return "failed_reverted";
+    case Outcome::kFailed:
+      return "failed";
   }
   return "failed";
 }

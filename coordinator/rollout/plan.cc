@@ -37,8 +37,7 @@ Expected<Amount> amount_field(const std::string& field, const json& v) {
   if (v.is_number_integer()) {
     int64_t n = v.get<int64_t>();
     if (n < 0 || n > kMaxCount) {
-      return plan_error(field, "count " + show(v) + " is out of range (0.." +
-                                   std::to_string(kMaxCount) + ")");
+      return plan_error(field, "count " + show(v) + " is out of range (0.." + std::to_string(kMaxCount) + ")");
     }
     return Amount{false, static_cast<uint32_t>(n)};
   }
@@ -69,11 +68,16 @@ Expected<Millis> duration_field(const std::string& field, const json& v) {
     return plan_error(field, "\"" + s + "\" is not a duration (use e.g. 500ms, 30s, 5m, 1h)");
   }
   Millis mult = 0;
-  if (unit.empty() || unit == "ms") mult = 1;
-  else if (unit == "s") mult = 1000;
-  else if (unit == "m") mult = 60'000;
-  else if (unit == "h") mult = 3'600'000;
-  else return plan_error(field, "\"" + s + "\" has an unknown unit (use ms, s, m or h)");
+  if (unit.empty() || unit == "ms")
+    mult = 1;
+  else if (unit == "s")
+    mult = 1000;
+  else if (unit == "m")
+    mult = 60'000;
+  else if (unit == "h")
+    mult = 3'600'000;
+  else
+    return plan_error(field, "\"" + s + "\" has an unknown unit (use ms, s, m or h)");
   Millis ms = std::stoll(num) * mult;
   if (ms > kMax) return plan_error(field, "duration \"" + s + "\" is out of range");
   return ms;
@@ -134,10 +138,9 @@ json Plan::to_json() const {
 Expected<Plan> Plan::from_json(const json& j) {
   if (!j.is_object()) return make_error("plan", "a plan must be a JSON object, got " + show(j));
   static const std::set<std::string> kKnown = {
-      "batches",      "max_failures",     "max_failures_per_batch", "unknown_hosts",
-      "unknown_wait", "min_healthy_time", "healthy_deadline",       "host_timeout",
-      "progress_deadline", "batch_delay", "pause_after",            "domain_label",
-      "max_per_domain",    "auto_rollback", "rollback"};
+      "batches",          "max_failures",     "max_failures_per_batch", "unknown_hosts",     "unknown_wait",
+      "min_healthy_time", "healthy_deadline", "host_timeout",           "progress_deadline", "batch_delay",
+      "pause_after",      "domain_label",     "max_per_domain",         "auto_rollback",     "rollback"};
   for (const auto& [key, _] : j.items()) {
     if (!kKnown.count(key)) return plan_error(key, "unknown field");
   }
@@ -146,8 +149,7 @@ Expected<Plan> Plan::from_json(const json& j) {
   if (j.contains("batches")) {
     const json& b = j["batches"];
     if (!b.is_array() || b.empty()) {
-      return plan_error("batches", "expected a non-empty list like [1, \"10%\", \"100%\"], got " +
-                                       show(b));
+      return plan_error("batches", "expected a non-empty list like [1, \"10%\", \"100%\"], got " + show(b));
     }
     p.batches.clear();
     for (size_t i = 0; i < b.size(); ++i) {
@@ -175,12 +177,13 @@ Expected<Plan> Plan::from_json(const json& j) {
     }
     p.unknown_hosts = *parse_unknown_hosts(u.get<std::string>());
   }
-  struct Dur { const char* name; Millis* out; };
+  struct Dur {
+    const char* name;
+    Millis* out;
+  };
   for (Dur d : {Dur{"unknown_wait", &p.unknown_wait_ms}, Dur{"min_healthy_time", &p.min_healthy_ms},
-                Dur{"healthy_deadline", &p.healthy_deadline_ms},
-                Dur{"host_timeout", &p.host_timeout_ms},
-                Dur{"progress_deadline", &p.progress_deadline_ms},
-                Dur{"batch_delay", &p.batch_delay_ms}}) {
+                Dur{"healthy_deadline", &p.healthy_deadline_ms}, Dur{"host_timeout", &p.host_timeout_ms},
+                Dur{"progress_deadline", &p.progress_deadline_ms}, Dur{"batch_delay", &p.batch_delay_ms}}) {
     if (!j.contains(d.name)) continue;
     auto ms = duration_field(d.name, j[d.name]);
     if (!ms) return ms.error();
@@ -193,8 +196,7 @@ Expected<Plan> Plan::from_json(const json& j) {
     for (size_t i = 0; i < pa.size(); ++i) {
       const json& v = pa[i];
       if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxCount) {
-        return plan_error("pause_after[" + std::to_string(i) + "]",
-                          "expected a batch index (0-based), got " + show(v));
+        return plan_error("pause_after[" + std::to_string(i) + "]", "expected a batch index (0-based), got " + show(v));
       }
       auto idx = static_cast<uint32_t>(v.get<int64_t>());
       if (!seen.insert(idx).second) {
@@ -213,8 +215,7 @@ Expected<Plan> Plan::from_json(const json& j) {
     auto a = amount_field("max_per_domain", j["max_per_domain"]);
     if (!a) return a.error();
     if (a->value == 0) {
-      return plan_error("max_per_domain", "must allow at least one host per domain, got " +
-                                              show(j["max_per_domain"]));
+      return plan_error("max_per_domain", "must allow at least one host per domain, got " + show(j["max_per_domain"]));
     }
     if (p.domain_label.empty()) {
       return plan_error("max_per_domain", "needs domain_label (which label names the domain?)");
@@ -232,8 +233,7 @@ Expected<Plan> Plan::from_json(const json& j) {
     for (const auto& [key, v] : r.items()) {
       if (key != "batch_size") return plan_error("rollback." + key, "unknown field");
       if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxCount) {
-        return plan_error("rollback.batch_size",
-                          "expected a host count >= 0 (0: all at once), got " + show(v));
+        return plan_error("rollback.batch_size", "expected a host count >= 0 (0: all at once), got " + show(v));
       }
       p.rollback_batch_size = static_cast<uint32_t>(v.get<int64_t>());
     }

@@ -31,21 +31,21 @@ struct Plan {
   // Batch sizes as a ramp, like Ansible's `serial`: [1, 10%, 50%, 100%]. The last entry
   // repeats until every selected host is in a batch.
   std::vector<Amount> batches{Amount{false, 1}, Amount{true, 100}};
-  Amount max_failures{false, 0};            // whole rollout; exceeded when failed+unknown > this
-  std::optional<Amount> max_failures_per_batch;  // unset: only the total counts
+  Amount max_failures{false, 0};                     // whole rollout; exceeded when failed+unknown > this
+  std::optional<Amount> max_failures_per_batch;      // unset: only the total counts
   UnknownHosts unknown_hosts = UnknownHosts::kFail;  // see UnknownHosts
   Millis unknown_wait_ms = 60000;
-  Millis min_healthy_ms = 0;       // 0: each agent's configured value
-  Millis healthy_deadline_ms = 0;  // 0: each agent's configured value
-  Millis host_timeout_ms = 600000; // no report this long after ordering: the host counts as failed
-                                   // (0: no timeout)
-  Millis progress_deadline_ms = 0; // 0: none; whole rollout must finish by start + this
+  Millis min_healthy_ms = 0;        // 0: each agent's configured value
+  Millis healthy_deadline_ms = 0;   // 0: each agent's configured value
+  Millis host_timeout_ms = 600000;  // no report this long after ordering: the host counts as failed
+                                    // (0: no timeout)
+  Millis progress_deadline_ms = 0;  // 0: none; whole rollout must finish by start + this
   Millis batch_delay_ms = 0;
   std::vector<uint32_t> pause_after;  // batch indexes (0-based) after which to wait for promote
   std::string domain_label;           // e.g. "zone"; empty: no failure-domain awareness
   std::optional<Amount> max_per_domain;
   bool auto_rollback = true;
-  uint32_t rollback_batch_size = 0;   // 0: every changed host at once
+  uint32_t rollback_batch_size = 0;  // 0: every changed host at once
 
   nlohmann::json to_json() const;
   static Expected<Plan> from_json(const nlohmann::json& j);  // validates every field

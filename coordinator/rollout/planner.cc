@@ -32,20 +32,20 @@ Expected<Schedule> make_schedule(const Plan& plan, const std::vector<HostCandida
   for (size_t i = 0; i < plan.batches.size(); ++i) {
     if (plan.batches[i].value == 0) {
       return make_error("plan", "plan field 'batches[" + std::to_string(i) +
-                                    "]': a batch must have at least one host, got " +
-                                    plan.batches[i].str());
+                                    "]': a batch must have at least one host, got " + plan.batches[i].str());
     }
     if (plan.batches[i].percent && plan.batches[i].value > 100) {
-      return make_error("plan", "plan field 'batches[" + std::to_string(i) + "]': " +
-                                    plan.batches[i].str() + " is above 100%");
+      return make_error("plan",
+                        "plan field 'batches[" + std::to_string(i) + "]': " + plan.batches[i].str() + " is above 100%");
     }
   }
   if (plan.max_per_domain && plan.domain_label.empty()) {
     return make_error("plan", "plan field 'max_per_domain': needs domain_label");
   }
   if (plan.max_per_domain && plan.max_per_domain->value == 0) {
-    return make_error("plan", "plan field 'max_per_domain': 0 hosts per domain can never make "
-                              "progress");
+    return make_error("plan",
+                      "plan field 'max_per_domain': 0 hosts per domain can never make "
+                      "progress");
   }
   std::set<std::string> ids;
   for (const auto& h : hosts) {
@@ -67,7 +67,11 @@ Expected<Schedule> make_schedule(const Plan& plan, const std::vector<HostCandida
     }
     domains[d].push_back(h.host_id);
   }
-  struct Cursor { std::vector<std::string>* hosts; size_t next = 0; uint32_t cap = 0; };
+  struct Cursor {
+    std::vector<std::string>* hosts;
+    size_t next = 0;
+    uint32_t cap = 0;
+  };
   std::vector<Cursor> cursors;
   for (auto& [name, list] : domains) {
     cursors.push_back({&list, 0, domain_cap(plan, static_cast<uint32_t>(list.size()))});
@@ -88,8 +92,7 @@ Expected<Schedule> make_schedule(const Plan& plan, const std::vector<HostCandida
       if (batch.size() == nominal) break;
     }
     if (batch.empty()) {
-      return make_error("plan", "batch " + std::to_string(entry) +
-                                    " cannot take any host within max_per_domain");
+      return make_error("plan", "batch " + std::to_string(entry) + " cannot take any host within max_per_domain");
     }
     scheduled += static_cast<uint32_t>(batch.size());
     out.batches.push_back(std::move(batch));
@@ -111,9 +114,7 @@ Expected<Schedule> make_schedule(const Plan& plan, const std::vector<HostCandida
       out.per_batch_budgets.push_back(v);
       largest = std::max(largest, v);
     }
-    out.per_batch_budget_hosts = plan.max_failures_per_batch->percent
-                                     ? largest
-                                     : plan.max_failures_per_batch->value;
+    out.per_batch_budget_hosts = plan.max_failures_per_batch->percent ? largest : plan.max_failures_per_batch->value;
   }
   return out;
 }
@@ -144,17 +145,14 @@ Expected<std::map<std::string, std::string>> parse_selector(const std::string& s
     std::string pair = trim(s.substr(start, comma - start));
     size_t eq = pair.find('=');
     if (eq == std::string::npos) {
-      return make_error("selector", "selector \"" + s + "\": \"" + pair +
-                                        "\" is not label=value");
+      return make_error("selector", "selector \"" + s + "\": \"" + pair + "\" is not label=value");
     }
     std::string k = trim(pair.substr(0, eq)), v = trim(pair.substr(eq + 1));
     if (k.empty() || v.empty()) {
-      return make_error("selector", "selector \"" + s + "\": \"" + pair +
-                                        "\" needs both a label and a value");
+      return make_error("selector", "selector \"" + s + "\": \"" + pair + "\" needs both a label and a value");
     }
     if (out.count(k) && out[k] != v) {
-      return make_error("selector", "selector \"" + s + "\": label '" + k +
-                                        "' is given two different values");
+      return make_error("selector", "selector \"" + s + "\": label '" + k + "' is given two different values");
     }
     out[k] = v;
     start = comma + 1;

@@ -11,11 +11,11 @@
 namespace gantry::rollout {
 
 struct Schedule {
-  std::vector<std::vector<std::string>> batches;  // host ids
-  uint32_t failure_budget_hosts = 0;              // plan.max_failures resolved
-  std::optional<uint32_t> per_batch_budget_hosts; // resolved per batch max, if set (the largest
-                                                  // of per_batch_budgets when it is a percentage)
-  std::vector<uint32_t> per_batch_budgets;        // budget of each batch (empty when unset)
+  std::vector<std::vector<std::string>> batches;   // host ids
+  uint32_t failure_budget_hosts = 0;               // plan.max_failures resolved
+  std::optional<uint32_t> per_batch_budget_hosts;  // resolved per batch max, if set (the largest
+                                                   // of per_batch_budgets when it is a percentage)
+  std::vector<uint32_t> per_batch_budgets;         // budget of each batch (empty when unset)
 };
 
 // Pure. Errors: no hosts, a batch entry of 0, max_per_domain that cannot be met, ...

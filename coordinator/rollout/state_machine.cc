@@ -97,33 +97,48 @@ namespace gantry::rollout {
 
 const char* phase_name(Phase p) {
   switch (p) {
-    case Phase::kRunning: return "running";
-    case Phase::kPaused: return "paused";
-    case Phase::kRollingBack: return "rolling_back";
-    case Phase::kSucceeded: return "succeeded";
-    case Phase::kFailed: return "failed";
-    case Phase::kRolledBack: return "rolled_back";
-    case Phase::kAborted: return "aborted";
+    case Phase::kRunning:
+      return "running";
+    case Phase::kPaused:
+      return "paused";
+    case Phase::kRollingBack:
+      return "rolling_back";
+    case Phase::kSucceeded:
+      return "succeeded";
+    case Phase::kFailed:
+      return "failed";
+    case Phase::kRolledBack:
+      return "rolled_back";
+    case Phase::kAborted:
+      return "aborted";
   }
   return "?";
 }
 
 bool is_terminal(Phase p) {
-  return p == Phase::kSucceeded || p == Phase::kFailed || p == Phase::kRolledBack ||
-         p == Phase::kAborted;
+  return p == Phase::kSucceeded || p == Phase::kFailed || p == Phase::kRolledBack || p == Phase::kAborted;
 }
 
 const char* host_state_name(HostState s) {
   switch (s) {
-    case HostState::kPending: return "pending";
-    case HostState::kOrdered: return "ordered";
-    case HostState::kHealthy: return "healthy";
-    case HostState::kFailed: return "failed";
-    case HostState::kUnknown: return "unknown";
-    case HostState::kRollingBack: return "rolling_back";
-    case HostState::kRolledBack: return "rolled_back";
-    case HostState::kRollbackFailed: return "rollback_failed";
-    case HostState::kSkipped: return "skipped";
+    case HostState::kPending:
+      return "pending";
+    case HostState::kOrdered:
+      return "ordered";
+    case HostState::kHealthy:
+      return "healthy";
+    case HostState::kFailed:
+      return "failed";
+    case HostState::kUnknown:
+      return "unknown";
+    case HostState::kRollingBack:
+      return "rolling_back";
+    case HostState::kRolledBack:
+      return "rolled_back";
+    case HostState::kRollbackFailed:
+      return "rollback_failed";
+    case HostState::kSkipped:
+      return "skipped";
   }
   return "?";
 }
@@ -151,23 +166,39 @@ HostSlot* State::find(const std::string& host_id) {
   return it == fresh->end() ? nullptr : &hosts[it->second];
 }
 
-const HostSlot* State::find(const std::string& host_id) const {
-  return const_cast<State*>(this)->find(host_id);
-}
+const HostSlot* State::find(const std::string& host_id) const { return const_cast<State*>(this)->find(host_id); }
 
 Counts count(const State& s) {
   Counts c;
   for (const auto& h : s.hosts) {
     switch (h.state) {
-      case HostState::kPending: ++c.pending; break;
-      case HostState::kOrdered: ++c.ordered; break;
-      case HostState::kHealthy: ++c.healthy; break;
-      case HostState::kFailed: ++c.failed; break;
-      case HostState::kUnknown: ++c.unknown; break;
-      case HostState::kRollingBack: ++c.rolling_back; break;
-      case HostState::kRolledBack: ++c.rolled_back; break;
-      case HostState::kRollbackFailed: ++c.rollback_failed; break;
-      case HostState::kSkipped: ++c.skipped; break;
+      case HostState::kPending:
+        ++c.pending;
+        break;
+      case HostState::kOrdered:
+        ++c.ordered;
+        break;
+      case HostState::kHealthy:
+        ++c.healthy;
+        break;
+      case HostState::kFailed:
+        ++c.failed;
+        break;
+      case HostState::kUnknown:
+        ++c.unknown;
+        break;
+      case HostState::kRollingBack:
+        ++c.rolling_back;
+        break;
+      case HostState::kRolledBack:
+        ++c.rolled_back;
+        break;
+      case HostState::kRollbackFailed:
+        ++c.rollback_failed;
+        break;
+      case HostState::kSkipped:
+        ++c.skipped;
+        break;
     }
   }
   return c;
@@ -226,9 +257,8 @@ std::string budget_exceeded(const State& s, uint32_t failed, const std::vector<u
       const uint32_t bf = b < failed_in_batch.size() ? failed_in_batch[b] : 0;
       const uint32_t bb = *batch_budget(s.plan, static_cast<uint32_t>(s.batches[b].size()));
       if (bf > bb) {
-        return std::to_string(bf) + " failed or unknown hosts in " +
-               batch_label(s, static_cast<int>(b)) + ", more than its budget of " +
-               std::to_string(bb);
+        return std::to_string(bf) + " failed or unknown hosts in " + batch_label(s, static_cast<int>(b)) +
+               ", more than its budget of " + std::to_string(bb);
       }
     }
   }
@@ -278,8 +308,10 @@ class Machine {
       if (h.batch >= 0 && static_cast<size_t>(h.batch) < failed_in_batch_.size()) failed_in_batch_[h.batch] += d;
     }
     if (has_deadline(h)) {
-      if (d > 0) watched_.insert(pos(h));
-      else watched_.erase(pos(h));
+      if (d > 0)
+        watched_.insert(pos(h));
+      else
+        watched_.erase(pos(h));
     }
   }
   // Every change to a slot goes through touch() (any field) or set() (state and whether an
@@ -323,9 +355,7 @@ class Machine {
 
   void record(std::string m) { acts_.push_back(ActRecord{std::move(m)}); }
 
-  std::string new_order_id() {
-    return "r" + std::to_string(s_.id) + "-" + std::to_string(s_.next_order_seq++);
-  }
+  std::string new_order_id() { return "r" + std::to_string(s_.id) + "-" + std::to_string(s_.next_order_seq++); }
 
   void skip_pending() {
     std::vector<std::string> names;
@@ -349,10 +379,9 @@ class Machine {
     skip_pending();
     if (s_.end_reason.empty()) s_.end_reason = sentence;
     const Counts c = count(s_);
-    record("rollout " + std::string(phase_name(p)) + ": " + sentence + " (healthy " +
-           std::to_string(c.healthy) + ", failed " + std::to_string(c.failed) + ", unknown " +
-           std::to_string(c.unknown) + ", rolled back " + std::to_string(c.rolled_back) +
-           ", rollback failed " + std::to_string(c.rollback_failed) + ", skipped " +
+    record("rollout " + std::string(phase_name(p)) + ": " + sentence + " (healthy " + std::to_string(c.healthy) +
+           ", failed " + std::to_string(c.failed) + ", unknown " + std::to_string(c.unknown) + ", rolled back " +
+           std::to_string(c.rolled_back) + ", rollback failed " + std::to_string(c.rollback_failed) + ", skipped " +
            std::to_string(c.skipped) + ")");
     acts_.push_back(ActFinished{p});
   }
@@ -444,11 +473,9 @@ class Machine {
     // Unknown hosts whose grace has run out.
     for (uint32_t i : std::vector<uint32_t>(watched_.begin(), watched_.end())) {
       HostSlot& h = s_.hosts[i];
-      if (h.state == HostState::kUnknown && !h.unknown_counts &&
-          now_ >= h.lost_at + p.unknown_wait_ms) {
+      if (h.state == HostState::kUnknown && !h.unknown_counts && now_ >= h.lost_at + p.unknown_wait_ms) {
         set(h, HostState::kUnknown, true);
-        record(h.host_id + " still unreachable after " + fmt_ms(p.unknown_wait_ms) +
-               "; it counts as failed");
+        record(h.host_id + " still unreachable after " + fmt_ms(p.unknown_wait_ms) + "; it counts as failed");
         changed = true;
       }
     }
@@ -488,35 +515,29 @@ class Machine {
         failed += h.state == HostState::kFailed;
         unknown += h.state == HostState::kUnknown;
       }
-      record(batch_label(s_, b) + " done: " + std::to_string(healthy) + " healthy, " +
-             std::to_string(failed) + " failed, " + std::to_string(unknown) +
-             " unknown; failures " + std::to_string(total_failed()) + " of budget " +
-             std::to_string(total_budget(s_)));
+      record(batch_label(s_, b) + " done: " + std::to_string(healthy) + " healthy, " + std::to_string(failed) +
+             " failed, " + std::to_string(unknown) + " unknown; failures " + std::to_string(total_failed()) +
+             " of budget " + std::to_string(total_budget(s_)));
       if (b + 1 >= nb) {
-        finish(Phase::kSucceeded, "all " + std::to_string(nb) + " batches done, " +
-                                      std::to_string(total_failed()) +
-                                      " failed or unknown within the budget of " +
-                                      std::to_string(total_budget(s_)));
+        finish(Phase::kSucceeded, "all " + std::to_string(nb) + " batches done, " + std::to_string(total_failed()) +
+                                      " failed or unknown within the budget of " + std::to_string(total_budget(s_)));
         return true;
       }
-      if (std::find(p.pause_after.begin(), p.pause_after.end(), static_cast<uint32_t>(b)) !=
-          p.pause_after.end()) {
+      if (std::find(p.pause_after.begin(), p.pause_after.end(), static_cast<uint32_t>(b)) != p.pause_after.end()) {
         s_.phase = Phase::kPaused;
         s_.waiting_promote = true;
-        record("paused after " + batch_label(s_, b) +
-               " (pause_after); `gantry rollout promote` continues with batch " +
+        record("paused after " + batch_label(s_, b) + " (pause_after); `gantry rollout promote` continues with batch " +
                std::to_string(b + 2));
         return true;
       }
       s_.next_batch_at = now_ + p.batch_delay_ms;
       if (p.batch_delay_ms > 0) {
-        record("waiting " + fmt_ms(p.batch_delay_ms) + " (batch_delay) before " +
-               batch_label(s_, b + 1));
+        record("waiting " + fmt_ms(p.batch_delay_ms) + " (batch_delay) before " + batch_label(s_, b + 1));
       }
       changed = true;
     }
-    if (s_.phase == Phase::kRunning && s_.completed_batch == s_.current_batch &&
-        s_.current_batch + 1 < nb && now_ >= s_.next_batch_at) {
+    if (s_.phase == Phase::kRunning && s_.completed_batch == s_.current_batch && s_.current_batch + 1 < nb &&
+        now_ >= s_.next_batch_at) {
       order_batch(s_.current_batch + 1);
       return true;
     }
@@ -533,8 +554,7 @@ class Machine {
       if (h.from_version.empty()) {
         set(h, HostState::kRollbackFailed);
         h.message = "no previous release to roll back to; it keeps " + s_.version;
-        record(h.host_id + " ran nothing before this rollout, so it cannot be rolled back; it keeps " +
-               s_.version);
+        record(h.host_id + " ran nothing before this rollout, so it cannot be rolled back; it keeps " + s_.version);
         changed = true;
         continue;
       }
@@ -542,8 +562,8 @@ class Machine {
     }
     std::sort(todo.begin(), todo.end(),
               [](const HostSlot* a, const HostSlot* b) { return a->update_seq > b->update_seq; });
-    const uint32_t cap = s_.plan.rollback_batch_size == 0 ? std::numeric_limits<uint32_t>::max()
-                                                           : s_.plan.rollback_batch_size;
+    const uint32_t cap =
+        s_.plan.rollback_batch_size == 0 ? std::numeric_limits<uint32_t>::max() : s_.plan.rollback_batch_size;
     std::vector<std::string> names;
     for (HostSlot* h : todo) {
       if (rolling >= cap) break;
@@ -608,9 +628,8 @@ class Machine {
     std::string sizes;
     for (const auto& b : s_.batches) sizes += (sizes.empty() ? "" : ", ") + std::to_string(b.size());
     record("rollout " + std::to_string(s_.id) + " of " + s_.service + " to " + s_.version +
-           " started: " + std::to_string(s_.hosts.size()) + " hosts in " +
-           std::to_string(s_.batches.size()) + " batches (" + sizes + "); failure budget " +
-           std::to_string(sched->failure_budget_hosts) + " host(s)");
+           " started: " + std::to_string(s_.hosts.size()) + " hosts in " + std::to_string(s_.batches.size()) +
+           " batches (" + sizes + "); failure budget " + std::to_string(sched->failure_budget_hosts) + " host(s)");
     return Status::Ok();
   }
 
@@ -621,8 +640,8 @@ class Machine {
       return Status::Ok();
     }
     if (e.order_id != h->order_id) {
-      record("stale report from " + e.host_id + " for order " + e.order_id + " (current order: " +
-             (h->order_id.empty() ? "none" : h->order_id) + "); ignored");
+      record("stale report from " + e.host_id + " for order " + e.order_id +
+             " (current order: " + (h->order_id.empty() ? "none" : h->order_id) + "); ignored");
       return Status::Ok();
     }
     const bool update = h->state == HostState::kOrdered || h->state == HostState::kUnknown;
@@ -643,20 +662,19 @@ class Machine {
       if (ok) {
         record(h->host_id + " healthy on " + s_.version + late);
       } else {
-        std::string what = h->host_id + " failed" +
-                           (e.outcome == Outcome::kFailedReverted ? " and reverted" : "") +
+        std::string what = h->host_id + " failed" + (e.outcome == Outcome::kFailedReverted ? " and reverted" : "") +
                            (e.message.empty() ? "" : ": " + e.message);
         if (!is_terminal(s_.phase)) {
-          what += "; failures " + std::to_string(total_failed()) + " of budget " +
-                  std::to_string(total_budget(s_));
+          what += "; failures " + std::to_string(total_failed()) + " of budget " + std::to_string(total_budget(s_));
           if (!s_.halted && !budget_exceeded().empty()) what += " -> stopping";
         }
         record(what + late);
       }
     } else {
       set(*h, ok ? HostState::kRolledBack : HostState::kRollbackFailed);
-      record(h->host_id + (ok ? " rolled back to " + h->from_version
-                              : " failed to roll back" + (e.message.empty() ? "" : ": " + e.message)) +
+      record(h->host_id +
+             (ok ? " rolled back to " + h->from_version
+                 : " failed to roll back" + (e.message.empty() ? "" : ": " + e.message)) +
              late);
     }
     return Status::Ok();
@@ -688,8 +706,7 @@ class Machine {
       if (!was_online) record(h->host_id + " is reachable again (" + host_state_name(h->state) + ")");
       return Status::Ok();
     }
-    if (s_.phase == Phase::kRollingBack && !e.running_version.empty() &&
-        e.running_version == s_.version) {
+    if (s_.phase == Phase::kRollingBack && !e.running_version.empty() && e.running_version == s_.version) {
       set(*h, HostState::kHealthy, false);
       h->message = "came back running " + s_.version;
       record(h->host_id + " is back running " + s_.version + "; it will be rolled back");
@@ -706,8 +723,7 @@ class Machine {
   Status on(const EvTick&) { return Status::Ok(); }
 
   Status stopping_error(const char* what) {
-    return make_error("state", std::string("cannot ") + what + ": the rollout is stopping (" +
-                                   s_.end_reason + ")");
+    return make_error("state", std::string("cannot ") + what + ": the rollout is stopping (" + s_.end_reason + ")");
   }
 
   Status on(const EvPause&) {
@@ -726,8 +742,7 @@ class Machine {
     }
     if (s_.halted) return stopping_error("resume");
     if (s_.waiting_promote) {
-      return make_error("state", "the rollout waits for promotion after " +
-                                     batch_label(s_, s_.completed_batch) +
+      return make_error("state", "the rollout waits for promotion after " + batch_label(s_, s_.completed_batch) +
                                      "; use `gantry rollout promote`");
     }
     s_.phase = Phase::kRunning;
@@ -737,8 +752,8 @@ class Machine {
 
   Status on(const EvPromote&) {
     if (s_.phase != Phase::kPaused || !s_.waiting_promote) {
-      return make_error("state", std::string("cannot promote: the rollout is ") +
-                                     phase_name(s_.phase) + ", not waiting for promotion");
+      return make_error("state", std::string("cannot promote: the rollout is ") + phase_name(s_.phase) +
+                                     ", not waiting for promotion");
     }
     if (s_.halted) return stopping_error("promote");
     s_.phase = Phase::kRunning;
@@ -750,8 +765,7 @@ class Machine {
 
   Status on(const EvAbort&) {
     if (is_terminal(s_.phase)) {
-      return make_error("state", std::string("cannot abort: the rollout already ended ") +
-                                     phase_name(s_.phase));
+      return make_error("state", std::string("cannot abort: the rollout already ended ") + phase_name(s_.phase));
     }
     s_.end_reason = "aborted by the operator";
     acts_.push_back(ActBroadcast{SignalKind::kAbort});
@@ -763,10 +777,9 @@ class Machine {
     const Phase p = s_.phase;
     if (p == Phase::kRollingBack || p == Phase::kRolledBack || p == Phase::kSucceeded) {
       return make_error("state", std::string("cannot roll back: the rollout is ") + phase_name(p) +
-                                     (p == Phase::kSucceeded
-                                          ? "; roll back a finished release with "
-                                            "`gantry rollback SERVICE --to-revision N`"
-                                          : ""));
+                                     (p == Phase::kSucceeded ? "; roll back a finished release with "
+                                                               "`gantry rollback SERVICE --to-revision N`"
+                                                             : ""));
     }
     if (s_.hosts.empty()) return make_error("state", "cannot roll back: the rollout has not started");
     if (is_terminal(p)) record("rollback requested after the rollout ended " + std::string(phase_name(p)));
@@ -790,14 +803,11 @@ class Machine {
 
 using nlohmann::json;
 
-const Phase kPhases[] = {Phase::kRunning,   Phase::kPaused,     Phase::kRollingBack,
-                         Phase::kSucceeded, Phase::kFailed,     Phase::kRolledBack,
-                         Phase::kAborted};
-const HostState kHostStates[] = {HostState::kPending,     HostState::kOrdered,
-                                 HostState::kHealthy,     HostState::kFailed,
-                                 HostState::kUnknown,     HostState::kRollingBack,
-                                 HostState::kRolledBack,  HostState::kRollbackFailed,
-                                 HostState::kSkipped};
+const Phase kPhases[] = {Phase::kRunning, Phase::kPaused,     Phase::kRollingBack, Phase::kSucceeded,
+                         Phase::kFailed,  Phase::kRolledBack, Phase::kAborted};
+const HostState kHostStates[] = {HostState::kPending,    HostState::kOrdered,        HostState::kHealthy,
+                                 HostState::kFailed,     HostState::kUnknown,        HostState::kRollingBack,
+                                 HostState::kRolledBack, HostState::kRollbackFailed, HostState::kSkipped};
 
 }  // namespace
 
@@ -812,12 +822,18 @@ std::optional<T> by_name(const std::string& name, const T (&all)[N], const char*
 
 json HostSlot::to_json() const {
   const HostSlot& h = *this;
-  return {{"host_id", h.host_id},       {"domain", h.domain},
-          {"from_version", h.from_version}, {"state", host_state_name(h.state)},
-          {"batch", h.batch},           {"order_id", h.order_id},
-          {"ordered_at", h.ordered_at}, {"lost_at", h.lost_at},
-          {"update_seq", h.update_seq}, {"message", h.message},
-          {"online", h.online},         {"unknown_counts", h.unknown_counts},
+  return {{"host_id", h.host_id},
+          {"domain", h.domain},
+          {"from_version", h.from_version},
+          {"state", host_state_name(h.state)},
+          {"batch", h.batch},
+          {"order_id", h.order_id},
+          {"ordered_at", h.ordered_at},
+          {"lost_at", h.lost_at},
+          {"update_seq", h.update_seq},
+          {"message", h.message},
+          {"online", h.online},
+          {"unknown_counts", h.unknown_counts},
           {"running_version", h.running_version}};
 }
 
@@ -924,7 +940,8 @@ Expected<State> State::from_json(const json& j, const std::vector<json>& slots) 
     s.phase = *phase;
     j.at("waiting_promote").get_to(s.waiting_promote);
     const bool batch_lists = j.contains("batches");
-    if (batch_lists) j.at("batches").get_to(s.batches);
+    if (batch_lists)
+      j.at("batches").get_to(s.batches);
     else {
       const size_t n = j.at("batch_count").get<size_t>();
       if (n > slots.size()) return make_error("state", "stored rollout state: more batches than hosts");
@@ -944,17 +961,18 @@ Expected<State> State::from_json(const json& j, const std::vector<json>& slots) 
       if (!hs) return hs.error();
       HostSlot h = std::move(*hs);
       if (h.batch < -1 || h.batch >= static_cast<int>(s.batches.size())) {
-        return make_error("state", "stored rollout state: host " + h.host_id + " has batch " +
-                                       std::to_string(h.batch) + " out of range");
+        return make_error("state", "stored rollout state: host " + h.host_id + " has batch " + std::to_string(h.batch) +
+                                       " out of range");
       }
       if (!batch_lists && h.batch >= 0) s.batches[static_cast<size_t>(h.batch)].push_back(h.host_id);
       s.hosts.push_back(std::move(h));
     }
     if (s.pending_means_skipped()) {
-      for (auto& h : s.hosts) if (h.state == HostState::kPending) h.state = HostState::kSkipped;
+      for (auto& h : s.hosts)
+        if (h.state == HostState::kPending) h.state = HostState::kSkipped;
     }
-    if (s.current_batch < -1 || s.current_batch >= static_cast<int>(s.batches.size()) ||
-        s.completed_batch < -1 || s.completed_batch > s.current_batch) {
+    if (s.current_batch < -1 || s.current_batch >= static_cast<int>(s.batches.size()) || s.completed_batch < -1 ||
+        s.completed_batch > s.current_batch) {
       return make_error("state", "stored rollout state: batch indexes out of range");
     }
     for (const auto& b : s.batches) {

@@ -53,18 +53,18 @@ struct HostSlot {
   std::string domain;        // value of plan.domain_label on this host ("" if none)
   std::string from_version;  // what it ran when the rollout started ("" if nothing)
   HostState state = HostState::kPending;
-  int batch = -1;            // index of the batch it belongs to
+  int batch = -1;  // index of the batch it belongs to
   // (online and unknown_counts sit next to state and batch: the machine's counting pass over
   // every host reads only these four, close together.)
   bool online = true;
   // Added: whether this kUnknown host counts against the failure budget now (unknown_hosts
   // "fail", a host timeout, or "wait" whose unknown_wait_ms has passed).
   bool unknown_counts = false;
-  std::string order_id;      // last order sent to it
+  std::string order_id;  // last order sent to it
   Millis ordered_at = 0;
-  Millis lost_at = 0;        // when it became unknown
-  uint64_t update_seq = 0;   // order in which hosts were updated (for reverse-order rollback)
-  std::string message;       // last report's message
+  Millis lost_at = 0;       // when it became unknown
+  uint64_t update_seq = 0;  // order in which hosts were updated (for reverse-order rollback)
+  std::string message;      // last report's message
   // Added: what the host last said it runs (start, reports, reconnects); "" if never known.
   std::string running_version;
 
@@ -86,19 +86,19 @@ struct HostIndex {
 struct State {
   uint64_t id = 0;
   std::string service;
-  std::string version;        // target
+  std::string version;  // target
   Plan plan;
   Phase phase = Phase::kRunning;
-  bool waiting_promote = false;  // paused by pause_after rather than by the operator
+  bool waiting_promote = false;                   // paused by pause_after rather than by the operator
   std::vector<std::vector<std::string>> batches;  // host ids per batch, fixed at start
-  int current_batch = -1;     // index of the batch being ordered/awaited
-  std::vector<HostSlot> hosts;  // in schedule order
+  int current_batch = -1;                         // index of the batch being ordered/awaited
+  std::vector<HostSlot> hosts;                    // in schedule order
   Millis started_at = 0;
-  Millis next_batch_at = 0;   // batch_delay: earliest time the next batch may be ordered
+  Millis next_batch_at = 0;  // batch_delay: earliest time the next batch may be ordered
   Millis finished_at = 0;
   uint64_t next_order_seq = 1;
   uint64_t next_update_seq = 1;
-  std::string end_reason;     // why it ended (or why it is rolling back)
+  std::string end_reason;  // why it ended (or why it is rolling back)
   // Added: the rollout stopped ordering updates (budget spent, progress deadline, operator
   // rollback); it ends rolled back or failed once nothing is in flight.
   bool halted = false;
@@ -148,8 +148,13 @@ struct EvReport {
   std::string running_version;
   std::string message;
 };
-struct EvHostLost { std::string host_id; };
-struct EvHostBack { std::string host_id; std::string running_version; };
+struct EvHostLost {
+  std::string host_id;
+};
+struct EvHostBack {
+  std::string host_id;
+  std::string running_version;
+};
 struct EvTick {};  // time passed: check deadlines and batch delays
 struct EvPause {};
 struct EvResume {};
@@ -157,20 +162,26 @@ struct EvPromote {};
 struct EvAbort {};
 struct EvRollback {};  // operator asks to roll back the changed hosts now
 
-using Event = std::variant<EvStart, EvReport, EvHostLost, EvHostBack, EvTick, EvPause, EvResume,
-                           EvPromote, EvAbort, EvRollback>;
+using Event =
+    std::variant<EvStart, EvReport, EvHostLost, EvHostBack, EvTick, EvPause, EvResume, EvPromote, EvAbort, EvRollback>;
 
 // ---- actions ----------------------------------------------------------------
 
-struct ActOrder {     // send this order to this host over its acknowledged channel
+struct ActOrder {  // send this order to this host over its acknowledged channel
   std::string host_id;
   std::string order_id;  // unique: "r<rollout>-<seq>"
   OrderKind kind = OrderKind::kUpdate;
   std::string version;
 };
-struct ActBroadcast { SignalKind kind; };  // on the PUB fast path
-struct ActRecord { std::string message; };  // a line for the rollout's event log
-struct ActFinished { Phase phase; };        // the rollout reached a terminal phase
+struct ActBroadcast {
+  SignalKind kind;
+};  // on the PUB fast path
+struct ActRecord {
+  std::string message;
+};  // a line for the rollout's event log
+struct ActFinished {
+  Phase phase;
+};  // the rollout reached a terminal phase
 
 using Action = std::variant<ActOrder, ActBroadcast, ActRecord, ActFinished>;
 
@@ -206,8 +217,8 @@ Millis next_deadline(const State& s);
 
 // Counts for status and metrics.
 struct Counts {
-  uint32_t pending = 0, ordered = 0, healthy = 0, failed = 0, unknown = 0, rolling_back = 0,
-           rolled_back = 0, rollback_failed = 0, skipped = 0;
+  uint32_t pending = 0, ordered = 0, healthy = 0, failed = 0, unknown = 0, rolling_back = 0, rolled_back = 0,
+           rollback_failed = 0, skipped = 0;
 };
 Counts count(const State& s);
 

@@ -32,7 +32,8 @@ void AgentChannel::drain() {
     } catch (const std::exception& e) {
       // Nothing an agent sends may stop the coordinator: that message is dropped.
       d_.metrics.handler_errors++;
-      L()->error("message from agent connection {:?} dropped: its handler failed: {}", in->identity.substr(0, 64), e.what());
+      L()->error("message from agent connection {:?} dropped: its handler failed: {}", in->identity.substr(0, 64),
+                 e.what());
     }
   }
   flush();
@@ -45,7 +46,8 @@ void AgentChannel::flush() {
     for (auto& [id, row] : pending_hosts_) rows.push_back(std::move(row));
     pending_hosts_.clear();
     // The registry has them; the store is what a restarted coordinator starts from.
-    if (auto s = d_.store.put_hosts(rows); !s.ok()) L()->error("cannot record {} host(s) that said hello: {}", rows.size(), s.error().message);
+    if (auto s = d_.store.put_hosts(rows); !s.ok())
+      L()->error("cannot record {} host(s) that said hello: {}", rows.size(), s.error().message);
   }
   d_.executor.flush_reports();
 }
@@ -68,8 +70,9 @@ void AgentChannel::on_message(const transport::Incoming& in) {
     who = d_.keys.agent(in.user_id);
     if (who.kind == AgentStanding::kRefused) {
       d_.metrics.auth_refused++;
-      d_.refusals.warn(in.user_id, "agent key " + (in.user_id.empty() ? std::string("(none)") : in.user_id) + " is " + who.state +
-                                       (who.host_id.empty() ? "" : " (host " + who.host_id + ")") + "; message refused");
+      d_.refusals.warn(in.user_id, "agent key " + (in.user_id.empty() ? std::string("(none)") : in.user_id) + " is " +
+                                       who.state + (who.host_id.empty() ? "" : " (host " + who.host_id + ")") +
+                                       "; message refused");
       return;
     }
   }
@@ -88,13 +91,15 @@ void AgentChannel::on_message(const transport::Incoming& in) {
     d_.keys.note_claim(in.user_id, h->host_id);
     d_.refusals.warn(in.user_id, "pending agent key " + in.user_id + " says it is host " + h->host_id +
                                      "; waiting for an operator (gantry keys accept " + h->host_id + ")");
-    d_.sender.send(in.identity, proto::ErrorMsg{"enrollment_pending", "this agent's key awaits enrollment: gantry keys accept " + h->host_id,
+    d_.sender.send(in.identity, proto::ErrorMsg{"enrollment_pending",
+                                                "this agent's key awaits enrollment: gantry keys accept " + h->host_id,
                                                 static_cast<uint16_t>(proto::MsgType::kHello), ""});
     return;
   }
   if (!msg) {
     d_.metrics.decode_errors++;
-    L()->warn("bad message from agent connection {:?}: {} ({})", in.identity.substr(0, 64), msg.error().message, msg.error().code);
+    L()->warn("bad message from agent connection {:?}: {} ({})", in.identity.substr(0, 64), msg.error().message,
+              msg.error().code);
     d_.sender.send(in.identity, proto::ErrorMsg{msg.error().code, msg.error().message, 0, ""});
     return;
   }
@@ -104,8 +109,8 @@ void AgentChannel::on_message(const transport::Incoming& in) {
     // Host identity is the authenticated key: a hello naming another host is refused.
     if (secure() && h->host_id != who.host_id) {
       d_.metrics.auth_refused++;
-      L()->warn("agent key {} is enrolled for host {} but its hello claims host {}: spoofed host id, refused", in.user_id,
-                who.host_id, h->host_id);
+      L()->warn("agent key {} is enrolled for host {} but its hello claims host {}: spoofed host id, refused",
+                in.user_id, who.host_id, h->host_id);
       d_.sender.send(in.identity, proto::ErrorMsg{"identity", "host id does not match the host enrolled for this key",
                                                   static_cast<uint16_t>(proto::MsgType::kHello), ""});
       return;
@@ -121,8 +126,10 @@ void AgentChannel::on_message(const transport::Incoming& in) {
   fleet::HostRecord& host = *touched;
   if (secure() && host.host_id != who.host_id) {
     // The connection said hello as another host under a key since re-bound: start over.
-    d_.refusals.warn(in.user_id, "connection of host " + host.host_id + " now speaks with the key of host " + who.host_id + "; refused");
-    d_.sender.send(in.identity, proto::ErrorMsg{"hello_required", "say hello first", static_cast<uint16_t>(proto::type_of(*msg)), ""});
+    d_.refusals.warn(in.user_id, "connection of host " + host.host_id + " now speaks with the key of host " +
+                                     who.host_id + "; refused");
+    d_.sender.send(in.identity, proto::ErrorMsg{"hello_required", "say hello first",
+                                                static_cast<uint16_t>(proto::type_of(*msg)), ""});
     return;
   }
   // A heartbeat changes only last_seen: it alone does not rebuild the status snapshot (that
@@ -137,7 +144,8 @@ void AgentChannel::on_message(const transport::Incoming& in) {
           if (m.udp_deaf) {
             if (fleet::UdpSlot* slot = d_.registry.udp_slot(host.udp_session); slot && !slot->deaf) {
               slot->deaf = true;
-              L()->info("{}: our heartbeat datagrams do not reach it; heartbeating it over its connection", host.host_id);
+              L()->info("{}: our heartbeat datagrams do not reach it; heartbeating it over its connection",
+                        host.host_id);
             }
           }
         } else if constexpr (std::is_same_v<T, proto::OrderAck>) {
@@ -168,7 +176,8 @@ void AgentChannel::on_message(const transport::Incoming& in) {
 void AgentChannel::on_hello(const std::string& identity, const proto::Hello& h) {
   if (h.protocol_version != proto::kProtocolVersion) {
     L()->warn("{} speaks protocol {}, we speak {}; refused", h.host_id, h.protocol_version, proto::kProtocolVersion);
-    d_.sender.send(identity, proto::ErrorMsg{"protocol_version", "unsupported protocol version", static_cast<uint16_t>(proto::MsgType::kHello), ""});
+    d_.sender.send(identity, proto::ErrorMsg{"protocol_version", "unsupported protocol version",
+                                             static_cast<uint16_t>(proto::MsgType::kHello), ""});
     return;
   }
   // Without CURVE the identity is the host id the agent set as its routing id; a hello
@@ -176,7 +185,8 @@ void AgentChannel::on_hello(const std::string& identity, const proto::Hello& h) 
   // checked by the caller, and routing ids are random.)
   if (!secure() && identity != h.host_id) {
     L()->warn("hello for host {} from connection {:?}: identity mismatch, refused", h.host_id, identity.substr(0, 64));
-    d_.sender.send(identity, proto::ErrorMsg{"identity", "host id does not match the connection identity", static_cast<uint16_t>(proto::MsgType::kHello), ""});
+    d_.sender.send(identity, proto::ErrorMsg{"identity", "host id does not match the connection identity",
+                                             static_cast<uint16_t>(proto::MsgType::kHello), ""});
     return;
   }
   Millis now = d_.clock.now_ms(), wall = d_.clock.wall_ms();
@@ -189,11 +199,14 @@ void AgentChannel::on_hello(const std::string& identity, const proto::Hello& h) 
   row.host_id = h.host_id;
   row.labels = rec.labels;
   row.services = nlohmann::json::array();
-  for (const auto& s : h.services) row.services.push_back({{"name", s.name}, {"current_version", s.current_version}, {"previous_version", s.previous_version}});
+  for (const auto& s : h.services)
+    row.services.push_back(
+        {{"name", s.name}, {"current_version", s.current_version}, {"previous_version", s.previous_version}});
   row.first_seen = rec.first_seen_wall;
   row.last_seen = wall;
   pending_hosts_[row.host_id] = std::move(row);  // persisted at the end of this pass (flush)
-  L()->info("{} said hello ({}; {} service(s)){}", h.host_id, h.agent_version, h.services.size(), was_offline ? "" : " again");
+  L()->info("{} said hello ({}; {} service(s)){}", h.host_id, h.agent_version, h.services.size(),
+            was_offline ? "" : " again");
 
   proto::Welcome w;
   w.heartbeat_interval_ms = d_.cfg.heartbeat_interval_ms;
@@ -228,7 +241,8 @@ void AgentChannel::on_report(fleet::HostRecord& host, const proto::Report& r) {
     svc->second.phase.clear();
   }
   if (!d_.executor.queue_report(host.host_id, r)) {
-    L()->info("{} reported order {} ({}), which is not open; kept as information only", host.host_id, r.order_id, r.outcome);
+    L()->info("{} reported order {} ({}), which is not open; kept as information only", host.host_id, r.order_id,
+              r.outcome);
     return;
   }
   d_.metrics.reports[r.outcome]++;

@@ -14,7 +14,11 @@ spdlog::logger* L() {
 
 AgentSender::AgentSender(zmq::socket_t& agents, fleet::Registry& registry, Metrics& metrics, const Clock& clock,
                          Millis heartbeat_interval_ms)
-    : agents_(agents), registry_(registry), metrics_(metrics), clock_(clock), heartbeat_interval_ms_(heartbeat_interval_ms) {}
+    : agents_(agents),
+      registry_(registry),
+      metrics_(metrics),
+      clock_(clock),
+      heartbeat_interval_ms_(heartbeat_interval_ms) {}
 
 void AgentSender::send(const std::string& identity, const proto::Message& m) {
   auto s = transport::send_to(agents_, identity, m);

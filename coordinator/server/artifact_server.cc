@@ -100,8 +100,10 @@ void ArtifactServer::serve_deferred() {
 void ArtifactServer::forget_idle() {
   fetches_since_sweep_ = 0;
   for (auto it = hosts_.begin(); it != hosts_.end();) {
-    if (it->second.waiting.empty() && it->second.queued->load(std::memory_order_relaxed) <= 0) it = hosts_.erase(it);
-    else ++it;
+    if (it->second.waiting.empty() && it->second.queued->load(std::memory_order_relaxed) <= 0)
+      it = hosts_.erase(it);
+    else
+      ++it;
   }
 }
 
@@ -111,7 +113,8 @@ void ArtifactServer::answer(const std::string& identity, Host& host, const proto
     auto rel = store_.release_by_sha(f.sha256);
     if (!rel) L()->error("cannot look up artifact {}: {}", f.sha256, rel.error().message);
     if (!rel || !rel->has_value()) {
-      link_.send(identity, proto::ErrorMsg{"not_found", "no artifact with that digest", static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+      link_.send(identity, proto::ErrorMsg{"not_found", "no artifact with that digest",
+                                           static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
       return;
     }
     if (served_.size() >= 256) served_.clear();
@@ -119,7 +122,8 @@ void ArtifactServer::answer(const std::string& identity, Host& host, const proto
   }
   const auto& [path, size] = known->second;
   if (f.offset > size) {
-    link_.send(identity, proto::ErrorMsg{"range", "offset past the end of the artifact", static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+    link_.send(identity, proto::ErrorMsg{"range", "offset past the end of the artifact",
+                                         static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
     return;
   }
   // The bytes are read straight into the outgoing frame behind the encoded head: one copy
@@ -127,12 +131,14 @@ void ArtifactServer::answer(const std::string& identity, Host& host, const proto
   size_t want = static_cast<size_t>(std::min<uint64_t>({f.length, proto::kMaxChunkBytes, size - f.offset}));
   std::string head = proto::encode_chunk_head(f.sha256, f.offset, size, want);
   const size_t total = head.size() + want;
-  auto out = std::make_unique<ChunkFrame>(ChunkFrame{queued_, host.queued, total, std::unique_ptr<char[]>(new char[total])});
+  auto out =
+      std::make_unique<ChunkFrame>(ChunkFrame{queued_, host.queued, total, std::unique_ptr<char[]>(new char[total])});
   std::memcpy(out->bytes.get(), head.data(), head.size());
   auto got = artifacts_.read_into(path, f.offset, out->bytes.get() + head.size(), want);
   if (!got) {
     L()->error("cannot read artifact {}: {}", path, got.error().message);
-    link_.send(identity, proto::ErrorMsg{"io", got.error().message, static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+    link_.send(identity, proto::ErrorMsg{"io", got.error().message, static_cast<uint16_t>(proto::MsgType::kFetchChunk),
+                                         f.sha256});
     return;
   }
   metrics_.chunk_bytes += *got;
@@ -143,11 +149,14 @@ void ArtifactServer::answer(const std::string& identity, Host& host, const proto
   queued_->fetch_add(static_cast<int64_t>(total), std::memory_order_relaxed);
   host.queued->fetch_add(static_cast<int64_t>(total), std::memory_order_relaxed);
   char* data = out->bytes.get();
-  zmq::message_t frame(data, total, +[](void*, void* hint) {
-    std::unique_ptr<ChunkFrame> done(static_cast<ChunkFrame*>(hint));
-    done->queued->fetch_sub(static_cast<int64_t>(done->size), std::memory_order_relaxed);
-    done->host_queued->fetch_sub(static_cast<int64_t>(done->size), std::memory_order_relaxed);
-  }, out.release());
+  zmq::message_t frame(
+      data, total,
+      +[](void*, void* hint) {
+        std::unique_ptr<ChunkFrame> done(static_cast<ChunkFrame*>(hint));
+        done->queued->fetch_sub(static_cast<int64_t>(done->size), std::memory_order_relaxed);
+        done->host_queued->fetch_sub(static_cast<int64_t>(done->size), std::memory_order_relaxed);
+      },
+      out.release());
   if (auto st = link_.send_frame(identity, std::move(frame)); !st.ok())
     L()->debug("send chunk to {} failed: {}", identity, st.error().message);
 }

@@ -1,10 +1,10 @@
 #include "coordinator/server/artifacts.h"
 
-#include <cerrno>
-#include <cstring>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cerrno>
+#include <cstring>
 
 #include "common/util/fs.h"
 #include "common/util/sha256.h"
@@ -19,8 +19,8 @@ ArtifactStore::~ArtifactStore() {
 
 Status ArtifactStore::init() { return fs::make_dirs(dir_, 0700); }
 
-Expected<ArtifactStore::UploadProgress> ArtifactStore::upload(const std::string& sha256, uint64_t size,
-                                                              uint64_t offset, const std::string& data) {
+Expected<ArtifactStore::UploadProgress> ArtifactStore::upload(const std::string& sha256, uint64_t size, uint64_t offset,
+                                                              const std::string& data) {
   UploadProgress p;
   p.path = path_for(sha256);
   if (fs::exists(p.path)) {
@@ -31,7 +31,9 @@ Expected<ArtifactStore::UploadProgress> ArtifactStore::upload(const std::string&
   std::string part = p.path + ".part";
   struct stat st {};
   uint64_t have = ::stat(part.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-  if (offset > have) return make_error("upload", "chunk at offset " + std::to_string(offset) + " but only " + std::to_string(have) + " bytes received");
+  if (offset > have)
+    return make_error("upload", "chunk at offset " + std::to_string(offset) + " but only " + std::to_string(have) +
+                                    " bytes received");
   if (offset + data.size() > size) return make_error("upload", "chunk goes past the declared size");
   if (offset + data.size() > have) {
     int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
@@ -66,9 +68,11 @@ Expected<ArtifactStore::UploadProgress> ArtifactStore::upload(const std::string&
     if (!digest) return digest.error();
     if (*digest != sha256) {
       ::unlink(part.c_str());
-      return make_error("digest", "upload digest " + *digest + " does not match the declared " + sha256 + "; upload discarded");
+      return make_error("digest",
+                        "upload digest " + *digest + " does not match the declared " + sha256 + "; upload discarded");
     }
-    if (::rename(part.c_str(), p.path.c_str()) != 0) return make_error("io", "rename " + part + ": " + std::strerror(errno));
+    if (::rename(part.c_str(), p.path.c_str()) != 0)
+      return make_error("io", "rename " + part + ": " + std::strerror(errno));
     if (auto s = fs::fsync_dir(dir_); !s.ok()) return s.error();
     p.complete = true;
   }

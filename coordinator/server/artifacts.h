@@ -27,8 +27,7 @@ class ArtifactStore {
   // Appends one chunk of an upload. Chunks must arrive in order (offset == bytes so far);
   // a repeated chunk (offset < bytes so far, same end) is accepted idempotently. When the
   // last byte arrives the digest is checked and the file renamed into place.
-  Expected<UploadProgress> upload(const std::string& sha256, uint64_t size, uint64_t offset,
-                                  const std::string& data);
+  Expected<UploadProgress> upload(const std::string& sha256, uint64_t size, uint64_t offset, const std::string& data);
 
   // Reads up to `length` bytes at `offset` of a complete artifact.
   Expected<std::string> read(const std::string& path, uint64_t offset, uint32_t length);

@@ -23,7 +23,8 @@ void CheckpointAtRest::tick(Millis now, bool rollouts_active) {
     log::get("coordinator")->warn("store: WAL checkpoint at rest failed: {}", s.error().message);
     return;
   }
-  log::get("coordinator")->info("store: WAL checkpointed at rest ({} pages, {} ms)", backlog, (steady_us() - t0) / 1000);
+  log::get("coordinator")
+      ->info("store: WAL checkpointed at rest ({} pages, {} ms)", backlog, (steady_us() - t0) / 1000);
   backlog_seen_ = -1;
 }
 

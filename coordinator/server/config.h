@@ -17,7 +17,7 @@ struct Config {
   std::string pub_endpoint = "tcp://127.0.0.1:7601";
   std::string operator_endpoint = "tcp://127.0.0.1:7602";
   std::string http_address = "127.0.0.1:7680";  // empty: no HTTP
-  uint32_t heartbeat_interval_ms = 1000;  // agents heartbeat this often; silent misses x this: unknown
+  uint32_t heartbeat_interval_ms = 1000;        // agents heartbeat this often; silent misses x this: unknown
   uint32_t heartbeat_misses = 3;
   // How often the coordinator itself must be heard from by agents that support it (announced
   // in Welcome; they give it up after misses x this). A heartbeat goes to such an agent only

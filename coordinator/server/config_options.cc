@@ -32,11 +32,14 @@ bool valid_host(const std::string& host, bool star) {
     const auto pct = inner.find('%');
     const std::string addr = inner.substr(0, pct);
     const std::string zone = pct == std::string::npos ? "x" : inner.substr(pct + 1);
-    return addr.find(':') != std::string::npos && addr.find_first_not_of("0123456789abcdefABCDEF:.") == std::string::npos &&
-           !zone.empty() && zone.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == std::string::npos;
+    return addr.find(':') != std::string::npos &&
+           addr.find_first_not_of("0123456789abcdefABCDEF:.") == std::string::npos && !zone.empty() &&
+           zone.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
+               std::string::npos;
   }
   return host.front() != '-' && host.front() != '.' &&
-         host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == std::string::npos;
+         host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") ==
+             std::string::npos;
 }
 
 // A ZeroMQ endpoint the coordinator binds: tcp://HOST:PORT (HOST may be * or an interface name,
@@ -73,7 +76,8 @@ Status check_listen_address(const std::string& flag, const std::string& v) {
 
 // An unsigned number of the option `flag` in min..max, written in decimal digits only ("-5",
 // "+5", "5ms", "" are refused rather than wrapped or truncated).
-Expected<uint32_t> parse_uint(const std::string& flag, const std::string& v, uint32_t min, uint32_t max, const char* range_note = "") {
+Expected<uint32_t> parse_uint(const std::string& flag, const std::string& v, uint32_t min, uint32_t max,
+                              const char* range_note = "") {
   uint64_t n = 0;
   const char* b = v.data();
   const char* e = v.data() + v.size();
@@ -104,43 +108,53 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
   ConfigOptions out;
   Config& cfg = out.config;
   std::string config_file, server_key;
-  std::string heartbeat_interval = std::to_string(cfg.heartbeat_interval_ms), heartbeat_misses = std::to_string(cfg.heartbeat_misses),
-              coordinator_heartbeat = std::to_string(cfg.coordinator_heartbeat_ms), order_resend = std::to_string(cfg.order_resend_ms),
-              restart_grace = std::to_string(cfg.restart_grace_ms), io_threads = std::to_string(cfg.io_threads);
+  std::string heartbeat_interval = std::to_string(cfg.heartbeat_interval_ms),
+              heartbeat_misses = std::to_string(cfg.heartbeat_misses),
+              coordinator_heartbeat = std::to_string(cfg.coordinator_heartbeat_ms),
+              order_resend = std::to_string(cfg.order_resend_ms), restart_grace = std::to_string(cfg.restart_grace_ms),
+              io_threads = std::to_string(cfg.io_threads);
   std::vector<std::string> admin_keys, accept_agent_keys;
 
   po::options_description cli("Options");
-  cli.add_options()
-      ("help,h", "show this help")
-      ("version", "print the version")
-      ("config", po::value(&config_file), "INI config file: KEY = VALUE, keys are the long options below; command-line options win");
+  cli.add_options()("help,h", "show this help")("version", "print the version")(
+      "config", po::value(&config_file),
+      "INI config file: KEY = VALUE, keys are the long options below; command-line options win");
   po::options_description settings("Settings (command line or config file)");
-  settings.add_options()
-      ("state-dir", po::value(&cfg.state_dir)->default_value(cfg.state_dir), "database, artifacts, endpoints.json")
-      ("agent-endpoint", po::value(&cfg.agent_endpoint)->default_value(cfg.agent_endpoint), "ZeroMQ ROUTER for agents")
-      ("pub-endpoint", po::value(&cfg.pub_endpoint)->default_value(cfg.pub_endpoint), "ZeroMQ PUB for fleet-wide signals")
-      ("operator-endpoint", po::value(&cfg.operator_endpoint)->default_value(cfg.operator_endpoint), "ZeroMQ ROUTER for the gantry CLI")
-      ("http-address", po::value(&cfg.http_address)->default_value(cfg.http_address),
-       "HOST:PORT for /metrics, /status and the status page (empty: off)")
-      ("udp-heartbeat", po::value(&cfg.udp_heartbeat)->default_value(cfg.udp_heartbeat),
-       "where agents may send heartbeats as authenticated UDP datagrams: auto (the agent endpoint's address and port "
-       "number, UDP), HOST:PORT, or off (every heartbeat over the agents' connections)")
-      ("heartbeat-interval-ms", po::value(&heartbeat_interval)->default_value(heartbeat_interval), "agents heartbeat this often, 1..3600000")
-      ("heartbeat-misses", po::value(&heartbeat_misses)->default_value(heartbeat_misses),
-       "missed heartbeats before a host is unknown (and, for agents, before the coordinator is), 1..1000")
-      ("coordinator-heartbeat-ms", po::value(&coordinator_heartbeat)->default_value(coordinator_heartbeat),
-       "the coordinator heartbeats an agent only after this long without sending it anything (agents that support it give the "
-       "coordinator up after misses x this); at least --heartbeat-interval-ms; 0: every heartbeat interval")
-      ("order-resend-ms", po::value(&order_resend)->default_value(order_resend), "resend period of unacknowledged orders, 10..3600000")
-      ("restart-grace-ms", po::value(&restart_grace)->default_value(restart_grace),
-       "after a restart, hosts known from before count as reachable this long (at least the heartbeat timeout) while they reconnect")
-      ("io-threads", po::value(&io_threads)->default_value(io_threads),
-       "ZeroMQ I/O threads, 1..16 (CURVE handshakes and socket I/O; with 2 or more the PUB's subscribers are spread over all but the first)")
-      ("server-key", po::value(&server_key), "CURVE secret key file of this coordinator (gantry-coordinator keygen); agents and operators pin its public half")
-      ("admin-key", po::value(&admin_keys)->composing(), "[NAME=]PUBFILE: enroll this operator key as admin at start (repeatable; NAME defaults to the file name)")
-      ("accept-agent-key", po::value(&accept_agent_keys)->composing(), "HOST=PUBFILE: accept this agent key for HOST at start (repeatable; otherwise `gantry keys accept`)")
-      ("insecure-dev", po::bool_switch(&cfg.insecure_dev), "run without CURVE keys (development only)")
-      ("log-level", po::value(&out.log_level)->default_value(out.log_level), "trace|debug|info|warn|error");
+  settings.add_options()("state-dir", po::value(&cfg.state_dir)->default_value(cfg.state_dir),
+                         "database, artifacts, endpoints.json")(
+      "agent-endpoint", po::value(&cfg.agent_endpoint)->default_value(cfg.agent_endpoint), "ZeroMQ ROUTER for agents")(
+      "pub-endpoint", po::value(&cfg.pub_endpoint)->default_value(cfg.pub_endpoint),
+      "ZeroMQ PUB for fleet-wide signals")(
+      "operator-endpoint", po::value(&cfg.operator_endpoint)->default_value(cfg.operator_endpoint),
+      "ZeroMQ ROUTER for the gantry CLI")("http-address", po::value(&cfg.http_address)->default_value(cfg.http_address),
+                                          "HOST:PORT for /metrics, /status and the status page (empty: off)")(
+      "udp-heartbeat", po::value(&cfg.udp_heartbeat)->default_value(cfg.udp_heartbeat),
+      "where agents may send heartbeats as authenticated UDP datagrams: auto (the agent endpoint's address and port "
+      "number, UDP), HOST:PORT, or off (every heartbeat over the agents' connections)")(
+      "heartbeat-interval-ms", po::value(&heartbeat_interval)->default_value(heartbeat_interval),
+      "agents heartbeat this often, 1..3600000")(
+      "heartbeat-misses", po::value(&heartbeat_misses)->default_value(heartbeat_misses),
+      "missed heartbeats before a host is unknown (and, for agents, before the coordinator is), 1..1000")(
+      "coordinator-heartbeat-ms", po::value(&coordinator_heartbeat)->default_value(coordinator_heartbeat),
+      "the coordinator heartbeats an agent only after this long without sending it anything (agents that support it "
+      "give the "
+      "coordinator up after misses x this); at least --heartbeat-interval-ms; 0: every heartbeat interval")(
+      "order-resend-ms", po::value(&order_resend)->default_value(order_resend),
+      "resend period of unacknowledged orders, 10..3600000")(
+      "restart-grace-ms", po::value(&restart_grace)->default_value(restart_grace),
+      "after a restart, hosts known from before count as reachable this long (at least the heartbeat timeout) while "
+      "they reconnect")("io-threads", po::value(&io_threads)->default_value(io_threads),
+                        "ZeroMQ I/O threads, 1..16 (CURVE handshakes and socket I/O; with 2 or more the PUB's "
+                        "subscribers are spread over all but the first)")(
+      "server-key", po::value(&server_key),
+      "CURVE secret key file of this coordinator (gantry-coordinator keygen); agents and operators pin its public "
+      "half")(
+      "admin-key", po::value(&admin_keys)->composing(),
+      "[NAME=]PUBFILE: enroll this operator key as admin at start (repeatable; NAME defaults to the file name)")(
+      "accept-agent-key", po::value(&accept_agent_keys)->composing(),
+      "HOST=PUBFILE: accept this agent key for HOST at start (repeatable; otherwise `gantry keys accept`)")(
+      "insecure-dev", po::bool_switch(&cfg.insecure_dev), "run without CURVE keys (development only)")(
+      "log-level", po::value(&out.log_level)->default_value(out.log_level), "trace|debug|info|warn|error");
   po::options_description all;
   all.add(cli).add(settings);
 
@@ -173,8 +187,9 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
   }
 
   if (cfg.state_dir.empty()) return usage("--state-dir must not be empty");
-  const std::pair<const char*, const std::string&> endpoints[] = {
-      {"--agent-endpoint", cfg.agent_endpoint}, {"--pub-endpoint", cfg.pub_endpoint}, {"--operator-endpoint", cfg.operator_endpoint}};
+  const std::pair<const char*, const std::string&> endpoints[] = {{"--agent-endpoint", cfg.agent_endpoint},
+                                                                  {"--pub-endpoint", cfg.pub_endpoint},
+                                                                  {"--operator-endpoint", cfg.operator_endpoint}};
   for (const auto& [flag, ep] : endpoints)
     if (Status st = check_bind_endpoint(flag, ep); !st.ok()) return st.error();
   if (!cfg.http_address.empty())
@@ -182,7 +197,8 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
   if (cfg.udp_heartbeat != "auto" && cfg.udp_heartbeat != "off")
     if (Status st = check_listen_address("--udp-heartbeat", cfg.udp_heartbeat); !st.ok())
       return usage(st.error().message + "; or auto, or off");
-  static constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"};
+  static constexpr const char* kLevels[] = {"trace", "debug", "info",     "warn", "warning",
+                                            "error", "err",   "critical", "off"};
   if (std::find(std::begin(kLevels), std::end(kLevels), out.log_level) == std::end(kLevels))
     return usage("--log-level must be trace, debug, info, warn, error, critical or off, got '" + out.log_level + "'");
 
@@ -205,8 +221,9 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
   if (!threads) return threads.error();
   cfg.io_threads = *threads;
   if (cfg.coordinator_heartbeat_ms != 0 && cfg.coordinator_heartbeat_ms < cfg.heartbeat_interval_ms)
-    out.warnings.push_back("--coordinator-heartbeat-ms " + std::to_string(cfg.coordinator_heartbeat_ms) + " is below --heartbeat-interval-ms " +
-                           std::to_string(cfg.heartbeat_interval_ms) + "; using the interval");
+    out.warnings.push_back("--coordinator-heartbeat-ms " + std::to_string(cfg.coordinator_heartbeat_ms) +
+                           " is below --heartbeat-interval-ms " + std::to_string(cfg.heartbeat_interval_ms) +
+                           "; using the interval");
 
   if (!server_key.empty()) {
     auto kp = security::read_curve_secret(server_key);
@@ -217,7 +234,8 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
   for (const auto& v : admin_keys) {
     auto [name, path] = named_path(v);
     if (!is_safe_name(name))
-      return usage("--admin-key: operator name '" + name + "' of '" + v + "' is not a safe name ([A-Za-z0-9._-+@:], 1..128)");
+      return usage("--admin-key: operator name '" + name + "' of '" + v +
+                   "' is not a safe name ([A-Za-z0-9._-+@:], 1..128)");
     auto key = security::read_curve_public(path);
     if (!key) return usage("--admin-key: " + key.error().message);
     cfg.admin_keys.emplace_back(name, *key);
@@ -226,7 +244,8 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
     auto eq = v.find('=');
     if (eq == std::string::npos || eq == 0) return usage("--accept-agent-key wants HOST=PUBFILE, got '" + v + "'");
     const std::string host = v.substr(0, eq);
-    if (!is_safe_name(host)) return usage("--accept-agent-key: host '" + host + "' is not a safe name ([A-Za-z0-9._-+@:], 1..128)");
+    if (!is_safe_name(host))
+      return usage("--accept-agent-key: host '" + host + "' is not a safe name ([A-Za-z0-9._-+@:], 1..128)");
     auto key = security::read_curve_public(v.substr(eq + 1));
     if (!key) return usage("--accept-agent-key: " + key.error().message);
     cfg.accept_agent_keys.emplace_back(host, *key);
@@ -235,9 +254,10 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
   if (!cfg.insecure_dev && !cfg.curve.enabled())
     // Our own text only (no value in it): its line breaks stay.
     return make_error("no_keys",
-        "no CURVE keys configured; refusing to start.\n"
-        "Create one with `gantry-coordinator keygen --out /etc/gantry/coordinator` and pass\n"
-        "--server-key /etc/gantry/coordinator.key, or pass --insecure-dev for a development setup on a trusted machine.");
+                      "no CURVE keys configured; refusing to start.\n"
+                      "Create one with `gantry-coordinator keygen --out /etc/gantry/coordinator` and pass\n"
+                      "--server-key /etc/gantry/coordinator.key, or pass --insecure-dev for a development setup on a "
+                      "trusted machine.");
   return out;
 }
 

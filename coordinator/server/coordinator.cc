@@ -107,9 +107,9 @@ Status Coordinator::start() {
   refusals_ = std::make_unique<RefusalLog>(clock_);
   udp_ = std::make_unique<UdpHeartbeats>(cfg_, registry_, *sender_, metrics_, *refusals_, clock_);
   artifact_server_ = std::make_unique<ArtifactServer>(*store_, *artifacts_, *sender_, metrics_, clock_);
-  channel_ = std::make_unique<AgentChannel>(AgentChannel::Deps{cfg_, clock_, *agents_, registry_, *keys_, *store_, *executor_,
-                                                               *artifact_server_, *udp_, *sender_, metrics_, *refusals_,
-                                                               changed_, epoch_});
+  channel_ = std::make_unique<AgentChannel>(AgentChannel::Deps{cfg_, clock_, *agents_, registry_, *keys_, *store_,
+                                                               *executor_, *artifact_server_, *udp_, *sender_, metrics_,
+                                                               *refusals_, changed_, epoch_});
   operator_api_ = std::make_unique<OperatorApi>(OperatorApi::Deps{
       *store_, *executor_, registry_, *artifacts_, *keys_, metrics_, changed_, clock_, secure(), epoch_,
       [this](const std::string& host_id, const std::string& why) { channel_->disconnect_host(host_id, why); }});
@@ -119,7 +119,8 @@ Status Coordinator::start() {
       p.status_json = operator_api_->status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     } catch (const std::exception& e) {
       L()->error("cannot build the status snapshot: {}", e.what());
-      p.status_json = nlohmann::json{{"error", e.what()}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      p.status_json =
+          nlohmann::json{{"error", e.what()}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
     std::vector<const rollout::State*> act;
     for (const auto& [id, a] : executor_->active()) act.push_back(&a.state);
@@ -131,7 +132,8 @@ Status Coordinator::start() {
   if (auto s = bind_sockets(); !s.ok()) return s;
   if (!cfg_.http_address.empty()) {
     http_ = std::make_unique<HttpServer>(cfg_.http_address, [this](const std::string& path) {
-      if (path == "/" || path == "/index.html") return HttpResponse{200, "text/html; charset=utf-8", status_page_html()};
+      if (path == "/" || path == "/index.html")
+        return HttpResponse{200, "text/html; charset=utf-8", status_page_html()};
       if (path != "/metrics" && path != "/status") return HttpResponse{404, "text/plain", "not found\n"};
       auto p = snapshot_->fresh();
       if (path == "/metrics") return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", p->metrics_text};
@@ -144,9 +146,11 @@ Status Coordinator::start() {
   }
   nlohmann::json ej(endpoints_);
   if (auto s = fs::write_file_atomic(cfg_.state_dir + "/endpoints.json", ej.dump() + "\n"); !s.ok()) return s;
-  L()->info("coordinator epoch {} serving agents on {} (heartbeat datagrams: {}), broadcasts on {}, operators on {}, http on {}", epoch_,
-            endpoints_["agent"], endpoints_["udp_heartbeat"].empty() ? "off" : "udp " + endpoints_["udp_heartbeat"], endpoints_["pub"],
-            endpoints_["operator"], endpoints_["http"]);
+  L()->info(
+      "coordinator epoch {} serving agents on {} (heartbeat datagrams: {}), broadcasts on {}, operators on {}, http on "
+      "{}",
+      epoch_, endpoints_["agent"], endpoints_["udp_heartbeat"].empty() ? "off" : "udp " + endpoints_["udp_heartbeat"],
+      endpoints_["pub"], endpoints_["operator"], endpoints_["http"]);
   snapshot_->publish();
   return Status::Ok();
 }
@@ -183,7 +187,8 @@ Status Coordinator::bind_sockets() {
   }
   try {
     transport::configure(*agents_, agent_opts);
-    if (Status st = transport::bind(*agents_, cfg_.agent_endpoint); !st.ok()) return make_error("bind", "agent endpoint: " + st.error().message);
+    if (Status st = transport::bind(*agents_, cfg_.agent_endpoint); !st.ok())
+      return make_error("bind", "agent endpoint: " + st.error().message);
     endpoints_["agent"] = agents_->get(zmq::sockopt::last_endpoint);
     if (Status st = udp_->open(endpoints_["agent"]); !st.ok()) return st;
     endpoints_["udp_heartbeat"] = udp_->endpoint();
@@ -191,7 +196,8 @@ Status Coordinator::bind_sockets() {
     // Subscribers on all I/O threads but the first (Config::io_threads); set before bind.
     if (int io = ctx_.get(zmq::ctxopt::io_threads); io > 1)
       pub_->set(zmq::sockopt::affinity, ((uint64_t{1} << io) - 1) & ~uint64_t{1});
-    if (Status st = transport::bind(*pub_, cfg_.pub_endpoint); !st.ok()) return make_error("bind", "pub endpoint: " + st.error().message);
+    if (Status st = transport::bind(*pub_, cfg_.pub_endpoint); !st.ok())
+      return make_error("bind", "pub endpoint: " + st.error().message);
     endpoints_["pub"] = pub_->get(zmq::sockopt::last_endpoint);
     transport::configure(*operators_, op_opts);
     if (Status st = transport::bind(*operators_, cfg_.operator_endpoint); !st.ok())
@@ -273,7 +279,8 @@ Millis Coordinator::poll_timeout_ms() {
   Millis now = clock_.now_ms();
   Millis t = std::min<Millis>(100, std::max<Millis>(0, std::min(next_heartbeat_, next_expiry_) - now));
   if (artifact_server_->has_deferred()) t = std::min<Millis>(t, 1);  // the I/O thread frees budget silently
-  if (Millis deadline = executor_->next_deadline(); deadline > 0) t = std::min(t, std::max<Millis>(0, deadline - clock_.wall_ms()));
+  if (Millis deadline = executor_->next_deadline(); deadline > 0)
+    t = std::min(t, std::max<Millis>(0, deadline - clock_.wall_ms()));
   return t;
 }
 
@@ -282,7 +289,8 @@ void Coordinator::on_timers() {
   if (now >= next_heartbeat_) {
     next_heartbeat_ = now + cfg_.heartbeat_interval_ms;
     // At most one write per interval, for orders still open.
-    if (auto s = executor_->flush_acks(); !s.ok()) L()->error("cannot record order acknowledgements: {}", s.error().message);
+    if (auto s = executor_->flush_acks(); !s.ok())
+      L()->error("cannot record order acknowledgements: {}", s.error().message);
     channel_->heartbeat(now);
     executor_->resend_unacked(cfg_.order_resend_ms);
   }

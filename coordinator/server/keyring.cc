@@ -22,9 +22,12 @@ std::optional<Role> parse_role(const std::string& s) {
 
 const char* role_name(Role r) {
   switch (r) {
-    case Role::kViewer: return "viewer";
-    case Role::kDeployer: return "deployer";
-    case Role::kAdmin: return "admin";
+    case Role::kViewer:
+      return "viewer";
+    case Role::kDeployer:
+      return "deployer";
+    case Role::kAdmin:
+      return "admin";
   }
   return "viewer";
 }
@@ -56,7 +59,8 @@ Status KeyRing::bootstrap_agent(const std::string& host, const std::string& key)
     return make_error("revoked", "--accept-agent-key " + host + "=" + short_key(key) + " refused: that key was " +
                                      it->second.state + " by " + it->second.updated_by +
                                      "; a start-up flag never undoes that (remove the flag, or accept the key "
-                                     "explicitly: gantry keys accept " + key + " --host " + host + ")");
+                                     "explicitly: gantry keys accept " +
+                                     key + " --host " + host + ")");
   auto ch = accept(key, host, "bootstrap (--accept-agent-key)");
   if (!ch) return ch.error();
   return Status::Ok();
@@ -64,7 +68,8 @@ Status KeyRing::bootstrap_agent(const std::string& host, const std::string& key)
 
 Status KeyRing::bootstrap_operator(const std::string& name, const std::string& key, Role role) {
   auto it = ops_.find(key);
-  if (it != ops_.end() && it->second.state == "active" && it->second.name == name && it->second.role == role_name(role)) return Status::Ok();
+  if (it != ops_.end() && it->second.state == "active" && it->second.name == name && it->second.role == role_name(role))
+    return Status::Ok();
   if (it != ops_.end() && it->second.state == "revoked")
     return make_error("revoked", "--admin-key " + name + "=" + short_key(key) + " refused: that key was revoked by " +
                                      it->second.updated_by +
@@ -84,14 +89,16 @@ ZapDecision KeyRing::zap(const std::string& domain, const std::string& key) {
       d.allow = true;
       d.reason = "operator " + it->second.name;
     } else {
-      d.reason = it == ops_.end() ? "unknown operator key" : "operator key " + it->second.name + " is " + it->second.state;
+      d.reason =
+          it == ops_.end() ? "unknown operator key" : "operator key " + it->second.name + " is " + it->second.state;
     }
     return d;
   }
   auto it = agents_.find(key);
   if (domain == kZapDomainPub) {
     d.allow = it != agents_.end() && it->second.state == "accepted";
-    d.reason = d.allow ? "agent " + it->second.host_id : (it == agents_.end() ? "unknown agent key" : "agent key is " + it->second.state);
+    d.reason = d.allow ? "agent " + it->second.host_id
+                       : (it == agents_.end() ? "unknown agent key" : "agent key is " + it->second.state);
     return d;
   }
   if (domain != kZapDomainAgents) {
@@ -107,7 +114,8 @@ ZapDecision KeyRing::zap(const std::string& domain, const std::string& key) {
   size_t pending = 0;
   for (const auto& [k, r] : agents_) pending += r.state == "pending";
   if (pending >= kMaxPending) {
-    d.reason = "too many pending agent keys (" + std::to_string(pending) + "); refusing new ones until an operator decides";
+    d.reason =
+        "too many pending agent keys (" + std::to_string(pending) + "); refusing new ones until an operator decides";
     return d;
   }
   Millis now = clock_.wall_ms();
@@ -131,8 +139,10 @@ AgentStanding KeyRing::agent(const std::string& key) const {
   }
   s.state = it->second.state;
   s.host_id = it->second.host_id;
-  if (s.state == "accepted") s.kind = AgentStanding::kAccepted;
-  else if (s.state == "pending") s.kind = AgentStanding::kPending;
+  if (s.state == "accepted")
+    s.kind = AgentStanding::kAccepted;
+  else if (s.state == "pending")
+    s.kind = AgentStanding::kPending;
   return s;
 }
 
@@ -148,12 +158,14 @@ void KeyRing::note_claim(const std::string& key, const std::string& host) {
   store::AgentKeyRow r = it->second;
   r.host_id = host;
   r.updated_at = clock_.wall_ms();
-  if (Status s = save({r}); !s.ok()) L()->error("cannot record the host claimed by pending key {}: {}", key, s.error().message);
+  if (Status s = save({r}); !s.ok())
+    L()->error("cannot record the host claimed by pending key {}: {}", key, s.error().message);
 }
 
 Expected<store::AgentKeyRow*> KeyRing::find_agent(const std::string& target, const std::vector<std::string>& states) {
   auto wanted = [&](const std::string& st) {
-    for (const auto& s : states) if (s == st) return true;
+    for (const auto& s : states)
+      if (s == st) return true;
     return states.empty();
   };
   auto it = agents_.find(target);
@@ -183,7 +195,8 @@ Expected<KeyChange> KeyRing::accept(const std::string& target, const std::string
       if (r.host_id == target && r.state == "accepted")
         return make_error("owned", "host " + target + " already has an accepted key (" + short_key(k) +
                                        "); a pending key that claims its name is accepted only by key, after checking "
-                                       "it on the host: gantry keys accept " + (*found)->key + " --host " + target);
+                                       "it on the host: gantry keys accept " +
+                                       (*found)->key + " --host " + target);
   }
   if (found) {
     row = **found;
@@ -195,8 +208,10 @@ Expected<KeyChange> KeyRing::accept(const std::string& target, const std::string
     return found.error();
   }
   if (!host.empty()) row.host_id = host;
-  if (row.host_id.empty()) return make_error("usage", "the key has not said which host it is; name it: gantry keys accept KEY --host HOST");
-  if (!is_safe_name(row.host_id)) return make_error("usage", "host id '" + row.host_id.substr(0, 64) + "' is not a safe name");
+  if (row.host_id.empty())
+    return make_error("usage", "the key has not said which host it is; name it: gantry keys accept KEY --host HOST");
+  if (!is_safe_name(row.host_id))
+    return make_error("usage", "host id '" + row.host_id.substr(0, 64) + "' is not a safe name");
   KeyChange ch;
   // One key per host: accepting a new key retires the old one.
   for (const auto& [k, r] : agents_) {
@@ -231,7 +246,8 @@ Expected<KeyChange> KeyRing::accept_many(const std::vector<std::pair<std::string
   std::map<std::string, std::string> key_of_host;  // within this request
   std::map<std::string, std::string> host_of_key;
   for (const auto& [host, key] : host_keys) {
-    if (!security::is_z85_key(key)) return make_error("usage", "not a Z85 CURVE public key: '" + key.substr(0, 64) + "'");
+    if (!security::is_z85_key(key))
+      return make_error("usage", "not a Z85 CURVE public key: '" + key.substr(0, 64) + "'");
     if (!is_safe_name(host)) return make_error("usage", "host id '" + host.substr(0, 64) + "' is not a safe name");
     if (auto k = key_of_host.find(host); k != key_of_host.end() && k->second != key)
       return make_error("usage", "host " + host + " is named twice with different keys");
@@ -308,7 +324,11 @@ Expected<KeyChange> KeyRing::revoke(const std::string& target, const std::string
     store::OperatorKeyRow* hit = nullptr;
     for (auto& [k, r] : ops_)
       if ((k == target || r.name == target) && r.state == "active") hit = &r;
-    if (!hit) return found.error().code == "ambiguous" ? found.error() : make_error("not_found", "no accepted agent key or active operator matches '" + target.substr(0, 64) + "'");
+    if (!hit)
+      return found.error().code == "ambiguous"
+                 ? found.error()
+                 : make_error("not_found",
+                              "no accepted agent key or active operator matches '" + target.substr(0, 64) + "'");
     store::OperatorKeyRow row = *hit;
     row.state = "revoked";
     row.updated_by = by;
@@ -321,7 +341,8 @@ Expected<KeyChange> KeyRing::revoke(const std::string& target, const std::string
   return ch;
 }
 
-Expected<KeyChange> KeyRing::add_operator(const std::string& name, const std::string& key, Role role, const std::string& by) {
+Expected<KeyChange> KeyRing::add_operator(const std::string& name, const std::string& key, Role role,
+                                          const std::string& by) {
   if (!is_safe_name(name)) return make_error("usage", "operator name '" + name.substr(0, 64) + "' is not a safe name");
   if (!security::is_z85_key(key)) return make_error("usage", "not a Z85 CURVE public key");
   for (const auto& [k, r] : ops_) {
@@ -341,10 +362,18 @@ Expected<KeyChange> KeyRing::add_operator(const std::string& name, const std::st
 nlohmann::json KeyRing::to_json() const {
   nlohmann::json agents = nlohmann::json::array(), ops = nlohmann::json::array();
   for (const auto& [k, r] : agents_)
-    agents.push_back({{"key", r.key}, {"host_id", r.host_id}, {"state", r.state}, {"first_seen", r.first_seen},
-                      {"updated_at", r.updated_at}, {"updated_by", r.updated_by}});
+    agents.push_back({{"key", r.key},
+                      {"host_id", r.host_id},
+                      {"state", r.state},
+                      {"first_seen", r.first_seen},
+                      {"updated_at", r.updated_at},
+                      {"updated_by", r.updated_by}});
   for (const auto& [k, r] : ops_)
-    ops.push_back({{"key", r.key}, {"name", r.name}, {"role", r.role}, {"state", r.state}, {"created_at", r.created_at},
+    ops.push_back({{"key", r.key},
+                   {"name", r.name},
+                   {"role", r.role},
+                   {"state", r.state},
+                   {"created_at", r.created_at},
                    {"updated_by", r.updated_by}});
   return {{"agents", agents}, {"operators", ops}};
 }

@@ -81,7 +81,8 @@ class KeyRing {
   // Pre-enrollment of many hosts at once (`gantry keys accept-file`): each (host, Z85 key) is
   // accepted as `accept(key, host)` would, all in one store transaction, so enrolling a fleet
   // of 10,000 costs one fsync instead of 10,000. Nothing is changed if any entry is invalid.
-  Expected<KeyChange> accept_many(const std::vector<std::pair<std::string, std::string>>& host_keys, const std::string& by);
+  Expected<KeyChange> accept_many(const std::vector<std::pair<std::string, std::string>>& host_keys,
+                                  const std::string& by);
   Expected<KeyChange> reject(const std::string& target, const std::string& by);
   Expected<KeyChange> revoke(const std::string& target, const std::string& by);
   Expected<KeyChange> add_operator(const std::string& name, const std::string& key, Role role, const std::string& by);
@@ -96,8 +97,8 @@ class KeyRing {
 
   store::Store& store_;
   const Clock& clock_;
-  std::map<std::string, store::AgentKeyRow> agents_;     // by key
-  std::map<std::string, store::OperatorKeyRow> ops_;     // by key
+  std::map<std::string, store::AgentKeyRow> agents_;  // by key
+  std::map<std::string, store::OperatorKeyRow> ops_;  // by key
 };
 
 }  // namespace gantry::coordinator

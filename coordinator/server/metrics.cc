@@ -30,8 +30,7 @@ void Metrics::observe_timing(const std::string& phase, uint64_t ms) {
 
 namespace {
 // When this process started (static initialisation runs before main), for process_start_time_seconds.
-const double kProcessStart =
-    std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+const double kProcessStart = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 
 void counter(std::ostringstream& o, const char* name, const char* help, uint64_t v) {
   o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n" << name << ' ' << v << '\n';
@@ -50,12 +49,15 @@ std::string esc(const std::string& s) {
 }
 }  // namespace
 
-std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const std::vector<const rollout::State*>& active) {
+std::string render_metrics(const Metrics& m, const fleet::Registry& reg,
+                           const std::vector<const rollout::State*>& active) {
   std::ostringstream o;
   // Sums and bucket bounds are doubles: enough digits that a scraper sees the exact value.
   o.precision(12);
-  o << "# HELP gantry_build_info The running coordinator's version and wire protocol; always 1.\n# TYPE gantry_build_info gauge\n";
-  o << "gantry_build_info{version=\"" << esc(kGantryVersion) << "\",protocol=\"" << proto::kProtocolVersion << "\"} 1\n";
+  o << "# HELP gantry_build_info The running coordinator's version and wire protocol; always 1.\n# TYPE "
+       "gantry_build_info gauge\n";
+  o << "gantry_build_info{version=\"" << esc(kGantryVersion) << "\",protocol=\"" << proto::kProtocolVersion
+    << "\"} 1\n";
   o << "# HELP process_start_time_seconds Start time of the process since the Unix epoch, in seconds.\n"
        "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds "
     << static_cast<uint64_t>(kProcessStart) << '\n';
@@ -78,34 +80,43 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const s
   std::map<std::string, uint64_t> by_phase;
   for (const auto* s : active) by_phase[rollout::phase_name(s->phase)]++;
   o << "# HELP gantry_rollouts_active Rollouts not yet ended, by phase.\n# TYPE gantry_rollouts_active gauge\n";
-  for (const char* p : {"running", "paused", "rolling_back"}) o << "gantry_rollouts_active{phase=\"" << p << "\"} " << by_phase[p] << '\n';
-  o << "# HELP gantry_rollouts_ended_total Rollouts ended since start, by final phase.\n# TYPE gantry_rollouts_ended_total counter\n";
+  for (const char* p : {"running", "paused", "rolling_back"})
+    o << "gantry_rollouts_active{phase=\"" << p << "\"} " << by_phase[p] << '\n';
+  o << "# HELP gantry_rollouts_ended_total Rollouts ended since start, by final phase.\n# TYPE "
+       "gantry_rollouts_ended_total counter\n";
   for (const char* p : {"succeeded", "failed", "rolled_back", "aborted"}) {
     auto it = m.rollouts_ended.find(p);
-    o << "gantry_rollouts_ended_total{phase=\"" << p << "\"} " << (it == m.rollouts_ended.end() ? 0 : it->second) << '\n';
+    o << "gantry_rollouts_ended_total{phase=\"" << p << "\"} " << (it == m.rollouts_ended.end() ? 0 : it->second)
+      << '\n';
   }
-  o << "# HELP gantry_rollout_info Each active rollout's target version and phase; always 1.\n# TYPE gantry_rollout_info gauge\n";
+  o << "# HELP gantry_rollout_info Each active rollout's target version and phase; always 1.\n# TYPE "
+       "gantry_rollout_info gauge\n";
   for (const auto* s : active) {
-    o << "gantry_rollout_info{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\",version=\"" << esc(s->version)
-      << "\",phase=\"" << rollout::phase_name(s->phase) << "\"} 1\n";
+    o << "gantry_rollout_info{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\",version=\""
+      << esc(s->version) << "\",phase=\"" << rollout::phase_name(s->phase) << "\"} 1\n";
   }
-  o << "# HELP gantry_rollout_batch Current batch (1-based) of each active rollout.\n# TYPE gantry_rollout_batch gauge\n";
+  o << "# HELP gantry_rollout_batch Current batch (1-based) of each active rollout.\n# TYPE gantry_rollout_batch "
+       "gauge\n";
   for (const auto* s : active) {
-    o << "gantry_rollout_batch{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\"} " << s->current_batch + 1 << '\n';
+    o << "gantry_rollout_batch{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\"} "
+      << s->current_batch + 1 << '\n';
   }
   o << "# HELP gantry_rollout_batches Number of batches of each active rollout.\n# TYPE gantry_rollout_batches gauge\n";
   for (const auto* s : active) {
-    o << "gantry_rollout_batches{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\"} " << s->batches.size() << '\n';
+    o << "gantry_rollout_batches{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\"} "
+      << s->batches.size() << '\n';
   }
   o << "# HELP gantry_rollout_hosts Hosts of each active rollout, by state.\n# TYPE gantry_rollout_hosts gauge\n";
   for (const auto* s : active) {
     auto c = rollout::count(*s);
-    std::pair<const char*, uint32_t> kv[] = {{"pending", c.pending}, {"ordered", c.ordered}, {"healthy", c.healthy},
-                                             {"failed", c.failed}, {"unknown", c.unknown}, {"rolling_back", c.rolling_back},
+    std::pair<const char*, uint32_t> kv[] = {{"pending", c.pending},         {"ordered", c.ordered},
+                                             {"healthy", c.healthy},         {"failed", c.failed},
+                                             {"unknown", c.unknown},         {"rolling_back", c.rolling_back},
                                              {"rolled_back", c.rolled_back}, {"rollback_failed", c.rollback_failed},
                                              {"skipped", c.skipped}};
     for (auto& [k, v] : kv) {
-      o << "gantry_rollout_hosts{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\",state=\"" << k << "\"} " << v << '\n';
+      o << "gantry_rollout_hosts{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\",state=\"" << k
+        << "\"} " << v << '\n';
     }
   }
   counter(o, "gantry_orders_sent_total", "Orders sent to agents, including resends.", m.orders_sent);
@@ -114,22 +125,30 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const s
   counter(o, "gantry_broadcasts_total", "Fleet-wide signals published.", m.broadcasts);
   counter(o, "gantry_messages_received_total", "Messages received from agents and operators.", m.messages_in);
   counter(o, "gantry_messages_sent_total", "Messages sent to agents.", m.messages_out);
-  counter(o, "gantry_decode_errors_total", "Messages refused because they did not decode or validate.", m.decode_errors);
+  counter(o, "gantry_decode_errors_total", "Messages refused because they did not decode or validate.",
+          m.decode_errors);
   counter(o, "gantry_hellos_total", "Hello messages accepted from agents.", m.hellos);
-  counter(o, "gantry_auth_refused_total", "Messages and operator commands refused by key standing or role.", m.auth_refused);
-  counter(o, "gantry_zap_denied_total", "CURVE handshakes refused by the ZAP handler (unknown, rejected or revoked keys).", m.zap_denied);
-  counter(o, "gantry_handler_errors_total", "Messages dropped because their handler failed (logged; the loop kept serving).", m.handler_errors);
+  counter(o, "gantry_auth_refused_total", "Messages and operator commands refused by key standing or role.",
+          m.auth_refused);
+  counter(o, "gantry_zap_denied_total",
+          "CURVE handshakes refused by the ZAP handler (unknown, rejected or revoked keys).", m.zap_denied);
+  counter(o, "gantry_handler_errors_total",
+          "Messages dropped because their handler failed (logged; the loop kept serving).", m.handler_errors);
   counter(o, "gantry_hosts_lost_total", "Times a host became unknown after missing heartbeats.", m.hosts_lost);
   counter(o, "gantry_artifact_bytes_sent_total", "Release bytes sent to agents.", m.chunk_bytes);
   counter(o, "gantry_udp_heartbeats_total", "Heartbeat datagrams accepted from agents (UDP).", m.udp_heartbeats);
-  counter(o, "gantry_udp_heartbeats_sent_total", "The coordinator's own heartbeats sent to agents as datagrams (UDP).", m.udp_heartbeats_sent);
-  o << "# HELP gantry_udp_heartbeats_rejected_total Heartbeat datagrams dropped, by reason (size, magic, unknown_session, mac, replay).\n"
+  counter(o, "gantry_udp_heartbeats_sent_total", "The coordinator's own heartbeats sent to agents as datagrams (UDP).",
+          m.udp_heartbeats_sent);
+  o << "# HELP gantry_udp_heartbeats_rejected_total Heartbeat datagrams dropped, by reason (size, magic, "
+       "unknown_session, mac, replay).\n"
        "# TYPE gantry_udp_heartbeats_rejected_total counter\n";
   for (size_t r = 1; r < m.udp_rejected.size(); ++r) {
-    o << "gantry_udp_heartbeats_rejected_total{reason=\"" << transport::udp_hb::reject_name(static_cast<transport::udp_hb::Reject>(r))
-      << "\"} " << m.udp_rejected[r] << '\n';
+    o << "gantry_udp_heartbeats_rejected_total{reason=\""
+      << transport::udp_hb::reject_name(static_cast<transport::udp_hb::Reject>(r)) << "\"} " << m.udp_rejected[r]
+      << '\n';
   }
-  o << "# HELP gantry_reports_total Order results reported by agents, by outcome.\n# TYPE gantry_reports_total counter\n";
+  o << "# HELP gantry_reports_total Order results reported by agents, by outcome.\n# TYPE gantry_reports_total "
+       "counter\n";
   for (const char* k : {"succeeded", "failed_reverted", "failed"}) {
     auto it = m.reports.find(k);
     o << "gantry_reports_total{outcome=\"" << k << "\"} " << (it == m.reports.end() ? 0 : it->second) << '\n';
@@ -137,7 +156,8 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg, const s
   // Agents time every order by phase; "swap" is the atomic symlink switch and "verify" the
   // probes until healthy, the two durations operators ask about first.
   const char* hist = "gantry_agent_phase_duration_seconds";
-  o << "# HELP " << hist << " How long each phase of an order took on the agent (fetch, stage, swap, restart, verify, total).\n"
+  o << "# HELP " << hist
+    << " How long each phase of an order took on the agent (fetch, stage, swap, restart, verify, total).\n"
     << "# TYPE " << hist << " histogram\n";
   for (const char* phase : {"fetch", "stage", "swap", "restart", "verify", "total"}) {
     auto it = m.phase_seconds.find(phase);

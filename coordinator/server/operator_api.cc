@@ -42,7 +42,8 @@ std::string arg_str(const nlohmann::json& a, const char* k, bool required = true
 
 std::string arg_name(const nlohmann::json& a, const char* k, bool required = true) {
   std::string v = arg_str(a, k, required);
-  if (!v.empty() && !is_safe_name(v)) throw OpError(std::string("argument ") + k + " is not a valid name: " + v.substr(0, 64));
+  if (!v.empty() && !is_safe_name(v))
+    throw OpError(std::string("argument ") + k + " is not a valid name: " + v.substr(0, 64));
   return v;
 }
 
@@ -58,11 +59,15 @@ uint64_t arg_u64(const nlohmann::json& a, const char* k, bool required = true) {
 // What a command acts on, for the audit log and the operator log line.
 std::string target_of(const nlohmann::json& args) {
   std::string target;
-  if (args.contains("service") && args["service"].is_string()) target = args["service"].get<std::string>().substr(0, 128);
+  if (args.contains("service") && args["service"].is_string())
+    target = args["service"].get<std::string>().substr(0, 128);
   if (target.empty() && args.contains("id") && args["id"].is_number()) target = "rollout " + args["id"].dump();
-  if (target.empty() && args.contains("target") && args["target"].is_string()) target = args["target"].get<std::string>().substr(0, 128);
-  if (target.empty() && args.contains("name") && args["name"].is_string()) target = args["name"].get<std::string>().substr(0, 128);
-  if (target.empty() && args.contains("keys") && args["keys"].is_array()) target = std::to_string(args["keys"].size()) + " agent key(s)";
+  if (target.empty() && args.contains("target") && args["target"].is_string())
+    target = args["target"].get<std::string>().substr(0, 128);
+  if (target.empty() && args.contains("name") && args["name"].is_string())
+    target = args["name"].get<std::string>().substr(0, 128);
+  if (target.empty() && args.contains("keys") && args["keys"].is_array())
+    target = std::to_string(args["keys"].size()) + " agent key(s)";
   return target;
 }
 
@@ -112,7 +117,8 @@ void OperatorApi::audit_or_fail(const store::AuditRow& row, proto::OpReply& rep)
   if (s.ok()) return;
   LO()->error("cannot write the audit record of {} by {}: {}", row.command, row.who, s.error().message);
   rep.ok = false;
-  rep.error = (rep.error.empty() ? row.command + " ran" : rep.error) + "; its audit record could not be written: " + s.error().message;
+  rep.error = (rep.error.empty() ? row.command + " ran" : rep.error) +
+              "; its audit record could not be written: " + s.error().message;
 }
 
 proto::OpReply OperatorApi::handle(const proto::OpRequest& req, const std::string& who, Role role) {
@@ -127,8 +133,8 @@ proto::OpReply OperatorApi::handle(const proto::OpRequest& req, const std::strin
   }
   if (role < cmd->min_role) {
     d_.metrics.auth_refused++;
-    rep.error = std::string("permission denied: ") + req.command + " needs the " + role_name(cmd->min_role) + " role; " + who +
-                " is a " + role_name(role);
+    rep.error = std::string("permission denied: ") + req.command + " needs the " + role_name(cmd->min_role) +
+                " role; " + who + " is a " + role_name(role);
     audit_or_fail({0, d_.clock.wall_ms(), who, req.command, target,
                    std::string("refused: role ") + role_name(role) + " < " + role_name(cmd->min_role)},
                   rep);
@@ -158,7 +164,8 @@ proto::OpReply OperatorApi::handle(const proto::OpRequest& req, const std::strin
         if (auto s = d_.store.add_event(e); !s.ok()) {
           LO()->error("cannot record event of rollout {}: {}", e.rollout_id, s.error().message);
           rep.ok = false;
-          rep.error = (rep.error.empty() ? req.command + " ran" : rep.error) + "; its event could not be recorded: " + s.error().message;
+          rep.error = (rep.error.empty() ? req.command + " ran" : rep.error) +
+                      "; its event could not be recorded: " + s.error().message;
         }
       }
       rec.audit.decision = rep.ok ? "ok" : "refused: " + rep.error;
@@ -251,8 +258,13 @@ nlohmann::json OperatorApi::op_status(const Call& c) { return status(arg_name(c.
 nlohmann::json OperatorApi::op_release_get(const Call& c) {
   auto rel = value_or_throw(d_.store.release(arg_name(c.args, "service"), arg_name(c.args, "version")));
   if (!rel) return {{"exists", false}};
-  return {{"exists", true}, {"sha256", rel->sha256}, {"size", rel->size}, {"created_at", rel->created_at},
-          {"signed", !rel->signature.empty()}, {"manifest", rel->manifest}, {"signature", rel->signature}};
+  return {{"exists", true},
+          {"sha256", rel->sha256},
+          {"size", rel->size},
+          {"created_at", rel->created_at},
+          {"signed", !rel->signature.empty()},
+          {"manifest", rel->manifest},
+          {"signature", rel->signature}};
 }
 
 nlohmann::json OperatorApi::op_release_upload(const Call& c) {
@@ -280,15 +292,16 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
   auto existing = value_or_throw(d_.store.release(service, version));
   if (existing) {
     if (existing->sha256 != sha)
-      throw OpError("release " + version + " of " + service + " already exists with another digest (" + existing->sha256 +
-                    "); versions are immutable");
+      throw OpError("release " + version + " of " + service + " already exists with another digest (" +
+                    existing->sha256 + "); versions are immutable");
     return {{"received", size}, {"complete", true}};
   }
   auto p = value_or_throw(d_.artifacts.upload(sha, size, offset, data));
   if (p.complete) {
     store::ReleaseRow r{service, version, sha, size, p.path, d_.clock.wall_ms(), manifest, signature};
     if (manifest.empty()) {
-      LO()->warn("release {} of {} was uploaded without a signed manifest; agents with release keys will refuse it", version, service);
+      LO()->warn("release {} of {} was uploaded without a signed manifest; agents with release keys will refuse it",
+                 version, service);
     } else if (auto m = release::parse_manifest(manifest); !m) {
       LO()->warn("release {} of {}: {}; agents will refuse it", version, service, m.error().message);
     } else if (auto chk = release::check_matches(*m, service, version, sha, size); !chk.ok()) {
@@ -298,8 +311,8 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
     if (auto s = d_.store.audit({0, d_.clock.wall_ms(), c.who, "release.upload", service + " " + version,
                                  "ok: sha256 " + sha + (manifest.empty() ? " (unsigned)" : " (signed manifest)")});
         !s.ok())
-      throw OpError("release " + version + " of " + service + " is stored, but its audit record could not be written: " +
-                    s.error().message);
+      throw OpError("release " + version + " of " + service +
+                    " is stored, but its audit record could not be written: " + s.error().message);
     LO()->info("{} uploaded release {} of {} ({} bytes, sha256 {})", c.who, version, service, size, sha);
   }
   return {{"received", p.received}, {"complete", p.complete}};
@@ -340,8 +353,11 @@ nlohmann::json OperatorApi::op_rollout_plan(const Call& c) {
   if (hosts.empty()) throw OpError("no host runs service " + service + " and matches the selector");
   auto sched = rollout::make_schedule(*plan, hosts);
   if (!sched) throw OpError("cannot plan: " + sched.error().message);
-  nlohmann::json j = {{"service", service}, {"hosts", hosts.size()}, {"batches", sched->batches},
-                      {"failure_budget_hosts", sched->failure_budget_hosts}, {"plan", plan->to_json()}};
+  nlohmann::json j = {{"service", service},
+                      {"hosts", hosts.size()},
+                      {"batches", sched->batches},
+                      {"failure_budget_hosts", sched->failure_budget_hosts},
+                      {"plan", plan->to_json()}};
   if (sched->per_batch_budget_hosts) j["per_batch_budget_hosts"] = *sched->per_batch_budget_hosts;
   return j;
 }
@@ -376,7 +392,9 @@ uint64_t OperatorApi::find_rollout_arg(const nlohmann::json& args) {
 nlohmann::json OperatorApi::op_rollout_get(const Call& c) {
   uint64_t id = arg_u64(c.args, "id");
   // events_after: only events with a larger id (a watcher asks for what it has not seen yet).
-  int64_t after = c.args.contains("events_after") && c.args["events_after"].is_number_integer() ? c.args["events_after"].get<int64_t>() : 0;
+  int64_t after = c.args.contains("events_after") && c.args["events_after"].is_number_integer()
+                      ? c.args["events_after"].get<int64_t>()
+                      : 0;
   bool events = c.args.value("events", false);
   return value_or_throw(rollout_view_by_id(d_.store, d_.executor, id, events, after));
 }
@@ -384,10 +402,14 @@ nlohmann::json OperatorApi::op_rollout_get(const Call& c) {
 nlohmann::json OperatorApi::op_rollout_control(const Call& c) {
   uint64_t id = find_rollout_arg(c.args);
   rollout::Event ev;
-  if (c.command == "rollout.pause") ev = rollout::EvPause{};
-  else if (c.command == "rollout.resume") ev = rollout::EvResume{};
-  else if (c.command == "rollout.promote") ev = rollout::EvPromote{};
-  else ev = rollout::EvAbort{};
+  if (c.command == "rollout.pause")
+    ev = rollout::EvPause{};
+  else if (c.command == "rollout.resume")
+    ev = rollout::EvResume{};
+  else if (c.command == "rollout.promote")
+    ev = rollout::EvPromote{};
+  else
+    ev = rollout::EvAbort{};
   // Committed with the step (the executor carries the command's record).
   d_.executor.add_command_event({0, id, d_.clock.wall_ms(), c.who + " asked to " + c.command.substr(8)});
   if (auto s = d_.executor.apply(id, ev); !s.ok()) throw OpError(s.error().message);
@@ -451,10 +473,18 @@ nlohmann::json OperatorApi::op_history(const Call& c) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& r : rows) {
     std::string end_reason = r.state.is_object() ? r.state.value("end_reason", std::string()) : std::string();
-    out.push_back({{"id", r.id}, {"service", r.service}, {"version", r.version}, {"kind", r.kind},
-                   {"phase", r.phase}, {"revision", r.revision}, {"created_by", r.created_by},
-                   {"reason", r.reason}, {"created_at", r.created_at}, {"finished_at", r.finished_at},
-                   {"end_reason", end_reason}, {"plan", r.state.is_object() && r.state.contains("plan") ? r.state["plan"] : nlohmann::json()}});
+    out.push_back({{"id", r.id},
+                   {"service", r.service},
+                   {"version", r.version},
+                   {"kind", r.kind},
+                   {"phase", r.phase},
+                   {"revision", r.revision},
+                   {"created_by", r.created_by},
+                   {"reason", r.reason},
+                   {"created_at", r.created_at},
+                   {"finished_at", r.finished_at},
+                   {"end_reason", end_reason},
+                   {"plan", r.state.is_object() && r.state.contains("plan") ? r.state["plan"] : nlohmann::json()}});
   }
   return {{"rollouts", out}};
 }
@@ -464,7 +494,12 @@ nlohmann::json OperatorApi::op_audit(const Call& c) {
   auto rows = value_or_throw(d_.store.audit_log(limit));
   nlohmann::json out = nlohmann::json::array();
   for (const auto& a : rows) {
-    out.push_back({{"id", a.id}, {"at", a.at}, {"who", a.who}, {"command", a.command}, {"target", a.target}, {"decision", a.decision}});
+    out.push_back({{"id", a.id},
+                   {"at", a.at},
+                   {"who", a.who},
+                   {"command", a.command},
+                   {"target", a.target},
+                   {"decision", a.decision}});
   }
   return {{"audit", out}};
 }
@@ -479,22 +514,28 @@ nlohmann::json OperatorApi::op_keys_change(const Call& c) {
   std::string target = arg_str(c.args, "target");
   if (target.empty() || target.size() > 128) throw OpError("target must be a host id or a key");
   Expected<KeyChange> ch = make_error("usage", "unknown keys command");
-  if (c.command == "keys.accept") ch = d_.keys.accept(target, arg_name(c.args, "host", false), c.who);
-  else if (c.command == "keys.reject") ch = d_.keys.reject(target, c.who);
-  else if (c.command == "keys.revoke") ch = d_.keys.revoke(target, c.who);
+  if (c.command == "keys.accept")
+    ch = d_.keys.accept(target, arg_name(c.args, "host", false), c.who);
+  else if (c.command == "keys.reject")
+    ch = d_.keys.reject(target, c.who);
+  else if (c.command == "keys.revoke")
+    ch = d_.keys.revoke(target, c.who);
   if (!ch) throw OpError(ch.error().message);
   // Only a host whose accepted key lost its standing is disconnected: rejecting a pending key that
   // merely claimed a host's name leaves that host alone.
-  for (const auto& host : ch->hosts_to_disconnect) d_.disconnect_host(host, "its key lost its standing (" + c.command + ")");
+  for (const auto& host : ch->hosts_to_disconnect)
+    d_.disconnect_host(host, "its key lost its standing (" + c.command + ")");
   nlohmann::json agents = nlohmann::json::array();
   for (const auto& r : ch->agents) agents.push_back({{"key", r.key}, {"host_id", r.host_id}, {"state", r.state}});
   nlohmann::json out = {{"summary", ch->summary}, {"agents", agents}};
-  if (ch->op) out["operator"] = {{"key", ch->op->key}, {"name", ch->op->name}, {"role", ch->op->role}, {"state", ch->op->state}};
+  if (ch->op)
+    out["operator"] = {{"key", ch->op->key}, {"name", ch->op->name}, {"role", ch->op->role}, {"state", ch->op->state}};
   return out;
 }
 
 nlohmann::json OperatorApi::op_keys_accept_many(const Call& c) {
-  if (!c.args.contains("keys") || !c.args["keys"].is_array()) throw OpError("keys must be an array of {\"host\", \"key\"}");
+  if (!c.args.contains("keys") || !c.args["keys"].is_array())
+    throw OpError("keys must be an array of {\"host\", \"key\"}");
   const auto& in = c.args["keys"];
   // The operator socket's 4 MiB frame limit bounds this anyway (about 50,000 entries).
   if (in.size() > 100000) throw OpError("at most 100000 keys per request");
@@ -509,8 +550,10 @@ nlohmann::json OperatorApi::op_keys_accept_many(const Call& c) {
   if (!ch) throw OpError(ch.error().message);
   size_t accepted = 0, revoked = 0;
   for (const auto& row : ch->agents) {
-    if (row.state == "accepted") accepted++;
-    else revoked++;
+    if (row.state == "accepted")
+      accepted++;
+    else
+      revoked++;
   }
   for (const auto& host : ch->hosts_to_disconnect) d_.disconnect_host(host, "its key was replaced");
   return {{"summary", ch->summary}, {"accepted", accepted}, {"revoked", revoked}};
@@ -521,7 +564,8 @@ nlohmann::json OperatorApi::op_keys_add_operator(const Call& c) {
   if (!role) throw OpError("role must be viewer, deployer or admin");
   auto ch = d_.keys.add_operator(arg_name(c.args, "name"), arg_str(c.args, "key"), *role, c.who);
   if (!ch) throw OpError(ch.error().message);
-  return {{"summary", ch->summary}, {"operator", {{"key", ch->op->key}, {"name", ch->op->name}, {"role", ch->op->role}}}};
+  return {{"summary", ch->summary},
+          {"operator", {{"key", ch->op->key}, {"name", ch->op->name}, {"role", ch->op->role}}}};
 }
 
 }  // namespace gantry::coordinator

@@ -81,7 +81,8 @@ Status RolloutExecutor::restore() {
       w.phase = "failed";
       w.state = nlohmann::json::object();
       w.finished_at = clock_.wall_ms();
-      w.events.push_back({0, row.id, w.finished_at, "could not start: the coordinator stopped before the first step was saved"});
+      w.events.push_back(
+          {0, row.id, w.finished_at, "could not start: the coordinator stopped before the first step was saved"});
       if (auto s = store_.save_step(w); !s.ok()) return s;
       continue;
     }
@@ -100,8 +101,10 @@ Status RolloutExecutor::restore() {
       continue;
     }
     OpenOrder open{o, std::nullopt, 0};
-    if (auto wire = order_from_json(o.body)) open.wire = std::move(*wire);
-    else L()->error("order {} is corrupt in the store: {}", o.order_id, wire.error().message);
+    if (auto wire = order_from_json(o.body))
+      open.wire = std::move(*wire);
+    else
+      L()->error("order {} is corrupt in the store: {}", o.order_id, wire.error().message);
     orders_[o.order_id] = std::move(open);
   }
   return Status::Ok();
@@ -152,8 +155,9 @@ Status RolloutExecutor::apply(uint64_t id, const rollout::Event& ev, const store
   return errors.empty() ? Status::Ok() : errors[0];
 }
 
-Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event>& evs, std::vector<store::ResultRow> results,
-                                   std::vector<Status>* errors, bool agent_reports) {
+Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event>& evs,
+                                   std::vector<store::ResultRow> results, std::vector<Status>* errors,
+                                   bool agent_reports) {
   auto it = active_.find(id);
   if (it == active_.end()) return make_error("not_found", "rollout " + std::to_string(id) + " is not active");
   ActiveRollout& a = it->second;
@@ -205,7 +209,8 @@ Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event
       if (!rel || !rel->has_value()) {
         std::string why = "release " + o->version + " of " + r.state.service + " is not known to the coordinator";
         if (!rel) why = "release " + o->version + " of " + r.state.service + " cannot be read: " + rel.error().message;
-        w.events.push_back({0, id, wall, o->host_id + ": cannot order " + rollout::order_kind_name(o->kind) + ": " + why});
+        w.events.push_back(
+            {0, id, wall, o->host_id + ": cannot order " + rollout::order_kind_name(o->kind) + ": " + why});
         follow_ups.push_back(rollout::EvReport{o->host_id, o->order_id, rollout::Outcome::kFailed, "", why});
         continue;
       }
@@ -273,15 +278,18 @@ Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event
   for (const auto& kind : broadcasts) {
     auto s = signal_sink_.broadcast(kind, id, a.state.service);
     if (!s.ok())
-      L()->warn("broadcast {} failed: {} (hosts still get their own orders)", rollout::signal_kind_name(kind), s.error().message);
+      L()->warn("broadcast {} failed: {} (hosts still get their own orders)", rollout::signal_kind_name(kind),
+                s.error().message);
   }
   if (rollout::is_terminal(a.state.phase)) {
     // An ended rollout orders nothing more: a host that comes back later must not receive
     // a stale update (level-triggered reconciliation is by the next rollout, not by resends).
     // Its open order rows were closed by the step that ended it (StepWrite::finished_at).
     for (auto oi = orders_.begin(); oi != orders_.end();) {
-      if (oi->second.row.rollout_id == id) oi = orders_.erase(oi);
-      else ++oi;
+      if (oi->second.row.rollout_id == id)
+        oi = orders_.erase(oi);
+      else
+        ++oi;
     }
     metrics_.rollouts_ended[w.phase]++;
     LR()->info("rollout {} of {} to {} ended: {}{}{}", id, a.state.service, a.state.version, w.phase,
@@ -321,8 +329,9 @@ void RolloutExecutor::restore_saved_state(ActiveRollout& a) {
   }
   // Neither the step nor the last saved state: nothing consistent is left in memory. Crash-only:
   // exit, and systemd starts a coordinator that resumes from the store (docs/GUARANTEES.md, 3).
-  L()->critical("rollout {}: cannot read its saved state back either ({}); exiting so that a restart resumes from the store",
-                id, row ? "unparsable" : row.error().message);
+  L()->critical(
+      "rollout {}: cannot read its saved state back either ({}); exiting so that a restart resumes from the store", id,
+      row ? "unparsable" : row.error().message);
   L()->flush();
   std::_Exit(70);
 }
@@ -339,9 +348,11 @@ Expected<uint64_t> RolloutExecutor::start(StartRequest req) {
   if (!plan) return make_error("plan", "bad plan: " + plan.error().message);
   auto rel = store_.release(req.service, req.version);
   if (!rel) return rel.error();
-  if (!rel->has_value()) return make_error("not_found", "release " + req.version + " of " + req.service + " has not been uploaded");
+  if (!rel->has_value())
+    return make_error("not_found", "release " + req.version + " of " + req.service + " has not been uploaded");
   if (req.hosts.empty())
-    return make_error("no_hosts", "no host runs service " + req.service + (req.selector.empty() ? "" : " and matches " + req.selector));
+    return make_error("no_hosts", "no host runs service " + req.service +
+                                      (req.selector.empty() ? "" : " and matches " + req.selector));
   auto sched = rollout::make_schedule(*plan, req.hosts);
   if (!sched) return make_error("plan", "cannot plan: " + sched.error().message);
 
@@ -379,7 +390,8 @@ Expected<uint64_t> RolloutExecutor::start(StartRequest req) {
     w.events.push_back({0, *id, w.finished_at, "could not start: " + s.error().message});
     std::string msg = "could not start: " + s.error().message;
     // Not saved either: restore() finds the row without a first step and marks it failed then.
-    if (auto saved = store_.save_step(w); !saved.ok()) msg += " (and it could not be marked failed: " + saved.error().message + ")";
+    if (auto saved = store_.save_step(w); !saved.ok())
+      msg += " (and it could not be marked failed: " + saved.error().message + ")";
     return make_error(s.error().code, msg);
   }
   return *id;
@@ -410,10 +422,11 @@ bool RolloutExecutor::queue_report(const std::string& host_id, const proto::Repo
   // between would otherwise close the order (never re-sent) with the rollout still waiting.
   // Reports read in one pass share that transaction (flush_reports): one fsync per pass.
   pending_report_ids_.insert(r.order_id);
-  pending_reports_.push_back(
-      {rid, rollout::EvReport{host_id, r.order_id, *outcome, r.running_version, r.message}, std::move(row),
-       fmt::format("{} reports order {}: {} (running {}){}{}", host_id, r.order_id, r.outcome,
-                   r.running_version.empty() ? "nothing" : r.running_version, r.message.empty() ? "" : ": ", r.message)});
+  pending_reports_.push_back({rid, rollout::EvReport{host_id, r.order_id, *outcome, r.running_version, r.message},
+                              std::move(row),
+                              fmt::format("{} reports order {}: {} (running {}){}{}", host_id, r.order_id, r.outcome,
+                                          r.running_version.empty() ? "nothing" : r.running_version,
+                                          r.message.empty() ? "" : ": ", r.message)});
   return true;
 }
 
@@ -455,7 +468,8 @@ void RolloutExecutor::note_back_after_end(const proto::Hello& h) {
         continue;  // not cached: the next host back tries again
       }
       if (!rows->empty()) {
-        if (auto st = rollout::State::from_json(rows->front().state)) loaded = std::make_shared<const rollout::State>(std::move(*st));
+        if (auto st = rollout::State::from_json(rows->front().state))
+          loaded = std::make_shared<const rollout::State>(std::move(*st));
       }
       cached = ended_.emplace(s.name, loaded).first;
     }
@@ -472,7 +486,8 @@ void RolloutExecutor::note_back_after_end(const proto::Hello& h) {
     std::string msg = h.host_id + " is back after the rollout ended (" + rollout::host_state_name(slot->state) +
                       "); it runs " + (s.current_version.empty() ? "nothing" : s.current_version);
     if (s.current_version != wanted) {
-      msg += ", not " + (wanted.empty() ? "nothing" : wanted) + " where the rollout left the fleet; not reconciled automatically";
+      msg += ", not " + (wanted.empty() ? "nothing" : wanted) +
+             " where the rollout left the fleet; not reconciled automatically";
       L()->warn("rollout {}: {}", rollout_id, msg);
     }
     if (auto w = store_.add_event({0, rollout_id, clock_.wall_ms(), msg}); !w.ok())
@@ -509,7 +524,8 @@ void RolloutExecutor::flush_reports() {
       const auto& p = batch[i];
       if (!p.row) {  // a host back: the step's own event line says it
         if (!saved.ok())
-          L()->error("cannot record that {} is back: {}", std::get<rollout::EvHostBack>(p.event).host_id, saved.error().message);
+          L()->error("cannot record that {} is back: {}", std::get<rollout::EvHostBack>(p.event).host_id,
+                     saved.error().message);
         continue;
       }
       if (!saved.ok()) {
@@ -520,8 +536,10 @@ void RolloutExecutor::flush_reports() {
       orders_.erase(p.row->order_id);
       // Applied to an active rollout, the rollout's own event line ("<host> healthy on v2",
       // "<host> failed: ...") already says it at info: one line per report, not two.
-      if (applied) L()->debug("{}", p.log_line);
-      else L()->info("{}", p.log_line);
+      if (applied)
+        L()->debug("{}", p.log_line);
+      else
+        L()->info("{}", p.log_line);
     }
   }
   L()->debug("group commit: {} report(s) in {} us", batch.size(), steady_us() - t0);

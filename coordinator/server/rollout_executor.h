@@ -87,8 +87,9 @@ class RolloutExecutor {
   // Several events in order, persisted as one step; `results` are the reports they apply.
   // errors (optional) gets one status per event. `agent_reports`: the events are agents'
   // reports, which may be committed without an fsync when nothing is acted on (StepWrite::durable).
-  [[nodiscard]] Status apply_many(uint64_t id, const std::vector<rollout::Event>& evs, std::vector<store::ResultRow> results,
-                                  std::vector<Status>* errors = nullptr, bool agent_reports = false);
+  [[nodiscard]] Status apply_many(uint64_t id, const std::vector<rollout::Event>& evs,
+                                  std::vector<store::ResultRow> results, std::vector<Status>* errors = nullptr,
+                                  bool agent_reports = false);
 
   // ---- agent events, group-committed: queued while a pass over the agent socket reads them,
   // then persisted together (one step and one transaction per rollout) by flush_reports.

@@ -10,8 +10,12 @@ Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutR
   nlohmann::json hosts = nlohmann::json::array();
   for (const auto& h : st.hosts) {
     if (!with_hosts) break;
-    hosts.push_back({{"host_id", h.host_id}, {"state", rollout::host_state_name(h.state)}, {"batch", h.batch},
-                     {"domain", h.domain}, {"from_version", h.from_version}, {"order_id", h.order_id},
+    hosts.push_back({{"host_id", h.host_id},
+                     {"state", rollout::host_state_name(h.state)},
+                     {"batch", h.batch},
+                     {"domain", h.domain},
+                     {"from_version", h.from_version},
+                     {"order_id", h.order_id},
                      {"message", h.message}});
   }
   nlohmann::json batches = nlohmann::json::array();
@@ -36,9 +40,16 @@ Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutR
                       {"end_reason", st.end_reason},
                       {"plan", st.plan.to_json()},
                       {"counts",
-                       {{"total", st.hosts.size()}, {"pending", c.pending}, {"ordered", c.ordered}, {"healthy", c.healthy},
-                        {"failed", c.failed}, {"unknown", c.unknown}, {"rolling_back", c.rolling_back},
-                        {"rolled_back", c.rolled_back}, {"rollback_failed", c.rollback_failed}, {"skipped", c.skipped}}},
+                       {{"total", st.hosts.size()},
+                        {"pending", c.pending},
+                        {"ordered", c.ordered},
+                        {"healthy", c.healthy},
+                        {"failed", c.failed},
+                        {"unknown", c.unknown},
+                        {"rolling_back", c.rolling_back},
+                        {"rolled_back", c.rolled_back},
+                        {"rollback_failed", c.rollback_failed},
+                        {"skipped", c.skipped}}},
                       {"hosts", hosts}};
   if (!with_hosts) {
     j.erase("hosts");
@@ -54,9 +65,10 @@ Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutR
   return j;
 }
 
-Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutExecutor& exec, uint64_t id, bool with_events,
-                                            int64_t events_after, bool with_hosts) {
-  if (const auto* a = exec.find(id)) return rollout_view(store, a->row, a->state, with_events, events_after, with_hosts);
+Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutExecutor& exec, uint64_t id,
+                                            bool with_events, int64_t events_after, bool with_hosts) {
+  if (const auto* a = exec.find(id))
+    return rollout_view(store, a->row, a->state, with_events, events_after, with_hosts);
   auto row = store.rollout(id);
   if (!row) return row.error();
   if (!row->has_value()) return make_error("not_found", "no rollout " + std::to_string(id));

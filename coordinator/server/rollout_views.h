@@ -22,8 +22,8 @@ Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutR
                                       bool with_events, int64_t events_after = 0, bool with_hosts = true);
 
 // Rollout `id`, active (from memory) or not (from the store).
-Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutExecutor& exec, uint64_t id, bool with_events,
-                                            int64_t events_after = 0, bool with_hosts = true);
+Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutExecutor& exec, uint64_t id,
+                                            bool with_events, int64_t events_after = 0, bool with_hosts = true);
 
 // The newest rollout of each service (or of `service`), with its last events, and every host.
 Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor& exec, const fleet::Registry& registry,

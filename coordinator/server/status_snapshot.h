@@ -44,7 +44,7 @@ class StatusSnapshot {
   std::shared_ptr<const Published> fresh();
 
   static constexpr Millis kStatusRefreshMs = 5000;  // age limit when only heartbeats arrive
-  static constexpr Millis kWatchedMs = 60000;      // a read in this window keeps snapshots built
+  static constexpr Millis kWatchedMs = 60000;       // a read in this window keeps snapshots built
   static constexpr Millis kRefreshWaitMs = 2000;
 
  private:

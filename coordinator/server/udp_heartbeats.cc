@@ -133,9 +133,11 @@ bool UdpHeartbeats::heartbeat(fleet::HostRecord& h, Millis now) {
 
 void UdpHeartbeats::check_quiet(Millis now, Millis* next_check) {
   if (!receiver_) return;
-  const Millis quiet = static_cast<Millis>(cfg_.heartbeat_interval_ms) * std::min<uint32_t>(cfg_.heartbeat_misses - 1, 2);
+  const Millis quiet =
+      static_cast<Millis>(cfg_.heartbeat_interval_ms) * std::min<uint32_t>(cfg_.heartbeat_misses - 1, 2);
   for (auto* h : registry_.udp_quiet(now, quiet, next_check)) {
-    L()->info("{}: no heartbeat datagram for {} ms; asking it to heartbeat over its connection", h->host_id, now - h->last_seen);
+    L()->info("{}: no heartbeat datagram for {} ms; asking it to heartbeat over its connection", h->host_id,
+              now - h->last_seen);
     proto::Heartbeat back{static_cast<uint64_t>(now)};
     back.udp_lost = true;
     sender_.send(h->identity, back);

@@ -20,8 +20,8 @@ namespace gantry::coordinator {
 
 class UdpHeartbeats {
  public:
-  UdpHeartbeats(const Config& cfg, fleet::Registry& registry, AgentSender& sender, Metrics& metrics, RefusalLog& refusals,
-                const Clock& clock);
+  UdpHeartbeats(const Config& cfg, fleet::Registry& registry, AgentSender& sender, Metrics& metrics,
+                RefusalLog& refusals, const Clock& clock);
   ~UdpHeartbeats();
 
   // Config::udp_heartbeat. "auto" follows the agent endpoint as bound (tcp://ADDR:PORT, the

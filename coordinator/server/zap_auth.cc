@@ -48,8 +48,8 @@ Status ZapAuth::bind() {
 
 Status ZapAuth::monitor(zmq::socket_t& socket, const std::string& name) {
   // libzmq refuses bad handshakes silently; these monitors make each refusal a log line.
-  constexpr int kEvents = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                          ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+  constexpr int kEvents =
+      ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
   std::string ep = "inproc://gantry-monitor-" + name;
   try {
     if (zmq_socket_monitor(socket.handle(), ep.c_str(), kEvents) != 0) throw zmq::error_t();
@@ -107,7 +107,8 @@ void ZapAuth::drain_zap() {
       d = keys_.zap(req[2].to_string(), z85);
       if (!d.allow) {
         metrics_.zap_denied++;
-        refusals_.warn(z85, "handshake from " + req[3].to_string() + " refused on " + req[2].to_string() + ": " + d.reason);
+        refusals_.warn(z85,
+                       "handshake from " + req[3].to_string() + " refused on " + req[2].to_string() + ": " + d.reason);
       }
     }
     const std::string code = d.allow ? "200" : "400";
@@ -143,7 +144,8 @@ void ZapAuth::drain_monitor(zmq::socket_t& mon, const std::string& socket_name) 
                       : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
                           ? "protocol error (plaintext, wrong mechanism or garbage) code " + std::to_string(value)
                           : "handshake failed (" + std::string(zmq_strerror(value)) + ")";
-    refusals_.handshake_failed(socket_name + ":" + std::to_string(event), socket_name + " connection on " + endpoint + " " + why);
+    refusals_.handshake_failed(socket_name + ":" + std::to_string(event),
+                               socket_name + " connection on " + endpoint + " " + why);
   }
 }
 

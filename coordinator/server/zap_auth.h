@@ -29,7 +29,7 @@ class RefusalLog {
  private:
   bool due(const std::string& key);
   const Clock& clock_;
-  std::map<std::string, Millis> logged_;               // key -> when last logged (monotonic)
+  std::map<std::string, Millis> logged_;                // key -> when last logged (monotonic)
   std::map<std::string, uint64_t> handshake_failures_;  // socket:event -> count
 };
 

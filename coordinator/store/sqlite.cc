@@ -41,8 +41,7 @@ bool Stmt::step() {
 }
 
 void Stmt::run() {
-  while (step()) {
-  }
+  while (step()) {}
 }
 
 void Stmt::reset() {
@@ -62,7 +61,8 @@ bool Stmt::col_null(int i) const { return sqlite3_column_type(st_, i) == SQLITE_
 
 Expected<Db*> Db::open(const std::string& path, int64_t wal_cap_pages) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close(db);
@@ -94,7 +94,8 @@ int Db::on_wal_commit(void* self, sqlite3* db, const char*, int frames) {
     // The cap: checkpoint now, as SQLite's own hook would (the commit is already done). The
     // next commit restarts the WAL and syncs its header; if none comes before the coordinator
     // is at rest, checkpoint() restarts it then (the backlog still counts the old frames).
-    if (sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) == SQLITE_OK) d->checkpoints_++;
+    if (sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) == SQLITE_OK)
+      d->checkpoints_++;
   }
   return SQLITE_OK;
 }
@@ -111,8 +112,10 @@ void Db::checkpoint() {
   // commit of the next rollout costs one fsync like every other.
   {
     Txn t(*this, Sync::kLazy);
-    cached("INSERT INTO meta (key, value) VALUES ('wal_checkpoints', '1') "
-           "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1").run();
+    cached(
+        "INSERT INTO meta (key, value) VALUES ('wal_checkpoints', '1') "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+        .run();
     t.commit();
   }
   wal_base_ = wal_frames_;  // the restart write's own pages are no backlog
@@ -159,8 +162,7 @@ Txn::~Txn() {
   if (!done_) {
     try {
       db_.cached("ROLLBACK").run();
-    } catch (...) {
-    }
+    } catch (...) {}
   }
 }
 

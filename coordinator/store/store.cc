@@ -136,9 +136,11 @@ void fold_results_into_orders(Db& db) {
     Stmt s(db.raw(), "PRAGMA table_info(orders)");
     while (s.step()) have.push_back(s.col_text(1));
   }
-  for (const char* col : {"outcome TEXT", "running_version TEXT", "message TEXT", "timings TEXT", "reported_at INTEGER"}) {
+  for (const char* col :
+       {"outcome TEXT", "running_version TEXT", "message TEXT", "timings TEXT", "reported_at INTEGER"}) {
     const std::string name = std::string(col).substr(0, std::string(col).find(' '));
-    if (std::find(have.begin(), have.end(), name) == have.end()) db.exec(std::string("ALTER TABLE orders ADD COLUMN ") + col);
+    if (std::find(have.begin(), have.end(), name) == have.end())
+      db.exec(std::string("ALTER TABLE orders ADD COLUMN ") + col);
   }
   bool results = false;
   {
@@ -147,9 +149,11 @@ void fold_results_into_orders(Db& db) {
   }
   if (results) {
     db.exec(
-        "INSERT INTO orders (order_id, rollout_id, host_id, body, acked, reported, created_at, outcome, running_version, "
+        "INSERT INTO orders (order_id, rollout_id, host_id, body, acked, reported, created_at, outcome, "
+        "running_version, "
         "message, timings, reported_at) "
-        "SELECT order_id, rollout_id, host_id, '{}', 1, 1, at, outcome, running_version, message, timings, at FROM results "
+        "SELECT order_id, rollout_id, host_id, '{}', 1, 1, at, outcome, running_version, message, timings, at FROM "
+        "results "
         "WHERE id IN (SELECT MAX(id) FROM results GROUP BY order_id) "
         "ON CONFLICT(order_id) DO UPDATE SET acked = 1, reported = 1, outcome = excluded.outcome, "
         "running_version = excluded.running_version, message = excluded.message, timings = excluded.timings, "
@@ -170,8 +174,16 @@ void write_result(Db& db, const ResultRow& r) {
       "ON CONFLICT(order_id) DO UPDATE SET acked = 1, reported = 1, outcome = excluded.outcome, "
       "running_version = excluded.running_version, message = excluded.message, timings = excluded.timings, "
       "reported_at = excluded.reported_at");
-  s.bind(1, r.order_id).bind(2, static_cast<int64_t>(r.rollout_id)).bind(3, r.host_id).bind(4, r.at).bind(5, r.outcome)
-      .bind(6, r.running_version).bind(7, r.message).bind(8, r.timings.dump()).bind(9, r.at).run();
+  s.bind(1, r.order_id)
+      .bind(2, static_cast<int64_t>(r.rollout_id))
+      .bind(3, r.host_id)
+      .bind(4, r.at)
+      .bind(5, r.outcome)
+      .bind(6, r.running_version)
+      .bind(7, r.message)
+      .bind(8, r.timings.dump())
+      .bind(9, r.at)
+      .run();
 }
 
 constexpr const char* kRolloutCols =
@@ -218,8 +230,8 @@ Expected<std::unique_ptr<Store>> Store::open(const std::string& path, int64_t wa
       const int v = *stored;
       if (v > kSchemaVersion) {
         return make_error("store", path + " has schema version " + std::to_string(v) +
-                                       ", newer than this coordinator understands (" +
-                                       std::to_string(kSchemaVersion) + ")");
+                                       ", newer than this coordinator understands (" + std::to_string(kSchemaVersion) +
+                                       ")");
       }
       if (v < 2) split_whole_states(*store->db_);
       if (v < 3) fold_results_into_orders(*store->db_);
@@ -258,7 +270,12 @@ Status Store::put_host(const HostRow& h) {
            "INSERT INTO hosts (host_id, labels, services, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
            "ON CONFLICT(host_id) DO UPDATE SET labels = excluded.labels, services = excluded.services, "
            "last_seen = excluded.last_seen");
-    s.bind(1, h.host_id).bind(2, h.labels.dump()).bind(3, h.services.dump()).bind(4, h.first_seen).bind(5, h.last_seen).run();
+    s.bind(1, h.host_id)
+        .bind(2, h.labels.dump())
+        .bind(3, h.services.dump())
+        .bind(4, h.first_seen)
+        .bind(5, h.last_seen)
+        .run();
     return Status::Ok();
   });
 }
@@ -269,10 +286,14 @@ Status Store::put_hosts(const std::vector<HostRow>& hs) {
     Txn t(*db_, Sync::kLazy);  // the next hello says it all again
     for (const auto& h : hs) {
       Stmt& s = db_->cached(
-             "INSERT INTO hosts (host_id, labels, services, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
-             "ON CONFLICT(host_id) DO UPDATE SET labels = excluded.labels, services = excluded.services, "
-             "last_seen = excluded.last_seen");
-      s.bind(1, h.host_id).bind(2, h.labels.dump()).bind(3, h.services.dump()).bind(4, h.first_seen).bind(5, h.last_seen);
+          "INSERT INTO hosts (host_id, labels, services, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
+          "ON CONFLICT(host_id) DO UPDATE SET labels = excluded.labels, services = excluded.services, "
+          "last_seen = excluded.last_seen");
+      s.bind(1, h.host_id)
+          .bind(2, h.labels.dump())
+          .bind(3, h.services.dump())
+          .bind(4, h.first_seen)
+          .bind(5, h.last_seen);
       s.run();
     }
     t.commit();
@@ -302,9 +323,16 @@ Status Store::put_release(const ReleaseRow& r) {
     Txn t(*db_);
     Stmt s(db_->raw(),
            "INSERT INTO releases (service, version, sha256, size, path, created_at) VALUES (?, ?, ?, ?, ?, ?)");
-    s.bind(1, r.service).bind(2, r.version).bind(3, r.sha256).bind(4, static_cast<int64_t>(r.size)).bind(5, r.path).bind(6, r.created_at).run();
+    s.bind(1, r.service)
+        .bind(2, r.version)
+        .bind(3, r.sha256)
+        .bind(4, static_cast<int64_t>(r.size))
+        .bind(5, r.path)
+        .bind(6, r.created_at)
+        .run();
     if (!r.manifest.empty() || !r.signature.empty()) {
-      Stmt g(db_->raw(), "INSERT OR REPLACE INTO release_signatures (service, version, manifest, signature) VALUES (?, ?, ?, ?)");
+      Stmt g(db_->raw(),
+             "INSERT OR REPLACE INTO release_signatures (service, version, manifest, signature) VALUES (?, ?, ?, ?)");
       g.bind(1, r.service).bind(2, r.version).bind(3, r.manifest).bind(4, r.signature).run();
     }
     t.commit();
@@ -356,7 +384,15 @@ Expected<uint64_t> Store::create_rollout(const RolloutRow& r) {
     Stmt s(db_->raw(),
            "INSERT INTO rollouts (service, version, kind, phase, created_by, reason, created_at, state) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-    s.bind(1, r.service).bind(2, r.version).bind(3, r.kind).bind(4, r.phase).bind(5, r.created_by).bind(6, r.reason).bind(7, r.created_at).bind(8, r.state.dump()).run();
+    s.bind(1, r.service)
+        .bind(2, r.version)
+        .bind(3, r.kind)
+        .bind(4, r.phase)
+        .bind(5, r.created_by)
+        .bind(6, r.reason)
+        .bind(7, r.created_at)
+        .bind(8, r.state.dump())
+        .run();
     const auto id = static_cast<uint64_t>(db_->last_insert_id());
     t.commit();
     return id;
@@ -369,15 +405,22 @@ Status Store::save_step(const StepWrite& w) {
     int64_t revision = 0;
     if (w.assign_revision) {
       Stmt q(db_->raw(),
-             "SELECT COALESCE(MAX(revision), 0) + 1 FROM rollouts WHERE service = (SELECT service FROM rollouts WHERE id = ?)");
+             "SELECT COALESCE(MAX(revision), 0) + 1 FROM rollouts WHERE service = (SELECT service FROM rollouts WHERE "
+             "id = ?)");
       q.bind(1, static_cast<int64_t>(w.rollout_id));
       if (q.step()) revision = q.col_int(0);
     }
     {
       Stmt& s = db_->cached(
-             "UPDATE rollouts SET phase = ?, state = ?, finished_at = ?, "
-             "revision = CASE WHEN ? > 0 THEN ? ELSE revision END WHERE id = ?");
-      s.bind(1, w.phase).bind(2, w.state.dump()).bind(3, w.finished_at).bind(4, revision).bind(5, revision).bind(6, static_cast<int64_t>(w.rollout_id)).run();
+          "UPDATE rollouts SET phase = ?, state = ?, finished_at = ?, "
+          "revision = CASE WHEN ? > 0 THEN ? ELSE revision END WHERE id = ?");
+      s.bind(1, w.phase)
+          .bind(2, w.state.dump())
+          .bind(3, w.finished_at)
+          .bind(4, revision)
+          .bind(5, revision)
+          .bind(6, static_cast<int64_t>(w.rollout_id))
+          .run();
     }
     if (!w.slots.empty()) {
       Stmt& put = db_->cached("INSERT OR REPLACE INTO rollout_hosts (rollout_id, pos, slot) VALUES (?, ?, ?)");
@@ -388,9 +431,14 @@ Status Store::save_step(const StepWrite& w) {
       }
     }
     for (const auto& o : w.new_orders) {
-      Stmt& s = db_->cached(
-             "INSERT INTO orders (order_id, rollout_id, host_id, body, created_at) VALUES (?, ?, ?, ?, ?)");
-      s.bind(1, o.order_id).bind(2, static_cast<int64_t>(o.rollout_id)).bind(3, o.host_id).bind(4, o.body).bind(5, o.created_at).run();
+      Stmt& s =
+          db_->cached("INSERT INTO orders (order_id, rollout_id, host_id, body, created_at) VALUES (?, ?, ?, ?, ?)");
+      s.bind(1, o.order_id)
+          .bind(2, static_cast<int64_t>(o.rollout_id))
+          .bind(3, o.host_id)
+          .bind(4, o.body)
+          .bind(5, o.created_at)
+          .run();
     }
     for (const auto& e : w.events) insert_event(*db_, e);
     for (const auto& a : w.audit) insert_audit(*db_, a);
@@ -424,7 +472,7 @@ Expected<std::optional<RolloutRow>> Store::rollout(uint64_t id) {
 }
 
 Expected<std::vector<RolloutRow>> Store::rollouts(const std::string& service, bool active_only, int limit,
-                                                   bool with_hosts) {
+                                                  bool with_hosts) {
   return guard("list rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
     std::string sql = std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE (? = '' OR service = ?)";
     if (active_only) sql += " AND phase IN ('running', 'paused', 'rolling_back')";
@@ -443,9 +491,10 @@ Expected<std::vector<RolloutRow>> Store::rollouts(const std::string& service, bo
 
 Expected<std::vector<RolloutRow>> Store::latest_rollouts(const std::string& service, int window, bool with_hosts) {
   return guard("list latest rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
-    Stmt s(db_->raw(), std::string("SELECT ") + kRolloutCols +
-                           " FROM rollouts WHERE id IN (SELECT MAX(id) FROM (SELECT id, service FROM rollouts"
-                           " WHERE (? = '' OR service = ?) ORDER BY id DESC LIMIT ?) GROUP BY service) ORDER BY id DESC");
+    Stmt s(db_->raw(),
+           std::string("SELECT ") + kRolloutCols +
+               " FROM rollouts WHERE id IN (SELECT MAX(id) FROM (SELECT id, service FROM rollouts"
+               " WHERE (? = '' OR service = ?) ORDER BY id DESC LIMIT ?) GROUP BY service) ORDER BY id DESC");
     s.bind(1, service).bind(2, service).bind(3, static_cast<int64_t>(window));
     std::vector<RolloutRow> out;
     while (s.step()) out.push_back(read_rollout(s));
@@ -459,7 +508,8 @@ Expected<std::vector<RolloutRow>> Store::latest_rollouts(const std::string& serv
 Expected<std::vector<OrderRow>> Store::open_orders() {
   return guard("list open orders", [&]() -> Expected<std::vector<OrderRow>> {
     Stmt s(db_->raw(),
-           "SELECT order_id, rollout_id, host_id, body, acked, reported, created_at FROM orders WHERE reported = 0 ORDER BY created_at, order_id");
+           "SELECT order_id, rollout_id, host_id, body, acked, reported, created_at FROM orders WHERE reported = 0 "
+           "ORDER BY created_at, order_id");
     std::vector<OrderRow> out;
     while (s.step()) {
       OrderRow o;
@@ -541,8 +591,12 @@ Expected<std::vector<ResultRow>> Store::results(uint64_t rollout_id) {
 Expected<std::vector<EventRow>> Store::events(uint64_t rollout_id, int64_t after_id, int limit) {
   return guard("list events", [&]() -> Expected<std::vector<EventRow>> {
     Stmt s(db_->raw(),
-           "SELECT id, rollout_id, at, message FROM events WHERE (? = 0 OR rollout_id = ?) AND id > ? ORDER BY id LIMIT ?");
-    s.bind(1, static_cast<int64_t>(rollout_id)).bind(2, static_cast<int64_t>(rollout_id)).bind(3, after_id).bind(4, static_cast<int64_t>(limit));
+           "SELECT id, rollout_id, at, message FROM events WHERE (? = 0 OR rollout_id = ?) AND id > ? ORDER BY id "
+           "LIMIT ?");
+    s.bind(1, static_cast<int64_t>(rollout_id))
+        .bind(2, static_cast<int64_t>(rollout_id))
+        .bind(3, after_id)
+        .bind(4, static_cast<int64_t>(limit));
     std::vector<EventRow> out;
     while (s.step()) {
       EventRow e;
@@ -616,8 +670,15 @@ Status Store::put_agent_keys(const std::vector<AgentKeyRow>& rows) {
     Txn t(*db_);
     for (const auto& r : rows) {
       Stmt s(db_->raw(),
-             "INSERT OR REPLACE INTO agent_keys (key, host_id, state, first_seen, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?)");
-      s.bind(1, r.key).bind(2, r.host_id).bind(3, r.state).bind(4, r.first_seen).bind(5, r.updated_at).bind(6, r.updated_by).run();
+             "INSERT OR REPLACE INTO agent_keys (key, host_id, state, first_seen, updated_at, updated_by) VALUES (?, "
+             "?, ?, ?, ?, ?)");
+      s.bind(1, r.key)
+          .bind(2, r.host_id)
+          .bind(3, r.state)
+          .bind(4, r.first_seen)
+          .bind(5, r.updated_at)
+          .bind(6, r.updated_by)
+          .run();
     }
     t.commit();
     return Status::Ok();
@@ -626,9 +687,11 @@ Status Store::put_agent_keys(const std::vector<AgentKeyRow>& rows) {
 
 Expected<std::vector<AgentKeyRow>> Store::agent_keys() {
   return guard("list agent keys", [&]() -> Expected<std::vector<AgentKeyRow>> {
-    Stmt s(db_->raw(), "SELECT key, host_id, state, first_seen, updated_at, updated_by FROM agent_keys ORDER BY first_seen, key");
+    Stmt s(db_->raw(),
+           "SELECT key, host_id, state, first_seen, updated_at, updated_by FROM agent_keys ORDER BY first_seen, key");
     std::vector<AgentKeyRow> out;
-    while (s.step()) out.push_back({s.col_text(0), s.col_text(1), s.col_text(2), s.col_int(3), s.col_int(4), s.col_text(5)});
+    while (s.step())
+      out.push_back({s.col_text(0), s.col_text(1), s.col_text(2), s.col_int(3), s.col_int(4), s.col_text(5)});
     return out;
   });
 }
@@ -638,8 +701,15 @@ Status Store::put_operator_keys(const std::vector<OperatorKeyRow>& rows) {
     Txn t(*db_);
     for (const auto& r : rows) {
       Stmt s(db_->raw(),
-             "INSERT OR REPLACE INTO operator_keys (key, name, role, state, created_at, updated_by) VALUES (?, ?, ?, ?, ?, ?)");
-      s.bind(1, r.key).bind(2, r.name).bind(3, r.role).bind(4, r.state).bind(5, r.created_at).bind(6, r.updated_by).run();
+             "INSERT OR REPLACE INTO operator_keys (key, name, role, state, created_at, updated_by) VALUES (?, ?, ?, "
+             "?, ?, ?)");
+      s.bind(1, r.key)
+          .bind(2, r.name)
+          .bind(3, r.role)
+          .bind(4, r.state)
+          .bind(5, r.created_at)
+          .bind(6, r.updated_by)
+          .run();
     }
     t.commit();
     return Status::Ok();
@@ -648,9 +718,11 @@ Status Store::put_operator_keys(const std::vector<OperatorKeyRow>& rows) {
 
 Expected<std::vector<OperatorKeyRow>> Store::operator_keys() {
   return guard("list operator keys", [&]() -> Expected<std::vector<OperatorKeyRow>> {
-    Stmt s(db_->raw(), "SELECT key, name, role, state, created_at, updated_by FROM operator_keys ORDER BY created_at, name");
+    Stmt s(db_->raw(),
+           "SELECT key, name, role, state, created_at, updated_by FROM operator_keys ORDER BY created_at, name");
     std::vector<OperatorKeyRow> out;
-    while (s.step()) out.push_back({s.col_text(0), s.col_text(1), s.col_text(2), s.col_text(3), s.col_int(4), s.col_text(5)});
+    while (s.step())
+      out.push_back({s.col_text(0), s.col_text(1), s.col_text(2), s.col_text(3), s.col_int(4), s.col_text(5)});
     return out;
   });
 }

@@ -48,7 +48,7 @@ struct AgentKeyRow {
 
 // An operator's CURVE public key, its name (shown in the audit log) and role.
 struct OperatorKeyRow {
-  std::string key;   // Z85 public key
+  std::string key;  // Z85 public key
   std::string name;
   std::string role;   // "viewer" | "deployer" | "admin"
   std::string state;  // "active" | "revoked"

@@ -12,8 +12,10 @@ using namespace gantry::testing;
 namespace {
 
 // No coordinator is listening there, and no key is configured: help must not need either.
-const std::map<std::string, std::string> kNoCoordinator = {
-    {"GANTRY_COORDINATOR", "tcp://127.0.0.1:9"}, {"GANTRY_KEY", ""}, {"GANTRY_COORDINATOR_KEY", ""}, {"HOME", "/nonexistent"}};
+const std::map<std::string, std::string> kNoCoordinator = {{"GANTRY_COORDINATOR", "tcp://127.0.0.1:9"},
+                                                           {"GANTRY_KEY", ""},
+                                                           {"GANTRY_COORDINATOR_KEY", ""},
+                                                           {"HOME", "/nonexistent"}};
 
 CmdResult run_gantry(std::vector<std::string> args) {
   args.insert(args.begin(), bin_dir() + "/cli/gantry");
@@ -55,8 +57,11 @@ TEST(CliHelp, EveryGroupAndCommandPrintsHelpAndExitsZero) {
 }
 
 TEST(CliHelp, UsageErrorsExitTwoAndEscapeWhatTheyEcho) {
-  for (std::vector<std::string> args : {std::vector<std::string>{"keys"}, {"keys", "frobnicate"}, {"rollout", "fly"},
-                                        {"bogus\x1b]52;c;eA==\x07"}, {"--timeout-ms", "5\x1b[2J", "hosts"}}) {
+  for (std::vector<std::string> args : {std::vector<std::string>{"keys"},
+                                        {"keys", "frobnicate"},
+                                        {"rollout", "fly"},
+                                        {"bogus\x1b]52;c;eA==\x07"},
+                                        {"--timeout-ms", "5\x1b[2J", "hosts"}}) {
     auto r = run_gantry(args);
     EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
     EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << r.err;

@@ -22,8 +22,8 @@
 
 using gantry::testing::CmdResult;
 using gantry::testing::Fleet;
-using gantry::testing::json_of;
 using gantry::testing::FleetOptions;
+using gantry::testing::json_of;
 using gantry::testing::run;
 using gantry::testing::wait_until;
 
@@ -138,8 +138,8 @@ struct ContainerFleet {
   // image archives and image-ref files are releases like any other.
   std::string signed_release(const std::string& path, const std::string& version) {
     if (!f().secure()) return path;
-    auto s = run({gantry::testing::bin_dir() + "/cli/gantry", "release", "sign", "--key", f().keys_dir() + "/release.key",
-                  path, "--service", "demo", "--version", version},
+    auto s = run({gantry::testing::bin_dir() + "/cli/gantry", "release", "sign", "--key",
+                  f().keys_dir() + "/release.key", path, "--service", "demo", "--version", version},
                  30000);
     if (s.exit_code != 0) throw std::runtime_error("gantry release sign failed: " + s.err + s.out);
     return path;
@@ -187,12 +187,14 @@ TEST(Containers, RollV1ToV2ThenFailingV3IsRevertedAndRuntimeErrorsKeepTheOldCont
   auto v2 = cf.image("v2", "healthy");
   auto v3 = cf.image("v3", "unhealthy");
 
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
+  auto r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   for (int i = 0; i < f.size(); ++i) EXPECT_EQ(f.served_version(i), "v1") << "host " << i;
 
   // v1 -> v2 in two batches.
-  r = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--release", v2, "--batches", "1,2", "--wait"});
+  r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v2", "--release", v2, "--batches", "1,2", "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   for (int i = 0; i < f.size(); ++i) {
     EXPECT_EQ(f.served_version(i), "v2") << "host " << i;
@@ -232,7 +234,8 @@ TEST(Containers, RollV1ToV2ThenFailingV3IsRevertedAndRuntimeErrorsKeepTheOldCont
   {
     std::ofstream out(missing);
     out << R"({"gantry_image_ref": 1, "image": "localhost/gantry-test-)" << cf.token
-        << R"(-missing@sha256:0000000000000000000000000000000000000000000000000000000000000000"})" << "\n";
+        << R"(-missing@sha256:0000000000000000000000000000000000000000000000000000000000000000"})"
+        << "\n";
   }
   cf.signed_release(missing, "v4");
   r = f.cli({"rollout", "start", "--service", "demo", "--version", "v4", "--release", missing, "--batches", "1",
@@ -242,7 +245,8 @@ TEST(Containers, RollV1ToV2ThenFailingV3IsRevertedAndRuntimeErrorsKeepTheOldCont
   bool runtime_msg = false;
   for (const auto& h : ro["hosts"]) {
     std::string msg = h.value("message", "");
-    if (h.value("state", "") == "failed") runtime_msg = msg.find("pulling") != std::string::npos && msg.find("Error") != std::string::npos;
+    if (h.value("state", "") == "failed")
+      runtime_msg = msg.find("pulling") != std::string::npos && msg.find("Error") != std::string::npos;
   }
   EXPECT_TRUE(runtime_msg) << ro.dump(2);
   for (int i = 0; i < f.size(); ++i) EXPECT_EQ(cf.container_state(i), "running v2") << "host " << i;
@@ -259,7 +263,8 @@ TEST(Containers, RollV1ToV2ThenFailingV3IsRevertedAndRuntimeErrorsKeepTheOldCont
     out << nlohmann::json{{"gantry_image_ref", 1}, {"image", rd[0]}}.dump() << "\n";
   }
   cf.signed_release(pinned, "v1r");
-  r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1r", "--release", pinned, "--batches", "100%", "--wait"});
+  r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1r", "--release", pinned, "--batches", "100%",
+             "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   for (int i = 0; i < f.size(); ++i) {
     EXPECT_EQ(f.served_version(i), "v1") << "host " << i;
@@ -274,7 +279,8 @@ TEST(Containers, AgentKilledBetweenStoppingTheOldAndStartingTheNewContainerRecov
   cf.start();
   auto v1 = cf.image("v1", "healthy");
   auto v2 = cf.image("v2", "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
+  auto r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
 
   // host-1's agent dies right after removing the v1 container, before running v2.

@@ -30,14 +30,13 @@ std::map<std::string, std::string> journal_results(Fleet& f, int i) {
   try {
     auto j = agent_journal(f, i);
     for (const auto& r : j.at("results")) out[r.value("order_id", "")] = r.value("outcome", "");
-  } catch (const std::exception&) {
-  }
+  } catch (const std::exception&) {}
   return out;
 }
 
 struct CrashCase {
   const char* point;
-  const char* behaviour;  // of the new release
+  const char* behaviour;       // of the new release
   const char* expect_version;  // what the host must end up serving
   const char* expect_phase;    // how the rollout must end
 };
@@ -65,9 +64,17 @@ TEST_P(AgentCrashPoint, RestartedAgentEndsOnOneCompleteReleaseAndTellsTheTruth) 
   const auto rel = f.make_release("v2", c.behaviour);
   // The host is away while it restarts: the plan waits for it (as an operator would for a
   // planned restart) instead of racing the restart against the heartbeat timeout.
-  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
-                  "--batches", "1", "--max-failures", "0", "--min-healthy-time", "300",
-                  "--healthy-deadline", "3s", "--unknown-hosts", "wait", "--unknown-wait", "60s"});
+  auto r = f.cli({"--json", "rollout",
+                  "start",  "--service",
+                  "demo",   "--version",
+                  "v2",     "--release",
+                  rel,      "--batches",
+                  "1",      "--max-failures",
+                  "0",      "--min-healthy-time",
+                  "300",    "--healthy-deadline",
+                  "3s",     "--unknown-hosts",
+                  "wait",   "--unknown-wait",
+                  "60s"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
   ASSERT_GT(id, 0u);
@@ -75,8 +82,7 @@ TEST_P(AgentCrashPoint, RestartedAgentEndsOnOneCompleteReleaseAndTellsTheTruth) 
   // It dies at the point, by itself.
   ASSERT_TRUE(wait_until([&] { return !f.agent_running(0); }, 30000))
       << "agent did not reach crash point " << c.point << f.diagnostics();
-  EXPECT_NE(f.agent_log(0).find(std::string("GANTRY_AGENT_CRASH_AT=") + c.point), std::string::npos)
-      << f.diagnostics();
+  EXPECT_NE(f.agent_log(0).find(std::string("GANTRY_AGENT_CRASH_AT=") + c.point), std::string::npos) << f.diagnostics();
   {
     // While it is down the root already holds exactly one complete release.
     auto root = inspect_root(f.root(0));
@@ -116,19 +122,18 @@ TEST_P(AgentCrashPoint, RestartedAgentEndsOnOneCompleteReleaseAndTellsTheTruth) 
   EXPECT_EQ(count_of(events, f.host_id(0) + " healthy on") + count_of(events, f.host_id(0) + " failed"), 1) << events;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Durability, AgentCrashPoint,
-    ::testing::Values(CrashCase{"after_fetch", "healthy", "v2", "succeeded"},
-                      CrashCase{"after_stage", "healthy", "v2", "succeeded"},
-                      CrashCase{"before_swap", "healthy", "v2", "succeeded"},
-                      CrashCase{"after_swap", "healthy", "v2", "succeeded"},
-                      CrashCase{"during_restart", "healthy", "v2", "succeeded"},
-                      CrashCase{"during_verify", "healthy", "v2", "succeeded"},
-                      // Interrupted on the way to a bad release: the restarted agent must still
-                      // detect it and revert, not declare it good.
-                      CrashCase{"after_swap", "unhealthy", "v1", "rolled_back"},
-                      CrashCase{"during_verify", "crash", "v1", "rolled_back"}),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(Durability, AgentCrashPoint,
+                         ::testing::Values(CrashCase{"after_fetch", "healthy", "v2", "succeeded"},
+                                           CrashCase{"after_stage", "healthy", "v2", "succeeded"},
+                                           CrashCase{"before_swap", "healthy", "v2", "succeeded"},
+                                           CrashCase{"after_swap", "healthy", "v2", "succeeded"},
+                                           CrashCase{"during_restart", "healthy", "v2", "succeeded"},
+                                           CrashCase{"during_verify", "healthy", "v2", "succeeded"},
+                                           // Interrupted on the way to a bad release: the restarted agent must still
+                                           // detect it and revert, not declare it good.
+                                           CrashCase{"after_swap", "unhealthy", "v1", "rolled_back"},
+                                           CrashCase{"during_verify", "crash", "v1", "rolled_back"}),
+                         case_name);
 
 // A bad binary (crash loop, or never healthy) is caught within the healthy deadline and the
 // previous release is restored and verified.
@@ -140,9 +145,8 @@ TEST_P(BadBinary, IsDetectedWithinTheHealthyDeadlineAndReverted) {
   std::string why;
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
   const auto rel = f.make_release("v2", GetParam());
-  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
-                  "--batches", "1", "--max-failures", "0", "--min-healthy-time", "300",
-                  "--healthy-deadline", "2s"});
+  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches",
+                  "1", "--max-failures", "0", "--min-healthy-time", "300", "--healthy-deadline", "2s"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   auto ro = wait_rollout_end(f, json_of(r).value("id", 0ULL), 60000);
   EXPECT_EQ(ro.value("phase", ""), "rolled_back") << ro.dump(2);
@@ -175,22 +179,23 @@ TEST(AgentExactlyOnce, ResentOrderIsAnsweredFromTheJournalNotRunAgain) {
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
 
   const auto rel = f.make_release("v2", "healthy");
-  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
-                  "--batches", "1", "--min-healthy-time", "1500"});
+  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches",
+                  "1", "--min-healthy-time", "1500"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
   // Wait until the agent is verifying (its journal says so), then kill the coordinator.
-  ASSERT_TRUE(wait_until([&] {
-    return agent_journal_phase(f, 0) == "verifying";
-  }, 30000)) << f.diagnostics();
+  ASSERT_TRUE(wait_until([&] { return agent_journal_phase(f, 0) == "verifying"; }, 30000)) << f.diagnostics();
   f.kill_coordinator(SIGKILL);
   std::string order;
-  ASSERT_TRUE(wait_until([&] {
-    for (const auto& [oid, outcome] : journal_results(f, 0)) {
-      if (oid.rfind("r" + std::to_string(id) + "-", 0) == 0 && outcome == "succeeded") order = oid;
-    }
-    return !order.empty();
-  }, 30000)) << f.diagnostics();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (const auto& [oid, outcome] : journal_results(f, 0)) {
+          if (oid.rfind("r" + std::to_string(id) + "-", 0) == 0 && outcome == "succeeded") order = oid;
+        }
+        return !order.empty();
+      },
+      30000))
+      << f.diagnostics();
   const auto pid_before = f.service_pid(0);
   ASSERT_TRUE(pid_before.has_value());
 

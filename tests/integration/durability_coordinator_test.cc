@@ -3,9 +3,9 @@
 // uninterrupted run — same final version on every host (the services' own answers), same
 // phase, same per-host states — with a complete event log.
 #include <gtest/gtest.h>
-#include <optional>
-#include <csignal>
 #include <chrono>
+#include <csignal>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -74,9 +74,17 @@ void run_failing_rollout(KillAt kill) {
   for (int i : {3, 6}) run({"touch", f.root(i) + "/FAIL-v2"});
 
   const auto rel = f.make_release("v2", "healthy");
-  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
-                  "--batches", "2", "--max-failures", "1", "--batch-delay", "1500", "--min-healthy-time", "500",
-                  "--healthy-deadline", "2s", "--rollback-batch-size", "1"});
+  auto r = f.cli({"--json", "rollout",
+                  "start",  "--service",
+                  "demo",   "--version",
+                  "v2",     "--release",
+                  rel,      "--batches",
+                  "2",      "--max-failures",
+                  "1",      "--batch-delay",
+                  "1500",   "--min-healthy-time",
+                  "500",    "--healthy-deadline",
+                  "2s",     "--rollback-batch-size",
+                  "1"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
   ASSERT_GT(id, 0u);
@@ -84,10 +92,14 @@ void run_failing_rollout(KillAt kill) {
   if (kill == KillAt::kEverywhere) {
     auto kill_when = [&](const char* what, const std::function<bool(const nlohmann::json&)>& cond) {
       nlohmann::json seen;
-      ASSERT_TRUE(wait_until([&] {
-        seen = rollout_get(f, id);
-        return cond(seen);
-      }, 60000, 50)) << "never saw: " << what << "\n" << seen.dump(2) << f.diagnostics();
+      ASSERT_TRUE(wait_until(
+          [&] {
+            seen = rollout_get(f, id);
+            return cond(seen);
+          },
+          60000, 50))
+          << "never saw: " << what << "\n"
+          << seen.dump(2) << f.diagnostics();
       f.kill_coordinator(SIGKILL);
       std::cerr << "[durability] coordinator SIGKILLed " << what << "\n";
       f.start_coordinator();
@@ -119,13 +131,16 @@ void run_failing_rollout(KillAt kill) {
 
   // Every host serves v1, and the record says so.
   nlohmann::json hosts;
-  ASSERT_TRUE(wait_until([&] {
-    hosts = hosts_json(f);
-    for (int i = 0; i < f.size(); ++i) {
-      if (recorded_version(hosts, f.host_id(i)) != "v1") return false;
-    }
-    return true;
-  }, 20000)) << hosts.dump(2);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        hosts = hosts_json(f);
+        for (int i = 0; i < f.size(); ++i) {
+          if (recorded_version(hosts, f.host_id(i)) != "v1") return false;
+        }
+        return true;
+      },
+      20000))
+      << hosts.dump(2);
   for (int i = 0; i < f.size(); ++i) {
     EXPECT_EQ(f.served_version(i), "v1") << f.host_id(i) << f.diagnostics(2048);
     EXPECT_EQ(inspect_root(f.root(i)).current, "v1") << f.host_id(i);
@@ -138,7 +153,8 @@ void run_failing_rollout(KillAt kill) {
     const std::string h = "host-" + std::to_string(n);
     EXPECT_TRUE(has_event(lines, h, ": ordered ")) << h << " has no order event\n" << events_text(ro);
     const bool bad = n == 4 || n == 7;
-    EXPECT_TRUE(has_event(lines, h, bad ? " failed" : " healthy on v2")) << h << " has no result event\n" << events_text(ro);
+    EXPECT_TRUE(has_event(lines, h, bad ? " failed" : " healthy on v2")) << h << " has no result event\n"
+                                                                         << events_text(ro);
     if (!bad) {
       EXPECT_TRUE(has_event(lines, h, "rolling back ")) << h << " has no rollback order\n" << events_text(ro);
       EXPECT_TRUE(has_event(lines, h, " rolled back to v1")) << h << " has no rollback result\n" << events_text(ro);
@@ -188,17 +204,15 @@ TEST(CoordinatorReconcile, HostBackAfterTheRolloutEndedIsRecordedAsItIs) {
   std::string why;
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
   const auto rel = f.make_release("v2", "healthy");
-  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
-                  "--batches", "100%", "--max-failures", "0", "--unknown-hosts", "fail", "--min-healthy-time", "2s",
+  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches",
+                  "100%", "--max-failures", "0", "--unknown-hosts", "fail", "--min-healthy-time", "2s",
                   // host-2 is stopped for the ~4 s the rollout needs to end; its own verification
                   // must not run out meanwhile (the verifying record is written while the first
                   // probes run, so the stop can land before any probe passed).
                   "--healthy-deadline", "60s"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
-  ASSERT_TRUE(wait_until([&] {
-    return agent_journal_phase(f, 1) == "verifying";
-  }, 30000)) << f.diagnostics();
+  ASSERT_TRUE(wait_until([&] { return agent_journal_phase(f, 1) == "verifying"; }, 30000)) << f.diagnostics();
   ASSERT_TRUE(f.agent_pid(1) > 0);
   ::kill(f.agent_pid(1), SIGSTOP);
   auto ro = wait_rollout_end(f, id, 60000);
@@ -208,12 +222,17 @@ TEST(CoordinatorReconcile, HostBackAfterTheRolloutEndedIsRecordedAsItIs) {
   EXPECT_EQ(f.served_version(0), "v1");
 
   // host-2 finishes v2 on its own and comes back.
-  ASSERT_TRUE(wait_until([&] { return f.served_version(1) == std::optional<std::string>("v2"); }, 30000)) << f.diagnostics();
-  ASSERT_TRUE(wait_until([&] { return recorded_version(hosts_json(f), "host-2") == std::optional<std::string>("v2"); }, 30000))
+  ASSERT_TRUE(wait_until([&] { return f.served_version(1) == std::optional<std::string>("v2"); }, 30000))
+      << f.diagnostics();
+  ASSERT_TRUE(
+      wait_until([&] { return recorded_version(hosts_json(f), "host-2") == std::optional<std::string>("v2"); }, 30000))
       << hosts_json(f).dump(2) << f.diagnostics();
-  ASSERT_TRUE(wait_until([&] {
-    return events_text(rollout_get(f, id)).find("host-2 is back after the rollout ended") != std::string::npos;
-  }, 20000)) << events_text(rollout_get(f, id)) << f.diagnostics();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return events_text(rollout_get(f, id)).find("host-2 is back after the rollout ended") != std::string::npos;
+      },
+      20000))
+      << events_text(rollout_get(f, id)) << f.diagnostics();
   const std::string ev = events_text(rollout_get(f, id));
   EXPECT_NE(ev.find("it runs v2, not v1"), std::string::npos) << ev;
   EXPECT_EQ(inspect_root(f.root(1)).current, "v2") << f.diagnostics();
@@ -247,9 +266,11 @@ TEST(CoordinatorRestart, KnownHostsGetTheRestartGraceThenASilentOneIsUnknown) {
   // Past the heartbeat timeout, inside the grace: both still count as reachable.
   ASSERT_TRUE(wait_until([&] { return since() >= 2000; }, 5000));
   EXPECT_EQ(online(f.host_id(0)), std::optional<bool>(true)) << hosts_json(f).dump(2);
-  EXPECT_EQ(online(f.host_id(1)), std::optional<bool>(true)) << "unknown inside the restart grace\n" << hosts_json(f).dump(2);
+  EXPECT_EQ(online(f.host_id(1)), std::optional<bool>(true)) << "unknown inside the restart grace\n"
+                                                             << hosts_json(f).dump(2);
   // After the grace the silent one is unknown; the other one said hello and stays.
-  ASSERT_TRUE(wait_until([&] { return online(f.host_id(1)) == false; }, 15000)) << hosts_json(f).dump(2) << f.diagnostics();
+  ASSERT_TRUE(wait_until([&] { return online(f.host_id(1)) == false; }, 15000))
+      << hosts_json(f).dump(2) << f.diagnostics();
   EXPECT_GE(since(), 4000) << "unknown before the restart grace ended";
   EXPECT_EQ(online(f.host_id(0)), std::optional<bool>(true));
   ::kill(f.agent_pid(1), SIGCONT);

@@ -65,8 +65,8 @@ TEST(DiskFault, FullStateDirKeepsTheHostServingAndReportsTheError) {
   ASSERT_NE(run({"sh", "-c", "echo x > '" + f.agent_dir(0) + "/state/probe'"}).exit_code, 0) << "tmpfs is not full";
 
   const auto rel = f.make_release("v2", "healthy");
-  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel,
-                  "--batches", "1", "--max-failures", "0", "--min-healthy-time", "300"});
+  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches",
+                  "1", "--max-failures", "0", "--min-healthy-time", "300"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
   auto ro = wait_rollout_end(f, id, 60000);
@@ -88,8 +88,8 @@ TEST(DiskFault, FullStateDirKeepsTheHostServingAndReportsTheError) {
 
   // Space back: the same release goes through.
   ::unlink(filler.c_str());
-  auto r2 = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--batches", "1",
-                   "--min-healthy-time", "300", "--wait"});
+  auto r2 = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--batches", "1", "--min-healthy-time",
+                   "300", "--wait"});
   EXPECT_EQ(r2.exit_code, 0) << r2.out << r2.err << f.diagnostics();
   EXPECT_EQ(f.served_version(0), "v2");
 }

@@ -45,9 +45,8 @@ class NetFleet {
     coordinator_ = Process(
         lab_.wrap(0, {bin_dir() + "/coordinator/gantry-coordinator", "--state-dir", dir_.sub("coordinator"),
                       "--agent-endpoint", "tcp://" + coord_ + ":7600", "--pub-endpoint", "tcp://" + coord_ + ":7601",
-                      "--operator-endpoint", "tcp://127.0.0.1:7602", "--http-address", "",
-                      "--heartbeat-interval-ms", std::to_string(kHeartbeatMs), "--heartbeat-misses",
-                      std::to_string(kMisses), "--insecure-dev"}),
+                      "--operator-endpoint", "tcp://127.0.0.1:7602", "--http-address", "", "--heartbeat-interval-ms",
+                      std::to_string(kHeartbeatMs), "--heartbeat-misses", std::to_string(kMisses), "--insecure-dev"}),
         dir_.sub("coordinator.log"));
     if (!wait_until([&] { return !read_file(dir_.sub("coordinator/endpoints.json")).empty() || !coordinator_.alive(); },
                     15000) ||
@@ -74,8 +73,8 @@ class NetFleet {
       << "http_probe = http://127.0.0.1:" << kServicePort << "/health\n"
       << "min_healthy_ms = 300\nhealthy_deadline_ms = 4000\nprobe_interval_ms = 100\n";
     c.close();
-    agents_.push_back(Process(lab_.wrap(k, {bin_dir() + "/agent/gantry-agent", "--config", d + "/agent.conf"}),
-                              d + "/agent.log"));
+    agents_.push_back(
+        Process(lab_.wrap(k, {bin_dir() + "/agent/gantry-agent", "--config", d + "/agent.conf"}), d + "/agent.log"));
   }
 
   CmdResult cli(const std::vector<std::string>& args, int timeout_ms = 20000) {
@@ -141,14 +140,16 @@ TEST(NetnsPartition, PartitionedHostIsUnknownThenReconciledWhenTheLinkComesBack)
   auto online = [&] {
     int n = 0;
     auto j = f.hosts();
-    if (j.contains("hosts")) for (const auto& h : j["hosts"]) n += h.value("online", false);
+    if (j.contains("hosts"))
+      for (const auto& h : j["hosts"]) n += h.value("online", false);
     return n;
   };
   ASSERT_TRUE(wait_until([&] { return online() == kAgents; }, 30000, 200)) << f.diagnostics();
 
   // v1 everywhere.
   auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", f.make_release("v1"),
-                  "--batches", "100%", "--min-healthy-time", "200", "--wait"}, 120000);
+                  "--batches", "100%", "--min-healthy-time", "200", "--wait"},
+                 120000);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
 
   // v2 in batches of 2 (host-1,2 | host-3,4 | host-5,6); unknown hosts wait (long enough that
@@ -167,10 +168,13 @@ TEST(NetnsPartition, PartitionedHostIsUnknownThenReconciledWhenTheLinkComesBack)
   // Batch 2 orders host-3 anyway; it stays unknown, does not count yet (wait), and the rollout
   // waits for it instead of going on or failing.
   nlohmann::json ro;
-  ASSERT_TRUE(wait_until([&] {
-    ro = f.rollout(id);
-    return host_state(ro, "host-4") == "healthy" && host_state(ro, "host-3") == "unknown";
-  }, 60000, 200)) << ro.dump(2) << f.diagnostics();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        ro = f.rollout(id);
+        return host_state(ro, "host-4") == "healthy" && host_state(ro, "host-3") == "unknown";
+      },
+      60000, 200))
+      << ro.dump(2) << f.diagnostics();
   ro = f.rollout(id);
   EXPECT_EQ(ro.value("phase", ""), "running") << ro.dump(2);
   EXPECT_EQ(ro["counts"].value("failed", -1), 0) << ro.dump(2);
@@ -180,10 +184,13 @@ TEST(NetnsPartition, PartitionedHostIsUnknownThenReconciledWhenTheLinkComesBack)
   // Heal: no operator action; the host says hello, is ordered again and catches up.
   lab.link_up(3);
   ro = nlohmann::json();
-  ASSERT_TRUE(wait_until([&] {
-    ro = f.rollout(id);
-    return is_terminal_phase(ro.value("phase", ""));
-  }, 90000, 200)) << ro.dump(2) << f.diagnostics();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        ro = f.rollout(id);
+        return is_terminal_phase(ro.value("phase", ""));
+      },
+      90000, 200))
+      << ro.dump(2) << f.diagnostics();
   EXPECT_EQ(ro.value("phase", ""), "succeeded") << ro.dump(2) << f.diagnostics();
   EXPECT_EQ(ro["counts"].value("healthy", 0), kAgents) << ro.dump(2);
   EXPECT_NE(events_text(ro).find("host-3 is back"), std::string::npos) << events_text(ro);

@@ -51,11 +51,26 @@ TEST(Soak, RandomOperationsEndWithTheRecordMatchingEveryHost) {
   std::vector<std::string> trail;
   auto start_rollout = [&]() {
     const auto& rel = releases[static_cast<size_t>(pick(static_cast<int>(releases.size())))];
-    std::vector<std::string> args = {"rollout", "start", "--service", "demo", "--version", rel.first,
-                                     "--batches", pick(2) ? "1" : "2", "--max-failures", "1",
-                                     "--unknown-hosts", pick(2) ? "wait" : "fail", "--unknown-wait", "3s",
-                                     "--min-healthy-time", "200", "--healthy-deadline", "2s",
-                                     "--host-timeout", "30s"};
+    std::vector<std::string> args = {"rollout",
+                                     "start",
+                                     "--service",
+                                     "demo",
+                                     "--version",
+                                     rel.first,
+                                     "--batches",
+                                     pick(2) ? "1" : "2",
+                                     "--max-failures",
+                                     "1",
+                                     "--unknown-hosts",
+                                     pick(2) ? "wait" : "fail",
+                                     "--unknown-wait",
+                                     "3s",
+                                     "--min-healthy-time",
+                                     "200",
+                                     "--healthy-deadline",
+                                     "2s",
+                                     "--host-timeout",
+                                     "30s"};
     if (pick(3) == 0) args.insert(args.end(), {"--pause-after", "0"});
     if (pick(4) == 0) args.push_back("--no-auto-rollback");
     return f.cli(args, 20000);
@@ -119,7 +134,8 @@ TEST(Soak, RandomOperationsEndWithTheRecordMatchingEveryHost) {
         desc = "wait";
         break;
     }
-    trail.push_back(std::to_string(op) + ": " + desc + (r.exit_code >= 0 ? " -> exit " + std::to_string(r.exit_code) : ""));
+    trail.push_back(std::to_string(op) + ": " + desc +
+                    (r.exit_code >= 0 ? " -> exit " + std::to_string(r.exit_code) : ""));
     std::this_thread::sleep_for(std::chrono::milliseconds(100 + pick(900)));
   }
   const std::string trail_text = [&] {
@@ -137,23 +153,30 @@ TEST(Soak, RandomOperationsEndWithTheRecordMatchingEveryHost) {
   if (!f.coordinator_running()) f.start_coordinator();
   ASSERT_TRUE(wait_until([&] { return online_hosts(f) == kHosts; }, 30000, 200)) << trail_text << f.diagnostics();
   nlohmann::json ro;
-  ASSERT_TRUE(wait_until([&] {
-    ro = last_rollout(f);
-    const std::string phase = ro.value("phase", "");
-    if (phase == "paused") f.cli({"rollout", ro.value("waiting_promote", false) ? "promote" : "resume", "--service", "demo"});
-    return ro.is_null() || is_terminal_phase(phase);
-  }, 120000, 300)) << ro.dump(2) << trail_text << f.diagnostics();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        ro = last_rollout(f);
+        const std::string phase = ro.value("phase", "");
+        if (phase == "paused")
+          f.cli({"rollout", ro.value("waiting_promote", false) ? "promote" : "resume", "--service", "demo"});
+        return ro.is_null() || is_terminal_phase(phase);
+      },
+      120000, 300))
+      << ro.dump(2) << trail_text << f.diagnostics();
 
   // Every host: one complete release on disk, serving it, and the record says that one.
   for (int i = 0; i < kHosts; ++i) {
     std::optional<std::string> served, recorded;
-    const bool agree = wait_until([&] {
-      served = f.served_version(i);
-      recorded = recorded_version(hosts_json(f), f.host_id(i));
-      return served.has_value() && served == recorded;
-    }, 30000, 200);
+    const bool agree = wait_until(
+        [&] {
+          served = f.served_version(i);
+          recorded = recorded_version(hosts_json(f), f.host_id(i));
+          return served.has_value() && served == recorded;
+        },
+        30000, 200);
     EXPECT_TRUE(agree) << f.host_id(i) << " serves " << served.value_or("(nothing)") << ", record says "
-                       << recorded.value_or("(no answer)") << "\n" << trail_text << f.diagnostics(4096);
+                       << recorded.value_or("(no answer)") << "\n"
+                       << trail_text << f.diagnostics(4096);
     auto root = inspect_root(f.root(i));
     EXPECT_TRUE(root.problems.empty()) << f.host_id(i) << ": " << ::testing::PrintToString(root.problems);
     if (served) {

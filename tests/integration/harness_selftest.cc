@@ -22,11 +22,10 @@ std::string demo_binary() { return bin_dir() + "/demo/gantry-demo-service"; }
 std::string restart_script() { return source_dir() + "/demo/restart-service"; }
 std::string stop_script() { return source_dir() + "/demo/stop-service"; }
 
-std::string make_release_tar(const TempDir& tmp, const std::string& version,
-                             const std::string& behaviour) {
+std::string make_release_tar(const TempDir& tmp, const std::string& version, const std::string& behaviour) {
   const std::string out = tmp.sub("artifacts/" + version + ".tar");
-  const auto r = run({source_dir() + "/scripts/make-demo-release", "--version", version,
-                      "--behaviour", behaviour, "--out", out, "--binary", demo_binary()});
+  const auto r = run({source_dir() + "/scripts/make-demo-release", "--version", version, "--behaviour", behaviour,
+                      "--out", out, "--binary", demo_binary()});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.out, out + "\n");
   return out;
@@ -138,8 +137,7 @@ TEST(HarnessSelftest, RestartServiceServesAndSwapsVersions) {
 
   auto r = run({restart_script(), root, std::to_string(port)}, 15000);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  ASSERT_TRUE(wait_until([&] { return version_is(port, "v1"); }, 5000))
-      << read_file(root + "/service.log");
+  ASSERT_TRUE(wait_until([&] { return version_is(port, "v1"); }, 5000)) << read_file(root + "/service.log");
   const auto first_pid = pid_in(root);
   ASSERT_TRUE(first_pid && pid_running(*first_pid));
 
@@ -159,8 +157,7 @@ TEST(HarnessSelftest, RestartServiceServesAndSwapsVersions) {
   r = run({restart_script(), root, std::to_string(port)}, 15000);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_FALSE(pid_running(*first_pid)) << "the old instance must be stopped";
-  ASSERT_TRUE(wait_until([&] { return version_is(port, "v2"); }, 5000))
-      << read_file(root + "/service.log");
+  ASSERT_TRUE(wait_until([&] { return version_is(port, "v2"); }, 5000)) << read_file(root + "/service.log");
   const auto second_pid = pid_in(root);
   ASSERT_TRUE(second_pid && pid_running(*second_pid));
   EXPECT_NE(*second_pid, *first_pid);
@@ -187,9 +184,8 @@ TEST(HarnessSelftest, RestartServiceDoesNotHoldCallersPipes) {
   install_release(root, make_release_tar(tmp, "v1", "healthy"), "v1");
   // `cat` only ends when every writer of the pipe has closed it: if the detached service kept
   // the pipe, this would run into the timeout.
-  const auto r = run({"sh", "-c", "\"$0\" \"$1\" \"$2\" 2>&1 | cat", restart_script(), root,
-                      std::to_string(port)},
-                     10000);
+  const auto r =
+      run({"sh", "-c", "\"$0\" \"$1\" \"$2\" 2>&1 | cat", restart_script(), root, std::to_string(port)}, 10000);
   EXPECT_FALSE(r.timed_out);
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_TRUE(wait_until([&] { return version_is(port, "v1"); }, 5000));
@@ -225,8 +221,7 @@ TEST(HarnessSelftest, CrashReleaseExitsAtStart) {
   EXPECT_NE(read_file(root + "/service.log").find("behaviour=crash"), std::string::npos);
 
   // And directly: exit status 1.
-  Process p({demo_binary(), "--port", std::to_string(port), "--behaviour", "crash"},
-            tmp.sub("direct.log"));
+  Process p({demo_binary(), "--port", std::to_string(port), "--behaviour", "crash"}, tmp.sub("direct.log"));
   EXPECT_EQ(p.wait_exit(5000), 1);
 }
 
@@ -240,16 +235,14 @@ TEST(HarnessSelftest, RestartServiceWithoutCurrentFails) {
 TEST(HarnessSelftest, DemoServiceStopsOnSigtermAndAfterMaxLifetime) {
   TempDir tmp("gantry-selftest");
   const int port = free_tcp_port();
-  Process p({demo_binary(), "--port", std::to_string(port), "--version", "v9"},
-            tmp.sub("svc.log"));
+  Process p({demo_binary(), "--port", std::to_string(port), "--version", "v9"}, tmp.sub("svc.log"));
   ASSERT_TRUE(wait_until([&] { return version_is(port, "v9"); }, 5000)) << read_file(p.log_path());
   const auto start = std::chrono::steady_clock::now();
   ASSERT_TRUE(p.signal(SIGTERM));
   EXPECT_EQ(p.wait_exit(3000), 0);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
 
-  Process short_lived({demo_binary(), "--port", std::to_string(free_tcp_port()),
-                       "--max-lifetime-s", "1"},
+  Process short_lived({demo_binary(), "--port", std::to_string(free_tcp_port()), "--max-lifetime-s", "1"},
                       tmp.sub("short.log"));
   EXPECT_EQ(short_lived.wait_exit(5000), 0) << read_file(short_lived.log_path());
 
@@ -261,8 +254,7 @@ TEST(HarnessSelftest, SlowStartListensOnlyAfterThreeSeconds) {
   TempDir tmp("gantry-selftest");
   const int port = free_tcp_port();
   const auto start = std::chrono::steady_clock::now();
-  Process p({demo_binary(), "--port", std::to_string(port), "--version", "v5", "--behaviour",
-             "slow-start"},
+  Process p({demo_binary(), "--port", std::to_string(port), "--version", "v5", "--behaviour", "slow-start"},
             tmp.sub("svc.log"));
   EXPECT_FALSE(wait_until([&] { return version_is(port, "v5"); }, 1500));
   ASSERT_TRUE(wait_until([&] { return version_is(port, "v5"); }, 5000)) << read_file(p.log_path());
@@ -293,8 +285,7 @@ TEST(HarnessSelftest, FleetLayoutConfigAndCleanup) {
     install_release(fleet.root(0), tar, "v1");
     const auto r = run({restart_script(), fleet.root(0), std::to_string(fleet.port(0))});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    ASSERT_TRUE(wait_until([&] { return fleet.served_version(0) == "v1"; }, 5000))
-        << fleet.diagnostics();
+    ASSERT_TRUE(wait_until([&] { return fleet.served_version(0) == "v1"; }, 5000)) << fleet.diagnostics();
     EXPECT_EQ(fleet.served_version(1), std::nullopt);
     const auto pid = fleet.service_pid(0);
     ASSERT_TRUE(pid);
@@ -361,36 +352,45 @@ TEST(HarnessSelftest, FleetDrivesStandInDaemons) {
             "host_id = host-1\n"
             "coordinator = tcp://127.0.0.1:5001\n"
             "coordinator_pub = tcp://127.0.0.1:5002\n"
-            "state_dir = " + fleet.dir() + "/agent-1/state\n"
-            "insecure_dev = true\n"
-            "heartbeat_interval_ms = 200\n"
-            "label = rack=r1\n"
-            "label = zone=a\n"
-            "\n"
-            "[service.demo]\n"
-            "driver = binary\n"
-            "root = " + fleet.dir() + "/agent-1/demo\n"
-            "restart_command = " + source_dir() + "/demo/restart-service " + fleet.dir() +
-            "/agent-1/demo " + std::to_string(fleet.port(0)) + "\n"
-            "http_probe = http://127.0.0.1:" + std::to_string(fleet.port(0)) + "/health\n"
-            "min_healthy_ms = 500\n"
-            "healthy_deadline_ms = 4000\n"
-            "probe_interval_ms = 100\n");
+            "state_dir = " +
+                fleet.dir() +
+                "/agent-1/state\n"
+                "insecure_dev = true\n"
+                "heartbeat_interval_ms = 200\n"
+                "label = rack=r1\n"
+                "label = zone=a\n"
+                "\n"
+                "[service.demo]\n"
+                "driver = binary\n"
+                "root = " +
+                fleet.dir() +
+                "/agent-1/demo\n"
+                "restart_command = " +
+                source_dir() + "/demo/restart-service " + fleet.dir() + "/agent-1/demo " +
+                std::to_string(fleet.port(0)) +
+                "\n"
+                "http_probe = http://127.0.0.1:" +
+                std::to_string(fleet.port(0)) +
+                "/health\n"
+                "min_healthy_ms = 500\n"
+                "healthy_deadline_ms = 4000\n"
+                "probe_interval_ms = 100\n");
   EXPECT_EQ(read_file(fleet.agent_config_path(1)).find("label"), std::string::npos);
   EXPECT_TRUE(fleet.agent_running(0));
   EXPECT_THROW(fleet.start_agent(0), std::logic_error);
-  ASSERT_TRUE(wait_until([&] { return fleet.agent_log(0).find("FOO=bar") != std::string::npos; },
-                         5000));
+  ASSERT_TRUE(wait_until([&] { return fleet.agent_log(0).find("FOO=bar") != std::string::npos; }, 5000));
   const pid_t first = fleet.agent_pid(0);
   fleet.restart_agent(0);  // keeps its environment
   EXPECT_NE(fleet.agent_pid(0), first);
   EXPECT_FALSE(pid_running(first));
-  ASSERT_TRUE(wait_until([&] {
-    const auto log = fleet.agent_log(0);
-    return log.find("FOO=bar") != log.rfind("FOO=bar");  // twice
-  }, 5000)) << fleet.agent_log(0);
-  EXPECT_NE(fleet.agent_log(0).find("args=--config " + fleet.agent_config_path(0)),
-            std::string::npos);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto log = fleet.agent_log(0);
+        return log.find("FOO=bar") != log.rfind("FOO=bar");  // twice
+      },
+      5000))
+      << fleet.agent_log(0);
+  EXPECT_NE(fleet.agent_log(0).find("args=--config " + fleet.agent_config_path(0)), std::string::npos);
   EXPECT_EQ(fleet.kill_agent(1, SIGKILL), 128 + SIGKILL);
   EXPECT_FALSE(fleet.agent_running(1));
   EXPECT_NE(fleet.diagnostics().find("host-2 agent.log"), std::string::npos);

@@ -23,25 +23,31 @@ TEST(Ipv6, ASecureFleetOnIpv6LoopbackRollsOutRollsBackAndHeartbeatsByDatagram) {
   ASSERT_TRUE(j.is_object());
   EXPECT_EQ(j.value("udp_heartbeat", "").rfind("[::1]:", 0), 0u) << j.dump();
   const char* confirmed = "the coordinator receives our heartbeat datagrams";
-  ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), confirmed) >= 1 && count_of(f.agent_log(1), confirmed) >= 1; }, 20000))
+  ASSERT_TRUE(wait_until(
+      [&] { return count_of(f.agent_log(0), confirmed) >= 1 && count_of(f.agent_log(1), confirmed) >= 1; }, 20000))
       << f.diagnostics();
 
   std::string why;
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
   auto good = f.make_release("v2", "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--release", good, "--batches", "1,1", "--wait"});
+  auto r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v2", "--release", good, "--batches", "1,1", "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   for (int i = 0; i < f.size(); ++i) EXPECT_EQ(f.served_version(i), "v2") << "host " << i;
 
   // A bad release fails on its first host; the rollback signal (PUB over ::1) and the revert
   // leave every host on v2.
   auto bad = f.make_release("v3", "unhealthy");
-  r = f.cli({"rollout", "start", "--service", "demo", "--version", "v3", "--release", bad, "--batches", "1,1", "--max-failures", "0",
-             "--wait"});
+  r = f.cli({"rollout", "start", "--service", "demo", "--version", "v3", "--release", bad, "--batches", "1,1",
+             "--max-failures", "0", "--wait"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err << f.diagnostics();
   for (int i = 0; i < f.size(); ++i) EXPECT_EQ(f.served_version(i), "v2") << "host " << i << f.diagnostics();
-  EXPECT_TRUE(wait_until([&] { return count_of(f.agent_log(0), "signal rollback for rollout") >= 1 &&
-                                      count_of(f.agent_log(1), "signal rollback for rollout") >= 1; }, 10000))
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return count_of(f.agent_log(0), "signal rollback for rollout") >= 1 &&
+               count_of(f.agent_log(1), "signal rollback for rollout") >= 1;
+      },
+      10000))
       << f.diagnostics();
   auto hosts = hosts_json(f);
   int online = 0;

@@ -25,15 +25,17 @@ TEST(Liveness, EachAgentIsHeartbeatedByThePeriodItCanTime) {
   const auto& ep = f.endpoints();
 
   // Both peers heartbeat every 200 ms for 4 s, as the interval asks.
-  auto older = run_peer({"heartbeats", "--endpoint", ep.agent, "--host", "older-agent", "--hold-s", "4", "--interval-ms", "200"});
+  auto older = run_peer(
+      {"heartbeats", "--endpoint", ep.agent, "--host", "older-agent", "--hold-s", "4", "--interval-ms", "200"});
   ASSERT_TRUE(older["welcome"].is_object()) << older.dump();
   EXPECT_EQ(older["welcome"].value("heartbeat_interval_ms", 0), 200) << older.dump();
-  EXPECT_EQ(older["welcome"].value("coordinator_heartbeat_ms", 0), 0) << "announced to an agent that cannot time it: " << older.dump();
+  EXPECT_EQ(older["welcome"].value("coordinator_heartbeat_ms", 0), 0)
+      << "announced to an agent that cannot time it: " << older.dump();
   // Every 200 ms: about 20 in 4 s; far more than the newer agent's period allows.
   EXPECT_GE(older.value("heartbeats_received", 0), 8) << older.dump();
 
-  auto newer = run_peer({"heartbeats", "--endpoint", ep.agent, "--host", "newer-agent", "--hold-s", "4", "--interval-ms", "200",
-                         "--capabilities", "1"});
+  auto newer = run_peer({"heartbeats", "--endpoint", ep.agent, "--host", "newer-agent", "--hold-s", "4",
+                         "--interval-ms", "200", "--capabilities", "1"});
   ASSERT_TRUE(newer["welcome"].is_object()) << newer.dump();
   EXPECT_EQ(newer["welcome"].value("coordinator_heartbeat_ms", 0), 1500) << newer.dump();
   // Every 1500 ms, the first one up to 1300 ms early (hosts' heartbeats are spread over the

@@ -97,8 +97,8 @@ nlohmann::json current_rollout(Fleet& f) {
 // has paused there with one healthy host.
 void start_paused_rollout(Fleet& f) {
   auto rel = f.make_release("v1", "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", rel, "--batches",
-                  "1,100%", "--pause-after", "0", "--reason", "monitoring test"});
+  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", rel, "--batches", "1,100%",
+                  "--pause-after", "0", "--reason", "monitoring test"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   ASSERT_TRUE(wait_until(
       [&] {
@@ -110,7 +110,8 @@ void start_paused_rollout(Fleet& f) {
       60000, 200))
       << current_rollout(f).dump(2) << f.diagnostics();
   auto ro = current_rollout(f);
-  ASSERT_TRUE(ro.value("waiting_promote", false) && ro["counts"].value("healthy", 0) == 1) << ro.dump(2) << f.diagnostics();
+  ASSERT_TRUE(ro.value("waiting_promote", false) && ro["counts"].value("healthy", 0) == 1)
+      << ro.dump(2) << f.diagnostics();
 }
 
 // Drops what legitimately differs between two reads a moment apart (ages in ms).
@@ -175,9 +176,14 @@ TEST(Monitoring, PromtoolAcceptsMetricsDuringAndAfterRollout) {
               1.0)
         << m;
     EXPECT_NE(m.find("gantry_rollout_batch{rollout=\""), std::string::npos) << m;
-    EXPECT_TRUE(std::regex_search(m, std::regex("gantry_rollout_hosts\\{rollout=\"\\d+\",service=\"demo\",state=\"healthy\"\\} 1\n"))) << m;
-    EXPECT_TRUE(std::regex_search(m, std::regex("gantry_rollout_hosts\\{rollout=\"\\d+\",service=\"demo\",state=\"pending\"\\} 2\n"))) << m;
-    EXPECT_TRUE(std::regex_search(m, std::regex("gantry_build_info\\{version=\"[^\"]+\",protocol=\"\\d+\"\\} 1\n"))) << m;
+    EXPECT_TRUE(std::regex_search(
+        m, std::regex("gantry_rollout_hosts\\{rollout=\"\\d+\",service=\"demo\",state=\"healthy\"\\} 1\n")))
+        << m;
+    EXPECT_TRUE(std::regex_search(
+        m, std::regex("gantry_rollout_hosts\\{rollout=\"\\d+\",service=\"demo\",state=\"pending\"\\} 2\n")))
+        << m;
+    EXPECT_TRUE(std::regex_search(m, std::regex("gantry_build_info\\{version=\"[^\"]+\",protocol=\"\\d+\"\\} 1\n")))
+        << m;
     EXPECT_GE(sample(m, "gantry_orders_sent_total").value_or(0), 1.0) << m;
   }
 
@@ -186,7 +192,8 @@ TEST(Monitoring, PromtoolAcceptsMetricsDuringAndAfterRollout) {
   r = f.cli({"rollout", "watch", "--service", "demo"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   // The ended counter and the agents' phase timings arrive with the last reports.
-  ASSERT_TRUE(wait_until([&] { return sample(metrics(f), "gantry_rollouts_ended_total{phase=\"succeeded\"}") == 1.0; }, 10000))
+  ASSERT_TRUE(
+      wait_until([&] { return sample(metrics(f), "gantry_rollouts_ended_total{phase=\"succeeded\"}") == 1.0; }, 10000))
       << metrics(f);
   check("succeeded");
   std::string m = metrics(f);
@@ -297,7 +304,8 @@ TEST(Monitoring, PrometheusServerScrapesTheCoordinatorDuringRollout) {
   auto query = [&](const std::string& q) -> nlohmann::json {
     std::string enc;
     for (unsigned char c : q) {
-      if (std::isalnum(c) || c == '_') enc += static_cast<char>(c);
+      if (std::isalnum(c) || c == '_')
+        enc += static_cast<char>(c);
       else {
         char b[4];
         std::snprintf(b, sizeof b, "%%%02X", c);
@@ -350,7 +358,8 @@ TEST(Monitoring, StatusPageShowsHostsAndProgressInHeadlessChromium) {
   CmdResult dom = gantry::testing::run(argv, 90000);
   ASSERT_EQ(dom.exit_code, 0) << dom.err.substr(0, 4000);
   // After the page's script ran: every host tile, the rollout and its progress.
-  for (int i = 0; i < f.size(); ++i) EXPECT_NE(dom.out.find(">" + f.host_id(i) + "<"), std::string::npos) << f.host_id(i) << "\n" << dom.out;
+  for (int i = 0; i < f.size(); ++i)
+    EXPECT_NE(dom.out.find(">" + f.host_id(i) + "<"), std::string::npos) << f.host_id(i) << "\n" << dom.out;
   EXPECT_NE(dom.out.find("batch 1 of 2"), std::string::npos) << dom.out;
   EXPECT_NE(dom.out.find("healthy 1"), std::string::npos) << dom.out;
   EXPECT_NE(dom.out.find("pending 2"), std::string::npos) << dom.out;
@@ -362,7 +371,8 @@ TEST(Monitoring, StatusPageShowsHostsAndProgressInHeadlessChromium) {
   const std::string shot = output_dir() + "/status.png";
   std::filesystem::remove(shot);
   argv = chromium_argv(chromium, profile);
-  argv.insert(argv.end(), {"--virtual-time-budget=3000", "--hide-scrollbars", "--window-size=1200,800", "--screenshot=" + shot, url});
+  argv.insert(argv.end(), {"--virtual-time-budget=3000", "--hide-scrollbars", "--window-size=1200,800",
+                           "--screenshot=" + shot, url});
   CmdResult r = gantry::testing::run(argv, 90000);
   EXPECT_EQ(r.exit_code, 0) << r.err.substr(0, 4000);
   ASSERT_TRUE(std::filesystem::exists(shot)) << r.err.substr(0, 4000);
@@ -379,7 +389,8 @@ TEST(Monitoring, WatchPrintsPlainProgressLinesAndExitCodes) {
   Fleet f(3, o);
   start_fleet(f);
   auto v1 = f.make_release("v1", "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "1,100%", "--wait"});
+  auto r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "1,100%", "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   EXPECT_EQ(r.out.find('\r'), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("\033["), std::string::npos) << r.out;
@@ -407,8 +418,8 @@ TEST(Monitoring, WatchPrintsPlainProgressLinesAndExitCodes) {
   // A release that fails verification on host-3: the budget is spent, the rollout rolls back.
   gantry::testing::run({"touch", f.root(2) + "/FAIL-v2"});
   auto v2 = f.make_release("v2", "healthy");
-  r = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--release", v2, "--batches", "100%", "--max-failures",
-             "0", "--wait"});
+  r = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--release", v2, "--batches", "100%",
+             "--max-failures", "0", "--wait"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err << f.diagnostics();
   EXPECT_NE(r.err.find("did not succeed"), std::string::npos) << r.err;
   EXPECT_EQ(r.out.find('\r'), std::string::npos) << r.out;
@@ -418,18 +429,28 @@ TEST(Monitoring, WatchPrintsPlainProgressLinesAndExitCodes) {
   // Usage errors and an unreachable coordinator have their own codes.
   EXPECT_EQ(f.cli({"rollout", "watch", "--no-such-flag"}).exit_code, 2);
   auto unreachable = gantry::testing::run(
-      {bin_dir() + "/cli/gantry", "--coordinator", "tcp://127.0.0.1:" + std::to_string(gantry::testing::free_tcp_port()),
-       "--timeout-ms", "500", "status"},
+      {bin_dir() + "/cli/gantry", "--coordinator",
+       "tcp://127.0.0.1:" + std::to_string(gantry::testing::free_tcp_port()), "--timeout-ms", "500", "status"},
       30000);
   EXPECT_EQ(unreachable.exit_code, 4) << unreachable.out << unreachable.err;
 }
 
 // Every command's --help shows usage and examples, exits 0, and needs no coordinator.
 TEST(Monitoring, EveryCommandHelpHasExamples) {
-  const std::vector<std::vector<std::string>> commands = {
-      {"hosts"}, {"status"}, {"release", "upload"}, {"rollout", "plan"}, {"rollout", "start"}, {"rollout", "watch"},
-      {"rollout", "show"}, {"rollout", "pause"}, {"rollout", "resume"}, {"rollout", "promote"}, {"rollout", "abort"},
-      {"rollback"}, {"history"}, {"audit"}};
+  const std::vector<std::vector<std::string>> commands = {{"hosts"},
+                                                          {"status"},
+                                                          {"release", "upload"},
+                                                          {"rollout", "plan"},
+                                                          {"rollout", "start"},
+                                                          {"rollout", "watch"},
+                                                          {"rollout", "show"},
+                                                          {"rollout", "pause"},
+                                                          {"rollout", "resume"},
+                                                          {"rollout", "promote"},
+                                                          {"rollout", "abort"},
+                                                          {"rollback"},
+                                                          {"history"},
+                                                          {"audit"}};
   for (auto argv : commands) {
     std::string name;
     for (const auto& w : argv) name += w + " ";

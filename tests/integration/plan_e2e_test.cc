@@ -64,7 +64,8 @@ TEST(PlanE2E, ZonesCanaryPromoteThenBudgetExceededRollsBackInReverseOrder) {
       << f.diagnostics();
 
   auto v1 = f.make_release("v1", "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
+  auto r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
 
   // The plan, as an operator writes it.
@@ -126,9 +127,9 @@ TEST(PlanE2E, ZonesCanaryPromoteThenBudgetExceededRollsBackInReverseOrder) {
     std::ofstream(f.root(idx) + "/FAIL-v3") << "x";
   }
   auto v3 = f.make_release("v3", "healthy");
-  auto bad = f.cli({"rollout", "start", "--service", "demo", "--version", "v3", "--release", v3, "--batches", "1,30%,100%",
-                    "--domain-label", "zone", "--max-per-domain", "1", "--max-failures", "1", "--rollback-batch-size", "1",
-                    "--wait"});
+  auto bad = f.cli({"rollout", "start", "--service", "demo", "--version", "v3", "--release", v3, "--batches",
+                    "1,30%,100%", "--domain-label", "zone", "--max-per-domain", "1", "--max-failures", "1",
+                    "--rollback-batch-size", "1", "--wait"});
   EXPECT_EQ(bad.exit_code, 1) << bad.out << bad.err << f.diagnostics();
   auto st = json_of(f.cli({"--json", "status", "--service", "demo"}));
   auto ro = st["rollouts"][0];
@@ -167,7 +168,11 @@ TEST(PlanE2E, BadPlanFieldsAreRefusedWithTheFieldNamed) {
   Fleet f(1);
   f.start_coordinator();
   f.start_all_agents();
-  ASSERT_TRUE(wait_until([&] { return json_of(f.cli({"--json", "hosts"}, 10000)).value("hosts", nlohmann::json::array()).size() == 1; }, 20000));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return json_of(f.cli({"--json", "hosts"}, 10000)).value("hosts", nlohmann::json::array()).size() == 1;
+      },
+      20000));
   std::string plan_path = f.dir() + "/bad.yaml";
   std::ofstream(plan_path) << "service: demo\nbatches: [1, 0]\n";
   auto r = f.cli({"rollout", "plan", "-f", plan_path});

@@ -33,7 +33,8 @@ void start_fleet(Fleet& f) {
 // Installs `version` everywhere in one batch and checks every host serves it.
 void install_everywhere(Fleet& f, const std::string& version) {
   auto rel = f.make_release(version, "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", version, "--release", rel, "--batches", "100%", "--wait"});
+  auto r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", version, "--release", rel, "--batches", "100%", "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   for (int i = 0; i < f.size(); ++i) ASSERT_EQ(f.served_version(i), version) << "host " << i << f.diagnostics();
 }
@@ -52,7 +53,8 @@ TEST(RolloutE2E, SuccessfulRolloutInBatches) {
   install_everywhere(f, "v1");
 
   auto rel = f.make_release("v2", "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches", "1,2", "--wait"});
+  auto r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches", "1,2", "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   for (int i = 0; i < f.size(); ++i) EXPECT_EQ(f.served_version(i), "v2") << "host " << i;
 
@@ -177,8 +179,8 @@ TEST(RolloutE2E, SecondRolloutOfTheSameServiceIsRefusedWithTheRunningId) {
   start_fleet(f);
   install_everywhere(f, "v1");
   auto rel = f.make_release("v2", "healthy");
-  auto r1 = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches", "1",
-                   "--pause-after", "0"});
+  auto r1 = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches",
+                   "1", "--pause-after", "0"});
   ASSERT_EQ(r1.exit_code, 0) << r1.err;
   auto id = json_of(r1).value("id", 0);
   auto r2 = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--batches", "1"});

@@ -40,8 +40,7 @@ bool online(Fleet& f, const std::string& host) {
     const json all = json::parse(r.out);  // kept alive for the loop
     for (const auto& h : all["hosts"])
       if (h.value("host_id", "") == host) return h.value("online", false);
-  } catch (const std::exception&) {
-  }
+  } catch (const std::exception&) {}
   return false;
 }
 
@@ -68,11 +67,12 @@ std::string pub_of(const std::string& prefix) {
 
 TEST(Security, DaemonsRefuseToStartWithoutKeys) {
   TempDir tmp("gantry-sec");
-  auto c = run({bin_dir() + "/coordinator/gantry-coordinator", "--state-dir", tmp.sub("c"), "--http-address", ""}, 30000);
+  auto c =
+      run({bin_dir() + "/coordinator/gantry-coordinator", "--state-dir", tmp.sub("c"), "--http-address", ""}, 30000);
   EXPECT_EQ(c.exit_code, 2) << c.err;
   EXPECT_NE(c.err.find("refusing to start"), std::string::npos) << c.err;
-  std::ofstream(tmp.sub("agent.conf")) << "host_id = h\nstate_dir = " << tmp.sub("s") << "\n[service.x]\nroot = " << tmp.sub("r")
-                                       << "\nrestart_command = true\n";
+  std::ofstream(tmp.sub("agent.conf")) << "host_id = h\nstate_dir = " << tmp.sub("s")
+                                       << "\n[service.x]\nroot = " << tmp.sub("r") << "\nrestart_command = true\n";
   auto a = run({bin_dir() + "/agent/gantry-agent", "--config", tmp.sub("agent.conf")}, 30000);
   EXPECT_EQ(a.exit_code, 2) << a.err;
   EXPECT_NE(a.err.find("refusing to start without keys"), std::string::npos) << a.err;
@@ -84,7 +84,8 @@ TEST(Security, DaemonsRefuseToStartWithoutKeys) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(pub_of(tmp.sub("op")).size(), 40u);
   ::chmod(tmp.sub("op.key").c_str(), 0644);
-  auto k = run({bin_dir() + "/cli/gantry", "--key", tmp.sub("op.key"), "--coordinator-key", tmp.sub("op.pub"), "hosts"}, 30000);
+  auto k = run({bin_dir() + "/cli/gantry", "--key", tmp.sub("op.key"), "--coordinator-key", tmp.sub("op.pub"), "hosts"},
+               30000);
   EXPECT_EQ(k.exit_code, 2);
   EXPECT_NE(k.err.find("readable by group or others"), std::string::npos) << k.err;
   // keygen never overwrites a key.
@@ -97,8 +98,8 @@ TEST(Security, DaemonsRefuseToStartWithoutKeys) {
 // --timeout-ms likewise (it was read with atoi: "abc" waited 0 ms and blamed the coordinator).
 TEST(Security, MalformedEndpointsAndTimeoutsAreConfigErrorsNotCrashes) {
   TempDir tmp("gantry-ep");
-  std::ofstream(tmp.sub("agent.conf")) << "host_id = h\ninsecure_dev = true\nstate_dir = " << tmp.sub("s") << "\n[service.x]\nroot = "
-                                       << tmp.sub("r") << "\nrestart_command = true\n";
+  std::ofstream(tmp.sub("agent.conf")) << "host_id = h\ninsecure_dev = true\nstate_dir = " << tmp.sub("s")
+                                       << "\n[service.x]\nroot = " << tmp.sub("r") << "\nrestart_command = true\n";
   for (std::string ep : {"tcp://nonsense", "tcp://:::", "pgm://lo;239.192.1.1:5555", "norm://127.0.0.1:5557"}) {
     auto a = run({bin_dir() + "/agent/gantry-agent", "--config", tmp.sub("agent.conf"), "--coordinator", ep}, 30000);
     EXPECT_EQ(a.exit_code, 2) << ep << ": " << a.err;
@@ -110,7 +111,8 @@ TEST(Security, MalformedEndpointsAndTimeoutsAreConfigErrorsNotCrashes) {
   for (std::string t : {"abc", "0", "-5", "12x"}) {
     auto c = run({bin_dir() + "/cli/gantry", "--timeout-ms", t, "hosts"}, 30000);
     EXPECT_EQ(c.exit_code, 2) << t << ": " << c.err;
-    EXPECT_NE(c.err.find("--timeout-ms must be a number of milliseconds between 1 and 3600000, got '" + t + "'"), std::string::npos)
+    EXPECT_NE(c.err.find("--timeout-ms must be a number of milliseconds between 1 and 3600000, got '" + t + "'"),
+              std::string::npos)
         << c.err;
   }
   // The coordinator's numeric options: out of range (negative ones too: Boost would read "-5" as
@@ -122,25 +124,31 @@ TEST(Security, MalformedEndpointsAndTimeoutsAreConfigErrorsNotCrashes) {
       {{"--order-resend-ms", "0"}, "--order-resend-ms must be 10..3600000, got 0"},
   };
   for (const auto& [flags, want] : bad_flags) {
-    std::vector<std::string> argv = {bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"),
-                                     "--http-address", ""};
+    std::vector<std::string> argv = {bin_dir() + "/coordinator/gantry-coordinator",
+                                     "--insecure-dev",
+                                     "--state-dir",
+                                     tmp.sub("c"),
+                                     "--http-address",
+                                     ""};
     argv.insert(argv.end(), flags.begin(), flags.end());
     auto b = run(argv, 30000);
     EXPECT_EQ(b.exit_code, 2) << flags[0] << ": " << b.out << b.err;
     EXPECT_NE(b.err.find(want), std::string::npos) << b.err;
   }
-  auto h = run({bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"), "--http-address",
-                "127.0.0.1:99999", "--agent-endpoint", "tcp://127.0.0.1:*", "--pub-endpoint", "tcp://127.0.0.1:*",
-                "--operator-endpoint", "tcp://127.0.0.1:*"},
+  auto h = run({bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"),
+                "--http-address", "127.0.0.1:99999", "--agent-endpoint", "tcp://127.0.0.1:*", "--pub-endpoint",
+                "tcp://127.0.0.1:*", "--operator-endpoint", "tcp://127.0.0.1:*"},
                30000);
   EXPECT_EQ(h.exit_code, 2) << h.err;
-  EXPECT_NE((h.out + h.err).find("--http-address '127.0.0.1:99999' has no port between 0 and 65535"), std::string::npos) << h.out << h.err;
-  auto d = run({bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"), "--http-address", "",
-                "--operator-endpoint", "tcp://nonsense"},
+  EXPECT_NE((h.out + h.err).find("--http-address '127.0.0.1:99999' has no port between 0 and 65535"), std::string::npos)
+      << h.out << h.err;
+  auto d = run({bin_dir() + "/coordinator/gantry-coordinator", "--insecure-dev", "--state-dir", tmp.sub("c"),
+                "--http-address", "", "--operator-endpoint", "tcp://nonsense"},
                30000);
   EXPECT_EQ(d.exit_code, 2) << d.err;
   EXPECT_FALSE(d.timed_out);
-  EXPECT_NE((d.out + d.err).find("--operator-endpoint: endpoint 'tcp://nonsense' has no port"), std::string::npos) << d.out << d.err;
+  EXPECT_NE((d.out + d.err).find("--operator-endpoint: endpoint 'tcp://nonsense' has no port"), std::string::npos)
+      << d.out << d.err;
 }
 
 TEST(Security, EnrollmentIdentityRolesAndRevocation) {
@@ -154,8 +162,12 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   const std::string server_pub = f.keys_dir() + "/coordinator.pub";
 
   // Unknown keys are pending, with the host id their hello claimed; they get no Welcome.
-  ASSERT_TRUE(wait_until([&] { return key_row(f, "host-1").value("state", "") == "pending" &&
-                                      key_row(f, "host-2").value("state", "") == "pending"; }, 30000))
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return key_row(f, "host-1").value("state", "") == "pending" &&
+               key_row(f, "host-2").value("state", "") == "pending";
+      },
+      30000))
       << f.diagnostics();
   EXPECT_FALSE(online(f, "host-1"));
   EXPECT_EQ(f.agent_log(0).find("welcomed"), std::string::npos);
@@ -179,8 +191,8 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   ASSERT_TRUE(wait_until([&] { return online(f, "host-1") && online(f, "host-2"); }, 30000)) << f.diagnostics();
 
   // Host identity is the key: host-1's key claiming host-2 is refused and logged.
-  auto spoof = attack({"spoof", "--endpoint", ep.agent, "--server-key", server_pub, "--key", f.agent_key_prefix(0) + ".key",
-                       "--host", "host-2"});
+  auto spoof = attack({"spoof", "--endpoint", ep.agent, "--server-key", server_pub, "--key",
+                       f.agent_key_prefix(0) + ".key", "--host", "host-2"});
   ASSERT_GE(spoof["replies"].size(), 1u) << spoof.dump();
   EXPECT_EQ(spoof["replies"][0]["b"]["code"], "identity");
   EXPECT_NE(f.coordinator_log().find("spoofed host id"), std::string::npos);
@@ -196,7 +208,8 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   auto audit = cli_json(f, {"audit", "--limit", "50"});
   bool saw_refusal = false, saw_accept = false;
   for (const auto& a : audit["audit"]) {
-    if (a["who"] == "vera" && a["command"] == "rollout.abort" && a.value("decision", "").rfind("refused", 0) == 0) saw_refusal = true;
+    if (a["who"] == "vera" && a["command"] == "rollout.abort" && a.value("decision", "").rfind("refused", 0) == 0)
+      saw_refusal = true;
     if (a["who"] == "admin" && a["command"] == "keys.accept" && a["decision"] == "ok") saw_accept = true;
   }
   EXPECT_TRUE(saw_refusal) << audit.dump(1);
@@ -205,8 +218,8 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   // A revoked operator key stops at its next message on the same connection.
   const std::string dep = keygen("/cli/gantry", f.dir() + "/deployer");
   EXPECT_EQ(f.cli({"keys", "add-operator", "dora", dep + ".pub", "--role", "deployer"}).exit_code, 0);
-  json revoke_cmd = {bin_dir() + "/cli/gantry", "--coordinator", ep.operator_, "--key", f.keys_dir() + "/admin.key",
-                     "--coordinator-key", server_pub, "keys", "revoke", "dora"};
+  json revoke_cmd = {bin_dir() + "/cli/gantry", "--coordinator", ep.operator_, "--key",  f.keys_dir() + "/admin.key",
+                     "--coordinator-key",       server_pub,      "keys",       "revoke", "dora"};
   auto rv = attack({"revoke-operator", "--endpoint", ep.operator_, "--server-key", server_pub, "--key", dep + ".key",
                     "--revoke-cmd", revoke_cmd.dump()});
   ASSERT_EQ(rv["before"].size(), 1u) << rv.dump();
@@ -219,8 +232,8 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   // A revoked agent key stops at its next message too, and its host is disconnected at once.
   const std::string rogue = keygen("/agent/gantry-agent", f.dir() + "/rogue");
   EXPECT_EQ(f.cli({"keys", "accept", pub_of(rogue), "--host", "rogue-1"}).exit_code, 0);
-  json revoke_agent = {bin_dir() + "/cli/gantry", "--coordinator", ep.operator_, "--key", f.keys_dir() + "/admin.key",
-                       "--coordinator-key", server_pub, "keys", "revoke", "rogue-1"};
+  json revoke_agent = {bin_dir() + "/cli/gantry", "--coordinator", ep.operator_, "--key",  f.keys_dir() + "/admin.key",
+                       "--coordinator-key",       server_pub,      "keys",       "revoke", "rogue-1"};
   auto ra = attack({"revoke-agent", "--endpoint", ep.agent, "--server-key", server_pub, "--key", rogue + ".key",
                     "--host", "rogue-1", "--revoke-cmd", revoke_agent.dump()});
   ASSERT_GE(ra["before"].size(), 1u) << ra.dump();
@@ -245,11 +258,12 @@ TEST(Security, HostileInputAndStalledHandshakesKeepServing) {
   ASSERT_EQ(f.cli({"keys", "accept", pub_of(rogue), "--host", "rogue-1"}).exit_code, 0);
 
   // msgpack bombs and malformed frames from an enrolled key: each refused with an error reply.
-  auto b = attack({"bombs", "--endpoint", ep.agent, "--server-key", server_pub, "--key", rogue + ".key", "--host", "rogue-1",
-                   "--op-endpoint", ep.operator_, "--op-key", f.keys_dir() + "/admin.key"});
+  auto b = attack({"bombs", "--endpoint", ep.agent, "--server-key", server_pub, "--key", rogue + ".key", "--host",
+                   "rogue-1", "--op-endpoint", ep.operator_, "--op-key", f.keys_dir() + "/admin.key"});
   EXPECT_EQ(b["welcome"], true) << b.dump();
-  for (const char* k : {"array32_claim", "map32_claim", "str32_claim", "bin32_claim", "ext_claim", "deep_nesting", "deep_maps",
-                        "wide_array", "truncated", "trailing", "garbage", "unknown_type", "wrong_types", "path_name"}) {
+  for (const char* k :
+       {"array32_claim", "map32_claim", "str32_claim", "bin32_claim", "ext_claim", "deep_nesting", "deep_maps",
+        "wide_array", "truncated", "trailing", "garbage", "unknown_type", "wrong_types", "path_name"}) {
     EXPECT_TRUE(b[k].is_string()) << k << " got no refusal: " << b.dump();
   }
   EXPECT_EQ(b["oversized_reply"], 0);
@@ -259,13 +273,15 @@ TEST(Security, HostileInputAndStalledHandshakesKeepServing) {
 
   // 500 raw TCP connections that never finish the handshake, while a real rollout runs.
   const std::string release_file = f.dir() + "/release-stall";
-  Process stall(peer_argv({"stall", "--endpoint", ep.agent, "--count", "500", "--hold-s", "120", "--release-file",
-                 release_file}),
-                f.dir() + "/stall.log");
-  ASSERT_TRUE(wait_until([&] { return read_file(f.dir() + "/stall.log").find("\"open\": 500") != std::string::npos; }, 60000))
+  Process stall(
+      peer_argv({"stall", "--endpoint", ep.agent, "--count", "500", "--hold-s", "120", "--release-file", release_file}),
+      f.dir() + "/stall.log");
+  ASSERT_TRUE(
+      wait_until([&] { return read_file(f.dir() + "/stall.log").find("\"open\": 500") != std::string::npos; }, 60000))
       << read_file(f.dir() + "/stall.log");
   auto v1 = f.make_release("v1", "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "1,1", "--wait"});
+  auto r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "1,1", "--wait"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   EXPECT_EQ(f.served_version(0), "v1");
   EXPECT_EQ(f.served_version(1), "v1");
@@ -289,9 +305,10 @@ TEST(Security, HostileInputAndStalledHandshakesKeepServing) {
   while (!sig.empty() && sig.back() == '\n') sig.pop_back();
   order["signature"] = sig;
   std::ofstream(f.dir() + "/order.json") << order.dump();
-  auto replay = attack({"fake-coordinator", "--endpoint", ep.agent, "--key", f.keys_dir() + "/coordinator.key", "--order-file",
-                        f.dir() + "/order.json", "--host", f.host_id(0), "--hold-s", "30", "--wait-ms", "5000"},
-                       90000);
+  auto replay =
+      attack({"fake-coordinator", "--endpoint", ep.agent, "--key", f.keys_dir() + "/coordinator.key", "--order-file",
+              f.dir() + "/order.json", "--host", f.host_id(0), "--hold-s", "30", "--wait-ms", "5000"},
+             90000);
   ASSERT_EQ(replay["acks"].size(), 2u) << replay.dump() << f.agent_log(0);
   EXPECT_EQ(replay["acks"][0], "duplicate") << order.dump() << "\n" << f.agent_log(0);
   EXPECT_EQ(replay["acks"][1], "duplicate");
@@ -319,11 +336,14 @@ TEST(Security, AgentRefusesUnsignedTamperedAndHostileReleases) {
   f.start_coordinator();
   f.start_all_agents();
   auto v1 = f.make_release("v1", "healthy");
-  auto ok = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
+  auto ok = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
   ASSERT_EQ(ok.exit_code, 0) << ok.out << ok.err << f.diagnostics();
   const auto sign = [&](const std::string& file, const std::string& service, const std::string& version,
                         const std::string& key) {
-    auto r = run({bin_dir() + "/cli/gantry", "release", "sign", "--key", key, file, "--service", service, "--version", version}, 30000);
+    auto r = run(
+        {bin_dir() + "/cli/gantry", "release", "sign", "--key", key, file, "--service", service, "--version", version},
+        30000);
     EXPECT_EQ(r.exit_code, 0) << r.err;
   };
   const std::string release_key = f.keys_dir() + "/release.key";
@@ -399,7 +419,8 @@ TEST(Security, InsecureDevFleetStillWorks) {
   f.start_coordinator();
   f.start_all_agents();
   auto v1 = f.make_release("v1", "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
+  auto r = f.cli(
+      {"rollout", "start", "--service", "demo", "--version", "v1", "--release", v1, "--batches", "100%", "--wait"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   EXPECT_EQ(f.served_version(0), "v1");
   EXPECT_NE(f.coordinator_log().find("INSECURE"), std::string::npos);

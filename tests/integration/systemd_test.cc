@@ -31,7 +31,8 @@ class NotifySocket {
     a.sun_family = AF_UNIX;
     if (path.size() >= sizeof a.sun_path) throw std::runtime_error("notify socket path too long: " + path);
     std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("cannot bind " + path);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+      throw std::runtime_error("cannot bind " + path);
   }
   ~NotifySocket() {
     if (fd_ >= 0) ::close(fd_);
@@ -141,7 +142,8 @@ TEST(Systemd, LogsAreJournaldFriendlyUnderSystemd) {
   Fleet f(1);
   f.start_coordinator();
   f.start_agent(0, {{"JOURNAL_STREAM", "8:12345"}});
-  ASSERT_TRUE(wait_until([&] { return f.agent_log(0).find("welcomed by the coordinator") != std::string::npos; }, 20000))
+  ASSERT_TRUE(
+      wait_until([&] { return f.agent_log(0).find("welcomed by the coordinator") != std::string::npos; }, 20000))
       << f.diagnostics();
   std::istringstream in(f.agent_log(0));
   std::string line;
@@ -169,8 +171,8 @@ TEST(Systemd, UnitFilesPassSystemdAnalyzeVerify) {
     const std::string unit = "gantry-" + daemon + ".service";
     std::string text = gantry::testing::read_file(source_dir() + "/systemd/" + unit);
     ASSERT_FALSE(text.empty()) << unit;
-    for (const char* key : {"Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=",
-                            "ProtectHome=yes", "PrivateTmp=yes", "StateDirectory=", "/etc/gantry/"}) {
+    for (const char* key : {"Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes",
+                            "ProtectSystem=", "ProtectHome=yes", "PrivateTmp=yes", "StateDirectory=", "/etc/gantry/"}) {
       EXPECT_NE(text.find(key), std::string::npos) << unit << " lacks " << key;
     }
     const std::string installed = "/usr/sbin/gantry-" + daemon;

@@ -33,15 +33,25 @@ FleetOptions traffic_options(const std::shared_ptr<std::string>& haproxy_socket,
   o.service_section = [haproxy_socket, demo_args](int i, int port, const std::string& root) {
     std::string env = demo_args.empty() ? "" : "GANTRY_DEMO_ARGS='" + demo_args + "' ";
     return "driver = binary\n"
-           "root = " + root + "\n"
-           "restart_command = " + env + source_dir() + "/demo/restart-service " + root + " " + std::to_string(port) + "\n"
+           "root = " +
+           root +
+           "\n"
+           "restart_command = " +
+           env + source_dir() + "/demo/restart-service " + root + " " + std::to_string(port) +
+           "\n"
            "restart_timeout_ms = 15000\n"
-           "http_probe = http://127.0.0.1:" + std::to_string(port) + "/health\n"
+           "http_probe = http://127.0.0.1:" +
+           std::to_string(port) +
+           "/health\n"
            "probe_interval_ms = 100\n"
            "min_healthy_ms = 500\n"
            "healthy_deadline_ms = 5000\n"
-           "haproxy_socket = " + *haproxy_socket + "\n"
-           "haproxy_server = " + Haproxy::backend() + "/" + Haproxy::server(i) + "\n"
+           "haproxy_socket = " +
+           *haproxy_socket +
+           "\n"
+           "haproxy_server = " +
+           Haproxy::backend() + "/" + Haproxy::server(i) +
+           "\n"
            "haproxy_drain_timeout_ms = 10000\n"
            "haproxy_up_timeout_ms = 10000\n";
   };
@@ -74,8 +84,8 @@ class TrafficTest : public ::testing::Test {
 
   CmdResult rollout(const std::string& version, const std::string& behaviour, const std::string& batches) {
     auto rel = fleet->make_release(version, behaviour);
-    return fleet->cli({"rollout", "start", "--service", "demo", "--version", version, "--release", rel, "--batches", batches,
-                       "--wait"});
+    return fleet->cli({"rollout", "start", "--service", "demo", "--version", version, "--release", rel, "--batches",
+                       batches, "--wait"});
   }
 
   std::string why(const LoadCounts& c) {
@@ -137,7 +147,8 @@ TEST_F(TrafficTest, AServiceThatDoesNotDrainItselfLosesNoRequestEither) {
   std::cout << "[traffic] update v1 -> v2, services without a graceful stop: " << c.summary() << std::endl;
   EXPECT_GT(c.requests, 0u);
   EXPECT_EQ(c.failed(), 0u) << why(c);
-  EXPECT_NE(read_file(fleet->root(0) + "/service.log").find("not graceful"), std::string::npos) << "the flag did not reach the service";
+  EXPECT_NE(read_file(fleet->root(0) + "/service.log").find("not graceful"), std::string::npos)
+      << "the flag did not reach the service";
 }
 
 }  // namespace

@@ -52,7 +52,8 @@ TEST(UdpHeartbeat, AgentsMoveHeartbeatsToDatagramsAndComeBackAfterACoordinatorRe
   Fleet f(2, o);
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   ASSERT_FALSE(udp_address(f).empty()) << read_file(f.dir() + "/coordinator/endpoints.json");
-  ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 1 && count_of(f.agent_log(1), kConfirmed) == 1; }, 20000))
+  ASSERT_TRUE(wait_until(
+      [&] { return count_of(f.agent_log(0), kConfirmed) == 1 && count_of(f.agent_log(1), kConfirmed) == 1; }, 20000))
       << f.diagnostics();
 
   // At rest nothing crosses the connections either way: the agents' heartbeats and the
@@ -81,7 +82,8 @@ TEST(UdpHeartbeat, AgentsMoveHeartbeatsToDatagramsAndComeBackAfterACoordinatorRe
   // session.
   f.restart_coordinator();
   ASSERT_TRUE(wait_until([&] { return online_hosts(f) == 2; }, 30000)) << f.diagnostics();
-  ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 2 && count_of(f.agent_log(1), kConfirmed) == 2; }, 20000))
+  ASSERT_TRUE(wait_until(
+      [&] { return count_of(f.agent_log(0), kConfirmed) == 2 && count_of(f.agent_log(1), kConfirmed) == 2; }, 20000))
       << f.diagnostics();
   for (int i = 0; i < 2; ++i) {
     EXPECT_NE(f.agent_log(i).find("the connection to the coordinator dropped"), std::string::npos) << f.agent_log(i);
@@ -102,7 +104,8 @@ TEST(UdpHeartbeat, ARevokedHostsDatagramsAreAnUnknownSessionAndDoNotKeepItOnline
   o.coordinator_extra_args = {"--coordinator-heartbeat-ms", "1000"};
   Fleet f(2, o);
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
-  ASSERT_TRUE(wait_until([&] { return count_of(f.agent_log(0), kConfirmed) == 1 && count_of(f.agent_log(1), kConfirmed) == 1; }, 20000))
+  ASSERT_TRUE(wait_until(
+      [&] { return count_of(f.agent_log(0), kConfirmed) == 1 && count_of(f.agent_log(1), kConfirmed) == 1; }, 20000))
       << f.diagnostics();
   const std::string unknown = "gantry_udp_heartbeats_rejected_total{reason=\"unknown_session\"}";
   const double before = metric(metrics(f), unknown);
@@ -120,7 +123,8 @@ TEST(UdpHeartbeat, ARevokedHostsDatagramsAreAnUnknownSessionAndDoNotKeepItOnline
   EXPECT_TRUE(online(f, f.host_id(0))) << f.diagnostics();
   const std::string m = metrics(f);
   for (const char* reason : {"size", "magic", "mac", "replay"})
-    EXPECT_EQ(metric(m, std::string("gantry_udp_heartbeats_rejected_total{reason=\"") + reason + "\"}"), 0) << reason << m;
+    EXPECT_EQ(metric(m, std::string("gantry_udp_heartbeats_rejected_total{reason=\"") + reason + "\"}"), 0)
+        << reason << m;
 }
 
 // Removes its iptables rule however the test ends.
@@ -159,7 +163,8 @@ TEST(UdpHeartbeat, DatagramsDroppedByAFirewallFallBackToTheConnectionWithoutLosi
   ASSERT_TRUE(drop.ok()) << "iptables refused the rule";
   // The coordinator notices the silence an interval before the host would expire and says so;
   // the agent heartbeats over its connection again.
-  ASSERT_TRUE(wait_until([&] { return f.agent_log(0).find("stopped receiving our heartbeat datagrams") != std::string::npos; }, 20000))
+  ASSERT_TRUE(wait_until(
+      [&] { return f.agent_log(0).find("stopped receiving our heartbeat datagrams") != std::string::npos; }, 20000))
       << f.diagnostics();
   // Three heartbeat timeouts (3 x 10 x 200 ms) later the host has never been lost.
   ::usleep(6000 * 1000);
@@ -178,7 +183,8 @@ TEST(UdpHeartbeat, DatagramsDroppedByAFirewallFallBackToTheConnectionWithoutLosi
   const int port = std::stoi(udp.substr(udp.rfind(':') + 1));
   DropUdpPort deaf(port, /*from=*/true);
   ASSERT_TRUE(deaf.ok());
-  ASSERT_TRUE(wait_until([&] { return f.coordinator_log().find("our heartbeat datagrams do not reach it") != std::string::npos; }, 20000))
+  ASSERT_TRUE(wait_until(
+      [&] { return f.coordinator_log().find("our heartbeat datagrams do not reach it") != std::string::npos; }, 20000))
       << f.diagnostics();
   EXPECT_NE(f.agent_log(0).find("no heartbeat datagram from the coordinator"), std::string::npos);
   ::usleep(12000 * 1000);
@@ -199,8 +205,8 @@ TEST(UdpHeartbeat, ForgedReplayedAndMalformedDatagramsAreCountedAndDropped) {
   const auto& ep = f.endpoints();
 
   // 5 s of datagrams and nothing on the connection, then 1.7 s of silence.
-  auto r = run_peer({"udp-heartbeats", "--endpoint", ep.agent, "--host", "udp-peer", "--hold-s", "5", "--interval-ms", "200",
-                     "--wait-ms", "1500"});
+  auto r = run_peer({"udp-heartbeats", "--endpoint", ep.agent, "--host", "udp-peer", "--hold-s", "5", "--interval-ms",
+                     "200", "--wait-ms", "1500"});
   ASSERT_TRUE(r.contains("confirms")) << r.dump() << f.diagnostics();
   // The first valid datagram (seq 1) is confirmed once; the forgeries before it were not.
   ASSERT_EQ(r["confirms"].size(), 1u) << r.dump();
@@ -217,7 +223,8 @@ TEST(UdpHeartbeat, ForgedReplayedAndMalformedDatagramsAreCountedAndDropped) {
 
   const std::string m = metrics(f);
   for (const char* reason : {"size", "magic", "unknown_session", "mac", "replay"})
-    EXPECT_EQ(metric(m, std::string("gantry_udp_heartbeats_rejected_total{reason=\"") + reason + "\"}"), 1) << reason << m;
+    EXPECT_EQ(metric(m, std::string("gantry_udp_heartbeats_rejected_total{reason=\"") + reason + "\"}"), 1)
+        << reason << m;
   // Every valid datagram counted (the real agent's too, so at least the peer's).
   EXPECT_GE(metric(m, "gantry_udp_heartbeats_total"), r.value("sent", 0)) << m;
   // Five seconds on datagrams alone (the timeout is four): never lost.

@@ -29,7 +29,8 @@ inline bool is_terminal_phase(const std::string& p) {
 // The agent's journal (agent-state.json + the records of agent-state.journal after it) as the
 // agent reads it, through `gantry-agent state`; null json when it cannot be read.
 inline nlohmann::json agent_journal(Fleet& f, int i) {
-  auto r = run({std::string(GANTRY_BIN_DIR) + "/agent/gantry-agent", "state", "--state-dir", f.agent_dir(i) + "/state"}, 10000);
+  auto r = run({std::string(GANTRY_BIN_DIR) + "/agent/gantry-agent", "state", "--state-dir", f.agent_dir(i) + "/state"},
+               10000);
   if (r.exit_code != 0) return nlohmann::json();
   return json_of(r);
 }
@@ -116,8 +117,8 @@ inline bool start_fleet(Fleet& f) {
 // Uploads `version` (healthy) and installs it on every host in one batch; true on success.
 inline bool install_everywhere(Fleet& f, const std::string& version, std::string* why = nullptr) {
   const auto rel = f.make_release(version, "healthy");
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", version, "--release", rel,
-                  "--batches", "100%", "--min-healthy-time", "200", "--wait"});
+  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", version, "--release", rel, "--batches", "100%",
+                  "--min-healthy-time", "200", "--wait"});
   if (r.exit_code != 0 && why != nullptr) *why = r.out + r.err;
   return r.exit_code == 0;
 }

@@ -45,13 +45,10 @@ constexpr size_t kMaxCapture = 16 * 1024 * 1024;
 const bool kRolloutSelfCheck = (::setenv("GANTRY_ROLLOUT_SELF_CHECK", "1", 0), true);
 constexpr int kKillWaitMs = 10000;
 
-std::string errno_text(const std::string& what, int err = errno) {
-  return what + ": " + std::strerror(err);
-}
+std::string errno_text(const std::string& what, int err = errno) { return what + ": " + std::strerror(err); }
 
 int ms_left(Clock::time_point deadline) {
-  const auto left =
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   return static_cast<int>(std::clamp<long long>(left, 0, 1 << 30));
 }
 
@@ -171,8 +168,7 @@ Fd open_or_throw(const std::string& path, int flags, mode_t mode = 0644) {
 
 std::string tail(const std::string& s, size_t max_bytes) {
   if (s.size() <= max_bytes) return s;
-  return "...(" + std::to_string(s.size() - max_bytes) + " bytes cut)...\n" +
-         s.substr(s.size() - max_bytes);
+  return "...(" + std::to_string(s.size() - max_bytes) + " bytes cut)...\n" + s.substr(s.size() - max_bytes);
 }
 
 // Reads /proc/<pid>/cmdline with NULs turned into spaces; "" if unreadable.
@@ -315,13 +311,11 @@ std::optional<HttpResult> http_get(int port, const std::string& path, int timeou
     }
   }
 
-  const std::string request = "GET " + path +
-                              " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
-                              "\r\nConnection: close\r\n\r\n";
+  const std::string request =
+      "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\nConnection: close\r\n\r\n";
   size_t sent = 0;
   while (sent < request.size()) {
-    const ssize_t n =
-        ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    const ssize_t n = ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
     if (n > 0) {
       sent += static_cast<size_t>(n);
       continue;
@@ -392,10 +386,7 @@ Process::Process(const std::vector<std::string>& argv, const std::string& log_pa
 Process::~Process() { kill_and_reap(); }
 
 Process::Process(Process&& other) noexcept
-    : pid_(other.pid_),
-      reaped_(other.reaped_),
-      status_(other.status_),
-      log_path_(std::move(other.log_path_)) {
+    : pid_(other.pid_), reaped_(other.reaped_), status_(other.status_), log_path_(std::move(other.log_path_)) {
   other.pid_ = -1;
   other.reaped_ = false;
 }
@@ -459,8 +450,7 @@ void Process::kill_and_reap() {
 // ---------------------------------------------------------------------------------------------
 // run / wait_until
 
-CmdResult run(const std::vector<std::string>& argv, int timeout_ms,
-              const std::map<std::string, std::string>& env) {
+CmdResult run(const std::vector<std::string>& argv, int timeout_ms, const std::map<std::string, std::string>& env) {
   CmdResult result;
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   int out_pipe[2], err_pipe[2];
@@ -577,8 +567,7 @@ std::optional<CoordinatorEndpoints> read_endpoints(const std::string& path) {
 
 Fleet::Fleet(int n, FleetOptions options) : Fleet(numbered_hosts(n), std::move(options)) {}
 
-Fleet::Fleet(std::vector<AgentSpec> agents, FleetOptions options)
-    : dir_("gantry-fleet"), options_(std::move(options)) {
+Fleet::Fleet(std::vector<AgentSpec> agents, FleetOptions options) : dir_("gantry-fleet"), options_(std::move(options)) {
   std::set<std::string> ids;
   std::set<int> ports;
   for (auto& spec : agents) {
@@ -611,7 +600,8 @@ void Fleet::make_keys() {
       {bin_dir() + "/cli/gantry", "keygen", "--out", keys_dir() + "/admin"},
       {bin_dir() + "/cli/gantry", "release", "keygen", "--out", keys_dir() + "/release"},
   };
-  for (int i = 0; i < size(); ++i) cmds.push_back({bin_dir() + "/agent/gantry-agent", "keygen", "--out", agent_key_prefix(i)});
+  for (int i = 0; i < size(); ++i)
+    cmds.push_back({bin_dir() + "/agent/gantry-agent", "keygen", "--out", agent_key_prefix(i)});
   for (const auto& c : cmds) {
     const auto r = run(c, 30000);
     if (r.exit_code != 0) throw std::runtime_error("Fleet: " + c[0] + " keygen failed: " + r.err + r.out);
@@ -646,8 +636,8 @@ const AgentSpec& Fleet::spec(int i) const {
 
 void Fleet::check_index(int i) const {
   if (i < 0 || i >= size()) {
-    throw std::out_of_range("Fleet: agent index " + std::to_string(i) + " out of range [0, " +
-                            std::to_string(size()) + ")");
+    throw std::out_of_range("Fleet: agent index " + std::to_string(i) + " out of range [0, " + std::to_string(size()) +
+                            ")");
   }
 }
 
@@ -672,27 +662,35 @@ pid_t Fleet::agent_pid(int i) const {
 // The coordinator's command line, in one place.
 std::vector<std::string> Fleet::coordinator_argv(const CoordinatorEndpoints& listen) const {
   std::vector<std::string> argv = {
-      options_.coordinator_binary.empty() ? bin_dir() + "/coordinator/gantry-coordinator"
-                                          : options_.coordinator_binary,
-      "--state-dir", state_dir(),
-      "--agent-endpoint", listen.agent,
-      "--pub-endpoint", listen.pub,
-      "--operator-endpoint", listen.operator_,
-      "--http-address", listen.http,
-      "--heartbeat-interval-ms", std::to_string(options_.heartbeat_interval_ms),
-      "--heartbeat-misses", std::to_string(options_.heartbeat_misses),
-      "--restart-grace-ms", std::to_string(options_.restart_grace_ms),
+      options_.coordinator_binary.empty() ? bin_dir() + "/coordinator/gantry-coordinator" : options_.coordinator_binary,
+      "--state-dir",
+      state_dir(),
+      "--agent-endpoint",
+      listen.agent,
+      "--pub-endpoint",
+      listen.pub,
+      "--operator-endpoint",
+      listen.operator_,
+      "--http-address",
+      listen.http,
+      "--heartbeat-interval-ms",
+      std::to_string(options_.heartbeat_interval_ms),
+      "--heartbeat-misses",
+      std::to_string(options_.heartbeat_misses),
+      "--restart-grace-ms",
+      std::to_string(options_.restart_grace_ms),
   };
   if (secure()) {
-    argv.insert(argv.end(), {"--server-key", keys_dir() + "/coordinator.key", "--admin-key", "admin=" + keys_dir() + "/admin.pub"});
+    argv.insert(argv.end(),
+                {"--server-key", keys_dir() + "/coordinator.key", "--admin-key", "admin=" + keys_dir() + "/admin.pub"});
     if (options_.enroll_agents) {
-      for (int i = 0; i < size(); ++i) argv.insert(argv.end(), {"--accept-agent-key", host_id(i) + "=" + agent_key_prefix(i) + ".pub"});
+      for (int i = 0; i < size(); ++i)
+        argv.insert(argv.end(), {"--accept-agent-key", host_id(i) + "=" + agent_key_prefix(i) + ".pub"});
     }
   } else {
     argv.push_back("--insecure-dev");
   }
-  argv.insert(argv.end(), options_.coordinator_extra_args.begin(),
-              options_.coordinator_extra_args.end());
+  argv.insert(argv.end(), options_.coordinator_extra_args.begin(), options_.coordinator_extra_args.end());
   return argv;
 }
 
@@ -710,12 +708,11 @@ void Fleet::launch_coordinator(const CoordinatorEndpoints& listen) {
       options_.coordinator_start_timeout_ms);
   if (!up || !ep) {
     const auto status = coordinator_.wait_exit(0);
-    const std::string why = !up ? "no endpoints.json within " +
-                                      std::to_string(options_.coordinator_start_timeout_ms) + " ms"
-                                : "it exited with status " + std::to_string(status.value_or(-1));
+    const std::string why =
+        !up ? "no endpoints.json within " + std::to_string(options_.coordinator_start_timeout_ms) + " ms"
+            : "it exited with status " + std::to_string(status.value_or(-1));
     coordinator_.kill_and_reap();
-    throw std::runtime_error("Fleet: coordinator did not start (" + why + "); log:\n" +
-                             tail(coordinator_log(), 8192));
+    throw std::runtime_error("Fleet: coordinator did not start (" + why + "); log:\n" + tail(coordinator_log(), 8192));
   }
   endpoints_ = *ep;
 }
@@ -772,8 +769,7 @@ std::string Fleet::write_agent_config(int i) {
     c << "\n[service.demo]\n"
       << "driver = binary\n"
       << "root = " << root(i) << "\n"
-      << "restart_command = " << source_dir() << "/demo/restart-service " << root(i) << " "
-      << agent.port << "\n"
+      << "restart_command = " << source_dir() << "/demo/restart-service " << root(i) << " " << agent.port << "\n"
       << "http_probe = http://127.0.0.1:" << agent.port << "/health\n"
       << "min_healthy_ms = " << options_.min_healthy_ms << "\n"
       << "healthy_deadline_ms = " << options_.healthy_deadline_ms << "\n"
@@ -795,10 +791,8 @@ void Fleet::start_agent(int i, const std::map<std::string, std::string>& extra_e
   }
   agent.env = extra_env;
   const std::string config = write_agent_config(i);
-  const std::string program =
-      options_.agent_binary.empty() ? bin_dir() + "/agent/gantry-agent" : options_.agent_binary;
-  agent.process = Process({program, "--config", config},
-                          agent_dir(i) + "/agent.log", agent.env);
+  const std::string program = options_.agent_binary.empty() ? bin_dir() + "/agent/gantry-agent" : options_.agent_binary;
+  agent.process = Process({program, "--config", config}, agent_dir(i) + "/agent.log", agent.env);
 }
 
 void Fleet::start_all_agents() {
@@ -826,13 +820,11 @@ bool Fleet::agent_running(int i) {
 
 std::string Fleet::make_release(const std::string& version, const std::string& behaviour) {
   const std::string out = dir() + "/releases/" + version + "-" + behaviour + ".tar";
-  const auto r = run({source_dir() + "/scripts/make-demo-release", "--version", version,
-                      "--behaviour", behaviour, "--out", out, "--binary",
-                      bin_dir() + "/demo/gantry-demo-service"},
+  const auto r = run({source_dir() + "/scripts/make-demo-release", "--version", version, "--behaviour", behaviour,
+                      "--out", out, "--binary", bin_dir() + "/demo/gantry-demo-service"},
                      60000);
   if (r.exit_code != 0) {
-    throw std::runtime_error("Fleet: make-demo-release failed (" + std::to_string(r.exit_code) +
-                             "): " + r.err + r.out);
+    throw std::runtime_error("Fleet: make-demo-release failed (" + std::to_string(r.exit_code) + "): " + r.err + r.out);
   }
   if (secure()) {
     // Signed as a release manager would, with the offline release key: out.manifest + out.sig.
@@ -849,9 +841,9 @@ CmdResult Fleet::cli(const std::vector<std::string>& args, int timeout_ms) {
 }
 
 CmdResult Fleet::cli_as(const std::string& key_file, const std::vector<std::string>& args, int timeout_ms) {
-  std::vector<std::string> argv = {bin_dir() + "/cli/gantry", "--coordinator",
-                                   endpoints().operator_};
-  if (!key_file.empty()) argv.insert(argv.end(), {"--key", key_file, "--coordinator-key", keys_dir() + "/coordinator.pub"});
+  std::vector<std::string> argv = {bin_dir() + "/cli/gantry", "--coordinator", endpoints().operator_};
+  if (!key_file.empty())
+    argv.insert(argv.end(), {"--key", key_file, "--coordinator-key", keys_dir() + "/coordinator.pub"});
   argv.insert(argv.end(), args.begin(), args.end());
   // The fleet's keys are explicit; nothing from the caller's environment may override them.
   return run(argv, timeout_ms, {{"GANTRY_KEY", ""}, {"GANTRY_COORDINATOR_KEY", ""}});
@@ -890,8 +882,7 @@ std::string Fleet::diagnostics(size_t max_bytes_per_log) const {
   d << "\n===== fleet " << dir() << " =====\n";
   d << "----- coordinator.log -----\n" << tail(coordinator_log(), max_bytes_per_log) << "\n";
   for (int i = 0; i < size(); ++i) {
-    d << "----- " << host_id(i) << " agent.log -----\n"
-      << tail(agent_log(i), max_bytes_per_log) << "\n";
+    d << "----- " << host_id(i) << " agent.log -----\n" << tail(agent_log(i), max_bytes_per_log) << "\n";
     d << "----- " << host_id(i) << " service.log (port " << port(i) << ") -----\n"
       << tail(service_log(i), max_bytes_per_log) << "\n";
   }

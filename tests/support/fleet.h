@@ -177,10 +177,10 @@ struct FleetOptions {
 
 // Concrete endpoints the coordinator reported in <state-dir>/endpoints.json after binding.
 struct CoordinatorEndpoints {
-  std::string agent;     // tcp://127.0.0.1:PORT (ROUTER for agents)
-  std::string pub;       // tcp://127.0.0.1:PORT (PUB for fleet-wide signals)
-  std::string operator_; // tcp://127.0.0.1:PORT (ROUTER for the CLI)
-  std::string http;      // 127.0.0.1:PORT (monitoring)
+  std::string agent;      // tcp://127.0.0.1:PORT (ROUTER for agents)
+  std::string pub;        // tcp://127.0.0.1:PORT (PUB for fleet-wide signals)
+  std::string operator_;  // tcp://127.0.0.1:PORT (ROUTER for the CLI)
+  std::string http;       // 127.0.0.1:PORT (monitoring)
 };
 
 // A coordinator plus N agents on loopback, each agent with its own install root and its own

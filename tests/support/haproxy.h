@@ -18,7 +18,7 @@ struct HaproxyOptions {
   int check_inter_ms = 500;  // health checks: every 500 ms, fall 2, rise 2 (issue 19's setup)
   int fall = 2;
   int rise = 2;
-  int retries = 0;           // no retry hides a failed request from the client
+  int retries = 0;  // no retry hides a failed request from the client
   std::string health_path = "/health";
 };
 
@@ -32,8 +32,8 @@ class Haproxy {
   Haproxy(const Haproxy&) = delete;
   Haproxy& operator=(const Haproxy&) = delete;
 
-  int port() const { return port_; }                         // the frontend's port
-  const std::string& socket() const { return socket_; }      // runtime API (unix socket path)
+  int port() const { return port_; }                     // the frontend's port
+  const std::string& socket() const { return socket_; }  // runtime API (unix socket path)
   static std::string backend() { return "demo"; }
   static std::string server(int i) { return "web" + std::to_string(i + 1); }  // server of port i
   // One runtime API command's answer; nullopt when the socket does not answer.

@@ -126,8 +126,10 @@ void LoadClient::record(int status, const std::string& body, const std::string& 
     ++counts_.by_version[version_of(body)];
     return;
   }
-  if (status == 0) ++counts_.errors;
-  else ++counts_.non_2xx;
+  if (status == 0)
+    ++counts_.errors;
+  else
+    ++counts_.non_2xx;
   if (counts_.samples.size() < kMaxSamples)
     counts_.samples.push_back(status ? "HTTP " + std::to_string(status) + ": " + version_of(body) : error);
 }

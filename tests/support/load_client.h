@@ -16,9 +16,9 @@ namespace gantry::testing {
 
 struct LoadCounts {
   uint64_t requests = 0;
-  uint64_t ok = 0;         // 2xx
-  uint64_t non_2xx = 0;    // answered with another status
-  uint64_t errors = 0;     // refused, reset, timed out, malformed
+  uint64_t ok = 0;                             // 2xx
+  uint64_t non_2xx = 0;                        // answered with another status
+  uint64_t errors = 0;                         // refused, reset, timed out, malformed
   std::map<std::string, uint64_t> by_version;  // 2xx answers per version
   std::vector<std::string> samples;            // the first few failures, described
   uint64_t failed() const { return non_2xx + errors; }

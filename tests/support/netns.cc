@@ -64,7 +64,8 @@ std::atomic<int> g_serial{0};
 }  // namespace
 
 std::string netns_unavailable_reason() {
-  if (::geteuid() != 0) return "network namespaces need root (this test runs as uid " + std::to_string(::geteuid()) + ")";
+  if (::geteuid() != 0)
+    return "network namespaces need root (this test runs as uid " + std::to_string(::geteuid()) + ")";
   const auto r = run({"ip", "netns", "list"}, kIpTimeoutMs);
   if (r.exit_code != 0) {
     return "`ip netns` is not available (exit " + std::to_string(r.exit_code) + "): " + r.err +

@@ -76,8 +76,10 @@ TEST(AgentConfigParser, CommentsBlankLinesAndWhitespace) {
 TEST(AgentConfigParser, SectionsPrefixTheirKeys) {
   TempDir t;
   // [service] + web.root is the same key as [service.web] + root.
-  auto p = parse(t, "host_id = h\n[service]\nweb.root = /srv/web\nweb.restart_command = true\n[service.api]\nroot = /srv/api\n"
-                    "restart_command = true\n");
+  auto p =
+      parse(t,
+            "host_id = h\n[service]\nweb.root = /srv/web\nweb.restart_command = true\n[service.api]\nroot = /srv/api\n"
+            "restart_command = true\n");
   ASSERT_TRUE(p.ok()) << error_of(p);
   EXPECT_EQ(p->config.services.at("web").root, "/srv/web");
   EXPECT_EQ(p->config.services.at("api").root, "/srv/api");
@@ -89,13 +91,16 @@ TEST(AgentConfigParser, SectionsPrefixTheirKeys) {
 
 TEST(AgentConfigParser, ValuesAreLiteralOnlyShellSplitKeysUnquote) {
   TempDir t;
-  auto p = parse(t, "host_id = h\n[service.web]\nroot = /srv/web\nrestart_command = \"systemctl restart web\"\n"
-                    "http_probe_expect = 'ok'\n");
+  auto p = parse(t,
+                 "host_id = h\n[service.web]\nroot = /srv/web\nrestart_command = \"systemctl restart web\"\n"
+                 "http_probe_expect = 'ok'\n");
   ASSERT_TRUE(p.ok()) << error_of(p);
   EXPECT_EQ(p->config.services.at("web").restart_command, "\"systemctl restart web\"");
   EXPECT_EQ(p->config.services.at("web").http_probe_expect, "'ok'");
-  auto c = parse(t, "host_id = h\n[service.web]\ndriver = container\nroot = /srv/web\nrun_args = -e \"MSG=a b\" -e 'X=y z'\n"
-                    "command = a\\ b\n");
+  auto c =
+      parse(t,
+            "host_id = h\n[service.web]\ndriver = container\nroot = /srv/web\nrun_args = -e \"MSG=a b\" -e 'X=y z'\n"
+            "command = a\\ b\n");
   ASSERT_TRUE(c.ok()) << error_of(c);
   EXPECT_EQ(c->config.services.at("web").run_args, (std::vector<std::string>{"-e", "MSG=a b", "-e", "X=y z"}));
   EXPECT_EQ(c->config.services.at("web").command, (std::vector<std::string>{"a b"}));
@@ -143,7 +148,8 @@ TEST(AgentConfigParser, CoordinatorEndpointsAreTcp) {
             "coordinator: endpoint 'tcp://a b:7600' has a malformed host name (want tcp://HOST:PORT)");
   EXPECT_EQ(error_of(parse(t, "host_id = h\ncoordinator = tcp://[::1:7600\n" + kSvc)),
             "coordinator: endpoint 'tcp://[::1:7600' has a malformed IPv6 address (want tcp://HOST:PORT)");
-  for (const char* good : {"tcp://[::1]:7600", "tcp://[fe80::1%eth0]:7600", "tcp://10.0.0.5:7600", "tcp://coord-1.example.org:65535"}) {
+  for (const char* good :
+       {"tcp://[::1]:7600", "tcp://[fe80::1%eth0]:7600", "tcp://10.0.0.5:7600", "tcp://coord-1.example.org:65535"}) {
     auto p = parse(t, std::string("host_id = h\ncoordinator = ") + good + "\n" + kSvc);
     ASSERT_TRUE(p.ok()) << good << ": " << error_of(p);
     EXPECT_EQ(p->config.coordinator, good);
@@ -181,18 +187,22 @@ TEST(AgentConfigParser, CommandLineSpellingsAndValues) {
   EXPECT_EQ(error_of(parse(t, ini, {"--config"})), "the required argument for option '--config' is missing");
   EXPECT_EQ(error_of(parse(t, ini, {"--config", "{ini}", "--host-id", "a", "--host-id", "b"})),
             "option '--host_id' cannot be specified more than once");
-  EXPECT_EQ(error_of(parse(t, "host_id = a\nhost_id = b\n" + kSvc)), "option 'host_id' cannot be specified more than once");
+  EXPECT_EQ(error_of(parse(t, "host_id = a\nhost_id = b\n" + kSvc)),
+            "option 'host_id' cannot be specified more than once");
   // A value given on the command line is final: the file's (even repeated) is not read.
   EXPECT_TRUE(parse(t, "host_id = a\nhost_id = b\n" + kSvc, {"--config", "{ini}", "--host-id", "c"}).ok());
   auto empty = parse(t, "host_id = h\nlog_level = debug\n" + kSvc, {"--config", "{ini}", "--log-level="});
   EXPECT_EQ(error_of(empty), "the argument for option '--log_level' should follow immediately after the equal sign");
-  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--log-level", ""})), "unknown log level ''");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--log-level", ""})),
+            "unknown log level ''");
 }
 
 TEST(AgentConfigParser, RepeatableOptionsComposeCommandLineFirst) {
   TempDir t;
-  auto p = parse(t, "host_id = h\nlabel = zone=eu\nrelease_public_key = /k/file.pub\nrelease_public_key = /k/file2.pub\n"
-                    "agent_key = /k/a.key\ncoordinator_key = /k/c.pub\n" + kSvc,
+  auto p = parse(t,
+                 "host_id = h\nlabel = zone=eu\nrelease_public_key = /k/file.pub\nrelease_public_key = /k/file2.pub\n"
+                 "agent_key = /k/a.key\ncoordinator_key = /k/c.pub\n" +
+                     kSvc,
                  {"--config", "{ini}", "--label", "rack=r1", "--release-public-key", "/k/cli.pub", "--label=zone=us"});
   ASSERT_TRUE(p.ok()) << error_of(p);
   EXPECT_EQ(p->config.release_public_keys, (std::vector<std::string>{"/k/cli.pub", "/k/file.pub", "/k/file2.pub"}));
@@ -213,9 +223,10 @@ TEST(AgentConfigParser, Switches) {
     ASSERT_TRUE(p.ok()) << v << ": " << error_of(p);
     EXPECT_FALSE(p->config.insecure_dev) << v;
   }
-  EXPECT_EQ(error_of(parse(t, "host_id = h\ninsecure_dev = maybe\n" + kSvc)),
-            "the argument ('maybe') for option 'insecure_dev' is invalid. Valid choices are 'on|off', 'yes|no', '1|0' and "
-            "'true|false'");
+  EXPECT_EQ(
+      error_of(parse(t, "host_id = h\ninsecure_dev = maybe\n" + kSvc)),
+      "the argument ('maybe') for option 'insecure_dev' is invalid. Valid choices are 'on|off', 'yes|no', '1|0' and "
+      "'true|false'");
   auto cli = parse(t, "host_id = h\ninsecure_dev = false\n" + kSvc, {"--config", "{ini}", "--insecure-dev"});
   ASSERT_TRUE(cli.ok()) << error_of(cli);
   EXPECT_TRUE(cli->config.insecure_dev) << "the command line wins";
@@ -230,10 +241,10 @@ TEST(AgentConfigParser, HelpAndVersion) {
     ASSERT_TRUE(p.ok()) << error_of(p);
     EXPECT_TRUE(p->help);
     EXPECT_EQ(p->text.rfind("Usage: gantry-agent keygen --out PREFIX", 0), 0u) << p->text;
-    for (const char* line : {"  -c [ --config ] arg                   INI config file (services are \n",
-                             "  --coordinator arg (=tcp://127.0.0.1:7600)\n",
-                             "  --heartbeat-interval-ms arg (=1000)   heartbeat interval until the \n",
-                             "  runtime_timeout_ms = 600000\n"})
+    for (const char* line :
+         {"  -c [ --config ] arg                   INI config file (services are \n",
+          "  --coordinator arg (=tcp://127.0.0.1:7600)\n",
+          "  --heartbeat-interval-ms arg (=1000)   heartbeat interval until the \n", "  runtime_timeout_ms = 600000\n"})
       EXPECT_NE(p->text.find(line), std::string::npos) << line;
   }
   auto v = parse(t, "", {"--version"});
@@ -263,23 +274,25 @@ TEST(AgentConfigParser, UdpHeartbeatsIsOnByDefaultAndABoolean) {
   auto cli = parse(t, "host_id = h\nudp_heartbeats = off\n" + kSvc, {"--config", "{ini}", "--udp-heartbeats", "yes"});
   ASSERT_TRUE(cli.ok()) << cli.error().message;
   EXPECT_TRUE(cli->config.udp_heartbeats) << "the command line wins";
-  EXPECT_EQ(error_of(parse(t, "host_id = h\nudp_heartbeats = maybe\n" + kSvc)), "udp_heartbeats must be true or false, not 'maybe'");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\nudp_heartbeats = maybe\n" + kSvc)),
+            "udp_heartbeats must be true or false, not 'maybe'");
 }
 
 TEST(AgentConfigParser, EveryDocumentedKeyParses) {
   TempDir t;
-  auto p = parse(t,
-                 "host_id = web-1\ncoordinator = tcp://10.0.0.5:7600\ncoordinator_pub = tcp://10.0.0.5:7601\n"
-                 "state_dir = /var/lib/x\nlabel = role=web\nlabel = zone=eu-1a\ninsecure_dev = false\n"
-                 "agent_key = /k/agent.key\ncoordinator_key = /k/coord.pub\nrelease_public_key = /k/release.pub\n"
-                 "log_level = debug\nheartbeat_interval_ms = 2000\nudp_heartbeats = false\n"
-                 "[service.web]\ndriver = binary\nroot = /srv/web\nrestart_command = systemctl restart web\n"
-                 "restart_timeout_ms = 40000\nhttp_probe = http://127.0.0.1:8080/health\nhttp_probe_expect = ok\n"
-                 "tcp_probe = 127.0.0.1:8080\nprobe_interval_ms = 300\nmin_healthy_ms = 5000\nhealthy_deadline_ms = 60000\n"
-                 "retain = 4\n"
-                 "[service.box]\ndriver = container\nroot = /srv/box\nruntime = docker\nruntime_args = --log-level warn\n"
-                 "container_name = box-1\nrun_args = --network host\nrun_args = -e A=b\ncommand = --port 8080\n"
-                 "start_order = start-first\nstop_timeout_ms = 5000\nruntime_timeout_ms = 120000\n");
+  auto p =
+      parse(t,
+            "host_id = web-1\ncoordinator = tcp://10.0.0.5:7600\ncoordinator_pub = tcp://10.0.0.5:7601\n"
+            "state_dir = /var/lib/x\nlabel = role=web\nlabel = zone=eu-1a\ninsecure_dev = false\n"
+            "agent_key = /k/agent.key\ncoordinator_key = /k/coord.pub\nrelease_public_key = /k/release.pub\n"
+            "log_level = debug\nheartbeat_interval_ms = 2000\nudp_heartbeats = false\n"
+            "[service.web]\ndriver = binary\nroot = /srv/web\nrestart_command = systemctl restart web\n"
+            "restart_timeout_ms = 40000\nhttp_probe = http://127.0.0.1:8080/health\nhttp_probe_expect = ok\n"
+            "tcp_probe = 127.0.0.1:8080\nprobe_interval_ms = 300\nmin_healthy_ms = 5000\nhealthy_deadline_ms = 60000\n"
+            "retain = 4\n"
+            "[service.box]\ndriver = container\nroot = /srv/box\nruntime = docker\nruntime_args = --log-level warn\n"
+            "container_name = box-1\nrun_args = --network host\nrun_args = -e A=b\ncommand = --port 8080\n"
+            "start_order = start-first\nstop_timeout_ms = 5000\nruntime_timeout_ms = 120000\n");
   ASSERT_TRUE(p.ok()) << error_of(p);
   const AgentConfig& c = p->config;
   EXPECT_EQ(c.host_id, "web-1");
@@ -319,7 +332,8 @@ TEST(AgentConfigParser, ThePackagedExampleParses) {
   // __FILE__ is absolute, or relative to the build directory (where the compiler ran), which is
   // the parent of this binary's directory (build/tests/gantry_unit_tests).
   std::string here = __FILE__;
-  if (here.front() != '/') here = std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path().string() + "/" + here;
+  if (here.front() != '/')
+    here = std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path().string() + "/" + here;
   const std::string example = here.substr(0, here.rfind("/tests/unit/")) + "/packaging/examples/agent.conf";
   const char* argv[] = {"gantry-agent", "--config", example.c_str()};
   auto p = parse_args(3, argv);
@@ -333,9 +347,11 @@ TEST(AgentConfigParser, ThePackagedExampleParses) {
 TEST(AgentConfigParser, ErrorsEscapeControlCharactersOfTheValue) {
   TempDir t;
   // From the command line: an escape sequence (OSC 52 clipboard write) and a newline.
-  auto cli = parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--heartbeat-interval-ms", "1\x1b]52;c;eA==\x07\nx"});
+  auto cli =
+      parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--heartbeat-interval-ms", "1\x1b]52;c;eA==\x07\nx"});
   ASSERT_FALSE(cli.ok());
-  EXPECT_EQ(cli.error().message, "the argument ('1\\x1b]52;c;eA==\\x07\\x0ax') for option '--heartbeat_interval_ms' is invalid");
+  EXPECT_EQ(cli.error().message,
+            "the argument ('1\\x1b]52;c;eA==\\x07\\x0ax') for option '--heartbeat_interval_ms' is invalid");
   auto host = parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--host-id", "h\x1b[2J"});
   ASSERT_FALSE(host.ok());
   EXPECT_EQ(host.error().message, "host id 'h\\x1b[2J' is not a safe name");
@@ -350,7 +366,8 @@ TEST(AgentConfigParser, ErrorsEscapeControlCharactersOfTheValue) {
 
 TEST(AgentConfigParser, AbbreviationsAreNotGuessed) {
   TempDir t;
-  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--host", "x"})), "unrecognised option '--host'");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--host", "x"})),
+            "unrecognised option '--host'");
 }
 
 TEST(AgentStateArgs, StateDirHelpAndErrors) {

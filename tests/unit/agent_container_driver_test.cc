@@ -87,7 +87,10 @@ struct ContainerFixture : ::testing::Test {
 
   // Writes releases/<v>/image.json as stage() would.
   void install(const std::string& v, const std::string& id, int64_t at = 0) {
-    nlohmann::json j = {{"sha256", std::string(64, '1')}, {"image_id", id}, {"image", ""}, {"installed_at", at},
+    nlohmann::json j = {{"sha256", std::string(64, '1')},
+                        {"image_id", id},
+                        {"image", ""},
+                        {"installed_at", at},
                         {"tags", {"localhost/app:" + v}}};
     write_text(cfg.root + "/releases/" + v + "/image.json", j.dump());
   }
@@ -126,10 +129,12 @@ TEST(ShellWords, QuoteRoundTripsThroughSplit) {
 }
 
 TEST(ImageRefArtifact, AcceptsOnlyReferencesPinnedByDigest) {
-  auto r = parse_image_ref_artifact(R"({"gantry_image_ref": 1, "image": "registry.example:5000/team/app@)" + kDigest + "\"}");
+  auto r = parse_image_ref_artifact(R"({"gantry_image_ref": 1, "image": "registry.example:5000/team/app@)" + kDigest +
+                                    "\"}");
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->digest, kDigest);
-  EXPECT_FALSE(parse_image_ref_artifact(R"({"gantry_image_ref": 1, "image": "app:latest"})").ok()) << "a tag is not a pin";
+  EXPECT_FALSE(parse_image_ref_artifact(R"({"gantry_image_ref": 1, "image": "app:latest"})").ok())
+      << "a tag is not a pin";
   EXPECT_FALSE(parse_image_ref_artifact(R"({"gantry_image_ref": 1, "image": "app@sha256:abc"})").ok());
   EXPECT_FALSE(parse_image_ref_artifact(R"({"gantry_image_ref": 1, "image": "--privileged@)" + kDigest + "\"}").ok());
   EXPECT_FALSE(parse_image_ref_artifact(R"({"gantry_image_ref": 1, "image": "a b@)" + kDigest + "\"}").ok());
@@ -148,7 +153,8 @@ TEST_F(ContainerFixture, ReadsTheImageIdOfDockerAndOciArchives) {
   std::string mdig(64, 'd');
   std::string src = t / "oci";
   write_text(src + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
-  write_text(src + "/index.json", R"({"manifests":[{"digest":"sha256:)" + mdig + R"(","annotations":{"org.opencontainers.image.ref.name":"app:v2"}}]})");
+  write_text(src + "/index.json", R"({"manifests":[{"digest":"sha256:)" + mdig +
+                                      R"(","annotations":{"org.opencontainers.image.ref.name":"app:v2"}}]})");
   write_text(src + "/blobs/sha256/" + mdig, man);
   make_tar(src, t / "o.tar");
   auto o = read_archive_image(t / "o.tar");
@@ -167,8 +173,10 @@ TEST_F(ContainerFixture, BuildsCommandLinesFromConfig) {
   EXPECT_EQ(d->command({"ps"}), "podman --runtime runc ps");
   auto args = d->run_args("web", "v2", kId1);
   std::string line = d->command(args);
-  EXPECT_EQ(line, "podman --runtime runc run -d --name web --label gantry.service=web --label gantry.version=v2 "
-                  "--network host -e 'GREETING=hello world' " + kId1 + " --port 8080");
+  EXPECT_EQ(line,
+            "podman --runtime runc run -d --name web --label gantry.service=web --label gantry.version=v2 "
+            "--network host -e 'GREETING=hello world' " +
+                kId1 + " --port 8080");
   EXPECT_EQ(d->image_tag("1.2+build@x"), "localhost/gantry/web:1.2_build_x");
 }
 
@@ -214,7 +222,8 @@ TEST_F(ContainerFixture, StartFirstRunFailureKeepsTheOldContainerAndReportsTheRu
   EXPECT_NE(st.error().message.find("runc create failed"), std::string::npos) << st.error().message;
   EXPECT_EQ(runner.index("stop -t 5 web "), -1) << runner.all();
   EXPECT_EQ(runner.index("rm -f web\n"), -1);
-  for (const auto& c : runner.calls) EXPECT_EQ(c.find("rm -f web") != std::string::npos && c.find("next") == std::string::npos, false) << c;
+  for (const auto& c : runner.calls)
+    EXPECT_EQ(c.find("rm -f web") != std::string::npos && c.find("next") == std::string::npos, false) << c;
 }
 
 TEST_F(ContainerFixture, MissingImageFailsBeforeTheOldContainerIsTouched) {
@@ -339,7 +348,8 @@ TEST(ContainerConfig, ParsesAContainerService) {
   EXPECT_EQ(s.runtime, "docker");
   EXPECT_EQ(s.container_name, "web");
   EXPECT_EQ(s.runtime_args, (std::vector<std::string>{"--runtime", "runc"}));
-  EXPECT_EQ(s.run_args, (std::vector<std::string>{"--network", "host", "--ulimit", "nofile=1024:1024", "-e", "MSG=a b"}));
+  EXPECT_EQ(s.run_args,
+            (std::vector<std::string>{"--network", "host", "--ulimit", "nofile=1024:1024", "-e", "MSG=a b"}));
   EXPECT_EQ(s.command, (std::vector<std::string>{"--port", "8080"}));
   EXPECT_EQ(s.start_order, "start-first");
 }
@@ -359,5 +369,6 @@ TEST(ContainerConfig, RefusesInconsistentContainerServices) {
   EXPECT_FALSE(parse("driver = container\ncontainer_name = a+b\n").ok());
   EXPECT_FALSE(parse("driver = container\nstart_order = start-first\nrun_args = -p 8080:80\n").ok())
       << "two instances cannot publish the same host port";
-  EXPECT_FALSE(parse("restart_command = true\nrun_args = --network host\n").ok()) << "container keys need driver = container";
+  EXPECT_FALSE(parse("restart_command = true\nrun_args = --network host\n").ok())
+      << "container keys need driver = container";
 }

@@ -72,7 +72,8 @@ TEST_F(DriverFixture, StagesActivatesAndReportsCurrent) {
 TEST_F(DriverFixture, DigestMismatchDeletesTheDownload) {
   ReleaseId r = download("v1", false);
   r.sha256 = std::string(64, 'f');
-  std::rename(d->partial_artifact_path(sha256_hex(read_text(t / "v1.tar"))).c_str(), d->partial_artifact_path(r.sha256).c_str());
+  std::rename(d->partial_artifact_path(sha256_hex(read_text(t / "v1.tar"))).c_str(),
+              d->partial_artifact_path(r.sha256).c_str());
   Status st = d->finish_download(r);
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().message.rfind("digest mismatch", 0), 0u) << st.error().message;

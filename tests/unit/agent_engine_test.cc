@@ -83,7 +83,9 @@ class EngineTest : public ::testing::Test {
   void SetUp() override {
     cfg.name = "web";
     cfg.root = t / "root";
-    cfg.restart_command = "cp \"$GANTRY_RELEASE_DIR/health\" \"$GANTRY_ROOT/health\" && echo $GANTRY_VERSION >> \"$GANTRY_ROOT/restarts\"";
+    cfg.restart_command =
+        "cp \"$GANTRY_RELEASE_DIR/health\" \"$GANTRY_ROOT/health\" && echo $GANTRY_VERSION >> "
+        "\"$GANTRY_ROOT/restarts\"";
     cfg.restart_timeout_ms = 5000;
     cfg.probe_interval_ms = 20;
     cfg.min_healthy_ms = 60;
@@ -99,12 +101,14 @@ class EngineTest : public ::testing::Test {
     rt.config = cfg;
     rt.driver = std::make_shared<BinaryDriver>(cfg, runner, clock);
     if (sync_failing)
-      rt.driver = std::make_shared<SyncFailingDriver>(std::make_shared<BinaryDriver>(cfg, runner, clock), swap_sync_failures);
+      rt.driver =
+          std::make_shared<SyncFailingDriver>(std::make_shared<BinaryDriver>(cfg, runner, clock), swap_sync_failures);
     rt.probes.push_back(std::make_shared<HealthFileProbe>(cfg.root + "/health"));
     svcs.emplace("web", std::move(rt));
-    agent = std::make_unique<Agent>("host-1", std::map<std::string, std::string>{{"zone", "eu-1"}}, std::move(svcs), store, clock,
-                                    [this](const proto::Message& m) { sent.push_back(m); },
-                                    [](Millis ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
+    agent = std::make_unique<Agent>(
+        "host-1", std::map<std::string, std::string>{{"zone", "eu-1"}}, std::move(svcs), store, clock,
+        [this](const proto::Message& m) { sent.push_back(m); },
+        [](Millis ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
     ASSERT_TRUE(agent->start().ok());
   }
 
@@ -133,7 +137,8 @@ class EngineTest : public ::testing::Test {
         if (auto* f = std::get_if<proto::FetchChunk>(&m); f && serve_chunks) {
           auto it = artifacts.find(f->sha256);
           if (it == artifacts.end()) {
-            agent->handle(proto::ErrorMsg{"not_found", "no such artifact", static_cast<uint16_t>(proto::MsgType::kFetchChunk), f->sha256});
+            agent->handle(proto::ErrorMsg{"not_found", "no such artifact",
+                                          static_cast<uint16_t>(proto::MsgType::kFetchChunk), f->sha256});
             continue;
           }
           const std::string& b = it->second.bytes;
@@ -168,7 +173,9 @@ class EngineTest : public ::testing::Test {
     return out;
   }
 
-  std::string current() { return fs::read_symlink(cfg.root + "/current").ok() ? *fs::read_symlink(cfg.root + "/current") : ""; }
+  std::string current() {
+    return fs::read_symlink(cfg.root + "/current").ok() ? *fs::read_symlink(cfg.root + "/current") : "";
+  }
   std::string restarts() { return read_text(cfg.root + "/restarts"); }
 };
 
@@ -182,7 +189,8 @@ TEST_F(EngineTest, UpdateFetchesStagesSwapsVerifiesAndReports) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->outcome, "succeeded") << r->message;
   EXPECT_EQ(r->running_version, "v1");
-  for (const char* k : {"fetch", "stage", "swap", "restart", "verify", "total"}) EXPECT_TRUE(r->timings_ms.count(k)) << k;
+  for (const char* k : {"fetch", "stage", "swap", "restart", "verify", "total"})
+    EXPECT_TRUE(r->timings_ms.count(k)) << k;
   EXPECT_EQ(current(), "releases/v1");
   EXPECT_EQ(all_sent<proto::OrderAck>().at(0).status, "accepted");
   std::vector<std::string> phases;
@@ -213,7 +221,8 @@ TEST_F(EngineTest, RestartFailureCountsAsVerificationFailure) {
   make_agent();
   agent->handle(order("o-1", "v1"));
   ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
-  cfg.restart_command = "if [ \"$GANTRY_VERSION\" = v2 ]; then exit 4; fi; cp \"$GANTRY_RELEASE_DIR/health\" \"$GANTRY_ROOT/health\"";
+  cfg.restart_command =
+      "if [ \"$GANTRY_VERSION\" = v2 ]; then exit 4; fi; cp \"$GANTRY_RELEASE_DIR/health\" \"$GANTRY_ROOT/health\"";
   make_agent();
   agent->handle(order("o-2", "v2"));
   expect_report("o-2", "failed_reverted", "restart command exited with 4", "v1");
@@ -414,7 +423,8 @@ TEST_F(EngineTest, InstalledReleaseWhenIdleIsAcceptedAndSwappedWithOneWrite) {
   std::vector<std::string> phases;
   for (size_t i = sent_before; i < sent.size(); ++i)
     if (auto* p = std::get_if<proto::Progress>(&sent[i]); p && p->order_id == "o-3") phases.push_back(p->phase);
-  EXPECT_EQ(phases, (std::vector<std::string>{phase::kFetching, phase::kSwapping, phase::kRestarting, phase::kVerifying}));
+  EXPECT_EQ(phases,
+            (std::vector<std::string>{phase::kFetching, phase::kSwapping, phase::kRestarting, phase::kVerifying}));
   EXPECT_EQ(r->timings_ms.count("restart"), 1u);
   EXPECT_EQ(r->timings_ms.count("verify"), 1u);
 }
@@ -608,6 +618,7 @@ TEST_F(EngineTest, AVerifiedManifestIsTrustedAgainOnlyForTheSameBytesAndKeys) {
   EXPECT_EQ(run_until_report("o-5")->outcome, "succeeded");
   agent->set_release_keys({other.public_key});
   agent->handle(again("o-6"));
-  EXPECT_NE(run_until_report("o-6")->message.find("does not verify"), std::string::npos) << "keys changed: checked again";
+  EXPECT_NE(run_until_report("o-6")->message.find("does not verify"), std::string::npos)
+      << "keys changed: checked again";
   EXPECT_EQ(current(), "releases/v1");
 }

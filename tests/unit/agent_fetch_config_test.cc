@@ -235,7 +235,8 @@ TEST(AgentConfig, ParsesCommandLineAndIni) {
              "tcp_probe = 127.0.0.1:18081\nmin_healthy_ms = 100\nretain = 5\n"
              "[service.api.v2]\nroot = /srv/api\nrestart_command = true\n");
   std::string cfgpath = t / "agent.ini";
-  const char* argv[] = {"gantry-agent", "--config", cfgpath.c_str(), "--host-id", "cli-host", "--label", "rack=r1", "--state-dir", "/tmp/st"};
+  const char* argv[] = {"gantry-agent", "--config", cfgpath.c_str(), "--host-id", "cli-host",
+                        "--label",      "rack=r1",  "--state-dir",   "/tmp/st"};
   auto p = parse_args(9, argv);
   ASSERT_TRUE(p.ok()) << p.error().message;
   const AgentConfig& c = p->config;

@@ -36,8 +36,8 @@ class RecordingRunner final : public ProcessRunner {
 class ScriptedBalancer final : public LoadBalancer {
  public:
   std::vector<std::string>& log;
-  std::deque<uint64_t> sessions;          // successive stat() session counts while draining
-  std::deque<std::string> statuses;       // successive statuses after ready()
+  std::deque<uint64_t> sessions;     // successive stat() session counts while draining
+  std::deque<std::string> statuses;  // successive statuses after ready()
   bool drained = false, fail_drain = false, fail_ready = false, unreachable = false;
   explicit ScriptedBalancer(std::vector<std::string>& l) : log(l) {}
   std::string describe() const override { return "lb"; }
@@ -104,10 +104,22 @@ class LifecycleTest : public ::testing::Test {
   }
   HostActs acts(Status verify = Status::Ok(), Status post = Status::Ok()) {
     HostActs a;
-    a.swap = [this] { log.push_back("swap"); return Status::Ok(); };
-    a.restart = [this] { log.push_back("restart"); return Status::Ok(); };
-    a.verify = [this, verify] { log.push_back("verify"); return verify; };
-    a.verify_for = [this, post](Millis ms) { log.push_back("verify_for:" + std::to_string(ms)); return post; };
+    a.swap = [this] {
+      log.push_back("swap");
+      return Status::Ok();
+    };
+    a.restart = [this] {
+      log.push_back("restart");
+      return Status::Ok();
+    };
+    a.verify = [this, verify] {
+      log.push_back("verify");
+      return verify;
+    };
+    a.verify_for = [this, post](Millis ms) {
+      log.push_back("verify_for:" + std::to_string(ms));
+      return post;
+    };
     return a;
   }
   size_t count(const std::string& entry) const { return std::count(log.begin(), log.end(), entry); }
@@ -117,7 +129,8 @@ TEST_F(LifecycleTest, BlockDrainsThenWaitsUntilSessionsReachZeroThenRunsTheWaitC
   lb->sessions = {3, 1, 0};
   auto lc = make();
   ASSERT_TRUE(lc.block(ctx, observer()).ok());
-  std::vector<std::string> want = {"cmd:block", "lb:drain", "lb:stat", "sleep:100", "lb:stat", "sleep:100", "lb:stat", "cmd:wait"};
+  std::vector<std::string> want = {"cmd:block", "lb:drain",  "lb:stat", "sleep:100",
+                                   "lb:stat",   "sleep:100", "lb:stat", "cmd:wait"};
   EXPECT_EQ(log, want);
   EXPECT_EQ(steps, (std::vector<std::string>{step::kDraining, step::kWaitingInflight}));
 }
@@ -168,7 +181,8 @@ TEST_F(LifecycleTest, AllowRunsTheCommandSetsReadyAndWaitsForHaproxyToSayUp) {
   lb->statuses = {"DOWN", "DOWN 1/2", "UP"};
   auto lc = make();
   ASSERT_TRUE(lc.allow(ctx, acts(), observer()).ok());
-  EXPECT_EQ(log, (std::vector<std::string>{"cmd:allow", "lb:ready", "lb:stat", "sleep:100", "lb:stat", "sleep:100", "lb:stat"}));
+  EXPECT_EQ(log, (std::vector<std::string>{"cmd:allow", "lb:ready", "lb:stat", "sleep:100", "lb:stat", "sleep:100",
+                                           "lb:stat"}));
   EXPECT_EQ(steps, (std::vector<std::string>{step::kAllowingTraffic, step::kTrafficAllowed}));
 }
 
@@ -220,8 +234,8 @@ TEST_F(LifecycleTest, RunOrdersEveryStepAndAllowsTrafficOnlyAfterVerification) {
   EXPECT_LT(pos("restart"), pos("verify"));
   EXPECT_LT(pos("verify"), pos("cmd:allow"));
   EXPECT_LT(pos("cmd:allow"), pos("lb:ready"));
-  EXPECT_EQ(steps, (std::vector<std::string>{step::kDraining, step::kWaitingInflight, "swapping", "restarting", "verifying",
-                                             step::kAllowingTraffic, step::kTrafficAllowed}));
+  EXPECT_EQ(steps, (std::vector<std::string>{step::kDraining, step::kWaitingInflight, "swapping", "restarting",
+                                             "verifying", step::kAllowingTraffic, step::kTrafficAllowed}));
 }
 
 TEST_F(LifecycleTest, RunWithTrafficAlreadyBlockedDoesNotDrainAgain) {
@@ -346,14 +360,17 @@ namespace {
 TEST(TrafficSettings, TheAgentConfigFileCarriesThem) {
   gantry::agent::testing::TempDir t;
   auto parse = [&](const std::string& extra) {
-    gantry::agent::testing::write_text(t / "agent.conf", "host_id = h1\ninsecure_dev = true\n[service.web]\nroot = /srv/web\n"
-                                                         "restart_command = true\n" + extra);
+    gantry::agent::testing::write_text(t / "agent.conf",
+                                       "host_id = h1\ninsecure_dev = true\n[service.web]\nroot = /srv/web\n"
+                                       "restart_command = true\n" +
+                                           extra);
     std::string path = t / "agent.conf";
     const char* argv[] = {"gantry-agent", "--config", path.c_str()};
     return gantry::agent::parse_args(3, argv);
   };
-  auto ok = parse("haproxy_socket = 127.0.0.1:9999\nhaproxy_server = be/web1\nblock_traffic_command = lb drain\n"
-                  "allow_traffic_timeout_ms = 5000\npost_allow_healthy_ms = 1000\n");
+  auto ok = parse(
+      "haproxy_socket = 127.0.0.1:9999\nhaproxy_server = be/web1\nblock_traffic_command = lb drain\n"
+      "allow_traffic_timeout_ms = 5000\npost_allow_healthy_ms = 1000\n");
   ASSERT_TRUE(ok.ok()) << ok.error().message;
   const auto& tr = ok->config.services.at("web").traffic;
   EXPECT_EQ(tr.haproxy.socket, "127.0.0.1:9999");

@@ -1,5 +1,5 @@
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -118,8 +118,13 @@ TEST(AgentState, MemoryStoreInjectsFailures) {
 namespace {
 
 proto::Report result(int i) {
-  return {"o-" + std::to_string(i), 1, "web", i % 3 ? "succeeded" : "failed_reverted", "v" + std::to_string(i % 5),
-          "message " + std::to_string(i), {{"total", static_cast<uint64_t>(i)}}};
+  return {"o-" + std::to_string(i),
+          1,
+          "web",
+          i % 3 ? "succeeded" : "failed_reverted",
+          "v" + std::to_string(i % 5),
+          "message " + std::to_string(i),
+          {{"total", static_cast<uint64_t>(i)}}};
 }
 
 std::string loaded_text(const std::string& dir) {
@@ -180,7 +185,8 @@ TEST(AgentStateJournal, LazyRecordIsReplayedInSequence) {
   int fd = ::open(store.journal_path().c_str(), O_WRONLY);
   ASSERT_GE(fd, 0);
   const std::string torn(16, '\0');
-  ASSERT_EQ(::pwrite(fd, torn.data(), torn.size(), static_cast<off_t>(lazy_at + 20)), static_cast<ssize_t>(torn.size()));
+  ASSERT_EQ(::pwrite(fd, torn.data(), torn.size(), static_cast<off_t>(lazy_at + 20)),
+            static_cast<ssize_t>(torn.size()));
   ::close(fd);
   EXPECT_EQ(loaded_text(t / "state"), swapping);
 }

@@ -24,7 +24,9 @@ Expected<TarStats> extract_string(const std::string& archive, const std::string&
 // Every path under `root` (relative), to prove nothing landed elsewhere.
 size_t count_entries(const std::string& root) {
   size_t n = 0;
-  for (auto it = std::filesystem::recursive_directory_iterator(root); it != std::filesystem::recursive_directory_iterator(); ++it) ++n;
+  for (auto it = std::filesystem::recursive_directory_iterator(root);
+       it != std::filesystem::recursive_directory_iterator(); ++it)
+    ++n;
   return n;
 }
 
@@ -99,7 +101,8 @@ TEST(AgentTar, NeverWritesThroughASymlink) {
   TempDir t;
   std::filesystem::create_directories(t / "out");
   std::filesystem::create_directories(t / "out/sub");
-  auto r = extract_string(tar_header("l", '2', 0, "sub") + tar_header("l/x", '0', 3) + tar_data("bad") + tar_end(), t / "out");
+  auto r = extract_string(tar_header("l", '2', 0, "sub") + tar_header("l/x", '0', 3) + tar_data("bad") + tar_end(),
+                          t / "out");
   ASSERT_FALSE(r.ok());
   EXPECT_FALSE(std::filesystem::exists(t / "out/sub/x"));
 }
@@ -141,7 +144,8 @@ TEST(AgentTar, RefusesTruncatedAndCorruptInput) {
 TEST(AgentTar, RefusesDuplicatesAndStripsSetuid) {
   TempDir t;
   std::filesystem::create_directories(t / "out");
-  auto r = extract_string(tar_header("f", '0', 1) + tar_data("a") + tar_header("f", '0', 1) + tar_data("b") + tar_end(), t / "out");
+  auto r = extract_string(tar_header("f", '0', 1) + tar_data("a") + tar_header("f", '0', 1) + tar_data("b") + tar_end(),
+                          t / "out");
   EXPECT_FALSE(r.ok());
   std::filesystem::create_directories(t / "o2");
   r = extract_string(tar_header("s", '0', 1, "", 04755) + tar_data("a") + tar_end(), t / "o2");

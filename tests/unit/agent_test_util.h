@@ -54,8 +54,8 @@ inline std::string make_tar(const std::string& src_dir, const std::string& out_p
 }
 
 // One raw ustar header block, for archives real tar refuses to make.
-inline std::string tar_header(const std::string& name, char type, uint64_t size = 0,
-                              const std::string& link = "", int mode = 0644) {
+inline std::string tar_header(const std::string& name, char type, uint64_t size = 0, const std::string& link = "",
+                              int mode = 0644) {
   std::string h(512, '\0');
   std::memcpy(&h[0], name.data(), std::min<size_t>(name.size(), 100));
   std::snprintf(&h[100], 8, "%07o", mode);
@@ -65,7 +65,10 @@ inline std::string tar_header(const std::string& name, char type, uint64_t size 
   std::snprintf(&h[136], 12, "%011o", 0);
   h[156] = type;
   std::memcpy(&h[157], link.data(), std::min<size_t>(link.size(), 100));
-  std::memcpy(&h[257], "ustar\0" "00", 8);
+  std::memcpy(&h[257],
+              "ustar\0"
+              "00",
+              8);
   std::memset(&h[148], ' ', 8);
   unsigned sum = 0;
   for (unsigned char c : h) sum += c;

@@ -33,7 +33,8 @@ class HealthFileProbe : public Probe {
 };
 
 // `step <phase> <kind> <from>-><to>` for each step command, `restart <version>` for restarts.
-const char* kLogStep = "echo \"$GANTRY_PHASE $GANTRY_ORDER_KIND $GANTRY_FROM_VERSION->$GANTRY_TO_VERSION\" >> \"$GANTRY_ROOT/steps\"";
+const char* kLogStep =
+    "echo \"$GANTRY_PHASE $GANTRY_ORDER_KIND $GANTRY_FROM_VERSION->$GANTRY_TO_VERSION\" >> \"$GANTRY_ROOT/steps\"";
 
 class TrafficEngineTest : public ::testing::Test {
  protected:
@@ -52,7 +53,8 @@ class TrafficEngineTest : public ::testing::Test {
     cfg.name = "web";
     cfg.root = t / "root";
     cfg.restart_command =
-        "cp \"$GANTRY_RELEASE_DIR/health\" \"$GANTRY_ROOT/health\" && echo restart $GANTRY_VERSION >> \"$GANTRY_ROOT/steps\"";
+        "cp \"$GANTRY_RELEASE_DIR/health\" \"$GANTRY_ROOT/health\" && echo restart $GANTRY_VERSION >> "
+        "\"$GANTRY_ROOT/steps\"";
     cfg.restart_timeout_ms = 5000;
     cfg.probe_interval_ms = 20;
     cfg.min_healthy_ms = 60;
@@ -73,12 +75,14 @@ class TrafficEngineTest : public ::testing::Test {
     auto sleep = [](Millis ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
     rt.lifecycle = std::make_shared<traffic::Lifecycle>(lc, runner, nullptr, clock, sleep);
     svcs.emplace("web", std::move(rt));
-    agent = std::make_unique<Agent>("host-1", std::map<std::string, std::string>{}, std::move(svcs), store, clock,
-                                    [this](const proto::Message& m) { sent.push_back(m); }, sleep);
+    agent = std::make_unique<Agent>(
+        "host-1", std::map<std::string, std::string>{}, std::move(svcs), store, clock,
+        [this](const proto::Message& m) { sent.push_back(m); }, sleep);
     ASSERT_TRUE(agent->start().ok());
   }
 
-  proto::Order order(const std::string& id, const std::string& version, bool healthy = true, std::string kind = "update") {
+  proto::Order order(const std::string& id, const std::string& version, bool healthy = true,
+                     std::string kind = "update") {
     std::string src = t / ("src-" + version);
     if (!fs::exists(src)) {
       write_text(src + "/bin/app", "#!/bin/sh\necho " + version + "\n", 0755);
@@ -134,7 +138,9 @@ class TrafficEngineTest : public ::testing::Test {
       if (auto* p = std::get_if<proto::Progress>(&m)) out.push_back(p->phase);
     return out;
   }
-  std::string current() { return fs::read_symlink(cfg.root + "/current").ok() ? *fs::read_symlink(cfg.root + "/current") : ""; }
+  std::string current() {
+    return fs::read_symlink(cfg.root + "/current").ok() ? *fs::read_symlink(cfg.root + "/current") : "";
+  }
 };
 
 TEST_F(TrafficEngineTest, AnUpdateDrainsSwapsRestartsVerifiesAndOnlyThenAllowsTraffic) {
@@ -145,8 +151,8 @@ TEST_F(TrafficEngineTest, AnUpdateDrainsSwapsRestartsVerifiesAndOnlyThenAllowsTr
   EXPECT_EQ(r->outcome, "succeeded") << r->message;
   EXPECT_EQ(steps(), (std::vector<std::string>{"draining update v1->v2", "waiting_inflight update v1->v2", "restart v2",
                                                "allowing_traffic update v1->v2"}));
-  EXPECT_EQ(phases(), (std::vector<std::string>{"fetching", "staging", "draining", "waiting_inflight", "swapping", "restarting",
-                                                "verifying", "allowing_traffic", "traffic_allowed"}));
+  EXPECT_EQ(phases(), (std::vector<std::string>{"fetching", "staging", "draining", "waiting_inflight", "swapping",
+                                                "restarting", "verifying", "allowing_traffic", "traffic_allowed"}));
   for (const auto& m : sent)
     if (auto* p = std::get_if<proto::Progress>(&m)) EXPECT_GT(p->at_ms, 0u) << p->phase;
   EXPECT_TRUE(r->timings_ms.count("drain"));
@@ -217,8 +223,8 @@ TEST_F(TrafficEngineTest, ARollbackToAnInstalledReleaseRunsTheSameSteps) {
   auto r = run_until_report("o-3");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->outcome, "succeeded") << r->message;
-  EXPECT_EQ(steps(), (std::vector<std::string>{"draining rollback v2->v1", "waiting_inflight rollback v2->v1", "restart v1",
-                                               "allowing_traffic rollback v2->v1"}));
+  EXPECT_EQ(steps(), (std::vector<std::string>{"draining rollback v2->v1", "waiting_inflight rollback v2->v1",
+                                               "restart v1", "allowing_traffic rollback v2->v1"}));
 }
 
 TEST_F(TrafficEngineTest, AJournalFailureAfterTheDrainAllowsTrafficBackBeforeFailing) {

@@ -42,7 +42,9 @@ class ArtifactServerTest : public ::testing::Test {
     ASSERT_TRUE(store->put_release(r).ok());
   }
   // One Chunk frame: the chunk behind its encoded head.
-  int64_t frame() const { return static_cast<int64_t>(proto::encode_chunk_head(sha, 0, kSize, kChunk).size() + kChunk); }
+  int64_t frame() const {
+    return static_cast<int64_t>(proto::encode_chunk_head(sha, 0, kSize, kChunk).size() + kChunk);
+  }
   // Budget: 8 frames unless said otherwise. A frame goes out while the bytes queued are under
   // the budget (and the host's under its share), so either is passed by less than one frame.
   std::unique_ptr<ArtifactServer> make(int64_t frames = 8) {
@@ -50,7 +52,8 @@ class ArtifactServerTest : public ::testing::Test {
   }
   // `n` chunk requests of one host, from `first` on.
   void fetch(ArtifactServer& s, const std::string& host, int n, int first = 0) {
-    for (int i = first; i < first + n; ++i) s.on_fetch(host, proto::FetchChunk{sha, static_cast<uint64_t>(i) * kChunk, kChunk});
+    for (int i = first; i < first + n; ++i)
+      s.on_fetch(host, proto::FetchChunk{sha, static_cast<uint64_t>(i) * kChunk, kChunk});
   }
 
   static constexpr uint64_t kSize = 64ull * kChunk;

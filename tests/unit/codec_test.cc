@@ -175,7 +175,8 @@ TEST(Codec, ChunkHeadPlusDataIsTheChunkEncoding) {
   // The coordinator reads artifact bytes straight into a frame behind encode_chunk_head; the
   // frame must be byte for byte encode(Chunk), for every bin length class (bin8/16/32).
   const std::string sha(64, 'c');
-  for (size_t n : {size_t{0}, size_t{1}, size_t{255}, size_t{256}, size_t{65535}, size_t{65536}, size_t{kMaxChunkBytes}}) {
+  for (size_t n :
+       {size_t{0}, size_t{1}, size_t{255}, size_t{256}, size_t{65535}, size_t{65536}, size_t{kMaxChunkBytes}}) {
     std::string data(n, '\0');
     for (size_t i = 0; i < n; ++i) data[i] = static_cast<char>(i * 31 + 7);
     for (uint64_t off : {uint64_t{0}, uint64_t{300}, uint64_t{1} << 33}) {
@@ -212,19 +213,22 @@ TEST(Codec, DecodeChunkLeavesTheDataInTheFrame) {
 
 TEST(Codec, MalformedInputIsAnErrorNotACrash) {
   EXPECT_EQ(decode("").error().code, "decode");
-  EXPECT_EQ(decode("\xc1").error().code, "decode");                  // never-used byte
+  EXPECT_EQ(decode("\xc1").error().code, "decode");                      // never-used byte
   EXPECT_EQ(decode(encode(Heartbeat{1}) + "x").error().code, "decode");  // trailing bytes
   std::string full = encode(Heartbeat{1});
-  EXPECT_FALSE(decode(full.substr(0, full.size() - 1)).ok());       // truncated
-  EXPECT_EQ(decode(unhex("93010203")).error().code, "invalid");       // envelope not a map
+  EXPECT_FALSE(decode(full.substr(0, full.size() - 1)).ok());    // truncated
+  EXPECT_EQ(decode(unhex("93010203")).error().code, "invalid");  // envelope not a map
   EXPECT_EQ(decode(envelope(99, [](auto& p) { p.pack_map(0); })).error().code, "unknown_type");
   EXPECT_EQ(decode(envelope(0, [](auto& p) { p.pack_map(0); })).error().code, "unknown_type");
   EXPECT_EQ(decode(envelope(3, [](auto& p) { p.pack_map(0); })).error().code, "invalid");  // missing seq
-  EXPECT_EQ(decode(envelope(3, [](auto& p) {
-              p.pack_map(1);
-              p.pack(std::string("seq"));
-              p.pack(std::string("one"));
-            })).error().code,
+  EXPECT_EQ(decode(envelope(3,
+                            [](auto& p) {
+                              p.pack_map(1);
+                              p.pack(std::string("seq"));
+                              p.pack(std::string("one"));
+                            }))
+                .error()
+                .code,
             "invalid");  // wrong type
 }
 
@@ -253,7 +257,11 @@ TEST(Codec, NamesAndDigestsAreValidatedBeforeAnyHandlerSeesThem) {
 
 TEST(Codec, LimitViolationsAreRefused) {
   // A claimed array of 2^32-1 elements with no data behind it must not allocate.
-  EXPECT_FALSE(decode(envelope(3, [](auto& p) { p.pack_map(1); p.pack(std::string("seq")); p.pack_array(0xffffffffu); })).ok());
+  EXPECT_FALSE(decode(envelope(3, [](auto& p) {
+                 p.pack_map(1);
+                 p.pack(std::string("seq"));
+                 p.pack_array(0xffffffffu);
+               })).ok());
   // A claimed map of 2^32-1 entries.
   EXPECT_FALSE(decode(unhex("82a17403a162dfffffffff")).ok());
   // A claimed string of 2^32-1 bytes.

@@ -52,9 +52,10 @@ TEST(CoordinatorConfigOptions, DefaultsMatchTheConfigStruct) {
 
 TEST(CoordinatorConfigOptions, CommandLineWinsOverTheFile) {
   TempDir t;
-  write_text(t / "c.conf",
-             "# comment\nstate-dir = /var/lib/from-file\nagent-endpoint = tcp://0.0.0.0:7600\nheartbeat-interval-ms = 500\n"
-             "heartbeat-misses = 4\nhttp-address =\nudp-heartbeat = off\nlog-level = debug\nio-threads = 2\n");
+  write_text(
+      t / "c.conf",
+      "# comment\nstate-dir = /var/lib/from-file\nagent-endpoint = tcp://0.0.0.0:7600\nheartbeat-interval-ms = 500\n"
+      "heartbeat-misses = 4\nhttp-address =\nudp-heartbeat = off\nlog-level = debug\nio-threads = 2\n");
   auto o = parse({"--config", t / "c.conf", "--state-dir", "/srv/cli", "--io-threads", "5"});
   ASSERT_TRUE(o.ok()) << error_of(o);
   EXPECT_EQ(o->config.state_dir, "/srv/cli");
@@ -70,7 +71,8 @@ TEST(CoordinatorConfigOptions, CommandLineWinsOverTheFile) {
 TEST(CoordinatorConfigOptions, ThePackagedExampleParses) {
   // Relative __FILE__: relative to the build directory, the parent of this binary's directory.
   std::string here = __FILE__;
-  if (here.front() != '/') here = std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path().string() + "/" + here;
+  if (here.front() != '/')
+    here = std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path().string() + "/" + here;
   const std::string example = here.substr(0, here.rfind("/tests/unit/")) + "/packaging/examples/coordinator.conf";
   // Its server-key is a path on a real host; give an insecure run and leave it out.
   TempDir t;
@@ -95,38 +97,46 @@ TEST(CoordinatorConfigOptions, NumbersInRangeAndDigitsOnly) {
       {{"--heartbeat-interval-ms", "0"}, "--heartbeat-interval-ms must be 1..3600000, got 0"},
       {{"--heartbeat-interval-ms", "1s"}, "--heartbeat-interval-ms must be 1..3600000, got 1s"},
       {{"--heartbeat-misses", "+3"}, "--heartbeat-misses must be 1..1000, got +3"},
-      {{"--coordinator-heartbeat-ms", "99999999999999999999"}, "--coordinator-heartbeat-ms must be 0..3600000, got 99999999999999999999"},
+      {{"--coordinator-heartbeat-ms", "99999999999999999999"},
+       "--coordinator-heartbeat-ms must be 0..3600000, got 99999999999999999999"},
       {{"--heartbeat-misses", ""}, "--heartbeat-misses must be 1..1000, got "},
   };
   for (const auto& [args, want] : bad) EXPECT_EQ(error_of(parse(args)), want) << args[0] << " " << args[1];
   auto low = parse({"--heartbeat-interval-ms", "2000", "--coordinator-heartbeat-ms", "1000"});
   ASSERT_TRUE(low.ok()) << error_of(low);
   ASSERT_EQ(low->warnings.size(), 1u);
-  EXPECT_EQ(low->warnings[0], "--coordinator-heartbeat-ms 1000 is below --heartbeat-interval-ms 2000; using the interval");
+  EXPECT_EQ(low->warnings[0],
+            "--coordinator-heartbeat-ms 1000 is below --heartbeat-interval-ms 2000; using the interval");
 }
 
 TEST(CoordinatorConfigOptions, EndpointsAndAddressesAreCheckedWhereTheyAreGiven) {
-  for (const char* good : {"tcp://127.0.0.1:*", "tcp://*:7600", "tcp://[::1]:0", "tcp://eth0:7600", "ipc:///run/gantry/agents"}) {
+  for (const char* good :
+       {"tcp://127.0.0.1:*", "tcp://*:7600", "tcp://[::1]:0", "tcp://eth0:7600", "ipc:///run/gantry/agents"}) {
     auto o = parse({"--agent-endpoint", good});
     EXPECT_TRUE(o.ok()) << good << ": " << error_of(o);
   }
   EXPECT_EQ(error_of(parse({"--operator-endpoint", "tcp://nonsense"})),
             "--operator-endpoint: endpoint 'tcp://nonsense' has no port (want tcp://HOST:PORT, HOST or PORT may be *)");
   EXPECT_EQ(error_of(parse({"--pub-endpoint", "pgm://eth0;239.1.1.1:5555"})),
-            "--pub-endpoint: endpoint 'pgm://eth0;239.1.1.1:5555' is not tcp:// or ipc:// (want tcp://HOST:PORT, HOST or PORT may be *)");
+            "--pub-endpoint: endpoint 'pgm://eth0;239.1.1.1:5555' is not tcp:// or ipc:// (want tcp://HOST:PORT, HOST "
+            "or PORT may be *)");
   EXPECT_EQ(error_of(parse({"--agent-endpoint", "tcp://h:70000"})),
-            "--agent-endpoint: endpoint 'tcp://h:70000' has no port between 0 and 65535 (want tcp://HOST:PORT, HOST or PORT may be *)");
-  EXPECT_EQ(error_of(parse({"--agent-endpoint", "tcp://a b:1"})),
-            "--agent-endpoint: endpoint 'tcp://a b:1' has a malformed host (want tcp://HOST:PORT, HOST or PORT may be *)");
+            "--agent-endpoint: endpoint 'tcp://h:70000' has no port between 0 and 65535 (want tcp://HOST:PORT, HOST or "
+            "PORT may be *)");
+  EXPECT_EQ(
+      error_of(parse({"--agent-endpoint", "tcp://a b:1"})),
+      "--agent-endpoint: endpoint 'tcp://a b:1' has a malformed host (want tcp://HOST:PORT, HOST or PORT may be *)");
   for (const char* good : {"127.0.0.1:0", "[::1]:7680", "localhost:7680", "0.0.0.0:9"}) {
     auto o = parse({"--http-address", good});
     EXPECT_TRUE(o.ok()) << good << ": " << error_of(o);
   }
-  EXPECT_EQ(error_of(parse({"--http-address", "127.0.0.1:99999"})), "--http-address '127.0.0.1:99999' has no port between 0 and 65535");
+  EXPECT_EQ(error_of(parse({"--http-address", "127.0.0.1:99999"})),
+            "--http-address '127.0.0.1:99999' has no port between 0 and 65535");
   EXPECT_EQ(error_of(parse({"--http-address", "7680"})), "--http-address '7680' is not HOST:PORT");
   EXPECT_EQ(error_of(parse({"--udp-heartbeat", "on"})), "--udp-heartbeat 'on' is not HOST:PORT; or auto, or off");
   EXPECT_TRUE(parse({"--udp-heartbeat", "0.0.0.0:7600"}).ok());
-  EXPECT_EQ(error_of(parse({"--log-level", "loud"})), "--log-level must be trace, debug, info, warn, error, critical or off, got 'loud'");
+  EXPECT_EQ(error_of(parse({"--log-level", "loud"})),
+            "--log-level must be trace, debug, info, warn, error, critical or off, got 'loud'");
   EXPECT_EQ(error_of(parse({"--state-dir", ""})), "--state-dir must not be empty");
 }
 
@@ -136,11 +146,13 @@ TEST(CoordinatorConfigOptions, SyntaxErrorsAndUnknownOptions) {
   EXPECT_EQ(error_of(parse({"--state", "/x"})), "unrecognised option '--state'") << "no abbreviations";
   EXPECT_EQ(error_of(parse({"stray"})), "too many positional options have been specified on the command line");
   EXPECT_EQ(error_of(parse({"--state-dir"})), "the required argument for option '--state-dir' is missing");
-  EXPECT_EQ(error_of(parse({"--config", "/nonexistent/c.conf"})), "--config: cannot read config file /nonexistent/c.conf");
+  EXPECT_EQ(error_of(parse({"--config", "/nonexistent/c.conf"})),
+            "--config: cannot read config file /nonexistent/c.conf");
   write_text(t / "c.conf", "colour = red\n");
   EXPECT_EQ(error_of(parse({"--config", t / "c.conf"})), "unrecognised option 'colour'");
   write_text(t / "c.conf", "config = /etc/other.conf\n");
-  EXPECT_EQ(error_of(parse({"--config", t / "c.conf"})), "unrecognised option 'config'") << "--config is for the command line";
+  EXPECT_EQ(error_of(parse({"--config", t / "c.conf"})), "unrecognised option 'config'")
+      << "--config is for the command line";
 }
 
 TEST(CoordinatorConfigOptions, ErrorsEscapeControlCharacters) {
@@ -148,7 +160,9 @@ TEST(CoordinatorConfigOptions, ErrorsEscapeControlCharacters) {
   EXPECT_EQ(error_of(o), "--io-threads must be 1..16, got 3\\x1b]52;c;eA==\\x07");
   auto e = parse({"--agent-endpoint", "tcp://h\n:1"});
   EXPECT_EQ(error_of(e).find('\n'), std::string::npos) << error_of(e);
-  auto u = parse({"--\x9b" "31m"});
+  auto u =
+      parse({"--\x9b"
+             "31m"});
   EXPECT_EQ(error_of(u).find('\x9b'), std::string::npos) << error_of(u);
 }
 
@@ -157,7 +171,8 @@ TEST(CoordinatorConfigOptions, HelpAndVersionNeedNoKeys) {
     auto o = parse_config_options({h});
     ASSERT_TRUE(o.ok()) << error_of(o);
     EXPECT_TRUE(o->help);
-    for (const char* s : {"Usage: gantry-coordinator [options]", "--agent-endpoint arg (=tcp://127.0.0.1:7600)", "--accept-agent-key arg"})
+    for (const char* s : {"Usage: gantry-coordinator [options]", "--agent-endpoint arg (=tcp://127.0.0.1:7600)",
+                          "--accept-agent-key arg"})
       EXPECT_NE(o->text.find(s), std::string::npos) << s;
   }
   auto v = parse_config_options({"--version"});
@@ -168,8 +183,8 @@ TEST(CoordinatorConfigOptions, HelpAndVersionNeedNoKeys) {
 TEST(CoordinatorConfigOptions, KeysAreReadAndNamed) {
   TempDir t;
   const std::string server = keypair(t, "coordinator"), alice = keypair(t, "alice"), host = keypair(t, "web-1");
-  auto o = parse_config_options({"--server-key", server + ".key", "--admin-key", alice + ".pub", "--admin-key", "bob=" + alice + ".pub",
-                                 "--accept-agent-key", "web-1=" + host + ".pub"});
+  auto o = parse_config_options({"--server-key", server + ".key", "--admin-key", alice + ".pub", "--admin-key",
+                                 "bob=" + alice + ".pub", "--accept-agent-key", "web-1=" + host + ".pub"});
   ASSERT_TRUE(o.ok()) << error_of(o);
   EXPECT_TRUE(o->config.curve.enabled());
   ASSERT_EQ(o->config.admin_keys.size(), 2u);
@@ -182,7 +197,8 @@ TEST(CoordinatorConfigOptions, KeysAreReadAndNamed) {
   EXPECT_NE(error_of(parse_config_options({})).find("no CURVE keys configured; refusing to start."), std::string::npos);
   EXPECT_EQ(error_of(parse_config_options({"--insecure-dev", "--server-key", server + ".key"})),
             "--insecure-dev and --server-key exclude each other");
-  EXPECT_EQ(error_of(parse({"--accept-agent-key", host + ".pub"})), "--accept-agent-key wants HOST=PUBFILE, got '" + host + ".pub'");
+  EXPECT_EQ(error_of(parse({"--accept-agent-key", host + ".pub"})),
+            "--accept-agent-key wants HOST=PUBFILE, got '" + host + ".pub'");
   EXPECT_EQ(error_of(parse({"--accept-agent-key", "../x=" + host + ".pub"})),
             "--accept-agent-key: host '../x' is not a safe name ([A-Za-z0-9._-+@:], 1..128)");
   EXPECT_EQ(error_of(parse({"--admin-key", "a\x1b=" + alice + ".pub"})).find('\x1b'), std::string::npos);

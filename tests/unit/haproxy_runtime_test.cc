@@ -20,7 +20,8 @@ const std::string kHeader =
     "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight\n";
 
 TEST(ShowStat, FindsTheServerRowByTheHeadersColumnNames) {
-  std::string csv = kHeader + "be,web1,0,0,3,9,,100,0,0,,0,,0,0,0,0,DRAIN,0\n" + "be,web2,1,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1\n\n";
+  std::string csv =
+      kHeader + "be,web1,0,0,3,9,,100,0,0,,0,,0,0,0,0,DRAIN,0\n" + "be,web2,1,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1\n\n";
   auto a = parse_show_stat(csv, "be", "web1");
   ASSERT_TRUE(a.ok()) << a.error().message;
   EXPECT_EQ(a->status, "DRAIN");
@@ -47,11 +48,15 @@ TEST(ShowStat, RefusesWhatIsNotAShowStatAnswer) {
   // A short row is skipped, not indexed past its end.
   EXPECT_EQ(parse_show_stat(kHeader + "be,web1,0\n", "be", "web1").error().code, "not_found");
   // Counts that are not plain decimals.
-  EXPECT_EQ(parse_show_stat(kHeader + "be,web1,0,0,-3,9,,100,0,0,,0,,0,0,0,0,UP,0\n", "be", "web1").error().code, "haproxy");
-  EXPECT_EQ(parse_show_stat(kHeader + "be,web1,0,0,99999999999999999999999,9,,1,0,0,,0,,0,0,0,0,UP,0\n", "be", "web1").error().code,
+  EXPECT_EQ(parse_show_stat(kHeader + "be,web1,0,0,-3,9,,100,0,0,,0,,0,0,0,0,UP,0\n", "be", "web1").error().code,
+            "haproxy");
+  EXPECT_EQ(parse_show_stat(kHeader + "be,web1,0,0,99999999999999999999999,9,,1,0,0,,0,,0,0,0,0,UP,0\n", "be", "web1")
+                .error()
+                .code,
             "haproxy");
   // A status with control characters.
-  EXPECT_EQ(parse_show_stat(kHeader + "be,web1,0,0,0,9,,100,0,0,,0,,0,0,0,0,U\x1bP,0\n", "be", "web1").error().code, "haproxy");
+  EXPECT_EQ(parse_show_stat(kHeader + "be,web1,0,0,0,9,,100,0,0,,0,,0,0,0,0,U\x1bP,0\n", "be", "web1").error().code,
+            "haproxy");
 }
 
 TEST(ShowStat, SurvivesAHugeHeader) {

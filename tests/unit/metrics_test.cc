@@ -73,16 +73,24 @@ TEST(Metrics, EveryFamilyHasHelpAndTypeAndCountersEndInTotal) {
   EXPECT_NE(text.find("gantry_hosts{state=\"online\"} 2\n"), std::string::npos) << text;
   EXPECT_NE(text.find("gantry_service_hosts{service=\"web\",version=\"v2\"} 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("gantry_service_hosts{service=\"web\",version=\"\"} 1\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("gantry_rollout_info{rollout=\"7\",service=\"web\",version=\"v2\",phase=\"running\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_rollout_info{rollout=\"7\",service=\"web\",version=\"v2\",phase=\"running\"} 1\n"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("gantry_orders_sent_total 3\n"), std::string::npos);
   EXPECT_NE(text.find("process_start_time_seconds "), std::string::npos);
   EXPECT_EQ(text.find("not-a-phase"), std::string::npos);
   // Cumulative buckets: 12 ms lands in le=0.025 and above, 2.5 s in le=2.5 and above.
-  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"swap\",le=\"0.01\"} 0\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"swap\",le=\"0.025\"} 1\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"verify\",le=\"1\"} 0\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"verify\",le=\"2.5\"} 1\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"verify\",le=\"+Inf\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"swap\",le=\"0.01\"} 0\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"swap\",le=\"0.025\"} 1\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"verify\",le=\"1\"} 0\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"verify\",le=\"2.5\"} 1\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_bucket{phase=\"verify\",le=\"+Inf\"} 1\n"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("gantry_agent_phase_duration_seconds_sum{phase=\"verify\"} 2.5\n"), std::string::npos) << text;
 }
 

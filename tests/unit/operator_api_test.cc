@@ -182,7 +182,8 @@ TEST_F(OperatorApiTest, ControlCommandsRecordWhoAskedWithTheStep) {
 TEST_F(OperatorApiTest, BadArgumentsAreErrorsNotCrashes) {
   EXPECT_FALSE(run("rollout.get", {{"id", "seven"}}, Role::kViewer).ok);
   EXPECT_FALSE(run("rollout.start", {{"service", "../etc"}, {"version", "v2"}}, Role::kAdmin).ok);
-  EXPECT_FALSE(run("rollout.start", {{"service", "web"}, {"version", "v2"}, {"plan", {{"batches", "lots"}}}}, Role::kAdmin).ok);
+  EXPECT_FALSE(
+      run("rollout.start", {{"service", "web"}, {"version", "v2"}, {"plan", {{"batches", "lots"}}}}, Role::kAdmin).ok);
   EXPECT_FALSE(run("audit", {{"limit", -1}}, Role::kViewer).ok);
   EXPECT_TRUE(exec->active().empty());
 }

@@ -6,8 +6,8 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
-#include <thread>
 #include <filesystem>
+#include <thread>
 
 #include "agent_test_util.h"
 #include "common/util/process.h"
@@ -95,8 +95,9 @@ TEST(PreparedShell, EvaluatesTheCommandAsShDashCDoes) {
 
 TEST(PreparedShell, TheCommandSeesNeitherTheGateNorTheVariableThatCarriedIt) {
   RealProcessRunner runner;
-  auto r = run_prepared(runner, "[ -e /dev/fd/3 ] && echo fd3-open || echo fd3-closed; env | grep -c GANTRY_GATED_COMMAND; "
-                                "echo \"[${gantry_gate-unset}]\"");
+  auto r = run_prepared(runner,
+                        "[ -e /dev/fd/3 ] && echo fd3-open || echo fd3-closed; env | grep -c GANTRY_GATED_COMMAND; "
+                        "echo \"[${gantry_gate-unset}]\"");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->output, "fd3-closed\n0\n[unset]\n");
 }
@@ -130,7 +131,8 @@ class CountingRunner final : public ProcessRunner {
  public:
   int runs = 0;
   std::string last;
-  Expected<ProcessResult> run_shell(const std::string& command, const std::map<std::string, std::string>&, Millis) override {
+  Expected<ProcessResult> run_shell(const std::string& command, const std::map<std::string, std::string>&,
+                                    Millis) override {
     ++runs;
     last = command;
     ProcessResult r;

@@ -194,7 +194,7 @@ TEST_F(RolloutExecutorTest, UnreachableHostsGetTheirOrderWhenTheyComeBack) {
   auto sent = orders.take();
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].host_id, "web-1");
-  exec->flush_reports();  // the host-back event, applied
+  exec->flush_reports();                  // the host-back event, applied
   EXPECT_EQ(metrics.orders_retried, 0u);  // never sent before: not a retry
 }
 
@@ -276,7 +276,8 @@ TEST_F(RolloutExecutorTest, AFailedStepWriteIsTheCallersErrorAndNothingIsActedOn
   result.running_version = "v2";
   {
     FailingWrites fail(db_path, "rollouts");
-    Status s = exec->apply(id, rollout::EvReport{result.host_id, result.order_id, rollout::Outcome::kSucceeded, "v2", ""}, &result);
+    Status s = exec->apply(
+        id, rollout::EvReport{result.host_id, result.order_id, rollout::Outcome::kSucceeded, "v2", ""}, &result);
     ASSERT_FALSE(s.ok());
     EXPECT_NE(s.error().message.find("injected write failure"), std::string::npos) << s.error().message;
     // Not acted on: no order for the next batch; the state is the last saved one.

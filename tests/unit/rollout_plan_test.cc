@@ -91,7 +91,10 @@ TEST(PlanJson, AcceptsOperatorForms) {
 }
 
 TEST(PlanJson, RejectsEveryBadFieldNamingIt) {
-  struct Case { const char* json; const char* must_mention; };
+  struct Case {
+    const char* json;
+    const char* must_mention;
+  };
   const Case cases[] = {
       {R"([1,2])", "object"},
       {R"({"batchez": [1]})", "batchez"},
@@ -131,8 +134,7 @@ TEST(PlanJson, RejectsEveryBadFieldNamingIt) {
   for (const auto& c : cases) {
     auto p = Plan::from_json(json::parse(c.json));
     ASSERT_FALSE(p.ok()) << c.json;
-    EXPECT_NE(p.error().message.find(c.must_mention), std::string::npos)
-        << c.json << " -> " << p.error().message;
+    EXPECT_NE(p.error().message.find(c.must_mention), std::string::npos) << c.json << " -> " << p.error().message;
   }
 }
 

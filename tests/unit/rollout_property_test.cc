@@ -20,8 +20,7 @@ bool counts_failed(const HostSlot& h) {
   return h.state == HostState::kFailed || (h.state == HostState::kUnknown && h.unknown_counts);
 }
 bool outstanding(const HostSlot& h) {
-  return h.state == HostState::kOrdered || h.state == HostState::kUnknown ||
-         h.state == HostState::kRollingBack;
+  return h.state == HostState::kOrdered || h.state == HostState::kUnknown || h.state == HostState::kRollingBack;
 }
 
 // The budget, computed independently of the machine from the plan's words.
@@ -145,8 +144,8 @@ class Sequence {
 
   void check(const State& prev, const Event& e, const StepResult& r, Millis now) {
     const State& s = r.state;
-    SCOPED_TRACE("event index " + std::to_string(e.index()) + " at " + std::to_string(now) +
-                 " phase " + phase_name(s.phase));
+    SCOPED_TRACE("event index " + std::to_string(e.index()) + " at " + std::to_string(now) + " phase " +
+                 phase_name(s.phase));
     if (!r.error.ok()) {
       ASSERT_EQ(r.state, prev) << "a refused event changed the state";
       ASSERT_TRUE(r.actions.empty());
@@ -154,8 +153,8 @@ class Sequence {
     }
     // Counts add up.
     const Counts c = count(s);
-    ASSERT_EQ(c.pending + c.ordered + c.healthy + c.failed + c.unknown + c.rolling_back +
-                  c.rolled_back + c.rollback_failed + c.skipped,
+    ASSERT_EQ(c.pending + c.ordered + c.healthy + c.failed + c.unknown + c.rolling_back + c.rolled_back +
+                  c.rollback_failed + c.skipped,
               hosts_.size());
     // In flight: within the current batch's size and max_per_domain.
     uint32_t flying = 0;
@@ -237,8 +236,7 @@ class Sequence {
       const LastReport& lr = it->second;
       HostState want = lr.rollback ? (lr.ok ? HostState::kRolledBack : HostState::kRollbackFailed)
                                    : (lr.ok ? HostState::kHealthy : HostState::kFailed);
-      if (want == HostState::kHealthy && h.state == HostState::kRollbackFailed &&
-          h.from_version.empty()) {
+      if (want == HostState::kHealthy && h.state == HostState::kRollbackFailed && h.from_version.empty()) {
         continue;  // healthy on the target with nothing to roll back to
       }
       ASSERT_EQ(h.state, want) << h.host_id << " disagrees with its last report";
@@ -284,8 +282,7 @@ class Sequence {
       }
       if (auto* rep = std::get_if<EvReport>(&e); rep && !same_time) {
         const HostSlot* h = prev.find(rep->host_id);
-        last_[rep->host_id] = {rep->order_id, h->state == HostState::kRollingBack,
-                               rep->outcome == Outcome::kSucceeded};
+        last_[rep->host_id] = {rep->order_id, h->state == HostState::kRollingBack, rep->outcome == Outcome::kSucceeded};
       }
       ASSERT_NO_FATAL_FAILURE(check(prev, e, r, now_));
       if (r.error.ok()) {
@@ -320,8 +317,8 @@ TEST(RolloutProperty, RandomSequencesKeepEveryInvariant) {
     Sequence run(seed);
     run.run();
     if (::testing::Test::HasFatalFailure() || ::testing::Test::HasNonfatalFailure()) {
-      FAIL() << "invariant broken with seed " << seed
-             << " (rerun: construct Sequence(" << seed << ") and step through)";
+      FAIL() << "invariant broken with seed " << seed << " (rerun: construct Sequence(" << seed
+             << ") and step through)";
     }
     endings[run.state().phase]++;
   }

@@ -246,11 +246,8 @@ TEST(RolloutMachine, DomainsTenHostsThreeZones) {
   Driver d;
   d.start(p, make_hosts(10, {"eu-1", "eu-2", "eu-3", "eu-1"}));
   // eu-1: web-1,4,5,8,9  eu-2: web-2,6,10  eu-3: web-3,7
-  const std::vector<V> want = {{"web-1"},
-                               {"web-4", "web-2", "web-3"},
-                               {"web-5", "web-6", "web-7"},
-                               {"web-8", "web-10"},
-                               {"web-9"}};
+  const std::vector<V> want = {
+      {"web-1"}, {"web-4", "web-2", "web-3"}, {"web-5", "web-6", "web-7"}, {"web-8", "web-10"}, {"web-9"}};
   ASSERT_EQ(d.s.batches, want);
   for (size_t b = 0; b < want.size(); ++b) {
     ASSERT_EQ(d.ordered(), want[b]) << "batch " << b;
@@ -431,8 +428,7 @@ TEST(RolloutMachine, InvalidEventsLeaveTheStateUnchanged) {
   d.report("web-1", Outcome::kSucceeded);
   ASSERT_EQ(d.s.phase, Phase::kSucceeded);
   const State done = d.s;
-  for (const Event& e : {Event{EvPause{}}, Event{EvResume{}}, Event{EvPromote{}},
-                         Event{EvAbort{}}, Event{EvRollback{}},
+  for (const Event& e : {Event{EvPause{}}, Event{EvResume{}}, Event{EvPromote{}}, Event{EvAbort{}}, Event{EvRollback{}},
                          Event{EvStart{8, "web", "v3", Plan{}, make_hosts(2)}}}) {
     auto r = d.go(e);
     EXPECT_FALSE(r.error.ok());

@@ -8,9 +8,9 @@
 
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/store/store.h"
-#include "tests/unit/store_test_util.h"
 #include "tests/unit/agent_test_util.h"
 #include "tests/unit/rollout_test_util.h"
+#include "tests/unit/store_test_util.h"
 
 using namespace gantry;
 using namespace gantry::rollout;
@@ -82,7 +82,8 @@ TEST_F(RolloutStoreWithRow, HeaderAndTouchedSlotsRebuildTheWholeState) {
   // A batch ending orders the next one: the touched slots are the reporter and the new batch.
   State s = r2.state;
   std::vector<Event> evs;
-  for (const char* h : {"web-1", "web-3"}) evs.push_back(EvReport{h, s.find(h)->order_id, Outcome::kSucceeded, "v2", ""});
+  for (const char* h : {"web-1", "web-3"})
+    evs.push_back(EvReport{h, s.find(h)->order_id, Outcome::kSucceeded, "v2", ""});
   std::vector<Status> errs;
   auto r3 = step_all(s, evs, 3000, &errs);
   EXPECT_EQ(r3.touched, (std::vector<uint32_t>{0, 2, 3, 4, 5}));
@@ -136,7 +137,8 @@ TEST(RolloutStore, SchemaOneDatabaseIsConvertedWhenOpened) {
     sqlite3_bind_text(s, 1, whole.c_str(), -1, SQLITE_TRANSIENT);
     ASSERT_EQ(sqlite3_step(s), SQLITE_DONE);
     sqlite3_finalize(s);
-    ASSERT_EQ(sqlite3_exec(h, "UPDATE meta SET value = '1' WHERE key = 'schema_version'", nullptr, nullptr, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(h, "UPDATE meta SET value = '1' WHERE key = 'schema_version'", nullptr, nullptr, nullptr),
+              SQLITE_OK);
     sqlite3_close(h);
   }
   auto st = store::Store::open(db);
@@ -154,7 +156,8 @@ TEST(RolloutStore, NewerSchemaIsRefused) {
   { ASSERT_TRUE(store::Store::open(db)); }
   sqlite3* h = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(h, "UPDATE meta SET value = '99' WHERE key = 'schema_version'", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(h, "UPDATE meta SET value = '99' WHERE key = 'schema_version'", nullptr, nullptr, nullptr),
+            SQLITE_OK);
   sqlite3_close(h);
   auto st = store::Store::open(db);
   ASSERT_FALSE(st);
@@ -198,9 +201,9 @@ TEST(RolloutStore, SlotTextIsTheJsonDump) {
   h.message = "bad \xff byte";  // refused the same way as by dump()
   EXPECT_THROW(h.to_json_text(), nlohmann::json::type_error);
   EXPECT_THROW(h.to_json().dump(), nlohmann::json::type_error);
-  for (HostState st : {HostState::kPending, HostState::kOrdered, HostState::kHealthy, HostState::kFailed,
-                       HostState::kRollingBack, HostState::kRolledBack, HostState::kRollbackFailed,
-                       HostState::kSkipped}) {
+  for (HostState st :
+       {HostState::kPending, HostState::kOrdered, HostState::kHealthy, HostState::kFailed, HostState::kRollingBack,
+        HostState::kRolledBack, HostState::kRollbackFailed, HostState::kSkipped}) {
     h.state = st;
     h.message.clear();
     EXPECT_EQ(h.to_json_text(), h.to_json().dump());

@@ -66,7 +66,7 @@ struct Driver {
     ASSERT_NE(h, nullptr) << host;
     const bool rollback = h->state == HostState::kRollingBack;
     std::string running = outcome == Outcome::kSucceeded ? (rollback ? h->from_version : s.version)
-                                                 : (rollback ? s.version : h->from_version);
+                                                         : (rollback ? s.version : h->from_version);
     go(EvReport{host, h->order_id, outcome, running, msg});
     ASSERT_TRUE(last_error.ok());
   }

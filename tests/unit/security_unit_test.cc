@@ -3,14 +3,14 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 #include <filesystem>
+#include <vector>
 #include <zmq.hpp>
 
 #include "common/protocol/codec.h"
@@ -78,10 +78,14 @@ TEST(Manifest, SignVerifyAndEveryRefusal) {
   EXPECT_EQ(release::verify(tampered, sig, {kp.public_key}).error().code, "signature");
   EXPECT_EQ(release::verify(bytes, "zz", {kp.public_key}).error().code, "signature");
   // A validly signed but malformed manifest is still refused by the parser.
-  for (std::string bad : {std::string("[]"), std::string("{}"), std::string("{\"type\":1}"),
-                          std::string(R"({"created":"x","service":"../x","sha256":"aa","size":1,"type":"gantry-release-manifest/1","version":"v"})"),
-                          std::string(R"({"created":"x","extra":1,"service":"s","sha256":"aa","size":1,"type":"gantry-release-manifest/1","version":"v"})"),
-                          std::string(5000, '{')}) {
+  for (
+      std::string bad :
+      {std::string("[]"), std::string("{}"), std::string("{\"type\":1}"),
+       std::string(
+           R"({"created":"x","service":"../x","sha256":"aa","size":1,"type":"gantry-release-manifest/1","version":"v"})"),
+       std::string(
+           R"({"created":"x","extra":1,"service":"s","sha256":"aa","size":1,"type":"gantry-release-manifest/1","version":"v"})"),
+       std::string(5000, '{')}) {
     EXPECT_FALSE(release::verify(bad, release::sign(bad, kp.secret_key), {kp.public_key})) << bad.substr(0, 60);
   }
 }

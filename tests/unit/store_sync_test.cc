@@ -10,8 +10,8 @@
 #include <string>
 
 #include "coordinator/store/store.h"
-#include "tests/unit/store_test_util.h"
 #include "tests/unit/agent_test_util.h"
+#include "tests/unit/store_test_util.h"
 
 using namespace gantry;
 using gantry::agent::testing::TempDir;
@@ -39,7 +39,9 @@ sqlite3_file* real(sqlite3_file* f) { return reinterpret_cast<CountFile*>(f)->re
 
 int f_close(sqlite3_file* f) { return real(f)->pMethods->xClose(real(f)); }
 int f_read(sqlite3_file* f, void* b, int n, sqlite3_int64 o) { return real(f)->pMethods->xRead(real(f), b, n, o); }
-int f_write(sqlite3_file* f, const void* b, int n, sqlite3_int64 o) { return real(f)->pMethods->xWrite(real(f), b, n, o); }
+int f_write(sqlite3_file* f, const void* b, int n, sqlite3_int64 o) {
+  return real(f)->pMethods->xWrite(real(f), b, n, o);
+}
 int f_truncate(sqlite3_file* f, sqlite3_int64 n) { return real(f)->pMethods->xTruncate(real(f), n); }
 int f_sync(sqlite3_file* f, int fl) {
   const int kind = reinterpret_cast<CountFile*>(f)->flags;
@@ -86,10 +88,9 @@ int v_time64(sqlite3_vfs*, sqlite3_int64* t) { return g_base->xCurrentTimeInt64(
 struct CountingVfs {
   CountingVfs() {
     g_base = sqlite3_vfs_find(nullptr);
-    g_io = sqlite3_io_methods{3,         f_close,    f_read,      f_write,         f_truncate,  f_sync,
-                              f_size,    f_lock,     f_unlock,    f_reserved,      f_control,   f_sector,
-                              f_caps,    f_shm_map,  f_shm_lock,  f_shm_barrier,   f_shm_unmap, f_fetch,
-                              f_unfetch};
+    g_io = sqlite3_io_methods{3,          f_close,       f_read,      f_write,   f_truncate, f_sync, f_size,
+                              f_lock,     f_unlock,      f_reserved,  f_control, f_sector,   f_caps, f_shm_map,
+                              f_shm_lock, f_shm_barrier, f_shm_unmap, f_fetch,   f_unfetch};
     g_vfs = sqlite3_vfs{};
     g_vfs.iVersion = 2;
     g_vfs.szOsFile = static_cast<int>(sizeof(CountFile)) + g_base->szOsFile;
@@ -128,8 +129,8 @@ store::StepWrite step(uint64_t id, int first, int slots, bool durable) {
   w.phase = "running";
   w.state = nlohmann::json{{"service", "web"}, {"step", first}};
   for (int i = 0; i < slots; ++i) {
-    w.slots.emplace_back(static_cast<uint32_t>(first + i),
-                         "{\"host_id\":\"host-" + std::to_string(first + i) + "\",\"pad\":\"" + std::string(3000, 'x') + "\"}");
+    w.slots.emplace_back(static_cast<uint32_t>(first + i), "{\"host_id\":\"host-" + std::to_string(first + i) +
+                                                               "\",\"pad\":\"" + std::string(3000, 'x') + "\"}");
   }
   w.durable = durable;
   return w;

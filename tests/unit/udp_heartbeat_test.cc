@@ -2,11 +2,11 @@
 // and a real loopback socket pair.
 #include "common/transport/udp_heartbeat.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <string>

@@ -12,7 +12,8 @@ int main() {
   StepResult r = step(State{}, EvStart{1, "svc", "v2", *plan, hosts}, 1000);
   for (int i = 0; i < 4 && !is_terminal(r.state.phase); ++i) {
     for (const auto& h : r.state.hosts)
-      if (h.state == HostState::kOrdered) r = step(r.state, EvReport{h.host_id, h.order_id, Outcome::kSucceeded, "v2", ""}, 2000);
+      if (h.state == HostState::kOrdered)
+        r = step(r.state, EvReport{h.host_id, h.order_id, Outcome::kSucceeded, "v2", ""}, 2000);
   }
   auto restored = State::from_json(r.state.to_json());
   return restored && r.state.phase == Phase::kSucceeded && count(*restored).healthy == 2 ? 0 : 1;
