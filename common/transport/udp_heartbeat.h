@@ -1,7 +1,7 @@
 // Heartbeats as UDP datagrams (PROTOCOL.md §5.7): at rest an agent's only traffic is one
 // heartbeat a second, and over a ZMTP connection each costs the coordinator a TCP receive, a
 // pass through libzmq's I/O thread, a pipe and a wakeup. As a datagram it is one entry of a
-// `recvmmsg` batch and a keyed BLAKE2b check (bench/: ~1.6 µs each against ~10).
+// `recvmmsg` batch and a keyed BLAKE2b check (the cost of each: docs/BENCHMARKS.md).
 //
 // The session (id + 32-byte key) comes in the Welcome, over the agent's (CURVE) connection;
 // the connection stays the only channel for everything else, and the only one the coordinator
@@ -62,8 +62,8 @@ bool authentic(const unsigned char* data, std::string_view key);
 // A fresh random session key.
 std::string new_key();
 
-// The coordinator's receiving socket: non-blocking, a large receive buffer (a loop stall of
-// 100 ms at 10,000 agents is 1,000 datagrams), read in batches with recvmmsg.
+// The coordinator's receiving socket: non-blocking, a receive buffer large enough to hold a
+// whole fleet's heartbeats across a stall of the loop, read in batches with recvmmsg.
 class Receiver {
  public:
   Receiver() = default;

@@ -45,8 +45,7 @@ struct Child {
 // blocked signals; `fd3` (if >= 0) becomes its fd 3.
 //
 // posix_spawn (a vfork-style clone in glibc) instead of fork(): no copy of the caller's page
-// tables, which in a multi-threaded daemon made every restart ~0.5 ms slower than a plain
-// fork+exec.
+// tables, which a multi-threaded daemon would pay on every restart.
 Expected<Child> spawn_shell(const std::string& script, const std::map<std::string, std::string>& env, int fd3) {
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return make_error("io", std::string("pipe: ") + std::strerror(errno));

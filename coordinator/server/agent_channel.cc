@@ -14,7 +14,7 @@ spdlog::logger* L() {
 }
 }  // namespace
 
-AgentChannel::AgentChannel(Deps deps) : d_(std::move(deps)) {}
+AgentChannel::AgentChannel(Deps deps) : d_(deps) {}
 
 void AgentChannel::drain() {
   events_in_pass_ = false;
@@ -219,8 +219,8 @@ void AgentChannel::on_hello(const std::string& identity, const proto::Hello& h) 
   d_.udp.offer(rec, h, w, now);
   d_.sender.send(identity, w);
   // Heartbeats spread over the period: hosts welcomed together (a restart's reconnect storm, a
-  // fleet started at once) would otherwise all be due in the same tick, every period — 10,000
-  // datagrams in one ~50 ms burst of this loop, which an operator's command arriving then waits
+  // fleet started at once) would otherwise all be due in the same tick, every period — a whole
+  // fleet's datagrams in one burst of this loop, which an operator's command arriving then waits
   // behind. Each host's first heartbeat comes a fixed, host-dependent fraction of the period
   // early (never late); the later ones keep that phase.
   if (const Millis period = heartbeat_period(rec); period > static_cast<Millis>(d_.cfg.heartbeat_interval_ms))

@@ -49,10 +49,9 @@ bool AgentSender::send_order(const std::string& host_id, const proto::Order& ord
 }
 
 // After a restart, an agent's socket reconnects and delivers the heartbeats it queued while we
-// were away; each used to earn a hello_required and then a hello (8 per agent, 79,000 hellos for
-// 10,000 agents in the reconnect storm). One request per connection per heartbeat interval is
-// enough: the agent's hello answers it, and if that is lost the next message after the interval
-// asks again.
+// were away. Answering each with hello_required would earn as many hellos, several per agent in
+// a reconnect storm. One request per connection per heartbeat interval is enough: the agent's hello answers it, and if
+// that is lost the next message after the interval asks again.
 void AgentSender::ask_for_hello(const std::string& identity, Millis now, proto::MsgType ref) {
   if (hello_asked_.size() > 50000) {
     for (auto it = hello_asked_.begin(); it != hello_asked_.end();)

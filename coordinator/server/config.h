@@ -26,16 +26,16 @@ struct Config {
   uint32_t coordinator_heartbeat_ms = 10000;
   uint32_t order_resend_ms = 2000;  // unacknowledged orders are resent this often
   // After a restart, hosts known from the store count as reachable this long (or the heartbeat
-  // timeout, if longer) before silence makes them unknown: 10,000 agents need ~12 s to reconnect
-  // over CURVE on 2 cores (docs/BENCHMARKS.md, figure 4), and a rollout must not count them as
-  // lost meanwhile.
+  // timeout, if longer) before silence makes them unknown: a large fleet needs seconds to
+  // reconnect over CURVE (docs/BENCHMARKS.md, figure 4), and a rollout must not count its hosts
+  // as lost meanwhile.
   uint32_t restart_grace_ms = 30000;
   // libzmq I/O threads (CURVE handshakes, TCP reads and writes happen there). With 2 or more,
   // the PUB socket's subscribers are spread over all but the first (ZMQ_AFFINITY), so a
   // broadcast's writes run on more than one core and do not queue agent and operator replies
-  // behind them; the agent and operator sockets use any (least loaded). 3 by default: the
-  // rollback fan-out to 10,000 agents on 2 cores took ~0.85x the time it took with one thread,
-  // and the reconnect storm no longer (docs/BENCHMARKS.md, figures 1 and 4).
+  // behind them; the agent and operator sockets use any (least loaded). 3 by default: a faster
+  // rollback fan-out and no slower reconnect storm than with one (docs/BENCHMARKS.md, figures 1
+  // and 4).
   uint32_t io_threads = 3;
   // Where agent heartbeats may arrive as UDP datagrams (common/transport/udp_heartbeat.h):
   // "auto" binds the agent endpoint's address and port number for UDP (a free port if that

@@ -30,7 +30,7 @@ class StatusSnapshot {
   StatusSnapshot(const Clock& clock, ChangeFlag& changed, Builder build);
 
   // Loop side, once per turn. Snapshots are for readers of /status and /metrics: none is built
-  // while nobody reads (a 10,000-host snapshot costs ~100 ms of the loop), one is built at once
+  // while nobody reads (a large fleet's snapshot is a noticeable part of the loop's time), one is built at once
   // when asked for, and while watched one is rebuilt on a change or when older than
   // kStatusRefreshMs.
   void on_loop_turn();

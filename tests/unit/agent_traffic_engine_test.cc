@@ -154,7 +154,9 @@ TEST_F(TrafficEngineTest, AnUpdateDrainsSwapsRestartsVerifiesAndOnlyThenAllowsTr
   EXPECT_EQ(phases(), (std::vector<std::string>{"fetching", "staging", "draining", "waiting_inflight", "swapping",
                                                 "restarting", "verifying", "allowing_traffic", "traffic_allowed"}));
   for (const auto& m : sent)
-    if (auto* p = std::get_if<proto::Progress>(&m)) EXPECT_GT(p->at_ms, 0u) << p->phase;
+    if (auto* p = std::get_if<proto::Progress>(&m)) {
+      EXPECT_GT(p->at_ms, 0u) << p->phase;
+    }
   EXPECT_TRUE(r->timings_ms.count("drain"));
 }
 
