@@ -777,9 +777,35 @@ class App {
       return kOk;
     }
     print_rollout(r, true);
+    print_timelines(r["hosts"]);
     std::cout << "\nEvents:\n";
     for (const auto& e : r["events"]) std::cout << "  " << when(e.value("at", 0LL)) << "  " << s(e, "message") << "\n";
     return kOk;
+  }
+
+  // Per host, when each step of its orders began (the agent's clock; a result at its arrival),
+  // the first as a time of day and the others after it:
+  //   web-3  draining 12:00:01.120  swapping +0.8s  restarting +0.8s  ...  healthy +3.4s
+  static void print_timelines(const nlohmann::json& hosts) {
+    size_t width = 0;
+    for (const auto& h : hosts)
+      if (h.contains("timeline") && !h["timeline"].empty()) width = std::max(width, s(h, "host_id").size());
+    if (width == 0) return;
+    std::cout << "\nTimeline (when each step began):\n";
+    for (const auto& h : hosts) {
+      if (!h.contains("timeline") || h["timeline"].empty()) continue;
+      std::string id = s(h, "host_id");
+      std::string line = "  " + id + std::string(width - id.size(), ' ');
+      std::optional<long long> first;
+      for (const auto& t : h["timeline"]) {
+        std::string phase = s(t, "phase");
+        std::replace(phase.begin(), phase.end(), '_', ' ');
+        const long long at = t.value("at_ms", 0LL);
+        line += "  " + phase + " " + (first ? offset_s(at - *first) : time_of_day_ms(at));
+        if (!first) first = at;
+      }
+      std::cout << line << "\n";
+    }
   }
 
   int rollout_control(const std::string& sub, const std::vector<std::string>& args) {

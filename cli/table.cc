@@ -1,5 +1,7 @@
 #include "cli/table.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
 namespace gantry::cli {
@@ -50,6 +52,23 @@ std::string when(long long wall_ms) {
   localtime_r(&t, &tm);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string time_of_day_ms(long long wall_ms) {
+  if (wall_ms <= 0) return "-";
+  std::time_t t = static_cast<std::time_t>(wall_ms / 1000);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02d:%02d:%02d.%03lld", tm.tm_hour, tm.tm_min, tm.tm_sec, wall_ms % 1000);
+  return buf;
+}
+
+std::string offset_s(long long ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%s%lld.%llds", ms < 0 ? "-" : "+", std::llabs(ms) / 1000,
+                std::llabs(ms) % 1000 / 100);
   return buf;
 }
 

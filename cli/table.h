@@ -23,5 +23,9 @@ class Table {
 std::string ago(long long ms);
 // Local time "2026-11-26 05:40:12" of wall ms since epoch ("-" for 0).
 std::string when(long long wall_ms);
+// Local time of day with milliseconds, "05:40:12.120" ("-" for 0).
+std::string time_of_day_ms(long long wall_ms);
+// "+0.8s": `ms` as seconds with one decimal, signed.
+std::string offset_s(long long ms);
 
 }  // namespace gantry::cli

@@ -3,8 +3,9 @@
 namespace gantry::coordinator {
 
 // Everything from /status reaches innerHTML only through esc(): host ids, versions, reasons and
-// messages come from agents and operators. Fields a coordinator may not send yet (a per-host
-// `timeline`, `history`, `desired_versions`) are drawn when present and skipped when absent.
+// messages come from agents and operators. Fields a coordinator may not send (a per-host
+// `timeline`, only for an active rollout; `history`, `desired_versions`) are drawn when present
+// and skipped when absent.
 const std::string& status_page_html() {
   static const std::string kPage = R"html(<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Gantry</title>
@@ -222,7 +223,7 @@ function detailHtml(fleet){
   if(svc&&svc.phase)s+=`<dt>agent phase</dt><dd>${esc(svc.phase)}${svc.state?' ('+esc(svc.state)+')':''}</dd>`;}
  s+='</dl>';
  const tl=h&&Array.isArray(h.timeline)?h.timeline:null;
- if(tl&&tl.length)s+=`<div class="muted">timeline</div><ol class="tl">`+tl.map(t=>`<li>${esc(t.phase||t.step||'')} <span class="muted">${esc(t.at?new Date(t.at).toLocaleTimeString():'')}</span>${t.message?' — '+esc(t.message):''}</li>`).join('')+`</ol>`;
+ if(tl&&tl.length)s+=`<div class="muted">timeline</div><ol class="tl">`+tl.map(t=>`<li>${esc(String(t.phase||'').replace('_',' '))} <span class="muted">${esc(t.at_ms?new Date(t.at_ms).toLocaleTimeString():'')}</span>${t.message?' — '+esc(t.message):''}</li>`).join('')+`</ol>`;
  const mine=r?(r.recent_events||[]).filter(e=>String(e.message).includes(selected.h)):[];
  if(mine.length)s+=`<div class="muted">events</div><div class="events">`+mine.map(e=>esc(new Date(e.at).toLocaleTimeString()+'  '+e.message)).join('\n')+`</div>`;
  return s;

@@ -161,6 +161,7 @@ void AgentChannel::on_message(const transport::Incoming& in) {
             }
           }
           L()->debug("{} order {}: {} {}", host.host_id, m.order_id, m.phase, m.detail);
+          d_.executor.progress(host.host_id, m);  // the host's timeline in its rollout
         } else if constexpr (std::is_same_v<T, proto::Report>) {
           on_report(host, m);
         } else if constexpr (std::is_same_v<T, proto::ErrorMsg>) {

@@ -1,7 +1,9 @@
 #include "coordinator/server/rollout_executor.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
+#include <iterator>
 
 #include "common/util/log.h"
 #include "coordinator/rollout/json_text.h"
@@ -90,7 +92,9 @@ Status RolloutExecutor::restore() {
     if (!state) return make_error("store", "rollout " + std::to_string(row.id) + ": " + state.error().message);
     L()->info("resuming rollout {} of {} to {} (phase {})", row.id, row.service, row.version, row.phase);
     Millis deadline = rollout::next_deadline(*state);
-    active_[row.id] = ActiveRollout{row, std::move(*state), deadline};
+    auto timeline = store_.timeline(row.id);
+    if (!timeline) return make_error("store", "rollout " + std::to_string(row.id) + ": " + timeline.error().message);
+    active_[row.id] = ActiveRollout{row, std::move(*state), deadline, timelines_from_rows(*timeline)};
   }
   auto orders = store_.open_orders();
   if (!orders) return orders.error();
@@ -175,6 +179,10 @@ Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event
 
   store::StepWrite w;
   w.results = std::move(results);
+  if (auto tl = pending_timeline_.find(id); tl != pending_timeline_.end()) {
+    w.timeline = std::move(tl->second);
+    pending_timeline_.erase(tl);
+  }
   // Acknowledgements are not carried here: most orders are reported within moments of their
   // ack, and a reported order is written acked with its result. The ones still open are
   // persisted once per heartbeat interval (flush_acks).
@@ -258,6 +266,10 @@ Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event
               !follow_ups.empty() || carries_command;
   if (auto s = store_.save_step(w); !s.ok()) {
     L()->critical("rollout {}: cannot persist step, not acting on it: {}", id, s.error().message);
+    if (!w.timeline.empty()) {  // tried again with the next write
+      auto& back = pending_timeline_[id];
+      back.insert(back.begin(), w.timeline.begin(), w.timeline.end());
+    }
     a.state = std::move(r.state);
     restore_saved_state(a);
     return s;
@@ -372,7 +384,7 @@ Expected<uint64_t> RolloutExecutor::start(StartRequest req) {
   empty.id = *id;
   empty.service = req.service;
   empty.version = req.version;
-  active_[*id] = ActiveRollout{row, empty};
+  active_[*id] = ActiveRollout{row, empty, 0, {}};
   ended_.erase(req.service);
   // The start event is moved in, not copied (10,000 candidates with their labels).
   std::vector<rollout::Event> start_ev;
@@ -418,6 +430,8 @@ bool RolloutExecutor::queue_report(const std::string& host_id, const proto::Repo
   row.timings = r.timings_ms;
   row.at = clock_.wall_ms();
   uint64_t rid = it->second.row.rollout_id;
+  if (auto a = active_.find(rid); a != active_.end())
+    add_timeline(a->second, host_id, result_phase(r.outcome), row.at, row.at);
   // The report is recorded in the same transaction as the step that applies it: a crash in
   // between would otherwise close the order (never re-sent) with the rollout still waiting.
   // Reports read in one pass share that transaction (flush_reports): one fsync per pass.
@@ -428,6 +442,32 @@ bool RolloutExecutor::queue_report(const std::string& host_id, const proto::Repo
                                           r.running_version.empty() ? "nothing" : r.running_version,
                                           r.message.empty() ? "" : ": ", r.message)});
   return true;
+}
+
+void RolloutExecutor::progress(const std::string& host_id, const proto::Progress& p) {
+  auto it = orders_.find(p.order_id);
+  if (it == orders_.end() || it->second.row.host_id != host_id) return;
+  auto a = active_.find(it->second.row.rollout_id);
+  if (a == active_.end()) return;
+  // The codec admits only the known phases; the table is the same list.
+  const char* phase = timeline_phase(p.phase);
+  if (!phase) return;
+  const Millis received = clock_.wall_ms();
+  // at_ms is the agent's clock: any uint64. Beyond Millis (or absent): the receive time.
+  const Millis at =
+      p.at_ms > 0 && p.at_ms <= static_cast<uint64_t>(INT64_MAX) ? static_cast<Millis>(p.at_ms) : received;
+  add_timeline(a->second, host_id, phase, at, received);
+}
+
+void RolloutExecutor::add_timeline(ActiveRollout& a, const std::string& host_id, const char* phase, Millis at_ms,
+                                   Millis received_ms) {
+  auto& entries = a.timeline[host_id];
+  // An agent re-sends what it held while disconnected: the same phase at the same time once.
+  if (!entries.empty() && entries.back().phase == phase && entries.back().at_ms == at_ms) return;
+  if (entries.size() >= kTimelineMax) return;
+  entries.push_back({phase, at_ms, received_ms});
+  pending_timeline_[a.row.id].push_back(
+      {a.row.id, host_id, static_cast<uint32_t>(entries.size() - 1), phase, at_ms, received_ms});
 }
 
 void RolloutExecutor::host_back(const proto::Hello& h, bool was_offline) {
@@ -496,6 +536,17 @@ void RolloutExecutor::note_back_after_end(const proto::Hello& h) {
 }
 
 void RolloutExecutor::flush_reports() {
+  apply_reports();
+  if (pending_timeline_.empty()) return;
+  // No step of their rollout carried them in this pass: one lazy transaction for all.
+  std::vector<store::TimelineRow> rows;
+  for (auto& [rid, v] : pending_timeline_) std::move(v.begin(), v.end(), std::back_inserter(rows));
+  pending_timeline_.clear();
+  if (auto s = store_.add_timeline(rows); !s.ok())
+    L()->error("cannot record {} timeline entr{}: {}", rows.size(), rows.size() == 1 ? "y" : "ies", s.error().message);
+}
+
+void RolloutExecutor::apply_reports() {
   if (pending_reports_.empty()) return;
   std::vector<PendingReport> batch;
   batch.swap(pending_reports_);

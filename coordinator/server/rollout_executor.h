@@ -20,6 +20,7 @@
 #include "common/util/expected.h"
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/server/change_flag.h"
+#include "coordinator/server/host_timeline.h"
 #include "coordinator/server/metrics.h"
 #include "coordinator/store/store.h"
 
@@ -50,6 +51,7 @@ class RolloutExecutor {
     // rollout::next_deadline(state), kept with the state: the loop asks for it every turn and
     // it scans every host.
     Millis deadline = 0;
+    HostTimelines timeline;  // its hosts' timelines: what is stored and what is queued for the store
   };
   struct OpenOrder {
     store::OrderRow row;
@@ -95,6 +97,10 @@ class RolloutExecutor {
   // then persisted together (one step and one transaction per rollout) by flush_reports.
   // A report of an open order of `host_id`; false if the order is not open (information only).
   bool queue_report(const std::string& host_id, const proto::Report& r);
+  // A Progress of an open order of `host_id`: a timeline entry of its rollout, written with the
+  // next flush_reports (with the rollout's step if the pass makes one, else lazily). Ignored
+  // when the order is not open or not the host's, or the host's timeline is full.
+  void progress(const std::string& host_id, const proto::Progress& p);
   // A host said hello: every active rollout it belongs to hears it is back (with what it runs),
   // and every open order for it is sent again (the agent answers a repeat with its result).
   void host_back(const proto::Hello& h, bool was_offline);
@@ -139,8 +145,12 @@ class RolloutExecutor {
     std::string log_line;
   };
   void send(OpenOrder& o);
+  // flush_reports' first part: the queued reports and hosts back, one step per rollout.
+  void apply_reports();
   // After a step could not be saved: the rollout's state back as last saved (or exit).
   void restore_saved_state(ActiveRollout& a);
+  // Appends an entry to `host_id`'s timeline in rollout `a` (dropped when full) and queues its row.
+  void add_timeline(ActiveRollout& a, const std::string& host_id, const char* phase, Millis at_ms, Millis received_ms);
   // Records in an ended rollout's log what a host that was still out when it ended runs now.
   void note_back_after_end(const proto::Hello& h);
 
@@ -165,6 +175,9 @@ class RolloutExecutor {
   std::vector<PendingReport> pending_reports_;
   std::set<std::string> pending_report_ids_;  // their order ids (a resent report is not applied twice)
   std::vector<std::string> pending_acks_;     // acked in memory, persisted by flush_acks if still open
+  // Timeline rows not written yet, by rollout: carried by that rollout's next step, or written
+  // lazily at the end of the pass (flush_reports).
+  std::map<uint64_t, std::vector<store::TimelineRow>> pending_timeline_;
   std::optional<CommandRecord> command_;
 };
 

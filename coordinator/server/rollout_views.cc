@@ -5,7 +5,8 @@
 namespace gantry::coordinator {
 
 Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutRow& row, const rollout::State& st,
-                                      bool with_events, int64_t events_after, bool with_hosts) {
+                                      bool with_events, int64_t events_after, bool with_hosts,
+                                      const HostTimelines* timelines) {
   auto c = rollout::count(st);
   nlohmann::json hosts = nlohmann::json::array();
   for (const auto& h : st.hosts) {
@@ -17,6 +18,10 @@ Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutR
                      {"from_version", h.from_version},
                      {"order_id", h.order_id},
                      {"message", h.message}});
+    if (timelines) {
+      auto tl = timelines->find(h.host_id);
+      hosts.back()["timeline"] = tl == timelines->end() ? nlohmann::json::array() : timeline_json(tl->second);
+    }
   }
   nlohmann::json batches = nlohmann::json::array();
   for (const auto& b : st.batches) {
@@ -68,12 +73,19 @@ Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutR
 Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutExecutor& exec, uint64_t id,
                                             bool with_events, int64_t events_after, bool with_hosts) {
   if (const auto* a = exec.find(id))
-    return rollout_view(store, a->row, a->state, with_events, events_after, with_hosts);
+    return rollout_view(store, a->row, a->state, with_events, events_after, with_hosts, &a->timeline);
   auto row = store.rollout(id);
   if (!row) return row.error();
   if (!row->has_value()) return make_error("not_found", "no rollout " + std::to_string(id));
   auto st = rollout::State::from_json((*row)->state);
-  return rollout_view(store, **row, st ? *st : rollout::State{}, with_events, events_after, with_hosts);
+  HostTimelines timelines;
+  if (with_hosts) {
+    auto rows = store.timeline(id);
+    if (!rows) return rows.error();
+    timelines = timelines_from_rows(*rows);
+  }
+  return rollout_view(store, **row, st ? *st : rollout::State{}, with_events, events_after, with_hosts,
+                      with_hosts ? &timelines : nullptr);
 }
 
 Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor& exec, const fleet::Registry& registry,
@@ -87,7 +99,7 @@ Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor&
     seen.insert(row.service);
     Expected<nlohmann::json> view = nlohmann::json();
     if (const auto* a = exec.find(row.id)) {
-      view = rollout_view(store, a->row, a->state, false);
+      view = rollout_view(store, a->row, a->state, false, 0, true, &a->timeline);
     } else if (const rollout::State* ended = exec.ended(row.service); ended && ended->id == row.id) {
       view = rollout_view(store, row, *ended, false);  // ended in this process: in memory
     } else {

@@ -17,15 +17,18 @@ namespace gantry::coordinator {
 
 // One rollout. with_hosts false: without the per-host lists ("hosts", "batches"), which at
 // 10,000 hosts cost the loop tens of ms to build and send. with_events: its event log (those
-// with an id above `events_after`), read from the store.
+// with an id above `events_after`), read from the store. `timelines`: each host's gets a
+// "timeline" array (nullptr: none).
 Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutRow& row, const rollout::State& st,
-                                      bool with_events, int64_t events_after = 0, bool with_hosts = true);
+                                      bool with_events, int64_t events_after = 0, bool with_hosts = true,
+                                      const HostTimelines* timelines = nullptr);
 
-// Rollout `id`, active (from memory) or not (from the store).
+// Rollout `id`, active (from memory) or not (from the store); with_hosts: with each host's timeline.
 Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutExecutor& exec, uint64_t id,
                                             bool with_events, int64_t events_after = 0, bool with_hosts = true);
 
-// The newest rollout of each service (or of `service`), with its last events, and every host.
+// The newest rollout of each service (or of `service`), with its last events, and every host;
+// an active rollout's hosts with their timelines (from memory).
 Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor& exec, const fleet::Registry& registry,
                                      uint64_t epoch, Millis wall_now, const std::string& service = "");
 

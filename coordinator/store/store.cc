@@ -11,7 +11,8 @@ namespace {
 // 1: whole rollout states in rollouts.state. 2: a header there, host slots in rollout_hosts.
 // 3: an order's result in its own row (columns outcome ... reported_at) instead of a row of a
 // `results` table, one row write per report instead of two. Older databases are converted
-// when opened.
+// when opened. Tables added since (host_timeline) need no conversion: kSchema creates them in an
+// older database when it is opened, and an older coordinator ignores them, so they bump nothing.
 constexpr int kSchemaVersion = 3;
 
 const char* kSchema = R"sql(
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS agent_keys (
 CREATE TABLE IF NOT EXISTS operator_keys (
   key TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, state TEXT NOT NULL,
   created_at INTEGER NOT NULL, updated_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS host_timeline (
+  rollout_id INTEGER NOT NULL, host_id TEXT NOT NULL, seq INTEGER NOT NULL, phase TEXT NOT NULL,
+  at_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+  PRIMARY KEY (rollout_id, host_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,
   command TEXT NOT NULL, target TEXT NOT NULL, decision TEXT NOT NULL);
@@ -197,6 +202,19 @@ void insert_audit(Db& db, const AuditRow& a) {
 void insert_event(Db& db, const EventRow& e) {
   Stmt& s = db.cached("INSERT INTO events (rollout_id, at, message) VALUES (?, ?, ?)");
   s.bind(1, static_cast<int64_t>(e.rollout_id)).bind(2, e.at).bind(3, e.message).run();
+}
+
+void insert_timeline(Db& db, const TimelineRow& r) {
+  Stmt& s = db.cached(
+      "INSERT OR REPLACE INTO host_timeline (rollout_id, host_id, seq, phase, at_ms, received_ms) "
+      "VALUES (?, ?, ?, ?, ?, ?)");
+  s.bind(1, static_cast<int64_t>(r.rollout_id))
+      .bind(2, r.host_id)
+      .bind(3, static_cast<int64_t>(r.seq))
+      .bind(4, r.phase)
+      .bind(5, r.at_ms)
+      .bind(6, r.received_ms)
+      .run();
 }
 
 }  // namespace
@@ -443,6 +461,7 @@ Status Store::save_step(const StepWrite& w) {
     for (const auto& e : w.events) insert_event(*db_, e);
     for (const auto& a : w.audit) insert_audit(*db_, a);
     for (const auto& r : w.results) write_result(*db_, r);
+    for (const auto& r : w.timeline) insert_timeline(*db_, r);
     if (!w.acked.empty()) {
       for (const auto& id : w.acked) {
         Stmt& u = db_->cached("UPDATE orders SET acked = 1 WHERE order_id = ?");
@@ -582,6 +601,37 @@ Expected<std::vector<ResultRow>> Store::results(uint64_t rollout_id) {
       r.message = s.col_text(5);
       r.timings = nlohmann::json::parse(s.col_text(6));
       r.at = s.col_int(7);
+      out.push_back(std::move(r));
+    }
+    return out;
+  });
+}
+
+Status Store::add_timeline(const std::vector<TimelineRow>& rows) {
+  if (rows.empty()) return Status::Ok();
+  return guard("add timeline", [&]() -> Status {
+    Txn t(*db_, Sync::kLazy);
+    for (const auto& r : rows) insert_timeline(*db_, r);
+    t.commit();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<TimelineRow>> Store::timeline(uint64_t rollout_id) {
+  return guard("list timeline", [&]() -> Expected<std::vector<TimelineRow>> {
+    Stmt s(db_->raw(),
+           "SELECT host_id, seq, phase, at_ms, received_ms FROM host_timeline WHERE rollout_id = ? ORDER BY host_id, "
+           "seq");
+    s.bind(1, static_cast<int64_t>(rollout_id));
+    std::vector<TimelineRow> out;
+    while (s.step()) {
+      TimelineRow r;
+      r.rollout_id = rollout_id;
+      r.host_id = s.col_text(0);
+      r.seq = static_cast<uint32_t>(s.col_int(1));
+      r.phase = s.col_text(2);
+      r.at_ms = s.col_int(3);
+      r.received_ms = s.col_int(4);
       out.push_back(std::move(r));
     }
     return out;

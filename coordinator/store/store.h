@@ -109,6 +109,17 @@ struct AuditRow {
   std::string decision;
 };
 
+// One entry of a host's timeline in a rollout: a phase its agent reported (Progress) or the
+// result of one of its orders ("healthy" | "failed"). Read by `gantry rollout show`.
+struct TimelineRow {
+  uint64_t rollout_id = 0;
+  std::string host_id;
+  uint32_t seq = 0;  // its place in the host's timeline in this rollout: 0, 1, ...
+  std::string phase;
+  Millis at_ms = 0;        // when it began by the agent's clock; the receive time when the agent gave none
+  Millis received_ms = 0;  // when the coordinator received it (its own clock)
+};
+
 // One rollout step's effects, committed atomically.
 struct StepWrite {
   uint64_t rollout_id = 0;
@@ -131,6 +142,9 @@ struct StepWrite {
   // The audit row of the operator command that caused this step (Coordinator::handle_op):
   // durable with the decision it records, in the same commit instead of one fsync after it.
   std::vector<AuditRow> audit;
+  // Timeline entries of the rollout's hosts received since the last write, riding along (the
+  // results of the reports in `results` among them, durable with those).
+  std::vector<TimelineRow> timeline;
   // false: a step nothing is acted on from (no order, broadcast or end), committed without its
   // own fsync (Sync::kLazy). Losing it to a power cut loses only reports, and their orders
   // are then still open: they are resent and the agents answer with the stored report. The
@@ -195,6 +209,13 @@ class Store {
   Status record_report(const ResultRow& r);
   // The reports of a rollout's orders, in the order they were recorded (by `at`).
   Expected<std::vector<ResultRow>> results(uint64_t rollout_id);
+
+  // Timeline entries in one lazy transaction (Sync::kLazy): they inform, nothing is decided from
+  // them, and the next durable commit makes them durable. A row with an existing (rollout, host,
+  // seq) replaces it.
+  Status add_timeline(const std::vector<TimelineRow>& rows);
+  // A rollout's timeline entries, by host, then seq.
+  Expected<std::vector<TimelineRow>> timeline(uint64_t rollout_id);
 
   Expected<std::vector<EventRow>> events(uint64_t rollout_id, int64_t after_id, int limit);
   // The newest `limit` events of a rollout, oldest first (for status views).

@@ -58,6 +58,56 @@ FleetOptions traffic_options(const std::shared_ptr<std::string>& haproxy_socket,
   return o;
 }
 
+// The newest rollout of the demo service.
+uint64_t newest_rollout(Fleet& f) {
+  auto h = json_of(f.cli({"--json", "history", "demo"}, 10000));
+  if (!h.contains("rollouts") || h["rollouts"].empty()) return 0;
+  return h["rollouts"][0].value("id", 0ULL);
+}
+
+// Every host of rollout `id` has, in its timeline in the record, each traffic step of its update
+// in order (drained: swapping began; swapped: restarting began; restarted: verifying began;
+// verified: allowing traffic began; traffic allowed), then its result; and the human view has a
+// line per host.
+void expect_traffic_timelines(Fleet& f, uint64_t id) {
+  const std::vector<std::string> steps = {"draining",  "waiting_inflight", "swapping",        "restarting",
+                                          "verifying", "allowing_traffic", "traffic_allowed", "healthy"};
+  auto r = f.cli({"--json", "rollout", "show", std::to_string(id)}, 10000);
+  auto j = json_of(r);
+  ASSERT_TRUE(j.contains("hosts")) << r.out << r.err;
+  ASSERT_EQ(j["hosts"].size(), static_cast<size_t>(kHosts));
+  for (const auto& h : j["hosts"]) {
+    const auto& tl = h["timeline"];
+    size_t next = 0;
+    int64_t last_agent_at = 0;
+    for (const auto& t : tl) {
+      const std::string phase = t.value("phase", "");
+      EXPECT_GT(t.value("received_ms", 0LL), 0) << t.dump();
+      if (phase != "healthy") {
+        const int64_t at = t.value("at_ms", 0LL);
+        EXPECT_GE(at, last_agent_at) << "phases out of order on the agent's clock: " << tl.dump();
+        last_agent_at = at;
+      }
+      if (next < steps.size() && phase == steps[next]) ++next;
+    }
+    EXPECT_EQ(next, steps.size()) << h.value("host_id", "") << " lacks " << (next < steps.size() ? steps[next] : "")
+                                  << " (in order): " << tl.dump();
+  }
+  auto human = f.cli({"rollout", "show", std::to_string(id)}, 10000);
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  const auto section = human.out.find("Timeline (when each step began):");
+  ASSERT_NE(section, std::string::npos) << human.out;
+  std::cout << "[traffic] " << human.out.substr(section, human.out.find("\n\n", section) - section) << std::endl;
+  for (int i = 0; i < kHosts; ++i) {
+    const std::string& id_i = f.host_id(i);
+    auto at = human.out.find("\n  " + id_i + " ");
+    ASSERT_NE(at, std::string::npos) << id_i << " has no timeline line:\n" << human.out;
+    const std::string line = human.out.substr(at + 1, human.out.find('\n', at + 1) - at - 1);
+    EXPECT_NE(line.find("  swapping +"), std::string::npos) << line;
+    EXPECT_NE(line.find("  traffic allowed +"), std::string::npos) << line;
+  }
+}
+
 class TrafficTest : public ::testing::Test {
  protected:
   std::shared_ptr<std::string> socket = std::make_shared<std::string>();
@@ -112,6 +162,7 @@ TEST_F(TrafficTest, UpdateAutomaticRollbackAndOperatorRollbackFailNoRequest) {
   EXPECT_GT(update.requests, 0u);
   EXPECT_EQ(update.failed(), 0u) << why(update);
   EXPECT_GT(update.by_version["v2"], 0u);
+  expect_traffic_timelines(*fleet, newest_rollout(*fleet));
 
   // A release that fails its health check: the first host reverts, the rollout rolls back.
   r = rollout("v3", "unhealthy", "1,2,2");
