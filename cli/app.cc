@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -57,7 +58,7 @@ Commands:
   rollout watch [ID]            follow a rollout live; exit 0 if it succeeds
   rollout show ID               one rollout, with its hosts and event log
   rollout pause|resume|promote|abort [ID] [--service S]
-  rollback --service S [--to-revision N] [--wait]
+  rollback --service S [--to-revision N] [--dry-run] [--wait]
                                 roll the service back (the active rollout's changed hosts,
                                 or a new rollout to the previous revision)
   history [SERVICE]             every rollout and revision, who started it, how it ended
@@ -831,27 +832,104 @@ class App {
     return kOk;
   }
 
+  // Where a rollback's plan came from, as the `rollback` and `rollback.plan` replies say:
+  //   Rollback of web to 2.4.0 (revision 3), reverting rollout 7:
+  //     batches 1, 2, 2 (from rollout 7, which this reverts)
+  static void print_rollback_plan(const nlohmann::json& r) {
+    if (!r.contains("reverts_rollout") || !r.contains("plan")) return;
+    const auto& plan = r["plan"];
+    const uint64_t from = r.value("plan_from_rollout", 0ULL);
+    std::set<std::string> given;
+    for (const auto& g : r.value("plan_given", nlohmann::json::array())) given.insert(g.get<std::string>());
+    auto source = [&](std::initializer_list<const char*> keys, bool first) -> std::string {
+      for (const char* k : keys)
+        if (given.count(k)) return " (given)";
+      if (from == 0) return " (the default)";
+      return " (from rollout " + std::to_string(from) + (first ? ", which this reverts)" : ")");
+    };
+    auto amount = [](const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
+    std::string batches;
+    for (const auto& b : plan.value("batches", nlohmann::json::array()))
+      batches += (batches.empty() ? "" : ", ") + amount(b);
+    std::cout << "Rollback of " << s(r, "service") << " to " << s(r, "version") << " (revision " << s(r, "to_revision")
+              << ")" << (r.value("reverts_rollout", 0ULL) ? ", reverting rollout " + s(r, "reverts_rollout") : "")
+              << ":\n";
+    std::cout << "  batches " << batches << source({"batches"}, true) << "\n";
+    std::cout << "  failure budget " << amount(plan.value("max_failures", nlohmann::json(0)))
+              << (plan.contains("max_failures_per_batch") ? ", per batch " + amount(plan["max_failures_per_batch"])
+                                                          : "")
+              << source({"max_failures", "max_failures_per_batch"}, false) << "\n";
+    const std::string label = plan.value("domain_label", "");
+    std::cout << "  "
+              << (label.empty() ? std::string("no failure domains")
+                                : "failure domains by " + label +
+                                      (plan.contains("max_per_domain")
+                                           ? ", at most " + amount(plan["max_per_domain"]) + " per domain at once"
+                                           : ""))
+              << source({"domain_label", "max_per_domain"}, false) << "\n";
+    std::string pauses;
+    for (const auto& i : plan.value("pause_after", nlohmann::json::array()))
+      pauses += (pauses.empty() ? "" : ", ") + std::to_string(i.get<long long>() + 1);
+    if (!pauses.empty())
+      std::cout << "  waits for `gantry rollout promote` after batch " << pauses << source({"pause_after"}, false)
+                << "\n";
+    if (from != 0)
+      std::cout << "  the rest of its plan (verification, deadlines, automatic rollback) from rollout " << from
+                << (given.empty() ? "" : ", but for what was given") << "\n";
+  }
+
   int rollback(const std::vector<std::string>& args) {
     po::options_description d("Options");
     std::string service, reason, selector;
     uint64_t to_revision = 0;
-    bool wait = false;
+    bool wait = false, dry_run = false;
     PlanOpts p;
     d.add_options()("service", po::value(&service)->required(), "service to roll back")(
         "to-revision", po::value(&to_revision), "revision number from `gantry history` (default: the previous one)")(
         "selector", po::value(&selector), "only these hosts")("reason", po::value(&reason), "why: kept in the history")(
-        "wait", po::bool_switch(&wait), "follow it to the end; exit 1 unless it succeeds");
+        "wait", po::bool_switch(&wait), "follow it to the end; exit 1 unless it succeeds")(
+        "dry-run", po::bool_switch(&dry_run), "show the target, the plan and its batches; change nothing");
     add_plan_options(d, p);
     po::variables_map vm;
-    if (!parse(
-            args, d, vm, nullptr, "gantry rollback --service S [--to-revision N] [plan options] [--wait]",
-            "  gantry rollback --service web --wait\n  gantry rollback --service web --to-revision 3 --batches 50%\n"))
+    if (!parse(args, d, vm, nullptr,
+               "gantry rollback --service S [--to-revision N] [plan options] [--dry-run] [--wait]",
+               "  gantry rollback --service web --dry-run\n  gantry rollback --service web --wait\n"
+               "  gantry rollback --service web --to-revision 3 --batches 50%\n\n"
+               "Without plan options a rollback uses the plan of the rollout it reverts (the one that\n"
+               "installed the current revision): its batches, failure budget, failure domains and the\n"
+               "rest. Plan options given replace those fields only.\n"))
       return kOk;
     nlohmann::json file_args = nlohmann::json::object();
     nlohmann::json a = {
         {"service", service}, {"plan", plan_json(p, file_args)}, {"reason", reason}, {"selector", selector}};
     if (to_revision) a["to_revision"] = to_revision;
+    if (dry_run) {
+      auto r = call("rollback.plan", a);
+      if (g_.json) {
+        std::cout << r.dump(2) << "\n";
+        return kOk;
+      }
+      if (r.contains("active_rollout")) {
+        const auto n = r.value("rollback_batch_size", 0U);
+        std::cout << "Rollout " << s(r, "active_rollout") << " of " << service
+                  << " is active: a rollback rolls back the hosts it changed, "
+                  << (n == 0 ? std::string("all at once") : std::to_string(n) + " at a time")
+                  << " (its rollback plan)\n";
+        return kOk;
+      }
+      print_rollback_plan(r);
+      Table t({"BATCH", "SIZE", "HOSTS"});
+      int i = 0;
+      for (const auto& b : r["batches"]) {
+        std::string hs;
+        for (const auto& h : b) hs += (hs.empty() ? "" : " ") + h.get<std::string>();
+        t.row({std::to_string(++i), std::to_string(b.size()), hs});
+      }
+      t.print(std::cout);
+      return kOk;
+    }
     auto r = call("rollback", a);
+    if (!g_.json) print_rollback_plan(r);
     if (wait) return watch(r.value("id", 0ULL));
     if (g_.json)
       std::cout << r.dump(2) << "\n";

@@ -79,7 +79,7 @@ std::span<const OperatorApi::Command> OperatorApi::commands() {
 
   // Viewers read, deployers change rollouts and releases, admins manage keys. keys.list reads,
   // but who listed the keys is on the record.
-  static constexpr std::array<OperatorApi::Command, 20> kCommands = {{
+  static constexpr std::array<OperatorApi::Command, 21> kCommands = {{
       {"hosts", &C::op_hosts, Role::kViewer, false, A::kNone},
       {"status", &C::op_status, Role::kViewer, false, A::kNone},
       {"release.get", &C::op_release_get, Role::kViewer, false, A::kNone},
@@ -92,6 +92,7 @@ std::span<const OperatorApi::Command> OperatorApi::commands() {
       {"rollout.promote", &C::op_rollout_control, Role::kDeployer, true, A::kRecorded},
       {"rollout.abort", &C::op_rollout_control, Role::kDeployer, true, A::kRecorded},
       {"rollback", &C::op_rollback, Role::kDeployer, true, A::kRecorded},
+      {"rollback.plan", &C::op_rollback_plan, Role::kViewer, false, A::kNone},
       {"history", &C::op_history, Role::kViewer, false, A::kNone},
       {"audit", &C::op_audit, Role::kViewer, false, A::kNone},
       {"keys.list", &C::op_keys_list, Role::kAdmin, false, A::kRecorded},
@@ -422,6 +423,54 @@ nlohmann::json OperatorApi::rollout_summary(uint64_t id) {
   return value_or_throw(rollout_view_by_id(d_.store, d_.executor, id, false, 0, /*with_hosts=*/false));
 }
 
+OperatorApi::RollbackChoice OperatorApi::choose_rollback(const std::string& service, const nlohmann::json& args) {
+  // The target: revision `to_revision`, or by default the newest earlier one with another version.
+  auto rows = value_or_throw(d_.store.rollouts(service, false, 10000, /*with_hosts=*/false));
+  std::vector<store::RolloutRow> revs;
+  for (const auto& r : rows)
+    if (r.revision > 0) revs.push_back(r);  // newest first
+  RollbackChoice ch;
+  int64_t to_rev = args.contains("to_revision") ? static_cast<int64_t>(arg_u64(args, "to_revision")) : 0;
+  if (to_rev > 0) {
+    for (const auto& r : revs) {
+      if (r.revision == to_rev) {
+        ch.version = r.version;
+        ch.revision = r.revision;
+      }
+    }
+    if (ch.version.empty()) throw OpError("service " + service + " has no revision " + std::to_string(to_rev));
+  } else {
+    if (revs.size() < 2) throw OpError("service " + service + " has no earlier revision to roll back to");
+    const std::string current = revs[0].version;
+    for (const auto& r : revs) {
+      if (r.version != current) {
+        ch.version = r.version;
+        ch.revision = r.revision;
+        break;
+      }
+    }
+    if (ch.version.empty()) throw OpError("service " + service + " has no earlier revision with another version");
+  }
+  // The plan: that of the rollout whose release this replaces (the newest revision), so a
+  // rollback is as careful as the rollout it reverts: its batches, budget, domains and the rest.
+  // Fields the request gives win, one by one.
+  ch.reverts = revs.empty() ? 0 : revs[0].id;
+  ch.plan = nlohmann::json::object();
+  if (!revs.empty() && revs[0].state.is_object() && revs[0].state.contains("plan") &&
+      revs[0].state["plan"].is_object()) {
+    ch.plan = revs[0].state["plan"];
+    ch.plan_from = revs[0].id;
+  }
+  if (args.contains("plan") && !args["plan"].is_null()) {
+    if (!args["plan"].is_object()) throw OpError("bad plan: a plan must be a map");
+    for (const auto& [k, v] : args["plan"].items()) {
+      ch.plan[k] = v;
+      ch.given.push_back(k);
+    }
+  }
+  return ch;
+}
+
 nlohmann::json OperatorApi::op_rollback(const Call& c) {
   const auto& args = c.args;
   std::string service = arg_name(args, "service");
@@ -432,39 +481,52 @@ nlohmann::json OperatorApi::op_rollback(const Call& c) {
     if (auto s = d_.executor.apply(rid, rollout::EvRollback{}); !s.ok()) throw OpError(s.error().message);
     return rollout_summary(rid);
   }
-  // Otherwise: a new rollout to an earlier revision (default: the one before the newest).
-  auto rows = value_or_throw(d_.store.rollouts(service, false, 10000, /*with_hosts=*/false));
-  std::vector<store::RolloutRow> revs;
-  for (const auto& r : rows)
-    if (r.revision > 0) revs.push_back(r);  // newest first
-  std::string target;
-  int64_t to_rev = args.contains("to_revision") ? static_cast<int64_t>(arg_u64(args, "to_revision")) : 0;
-  if (to_rev > 0) {
-    for (const auto& r : revs)
-      if (r.revision == to_rev) target = r.version;
-    if (target.empty()) throw OpError("service " + service + " has no revision " + std::to_string(to_rev));
-  } else {
-    if (revs.size() < 2) throw OpError("service " + service + " has no earlier revision to roll back to");
-    std::string current = revs[0].version;
-    for (const auto& r : revs) {
-      if (r.version != current) {
-        target = r.version;
-        break;
-      }
-    }
-    if (target.empty()) throw OpError("service " + service + " has no earlier revision with another version");
-  }
+  // Otherwise: a new rollout to an earlier revision.
+  RollbackChoice ch = choose_rollback(service, args);
   RolloutExecutor::StartRequest req;
   req.service = service;
-  req.version = target;
+  req.version = ch.version;
   req.kind = "rollback";
-  req.plan = args.contains("plan") ? args["plan"] : nlohmann::json::object();
+  req.plan = ch.plan;
   req.selector = arg_str(args, "selector", false);
   req.who = c.who;
   req.reason = arg_str(args, "reason", false);
-  if (req.reason.empty()) req.reason = "rollback to " + target;
+  if (req.reason.empty()) req.reason = "rollback to " + ch.version;
   uint64_t id = start_rollout(std::move(req));
-  return rollout_summary(id);
+  nlohmann::json out = rollout_summary(id);
+  out["to_revision"] = ch.revision;
+  out["reverts_rollout"] = ch.reverts;
+  out["plan_from_rollout"] = ch.plan_from;
+  out["plan_given"] = ch.given;
+  return out;
+}
+
+nlohmann::json OperatorApi::op_rollback_plan(const Call& c) {
+  const auto& args = c.args;
+  std::string service = arg_name(args, "service");
+  for (const auto& [id, a] : d_.executor.active()) {
+    if (a.state.service != service) continue;
+    return {{"service", service}, {"active_rollout", id}, {"rollback_batch_size", a.state.plan.rollback_batch_size}};
+  }
+  RollbackChoice ch = choose_rollback(service, args);
+  auto plan = rollout::Plan::from_json(ch.plan);
+  if (!plan) throw OpError("bad plan: " + plan.error().message);
+  auto hosts = select_hosts(service, arg_str(args, "selector", false));
+  if (hosts.empty()) throw OpError("no host runs service " + service + " and matches the selector");
+  auto sched = rollout::make_schedule(*plan, hosts);
+  if (!sched) throw OpError("cannot plan: " + sched.error().message);
+  nlohmann::json j = {{"service", service},
+                      {"version", ch.version},
+                      {"to_revision", ch.revision},
+                      {"reverts_rollout", ch.reverts},
+                      {"plan_from_rollout", ch.plan_from},
+                      {"plan_given", ch.given},
+                      {"hosts", hosts.size()},
+                      {"batches", sched->batches},
+                      {"failure_budget_hosts", sched->failure_budget_hosts},
+                      {"plan", plan->to_json()}};
+  if (sched->per_batch_budget_hosts) j["per_batch_budget_hosts"] = *sched->per_batch_budget_hosts;
+  return j;
 }
 
 nlohmann::json OperatorApi::op_history(const Call& c) {

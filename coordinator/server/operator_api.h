@@ -87,6 +87,7 @@ class OperatorApi {
   nlohmann::json op_rollout_get(const Call& c);
   nlohmann::json op_rollout_control(const Call& c);
   nlohmann::json op_rollback(const Call& c);
+  nlohmann::json op_rollback_plan(const Call& c);
   nlohmann::json op_history(const Call& c);
   nlohmann::json op_audit(const Call& c);
   nlohmann::json op_keys_list(const Call& c);
@@ -96,6 +97,16 @@ class OperatorApi {
 
   std::vector<rollout::HostCandidate> select_hosts(const std::string& service, const std::string& selector);
   // Checks, selects the hosts and starts (rollout.start, rollback to a revision).
+  // What a rollback that starts a new rollout goes back to, and with which plan.
+  struct RollbackChoice {
+    std::string version;             // the release it installs
+    int64_t revision = 0;            // whose revision that is
+    uint64_t reverts = 0;            // the rollout whose release it replaces (the newest revision)
+    uint64_t plan_from = 0;          // the rollout the plan comes from (0: none stored)
+    nlohmann::json plan;             // that rollout's plan with the request's fields over it
+    std::vector<std::string> given;  // the plan fields the request gave
+  };
+  RollbackChoice choose_rollback(const std::string& service, const nlohmann::json& args);
   uint64_t start_rollout(RolloutExecutor::StartRequest req);
   uint64_t find_rollout_arg(const nlohmann::json& args);
   // The reply of the commands that change a rollout: its view without the per-host lists.

@@ -156,13 +156,14 @@ TEST_F(TrafficTest, UpdateAutomaticRollbackAndOperatorRollbackFailNoRequest) {
 
   r = rollout("v2", "healthy", "1,2,2");
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << fleet->diagnostics();
+  const uint64_t update_id = newest_rollout(*fleet);
   for (int i = 0; i < kHosts; ++i) EXPECT_EQ(fleet->served_version(i), "v2") << "host " << i;
   LoadCounts update = load->take();
   std::cout << "[traffic] update v1 -> v2: " << update.summary() << std::endl;
   EXPECT_GT(update.requests, 0u);
   EXPECT_EQ(update.failed(), 0u) << why(update);
   EXPECT_GT(update.by_version["v2"], 0u);
-  expect_traffic_timelines(*fleet, newest_rollout(*fleet));
+  expect_traffic_timelines(*fleet, update_id);
 
   // A release that fails its health check: the first host reverts, the rollout rolls back.
   r = rollout("v3", "unhealthy", "1,2,2");
@@ -173,9 +174,23 @@ TEST_F(TrafficTest, UpdateAutomaticRollbackAndOperatorRollbackFailNoRequest) {
   EXPECT_EQ(bad.failed(), 0u) << why(bad);
   EXPECT_EQ(bad.by_version.count("v3"), 0u) << "the bad release answered users: " << why(bad);
 
-  // The operator rolls the service back to the revision before v2 (v1), in the same batches.
-  r = fleet->cli({"rollback", "--service", "demo", "--batches", "1,2,2", "--wait"});
+  // The operator rolls the service back to the revision before v2 (v1). Without batch flags the
+  // rollback takes the plan of the rollout it reverts (v2's, batches 1,2,2), and says so first.
+  const std::string from = "batches 1, 2, 2 (from rollout " + std::to_string(update_id) + ", which this reverts)";
+  r = fleet->cli({"rollback", "--service", "demo", "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find(from), std::string::npos) << r.out;
+  std::cout << "[traffic] gantry rollback --dry-run:\n" << r.out << std::flush;
+  r = fleet->cli({"rollback", "--service", "demo", "--wait"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << fleet->diagnostics();
+  EXPECT_NE(r.out.find("Rollback of demo to v1 (revision 1), reverting rollout " + std::to_string(update_id)),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(from), std::string::npos) << r.out;
+  const auto back_view = json_of(fleet->cli({"--json", "rollout", "show", std::to_string(newest_rollout(*fleet))}));
+  EXPECT_EQ(back_view.value("kind", ""), "rollback");
+  EXPECT_EQ(back_view["plan"]["batches"], nlohmann::json::parse("[1, 2, 2]")) << back_view["plan"].dump();
+  EXPECT_EQ(back_view["batches"].size(), 3u);
   for (int i = 0; i < kHosts; ++i) EXPECT_EQ(fleet->served_version(i), "v1") << "host " << i;
   LoadCounts back = load->stop();
   std::cout << "[traffic] gantry rollback: " << back.summary() << std::endl;
