@@ -3,6 +3,7 @@
 #include "common/security/keys.h"
 #include "common/util/log.h"
 #include "common/util/names.h"
+#include "common/util/text.h"
 
 namespace gantry::coordinator {
 namespace {
@@ -80,7 +81,7 @@ Status KeyRing::bootstrap_operator(const std::string& name, const std::string& k
   return Status::Ok();
 }
 
-ZapDecision KeyRing::zap(const std::string& domain, const std::string& key) {
+ZapDecision KeyRing::zap(const std::string& domain, const std::string& key, const std::string& address) {
   ZapDecision d;
   d.user_id = key;
   if (domain == kZapDomainOperators) {
@@ -105,10 +106,14 @@ ZapDecision KeyRing::zap(const std::string& domain, const std::string& key) {
     d.reason = "unknown ZAP domain";
     return d;
   }
+  // Only an accepted key completes the handshake. libzmq holds every frame of a message until
+  // its last one arrives, so a peer past the handshake could make it buffer without bound (one
+  // message of endless frames): a key nobody accepted must never get that far.
   if (it != agents_.end()) {
     const auto& st = it->second.state;
-    d.allow = st == "accepted" || st == "pending";
+    d.allow = st == "accepted";
     d.reason = "agent key " + (it->second.host_id.empty() ? short_key(key) : it->second.host_id) + " is " + st;
+    if (st == "pending") d.reason += " (gantry keys accept " + key + " --host HOST)";
     return d;
   }
   size_t pending = 0;
@@ -119,14 +124,18 @@ ZapDecision KeyRing::zap(const std::string& domain, const std::string& key) {
     return d;
   }
   Millis now = clock_.wall_ms();
-  store::AgentKeyRow row{key, "", "pending", now, now, "handshake"};
+  // The address is libzmq's text of the peer's IP address (never the peer's own words).
+  const std::string from = address.empty() ? "handshake" : "handshake from " + safe_text(address.substr(0, 64));
+  store::AgentKeyRow row{key, "", "pending", now, now, from};
   if (Status s = save({row}); !s.ok()) {
     d.reason = "cannot record pending key: " + s.error().message;
     return d;
   }
-  L()->warn("unknown agent key {} connected; recorded as pending (gantry keys list / gantry keys accept)", key);
-  d.allow = true;
-  d.reason = "new pending agent key";
+  L()->warn(
+      "unknown agent key {} connected ({}); recorded as pending and refused until an operator accepts it: "
+      "gantry keys accept {} --host HOST",
+      key, from, key);
+  d.reason = "new pending agent key (gantry keys accept " + key + " --host HOST)";
   return d;
 }
 
@@ -204,6 +213,12 @@ Expected<KeyChange> KeyRing::accept(const std::string& target, const std::string
     auto it = agents_.find(target);
     // Pre-enrolment by key, or re-accepting a rejected/revoked key: both explicit by key.
     row = it != agents_.end() ? it->second : store::AgentKeyRow{target, "", "pending", now, now, by};
+  } else if (found.error().code == "not_found") {
+    return make_error("not_found", "no agent key matches '" + safe_text(target.substr(0, 64)) +
+                                       "'; a pending key names no host (it is refused at the handshake until "
+                                       "accepted): accept it by key, after checking it against the host's agent.pub: "
+                                       "gantry keys accept KEY --host " +
+                                       (is_safe_name(target) ? target : std::string("HOST")));
   } else {
     return found.error();
   }

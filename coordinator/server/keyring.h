@@ -64,9 +64,11 @@ class KeyRing {
   Status bootstrap_agent(const std::string& host, const std::string& key);
   Status bootstrap_operator(const std::string& name, const std::string& key, Role role);
 
-  // The ZAP decision for a CURVE client key (Z85) on `domain`. An unknown agent key is
-  // recorded as pending and let in (it may only say hello); refused keys never get in.
-  ZapDecision zap(const std::string& domain, const std::string& key);
+  // The ZAP decision for a CURVE client key (Z85) on `domain`, from the peer's IP `address`.
+  // Only accepted agent keys get in. An unknown agent key is recorded as pending (with the
+  // address it came from) and refused like every other key that is not accepted, so no peer an
+  // operator has not accepted ever gets past the handshake.
+  ZapDecision zap(const std::string& domain, const std::string& key, const std::string& address = "");
 
   // Per-message lookups from the User-Id (the key).
   AgentStanding agent(const std::string& key) const;

@@ -104,7 +104,7 @@ void ZapAuth::drain_zap() {
     } else {
       char z85[41] = {};
       zmq_z85_encode(z85, static_cast<const uint8_t*>(req[6].data()), 32);
-      d = keys_.zap(req[2].to_string(), z85);
+      d = keys_.zap(req[2].to_string(), z85, req[3].to_string());
       if (!d.allow) {
         metrics_.zap_denied++;
         refusals_.warn(z85,

@@ -190,15 +190,90 @@ def mode_unknown_operator(ctx, a):
     return {"replies": len(recv_all(s, a.wait_ms))}
 
 
+def handshake_events(ctx, s, wait_ms):
+    """Watches socket s until its CURVE handshake succeeds or is refused (or wait_ms pass)."""
+    ep = "inproc://hostile-monitor-%d" % id(s)
+    s.monitor(ep, zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH |
+              zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+    m = ctx.socket(zmq.PAIR)
+    m.linger = 0
+    m.connect(ep)
+    return m
+
+
+def monitor_result(m, wait_ms):
+    seen = {"succeeded": 0, "refused": 0, "failed": 0}
+    deadline = time.monotonic() + wait_ms / 1000.0
+    while time.monotonic() < deadline and not (seen["succeeded"] or seen["refused"]):
+        left = int((deadline - time.monotonic()) * 1000)
+        if left <= 0 or not m.poll(left):
+            break
+        frames = m.recv_multipart()
+        ev = struct.unpack("=H", frames[0][:2])[0]
+        if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            seen["succeeded"] += 1
+        elif ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            seen["refused"] += 1
+        else:
+            seen["failed"] += 1
+    return seen
+
+
 def mode_pending_agent(ctx, a):
-    """A new agent key: its hello is answered 'enrollment_pending', anything else ignored."""
+    """A new agent key: refused at the handshake (recorded as pending); nothing it sends arrives."""
     s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    mon = handshake_events(ctx, s, a.wait_ms)
     s.send(hello(a.host))
+    handshake = monitor_result(mon, a.wait_ms)
     first = recv_all(s, a.wait_ms, lambda m: True)
-    s.send(envelope(HEARTBEAT, {"seq": 1}))
-    s.send(envelope(FETCH, {"sha256": "0" * 64, "offset": 0, "length": 16}))
+    for m in (envelope(HEARTBEAT, {"seq": 1}), envelope(FETCH, {"sha256": "0" * 64, "offset": 0, "length": 16})):
+        try:  # a refused handshake leaves no connection to queue on: never block
+            s.send(m, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
     later = recv_all(s, a.wait_ms)
-    return {"key": PUBLIC_KEYS.get(id(s), ""), "hello_reply": first, "later_replies": later}
+    return {"key": PUBLIC_KEYS.get(id(s), ""), "handshake": handshake, "hello_reply": first, "later_replies": later}
+
+
+def mode_endless_multipart(ctx, a):
+    """A fresh key tries one message of --count 1 MiB frames, each with MORE set (finding 3 of
+    issue 20). 'queued' counts the frames the local socket took (ZMQ_IMMEDIATE: only while it has
+    a connection); none can leave it unless the handshake succeeded."""
+    s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    s.immediate = True
+    s.sndhwm = 0
+    mon = handshake_events(ctx, s, a.wait_ms)
+    handshake = monitor_result(mon, a.wait_ms)
+    frame = b"\x00" * (1 << 20)
+    queued = 0
+    for _ in range(a.count):
+        try:
+            s.send(frame, zmq.SNDMORE | zmq.NOBLOCK)
+            queued += 1
+        except zmq.Again:
+            break
+    return {"key": PUBLIC_KEYS.get(id(s), ""), "handshake": handshake, "queued_frames": queued}
+
+
+def mode_big_handshakes(ctx, a):
+    """--count raw TCP connections, each sends a CURVE greeting and then all but the last byte of
+    a handshake command of --frame-bytes (the largest frame the socket allows), and holds it until
+    --release-file appears: the most memory a peer with no key can pin before the handshake ends."""
+    host, port = a.endpoint.replace("tcp://", "").rsplit(":", 1)
+    greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" * 32
+    body = b"\x05HELLO" + b"\x00" * (a.frame_bytes - 7)  # one byte short of the announced size
+    socks = []
+    for _ in range(a.count):
+        c = socket.create_connection((host, int(port)), timeout=10)
+        c.sendall(greeting + b"\x06" + struct.pack(">Q", a.frame_bytes) + body)
+        socks.append(c)
+    print(json.dumps({"open": len(socks)}), flush=True)
+    deadline = time.monotonic() + a.hold_s
+    while time.monotonic() < deadline and not os.path.exists(a.release_file):
+        time.sleep(0.05)
+    for c in socks:
+        c.close()
+    return {"held": len(socks)}
 
 
 def mode_spoof(ctx, a):
@@ -217,6 +292,13 @@ def mode_revoke_operator(ctx, a):
     s.send(op_request("hosts", rid="after"))
     after = recv_all(s, a.wait_ms, is_type(OPREP))
     return {"before": before, "revoke_exit": r.returncode, "revoke_out": r.stdout + r.stderr, "after": after}
+
+
+def mode_op_command(ctx, a):
+    """One operator request: --command with --args (JSON), as the operator key --key."""
+    s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    s.send(envelope(OPREQ, {"request_id": "h-1", "command": a.command, "args": json.loads(a.args)}))
+    return {"replies": recv_all(s, a.wait_ms, is_type(OPREP))}
 
 
 def mode_revoke_agent(ctx, a):
@@ -472,6 +554,9 @@ def main():
     p.add_argument("--release-file", default="/nonexistent")
     p.add_argument("--order-file")
     p.add_argument("--capabilities", type=int, default=0)
+    p.add_argument("--command", default="hosts")
+    p.add_argument("--args", default="{}")
+    p.add_argument("--frame-bytes", type=int, default=2 * 1024 * 1024)
     p.add_argument("--interval-ms", type=int, default=200)
     p.add_argument("--revoke-cmd", help="JSON array: the command that revokes our key")
     a = p.parse_args()

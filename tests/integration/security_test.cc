@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "tests/support/fleet.h"
@@ -44,10 +46,10 @@ bool online(Fleet& f, const std::string& host) {
   return false;
 }
 
-json key_row(Fleet& f, const std::string& host) {
+json key_row_by_key(Fleet& f, const std::string& key) {
   const json all = cli_json(f, {"keys", "list"});  // kept alive for the loop
   for (const auto& k : all["agents"])
-    if (k.value("host_id", "") == host) return k;
+    if (k.value("key", "") == key) return k;
   return json::object();
 }
 
@@ -161,14 +163,16 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   const auto& ep = f.endpoints();
   const std::string server_pub = f.keys_dir() + "/coordinator.pub";
 
-  // Unknown keys are pending, with the host id their hello claimed; they get no Welcome.
+  // Unknown keys are recorded as pending (naming no host) and refused at the handshake.
+  const std::string key1 = pub_of(f.agent_key_prefix(0)), key2 = pub_of(f.agent_key_prefix(1));
   ASSERT_TRUE(wait_until(
       [&] {
-        return key_row(f, "host-1").value("state", "") == "pending" &&
-               key_row(f, "host-2").value("state", "") == "pending";
+        return key_row_by_key(f, key1).value("state", "") == "pending" &&
+               key_row_by_key(f, key2).value("state", "") == "pending";
       },
       30000))
       << f.diagnostics();
+  EXPECT_EQ(key_row_by_key(f, key1).value("host_id", "?"), "");
   EXPECT_FALSE(online(f, "host-1"));
   EXPECT_EQ(f.agent_log(0).find("welcomed"), std::string::npos);
 
@@ -178,16 +182,22 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   EXPECT_EQ(plain["agent_replies"], 0);
   auto unknown = attack({"unknown-operator", "--endpoint", ep.operator_, "--server-key", server_pub});
   EXPECT_EQ(unknown["replies"], 0);
-  // A new agent key may only say hello: answered "enrollment_pending", everything else ignored.
+  // A new agent key never gets past the handshake: ZAP refuses it, nothing it sends arrives.
   auto pend = attack({"pending-agent", "--endpoint", ep.agent, "--server-key", server_pub, "--host", "newcomer"});
-  ASSERT_EQ(pend["hello_reply"].size(), 1u) << pend.dump();
-  EXPECT_EQ(pend["hello_reply"][0]["b"]["code"], "enrollment_pending");
+  EXPECT_EQ(pend["handshake"]["succeeded"], 0) << pend.dump();
+  EXPECT_GE(pend["handshake"]["refused"].get<int>(), 1) << pend.dump();
+  EXPECT_EQ(pend["hello_reply"].size(), 0u) << pend.dump();
   EXPECT_EQ(pend["later_replies"].size(), 0u) << pend.dump();
+  EXPECT_EQ(key_row_by_key(f, pend["key"]).value("state", ""), "pending") << pend.dump();
 
-  // Accept one by host name, the other by key; both connect.
-  auto acc = f.cli({"keys", "accept", "host-1"});
+  // A pending key names no host: accepting by host name says how to accept by key.
+  auto by_name = f.cli({"keys", "accept", "host-1"});
+  EXPECT_EQ(by_name.exit_code, 3) << by_name.out << by_name.err;
+  EXPECT_NE(by_name.err.find("gantry keys accept KEY --host host-1"), std::string::npos) << by_name.err;
+  // By key, with the host it belongs to: both connect.
+  auto acc = f.cli({"keys", "accept", key1, "--host", "host-1"});
   EXPECT_EQ(acc.exit_code, 0) << acc.out << acc.err;
-  EXPECT_EQ(f.cli({"keys", "accept", pub_of(f.agent_key_prefix(1))}).exit_code, 0);
+  EXPECT_EQ(f.cli({"keys", "accept", key2, "--host", "host-2"}).exit_code, 0);
   ASSERT_TRUE(wait_until([&] { return online(f, "host-1") && online(f, "host-2"); }, 30000)) << f.diagnostics();
 
   // Host identity is the key: host-1's key claiming host-2 is refused and logged.
@@ -245,6 +255,105 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   // The real agents were never disturbed.
   EXPECT_TRUE(online(f, "host-1"));
   EXPECT_TRUE(online(f, "host-2"));
+}
+
+// Resident memory of a process in KiB (VmRSS), or -1.
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+// Issue 20, finding 3: a fresh key that sends one message of endless 1 MiB frames, and peers
+// with no key that each park the largest frame the socket allows in an unfinished handshake.
+// docs/SECURITY.md gives the bound: a key nobody accepted never gets past the handshake, and a
+// connection still in its handshake holds at most one frame of ZMQ_MAXMSGSIZE (2 MiB on the
+// agent socket) plus libzmq's buffers.
+TEST(Security, PeersNobodyAcceptedHoldAtMostOneFrameEach) {
+  if (!have_python_zmq()) GTEST_SKIP() << "python3-zmq is not installed (scripts/install-deps)";
+  Fleet f(1);
+  f.start_coordinator();
+  f.start_all_agents();
+  const auto& ep = f.endpoints();
+  const std::string server_pub = f.keys_dir() + "/coordinator.pub";
+  ASSERT_TRUE(wait_until([&] { return online(f, f.host_id(0)); }, 30000)) << f.diagnostics();
+  const long before = rss_kib(f.coordinator_pid());
+  ASSERT_GT(before, 0);
+
+  // 512 MiB in one message: the handshake is refused, so not one frame reaches the coordinator.
+  auto flood = attack(
+      {"endless-multipart", "--endpoint", ep.agent, "--server-key", server_pub, "--count", "512", "--wait-ms", "5000"});
+  EXPECT_EQ(flood["handshake"]["succeeded"], 0) << flood.dump();
+  EXPECT_GE(flood["handshake"]["refused"].get<int>(), 1) << flood.dump();
+  EXPECT_LE(rss_kib(f.coordinator_pid()) - before, 8 * 1024) << flood.dump();
+  EXPECT_EQ(key_row_by_key(f, flood["key"]).value("state", ""), "pending") << flood.dump();
+
+  // 32 connections without a key, each holding a 2 MiB handshake frame one byte short.
+  constexpr int kConnections = 32;
+  constexpr long kFrameKib = 2 * 1024, kPerConnectionKib = kFrameKib + 64;
+  const std::string release_file = f.dir() + "/release-big";
+  Process big(
+      peer_argv({"big-handshakes", "--endpoint", ep.agent, "--count", std::to_string(kConnections), "--frame-bytes",
+                 std::to_string(kFrameKib * 1024), "--hold-s", "60", "--release-file", release_file}),
+      f.dir() + "/big.log");
+  ASSERT_TRUE(
+      wait_until([&] { return read_file(f.dir() + "/big.log").find("\"open\": 32") != std::string::npos; }, 60000))
+      << read_file(f.dir() + "/big.log");
+  // The bytes are on their way; the coordinator holds them once its I/O thread has read them.
+  long during = 0;
+  wait_until(
+      [&] {
+        during = std::max(during, rss_kib(f.coordinator_pid()));
+        return during - before >= kConnections * kFrameKib * 9 / 10;
+      },
+      10000);
+  std::ofstream(release_file) << "done\n";
+  EXPECT_TRUE(big.wait_exit(30000).has_value());
+  std::cout << "coordinator RSS: " << before << " KiB before, " << during << " KiB with " << kConnections
+            << " unfinished 2 MiB handshakes (" << (during - before) / kConnections << " KiB each)\n";
+  EXPECT_GE(during - before, kConnections * kFrameKib / 2) << "the frames never arrived: nothing was measured";
+  EXPECT_LE(during - before, kConnections * kPerConnectionKib + 8 * 1024)
+      << "more than one frame per unfinished handshake";
+  EXPECT_TRUE(f.coordinator_running());
+  EXPECT_TRUE(online(f, f.host_id(0)));
+}
+
+// Issue 20, finding 7: what an operator names reaches the log, the audit table and `gantry
+// audit` with its control characters escaped, so it can neither forge a log line nor send a
+// terminal an escape sequence (OSC 52 writes the viewer's clipboard).
+TEST(Security, RefusedCommandsReachTheLogAndTheAuditEscaped) {
+  if (!have_python_zmq()) GTEST_SKIP() << "python3-zmq is not installed (scripts/install-deps)";
+  Fleet f(1);
+  f.start_coordinator();
+  const auto& ep = f.endpoints();
+  const std::string server_pub = f.keys_dir() + "/coordinator.pub";
+  const std::string viewer = keygen("/cli/gantry", f.dir() + "/viewer");
+  ASSERT_EQ(f.cli({"keys", "add-operator", "vera", viewer + ".pub", "--role", "viewer"}).exit_code, 0);
+  const std::string forged = "\n2026-01-01T00:00:00.000 info [operator] admin ran keys.accept evil: ok";
+  const std::string osc52 = "\x1b]52;c;ZWNobyBvd25lZA==\x07";
+  // A command the viewer may not run, and a command that does not exist, both naming the payload.
+  auto refused = attack({"op-command", "--endpoint", ep.operator_, "--server-key", server_pub, "--key", viewer + ".key",
+                         "--command", "rollout.abort", "--args", json{{"service", osc52 + "web" + forged}}.dump()});
+  ASSERT_EQ(refused["replies"].size(), 1u) << refused.dump();
+  EXPECT_EQ(refused["replies"][0]["b"]["ok"], false);
+  auto unknown = attack({"op-command", "--endpoint", ep.operator_, "--server-key", server_pub, "--key", viewer + ".key",
+                         "--command", osc52 + "wipe" + forged, "--args", "{}"});
+  ASSERT_EQ(unknown["replies"].size(), 1u) << unknown.dump();
+
+  auto has_control = [](const std::string& s) {
+    return std::any_of(s.begin(), s.end(), [](unsigned char c) { return (c < 0x20 && c != '\n') || c == 0x7f; });
+  };
+  auto audit = f.cli({"audit", "--limit", "20"});
+  ASSERT_EQ(audit.exit_code, 0) << audit.err;
+  EXPECT_FALSE(has_control(audit.out)) << audit.out;
+  EXPECT_NE(audit.out.find("\\x1b]52"), std::string::npos) << "the escape is shown, visibly: " << audit.out;
+  EXPECT_EQ(audit.out.find(forged), std::string::npos) << audit.out;
+  const std::string log = f.coordinator_log();
+  EXPECT_FALSE(has_control(log)) << log;
+  EXPECT_EQ(log.find(forged), std::string::npos) << "a forged log line";
+  EXPECT_NE(log.find("\\x0a2026-01-01T00:00:00.000 info [operator] admin ran"), std::string::npos) << log;
 }
 
 TEST(Security, HostileInputAndStalledHandshakesKeepServing) {

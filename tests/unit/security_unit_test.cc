@@ -117,12 +117,18 @@ TEST(KeyRing, ZapDecisionsFollowTheAllowlistAtEveryLookup) {
   ASSERT_TRUE(ring.bootstrap_operator("root", op, coordinator::Role::kAdmin).ok());
   EXPECT_TRUE(ring.zap(coordinator::kZapDomainOperators, op).allow);
   EXPECT_FALSE(ring.zap(coordinator::kZapDomainOperators, agent).allow);
-  // Unknown agent: let in as pending (hello only), never onto the PUB.
-  EXPECT_TRUE(ring.zap(coordinator::kZapDomainAgents, agent).allow);
+  // Unknown agent: recorded as pending with the address it came from, and refused on every
+  // socket until accepted (nothing it sends after a handshake could be bounded).
+  EXPECT_FALSE(ring.zap(coordinator::kZapDomainAgents, agent, "192.0.2.7").allow);
   EXPECT_EQ(ring.agent(agent).kind, coordinator::AgentStanding::kPending);
+  EXPECT_FALSE(ring.zap(coordinator::kZapDomainAgents, agent, "192.0.2.7").allow);
   EXPECT_FALSE(ring.zap(coordinator::kZapDomainPub, agent).allow);
-  ring.note_claim(agent, "web-1");
-  ASSERT_TRUE(ring.accept("web-1", "", "test"));
+  // A pending key names no host: by host name there is nothing to accept, and the error says how.
+  auto by_name = ring.accept("web-1", "", "test");
+  ASSERT_FALSE(by_name);
+  EXPECT_NE(by_name.error().message.find("gantry keys accept KEY --host web-1"), std::string::npos);
+  ASSERT_TRUE(ring.accept(agent, "web-1", "test"));
+  EXPECT_TRUE(ring.zap(coordinator::kZapDomainAgents, agent).allow);
   EXPECT_EQ(ring.agent(agent).kind, coordinator::AgentStanding::kAccepted);
   EXPECT_EQ(ring.agent(agent).host_id, "web-1");
   EXPECT_TRUE(ring.zap(coordinator::kZapDomainPub, agent).allow);
