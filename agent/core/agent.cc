@@ -535,6 +535,10 @@ void Agent::begin_fetch() {
     fail_before_swap(st.error().message);
     return;
   }
+  // downloads/ holds this release's files only: what other orders left (a fetch that stalled,
+  // an artifact an interrupted order never staged) goes now.
+  if (Status st = rt.driver->prune_downloads(rid.sha256, /*keep_complete=*/true); !st.ok())
+    lg()->warn("cannot remove old downloads of {}: {}", rid.service, st.error().message);
   if (fs::exists(rt.driver->artifact_path(rid.sha256))) {
     // Downloaded and checked before an interruption: go straight to staging.
     mark_timing("fetch");
@@ -952,6 +956,10 @@ void Agent::fail_before_swap(std::string message) {
   auto& a = *state_.active;
   std::string running = disk_version(a.order.service);
   if (Status st = svc().driver->cleanup(); !st.ok()) lg()->warn("cleanup: {}", st.error().message);
+  // A checked artifact whose order failed (refused archive, failed load) is not kept; a partial
+  // download is, so the same release ordered again resumes where its fetch stopped.
+  if (Status st = svc().driver->prune_downloads(a.order.sha256, /*keep_complete=*/false); !st.ok())
+    lg()->warn("cannot remove downloads of {}: {}", a.order.service, st.error().message);
   finish({a.order.order_id, a.order.rollout_id, a.order.service, "failed", running, message, {}});
 }
 

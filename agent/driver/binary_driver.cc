@@ -20,6 +20,7 @@
 #include "common/util/log.h"
 #include "common/util/names.h"
 #include "common/util/sha256.h"
+#include "common/util/text.h"
 
 namespace gantry::agent {
 namespace {
@@ -52,7 +53,7 @@ std::string random_suffix() {
 std::string tail(const std::string& s, size_t n) {
   std::string t = s.size() > n ? s.substr(s.size() - n) : s;
   while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
-  return t;
+  return safe_text(t);  // a command's output: outside text, made safe where it enters
 }
 
 }  // namespace
@@ -83,6 +84,12 @@ Status BinaryDriver::check_installable(const ReleaseId& r) {
 
 std::string BinaryDriver::partial_artifact_path(const std::string& sha256) {
   return cfg_.root + "/downloads/" + sha256 + ".part";
+}
+
+Status BinaryDriver::prune_downloads(const std::string& sha256, bool keep_complete) {
+  std::vector<std::string> keep = {sha256 + ".part"};
+  if (keep_complete) keep.push_back(sha256 + ".tar");
+  return prune_downloads_except(cfg_.root, keep);
 }
 
 std::string BinaryDriver::artifact_path(const std::string& sha256) {

@@ -28,6 +28,7 @@ class BinaryDriver final : public Driver {
   std::unique_ptr<PreparedRestart> prepare_restart(const std::string& version) override;
   Status prune(uint32_t retain, const std::set<std::string>& keep) override;
   Status cleanup() override;
+  Status prune_downloads(const std::string& sha256, bool keep_complete) override;
 
   std::string release_dir(const std::string& version) const { return cfg_.root + "/releases/" + version; }
 

@@ -20,6 +20,7 @@
 #include "common/util/log.h"
 #include "common/util/names.h"
 #include "common/util/sha256.h"
+#include "common/util/text.h"
 
 namespace gantry::agent {
 namespace {
@@ -39,7 +40,8 @@ std::string trim(const std::string& s) {
 
 std::string tail(const std::string& s, size_t n) {
   std::string t = trim(s);
-  return t.size() > n ? "..." + t.substr(t.size() - n) : t;
+  // The runtime's output: outside text, made safe where it enters.
+  return safe_text(t.size() > n ? "..." + t.substr(t.size() - n) : t);
 }
 
 std::string strip_sha256(std::string id) {
@@ -326,6 +328,12 @@ Status ContainerDriver::check_installable(const ReleaseId& r) {
 
 std::string ContainerDriver::partial_artifact_path(const std::string& sha256) {
   return cfg_.root + "/downloads/" + sha256 + ".part";
+}
+
+Status ContainerDriver::prune_downloads(const std::string& sha256, bool keep_complete) {
+  std::vector<std::string> keep = {sha256 + ".part"};
+  if (keep_complete) keep.push_back(sha256 + ".artifact");
+  return prune_downloads_except(cfg_.root, keep);
 }
 
 std::string ContainerDriver::artifact_path(const std::string& sha256) {

@@ -64,6 +64,7 @@ class ContainerDriver final : public Driver {
   // beyond `retain`.
   Status prune(uint32_t retain, const std::set<std::string>& keep) override;
   Status cleanup() override;
+  Status prune_downloads(const std::string& sha256, bool keep_complete) override;
 
   // The runtime command line for `args` (runtime, runtime_args, args), shell-quoted. Public for tests.
   std::string command(const std::vector<std::string>& args) const;

@@ -71,6 +71,14 @@ class Driver {
   virtual Status prune(uint32_t retain, const std::set<std::string>& keep) = 0;
   // Removes leftovers of interrupted work (staging dirs, temp links); safe at start-up.
   virtual Status cleanup() = 0;
+  // Removes every downloaded file of this service but release `sha256`'s partial download (kept
+  // so a fetch can resume) and, when `keep_complete`, its completed artifact; a failed download
+  // or a refused release leaves nothing else behind. A driver without downloads keeps nothing.
+  virtual Status prune_downloads(const std::string& sha256, bool keep_complete) {
+    (void)sha256;
+    (void)keep_complete;
+    return Status::Ok();
+  }
 };
 
 }  // namespace gantry::agent

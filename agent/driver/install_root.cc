@@ -2,11 +2,14 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "common/util/fs.h"
+#include "common/util/log.h"
 #include "common/util/names.h"
 #include "common/util/sha256.h"
 
@@ -48,6 +51,23 @@ Status verify_and_commit_download(const ReleaseId& r, const std::string& part, c
   if (::rename(part.c_str(), done.c_str()) != 0)
     return make_error("io", "rename " + part + " -> " + done + ": " + std::strerror(errno));
   return fs::fsync_dir(fs::dirname(done));
+}
+
+Status prune_downloads_except(const std::string& root, const std::vector<std::string>& keep) {
+  const std::string dir = root + "/downloads";
+  std::error_code ec;
+  Status result;
+  bool removed = false;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (std::find(keep.begin(), keep.end(), name) != keep.end()) continue;
+    log::get("agent.driver")->info("removing download {} (not the release being installed)", e.path().string());
+    if (Status st = fs::remove_all(e.path().string()); !st.ok()) result = st;
+    removed = true;
+  }
+  if (ec && ec != std::errc::no_such_file_or_directory) return make_error("io", "list " + dir + ": " + ec.message());
+  if (removed) (void)fs::fsync_dir(dir);
+  return result;
 }
 
 }  // namespace gantry::agent

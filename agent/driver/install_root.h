@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "agent/driver/driver.h"
 #include "common/util/expected.h"
@@ -20,5 +21,8 @@ Expected<std::string> read_current_version(const std::string& root);
 // digest of the file's bytes computed while they were written, used instead of reading it back.
 Status verify_and_commit_download(const ReleaseId& r, const std::string& part, const std::string& done,
                                   const std::string& hashed_sha256 = "");
+
+// Removes every entry of `<root>/downloads` except the files named `keep` (names, not paths).
+Status prune_downloads_except(const std::string& root, const std::vector<std::string>& keep);
 
 }  // namespace gantry::agent

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include "agent/core/agent.h"
@@ -295,6 +296,38 @@ TEST_F(EngineTest, CoordinatorWithoutTheArtifactFailsTheOrder) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->outcome, "failed");
   EXPECT_NE(r->message.find("not_found"), std::string::npos) << r->message;
+}
+
+// Issue 20, finding 8: failed downloads never pile up in downloads/. What other orders left (a
+// stalled fetch's partial file, a checked artifact never staged) goes when an order begins; a
+// refused archive goes when its order fails; only a partial download stays, for a resume.
+TEST_F(EngineTest, DownloadsKeepOnlyTheReleaseBeingInstalled) {
+  make_agent();
+  agent->handle(order("o-1", "v1"));
+  ASSERT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  const std::string downloads = cfg.root + "/downloads/";
+  write_text(downloads + std::string(64, 'a') + ".part", std::string(4096, 'x'));  // a fetch that stalled
+  write_text(downloads + std::string(64, 'b') + ".tar", std::string(4096, 'y'));   // never staged
+  auto names = [&] {
+    std::set<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(downloads)) out.insert(e.path().filename().string());
+    return out;
+  };
+
+  // A signed-for digest whose archive the extractor refuses: the order fails, nothing stays.
+  std::string bad = tar_header("../evil", '0', 1) + tar_data("x") + tar_end();
+  const std::string bad_sha = sha256_hex(bad);
+  artifacts[bad_sha] = Artifact{bad, bad_sha};
+  agent->handle(proto::Order{"o-2", 1, "web", "update", "v2", bad_sha, bad.size(), 0, 0, "", ""});
+  expect_report("o-2", "failed", "", "v1");
+  EXPECT_EQ(names(), std::set<std::string>{}) << "downloads/ kept files of failed or other orders";
+
+  // The coordinator cannot serve the artifact: at most that release's partial file stays.
+  auto o = order("o-3", "v3");
+  artifacts.erase(o.sha256);
+  agent->handle(o);
+  expect_report("o-3", "failed", "", "v1");
+  for (const auto& n : names()) EXPECT_EQ(n, o.sha256 + ".part");
 }
 
 TEST_F(EngineTest, RetentionPrunesOldReleasesButKeepsCurrentAndPrevious) {
