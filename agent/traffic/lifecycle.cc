@@ -4,6 +4,7 @@
 
 #include "agent/traffic/haproxy_runtime.h"
 #include "common/util/log.h"
+#include "common/util/text.h"
 
 namespace gantry::agent::traffic {
 namespace {
@@ -13,7 +14,7 @@ std::shared_ptr<spdlog::logger> lg() { return log::get("agent.traffic"); }
 std::string tail(const std::string& s, size_t n) {
   std::string t = s.size() > n ? s.substr(s.size() - n) : s;
   while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
-  return t;
+  return safe_text(t);  // a command's output: outside text, made safe where it enters
 }
 
 bool is_cancelled(const std::atomic<bool>* c) { return c && c->load(); }

@@ -8,6 +8,7 @@
 #include "common/transport/zmq_transport.h"
 #include "common/util/log.h"
 #include "common/util/names.h"
+#include "common/util/text.h"
 #include "coordinator/rollout/planner.h"
 #include "coordinator/server/rollout_views.h"
 
@@ -56,16 +57,18 @@ uint64_t arg_u64(const nlohmann::json& a, const char* k, bool required = true) {
   return a[k].get<uint64_t>();
 }
 
-// What a command acts on, for the audit log and the operator log line.
+// What a command acts on, for the audit log and the operator log line. The codec made every
+// string in args safe text; safe_text() shortens it on a character boundary (a byte cut could
+// split a UTF-8 sequence, and the audit view could not be rendered as JSON).
 std::string target_of(const nlohmann::json& args) {
   std::string target;
   if (args.contains("service") && args["service"].is_string())
-    target = args["service"].get<std::string>().substr(0, 128);
+    target = safe_text(args["service"].get<std::string>(), 128);
   if (target.empty() && args.contains("id") && args["id"].is_number()) target = "rollout " + args["id"].dump();
   if (target.empty() && args.contains("target") && args["target"].is_string())
-    target = args["target"].get<std::string>().substr(0, 128);
+    target = safe_text(args["target"].get<std::string>(), 128);
   if (target.empty() && args.contains("name") && args["name"].is_string())
-    target = args["name"].get<std::string>().substr(0, 128);
+    target = safe_text(args["name"].get<std::string>(), 128);
   if (target.empty() && args.contains("keys") && args["keys"].is_array())
     target = std::to_string(args["keys"].size()) + " agent key(s)";
   return target;
@@ -128,8 +131,8 @@ proto::OpReply OperatorApi::handle(const proto::OpRequest& req, const std::strin
   const std::string target = target_of(req.args);
   const Command* cmd = find_command(req.command);
   if (!cmd) {
-    rep.error = "unknown command: " + req.command.substr(0, 64);
-    audit_or_fail({0, d_.clock.wall_ms(), who, req.command.substr(0, 64), target, "refused: unknown command"}, rep);
+    rep.error = "unknown command: " + safe_text(req.command, 64);
+    audit_or_fail({0, d_.clock.wall_ms(), who, safe_text(req.command, 64), target, "refused: unknown command"}, rep);
     return rep;
   }
   if (role < cmd->min_role) {
@@ -237,8 +240,9 @@ proto::OpReply OperatorApi::answer(const transport::Incoming& in) {
       std::string who = "key " + in.user_id.substr(0, 12) + "…";
       reply.request_id = req->request_id;
       reply.error = "this operator key is not (or no longer) authorized";
-      audit_or_fail({0, d_.clock.wall_ms(), who, req->command.substr(0, 64), "", "refused: key not authorized"}, reply);
-      LO()->warn("operator key {} is not authorized; {} refused", in.user_id, req->command.substr(0, 64));
+      audit_or_fail({0, d_.clock.wall_ms(), who, safe_text(req->command, 64), "", "refused: key not authorized"},
+                    reply);
+      LO()->warn("operator key {} is not authorized; {} refused", in.user_id, safe_text(req->command, 64));
     }
   } else {
     reply.error = std::string("operators may only send op_request, not ") + proto::type_name(proto::type_of(*msg));
