@@ -225,7 +225,7 @@ Agent and operator keys on the coordinator (CURVE public keys, Z85).
 
 Commands:
   list                          agent keys (pending/accepted/rejected/revoked) and operator keys
-  accept HOST_OR_KEY [--host H] accept a pending agent key, by host name or by key
+  accept KEY --host H           accept a pending agent key (Z85, from the host's agent.pub) as host H
   reject HOST_OR_KEY            reject a pending agent key
   revoke HOST_KEY_OR_NAME       revoke an accepted agent key or an operator key
   accept-file FILE              pre-enroll many hosts: one `HOST KEY` per line (KEY: Z85 or a .pub file)
@@ -234,7 +234,7 @@ Commands:
 
 Examples:
   gantry keys list
-  gantry keys accept web-1
+  gantry keys accept 'u#a6(thG^wd!UE0]yq+9s?%p28.9.s5>OqMZpc6q' --host web-1
   gantry keys add-operator alice alice.pub --role deployer
 )";
 
