@@ -195,6 +195,12 @@ void Session::on_dealer_frame(std::string_view bytes) {
         if (o_.systemd_notify) sd::notify("STATUS=connected to " + o_.coordinator);
       }
       welcomed_ = true;
+      if (sub_refused_) {
+        // Welcomed: our key is accepted now, so a subscription refused before can succeed.
+        lg()->info("reopening the broadcast subscription the coordinator refused before it accepted this agent");
+        sub_backoff_ = 0;
+        open_sub();
+      }
       break;
     }
     case proto::MsgType::kHeartbeat: {
@@ -277,14 +283,56 @@ void Session::timers(Millis now) {
   }
 }
 
-int Session::run(int stop_fd) {
+void Session::open_sub() {
+  sub_monitor_.reset();
   sub_.emplace(ctx_, zmq::socket_type::sub);
   transport::configure(*sub_, o_.socket);
   sub_->set(zmq::sockopt::subscribe, "");
+  const std::string ep = "inproc://gantry-agent-sub-" + std::to_string(++monitor_seq_);
+  constexpr int kFailed =
+      ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+  if (zmq_socket_monitor(sub_->handle(), ep.c_str(), kFailed) == 0) {
+    sub_monitor_.emplace(ctx_, zmq::socket_type::pair);
+    sub_monitor_->set(zmq::sockopt::linger, 0);
+    sub_monitor_->connect(ep);
+  } else {
+    lg()->warn("cannot monitor the broadcast subscription ({}); a refused one is not reopened",
+               zmq_strerror(zmq_errno()));
+  }
+  sub_refused_ = false;
+  sub_reopen_at_ = -1;
   if (Status st = transport::connect(*sub_, o_.coordinator_pub); !st.ok()) {
     lg()->critical("{}", st.error().message);
-    return 1;
+    connect_failed_ = true;
   }
+}
+
+void Session::on_sub_monitor_event() {
+  // The monitor reports only handshake failures, so any event is one.
+  bool failed = false;
+  for (int i = 0; i < 16; ++i) {
+    zmq::message_t ev, addr;
+    if (!sub_monitor_->recv(ev, zmq::recv_flags::dontwait)) break;
+    if (ev.more()) (void)sub_monitor_->recv(addr, zmq::recv_flags::dontwait);
+    failed = true;
+  }
+  if (!failed || sub_refused_) return;
+  sub_refused_ = true;
+  if (welcomed_) {
+    sub_backoff_ = sub_backoff_ == 0 ? o_.backoff_initial_ms : std::min(sub_backoff_ * 2, o_.backoff_max_ms);
+    sub_reopen_at_ = clock_.now_ms() + jittered(sub_backoff_);
+    lg()->warn("the coordinator refused the broadcast subscription; reopening it in {} ms",
+               sub_reopen_at_ - clock_.now_ms());
+  } else {
+    lg()->warn(
+        "the coordinator refused the broadcast subscription (this agent's key is not accepted yet); it is "
+        "reopened when the coordinator welcomes this agent");
+  }
+}
+
+int Session::run(int stop_fd) {
+  open_sub();
+  if (connect_failed_) return 1;
   open_dealer();
   if (connect_failed_) return 1;
   if (o_.systemd_notify) {
@@ -305,6 +353,7 @@ int Session::run(int stop_fd) {
       deadline = std::min(deadline, reconnect_at_);
     }
     if (watchdog_every_ > 0) deadline = std::min(deadline, last_watchdog_ + watchdog_every_);
+    if (sub_reopen_at_ >= 0) deadline = std::min(deadline, sub_reopen_at_);
     long timeout = static_cast<long>(std::clamp<Millis>(deadline - now, 0, 1000));
 
     std::vector<zmq::pollitem_t> items;
@@ -316,6 +365,8 @@ int Session::run(int stop_fd) {
     if (monitor_) items.push_back({monitor_->handle(), 0, ZMQ_POLLIN, 0});
     const size_t udp_at = items.size();
     if (udp_session_ != 0 && udp_.is_open()) items.push_back({nullptr, udp_.fd(), ZMQ_POLLIN, 0});
+    const size_t sub_mon_at = items.size();
+    if (sub_monitor_) items.push_back({sub_monitor_->handle(), 0, ZMQ_POLLIN, 0});
     try {
       zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t& e) {
@@ -328,11 +379,17 @@ int Session::run(int stop_fd) {
       if (o_.systemd_notify) sd::notify("STOPPING=1");
       agent_.shutdown();
       dealer_.reset();
+      sub_monitor_.reset();
       sub_.reset();
       return 0;
     }
     if (monitor_ && mon_at < items.size() && (items[mon_at].revents & ZMQ_POLLIN)) on_monitor_event();
     if (udp_at < items.size() && (items[udp_at].revents & ZMQ_POLLIN)) on_udp_readable();
+    if (sub_monitor_ && sub_mon_at < items.size() && (items[sub_mon_at].revents & ZMQ_POLLIN)) on_sub_monitor_event();
+    if (sub_reopen_at_ >= 0 && clock_.now_ms() >= sub_reopen_at_) {
+      lg()->info("reopening the broadcast subscription");
+      open_sub();
+    }
     for (int i = 0; i < kMaxFramesPerTurn; ++i) {
       bool dropped = false;
       auto f = transport::recv_frame(*sub_, &dropped);

@@ -63,6 +63,8 @@ class Session {
     return transport::silence_limit_ms(welcomed_, coordinator_period_ms_, o_.heartbeat_misses, silent_in_row_);
   }
   Millis jittered(Millis base);
+  void open_sub();
+  void on_sub_monitor_event();
 
   zmq::context_t& ctx_;
   SessionOptions o_;
@@ -70,6 +72,14 @@ class Session {
   const Clock& clock_;
   std::optional<zmq::socket_t> dealer_;
   std::optional<zmq::socket_t> sub_;
+  // Handshake failures of the SUB's connection. libzmq never retries a connection whose
+  // handshake the coordinator refused (a key still pending when the agent started), so the
+  // SUB is reopened when a Welcome shows the key is accepted, or after a backoff if it was
+  // refused while welcomed.
+  std::optional<zmq::socket_t> sub_monitor_;
+  bool sub_refused_ = false;
+  Millis sub_reopen_at_ = -1;  // -1: no reopen scheduled
+  Millis sub_backoff_ = 0;
   // Disconnects of the DEALER's connection: they end a UDP heartbeat session at once and queue a
   // Hello (the coordinator may have restarted, or know this connection no more; either way only
   // a Hello on the new connection gets us a new Welcome and session).

@@ -257,6 +257,46 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
   EXPECT_TRUE(online(f, "host-2"));
 }
 
+// Issue 21: an agent whose key was pending when it started had its SUB handshake refused, and
+// libzmq never retries a refused handshake. Once an operator accepts the key, the agent's next
+// Welcome reopens the subscription, so rollout signals reach it without a restart.
+TEST(Security, AnAgentAcceptedWhilePendingHearsRolloutSignals) {
+  FleetOptions o;
+  o.enroll_agents = false;
+  Fleet f(2, o);
+  f.start_coordinator();
+  f.start_all_agents();
+  const std::string key1 = pub_of(f.agent_key_prefix(0)), key2 = pub_of(f.agent_key_prefix(1));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return key_row_by_key(f, key1).value("state", "") == "pending" &&
+               key_row_by_key(f, key2).value("state", "") == "pending";
+      },
+      30000))
+      << f.diagnostics();
+  ASSERT_TRUE(
+      wait_until([&] { return f.agent_log(0).find("refused the broadcast subscription") != std::string::npos; }, 30000))
+      << f.agent_log(0);
+  ASSERT_EQ(f.cli({"keys", "accept", key1, "--host", "host-1"}).exit_code, 0);
+  ASSERT_EQ(f.cli({"keys", "accept", key2, "--host", "host-2"}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return online(f, "host-1") && online(f, "host-2"); }, 60000)) << f.diagnostics();
+
+  // A rollout that waits for a promote after its first batch, then aborted: the abort is a
+  // broadcast, and each agent logs the signal it received.
+  const auto rel = f.make_release("v2", "healthy");
+  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches",
+                  "1,1", "--pause-after", "0", "--min-healthy-time", "200"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+  auto a = f.cli({"rollout", "abort", "--service", "demo"});
+  ASSERT_EQ(a.exit_code, 0) << a.out << a.err << f.diagnostics();
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(wait_until([&] { return f.agent_log(i).find("signal abort for rollout") != std::string::npos; }, 30000))
+        << "host-" << i + 1 << " never heard the abort:\n"
+        << f.agent_log(i);
+    EXPECT_NE(f.agent_log(i).find("reopening the broadcast subscription"), std::string::npos) << f.agent_log(i);
+  }
+}
+
 // Resident memory of a process in KiB (VmRSS), or -1.
 long rss_kib(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
