@@ -116,7 +116,8 @@ Status Coordinator::start() {
   snapshot_ = std::make_unique<StatusSnapshot>(clock_, changed_, [this] {
     Published p;
     try {
-      p.status_json = operator_api_->status().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      p.status_json = operator_api_->status("", /*with_timelines=*/true)
+                          .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     } catch (const std::exception& e) {
       L()->error("cannot build the status snapshot: {}", e.what());
       p.status_json =

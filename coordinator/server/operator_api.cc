@@ -250,8 +250,9 @@ proto::OpReply OperatorApi::answer(const transport::Incoming& in) {
   return reply;
 }
 
-nlohmann::json OperatorApi::status(const std::string& service) {
-  return value_or_throw(status_view(d_.store, d_.executor, d_.registry, d_.epoch, d_.clock.wall_ms(), service));
+nlohmann::json OperatorApi::status(const std::string& service, bool with_timelines) {
+  return value_or_throw(
+      status_view(d_.store, d_.executor, d_.registry, d_.epoch, d_.clock.wall_ms(), service, with_timelines));
 }
 
 // ---- handlers -------------------------------------------------------------------

@@ -75,7 +75,7 @@ class OperatorApi {
   proto::OpReply answer(const transport::Incoming& in);
 
   // The status JSON (/status and `gantry status`).
-  nlohmann::json status(const std::string& service = "");
+  nlohmann::json status(const std::string& service = "", bool with_timelines = false);
 
  private:
   nlohmann::json op_hosts(const Call& c);

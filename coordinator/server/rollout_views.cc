@@ -89,7 +89,7 @@ Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutEx
 }
 
 Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor& exec, const fleet::Registry& registry,
-                                     uint64_t epoch, Millis wall_now, const std::string& service) {
+                                     uint64_t epoch, Millis wall_now, const std::string& service, bool with_timelines) {
   nlohmann::json rollouts = nlohmann::json::array();
   std::set<std::string> seen;
   auto rows = store.latest_rollouts(service, 200, /*with_hosts=*/false);
@@ -99,7 +99,7 @@ Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor&
     seen.insert(row.service);
     Expected<nlohmann::json> view = nlohmann::json();
     if (const auto* a = exec.find(row.id)) {
-      view = rollout_view(store, a->row, a->state, false, 0, true, &a->timeline);
+      view = rollout_view(store, a->row, a->state, false, 0, true, with_timelines ? &a->timeline : nullptr);
     } else if (const rollout::State* ended = exec.ended(row.service); ended && ended->id == row.id) {
       view = rollout_view(store, row, *ended, false);  // ended in this process: in memory
     } else {

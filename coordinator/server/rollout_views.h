@@ -28,8 +28,11 @@ Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutEx
                                             bool with_events, int64_t events_after = 0, bool with_hosts = true);
 
 // The newest rollout of each service (or of `service`), with its last events, and every host;
-// an active rollout's hosts with their timelines (from memory).
+// with `with_timelines`, an active rollout's hosts with their timelines (from memory). The
+// operator reply leaves them out: they would nest deeper than the protocol's decode limit
+// (PROTOCOL.md §2), and `rollout show` carries them.
 Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor& exec, const fleet::Registry& registry,
-                                     uint64_t epoch, Millis wall_now, const std::string& service = "");
+                                     uint64_t epoch, Millis wall_now, const std::string& service = "",
+                                     bool with_timelines = false);
 
 }  // namespace gantry::coordinator

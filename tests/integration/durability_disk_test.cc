@@ -84,7 +84,10 @@ TEST(DiskFault, FullStateDirKeepsTheHostServingAndReportsTheError) {
   // The daemons are still up and the coordinator still answers.
   EXPECT_TRUE(f.agent_running(0)) << f.diagnostics();
   EXPECT_TRUE(f.coordinator_running());
-  EXPECT_EQ(f.cli({"status"}).exit_code, 0);
+  {
+    auto st = f.cli({"status"});
+    EXPECT_EQ(st.exit_code, 0) << st.out << st.err;
+  }
 
   // Space back: the same release goes through.
   ::unlink(filler.c_str());
@@ -147,7 +150,10 @@ TEST(DiskFault, FullCoordinatorDiskRefusesTheStepAndKeepsTheRecord) {
   EXPECT_EQ(after.value("phase", ""), "paused") << after.dump(2);
   EXPECT_EQ(after["counts"], before["counts"]) << after.dump(2);
   EXPECT_EQ(f.served_version(waiting), "v1");
-  EXPECT_EQ(f.cli({"status"}).exit_code, 0);
+  {
+    auto st2 = f.cli({"status"});
+    EXPECT_EQ(st2.exit_code, 0) << st2.out << st2.err;
+  }
 
   // Space back: the same promotion goes through and the rollout finishes.
   ::unlink(filler.c_str());
