@@ -43,3 +43,68 @@ manifest = '{"created":"2024-01-01T00:00:00Z","service":"web","sha256":"%s","siz
 put("manifest", "valid", manifest.encode())
 put("manifest", "extra_field", manifest.replace('"size"', '"x":1,"size"').encode())
 put("manifest", "nested", b'{"a":' * 50 + b'1' + b'}' * 50)
+
+# coordinator_path and agent_journal: valid messages with invalid UTF-8 ("\xff\xfeAB" put in
+# place of the 4 UTF-8 bytes of "\u00ff\u00fe", so every length stays right), empty strings and
+# 60 KiB strings. coordinator_path's first byte: bits 0-1 the connection (web-1..web-4), bit 5
+# tick, bit 6 aim a report/progress/ack at the host's open order.
+BAD = "\u00ff\u00fe"
+HUGE = "x" * (60 * 1024)
+
+def raw(frame):
+    return frame.replace("\u00ff\u00fe".encode(), b"\xff\xfeAB")
+
+def hello(host, version, agent_version):
+    return envelope(1, {"protocol_version": 1, "host_id": host, "agent_version": agent_version,
+                        "labels": {"role": "web"}, "services": [{"name": "web", "current_version": version,
+                        "previous_version": "", "state": "idle", "order_id": ""}]})
+
+def report(outcome, message, running="v2"):
+    return envelope(9, {"order_id": "r1-1", "rollout_id": 1, "service": "web", "outcome": outcome,
+                        "running_version": running, "message": message, "timings_ms": {"total": 5}})
+
+def op(command, args):
+    return envelope(12, {"request_id": "1", "command": command, "args": args})
+
+coord = {
+    "hello_bad_version": b"\x00" + hello("web-1", "v1", BAD),
+    "hello_huge_version": b"\x01" + hello("web-2", "v1", HUGE),
+    "hello_empty_version": b"\x02" + hello("web-3", "v1", ""),
+    "heartbeat_tick": b"\x20" + envelope(3, {"seq": 7}),
+    "report_ok_bad": b"\x40" + report("succeeded", BAD),
+    "report_ok_empty": b"\x41" + report("succeeded", ""),
+    "report_failed_huge": b"\x42" + report("failed", HUGE, "v1"),
+    "report_reverted_bad": b"\x43" + report("failed_reverted", "probe said " + BAD, "v1"),
+    "progress_bad": b"\x40" + envelope(8, {"order_id": "r1-1", "phase": "verifying", "detail": BAD, "at_ms": 5}),
+    "progress_huge": b"\x41" + envelope(8, {"order_id": "r1-1", "phase": "fetching", "detail": HUGE}),
+    "ack_rejected_bad": b"\x40" + envelope(5, {"order_id": "r1-1", "status": "rejected", "message": BAD}),
+    "fetch": b"\x00" + envelope(6, {"sha256": "a" * 64, "offset": 0, "length": 4096}),
+    "error_bad": b"\x00" + envelope(10, {"code": BAD, "message": HUGE, "ref_type": 9, "ref_id": ""}),
+    "op_start_bad_reason": b"\x00" + op("rollout.start", {"service": "web", "version": "v1", "reason": BAD}),
+    "op_pause_huge_reason": b"\x00" + op("rollout.pause", {"service": "web", "reason": HUGE}),
+    "op_abort_empty_reason": b"\x00" + op("rollout.abort", {"service": "web", "reason": ""}),
+    "op_rollback_bad": b"\x00" + op("rollback", {"service": "web", "reason": BAD}),
+    "op_status": b"\x00" + op("status", {"service": "web"}),
+    "op_rollout_get": b"\x00" + op("rollout.get", {"service": "web", "events": True}),
+    "op_history": b"\x00" + op("history", {"service": "web"}),
+    "op_audit": b"\x00" + op("audit", {"limit": 100}),
+    "op_hosts": b"\x00" + op("hosts", {}),
+    "op_keys_revoke_bad": b"\x00" + op("keys.revoke", {"target": BAD}),
+    "op_upload_bad": b"\x00" + op("release.upload", {"service": "web", "version": "v3", "data": b"\xff\xfe",
+                                                    "manifest": BAD, "signature": ""}),
+}
+for name, frame in coord.items():
+    put("coordinator_path", name, raw(frame))
+
+order = {"order_id": "r1-1", "rollout_id": 1, "service": "web", "kind": "update", "version": "v2", "sha256": sha,
+         "size": 10, "manifest": "{}", "signature": "ab" * 64}
+journal = {
+    "report_bad": report("failed", BAD, "v1"),
+    "report_empty": report("succeeded", ""),
+    "report_huge": report("failed_reverted", HUGE, "v1"),
+    "order": envelope(4, order),
+    "order_bad_manifest": envelope(4, dict(order, manifest=BAD)),
+    "order_huge_manifest": envelope(4, dict(order, order_id="r1-2", manifest=HUGE)),
+}
+for name, frame in journal.items():
+    put("agent_journal", name, raw(frame))
