@@ -385,6 +385,8 @@ class App {
       for (const auto& sv : h["services"]) {
         std::string cur = s(sv, "current_version");
         std::string st = s(sv, "state");
+        const std::string phase = sv.contains("phase") ? s(sv, "phase") : "";
+        if (!phase.empty() && st != "idle") st += ": " + phase;  // e.g. demo=v1(updating: verifying)
         svcs += (svcs.empty() ? "" : " ") + s(sv, "name") + "=" + (cur.empty() ? "-" : cur) +
                 (st != "idle" && !st.empty() ? "(" + st + ")" : "");
       }

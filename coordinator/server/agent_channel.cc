@@ -154,8 +154,13 @@ void AgentChannel::on_message(const transport::Incoming& in) {
         } else if constexpr (std::is_same_v<T, proto::FetchChunk>) {
           d_.artifacts.on_fetch(in.identity, m);
         } else if constexpr (std::is_same_v<T, proto::Progress>) {
+          // The order names its service; the host's view of that service shows the phase until
+          // the order's report (the Hello's service states are older than this order).
+          const std::string service = d_.executor.open_order_service(m.order_id, host.host_id);
           for (auto& [name, svc] : host.services) {
-            if (svc.order_id == m.order_id || svc.state != "idle") {
+            if (name == service || svc.order_id == m.order_id) {
+              if (svc.state == "idle") svc.state = m.phase == "reverting" ? "reverting" : "updating";
+              svc.order_id = m.order_id;
               svc.phase = m.phase;
               svc.phase_detail = m.detail;
             }

@@ -444,6 +444,12 @@ bool RolloutExecutor::queue_report(const std::string& host_id, const proto::Repo
   return true;
 }
 
+std::string RolloutExecutor::open_order_service(const std::string& order_id, const std::string& host_id) const {
+  auto it = orders_.find(order_id);
+  if (it == orders_.end() || it->second.row.host_id != host_id || !it->second.wire) return {};
+  return it->second.wire->service;
+}
+
 void RolloutExecutor::progress(const std::string& host_id, const proto::Progress& p) {
   auto it = orders_.find(p.order_id);
   if (it == orders_.end() || it->second.row.host_id != host_id) return;

@@ -135,6 +135,8 @@ class RolloutExecutor {
   // The state of `service`'s newest rollout if it ended in this process (or was loaded since).
   const rollout::State* ended(const std::string& service) const;
   size_t open_orders() const { return orders_.size(); }
+  // The service of the open order `order_id` sent to `host_id`; empty if there is none.
+  std::string open_order_service(const std::string& order_id, const std::string& host_id) const;
   bool idle() const { return active_.empty() && orders_.empty(); }
 
  private:

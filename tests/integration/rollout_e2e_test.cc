@@ -80,6 +80,43 @@ TEST(RolloutE2E, SuccessfulRolloutInBatches) {
   EXPECT_EQ(hist["rollouts"][1].value("revision", 0), 1);
 }
 
+// Issue 21: while an order runs, `gantry hosts` shows the phase the agent reported (it showed
+// "" for a whole verify), and the phase is cleared by the order's report.
+TEST(RolloutE2E, HostsShowTheProgressPhaseWhileAnOrderRuns) {
+  Fleet f(1);
+  start_fleet(f);
+  install_everywhere(f, "v1");
+  auto rel = f.make_release("v2", "healthy");
+  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches", "100%",
+                  "--min-healthy-time", "4000"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+  auto service_view = [&] {
+    auto j = json_of(f.cli({"--json", "hosts"}, 10000));
+    if (!j.contains("hosts") || j["hosts"].empty() || j["hosts"][0]["services"].empty()) return nlohmann::json();
+    return j["hosts"][0]["services"][0];
+  };
+  nlohmann::json seen;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        seen = service_view();
+        return seen.value("phase", "") == "verifying";
+      },
+      20000, 100))
+      << seen.dump() << f.diagnostics();
+  EXPECT_EQ(seen.value("state", ""), "updating") << seen.dump();
+  auto table = f.cli({"hosts"});
+  EXPECT_NE(table.out.find("verifying"), std::string::npos) << table.out;
+  // The report ends it: idle, no phase, the new version.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        seen = service_view();
+        return seen.value("current_version", "") == "v2" && seen.value("state", "") == "idle";
+      },
+      30000, 200))
+      << seen.dump() << f.diagnostics();
+  EXPECT_EQ(seen.value("phase", "?"), "") << seen.dump();
+}
+
 TEST(RolloutE2E, BadReleaseStopsAndEveryHostKeepsServingTheOldOne) {
   Fleet f(3);
   start_fleet(f);
