@@ -1,7 +1,7 @@
 // Bytes through the agent's report and journal path, to disk and back.
 //
 // Covers: proto::decode, then what the agent journals from a decoded message, with the real
-// FileStateStore in a temp dir under /tmp (built once per process, so saves append journal
+// FileStateStore in a temp dir under $TMPDIR (/tmp when unset) (built once per process, so saves append journal
 // records and now and then take a snapshot): a Report is added to the results as the agent
 // adds its own; an Order becomes the report of a refused order (its ids and a message naming
 // its version and service, as Agent::on_order writes when a release is refused) and, when
@@ -33,7 +33,8 @@ struct World {
   uint64_t inputs = 0;
 
   World() {
-    std::string tmpl = "/tmp/gantry-fuzz-journal-XXXXXX";
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/gantry-fuzz-journal-XXXXXX";
     if (!mkdtemp(tmpl.data())) std::abort();
     dir = tmpl;
     store = std::make_unique<agent::FileStateStore>(dir);

@@ -5,7 +5,7 @@
 // heartbeats closed, CURVE off so the connection identity is the host id) with its group
 // commit (flush), or OperatorApi::handle for an OpRequest (as an admin) and the encoding of its
 // reply. Behind them: the real RolloutExecutor (orders to a recording OrderSink, signals to a
-// no-op SignalSink, a FakeClock) over a real SQLite store in a temp dir under /tmp, built once
+// no-op SignalSink, a FakeClock) over a real SQLite store in a temp dir under $TMPDIR (/tmp when unset), built once
 // per process, with a rollout of "web" kept active (restarted whenever none is) so reports and
 // progress reach its state machine. After every input the views are rendered and dumped with
 // nlohmann's default (throwing) error handler: OperatorApi::status(), status_view, each active
@@ -90,7 +90,8 @@ struct World {
   std::unique_ptr<OperatorApi> api;
 
   World() {
-    std::string tmpl = "/tmp/gantry-fuzz-coordinator-XXXXXX";
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/gantry-fuzz-coordinator-XXXXXX";
     if (!mkdtemp(tmpl.data())) die("mkdtemp");
     dir = tmpl;
     auto st = store::Store::open(dir + "/coordinator.db");
