@@ -1,15 +1,16 @@
 // Bytes through the agent's report and journal path, to disk and back.
 //
 // Covers: proto::decode, then what the agent journals from a decoded message, with the real
-// FileStateStore in a temp dir under $TMPDIR (/tmp when unset) (built once per process, so saves append journal
-// records and now and then take a snapshot): a Report is added to the results as the agent
-// adds its own; an Order becomes the report of a refused order (its ids and a message naming
-// its version and service, as Agent::on_order writes when a release is refused) and, when
-// nothing is active, the active order whose failure text is the order's manifest (the text a
-// probe or an archive may put there), phase reverting. Every input saves (alternately save and
-// save_lazy), then a second FileStateStore loads the same directory: the load must succeed and
-// serialize to exactly what was saved; the report is encoded as the agent sends it and must
-// decode again. An exception or a mismatch is a crash here.
+// FileStateStore in a temp dir under $TMPDIR (/tmp when unset), built once per process, so
+// saves append journal records and now and then take a snapshot. A Report is added to the
+// results as the agent adds its own; an Order becomes the report of a refused order (its ids
+// and a message naming its version and service, as Agent::on_order writes when a release is
+// refused) and, when nothing is active, the active order with the order's manifest as its
+// failure text (the text a probe or an archive may put there), phase reverting; when an order
+// is active it is cleared instead. Every input saves (save and save_lazy in turn), then a
+// second FileStateStore loads the same directory: the load must succeed and serialize to
+// exactly what was saved; the report is encoded as the agent sends it and must decode again.
+// An exception or a mismatch is a crash here.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>

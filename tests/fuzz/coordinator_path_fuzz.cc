@@ -2,20 +2,24 @@
 //
 // Covers: proto::decode of the payload, then the real AgentChannel::on_message (hello, report,
 // progress, ack, heartbeat, fetch, error; replies go to an unconnected inproc ROUTER, UDP
-// heartbeats closed, CURVE off so the connection identity is the host id) with its group
-// commit (flush), or OperatorApi::handle for an OpRequest (as an admin) and the encoding of its
-// reply. Behind them: the real RolloutExecutor (orders to a recording OrderSink, signals to a
-// no-op SignalSink, a FakeClock) over a real SQLite store in a temp dir under $TMPDIR (/tmp when unset), built once
-// per process, with a rollout of "web" kept active (restarted whenever none is) so reports and
-// progress reach its state machine. After every input the views are rendered and dumped with
-// nlohmann's default (throwing) error handler: OperatorApi::status(), status_view, each active
-// rollout's rollout_view_by_id with its events, and render_metrics. An exception escaping any
-// of them is a crash here (the daemon's loop would only log and drop the message).
+// heartbeats closed) with its group commit (flush), or OperatorApi::handle for an OpRequest (as
+// an admin) and the encoding of its reply. Behind them: the real RolloutExecutor (orders to a
+// recording OrderSink, signals to a no-op SignalSink, a FakeClock) over a real SQLite store in a
+// temp dir under $TMPDIR (/tmp when unset), built once per process, with a rollout of "web" kept
+// active (restarted whenever none is) so reports and progress reach its state machine. After
+// every input the views are rendered and dumped with nlohmann's default (throwing) error
+// handler: OperatorApi::status(), status_view, each active rollout's rollout_view_by_id with its
+// events, and render_metrics. An exception escaping any of them is a crash here (the daemon's
+// loop would only log and drop the message). State carries over from input to input, as in a
+// running coordinator.
 //
-// Input: byte 0 picks the connection (bits 0-1: web-1..web-4) and options (bit 5: advance the
-// clock 5 s and tick the rollouts; bit 6: a Report/Progress/OrderAck gets the order id,
-// rollout id and service of the last order sent to that host, so reports reach open orders);
-// the rest is the frame as read from the agent socket.
+// Input: byte 0 picks the connection (bits 0-1: web-1..web-4, the routing id being the host id)
+// and options; the rest is the frame as read from the agent socket. Bit 4: the frame goes
+// through a second AgentChannel over the same fleet with CURVE on (its per-message key checks;
+// no handshake runs here), from the key bits 2-3 pick: the host's accepted key, a pending key,
+// a key never seen, or none; without it CURVE is off. Bit 5: the clock advances 5 s and the
+// rollouts tick. Bit 6: a Report/Progress/OrderAck gets the order id (and a Report the rollout
+// id and service) of the last order sent to that host, so reports reach open orders.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -70,6 +74,9 @@ struct QuietSignals : SignalSink {
 struct World {
   std::string dir;
   Config cfg;
+  Config secure_cfg;                   // CURVE on: only enabled() is consulted, no socket handshakes here
+  std::vector<std::string> host_keys;  // web-1..web-4's accepted keys
+  std::string pending_key, unknown_key;
   FakeClock clock;
   std::unique_ptr<store::Store> store;
   RecordingOrders orders;
@@ -87,6 +94,7 @@ struct World {
   std::unique_ptr<UdpHeartbeats> udp;
   std::unique_ptr<ArtifactServer> artifact_server;
   std::unique_ptr<AgentChannel> channel;
+  std::unique_ptr<AgentChannel> secure_channel;
   std::unique_ptr<OperatorApi> api;
 
   World() {
@@ -112,6 +120,20 @@ struct World {
     if (!artifacts->init().ok()) die("artifacts");
     keys = std::make_unique<KeyRing>(*store, clock);
     if (!keys->load().ok()) die("keys");
+    for (int i = 1; i <= 6; ++i) {
+      char pub[41], sec[41];
+      if (zmq_curve_keypair(pub, sec) != 0) die("zmq_curve_keypair");
+      if (i <= 4) {
+        host_keys.push_back(pub);
+        if (!keys->bootstrap_agent("web-" + std::to_string(i), pub).ok()) die("bootstrap_agent");
+      } else if (i == 5) {
+        pending_key = pub;
+        (void)keys->zap("gantry", pending_key, "198.18.0.1");  // recorded as pending
+      } else {
+        unknown_key = pub;
+        secure_cfg.curve.secret_key = sec;
+      }
+    }
     sender = std::make_unique<AgentSender>(agents, registry, metrics, clock, cfg.heartbeat_interval_ms);
     exec = std::make_unique<RolloutExecutor>(*store, clock, orders, signals, metrics, changed);
     refusals = std::make_unique<RefusalLog>(clock);
@@ -120,6 +142,9 @@ struct World {
     channel = std::make_unique<AgentChannel>(AgentChannel::Deps{cfg, clock, agents, registry, *keys, *store, *exec,
                                                                 *artifact_server, *udp, *sender, metrics, *refusals,
                                                                 changed, /*epoch=*/1});
+    secure_channel = std::make_unique<AgentChannel>(AgentChannel::Deps{secure_cfg, clock, agents, registry, *keys,
+                                                                       *store, *exec, *artifact_server, *udp, *sender,
+                                                                       metrics, *refusals, changed, /*epoch=*/1});
     api = std::make_unique<OperatorApi>(OperatorApi::Deps{
         *store, *exec, registry, *artifacts, *keys, metrics, changed, clock, /*secure=*/false,
         /*epoch=*/1, [this](const std::string& host, const std::string& why) { channel->disconnect_host(host, why); }});
@@ -223,6 +248,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (msg && std::holds_alternative<gantry::proto::OpRequest>(*msg)) {
     auto rep = w.api->handle(std::get<gantry::proto::OpRequest>(*msg), "fuzz-operator", Role::kAdmin);
     (void)gantry::proto::encode(rep);
+  } else if (flags & 0x10) {
+    const int key = (flags >> 2) & 3;
+    std::string user_id = key == 0   ? w.host_keys[flags & 3]
+                          : key == 1 ? w.pending_key
+                          : key == 2 ? w.unknown_key
+                                     : std::string();
+    w.secure_channel->on_message({host, payload, user_id});
+    w.secure_channel->flush();
+    (void)w.exec->flush_acks();
   } else {
     w.channel->on_message({host, payload, ""});
     w.channel->flush();

@@ -46,8 +46,9 @@ put("manifest", "nested", b'{"a":' * 50 + b'1' + b'}' * 50)
 
 # coordinator_path and agent_journal: valid messages with invalid UTF-8 ("\xff\xfeAB" put in
 # place of the 4 UTF-8 bytes of "\u00ff\u00fe", so every length stays right), empty strings and
-# 60 KiB strings. coordinator_path's first byte: bits 0-1 the connection (web-1..web-4), bit 5
-# tick, bit 6 aim a report/progress/ack at the host's open order.
+# 60 KiB strings. coordinator_path's first byte: bits 0-1 the connection (web-1..web-4), bits
+# 2-3 the key with bit 4 (CURVE on: the host's, a pending, an unknown key, none), bit 5 tick,
+# bit 6 aim a report/progress/ack at the host's open order.
 BAD = "\u00ff\u00fe"
 HUGE = "x" * (60 * 1024)
 
@@ -80,6 +81,11 @@ coord = {
     "ack_rejected_bad": b"\x40" + envelope(5, {"order_id": "r1-1", "status": "rejected", "message": BAD}),
     "fetch": b"\x00" + envelope(6, {"sha256": "a" * 64, "offset": 0, "length": 4096}),
     "error_bad": b"\x00" + envelope(10, {"code": BAD, "message": HUGE, "ref_type": 9, "ref_id": ""}),
+    "secure_hello": b"\x10" + hello("web-1", "v1", BAD),
+    "secure_hello_pending_key": b"\x15" + hello("web-2", "v1", HUGE),
+    "secure_hello_unknown_key": b"\x1a" + hello("web-3", "v1", ""),
+    "secure_no_key": b"\x1f" + envelope(3, {"seq": 1}),
+    "secure_report": b"\x51" + report("succeeded", BAD),
     "op_start_bad_reason": b"\x00" + op("rollout.start", {"service": "web", "version": "v1", "reason": BAD}),
     "op_pause_huge_reason": b"\x00" + op("rollout.pause", {"service": "web", "reason": HUGE}),
     "op_abort_empty_reason": b"\x00" + op("rollout.abort", {"service": "web", "reason": ""}),
