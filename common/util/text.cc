@@ -70,10 +70,13 @@ bool is_safe_text(std::string_view s) {
 std::string safe_text(std::string_view s, std::size_t max_bytes) {
   if (s.size() <= max_bytes && is_safe_text(s)) return std::string(s);
   std::string out;
-  out.reserve(s.size() < max_bytes ? s.size() + 16 : max_bytes + 3);
+  out.reserve(s.size() < max_bytes ? s.size() + 16 : max_bytes);
+  // The output length at the last piece boundary that leaves room for "...": a cut text ends
+  // there, so it is never longer than max_bytes and never ends inside an escape.
+  std::size_t fits = 0;
   for (std::size_t i = 0; i < s.size();) {
     const std::size_t n = utf8_seq_len(s, i);
-    const std::size_t before = out.size();
+    if (out.size() + 3 <= max_bytes) fits = out.size();
     if (n == 0) {
       append_hex(out, static_cast<uint8_t>(s[i]));
     } else if (is_control(s, i, n)) {
@@ -84,7 +87,11 @@ std::string safe_text(std::string_view s, std::size_t max_bytes) {
       out.append(s.data() + i, n);
     }
     if (out.size() > max_bytes) {
-      out.resize(before);
+      if (max_bytes < 3) {
+        out.resize(max_bytes < fits ? max_bytes : fits);
+        return out;
+      }
+      out.resize(fits);
       out += "...";
       return out;
     }

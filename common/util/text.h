@@ -17,7 +17,8 @@ bool is_safe_text(std::string_view s);
 // `s` as valid UTF-8 with every control character (C0 including newline and tab, DEL, C1) and
 // every byte that is not part of a well-formed UTF-8 sequence written visibly as \xNN, and a
 // backslash written as \\ whenever the text needed escaping, so an escaped text cannot pass for
-// an unescaped one. At most `max_bytes` of output (cut on a character boundary, "..." appended).
+// an unescaped one. At most `max_bytes` of output, "..." included (a longer text is cut on a
+// character or escape boundary and "..." appended), so the result always fits a field of that size.
 // Never throws. Text that is already safe comes back unchanged.
 std::string safe_text(std::string_view s, std::size_t max_bytes = 64 * 1024);
 

@@ -72,5 +72,29 @@ TEST(SafeText, TheCodecMakesFreeTextFieldsSafe) {
   EXPECT_TRUE(args.contains("k\\x1b"));
 }
 
+// Found by fuzz_decode: a request_id of 128 bytes with invalid bytes was escaped to more than
+// 128 and refused when the decoded message was encoded and decoded again. A cut text fits its
+// bound, "..." included, and is a fixed point of safe_text.
+TEST(SafeText, ACutTextFitsItsBoundAndIsAFixedPoint) {
+  for (std::size_t max : {0u, 1u, 3u, 4u, 5u, 16u, 127u, 128u}) {
+    for (const std::string& in :
+         {std::string(200, 'u'), std::string(40, '\xdb') + std::string(100, 'u'),
+          std::string("a\x1b") + std::string(150, '\\'), std::string("\xe2\x82\xac") + std::string(130, 'x')}) {
+      const std::string out = safe_text(in, max);
+      EXPECT_LE(out.size(), max) << max;
+      EXPECT_TRUE(is_safe_text(out)) << out;
+      EXPECT_EQ(safe_text(out, max), out) << max;
+    }
+  }
+  proto::OpRequest op;
+  op.request_id = std::string(29, 'u') + "\xdb" + std::string(98, 'u');
+  op.command = "hosts";
+  auto once = proto::decode(proto::encode(proto::Message{op}));
+  ASSERT_TRUE(once.ok()) << once.error().message;
+  auto twice = proto::decode(proto::encode(*once));
+  ASSERT_TRUE(twice.ok()) << twice.error().message;
+  EXPECT_LE(std::get<proto::OpRequest>(*twice).request_id.size(), 128u);
+}
+
 }  // namespace
 }  // namespace gantry
