@@ -324,9 +324,12 @@ void Session::on_sub_monitor_event() {
     lg()->warn("the coordinator refused the broadcast subscription; reopening it in {} ms",
                sub_reopen_at_ - clock_.now_ms());
   } else {
+    // The key is Z85 (printable, no quotes or spaces), so the command can be pasted as is.
     lg()->warn(
-        "the coordinator refused the broadcast subscription (this agent's key is not accepted yet); it is "
-        "reopened when the coordinator welcomes this agent");
+        "the coordinator refused the broadcast subscription: this agent's key is not accepted (yet); an admin "
+        "accepts it with: gantry keys accept '{}' --host {}. The subscription is reopened when the coordinator "
+        "welcomes this agent",
+        o_.socket.curve.public_key, o_.host_id);
   }
 }
 

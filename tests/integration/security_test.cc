@@ -277,6 +277,9 @@ TEST(Security, AnAgentAcceptedWhilePendingHearsRolloutSignals) {
   ASSERT_TRUE(
       wait_until([&] { return f.agent_log(0).find("refused the broadcast subscription") != std::string::npos; }, 30000))
       << f.agent_log(0);
+  // The agent's log names the command that accepts it.
+  EXPECT_NE(f.agent_log(0).find("gantry keys accept '" + key1 + "' --host host-1"), std::string::npos)
+      << f.agent_log(0);
   ASSERT_EQ(f.cli({"keys", "accept", key1, "--host", "host-1"}).exit_code, 0);
   ASSERT_EQ(f.cli({"keys", "accept", key2, "--host", "host-2"}).exit_code, 0);
   ASSERT_TRUE(wait_until([&] { return online(f, "host-1") && online(f, "host-2"); }, 60000)) << f.diagnostics();
