@@ -377,6 +377,18 @@ class App {
     return kOk;
   }
 
+  // A plan's batches, one row each: its number, size and hosts.
+  static void print_batches(const nlohmann::json& batches) {
+    Table t({"BATCH", "SIZE", "HOSTS"});
+    int i = 0;
+    for (const auto& b : batches) {
+      std::string hs;
+      for (const auto& h : b) hs += (hs.empty() ? "" : " ") + h.get<std::string>();
+      t.row({std::to_string(++i), std::to_string(b.size()), hs});
+    }
+    t.print(std::cout);
+  }
+
   void print_hosts(const nlohmann::json& hosts) {
     Table t({"HOST", "STATE", "LAST SEEN", "LABELS", "SERVICES"});
     for (const auto& h : hosts) {
@@ -652,14 +664,7 @@ class App {
                 << " batch(es); failure budget " << s(r, "failure_budget_hosts") << " host(s)"
                 << (r.contains("per_batch_budget_hosts") ? ", per batch " + s(r, "per_batch_budget_hosts") : "")
                 << "\n";
-      Table t({"BATCH", "SIZE", "HOSTS"});
-      int i = 0;
-      for (const auto& b : r["batches"]) {
-        std::string hs;
-        for (const auto& h : b) hs += (hs.empty() ? "" : " ") + h.get<std::string>();
-        t.row({std::to_string(++i), std::to_string(b.size()), hs});
-      }
-      t.print(std::cout);
+      print_batches(r["batches"]);
       return kOk;
     }
     if (version.empty()) throw UsageError("missing --version (or `version:` in the plan file)");
@@ -920,14 +925,7 @@ class App {
         return kOk;
       }
       print_rollback_plan(r);
-      Table t({"BATCH", "SIZE", "HOSTS"});
-      int i = 0;
-      for (const auto& b : r["batches"]) {
-        std::string hs;
-        for (const auto& h : b) hs += (hs.empty() ? "" : " ") + h.get<std::string>();
-        t.row({std::to_string(++i), std::to_string(b.size()), hs});
-      }
-      t.print(std::cout);
+      print_batches(r["batches"]);
       return kOk;
     }
     auto r = call("rollback", a);

@@ -53,6 +53,16 @@ json key_row_by_key(Fleet& f, const std::string& key) {
   return json::object();
 }
 
+// Waits (bounded) until both agent keys are listed as pending.
+bool both_pending(Fleet& f, const std::string& key1, const std::string& key2) {
+  return wait_until(
+      [&] {
+        return key_row_by_key(f, key1).value("state", "") == "pending" &&
+               key_row_by_key(f, key2).value("state", "") == "pending";
+      },
+      30000);
+}
+
 std::string keygen(const std::string& program_rel, const std::string& prefix) {
   auto r = run({bin_dir() + program_rel, "keygen", "--out", prefix}, 30000);
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -165,13 +175,7 @@ TEST(Security, EnrollmentIdentityRolesAndRevocation) {
 
   // Unknown keys are recorded as pending (naming no host) and refused at the handshake.
   const std::string key1 = pub_of(f.agent_key_prefix(0)), key2 = pub_of(f.agent_key_prefix(1));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        return key_row_by_key(f, key1).value("state", "") == "pending" &&
-               key_row_by_key(f, key2).value("state", "") == "pending";
-      },
-      30000))
-      << f.diagnostics();
+  ASSERT_TRUE(both_pending(f, key1, key2)) << f.diagnostics();
   EXPECT_EQ(key_row_by_key(f, key1).value("host_id", "?"), "");
   EXPECT_FALSE(online(f, "host-1"));
   EXPECT_EQ(f.agent_log(0).find("welcomed"), std::string::npos);
@@ -267,13 +271,7 @@ TEST(Security, AnAgentAcceptedWhilePendingHearsRolloutSignals) {
   f.start_coordinator();
   f.start_all_agents();
   const std::string key1 = pub_of(f.agent_key_prefix(0)), key2 = pub_of(f.agent_key_prefix(1));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        return key_row_by_key(f, key1).value("state", "") == "pending" &&
-               key_row_by_key(f, key2).value("state", "") == "pending";
-      },
-      30000))
-      << f.diagnostics();
+  ASSERT_TRUE(both_pending(f, key1, key2)) << f.diagnostics();
   ASSERT_TRUE(
       wait_until([&] { return f.agent_log(0).find("refused the broadcast subscription") != std::string::npos; }, 30000))
       << f.agent_log(0);
