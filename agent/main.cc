@@ -10,10 +10,7 @@
 
 #include "agent/config/agent_config.h"
 #include "agent/core/agent.h"
-#include "agent/driver/binary_driver.h"
-#include "agent/driver/container_driver.h"
 #include "agent/net/session.h"
-#include "agent/probe/probe.h"
 #include "agent/state/state_store.h"
 #include "common/security/keys.h"
 #include "common/util/fs.h"
@@ -130,29 +127,17 @@ int main(int argc, char** argv) {
   FileStateStore store(cfg.state_dir);
   std::map<std::string, ServiceRuntime> services;
   for (const auto& [name, sc] : cfg.services) {
-    ServiceRuntime rt;
-    rt.config = sc;
-    if (sc.driver == "container")
-      rt.driver = std::make_shared<ContainerDriver>(sc, runner, clock);
-    else
-      rt.driver = std::make_shared<BinaryDriver>(sc, runner, clock);
-    for (const auto& url : sc.http_probes) rt.probes.push_back(std::make_shared<HttpProbe>(url, sc.http_probe_expect));
-    for (const auto& hp : sc.tcp_probes) rt.probes.push_back(std::make_shared<TcpProbe>(hp));
-    if (sc.traffic.any()) {
-      auto lb = traffic::make_load_balancer(sc.traffic.haproxy);
-      if (!lb) {
-        lg->critical("service {}: {}", name, lb.error().message);
-        return 1;
-      }
-      rt.lifecycle = std::make_shared<traffic::Lifecycle>(sc.traffic, runner, *lb, clock, [](Millis ms) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-      });
+    auto rt = make_service_runtime(sc, runner, clock,
+                                   [](Millis ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
+    if (!rt) {
+      lg->critical("service {}: {}", name, rt.error().message);
+      return 1;
     }
     if (Status st = fs::make_dirs(sc.root + "/releases"); !st.ok()) {
       lg->critical("service {}: {}", name, st.error().message);
       return 1;
     }
-    services.emplace(name, std::move(rt));
+    services.emplace(name, std::move(*rt));
   }
 
   Session* session = nullptr;

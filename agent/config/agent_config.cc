@@ -23,6 +23,9 @@ namespace {
 
 Error cfg_error(const std::string& msg) { return make_error("config", msg); }
 
+// What {slot} and {port} stand for while a value naming them is checked.
+const Slot kSampleSlot{"a", 1};
+
 Expected<Millis> parse_ms(const std::string& key, const std::string& v, Millis min, Millis max) {
   try {
     size_t used = 0;
@@ -60,12 +63,15 @@ Status apply_service_key(ServiceConfig& s, const std::string& key, const std::st
     if (!n) return n.error();
     s.restart_timeout_ms = *n;
   } else if (key == "http_probe") {
-    if (Status st = HttpProbe::validate(v); !st.ok()) return cfg_error(where + ": " + st.error().message);
+    // {port} and {slot} (start-first) are checked as a slot's values would be.
+    if (Status st = HttpProbe::validate(with_slot(v, kSampleSlot)); !st.ok())
+      return cfg_error(where + ": " + st.error().message);
     s.http_probes.push_back(v);
   } else if (key == "http_probe_expect") {
     s.http_probe_expect = v;
   } else if (key == "tcp_probe") {
-    if (Status st = TcpProbe::validate(v); !st.ok()) return cfg_error(where + ": " + st.error().message);
+    if (Status st = TcpProbe::validate(with_slot(v, kSampleSlot)); !st.ok())
+      return cfg_error(where + ": " + st.error().message);
     s.tcp_probes.push_back(v);
   } else if (key == "probe_interval_ms") {
     auto n = parse_ms(where, v, 10, 3600 * 1000);
@@ -105,6 +111,24 @@ Status apply_service_key(ServiceConfig& s, const std::string& key, const std::st
     auto n = parse_ms(where, v, 1000, 24LL * 3600 * 1000);
     if (!n) return n.error();
     s.runtime_timeout_ms = *n;
+  } else if (key == "slots") {
+    auto slots = parse_slots(v);
+    if (!slots) return cfg_error(where + " " + slots.error().message);
+    s.slots = *slots;
+  } else if (key == "start_command" || key == "stop_command") {
+    if (v.empty()) return cfg_error(where + " must not be empty");
+    (key == "start_command" ? s.start_command : s.stop_command) = v;
+  } else if (key == "start_timeout_ms") {
+    auto n = parse_ms(where, v, 1, 24LL * 3600 * 1000);
+    if (!n) return n.error();
+    s.start_timeout_ms = *n;
+  } else if (key == "haproxy_server" && names_slot(v)) {
+    // BACKEND/SERVER naming each slot's server ({slot}): checked as a slot's name would be.
+    traffic::LifecycleSettings sample;
+    if (Status st = traffic::apply_setting(sample, key, with_slot(v, kSampleSlot)); !st.ok())
+      return cfg_error(where + " " + st.error().message);
+    s.traffic.haproxy.backend = v.substr(0, v.find('/'));
+    s.traffic.haproxy.server = v.substr(v.find('/') + 1);
   } else if (key == "retain") {
     auto n = parse_ms(where, v, 1, 1000);
     if (!n) return n.error();
@@ -115,6 +139,43 @@ Status apply_service_key(ServiceConfig& s, const std::string& key, const std::st
   } else {
     return cfg_error("unknown key " + where);
   }
+  return Status::Ok();
+}
+
+// Cross-key checks of a binary service (after the whole section was read): start-first needs
+// its slots and commands, and its probes and HAProxy server must tell the slots apart.
+Status check_binary_service(const ServiceConfig& s) {
+  const std::string where = "[service." + s.name + "]";
+  std::vector<std::string> probes = s.http_probes;
+  probes.insert(probes.end(), s.tcp_probes.begin(), s.tcp_probes.end());
+  const bool slot_probe = std::any_of(probes.begin(), probes.end(), [](const auto& p) { return names_slot(p); });
+  const std::string server = s.traffic.haproxy.backend + "/" + s.traffic.haproxy.server;
+  if (s.start_order != "start-first") {
+    if (!s.slots.empty() || !s.start_command.empty() || !s.stop_command.empty())
+      return cfg_error(where + " slots, start_command and stop_command need start_order = start-first");
+    if (slot_probe || names_slot(server))
+      return cfg_error(where + " {slot} and {port} name a slot: they need start_order = start-first and slots");
+    if (s.restart_command.empty()) return cfg_error(where + " needs restart_command");
+    return Status::Ok();
+  }
+  if (s.slots.empty())
+    return cfg_error(where +
+                     " start_order = start-first needs slots = NAME:PORT NAME:PORT (the new release starts in "
+                     "the slot the live one does not use)");
+  if (!s.restart_command.empty())
+    return cfg_error(where +
+                     " restart_command restarts the one instance (stop-first); with start_order = start-first "
+                     "set start_command and stop_command, which act on one slot ($GANTRY_SLOT)");
+  if (s.start_command.empty() || s.stop_command.empty())
+    return cfg_error(where + " start_order = start-first needs start_command and stop_command (run per slot)");
+  if (!slot_probe)
+    return cfg_error(where +
+                     " start_order = start-first verifies the new instance on its slot: name the slot's port "
+                     "in a probe as {port} (http_probe = http://127.0.0.1:{port}/health)");
+  if (!s.traffic.haproxy.socket.empty() && !names_slot(server))
+    return cfg_error(where + " haproxy_server = " + server +
+                     " is one server for two instances: name each slot's server with {slot} (e.g. " +
+                     s.traffic.haproxy.backend + "/" + s.traffic.haproxy.server + "-{slot})");
   return Status::Ok();
 }
 
@@ -175,6 +236,13 @@ constexpr const char* kServiceHelp =
     "  min_healthy_ms = 2000\n"
     "  healthy_deadline_ms = 30000\n"
     "  retain = 3\n"
+    "  # start-first (two instances side by side; README \"Rolling without downtime\"):\n"
+    "  start_order = start-first         (instead of restart_command)\n"
+    "  slots = a:8081 b:8082             (two slots, NAME:PORT; the new release starts in the free one)\n"
+    "  start_command = ...               (starts slot $GANTRY_SLOT on $GANTRY_SLOT_PORT from $GANTRY_RELEASE_DIR)\n"
+    "  stop_command = ...                (stops slot $GANTRY_SLOT; succeeds when nothing runs there)\n"
+    "  start_timeout_ms = 30000   stop_timeout_ms = 10000\n"
+    "  http_probe = http://127.0.0.1:{port}/health   haproxy_server = BACKEND/SERVER-{slot}\n"
     "  # traffic steps, all optional (README \"Rolling without downtime\"):\n"
     "  haproxy_socket = /run/haproxy/admin.sock   haproxy_server = BACKEND/SERVER\n"
     "  haproxy_drain_timeout_ms = 30000   haproxy_up_timeout_ms = 30000\n"
@@ -325,16 +393,22 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
     if (s.driver == "container" && s.container_name.empty()) s.container_name = n;
   for (const auto& [n, s] : c.services) {
     if (s.root.empty()) return cfg_error("[service." + n + "] needs root = /absolute/path");
-    if (s.driver == "binary" && s.restart_command.empty())
-      return cfg_error("[service." + n + "] needs restart_command");
     if (s.driver == "container") {
       if (!s.restart_command.empty())
         return cfg_error("[service." + n +
                          "] restart_command is for driver = binary; a container is restarted by the driver");
+      if (!s.slots.empty() || !s.start_command.empty() || !s.stop_command.empty())
+        return cfg_error("[service." + n + "] slots, start_command and stop_command are for driver = binary");
+      std::vector<std::string> named = s.http_probes;
+      named.insert(named.end(), s.tcp_probes.begin(), s.tcp_probes.end());
+      named.push_back(s.traffic.haproxy.server);
+      if (std::any_of(named.begin(), named.end(), [](const auto& t) { return names_slot(t); }))
+        return cfg_error("[service." + n + "] {slot} and {port} name a slot of a binary start-first service");
       if (Status st = check_container_service(s); !st.ok()) return st.error();
-    } else if (!s.container_name.empty() || !s.run_args.empty() || !s.runtime_args.empty() || !s.command.empty() ||
-               s.start_order != "stop-first") {
+    } else if (!s.container_name.empty() || !s.run_args.empty() || !s.runtime_args.empty() || !s.command.empty()) {
       return cfg_error("[service." + n + "] container keys need driver = container");
+    } else if (Status st = check_binary_service(s); !st.ok()) {
+      return st.error();
     }
     if (s.min_healthy_ms >= s.healthy_deadline_ms)
       return cfg_error("[service." + n + "] min_healthy_ms must be smaller than healthy_deadline_ms");

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/driver/slots.h"
 #include "agent/traffic/settings.h"
 #include "common/util/clock.h"
 #include "common/util/expected.h"
@@ -32,9 +33,15 @@ struct ServiceConfig {
   std::string container_name;              // default: the service name
   std::vector<std::string> run_args;       // `run` flags: ports, volumes, env, ulimits
   std::vector<std::string> command;        // arguments after the image (default: the image's CMD)
-  std::string start_order = "stop-first";  // or start-first
-  Millis stop_timeout_ms = 10000;          // grace period of `stop` before SIGKILL
-  Millis runtime_timeout_ms = 600000;      // bound on load / pull / run
+  std::string start_order = "stop-first";  // or start-first (containers; binaries with slots)
+  Millis stop_timeout_ms = 10000;          // grace period of `stop` before SIGKILL; stop_command's timeout
+  // driver = binary, start_order = start-first (agent/driver/slots.h): two slots, the commands
+  // that start and stop one slot's instance. Probes and haproxy_server may name {slot}/{port}.
+  std::vector<Slot> slots;
+  std::string start_command;
+  Millis start_timeout_ms = 30000;
+  std::string stop_command;
+  Millis runtime_timeout_ms = 600000;  // bound on load / pull / run
   // Traffic steps around every swap (README "Rolling without downtime"; agent/traffic/settings.h).
   traffic::LifecycleSettings traffic;
 };

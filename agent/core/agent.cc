@@ -4,6 +4,7 @@
 #include <set>
 
 #include "agent/core/fault.h"
+#include "agent/core/start_first.h"
 #include "common/release/manifest.h"
 #include "common/util/fs.h"
 #include "common/util/log.h"
@@ -215,7 +216,8 @@ void Agent::on_order(const proto::Order& o) {
     // Idle: the order starts right away. If its release is already installed, its next write
     // would be the swapping record, so that one record is also its acceptance (one write).
     // (Not with traffic steps: the drain comes before the swapping record.)
-    if (!svc_of(o).lifecycle && svc_of(o).driver->has_release(ReleaseId{o.service, o.version, o.sha256, o.size})) {
+    if (!svc_of(o).lifecycle && !svc_of(o).start_first() &&
+        svc_of(o).driver->has_release(ReleaseId{o.service, o.version, o.sha256, o.size})) {
       accept_and_swap(o, received_us, steady_us() - received_us);
       return;
     }
@@ -580,6 +582,7 @@ void Agent::begin_stage() {
 }
 
 void Agent::begin_swap(bool journaled) {
+  if (svc().start_first()) return begin_start_first(/*promoted=*/false);
   if (has_traffic_steps() && !traffic_blocked_) return begin_drain(AfterDrain::kSwap);
   auto& a = *state_.active;
   set_phase(phase::kSwapping, a.from_version + " -> " + a.order.version);
@@ -613,6 +616,8 @@ void Agent::begin_swap(bool journaled) {
 }
 
 void Agent::begin_restart() {
+  // Start-first, resumed after its promotion (Agent::start: `current` names the new release).
+  if (svc().start_first()) return begin_start_first(/*promoted=*/true);
   // Resumed after the swap (Agent::start): out of traffic before the restart.
   if (has_traffic_steps() && !traffic_blocked_) return begin_drain(AfterDrain::kRestart);
   auto& a = *state_.active;
@@ -714,6 +719,7 @@ void Agent::begin_revert(std::string reason) {
   persist_or_note();  // a failed write must not stop the revert: the host has to keep running
   lg()->warn("order {}: {}; reverting {} to {}", a.order.order_id, reason, a.order.service,
              a.from_version.empty() ? "(nothing)" : a.from_version);
+  if (svc().start_first()) return begin_start_first_revert();
   if (a.from_version.empty() || a.from_version == a.order.version) {
     proto::Report r{a.order.order_id,
                     a.order.rollout_id,
@@ -776,6 +782,8 @@ void Agent::on_work_done(const WorkResult& r) {
   if (!r.final && r.step.rfind(kStepPrefix, 0) == 0) return on_step(r);
   if (r.step == "drain") return on_drained(r);
   if (r.step == "unblock") return on_unblocked(r);
+  if (r.step == "start_first") return on_start_first_done(r);
+  if (r.step == "start_first_revert") return on_start_first_reverted(r);
   if (r.step == "digest") {
     if (!r.status.ok()) return fail_before_swap(r.status.error().message);
     crash_point("after_fetch");
@@ -886,6 +894,11 @@ void Agent::on_drained(const WorkResult& r) {
 // A traffic step began on the worker: its Progress, stamped with when it began.
 void Agent::on_step(const WorkResult& r) {
   std::string ph = r.step.substr(std::string_view(kStepPrefix).size());
+  std::string about;  // start-first steps name their slot: "<phase>|<detail>"
+  if (auto bar = ph.find('|'); bar != std::string::npos) {
+    about = ph.substr(bar + 1);
+    ph.resize(bar);
+  }
   if (announce_verifying_at_) announce_verifying();  // verifying came first
   if (ph == traffic::step::kTrafficAllowed) traffic_blocked_ = false;
   const Millis at = clock_.wall_ms() - std::max<int64_t>(0, steady_us() - r.at_us) / 1000;
@@ -895,7 +908,9 @@ void Agent::on_step(const WorkResult& r) {
                        : ph == traffic::step::kAllowingTraffic  ? "allowing traffic"
                        : ph == traffic::step::kTrafficAllowed   ? "back in traffic"
                        : ph == traffic::step::kVerifyingTraffic ? "verifying with traffic"
+                       : !about.empty()                         ? ph
                                                                 : "revert: " + ph;
+  if (!about.empty()) detail += ": " + about;
   progress(ph, detail, at);
 }
 
@@ -992,6 +1007,156 @@ void Agent::finish(proto::Report r) {
   send(r);
   log_timings(r.order_id);
   if (state_.queue.empty()) store_.maintain(state_);  // idle: compaction, off the order's path
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-first (agent/core/start_first.h)
+
+namespace {
+
+// The engine's acts for the start-first sequence, for a job whose cancel flag is `cancelled`.
+start_first::Acts start_first_acts(const ServiceRuntime& rt, const VerifyPolicy& p, const Clock& clock,
+                                   const Verifier::Sleep& sleep, const std::atomic<bool>* cancelled) {
+  start_first::Acts acts;
+  acts.slots = rt.slot_driver.get();
+  std::shared_ptr<Driver> driver = rt.driver;
+  acts.promote = [driver](const std::string& v) -> Status {
+    if (Status st = driver->activate(v); !st.ok())
+      return make_error("swap", "pointing current at " + v + " failed: " + st.error().message);
+    crash_point("after_promote");
+    return Status::Ok();
+  };
+  auto probes = rt.slot_probes;
+  acts.verify = [probes, p, &clock, sleep, cancelled](const std::string& slot) -> Status {
+    VerifyResult r = Verifier(clock, sleep).run(probes.at(slot), p, cancelled);
+    if (r.healthy) return Status::Ok();
+    return make_error(r.cancelled ? "cancelled" : "unhealthy", "slot " + slot + ": " + r.message);
+  };
+  acts.verify_for = [probes, p, &clock, sleep, cancelled](const std::string& slot, Millis ms) {
+    return verify_for(probes.at(slot), p, clock, sleep, cancelled)(ms);
+  };
+  auto lifecycles = rt.slot_lifecycles;
+  acts.lifecycle = [lifecycles](const std::string& slot) -> traffic::Lifecycle* {
+    auto it = lifecycles.find(slot);
+    return it == lifecycles.end() ? nullptr : it->second.get();
+  };
+  return acts;
+}
+
+}  // namespace
+
+// The new release starts in the slot the live instance does not use (chosen once, journaled
+// with the swapping record); `promoted`: resumed after `current` was switched to it.
+void Agent::begin_start_first(bool promoted) {
+  auto& a = *state_.active;
+  const ServiceRuntime& rt = svc();
+  if (a.slot.empty()) {
+    auto live = rt.slot_driver->live_slot();
+    if (!live) return fail_before_swap("cannot tell which slot runs " + a.order.service + ": " + live.error().message);
+    a.slot = promoted ? *live : next_slot(rt.slot_driver->slots(), *live);
+  }
+  if (!promoted) {
+    set_phase(phase::kSwapping, (a.from_version.empty() ? "(none)" : a.from_version) + " -> " + a.order.version +
+                                    " in slot " + a.slot + ", start-first");
+    if (!persist_or_note()) return fail_before_swap("state write failed: " + state_error_);
+    crash_point("before_swap");
+  } else {
+    lg()->info("order {}: {} runs in slot {} (start-first, resumed after the switch of current)", a.order.order_id,
+               a.order.version, a.slot);
+  }
+  send_held();
+  const std::string to = a.slot, from = other_slot(rt.slot_driver->slots(), a.slot);
+  traffic::StepContext ctx = step_context(/*revert=*/false);
+  VerifyPolicy p = policy();
+  const Clock& clock = clock_;
+  auto sleep = sleep_;
+  Worker* worker = &worker_;
+  const ServiceRuntime* rtp = &rt;  // services_ is fixed for the agent's life
+  worker_.run("start_first",
+              [rtp, p, &clock, sleep, worker, ctx, to, from, promoted](const std::atomic<bool>& cancelled) {
+                start_first::Acts acts = start_first_acts(*rtp, p, clock, sleep, &cancelled);
+                return promoted ? start_first::resume_promoted(ctx, to, from, acts, step_observer(worker), &cancelled)
+                                : start_first::update(ctx, to, from, acts, step_observer(worker), &cancelled);
+              });
+}
+
+void Agent::on_start_first_done(const WorkResult& r) {
+  mark_timing("verify");
+  if (r.status.ok()) return succeed();
+  if (r.status.error().code != start_first::kStopOld) return begin_revert(r.status.error().message);
+  // Promoted, verified, in traffic; the old instance would not stop: a failed host, no revert.
+  auto& a = *state_.active;
+  auto& rec = state_.services[a.order.service];
+  if (!a.from_version.empty() && a.from_version != a.order.version) rec.previous = a.from_version;
+  rec.current = a.order.version;
+  finish({a.order.order_id,
+          a.order.rollout_id,
+          a.order.service,
+          "failed",
+          a.order.version,
+          r.status.error().message + "; " + a.order.version + " runs in slot " + a.slot + ", verified, in traffic",
+          {}});
+}
+
+// Before the switch of `current` the old instance was never touched: stop the new one. After it
+// (an agent restarted past the switch whose new instance then failed): the same start-first
+// steps towards the previous release, in the other slot.
+void Agent::begin_start_first_revert() {
+  auto& a = *state_.active;
+  const ServiceRuntime& rt = svc();
+  if (a.slot.empty()) {
+    std::string running = disk_version(a.order.service);
+    return finish({a.order.order_id, a.order.rollout_id, a.order.service, "failed", running, a.failure, {}});
+  }
+  const std::string to = a.slot, from = other_slot(rt.slot_driver->slots(), a.slot);
+  sf_reverse_ = disk_version(a.order.service) == a.order.version && !a.from_version.empty();
+  progress(phase::kReverting, sf_reverse_ ? "reverting to " + a.from_version + " in slot " + from + ": " + a.failure
+                                          : "stopping the new instance in slot " + to + ": " + a.failure);
+  traffic::StepContext ctx = step_context(/*revert=*/sf_reverse_);
+  VerifyPolicy p = policy();
+  const Clock& clock = clock_;
+  auto sleep = sleep_;
+  Worker* worker = &worker_;
+  const ServiceRuntime* rtp = &rt;
+  const bool reverse = sf_reverse_;
+  worker_.run("start_first_revert",
+              [rtp, p, &clock, sleep, worker, ctx, to, from, reverse](const std::atomic<bool>& cancelled) {
+                start_first::Acts acts = start_first_acts(*rtp, p, clock, sleep, &cancelled);
+                if (reverse) return start_first::update(ctx, from, to, acts, step_observer(worker), &cancelled);
+                return start_first::abandon(ctx, to, from, acts);
+              });
+}
+
+void Agent::on_start_first_reverted(const WorkResult& r) {
+  mark_timing("revert");
+  auto& a = *state_.active;
+  const std::string svc_name = a.order.service;
+  const std::string other = other_slot(svc().slot_driver->slots(), a.slot);
+  if (!r.status.ok() && !(sf_reverse_ && r.status.error().code == start_first::kStopOld)) {
+    std::string running = disk_version(svc_name);
+    state_.services[svc_name].current = running;
+    return finish({a.order.order_id,
+                   a.order.rollout_id,
+                   svc_name,
+                   "failed",
+                   running,
+                   a.failure + "; revert failed: " + r.status.error().message,
+                   {}});
+  }
+  if (a.from_version.empty())
+    return finish({a.order.order_id,
+                   a.order.rollout_id,
+                   svc_name,
+                   "failed",
+                   disk_version(svc_name),
+                   a.failure + "; the new instance in slot " + a.slot + " was stopped",
+                   {}});
+  state_.services[svc_name].current = a.from_version;
+  std::string how = sf_reverse_ ? "; reverted to " + a.from_version + " in slot " + other
+                                : "; the new instance in slot " + a.slot + " was stopped, " + a.from_version +
+                                      " kept running in slot " + other + " untouched";
+  if (!r.status.ok()) how += " (" + r.status.error().message + ")";
+  finish({a.order.order_id, a.order.rollout_id, svc_name, "failed_reverted", a.from_version, a.failure + how, {}});
 }
 
 void Agent::log_timings(const std::string& order_id) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "agent/config/agent_config.h"
+#include "agent/core/service_runtime.h"
 #include "agent/core/verifier.h"
 #include "agent/core/worker.h"
 #include "agent/driver/driver.h"
@@ -26,15 +27,6 @@
 #include "common/util/clock.h"
 
 namespace gantry::agent {
-
-// Everything the engine needs to manage one service.
-struct ServiceRuntime {
-  ServiceConfig config;
-  std::shared_ptr<Driver> driver;
-  ProbeList probes;
-  // The traffic steps around its swaps; null: none (the swap and restart run without them).
-  std::shared_ptr<traffic::Lifecycle> lifecycle;
-};
 
 class Agent {
  public:
@@ -104,6 +96,11 @@ class Agent {
   void succeed();
   void fail_before_swap(std::string message);
   void fail_after_allow_failed(std::string message);
+  // Start-first binary services (agent/core/start_first.h).
+  void begin_start_first(bool promoted);
+  void on_start_first_done(const WorkResult& r);
+  void begin_start_first_revert();
+  void on_start_first_reverted(const WorkResult& r);
   void finish(proto::Report r);
   void log_timings(const std::string& order_id);
 
@@ -177,6 +174,7 @@ class Agent {
   bool traffic_blocked_ = false;
   AfterDrain after_drain_ = AfterDrain::kSwap;
   std::string unblock_failure_;  // fail_before_swap's message while traffic is being allowed back
+  bool sf_reverse_ = false;      // start-first revert: back to the previous release (else: the new one stopped)
   bool holding_ = false;
   std::vector<proto::Message> held_;
   Millis announce_verifying_at_ = 0;  // when to log and send Progress{verifying}; 0: done or none

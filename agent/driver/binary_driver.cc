@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 
 #include "agent/release/tar_extract.h"
 #include "common/util/fs.h"
@@ -158,16 +159,98 @@ std::map<std::string, std::string> BinaryDriver::restart_env(const std::string& 
           {"GANTRY_RELEASE_DIR", cfg_.root + "/current"}};
 }
 
-Status BinaryDriver::restart_outcome(const Expected<ProcessResult>& r) const {
-  if (!r) return make_error("restart", "restart command could not run: " + r.error().message);
-  if (r->timed_out)
-    return make_error("restart", "restart command timed out after " + std::to_string(cfg_.restart_timeout_ms) + " ms");
+Status BinaryDriver::command_outcome(const std::string& what, Millis timeout_ms, const Expected<ProcessResult>& r) {
+  if (!r) return make_error("restart", what + " could not run: " + r.error().message);
+  if (r->timed_out) return make_error("restart", what + " timed out after " + std::to_string(timeout_ms) + " ms");
   if (r->exit_code != 0) {
     std::string out = tail(r->output, 300);
     return make_error("restart",
-                      "restart command exited with " + std::to_string(r->exit_code) + (out.empty() ? "" : ": " + out));
+                      what + " exited with " + std::to_string(r->exit_code) + (out.empty() ? "" : ": " + out));
   }
   return Status::Ok();
+}
+
+Status BinaryDriver::restart_outcome(const Expected<ProcessResult>& r) const {
+  return command_outcome("restart command", cfg_.restart_timeout_ms, r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slots (start_order = start-first)
+
+Expected<const Slot*> BinaryDriver::find_slot(const std::string& name) const {
+  for (const auto& s : cfg_.slots)
+    if (s.name == name) return &s;
+  return make_error("not_found", "service " + cfg_.name + " has no slot '" + name + "'");
+}
+
+Expected<std::string> BinaryDriver::slot_version(const std::string& name) {
+  auto slot = find_slot(name);
+  if (!slot) return slot.error();
+  auto target = fs::read_symlink(slot_link(name));
+  if (!target) {
+    if (target.error().code == "not_found") return std::string();
+    return target.error();
+  }
+  const std::string prefix = "../releases/";
+  if (target->rfind(prefix, 0) == 0 && is_safe_name(target->substr(prefix.size())))
+    return target->substr(prefix.size());
+  return make_error("corrupt", slot_link(name) + " points at '" + *target + "', not at a release");
+}
+
+Expected<std::string> BinaryDriver::live_slot() {
+  auto cur = current_version();
+  if (!cur) return cur.error();
+  std::vector<SlotLink> links;
+  for (const auto& s : cfg_.slots) {
+    SlotLink l;
+    auto v = slot_version(s.name);
+    if (v) l.version = *v;  // a corrupt link names no release: not the live one
+    struct stat st {};
+    if (!l.version.empty() && ::lstat(slot_link(s.name).c_str(), &st) == 0)
+      l.made_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    links.push_back(l);
+  }
+  return choose_live_slot(cfg_.slots, links, *cur);
+}
+
+Status BinaryDriver::link_slot(const std::string& name, const std::string& version) {
+  if (auto slot = find_slot(name); !slot) return slot.error();
+  struct stat st {};
+  if (::stat(release_dir(version).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return make_error("not_found", "release " + version + " is not installed");
+  if (Status s = fs::make_dirs(cfg_.root + "/slots"); !s.ok()) return s;
+  return fs::replace_symlink(slot_link(name), "../releases/" + version, /*sync_dir=*/true);
+}
+
+Status BinaryDriver::unlink_slot(const std::string& name) {
+  if (auto slot = find_slot(name); !slot) return slot.error();
+  if (::unlink(slot_link(name).c_str()) != 0) {
+    if (errno == ENOENT) return Status::Ok();
+    return make_error("io", "unlink " + slot_link(name) + ": " + std::strerror(errno));
+  }
+  return fs::fsync_dir(cfg_.root + "/slots");
+}
+
+Status BinaryDriver::start_slot(const std::string& name, const std::string& version) {
+  auto slot = find_slot(name);
+  if (!slot) return slot.error();
+  auto env = restart_env(version);
+  env["GANTRY_SLOT"] = name;
+  env["GANTRY_SLOT_PORT"] = std::to_string((*slot)->port);
+  env["GANTRY_RELEASE_DIR"] = slot_link(name);
+  return command_outcome("start command (slot " + name + ")", cfg_.start_timeout_ms,
+                         runner_.run_shell(cfg_.start_command, env, cfg_.start_timeout_ms));
+}
+
+Status BinaryDriver::stop_slot(const std::string& name, const std::string& version) {
+  auto slot = find_slot(name);
+  if (!slot) return slot.error();
+  auto env = restart_env(version);
+  env["GANTRY_SLOT"] = name;
+  env["GANTRY_SLOT_PORT"] = std::to_string((*slot)->port);
+  env["GANTRY_RELEASE_DIR"] = slot_link(name);
+  return command_outcome("stop command (slot " + name + ")", cfg_.stop_timeout_ms,
+                         runner_.run_shell(cfg_.stop_command, env, cfg_.stop_timeout_ms));
 }
 
 Status BinaryDriver::restart(const std::string& version) {
@@ -206,8 +289,11 @@ Status BinaryDriver::prune(uint32_t retain, const std::set<std::string>& keep) {
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   Status result;
   bool removed = false;
+  std::set<std::string> linked;  // a slot's release runs (start-first): never pruned
+  for (const auto& sl : cfg_.slots)
+    if (auto v = slot_version(sl.name); v && !v->empty()) linked.insert(*v);
   for (size_t i = retain; i < found.size(); ++i) {
-    if (keep.count(found[i].second)) continue;
+    if (keep.count(found[i].second) || linked.count(found[i].second)) continue;
     log::get("agent.driver")->info("pruning release {} of {}", found[i].second, cfg_.name);
     if (Status st = fs::remove_all(releases + "/" + found[i].second); !st.ok()) result = st;
     removed = true;
@@ -225,6 +311,9 @@ Status BinaryDriver::cleanup() {
   }
   for (const auto& e : std::filesystem::directory_iterator(cfg_.root, ec)) {
     if (e.path().filename().string().rfind("current.tmp.", 0) == 0) (void)fs::remove_all(e.path().string());
+  }
+  for (const auto& e : std::filesystem::directory_iterator(cfg_.root + "/slots", ec)) {
+    if (e.path().filename().string().find(".tmp.") != std::string::npos) (void)fs::remove_all(e.path().string());
   }
   return fs::make_dirs(cfg_.root + "/downloads");
 }

@@ -128,6 +128,7 @@ void body_to_json(const AgentState& s, json& j) {
     j["active"] = {{"order", order_json(a.order)},         {"phase", a.phase},
                    {"from_version", a.from_version},       {"failure", a.failure},
                    {"started_wall_ms", a.started_wall_ms}, {"timings_ms", a.timings_ms}};
+    if (!a.slot.empty()) j["active"]["slot"] = a.slot;
   } else {
     j["active"] = nullptr;
   }
@@ -151,6 +152,7 @@ void body_from_json(const json& j, AgentState& s) {
     if (!known_phase(ao.phase)) throw Corrupt("bad phase");
     ao.from_version = name_or_empty(a, "from_version");
     ao.failure = a.at("failure").get<std::string>();
+    if (a.contains("slot")) ao.slot = name_or_empty(a, "slot");
     ao.started_wall_ms = a.at("started_wall_ms").get<int64_t>();
     ao.timings_ms = a.at("timings_ms").get<std::map<std::string, uint64_t>>();
     s.active = std::move(ao);

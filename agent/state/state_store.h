@@ -37,6 +37,7 @@ struct ActiveOrder {
   std::string phase;         // one of phase::*
   std::string from_version;  // what `current` pointed at when the order started
   std::string failure;       // why we are reverting (phase == reverting)
+  std::string slot;          // start-first: the slot the new release starts in ("" otherwise)
   int64_t started_wall_ms = 0;
   std::map<std::string, uint64_t> timings_ms;
 };

@@ -42,6 +42,10 @@ std::map<std::string, std::string> Lifecycle::env(const StepContext& ctx, const 
       {"GANTRY_FROM_VERSION", ctx.from_version},
       {"GANTRY_TO_VERSION", ctx.to_version},
   };
+  if (!ctx.slot.empty()) {
+    e["GANTRY_SLOT"] = ctx.slot;
+    e["GANTRY_SLOT_PORT"] = std::to_string(ctx.slot_port);
+  }
   if (!s_.haproxy.socket.empty()) {
     e["GANTRY_HAPROXY_SOCKET"] = s_.haproxy.socket;
     e["GANTRY_HAPROXY_SERVER"] = s_.haproxy.backend + "/" + s_.haproxy.server;
@@ -115,9 +119,14 @@ Status Lifecycle::unblock(const StepContext& ctx) {
   return result;
 }
 
-Status Lifecycle::block(const StepContext& ctx, const StepObserver& on_step, const std::atomic<bool>* cancelled) {
+Status Lifecycle::block(const StepContext& ctx, const StepObserver& on_step, const std::atomic<bool>* cancelled,
+                        bool allow_back) {
   if (!any()) return Status::Ok();
   auto fail = [&](const Error& e) -> Status {
+    if (!allow_back) {
+      lg()->error("{} {}: drain failed: {}", ctx.service, ctx.order_id, e.message);
+      return make_error(failure::kDrain, "drain failed: " + e.message);
+    }
     Status back = unblock(ctx);
     std::string msg =
         "drain failed: " + e.message +
@@ -144,6 +153,12 @@ Status Lifecycle::block(const StepContext& ctx, const StepObserver& on_step, con
 
 Status Lifecycle::allow(const StepContext& ctx, const HostActs& acts, const StepObserver& on_step,
                         const std::atomic<bool>* cancelled) {
+  if (Status st = allow_traffic(ctx, on_step, cancelled); !st.ok()) return st;
+  return verify_allowed(ctx, acts, on_step, cancelled);
+}
+
+Status Lifecycle::allow_traffic(const StepContext& ctx, const StepObserver& on_step,
+                                const std::atomic<bool>* cancelled) {
   if (!any()) return Status::Ok();
   on_step(step::kAllowingTraffic);
   if (Status st = run_command(s_.allow_traffic, ctx, step::kAllowingTraffic); !st.ok())
@@ -157,6 +172,12 @@ Status Lifecycle::allow(const StepContext& ctx, const HostActs& acts, const Step
     }
   }
   on_step(step::kTrafficAllowed);
+  return Status::Ok();
+}
+
+Status Lifecycle::verify_allowed(const StepContext& ctx, const HostActs& acts, const StepObserver& on_step,
+                                 const std::atomic<bool>* cancelled) {
+  if (!any()) return Status::Ok();
   if (s_.post_allow.command.empty() && s_.post_allow_healthy_ms <= 0) return Status::Ok();
   on_step(step::kVerifyingTraffic);
   if (Status st = run_command(s_.post_allow, ctx, step::kVerifyingTraffic); !st.ok())

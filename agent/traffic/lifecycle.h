@@ -48,6 +48,10 @@ struct StepContext {
   std::string kind;          // "update", "rollback" (orders) or "revert" (the agent's own)
   std::string from_version;  // what ran before this sequence (empty: nothing)
   std::string to_version;    // what runs after it
+  // Start-first (agent/core/start_first.h): the slot whose instance the step acts on, and its
+  // port (GANTRY_SLOT, GANTRY_SLOT_PORT); empty for a stop-first service.
+  std::string slot;
+  int slot_port = 0;
 };
 
 // The engine's own acts inside a sequence; each returns when done.
@@ -75,13 +79,20 @@ class Lifecycle {
 
   // Block traffic, then wait for in-flight work. On failure traffic is allowed back (best
   // effort) and the error (code failure::kDrain) says whether that worked: nothing changed.
-  Status block(const StepContext& ctx, const StepObserver& on_step, const std::atomic<bool>* cancelled = nullptr);
+  // allow_back = false: a failure leaves it blocked (start-first's new slot, never to get
+  // traffic before it is verified).
+  Status block(const StepContext& ctx, const StepObserver& on_step, const std::atomic<bool>* cancelled = nullptr,
+               bool allow_back = true);
 
   // After a healthy verification: allow traffic, wait until the balancer reports the server UP,
   // then the post-allow verification. Errors: failure::kAllowTraffic (the host stays out of
   // rotation), failure::kPostAllow (it took traffic and then failed: revert it).
   Status allow(const StepContext& ctx, const HostActs& acts, const StepObserver& on_step,
                const std::atomic<bool>* cancelled = nullptr);
+  // The two halves of allow(): traffic allowed (and UP), then the post-allow verification.
+  Status allow_traffic(const StepContext& ctx, const StepObserver& on_step, const std::atomic<bool>* cancelled);
+  Status verify_allowed(const StepContext& ctx, const HostActs& acts, const StepObserver& on_step,
+                        const std::atomic<bool>* cancelled);
 
   // The whole sequence for one release change with traffic already blocked or not:
   // [block] -> swap -> restart -> verify -> allow -> post-allow. The revert of a failed order

@@ -19,6 +19,8 @@ std::string haproxy_binary() {
 
 Haproxy::Haproxy(const std::string& dir, const std::vector<int>& server_ports, HaproxyOptions o)
     : dir_(dir), socket_(dir + "/admin.sock"), servers_(server_ports.size()) {
+  for (size_t i = 0; i < server_ports.size(); ++i)
+    names_.push_back(i < o.server_names.size() ? o.server_names[i] : server(static_cast<int>(i)));
   const std::string bin = haproxy_binary();
   if (bin.empty()) throw std::runtime_error("haproxy is not installed (apt-get install haproxy)");
   port_ = free_tcp_port();  // HAProxy cannot bind port 0 and report it: a port free a moment ago
@@ -40,7 +42,7 @@ Haproxy::Haproxy(const std::string& dir, const std::vector<int>& server_ports, H
     << "  option httpchk GET " << o.health_path << "\n"
     << "  default-server inter " << o.check_inter_ms << " fall " << o.fall << " rise " << o.rise << "\n";
   for (size_t i = 0; i < server_ports.size(); ++i)
-    c << "  server " << server(static_cast<int>(i)) << " 127.0.0.1:" << server_ports[i] << " check\n";
+    c << "  server " << names_[i] << " 127.0.0.1:" << server_ports[i] << " check\n";
   std::ofstream(dir + "/haproxy.cfg") << c.str();
   process_ = Process({bin, "-f", dir + "/haproxy.cfg", "-db"}, dir + "/haproxy.log");
   if (!wait_until([&] { return command("show info").has_value() || !process_.alive(); }, 10000) || !process_.alive())
@@ -80,6 +82,10 @@ std::optional<std::string> Haproxy::command(const std::string& line) const {
 }
 
 std::string Haproxy::status(int i) const {
+  return i >= 0 && static_cast<size_t>(i) < names_.size() ? status_of(names_[static_cast<size_t>(i)]) : "";
+}
+
+std::string Haproxy::status_of(const std::string& name) const {
   auto a = command("show stat " + backend() + " 4 -1");
   if (!a) return "";
   std::istringstream in(*a);
@@ -100,7 +106,7 @@ std::string Haproxy::status(int i) const {
   }
   for (std::string line; std::getline(in, line);) {
     auto f = split(line);
-    if (f.size() > std::max(sv, st) && f[sv] == server(i)) return f[st];
+    if (f.size() > std::max(sv, st) && f[sv] == name) return f[st];
   }
   return "";
 }

@@ -20,6 +20,8 @@ struct HaproxyOptions {
   int rise = 2;
   int retries = 0;  // no retry hides a failed request from the client
   std::string health_path = "/health";
+  // The servers' names, one per port; empty: web1..webN (server(i)).
+  std::vector<std::string> server_names;
 };
 
 // One frontend on 127.0.0.1, one backend "demo" with servers web1..webN at the given ports.
@@ -40,6 +42,8 @@ class Haproxy {
   std::optional<std::string> command(const std::string& line) const;
   // The `status` column of server i ("UP", "DOWN", "DRAIN", ...), or "" when unreadable.
   std::string status(int i) const;
+  // The same for the server named `name`.
+  std::string status_of(const std::string& name) const;
   // Waits until every server is UP (bounded); false at the timeout.
   bool wait_all_up(int timeout_ms) const;
   std::string log() const;
@@ -48,6 +52,7 @@ class Haproxy {
   std::string dir_, socket_;
   int port_ = 0;
   size_t servers_ = 0;
+  std::vector<std::string> names_;
   Process process_;
 };
 
