@@ -107,6 +107,7 @@ void configure(zmq::socket_t& s, const SocketOptions& o) {
   s.set(zmq::sockopt::reconnect_ivl, o.reconnect_ivl_ms);
   s.set(zmq::sockopt::reconnect_ivl_max, o.reconnect_ivl_max_ms);
   if (o.backlog > 0) s.set(zmq::sockopt::backlog, o.backlog);
+  if (o.handshake_ivl_ms > 0) s.set(zmq::sockopt::handshake_ivl, o.handshake_ivl_ms);
   auto type = s.get(zmq::sockopt::type);
   if (type == ZMQ_ROUTER) {
     if (o.router_mandatory) s.set(zmq::sockopt::router_mandatory, 1);
@@ -195,6 +196,7 @@ std::optional<Incoming> recv_routed(zmq::socket_t& router, bool* dropped) {
   // The C call returns null when there is no such property (no CURVE); cppzmq's gets() throws,
   // and an exception per message is a cost paid on every heartbeat.
   if (const char* uid = zmq_msg_gets(parts[1].handle(), "User-Id")) in.user_id = uid;
+  in.source_fd = zmq_msg_get(parts[1].handle(), ZMQ_SRCFD);
   return in;
 }
 

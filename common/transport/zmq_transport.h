@@ -32,6 +32,7 @@ struct SocketOptions {
   int linger_ms = 0;
   int reconnect_ivl_ms = 100;       // first reconnect delay
   int reconnect_ivl_max_ms = 5000;  // exponential backoff cap
+  int handshake_ivl_ms = 0;         // ZMQ_HANDSHAKE_IVL: a handshake unfinished by then ends (0: libzmq's 30 s)
   int backlog = 0;                  // listen backlog of bound sockets (0: libzmq's 100); a
                                     // reconnect storm of thousands of agents needs more
   bool router_mandatory = false;    // ROUTER: error instead of silent drop for unknown peers
@@ -74,6 +75,9 @@ struct Incoming {
   std::string identity;
   std::string payload;
   std::string user_id;
+  // The connection's file descriptor (ZMQ_SRCFD; -1 if unknown): a message from it proves its
+  // handshake is over (coordinator/server/handshake_guard.h).
+  int source_fd = -1;
 };
 
 // Sends on a ROUTER to `identity`. Never blocks; an unreachable peer or full queue is an Error.

@@ -27,6 +27,7 @@ void AgentChannel::drain() {
       continue;
     }
     if (!in) break;
+    if (proven_) proven_(in->source_fd);
     try {
       on_message(*in);
     } catch (const std::exception& e) {
@@ -68,7 +69,8 @@ void AgentChannel::on_message(const transport::Incoming& in) {
   AgentStanding who;
   if (secure()) {
     who = d_.keys.agent(in.user_id);
-    if (who.kind == AgentStanding::kRefused) {
+    // Only accepted keys complete a handshake (ZAP); any other standing here is refused too.
+    if (who.kind != AgentStanding::kAccepted) {
       d_.metrics.auth_refused++;
       d_.refusals.warn(in.user_id, "agent key " + (in.user_id.empty() ? std::string("(none)") : in.user_id) + " is " +
                                        who.state + (who.host_id.empty() ? "" : " (host " + who.host_id + ")") +
@@ -77,25 +79,6 @@ void AgentChannel::on_message(const transport::Incoming& in) {
     }
   }
   auto msg = proto::decode(in.payload);
-  if (secure() && who.kind == AgentStanding::kPending) {
-    // A pending key may only introduce itself; it gets no orders and sees nothing.
-    auto* h = msg ? std::get_if<proto::Hello>(&*msg) : nullptr;
-    if (!h) {
-      if (!msg) d_.metrics.decode_errors++;
-      d_.refusals.warn(in.user_id, "pending agent key " + in.user_id + " sent " +
-                                       (msg ? std::string("a ") + proto::type_name(proto::type_of(*msg))
-                                            : "an undecodable frame (" + msg.error().message + ")") +
-                                       " before enrollment; dropped");
-      return;
-    }
-    d_.keys.note_claim(in.user_id, h->host_id);
-    d_.refusals.warn(in.user_id, "pending agent key " + in.user_id + " says it is host " + h->host_id +
-                                     "; waiting for an operator (gantry keys accept " + h->host_id + ")");
-    d_.sender.send(in.identity, proto::ErrorMsg{"enrollment_pending",
-                                                "this agent's key awaits enrollment: gantry keys accept " + h->host_id,
-                                                static_cast<uint16_t>(proto::MsgType::kHello), ""});
-    return;
-  }
   if (!msg) {
     d_.metrics.decode_errors++;
     L()->warn("bad message from agent connection {:?}: {} ({})", in.identity.substr(0, 64), msg.error().message,

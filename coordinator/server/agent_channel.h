@@ -4,6 +4,7 @@
 // coordinator's own heartbeats to agents; and taking a host out when its key loses standing.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -49,6 +50,8 @@ class AgentChannel {
   // the reports and hellos read (one group commit). A message whose handler throws is logged
   // and dropped; the next is served.
   void drain();
+  // Called with the connection (ZMQ_SRCFD) of every message drain reads: its handshake is over.
+  void on_connection_proven(std::function<void(int fd)> f) { proven_ = std::move(f); }
   // Group commit: the hellos and reports read in one pass are persisted together (one
   // transaction per rollout), then acted on. Called at the end of every pass.
   void flush();
@@ -69,6 +72,7 @@ class AgentChannel {
   Millis heartbeat_period(const fleet::HostRecord& h) const;
 
   Deps d_;
+  std::function<void(int fd)> proven_;
   bool events_in_pass_ = false;
   std::map<std::string, store::HostRow> pending_hosts_;  // hellos to persist
 };

@@ -1,6 +1,7 @@
 #include "coordinator/server/coordinator.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "common/transport/zmq_transport.h"
 #include "common/util/fs.h"
@@ -163,7 +164,8 @@ Status Coordinator::bind_sockets() {
   // CURVE agents get random routing ids and are known by their key, so nobody can take over
   // another connection's id.
   agent_opts.router_handover = !secure();
-  agent_opts.max_msg_size = 2 * 1024 * 1024;
+  agent_opts.max_msg_size = unaccepted::kAgentFrame;
+  agent_opts.handshake_ivl_ms = unaccepted::kHandshakeIvlMs;
   // 10,000 agents reconnecting after a restart (libzmq's default: 100). The kernel caps it at
   // net.core.somaxconn (4096 by default): a full queue drops SYNs, and agents wait out 1, 2, 4 s
   // SYN timers (docs/BENCHMARKS.md, figure 4), so a large fleet's host should raise that.
@@ -172,11 +174,12 @@ Status Coordinator::bind_sockets() {
   agent_opts.curve.server = true;
   agent_opts.curve.zap_domain = kZapDomainAgents;
   transport::SocketOptions op_opts = agent_opts;
-  op_opts.max_msg_size = 4 * 1024 * 1024;
+  op_opts.max_msg_size = unaccepted::kOperatorFrame;
   op_opts.router_handover = false;
   op_opts.curve.zap_domain = kZapDomainOperators;
   transport::SocketOptions pub_opts;
-  pub_opts.max_msg_size = 64 * 1024;  // subscribers only send subscriptions
+  pub_opts.max_msg_size = unaccepted::kPubFrame;  // subscribers only send subscriptions
+  pub_opts.handshake_ivl_ms = unaccepted::kHandshakeIvlMs;
   pub_opts.backlog = 65535;
   pub_opts.curve = cfg_.curve;
   pub_opts.curve.server = true;
@@ -208,8 +211,30 @@ Status Coordinator::bind_sockets() {
     return make_error("bind", std::string("cannot bind: ") + e.what());
   }
   if (zap_) {
-    if (auto s = zap_->monitor(*agents_, "agent"); !s.ok()) return s;
-    if (auto s = zap_->monitor(*operators_, "operator"); !s.ok()) return s;
+    // Peers nobody accepted hold at most a fixed amount (handshake_guard.h): each socket keeps at
+    // most so many connections in their handshake, each with at most one frame of its limit.
+    const auto guard = [this](const std::string& name, const std::string& endpoint, size_t cap, Millis evict_after) {
+      const auto hp = transport::tcp_host_port(endpoint);
+      const int port = hp ? std::atoi(hp->port.c_str()) : -1;
+      return std::make_unique<HandshakeGuard>(name, HandshakeGuard::Limits{cap, unaccepted::kWindowMs, evict_after},
+                                              clock_, [port](int fd) { return shutdown_connection(fd, port); });
+    };
+    auto agent_guard = guard("agent", endpoints_["agent"], unaccepted::kAgentUnproven, unaccepted::kEvictAfterMs);
+    auto op_guard = guard("operator", endpoints_["operator"], unaccepted::kOperatorUnproven, unaccepted::kEvictAfterMs);
+    channel_->on_connection_proven([g = agent_guard.get()](int fd) { g->proven(fd); });
+    operator_api_->on_connection_proven([g = op_guard.get()](int fd) { g->proven(fd); });
+    if (auto s = zap_->monitor(*agents_, "agent", true, std::move(agent_guard)); !s.ok()) return s;
+    if (auto s = zap_->monitor(*operators_, "operator", true, std::move(op_guard)); !s.ok()) return s;
+    if (auto s = zap_->monitor(*pub_, "pub", false, guard("pub", endpoints_["pub"], unaccepted::kPubUnproven, 0));
+        !s.ok())
+      return s;
+    L()->info(
+        "peers nobody accepted can make this coordinator hold at most {} KiB: at most {} agent, {} operator and "
+        "{} subscriber connections in their handshake at once, each with one frame of at most {}, {} and {} KiB "
+        "plus {} KiB of libzmq's buffers, for at most {} ms",
+        unaccepted::bound_bytes() / 1024, unaccepted::kAgentUnproven, unaccepted::kOperatorUnproven,
+        unaccepted::kPubUnproven, unaccepted::kAgentFrame / 1024, unaccepted::kOperatorFrame / 1024,
+        unaccepted::kPubFrame / 1024, unaccepted::kConnectionOverhead / 1024, unaccepted::kHandshakeIvlMs);
   }
   return Status::Ok();
 }

@@ -161,16 +161,6 @@ const store::OperatorKeyRow* KeyRing::op(const std::string& key) const {
   return &it->second;
 }
 
-void KeyRing::note_claim(const std::string& key, const std::string& host) {
-  auto it = agents_.find(key);
-  if (it == agents_.end() || it->second.state != "pending" || it->second.host_id == host) return;
-  store::AgentKeyRow r = it->second;
-  r.host_id = host;
-  r.updated_at = clock_.wall_ms();
-  if (Status s = save({r}); !s.ok())
-    L()->error("cannot record the host claimed by pending key {}: {}", key, s.error().message);
-}
-
 Expected<store::AgentKeyRow*> KeyRing::find_agent(const std::string& target, const std::vector<std::string>& states) {
   auto wanted = [&](const std::string& st) {
     for (const auto& s : states)
@@ -199,7 +189,9 @@ Expected<KeyChange> KeyRing::accept(const std::string& target, const std::string
   const bool by_key = security::is_z85_key(target);
   if (found && !by_key) {
     // By host name, the name is only the pending key's claim: anyone holding a fresh key can
-    // make it. It is not enough when the name already belongs to an accepted key.
+    // make it. It is not enough when the name already belongs to an accepted key. (Pending keys
+    // name no host now that ZAP refuses them before any hello; rows an older coordinator wrote
+    // may still carry a claim.)
     for (const auto& [k, r] : agents_)
       if (r.host_id == target && r.state == "accepted")
         return make_error("owned", "host " + target + " already has an accepted key (" + short_key(k) +

@@ -35,7 +35,7 @@ struct ZapDecision {
 // How an agent key stands right now.
 struct AgentStanding {
   enum Kind { kAccepted, kPending, kRefused } kind = kRefused;
-  std::string host_id;  // bound host (accepted) or the host it claimed (pending)
+  std::string host_id;  // bound host (accepted); empty for a pending key (see KeyRing::accept)
   std::string state;    // the stored state, or "unknown"
 };
 
@@ -74,9 +74,6 @@ class KeyRing {
   AgentStanding agent(const std::string& key) const;
   // The active operator with this key, or nullptr.
   const store::OperatorKeyRow* op(const std::string& key) const;
-
-  // A pending key said hello claiming `host`: remembered so `gantry keys accept HOST` works.
-  void note_claim(const std::string& key, const std::string& host);
 
   // Admin commands. `target` is a Z85 key or a host id (or, for revoke, an operator name).
   Expected<KeyChange> accept(const std::string& target, const std::string& host, const std::string& by);

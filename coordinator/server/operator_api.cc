@@ -194,6 +194,7 @@ void OperatorApi::serve(zmq::socket_t& operators) {
       continue;
     }
     if (!in) return;
+    if (proven_) proven_(in->source_fd);
     d_.metrics.messages_in++;
     proto::OpReply reply;
     try {

@@ -71,6 +71,8 @@ class OperatorApi {
   // Serves the requests waiting on the operator ROUTER (a bounded number per call). A request
   // whose handling throws gets an error reply; the next is served.
   void serve(zmq::socket_t& operators);
+  // Called with the connection (ZMQ_SRCFD) of every request serve reads: its handshake is over.
+  void on_connection_proven(std::function<void(int fd)> f) { proven_ = std::move(f); }
   // The reply to one request as read from the socket: decoded, its key's role looked up, handled.
   proto::OpReply answer(const transport::Incoming& in);
 
@@ -115,6 +117,7 @@ class OperatorApi {
   void audit_or_fail(const store::AuditRow& row, proto::OpReply& rep);
 
   Deps d_;
+  std::function<void(int fd)> proven_;
 };
 
 }  // namespace gantry::coordinator

@@ -46,17 +46,22 @@ Status ZapAuth::bind() {
   return Status::Ok();
 }
 
-Status ZapAuth::monitor(zmq::socket_t& socket, const std::string& name) {
-  // libzmq refuses bad handshakes silently; these monitors make each refusal a log line.
-  constexpr int kEvents =
-      ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+Status ZapAuth::monitor(zmq::socket_t& socket, const std::string& name, bool log_failures,
+                        std::unique_ptr<HandshakeGuard> guard) {
+  // libzmq refuses bad handshakes silently; these monitors make each refusal a log line. The
+  // guard's events carry the connection's fd (ACCEPTED, DISCONNECTED).
+  int events = 0;
+  if (log_failures)
+    events |=
+        ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+  if (guard) events |= ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED;
   std::string ep = "inproc://gantry-monitor-" + name;
   try {
-    if (zmq_socket_monitor(socket.handle(), ep.c_str(), kEvents) != 0) throw zmq::error_t();
+    if (zmq_socket_monitor(socket.handle(), ep.c_str(), events) != 0) throw zmq::error_t();
     auto m = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
     m->set(zmq::sockopt::linger, 0);
     m->connect(ep);
-    monitors_.emplace_back(name, std::move(m));
+    monitors_.push_back(Monitor{name, std::move(m), std::move(guard)});
   } catch (const zmq::error_t& e) {
     return make_error("bind", "monitor of the " + name + " socket: " + e.what());
   }
@@ -67,7 +72,7 @@ std::vector<zmq::pollitem_t> ZapAuth::poll_items() {
   std::vector<zmq::pollitem_t> items;
   if (!zap_) return items;
   items.push_back({zap_->handle(), 0, ZMQ_POLLIN, 0});
-  for (auto& [name, m] : monitors_) items.push_back({m->handle(), 0, ZMQ_POLLIN, 0});
+  for (auto& m : monitors_) items.push_back({m.socket->handle(), 0, ZMQ_POLLIN, 0});
   return items;
 }
 
@@ -75,7 +80,7 @@ void ZapAuth::serve(const std::vector<short>& revents) {
   if (revents.empty()) return;
   if (revents[0] & ZMQ_POLLIN) drain_zap();
   for (size_t i = 0; i < monitors_.size() && i + 1 < revents.size(); ++i)
-    if (revents[i + 1] & ZMQ_POLLIN) drain_monitor(*monitors_[i].second, monitors_[i].first);
+    if (revents[i + 1] & ZMQ_POLLIN) drain_monitor(monitors_[i]);
 }
 
 void ZapAuth::drain_zap() {
@@ -125,10 +130,12 @@ void ZapAuth::drain_zap() {
   }
 }
 
-void ZapAuth::drain_monitor(zmq::socket_t& mon, const std::string& socket_name) {
+void ZapAuth::drain_monitor(Monitor& m) {
+  zmq::socket_t& mon = *m.socket;
+  const std::string& socket_name = m.name;
   for (int i = 0; i < 1000; ++i) {
     zmq::message_t ev;
-    if (!mon.recv(ev, zmq::recv_flags::dontwait)) return;
+    if (!mon.recv(ev, zmq::recv_flags::dontwait)) break;
     std::string endpoint;
     if (ev.more()) {
       zmq::message_t addr;
@@ -139,6 +146,11 @@ void ZapAuth::drain_monitor(zmq::socket_t& mon, const std::string& socket_name) 
     int32_t value = 0;
     std::memcpy(&event, ev.data(), 2);
     std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
+    if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_DISCONNECTED) {
+      if (m.guard && event == ZMQ_EVENT_ACCEPTED) m.guard->accepted(value);
+      if (m.guard && event == ZMQ_EVENT_DISCONNECTED) m.guard->disconnected(value);
+      continue;
+    }
     metrics_.auth_refused++;
     std::string why = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "refused by ZAP (key not allowed)"
                       : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -146,6 +158,17 @@ void ZapAuth::drain_monitor(zmq::socket_t& mon, const std::string& socket_name) 
                           : "handshake failed (" + std::string(zmq_strerror(value)) + ")";
     refusals_.handshake_failed(socket_name + ":" + std::to_string(event),
                                socket_name + " connection on " + endpoint + " " + why);
+  }
+  // After the whole batch: a fd closed and reused within it is judged as its newest connection.
+  if (m.guard) {
+    const uint64_t before = m.guard->refused();
+    m.guard->settle();
+    if (const uint64_t n = m.guard->refused() - before; n > 0) {
+      refusals_.handshake_failed(socket_name + ":cap", std::to_string(n) + " " + socket_name +
+                                                           " connection(s) closed in their handshake: more than " +
+                                                           std::to_string(m.guard->limits().max_unproven) +
+                                                           " unfinished handshakes");
+    }
   }
 }
 

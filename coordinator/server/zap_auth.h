@@ -12,6 +12,7 @@
 
 #include "common/util/clock.h"
 #include "common/util/expected.h"
+#include "coordinator/server/handshake_guard.h"
 #include "coordinator/server/keyring.h"
 #include "coordinator/server/metrics.h"
 
@@ -39,8 +40,10 @@ class ZapAuth {
   // Binds the ZAP endpoint: before any server socket, so no handshake ever finds it missing (and
   // with ZAP_ENFORCE_DOMAIN a missing handler refuses all).
   [[nodiscard]] Status bind();
-  // Watches `socket`'s refused handshakes (plaintext or garbage on a CURVE socket, refused keys).
-  [[nodiscard]] Status monitor(zmq::socket_t& socket, const std::string& name);
+  // Watches `socket`'s refused handshakes (plaintext or garbage on a CURVE socket, refused keys)
+  // when `log_failures`, and feeds its accepted and closed connections to `guard` (if any).
+  [[nodiscard]] Status monitor(zmq::socket_t& socket, const std::string& name, bool log_failures,
+                               std::unique_ptr<HandshakeGuard> guard = nullptr);
   // Poll items: the ZAP socket, then one per monitor.
   std::vector<zmq::pollitem_t> poll_items();
   // Serves what poll found ready (`revents` in poll_items() order).
@@ -48,14 +51,19 @@ class ZapAuth {
 
  private:
   void drain_zap();
-  void drain_monitor(zmq::socket_t& mon, const std::string& socket_name);
+  struct Monitor {
+    std::string name;
+    std::unique_ptr<zmq::socket_t> socket;
+    std::unique_ptr<HandshakeGuard> guard;
+  };
+  void drain_monitor(Monitor& m);
 
   zmq::context_t& ctx_;
   KeyRing& keys_;
   Metrics& metrics_;
   RefusalLog& refusals_;
   std::unique_ptr<zmq::socket_t> zap_;
-  std::vector<std::pair<std::string, std::unique_ptr<zmq::socket_t>>> monitors_;
+  std::vector<Monitor> monitors_;
 };
 
 }  // namespace gantry::coordinator

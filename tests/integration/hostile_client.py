@@ -31,7 +31,7 @@ def mp(v):
             return bytes([v])
         return b"\xcf" + struct.pack(">Q", v)
     if isinstance(v, str):
-        b = v.encode()
+        b = v.encode(errors="surrogateescape")  # "\udcff" is the byte 0xff: text that is not UTF-8
         return b"\xdb" + struct.pack(">I", len(b)) + b
     if isinstance(v, bytes):
         return b"\xc6" + struct.pack(">I", len(v)) + v
@@ -255,25 +255,50 @@ def mode_endless_multipart(ctx, a):
     return {"key": PUBLIC_KEYS.get(id(s), ""), "handshake": handshake, "queued_frames": queued}
 
 
+def still_open(c):
+    """True if the server has not closed this connection (its greeting bytes are read and dropped)."""
+    c.setblocking(False)
+    try:
+        for _ in range(64):
+            if c.recv(65536) == b"":
+                return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def mode_big_handshakes(ctx, a):
     """--count raw TCP connections, each sends a CURVE greeting and then all but the last byte of
     a handshake command of --frame-bytes (the largest frame the socket allows), and holds it until
-    --release-file appears: the most memory a peer with no key can pin before the handshake ends."""
+    --release-file appears: the most memory a peer with no key can pin before the handshake ends.
+    A frame larger than the socket allows is refused at once. Prints {"open": N} once every
+    connection has sent; at the end, how many the server had not closed ("alive")."""
     host, port = a.endpoint.replace("tcp://", "").rsplit(":", 1)
     greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" * 32
     body = b"\x05HELLO" + b"\x00" * (a.frame_bytes - 7)  # one byte short of the announced size
     socks = []
+    failed = 0
     for _ in range(a.count):
-        c = socket.create_connection((host, int(port)), timeout=10)
-        c.sendall(greeting + b"\x06" + struct.pack(">Q", a.frame_bytes) + body)
+        try:
+            c = socket.create_connection((host, int(port)), timeout=10)
+        except OSError:
+            failed += 1
+            continue
+        try:
+            c.sendall(greeting + b"\x06" + struct.pack(">Q", a.frame_bytes) + body)
+        except OSError:
+            failed += 1  # the server closed it while we sent: refused
         socks.append(c)
     print(json.dumps({"open": len(socks)}), flush=True)
     deadline = time.monotonic() + a.hold_s
     while time.monotonic() < deadline and not os.path.exists(a.release_file):
         time.sleep(0.05)
+    alive = sum(1 for c in socks if still_open(c))
     for c in socks:
         c.close()
-    return {"held": len(socks)}
+    return {"held": len(socks), "alive": alive, "failed_to_send": failed}
 
 
 def mode_spoof(ctx, a):
@@ -301,6 +326,41 @@ def mode_op_command(ctx, a):
     return {"replies": recv_all(s, a.wait_ms, is_type(OPREP))}
 
 
+# Bytes that are not UTF-8, an OSC 52 clipboard write and a newline (a forged log line).
+BAD_TEXT = "\udcff\udcfe\udcc3(\x1b]52;c;b3duZWQ=\x07\n2026-01-01 forged"
+
+
+def mode_bad_text(ctx, a):
+    """Finding 1 of issue 20: an enrolled agent key (--key) says hello with an agent_version that
+    is not UTF-8 and lists service demo (labels role=rogue); an operator (--op-key) starts the
+    rollout --args (reason: not UTF-8 either); the agent acknowledges its order and reports
+    failure with a message that is not UTF-8. Prints what each step got back."""
+    res = {}
+    ag = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
+    svc = {"name": "demo", "current_version": "", "previous_version": "", "state": "idle", "order_id": ""}
+    ag.send(envelope(HELLO, {"protocol_version": 1, "host_id": a.host, "agent_version": "hostile" + BAD_TEXT[:6],
+                             "labels": {"role": "rogue"}, "services": [svc]}))
+    res["welcome"] = bool(recv_all(ag, a.wait_ms, is_type(WELCOME)))
+    op = client(ctx, zmq.DEALER, a.op_endpoint, a.server_key, a.op_key)
+    args = json.loads(a.args)
+    args["reason"] = "why" + BAD_TEXT
+    op.send(op_request("rollout.start", args))
+    rep = recv_all(op, a.wait_ms * 4, is_type(OPREP))
+    res["start"] = {"ok": rep[-1]["b"].get("ok"), "error": rep[-1]["b"].get("error")} if rep else None
+    orders = [m for m in recv_all(ag, a.wait_ms * 4, is_type(ORDER)) if is_type(ORDER)(m)]
+    res["orders"] = len(orders)
+    if orders:
+        o = orders[-1]["b"]
+        ag.send(envelope(ORDER_ACK, {"order_id": o["order_id"], "status": "accepted", "message": ""}))
+        ag.send(envelope(REPORT, {"order_id": o["order_id"], "rollout_id": o["rollout_id"], "service": "demo",
+                                  "outcome": "failed", "running_version": "", "message": "bad" + BAD_TEXT,
+                                  "timings_ms": {"total": 1}}))
+        # The coordinator goes on: a heartbeat is still answered on this connection.
+        ag.send(envelope(HEARTBEAT, {"seq": 2}))
+        res["after_report"] = len(recv_all(ag, a.wait_ms))
+    return res
+
+
 def mode_revoke_agent(ctx, a):
     """An accepted agent is welcomed; an admin revokes its key; its next hello gets nothing."""
     s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
@@ -323,7 +383,7 @@ def bombs():
         "ext_claim": env + b"\xc9\xff\xff\xff\xf0\x01abc",
         "deep_nesting": env + b"\x91" * 200000 + b"\xc0",
         "deep_maps": env + b"\x81\xa1k" * 50000 + b"\xc0",
-        "wide_array": env + b"\xdd\x00\x10\x00\x00" + b"\xc0" * 0x100000,
+        "wide_array": env + b"\xdd\x00\x02\x00\x00" + b"\xc0" * 0x20000,  # 131,072 > 100,000; 128 KiB
         "truncated": envelope(HELLO, {"protocol_version": 1, "host_id": "x"})[:-3],
         "trailing": envelope(HEARTBEAT, {"seq": 1}) + b"\xc0",
         "garbage": bytes(range(256)) * 16,
@@ -345,7 +405,7 @@ def mode_bombs(ctx, a):
         got = recv_all(s, a.wait_ms, is_type(ERROR))
         errs = [m["b"].get("code") for m in got if isinstance(m, dict) and m.get("t") == ERROR]
         res[name] = errs[-1] if errs else None
-    # Bigger than ZMQ_MAXMSGSIZE (2 MiB): libzmq drops the connection, nothing is decoded.
+    # Bigger than ZMQ_MAXMSGSIZE (256 KiB on the agent socket): libzmq drops the connection.
     s.send(b"\x00" * (3 * 1024 * 1024))
     res["oversized_reply"] = len(recv_all(s, 500))
     s.close()
