@@ -12,6 +12,7 @@
 
 #include "common/util/clock.h"
 #include "common/util/expected.h"
+#include "coordinator/rollout/analysis.h"
 #include "coordinator/rollout/kinds.h"
 
 namespace gantry::rollout {
@@ -46,6 +47,7 @@ struct Plan {
   std::optional<Amount> max_per_domain;
   bool auto_rollback = true;
   uint32_t rollback_batch_size = 0;  // 0: every changed host at once
+  AnalysisSpec analysis;             // metric analysis gating batches (none: no queries)
 
   nlohmann::json to_json() const;
   static Expected<Plan> from_json(const nlohmann::json& j);  // validates every field

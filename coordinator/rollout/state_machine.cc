@@ -280,7 +280,7 @@ Millis with_rollout_deadlines(const State& s, Millis best) {
   const bool active = s.phase == Phase::kRunning || s.phase == Phase::kPaused;
   if (active && !s.halted) {
     if (p.progress_deadline_ms > 0) take_deadline(best, s.started_at + p.progress_deadline_ms);
-    if (s.phase == Phase::kRunning && s.completed_batch == s.current_batch &&
+    if (s.phase == Phase::kRunning && s.completed_batch == s.current_batch && s.analysis.gate_batch < 0 &&
         s.current_batch + 1 < static_cast<int>(s.batches.size())) {
       take_deadline(best, s.next_batch_at);
     }
@@ -518,30 +518,63 @@ class Machine {
       record(batch_label(s_, b) + " done: " + std::to_string(healthy) + " healthy, " + std::to_string(failed) +
              " failed, " + std::to_string(unknown) + " unknown; failures " + std::to_string(total_failed()) +
              " of budget " + std::to_string(total_budget(s_)));
-      if (b + 1 >= nb) {
-        finish(Phase::kSucceeded, "all " + std::to_string(nb) + " batches done, " + std::to_string(total_failed()) +
-                                      " failed or unknown within the budget of " + std::to_string(total_budget(s_)));
+      if (p.analysis.gates_batches()) {
+        open_analysis_gate(b);
         return true;
       }
-      if (std::find(p.pause_after.begin(), p.pause_after.end(), static_cast<uint32_t>(b)) != p.pause_after.end()) {
-        s_.phase = Phase::kPaused;
-        s_.waiting_promote = true;
-        record("paused after " + batch_label(s_, b) + " (pause_after); `gantry rollout promote` continues with batch " +
-               std::to_string(b + 2));
-        return true;
-      }
-      s_.next_batch_at = now_ + p.batch_delay_ms;
-      if (p.batch_delay_ms > 0) {
-        record("waiting " + fmt_ms(p.batch_delay_ms) + " (batch_delay) before " + batch_label(s_, b + 1));
-      }
+      if (after_batch_done(b)) return true;
       changed = true;
     }
-    if (s_.phase == Phase::kRunning && s_.completed_batch == s_.current_batch && s_.current_batch + 1 < nb &&
-        now_ >= s_.next_batch_at) {
+    // The analysis gate after a batch (analysis.h): the batch's sequel waits until it passes.
+    if (s_.analysis.gate_batch >= 0 && s_.analysis.gate_batch == s_.completed_batch) {
+      if (!gate_passed(p.analysis, s_.analysis, nullptr)) return changed;
+      const int b = s_.analysis.gate_batch;
+      s_.analysis.gate_batch = -1;
+      record("analysis after " + batch_label(s_, b) + " passed");
+      if (after_batch_done(b)) return true;
+      changed = true;
+    }
+    if (s_.phase == Phase::kRunning && s_.completed_batch == s_.current_batch && s_.analysis.gate_batch < 0 &&
+        s_.current_batch + 1 < nb && now_ >= s_.next_batch_at) {
       order_batch(s_.current_batch + 1);
       return true;
     }
     return changed;
+  }
+
+  // What follows a done batch (and its passed analysis gate): the end, a pause for promotion,
+  // or the next batch after batch_delay. True if that took a decision of its own.
+  bool after_batch_done(int b) {
+    const Plan& p = s_.plan;
+    const int nb = static_cast<int>(s_.batches.size());
+    if (b + 1 >= nb) {
+      finish(Phase::kSucceeded, "all " + std::to_string(nb) + " batches done, " + std::to_string(total_failed()) +
+                                    " failed or unknown within the budget of " + std::to_string(total_budget(s_)));
+      return true;
+    }
+    if (std::find(p.pause_after.begin(), p.pause_after.end(), static_cast<uint32_t>(b)) != p.pause_after.end()) {
+      s_.phase = Phase::kPaused;
+      s_.waiting_promote = true;
+      s_.analysis.hold = false;
+      record("paused after " + batch_label(s_, b) + " (pause_after); `gantry rollout promote` continues with batch " +
+             std::to_string(b + 2));
+      return true;
+    }
+    s_.next_batch_at = now_ + p.batch_delay_ms;
+    if (p.batch_delay_ms > 0) {
+      record("waiting " + fmt_ms(p.batch_delay_ms) + " (batch_delay) before " + batch_label(s_, b + 1));
+    }
+    return false;
+  }
+
+  void open_analysis_gate(int b) {
+    const AnalysisSpec& a = s_.plan.analysis;
+    s_.analysis.gate_batch = b;
+    s_.analysis.gate_since = now_;
+    s_.analysis.gate_until = now_ + a.soak_ms;
+    const bool last = b + 1 >= static_cast<int>(s_.batches.size());
+    record("analysing " + batch_label(s_, b) + ": " + (a.soak_ms > 0 ? "soak " + fmt_ms(a.soak_ms) + ", then " : "") +
+           "every after-batch query must pass before " + (last ? "the rollout succeeds" : batch_label(s_, b + 1)));
   }
 
   bool roll_back() {
@@ -722,6 +755,48 @@ class Machine {
 
   Status on(const EvTick&) { return Status::Ok(); }
 
+  // An evaluation of an analysis query (analysis.cc judges it): a failed query stops the
+  // rollout as a spent budget does; an inconclusive one follows plan.analysis.inconclusive.
+  Status on(const EvAnalysis& e) {
+    const AnalysisSpec& spec = s_.plan.analysis;
+    if (!spec.enabled()) return make_error("state", "the rollout's plan has no analysis");
+    if (s_.halted || (s_.phase != Phase::kRunning && s_.phase != Phase::kPaused)) {
+      record("analysis evaluation after the rollout stopped; ignored");
+      return Status::Ok();
+    }
+    const Applied a = apply_measurement(spec, s_.analysis, e.m);
+    record(a.line);
+    if (!a.applied) return Status::Ok();
+    const AnalysisQuery& q = spec.queries[e.m.query];
+    const std::string& said = s_.analysis.queries[e.m.query].message;
+    if (a.query_failed) {
+      s_.analysis.hold = false;
+      halt("analysis " + q.name + " failed: " + said + " (" + std::to_string(q.failure_limit) + " in a row)",
+           s_.plan.auto_rollback);
+      return Status::Ok();
+    }
+    if (a.verdict == Verdict::kInconclusive) {
+      if (spec.inconclusive == Inconclusive::kFail) {
+        s_.analysis.hold = false;
+        halt("analysis " + q.name + " is inconclusive (" + said + "; inconclusive: fail)", s_.plan.auto_rollback);
+      } else if (spec.inconclusive == Inconclusive::kPause && s_.phase == Phase::kRunning) {
+        s_.phase = Phase::kPaused;
+        s_.analysis.hold = true;
+        record("paused: analysis " + q.name +
+               " is inconclusive (inconclusive: pause); it resumes when every query has a value again");
+      } else if (spec.inconclusive == Inconclusive::kIgnore) {
+        record("analysis " + q.name + " inconclusive, ignored (inconclusive: ignore)");
+      }
+      return Status::Ok();
+    }
+    if (s_.analysis.hold && s_.phase == Phase::kPaused && !s_.waiting_promote && !any_inconclusive(spec, s_.analysis)) {
+      s_.phase = Phase::kRunning;
+      s_.analysis.hold = false;
+      record("resumed: every analysis query has a value again");
+    }
+    return Status::Ok();
+  }
+
   Status stopping_error(const char* what) {
     return make_error("state", std::string("cannot ") + what + ": the rollout is stopping (" + s_.end_reason + ")");
   }
@@ -746,6 +821,7 @@ class Machine {
                                      "; use `gantry rollout promote`");
     }
     s_.phase = Phase::kRunning;
+    s_.analysis.hold = false;
     record("resumed by the operator");
     return Status::Ok();
   }
@@ -758,6 +834,7 @@ class Machine {
     if (s_.halted) return stopping_error("promote");
     s_.phase = Phase::kRunning;
     s_.waiting_promote = false;
+    s_.analysis.hold = false;
     s_.next_batch_at = now_;
     record("promoted by the operator after " + batch_label(s_, s_.completed_batch));
     return Status::Ok();
@@ -910,7 +987,8 @@ json State::header_json() const {
           {"next_order_seq", next_order_seq},
           {"next_update_seq", next_update_seq},
           {"end_reason", end_reason},
-          {"halted", halted}};
+          {"halted", halted},
+          {"analysis", analysis.to_json()}};
 }
 
 bool State::pending_means_skipped() const { return halted || is_terminal(phase); }
@@ -956,6 +1034,11 @@ Expected<State> State::from_json(const json& j, const std::vector<json>& slots) 
     j.at("next_update_seq").get_to(s.next_update_seq);
     j.at("end_reason").get_to(s.end_reason);
     j.at("halted").get_to(s.halted);
+    if (j.contains("analysis")) {  // absent in states stored before analysis existed
+      auto a = AnalysisProgress::from_json(j.at("analysis"));
+      if (!a) return a.error();
+      s.analysis = std::move(*a);
+    }
     for (const auto& hj : slots) {
       auto hs = HostSlot::from_json(hj);
       if (!hs) return hs.error();

@@ -19,6 +19,7 @@
 
 #include "common/util/clock.h"
 #include "common/util/expected.h"
+#include "coordinator/rollout/analysis.h"
 #include "coordinator/rollout/plan.h"
 
 namespace gantry::rollout {
@@ -104,6 +105,9 @@ struct State {
   bool halted = false;
   // Added: the last batch whose completion was handled (pause/delay decided); -1 for none.
   int completed_batch = -1;
+  // Added: metric analysis (plan.analysis): the open gate after a batch, the last evaluation of
+  // each query, and whether an inconclusive one holds the rollout paused (analysis.h).
+  AnalysisProgress analysis;
 
   HostIndex index;  // derived; see HostIndex
 
@@ -161,9 +165,12 @@ struct EvResume {};
 struct EvPromote {};
 struct EvAbort {};
 struct EvRollback {};  // operator asks to roll back the changed hosts now
+struct EvAnalysis {    // an evaluation of one of plan.analysis's queries, taken by the coordinator
+  Measurement m;
+};
 
-using Event =
-    std::variant<EvStart, EvReport, EvHostLost, EvHostBack, EvTick, EvPause, EvResume, EvPromote, EvAbort, EvRollback>;
+using Event = std::variant<EvStart, EvReport, EvHostLost, EvHostBack, EvTick, EvPause, EvResume, EvPromote, EvAbort,
+                           EvRollback, EvAnalysis>;
 
 // ---- actions ----------------------------------------------------------------
 
