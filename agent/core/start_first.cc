@@ -1,5 +1,6 @@
 #include "agent/core/start_first.h"
 
+#include "agent/core/fault.h"
 #include "common/util/log.h"
 
 namespace gantry::agent::start_first {
@@ -36,6 +37,7 @@ Status verify_allow_and_retire(const traffic::StepContext& ctx, const std::strin
     host.verify_for = [&](Millis ms) { return acts.verify_for(to, ms); };
     if (Status st = to_lc->verify_allowed(to_ctx, host, on_to, cancelled); !st.ok()) return st;
   }
+  crash_point("start_first_allowed");  // tests: both instances in traffic, `current` not switched
   // The new instance is verified and serving: only now does the old one leave traffic.
   if (from_lc) {
     if (Status st = from_lc->block(from_ctx, about(on_step, from, ctx.from_version), cancelled); !st.ok()) return st;

@@ -264,4 +264,46 @@ TEST_F(StartFirstTest, AnAgentKilledAfterTheSwitchComesBackConsistent) {
   EXPECT_NE(log.find("start-first, resumed after the switch of current"), std::string::npos) << log;
 }
 
+// The agent is killed while both instances are in traffic, before the switch of `current`:
+// restarted, it starts the order over (the new slot is drained first, then restarted, verified
+// and allowed again) while the old instance serves; no request fails.
+TEST_F(StartFirstTest, AnAgentKilledBeforeTheSwitchStartsOverWithoutAFailedRequest) {
+  start(1);
+  auto r = rollout("v1", "healthy", "100%");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << fleet->diagnostics();
+  expect_live(0, "v1", "a");
+
+  fleet->kill_agent(0);
+  fleet->start_agent(0, {{"GANTRY_AGENT_CRASH_AT", "start_first_allowed"}});
+  ASSERT_TRUE(wait_until([&] { return online_hosts(*fleet) == 1; }, 20000)) << fleet->diagnostics();
+  load = std::make_unique<LoadClient>(haproxy->port(), kPath, kRate);
+  load->start();
+  auto rel = fleet->make_release("v2", "healthy");
+  r = fleet->cli({"rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches", "100%"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(wait_until([&] { return !fleet->agent_running(0); }, 30000)) << fleet->diagnostics();
+  // Killed with both instances serving and `current` still v1.
+  EXPECT_EQ(current_of(fleet->root(0)), "v1");
+  EXPECT_EQ(version_on(port_of(0, "a")), "v1");
+  EXPECT_EQ(version_on(port_of(0, "b")), "v2");
+  EXPECT_EQ(haproxy->status_of(server_name(0, "b")), "UP");
+
+  fleet->kill_agent(0);
+  fleet->start_agent(0, {});
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto v = json_of(fleet->cli({"--json", "rollout", "show", std::to_string(newest_rollout(*fleet))}, 10000));
+        return v.value("phase", "") == "succeeded";
+      },
+      60000))
+      << fleet->diagnostics();
+  LoadCounts c = load->stop();
+  std::cout << "[start-first] killed before the switch, restarted: " << c.summary() << std::endl;
+  EXPECT_GT(c.requests, 0u);
+  EXPECT_EQ(c.failed(), 0u) << why(c);
+  EXPECT_GT(c.by_version["v2"], 0u);
+  expect_live(0, "v2", "b");
+  EXPECT_NE(fleet->agent_log(0).find("resuming order"), std::string::npos) << fleet->agent_log(0);
+}
+
 }  // namespace
