@@ -390,7 +390,7 @@ class App {
   }
 
   void print_hosts(const nlohmann::json& hosts) {
-    Table t({"HOST", "STATE", "LAST SEEN", "LABELS", "SERVICES"});
+    Table t({"HOST", "STATE", "SIGNALS", "LAST SEEN", "LABELS", "SERVICES"});
     for (const auto& h : hosts) {
       std::string labels, svcs;
       for (auto& [k, v] : h["labels"].items()) labels += (labels.empty() ? "" : ",") + k + "=" + v.get<std::string>();
@@ -402,8 +402,10 @@ class App {
         svcs += (svcs.empty() ? "" : " ") + s(sv, "name") + "=" + (cur.empty() ? "-" : cur) +
                 (st != "idle" && !st.empty() ? "(" + st + ")" : "");
       }
-      t.row({s(h, "host_id"), s(h, "state"), ago(h.value("last_seen_ms_ago", -1LL)), labels.empty() ? "-" : labels,
-             svcs.empty() ? "-" : svcs});
+      // SIGNALS: whether its agent's SUB is up, so it hears abort and rollback at once; "-" from
+      // a coordinator too old to say.
+      t.row({s(h, "host_id"), s(h, "state"), h.contains("signal_channel") ? s(h, "signal_channel") : "-",
+             ago(h.value("last_seen_ms_ago", -1LL)), labels.empty() ? "-" : labels, svcs.empty() ? "-" : svcs});
     }
     t.print(std::cout);
     if (t.empty()) std::cout << "(no hosts have connected yet)\n";

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "common/protocol/codec.h"
@@ -129,7 +130,17 @@ void Session::heartbeat(Millis now) {
       return;
     }
   }
-  send(proto::Heartbeat{++hb_seq_});
+  proto::Heartbeat hb{++hb_seq_};
+  hb.signal_channel = signal_channel();
+  send(hb);
+}
+
+void Session::report_signal_channel() {
+  // Before a Welcome the coordinator would only answer hello_required; the Welcome sends it.
+  if (!dealer_ || !welcomed_) return;
+  proto::Heartbeat hb{++hb_seq_};
+  hb.signal_channel = signal_channel();
+  send(hb);
 }
 
 // The coordinator's heartbeat datagrams: life from the coordinator, as any frame on the
@@ -201,6 +212,9 @@ void Session::on_dealer_frame(std::string_view bytes) {
         sub_backoff_ = 0;
         open_sub();
       }
+      // A coordinator learns the state of our signal channel from a heartbeat (it forgets it at
+      // every hello, and a restarted one never knew it).
+      report_signal_channel();
       break;
     }
     case proto::MsgType::kHeartbeat: {
@@ -209,7 +223,9 @@ void Session::on_dealer_frame(std::string_view bytes) {
       if (hb.udp_lost && udp_confirmed_) {
         udp_confirmed_ = false;
         lg()->warn("the coordinator stopped receiving our heartbeat datagrams; heartbeating over the connection again");
-        send(proto::Heartbeat{++hb_seq_});
+        proto::Heartbeat again{++hb_seq_};
+        again.signal_channel = signal_channel();
+        send(again);
       } else if (hb.udp_seq > 0 && hb.udp_seq <= udp_seq_ && !udp_confirmed_) {
         udp_confirmed_ = true;
         lg()->info("the coordinator receives our heartbeat datagrams; they are our only heartbeat now");
@@ -272,6 +288,7 @@ void Session::timers(Millis now) {
                  now - last_heard_);
       proto::Heartbeat deaf{++hb_seq_};
       deaf.udp_deaf = true;
+      deaf.signal_channel = signal_channel();
       send(deaf);
     }
   } else if (now >= reconnect_at_) {
@@ -283,21 +300,32 @@ void Session::timers(Millis now) {
   }
 }
 
+namespace {
+constexpr int kSubHandshakeFailed =
+    ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+}  // namespace
+
 void Session::open_sub() {
   sub_monitor_.reset();
   sub_.emplace(ctx_, zmq::socket_type::sub);
   transport::configure(*sub_, o_.socket);
   sub_->set(zmq::sockopt::subscribe, "");
   const std::string ep = "inproc://gantry-agent-sub-" + std::to_string(++monitor_seq_);
-  constexpr int kFailed =
-      ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
-  if (zmq_socket_monitor(sub_->handle(), ep.c_str(), kFailed) == 0) {
+  if (zmq_socket_monitor(sub_->handle(), ep.c_str(),
+                         kSubHandshakeFailed | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) == 0) {
     sub_monitor_.emplace(ctx_, zmq::socket_type::pair);
     sub_monitor_->set(zmq::sockopt::linger, 0);
     sub_monitor_->connect(ep);
   } else {
-    lg()->warn("cannot monitor the broadcast subscription ({}); a refused one is not reopened",
-               zmq_strerror(zmq_errno()));
+    lg()->warn(
+        "cannot monitor the broadcast subscription ({}); a refused one is not reopened, and its state is "
+        "reported as down",
+        zmq_strerror(zmq_errno()));
+  }
+  // A new socket is down until its handshake succeeds.
+  if (sub_up_) {
+    sub_up_ = false;
+    report_signal_channel();
   }
   sub_refused_ = false;
   sub_reopen_at_ = -1;
@@ -308,13 +336,31 @@ void Session::open_sub() {
 }
 
 void Session::on_sub_monitor_event() {
-  // The monitor reports only handshake failures, so any event is one.
+  // Events in the order they happened: the last success, drop or refusal decides the state.
   bool failed = false;
+  const bool was_up = sub_up_;
   for (int i = 0; i < 16; ++i) {
-    zmq::message_t ev, addr;
+    zmq::message_t ev, addr;  // libzmq 4: [uint16 event, uint32 value], then the endpoint
     if (!sub_monitor_->recv(ev, zmq::recv_flags::dontwait)) break;
     if (ev.more()) (void)sub_monitor_->recv(addr, zmq::recv_flags::dontwait);
-    failed = true;
+    uint16_t id = 0;
+    if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
+    if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      sub_up_ = true;
+      sub_backoff_ = 0;
+    } else if (id == ZMQ_EVENT_DISCONNECTED) {
+      sub_up_ = false;
+    } else if ((id & kSubHandshakeFailed) != 0) {
+      sub_up_ = false;
+      failed = true;
+    }
+  }
+  if (sub_up_ != was_up) {
+    if (sub_up_)
+      lg()->info("the broadcast subscription is up");
+    else if (!failed)
+      lg()->warn("the broadcast subscription dropped; libzmq reconnects it");
+    report_signal_channel();
   }
   if (!failed || sub_refused_) return;
   sub_refused_ = true;

@@ -65,6 +65,10 @@ class Session {
   Millis jittered(Millis base);
   void open_sub();
   void on_sub_monitor_event();
+  // A Heartbeat on the connection that says whether the SUB is up (sent when that changes and
+  // after each Welcome, so the coordinator always has the current state, UDP heartbeats or not).
+  void report_signal_channel();
+  const char* signal_channel() const { return sub_up_ ? "up" : "down"; }
 
   zmq::context_t& ctx_;
   SessionOptions o_;
@@ -77,6 +81,9 @@ class Session {
   // SUB is reopened when a Welcome shows the key is accepted, or after a backoff if it was
   // refused while welcomed.
   std::optional<zmq::socket_t> sub_monitor_;
+  // The SUB's connection is up: handshaken (ZMQ_EVENT_HANDSHAKE_SUCCEEDED) and not dropped or
+  // refused since. Reported in Heartbeat.signal_channel, at once when it changes.
+  bool sub_up_ = false;
   bool sub_refused_ = false;
   Millis sub_reopen_at_ = -1;  // -1: no reopen scheduled
   Millis sub_backoff_ = 0;

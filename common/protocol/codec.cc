@@ -94,11 +94,13 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
             p.pack_bin_body(b.udp_key.data(), b.udp_key.size());
           }
         } else if constexpr (std::is_same_v<T, Heartbeat>) {
-          p.pack_map(1 + (b.udp_seq ? 1 : 0) + (b.udp_lost ? 1 : 0) + (b.udp_deaf ? 1 : 0));
+          p.pack_map(1 + (b.udp_seq ? 1 : 0) + (b.udp_lost ? 1 : 0) + (b.udp_deaf ? 1 : 0) +
+                     (b.signal_channel.empty() ? 0 : 1));
           kv(p, "seq", b.seq);
           if (b.udp_seq) kv(p, "udp_seq", b.udp_seq);
           if (b.udp_lost) kvb(p, "udp_lost", true);
           if (b.udp_deaf) kvb(p, "udp_deaf", true);
+          if (!b.signal_channel.empty()) kv(p, "signal_channel", b.signal_channel);
         } else if constexpr (std::is_same_v<T, Order>) {
           const bool signed_release = !b.manifest.empty() || !b.signature.empty();
           p.pack_map(signed_release ? 11 : 9);
@@ -375,6 +377,7 @@ Message body_of(MsgType t, const msgpack::object& body) {
       h.udp_seq = f.u("udp_seq", false);
       if (f.find("udp_lost")) h.udp_lost = f.b("udp_lost");
       if (f.find("udp_deaf")) h.udp_deaf = f.b("udp_deaf");
+      h.signal_channel = f.oneof("signal_channel", {"up", "down"}, true);
       return h;
     }
     case MsgType::kOrder: {

@@ -89,6 +89,9 @@ struct Heartbeat {
   // Optional, agent -> coordinator only: the coordinator's heartbeat datagrams do not reach
   // this agent; heartbeat it over the connection for the rest of the session.
   bool udp_deaf = false;
+  // Optional, agent -> coordinator only: whether the agent's SUB (Signals) is connected and
+  // past its handshake: "up" | "down"; empty: not reported (an older agent).
+  std::string signal_channel{};
 };
 
 // "Make `service` run `version`, verify it, and report." Used for updates and rollbacks alike.

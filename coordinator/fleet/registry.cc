@@ -38,6 +38,7 @@ bool Registry::on_hello(const proto::Hello& h, const std::string& identity, Mill
   rec.online = true;
   rec.said_hello = true;
   rec.coordinator_heartbeat = (h.capabilities & proto::kCapCoordinatorHeartbeat) != 0;
+  rec.signal_channel.clear();  // a new connection: its agent says again (a heartbeat after the Welcome)
   rec.last_seen = now;
   rec.last_seen_wall = wall;
   if (rec.first_seen_wall == 0) rec.first_seen_wall = wall;
@@ -150,6 +151,11 @@ HostRecord* Registry::find(const std::string& host_id) {
   return it == hosts_.end() ? nullptr : &it->second;
 }
 
+const char* Registry::signal_channel(const HostRecord& h) {
+  if (!h.online || h.signal_channel.empty()) return "unknown";
+  return h.signal_channel == "up" ? "up" : "down";
+}
+
 nlohmann::json Registry::host_json(const HostRecord& h, Millis wall_now) {
   nlohmann::json svcs = nlohmann::json::array();
   for (const auto& [name, s] : h.services) {
@@ -166,6 +172,7 @@ nlohmann::json Registry::host_json(const HostRecord& h, Millis wall_now) {
           {"labels", h.labels},
           {"agent_version", h.agent_version},
           {"last_seen_ms_ago", h.last_seen_wall ? wall_now - h.last_seen_wall : -1},
+          {"signal_channel", signal_channel(h)},
           {"services", svcs}};
 }
 

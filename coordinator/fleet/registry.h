@@ -40,6 +40,9 @@ struct HostRecord {
   Millis last_sent = 0;    // monotonic; anything sent to it (a heartbeat is due only after silence)
   Millis last_seen_wall = 0;
   Millis first_seen_wall = 0;
+  // Its agent's last Heartbeat.signal_channel since its hello: "up" | "down"; "" not reported
+  // (an older agent, or none since the hello).
+  std::string signal_channel;
   // Its UDP heartbeat session (0: none), offered in its last Welcome; the session's key and
   // sequence live in the registry's slot table (UdpSlot).
   uint32_t udp_session = 0;
@@ -96,6 +99,9 @@ class Registry {
 
   nlohmann::json to_json(Millis wall_now) const;
   static nlohmann::json host_json(const HostRecord& h, Millis wall_now);
+  // What is shown for its signal channel: "up" | "down" as its agent last said while online,
+  // "unknown" when offline or not reported.
+  static const char* signal_channel(const HostRecord& h);
 
  private:
   std::map<std::string, HostRecord> hosts_;  // by host id; never erased, so pointers stay valid

@@ -122,8 +122,15 @@ void AgentChannel::on_message(const transport::Incoming& in) {
       [&](const auto& m) {
         using T = std::decay_t<decltype(m)>;
         if constexpr (std::is_same_v<T, proto::Heartbeat>) {
-          // Any traffic counts; nothing more to do, unless our datagrams do not reach it.
+          // Any traffic counts; nothing more to do, unless our datagrams do not reach it or
+          // its signal channel changed (shown by hosts, /status and /metrics).
           events_in_pass_ = events_before;
+          if (!m.signal_channel.empty() && m.signal_channel != host.signal_channel) {
+            if (!host.signal_channel.empty() || m.signal_channel != "up")
+              L()->info("{}: its signal channel (SUB) is {}", host.host_id, m.signal_channel);
+            host.signal_channel = m.signal_channel;
+            d_.changed.mark();
+          }
           if (m.udp_deaf) {
             if (fleet::UdpSlot* slot = d_.registry.udp_slot(host.udp_session); slot && !slot->deaf) {
               slot->deaf = true;

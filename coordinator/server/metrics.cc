@@ -65,6 +65,14 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg,
   for (const auto& [id, h] : reg.hosts()) (h.online ? online : unknown)++;
   o << "# HELP gantry_hosts Hosts known to the coordinator, by state.\n# TYPE gantry_hosts gauge\n";
   o << "gantry_hosts{state=\"online\"} " << online << "\ngantry_hosts{state=\"unknown\"} " << unknown << '\n';
+  // A host whose SUB is down hears no abort or rollback Signal (its orders still reach it).
+  std::map<std::string, uint64_t> signals{{"up", 0}, {"down", 0}, {"unknown", 0}};
+  for (const auto& [id, h] : reg.hosts())
+    if (h.online) signals[fleet::Registry::signal_channel(h)]++;
+  o << "# HELP gantry_hosts_signal_channel Online hosts by the state of their signal channel (the agent's SUB), as "
+       "their agents report it; unknown: not reported (an older agent).\n# TYPE gantry_hosts_signal_channel gauge\n";
+  for (const char* st : {"up", "down", "unknown"})
+    o << "gantry_hosts_signal_channel{state=\"" << st << "\"} " << signals[st] << '\n';
 
   // How many hosts run each release of each service: the fleet's version spread at a glance.
   std::map<std::pair<std::string, std::string>, uint64_t> versions;

@@ -161,6 +161,30 @@ TEST(Codec, UdpHeartbeatSessionFieldsRoundTripAndAreChecked) {
   EXPECT_EQ(round_trip(h).capabilities, 3u);
 }
 
+TEST(Codec, HeartbeatSignalChannelIsOptionalAndChecked) {
+  // An older agent omits it: the bytes are those of a plain heartbeat, and it decodes as "".
+  Heartbeat plain{5};
+  EXPECT_EQ(hex(encode(plain)), "82a17403a16281a373657105");
+  EXPECT_EQ(round_trip(plain).signal_channel, "");
+  Heartbeat up{6};
+  up.signal_channel = "up";
+  EXPECT_EQ(hex(encode(up)), "82a17403a16282a373657106ae7369676e616c5f6368616e6e656ca27570");
+  EXPECT_EQ(round_trip(up).signal_channel, "up");
+  Heartbeat down{7};
+  down.signal_channel = "down";
+  EXPECT_EQ(round_trip(down).signal_channel, "down");
+  // Any other value is refused like every other enumerated field.
+  auto bad = decode(envelope(3, [](auto& p) {
+    p.pack_map(2);
+    p.pack(std::string("seq"));
+    p.pack(1);
+    p.pack(std::string("signal_channel"));
+    p.pack(std::string("sideways"));
+  }));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, "invalid");
+}
+
 TEST(Codec, GoldenBytes) {
   // {"t":3,"b":{"seq":1}}: fixmap(2), "t", 3, "b", fixmap(1), "seq", 1 — documented in PROTOCOL.md.
   EXPECT_EQ(hex(encode(Heartbeat{1})), "82a17403a16281a373657101");

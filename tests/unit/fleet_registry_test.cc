@@ -91,5 +91,22 @@ TEST(RegistryUdp, ExpiryUnconfirmsAndScansEveryHost) {
   EXPECT_EQ(r.all().size(), 2u);
 }
 
+TEST(Registry, SignalChannelIsWhatTheAgentLastSaidWhileOnlineAndForgottenAtHello) {
+  Registry r;
+  r.on_hello(hello("a"), "a", 0, 0);
+  auto* h = r.find("a");
+  EXPECT_STREQ(Registry::signal_channel(*h), "unknown") << "not reported yet (or an older agent)";
+  EXPECT_EQ(Registry::host_json(*h, 0)["signal_channel"], "unknown");
+  h->signal_channel = "up";
+  EXPECT_EQ(Registry::host_json(*h, 0)["signal_channel"], "up");
+  h->signal_channel = "down";
+  EXPECT_STREQ(Registry::signal_channel(*h), "down");
+  r.expire(10000, 3000);
+  EXPECT_STREQ(Registry::signal_channel(*h), "unknown") << "an offline host's last word is stale";
+  h->signal_channel = "up";
+  r.on_hello(hello("a"), "a2", 20000, 20000);
+  EXPECT_STREQ(Registry::signal_channel(*h), "unknown") << "a new connection reports again";
+}
+
 }  // namespace
 }  // namespace gantry::fleet
