@@ -401,6 +401,9 @@ class App {
         if (!phase.empty() && st != "idle") st += ": " + phase;  // e.g. demo=v1(updating: verifying)
         svcs += (svcs.empty() ? "" : " ") + s(sv, "name") + "=" + (cur.empty() ? "-" : cur) +
                 (st != "idle" && !st.empty() ? "(" + st + ")" : "");
+        // Drift from the service's desired state: e.g. demo=v1(drift: desired v2)
+        for (const auto& x : h.value("drift_services", nlohmann::json::array()))
+          if (s(x, "service") == s(sv, "name")) svcs += "(drift: desired " + s(x, "desired") + ")";
       }
       // SIGNALS: whether its agent's SUB is up, so it hears abort and rollback at once; "-" from
       // a coordinator too old to say.
@@ -475,6 +478,15 @@ class App {
     struct stat st {};
     if (::stat(file.c_str(), &st) != 0) throw UsageError("cannot read " + file + ": " + std::strerror(errno));
     if (!S_ISREG(st.st_mode)) throw UsageError(file + " is not a regular file; a release is one archive file");
+    if (r.contains("desired") && !r["desired"].empty()) {
+      Table t({"SERVICE", "DESIRED", "SELECTOR", "CONVERGE", "DRIFTED", "SET BY"});
+      for (const auto& x : r["desired"])
+        t.row({s(x, "service"), s(x, "version"), s(x, "selector").empty() ? "(all)" : s(x, "selector"),
+               x.value("held", false) ? s(x, "converge") + " (held)" : s(x, "converge"), s(x, "drifted_hosts"),
+               s(x, "note")});
+      t.print(std::cout);
+      std::cout << "\n";
+    }
     std::string data = read_all(file);
     if (data.empty()) throw UsageError(file + " is empty; a release is one non-empty archive file");
     std::string sha = sha256_hex(data);
@@ -550,7 +562,8 @@ class App {
   // Plan options shared by `rollout start`, `rollout plan` and `rollback`.
   struct PlanOpts {
     std::string file, batches, max_failures, max_failures_per_batch, min_healthy, healthy_deadline, host_timeout,
-        progress_deadline, batch_delay, pause_after, domain_label, max_per_domain, unknown_hosts, unknown_wait;
+        progress_deadline, batch_delay, pause_after, domain_label, max_per_domain, unknown_hosts, unknown_wait,
+        converge;
     int rollback_batch_size = -1;
     bool no_auto_rollback = false;
   };
@@ -570,7 +583,9 @@ class App {
         "domain-label", po::value(&p.domain_label), "label naming the failure domain, e.g. zone")(
         "max-per-domain", po::value(&p.max_per_domain), "at most this many hosts (or N%) of one domain per batch")(
         "no-auto-rollback", po::bool_switch(&p.no_auto_rollback), "stop without rolling back when the budget is spent")(
-        "rollback-batch-size", po::value(&p.rollback_batch_size), "hosts rolled back at a time (0: all at once)");
+        "rollback-batch-size", po::value(&p.rollback_batch_size), "hosts rolled back at a time (0: all at once)")(
+        "converge", po::value(&p.converge),
+        "auto | report: once this sets the desired release, repair drift or only report it (default auto)");
   }
   static nlohmann::json amount(const std::string& v) {
     if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos) return std::stoll(v);
@@ -631,6 +646,7 @@ class App {
         "wait", po::bool_switch(&wait), "follow the rollout to its end; exit 1 unless it succeeds");
     add_plan_options(d, p);
     po::variables_map vm;
+    if (!p.converge.empty()) plan["converge"] = p.converge;
     const char* usage = preview
                             ? "gantry rollout plan --service S [--selector ...] [plan options]"
                             : "gantry rollout start --service S --version V [--release FILE] [plan options] [--wait]";

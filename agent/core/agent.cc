@@ -189,6 +189,22 @@ void Agent::on_order(const proto::Order& o) {
     send(proto::OrderAck{o.order_id, "duplicate", "in progress"});
     return;
   }
+  if (o.kind == "update") {
+    for (const auto& [rollout, service, kind] : stopped_) {
+      if (rollout != o.rollout_id || service != o.service) continue;
+      // It reached this host after the rollout's stop signal: the coordinator decided to stop
+      // before this host started, so it does not start now.
+      std::string msg = "refused: rollout " + std::to_string(o.rollout_id) + " of " + o.service + " was stopped (" +
+                        kind + " signal) before this order arrived";
+      lg()->warn("order {}: {}", o.order_id, msg);
+      proto::Report r{o.order_id, o.rollout_id, o.service, "failed", disk_version(o.service), msg, {}};
+      state_.add_result(r);
+      (void)persist();
+      send(proto::OrderAck{o.order_id, "rejected", msg});
+      send(r);
+      return;
+    }
+  }
   if (Status st = check_release(o); !st.ok()) {
     // The coordinator cannot make this host install anything a release key did not sign.
     std::string msg = "refused release " + o.version + " of " + o.service + ": " + st.error().message;
@@ -349,6 +365,14 @@ void Agent::on_error(const proto::ErrorMsg& e) {
 }
 
 void Agent::on_signal(const proto::Signal& s) {
+  // Remembered (the last kMaxStopped, in memory): a later update order of the same rollout is
+  // refused (on_order).
+  bool seen = false;
+  for (const auto& st : stopped_) seen = seen || (st.rollout_id == s.rollout_id && st.service == s.service);
+  if (!seen) {
+    stopped_.push_back({s.rollout_id, s.service, s.kind});
+    while (stopped_.size() > kMaxStopped) stopped_.pop_front();
+  }
   std::deque<proto::Order> keep;
   std::vector<proto::Report> cancelled;
   for (auto& o : state_.queue) {

@@ -156,6 +156,15 @@ class Agent {
     int64_t received_us = 0, accept_us = 0, journal_us = 0;
   };
   StepTimes times_;
+  // Rollouts this agent heard an abort or rollback signal for (newest last, at most
+  // kMaxStopped): their later update orders are refused.
+  struct Stopped {
+    uint64_t rollout_id;
+    std::string service;
+    std::string kind;
+  };
+  static constexpr size_t kMaxStopped = 64;
+  std::deque<Stopped> stopped_;
   std::map<std::string, Arrival> arrivals_;  // queued order id -> when it arrived
   int64_t last_persist_us_ = 0;              // duration of the latest journal write
   std::string state_error_;                  // journal write error during the active order

@@ -132,6 +132,7 @@ json Plan::to_json() const {
   if (max_per_domain) j["max_per_domain"] = amount(*max_per_domain);
   j["auto_rollback"] = auto_rollback;
   j["rollback"] = {{"batch_size", rollback_batch_size}};
+  j["converge"] = converge;
   if (analysis.enabled()) j["analysis"] = analysis.to_json();
   return j;
 }
@@ -142,7 +143,7 @@ Expected<Plan> Plan::from_json(const json& j) {
       "batches",          "max_failures",     "max_failures_per_batch", "unknown_hosts",     "unknown_wait",
       "min_healthy_time", "healthy_deadline", "host_timeout",           "progress_deadline", "batch_delay",
       "pause_after",      "domain_label",     "max_per_domain",         "auto_rollback",     "rollback",
-      "analysis"};
+      "analysis",         "converge"};
   for (const auto& [key, _] : j.items()) {
     if (!kKnown.count(key)) return plan_error(key, "unknown field");
   }
@@ -239,6 +240,12 @@ Expected<Plan> Plan::from_json(const json& j) {
       }
       p.rollback_batch_size = static_cast<uint32_t>(v.get<int64_t>());
     }
+  }
+  if (j.contains("converge")) {
+    const json& c = j["converge"];
+    if (!c.is_string() || (c.get<std::string>() != "auto" && c.get<std::string>() != "report"))
+      return plan_error("converge", "expected \"auto\" or \"report\", got " + show(c));
+    p.converge = c.get<std::string>();
   }
   if (j.contains("analysis") && !j["analysis"].is_null()) {
     auto a = AnalysisSpec::from_json(j["analysis"]);

@@ -47,6 +47,9 @@ struct Plan {
   std::optional<Amount> max_per_domain;
   bool auto_rollback = true;
   uint32_t rollback_batch_size = 0;  // 0: every changed host at once
+  // Once this rollout sets the service's desired state: "auto" repairs drift (a host off the
+  // desired release gets a rollout of its own), "report" only reports it.
+  std::string converge = "auto";
   AnalysisSpec analysis;             // metric analysis gating batches (none: no queries)
 
   nlohmann::json to_json() const;

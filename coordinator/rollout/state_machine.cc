@@ -31,6 +31,11 @@
 //     de-duplicates) and no longer counts as failed. A host of an earlier batch keeps counting
 //     as failed until it reports. While rolling back, a host that comes back running the target
 //     is rolled back like the healthy ones.
+//   - Once the rollout has stopped ordering (halted, not yet ended), an ordered or unknown host
+//     that comes back (or greets again) without the target and without its update order in progress (its hello says which order it is
+//     working on) never started that order: the order is withdrawn (the daemon does not resend
+//     it) and the host is skipped, keeping what it runs. A late report of a withdrawn order is
+//     still applied (the agent may have run it after all): the record follows the host.
 //
 // Failure budget
 //   - failed = failed hosts + unknown hosts that count (above). The rollout stops when failed >
@@ -38,8 +43,11 @@
 //     more failed hosts than max_failures_per_batch (a percentage resolves against that batch's
 //     own size), or when the progress deadline (started_at + progress_deadline_ms; pauses
 //     included) passes before the rollout ends.
-//   - Stopping: no more update orders; hosts never ordered become skipped; the reason is
-//     recorded. With auto_rollback: broadcast "rollback" and roll back (below). Without it: the
+//   - Stopping: no more update orders, in this step or any later one; hosts never ordered
+//     become skipped; the reason is recorded. A batch whose unreachable hosts (unknown_hosts
+//     "fail") already spend the budget orders none of its reachable hosts. Update orders the
+//     same step created before it decided to stop are withdrawn before anything is sent: their
+//     hosts are skipped (or stay unknown if unreachable), as if never ordered. With auto_rollback: broadcast "rollback" and roll back (below). Without it: the
 //     rollout waits for the hosts still in flight, then ends failed.
 //
 // Batches
@@ -407,9 +415,17 @@ class Machine {
   void order_batch(int b) {
     s_.current_batch = b;
     std::vector<std::string> names;
+    // Unreachable hosts first: when they alone spend the budget (unknown_hosts "fail"), no
+    // reachable host of the batch is ordered (they stay pending and the stop skips them).
+    std::vector<HostSlot*> slots;
     for (const auto& id : s_.batches[static_cast<size_t>(b)]) {
       HostSlot* h = s_.find(id);
       if (!h || h->state != HostState::kPending) continue;  // cannot happen with a valid state
+      slots.push_back(h);
+    }
+    std::stable_partition(slots.begin(), slots.end(), [](const HostSlot* h) { return !h->online; });
+    for (HostSlot* h : slots) {
+      if (h->online && !budget_exceeded().empty()) break;
       touch(*h);
       h->order_id = new_order_id();
       h->ordered_at = now_;
@@ -424,6 +440,11 @@ class Machine {
       names.push_back(h->host_id);
       acts_.push_back(ActOrder{h->host_id, h->order_id, OrderKind::kUpdate, s_.version});
     }
+    // (Schedule order in the record, whatever order they were ordered in.)
+    std::vector<std::string> in_order;
+    for (const auto& id : s_.batches[static_cast<size_t>(b)])
+      if (std::find(names.begin(), names.end(), id) != names.end()) in_order.push_back(id);
+    names = std::move(in_order);
     record(batch_label(s_, b) + ": ordered " + join(names) + " to " + s_.version);
     for (const auto& id : names) {
       const HostSlot* h = s_.find(id);
@@ -435,6 +456,36 @@ class Machine {
     if (h.unknown_counts) return h.host_id + " " + what + "; it counts as failed (unknown_hosts: fail)";
     return h.host_id + " " + what + "; waiting up to " + fmt_ms(s_.plan.unknown_wait_ms) +
            " before it counts as failed";
+  }
+
+  // Once stopped (halted or ended), the update orders among this step's actions are withdrawn
+  // before anything is sent: nothing is ordered after the decision to stop, not even by the
+  // step that made it. Reachable hosts are skipped as if never ordered; unreachable ones stay
+  // unknown (they count as the budget's words say) with no order to resend. True if any.
+  bool withdraw_unsent_updates() {
+    if (!s_.halted && !is_terminal(s_.phase)) return false;
+    std::vector<std::string> names;
+    std::erase_if(acts_, [&](const Action& a) {
+      const auto* o = std::get_if<ActOrder>(&a);
+      if (!o || o->kind != OrderKind::kUpdate) return false;
+      HostSlot* h = s_.find(o->host_id);
+      if (h && h->order_id == o->order_id) {
+        if (h->state == HostState::kOrdered) {
+          set(*h, HostState::kSkipped, false);
+          h->order_id.clear();
+          h->ordered_at = 0;
+          h->message = "not ordered: the rollout stopped";
+        } else {
+          touch(*h);
+          h->message = "unreachable; its update order was withdrawn: the rollout stopped";
+        }
+        names.push_back(h->host_id);
+      }
+      return true;
+    });
+    if (names.empty()) return false;
+    record("withdrew the update orders of " + join(names) + " before they were sent: the rollout stopped");
+    return true;
   }
 
   // Apply every deadline `now` has reached and take every decision that follows.
@@ -634,6 +685,7 @@ class Machine {
     n.id = e.id;
     n.service = e.service;
     n.version = e.version;
+    n.selector = e.selector;
     n.plan = e.plan;
     n.batches = sched->batches;
     n.started_at = now_;
@@ -677,7 +729,10 @@ class Machine {
              " (current order: " + (h->order_id.empty() ? "none" : h->order_id) + "); ignored");
       return Status::Ok();
     }
-    const bool update = h->state == HostState::kOrdered || h->state == HostState::kUnknown;
+    // A skipped host with an order id had that order withdrawn; a report of it says the host ran
+    // it after all, and the record follows the host.
+    const bool update = h->state == HostState::kOrdered || h->state == HostState::kUnknown ||
+                        (h->state == HostState::kSkipped && !h->order_id.empty());
     const bool rollback = h->state == HostState::kRollingBack;
     if (!update && !rollback) {
       record("duplicate report from " + e.host_id + " for order " + e.order_id + "; ignored");
@@ -735,6 +790,27 @@ class Machine {
     const bool was_online = h->online;
     h->online = true;
     if (!e.running_version.empty()) h->running_version = e.running_version;
+    // A withdrawn order's host back on the target ran it after all: rolled back like the others.
+    const bool withdrawn = h->state == HostState::kSkipped && !h->order_id.empty();
+    if (withdrawn && s_.phase == Phase::kRollingBack && e.running_version == s_.version) {
+      set(*h, HostState::kHealthy, false);
+      h->message = "came back running " + s_.version;
+      record(h->host_id + " is back running " + s_.version + " (it ran " + h->order_id +
+             " after all); it will be rolled back");
+      return Status::Ok();
+    }
+    // Stopped, and the host (back, or greeting again) is neither on the target nor working on its
+    // update order: it never started it, and now never will.
+    const bool outstanding = h->state == HostState::kUnknown || h->state == HostState::kOrdered;
+    if (outstanding && s_.halted && !is_terminal(s_.phase) && e.running_version != s_.version &&
+        e.order_in_progress != h->order_id) {
+      set(*h, HostState::kSkipped, false);
+      h->message = "its update order " + h->order_id + " was withdrawn: the rollout stopped before the host started it";
+      record(h->host_id + " is back running " + (e.running_version.empty() ? "nothing" : e.running_version) +
+             " without having started " + h->order_id + "; the rollout has stopped, so the order is withdrawn and " +
+             "the host skipped");
+      return Status::Ok();
+    }
     if (h->state != HostState::kUnknown || is_terminal(s_.phase)) {
       if (!was_online) record(h->host_id + " is reachable again (" + host_state_name(h->state) + ")");
       return Status::Ok();
@@ -973,6 +1049,7 @@ json State::header_json() const {
   return {{"id", id},
           {"service", service},
           {"version", version},
+          {"selector", selector},
           {"plan", plan.to_json()},
           {"phase", phase_name(phase)},
           {"waiting_promote", waiting_promote},
@@ -1009,6 +1086,7 @@ Expected<State> State::from_json(const json& j, const std::vector<json>& slots) 
     j.at("id").get_to(s.id);
     j.at("service").get_to(s.service);
     j.at("version").get_to(s.version);
+    s.selector = j.value("selector", std::string());  // absent in states stored before it was kept
     auto plan = Plan::from_json(j.at("plan"));
     if (!plan) return make_error("state", "stored rollout state: " + plan.error().message);
     s.plan = *plan;
@@ -1127,6 +1205,7 @@ StepResult step(const State& s, const Event& e, Millis now) {
   Status st = std::visit([&](const auto& ev) { return m.on(ev); }, e);
   if (!st.ok()) return StepResult{s, {}, st, {}, next_deadline(s)};
   m.settle();
+  if (m.withdraw_unsent_updates()) m.settle();
   r.touched = m.touched();
   r.deadline = m.deadline();
   check_counts(m);
@@ -1171,6 +1250,20 @@ StepResult step_all(State s, const std::vector<Event>& events, Millis now, std::
     have_deadline = true;
   }
   end_reports();
+  // An update ordered by an earlier event of this run and a stop decided by a later one: the
+  // orders are withdrawn as step() withdraws its own (nothing has been sent yet).
+  const bool stopped = r.state.halted || is_terminal(r.state.phase);
+  if (stopped && std::any_of(r.actions.begin(), r.actions.end(), [](const Action& a) {
+        const auto* o = std::get_if<ActOrder>(&a);
+        return o && o->kind == OrderKind::kUpdate;
+      })) {
+    Machine m(r.state, now, r.actions);
+    if (m.withdraw_unsent_updates()) m.settle();
+    merge_touched(r.touched, m.touched());
+    r.deadline = m.deadline();
+    have_deadline = true;
+    check_counts(m);
+  }
   if (!have_deadline) r.deadline = next_deadline(r.state);
   check_touched(before, r);
   check_deadline(r);

@@ -88,6 +88,7 @@ struct State {
   uint64_t id = 0;
   std::string service;
   std::string version;  // target
+  std::string selector;  // the hosts it was asked for (the desired state's, once it ends)
   Plan plan;
   Phase phase = Phase::kRunning;
   bool waiting_promote = false;                   // paused by pause_after rather than by the operator
@@ -144,6 +145,7 @@ struct EvStart {  // builds the schedule and orders the first batch
   std::string version;
   Plan plan;
   std::vector<HostCandidate> hosts;  // selected hosts, in a stable order (e.g. by host id)
+  std::string selector;              // how they were selected (kept in the state)
 };
 struct EvReport {
   std::string host_id;
@@ -158,6 +160,8 @@ struct EvHostLost {
 struct EvHostBack {
   std::string host_id;
   std::string running_version;
+  // The order the host says it is working on for this service ("" when idle), from its hello.
+  std::string order_in_progress;
 };
 struct EvTick {};  // time passed: check deadlines and batch delays
 struct EvPause {};

@@ -1,5 +1,7 @@
 #include "coordinator/server/rollout_executor.h"
 
+#include "coordinator/server/desired_state.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -69,7 +71,7 @@ Expected<proto::Order> order_from_json(const std::string& body) {
 
 RolloutExecutor::RolloutExecutor(store::Store& store, const Clock& clock, OrderSink& orders, SignalSink& signals,
                                  Metrics& metrics, ChangeFlag& changed)
-    : store_(store), clock_(clock), order_sink_(orders), signal_sink_(signals), metrics_(metrics), changed_(changed) {}
+    : store_(store), clock_(clock), decisions_(clock), order_sink_(orders), signal_sink_(signals), metrics_(metrics), changed_(changed) {}
 
 Status RolloutExecutor::restore() {
   auto rows = store_.rollouts("", true, 1000);
@@ -96,6 +98,17 @@ Status RolloutExecutor::restore() {
     if (!timeline) return make_error("store", "rollout " + std::to_string(row.id) + ": " + timeline.error().message);
     active_[row.id] = ActiveRollout{row, std::move(*state), deadline, timelines_from_rows(*timeline)};
   }
+  auto desired = store_.desired();
+  if (!desired) return desired.error();
+  for (auto& d : *desired) desired_[d.service] = std::move(d);
+  // Decision time carries on from the latest time the active rollouts recorded (the wall clock
+  // may have been stepped back while the coordinator was down).
+  Millis floor = 0;
+  for (const auto& [id, a] : active_) {
+    floor = std::max(floor, a.state.started_at);
+    for (const auto& h : a.state.hosts) floor = std::max({floor, h.ordered_at, h.lost_at});
+  }
+  decisions_.resume_from(floor);
   auto orders = store_.open_orders();
   if (!orders) return orders.error();
   for (auto& o : *orders) {
@@ -169,7 +182,7 @@ Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event
   std::vector<Status> errs;
   // The live state is moved through the machine, not copied; if the step cannot be saved, the
   // state goes back to what the store holds (restore_saved_state).
-  rollout::StepResult r = rollout::step_all(std::move(a.state), evs, wall, &errs);
+  rollout::StepResult r = rollout::step_all(std::move(a.state), evs, decisions_.now(), &errs);
   if (errors) *errors = errs;
   bool any_ok = std::any_of(errs.begin(), errs.end(), [](const Status& e) { return e.ok(); });
   if (!any_ok) {  // every event refused: the state is as it was, nothing written
@@ -251,6 +264,12 @@ Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event
     } else if (auto* f = std::get_if<rollout::ActFinished>(&act)) {
       w.finished_at = wall;
       w.assign_revision = f->phase == rollout::Phase::kSucceeded;
+      // The service's desired state changes with the end, in the same commit.
+      auto before = desired_.find(r.state.service);
+      w.desired = desired_after(r.state, a.row.kind,
+                                before == desired_.end() ? std::nullopt : std::optional(before->second), wall);
+      if (w.desired) w.events.push_back({0, id, wall, "desired state of " + r.state.service + ": " + w.desired->version +
+                                                          (w.desired->held ? " (held)" : "") + " — " + w.desired->note});
     }
   }
   // The operator command that caused this step: its audit row and the events it asked for are
@@ -275,6 +294,7 @@ Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event
     return s;
   }
   if (carries_command) command_->written = true;
+  if (w.desired) desired_[w.desired->service] = *w.desired;
   for (const auto& e : w.events) LR()->info("rollout {}: {}", id, e.message);
   a.state = std::move(r.state);
   a.deadline = r.deadline;  // next_deadline(a.state), from the hosts with a deadline only
@@ -388,7 +408,7 @@ Expected<uint64_t> RolloutExecutor::start(StartRequest req) {
   ended_.erase(req.service);
   // The start event is moved in, not copied (10,000 candidates with their labels).
   std::vector<rollout::Event> start_ev;
-  start_ev.emplace_back(rollout::EvStart{*id, req.service, req.version, *plan, std::move(req.hosts)});
+  start_ev.emplace_back(rollout::EvStart{*id, req.service, req.version, *plan, std::move(req.hosts), req.selector});
   std::vector<Status> start_errors;
   auto s = apply_many(*id, start_ev, {}, &start_errors);
   if (s.ok() && !start_errors.empty()) s = start_errors.front();
@@ -482,13 +502,16 @@ void RolloutExecutor::host_back(const proto::Hello& h, bool was_offline) {
   // order for it (the agent de-duplicates and answers with the result it has).
   for (auto& [id, a] : active_) {
     if (!a.state.find(h.host_id)) continue;
-    std::string running;
+    std::string running, in_progress;
     for (const auto& s : h.services)
-      if (s.name == a.state.service) running = s.current_version;
-    pending_reports_.push_back({id, rollout::EvHostBack{h.host_id, running}, std::nullopt, {}});
+      if (s.name == a.state.service) {
+        running = s.current_version;
+        in_progress = s.order_id;
+      }
+    pending_reports_.push_back({id, rollout::EvHostBack{h.host_id, running, in_progress}, std::nullopt, {}});
   }
   for (auto& [oid, o] : orders_) {
-    if (o.row.host_id == h.host_id) send(o);
+    if (o.row.host_id == h.host_id && may_send(o)) send(o);
   }
   if (was_offline) note_back_after_end(h);
 }
@@ -496,8 +519,8 @@ void RolloutExecutor::host_back(const proto::Hello& h, bool was_offline) {
 // A host back after the last rollout of a service ended without it (it was unknown or still in
 // flight): the registry already says what it runs (from the hello); the ended rollout's log gets
 // the same truth, and a warning if that differs from where the rollout left it. Nothing is
-// ordered: an ended rollout orders nothing more; the operator reconciles with a new rollout or
-// a rollback (see docs/GUARANTEES.md).
+// ordered here: an ended rollout orders nothing more; the service's desired state does
+// (Convergence repairs the drift, or reports it; see docs/GUARANTEES.md).
 void RolloutExecutor::note_back_after_end(const proto::Hello& h) {
   for (const auto& s : h.services) {
     bool active = false;
@@ -533,7 +556,7 @@ void RolloutExecutor::note_back_after_end(const proto::Hello& h) {
                       "); it runs " + (s.current_version.empty() ? "nothing" : s.current_version);
     if (s.current_version != wanted) {
       msg += ", not " + (wanted.empty() ? "nothing" : wanted) +
-             " where the rollout left the fleet; not reconciled automatically";
+             " where the rollout left the fleet; the service's desired state decides what it gets";
       L()->warn("rollout {}: {}", rollout_id, msg);
     }
     if (auto w = store_.add_event({0, rollout_id, clock_.wall_ms(), msg}); !w.ok())
@@ -622,10 +645,21 @@ Status RolloutExecutor::flush_acks() {
   return store_.mark_acked(acks);
 }
 
+bool RolloutExecutor::may_send(const OpenOrder& o) const {
+  auto it = active_.find(o.row.rollout_id);
+  if (it == active_.end()) return false;
+  const rollout::State& st = it->second.state;
+  if (!o.wire || o.wire->kind != "update" || !st.halted) return true;
+  // A stopped rollout sends no update order a host has not already taken (acknowledged): one
+  // it never received would start the release after the decision to stop.
+  const rollout::HostSlot* h = st.find(o.row.host_id);
+  return o.row.acked && h && h->order_id == o.row.order_id && h->state == rollout::HostState::kOrdered;
+}
+
 void RolloutExecutor::resend_unacked(Millis resend_ms) {
   const Millis now = clock_.now_ms();
   for (auto& [oid, o] : orders_) {
-    if (!o.row.acked && (o.last_sent == 0 || now - o.last_sent >= resend_ms)) send(o);
+    if (!o.row.acked && (o.last_sent == 0 || now - o.last_sent >= resend_ms) && may_send(o)) send(o);
   }
 }
 
@@ -645,10 +679,10 @@ Status RolloutExecutor::hosts_lost(const std::vector<std::string>& host_ids) {
 }
 
 Status RolloutExecutor::tick() {
-  Millis wall = clock_.wall_ms();
+  const Millis now = decisions_.now();
   std::vector<uint64_t> due;
   for (auto& [id, a] : active_) {
-    if (a.deadline > 0 && a.deadline <= wall) due.push_back(id);
+    if (a.deadline > 0 && a.deadline <= now) due.push_back(id);
   }
   Status first = Status::Ok();
   for (auto id : due) {

@@ -2,7 +2,8 @@
 // rollout::step, writes each step (state, orders, events, reports, audit) to the store in one
 // transaction, and only then carries the step's actions out through OrderSink and SignalSink.
 // It never reads a clock of its own and opens no socket, so a unit test drives it with a store
-// on a temp file, fake sinks and a FakeClock.
+// on a temp file, fake sinks and a FakeClock. Decisions run on a DecisionClock over that clock
+// (monotonic); records (events, audit, timelines) carry wall time.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include "common/util/expected.h"
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/server/change_flag.h"
+#include "coordinator/server/decision_clock.h"
 #include "coordinator/server/host_timeline.h"
 #include "coordinator/server/metrics.h"
 #include "coordinator/store/store.h"
@@ -117,8 +119,10 @@ class RolloutExecutor {
   [[nodiscard]] Status hosts_lost(const std::vector<std::string>& host_ids);
   // EvTick to every rollout whose deadline has passed.
   [[nodiscard]] Status tick();
-  // The earliest rollout deadline (wall ms), 0 for none.
+  // The earliest rollout deadline (decision time, see DecisionClock), 0 for none.
   Millis next_deadline() const;
+  // Decision time now: what the rollout steps and their deadlines are measured in.
+  Millis decision_now() const { return decisions_.now(); }
 
   // ---- the operator command being handled (OperatorApi)
   void begin_command(store::AuditRow audit);
@@ -138,6 +142,8 @@ class RolloutExecutor {
   // The service of the open order `order_id` sent to `host_id`; empty if there is none.
   std::string open_order_service(const std::string& order_id, const std::string& host_id) const;
   bool idle() const { return active_.empty() && orders_.empty(); }
+  // Desired state per service, as stored (changed by the steps that end rollouts).
+  const std::map<std::string, store::DesiredRow>& desired() const { return desired_; }
 
  private:
   struct PendingReport {
@@ -147,6 +153,9 @@ class RolloutExecutor {
     std::string log_line;
   };
   void send(OpenOrder& o);
+  // Whether `o` may go (out again) now: not an update order of a stopped rollout that its host
+  // has not acknowledged (see rollout::step's withdrawal rules).
+  bool may_send(const OpenOrder& o) const;
   // flush_reports' first part: the queued reports and hosts back, one step per rollout.
   void apply_reports();
   // After a step could not be saved: the rollout's state back as last saved (or exit).
@@ -158,6 +167,7 @@ class RolloutExecutor {
 
   store::Store& store_;
   const Clock& clock_;
+  DecisionClock decisions_;  // the rollout steps' `now`: monotonic, resumed across restarts
   OrderSink& order_sink_;
   SignalSink& signal_sink_;
   Metrics& metrics_;
@@ -167,6 +177,7 @@ class RolloutExecutor {
   // come back afterwards; loaded from the store at most once per service per process.
   std::map<std::string, std::shared_ptr<const rollout::State>> ended_;
   std::map<std::string, OpenOrder> orders_;  // open (unreported) orders by id
+  std::map<std::string, store::DesiredRow> desired_;  // by service
   // (service, version) -> release, for the orders of each batch (releases never change once
   // uploaded): no store query per ordering step.
   std::map<std::pair<std::string, std::string>, store::ReleaseRow> orderable_releases_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "coordinator/store/desired_rows.h"
 #include "coordinator/store/sqlite.h"
 
 namespace gantry::store {
@@ -11,7 +12,7 @@ namespace {
 // 1: whole rollout states in rollouts.state. 2: a header there, host slots in rollout_hosts.
 // 3: an order's result in its own row (columns outcome ... reported_at) instead of a row of a
 // `results` table, one row write per report instead of two. Older databases are converted
-// when opened. Tables added since (host_timeline) need no conversion: kSchema creates them in an
+// when opened. Tables added since (host_timeline, desired) need no conversion: kSchema creates them in an
 // older database when it is opened, and an older coordinator ignores them, so they bump nothing.
 constexpr int kSchemaVersion = 3;
 
@@ -56,6 +57,10 @@ CREATE TABLE IF NOT EXISTS host_timeline (
   rollout_id INTEGER NOT NULL, host_id TEXT NOT NULL, seq INTEGER NOT NULL, phase TEXT NOT NULL,
   at_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,
   PRIMARY KEY (rollout_id, host_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS desired (
+  service TEXT PRIMARY KEY, version TEXT NOT NULL, selector TEXT NOT NULL, converge TEXT NOT NULL,
+  plan TEXT NOT NULL, rollout_id INTEGER NOT NULL, held INTEGER NOT NULL, note TEXT NOT NULL,
+  updated_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,
   command TEXT NOT NULL, target TEXT NOT NULL, decision TEXT NOT NULL);
@@ -460,6 +465,7 @@ Status Store::save_step(const StepWrite& w) {
     }
     for (const auto& e : w.events) insert_event(*db_, e);
     for (const auto& a : w.audit) insert_audit(*db_, a);
+    if (w.desired) upsert_desired(*db_, *w.desired);
     for (const auto& r : w.results) write_result(*db_, r);
     for (const auto& r : w.timeline) insert_timeline(*db_, r);
     if (!w.acked.empty()) {

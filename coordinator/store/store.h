@@ -120,6 +120,22 @@ struct TimelineRow {
   Millis received_ms = 0;  // when the coordinator received it (its own clock)
 };
 
+// What a service should run, and on which hosts: set by the rollout (or rollback) that last
+// succeeded or rolled back, and kept by the coordinator's convergence (docs/GUARANTEES.md, 5).
+struct DesiredRow {
+  std::string service;
+  std::string version;
+  std::string selector;           // the hosts it applies to ("" = every host with the service)
+  std::string converge = "auto";  // "auto": drift is repaired; "report": drift is only reported
+  nlohmann::json plan = nlohmann::json::object();  // the plan repairs reuse (verification, timeouts)
+  uint64_t rollout_id = 0;                         // the rollout that set it
+  // true after a rollout of the service failed or was aborted: the fleet is left as it is and
+  // drift is reported, not repaired, until the next rollout or rollback of the service ends.
+  bool held = false;
+  std::string note;  // why it is what it is ("rollout 7 succeeded", ...)
+  Millis updated_at = 0;
+};
+
 // One rollout step's effects, committed atomically.
 struct StepWrite {
   uint64_t rollout_id = 0;
@@ -145,6 +161,8 @@ struct StepWrite {
   // Timeline entries of the rollout's hosts received since the last write, riding along (the
   // results of the reports in `results` among them, durable with those).
   std::vector<TimelineRow> timeline;
+  // The service's desired state, changed by this step (the rollout ended): durable with the end.
+  std::optional<DesiredRow> desired;
   // false: a step nothing is acted on from (no order, broadcast or end), committed without its
   // own fsync (Sync::kLazy). Losing it to a power cut loses only reports, and their orders
   // are then still open: they are resent and the agents answer with the stored report. The
@@ -221,6 +239,10 @@ class Store {
   // The newest `limit` events of a rollout, oldest first (for status views).
   Expected<std::vector<EventRow>> recent_events(uint64_t rollout_id, int limit);
   Status add_event(const EventRow& e);
+
+  // Desired state per service (coordinator/store/desired.cc).
+  Expected<std::vector<DesiredRow>> desired();
+  Status put_desired(const DesiredRow& d);
 
   Status audit(const AuditRow& a);
   Expected<std::vector<AuditRow>> audit_log(int limit);

@@ -2,7 +2,8 @@
 // own network namespace (veth pairs to a bridge, 198.18.0.0/15). One host is partitioned mid-
 // rollout by taking its link down: it becomes unknown after the heartbeat timeout and counts as
 // the plan says (unknown_hosts wait: the rollout waits for it); once the link is back it is
-// reconciled to the target release without any operator action.
+// reconciled to the target release without any operator action. A host partitioned through a
+// whole rollout converges to the desired release (a rollout of its own) when it comes back.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -201,6 +202,93 @@ TEST(NetnsPartition, PartitionedHostIsUnknownThenReconciledWhenTheLinkComesBack)
     EXPECT_EQ(f.served_version(k), "v2") << h << f.diagnostics();
     EXPECT_EQ(recorded_version(hosts, h), "v2") << h << "\n" << hosts.dump(2);
   }
+}
+
+// The desired state (GUARANTEES 5): host-3 is cut off before the rollout starts and stays cut
+// off until the rollout has ended (succeeded, host-3 unknown within the budget). When its link
+// comes back it is drift, and the coordinator converges it to v2 with a rollout of its own,
+// with no operator action.
+TEST(NetnsPartition, HostPartitionedThroughAWholeRolloutConvergesWhenItComesBack) {
+  const std::string why = netns_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << "network namespace test skipped: " << why;
+
+  NetnsLab lab(kAgents + 1);
+  NetFleet f(lab);
+  f.start_coordinator();
+  for (int k = 1; k <= kAgents; ++k) f.start_agent(k);
+  auto online = [&] {
+    int n = 0;
+    auto j = f.hosts();
+    if (j.contains("hosts"))
+      for (const auto& h : j["hosts"]) n += h.value("online", false);
+    return n;
+  };
+  ASSERT_TRUE(wait_until([&] { return online() == kAgents; }, 30000, 200)) << f.diagnostics();
+  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", f.make_release("v1"),
+                  "--batches", "100%", "--min-healthy-time", "200", "--wait"},
+                 120000);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+
+  lab.link_down(3);
+  ASSERT_TRUE(wait_until([&] { return f.host_field("host-3", "state") == "unknown"; }, 20000, 100))
+      << f.hosts().dump(2) << f.diagnostics();
+
+  // The whole rollout runs without host-3: unknown counts as failed, within a budget of 1.
+  r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", f.make_release("v2"),
+             "--batches", "100%", "--max-failures", "1", "--unknown-hosts", "fail", "--min-healthy-time", "300"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const uint64_t id = json_of(r).value("id", 0ULL);
+  nlohmann::json ro;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        ro = f.rollout(id);
+        return is_terminal_phase(ro.value("phase", ""));
+      },
+      90000, 200))
+      << ro.dump(2) << f.diagnostics();
+  ASSERT_EQ(ro.value("phase", ""), "succeeded") << ro.dump(2);
+  EXPECT_EQ(host_state(ro, "host-3"), "unknown") << ro.dump(2);
+  EXPECT_EQ(f.served_version(3), "v1");
+
+  // The desired state is v2 on every host with the service.
+  auto st = json_of(f.cli({"--json", "status"}));
+  ASSERT_TRUE(st.contains("desired")) << st.dump(2);
+  ASSERT_EQ(st["desired"].size(), 1u) << st.dump(2);
+  EXPECT_EQ(st["desired"][0].value("version", ""), "v2") << st.dump(2);
+  EXPECT_EQ(st["desired"][0].value("converge", ""), "auto") << st.dump(2);
+
+  // Heal, and nothing else: host-3 says hello, is drift, and is converged.
+  const auto healed = std::chrono::steady_clock::now();
+  lab.link_up(3);
+  ASSERT_TRUE(wait_until([&] { return f.host_field("host-3", "state") == "online"; }, 30000, 50)) << f.diagnostics();
+  const auto back = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return f.served_version(3) == std::optional<std::string>("v2"); }, 60000, 100))
+      << f.hosts().dump(2) << f.diagnostics();
+  const auto converged = std::chrono::steady_clock::now();
+  const auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  std::cout << "host-3 online " << ms(back - healed) << " ms after its link came back; serving v2 "
+            << ms(converged - back) << " ms after that (heartbeat timeout " << kHeartbeatMs * kMisses << " ms)\n";
+
+  // The repair is a rollout of its own in the history, kind converge, started by the coordinator.
+  nlohmann::json list;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        list = json_of(f.cli({"--json", "history", "demo"}));
+        if (!list.contains("rollouts")) return false;
+        for (const auto& x : list["rollouts"])
+          if (x.value("kind", "") == "converge" && x.value("phase", "") == "succeeded") return true;
+        return false;
+      },
+      30000, 200))
+      << list.dump(2) << f.diagnostics();
+  for (const auto& x : list["rollouts"]) {
+    if (x.value("kind", "") != "converge") continue;
+    EXPECT_EQ(x.value("created_by", ""), "gantry (converge)") << x.dump(2);
+    EXPECT_NE(x.value("reason", "").find("host-3 runs v1"), std::string::npos) << x.dump(2);
+  }
+  auto hosts = f.hosts();
+  for (const auto& h : hosts["hosts"]) EXPECT_FALSE(h.value("drift", true)) << h.dump(2);
+  EXPECT_EQ(recorded_version(hosts, "host-3"), "v2") << hosts.dump(2);
 }
 
 }  // namespace

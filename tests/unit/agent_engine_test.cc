@@ -370,6 +370,35 @@ TEST_F(EngineTest, SignalCancelsQueuedOrdersOfThatRollout) {
   EXPECT_EQ(run_until_report("o-3")->outcome, "succeeded");
 }
 
+// An update order of a rollout whose stop signal this agent already heard (it was on the wire
+// when the coordinator decided to stop) is refused: the host does not start the release after
+// the decision. Rollback orders of that rollout, and other rollouts' updates, still run.
+TEST_F(EngineTest, AnUpdateOfARolloutWhoseStopSignalWasHeardIsRefused) {
+  make_agent();
+  agent->handle(proto::Signal{"rollback", 7, "web"});
+  agent->handle(order("o-1", "v1", true, 7));
+  auto acks = all_sent<proto::OrderAck>();
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].status, "rejected");
+  auto reports = all_sent<proto::Report>();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].outcome, "failed");
+  EXPECT_EQ(reports[0].message, "refused: rollout 7 of web was stopped (rollback signal) before this order arrived");
+  agent->tick();
+  EXPECT_EQ(restarts(), "") << "nothing was installed";
+  // A repeat gets the stored answer, not a run.
+  sent.clear();
+  agent->handle(order("o-1", "v1", true, 7));
+  EXPECT_EQ(std::get<proto::OrderAck>(sent.at(0)).status, "duplicate");
+  proto::Order back = order("o-2", "v1", true, 7);
+  back.kind = "rollback";
+  agent->handle(back);
+  EXPECT_EQ(run_until_report("o-2")->outcome, "succeeded") << "rollback orders of the rollout still run";
+  agent->handle(proto::Signal{"abort", 9, "web"});
+  agent->handle(order("o-3", "v2", true, 8));
+  EXPECT_EQ(run_until_report("o-3")->outcome, "succeeded") << "another rollout is not affected";
+}
+
 TEST_F(EngineTest, JournalWriteFailureIsReportedAndTheHostKeepsRunning) {
   make_agent();
   agent->handle(order("o-1", "v1"));

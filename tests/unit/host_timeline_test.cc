@@ -49,7 +49,8 @@ TEST(HostTimelineStore, RowsRideWithAStepAndComeBackByHostInOrderAfterReopening)
     w.state = nlohmann::json::object({{"id", id}});
     w.timeline = {row(id, "web-2", 0, "draining", 1000), row(id, "web-1", 0, "swapping", 2000),
                   row(id, "web-2", 1, "swapping", 1100)};
-    ASSERT_TRUE(st->save_step(w).ok());
+    auto saved = st->save_step(w);
+    ASSERT_TRUE(saved.ok()) << saved.error().message;
     ASSERT_TRUE(st->add_timeline({row(id, "web-1", 1, "healthy", 2500), row(id + 1, "web-1", 0, "draining", 9)}).ok());
   }
   auto st = testing::open_store(path);

@@ -123,7 +123,9 @@ class Sequence {
     if (r < 46) {  // stale or duplicate: must change nothing
       const HostSlot& h = *any[static_cast<size_t>(pick(0, static_cast<int>(any.size()) - 1))];
       *same_time = true;
-      std::string id = (!outstanding(h) && !h.order_id.empty() && chance(0.5))
+      // (Not a skipped host's withdrawn order: a report of it is news, applied.)
+      const bool withdrawn = h.state == HostState::kSkipped && !h.order_id.empty();
+      std::string id = (!outstanding(h) && !withdrawn && !h.order_id.empty() && chance(0.5))
                            ? h.order_id
                            : "r" + std::to_string(s_.id) + "-" + std::to_string(pick(0, 3) + 100000);
       return EvReport{h.host_id, id, chance(0.5) ? Outcome::kSucceeded : Outcome::kFailed, "v2", "stale"};
@@ -132,7 +134,10 @@ class Sequence {
     if (r < 56) return EvHostLost{host};
     if (r < 66) {
       const int v = pick(0, 2);
-      return EvHostBack{host, v == 0 ? "v2" : v == 1 ? "v1" : ""};
+      // Sometimes the host says it is working on its current order (its hello's order_id).
+      const HostSlot* h = s_.find(host);
+      std::string in_progress = h && chance(0.3) ? h->order_id : "";
+      return EvHostBack{host, v == 0 ? "v2" : v == 1 ? "v1" : "", in_progress};
     }
     if (r < 86) return EvTick{};
     if (r < 89) return EvPause{};
@@ -204,6 +209,27 @@ class Sequence {
     }
     if (budget_exceeded(prev) || prev.halted || is_terminal(prev.phase)) {
       ASSERT_EQ(updates, 0u) << "update ordered past the failure budget";
+    }
+    // Not even the step that decides to stop orders an update (its orders are withdrawn).
+    if (s.halted || is_terminal(s.phase)) {
+      ASSERT_EQ(updates, 0u) << "update ordered by the step that stopped the rollout";
+    }
+    // The number of hosts that start the new release after the stop decision is 0: no new
+    // update order (above), and no host put back in flight (its order resent) unless it says it
+    // is already working on that order.
+    if (prev.halted || is_terminal(prev.phase)) {
+      for (const auto& h : s.hosts) {
+        const HostSlot* before = prev.find(h.host_id);
+        if (h.state != HostState::kOrdered || before->state == HostState::kOrdered) continue;
+        const auto* back = std::get_if<EvHostBack>(&e);
+        // Allowed only for a host that says it works on that order, or already runs the target
+        // (it ran the order while away; in flight again only until its report comes).
+        const bool said_in_progress = back && back->host_id == h.host_id && back->order_in_progress == h.order_id;
+        const bool on_target = back && back->host_id == h.host_id && back->running_version == s.version;
+        if (!said_in_progress && !on_target) ++started_after_stop_;
+        ASSERT_TRUE(said_in_progress || on_target)
+            << h.host_id << " put in flight after the stop without its order in progress";
+      }
     }
     if (!is_terminal(s.phase) && budget_exceeded(s) && s.current_batch >= 0) {
       ASSERT_TRUE(s.halted) << "budget exceeded without stopping";
@@ -294,6 +320,7 @@ class Sequence {
   }
 
   const State& state() const { return s_; }
+  int started_after_stop() const { return started_after_stop_; }
 
  private:
   std::mt19937 rng_;
@@ -306,6 +333,7 @@ class Sequence {
   std::set<std::string> order_ids_;
   std::map<std::string, LastReport> last_;
   uint64_t steps_ = 0;
+  int started_after_stop_ = 0;
 };
 
 }  // namespace
@@ -313,9 +341,11 @@ class Sequence {
 TEST(RolloutProperty, RandomSequencesKeepEveryInvariant) {
   constexpr uint32_t kRuns = 2000;
   std::map<Phase, int> endings;
+  int started_after_stop = 0;
   for (uint32_t seed = 1; seed <= kRuns; ++seed) {
     Sequence run(seed);
     run.run();
+    started_after_stop += run.started_after_stop();
     if (::testing::Test::HasFatalFailure() || ::testing::Test::HasNonfatalFailure()) {
       FAIL() << "invariant broken with seed " << seed << " (rerun: construct Sequence(" << seed
              << ") and step through)";
@@ -327,4 +357,5 @@ TEST(RolloutProperty, RandomSequencesKeepEveryInvariant) {
     EXPECT_GT(endings[p], 10) << phase_name(p);
   }
   for (const auto& [p, n] : endings) std::cout << phase_name(p) << ": " << n << "\n";
+  EXPECT_EQ(started_after_stop, 0) << "hosts that started the new release after the stop decision";
 }

@@ -535,3 +535,93 @@ TEST(RolloutMachine, StateJsonRoundTripMidRollout) {
   j["hosts"][0]["batch"] = 42;
   EXPECT_FALSE(State::from_json(j).ok());
 }
+
+// ---- the exact budget: nothing is ordered after the decision to stop ------------------------
+
+TEST(RolloutMachine, ABatchWhoseUnreachableHostsSpendTheBudgetOrdersNoneOfItsOthers) {
+  auto hosts = make_hosts(4);
+  hosts[2].online = false;  // web-3, in batch 2
+  Plan p;
+  p.batches = ramp({"1", "100%"});
+  p.unknown_hosts = UnknownHosts::kFail;
+  Driver d;
+  d.start(p, hosts);
+  d.report("web-1", Outcome::kSucceeded);
+  // Batch 2: web-3 is unreachable and counts at once: 1 > 0. web-2 and web-4 get nothing.
+  EXPECT_TRUE(d.ordered(OrderKind::kUpdate).empty());
+  EXPECT_EQ(d.s.phase, Phase::kRollingBack);
+  EXPECT_EQ(d.state_of("web-2"), HostState::kSkipped);
+  EXPECT_EQ(d.state_of("web-4"), HostState::kSkipped);
+  EXPECT_EQ(d.state_of("web-3"), HostState::kUnknown);
+  EXPECT_TRUE(d.recorded("withdrew the update orders of web-3")) << ::testing::PrintToString(d.records());
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-1"});
+  // web-3 comes back still on v1, never having heard of its order: skipped, nothing resent.
+  d.go(EvHostBack{"web-3", "v1", ""});
+  EXPECT_EQ(d.state_of("web-3"), HostState::kSkipped);
+  EXPECT_TRUE(d.ordered(OrderKind::kUpdate).empty());
+}
+
+TEST(RolloutMachine, UpdatesOrderedByAStepThatStopsAreWithdrawn) {
+  Plan p;
+  p.batches = ramp({"2", "100%"});
+  p.max_failures = Amount{false, 1};
+  Driver d;
+  d.start(p, make_hosts(5));
+  d.report("web-2", Outcome::kFailedReverted, "probe failed");  // 1 of budget 1
+  ASSERT_EQ(d.s.phase, Phase::kRunning);
+  // One pass: web-1's report completes batch 1 (ordering web-3..5), then web-3 is lost, which
+  // counts at once: 2 > 1. The orders of batch 2 are withdrawn before anything is sent.
+  std::vector<Status> errors;
+  StepResult r = step_all(d.s, {EvReport{"web-1", d.s.find("web-1")->order_id, Outcome::kSucceeded, "v2", ""},
+                                EvHostLost{"web-3"}},
+                          d.now, &errors);
+  for (const auto& a : r.actions) {
+    if (const auto* o = std::get_if<ActOrder>(&a)) EXPECT_NE(o->kind, OrderKind::kUpdate) << o->host_id;
+  }
+  EXPECT_TRUE(r.state.halted);
+  EXPECT_EQ(r.state.find("web-4")->state, HostState::kSkipped);
+  EXPECT_EQ(r.state.find("web-5")->state, HostState::kSkipped);
+  EXPECT_TRUE(r.state.find("web-4")->order_id.empty()) << "never ordered";
+  EXPECT_EQ(r.state.find("web-3")->state, HostState::kUnknown);
+  // The rollback still goes out, to web-1, the one changed host.
+  bool rollback_web1 = false;
+  for (const auto& a : r.actions) {
+    if (const auto* o = std::get_if<ActOrder>(&a))
+      rollback_web1 = rollback_web1 || (o->kind == OrderKind::kRollback && o->host_id == "web-1");
+  }
+  EXPECT_TRUE(rollback_web1);
+}
+
+TEST(RolloutMachine, AHostBackDuringTheStopWithoutItsOrderIsSkipped) {
+  Plan p;
+  p.batches = ramp({"100%"});
+  p.unknown_hosts = UnknownHosts::kWait;
+  p.unknown_wait_ms = 600'000;
+  Driver d;
+  d.start(p, make_hosts(4));
+  d.go(EvHostLost{"web-3"});  // unknown, not counted yet: in flight
+  d.go(EvHostLost{"web-4"});
+  d.report("web-1", Outcome::kSucceeded);
+  d.report("web-2", Outcome::kFailedReverted);  // 1 > 0: stop, roll back web-1
+  ASSERT_EQ(d.s.phase, Phase::kRollingBack);
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-1"});
+  d.report("web-1", Outcome::kSucceeded);
+  ASSERT_EQ(d.s.phase, Phase::kRollingBack) << "web-3 and web-4 are still in flight";
+  // web-3 is back on v1 and says it works on nothing: it never started its update, and now
+  // never will. Skipped; no order resent.
+  const std::string web3_order = d.s.find("web-3")->order_id;
+  d.go(EvHostBack{"web-3", "v1", ""});
+  EXPECT_EQ(d.state_of("web-3"), HostState::kSkipped);
+  EXPECT_TRUE(d.recorded("without having started " + web3_order)) << ::testing::PrintToString(d.records());
+  // web-4 is back working on its order (it started before the stop): in flight again, and
+  // rolled back once it reports success.
+  d.go(EvHostBack{"web-4", "v1", d.s.find("web-4")->order_id});
+  EXPECT_EQ(d.state_of("web-4"), HostState::kOrdered);
+  d.report("web-4", Outcome::kSucceeded);
+  EXPECT_EQ(d.ordered(OrderKind::kRollback), V{"web-4"});
+  d.report("web-4", Outcome::kSucceeded);
+  // A late report of web-3's withdrawn order (it ran it after all) is applied, after the end.
+  ASSERT_EQ(d.s.phase, Phase::kRolledBack);
+  d.go(EvReport{"web-3", web3_order, Outcome::kSucceeded, "v2", ""});
+  EXPECT_EQ(d.state_of("web-3"), HostState::kHealthy);
+}
