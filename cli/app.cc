@@ -414,6 +414,22 @@ class App {
     if (t.empty()) std::cout << "(no hosts have connected yet)\n";
   }
 
+  // A rollout's metric analysis: each query's last evaluation, and the gate it waits on.
+  void print_analysis(const nlohmann::json& a) {
+    const int gate = a.value("gate_batch", -1);
+    std::cout << "  analysis:" << (gate >= 0 ? " gate after batch " + std::to_string(gate + 1) + " open" : "")
+              << (a.value("hold", false) ? " (paused: an evaluation was inconclusive)" : "") << "\n";
+    Table t({"QUERY", "VERDICT", "VALUE", "THRESHOLD", "FAILS", "EVALUATED", "MESSAGE"});
+    for (const auto& q : a.value("queries", nlohmann::json::array())) {
+      const nlohmann::json& v = q.contains("compared") && !q["compared"].is_null() ? q["compared"] : q["value"];
+      t.row({s(q, "name"), s(q, "verdict"), v.is_null() ? "-" : (v.is_string() ? v.get<std::string>() : v.dump()),
+             s(q, "threshold"), s(q, "consecutive_failures") + "/" + s(q, "failure_limit"),
+             q.value("evaluations", 0) ? when(q.value("last_at", 0LL)) + " (" + s(q, "evaluations") + ")" : "-",
+             s(q, "message")});
+    }
+    t.print(std::cout);
+  }
+
   void print_rollout(const nlohmann::json& r, bool hosts_table) {
     const auto& c = r["counts"];
     std::cout << "Rollout " << s(r, "id") << ": " << s(r, "service") << " -> " << s(r, "version") << " ("
@@ -431,6 +447,7 @@ class App {
     if (!s(r, "reason").empty()) std::cout << " — " << s(r, "reason");
     std::cout << "\n";
     if (!s(r, "end_reason").empty()) std::cout << "  " << s(r, "end_reason") << "\n";
+    if (r.contains("analysis") && r["analysis"].is_object()) print_analysis(r["analysis"]);
     if (hosts_table) {
       Table t({"HOST", "BATCH", "STATE", "FROM", "MESSAGE"});
       for (const auto& h : r["hosts"]) {
@@ -461,6 +478,15 @@ class App {
       print_rollout(ro, true);
       std::cout << "\n";
     }
+    if (r.contains("desired") && !r["desired"].empty()) {
+      Table t({"SERVICE", "DESIRED", "SELECTOR", "CONVERGE", "DRIFTED", "SET BY"});
+      for (const auto& x : r["desired"])
+        t.row({s(x, "service"), s(x, "version"), s(x, "selector").empty() ? "(all)" : s(x, "selector"),
+               x.value("held", false) ? s(x, "converge") + " (held)" : s(x, "converge"), s(x, "drifted_hosts"),
+               s(x, "note")});
+      t.print(std::cout);
+      std::cout << "\n";
+    }
     print_hosts(r["hosts"]);
     return kOk;
   }
@@ -478,15 +504,6 @@ class App {
     struct stat st {};
     if (::stat(file.c_str(), &st) != 0) throw UsageError("cannot read " + file + ": " + std::strerror(errno));
     if (!S_ISREG(st.st_mode)) throw UsageError(file + " is not a regular file; a release is one archive file");
-    if (r.contains("desired") && !r["desired"].empty()) {
-      Table t({"SERVICE", "DESIRED", "SELECTOR", "CONVERGE", "DRIFTED", "SET BY"});
-      for (const auto& x : r["desired"])
-        t.row({s(x, "service"), s(x, "version"), s(x, "selector").empty() ? "(all)" : s(x, "selector"),
-               x.value("held", false) ? s(x, "converge") + " (held)" : s(x, "converge"), s(x, "drifted_hosts"),
-               s(x, "note")});
-      t.print(std::cout);
-      std::cout << "\n";
-    }
     std::string data = read_all(file);
     if (data.empty()) throw UsageError(file + " is empty; a release is one non-empty archive file");
     std::string sha = sha256_hex(data);
@@ -629,6 +646,7 @@ class App {
     if (!p.max_per_domain.empty()) plan["max_per_domain"] = amount(p.max_per_domain);
     if (p.no_auto_rollback) plan["auto_rollback"] = false;
     if (p.rollback_batch_size >= 0) plan["rollback"] = {{"batch_size", p.rollback_batch_size}};
+    if (!p.converge.empty()) plan["converge"] = p.converge;
     return plan;
   }
 
@@ -646,7 +664,6 @@ class App {
         "wait", po::bool_switch(&wait), "follow the rollout to its end; exit 1 unless it succeeds");
     add_plan_options(d, p);
     po::variables_map vm;
-    if (!p.converge.empty()) plan["converge"] = p.converge;
     const char* usage = preview
                             ? "gantry rollout plan --service S [--selector ...] [plan options]"
                             : "gantry rollout start --service S --version V [--release FILE] [plan options] [--wait]";
@@ -683,6 +700,16 @@ class App {
                 << (r.contains("per_batch_budget_hosts") ? ", per batch " + s(r, "per_batch_budget_hosts") : "")
                 << "\n";
       print_batches(r["batches"]);
+      if (r.contains("analysis")) {
+        std::cout << "Analysis queries, run once now:\n";
+        Table t({"QUERY", "VALUE", "THRESHOLD", "NOW", "QUERY TEXT / ERROR"});
+        for (const auto& q : r["analysis"]) {
+          const auto& v = q["value"];
+          t.row({s(q, "name"), v.is_null() ? "-" : v.dump(), s(q, "threshold"), s(q, "verdict"),
+                 q.contains("error") ? s(q, "error") : s(q, "query")});
+        }
+        t.print(std::cout);
+      }
       return kOk;
     }
     if (version.empty()) throw UsageError("missing --version (or `version:` in the plan file)");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -47,6 +48,8 @@ struct Config {
   // admin at start, and agent keys (host id, Z85 public key) accepted at start.
   std::vector<std::pair<std::string, std::string>> admin_keys;
   std::vector<std::pair<std::string, std::string>> accept_agent_keys;
+  // Prometheus servers the plans' metric analysis may name (name -> http://HOST:PORT[/PREFIX]).
+  std::map<std::string, std::string> prometheus;
 };
 
 }  // namespace gantry::coordinator

@@ -3,6 +3,7 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <optional>
@@ -12,6 +13,7 @@
 #include "common/transport/zmq_transport.h"
 #include "common/util/names.h"
 #include "common/util/text.h"
+#include "coordinator/analysis/prometheus_client.h"
 
 namespace gantry::coordinator {
 
@@ -113,7 +115,7 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
               coordinator_heartbeat = std::to_string(cfg.coordinator_heartbeat_ms),
               order_resend = std::to_string(cfg.order_resend_ms), restart_grace = std::to_string(cfg.restart_grace_ms),
               io_threads = std::to_string(cfg.io_threads);
-  std::vector<std::string> admin_keys, accept_agent_keys;
+  std::vector<std::string> admin_keys, accept_agent_keys, prometheus;
 
   po::options_description cli("Options");
   cli.add_options()("help,h", "show this help")("version", "print the version")(
@@ -153,7 +155,10 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
       "[NAME=]PUBFILE: enroll this operator key as admin at start (repeatable; NAME defaults to the file name)")(
       "accept-agent-key", po::value(&accept_agent_keys)->composing(),
       "HOST=PUBFILE: accept this agent key for HOST at start (repeatable; otherwise `gantry keys accept`)")(
-      "insecure-dev", po::bool_switch(&cfg.insecure_dev), "run without CURVE keys (development only)")(
+      "prometheus", po::value(&prometheus)->composing(),
+      "[NAME=]http://HOST:PORT[/PREFIX]: a Prometheus server plans' metric analysis may query (repeatable; NAME "
+      "defaults to 'default')")("insecure-dev", po::bool_switch(&cfg.insecure_dev),
+                                "run without CURVE keys (development only)")(
       "log-level", po::value(&out.log_level)->default_value(out.log_level), "trace|debug|info|warn|error");
   po::options_description all;
   all.add(cli).add(settings);
@@ -249,6 +254,20 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
     auto key = security::read_curve_public(v.substr(eq + 1));
     if (!key) return usage("--accept-agent-key: " + key.error().message);
     cfg.accept_agent_keys.emplace_back(host, *key);
+  }
+  for (const auto& v : prometheus) {
+    const auto eq = v.find('=');
+    const std::string name = eq == std::string::npos ? "default" : v.substr(0, eq);
+    const std::string url = eq == std::string::npos ? v : v.substr(eq + 1);
+    bool name_ok = !name.empty() && name.size() <= 64;
+    for (char c : name)
+      if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_'))
+        name_ok = false;
+    if (!name_ok) return usage("--prometheus: name '" + name + "' of '" + v + "' is not a-z, 0-9 and _ (1..64)");
+    auto u = analysis::parse_server_url(url);
+    if (!u) return usage("--prometheus: " + u.error().message);
+    if (!cfg.prometheus.emplace(name, u->origin + u->prefix).second)
+      return usage("--prometheus: server '" + name + "' is given twice");
   }
   if (cfg.insecure_dev && cfg.curve.enabled()) return usage("--insecure-dev and --server-key exclude each other");
   if (!cfg.insecure_dev && !cfg.curve.enabled())

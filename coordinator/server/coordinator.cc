@@ -6,6 +6,7 @@
 #include "common/transport/zmq_transport.h"
 #include "common/util/fs.h"
 #include "common/util/log.h"
+#include "coordinator/analysis/analysis_scheduler.h"
 #include "coordinator/http/http_server.h"
 #include "coordinator/server/agent_channel.h"
 #include "coordinator/server/agent_sender.h"
@@ -88,6 +89,10 @@ Status Coordinator::start() {
   executor_ = std::make_unique<RolloutExecutor>(*store_, clock_, *sender_, *signals_, metrics_, changed_);
   // Active rollouts and their open orders, exactly as last persisted.
   if (auto s = executor_->restore(); !s.ok()) return s;
+  prom_ = std::make_unique<analysis::HttpPromQuerier>();
+  query_runner_ = std::make_unique<analysis::ThreadedQueryRunner>(*prom_);
+  analysis_ = std::make_unique<analysis::AnalysisScheduler>(
+      *executor_, registry_, *query_runner_, metrics_, cfg_.prometheus, [this] { return executor_->decision_now(); });
 
   // Allowlists first: the ZAP handler answers from them as soon as a socket is bound.
   keys_ = std::make_unique<KeyRing>(*store_, clock_);
@@ -128,6 +133,12 @@ Status Coordinator::start() {
     for (const auto& [id, a] : executor_->active()) act.push_back(&a.state);
     p.metrics_text = render_metrics(metrics_, registry_, act);
     return p;
+  });
+  // `rollout plan` runs each analysis query once; it blocks this loop for at most the querier's
+  // timeouts per query (a plan preview is rare and an operator waits for it anyway).
+  operator_api_->set_analysis_preview([this](const rollout::AnalysisSpec& spec, const std::string& service,
+                                             const std::vector<rollout::HostCandidate>& hosts) {
+    return analysis::AnalysisScheduler::preview(spec, service, hosts, cfg_.prometheus, *prom_);
   });
   checkpoint_ = std::make_unique<CheckpointAtRest>(*store_);
 
@@ -305,6 +316,8 @@ Millis Coordinator::poll_timeout_ms() {
   Millis now = clock_.now_ms();
   Millis t = std::min<Millis>(100, std::max<Millis>(0, std::min(next_heartbeat_, next_expiry_) - now));
   if (artifact_server_->has_deferred()) t = std::min<Millis>(t, 1);  // the I/O thread frees budget silently
+  if (Millis due = analysis_->next_due(); due > 0)
+    t = std::min(t, std::max<Millis>(0, due - executor_->decision_now()));
   if (Millis deadline = executor_->next_deadline(); deadline > 0)
     t = std::min(t, std::max<Millis>(0, deadline - clock_.wall_ms()));
   return t;
@@ -337,6 +350,7 @@ void Coordinator::on_timers() {
     udp_->check_quiet(now, &next_expiry_);
   }
   if (auto s = executor_->tick(); !s.ok()) L()->error("cannot step a rollout past its deadline: {}", s.error().message);
+  analysis_->tick();
   checkpoint_->tick(now, !executor_->active().empty());
 }
 

@@ -24,6 +24,11 @@ class Store;
 
 namespace gantry::coordinator {
 
+namespace analysis {
+class AnalysisScheduler;
+class HttpPromQuerier;
+class ThreadedQueryRunner;
+}  // namespace analysis
 class AgentChannel;
 class AgentSender;
 class ArtifactServer;
@@ -81,6 +86,10 @@ class Coordinator {
   std::unique_ptr<AgentSender> sender_;
   std::unique_ptr<PubSignalSink> signals_;
   std::unique_ptr<RolloutExecutor> executor_;
+  // Metric analysis: the querier outlives the runner's thread, the runner the scheduler.
+  std::unique_ptr<analysis::HttpPromQuerier> prom_;
+  std::unique_ptr<analysis::ThreadedQueryRunner> query_runner_;
+  std::unique_ptr<analysis::AnalysisScheduler> analysis_;
   std::unique_ptr<UdpHeartbeats> udp_;
   std::unique_ptr<ArtifactServer> artifact_server_;
   std::unique_ptr<AgentChannel> channel_;

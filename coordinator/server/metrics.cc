@@ -127,6 +127,41 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg,
         << "\"} " << v << '\n';
     }
   }
+  // Metric analysis (coordinator/rollout/analysis.h): every evaluation by verdict, and each
+  // active rollout's queries as last evaluated.
+  o << "# HELP gantry_analysis_evaluations_total Metric analysis evaluations taken, by verdict.\n# TYPE "
+       "gantry_analysis_evaluations_total counter\n";
+  for (const char* v : {"pass", "fail", "inconclusive", "not_applicable"}) {
+    auto it = m.analysis_evaluations.find(v);
+    o << "gantry_analysis_evaluations_total{verdict=\"" << v << "\"} "
+      << (it == m.analysis_evaluations.end() ? 0 : it->second) << '\n';
+  }
+  o << "# HELP gantry_analysis_value Last value of each analysis query of each active rollout (a comparison's "
+       "ratio or difference).\n# TYPE gantry_analysis_value gauge\n";
+  const auto each_query = [&](const char* name, auto&& line) {
+    for (const auto* s : active) {
+      const auto& spec = s->plan.analysis;
+      for (size_t i = 0; i < spec.queries.size() && i < s->analysis.queries.size(); ++i) {
+        if (s->analysis.queries[i].evaluations == 0) continue;
+        o << name << "{rollout=\"" << s->id << "\",service=\"" << esc(s->service) << "\",query=\""
+          << esc(spec.queries[i].name) << "\"";
+        line(s->analysis.queries[i]);
+      }
+    }
+  };
+  each_query("gantry_analysis_value", [&](const rollout::QueryProgress& q) {
+    const auto v = q.compared ? q.compared : q.value;
+    o << "} " << (v ? rollout::fmt_value(*v) : std::string("NaN")) << '\n';
+  });
+  o << "# HELP gantry_analysis_verdict Last verdict of each analysis query of each active rollout; 1 for the verdict "
+       "it had.\n# TYPE gantry_analysis_verdict gauge\n";
+  each_query("gantry_analysis_verdict", [&](const rollout::QueryProgress& q) {
+    o << ",verdict=\"" << rollout::verdict_name(q.last_verdict) << "\"} 1\n";
+  });
+  o << "# HELP gantry_analysis_consecutive_failures Failing evaluations in a row of each analysis query of each "
+       "active rollout.\n# TYPE gantry_analysis_consecutive_failures gauge\n";
+  each_query("gantry_analysis_consecutive_failures",
+             [&](const rollout::QueryProgress& q) { o << "} " << q.consecutive_failures << '\n'; });
   counter(o, "gantry_orders_sent_total", "Orders sent to agents, including resends.", m.orders_sent);
   counter(o, "gantry_orders_acked_total", "Orders acknowledged by agents.", m.orders_acked);
   counter(o, "gantry_orders_retried_total", "Orders resent because no acknowledgement came.", m.orders_retried);

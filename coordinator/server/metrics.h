@@ -24,15 +24,16 @@ struct Histogram {
 struct Metrics {
   uint64_t messages_in = 0, messages_out = 0, decode_errors = 0, hellos = 0, hosts_lost = 0;
   uint64_t orders_sent = 0, orders_acked = 0, orders_retried = 0, broadcasts = 0, chunk_bytes = 0;
-  uint64_t auth_refused = 0;                       // messages or commands refused by key or role
-  uint64_t zap_denied = 0;                         // CURVE handshakes refused by the ZAP handler
-  uint64_t handler_errors = 0;                     // messages dropped because their handler threw
-  uint64_t udp_heartbeats = 0;                     // heartbeat datagrams accepted
-  uint64_t udp_heartbeats_sent = 0;                // our heartbeats sent as datagrams
-  std::array<uint64_t, 6> udp_rejected{};          // heartbeat datagrams dropped, by udp_hb::Reject
-  std::map<std::string, uint64_t> reports;         // by outcome
-  std::map<std::string, uint64_t> rollouts_ended;  // by final phase
-  std::map<std::string, Histogram> phase_seconds;  // agent-reported phase durations
+  uint64_t auth_refused = 0;                             // messages or commands refused by key or role
+  uint64_t zap_denied = 0;                               // CURVE handshakes refused by the ZAP handler
+  uint64_t handler_errors = 0;                           // messages dropped because their handler threw
+  uint64_t udp_heartbeats = 0;                           // heartbeat datagrams accepted
+  uint64_t udp_heartbeats_sent = 0;                      // our heartbeats sent as datagrams
+  std::array<uint64_t, 6> udp_rejected{};                // heartbeat datagrams dropped, by udp_hb::Reject
+  std::map<std::string, uint64_t> reports;               // by outcome
+  std::map<std::string, uint64_t> rollouts_ended;        // by final phase
+  std::map<std::string, Histogram> phase_seconds;        // agent-reported phase durations
+  std::map<std::string, uint64_t> analysis_evaluations;  // metric analysis evaluations, by verdict
   void observe_timing(const std::string& phase, uint64_t ms);
 };
 

@@ -366,6 +366,15 @@ nlohmann::json OperatorApi::op_rollout_plan(const Call& c) {
                       {"failure_budget_hosts", sched->failure_budget_hosts},
                       {"plan", plan->to_json()}};
   if (sched->per_batch_budget_hosts) j["per_batch_budget_hosts"] = *sched->per_batch_budget_hosts;
+  // Each analysis query run once against its Prometheus: the plan is refused if one is invalid.
+  if (plan->analysis.enabled() && analysis_preview_) {
+    j["analysis"] = analysis_preview_(plan->analysis, service, hosts);
+    for (const auto& q : j["analysis"]) {
+      if (q.value("invalid", false))
+        throw OpError("bad plan: analysis query " + q.value("name", std::string()) + ": " +
+                      q.value("error", std::string()));
+    }
+  }
   return j;
 }
 

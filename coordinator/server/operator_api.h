@@ -73,6 +73,11 @@ class OperatorApi {
   void serve(zmq::socket_t& operators);
   // Called with the connection (ZMQ_SRCFD) of every request serve reads: its handshake is over.
   void on_connection_proven(std::function<void(int fd)> f) { proven_ = std::move(f); }
+  // How `rollout plan` evaluates a plan's analysis queries once (coordinator/analysis/): one JSON
+  // object per query, `invalid` set where the query itself is wrong. Unset: not evaluated.
+  using AnalysisPreview = std::function<nlohmann::json(const rollout::AnalysisSpec&, const std::string& service,
+                                                       const std::vector<rollout::HostCandidate>& hosts)>;
+  void set_analysis_preview(AnalysisPreview f) { analysis_preview_ = std::move(f); }
   // The reply to one request as read from the socket: decoded, its key's role looked up, handled.
   proto::OpReply answer(const transport::Incoming& in);
 
@@ -118,6 +123,7 @@ class OperatorApi {
 
   Deps d_;
   std::function<void(int fd)> proven_;
+  AnalysisPreview analysis_preview_;
 };
 
 }  // namespace gantry::coordinator

@@ -56,6 +56,7 @@ Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutR
                         {"rollback_failed", c.rollback_failed},
                         {"skipped", c.skipped}}},
                       {"hosts", hosts}};
+  if (st.plan.analysis.enabled()) j["analysis"] = st.analysis.to_json(&st.plan.analysis);
   if (!with_hosts) {
     j.erase("hosts");
     j.erase("batches");
