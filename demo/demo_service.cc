@@ -9,7 +9,12 @@
 //   GET /health   200 "ok\n", or 500 "unhealthy\n" when behaviour=unhealthy or while the
 //                 file <root>/FAIL-<version> exists (root = two levels above --config)
 //   GET /message  200 "<message>\n" (the optional message= line of the config)
-//   GET /work?ms=N  200 "<v>\n" after N ms (0..10000): a request that is in flight for a while
+//   GET /work?ms=N  200 "<v>\n" after N ms (0..10000): a request that is in flight for a while;
+//                 with behaviour=errors, 500 "error\n" for error_percent% of them (default 30;
+//                 every request k with k*P mod 100 < P, so exactly P of each 100), while /health
+//                 stays 200: a release that passes every probe and still fails its users
+//   GET /metrics  Prometheus text: demo_requests_total{path,code}, the
+//                 demo_request_duration_seconds histogram and demo_build_info{version}
 //   anything else 404
 //
 // On SIGTERM or SIGINT it drains like a well-behaved service: it stops accepting (closes its
@@ -51,12 +56,45 @@ constexpr int kMaxConcurrentClients = 64;
 constexpr int kSlowStartMs = 3000;
 constexpr long kMaxWorkMs = 10000;
 
+// What /metrics reports: requests by path and status code, and their durations. Paths and codes
+// are fixed sets, so a client cannot grow the label space.
+constexpr const char* kPaths[] = {"/", "/version", "/health", "/work", "/message", "/metrics", "other"};
+constexpr int kCodes[] = {200, 400, 404, 405, 500};
+constexpr double kBuckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+constexpr size_t kNumPaths = sizeof kPaths / sizeof kPaths[0];
+constexpr size_t kNumCodes = sizeof kCodes / sizeof kCodes[0];
+constexpr size_t kNumBuckets = sizeof kBuckets / sizeof kBuckets[0];
+
+struct Stats {
+  std::atomic<uint64_t> requests[kNumPaths][kNumCodes]{};
+  std::atomic<uint64_t> buckets[kNumBuckets]{};  // cumulative at render time
+  std::atomic<uint64_t> count{0};
+  std::atomic<uint64_t> sum_us{0};
+  std::atomic<uint64_t> work_seen{0};  // /work requests, for behaviour=errors
+
+  void observe(size_t path, int code, double seconds) {
+    size_t c = 0;
+    while (c + 1 < kNumCodes && kCodes[c] != code) ++c;
+    if (kCodes[c] != code) return;
+    requests[path][c]++;
+    for (size_t b = 0; b < kNumBuckets; ++b) {
+      if (seconds <= kBuckets[b]) {
+        buckets[b]++;
+        break;
+      }
+    }
+    count++;
+    sum_us += static_cast<uint64_t>(seconds * 1e6);
+  }
+};
+
 struct Config {
   int port = 0;
   std::string bind = "127.0.0.1";
   std::string version = "dev";
   std::string behaviour = "healthy";
   std::string message;
+  long error_percent = 30;  // behaviour=errors: this share of /work requests answers 500
   long max_lifetime_s = 3600;
   bool graceful = true;       // drain in-flight requests on SIGTERM
   long drain_timeout_s = 10;  // bound on that drain
@@ -85,7 +123,7 @@ std::string trim(const std::string& s) {
 }
 
 bool valid_behaviour(const std::string& b) {
-  return b == "healthy" || b == "unhealthy" || b == "crash" || b == "slow-start";
+  return b == "healthy" || b == "unhealthy" || b == "crash" || b == "slow-start" || b == "errors";
 }
 
 std::optional<long> parse_long(const std::string& s, long min, long max) {
@@ -124,6 +162,13 @@ bool load_config_file(const std::string& path, Config& cfg, std::string& error) 
       cfg.behaviour = value;
     } else if (key == "message") {
       cfg.message = value;
+    } else if (key == "error_percent") {
+      const auto v = parse_long(value, 0, 100);
+      if (!v) {
+        error = path + ":" + std::to_string(lineno) + ": error_percent must be 0..100";
+        return false;
+      }
+      cfg.error_percent = *v;
     } else if (key == "graceful") {
       if (value != "true" && value != "false") {
         error = path + ":" + std::to_string(lineno) + ": graceful must be true or false";
@@ -138,7 +183,8 @@ bool load_config_file(const std::string& path, Config& cfg, std::string& error) 
 void usage() {
   std::fprintf(stderr,
                "usage: %s --port N [--bind ADDR] [--config FILE] [--version V]\n"
-               "       [--behaviour healthy|unhealthy|crash|slow-start] [--max-lifetime-s N]\n"
+               "       [--behaviour healthy|unhealthy|crash|slow-start|errors] [--error-percent P]\n"
+               "       [--max-lifetime-s N]\n"
                "       [--no-graceful] [--drain-timeout-s N]\n",
                kName);
 }
@@ -147,6 +193,7 @@ void usage() {
 std::optional<int> parse_args(int argc, char** argv, Config& cfg) {
   std::string config_file;
   std::optional<std::string> version_override, behaviour_override;
+  std::optional<long> error_percent_override;
   bool have_port = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -186,6 +233,13 @@ std::optional<int> parse_args(int argc, char** argv, Config& cfg) {
       version_override = value;
     } else if (arg == "--behaviour" || arg == "--behavior") {
       behaviour_override = value;
+    } else if (arg == "--error-percent") {
+      const auto v = parse_long(value, 0, 100);
+      if (!v) {
+        log_line("invalid --error-percent " + value);
+        return 2;
+      }
+      error_percent_override = *v;
     } else if (arg == "--drain-timeout-s") {
       const auto v = parse_long(value, 0, 3600);
       if (!v) {
@@ -220,6 +274,7 @@ std::optional<int> parse_args(int argc, char** argv, Config& cfg) {
   }
   if (version_override) cfg.version = *version_override;
   if (behaviour_override) cfg.behaviour = *behaviour_override;
+  if (error_percent_override) cfg.error_percent = *error_percent_override;
   if (!config_file.empty()) {
     // <root>/current/release.conf -> <root>/FAIL-<version>
     std::string dir =
@@ -258,7 +313,54 @@ void respond(int fd, int status, const std::string& body, bool head_only) {
   send_all(fd, out);
 }
 
-void handle_client(int fd, const Config& cfg) {
+std::string render_metrics(const Config& cfg, const Stats& st) {
+  std::string o =
+      "# HELP demo_build_info The release this process runs; always 1.\n# TYPE demo_build_info gauge\n"
+      "demo_build_info{version=\"" +
+      cfg.version + "\",behaviour=\"" + cfg.behaviour +
+      "\"} 1\n# HELP demo_requests_total HTTP requests answered, by path and status code.\n"
+      "# TYPE demo_requests_total counter\n";
+  for (size_t p = 0; p < kNumPaths; ++p)
+    for (size_t c = 0; c < kNumCodes; ++c)
+      o += "demo_requests_total{path=\"" + std::string(kPaths[p]) + "\",code=\"" + std::to_string(kCodes[c]) + "\"} " +
+           std::to_string(st.requests[p][c].load()) + "\n";
+  o += "# HELP demo_request_duration_seconds Time from reading a request to answering it.\n"
+       "# TYPE demo_request_duration_seconds histogram\n";
+  uint64_t cum = 0;
+  char le[32];
+  for (size_t b = 0; b < kNumBuckets; ++b) {
+    cum += st.buckets[b].load();
+    std::snprintf(le, sizeof le, "%g", kBuckets[b]);
+    o += "demo_request_duration_seconds_bucket{le=\"" + std::string(le) + "\"} " + std::to_string(cum) + "\n";
+  }
+  const uint64_t count = st.count.load();
+  char sum[64];
+  std::snprintf(sum, sizeof sum, "%.6f", static_cast<double>(st.sum_us.load()) / 1e6);
+  o += "demo_request_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(count) + "\n" +
+       "demo_request_duration_seconds_sum " + sum + "\ndemo_request_duration_seconds_count " + std::to_string(count) +
+       "\n";
+  return o;
+}
+
+size_t path_index(const std::string& path) {
+  for (size_t i = 0; i + 1 < kNumPaths; ++i)
+    if (path == kPaths[i]) return i;
+  return kNumPaths - 1;
+}
+
+// Answers with `status` and counts it for /metrics (path index `p`, since `t0`).
+struct Answer {
+  int fd;
+  Stats& st;
+  size_t p;
+  std::chrono::steady_clock::time_point t0;
+  void operator()(int status, const std::string& body, bool head_only) const {
+    respond(fd, status, body, head_only);
+    st.observe(p, status, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+};
+
+void handle_client(int fd, const Config& cfg, Stats& st) {
   timeval tv{kClientTimeoutS, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -274,6 +376,7 @@ void handle_client(int fd, const Config& cfg) {
     req.append(buf, static_cast<size_t>(n));
   }
   const auto eol = req.find_first_of("\r\n");
+  const auto t0 = std::chrono::steady_clock::now();
   const std::string request_line = req.substr(0, eol);
   const auto sp1 = request_line.find(' ');
   const auto sp2 = sp1 == std::string::npos ? std::string::npos : request_line.find(' ', sp1 + 1);
@@ -289,38 +392,47 @@ void handle_client(int fd, const Config& cfg) {
     path.resize(q);
   }
   const bool head = method == "HEAD";
+  const Answer answer{fd, st, path_index(path), t0};
   if (method != "GET" && !head) {
-    respond(fd, 405, "method not allowed\n", false);
+    answer(405, "method not allowed\n", false);
     return;
   }
   if (path == "/") {
-    respond(fd, 200, std::string(kName) + " version=" + cfg.version + " behaviour=" + cfg.behaviour + "\n", head);
+    answer(200, std::string(kName) + " version=" + cfg.version + " behaviour=" + cfg.behaviour + "\n", head);
   } else if (path == "/version") {
-    respond(fd, 200, cfg.version + "\n", head);
+    answer(200, cfg.version + "\n", head);
   } else if (path == "/health") {
     struct stat marker {};
     if (cfg.behaviour == "unhealthy" || (!cfg.fail_marker.empty() && ::stat(cfg.fail_marker.c_str(), &marker) == 0)) {
-      respond(fd, 500, "unhealthy\n", head);
+      answer(500, "unhealthy\n", head);
     } else {
-      respond(fd, 200, "ok\n", head);
+      answer(200, "ok\n", head);
     }
   } else if (path == "/work") {
     long ms = 0;
     if (query.rfind("ms=", 0) == 0) {
       const auto v = parse_long(query.substr(3), 0, kMaxWorkMs);
       if (!v) {
-        respond(fd, 400, "ms must be 0.." + std::to_string(kMaxWorkMs) + "\n", head);
+        answer(400, "ms must be 0.." + std::to_string(kMaxWorkMs) + "\n", head);
         return;
       }
       ms = *v;
     }
     // Not cut short by a stop signal: an in-flight request finishes during a drain.
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-    respond(fd, 200, cfg.version + "\n", head);
+    const uint64_t k = st.work_seen++;
+    if (cfg.behaviour == "errors" &&
+        static_cast<long>((k * static_cast<uint64_t>(cfg.error_percent)) % 100) < cfg.error_percent) {
+      answer(500, "error\n", head);
+      return;
+    }
+    answer(200, cfg.version + "\n", head);
+  } else if (path == "/metrics") {
+    answer(200, render_metrics(cfg, st), head);
   } else if (path == "/message") {
-    respond(fd, 200, cfg.message + "\n", head);
+    answer(200, cfg.message + "\n", head);
   } else {
-    respond(fd, 404, "not found\n", head);
+    answer(404, "not found\n", head);
   }
 }
 
@@ -407,6 +519,7 @@ int main(int argc, char** argv) {
   log_line("listening on " + cfg->bind + ":" + std::to_string(cfg->port));
 
   auto active = std::make_shared<std::atomic<int>>(0);
+  auto stats = std::make_shared<Stats>();
   while (g_stop_signal == 0) {
     const auto now = Clock::now();
     if (now >= deadline) {
@@ -422,15 +535,15 @@ int main(int argc, char** argv) {
     if (client < 0) continue;
     if (active->load() >= kMaxConcurrentClients) {
       // Too many slow clients: serve this one inline rather than growing without bound.
-      handle_client(client, *cfg);
+      handle_client(client, *cfg, *stats);
       ::close(client);
       continue;
     }
     ++*active;
     // Detached: the thread owns shared copies of everything it touches, so exiting main while
     // a client is still being served is safe.
-    std::thread([client, cfg, active] {
-      handle_client(client, *cfg);
+    std::thread([client, cfg, active, stats] {
+      handle_client(client, *cfg, *stats);
       ::close(client);
       --*active;
     }).detach();
