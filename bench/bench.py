@@ -717,6 +717,11 @@ def bench_ansible(args):
     return bench_ansible.run(args)
 
 
+def bench_status_page(args):
+    import bench_status_page  # issue 24: the status page's cost at 10,000 hosts, its own module
+    return bench_status_page.run(args)
+
+
 def bench_footprint(args):
     import bench_footprint  # figure 5, its own module
     return bench_footprint.run(args)
@@ -724,7 +729,7 @@ def bench_footprint(args):
 
 BENCHES = {"smoke": bench_smoke, "rest-smoke": bench_rest_smoke, "orchestration": bench_orchestration, "rest": bench_rest, "broadcast": bench_broadcast,
            "storm": bench_storm, "distribution": bench_distribution,
-           "ansible": bench_ansible, "footprint": bench_footprint}
+           "ansible": bench_ansible, "footprint": bench_footprint, "status-page": bench_status_page}
 
 
 def main():
@@ -756,6 +761,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="ansible: measured rounds (median reported)")
     ap.add_argument("--idle-s", type=float, default=30.0, help="footprint: idle CPU measurement window")
     ap.add_argument("--settle-s", type=float, default=5.0, help="footprint: settling after the welcome")
+    ap.add_argument("--page-window-s", type=float, default=15.0, help="status-page: each measured window")
     args = ap.parse_args()
     sys.modules.setdefault("bench", sys.modules[__name__])  # benchmark modules import this one as `bench`
     raise_nofile()

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
 
 #include "common/util/log.h"
@@ -384,7 +385,32 @@ Status HttpServer::start() {
       out = {500, "text/plain", "internal error\n"};
     }
     res.status = out.status;
-    res.set_content(out.body, out.content_type);
+    if (!out.shared || out.shared->empty()) {
+      res.set_content(out.shared ? std::string() : out.body, out.content_type);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    // A shared body: written from the cache's buffer (a content provider: no copy, and
+    // cpp-httplib compresses only chunked ones), gzip if the client takes it, nothing if the
+    // client has it already.
+    if (!out.etag.empty()) {
+      res.set_header("ETag", out.etag);
+      if (req.get_header_value("If-None-Match") == out.etag) {
+        res.status = 304;
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    res.set_header("Vary", "Accept-Encoding");
+    std::shared_ptr<const std::string> send = out.shared;
+    if (out.gzip && req.get_header_value("Accept-Encoding") == "gzip") {  // normalised by the setup below
+      send = out.gzip;
+      res.set_header("Content-Encoding", "gzip");
+    }
+    res.set_content_provider(
+        send->size(), out.content_type,
+        [send](size_t offset, size_t length, httplib::DataSink& sink) {
+          return sink.write(send->data() + offset, std::min(length, send->size() - offset));
+        },
+        nullptr);
     return httplib::Server::HandlerResponse::Handled;
   });
 

@@ -23,9 +23,19 @@
 namespace gantry::coordinator {
 
 struct HttpResponse {
+  HttpResponse() = default;
+  HttpResponse(int s, std::string type, std::string b)
+      : status(s), content_type(std::move(type)), body(std::move(b)) {}
+
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  // A body shared with a cache (body_cache.h), served instead of `body` without a copy; its
+  // gzip, served to a client that accepts gzip; its ETag: a request whose If-None-Match names
+  // it gets 304 and no body. Without them the server compresses `body` per request.
+  std::shared_ptr<const std::string> shared;
+  std::shared_ptr<const std::string> gzip;
+  std::string etag;
 };
 
 // What a handler sees of a request: the decoded path and the query parameters.

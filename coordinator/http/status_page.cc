@@ -2,10 +2,10 @@
 
 namespace gantry::coordinator {
 
-// Everything from /status reaches innerHTML only through esc(): host ids, versions, reasons and
-// messages come from agents and operators. Fields a coordinator may not send (a per-host
-// `timeline`, only for an active rollout; `history`, `desired_versions`) are drawn when present
-// and skipped when absent.
+// Everything from /status and /rollouts reaches innerHTML only through esc(): host ids, versions,
+// reasons and messages come from agents and operators. Fields a coordinator may not send (a
+// per-host `timeline`; a host's `drift` and `desired`; a rollout's `analysis`; `desired_versions`)
+// are drawn when present and skipped when absent.
 const std::string& status_page_html() {
   static const std::string kPage = R"html(<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Gantry</title>
@@ -71,6 +71,12 @@ tr.offline td{background:#fff6dc}tr.offline td:first-child{border-left:4px solid
 td.reason{max-width:28em;overflow-wrap:anywhere}
 .drift{background:#fff3d6;color:#7a4b00;border-radius:4px;padding:0 .3em;font-size:.85em}
 .svc{display:flex;flex-wrap:wrap;gap:.4em;margin:.3em 0}
+tr.drifted td:first-child{border-left:4px solid #e8a33d}
+.analysis{display:flex;flex-wrap:wrap;gap:.4em;margin:.4em 0}
+.verdict{border:1px solid var(--line);border-radius:6px;padding:.2em .6em;font-size:.88em;max-width:100%;overflow-wrap:anywhere}
+.verdict.pass{border-color:var(--healthy);background:#e6f4ea}.verdict.fail{border-color:var(--failed);background:#fbe4e2}
+.verdict.inconclusive{border-color:var(--unknown);background:#fff3d6}
+.back{font-size:.9em;margin-left:auto}
 .ver{border:1px solid var(--line);border-radius:6px;padding:.2em .6em;background:var(--card)}
 a{color:#1f5fbf}
 @media (max-width:640px){
@@ -101,7 +107,12 @@ const LEGEND=[['pending','pending'],['ordered','ordered / fetching'],['draining'
  ['verifying','verifying'],['healthy','healthy'],['failed','failed'],['unknown','unknown'],['rolling_back','rolling back'],
  ['rolled_back','rolled back'],['rollback_failed','rollback failed'],['skipped','skipped']];
 const NAMES_UP_TO=60, CELLS_UP_TO=300, FLEET_ROWS=300, POLL_MS=2000;
+const HISTORY_MS=30000;
 let data=null, selected=null, hashRollout=null;
+// ETag of the /status we hold (an unchanged snapshot comes back 304, with no body); the rollout
+// named in the address (#rollout=ID) as /rollouts/ID gave it, with its hosts and event log; the
+// history (/rollouts).
+let etag=null, viewed=null, history=null, historyAt=0, historyKey='';
 
 function dur(ms){const s=Math.max(0,Math.round(ms/1000));if(s<120)return s+' s';const m=Math.floor(s/60);
  return m<120?m+' min '+(s%60)+' s':Math.floor(m/60)+' h '+(m%60)+' min';}
@@ -139,6 +150,24 @@ function budget(r){
   `<span class="meter${spent?' spent':''}"><i style="width:${pct.toFixed(1)}%"></i></span></div>`;
 }
 
+function tlText(tl){return (tl||[]).map(t=>String(t.phase||'').replace('_',' ')+(t.at_ms?' '+new Date(t.at_ms).toLocaleTimeString():'')).join(' → ');}
+
+// Metric analysis (plan.analysis): each query's latest verdict, and the gate after a batch.
+function analysisHtml(r){
+ const a=r.analysis;
+ if(a&&typeof a==='object'&&Array.isArray(a.queries)&&a.queries.length){
+  let h=`<div class="analysis">`+a.queries.map(q=>{const v=String(q.verdict||'none');
+   return `<span class="verdict ${esc(v)}" data-verdict="${esc(q.name)}"><b>${esc(q.name)}</b>: ${esc(v.replace('_',' '))}`+
+    (q.value!=null?` · ${esc(q.value)}`:'')+(q.threshold?` (wants ${esc(q.threshold)})`:'')+
+    (q.consecutive_failures?` · failing ${esc(q.consecutive_failures)} of ${esc(q.failure_limit)}`:'')+
+    (q.message?`<br><span class="muted">${esc(q.message)}</span>`:'')+`</span>`;}).join('')+`</div>`;
+  if(a.gate_batch!=null&&a.gate_batch>=0)h+=`<div class="muted">analysis gate after batch ${esc(a.gate_batch+1)}${a.gate_until>0?' judges evaluations from '+esc(new Date(a.gate_until).toLocaleTimeString()):''}${a.hold?' · <b>held: an evaluation was inconclusive</b>':''}</div>`;
+  return h;
+ }
+ if(Array.isArray(r.verdicts))return `<div class="analysis">`+r.verdicts.map(v=>`<span class="verdict ${esc(v.result||v.verdict||'')}">${esc(v.name||'')}: ${esc(v.result||v.verdict||'')}</span>`).join('')+`</div>`;
+ return '';
+}
+
 function batchesOf(r){
  const slots={}; for(const h of (r.hosts||[]))slots[h.host_id]=h;
  let rows=[];
@@ -149,7 +178,7 @@ function batchesOf(r){
 
 function cellsHtml(r,hosts,fleet,names){
  return hosts.map(h=>{const l=look(r,h,fleet);
-  const tip=h.host_id+': '+(l.phase||h.state)+(h.message?' — '+h.message:'');
+  const tip=h.host_id+': '+(l.phase||h.state)+(h.message?' — '+h.message:'')+(Array.isArray(h.timeline)&&h.timeline.length?'\n'+tlText(h.timeline):'');
   const sel=selected&&selected.r===r.id&&selected.h===h.host_id;
   return `<div class="tile ${esc(l.cls)}" data-host="${esc(h.host_id)}" data-state="${esc(h.state)}" data-phase="${esc(l.phase)}"`+
    ` data-r="${esc(r.id)}" title="${esc(tip)}"${sel?' data-sel="1"':''}>${names?esc(h.host_id):''}</div>`;}).join('');
@@ -163,7 +192,7 @@ function aggHtml(r,hosts,fleet){
   `</div><div class="counts">`+order.map(k=>`${esc(k.replace('_',' '))} ${esc(n[k])}`).join(' · ')+`</div></div>`;
 }
 
-function rolloutHtml(r,fleet){
+function rolloutHtml(r,fleet,full){
  const c=r.counts||{}, p=r.plan||{}, rows=batchesOf(r), total=c.total||0;
  const pauses=new Set(p.pause_after||[]);
  const names=total<=NAMES_UP_TO;
@@ -171,7 +200,8 @@ function rolloutHtml(r,fleet){
  let h=`<div class="card" id="r${esc(r.id)}"><div class="title"><b>Rollout ${esc(r.id)}: ${esc(r.service)} → ${esc(r.version)}</b>`+
   `<span class="badge ${esc(r.phase)}">${esc(String(r.phase).replace('_',' '))}</span>`+
   (r.kind&&r.kind!=='rollout'?`<span class="badge">${esc(r.kind)}</span>`:'')+
-  (r.waiting_promote?`<span class="badge paused">waiting for promote</span>`:'')+`</div>`;
+  (r.waiting_promote?`<span class="badge paused">waiting for promote</span>`:'')+
+  (full?`<a class="back" href="#">all rollouts</a>`:`<a class="back" href="#rollout=${esc(r.id)}">event log</a>`)+`</div>`;
  h+=`<div class="facts muted"><span>by ${esc(r.created_by||'?')}</span><span>${esc(when(r.created_at))}</span>`+
   `<span>${r.finished_at>0?'took':'running for'} ${esc(dur(end-r.created_at))}</span>`+(r.reason?`<span>why: ${esc(r.reason)}</span>`:'')+`</div>`;
  h+=`<div class="facts"><span>batch ${esc(r.batch)} of ${esc(r.batches_total)}</span><span>healthy ${esc(c.healthy)} · failed ${esc(c.failed)} · `+
@@ -180,7 +210,7 @@ function rolloutHtml(r,fleet){
   ((c.skipped||0)>0?` · skipped ${esc(c.skipped)}`:'')+`</span></div>`;
  h+=budget(r);
  if(r.end_reason)h+=`<div class="muted">${esc(r.end_reason)}</div>`;
- if(Array.isArray(r.verdicts))h+=`<div class="facts">`+r.verdicts.map(v=>`<span class="badge">${esc(v.name||'')}: ${esc(v.result||v.verdict||'')}</span>`).join('')+`</div>`;
+ h+=analysisHtml(r);
  h+=`<div class="${names?'':'small'}">`;
  rows.forEach((hosts,i)=>{
   const cur=ACTIVE.includes(r.phase)&&i===r.batch-1;
@@ -192,15 +222,15 @@ function rolloutHtml(r,fleet){
   }
  });
  h+=`</div><div class="legend">`+LEGEND.map(([k,t])=>`<span><i class="${k}"></i>${t}</span>`).join('')+`</div>`;
- const ev=(r.recent_events||[]).slice(-10);
- if(ev.length)h+=`<details${ACTIVE.includes(r.phase)?' open':''}><summary class="muted">recent events</summary><div class="events">`+
-  ev.map(e=>esc(new Date(e.at).toLocaleTimeString()+'  '+e.message)).join('\n')+`</div></details>`;
+ const ev=full&&Array.isArray(r.events)?r.events:(r.recent_events||[]).slice(-10);
+ if(ev.length)h+=`<details${full||ACTIVE.includes(r.phase)?' open':''}><summary class="muted">${full?'event log ('+esc(ev.length)+(r.events_left_out?', '+esc(r.events_left_out)+' older left out':'')+')':'recent events'}</summary><div class="events" id="${full?'eventlog':''}">`+
+  ev.map(e=>esc(new Date(e.at).toLocaleString()+'  '+e.message)).join('\n')+`</div></details>`;
  return h+`</div>`;
 }
 
 function detailHtml(fleet){
  if(!selected||!data)return '';
- const r=(data.rollouts||[]).find(x=>x.id===selected.r);
+ const r=shownRollouts().find(x=>x.id===selected.r);
  const close=`<button class="close" title="close" data-close="1">×</button>`;
  if(selected.agg){
   if(!r)return '';
@@ -224,48 +254,76 @@ function detailHtml(fleet){
  s+='</dl>';
  const tl=h&&Array.isArray(h.timeline)?h.timeline:null;
  if(tl&&tl.length)s+=`<div class="muted">timeline</div><ol class="tl">`+tl.map(t=>`<li>${esc(String(t.phase||'').replace('_',' '))} <span class="muted">${esc(t.at_ms?new Date(t.at_ms).toLocaleTimeString():'')}</span>${t.message?' — '+esc(t.message):''}</li>`).join('')+`</ol>`;
- const mine=r?(r.recent_events||[]).filter(e=>String(e.message).includes(selected.h)):[];
+ const mine=r?(r.events||r.recent_events||[]).filter(e=>String(e.message).includes(selected.h)):[];
  if(mine.length)s+=`<div class="muted">events</div><div class="events">`+mine.map(e=>esc(new Date(e.at).toLocaleTimeString()+'  '+e.message)).join('\n')+`</div>`;
  return s;
 }
 
 function historyHtml(){
- const rs=(Array.isArray(data.history)?data.history:(data.rollouts||[])).slice().sort((a,b)=>b.created_at-a.created_at);
+ const rs=(Array.isArray(history)?history:(data.rollouts||[])).slice().sort((a,b)=>b.created_at-a.created_at);
  if(!rs.length)return '<span class="muted">No rollouts yet.</span>';
- const shown=new Set((data.rollouts||[]).map(r=>r.id));
  return `<table><thead><tr><th>#</th><th>service</th><th>version</th><th>result</th><th>who</th><th>why</th><th>started</th><th>took</th><th>how it ended</th></tr></thead><tbody>`+
-  rs.map(r=>`<tr><td>${shown.has(r.id)?`<a href="#rollout=${esc(r.id)}">${esc(r.id)}</a>`:esc(r.id)}</td><td>${esc(r.service)}</td><td>${esc(r.version)}${r.kind&&r.kind!=='rollout'?' ('+esc(r.kind)+')':''}</td>`+
+  rs.map(r=>`<tr data-history="${esc(r.id)}"><td><a href="#rollout=${esc(r.id)}">${esc(r.id)}</a></td><td>${esc(r.service)}</td><td>${esc(r.version)}${r.kind&&r.kind!=='rollout'?' ('+esc(r.kind)+')':''}</td>`+
    `<td><span class="badge ${esc(r.phase)}">${esc(String(r.phase).replace('_',' '))}</span></td><td>${esc(r.created_by)}</td><td class="reason">${esc(r.reason)}</td>`+
    `<td>${esc(when(r.created_at))}</td><td>${r.finished_at>0?esc(dur(r.finished_at-r.created_at)):'…'}</td><td class="reason muted">${esc(r.end_reason||'')}</td></tr>`).join('')+
-  `</tbody></table>`+(Array.isArray(data.history)?'':'<div class="muted">The latest rollout of each service; the full history: gantry history.</div>');
+  `</tbody></table>`+(Array.isArray(history)?`<div class="muted">${esc(rs.length)} rollout(s), newest first; each links to its own view with its hosts, timelines and event log.</div>`:'<div class="muted">The latest rollout of each service (the history could not be read).</div>');
 }
 
+// Drift as the coordinator states it (its desired state per service: `desired` [{service,
+// version, held, drifted_hosts}]; per host `drift`, `desired` and `drift_services` [{service,
+// running, desired}]), when /status carries it; otherwise the page's own figure: a version other
+// than the one the service's latest rollout made succeed, not while a rollout of it runs.
 function fleetHtml(){
  const hosts=data.hosts||[], rs=data.rollouts||[];
  if(!hosts.length)return '<span class="muted">No hosts have connected yet.</span>';
- // What each service should run: the coordinator's own figure when it sends one, else the
- // version its latest rollout made succeed. A service with a rollout under way has no drift.
  const want={}, busy=new Set();
  for(const r of rs){if(ACTIVE.includes(r.phase))busy.add(r.service);}
- if(data.desired_versions&&typeof data.desired_versions==='object')Object.assign(want,data.desired_versions);
+ const held={};
+ if(Array.isArray(data.desired))for(const d of data.desired){if(d&&d.service){want[d.service]=d.version;if(d.held)held[d.service]=1;}}
  else for(const r of rs.slice().sort((a,b)=>a.created_at-b.created_at))if(r.phase==='succeeded')want[r.service]=r.version;
- const by={};
+ const stated=hosts.some(h=>typeof h.drift==='boolean');
+ // Whether service entry s of host h drifts, and what it should run.
+ const drift=(h,s)=>{
+  if(stated){
+   if(Array.isArray(h.drift_services)){const x=h.drift_services.find(y=>y&&y.service===s.name);return {d:!!x,want:x?x.desired||'':''};}
+   return {d:h.drift===true,want:h.drift===true&&typeof h.desired==='string'?h.desired:''};}
+  return {d:!!(want[s.name]&&!busy.has(s.name)&&(s.current_version||'')!==want[s.name]),want:want[s.name]||''};
+ };
+ const hostDrifts=h=>stated?h.drift===true:(h.services||[]).some(s=>drift(h,s).d);
+ const by={}, drifted={};
  for(const h of hosts)for(const s of (h.services||[])){const m=(by[s.name]=by[s.name]||{});const v=s.current_version||'(none)';
-  (m[v]=m[v]||{n:0,unknown:0}).n++;if(!h.online)m[v].unknown++;}
+  const x=(m[v]=m[v]||{n:0,unknown:0,drift:0});x.n++;if(!h.online)x.unknown++;if(drift(h,s).d){x.drift++;drifted[s.name]=(drifted[s.name]||0)+1;}}
  let out='';
  for(const name of Object.keys(by).sort()){
-  out+=`<div><b>${esc(name)}</b>${want[name]?` <span class="muted">wants ${esc(want[name])}${busy.has(name)?' (rollout under way)':''}</span>`:''}<div class="svc">`+
+  out+=`<div data-service="${esc(name)}"><b>${esc(name)}</b>${want[name]?` <span class="muted">${Array.isArray(data.desired)?'desired':'wants'} ${esc(want[name])}${held[name]?' (held)':''}${busy.has(name)?' (rollout under way)':''}</span>`:''}`+
+   (drifted[name]?` <span class="drift">${esc(drifted[name])} drifted</span>`:'')+`<div class="svc">`+
    Object.entries(by[name]).sort((a,b)=>b[1].n-a[1].n).map(([v,x])=>`<span class="ver">${esc(v)}: <b>${esc(x.n)}</b>${x.unknown?` <span class="muted">(${esc(x.unknown)} unknown)</span>`:''}`+
-    `${want[name]&&!busy.has(name)&&v!==want[name]?' <span class="drift">drift</span>':''}</span>`).join('')+`</div></div>`;
+    `${x.drift?` <span class="drift">drift${x.drift<x.n?' '+esc(x.drift):''}</span>`:''}</span>`).join('')+`</div></div>`;
  }
- const sorted=hosts.slice().sort((a,b)=>(a.online===b.online?0:a.online?1:-1)||String(a.host_id).localeCompare(String(b.host_id)));
+ // Unknown hosts first, then drifted ones, then by id.
+ const rank=h=>h.online?(hostDrifts(h)?1:2):0;
+ const sorted=hosts.slice().sort((a,b)=>rank(a)-rank(b)||String(a.host_id).localeCompare(String(b.host_id)));
  out+=`<div class="scroll"><table><thead><tr><th>host</th><th>state</th><th>runs</th><th>agent</th><th>last seen</th></tr></thead><tbody>`+
-  sorted.slice(0,FLEET_ROWS).map(h=>`<tr class="${h.online?'':'offline'}" data-fleet-host="${esc(h.host_id)}"><td>${esc(h.host_id)}</td><td>${esc(h.state)}</td><td>`+
-   (h.services||[]).map(s=>{const d=want[s.name]&&!busy.has(s.name)&&(s.current_version||'')!==want[s.name];
-    return `${esc(s.name)} ${esc(s.current_version||'-')}${d?' <span class="drift">drift</span>':''}`;}).join('<br>')+
-   `</td><td>${esc(h.agent_version)}</td><td>${esc(ago(h.last_seen_ms_ago))}</td></tr>`).join('')+`</tbody></table></div>`;
- if(hosts.length>FLEET_ROWS)out+=`<div class="muted">${esc(FLEET_ROWS)} of ${esc(hosts.length)} hosts shown, unknown first.</div>`;
+  sorted.slice(0,FLEET_ROWS).map(h=>{const hd=hostDrifts(h);
+   return `<tr class="${h.online?'':'offline'}${hd?' drifted':''}" data-fleet-host="${esc(h.host_id)}" data-drift="${hd?1:0}"><td>${esc(h.host_id)}</td><td>${esc(h.state)}</td><td>`+
+   ((h.services||[]).map(s=>{const d=drift(h,s);
+    return `${esc(s.name)} ${esc(s.current_version||'-')}${d.d?` <span class="drift">drift${d.want?': wants '+esc(d.want):''}</span>`:''}`;}).join('<br>')||
+    (hd?`<span class="drift">drift${typeof h.desired==='string'&&h.desired?': wants '+esc(h.desired):''}</span>`:''))+
+   `</td><td>${esc(h.agent_version)}</td><td>${esc(ago(h.last_seen_ms_ago))}</td></tr>`;}).join('')+`</tbody></table></div>`;
+ if(hosts.length>FLEET_ROWS)out+=`<div class="muted">${esc(FLEET_ROWS)} of ${esc(hosts.length)} hosts shown, unknown first, then drifted.</div>`;
  return out;
+}
+
+// The rollouts drawn now: the one the address names, else the active ones, else the latest.
+function shownRollouts(){
+ const rs=data.rollouts||[];
+ if(hashRollout!=null){
+  if(viewed&&viewed.id===hashRollout&&viewed.r)return [viewed.r];
+  const c=rs.find(r=>String(r.id)===hashRollout);return c?[c]:[];
+ }
+ const act=rs.filter(r=>ACTIVE.includes(r.phase));
+ if(act.length)return act;
+ return rs.length?[rs.slice().sort((a,b)=>b.created_at-a.created_at)[0]]:[];
 }
 
 function render(){
@@ -273,47 +331,70 @@ function render(){
  const fleet={}; for(const h of hosts)fleet[h.host_id]=h;
  const online=hosts.filter(h=>h.online).length, act=rs.filter(r=>ACTIVE.includes(r.phase));
  $('summary').textContent=`${hosts.length} hosts, ${online} online, ${hosts.length-online} unknown; ${act.length} active rollout(s); updated ${new Date().toLocaleTimeString()}`;
- let show=act;
- const chosen=hashRollout!=null&&rs.find(r=>String(r.id)===hashRollout);
- if(chosen)show=[chosen];
- else if(!show.length&&rs.length)show=[rs.slice().sort((a,b)=>b.created_at-a.created_at)[0]];
- $('rollouts').innerHTML=(show.length?`<h2>${chosen?'Rollout '+esc(chosen.id):act.length?'Active rollout'+(act.length>1?'s':''):'Last rollout'}</h2>`+show.map(r=>rolloutHtml(r,fleet)).join(''):
-  '<h2>Rollouts</h2><div class="card muted">No rollouts yet.</div>');
+ const show=shownRollouts(), full=hashRollout!=null;
+ let head=full?'Rollout '+esc(hashRollout):act.length?'Active rollout'+(act.length>1?'s':''):'Last rollout';
+ let body=show.map(r=>rolloutHtml(r,fleet,full)).join('');
+ if(full&&!show.length)body=`<div class="card">${viewed&&viewed.id===hashRollout&&viewed.err?esc(viewed.err):'fetching…'} <a class="back" href="#">all rollouts</a></div>`;
+ $('rollouts').innerHTML=show.length||full?`<h2>${head}</h2>`+body:'<h2>Rollouts</h2><div class="card muted">No rollouts yet.</div>';
  for(const t of document.querySelectorAll('.tile[data-sel]'))t.classList.add('sel');
  $('detail').innerHTML=detailHtml(fleet);
  $('history').innerHTML=historyHtml();
  $('fleet').innerHTML=fleetHtml();
 }
 
+// GET a JSON document; with `tag`, an unchanged one comes back as {same:true}.
+async function getJson(url,tag){
+ const res=await fetch(url,{cache:'no-store',headers:tag?{'If-None-Match':tag}:{}});
+ if(res.status===304)return {same:true};
+ if(res.status===404)throw new Error('not found');
+ if(!res.ok)throw new Error('HTTP '+res.status);
+ return {json:await res.json(),etag:res.headers.get('ETag')};
+}
+
 let timer=null;
 async function refresh(){
  clearTimeout(timer);
+ let changed=false;
  try{
-  const res=await fetch('/status',{cache:'no-store'});
-  if(!res.ok)throw new Error('HTTP '+res.status);
-  data=await res.json();
-  render();
+  const s=await getJson('/status',etag);
+  if(!s.same){data=s.json;etag=s.etag;changed=true;}
   $('stale').style.display='none';
  }catch(e){
   $('stale').textContent='coordinator unreachable ('+e.message+'); showing what it last said';
   $('stale').style.display='block';
   if(!data)$('summary').textContent='coordinator unreachable';
  }
+ if(data){
+  // The rollout the address names: once, and again at each poll while it is active.
+  if(hashRollout!=null&&(!viewed||viewed.id!==hashRollout||(viewed.r&&ACTIVE.includes(viewed.r.phase)))){
+   const id=hashRollout;
+   try{const v=await getJson('/rollouts/'+id);viewed={id,r:v.json};}
+   catch(e){if(!viewed||viewed.id!==id||!viewed.r)viewed={id,err:'rollout '+id+': '+e.message};}
+   changed=true;
+  }
+  // The history: when a rollout started or ended, and every 30 s.
+  const key=(data.rollouts||[]).map(r=>r.id+r.phase).join();
+  if(key!==historyKey||Date.now()-historyAt>=HISTORY_MS){
+   try{history=(await getJson('/rollouts')).json.rollouts;historyKey=key;historyAt=Date.now();changed=true;}catch(e){}
+  }
+  if(changed)render();
+  else $('summary').textContent=$('summary').textContent.replace(/updated .*$/,'updated '+new Date().toLocaleTimeString());
+ }
  // Every 2 s while the page is looked at; every 30 s in a background tab.
  timer=setTimeout(refresh,document.hidden?30000:POLL_MS);
 }
-function readHash(){const m=/^#rollout=(\d+)$/.exec(location.hash);hashRollout=m?m[1]:null;}
+function readHash(){const m=/^#rollout=(\d{1,18})$/.exec(location.hash);hashRollout=m?m[1]:null;}
 document.addEventListener('click',e=>{
  const t=e.target.closest('[data-host],[data-agg],[data-close],[data-fleet-host]');
  if(!t)return;
  if(t.dataset.close)selected=null;
  else if(t.dataset.agg)selected={r:Number(t.dataset.r),agg:t.dataset.agg};
- else if(t.dataset.fleetHost){const r=data&&(data.rollouts||[]).find(x=>(x.hosts||[]).some(h=>h.host_id===t.dataset.fleetHost));
+ else if(t.dataset.fleetHost){const r=data&&shownRollouts().concat(data.rollouts||[]).find(x=>(x.hosts||[]).some(h=>h.host_id===t.dataset.fleetHost));
   selected={r:r?r.id:null,h:t.dataset.fleetHost};}
  else selected={r:Number(t.dataset.r),h:t.dataset.host};
  if(data)render();
 });
-window.addEventListener('hashchange',()=>{readHash();if(data)render();});
+window.addEventListener('hashchange',()=>{readHash();selected=null;if(data){render();refresh();}});
 document.addEventListener('visibilitychange',()=>{if(!document.hidden)refresh();});
 readHash();
 refresh();

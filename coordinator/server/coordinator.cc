@@ -1,5 +1,7 @@
 #include "coordinator/server/coordinator.h"
 
+#include "coordinator/server/convergence.h"
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -11,9 +13,12 @@
 #include "coordinator/server/agent_channel.h"
 #include "coordinator/server/agent_sender.h"
 #include "coordinator/server/artifact_server.h"
+#include "coordinator/server/http_routes.h"
 #include "coordinator/server/artifacts.h"
 #include "coordinator/server/checkpoint_policy.h"
+#include "coordinator/server/requested_views.h"
 #include "coordinator/server/keyring.h"
+#include "coordinator/server/rollout_views.h"
 #include "coordinator/server/operator_api.h"
 #include "coordinator/server/rollout_executor.h"
 #include "coordinator/server/status_snapshot.h"
@@ -92,6 +97,7 @@ Status Coordinator::start() {
   prom_ = std::make_unique<analysis::HttpPromQuerier>();
   query_runner_ = std::make_unique<analysis::ThreadedQueryRunner>(*prom_);
   analysis_ = std::make_unique<analysis::AnalysisScheduler>(
+  convergence_ = std::make_unique<Convergence>(*executor_, *store_, registry_, clock_);
       *executor_, registry_, *query_runner_, metrics_, cfg_.prometheus, [this] { return executor_->decision_now(); });
 
   // Allowlists first: the ZAP handler answers from them as soon as a socket is bound.
@@ -122,6 +128,7 @@ Status Coordinator::start() {
   snapshot_ = std::make_unique<StatusSnapshot>(clock_, changed_, [this] {
     Published p;
     try {
+  operator_api_->set_convergence(convergence_.get());
       p.status_json = operator_api_->status("", /*with_timelines=*/true)
                           .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     } catch (const std::exception& e) {
@@ -144,14 +151,10 @@ Status Coordinator::start() {
 
   if (auto s = bind_sockets(); !s.ok()) return s;
   if (!cfg_.http_address.empty()) {
-    http_ = std::make_unique<HttpServer>(cfg_.http_address, [this](const std::string& path) {
-      if (path == "/" || path == "/index.html")
-        return HttpResponse{200, "text/html; charset=utf-8", status_page_html()};
-      if (path != "/metrics" && path != "/status") return HttpResponse{404, "text/plain", "not found\n"};
-      auto p = snapshot_->fresh();
-      if (path == "/metrics") return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", p->metrics_text};
-      return HttpResponse{200, "application/json", p->status_json};
-    });
+    views_ = std::make_unique<RequestedViews>(clock_, [this](const std::string& key) { return build_view(key); });
+    routes_ = std::make_unique<HttpRoutes>(*snapshot_, *views_);
+    http_ = std::make_unique<HttpServer>(
+        cfg_.http_address, HttpServer::RequestHandler([this](const HttpRequest& r) { return routes_->handle(r); }));
     if (auto s = http_->start(); !s.ok()) return s;
     endpoints_["http"] = http_->bound_address();
   } else {
@@ -306,6 +309,39 @@ void Coordinator::serve(const zmq::pollitem_t* items, const std::vector<zmq::pol
       agents_at_rest_ = executor_->idle();
     }
   }
+  if (views_) views_->on_loop_turn();
+}
+
+// A view /rollouts or /rollouts/ID asked for (http_routes.h), on the loop's thread.
+BuiltView Coordinator::build_view(const std::string& key) {
+  BuiltView v;
+  const auto dump = [](const nlohmann::json& j) {
+    return std::make_shared<const std::string>(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  };
+  try {
+    Expected<nlohmann::json> j = nlohmann::json();
+    if (key == "history") {
+      j = history_view(*store_, "", HttpRoutes::kHistoryLimit);
+    } else if (key.rfind("rollout/", 0) == 0) {
+      j = rollout_view_by_id(*store_, *executor_, std::stoull(key.substr(8)), /*with_events=*/true);
+      if (j && j->contains("events") && (*j)["events"].size() > static_cast<size_t>(HttpRoutes::kEventsKept)) {
+        auto& ev = (*j)["events"];
+        (*j)["events_left_out"] = ev.size() - HttpRoutes::kEventsKept;
+        ev.erase(ev.begin(), ev.end() - HttpRoutes::kEventsKept);
+      }
+    }
+    if (!j) {
+      v.status = j.error().code == "not_found" ? 404 : 500;
+      v.body = dump({{"error", j.error().message}});
+    } else {
+      v.body = dump(*j);
+    }
+  } catch (const std::exception& e) {
+    L()->error("cannot build the HTTP view {}: {}", key, e.what());
+    v.status = 500;
+    v.body = dump({{"error", e.what()}});
+  }
+  return v;
   if (artifact_server_->has_deferred()) artifact_server_->serve_deferred();
   if (items[1].revents & ZMQ_POLLIN) operator_api_->serve(*operators_);
   on_timers();
@@ -319,7 +355,7 @@ Millis Coordinator::poll_timeout_ms() {
   if (Millis due = analysis_->next_due(); due > 0)
     t = std::min(t, std::max<Millis>(0, due - executor_->decision_now()));
   if (Millis deadline = executor_->next_deadline(); deadline > 0)
-    t = std::min(t, std::max<Millis>(0, deadline - clock_.wall_ms()));
+    t = std::min(t, std::max<Millis>(0, deadline - executor_->decision_now()));
   return t;
 }
 
@@ -355,3 +391,5 @@ void Coordinator::on_timers() {
 }
 
 }  // namespace gantry::coordinator
+  convergence_->tick();
+  metrics_.drifted_hosts = convergence_->counts();

@@ -30,13 +30,18 @@ class HttpPromQuerier;
 class ThreadedQueryRunner;
 }  // namespace analysis
 class AgentChannel;
+struct BuiltView;
 class AgentSender;
 class ArtifactServer;
 class ArtifactStore;
 class CheckpointAtRest;
+class HttpRoutes;
 class HttpServer;
+class Convergence;
+class HttpRoutes;
 class KeyRing;
 class OperatorApi;
+class RequestedViews;
 class PubSignalSink;
 class RefusalLog;
 class RolloutExecutor;
@@ -64,6 +69,7 @@ class Coordinator {
   Status bind_sockets();
   // One turn's work after poll; what escapes a part is logged and the loop goes on.
   void serve(const zmq::pollitem_t* items, const std::vector<zmq::pollitem_t>& auth_items);
+  BuiltView build_view(const std::string& key);  // for views_, on the loop
   void on_timers();
   Millis poll_timeout_ms();
 
@@ -89,10 +95,13 @@ class Coordinator {
   // Metric analysis: the querier outlives the runner's thread, the runner the scheduler.
   std::unique_ptr<analysis::HttpPromQuerier> prom_;
   std::unique_ptr<analysis::ThreadedQueryRunner> query_runner_;
+  std::unique_ptr<Convergence> convergence_;
   std::unique_ptr<analysis::AnalysisScheduler> analysis_;
   std::unique_ptr<UdpHeartbeats> udp_;
   std::unique_ptr<ArtifactServer> artifact_server_;
   std::unique_ptr<AgentChannel> channel_;
+  std::unique_ptr<RequestedViews> views_;  // /rollouts, /rollouts/ID
+  std::unique_ptr<HttpRoutes> routes_;
   std::unique_ptr<OperatorApi> operator_api_;
   std::unique_ptr<StatusSnapshot> snapshot_;
   std::unique_ptr<CheckpointAtRest> checkpoint_;

@@ -34,6 +34,7 @@ struct Metrics {
   std::map<std::string, uint64_t> rollouts_ended;        // by final phase
   std::map<std::string, Histogram> phase_seconds;        // agent-reported phase durations
   std::map<std::string, uint64_t> analysis_evaluations;  // metric analysis evaluations, by verdict
+  std::map<std::string, size_t> drifted_hosts;           // by service with a desired state (Convergence)
   void observe_timing(const std::string& phase, uint64_t ms);
 };
 

@@ -252,13 +252,22 @@ proto::OpReply OperatorApi::answer(const transport::Incoming& in) {
 }
 
 nlohmann::json OperatorApi::status(const std::string& service, bool with_timelines) {
-  return value_or_throw(
-      status_view(d_.store, d_.executor, d_.registry, d_.epoch, d_.clock.wall_ms(), service, with_timelines));
+  auto view =
+      value_or_throw(status_view(d_.store, d_.executor, d_.registry, d_.epoch, d_.clock.wall_ms(), service, with_timelines));
+  if (convergence_) {
+    if (view.contains("hosts")) convergence_->annotate(view["hosts"]);
+    view["desired"] = convergence_->desired_json();
+  }
+  return view;
 }
 
 // ---- handlers -------------------------------------------------------------------
 
-nlohmann::json OperatorApi::op_hosts(const Call&) { return {{"hosts", d_.registry.to_json(d_.clock.wall_ms())}}; }
+nlohmann::json OperatorApi::op_hosts(const Call&) {
+  nlohmann::json hosts = d_.registry.to_json(d_.clock.wall_ms());
+  if (convergence_) convergence_->annotate(hosts);
+  return {{"hosts", std::move(hosts)}};
+}
 
 nlohmann::json OperatorApi::op_status(const Call& c) { return status(arg_name(c.args, "service", false)); }
 
@@ -545,25 +554,7 @@ nlohmann::json OperatorApi::op_rollback_plan(const Call& c) {
 }
 
 nlohmann::json OperatorApi::op_history(const Call& c) {
-  std::string service = arg_name(c.args, "service", false);
-  auto rows = value_or_throw(d_.store.rollouts(service, false, 1000, /*with_hosts=*/false));
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& r : rows) {
-    std::string end_reason = r.state.is_object() ? r.state.value("end_reason", std::string()) : std::string();
-    out.push_back({{"id", r.id},
-                   {"service", r.service},
-                   {"version", r.version},
-                   {"kind", r.kind},
-                   {"phase", r.phase},
-                   {"revision", r.revision},
-                   {"created_by", r.created_by},
-                   {"reason", r.reason},
-                   {"created_at", r.created_at},
-                   {"finished_at", r.finished_at},
-                   {"end_reason", end_reason},
-                   {"plan", r.state.is_object() && r.state.contains("plan") ? r.state["plan"] : nlohmann::json()}});
-  }
-  return {{"rollouts", out}};
+  return value_or_throw(history_view(d_.store, arg_name(c.args, "service", false), 1000));
 }
 
 nlohmann::json OperatorApi::op_audit(const Call& c) {

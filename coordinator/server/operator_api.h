@@ -20,6 +20,7 @@
 #include "coordinator/server/change_flag.h"
 #include "coordinator/server/keyring.h"
 #include "coordinator/server/metrics.h"
+#include "coordinator/server/convergence.h"
 #include "coordinator/server/rollout_executor.h"
 #include "coordinator/store/store.h"
 
@@ -78,6 +79,9 @@ class OperatorApi {
   using AnalysisPreview = std::function<nlohmann::json(const rollout::AnalysisSpec&, const std::string& service,
                                                        const std::vector<rollout::HostCandidate>& hosts)>;
   void set_analysis_preview(AnalysisPreview f) { analysis_preview_ = std::move(f); }
+  // Where `hosts` and `status` get each host's drift and each service's desired state from.
+  // Unset: they show none.
+  void set_convergence(const Convergence* c) { convergence_ = c; }
   // The reply to one request as read from the socket: decoded, its key's role looked up, handled.
   proto::OpReply answer(const transport::Incoming& in);
 
@@ -124,6 +128,7 @@ class OperatorApi {
   Deps d_;
   std::function<void(int fd)> proven_;
   AnalysisPreview analysis_preview_;
+  const Convergence* convergence_ = nullptr;
 };
 
 }  // namespace gantry::coordinator

@@ -122,3 +122,31 @@ Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor&
 }
 
 }  // namespace gantry::coordinator
+
+namespace gantry::coordinator {
+
+Expected<nlohmann::json> history_view(store::Store& store, const std::string& service, int limit) {
+  auto rows = store.rollouts(service, false, limit, /*with_hosts=*/false);
+  if (!rows) return rows.error();
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : *rows) {
+    std::string end_reason = r.state.is_object() ? r.state.value("end_reason", std::string()) : std::string();
+    out.push_back(
+        {{"id", r.id},
+         {"service", r.service},
+         {"version", r.version},
+         {"kind", r.kind},
+         {"phase", r.phase},
+         {"revision", r.revision},
+         {"created_by", r.created_by},
+         {"reason", r.reason},
+         {"created_at", r.created_at},
+         {"finished_at", r.finished_at},
+         {"end_reason", end_reason},
+         {"plan", r.state.is_object() && r.state.contains("plan") ? rollout::plan_with_query_names(r.state["plan"])
+                                                                  : nlohmann::json()}});
+  }
+  return nlohmann::json{{"rollouts", out}};
+}
+
+}  // namespace gantry::coordinator

@@ -27,6 +27,10 @@ Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutR
 Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutExecutor& exec, uint64_t id,
                                             bool with_events, int64_t events_after = 0, bool with_hosts = true);
 
+// The rollouts, newest first (at most `limit`; `service` empty: all): who started each, why,
+// its result and how it ended, without hosts (`gantry history`, and /rollouts over HTTP).
+Expected<nlohmann::json> history_view(store::Store& store, const std::string& service, int limit);
+
 // The newest rollout of each service (or of `service`), with its last events, and every host;
 // with `with_timelines`, an active rollout's hosts with their timelines (from memory). The
 // operator reply leaves them out: they would nest deeper than the protocol's decode limit

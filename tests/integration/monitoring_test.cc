@@ -237,7 +237,7 @@ TEST(Monitoring, StatusEndpointCarriesTheSameFactsAsCliStatusJson) {
   auto page = gantry::testing::http_get(http_port(f), "/", 5000);
   ASSERT_TRUE(page.has_value());
   EXPECT_EQ(page->status, 200);
-  EXPECT_NE(page->body.find("fetch('/status'"), std::string::npos);
+  EXPECT_NE(page->body.find("getJson('/status'"), std::string::npos);  // the page polls /status
   auto missing = gantry::testing::http_get(http_port(f), "/nope", 5000);
   ASSERT_TRUE(missing.has_value());
   EXPECT_EQ(missing->status, 404);

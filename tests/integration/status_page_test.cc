@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -137,6 +138,11 @@ class StatusPage : public ::testing::Test {
     return r && r->status == 200 ? parse(r->body) : nlohmann::json();
   }
 
+  static nlohmann::json get_json(Fleet& f, const std::string& path) {
+    auto r = gantry::testing::http_get(port_of(f.endpoints().http), path, 5000);
+    return r && r->status == 200 ? parse(r->body) : nlohmann::json();
+  }
+
   static nlohmann::json rollout(Fleet& f, const std::string& version) {
     auto s = status(f);
     if (s.contains("rollouts"))
@@ -239,6 +245,89 @@ TEST_F(StatusPage, ShowsEveryHostsStateThroughARolloutAndARollback) {
   EXPECT_NE(dom.find("bad release on host-3"), std::string::npos);
   // The fleet view: every host, by service and version.
   for (int i = 0; i < f.size(); ++i) EXPECT_NE(dom.find("data-fleet-host=\"" + f.host_id(i) + "\""), std::string::npos);
+
+  // The history (/rollouts) has both rollouts, though /status carries only the latest of the
+  // service; each links to its own view.
+  const auto hist = get_json(f, "/rollouts");
+  ASSERT_EQ(hist["rollouts"].size(), 2u) << hist.dump(2);
+  for (const auto& h : hist["rollouts"]) {
+    const std::string id = std::to_string(h.value("id", 0));
+    EXPECT_NE(dom.find("data-history=\"" + id + "\""), std::string::npos) << id;
+    EXPECT_NE(dom.find("href=\"#rollout=" + id + "\""), std::string::npos) << id;
+  }
+  // v1's own view (#rollout=ID, read from /rollouts/ID: an ended rollout, from the store): each
+  // host in the state /rollouts/ID gives it, its timeline in the cell's tooltip, the event log.
+  const uint64_t v1_id = hist["rollouts"][1].value("id", 0);
+  ASSERT_EQ(hist["rollouts"][1].value("version", ""), "v1");
+  const auto view = get_json(f, "/rollouts/" + std::to_string(v1_id));
+  ASSERT_EQ(view.value("phase", ""), "succeeded") << view.dump(2);
+  const std::string url = "http://" + f.endpoints().http + "/#rollout=" + std::to_string(v1_id);
+  const std::string vdom = b.dom(url);
+  EXPECT_NE(vdom.find("<h2>Rollout " + std::to_string(v1_id) + "</h2>"), std::string::npos) << vdom.substr(0, 8000);
+  const auto cells = cell_states(vdom);
+  EXPECT_EQ(cells.size(), view["hosts"].size());
+  for (const auto& h : view["hosts"]) {
+    const std::string id = h.value("host_id", "");
+    EXPECT_EQ(cells.count(id) ? cells.at(id) : "(no cell)", h.value("state", "")) << id;
+    ASSERT_TRUE(h.contains("timeline") && !h["timeline"].empty()) << h.dump(2);
+    const auto at = vdom.find("data-host=\"" + id + "\"");
+    const auto title = vdom.find("title=\"", at);
+    ASSERT_NE(title, std::string::npos);
+    const std::string tip = vdom.substr(title, vdom.find('"', title + 7) - title);
+    for (const auto& t : h["timeline"]) {
+      std::string phase = t.value("phase", "");
+      std::replace(phase.begin(), phase.end(), '_', ' ');
+      const auto us = phase.find(' ');  // the page replaces the first underscore only
+      EXPECT_NE(tip.find(us == std::string::npos ? phase : phase.substr(0, us)), std::string::npos)
+          << id << ": " << tip;
+    }
+  }
+  EXPECT_NE(vdom.find("event log (" + std::to_string(view["events"].size()) + ")"), std::string::npos);
+  EXPECT_NE(vdom.find("rollout succeeded"), std::string::npos);
+  b.screenshot(url, output_dir() + "/status-page-rollout-view.png");
+  b.screenshot(url, output_dir() + "/status-page-rollout-view-phone.png", "390,1400");
+
+  // A rollout that does not exist: 404 from the endpoint, said on the page.
+  EXPECT_EQ(gantry::testing::http_get(port_of(f.endpoints().http), "/rollouts/999", 5000)->status, 404);
+  EXPECT_NE(b.dom("http://" + f.endpoints().http + "/#rollout=999").find("rollout 999: not found"), std::string::npos);
+}
+
+// /status is compressed once per snapshot and named by an ETag: a page that holds the snapshot
+// gets 304 and no body; the page itself (static) likewise.
+TEST_F(StatusPage, StatusAnswersNotModifiedForTheSnapshotThePageHolds) {
+  Fleet f(2);
+  start_fleet(f);
+  const int port = port_of(f.endpoints().http);
+  gantry::testing::TempDir d("gantry-etag");
+  const auto head = [&](const std::vector<std::string>& extra, const std::string& path) {
+    std::filesystem::remove(d.sub("body"));  // curl writes no file for an answer without a body
+    std::vector<std::string> argv = {"curl", "-s", "-o", d.sub("body"), "-D", "-", "--max-time", "10"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back("http://127.0.0.1:" + std::to_string(port) + path);
+    return gantry::testing::run(argv, 20000).out;
+  };
+  if (find_program("curl").empty()) GTEST_SKIP() << "curl not installed";
+  for (const std::string path : {"/status", "/"}) {
+    const std::string h1 = head({"-H", "Accept-Encoding: gzip"}, path);
+    EXPECT_NE(h1.find("Content-Encoding: gzip"), std::string::npos) << h1;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(h1, m, std::regex("ETag: (\"[^\"]+\")"))) << h1;
+    const std::string h2 = head({"-H", "Accept-Encoding: gzip", "-H", "If-None-Match: " + m[1].str()}, path);
+    // The same snapshot (nothing changes: the fleet is idle, and a snapshot lives at least 250 ms)
+    // or a newer one: 304 for the one held, else 200 with a new ETag.
+    if (h2.find(m[1].str()) != std::string::npos) {
+      EXPECT_EQ(h2.rfind("HTTP/1.1 304", 0), 0u) << h2;
+      EXPECT_TRUE(!std::filesystem::exists(d.sub("body")) || std::filesystem::file_size(d.sub("body")) == 0);
+    } else {
+      EXPECT_EQ(h2.rfind("HTTP/1.1 200", 0), 0u) << h2;
+    }
+    // Without gzip: the plain JSON, the same ETag scheme.
+    const std::string h3 = head({}, path);
+    EXPECT_EQ(h3.find("Content-Encoding"), std::string::npos) << h3;
+  }
+  const auto plain = gantry::testing::http_get(port, "/status", 5000);
+  ASSERT_TRUE(plain && plain->status == 200);
+  EXPECT_TRUE(parse(plain->body).contains("hosts")) << plain->body.substr(0, 400);
 }
 
 // 10,000 hosts in 4 batches: each batch is one bar with counts by state, not 10,000 cells, and
@@ -267,19 +356,27 @@ TEST_F(StatusPage, TenThousandHostsAggregatePerBatch) {
                                                     : "healthy")
                                       : "pending";
       const bool online = !(b == 3 && k < 7);
-      hosts.push_back({{"host_id", id},
-                       {"state", online ? "online" : "unknown"},
-                       {"online", online},
-                       {"labels", {{"zone", "z" + std::to_string(k % 3)}}},
-                       {"agent_version", "0.1.0"},
-                       {"last_seen_ms_ago", 100},
-                       {"services",
-                        {{{"name", "web"},
-                          {"current_version", st == "healthy" ? "v2" : "v1"},
-                          {"previous_version", ""},
-                          {"state", "idle"},
-                          {"order_id", ""},
-                          {"phase", ""}}}}});
+      // Desired state (the coordinator's drift figure): 13 online hosts of batch 4 drift.
+      const bool drifted = b == 3 && k >= 7 && k < 20;
+      nlohmann::json host = {{"host_id", id},
+                             {"drift", drifted},
+                             {"state", online ? "online" : "unknown"},
+                             {"online", online},
+                             {"labels", {{"zone", "z" + std::to_string(k % 3)}}},
+                             {"agent_version", "0.1.0"},
+                             {"last_seen_ms_ago", 100},
+                             {"services",
+                              {{{"name", "web"},
+                                {"current_version", st == "healthy" ? "v2" : "v1"},
+                                {"previous_version", ""},
+                                {"state", "idle"},
+                                {"order_id", ""},
+                                {"phase", ""}}}}};
+      if (drifted) {
+        host["desired"] = "v2";
+        host["drift_services"] = {{{"service", "web"}, {"running", "v1"}, {"desired", "v2"}}};
+      }
+      hosts.push_back(host);
       slots.push_back({{"host_id", id},
                        {"state", st},
                        {"batch", b},
@@ -324,7 +421,29 @@ TEST_F(StatusPage, TenThousandHostsAggregatePerBatch) {
                          {"skipped", 0}}},
                        {"hosts", slots},
                        {"recent_events", nlohmann::json::array()}};
-  std::ofstream(site.sub("status")) << nlohmann::json({{"rollouts", {ro}}, {"hosts", hosts}, {"epoch", 1}}).dump();
+  // Metric analysis as the rollout's state carries it (coordinator/rollout/analysis.h).
+  ro["analysis"] = {{"gate_batch", 1},
+                    {"gate_since", started_at},
+                    {"gate_until", 0},
+                    {"hold", false},
+                    {"queries",
+                     {{{"name", "error_rate"},
+                       {"verdict", "pass"},
+                       {"value", 0.001},
+                       {"threshold", "< 0.01"},
+                       {"consecutive_failures", 0},
+                       {"failure_limit", 2},
+                       {"message", "0.001 < 0.01"}},
+                      {{"name", "latency_p99"},
+                       {"verdict", "fail"},
+                       {"value", 0.9},
+                       {"threshold", "< 0.5"},
+                       {"consecutive_failures", 1},
+                       {"failure_limit", 2},
+                       {"message", "0.9 not < 0.5"}}}}};
+  const nlohmann::json desired = {{{"service", "web"}, {"version", "v2"}, {"held", false}, {"drifted_hosts", 13}}};
+  std::ofstream(site.sub("status"))
+      << nlohmann::json({{"rollouts", {ro}}, {"hosts", hosts}, {"epoch", 1}, {"desired", desired}}).dump();
 
   const int port = gantry::testing::free_tcp_port();
   Process server({python, "-m", "http.server", "--bind", "127.0.0.1", "--directory", site.path(), std::to_string(port)},
@@ -348,6 +467,17 @@ TEST_F(StatusPage, TenThousandHostsAggregatePerBatch) {
   ASSERT_NE(first_row, std::string::npos);
   const std::string want = "data-fleet-host=\"h5000\"";
   EXPECT_EQ(dom.compare(first_row, want.size(), want), 0) << dom.substr(first_row, 60);
+  // Then the drifted ones (after the 7 unknown), marked, with what they should run.
+  const auto drifted_row = dom.find("class=\" drifted\" data-fleet-host=\"h5007\" data-drift=\"1\"");
+  EXPECT_NE(drifted_row, std::string::npos) << dom.substr(first_row, 3000);
+  EXPECT_LT(dom.find("data-fleet-host=\"h5006\""), drifted_row);
+  EXPECT_LT(drifted_row, dom.find("data-fleet-host=\"h5020\""));
+  EXPECT_NE(dom.find("13 drifted"), std::string::npos);
+  EXPECT_NE(dom.find("drift: wants v2"), std::string::npos);
+  // The analysis verdicts on the rollout's view.
+  EXPECT_NE(dom.find("class=\"verdict pass\" data-verdict=\"error_rate\""), std::string::npos);
+  EXPECT_NE(dom.find("class=\"verdict fail\" data-verdict=\"latency_p99\""), std::string::npos);
+  EXPECT_NE(dom.find("analysis gate after batch 2"), std::string::npos);
   b.screenshot(url, output_dir() + "/status-page-10000-hosts.png");
 }
 
