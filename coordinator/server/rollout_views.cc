@@ -2,6 +2,8 @@
 
 #include <set>
 
+#include "coordinator/rollout/plan_view.h"
+
 namespace gantry::coordinator {
 
 Expected<nlohmann::json> rollout_view(store::Store& store, const store::RolloutRow& row, const rollout::State& st,
