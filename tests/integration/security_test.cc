@@ -625,6 +625,116 @@ with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as t:
   EXPECT_NE(f.agent_log(0).find("refused release"), std::string::npos);
 }
 
+// Issue 20, finding 5: a restart with the same bootstrap flags (--admin-key, --accept-agent-key)
+// used to re-activate keys an admin had revoked since. Now the flags are refused with a message
+// that says how to undo a revocation, and the keys stay revoked.
+TEST(Security, ARestartNeverUndoesARevocation) {
+  Fleet f(1);
+  f.start_coordinator();
+  f.start_all_agents();
+  ASSERT_TRUE(wait_until([&] { return online(f, f.host_id(0)); }, 30000)) << f.diagnostics();
+  const std::string ops = keygen("/cli/gantry", f.dir() + "/ops");
+  ASSERT_EQ(f.cli({"keys", "add-operator", "ops", ops + ".pub", "--role", "admin"}).exit_code, 0);
+  ASSERT_EQ(f.cli({"keys", "revoke", f.host_id(0)}).exit_code, 0);
+  auto revoke_admin = f.cli_as(ops + ".key", {"keys", "revoke", "admin"});
+  ASSERT_EQ(revoke_admin.exit_code, 0) << revoke_admin.err;
+  const std::string agent_key = pub_of(f.agent_key_prefix(0));
+
+  f.restart_coordinator();  // the same --admin-key admin=... and --accept-agent-key host-1=... flags
+  const std::string log = f.coordinator_log();
+  EXPECT_NE(log.find("--accept-agent-key " + f.host_id(0) + "="), std::string::npos) << log;
+  EXPECT_NE(log.find("a start-up flag never undoes that"), std::string::npos) << log;
+  EXPECT_NE(log.find("--admin-key admin="), std::string::npos) << log;
+  auto as_admin = f.cli({"hosts"}, 20000);
+  EXPECT_NE(as_admin.exit_code, 0) << "the revoked admin key was let in again: " << as_admin.out;
+  auto keys = f.cli_as(ops + ".key", {"--json", "keys", "list"});
+  ASSERT_EQ(keys.exit_code, 0) << keys.err;
+  const json all = json::parse(keys.out);
+  std::string agent_state, admin_state;
+  for (const auto& k : all["agents"])
+    if (k.value("key", "") == agent_key) agent_state = k.value("state", "");
+  for (const auto& o : all["operators"])
+    if (o.value("name", "") == "admin") admin_state = o.value("state", "");
+  EXPECT_EQ(agent_state, "revoked") << all.dump();
+  EXPECT_EQ(admin_state, "revoked") << all.dump();
+  // The revoked host never comes back: once the restart grace is over it is not online.
+  std::string last;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto hosts = f.cli_as(ops + ".key", {"--json", "hosts"});
+        last = hosts.out + hosts.err;
+        if (hosts.exit_code != 0) return false;
+        const json all = json::parse(hosts.out);  // kept alive for the loop
+        for (const auto& h : all["hosts"])
+          if (h.value("host_id", "") == f.host_id(0)) return !h.value("online", true);
+        return false;
+      },
+      60000))
+      << last;
+  EXPECT_TRUE(f.agent_running(0));
+}
+
+// Issue 20, finding 6: rejecting an attacker's pending key that claimed a real host's name used
+// to disconnect the real host (and could count it failed mid-order). A pending key names no host
+// now; rejecting it leaves every connection alone, also during a rollout.
+TEST(Security, RejectingAPendingKeyNeverDisconnectsTheHostItNamed) {
+  if (!have_python_zmq()) GTEST_SKIP() << "python3-zmq is not installed (scripts/install-deps)";
+  Fleet f(1);
+  f.start_coordinator();
+  f.start_all_agents();
+  const auto& ep = f.endpoints();
+  const std::string server_pub = f.keys_dir() + "/coordinator.pub";
+  ASSERT_TRUE(wait_until([&] { return online(f, f.host_id(0)); }, 30000)) << f.diagnostics();
+  // A fresh key that says it is host-1: refused at the handshake, recorded as pending.
+  auto claim = attack({"pending-agent", "--endpoint", ep.agent, "--server-key", server_pub, "--host", f.host_id(0)});
+  const std::string key = claim.value("key", "");
+  ASSERT_FALSE(key.empty()) << claim.dump();
+  EXPECT_EQ(key_row_by_key(f, key).value("state", ""), "pending") << claim.dump();
+  EXPECT_EQ(key_row_by_key(f, key).value("host_id", "x"), "") << "a pending key names no host";
+  const auto welcomes = [&] {
+    const std::string log = f.agent_log(0);
+    size_t n = 0;
+    for (size_t at = log.find("welcomed by the coordinator"); at != std::string::npos;
+         at = log.find("welcomed by the coordinator", at + 1))
+      ++n;
+    return n;
+  };
+  const size_t before = welcomes();
+  // Reject it while host-1 installs a release.
+  auto v1 = f.make_release("v1", "healthy");
+  Process rollout(std::vector<std::string>{bin_dir() + "/cli/gantry",
+                                           "--coordinator",
+                                           ep.operator_,
+                                           "--key",
+                                           f.keys_dir() + "/admin.key",
+                                           "--coordinator-key",
+                                           server_pub,
+                                           "rollout",
+                                           "start",
+                                           "--service",
+                                           "demo",
+                                           "--version",
+                                           "v1",
+                                           "--release",
+                                           v1,
+                                           "--batches",
+                                           "100%",
+                                           "--max-failures",
+                                           "0",
+                                           "--wait"},
+                  f.dir() + "/rollout.log", {{"GANTRY_KEY", ""}, {"GANTRY_COORDINATOR_KEY", ""}});
+  auto rejected = f.cli({"keys", "reject", key});
+  EXPECT_EQ(rejected.exit_code, 0) << rejected.err;
+  const auto done = rollout.wait_exit(120000);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(*done, 0) << read_file(f.dir() + "/rollout.log") << f.diagnostics();
+  EXPECT_EQ(f.served_version(0), "v1");
+  EXPECT_EQ(key_row_by_key(f, key).value("state", ""), "rejected");
+  EXPECT_EQ(welcomes(), before) << "host-1 was disconnected and welcomed again: " << f.agent_log(0);
+  EXPECT_TRUE(online(f, f.host_id(0)));
+  EXPECT_EQ(f.coordinator_log().find(f.host_id(0) + " disconnected"), std::string::npos) << f.coordinator_log();
+}
+
 TEST(Security, InsecureDevFleetStillWorks) {
   FleetOptions o;
   o.insecure = true;
