@@ -609,6 +609,25 @@ class App {
     return v;
   }
   static nlohmann::json duration(const std::string& v) { return amount(v); }
+  // PromQL written over several lines in YAML (`query: >` or `|`) is sent on one line: the wire
+  // escapes control characters in every string (PROTOCOL.md §2), and to PromQL a line break is
+  // only a space.
+  static void one_line_queries(nlohmann::json& plan) {
+    if (!plan.contains("analysis") || !plan["analysis"].is_object()) return;
+    auto& qs = plan["analysis"]["queries"];
+    if (!qs.is_array()) return;
+    for (auto& q : qs) {
+      if (!q.is_object()) continue;
+      for (const char* k : {"query", "baseline"}) {
+        if (!q.contains(k) || !q[k].is_string()) continue;
+        std::string t = q[k].get<std::string>();
+        for (char& c : t)
+          if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+        while (!t.empty() && t.back() == ' ') t.pop_back();
+        q[k] = t;
+      }
+    }
+  }
   nlohmann::json plan_json(const PlanOpts& p, nlohmann::json& file_args) {
     nlohmann::json plan = nlohmann::json::object();
     if (!p.file.empty()) {
@@ -620,6 +639,7 @@ class App {
         else
           plan[k] = v;
       }
+      one_line_queries(plan);
     }
     auto list = [](const std::string& v) {
       nlohmann::json a = nlohmann::json::array();
