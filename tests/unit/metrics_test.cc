@@ -110,7 +110,7 @@ TEST(Metrics, StatusPageEscapesWhatItShows) {
   EXPECT_NE(page.find("function esc("), std::string::npos);
   EXPECT_NE(page.find("${esc(h.host_id)}"), std::string::npos);
   EXPECT_EQ(page.find("${h.host_id}"), std::string::npos);
-  EXPECT_NE(page.find("fetch('/status'"), std::string::npos);
+  EXPECT_NE(page.find("getJson('/status'"), std::string::npos);
 }
 
 }  // namespace
