@@ -361,6 +361,29 @@ def mode_bad_text(ctx, a):
     return res
 
 
+def mode_chunk_hog(ctx, a):
+    """Finding 4 of issue 20: a stolen host key (--key, --host) asks for --count 1 MiB chunks of
+    the artifact --sha256 and never reads them (a tiny receive buffer), until --release-file."""
+    s = ctx.socket(zmq.DEALER)
+    s.linger = 0
+    s.rcvhwm = 1
+    s.rcvbuf = 4096
+    sec = read_key(a.key)
+    s.curve_serverkey = read_key(a.server_key)
+    s.curve_publickey = zmq.curve_public(sec)
+    s.curve_secretkey = sec
+    s.connect(a.endpoint)
+    s.send(hello(a.host))
+    welcomed = bool(recv_all(s, a.wait_ms, is_type(WELCOME)))
+    for i in range(a.count):
+        s.send(envelope(FETCH, {"sha256": a.sha256, "offset": i << 20, "length": 1 << 20}))
+    print(json.dumps({"asked": a.count}), flush=True)
+    deadline = time.monotonic() + a.hold_s
+    while time.monotonic() < deadline and not os.path.exists(a.release_file):
+        time.sleep(0.05)
+    return {"welcome": welcomed, "asked": a.count}
+
+
 def mode_revoke_agent(ctx, a):
     """An accepted agent is welcomed; an admin revokes its key; its next hello gets nothing."""
     s = client(ctx, zmq.DEALER, a.endpoint, a.server_key, a.key)
@@ -617,6 +640,7 @@ def main():
     p.add_argument("--command", default="hosts")
     p.add_argument("--args", default="{}")
     p.add_argument("--frame-bytes", type=int, default=2 * 1024 * 1024)
+    p.add_argument("--sha256", default="")
     p.add_argument("--interval-ms", type=int, default=200)
     p.add_argument("--revoke-cmd", help="JSON array: the command that revokes our key")
     a = p.parse_args()

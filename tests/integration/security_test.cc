@@ -735,6 +735,55 @@ TEST(Security, RejectingAPendingKeyNeverDisconnectsTheHostItNamed) {
   EXPECT_EQ(f.coordinator_log().find(f.host_id(0) + " disconnected"), std::string::npos) << f.coordinator_log();
 }
 
+// Issue 20, finding 4: one stolen host key that asks for chunks and never reads them used to hold
+// the whole chunk budget, so every real agent's fetch timed out and the rollout rolled back. Now a
+// host gets at most its share; the real host downloads a 40 MiB release meanwhile.
+TEST(Security, AHostKeyHoardingChunksDoesNotStallOtherDownloads) {
+  if (!have_python_zmq()) GTEST_SKIP() << "python3-zmq is not installed (scripts/install-deps)";
+  Fleet f(1);
+  f.start_coordinator();
+  f.start_all_agents();
+  const auto& ep = f.endpoints();
+  const std::string server_pub = f.keys_dir() + "/coordinator.pub";
+  const std::string rogue = keygen("/agent/gantry-agent", f.dir() + "/rogue");
+  ASSERT_EQ(f.cli({"keys", "accept", pub_of(rogue), "--host", "rogue-1"}).exit_code, 0);
+  // A 40 MiB release: the demo service and incompressible padding.
+  const std::string tar = f.dir() + "/releases/v2-big.tar";
+  const std::string py = R"PY(
+import io, os, sys, tarfile
+out, binary = sys.argv[1], sys.argv[2]
+with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as t:
+    t.add(binary, arcname="bin/gantry-demo-service")
+    for name, data in (("release.conf", b"version=v2\nbehaviour=healthy\n"), ("padding", os.urandom(40 << 20))):
+        i = tarfile.TarInfo(name); i.size = len(data); i.mode = 0o644
+        t.addfile(i, io.BytesIO(data))
+)PY";
+  ASSERT_EQ(run({kPython, "-c", py, tar, bin_dir() + "/demo/gantry-demo-service"}, 60000).exit_code, 0);
+  ASSERT_EQ(run({bin_dir() + "/cli/gantry", "release", "sign", "--key", f.keys_dir() + "/release.key", tar, "--service",
+                 "demo", "--version", "v2"},
+                30000)
+                .exit_code,
+            0);
+  ASSERT_EQ(f.cli({"release", "upload", tar, "--service", "demo", "--version", "v2"}).exit_code, 0);
+  const std::string sha = json::parse(read_file(tar + ".manifest")).value("sha256", "");
+  const std::string release_file = f.dir() + "/release-hog";
+  Process hog(
+      peer_argv({"chunk-hog", "--endpoint", ep.agent, "--server-key", server_pub, "--key", rogue + ".key", "--host",
+                 "rogue-1", "--sha256", sha, "--count", "40", "--hold-s", "120", "--release-file", release_file}),
+      f.dir() + "/hog.log");
+  ASSERT_TRUE(wait_until([&] { return read_file(f.dir() + "/hog.log").find("\"asked\"") != std::string::npos; }, 30000))
+      << read_file(f.dir() + "/hog.log");
+  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v2", "--release", tar, "--batches", "100%",
+                  "--max-failures", "0", "--wait"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+  EXPECT_EQ(f.served_version(0), "v2");
+  std::ofstream(release_file) << "done\n";
+  EXPECT_TRUE(hog.wait_exit(30000).has_value());
+  EXPECT_NE(read_file(f.dir() + "/hog.log").find("\"welcome\": true"), std::string::npos)
+      << read_file(f.dir() + "/hog.log");
+  EXPECT_TRUE(f.coordinator_running());
+}
+
 TEST(Security, InsecureDevFleetStillWorks) {
   FleetOptions o;
   o.insecure = true;
