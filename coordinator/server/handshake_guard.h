@@ -85,8 +85,9 @@ inline constexpr size_t kAgentUnproven = 256;
 inline constexpr size_t kOperatorUnproven = 8;
 inline constexpr size_t kPubUnproven = 512;
 // What libzmq holds for one connection besides its frame: 8 KiB read and write batches, the
-// engine, session, pipes and CURVE state (measured ~25 KiB; Security.PeersNobodyAccepted*).
-inline constexpr int64_t kConnectionOverhead = 64 * 1024;
+// engine, session, pipes and CURVE state (measured ~25 KiB), and room for what arrives on
+// connections past the cap before the loop refuses them (Security.PeersNobodyAccepted*).
+inline constexpr int64_t kConnectionOverhead = 96 * 1024;
 // The fixed figure: what all peers nobody accepted can make the coordinator hold at once.
 inline constexpr int64_t bound_bytes() {
   return static_cast<int64_t>(kAgentUnproven) * (kAgentFrame + kConnectionOverhead) +

@@ -282,7 +282,7 @@ def mode_big_handshakes(ctx, a):
     failed = 0
     for _ in range(a.count):
         try:
-            c = socket.create_connection((host, int(port)), timeout=10)
+            c = socket.create_connection((host, int(port)), timeout=3)
         except OSError:
             failed += 1
             continue

@@ -386,7 +386,7 @@ TEST(Security, PeersNobodyAcceptedHoldAtMostTheDocumentedBound) {
           sample();
           return read_file(f.dir() + "/big-" + w.name + ".log").find("\"open\": ") != std::string::npos;
         },
-        60000))
+        150000))
         << w.name << ": " << read_file(f.dir() + "/big-" + w.name + ".log");
   // While they hold: the real agent stays online and an operator is served (its handshake takes
   // the place of the oldest unfinished one).
