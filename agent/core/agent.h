@@ -4,6 +4,7 @@
 // after a restart. A service with traffic steps (agent/traffic/lifecycle.h) is drained before
 // its swap and allowed traffic only once verified. It owns no socket: messages go out through `Send`, come in via
 // handle(). Main thread only; blocking steps run on its Worker.
+// Its member functions live in the files of agent/core/ named for their jobs (agent.cc lists them).
 #pragma once
 
 #include <deque>
@@ -14,7 +15,9 @@
 #include <vector>
 
 #include "agent/config/agent_config.h"
+#include "agent/core/release_signatures.h"
 #include "agent/core/service_runtime.h"
+#include "agent/core/stopped_rollouts.h"
 #include "agent/core/verifier.h"
 #include "agent/core/worker.h"
 #include "agent/driver/driver.h"
@@ -66,7 +69,6 @@ class Agent {
 
  private:
   void on_order(const proto::Order& o);
-  Status check_release(const proto::Order& o) const;
   void on_chunk(const proto::ChunkView& c);
   void on_error(const proto::ErrorMsg& e);
   void on_signal(const proto::Signal& s);
@@ -96,6 +98,8 @@ class Agent {
   void succeed();
   void fail_before_swap(std::string message);
   void fail_after_allow_failed(std::string message);
+  // The new release runs, verified, and stays: recorded as current, the order reported failed.
+  void fail_keeping_new(const std::string& message);
   // Start-first binary services (agent/core/start_first.h).
   void begin_start_first(bool promoted);
   void on_start_first_done(const WorkResult& r);
@@ -156,15 +160,9 @@ class Agent {
     int64_t received_us = 0, accept_us = 0, journal_us = 0;
   };
   StepTimes times_;
-  // Rollouts this agent heard an abort or rollback signal for (newest last, at most
-  // kMaxStopped): their later update orders are refused.
-  struct Stopped {
-    uint64_t rollout_id;
-    std::string service;
-    std::string kind;
-  };
-  static constexpr size_t kMaxStopped = 64;
-  std::deque<Stopped> stopped_;
+  // Rollouts this agent heard an abort or rollback signal for: their later update orders are
+  // refused.
+  StoppedRollouts stopped_;
   std::map<std::string, Arrival> arrivals_;  // queued order id -> when it arrived
   int64_t last_persist_us_ = 0;              // duration of the latest journal write
   std::string state_error_;                  // journal write error during the active order
@@ -187,17 +185,7 @@ class Agent {
   bool holding_ = false;
   std::vector<proto::Message> held_;
   Millis announce_verifying_at_ = 0;  // when to log and send Progress{verifying}; 0: done or none
-  std::vector<std::string> release_keys_;
-  // Signed manifests that verified with release_keys_ (exact manifest and signature bytes), most
-  // recent last, at most kVerifiedKept: an order for a release ordered before (a rollback, a
-  // re-deploy: the local swap) skips the ed25519 check, whose answer for the same bytes and keys
-  // cannot change. Each order is still matched against its manifest (check_matches).
-  struct Verified {
-    std::string manifest, signature;
-    release::Manifest parsed;
-  };
-  static constexpr size_t kVerifiedKept = 8;
-  mutable std::deque<Verified> verified_;
+  ReleaseSignatures signatures_;      // the release keys, and the manifests that verified with them
 };
 
 }  // namespace gantry::agent
