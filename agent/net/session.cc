@@ -153,7 +153,11 @@ void Session::on_udp_readable() {
 }
 
 void Session::on_monitor_event() {
-  if (!transport::monitor_saw(*monitor_, ZMQ_EVENT_DISCONNECTED) || udp_session_ == 0) return;
+  if (!transport::monitor_saw(*monitor_, ZMQ_EVENT_DISCONNECTED)) return;
+  // The connection dropped: whatever answers next (the same coordinator, or a restarted one) is
+  // owed a Hello before anything else; the signal channel is reported again after its Welcome.
+  welcomed_ = false;
+  if (udp_session_ == 0) return;
   end_udp_session("the connection to the coordinator dropped");
   // A Hello at once (libzmq sends it when it has reconnected): a restarted coordinator needs
   // one, and one that only lost the connection welcomes us again. A Heartbeat here would cost
@@ -294,6 +298,12 @@ void Session::timers(Millis now) {
   } else if (now >= reconnect_at_) {
     open_dealer();
   }
+  // A drop of the SUB, reported once the connection had time to show whether it dropped too
+  // (then the Welcome after the next Hello reports it instead).
+  if (sub_down_report_at_ >= 0 && now >= sub_down_report_at_) {
+    sub_down_report_at_ = -1;
+    if (!sub_up_) report_signal_channel();
+  }
   if (watchdog_every_ > 0 && now - last_watchdog_ >= watchdog_every_) {
     sd::notify("WATCHDOG=1");
     last_watchdog_ = now;
@@ -322,11 +332,8 @@ void Session::open_sub() {
         "reported as down",
         zmq_strerror(zmq_errno()));
   }
-  // A new socket is down until its handshake succeeds.
-  if (sub_up_) {
-    sub_up_ = false;
-    report_signal_channel();
-  }
+  // A new socket is down until its handshake succeeds (the next heartbeat says so).
+  sub_up_ = false;
   sub_refused_ = false;
   sub_reopen_at_ = -1;
   if (Status st = transport::connect(*sub_, o_.coordinator_pub); !st.ok()) {
@@ -356,11 +363,17 @@ void Session::on_sub_monitor_event() {
     }
   }
   if (sub_up_ != was_up) {
-    if (sub_up_)
+    // Up is reported at once; a drop rides on the next heartbeat. (A drop at once would race
+    // with a coordinator that died: its SUB drops with the connection, and a Heartbeat queued
+    // before the Hello that the connection's own drop queues would cost a hello_required.)
+    if (sub_up_) {
       lg()->info("the broadcast subscription is up");
-    else if (!failed)
-      lg()->warn("the broadcast subscription dropped; libzmq reconnects it");
-    report_signal_channel();
+      sub_down_report_at_ = -1;
+      report_signal_channel();
+    } else {
+      if (!failed) lg()->warn("the broadcast subscription dropped; libzmq reconnects it");
+      sub_down_report_at_ = clock_.now_ms() + kSubDownReportDelayMs;
+    }
   }
   if (!failed || sub_refused_) return;
   sub_refused_ = true;
@@ -403,6 +416,7 @@ int Session::run(int stop_fd) {
     }
     if (watchdog_every_ > 0) deadline = std::min(deadline, last_watchdog_ + watchdog_every_);
     if (sub_reopen_at_ >= 0) deadline = std::min(deadline, sub_reopen_at_);
+    if (sub_down_report_at_ >= 0) deadline = std::min(deadline, sub_down_report_at_);
     long timeout = static_cast<long>(std::clamp<Millis>(deadline - now, 0, 1000));
 
     std::vector<zmq::pollitem_t> items;

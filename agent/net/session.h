@@ -86,6 +86,11 @@ class Session {
   bool sub_up_ = false;
   bool sub_refused_ = false;
   Millis sub_reopen_at_ = -1;  // -1: no reopen scheduled
+  // When to report a SUB that went down (-1: none due). Not at once: when the coordinator dies
+  // the SUB drops with the connection, and a Heartbeat queued before the Hello that the
+  // connection's drop queues would only earn a hello_required.
+  Millis sub_down_report_at_ = -1;
+  static constexpr Millis kSubDownReportDelayMs = 500;
   Millis sub_backoff_ = 0;
   // Disconnects of the DEALER's connection: they end a UDP heartbeat session at once and queue a
   // Hello (the coordinator may have restarted, or know this connection no more; either way only

@@ -13,14 +13,14 @@
 #include "coordinator/server/agent_channel.h"
 #include "coordinator/server/agent_sender.h"
 #include "coordinator/server/artifact_server.h"
-#include "coordinator/server/http_routes.h"
 #include "coordinator/server/artifacts.h"
 #include "coordinator/server/checkpoint_policy.h"
-#include "coordinator/server/requested_views.h"
+#include "coordinator/server/http_routes.h"
 #include "coordinator/server/keyring.h"
-#include "coordinator/server/rollout_views.h"
 #include "coordinator/server/operator_api.h"
+#include "coordinator/server/requested_views.h"
 #include "coordinator/server/rollout_executor.h"
+#include "coordinator/server/rollout_views.h"
 #include "coordinator/server/status_snapshot.h"
 #include "coordinator/server/udp_heartbeats.h"
 #include "coordinator/server/zap_auth.h"
@@ -94,10 +94,10 @@ Status Coordinator::start() {
   executor_ = std::make_unique<RolloutExecutor>(*store_, clock_, *sender_, *signals_, metrics_, changed_);
   // Active rollouts and their open orders, exactly as last persisted.
   if (auto s = executor_->restore(); !s.ok()) return s;
+  convergence_ = std::make_unique<Convergence>(*executor_, *store_, registry_, clock_);
   prom_ = std::make_unique<analysis::HttpPromQuerier>();
   query_runner_ = std::make_unique<analysis::ThreadedQueryRunner>(*prom_);
   analysis_ = std::make_unique<analysis::AnalysisScheduler>(
-  convergence_ = std::make_unique<Convergence>(*executor_, *store_, registry_, clock_);
       *executor_, registry_, *query_runner_, metrics_, cfg_.prometheus, [this] { return executor_->decision_now(); });
 
   // Allowlists first: the ZAP handler answers from them as soon as a socket is bound.
@@ -125,10 +125,10 @@ Status Coordinator::start() {
   operator_api_ = std::make_unique<OperatorApi>(OperatorApi::Deps{
       *store_, *executor_, registry_, *artifacts_, *keys_, metrics_, changed_, clock_, secure(), epoch_,
       [this](const std::string& host_id, const std::string& why) { channel_->disconnect_host(host_id, why); }});
+  operator_api_->set_convergence(convergence_.get());
   snapshot_ = std::make_unique<StatusSnapshot>(clock_, changed_, [this] {
     Published p;
     try {
-  operator_api_->set_convergence(convergence_.get());
       p.status_json = operator_api_->status("", /*with_timelines=*/true)
                           .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     } catch (const std::exception& e) {
@@ -309,6 +309,10 @@ void Coordinator::serve(const zmq::pollitem_t* items, const std::vector<zmq::pol
       agents_at_rest_ = executor_->idle();
     }
   }
+  if (artifact_server_->has_deferred()) artifact_server_->serve_deferred();
+  if (items[1].revents & ZMQ_POLLIN) operator_api_->serve(*operators_);
+  on_timers();
+  snapshot_->on_loop_turn();
   if (views_) views_->on_loop_turn();
 }
 
@@ -342,10 +346,6 @@ BuiltView Coordinator::build_view(const std::string& key) {
     v.body = dump({{"error", e.what()}});
   }
   return v;
-  if (artifact_server_->has_deferred()) artifact_server_->serve_deferred();
-  if (items[1].revents & ZMQ_POLLIN) operator_api_->serve(*operators_);
-  on_timers();
-  snapshot_->on_loop_turn();
 }
 
 Millis Coordinator::poll_timeout_ms() {
@@ -387,9 +387,9 @@ void Coordinator::on_timers() {
   }
   if (auto s = executor_->tick(); !s.ok()) L()->error("cannot step a rollout past its deadline: {}", s.error().message);
   analysis_->tick();
+  convergence_->tick();
+  metrics_.drifted_hosts = convergence_->counts();
   checkpoint_->tick(now, !executor_->active().empty());
 }
 
 }  // namespace gantry::coordinator
-  convergence_->tick();
-  metrics_.drifted_hosts = convergence_->counts();

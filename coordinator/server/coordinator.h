@@ -35,15 +35,14 @@ class AgentSender;
 class ArtifactServer;
 class ArtifactStore;
 class CheckpointAtRest;
-class HttpRoutes;
-class HttpServer;
 class Convergence;
 class HttpRoutes;
+class HttpServer;
 class KeyRing;
 class OperatorApi;
-class RequestedViews;
 class PubSignalSink;
 class RefusalLog;
+class RequestedViews;
 class RolloutExecutor;
 class StatusSnapshot;
 class UdpHeartbeats;
@@ -69,9 +68,9 @@ class Coordinator {
   Status bind_sockets();
   // One turn's work after poll; what escapes a part is logged and the loop goes on.
   void serve(const zmq::pollitem_t* items, const std::vector<zmq::pollitem_t>& auth_items);
-  BuiltView build_view(const std::string& key);  // for views_, on the loop
   void on_timers();
   Millis poll_timeout_ms();
+  BuiltView build_view(const std::string& key);  // for views_, on the loop
 
   bool secure() const { return cfg_.curve.enabled(); }
 
@@ -92,19 +91,19 @@ class Coordinator {
   std::unique_ptr<AgentSender> sender_;
   std::unique_ptr<PubSignalSink> signals_;
   std::unique_ptr<RolloutExecutor> executor_;
+  std::unique_ptr<Convergence> convergence_;
   // Metric analysis: the querier outlives the runner's thread, the runner the scheduler.
   std::unique_ptr<analysis::HttpPromQuerier> prom_;
   std::unique_ptr<analysis::ThreadedQueryRunner> query_runner_;
-  std::unique_ptr<Convergence> convergence_;
   std::unique_ptr<analysis::AnalysisScheduler> analysis_;
   std::unique_ptr<UdpHeartbeats> udp_;
   std::unique_ptr<ArtifactServer> artifact_server_;
   std::unique_ptr<AgentChannel> channel_;
-  std::unique_ptr<RequestedViews> views_;  // /rollouts, /rollouts/ID
-  std::unique_ptr<HttpRoutes> routes_;
   std::unique_ptr<OperatorApi> operator_api_;
   std::unique_ptr<StatusSnapshot> snapshot_;
   std::unique_ptr<CheckpointAtRest> checkpoint_;
+  std::unique_ptr<RequestedViews> views_;  // /rollouts, /rollouts/ID
+  std::unique_ptr<HttpRoutes> routes_;
   std::unique_ptr<HttpServer> http_;
 
   std::atomic<uint64_t> loop_turns_{0};
