@@ -24,8 +24,7 @@ namespace gantry::coordinator {
 
 struct HttpResponse {
   HttpResponse() = default;
-  HttpResponse(int s, std::string type, std::string b)
-      : status(s), content_type(std::move(type)), body(std::move(b)) {}
+  HttpResponse(int s, std::string type, std::string b) : status(s), content_type(std::move(type)), body(std::move(b)) {}
 
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";

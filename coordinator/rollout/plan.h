@@ -50,7 +50,7 @@ struct Plan {
   // Once this rollout sets the service's desired state: "auto" repairs drift (a host off the
   // desired release gets a rollout of its own), "report" only reports it.
   std::string converge = "auto";
-  AnalysisSpec analysis;             // metric analysis gating batches (none: no queries)
+  AnalysisSpec analysis;  // metric analysis gating batches (none: no queries)
 
   nlohmann::json to_json() const;
   static Expected<Plan> from_json(const nlohmann::json& j);  // validates every field

@@ -32,10 +32,10 @@
 //     as failed until it reports. While rolling back, a host that comes back running the target
 //     is rolled back like the healthy ones.
 //   - Once the rollout has stopped ordering (halted, not yet ended), an ordered or unknown host
-//     that comes back (or greets again) without the target and without its update order in progress (its hello says which order it is
-//     working on) never started that order: the order is withdrawn (the daemon does not resend
-//     it) and the host is skipped, keeping what it runs. A late report of a withdrawn order is
-//     still applied (the agent may have run it after all): the record follows the host.
+//     that comes back (or greets again) without the target and without its update order in progress (its hello says
+//     which order it is working on) never started that order: the order is withdrawn (the daemon does not resend it)
+//     and the host is skipped, keeping what it runs. A late report of a withdrawn order is still applied (the agent may
+//     have run it after all): the record follows the host.
 //
 // Failure budget
 //   - failed = failed hosts + unknown hosts that count (above). The rollout stops when failed >
@@ -47,8 +47,8 @@
 //     become skipped; the reason is recorded. A batch whose unreachable hosts (unknown_hosts
 //     "fail") already spend the budget orders none of its reachable hosts. Update orders the
 //     same step created before it decided to stop are withdrawn before anything is sent: their
-//     hosts are skipped (or stay unknown if unreachable), as if never ordered. With auto_rollback: broadcast "rollback" and roll back (below). Without it: the
-//     rollout waits for the hosts still in flight, then ends failed.
+//     hosts are skipped (or stay unknown if unreachable), as if never ordered. With auto_rollback: broadcast "rollback"
+//     and roll back (below). Without it: the rollout waits for the hosts still in flight, then ends failed.
 //
 // Batches
 //   - A batch is done when none of its hosts is in flight (ordered, or unknown and not yet

@@ -87,7 +87,7 @@ struct HostIndex {
 struct State {
   uint64_t id = 0;
   std::string service;
-  std::string version;  // target
+  std::string version;   // target
   std::string selector;  // the hosts it was asked for (the desired state's, once it ends)
   Plan plan;
   Phase phase = Phase::kRunning;

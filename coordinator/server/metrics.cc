@@ -130,7 +130,8 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg,
   // Desired state (coordinator/server/convergence.h): hosts off their service's desired release.
   o << "# HELP gantry_hosts_drifted Hosts whose service's desired state names another release than they run.\n"
        "# TYPE gantry_hosts_drifted gauge\n";
-  for (const auto& [service, n] : m.drifted_hosts) o << "gantry_hosts_drifted{service=\"" << service << "\"} " << n << '\n';
+  for (const auto& [service, n] : m.drifted_hosts)
+    o << "gantry_hosts_drifted{service=\"" << service << "\"} " << n << '\n';
   // Metric analysis (coordinator/rollout/analysis.h): every evaluation by verdict, and each
   // active rollout's queries as last evaluated.
   o << "# HELP gantry_analysis_evaluations_total Metric analysis evaluations taken, by verdict.\n# TYPE "

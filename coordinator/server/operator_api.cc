@@ -252,8 +252,8 @@ proto::OpReply OperatorApi::answer(const transport::Incoming& in) {
 }
 
 nlohmann::json OperatorApi::status(const std::string& service, bool with_timelines) {
-  auto view =
-      value_or_throw(status_view(d_.store, d_.executor, d_.registry, d_.epoch, d_.clock.wall_ms(), service, with_timelines));
+  auto view = value_or_throw(
+      status_view(d_.store, d_.executor, d_.registry, d_.epoch, d_.clock.wall_ms(), service, with_timelines));
   if (convergence_) {
     if (view.contains("hosts")) convergence_->annotate(view["hosts"]);
     view["desired"] = convergence_->desired_json();

@@ -18,9 +18,9 @@
 #include "coordinator/fleet/registry.h"
 #include "coordinator/server/artifacts.h"
 #include "coordinator/server/change_flag.h"
+#include "coordinator/server/convergence.h"
 #include "coordinator/server/keyring.h"
 #include "coordinator/server/metrics.h"
-#include "coordinator/server/convergence.h"
 #include "coordinator/server/rollout_executor.h"
 #include "coordinator/store/store.h"
 

@@ -71,7 +71,13 @@ Expected<proto::Order> order_from_json(const std::string& body) {
 
 RolloutExecutor::RolloutExecutor(store::Store& store, const Clock& clock, OrderSink& orders, SignalSink& signals,
                                  Metrics& metrics, ChangeFlag& changed)
-    : store_(store), clock_(clock), decisions_(clock), order_sink_(orders), signal_sink_(signals), metrics_(metrics), changed_(changed) {}
+    : store_(store),
+      clock_(clock),
+      decisions_(clock),
+      order_sink_(orders),
+      signal_sink_(signals),
+      metrics_(metrics),
+      changed_(changed) {}
 
 Status RolloutExecutor::restore() {
   auto rows = store_.rollouts("", true, 1000);
@@ -268,8 +274,10 @@ Status RolloutExecutor::apply_many(uint64_t id, const std::vector<rollout::Event
       auto before = desired_.find(r.state.service);
       w.desired = desired_after(r.state, a.row.kind,
                                 before == desired_.end() ? std::nullopt : std::optional(before->second), wall);
-      if (w.desired) w.events.push_back({0, id, wall, "desired state of " + r.state.service + ": " + w.desired->version +
-                                                          (w.desired->held ? " (held)" : "") + " — " + w.desired->note});
+      if (w.desired)
+        w.events.push_back({0, id, wall,
+                            "desired state of " + r.state.service + ": " + w.desired->version +
+                                (w.desired->held ? " (held)" : "") + " — " + w.desired->note});
     }
   }
   // The operator command that caused this step: its audit row and the events it asked for are

@@ -176,7 +176,7 @@ class RolloutExecutor {
   // Per service, the state of its newest rollout once it ended (nullptr: none), for hosts that
   // come back afterwards; loaded from the store at most once per service per process.
   std::map<std::string, std::shared_ptr<const rollout::State>> ended_;
-  std::map<std::string, OpenOrder> orders_;  // open (unreported) orders by id
+  std::map<std::string, OpenOrder> orders_;           // open (unreported) orders by id
   std::map<std::string, store::DesiredRow> desired_;  // by service
   // (service, version) -> release, for the orders of each batch (releases never change once
   // uploaded): no store query per ordering step.

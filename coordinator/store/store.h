@@ -125,8 +125,8 @@ struct TimelineRow {
 struct DesiredRow {
   std::string service;
   std::string version;
-  std::string selector;           // the hosts it applies to ("" = every host with the service)
-  std::string converge = "auto";  // "auto": drift is repaired; "report": drift is only reported
+  std::string selector;                            // the hosts it applies to ("" = every host with the service)
+  std::string converge = "auto";                   // "auto": drift is repaired; "report": drift is only reported
   nlohmann::json plan = nlohmann::json::object();  // the plan repairs reuse (verification, timeouts)
   uint64_t rollout_id = 0;                         // the rollout that set it
   // true after a rollout of the service failed or was aborted: the fleet is left as it is and

@@ -152,7 +152,9 @@ TEST_F(ConvergenceTest, DriftIsAnOnlineIdleHostTheSelectorNamesOnAnotherRelease)
   for (const auto& h : hosts) {
     const std::string id = h["host_id"];
     EXPECT_EQ(h.value("drift", false), id == "web-2" || id == "web-3") << h.dump();
-    if (id == "web-2") EXPECT_EQ(h.value("desired", ""), "v2");
+    if (id == "web-2") {
+      EXPECT_EQ(h.value("desired", ""), "v2");
+    }
   }
 }
 

@@ -572,11 +572,13 @@ TEST(RolloutMachine, UpdatesOrderedByAStepThatStopsAreWithdrawn) {
   // One pass: web-1's report completes batch 1 (ordering web-3..5), then web-3 is lost, which
   // counts at once: 2 > 1. The orders of batch 2 are withdrawn before anything is sent.
   std::vector<Status> errors;
-  StepResult r = step_all(d.s, {EvReport{"web-1", d.s.find("web-1")->order_id, Outcome::kSucceeded, "v2", ""},
-                                EvHostLost{"web-3"}},
-                          d.now, &errors);
+  StepResult r = step_all(
+      d.s, {EvReport{"web-1", d.s.find("web-1")->order_id, Outcome::kSucceeded, "v2", ""}, EvHostLost{"web-3"}}, d.now,
+      &errors);
   for (const auto& a : r.actions) {
-    if (const auto* o = std::get_if<ActOrder>(&a)) EXPECT_NE(o->kind, OrderKind::kUpdate) << o->host_id;
+    if (const auto* o = std::get_if<ActOrder>(&a)) {
+      EXPECT_NE(o->kind, OrderKind::kUpdate) << o->host_id;
+    }
   }
   EXPECT_TRUE(r.state.halted);
   EXPECT_EQ(r.state.find("web-4")->state, HostState::kSkipped);
