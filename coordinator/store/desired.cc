@@ -2,6 +2,7 @@
 #include <string>
 
 #include "coordinator/store/desired_rows.h"
+#include "coordinator/store/guard.h"
 
 namespace gantry::store {
 
@@ -23,7 +24,7 @@ void upsert_desired(Db& db, const DesiredRow& d) {
 }
 
 Expected<std::vector<DesiredRow>> Store::desired() {
-  try {
+  return guard("read desired state", [&]() -> Expected<std::vector<DesiredRow>> {
     Stmt s(db_->raw(),
            "SELECT service, version, selector, converge, plan, rollout_id, held, note, updated_at FROM desired "
            "ORDER BY service");
@@ -43,20 +44,16 @@ Expected<std::vector<DesiredRow>> Store::desired() {
       out.push_back(std::move(d));
     }
     return out;
-  } catch (const SqliteError& e) {
-    return make_error("store", std::string("read desired state: ") + e.what());
-  }
+  });
 }
 
 Status Store::put_desired(const DesiredRow& d) {
-  try {
+  return guard("write desired state", [&]() -> Status {
     Txn t(*db_);
     upsert_desired(*db_, d);
     t.commit();
     return Status::Ok();
-  } catch (const SqliteError& e) {
-    return make_error("store", std::string("write desired state: ") + e.what());
-  }
+  });
 }
 
 }  // namespace gantry::store

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "coordinator/store/desired_rows.h"
+#include "coordinator/store/guard.h"
 #include "coordinator/store/sqlite.h"
 
 namespace gantry::store {
@@ -65,18 +66,6 @@ CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,
   command TEXT NOT NULL, target TEXT NOT NULL, decision TEXT NOT NULL);
 )sql";
-
-// Runs f, turning SqliteError (and JSON errors from stored text) into an Error value.
-template <typename F>
-auto guard(const char* what, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const SqliteError& e) {
-    return make_error("store", std::string(what) + ": " + e.what());
-  } catch (const nlohmann::json::exception& e) {
-    return make_error("store", std::string(what) + ": corrupt record: " + e.what());
-  }
-}
 
 bool is_active_phase(const std::string& p) { return p == "running" || p == "paused" || p == "rolling_back"; }
 

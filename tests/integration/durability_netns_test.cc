@@ -130,12 +130,8 @@ class NetFleet {
   std::vector<Process> agents_;
 };
 
-TEST(NetnsPartition, PartitionedHostIsUnknownThenReconciledWhenTheLinkComesBack) {
-  const std::string why = netns_unavailable_reason();
-  if (!why.empty()) GTEST_SKIP() << "network namespace test skipped: " << why;
-
-  NetnsLab lab(kAgents + 1);
-  NetFleet f(lab);
+// The coordinator and every agent started and online, then v1 installed everywhere.
+void start_on_v1(NetFleet& f) {
   f.start_coordinator();
   for (int k = 1; k <= kAgents; ++k) f.start_agent(k);
   auto online = [&] {
@@ -146,18 +142,25 @@ TEST(NetnsPartition, PartitionedHostIsUnknownThenReconciledWhenTheLinkComesBack)
     return n;
   };
   ASSERT_TRUE(wait_until([&] { return online() == kAgents; }, 30000, 200)) << f.diagnostics();
-
-  // v1 everywhere.
   auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", f.make_release("v1"),
                   "--batches", "100%", "--min-healthy-time", "200", "--wait"},
                  120000);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+}
+
+TEST(NetnsPartition, PartitionedHostIsUnknownThenReconciledWhenTheLinkComesBack) {
+  const std::string why = netns_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << "network namespace test skipped: " << why;
+
+  NetnsLab lab(kAgents + 1);
+  NetFleet f(lab);
+  ASSERT_NO_FATAL_FAILURE(start_on_v1(f));
 
   // v2 in batches of 2 (host-1,2 | host-3,4 | host-5,6); unknown hosts wait (long enough that
   // the rollout must wait for the partitioned host), no failure allowed.
-  r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", f.make_release("v2"),
-             "--batches", "2", "--max-failures", "0", "--unknown-hosts", "wait", "--unknown-wait", "10m",
-             "--min-healthy-time", "300"});
+  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release",
+                  f.make_release("v2"), "--batches", "2", "--max-failures", "0", "--unknown-hosts", "wait",
+                  "--unknown-wait", "10m", "--min-healthy-time", "300"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
 
@@ -214,27 +217,15 @@ TEST(NetnsPartition, HostPartitionedThroughAWholeRolloutConvergesWhenItComesBack
 
   NetnsLab lab(kAgents + 1);
   NetFleet f(lab);
-  f.start_coordinator();
-  for (int k = 1; k <= kAgents; ++k) f.start_agent(k);
-  auto online = [&] {
-    int n = 0;
-    auto j = f.hosts();
-    if (j.contains("hosts"))
-      for (const auto& h : j["hosts"]) n += h.value("online", false);
-    return n;
-  };
-  ASSERT_TRUE(wait_until([&] { return online() == kAgents; }, 30000, 200)) << f.diagnostics();
-  auto r = f.cli({"rollout", "start", "--service", "demo", "--version", "v1", "--release", f.make_release("v1"),
-                  "--batches", "100%", "--min-healthy-time", "200", "--wait"},
-                 120000);
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+  ASSERT_NO_FATAL_FAILURE(start_on_v1(f));
 
   lab.link_down(3);
   ASSERT_TRUE(wait_until([&] { return f.host_field("host-3", "state") == "unknown"; }, 20000, 100))
       << f.hosts().dump(2) << f.diagnostics();
 
   // The whole rollout runs without host-3: unknown counts as failed, within a budget of 1.
-  r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", f.make_release("v2"),
+  auto r =
+      f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", f.make_release("v2"),
              "--batches", "100%", "--max-failures", "1", "--unknown-hosts", "fail", "--min-healthy-time", "300"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const uint64_t id = json_of(r).value("id", 0ULL);
