@@ -22,6 +22,7 @@ bool Registry::on_hello(const proto::Hello& h, const std::string& identity, Mill
   bool was_offline = !rec.online || !rec.said_hello;
   if (!rec.identity.empty() && rec.identity != identity) by_identity_.erase(rec.identity);
   rec.host_id = h.host_id;
+  ++rec.hellos;
   rec.identity = identity;
   rec.agent_version = h.agent_version;
   rec.labels = h.labels;

@@ -32,6 +32,7 @@ struct HostRecord {
   std::map<std::string, ServiceView> services;
   bool online = false;
   bool said_hello = false;  // since this coordinator started
+  uint64_t hellos = 0;      // Hellos it sent since this coordinator started (each one counts)
   // Its hello had kCapCoordinatorHeartbeat: it hears from us every coordinator_heartbeat_ms
   // at least, not every heartbeat interval.
   bool coordinator_heartbeat = false;

@@ -59,7 +59,7 @@ void Convergence::note_ended_repairs() {
       for (const auto& h : st->hosts) {
         if (h.state == rollout::HostState::kHealthy) continue;
         auto rec = registry_.hosts().find(h.host_id);
-        failed_on_[{service, h.host_id}] = rec == registry_.hosts().end() ? "" : rec->second.identity;
+        failed_on_[{service, h.host_id}] = rec == registry_.hosts().end() ? 0 : rec->second.hellos;
       }
     }
     it = repairs_.erase(it);
@@ -78,7 +78,7 @@ void Convergence::look() {
       by_host_[x.host_id].push_back(x);
       const auto& rec = registry_.hosts().at(x.host_id);
       auto failed = failed_on_.find({service, x.host_id});
-      if (failed != failed_on_.end() && failed->second == rec.identity) continue;  // same connection: not again
+      if (failed != failed_on_.end() && failed->second == rec.hellos) continue;  // no Hello since: not again
       if (failed != failed_on_.end()) failed_on_.erase(failed);
       const bool repairs = d.converge == "auto" && !d.held;
       const std::string key = service + '\n' + x.host_id + '\n' + x.running + '\n' + x.desired;

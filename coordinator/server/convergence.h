@@ -60,7 +60,7 @@ class Convergence {
   // is online, and no rollout of the service is changing it): views never show a repaired host.
   bool still(const Drift& x) const;
   // A convergence rollout that ended: its hosts that did not take the release are not tried
-  // again on the same connection (they would fail the same way); a reconnect clears that.
+  // again until they say Hello again (a restart or reconnect; they would fail the same way).
   void note_ended_repairs();
 
   RolloutExecutor& executor_;
@@ -70,8 +70,9 @@ class Convergence {
   Millis last_look_ = 0;
   bool looked_ = false;
   std::map<std::string, std::vector<Drift>> by_host_;
-  // (service, host) -> connection identity it failed to converge on.
-  std::map<std::pair<std::string, std::string>, std::string> failed_on_;
+  // (service, host) -> its Hello count (HostRecord::hellos) when its repair failed. Not the
+  // connection's identity: without CURVE that is the host id, the same after a reconnect.
+  std::map<std::pair<std::string, std::string>, uint64_t> failed_on_;
   // (service, host, running, desired) drift already written to the event log.
   std::set<std::string> reported_;
   std::map<uint64_t, std::string> repairs_;           // convergence rollouts started here -> service
