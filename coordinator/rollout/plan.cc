@@ -19,7 +19,8 @@ Error plan_error(const std::string& field, const std::string& what) {
 
 // A short rendering of a JSON value for error messages.
 std::string show(const json& v) {
-  std::string s = v.dump();
+  // The value is the operator's: escaped to ASCII, invalid UTF-8 replaced, never a throw.
+  std::string s = v.dump(-1, ' ', /*ensure_ascii=*/true, json::error_handler_t::replace);
   if (s.size() > 60) s = s.substr(0, 57) + "...";
   return s;
 }

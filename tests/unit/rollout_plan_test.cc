@@ -148,6 +148,27 @@ std::vector<size_t> sizes(const Schedule& s) {
 }
 }  // namespace
 
+// converge: "auto" (default) or "report"; anything else, whatever bytes it holds, is refused
+// with the field named (the text is the operator's: invalid UTF-8, control characters, huge).
+TEST(PlanJson, ConvergeIsAutoOrReportAndNothingElse) {
+  EXPECT_EQ(Plan::from_json(nlohmann::json::object())->converge, "auto");
+  EXPECT_EQ(Plan::from_json({{"converge", "report"}})->converge, "report");
+  auto back = Plan::from_json(Plan::from_json({{"converge", "report"}})->to_json());
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->converge, "report");
+  for (const nlohmann::json& bad : {nlohmann::json("Auto"), nlohmann::json(""),
+                                    nlohmann::json(std::string(100000, 'a')), nlohmann::json("auto\n\x1b[31m"),
+                                    nlohmann::json(1), nlohmann::json(nullptr), nlohmann::json::array({"auto"})}) {
+    auto p = Plan::from_json({{"converge", bad}});
+    ASSERT_FALSE(p) << bad.dump();
+    EXPECT_NE(p.error().message.find("converge"), std::string::npos) << p.error().message;
+  }
+  std::string not_utf8 = "au\xff\xfeto";
+  auto p = Plan::from_json({{"converge", not_utf8}});
+  ASSERT_FALSE(p);
+  EXPECT_NE(p.error().message.find("converge"), std::string::npos);
+}
+
 TEST(Planner, CountsRepeatTheLastEntry) {
   Plan p;
   p.batches = ramp({"1", "2", "2"});
