@@ -1,5 +1,7 @@
-// The coordinator's durable record (SQLite, WAL, synchronous=FULL). Everything the
-// coordinator decides is written here before it is acted on.
+// The coordinator's durable record: what every store keeps and the interface the coordinator
+// writes it through. Everything the coordinator decides is written here before it is acted on.
+// Two implementations: SqliteStore (coordinator/store/sqlite_store.h, embedded, the default)
+// and EtcdStore (coordinator/store/etcd_store.h, shared by standby coordinators).
 #pragma once
 
 #include <cstdint>
@@ -14,8 +16,6 @@
 #include "common/util/expected.h"
 
 namespace gantry::store {
-
-class Db;
 
 struct HostRow {
   std::string host_id;
@@ -181,81 +181,77 @@ inline constexpr int64_t kWalCapPages = 65536;
 
 class Store {
  public:
-  // Opens (creating if needed) the database at `path` and migrates it to the current schema.
-  // SQLite's automatic WAL checkpoint is off; the WAL is checkpointed at commit only once it
-  // holds `wal_cap_pages` pages (kWalCapPages; tests pass a small one).
+  // The default store: SqliteStore::open (coordinator/store/sqlite_store.h).
   static Expected<std::unique_ptr<Store>> open(const std::string& path, int64_t wal_cap_pages = kWalCapPages);
-  ~Store();
+  virtual ~Store() = default;
 
-  // WAL pages not yet checkpointed (0: nothing to do). See Db::wal_backlog.
-  int64_t wal_backlog() const;
-  // A checkpoint, for when nothing waits on the store (the coordinator calls it at rest, no
-  // rollout active): the WAL is copied into the database and restarted with one small lazy
-  // write, three fsyncs in all, so that no rollout pays them. Nothing when wal_backlog() is 0.
-  Status checkpoint();
-  uint64_t checkpoints() const;  // checkpoints run by this process (at rest and at the cap)
+  // Work the store defers to a quiet moment (SQLite: WAL pages not yet checkpointed; 0:
+  // nothing to do, always 0 for a store that defers nothing).
+  virtual int64_t wal_backlog() const = 0;
+  // That deferred work, for when nothing waits on the store (the coordinator calls it at rest,
+  // no rollout active). Nothing when wal_backlog() is 0.
+  virtual Status checkpoint() = 0;
+  virtual uint64_t checkpoints() const = 0;  // checkpoints run by this process (at rest and at the cap)
 
-  // Coordinator start counter, incremented on every open; fencing epoch for later HA.
-  Expected<uint64_t> bump_epoch();
+  // The fencing epoch of the coordinator that opened the store: higher than any before it.
+  // SQLite: a start counter, incremented on every call. etcd: the revision at which this
+  // coordinator's leadership key was created (docs/HIGH_AVAILABILITY.md).
+  virtual Expected<uint64_t> bump_epoch() = 0;
 
-  Status put_host(const HostRow& h);
+  virtual Status put_host(const HostRow& h) = 0;
   // Many hosts in one transaction (a reconnect storm is one fsync per batch, not per host).
-  Status put_hosts(const std::vector<HostRow>& hs);
-  Expected<std::vector<HostRow>> hosts();
+  virtual Status put_hosts(const std::vector<HostRow>& hs) = 0;
+  virtual Expected<std::vector<HostRow>> hosts() = 0;
 
-  Status put_release(const ReleaseRow& r);
-  Expected<std::optional<ReleaseRow>> release(const std::string& service, const std::string& version);
-  Expected<std::optional<ReleaseRow>> release_by_sha(const std::string& sha256);
+  virtual Status put_release(const ReleaseRow& r) = 0;
+  virtual Expected<std::optional<ReleaseRow>> release(const std::string& service, const std::string& version) = 0;
+  virtual Expected<std::optional<ReleaseRow>> release_by_sha(const std::string& sha256) = 0;
 
-  Expected<uint64_t> create_rollout(const RolloutRow& r);
-  Status save_step(const StepWrite& w);
-  Expected<std::optional<RolloutRow>> rollout(uint64_t id);
+  virtual Expected<uint64_t> create_rollout(const RolloutRow& r) = 0;
+  virtual Status save_step(const StepWrite& w) = 0;
+  virtual Expected<std::optional<RolloutRow>> rollout(uint64_t id) = 0;
   // Newest first; `service` empty = all services. Without `with_hosts` the states are headers
   // only (no "hosts"): enough for history, and cheap at 10,000 hosts per rollout.
-  Expected<std::vector<RolloutRow>> rollouts(const std::string& service, bool active_only, int limit,
-                                             bool with_hosts = true);
+  virtual Expected<std::vector<RolloutRow>> rollouts(const std::string& service, bool active_only, int limit,
+                                                     bool with_hosts = true) = 0;
   // The newest rollout of each service among the `window` most recent ones, newest first.
-  Expected<std::vector<RolloutRow>> latest_rollouts(const std::string& service, int window, bool with_hosts = true);
+  virtual Expected<std::vector<RolloutRow>> latest_rollouts(const std::string& service, int window,
+                                                            bool with_hosts = true) = 0;
 
-  Expected<std::vector<OrderRow>> open_orders();
-  Status mark_acked(const std::string& order_id);
-  Status mark_acked(const std::vector<std::string>& order_ids);  // one transaction
+  virtual Expected<std::vector<OrderRow>> open_orders() = 0;
+  virtual Status mark_acked(const std::string& order_id) = 0;
+  virtual Status mark_acked(const std::vector<std::string>& order_ids) = 0;  // one transaction
   // Closes every open order of a rollout that ended, so none is resent later.
-  Status close_orders(uint64_t rollout_id);
-  // Stores a host's report in its order's row and marks the order reported (schema 3: one row
-  // write per report).
-  Status record_report(const ResultRow& r);
+  virtual Status close_orders(uint64_t rollout_id) = 0;
+  // Stores a host's report with its order and marks the order reported.
+  virtual Status record_report(const ResultRow& r) = 0;
   // The reports of a rollout's orders, in the order they were recorded (by `at`).
-  Expected<std::vector<ResultRow>> results(uint64_t rollout_id);
+  virtual Expected<std::vector<ResultRow>> results(uint64_t rollout_id) = 0;
 
-  // Timeline entries in one lazy transaction (Sync::kLazy): they inform, nothing is decided from
-  // them, and the next durable commit makes them durable. A row with an existing (rollout, host,
-  // seq) replaces it.
-  Status add_timeline(const std::vector<TimelineRow>& rows);
+  // Timeline entries in one transaction, which may be lazy (SQLite: Sync::kLazy): they inform,
+  // nothing is decided from them, and the next durable commit makes them durable. A row with an existing (rollout,
+  // host, seq) replaces it.
+  virtual Status add_timeline(const std::vector<TimelineRow>& rows) = 0;
   // A rollout's timeline entries, by host, then seq.
-  Expected<std::vector<TimelineRow>> timeline(uint64_t rollout_id);
+  virtual Expected<std::vector<TimelineRow>> timeline(uint64_t rollout_id) = 0;
 
-  Expected<std::vector<EventRow>> events(uint64_t rollout_id, int64_t after_id, int limit);
+  virtual Expected<std::vector<EventRow>> events(uint64_t rollout_id, int64_t after_id, int limit) = 0;
   // The newest `limit` events of a rollout, oldest first (for status views).
-  Expected<std::vector<EventRow>> recent_events(uint64_t rollout_id, int limit);
-  Status add_event(const EventRow& e);
+  virtual Expected<std::vector<EventRow>> recent_events(uint64_t rollout_id, int limit) = 0;
+  virtual Status add_event(const EventRow& e) = 0;
 
-  // Desired state per service (coordinator/store/desired.cc).
-  Expected<std::vector<DesiredRow>> desired();
-  Status put_desired(const DesiredRow& d);
+  // Desired state per service (SQLite: coordinator/store/sqlite_desired.cc).
+  virtual Expected<std::vector<DesiredRow>> desired() = 0;
+  virtual Status put_desired(const DesiredRow& d) = 0;
 
-  Status audit(const AuditRow& a);
-  Expected<std::vector<AuditRow>> audit_log(int limit);
+  virtual Status audit(const AuditRow& a) = 0;
+  virtual Expected<std::vector<AuditRow>> audit_log(int limit) = 0;
 
   // Key allowlists (enrollment). Each call upserts all rows in one transaction.
-  Status put_agent_keys(const std::vector<AgentKeyRow>& rows);
-  Expected<std::vector<AgentKeyRow>> agent_keys();
-  Status put_operator_keys(const std::vector<OperatorKeyRow>& rows);
-  Expected<std::vector<OperatorKeyRow>> operator_keys();
-
- private:
-  explicit Store(Db* db);
-  std::unique_ptr<Db> db_;
+  virtual Status put_agent_keys(const std::vector<AgentKeyRow>& rows) = 0;
+  virtual Expected<std::vector<AgentKeyRow>> agent_keys() = 0;
+  virtual Status put_operator_keys(const std::vector<OperatorKeyRow>& rows) = 0;
+  virtual Expected<std::vector<OperatorKeyRow>> operator_keys() = 0;
 };
 
 }  // namespace gantry::store

@@ -3,6 +3,7 @@
 
 #include "coordinator/store/desired_rows.h"
 #include "coordinator/store/guard.h"
+#include "coordinator/store/sqlite_store.h"
 
 namespace gantry::store {
 
@@ -23,7 +24,7 @@ void upsert_desired(Db& db, const DesiredRow& d) {
   s.reset();
 }
 
-Expected<std::vector<DesiredRow>> Store::desired() {
+Expected<std::vector<DesiredRow>> SqliteStore::desired() {
   return guard("read desired state", [&]() -> Expected<std::vector<DesiredRow>> {
     Stmt s(db_->raw(),
            "SELECT service, version, selector, converge, plan, rollout_id, held, note, updated_at FROM desired "
@@ -47,7 +48,7 @@ Expected<std::vector<DesiredRow>> Store::desired() {
   });
 }
 
-Status Store::put_desired(const DesiredRow& d) {
+Status SqliteStore::put_desired(const DesiredRow& d) {
   return guard("write desired state", [&]() -> Status {
     Txn t(*db_);
     upsert_desired(*db_, d);

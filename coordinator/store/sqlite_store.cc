@@ -1,4 +1,4 @@
-#include "coordinator/store/store.h"
+#include "coordinator/store/sqlite_store.h"
 
 #include <algorithm>
 
@@ -213,24 +213,24 @@ void insert_timeline(Db& db, const TimelineRow& r) {
 
 }  // namespace
 
-Store::Store(Db* db) : db_(db) {}
-Store::~Store() = default;
+SqliteStore::SqliteStore(Db* db) : db_(db) {}
+SqliteStore::~SqliteStore() = default;
 
-int64_t Store::wal_backlog() const { return db_->wal_backlog(); }
+int64_t SqliteStore::wal_backlog() const { return db_->wal_backlog(); }
 
-uint64_t Store::checkpoints() const { return db_->checkpoints(); }
+uint64_t SqliteStore::checkpoints() const { return db_->checkpoints(); }
 
-Status Store::checkpoint() {
+Status SqliteStore::checkpoint() {
   return guard("checkpoint", [&]() -> Status {
     db_->checkpoint();
     return Status::Ok();
   });
 }
 
-Expected<std::unique_ptr<Store>> Store::open(const std::string& path, int64_t wal_cap_pages) {
+Expected<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path, int64_t wal_cap_pages) {
   auto db = Db::open(path, wal_cap_pages);
   if (!db) return db.error();
-  std::unique_ptr<Store> store(new Store(*db));
+  std::unique_ptr<SqliteStore> store(new SqliteStore(*db));
   try {
     store->db_->exec(kSchema);
     std::optional<int> stored;
@@ -260,7 +260,7 @@ Expected<std::unique_ptr<Store>> Store::open(const std::string& path, int64_t wa
   return store;
 }
 
-Expected<uint64_t> Store::bump_epoch() {
+Expected<uint64_t> SqliteStore::bump_epoch() {
   return guard("bump epoch", [&]() -> Expected<uint64_t> {
     Txn t(*db_);
     uint64_t epoch = 0;
@@ -276,7 +276,7 @@ Expected<uint64_t> Store::bump_epoch() {
   });
 }
 
-Status Store::put_host(const HostRow& h) {
+Status SqliteStore::put_host(const HostRow& h) {
   return guard("put host", [&]() -> Status {
     Stmt s(db_->raw(),
            "INSERT INTO hosts (host_id, labels, services, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
@@ -292,7 +292,7 @@ Status Store::put_host(const HostRow& h) {
   });
 }
 
-Status Store::put_hosts(const std::vector<HostRow>& hs) {
+Status SqliteStore::put_hosts(const std::vector<HostRow>& hs) {
   if (hs.empty()) return Status::Ok();
   return guard("put hosts", [&]() -> Status {
     Txn t(*db_, Sync::kLazy);  // the next hello says it all again
@@ -313,7 +313,7 @@ Status Store::put_hosts(const std::vector<HostRow>& hs) {
   });
 }
 
-Expected<std::vector<HostRow>> Store::hosts() {
+Expected<std::vector<HostRow>> SqliteStore::hosts() {
   return guard("list hosts", [&]() -> Expected<std::vector<HostRow>> {
     std::vector<HostRow> out;
     Stmt s(db_->raw(), "SELECT host_id, labels, services, first_seen, last_seen FROM hosts ORDER BY host_id");
@@ -330,7 +330,7 @@ Expected<std::vector<HostRow>> Store::hosts() {
   });
 }
 
-Status Store::put_release(const ReleaseRow& r) {
+Status SqliteStore::put_release(const ReleaseRow& r) {
   return guard("put release", [&]() -> Status {
     Txn t(*db_);
     Stmt s(db_->raw(),
@@ -370,7 +370,7 @@ constexpr const char* kReleaseSelect =
     "LEFT JOIN release_signatures g ON g.service = r.service AND g.version = r.version ";
 }  // namespace
 
-Expected<std::optional<ReleaseRow>> Store::release(const std::string& service, const std::string& version) {
+Expected<std::optional<ReleaseRow>> SqliteStore::release(const std::string& service, const std::string& version) {
   return guard("get release", [&]() -> Expected<std::optional<ReleaseRow>> {
     Stmt s(db_->raw(), std::string(kReleaseSelect) + "WHERE r.service = ? AND r.version = ?");
     s.bind(1, service).bind(2, version);
@@ -379,7 +379,7 @@ Expected<std::optional<ReleaseRow>> Store::release(const std::string& service, c
   });
 }
 
-Expected<std::optional<ReleaseRow>> Store::release_by_sha(const std::string& sha256) {
+Expected<std::optional<ReleaseRow>> SqliteStore::release_by_sha(const std::string& sha256) {
   return guard("get release", [&]() -> Expected<std::optional<ReleaseRow>> {
     Stmt s(db_->raw(), std::string(kReleaseSelect) + "WHERE r.sha256 = ? LIMIT 1");
     s.bind(1, sha256);
@@ -388,7 +388,7 @@ Expected<std::optional<ReleaseRow>> Store::release_by_sha(const std::string& sha
   });
 }
 
-Expected<uint64_t> Store::create_rollout(const RolloutRow& r) {
+Expected<uint64_t> SqliteStore::create_rollout(const RolloutRow& r) {
   return guard("create rollout", [&]() -> Expected<uint64_t> {
     // Durable with the rollout's first step, which follows at once; a row whose first step was
     // never saved is marked failed at the next start (Coordinator::start).
@@ -411,7 +411,7 @@ Expected<uint64_t> Store::create_rollout(const RolloutRow& r) {
   });
 }
 
-Status Store::save_step(const StepWrite& w) {
+Status SqliteStore::save_step(const StepWrite& w) {
   return guard("save rollout step", [&]() -> Status {
     Txn t(*db_, w.durable || !w.audit.empty() ? Sync::kDurable : Sync::kLazy);
     int64_t revision = 0;
@@ -474,7 +474,7 @@ Status Store::save_step(const StepWrite& w) {
   });
 }
 
-Expected<std::optional<RolloutRow>> Store::rollout(uint64_t id) {
+Expected<std::optional<RolloutRow>> SqliteStore::rollout(uint64_t id) {
   return guard("get rollout", [&]() -> Expected<std::optional<RolloutRow>> {
     Stmt s(db_->raw(), std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE id = ?");
     s.bind(1, static_cast<int64_t>(id));
@@ -485,8 +485,8 @@ Expected<std::optional<RolloutRow>> Store::rollout(uint64_t id) {
   });
 }
 
-Expected<std::vector<RolloutRow>> Store::rollouts(const std::string& service, bool active_only, int limit,
-                                                  bool with_hosts) {
+Expected<std::vector<RolloutRow>> SqliteStore::rollouts(const std::string& service, bool active_only, int limit,
+                                                        bool with_hosts) {
   return guard("list rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
     std::string sql = std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE (? = '' OR service = ?)";
     if (active_only) sql += " AND phase IN ('running', 'paused', 'rolling_back')";
@@ -503,7 +503,8 @@ Expected<std::vector<RolloutRow>> Store::rollouts(const std::string& service, bo
   });
 }
 
-Expected<std::vector<RolloutRow>> Store::latest_rollouts(const std::string& service, int window, bool with_hosts) {
+Expected<std::vector<RolloutRow>> SqliteStore::latest_rollouts(const std::string& service, int window,
+                                                               bool with_hosts) {
   return guard("list latest rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
     Stmt s(db_->raw(),
            std::string("SELECT ") + kRolloutCols +
@@ -519,7 +520,7 @@ Expected<std::vector<RolloutRow>> Store::latest_rollouts(const std::string& serv
   });
 }
 
-Expected<std::vector<OrderRow>> Store::open_orders() {
+Expected<std::vector<OrderRow>> SqliteStore::open_orders() {
   return guard("list open orders", [&]() -> Expected<std::vector<OrderRow>> {
     Stmt s(db_->raw(),
            "SELECT order_id, rollout_id, host_id, body, acked, reported, created_at FROM orders WHERE reported = 0 "
@@ -540,7 +541,7 @@ Expected<std::vector<OrderRow>> Store::open_orders() {
   });
 }
 
-Status Store::mark_acked(const std::string& order_id) {
+Status SqliteStore::mark_acked(const std::string& order_id) {
   return guard("mark order acked", [&]() -> Status {
     Stmt& s = db_->cached("UPDATE orders SET acked = 1 WHERE order_id = ?");
     s.bind(1, order_id).run();
@@ -548,7 +549,7 @@ Status Store::mark_acked(const std::string& order_id) {
   });
 }
 
-Status Store::mark_acked(const std::vector<std::string>& order_ids) {
+Status SqliteStore::mark_acked(const std::vector<std::string>& order_ids) {
   if (order_ids.empty()) return Status::Ok();
   return guard("mark orders acked", [&]() -> Status {
     Txn t(*db_, Sync::kLazy);  // a lost ack means one more resend
@@ -562,7 +563,7 @@ Status Store::mark_acked(const std::vector<std::string>& order_ids) {
   });
 }
 
-Status Store::close_orders(uint64_t rollout_id) {
+Status SqliteStore::close_orders(uint64_t rollout_id) {
   return guard("close orders", [&]() -> Status {
     Stmt s(db_->raw(), "UPDATE orders SET reported = 1 WHERE rollout_id = ? AND reported = 0");
     s.bind(1, static_cast<int64_t>(rollout_id)).run();
@@ -570,7 +571,7 @@ Status Store::close_orders(uint64_t rollout_id) {
   });
 }
 
-Status Store::record_report(const ResultRow& r) {
+Status SqliteStore::record_report(const ResultRow& r) {
   return guard("record report", [&]() -> Status {
     Txn t(*db_);
     write_result(*db_, r);
@@ -579,7 +580,7 @@ Status Store::record_report(const ResultRow& r) {
   });
 }
 
-Expected<std::vector<ResultRow>> Store::results(uint64_t rollout_id) {
+Expected<std::vector<ResultRow>> SqliteStore::results(uint64_t rollout_id) {
   return guard("list results", [&]() -> Expected<std::vector<ResultRow>> {
     Stmt s(db_->raw(),
            "SELECT rollout_id, host_id, order_id, outcome, running_version, message, timings, reported_at FROM orders "
@@ -602,7 +603,7 @@ Expected<std::vector<ResultRow>> Store::results(uint64_t rollout_id) {
   });
 }
 
-Status Store::add_timeline(const std::vector<TimelineRow>& rows) {
+Status SqliteStore::add_timeline(const std::vector<TimelineRow>& rows) {
   if (rows.empty()) return Status::Ok();
   return guard("add timeline", [&]() -> Status {
     Txn t(*db_, Sync::kLazy);
@@ -612,7 +613,7 @@ Status Store::add_timeline(const std::vector<TimelineRow>& rows) {
   });
 }
 
-Expected<std::vector<TimelineRow>> Store::timeline(uint64_t rollout_id) {
+Expected<std::vector<TimelineRow>> SqliteStore::timeline(uint64_t rollout_id) {
   return guard("list timeline", [&]() -> Expected<std::vector<TimelineRow>> {
     Stmt s(db_->raw(),
            "SELECT host_id, seq, phase, at_ms, received_ms FROM host_timeline WHERE rollout_id = ? ORDER BY host_id, "
@@ -633,7 +634,7 @@ Expected<std::vector<TimelineRow>> Store::timeline(uint64_t rollout_id) {
   });
 }
 
-Expected<std::vector<EventRow>> Store::events(uint64_t rollout_id, int64_t after_id, int limit) {
+Expected<std::vector<EventRow>> SqliteStore::events(uint64_t rollout_id, int64_t after_id, int limit) {
   return guard("list events", [&]() -> Expected<std::vector<EventRow>> {
     Stmt s(db_->raw(),
            "SELECT id, rollout_id, at, message FROM events WHERE (? = 0 OR rollout_id = ?) AND id > ? ORDER BY id "
@@ -655,7 +656,7 @@ Expected<std::vector<EventRow>> Store::events(uint64_t rollout_id, int64_t after
   });
 }
 
-Expected<std::vector<EventRow>> Store::recent_events(uint64_t rollout_id, int limit) {
+Expected<std::vector<EventRow>> SqliteStore::recent_events(uint64_t rollout_id, int limit) {
   return guard("list recent events", [&]() -> Expected<std::vector<EventRow>> {
     Stmt s(db_->raw(), "SELECT id, rollout_id, at, message FROM events WHERE rollout_id = ? ORDER BY id DESC LIMIT ?");
     s.bind(1, static_cast<int64_t>(rollout_id)).bind(2, static_cast<int64_t>(limit));
@@ -673,7 +674,7 @@ Expected<std::vector<EventRow>> Store::recent_events(uint64_t rollout_id, int li
   });
 }
 
-Status Store::add_event(const EventRow& e) {
+Status SqliteStore::add_event(const EventRow& e) {
   return guard("add event", [&]() -> Status {
     Txn t(*db_);  // durable, whatever the previous transaction's sync mode was
     insert_event(*db_, e);
@@ -682,7 +683,7 @@ Status Store::add_event(const EventRow& e) {
   });
 }
 
-Status Store::audit(const AuditRow& a) {
+Status SqliteStore::audit(const AuditRow& a) {
   return guard("audit", [&]() -> Status {
     Txn t(*db_);  // durable, whatever the previous transaction's sync mode was
     insert_audit(*db_, a);
@@ -691,7 +692,7 @@ Status Store::audit(const AuditRow& a) {
   });
 }
 
-Expected<std::vector<AuditRow>> Store::audit_log(int limit) {
+Expected<std::vector<AuditRow>> SqliteStore::audit_log(int limit) {
   return guard("list audit", [&]() -> Expected<std::vector<AuditRow>> {
     Stmt s(db_->raw(), "SELECT id, at, who, command, target, decision FROM audit ORDER BY id DESC LIMIT ?");
     s.bind(1, static_cast<int64_t>(limit));
@@ -710,7 +711,7 @@ Expected<std::vector<AuditRow>> Store::audit_log(int limit) {
   });
 }
 
-Status Store::put_agent_keys(const std::vector<AgentKeyRow>& rows) {
+Status SqliteStore::put_agent_keys(const std::vector<AgentKeyRow>& rows) {
   return guard("put agent keys", [&]() -> Status {
     Txn t(*db_);
     for (const auto& r : rows) {
@@ -730,7 +731,7 @@ Status Store::put_agent_keys(const std::vector<AgentKeyRow>& rows) {
   });
 }
 
-Expected<std::vector<AgentKeyRow>> Store::agent_keys() {
+Expected<std::vector<AgentKeyRow>> SqliteStore::agent_keys() {
   return guard("list agent keys", [&]() -> Expected<std::vector<AgentKeyRow>> {
     Stmt s(db_->raw(),
            "SELECT key, host_id, state, first_seen, updated_at, updated_by FROM agent_keys ORDER BY first_seen, key");
@@ -741,7 +742,7 @@ Expected<std::vector<AgentKeyRow>> Store::agent_keys() {
   });
 }
 
-Status Store::put_operator_keys(const std::vector<OperatorKeyRow>& rows) {
+Status SqliteStore::put_operator_keys(const std::vector<OperatorKeyRow>& rows) {
   return guard("put operator keys", [&]() -> Status {
     Txn t(*db_);
     for (const auto& r : rows) {
@@ -761,7 +762,7 @@ Status Store::put_operator_keys(const std::vector<OperatorKeyRow>& rows) {
   });
 }
 
-Expected<std::vector<OperatorKeyRow>> Store::operator_keys() {
+Expected<std::vector<OperatorKeyRow>> SqliteStore::operator_keys() {
   return guard("list operator keys", [&]() -> Expected<std::vector<OperatorKeyRow>> {
     Stmt s(db_->raw(),
            "SELECT key, name, role, state, created_at, updated_by FROM operator_keys ORDER BY created_at, name");
@@ -770,6 +771,16 @@ Expected<std::vector<OperatorKeyRow>> Store::operator_keys() {
       out.push_back({s.col_text(0), s.col_text(1), s.col_text(2), s.col_text(3), s.col_int(4), s.col_text(5)});
     return out;
   });
+}
+
+}  // namespace gantry::store
+
+namespace gantry::store {
+
+Expected<std::unique_ptr<Store>> Store::open(const std::string& path, int64_t wal_cap_pages) {
+  auto s = SqliteStore::open(path, wal_cap_pages);
+  if (!s) return s.error();
+  return std::unique_ptr<Store>(std::move(*s));
 }
 
 }  // namespace gantry::store
