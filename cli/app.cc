@@ -21,6 +21,7 @@
 #include "cli/table.h"
 #include "common/release/manifest.h"
 #include "common/security/keys.h"
+#include "common/util/endpoint.h"
 #include "common/util/fs.h"
 #include "common/util/sha256.h"
 #include "common/util/text.h"
@@ -73,8 +74,10 @@ Commands:
                                 write FILE.manifest and FILE.sig (upload sends them along)
 
 Global options:
-  --coordinator ENDPOINT        e.g. tcp://10.0.0.5:7602 (env GANTRY_COORDINATOR,
-                                or `coordinator = ...` in ~/.config/gantry/cli.conf)
+  --coordinator ENDPOINT[,...]  e.g. tcp://10.0.0.5:7602 (env GANTRY_COORDINATOR,
+                                or `coordinator = ...` in ~/.config/gantry/cli.conf); a comma
+                                list of a leader and its standbys: a standby's not_leader sends
+                                the request once to the leader, a timeout to the next endpoint
   --key FILE                    this operator's CURVE secret key (env GANTRY_KEY, cli.conf `key =`)
   --coordinator-key FILE        the coordinator's CURVE public key (env GANTRY_COORDINATOR_KEY,
                                 cli.conf `coordinator_key =`); without both: plaintext (--insecure-dev)
@@ -284,7 +287,8 @@ std::optional<std::string> group_help(const std::vector<std::string>& words) {
 
 class App {
  public:
-  explicit App(Globals g) : g_(std::move(g)), client_(g_.coordinator, g_.timeout_ms, curve_from(g_)) {}
+  explicit App(Globals g)
+      : g_(std::move(g)), client_(split_endpoint_list(g_.coordinator), g_.timeout_ms, curve_from(g_)) {}
 
   int dispatch(const std::vector<std::string>& words) {
     if (words.empty()) throw UsageError("missing command");
@@ -472,6 +476,15 @@ class App {
     if (g_.json) {
       std::cout << r.dump(2) << "\n";
       return kOk;
+    }
+    if (r.value("role", "") == "standby") {
+      // A standby answers status from the store, read-only; the line says where to act.
+      const auto& l = r.contains("leader") ? r["leader"] : nlohmann::json();
+      if (l.is_object() && !s(l, "operator").empty())
+        std::cout << "answered by a standby; the leader is " << (s(l, "name").empty() ? "(unnamed)" : s(l, "name"))
+                  << " at " << s(l, "operator") << "\n\n";
+      else
+        std::cout << "answered by a standby; no leader is known right now\n\n";
     }
     if (r["rollouts"].empty()) std::cout << "No rollouts yet.\n\n";
     for (const auto& ro : r["rollouts"]) {
@@ -1158,6 +1171,9 @@ class App {
 
 namespace {
 
+// At most this many coordinators in a --coordinator list (three is the usual set-up).
+constexpr size_t kMaxCoordinators = 16;
+
 int run_unguarded(const std::vector<std::string>& args) {
   Globals g;
   CliConf conf = read_cli_conf();
@@ -1240,10 +1256,14 @@ int run_unguarded(const std::vector<std::string>& args) {
       return release_keygen(std::vector<std::string>(words.begin() + 2, words.end()));
     if (words[0] == "release" && words.size() >= 2 && words[1] == "sign")
       return release_sign(std::vector<std::string>(words.begin() + 2, words.end()), g.json);
-    if (Status st = transport::check_connect_endpoint(g.coordinator); !st.ok())
-      throw UsageError(
-          "coordinator " + st.error().message +
-          "; set it with --coordinator, GANTRY_COORDINATOR or `coordinator =` in ~/.config/gantry/cli.conf");
+    const auto endpoints = split_endpoint_list(g.coordinator);
+    if (endpoints.size() > kMaxCoordinators)
+      throw UsageError("coordinator: more than " + std::to_string(kMaxCoordinators) + " endpoints");
+    for (const auto& ep : endpoints)
+      if (Status st = transport::check_connect_endpoint(ep); !st.ok())
+        throw UsageError(
+            "coordinator " + st.error().message +
+            "; set it with --coordinator, GANTRY_COORDINATOR or `coordinator =` in ~/.config/gantry/cli.conf");
     App app(g);
     return app.run_guarded(words);
   }

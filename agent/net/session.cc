@@ -27,7 +27,11 @@ Session::Session(zmq::context_t& ctx, SessionOptions o, Agent& agent, const Cloc
       agent_(agent),
       clock_(clock),
       backoff_(o_.backoff_initial_ms),
-      rng_(std::random_device{}()) {}
+      rng_(std::random_device{}()) {
+  // The config checked the lists (non-empty, same length); an empty one here would be a bug.
+  if (!o_.coordinators.empty()) endpoint_ = o_.coordinators[0];
+  if (!o_.coordinator_pubs.empty()) pub_endpoint_ = o_.coordinator_pubs[0];
+}
 
 Session::~Session() = default;
 
@@ -53,7 +57,7 @@ void Session::open_dealer() {
       lg()->warn("cannot monitor the coordinator connection ({}); heartbeats stay on it", zmq_strerror(zmq_errno()));
     }
   }
-  if (Status st = transport::connect(*dealer_, o_.coordinator); !st.ok()) {
+  if (Status st = transport::connect(*dealer_, endpoint_); !st.ok()) {
     // Not expected: the config refused malformed endpoints (transport::check_connect_endpoint).
     // run() ends with an error.
     lg()->critical("{}", st.error().message);
@@ -68,10 +72,52 @@ void Session::open_dealer() {
   // Until this connection is welcomed, the coordinator owes an answer within our own interval
   // (an unanswered hello is retried on a fresh connection after misses x interval, as ever).
   coordinator_period_ms_ = o_.heartbeat_interval_ms;
-  lg()->info("connecting to {} as {}", o_.coordinator, o_.host_id);
+  lg()->info("connecting to {} as {}", endpoint_, o_.host_id);
   send_hello();
   agent_.on_reconnect();
-  if (o_.systemd_notify) sd::notify("STATUS=connecting to " + o_.coordinator);
+  if (o_.systemd_notify) sd::notify("STATUS=connecting to " + endpoint_);
+}
+
+void Session::use_endpoints(const std::string& agent_ep, const std::string& pub_ep) {
+  endpoint_ = agent_ep;
+  if (pub_ep != pub_endpoint_) {
+    pub_endpoint_ = pub_ep;
+    open_sub();
+  }
+}
+
+void Session::next_endpoint(const std::string& why) {
+  const size_t n = o_.coordinators.size();
+  if (n == 0) return;
+  const std::string from = endpoint_;
+  at_ = (at_ + 1) % n;
+  following_ = false;
+  if (o_.coordinators[at_] != from) lg()->warn("{}, trying {}", why, o_.coordinators[at_]);
+  use_endpoints(o_.coordinators[at_], o_.coordinator_pubs[at_]);
+}
+
+void Session::on_not_leader(const proto::ErrorMsg& e) {
+  auto agent_ep = e.leader.find("agent");
+  auto pub_ep = e.leader.find("pub");
+  auto name = e.leader.find("name");
+  // The codec checked every value (tcp://HOST:PORT); an empty one means "not known".
+  const bool named =
+      agent_ep != e.leader.end() && pub_ep != e.leader.end() && !agent_ep->second.empty() && !pub_ep->second.empty();
+  const std::string standby = endpoint_;
+  // A standby's answer proves nothing about the leader's handshake queue: the count of silent
+  // connections in a row (transport::silence_limit_ms) stays as it was.
+  const int silent_in_row = silent_in_row_;
+  close_dealer("the coordinator at " + standby + " is a standby");
+  silent_in_row_ = silent_in_row;
+  if (named && agent_ep->second != standby) {
+    lg()->warn("following the leader {}at {} (broadcasts {}), as the standby at {} says",
+               name != e.leader.end() && !name->second.empty() ? name->second + " " : "", agent_ep->second,
+               pub_ep->second, standby);
+    following_ = true;
+    use_endpoints(agent_ep->second, pub_ep->second);
+  } else {
+    next_endpoint("the standby at " + standby + " knows no leader" + (named ? " but itself" : ""));
+  }
 }
 
 void Session::close_dealer(const std::string& why) {
@@ -184,6 +230,13 @@ void Session::on_dealer_frame(std::string_view bytes) {
   switch (proto::type_of(*msg)) {
     case proto::MsgType::kWelcome: {
       const auto& w = std::get<proto::Welcome>(*msg);
+      if (!agent_.observe_epoch(w.epoch, "welcome from " + endpoint_)) {
+        // A deposed coordinator (or one restored from an older store): not ours to follow.
+        const std::string stale = endpoint_;
+        close_dealer("the coordinator at " + stale + " is behind this agent's epoch");
+        next_endpoint("the coordinator at " + stale + " has a stale epoch");
+        return;
+      }
       if (w.protocol_version != proto::kProtocolVersion)
         lg()->error("coordinator speaks protocol {}, this agent {}", w.protocol_version, proto::kProtocolVersion);
       o_.heartbeat_interval_ms = w.heartbeat_interval_ms;
@@ -193,7 +246,7 @@ void Session::on_dealer_frame(std::string_view bytes) {
       backoff_ = o_.backoff_initial_ms;
       end_udp_session(nullptr);
       if (o_.udp_heartbeats && w.udp_session != 0) {
-        if (Status st = udp_.open(o_.coordinator, static_cast<uint16_t>(w.udp_port)); st.ok()) {
+        if (Status st = udp_.open(endpoint_, static_cast<uint16_t>(w.udp_port)); st.ok()) {
           udp_session_ = w.udp_session;
           udp_key_ = w.udp_key;
           udp_seq_ = 0;
@@ -207,7 +260,7 @@ void Session::on_dealer_frame(std::string_view bytes) {
       if (!welcomed_) {
         lg()->info("welcomed by the coordinator (epoch {}, heartbeat {} ms x {}, coordinator heard from every {} ms)",
                    w.epoch, w.heartbeat_interval_ms, w.heartbeat_misses, coordinator_period_ms_);
-        if (o_.systemd_notify) sd::notify("STATUS=connected to " + o_.coordinator);
+        if (o_.systemd_notify) sd::notify("STATUS=connected to " + endpoint_);
       }
       welcomed_ = true;
       if (sub_refused_) {
@@ -238,7 +291,9 @@ void Session::on_dealer_frame(std::string_view bytes) {
     }
     case proto::MsgType::kError: {
       const auto& e = std::get<proto::ErrorMsg>(*msg);
-      if (e.code == "hello_required") {
+      if (e.code == "not_leader") {
+        on_not_leader(e);
+      } else if (e.code == "hello_required") {
         lg()->info("coordinator asks for a hello (it restarted?)");
         send_hello();
         agent_.on_reconnect();
@@ -278,7 +333,9 @@ void Session::on_sub_frame(const std::string& bytes) {
 void Session::timers(Millis now) {
   if (dealer_) {
     if (now - last_heard_ >= silence_limit()) {
-      close_dealer("no word from the coordinator for " + std::to_string(now - last_heard_) + " ms");
+      const std::string silent = endpoint_;
+      close_dealer("no word from the coordinator at " + silent + " for " + std::to_string(now - last_heard_) + " ms");
+      next_endpoint("coordinator at " + silent + " silent");
     } else if (now - last_sent_ >= o_.heartbeat_interval_ms) {
       heartbeat(now);
     }
@@ -336,7 +393,7 @@ void Session::open_sub() {
   sub_up_ = false;
   sub_refused_ = false;
   sub_reopen_at_ = -1;
-  if (Status st = transport::connect(*sub_, o_.coordinator_pub); !st.ok()) {
+  if (Status st = transport::connect(*sub_, pub_endpoint_); !st.ok()) {
     lg()->critical("{}", st.error().message);
     connect_failed_ = true;
   }
