@@ -462,6 +462,43 @@ class App {
     }
   }
 
+  // A standby's status: from the store, read-only, in a shape of its own; the first line says
+  // where to act. Only what is there is printed (nothing in it is assumed).
+  static void print_standby_status(const nlohmann::json& r) {
+    const nlohmann::json l = r.contains("leader") ? r["leader"] : nlohmann::json();
+    if (l.is_object() && !s(l, "operator").empty())
+      std::cout << "answered by a standby; the leader is " << (s(l, "name").empty() ? "(unnamed)" : s(l, "name"))
+                << " at " << s(l, "operator") << "\n\n";
+    else
+      std::cout << "answered by a standby; no leader is known right now\n\n";
+    // Rollouts: an array, or an object holding one (the history's shape).
+    nlohmann::json ros = r.contains("rollouts") ? r["rollouts"] : nlohmann::json::array();
+    if (ros.is_object() && ros.contains("rollouts")) ros = nlohmann::json(ros["rollouts"]);
+    Table t({"ID", "SERVICE", "VERSION", "KIND", "PHASE", "BY"});
+    if (ros.is_array())
+      for (const auto& ro : ros)
+        if (ro.is_object())
+          t.row({s(ro, "id"), s(ro, "service"), s(ro, "version"), s(ro, "kind"), s(ro, "phase"), s(ro, "created_by")});
+    t.print(std::cout);
+    if (t.empty()) std::cout << "No rollouts yet.\n";
+    std::cout << "\n";
+    const char* hosts_key = r.contains("hosts") ? "hosts" : "hosts_recorded";
+    Table h({"HOST", "SERVICES"});
+    if (r.contains(hosts_key) && r[hosts_key].is_array())
+      for (const auto& x : r[hosts_key]) {
+        if (!x.is_object()) continue;
+        std::string svcs;
+        if (x.contains("services") && x["services"].is_array())
+          for (const auto& sv : x["services"])
+            if (sv.is_object())
+              svcs += (svcs.empty() ? "" : " ") + s(sv, "name") + "=" +
+                      (s(sv, "current_version").empty() ? "-" : s(sv, "current_version"));
+        h.row({s(x, "host_id"), svcs.empty() ? "-" : svcs});
+      }
+    h.print(std::cout);
+    if (h.empty()) std::cout << "(no hosts recorded)\n";
+  }
+
   int status(const std::vector<std::string>& args) {
     po::options_description d("Options");
     std::string service;
@@ -477,14 +514,9 @@ class App {
       std::cout << r.dump(2) << "\n";
       return kOk;
     }
-    if (r.value("role", "") == "standby") {
-      // A standby answers status from the store, read-only; the line says where to act.
-      const auto& l = r.contains("leader") ? r["leader"] : nlohmann::json();
-      if (l.is_object() && !s(l, "operator").empty())
-        std::cout << "answered by a standby; the leader is " << (s(l, "name").empty() ? "(unnamed)" : s(l, "name"))
-                  << " at " << s(l, "operator") << "\n\n";
-      else
-        std::cout << "answered by a standby; no leader is known right now\n\n";
+    if (r.is_object() && r.value("role", "") == "standby") {
+      print_standby_status(r);
+      return kOk;
     }
     if (r["rollouts"].empty()) std::cout << "No rollouts yet.\n\n";
     for (const auto& ro : r["rollouts"]) {

@@ -22,7 +22,15 @@ FakeRouter::Handler standby_naming(std::map<std::string, std::string> leader) {
       r.request_id = req->request_id;
       if (req->command == "status") {
         r.ok = true;
-        r.result = {{"role", "standby"}, {"name", "c2"}, {"rollouts", nlohmann::json::array()}};
+        // The shape of the standby's own status (coordinator/ha): history rows, recorded hosts.
+        r.result = {
+            {"role", "standby"},
+            {"name", "c2"},
+            {"rollouts",
+             {{"rollouts",
+               {{{"id", 4}, {"service", "demo"}, {"version", "v7"}, {"kind", "rollout"}, {"phase", "running"}}}}}},
+            {"hosts_recorded",
+             {{{"host_id", "host-9"}, {"services", {{{"name", "demo"}, {"current_version", "v6"}}}}}}}};
         r.result["leader"] = leader.empty() ? nlohmann::json(nullptr) : nlohmann::json(leader);
         return {r};
       }
@@ -116,6 +124,8 @@ TEST(EndpointFollowing, TheCliAsksTheLeaderAStandbyNamesAndSkipsADeadEndpoint) {
   auto status = run({gantry, "--coordinator", standby.endpoint(), "status"}, 30000);
   ASSERT_EQ(status.exit_code, 0) << status.out << status.err;
   EXPECT_EQ(status.out.rfind("answered by a standby; the leader is c1 at " + ep.operator_ + "\n", 0), 0u) << status.out;
+  EXPECT_NE(status.out.find("v7"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("demo=v6"), std::string::npos) << status.out;
   // A dead endpoint first: the CLI waits out --timeout-ms there, then asks the next.
   const std::string dead = loopback(free_tcp_port());
   auto listed = run({gantry, "--coordinator", dead + "," + ep.operator_, "--timeout-ms", "1000", "--json", "hosts"},
