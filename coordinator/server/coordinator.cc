@@ -35,8 +35,12 @@ spdlog::logger* L() {
 }
 }  // namespace
 
-Coordinator::Coordinator(Config cfg, Clock& clock)
-    : cfg_(std::move(cfg)), clock_(clock), ctx_(static_cast<int>(std::clamp<uint32_t>(cfg_.io_threads, 1, 16))) {
+Coordinator::Coordinator(Config cfg, Clock& clock, std::unique_ptr<store::Store> store, uint64_t epoch)
+    : cfg_(std::move(cfg)),
+      clock_(clock),
+      ctx_(static_cast<int>(std::clamp<uint32_t>(cfg_.io_threads, 1, 16))),
+      epoch_(epoch),
+      store_(std::move(store)) {
   transport::configure_context(ctx_);
 }
 
@@ -46,12 +50,16 @@ Coordinator::~Coordinator() {
 
 Status Coordinator::start() {
   if (auto s = fs::make_dirs(cfg_.state_dir, 0700); !s.ok()) return s;
-  auto st = store::Store::open(cfg_.state_dir + "/coordinator.db");
-  if (!st) return st.error();
-  store_ = std::move(*st);
-  auto ep = store_->bump_epoch();
-  if (!ep) return ep.error();
-  epoch_ = *ep;
+  if (!store_) {
+    auto st = store::Store::open(cfg_.state_dir + "/coordinator.db");
+    if (!st) return st.error();
+    store_ = std::move(*st);
+  }
+  if (epoch_ == 0) {
+    auto ep = store_->bump_epoch();
+    if (!ep) return ep.error();
+    epoch_ = *ep;
+  }
   artifacts_ = std::make_unique<ArtifactStore>(cfg_.state_dir + "/artifacts");
   if (auto s = artifacts_->init(); !s.ok()) return s;
 
@@ -126,6 +134,7 @@ Status Coordinator::start() {
       *store_, *executor_, registry_, *artifacts_, *keys_, metrics_, changed_, clock_, secure(), epoch_,
       [this](const std::string& host_id, const std::string& why) { channel_->disconnect_host(host_id, why); }});
   operator_api_->set_convergence(convergence_.get());
+  if (cfg_.etcd()) operator_api_->set_leader_name(cfg_.name);
   snapshot_ = std::make_unique<StatusSnapshot>(clock_, changed_, [this] {
     Published p;
     try {

@@ -50,7 +50,9 @@ class ZapAuth;
 
 class Coordinator {
  public:
-  Coordinator(Config cfg, Clock& clock);
+  // `store`: the durable record to use; null opens the SQLite store in the state directory.
+  // `epoch`: with a given store, the fencing epoch its leadership holds (0: store->bump_epoch()).
+  Coordinator(Config cfg, Clock& clock, std::unique_ptr<store::Store> store = nullptr, uint64_t epoch = 0);
   ~Coordinator();
 
   // Opens the store, binds the sockets, restores active rollouts; writes endpoints.json.
