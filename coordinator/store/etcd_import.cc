@@ -24,9 +24,7 @@ std::vector<std::pair<std::string, std::string>> row_ranges(const std::string& p
 Status EtcdStore::import_rollout(const RolloutRow& r) {
   std::lock_guard<std::mutex> lk(mu_);
   try {
-    if (reload_counters_) {
-      if (auto s = load_counters(); !s.ok()) return s;
-    }
+    if (auto ready = ready_to_write(); !ready.ok()) return ready;
     RolloutRow header = r;
     nlohmann::json hosts;
     if (header.state.is_object() && header.state.contains("hosts") && header.state["hosts"].is_array()) {

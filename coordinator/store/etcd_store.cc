@@ -90,6 +90,8 @@ Status EtcdStore::load_counters() {
   return Status::Ok();
 }
 
+Status EtcdStore::ready_to_write() { return reload_counters_ ? load_counters() : Status::Ok(); }
+
 Expected<int64_t> EtcdStore::commit(EtcdBatch& b, const char* what) {
   if (!same(counters_, committed_)) b.put(keys_.counters(), etcd_codec::encode(counters_));
   if (b.empty()) return seen_revision_.load();
@@ -177,9 +179,7 @@ Expected<uint64_t> EtcdStore::bump_epoch() {
                                          std::to_string(fence_->create_revision));
       return static_cast<uint64_t>(fence_->create_revision);
     }
-    if (reload_counters_) {
-      if (auto s = load_counters(); !s.ok()) return s.error();
-    }
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     ++counters_.epoch;
     const uint64_t epoch = counters_.epoch;
     EtcdBatch b;
@@ -189,19 +189,13 @@ Expected<uint64_t> EtcdStore::bump_epoch() {
   });
 }
 
-// Every write starts here: ids read again after a commit whose outcome is unknown.
-#define GANTRY_ETCD_WRITE_READY()                                        \
-  if (reload_counters_) {                                                \
-    if (auto ready = load_counters(); !ready.ok()) return ready.error(); \
-  }
-
 Status EtcdStore::put_host(const HostRow& h) { return put_hosts({h}); }
 
 Status EtcdStore::put_hosts(const std::vector<HostRow>& hs) {
   if (hs.empty()) return Status::Ok();
   return guard_etcd("put hosts", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     std::vector<std::string> keys;
     for (const auto& h : hs) keys.push_back(keys_.host(h.host_id));
     auto read = get_many(keys);
@@ -248,7 +242,7 @@ Expected<std::vector<HostRow>> EtcdStore::hosts() {
 Status EtcdStore::put_release(const ReleaseRow& r) {
   return guard_etcd("put release", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     const std::string key = keys_.release(r.service, r.version);
     const std::string value = etcd_codec::encode(r);
     EtcdBatch b;
@@ -293,7 +287,7 @@ Expected<std::optional<ReleaseRow>> EtcdStore::release_by_sha(const std::string&
 Expected<uint64_t> EtcdStore::create_rollout(const RolloutRow& r) {
   return guard_etcd("create rollout", [&]() -> Expected<uint64_t> {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     RolloutRow h = r;
     h.id = ++counters_.rollout;
     h.finished_at = 0;
@@ -351,7 +345,7 @@ Status EtcdStore::apply_result(EtcdBatch& b, const ResultRow& r, const std::map<
 Status EtcdStore::save_step(const StepWrite& w) {
   return guard_etcd("save rollout step", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     // Reads first: the header, the orders this step changes and does not create.
     std::set<std::string> created;
     for (const auto& o : w.new_orders) created.insert(o.order_id);
@@ -600,7 +594,7 @@ Status EtcdStore::mark_acked(const std::vector<std::string>& order_ids) {
   if (order_ids.empty()) return Status::Ok();
   return guard_etcd("mark orders acked", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     std::vector<std::string> keys;
     for (const auto& id : order_ids) keys.push_back(keys_.order(id));
     auto read = get_many(keys);
@@ -622,7 +616,7 @@ Status EtcdStore::mark_acked(const std::vector<std::string>& order_ids) {
 Status EtcdStore::close_orders(uint64_t rollout_id) {
   return guard_etcd("close orders", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     auto idx = scan(keys_.opens(rollout_id), 0, false, /*keys_only=*/true);
     if (!idx) return idx.error();
     EtcdBatch b;
@@ -636,7 +630,7 @@ Status EtcdStore::close_orders(uint64_t rollout_id) {
 Status EtcdStore::record_report(const ResultRow& row) {
   return guard_etcd("record report", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     auto read = get_many({keys_.order(row.order_id)});
     if (!read) return read.error();
     EtcdBatch b;
@@ -671,7 +665,7 @@ Status EtcdStore::add_timeline(const std::vector<TimelineRow>& rows) {
   if (rows.empty()) return Status::Ok();
   return guard_etcd("add timeline", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     EtcdBatch b;
     for (const auto& t : rows) b.put(keys_.timeline(t.rollout_id, t.host_id, t.seq), etcd_codec::encode(t));
     auto r = commit(b, "add timeline");
@@ -748,7 +742,7 @@ Expected<std::vector<EventRow>> EtcdStore::recent_events(uint64_t rollout_id, in
 Status EtcdStore::add_event(const EventRow& e) {
   return guard_etcd("add event", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     EventRow row = e;
     row.id = static_cast<int64_t>(++counters_.event);
     EtcdBatch b;
@@ -778,7 +772,7 @@ Expected<std::vector<DesiredRow>> EtcdStore::desired() {
 Status EtcdStore::put_desired(const DesiredRow& d) {
   return guard_etcd("write desired state", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     EtcdBatch b;
     b.put(keys_.desired(d.service), etcd_codec::encode(d));
     auto r = commit(b, "write desired state");
@@ -790,7 +784,7 @@ Status EtcdStore::put_desired(const DesiredRow& d) {
 Status EtcdStore::audit(const AuditRow& a) {
   return guard_etcd("audit", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     AuditRow row = a;
     row.id = static_cast<int64_t>(++counters_.audit);
     EtcdBatch b;
@@ -820,7 +814,7 @@ Expected<std::vector<AuditRow>> EtcdStore::audit_log(int limit) {
 Status EtcdStore::put_agent_keys(const std::vector<AgentKeyRow>& rows) {
   return guard_etcd("put agent keys", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     EtcdBatch b;
     for (const auto& k : rows) b.put(keys_.agent_key(k.key), etcd_codec::encode(k));
     auto r = commit(b, "put agent keys");
@@ -850,7 +844,7 @@ Expected<std::vector<AgentKeyRow>> EtcdStore::agent_keys() {
 Status EtcdStore::put_operator_keys(const std::vector<OperatorKeyRow>& rows) {
   return guard_etcd("put operator keys", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    GANTRY_ETCD_WRITE_READY();
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     EtcdBatch b;
     for (const auto& k : rows) b.put(keys_.operator_key(k.key), etcd_codec::encode(k));
     auto r = commit(b, "put operator keys");

@@ -98,6 +98,8 @@ class EtcdStore final : public Store {
 
   // Under mu_.
   Status load_counters();
+  // Every write starts here: the ids are read again after a commit whose outcome is unknown.
+  Status ready_to_write();
   Expected<int64_t> commit(EtcdBatch& b, const char* what);
   Expected<std::vector<etcd::KeyValue>> scan(const std::string& prefix, int64_t limit = 0, bool descending = false,
                                              bool keys_only = false);
