@@ -13,6 +13,7 @@
 #include "common/util/text.h"
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/store/sqlite_store.h"
+#include "tests/integration/store_reads.h"
 #include "tests/support/etcd_cluster.h"
 #include "tests/unit/rollout_test_util.h"
 
@@ -22,6 +23,7 @@ namespace {
 using gantry::testing::EtcdCluster;
 using nlohmann::json;
 using store::Store;
+using store::testing::everything;
 
 std::shared_ptr<etcd::Client> client_of(const EtcdCluster& c) {
   auto cfg = etcd::parse_store_uri(c.uri());
@@ -448,41 +450,6 @@ TEST_P(StoreContract, EpochGrowsAndIdsSurviveReopening) {
   EXPECT_EQ(again->events(1, 0, 10)->back().id, 2);
 }
 
-// A read's rows (a range-for over *expected would outlive the temporary).
-template <typename T>
-T val(Expected<T> e) {
-  EXPECT_TRUE(e.ok()) << e.error().message;
-  return e.ok() ? std::move(*e) : T{};
-}
-
-// Every read of a store, as JSON: two stores that answer the same give the same document.
-json everything(Store& s) {
-  json j;
-  for (const auto& h : val(s.hosts()))
-    j["hosts"].push_back({h.host_id, h.labels, h.services, h.first_seen, h.last_seen});
-  for (const auto& r : val(s.rollouts("", false, -1, true))) {
-    j["rollouts"].push_back({r.id, r.service, r.version, r.kind, r.phase, r.created_by, r.reason, r.created_at,
-                             r.finished_at, r.revision, r.state});
-    for (const auto& x : val(s.results(r.id)))
-      j["results"].push_back(
-          {x.rollout_id, x.host_id, x.order_id, x.outcome, x.running_version, x.message, x.timings, x.at});
-    for (const auto& t : val(s.timeline(r.id)))
-      j["timeline"].push_back({t.rollout_id, t.host_id, t.seq, t.phase, t.at_ms});
-    for (const auto& e : val(s.recent_events(r.id, 3))) j["recent"].push_back({e.id, e.message});
-  }
-  for (const auto& r : val(s.rollouts("", true, -1, false))) j["active"].push_back(r.id);
-  for (const auto& r : val(s.latest_rollouts("", 4, false))) j["latest"].push_back(r.id);
-  for (const auto& o : val(s.open_orders()))
-    j["open"].push_back({o.order_id, o.rollout_id, o.host_id, o.body, o.acked, o.reported, o.created_at});
-  for (const auto& e : val(s.events(0, 0, -1))) j["events"].push_back({e.id, e.rollout_id, e.at, e.message});
-  for (const auto& d : val(s.desired()))
-    j["desired"].push_back({d.service, d.version, d.selector, d.converge, d.plan, d.rollout_id, d.held, d.note});
-  for (const auto& a : val(s.audit_log(-1))) j["audit"].push_back({a.id, a.at, a.who, a.command, a.target, a.decision});
-  for (const auto& k : val(s.agent_keys())) j["agent_keys"].push_back({k.key, k.host_id, k.state, k.first_seen});
-  for (const auto& k : val(s.operator_keys())) j["operator_keys"].push_back({k.key, k.name, k.role, k.state});
-  return j;
-}
-
 // A whole rollout driven by the state machine with reports, written to both stores step by
 // step as the coordinator writes it: every read answers the same.
 TEST(StoreTwins, ARolloutDrivenThroughBothStoresReadsTheSame) {
@@ -654,7 +621,10 @@ TEST(EtcdStore, TenThousandHostStepIsOneTransaction) {
   ASSERT_TRUE(st->save_step(w).ok());
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   RecordProperty("save_step_ms", static_cast<int>(ms));  // informational (docs/BENCHMARKS.md has the numbers)
-  std::cout << "save_step of a 10,000-host start: " << ms << " ms\n";
+  size_t bytes = 0;
+  for (const auto& [pos, slot] : w.slots) bytes += slot.size() + p.size() + 37;
+  for (const auto& o : w.new_orders) bytes += 2 * (o.order_id.size() + p.size()) + o.body.size() + 160;
+  std::cout << "save_step of a 10,000-host start: " << ms << " ms, about " << bytes / 1024 << " KiB\n";
   const auto after = census(*client, p);
   EXPECT_EQ(after.second, before.second + 1) << "one revision: one transaction";
   EXPECT_GE(after.first, before.first + 30000u) << "small keys: a slot, an order and its open mark per host";

@@ -26,7 +26,7 @@ struct EtcdClusterOptions {
   // What one transaction may hold: a 10,000-host rollout step is one transaction of some
   // 20,000-40,000 operations and a few MiB (docs/HIGH_AVAILABILITY.md, "Transactions and limits").
   int max_txn_ops = 100000;
-  int64_t max_request_bytes = 64LL * 1024 * 1024;
+  int64_t max_request_bytes = 32LL * 1024 * 1024;
   int start_timeout_ms = 30000;  // per (re)start, until healthy
   // Raft timing (etcd's defaults: 100 ms / 1000 ms).
   int heartbeat_ms = 100;
