@@ -17,6 +17,7 @@
 #include "coordinator/server/config_options.h"
 #include "coordinator/ha/standby_then_lead.h"
 #include "coordinator/server/coordinator.h"
+#include "coordinator/store/migrate.h"
 #include "coordinator/store/store.h"
 
 namespace {
@@ -73,6 +74,9 @@ void run_with_watchdog(gantry::coordinator::Coordinator& coord, const std::atomi
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "keygen") {
     return gantry::security::curve_keygen_main("gantry-coordinator", std::vector<std::string>(argv + 2, argv + argc));
+  }
+  if (argc >= 2 && std::string(argv[1]) == "migrate") {  // SQLite store -> etcd store (coordinator/store/migrate.h)
+    return gantry::store::migrate_main(std::vector<std::string>(argv + 2, argv + argc));
   }
   // The integration tests set this: every rollout step re-checks its incremental bookkeeping.
   if (const char* c = std::getenv("GANTRY_ROLLOUT_SELF_CHECK"); c != nullptr && std::string(c) == "1") {

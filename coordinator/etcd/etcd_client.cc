@@ -39,7 +39,7 @@ Expected<std::string> read_pem(const std::string& path, const char* what) {
 // that set them.
 Error call_error(const char* call, const std::string& endpoint, const grpc::Status& st) {
   const std::string& m = st.error_message();
-  std::string msg = std::string(call) + " at " + endpoint + ": " + m + " (gRPC code " +
+  std::string msg = "etcd " + std::string(call) + " at " + endpoint + ": " + m + " (gRPC code " +
                     std::to_string(static_cast<int>(st.error_code())) + ")";
   if (m.find("too many operations in txn request") != std::string::npos) {
     msg += "; the transaction has more operations than etcd's --max-txn-ops allows (raise it on every member)";
@@ -346,7 +346,7 @@ class GrpcClient final : public Client {
       std::lock_guard<std::mutex> lk(mu_);
       current_ = (ka_endpoint_ + 1) % eps_.size();
     }
-    return make_error("etcd", std::string("LeaseKeepAlive at ") + ep + ": the stream's " + what +
+    return make_error("etcd", std::string("etcd LeaseKeepAlive at ") + ep + ": the stream's " + what +
                                   " failed or timed out (the stream is opened again at the next call)");
   }
 

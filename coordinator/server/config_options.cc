@@ -134,6 +134,7 @@ constexpr const char* kUsage =
     "gantry-coordinator: plans and drives rollouts across the fleet's agents.\n\n"
     "Usage: gantry-coordinator [options]\n"
     "       gantry-coordinator keygen --out PREFIX   (writes PREFIX.key and PREFIX.pub)\n"
+    "       gantry-coordinator migrate --from sqlite:PATH --to etcd://HOST:PORT,...   (see migrate --help)\n"
     "Example: gantry-coordinator --config /etc/gantry/coordinator.conf\n\n";
 
 // Everything parse_config_options does; its messages may hold raw bytes of argv or the file,

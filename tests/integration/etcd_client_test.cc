@@ -166,6 +166,46 @@ TEST(EtcdClient, WithoutQuorumCallsFailWithinTheirDeadline) {
   EXPECT_TRUE(wrote) << etcd.diagnostics();
 }
 
+TEST(EtcdClient, TlsWithAClientCertificate) {
+  gantry::testing::EtcdClusterOptions o;
+  o.tls = true;
+  o.client_cert_auth = true;
+  EtcdCluster etcd(1, o);
+  auto cfg = etcd::parse_store_uri(etcd.uri());
+  ASSERT_TRUE(cfg.ok());
+  cfg->ca_file = etcd.ca_file();
+  cfg->cert_file = etcd.client_cert_file();
+  cfg->key_file = etcd.client_key_file();
+  auto c = etcd::Client::connect(*cfg);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto put = (*c)->txn({}, {Op::put("/tls/k", "v")});
+  ASSERT_TRUE(put.ok()) << put.error().message << etcd.diagnostics();
+  auto lease = (*c)->lease_grant(5);
+  ASSERT_TRUE(lease.ok()) << lease.error().message;
+  ASSERT_TRUE((*c)->lease_keepalive(*lease).ok());
+
+  // Without the client certificate the member refuses; without TLS it cannot be spoken to.
+  cfg->cert_file.clear();
+  cfg->key_file.clear();
+  cfg->call_timeout_ms = 1000;
+  auto anon = etcd::Client::connect(*cfg);
+  ASSERT_TRUE(anon.ok());
+  EXPECT_FALSE((*anon)->range("/tls/k").ok());
+  cfg->ca_file.clear();
+  auto plain = etcd::Client::connect(*cfg);
+  ASSERT_TRUE(plain.ok());
+  auto r = (*plain)->range("/tls/k");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "etcd");
+
+  // A missing CA file or half a client certificate is refused at connect.
+  cfg->ca_file = "/nonexistent/ca.pem";
+  EXPECT_FALSE(etcd::Client::connect(*cfg).ok());
+  cfg->ca_file = etcd.ca_file();
+  cfg->cert_file = etcd.client_cert_file();
+  EXPECT_FALSE(etcd::Client::connect(*cfg).ok());
+}
+
 TEST(EtcdClient, UnreachableIsAnError) {
   etcd::ClientConfig cfg;
   cfg.endpoints = {"127.0.0.1:" + std::to_string(testing::free_tcp_port())};

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -34,8 +35,39 @@ EtcdCluster::EtcdCluster(int members, EtcdClusterOptions opts) : opts_(std::move
     while (!ports.insert(m.peer_port).second);
     members_.push_back(std::move(m));
   }
+  if (opts_.tls) make_certificates();
   for (int i = 0; i < size(); ++i) launch(i);
   wait_healthy();
+}
+
+// A throwaway CA signing a server certificate (IP 127.0.0.1) and a client certificate.
+void EtcdCluster::make_certificates() {
+  const std::string ext = dir_.sub("ext.cnf");
+  {
+    std::ofstream f(ext);
+    f << "[server]\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+      << "[client]\nextendedKeyUsage=clientAuth\n";
+  }
+  auto openssl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "openssl");
+    auto r = run(args, 60000);
+    if (r.exit_code != 0) throw std::runtime_error("EtcdCluster: openssl " + args.at(1) + " failed: " + r.err);
+  };
+  const std::vector<std::string> ec = {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"};
+  auto req = [&](const std::string& name, const std::string& cn) {
+    std::vector<std::string> a = {"req"};
+    a.insert(a.end(), ec.begin(), ec.end());
+    a.insert(a.end(), {"-keyout", dir_.sub(name + ".key"), "-out", dir_.sub(name + ".csr"), "-subj", "/CN=" + cn});
+    openssl(a);
+    openssl({"x509", "-req", "-in", dir_.sub(name + ".csr"), "-CA", ca_file(), "-CAkey", dir_.sub("ca.key"),
+             "-CAcreateserial", "-out", dir_.sub(name + ".pem"), "-days", "2", "-extfile", ext, "-extensions", name});
+  };
+  std::vector<std::string> ca = {"req", "-x509"};
+  ca.insert(ca.end(), ec.begin(), ec.end());
+  ca.insert(ca.end(), {"-keyout", dir_.sub("ca.key"), "-out", ca_file(), "-days", "2", "-subj", "/CN=gantry-test-ca"});
+  openssl(ca);
+  req("server", "127.0.0.1");
+  req("client", "gantry-test-client");
 }
 
 EtcdCluster::~EtcdCluster() {
@@ -69,7 +101,7 @@ std::string EtcdCluster::initial_cluster() const {
 
 void EtcdCluster::launch(int i) {
   auto& m = members_.at(static_cast<size_t>(i));
-  const std::string client = "http://127.0.0.1:" + std::to_string(m.client_port);
+  const std::string client = (opts_.tls ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(m.client_port);
   const std::string peer = "http://127.0.0.1:" + std::to_string(m.peer_port);
   std::vector<std::string> argv = {opts_.etcd_binary,
                                    "--name",
@@ -102,6 +134,11 @@ void EtcdCluster::launch(int i) {
                                    "zap",
                                    "--log-level",
                                    "warn"};
+  if (opts_.tls) {
+    argv.insert(argv.end(), {"--cert-file", dir_.sub("server.pem"), "--key-file", dir_.sub("server.key"),
+                             "--trusted-ca-file", ca_file()});
+    if (opts_.client_cert_auth) argv.push_back("--client-cert-auth");
+  }
   m.proc = Process(argv, log_path(i));
   m.wanted = true;
 }
@@ -128,6 +165,13 @@ void EtcdCluster::restart(int i) {
 }
 
 bool EtcdCluster::healthy(int i, int timeout_ms) const {
+  if (opts_.tls) {  // asked over TLS by etcd's own client
+    auto r = run({"etcdctl", "--endpoints", "https://" + endpoint(i), "--cacert", ca_file(), "--cert",
+                  client_cert_file(), "--key", client_key_file(), "--dial-timeout", std::to_string(timeout_ms) + "ms",
+                  "--command-timeout", std::to_string(timeout_ms) + "ms", "endpoint", "health"},
+                 timeout_ms + 5000, {{"ETCDCTL_API", "3"}});
+    return r.exit_code == 0;
+  }
   auto r = http_get(members_.at(static_cast<size_t>(i)).client_port, "/health", timeout_ms);
   return r && r->status == 200 && r->body.find("\"health\":\"true\"") != std::string::npos;
 }

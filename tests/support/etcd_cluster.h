@@ -26,12 +26,17 @@ struct EtcdClusterOptions {
   // What one transaction may hold: a 10,000-host rollout step is one transaction of some
   // 20,000-40,000 operations and a few MiB (docs/HIGH_AVAILABILITY.md, "Transactions and limits").
   int max_txn_ops = 100000;
-  int64_t max_request_bytes = 64LL * 1024 * 1024;
+  int64_t max_request_bytes = 32LL * 1024 * 1024;
   int start_timeout_ms = 30000;  // per (re)start, until healthy
   // Raft timing (etcd's defaults: 100 ms / 1000 ms).
   int heartbeat_ms = 100;
   int election_timeout_ms = 1000;
   std::string etcd_binary = "/usr/bin/etcd";
+  // TLS on the client URLs: a CA, a server certificate for IP 127.0.0.1 and a client
+  // certificate made with openssl in the cluster's dir (ca_file() etc.). With client_cert_auth
+  // the members accept only clients with a certificate of that CA.
+  bool tls = false;
+  bool client_cert_auth = false;
 };
 
 class EtcdCluster {
@@ -50,6 +55,10 @@ class EtcdCluster {
   std::string uri() const { return "etcd://" + endpoints(); }
   const std::string& dir() const { return dir_.path(); }
   std::string log_path(int i) const;
+  // With opts.tls: PEM files for etcd::ClientConfig (ca_file, cert_file, key_file).
+  std::string ca_file() const { return dir_.sub("ca.pem"); }
+  std::string client_cert_file() const { return dir_.sub("client.pem"); }
+  std::string client_key_file() const { return dir_.sub("client.key"); }
 
   // SIGKILL member i (and reap it); its data dir is kept. No-op when it is not running.
   void kill(int i);
@@ -78,6 +87,7 @@ class EtcdCluster {
     Process proc;
   };
   void launch(int i);
+  void make_certificates();
   std::string initial_cluster() const;
 
   EtcdClusterOptions opts_;

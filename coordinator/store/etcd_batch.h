@@ -1,0 +1,48 @@
+// One write transaction of the etcd store (store internals): puts and deletes gathered by key,
+// so that a key written twice in one step is one operation (etcd refuses a transaction that
+// names a key twice) holding the last value; committed as one etcd transaction with the
+// store's fence compare (docs/HIGH_AVAILABILITY.md, "Transactions and limits").
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/util/expected.h"
+#include "coordinator/etcd/etcd_client.h"
+
+namespace gantry::store {
+
+// The leadership key whose creation revision a write is conditioned on.
+struct Fence {
+  std::string key;
+  int64_t create_revision = 0;
+};
+
+class EtcdBatch {
+ public:
+  void put(const std::string& key, std::string value) { ops_[key] = std::move(value); }
+  void del(const std::string& key) { ops_[key] = std::nullopt; }
+  // What this batch will leave at `key`: nullopt = nothing written here; an empty optional
+  // inside = deleted.
+  std::optional<std::optional<std::string>> pending(const std::string& key) const;
+  // A further condition: `key` must not exist (etcd: version == 0).
+  void require_absent(const std::string& key) { absent_.push_back(key); }
+  bool empty() const { return ops_.empty(); }
+  size_t size() const { return ops_.size(); }
+  // Keys pending under a prefix (put or deleted), in key order.
+  std::vector<std::string> pending_under(const std::string& prefix) const;
+
+  // Commits as one transaction. Errors: code "deposed" when the fence no longer holds
+  // (nothing written), "exists" when a require_absent key exists, "etcd" when etcd could not
+  // be asked or refused (its limits are named). On success, the store's revision after it.
+  Expected<int64_t> commit(etcd::Client& client, const std::optional<Fence>& fence, const char* what) const;
+
+ private:
+  std::map<std::string, std::optional<std::string>> ops_;
+  std::vector<std::string> absent_;
+};
+
+}  // namespace gantry::store
