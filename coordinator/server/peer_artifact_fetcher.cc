@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 
 #include "common/util/fs.h"
 #include "common/util/log.h"
@@ -82,6 +83,11 @@ PeerArtifactFetcher::PeerArtifactFetcher(std::string artifact_dir, PeerEndpoints
 PeerArtifactFetcher::PeerArtifactFetcher(std::string artifact_dir, PeerEndpoints& peers,
                                          std::unique_ptr<ChunkSource> source, Options options)
     : dir_(std::move(artifact_dir)), peers_(peers), source_(std::move(source)), options_(options) {
+  // What a fetch cut short by a crash left: nothing reads it, and a new fetch starts over.
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    if (e.path().extension() == ".peer") std::filesystem::remove(e.path(), ec);
+  }
   worker_ = std::thread([this] { work(); });
 }
 

@@ -40,7 +40,8 @@ class PeerArtifactFetcher final : public MissingArtifacts {
     std::vector<std::string> endpoints;  // peers, in the order tried
   };
 
-  // Artifacts go to `artifact_dir` (ArtifactStore's: <dir>/<sha256>). The worker starts here.
+  // Artifacts go to `artifact_dir` (ArtifactStore's: <dir>/<sha256>). Temp files a fetch cut
+  // short by a crash left there (<sha256>.peer) are removed; then the worker starts.
   PeerArtifactFetcher(std::string artifact_dir, PeerEndpoints& peers, std::unique_ptr<ChunkSource> source,
                       Options options);
   PeerArtifactFetcher(std::string artifact_dir, PeerEndpoints& peers, std::unique_ptr<ChunkSource> source);

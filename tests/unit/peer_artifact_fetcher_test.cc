@@ -173,7 +173,9 @@ TEST_F(PeerFetchTest, TheWorkerFetchesOffTheCallersThreadAndDeliverTellsTheListe
   auto source = std::make_unique<FakePeers>();
   source->peers["tcp://b:1"].artifacts[sha] = data;
   FixedPeerEndpoints endpoints({"tcp://a:1", "tcp://b:1"});
+  ASSERT_TRUE(fs::write_file_atomic(artifact_dir + "/" + std::string(64, 'f') + ".peer", "cut short").ok());
   PeerArtifactFetcher fetcher(artifact_dir, endpoints, std::move(source));
+  EXPECT_TRUE(files().empty());  // what a crash left is gone
   std::vector<std::pair<std::string, bool>> told;
   fetcher.subscribe([&](const std::string& s, const Status& st) { told.emplace_back(s, st.ok()); });
   store::ReleaseRow row{"web", "v2", sha, data.size(), "/elsewhere/" + sha, 1, "", ""};
