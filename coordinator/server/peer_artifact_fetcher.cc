@@ -11,6 +11,7 @@
 
 #include "common/util/fs.h"
 #include "common/util/log.h"
+#include "common/util/names.h"
 #include "common/util/sha256.h"
 #include "common/util/text.h"
 
@@ -99,6 +100,12 @@ PeerArtifactFetcher::~PeerArtifactFetcher() {
 
 bool PeerArtifactFetcher::want(const store::ReleaseRow& r) {
   if (wanted_.count(r.sha256)) return true;
+  // A row may come from outside (etcd): its digest names a file, its size bounds the copy.
+  if (!is_sha256_hex(r.sha256) || r.size == 0 || r.size > kMaxArtifactBytes) {
+    LP()->error("release {} {} names no artifact that can be fetched (sha256 {}, {} bytes); skipped",
+                safe_text(r.service, 64), safe_text(r.version, 64), safe_text(r.sha256, 80), r.size);
+    return false;
+  }
   Job job{r.sha256, r.size, r.service + " " + r.version, peers_.operator_endpoints()};
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -164,6 +171,9 @@ void PeerArtifactFetcher::work() {
 
 Status PeerArtifactFetcher::fetch(const std::string& dir, const Job& job, ChunkSource& source, const Options& o,
                                   const std::atomic<bool>& cancel) {
+  if (!is_sha256_hex(job.sha256) || job.size == 0 || job.size > kMaxArtifactBytes)
+    return make_error("invalid", "not an artifact to fetch: sha256 " + safe_text(job.sha256, 80) + ", " +
+                                     std::to_string(job.size) + " bytes");
   const std::string final_path = dir + "/" + job.sha256;
   if (fs::exists(final_path)) return Status::Ok();
   if (job.endpoints.empty())

@@ -27,6 +27,8 @@ namespace gantry::coordinator {
 
 class PeerArtifactFetcher final : public MissingArtifacts {
  public:
+  // The largest release an operator may upload (release.upload: 16 GiB).
+  static constexpr uint64_t kMaxArtifactBytes = uint64_t{1} << 34;
   struct Options {
     uint32_t chunk_bytes = 1024 * 1024;  // per request; the command's limit
     int attempts_per_chunk = 3;          // at one peer (timeouts, refusals), then the next peer
@@ -50,6 +52,8 @@ class PeerArtifactFetcher final : public MissingArtifacts {
   PeerArtifactFetcher(const PeerArtifactFetcher&) = delete;
   PeerArtifactFetcher& operator=(const PeerArtifactFetcher&) = delete;
 
+  // Also false for a row whose sha256 is not 64 lowercase hex digits or whose size is 0 or
+  // above kMaxArtifactBytes (logged): rows may come from outside (etcd).
   bool want(const store::ReleaseRow& r) override;
   bool fetching(const std::string& sha256) const override { return wanted_.count(sha256) > 0; }
   void subscribe(Listener f) override { listeners_.push_back(std::move(f)); }

@@ -49,7 +49,7 @@ void PeerPrefetch::prefetch_missing(Millis now) {
     ++missing;
     if (fetcher_.fetching(r.sha256) || asked >= options_.max_per_pass) continue;
     if (auto it = failed_.find(r.sha256); it != failed_.end() && now < it->second.next_try) continue;
-    if (!fetcher_.want(r)) break;  // its queue is full: the next pass
+    if (!fetcher_.want(r)) continue;  // a full queue (the next pass), or a row naming no artifact (logged)
     ++asked;
   }
   if (asked > 0) LP()->info("prefetching {} of {} missing artifact(s) from peer coordinators", asked, missing);

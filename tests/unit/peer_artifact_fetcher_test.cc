@@ -159,6 +159,25 @@ TEST_F(PeerFetchTest, AnArtifactNoPeerHasIsAnErrorNamingEveryPeer) {
   EXPECT_NE(st.error().message.find("no peer coordinator is known"), std::string::npos) << st.error().message;
 }
 
+TEST_F(PeerFetchTest, ARowThatNamesNoValidArtifactIsNeverFetched) {
+  // Rows may come from outside (etcd): a digest that is a path, or a size out of bounds.
+  peers.peers["tcp://a:1"].artifacts[sha] = data;
+  for (const auto& [bad_sha, size] : std::vector<std::pair<std::string, uint64_t>>{
+           {"../../../../tmp/x", 10}, {std::string(64, 'A'), 10}, {sha, 0}, {sha, (uint64_t{1} << 34) + 1}}) {
+    job.sha256 = bad_sha;
+    job.size = size;
+    Status st = fetch();
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code, "invalid");
+  }
+  EXPECT_TRUE(peers.asked.empty());
+  EXPECT_TRUE(files().empty());
+  FixedPeerEndpoints endpoints({"tcp://a:1"});
+  PeerArtifactFetcher fetcher(artifact_dir, endpoints, std::make_unique<FakePeers>());
+  EXPECT_FALSE(fetcher.want({"web", "v9", "../x", 10, "", 1, "", ""}));
+  EXPECT_FALSE(fetcher.fetching("../x"));
+}
+
 TEST_F(PeerFetchTest, ACancelledFetchLeavesNothing) {
   peers.peers["tcp://a:1"].artifacts[sha] = data;
   cancel = true;
@@ -320,7 +339,7 @@ TEST(PeerPrefetch, EachPassAsksForAFewMissingArtifactsAndBacksOffAfterAFailure) 
   prefetch.tick(clock.now_ms());
   EXPECT_EQ(fetcher.wanted, std::vector<std::string>{"v2"});
 
-  // A full queue: the pass stops asking and the next pass goes on.
+  // A full queue: nothing is asked for, and the next pass goes on.
   fetcher.end(shas[2], make_error("unavailable", "no peer"));
   fetcher.full = true;
   fetcher.wanted.clear();
