@@ -111,6 +111,7 @@ Status Coordinator::start() {
   // Allowlists first: the ZAP handler answers from them as soon as a socket is bound.
   keys_ = std::make_unique<KeyRing>(*store_, clock_);
   if (auto s = keys_->load(); !s.ok()) return s;
+  keys_->set_peer_key(cfg_.curve.public_key);  // its own key on the operator socket: a peer coordinator
   // A bootstrap flag naming a key an admin has revoked or rejected is refused and logged; the
   // coordinator still starts, so rollouts keep running while the unit file is corrected.
   const auto bootstrap = [](const Status& s) -> Status {

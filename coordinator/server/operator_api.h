@@ -46,7 +46,10 @@ class OperatorApi {
     Role min_role;
     bool mutates;
     Audit audit;
+    bool peer = false;  // a peer coordinator (Role::kPeer) may run it; no one else's role counts
   };
+  // Whether `role` may run `cmd`: peers the commands marked for them, the others by rank.
+  static bool may_run(Role role, const Command& cmd);
   // Every command there is; anything else is refused.
   static std::span<const Command> commands();
   static const Command* find_command(std::string_view name);
@@ -108,6 +111,7 @@ class OperatorApi {
   nlohmann::json op_keys_change(const Call& c);
   nlohmann::json op_keys_accept_many(const Call& c);
   nlohmann::json op_keys_add_operator(const Call& c);
+  nlohmann::json op_artifact_chunk(const Call& c);
 
   std::vector<rollout::HostCandidate> select_hosts(const std::string& service, const std::string& selector);
   // Checks, selects the hosts and starts (rollout.start, rollback to a revision).
