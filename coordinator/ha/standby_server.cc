@@ -8,7 +8,12 @@
 #include "common/util/text.h"
 #include "coordinator/http/http_server.h"
 #include "coordinator/server/handshake_guard.h"
+#include "coordinator/server/artifact_chunk.h"
+#include "coordinator/server/artifacts.h"
 #include "coordinator/server/keyring.h"
+#include "coordinator/server/peer_artifact_fetcher.h"
+#include "coordinator/server/peer_chunk_source.h"
+#include "coordinator/server/peer_prefetch.h"
 #include "coordinator/server/rollout_views.h"
 #include "coordinator/server/zap_auth.h"
 #include "coordinator/store/store.h"
@@ -25,13 +30,16 @@ constexpr Millis kStatusEveryMs = 1000;
 constexpr int kHistory = 20;
 }  // namespace
 
-StandbyServer::StandbyServer(const Config& cfg, Clock& clock, store::Store& store, std::string name)
-    : cfg_(cfg), clock_(clock), store_(store), name_(std::move(name)), ctx_(1) {
+StandbyServer::StandbyServer(const Config& cfg, Clock& clock, store::Store& store, std::string name,
+                             PeerEndpoints& peers)
+    : cfg_(cfg), clock_(clock), store_(store), name_(std::move(name)), peers_(peers), ctx_(1) {
   transport::configure_context(ctx_);
 }
 
 StandbyServer::~StandbyServer() {
   if (http_) http_->stop();
+  prefetch_.reset();
+  fetcher_.reset();  // its worker stops; a copy under way leaves nothing
   // Sockets close before the context (member order), with no linger: the leader this process
   // may become binds the same endpoints next.
   for (auto* s : {agents_.get(), operators_.get()})
@@ -42,8 +50,14 @@ StandbyServer::~StandbyServer() {
 }
 
 Status StandbyServer::start() {
+  artifacts_ = std::make_unique<ArtifactStore>(cfg_.state_dir + "/artifacts");
+  if (auto s = artifacts_->init(); !s.ok()) return s;
+  fetcher_ = std::make_unique<PeerArtifactFetcher>(cfg_.state_dir + "/artifacts", peers_,
+                                                   std::make_unique<ZmqChunkSource>(cfg_.curve));
+  prefetch_ = std::make_unique<PeerPrefetch>(store_, *artifacts_, *fetcher_);
   keys_ = std::make_unique<KeyRing>(store_, clock_);
   if (auto s = keys_->load(); !s.ok()) return s;
+  keys_->set_peer_key(cfg_.curve.public_key);  // the leader copying a release from this standby
   refusals_ = std::make_unique<RefusalLog>(clock_);
   const bool secure = cfg_.curve.enabled();
   try {
@@ -135,6 +149,8 @@ void StandbyServer::serve_for(Millis ms) {
     if (items[0].revents & ZMQ_POLLIN) serve_agents();
     if (items[1].revents & ZMQ_POLLIN) serve_operators();
     const Millis now = clock_.now_ms();
+    fetcher_->deliver();
+    prefetch_->tick(now);
     if (now >= next_key_reload_) {
       next_key_reload_ = now + kKeyReloadMs;
       if (auto s = keys_->load(); !s.ok())
@@ -181,19 +197,32 @@ void StandbyServer::serve_operators() {
     const auto* req = msg ? std::get_if<proto::OpRequest>(&*msg) : nullptr;
     if (req == nullptr) {
       reply.error = msg ? "not an operator request" : "bad request: " + msg.error().message;
-    } else if (cfg_.curve.enabled() && keys_->op(in->user_id) == nullptr) {
-      reply.request_id = req->request_id;
-      reply.error = "this operator key is not (or no longer) authorized";
-    } else if (req->command == "status") {
-      reply.request_id = req->request_id;
-      reply.ok = true;
-      reply.result = status_json();
     } else {
       reply.request_id = req->request_id;
-      reply.error = "not_leader: this coordinator (" + name_ + ") is a standby and serves only `status`; " +
-                    leader_text();
-      reply.error_code = "not_leader";
-      reply.leader = leader_map();
+      // With CURVE: an operator key, or this installation's own server key (a peer coordinator).
+      const bool secure = cfg_.curve.enabled();
+      const bool peer = secure && in->user_id == cfg_.curve.public_key;
+      const auto* op = secure ? keys_->op(in->user_id) : nullptr;
+      if (secure && !peer && (op == nullptr || op->state != "active")) {
+        reply.error = "this operator key is not (or no longer) authorized";
+      } else if (req->command == "status") {
+        reply.ok = true;
+        reply.result = status_json();
+      } else if (req->command == "artifact-chunk" && (!secure || peer || op->role == "admin")) {
+        // Another coordinator copying a release this one has (peer_artifact_fetcher.h).
+        auto r = artifact_chunk(*artifacts_, req->args);
+        if (r) {
+          reply.ok = true;
+          reply.result = std::move(*r);
+        } else {
+          reply.error = r.error().message;
+        }
+      } else {
+        reply.error = "not_leader: this coordinator (" + name_ + ") is a standby and serves only `status`; " +
+                      leader_text();
+        reply.error_code = "not_leader";
+        reply.leader = leader_map();
+      }
     }
     if (auto s = transport::send_to(*operators_, in->identity, reply); !s.ok())
       L()->debug("cannot answer an operator: {}", s.error().message);

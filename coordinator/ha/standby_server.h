@@ -5,7 +5,8 @@
 //  - answers the operator command `status` read-only from the store (role "standby", the
 //    leader, recent rollouts, hosts as last recorded) and every other command with a
 //    "not_leader" error naming the leader, so the CLI retries there;
-//  - serves /status the same way and /metrics with gantry_coordinator_leader 0.
+//  - serves /status the same way and /metrics with gantry_coordinator_leader 0;
+//  - copies every release it lacks from its peers (the leader among them).
 // CURVE and the key allowlists apply as on the leader (ZAP from the store's keys, reloaded
 // every few seconds).
 #pragma once
@@ -32,8 +33,12 @@ class Store;
 }
 
 namespace gantry::coordinator {
+class ArtifactStore;
 class HttpServer;
 class KeyRing;
+class PeerArtifactFetcher;
+class PeerEndpoints;
+class PeerPrefetch;
 class RefusalLog;
 class ZapAuth;
 }  // namespace gantry::coordinator
@@ -44,7 +49,9 @@ class StandbyServer {
  public:
   // `store` is read only: the standby never writes (the etcd store it is given is fenced on a
   // leadership it does not hold, so a write would fail anyway).
-  StandbyServer(const Config& cfg, Clock& clock, store::Store& store, std::string name);
+  // `peers`: where the releases this coordinator lacks are copied from, a few seconds after
+  // their upload (server/peer_prefetch.h), so it has them when it comes to lead.
+  StandbyServer(const Config& cfg, Clock& clock, store::Store& store, std::string name, PeerEndpoints& peers);
   ~StandbyServer();
 
   // Binds the agent and operator endpoints and HTTP; the endpoints actually bound.
@@ -66,6 +73,7 @@ class StandbyServer {
   Clock& clock_;
   store::Store& store_;
   std::string name_;
+  PeerEndpoints& peers_;
   zmq::context_t ctx_;
   Metrics metrics_;
   std::unique_ptr<KeyRing> keys_;
@@ -73,6 +81,9 @@ class StandbyServer {
   std::unique_ptr<ZapAuth> zap_;
   std::unique_ptr<zmq::socket_t> agents_, operators_;
   std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  std::unique_ptr<PeerArtifactFetcher> fetcher_;
+  std::unique_ptr<PeerPrefetch> prefetch_;
   std::map<std::string, std::string> endpoints_;
   mutable std::mutex mu_;  // leader_, shared with the HTTP threads
   std::optional<MemberInfo> leader_;

@@ -7,6 +7,7 @@
 #include "common/util/sd_notify.h"
 #include "common/util/text.h"
 #include "coordinator/etcd/etcd_client.h"
+#include "coordinator/ha/etcd_peer_endpoints.h"
 #include "coordinator/ha/leader_election.h"
 #include "coordinator/ha/member_info.h"
 #include "coordinator/ha/standby_server.h"
@@ -51,7 +52,8 @@ int standby_then_lead(const Config& cfg, Clock& clock, const std::atomic<bool>& 
     std::this_thread::sleep_for(std::chrono::milliseconds(kCampaignEveryMs));
   }
   if (!reader) return 0;
-  auto standby = std::make_unique<StandbyServer>(cfg, clock, *reader, cfg.name);
+  EtcdPeerEndpoints peers(*etcd, cfg.etcd_prefix, cfg.name);
+  auto standby = std::make_unique<StandbyServer>(cfg, clock, *reader, cfg.name, peers);
   if (auto s = standby->start(); !s.ok()) {
     L()->critical("cannot start: {}", s.error().message);
     return 1;
@@ -111,7 +113,7 @@ int standby_then_lead(const Config& cfg, Clock& clock, const std::atomic<bool>& 
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
-  const int rc = lead(std::move(*fenced), election.epoch(), end);
+  const int rc = lead(std::move(*fenced), election.epoch(), peers, end);
   done = true;
   watch.join();
   if (lost || election.lost()) {

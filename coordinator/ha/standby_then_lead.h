@@ -16,13 +16,19 @@ namespace gantry::store {
 class Store;
 }
 
+namespace gantry::coordinator {
+class PeerEndpoints;
+}
+
 namespace gantry::coordinator::ha {
 
 inline constexpr int kExitLostLeadership = 75;  // EX_TEMPFAIL
 inline constexpr Millis kCampaignEveryMs = 250;
 
 // Runs the coordinator on the store it is given until `stop` becomes true; returns the exit code.
-using LeadFn = std::function<int(std::unique_ptr<store::Store> store, uint64_t epoch, const std::atomic<bool>& stop)>;
+// `peers`: the other coordinators, where artifacts it lacks are copied from.
+using LeadFn = std::function<int(std::unique_ptr<store::Store> store, uint64_t epoch, PeerEndpoints& peers,
+                                 const std::atomic<bool>& stop)>;
 
 // Returns the process's exit code: 0 after a clean stop, 1 when it cannot start (etcd
 // unreachable at start is not that: it keeps trying while standing by), kExitLostLeadership.

@@ -18,6 +18,8 @@
 #include "coordinator/server/http_routes.h"
 #include "coordinator/server/keyring.h"
 #include "coordinator/server/operator_api.h"
+#include "coordinator/server/peer_artifact_fetcher.h"
+#include "coordinator/server/peer_chunk_source.h"
 #include "coordinator/server/requested_views.h"
 #include "coordinator/server/rollout_executor.h"
 #include "coordinator/server/rollout_views.h"
@@ -128,6 +130,11 @@ Status Coordinator::start() {
   refusals_ = std::make_unique<RefusalLog>(clock_);
   udp_ = std::make_unique<UdpHeartbeats>(cfg_, registry_, *sender_, metrics_, *refusals_, clock_);
   artifact_server_ = std::make_unique<ArtifactServer>(*store_, *artifacts_, *sender_, metrics_, clock_);
+  if (peers_) {
+    peer_fetcher_ = std::make_unique<PeerArtifactFetcher>(cfg_.state_dir + "/artifacts", *peers_,
+                                                          std::make_unique<ZmqChunkSource>(cfg_.curve));
+    artifact_server_->set_missing(peer_fetcher_.get());
+  }
   channel_ = std::make_unique<AgentChannel>(AgentChannel::Deps{cfg_, clock_, *agents_, registry_, *keys_, *store_,
                                                                *executor_, *artifact_server_, *udp_, *sender_, metrics_,
                                                                *refusals_, changed_, epoch_});
@@ -319,6 +326,7 @@ void Coordinator::serve(const zmq::pollitem_t* items, const std::vector<zmq::pol
       agents_at_rest_ = executor_->idle();
     }
   }
+  if (peer_fetcher_) peer_fetcher_->deliver();
   if (artifact_server_->has_deferred()) artifact_server_->serve_deferred();
   if (items[1].revents & ZMQ_POLLIN) operator_api_->serve(*operators_);
   on_timers();

@@ -40,6 +40,8 @@ class HttpRoutes;
 class HttpServer;
 class KeyRing;
 class OperatorApi;
+class PeerArtifactFetcher;
+class PeerEndpoints;
 class PubSignalSink;
 class RefusalLog;
 class RequestedViews;
@@ -55,6 +57,9 @@ class Coordinator {
   Coordinator(Config cfg, Clock& clock, std::unique_ptr<store::Store> store = nullptr, uint64_t epoch = 0);
   ~Coordinator();
 
+  // Where artifacts this coordinator lacks are copied from (peer coordinators, on the etcd
+  // store); unset: nowhere. Before start().
+  void set_peers(PeerEndpoints* peers) { peers_ = peers; }
   // Opens the store, binds the sockets, restores active rollouts; writes endpoints.json.
   Status start();
   // Runs until `stop` becomes true (checked at least every 100 ms).
@@ -100,6 +105,8 @@ class Coordinator {
   std::unique_ptr<analysis::AnalysisScheduler> analysis_;
   std::unique_ptr<UdpHeartbeats> udp_;
   std::unique_ptr<ArtifactServer> artifact_server_;
+  PeerEndpoints* peers_ = nullptr;
+  std::unique_ptr<PeerArtifactFetcher> peer_fetcher_;
   std::unique_ptr<AgentChannel> channel_;
   std::unique_ptr<OperatorApi> operator_api_;
   std::unique_ptr<StatusSnapshot> snapshot_;
