@@ -15,12 +15,60 @@
 #include "common/version.h"
 #include "coordinator/rollout/state_machine.h"
 #include "coordinator/server/config_options.h"
+#include "coordinator/ha/standby_then_lead.h"
 #include "coordinator/server/coordinator.h"
 #include "coordinator/store/migrate.h"
+#include "coordinator/store/store.h"
 
 namespace {
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
+
+// Runs the coordinator's loop until `stop`, with systemd's watchdog fed while the loop turns.
+void run_with_watchdog(gantry::coordinator::Coordinator& coord, const std::atomic<bool>& stop, bool notify_ready) {
+  auto log = gantry::log::get("coordinator");
+  if (notify_ready) gantry::sd::notify("READY=1");
+  // WATCHDOG=1 at half the interval systemd asked for, but only while the event loop turns (it
+  // wakes at least every 100 ms): a loop stuck for longer than `stall` stops the pings, and
+  // systemd restarts the daemon once WatchdogSec= passes without one.
+  const uint64_t wd_usec = gantry::sd::watchdog_usec();
+  std::thread watchdog;
+  std::atomic<bool> wd_stop{false};
+  if (wd_usec > 0) {
+    watchdog = std::thread([&] {
+      using namespace std::chrono;
+      const auto every = microseconds(std::max<uint64_t>(wd_usec / 2, 1000));
+      const auto stall = std::max<steady_clock::duration>(every, seconds(2));
+      uint64_t last_turns = coord.loop_turns();
+      auto last_change = steady_clock::now();
+      auto next = last_change;
+      bool warned = false;
+      while (!wd_stop) {
+        auto now = steady_clock::now();
+        if (uint64_t turns = coord.loop_turns(); turns != last_turns) {
+          last_turns = turns;
+          last_change = now;
+        }
+        if (now >= next) {
+          if (now - last_change <= stall) {
+            gantry::sd::notify("WATCHDOG=1");
+            warned = false;
+          } else if (!warned) {
+            log->error("event loop stuck for {} ms; withholding the watchdog ping",
+                       duration_cast<milliseconds>(now - last_change).count());
+            warned = true;
+          }
+          next = now + every;
+        }
+        std::this_thread::sleep_for(std::min<steady_clock::duration>(next - now, milliseconds(20)));
+      }
+    });
+  }
+  coord.run(stop);
+  gantry::sd::notify("STOPPING=1");
+  wd_stop = true;
+  if (watchdog.joinable()) watchdog.join();
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,51 +109,27 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGPIPE, SIG_IGN);
   gantry::SystemClock clock;
+  if (cfg.etcd()) {
+    // Standby until elected, then the leader (docs/HIGH_AVAILABILITY.md).
+    return gantry::coordinator::ha::standby_then_lead(
+        cfg, clock, g_stop,
+        [&](std::unique_ptr<gantry::store::Store> store, uint64_t epoch, gantry::coordinator::PeerEndpoints& peers,
+            const std::atomic<bool>& stop) {
+          gantry::coordinator::Coordinator coord(cfg, clock, std::move(store), epoch);
+          coord.set_peers(&peers);
+          if (auto s = coord.start(); !s.ok()) {
+            log->critical("cannot start: {}", s.error().message);
+            return 1;
+          }
+          run_with_watchdog(coord, stop, /*notify_ready=*/false);
+          return 0;
+        });
+  }
   gantry::coordinator::Coordinator coord(cfg, clock);
   if (auto s = coord.start(); !s.ok()) {
     log->critical("cannot start: {}", s.error().message);
     return 1;
   }
-  gantry::sd::notify("READY=1");
-  // WATCHDOG=1 at half the interval systemd asked for, but only while the event loop turns (it
-  // wakes at least every 100 ms): a loop stuck for longer than `stall` stops the pings, and
-  // systemd restarts the daemon once WatchdogSec= passes without one.
-  const uint64_t wd_usec = gantry::sd::watchdog_usec();
-  std::thread watchdog;
-  std::atomic<bool> wd_stop{false};
-  if (wd_usec > 0) {
-    watchdog = std::thread([&] {
-      using namespace std::chrono;
-      const auto every = microseconds(std::max<uint64_t>(wd_usec / 2, 1000));
-      const auto stall = std::max<steady_clock::duration>(every, seconds(2));
-      uint64_t last_turns = coord.loop_turns();
-      auto last_change = steady_clock::now();
-      auto next = last_change;
-      bool warned = false;
-      while (!wd_stop) {
-        auto now = steady_clock::now();
-        if (uint64_t turns = coord.loop_turns(); turns != last_turns) {
-          last_turns = turns;
-          last_change = now;
-        }
-        if (now >= next) {
-          if (now - last_change <= stall) {
-            gantry::sd::notify("WATCHDOG=1");
-            warned = false;
-          } else if (!warned) {
-            log->error("event loop stuck for {} ms; withholding the watchdog ping",
-                       duration_cast<milliseconds>(now - last_change).count());
-            warned = true;
-          }
-          next = now + every;
-        }
-        std::this_thread::sleep_for(std::min<steady_clock::duration>(next - now, milliseconds(20)));
-      }
-    });
-  }
-  coord.run(g_stop);
-  gantry::sd::notify("STOPPING=1");
-  wd_stop = true;
-  if (watchdog.joinable()) watchdog.join();
+  run_with_watchdog(coord, g_stop, /*notify_ready=*/true);
   return 0;
 }

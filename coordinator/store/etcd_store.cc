@@ -5,6 +5,7 @@
 #include <limits>
 #include <random>
 #include <set>
+#include <tuple>
 
 #include "common/util/text.h"
 
@@ -288,6 +289,25 @@ Expected<std::optional<ReleaseRow>> EtcdStore::release_by_sha(const std::string&
     auto r = etcd_codec::decode_release(kvs->front().key, kvs->front().value);
     if (!r) return r.error();
     return std::optional<ReleaseRow>(std::move(*r));
+  });
+}
+
+Expected<std::vector<ReleaseRow>> EtcdStore::releases() {
+  return guard_etcd("list releases", [&]() -> Expected<std::vector<ReleaseRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kvs = scan(keys_.p + "release/");
+    if (!kvs) return kvs.error();
+    std::vector<ReleaseRow> out;
+    for (const auto& kv : *kvs) {
+      auto r = etcd_codec::decode_release(kv.key, kv.value);
+      if (!r) return r.error();
+      out.push_back(std::move(*r));
+    }
+    // As SqliteStore lists them: by upload time, then service and version.
+    std::stable_sort(out.begin(), out.end(), [](const ReleaseRow& a, const ReleaseRow& b) {
+      return std::tie(a.created_at, a.service, a.version) < std::tie(b.created_at, b.service, b.version);
+    });
+    return out;
   });
 }
 
