@@ -94,8 +94,8 @@ int standby_then_lead(const Config& cfg, Clock& clock, const std::atomic<bool>& 
   standby.reset();  // its sockets close; the leader binds the same endpoints
   reader.reset();
 
-  auto fenced = store::EtcdStore::open(etcd, cfg.etcd_prefix,
-                                       store::Fence{leader_key, static_cast<int64_t>(election.epoch())});
+  auto fenced =
+      store::EtcdStore::open(etcd, cfg.etcd_prefix, store::Fence{leader_key, static_cast<int64_t>(election.epoch())});
   if (!fenced) {
     L()->critical("cannot open the etcd store as the leader: {}", fenced.error().message);
     election.resign();
