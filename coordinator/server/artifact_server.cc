@@ -107,6 +107,30 @@ void ArtifactServer::forget_idle() {
   }
 }
 
+void ArtifactServer::set_missing(MissingArtifacts* missing) {
+  missing_ = missing;
+  if (missing_)
+    missing_->subscribe([this](const std::string& sha, const Status& result) { on_peer_fetch(sha, result); });
+}
+
+void ArtifactServer::on_peer_fetch(const std::string& sha256, const Status& result) {
+  auto it = awaiting_.find(sha256);
+  if (it == awaiting_.end()) return;
+  auto waiting = std::move(it->second);
+  awaiting_.erase(it);
+  awaiting_count_ -= waiting.size();
+  for (auto& [identity, f] : waiting) {
+    if (result.ok()) {
+      on_fetch(identity, f);  // under the budget like any other request
+    } else {
+      link_.send(identity, proto::ErrorMsg{"not_found",
+                                           "this coordinator lacks the artifact and no peer coordinator gave it: " +
+                                               result.error().message.substr(0, 3000),
+                                           static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+    }
+  }
+}
+
 void ArtifactServer::answer(const std::string& identity, Host& host, const proto::FetchChunk& f) {
   auto known = served_.find(f.sha256);
   if (known == served_.end()) {
@@ -117,8 +141,30 @@ void ArtifactServer::answer(const std::string& identity, Host& host, const proto
                                            static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
       return;
     }
+    // The release is known (the store is shared by every coordinator of an installation) but
+    // its file may not be here yet: it is fetched from a peer and the request waits for it.
+    if (missing_ && !artifacts_.has(f.sha256)) {
+      if (awaiting_count_ >= kMaxAwaitingPeer) {
+        L()->debug("dropping a FetchChunk from {}: {} requests already wait for peers", identity, awaiting_count_);
+        return;
+      }
+      if (!missing_->fetching(f.sha256)) {
+        if (!missing_->want(**rel)) {
+          link_.send(identity, proto::ErrorMsg{"io", "this coordinator lacks the artifact and cannot fetch it now",
+                                               static_cast<uint16_t>(proto::MsgType::kFetchChunk), f.sha256});
+          return;
+        }
+        L()->info("artifact {} ({} {}) is not here; fetching it from a peer coordinator for {}", f.sha256,
+                  (*rel)->service, (*rel)->version, identity);
+      }
+      awaiting_[f.sha256].emplace_back(identity, f);
+      ++awaiting_count_;
+      return;
+    }
     if (served_.size() >= 256) served_.clear();
-    known = served_.emplace(f.sha256, std::make_pair((*rel)->path, (*rel)->size)).first;
+    // Its file in this coordinator's artifact dir: a row's path is where the coordinator that
+    // stored it kept it, which on another coordinator may be elsewhere.
+    known = served_.emplace(f.sha256, std::make_pair(artifacts_.path_for(f.sha256), (*rel)->size)).first;
   }
   const auto& [path, size] = known->second;
   if (f.offset > size) {

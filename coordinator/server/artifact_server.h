@@ -11,12 +11,14 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "common/protocol/messages.h"
 #include "common/util/clock.h"
 #include "coordinator/server/agent_sender.h"
 #include "coordinator/server/artifacts.h"
 #include "coordinator/server/metrics.h"
+#include "coordinator/server/missing_artifacts.h"
 #include "coordinator/store/store.h"
 
 namespace gantry::coordinator {
@@ -41,6 +43,14 @@ class ArtifactServer {
   void on_fetch(const std::string& identity, const proto::FetchChunk& f);
   // Answers queued requests, one per host in turn, while the budget and each host's share allow.
   void serve_deferred();
+  // Where an artifact the store names but this coordinator lacks comes from (peer coordinators:
+  // peer_artifact_fetcher.h). Its requests wait, unanswered, while it is fetched, and are
+  // answered when the fetch ends: served, or ErrorMsg not_found if no peer gave it. Unset: such
+  // a request gets ErrorMsg io, as before.
+  void set_missing(MissingArtifacts* missing);
+  // Requests waiting for an artifact being fetched from a peer, all hosts.
+  size_t awaiting_peer() const { return awaiting_count_; }
+  static constexpr size_t kMaxAwaitingPeer = 4096;  // more are dropped (their agents ask again)
   bool has_deferred() const { return deferred_ > 0; }
   int64_t bytes_queued() const { return queued_->load(std::memory_order_relaxed); }
   // Queued bytes of one connection's frames (0 for one not downloading).
@@ -63,6 +73,8 @@ class ArtifactServer {
   void answer(const std::string& identity, Host& host, const proto::FetchChunk& f);
   // Forgets hosts with nothing queued or waiting (their entries only cost lookups).
   void forget_idle();
+  // A fetch from peers ended (MissingArtifacts listener): the requests that waited for it.
+  void on_peer_fetch(const std::string& sha256, const Status& result);
 
   store::Store& store_;
   ArtifactStore& artifacts_;
@@ -78,6 +90,10 @@ class ArtifactServer {
   size_t deferred_ = 0;                // requests waiting, all hosts
   std::string next_turn_;              // round robin: the host served first by the next pass
   uint32_t fetches_since_sweep_ = 0;
+  MissingArtifacts* missing_ = nullptr;
+  // sha256 -> (connection, request) of requests for an artifact being fetched from peers.
+  std::map<std::string, std::vector<std::pair<std::string, proto::FetchChunk>>> awaiting_;
+  size_t awaiting_count_ = 0;
 };
 
 }  // namespace gantry::coordinator

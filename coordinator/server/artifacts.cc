@@ -19,6 +19,15 @@ ArtifactStore::~ArtifactStore() {
 
 Status ArtifactStore::init() { return fs::make_dirs(dir_, 0700); }
 
+bool ArtifactStore::has(const std::string& sha256) const { return fs::exists(path_for(sha256)); }
+
+Expected<uint64_t> ArtifactStore::size_of(const std::string& sha256) const {
+  struct stat st {};
+  if (::stat(path_for(sha256).c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+    return make_error("not_found", "no artifact " + sha256 + " here");
+  return static_cast<uint64_t>(st.st_size);
+}
+
 Expected<ArtifactStore::UploadProgress> ArtifactStore::upload(const std::string& sha256, uint64_t size, uint64_t offset,
                                                               const std::string& data) {
   UploadProgress p;

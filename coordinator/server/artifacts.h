@@ -36,6 +36,11 @@ class ArtifactStore {
   Expected<size_t> read_into(const std::string& path, uint64_t offset, char* out, size_t length);
 
   std::string path_for(const std::string& sha256) const { return dir_ + "/" + sha256; }
+  const std::string& dir() const { return dir_; }
+  // Whether the complete artifact is here (files appear only once their digest was checked).
+  bool has(const std::string& sha256) const;
+  // Its size; error "not_found" when it is not here.
+  Expected<uint64_t> size_of(const std::string& sha256) const;
 
  private:
   std::string dir_;

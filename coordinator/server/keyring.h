@@ -21,7 +21,10 @@ constexpr const char* kZapDomainAgents = "gantry-agent";
 constexpr const char* kZapDomainPub = "gantry-pub";
 constexpr const char* kZapDomainOperators = "gantry-operator";
 
-enum class Role { kViewer = 1, kDeployer = 2, kAdmin = 3 };
+// kPeer is not above or below the others: another coordinator of the installation (it holds the
+// shared server keypair), allowed the commands the table marks for peers and nothing else.
+enum class Role { kPeer = 0, kViewer = 1, kDeployer = 2, kAdmin = 3 };
+// An operator key's role: viewer, deployer or admin ("peer" is no operator key's).
 std::optional<Role> parse_role(const std::string& s);
 const char* role_name(Role r);
 
@@ -70,6 +73,12 @@ class KeyRing {
   // operator has not accepted ever gets past the handshake.
   ZapDecision zap(const std::string& domain, const std::string& key, const std::string& address = "");
 
+  // The coordinator's own server public key (Z85; "" without CURVE): a client authenticating
+  // with it on the operator socket is a peer coordinator (it holds the installation's shared
+  // server keypair) and gets the role peer.
+  void set_peer_key(std::string key) { peer_key_ = std::move(key); }
+  bool is_peer(const std::string& key) const { return !peer_key_.empty() && key == peer_key_; }
+
   // Per-message lookups from the User-Id (the key).
   AgentStanding agent(const std::string& key) const;
   // The active operator with this key, or nullptr.
@@ -98,6 +107,7 @@ class KeyRing {
   const Clock& clock_;
   std::map<std::string, store::AgentKeyRow> agents_;  // by key
   std::map<std::string, store::OperatorKeyRow> ops_;  // by key
+  std::string peer_key_;                              // see set_peer_key
 };
 
 }  // namespace gantry::coordinator

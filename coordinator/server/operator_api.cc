@@ -10,6 +10,7 @@
 #include "common/util/names.h"
 #include "common/util/text.h"
 #include "coordinator/rollout/planner.h"
+#include "coordinator/server/artifact_chunk.h"
 #include "coordinator/server/rollout_views.h"
 
 namespace gantry::coordinator {
@@ -81,29 +82,32 @@ std::span<const OperatorApi::Command> OperatorApi::commands() {
   using C = OperatorApi;
 
   // Viewers read, deployers change rollouts and releases, admins manage keys. keys.list reads,
-  // but who listed the keys is on the record.
-  static constexpr std::array<OperatorApi::Command, 21> kCommands = {{
-      {"hosts", &C::op_hosts, Role::kViewer, false, A::kNone},
-      {"status", &C::op_status, Role::kViewer, false, A::kNone},
-      {"release.get", &C::op_release_get, Role::kViewer, false, A::kNone},
+  // but who listed the keys is on the record. Peer coordinators (the last column) read what a
+  // standby shows and fetch artifacts; artifact-chunk is theirs (and admins'), never audited:
+  // a release is copied in thousands of chunks.
+  static constexpr std::array<OperatorApi::Command, 22> kCommands = {{
+      {"hosts", &C::op_hosts, Role::kViewer, false, A::kNone, true},
+      {"status", &C::op_status, Role::kViewer, false, A::kNone, true},
+      {"release.get", &C::op_release_get, Role::kViewer, false, A::kNone, true},
       {"release.upload", &C::op_release_upload, Role::kDeployer, true, A::kByHandler},
       {"rollout.plan", &C::op_rollout_plan, Role::kViewer, false, A::kNone},
       {"rollout.start", &C::op_rollout_start, Role::kDeployer, true, A::kRecorded},
-      {"rollout.get", &C::op_rollout_get, Role::kViewer, false, A::kNone},
+      {"rollout.get", &C::op_rollout_get, Role::kViewer, false, A::kNone, true},
       {"rollout.pause", &C::op_rollout_control, Role::kDeployer, true, A::kRecorded},
       {"rollout.resume", &C::op_rollout_control, Role::kDeployer, true, A::kRecorded},
       {"rollout.promote", &C::op_rollout_control, Role::kDeployer, true, A::kRecorded},
       {"rollout.abort", &C::op_rollout_control, Role::kDeployer, true, A::kRecorded},
       {"rollback", &C::op_rollback, Role::kDeployer, true, A::kRecorded},
       {"rollback.plan", &C::op_rollback_plan, Role::kViewer, false, A::kNone},
-      {"history", &C::op_history, Role::kViewer, false, A::kNone},
-      {"audit", &C::op_audit, Role::kViewer, false, A::kNone},
+      {"history", &C::op_history, Role::kViewer, false, A::kNone, true},
+      {"audit", &C::op_audit, Role::kViewer, false, A::kNone, true},
       {"keys.list", &C::op_keys_list, Role::kAdmin, false, A::kRecorded},
       {"keys.accept", &C::op_keys_change, Role::kAdmin, true, A::kRecorded},
       {"keys.accept_many", &C::op_keys_accept_many, Role::kAdmin, true, A::kRecorded},
       {"keys.reject", &C::op_keys_change, Role::kAdmin, true, A::kRecorded},
       {"keys.revoke", &C::op_keys_change, Role::kAdmin, true, A::kRecorded},
       {"keys.add_operator", &C::op_keys_add_operator, Role::kAdmin, true, A::kRecorded},
+      {"artifact-chunk", &C::op_artifact_chunk, Role::kAdmin, false, A::kNone, true},
   }};
   return kCommands;
 }
@@ -112,6 +116,10 @@ const OperatorApi::Command* OperatorApi::find_command(std::string_view name) {
   for (const auto& c : commands())
     if (c.name == name) return &c;
   return nullptr;
+}
+
+bool OperatorApi::may_run(Role role, const Command& cmd) {
+  return role == Role::kPeer ? cmd.peer : role >= cmd.min_role;
 }
 
 OperatorApi::OperatorApi(Deps deps) : d_(std::move(deps)) {}
@@ -135,10 +143,10 @@ proto::OpReply OperatorApi::handle(const proto::OpRequest& req, const std::strin
     audit_or_fail({0, d_.clock.wall_ms(), who, safe_text(req.command, 64), target, "refused: unknown command"}, rep);
     return rep;
   }
-  if (role < cmd->min_role) {
+  if (!may_run(role, *cmd)) {
     d_.metrics.auth_refused++;
-    rep.error = std::string("permission denied: ") + req.command + " needs the " + role_name(cmd->min_role) +
-                " role; " + who + " is a " + role_name(role);
+    rep.error = std::string("permission denied: ") + req.command + " needs the " + role_name(cmd->min_role) + " role" +
+                (cmd->peer ? " (or peer)" : "") + "; " + who + " is a " + role_name(role);
     audit_or_fail({0, d_.clock.wall_ms(), who, req.command, target,
                    std::string("refused: role ") + role_name(role) + " < " + role_name(cmd->min_role)},
                   rep);
@@ -226,6 +234,9 @@ proto::OpReply OperatorApi::answer(const transport::Incoming& in) {
         if (is_safe_name(u)) who += " (" + u + ")";
       }
       reply = handle(*req, who, Role::kAdmin);
+    } else if (d_.keys.is_peer(in.user_id)) {
+      // The installation's own server key: another coordinator (HA_CONTRACT, PROTOCOL.md §9.1).
+      reply = handle(*req, "peer coordinator", Role::kPeer);
     } else if (const auto* op = d_.keys.op(in.user_id)) {
       // The key's name is who acted; a claimed $USER is not evidence of anything.
       if (auto role = parse_role(op->role)) {
@@ -257,6 +268,10 @@ nlohmann::json OperatorApi::status(const std::string& service, bool with_timelin
   if (convergence_) {
     if (view.contains("hosts")) convergence_->annotate(view["hosts"]);
     view["desired"] = convergence_->desired_json();
+  }
+  if (!leader_name_.empty()) {
+    view["role"] = "leader";
+    view["name"] = leader_name_;
   }
   return view;
 }
@@ -634,6 +649,13 @@ nlohmann::json OperatorApi::op_keys_add_operator(const Call& c) {
   if (!ch) throw OpError(ch.error().message);
   return {{"summary", ch->summary},
           {"operator", {{"key", ch->op->key}, {"name", ch->op->name}, {"role", ch->op->role}}}};
+}
+
+// For peer coordinators that lack an artifact (coordinator/server/artifact_chunk.h).
+nlohmann::json OperatorApi::op_artifact_chunk(const Call& c) {
+  auto r = artifact_chunk(d_.artifacts, c.args);
+  if (!r) throw OpError(r.error().message);
+  return std::move(*r);
 }
 
 }  // namespace gantry::coordinator

@@ -46,7 +46,10 @@ class OperatorApi {
     Role min_role;
     bool mutates;
     Audit audit;
+    bool peer = false;  // a peer coordinator (Role::kPeer) may run it; no one else's role counts
   };
+  // Whether `role` may run `cmd`: peers the commands marked for them, the others by rank.
+  static bool may_run(Role role, const Command& cmd);
   // Every command there is; anything else is refused.
   static std::span<const Command> commands();
   static const Command* find_command(std::string_view name);
@@ -82,6 +85,9 @@ class OperatorApi {
   // Where `hosts` and `status` get each host's drift and each service's desired state from.
   // Unset: they show none.
   void set_convergence(const Convergence* c) { convergence_ = c; }
+  // On the etcd store: `status` says this coordinator leads and its name (standbys say
+  // "standby", coordinator/ha/standby_server.h). Unset (SQLite): neither is shown.
+  void set_leader_name(std::string name) { leader_name_ = std::move(name); }
   // The reply to one request as read from the socket: decoded, its key's role looked up, handled.
   proto::OpReply answer(const transport::Incoming& in);
 
@@ -105,6 +111,7 @@ class OperatorApi {
   nlohmann::json op_keys_change(const Call& c);
   nlohmann::json op_keys_accept_many(const Call& c);
   nlohmann::json op_keys_add_operator(const Call& c);
+  nlohmann::json op_artifact_chunk(const Call& c);
 
   std::vector<rollout::HostCandidate> select_hosts(const std::string& service, const std::string& selector);
   // Checks, selects the hosts and starts (rollout.start, rollback to a revision).
@@ -129,6 +136,7 @@ class OperatorApi {
   std::function<void(int fd)> proven_;
   AnalysisPreview analysis_preview_;
   const Convergence* convergence_ = nullptr;
+  std::string leader_name_;
 };
 
 }  // namespace gantry::coordinator

@@ -388,6 +388,15 @@ Expected<std::optional<ReleaseRow>> SqliteStore::release_by_sha(const std::strin
   });
 }
 
+Expected<std::vector<ReleaseRow>> SqliteStore::releases() {
+  return guard("list releases", [&]() -> Expected<std::vector<ReleaseRow>> {
+    Stmt s(db_->raw(), std::string(kReleaseSelect) + "ORDER BY r.created_at, r.service, r.version");
+    std::vector<ReleaseRow> out;
+    while (s.step()) out.push_back(read_release(s));
+    return out;
+  });
+}
+
 Expected<uint64_t> SqliteStore::create_rollout(const RolloutRow& r) {
   return guard("create rollout", [&]() -> Expected<uint64_t> {
     // Durable with the rollout's first step, which follows at once; a row whose first step was

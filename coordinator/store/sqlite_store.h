@@ -32,6 +32,7 @@ class SqliteStore final : public Store {
   Status put_release(const ReleaseRow& r) override;
   Expected<std::optional<ReleaseRow>> release(const std::string& service, const std::string& version) override;
   Expected<std::optional<ReleaseRow>> release_by_sha(const std::string& sha256) override;
+  Expected<std::vector<ReleaseRow>> releases() override;
   Expected<uint64_t> create_rollout(const RolloutRow& r) override;
   Status save_step(const StepWrite& w) override;
   Expected<std::optional<RolloutRow>> rollout(uint64_t id) override;

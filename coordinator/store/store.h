@@ -206,6 +206,8 @@ class Store {
   virtual Status put_release(const ReleaseRow& r) = 0;
   virtual Expected<std::optional<ReleaseRow>> release(const std::string& service, const std::string& version) = 0;
   virtual Expected<std::optional<ReleaseRow>> release_by_sha(const std::string& sha256) = 0;
+  // Every release, oldest first (a standby's prefetch pass lists them: peer_prefetch.h).
+  virtual Expected<std::vector<ReleaseRow>> releases() = 0;
 
   virtual Expected<uint64_t> create_rollout(const RolloutRow& r) = 0;
   virtual Status save_step(const StepWrite& w) = 0;

@@ -289,6 +289,17 @@ def main():
 
     # ---- §6 release.upload and rollout.start; §5.3 the order end to end ------------------
     expect("op-release-upload-reply", request("op-release-upload"), exact_keys=False)
+    # A peer coordinator: the coordinator's own keypair on the operator socket (§6, §9.1).
+    peer = ctx.socket(zmq.DEALER)
+    curve(peer, f"{tmp}/coordinator")
+    peer.connect(ep["operator"])
+    peer.send(pack(example("op-artifact-chunk")))
+    expect("op-artifact-chunk-reply", recv(peer, "reply to op-artifact-chunk"))
+    refused = example("op-rollout-start")
+    refused["b"]["request_id"] = "p2"
+    peer.send(pack(refused))
+    expect("op-peer-refused-reply", recv(peer, "reply to the peer's rollout.start"))
+    peer.close()
     expect("op-rollout-start-reply", request("op-rollout-start"), exact_keys=False)
     order = recv(agent, "order", want=lambda m: m.get("t") == 4)
     expect("order", order)

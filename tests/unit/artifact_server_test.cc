@@ -36,7 +36,7 @@ class ArtifactServerTest : public ::testing::Test {
     ASSERT_TRUE(store);
     artifacts = std::make_unique<ArtifactStore>(dir.path + "/artifacts");
     ASSERT_TRUE(artifacts->init().ok());
-    const std::string path = dir.path + "/artifact";
+    const std::string path = artifacts->path_for(sha);
     std::ofstream(path, std::ios::binary) << std::string(kSize, 'x');
     store::ReleaseRow r{"web", "v2", sha, kSize, path, 1, "", ""};
     ASSERT_TRUE(store->put_release(r).ok());

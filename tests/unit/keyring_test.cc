@@ -155,3 +155,25 @@ TEST(KeyRing, AcceptingByHostNameRefusesWhenTwoPendingKeysClaimIt) {
 }
 
 }  // namespace
+
+// The coordinators of one installation share a server keypair: a client authenticating with the
+// coordinator's own public key is a peer coordinator on the operator socket, and nowhere else.
+TEST(KeyRing, OnlyTheServerKeyIsAPeerAndOnlyOnTheOperatorSocket) {
+  Ring r;
+  const auto server = fresh_key(), other = fresh_key();
+  auto d = r.ring->zap(coordinator::kZapDomainOperators, server);
+  EXPECT_FALSE(d.allow);  // no peer key set (no CURVE): nobody is a peer
+  EXPECT_FALSE(r.ring->is_peer(""));
+  r.ring->set_peer_key(server);
+  d = r.ring->zap(coordinator::kZapDomainOperators, server);
+  EXPECT_TRUE(d.allow);
+  EXPECT_EQ(d.user_id, server);
+  EXPECT_TRUE(r.ring->is_peer(server));
+  EXPECT_EQ(r.ring->op(server), nullptr);  // not an operator key
+  EXPECT_FALSE(r.ring->zap(coordinator::kZapDomainOperators, other).allow);
+  EXPECT_FALSE(r.ring->is_peer(other));
+  EXPECT_FALSE(r.ring->zap(coordinator::kZapDomainPub, server).allow);
+  // No operator key can be given the peer role.
+  EXPECT_FALSE(coordinator::parse_role("peer"));
+  EXPECT_STREQ(coordinator::role_name(Role::kPeer), "peer");
+}

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/util/sha256.h"
 #include "tests/unit/coordinator_test_util.h"
 
 namespace gantry::coordinator {
@@ -106,6 +107,11 @@ TEST_F(OperatorApiTest, EveryCommandIsRefusedBelowItsTableRoleAndTheRefusalAudit
       EXPECT_EQ(denied, role < c.min_role) << c.name << " as " << role_name(role) << ": " << rep.error;
       if (denied) ++refusals;
     }
+    // A peer coordinator: the commands marked for peers, nothing else, whatever their rank.
+    auto rep = run(std::string(c.name), {{"service", "web"}}, Role::kPeer, "peer coordinator");
+    const bool denied = rep.error.rfind("permission denied", 0) == 0;
+    EXPECT_EQ(denied, !c.peer) << c.name << " as peer: " << rep.error;
+    if (denied) ++refusals;
   }
   EXPECT_GT(refusals, 0u);
   EXPECT_EQ(metrics.auth_refused, refusals);
@@ -113,6 +119,78 @@ TEST_F(OperatorApiTest, EveryCommandIsRefusedBelowItsTableRoleAndTheRefusalAudit
   for (const auto& a : audit())
     if (a.decision.rfind("refused: role", 0) == 0) ++audited_refusals;
   EXPECT_EQ(audited_refusals, refusals);
+}
+
+TEST_F(OperatorApiTest, APeerCoordinatorReadsAndFetchesArtifactsAndChangesNothing) {
+  // What a peer may run: what a standby shows, and artifact-chunk (HA_CONTRACT).
+  std::set<std::string> peer;
+  for (const auto& c : OperatorApi::commands()) {
+    if (c.peer) peer.insert(std::string(c.name));
+    if (c.peer) {
+      EXPECT_FALSE(c.mutates) << c.name;
+    }
+  }
+  EXPECT_EQ(peer, (std::set<std::string>{"hosts", "status", "release.get", "rollout.get", "history", "audit",
+                                         "artifact-chunk"}));
+  // artifact-chunk: peers and admins only.
+  EXPECT_EQ(OperatorApi::find_command("artifact-chunk")->min_role, Role::kAdmin);
+  for (Role role : {Role::kViewer, Role::kDeployer}) {
+    auto rep = run("artifact-chunk", {{"sha256", std::string(64, 'a')}, {"offset", 0u}, {"length", 1u}}, role);
+    EXPECT_EQ(rep.error.rfind("permission denied", 0), 0u) << rep.error;
+  }
+  auto rep = run("rollout.start", {{"service", "web"}, {"version", "v2"}}, Role::kPeer, "peer coordinator");
+  EXPECT_FALSE(rep.ok);
+  EXPECT_NE(rep.error.find("peer coordinator is a peer"), std::string::npos) << rep.error;
+  EXPECT_TRUE(exec->active().empty());
+  auto rows = audit();
+  ASSERT_FALSE(rows.empty());
+  EXPECT_EQ(rows.front().who, "peer coordinator");  // newest first
+  EXPECT_EQ(rows.front().decision, "refused: role peer < deployer");
+}
+
+TEST_F(OperatorApiTest, ArtifactChunkAnswersTheBytesOfACompleteArtifactAndChecksItsArguments) {
+  std::string bytes;
+  for (int i = 0; i < 300000; ++i) bytes.push_back(static_cast<char>(i * 7 % 251));
+  const std::string sha = sha256_hex(bytes);
+  auto up = artifacts->upload(sha, bytes.size(), 0, bytes);
+  ASSERT_TRUE(up && up->complete);
+  const auto chunk = [&](nlohmann::json args, Role role = Role::kPeer) {
+    return run("artifact-chunk", std::move(args), role, "peer coordinator");
+  };
+  auto r = chunk({{"sha256", sha}, {"offset", 1000u}, {"length", 5000u}});
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result["size"], bytes.size());
+  EXPECT_EQ(r.result["offset"], 1000u);
+  const auto& bin = r.result["data"].get_binary();
+  EXPECT_EQ(std::string(bin.begin(), bin.end()), bytes.substr(1000, 5000));
+  // Short at the end, empty at the very end; admins may read too.
+  r = chunk({{"sha256", sha}, {"offset", bytes.size() - 10}, {"length", 1048576u}}, Role::kAdmin);
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.result["data"].get_binary().size(), 10u);
+  r = chunk({{"sha256", sha}, {"offset", bytes.size()}, {"length", 1u}});
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_TRUE(r.result["data"].get_binary().empty());
+  // Refused: past the end, an artifact not here, bad digests, lengths out of range, wrong types.
+  r = chunk({{"sha256", sha}, {"offset", bytes.size() + 1}, {"length", 1u}});
+  EXPECT_EQ(r.error.rfind("range:", 0), 0u) << r.error;
+  r = chunk({{"sha256", std::string(64, 'c')}, {"offset", 0u}, {"length", 1u}});
+  EXPECT_EQ(r.error.rfind("not_found:", 0), 0u) << r.error;
+  for (const auto& bad :
+       {std::string(63, 'a'), std::string(64, 'A'), std::string("../../etc/passwd"), std::string(64, 'a') + "/x"}) {
+    r = chunk({{"sha256", bad}, {"offset", 0u}, {"length", 1u}});
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.error.find("sha256 must be"), std::string::npos) << r.error;
+  }
+  for (uint64_t len : {uint64_t{0}, uint64_t{1048577}, uint64_t{1} << 40}) {
+    r = chunk({{"sha256", sha}, {"offset", 0u}, {"length", len}});
+    EXPECT_NE(r.error.find("length must be"), std::string::npos) << r.error;
+  }
+  r = chunk({{"sha256", sha}, {"offset", -1}, {"length", 1u}});
+  EXPECT_NE(r.error.find("non-negative"), std::string::npos) << r.error;
+  r = chunk({{"sha256", sha}, {"length", 1u}});
+  EXPECT_NE(r.error.find("missing argument: offset"), std::string::npos) << r.error;
+  // Reads are not audited (a release is thousands of chunks).
+  for (const auto& a : audit()) EXPECT_NE(a.command, "artifact-chunk") << a.decision;
 }
 
 TEST_F(OperatorApiTest, ARolloutStartIsAuditedInTheSameCommitAsItsFirstStep) {
