@@ -118,15 +118,21 @@ bool PeerArtifactFetcher::want(const store::ReleaseRow& r) {
 }
 
 void PeerArtifactFetcher::deliver() {
-  std::vector<std::pair<std::string, Status>> ended;
+  std::vector<Ended> ended;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (ended_.empty()) return;
     ended.swap(ended_);
   }
-  for (const auto& [sha, st] : ended) {
-    wanted_.erase(sha);
-    for (const auto& f : listeners_) f(sha, st);
+  for (const auto& e : ended) {
+    wanted_.erase(e.sha256);
+    if (metrics_ && e.result.ok()) {
+      metrics_->peer_fetches_ok++;
+      metrics_->peer_fetch_bytes += e.size;
+    } else if (metrics_ && e.result.error().code != "cancelled") {
+      metrics_->peer_fetches_failed++;
+    }
+    for (const auto& f : listeners_) f(e.sha256, e.result);
   }
 }
 
@@ -162,7 +168,7 @@ void PeerArtifactFetcher::work() {
                   st.error().message);
     {
       std::lock_guard<std::mutex> lk(mu_);
-      ended_.emplace_back(job.sha256, st);
+      ended_.push_back({job.sha256, job.size, st});
       running_job_ = false;
     }
     idle_cv_.notify_all();
