@@ -106,7 +106,7 @@ bool PeerArtifactFetcher::want(const store::ReleaseRow& r) {
                 safe_text(r.service, 64), safe_text(r.version, 64), safe_text(r.sha256, 80), r.size);
     return false;
   }
-  Job job{r.sha256, r.size, r.service + " " + r.version, peers_.operator_endpoints()};
+  Job job{r.sha256, r.size, r.service + " " + r.version, {}};  // the peers: looked up by the worker
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (queue_.size() >= options_.max_queued) return false;
@@ -155,6 +155,8 @@ void PeerArtifactFetcher::work() {
     }
     Status st = make_error("internal", "not run");
     try {
+      // Here, not in want(): the lookup may be slow (etcd), and the loop must not wait on it.
+      job.endpoints = peers_.operator_endpoints();
       st = fetch(dir_, job, *source_, options_, stop_);
     } catch (const std::exception& e) {
       // Nothing a peer sends may end this thread.

@@ -40,7 +40,7 @@ class PeerArtifactFetcher final : public MissingArtifacts {
     std::string sha256;
     uint64_t size = 0;
     std::string what;                    // "<service> <version>", for log lines
-    std::vector<std::string> endpoints;  // peers, in the order tried
+    std::vector<std::string> endpoints;  // peers, in the order tried (the worker asks PeerEndpoints)
   };
 
   // Artifacts go to `artifact_dir` (ArtifactStore's: <dir>/<sha256>). Temp files a fetch cut
