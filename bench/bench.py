@@ -453,7 +453,7 @@ def bench_orchestration(args):
     return 0
 
 
-def _orchestration_once(args):
+def _orchestration_once(args, extra=()):
     n, batch, procs = args.agents, args.batch, args.procs
     env = Env(args, "orchestration")
     try:
@@ -473,7 +473,7 @@ def _orchestration_once(args):
 
         # Gantry: the real coordinator on the same port; the simulators reconnect and say hello.
         strace_out = os.path.join(env.work, "strace.txt") if args.strace else None
-        env.start_coordinator(hb_ms=1000)
+        env.start_coordinator(hb_ms=1000, extra=extra)
         env.wait_welcomed(sims, n, 120)
         env.upload("v1")
         time.sleep(1.0)
@@ -729,7 +729,13 @@ def bench_footprint(args):
 
 BENCHES = {"smoke": bench_smoke, "rest-smoke": bench_rest_smoke, "orchestration": bench_orchestration, "rest": bench_rest, "broadcast": bench_broadcast,
            "storm": bench_storm, "distribution": bench_distribution,
-           "ansible": bench_ansible, "footprint": bench_footprint, "status-page": bench_status_page}
+           "ansible": bench_ansible, "footprint": bench_footprint, "status-page": bench_status_page,
+           "ha-orchestration": lambda a: _ha().bench_ha_orchestration(a), "failover": lambda a: _ha().bench_failover(a)}
+
+
+def _ha():
+    import bench_ha
+    return bench_ha
 
 
 def main():
@@ -762,6 +768,8 @@ def main():
     ap.add_argument("--idle-s", type=float, default=30.0, help="footprint: idle CPU measurement window")
     ap.add_argument("--settle-s", type=float, default=5.0, help="footprint: settling after the welcome")
     ap.add_argument("--page-window-s", type=float, default=15.0, help="status-page: each measured window")
+    ap.add_argument("--failover-runs", type=int, default=5, help="failover: leader kills measured")
+    ap.add_argument("--lease-ttl", type=int, default=5, help="failover: the coordinators' --lease-ttl")
     args = ap.parse_args()
     sys.modules.setdefault("bench", sys.modules[__name__])  # benchmark modules import this one as `bench`
     raise_nofile()

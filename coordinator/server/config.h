@@ -50,6 +50,19 @@ struct Config {
   std::vector<std::pair<std::string, std::string>> accept_agent_keys;
   // Prometheus servers the plans' metric analysis may name (name -> http://HOST:PORT[/PREFIX]).
   std::map<std::string, std::string> prometheus;
+
+  // Where the durable record is (docs/HIGH_AVAILABILITY.md): "sqlite", the state directory's
+  // coordinator.db, for one coordinator; or "etcd://HOST:PORT,HOST:PORT,...", shared by
+  // coordinators that elect one leader and keep the others as standbys.
+  std::string store = "sqlite";
+  std::string etcd_ca, etcd_cert, etcd_key;  // PEM files for etcd's TLS (empty: plain text)
+  std::string etcd_prefix = "/gantry/";      // every key of this installation starts with it
+  std::string name;                          // this coordinator among its peers (default: the host name)
+  uint32_t lease_ttl_s = 5;                  // the leader's etcd lease; a standby takes over within it
+  // The host other processes reach this coordinator's endpoints at, told to agents and operators
+  // by standbys and peers (default: the bound address, 127.0.0.1 for a wildcard one).
+  std::string advertise_host;
+  bool etcd() const { return store != "sqlite"; }
 };
 
 }  // namespace gantry::coordinator

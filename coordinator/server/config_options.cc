@@ -9,11 +9,14 @@
 #include <optional>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "common/security/keys.h"
 #include "common/transport/zmq_transport.h"
 #include "common/util/names.h"
 #include "common/util/text.h"
 #include "coordinator/analysis/prometheus_client.h"
+#include "coordinator/etcd/etcd_client.h"
 
 namespace gantry::coordinator {
 
@@ -98,10 +101,40 @@ std::pair<std::string, std::string> named_path(const std::string& v) {
   return {base, v};
 }
 
+// --store and the options that go with it.
+Status check_store_options(Config& cfg, const std::string& lease_ttl) {
+  auto ttl = parse_uint("--lease-ttl", lease_ttl, 2, 60);
+  if (!ttl) return ttl.error();
+  cfg.lease_ttl_s = *ttl;
+  if (!cfg.etcd()) {
+    if (cfg.store != "sqlite") return usage("--store must be sqlite or etcd://HOST:PORT,..., got '" + cfg.store + "'");
+    return Status::Ok();
+  }
+  if (cfg.store.rfind("etcd://", 0) != 0)
+    return usage("--store must be sqlite or etcd://HOST:PORT,..., got '" + cfg.store + "'");
+  if (auto u = etcd::parse_store_uri(cfg.store); !u) return usage("--store: " + u.error().message);
+  if (cfg.etcd_cert.empty() != cfg.etcd_key.empty()) return usage("--etcd-cert and --etcd-key go together");
+  if (!cfg.etcd_cert.empty() && cfg.etcd_ca.empty()) return usage("--etcd-cert needs --etcd-ca (TLS)");
+  if (cfg.etcd_prefix.empty() || cfg.etcd_prefix.front() != '/' || cfg.etcd_prefix.back() != '/' ||
+      cfg.etcd_prefix.size() > 128 || !is_safe_name(cfg.etcd_prefix.substr(1, cfg.etcd_prefix.size() - 2)))
+    return usage("--etcd-prefix must be /NAME/ with NAME a safe name ([A-Za-z0-9._-+@:], 1..126), got '" +
+                 cfg.etcd_prefix + "'");
+  if (cfg.name.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) == 0) cfg.name = host;
+  }
+  if (!is_safe_name(cfg.name))
+    return usage("--name must be a safe name ([A-Za-z0-9._-+@:], 1..128), got '" + cfg.name + "'");
+  if (!cfg.advertise_host.empty() && !valid_host(cfg.advertise_host, false))
+    return usage("--advertise-host: '" + cfg.advertise_host + "' is not a host name or address");
+  return Status::Ok();
+}
+
 constexpr const char* kUsage =
     "gantry-coordinator: plans and drives rollouts across the fleet's agents.\n\n"
     "Usage: gantry-coordinator [options]\n"
     "       gantry-coordinator keygen --out PREFIX   (writes PREFIX.key and PREFIX.pub)\n"
+    "       gantry-coordinator migrate --from sqlite:PATH --to etcd://HOST:PORT,...   (see migrate --help)\n"
     "Example: gantry-coordinator --config /etc/gantry/coordinator.conf\n\n";
 
 // Everything parse_config_options does; its messages may hold raw bytes of argv or the file,
@@ -114,7 +147,7 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
               heartbeat_misses = std::to_string(cfg.heartbeat_misses),
               coordinator_heartbeat = std::to_string(cfg.coordinator_heartbeat_ms),
               order_resend = std::to_string(cfg.order_resend_ms), restart_grace = std::to_string(cfg.restart_grace_ms),
-              io_threads = std::to_string(cfg.io_threads);
+              io_threads = std::to_string(cfg.io_threads), lease_ttl = std::to_string(cfg.lease_ttl_s);
   std::vector<std::string> admin_keys, accept_agent_keys, prometheus;
 
   po::options_description cli("Options");
@@ -159,6 +192,18 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
       "[NAME=]http://HOST:PORT[/PREFIX]: a Prometheus server plans' metric analysis may query (repeatable; NAME "
       "defaults to 'default')")("insecure-dev", po::bool_switch(&cfg.insecure_dev),
                                 "run without CURVE keys (development only)")(
+      "store", po::value(&cfg.store)->default_value(cfg.store),
+      "sqlite (the state directory's coordinator.db) or etcd://HOST:PORT,HOST:PORT,... (coordinators sharing etcd "
+      "elect a leader; the others stand by)")("etcd-ca", po::value(&cfg.etcd_ca), "PEM CA file: talk TLS to etcd")(
+      "etcd-cert", po::value(&cfg.etcd_cert), "PEM client certificate for etcd")(
+      "etcd-key", po::value(&cfg.etcd_key), "PEM client key for etcd")(
+      "etcd-prefix", po::value(&cfg.etcd_prefix)->default_value(cfg.etcd_prefix),
+      "every etcd key of this installation starts with it")(
+      "name", po::value(&cfg.name), "this coordinator's name among its peers (default: the host name)")(
+      "lease-ttl", po::value(&lease_ttl)->default_value(lease_ttl),
+      "seconds, 2..60: the leader's etcd lease; a standby takes over within about this long")(
+      "advertise-host", po::value(&cfg.advertise_host),
+      "host name or address peers, agents and operators reach this coordinator's endpoints at")(
       "log-level", po::value(&out.log_level)->default_value(out.log_level), "trace|debug|info|warn|error");
   po::options_description all;
   all.add(cli).add(settings);
@@ -269,6 +314,7 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
     if (!cfg.prometheus.emplace(name, u->origin + u->prefix).second)
       return usage("--prometheus: server '" + name + "' is given twice");
   }
+  if (Status st = check_store_options(cfg, lease_ttl); !st.ok()) return st.error();
   if (cfg.insecure_dev && cfg.curve.enabled()) return usage("--insecure-dev and --server-key exclude each other");
   if (!cfg.insecure_dev && !cfg.curve.enabled())
     // Our own text only (no value in it): its line breaks stay.

@@ -18,6 +18,8 @@
 #include "coordinator/server/http_routes.h"
 #include "coordinator/server/keyring.h"
 #include "coordinator/server/operator_api.h"
+#include "coordinator/server/peer_artifact_fetcher.h"
+#include "coordinator/server/peer_chunk_source.h"
 #include "coordinator/server/requested_views.h"
 #include "coordinator/server/rollout_executor.h"
 #include "coordinator/server/rollout_views.h"
@@ -35,8 +37,12 @@ spdlog::logger* L() {
 }
 }  // namespace
 
-Coordinator::Coordinator(Config cfg, Clock& clock)
-    : cfg_(std::move(cfg)), clock_(clock), ctx_(static_cast<int>(std::clamp<uint32_t>(cfg_.io_threads, 1, 16))) {
+Coordinator::Coordinator(Config cfg, Clock& clock, std::unique_ptr<store::Store> store, uint64_t epoch)
+    : cfg_(std::move(cfg)),
+      clock_(clock),
+      ctx_(static_cast<int>(std::clamp<uint32_t>(cfg_.io_threads, 1, 16))),
+      epoch_(epoch),
+      store_(std::move(store)) {
   transport::configure_context(ctx_);
 }
 
@@ -46,12 +52,16 @@ Coordinator::~Coordinator() {
 
 Status Coordinator::start() {
   if (auto s = fs::make_dirs(cfg_.state_dir, 0700); !s.ok()) return s;
-  auto st = store::Store::open(cfg_.state_dir + "/coordinator.db");
-  if (!st) return st.error();
-  store_ = std::move(*st);
-  auto ep = store_->bump_epoch();
-  if (!ep) return ep.error();
-  epoch_ = *ep;
+  if (!store_) {
+    auto st = store::Store::open(cfg_.state_dir + "/coordinator.db");
+    if (!st) return st.error();
+    store_ = std::move(*st);
+  }
+  if (epoch_ == 0) {
+    auto ep = store_->bump_epoch();
+    if (!ep) return ep.error();
+    epoch_ = *ep;
+  }
   artifacts_ = std::make_unique<ArtifactStore>(cfg_.state_dir + "/artifacts");
   if (auto s = artifacts_->init(); !s.ok()) return s;
 
@@ -120,6 +130,11 @@ Status Coordinator::start() {
   refusals_ = std::make_unique<RefusalLog>(clock_);
   udp_ = std::make_unique<UdpHeartbeats>(cfg_, registry_, *sender_, metrics_, *refusals_, clock_);
   artifact_server_ = std::make_unique<ArtifactServer>(*store_, *artifacts_, *sender_, metrics_, clock_);
+  if (peers_) {
+    peer_fetcher_ = std::make_unique<PeerArtifactFetcher>(cfg_.state_dir + "/artifacts", *peers_,
+                                                          std::make_unique<ZmqChunkSource>(cfg_.curve));
+    artifact_server_->set_missing(peer_fetcher_.get());
+  }
   channel_ = std::make_unique<AgentChannel>(AgentChannel::Deps{cfg_, clock_, *agents_, registry_, *keys_, *store_,
                                                                *executor_, *artifact_server_, *udp_, *sender_, metrics_,
                                                                *refusals_, changed_, epoch_});
@@ -127,6 +142,7 @@ Status Coordinator::start() {
       *store_, *executor_, registry_, *artifacts_, *keys_, metrics_, changed_, clock_, secure(), epoch_,
       [this](const std::string& host_id, const std::string& why) { channel_->disconnect_host(host_id, why); }});
   operator_api_->set_convergence(convergence_.get());
+  if (cfg_.etcd()) operator_api_->set_leader_name(cfg_.name);
   snapshot_ = std::make_unique<StatusSnapshot>(clock_, changed_, [this] {
     Published p;
     try {
@@ -310,6 +326,7 @@ void Coordinator::serve(const zmq::pollitem_t* items, const std::vector<zmq::pol
       agents_at_rest_ = executor_->idle();
     }
   }
+  if (peer_fetcher_) peer_fetcher_->deliver();
   if (artifact_server_->has_deferred()) artifact_server_->serve_deferred();
   if (items[1].revents & ZMQ_POLLIN) operator_api_->serve(*operators_);
   on_timers();

@@ -40,6 +40,8 @@ class HttpRoutes;
 class HttpServer;
 class KeyRing;
 class OperatorApi;
+class PeerArtifactFetcher;
+class PeerEndpoints;
 class PubSignalSink;
 class RefusalLog;
 class RequestedViews;
@@ -50,9 +52,14 @@ class ZapAuth;
 
 class Coordinator {
  public:
-  Coordinator(Config cfg, Clock& clock);
+  // `store`: the durable record to use; null opens the SQLite store in the state directory.
+  // `epoch`: with a given store, the fencing epoch its leadership holds (0: store->bump_epoch()).
+  Coordinator(Config cfg, Clock& clock, std::unique_ptr<store::Store> store = nullptr, uint64_t epoch = 0);
   ~Coordinator();
 
+  // Where artifacts this coordinator lacks are copied from (peer coordinators, on the etcd
+  // store); unset: nowhere. Before start().
+  void set_peers(PeerEndpoints* peers) { peers_ = peers; }
   // Opens the store, binds the sockets, restores active rollouts; writes endpoints.json.
   Status start();
   // Runs until `stop` becomes true (checked at least every 100 ms).
@@ -98,6 +105,8 @@ class Coordinator {
   std::unique_ptr<analysis::AnalysisScheduler> analysis_;
   std::unique_ptr<UdpHeartbeats> udp_;
   std::unique_ptr<ArtifactServer> artifact_server_;
+  PeerEndpoints* peers_ = nullptr;
+  std::unique_ptr<PeerArtifactFetcher> peer_fetcher_;
   std::unique_ptr<AgentChannel> channel_;
   std::unique_ptr<OperatorApi> operator_api_;
   std::unique_ptr<StatusSnapshot> snapshot_;

@@ -269,6 +269,10 @@ nlohmann::json OperatorApi::status(const std::string& service, bool with_timelin
     if (view.contains("hosts")) convergence_->annotate(view["hosts"]);
     view["desired"] = convergence_->desired_json();
   }
+  if (!leader_name_.empty()) {
+    view["role"] = "leader";
+    view["name"] = leader_name_;
+  }
   return view;
 }
 

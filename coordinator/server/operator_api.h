@@ -85,6 +85,9 @@ class OperatorApi {
   // Where `hosts` and `status` get each host's drift and each service's desired state from.
   // Unset: they show none.
   void set_convergence(const Convergence* c) { convergence_ = c; }
+  // On the etcd store: `status` says this coordinator leads and its name (standbys say
+  // "standby", coordinator/ha/standby_server.h). Unset (SQLite): neither is shown.
+  void set_leader_name(std::string name) { leader_name_ = std::move(name); }
   // The reply to one request as read from the socket: decoded, its key's role looked up, handled.
   proto::OpReply answer(const transport::Incoming& in);
 
@@ -133,6 +136,7 @@ class OperatorApi {
   std::function<void(int fd)> proven_;
   AnalysisPreview analysis_preview_;
   const Convergence* convergence_ = nullptr;
+  std::string leader_name_;
 };
 
 }  // namespace gantry::coordinator

@@ -585,6 +585,31 @@ Fleet::Fleet(std::vector<AgentSpec> agents, FleetOptions options) : dir_("gantry
   }
   std::filesystem::create_directories(state_dir());
   std::filesystem::create_directories(dir() + "/releases");
+  if (options_.coordinators > 1) {
+    CoordinatorEndpoints all;
+    const auto join = [](std::string& list, const std::string& ep) { list += (list.empty() ? "" : ",") + ep; };
+    for (int k = 0; k < options_.coordinators; ++k) {
+      HaCoordinator c;
+      const auto ep = [&] {
+        int p = 0;
+        do {
+          p = free_tcp_port();
+        } while (!ports.insert(p).second);
+        return p;
+      };
+      c.listen.agent = "tcp://127.0.0.1:" + std::to_string(ep());
+      c.listen.pub = "tcp://127.0.0.1:" + std::to_string(ep());
+      c.listen.operator_ = "tcp://127.0.0.1:" + std::to_string(ep());
+      c.listen.http = "127.0.0.1:" + std::to_string(ep());
+      join(all.agent, c.listen.agent);
+      join(all.pub, c.listen.pub);
+      join(all.operator_, c.listen.operator_);
+      join(all.http, c.listen.http);
+      std::filesystem::create_directories(dir() + "/coordinator-" + std::to_string(k + 1));
+      ha_.push_back(std::move(c));
+    }
+    endpoints_ = all;
+  }
   for (int i = 0; i < size(); ++i) {
     std::filesystem::create_directories(agent_dir(i) + "/state");
     std::filesystem::create_directories(root(i));
@@ -614,6 +639,7 @@ void Fleet::cleanup() noexcept {
   try {
     for (auto& a : agents_) a.process.kill_and_reap();
     coordinator_.kill_and_reap();
+    for (auto& c : ha_) c.process.kill_and_reap();
     for (int i = 0; i < size(); ++i) {
       run({source_dir() + "/demo/stop-service", root(i)}, 15000);
       if (const auto pid = service_pid(i)) ::kill(*pid, SIGKILL);
@@ -718,6 +744,18 @@ void Fleet::launch_coordinator(const CoordinatorEndpoints& listen) {
 }
 
 void Fleet::start_coordinator() {
+  if (!ha_.empty()) {
+    for (int k = 0; k < coordinator_count(); ++k)
+      if (!coordinator_running_at(k)) start_coordinator_at(k);
+    if (leader(options_.coordinator_start_timeout_ms) < 0) {
+      std::string logs;
+      for (int k = 0; k < coordinator_count(); ++k)
+        logs += "----- coordinator-" + std::to_string(k + 1) + ".log -----\n" + tail(coordinator_log_at(k), 4096);
+      throw std::runtime_error("Fleet: no coordinator became the leader within " +
+                               std::to_string(options_.coordinator_start_timeout_ms) + " ms\n" + logs);
+    }
+    return;
+  }
   if (endpoints_) {
     // Started before in this fleet: come back where the agents expect it.
     launch_coordinator(*endpoints_);
@@ -734,6 +772,65 @@ void Fleet::restart_coordinator() {
 }
 
 std::optional<int> Fleet::kill_coordinator(int sig) { return stop_process(coordinator_, sig); }
+
+std::vector<std::string> Fleet::coordinator_argv_at(int k) const {
+  std::vector<std::string> argv = coordinator_argv(ha_.at(static_cast<size_t>(k)).listen);
+  const std::string own = dir() + "/coordinator-" + std::to_string(k + 1);
+  for (size_t i = 0; i + 1 < argv.size(); ++i)
+    if (argv[i] == "--state-dir") argv[i + 1] = own;
+  argv.insert(argv.end(), {"--name", "c" + std::to_string(k + 1)});
+  if (!options_.store.empty()) argv.insert(argv.end(), {"--store", options_.store});
+  return argv;
+}
+
+void Fleet::start_coordinator_at(int k) {
+  auto& c = ha_.at(static_cast<size_t>(k));
+  if (c.process.alive()) throw std::logic_error("Fleet: coordinator " + std::to_string(k + 1) + " already running");
+  c.process = Process(coordinator_argv_at(k), dir() + "/coordinator-" + std::to_string(k + 1) + ".log");
+}
+
+std::optional<int> Fleet::kill_coordinator_at(int k, int sig) {
+  return stop_process(ha_.at(static_cast<size_t>(k)).process, sig);
+}
+
+bool Fleet::coordinator_running_at(int k) { return ha_.at(static_cast<size_t>(k)).process.alive(); }
+
+pid_t Fleet::coordinator_pid_at(int k) const { return ha_.at(static_cast<size_t>(k)).process.pid(); }
+
+const CoordinatorEndpoints& Fleet::endpoints_at(int k) const { return ha_.at(static_cast<size_t>(k)).listen; }
+
+nlohmann::json Fleet::coordinator_status_at(int k) {
+  const std::string& http = ha_.at(static_cast<size_t>(k)).listen.http;
+  const auto r = http_get(std::stoi(http.substr(http.rfind(':') + 1)), "/status", 2000);
+  if (!r || r->status != 200) return nlohmann::json();
+  try {
+    return nlohmann::json::parse(r->body);
+  } catch (const std::exception&) {
+    return nlohmann::json();
+  }
+}
+
+int Fleet::leader(int timeout_ms) {
+  int found = -1;
+  wait_until(
+      [&] {
+        for (int k = 0; k < coordinator_count(); ++k) {
+          if (!coordinator_running_at(k)) continue;
+          const auto st = coordinator_status_at(k);
+          if (st.is_object() && st.value("role", "") == "leader") {
+            found = k;
+            return true;
+          }
+        }
+        return false;
+      },
+      timeout_ms, 50);
+  return found;
+}
+
+std::string Fleet::coordinator_log_at(int k) const {
+  return read_file(dir() + "/coordinator-" + std::to_string(k + 1) + ".log");
+}
 
 bool Fleet::coordinator_running() { return coordinator_.alive(); }
 
@@ -881,6 +978,8 @@ std::string Fleet::diagnostics(size_t max_bytes_per_log) const {
   std::ostringstream d;
   d << "\n===== fleet " << dir() << " =====\n";
   d << "----- coordinator.log -----\n" << tail(coordinator_log(), max_bytes_per_log) << "\n";
+  for (int k = 0; k < static_cast<int>(ha_.size()); ++k)
+    d << "----- coordinator-" << k + 1 << ".log -----\n" << tail(coordinator_log_at(k), max_bytes_per_log) << "\n";
   for (int i = 0; i < size(); ++i) {
     d << "----- " << host_id(i) << " agent.log -----\n" << tail(agent_log(i), max_bytes_per_log) << "\n";
     d << "----- " << host_id(i) << " service.log (port " << port(i) << ") -----\n"

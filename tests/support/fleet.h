@@ -173,6 +173,13 @@ struct FleetOptions {
   // The coordinator's agent, PUB and operator endpoints on IPv6 loopback (tcp://[::1]:PORT):
   // agents, their heartbeat datagrams and the CLI then all go over ::1.
   bool ipv6 = false;
+  // Several coordinators sharing one store (issue 23, docs/HIGH_AVAILABILITY.md): with
+  // coordinators > 1 (and `store` an etcd://... URI) the fleet runs that many, named c1, c2, ...,
+  // each on its own fixed loopback ports, state dir <dir>/coordinator-<k+1>/ and log
+  // <dir>/coordinator-<k+1>.log. endpoints() then lists every coordinator's endpoints,
+  // comma-separated, so the agents and the CLI follow the leader by themselves.
+  int coordinators = 1;
+  std::string store;  // passed as --store when not empty
 };
 
 // Concrete endpoints the coordinator reported in <state-dir>/endpoints.json after binding.
@@ -223,6 +230,23 @@ class Fleet {
   bool coordinator_running();
   const CoordinatorEndpoints& endpoints() const;  // throws if never started
   pid_t coordinator_pid() const { return coordinator_.pid(); }
+
+  // --- several coordinators (FleetOptions::coordinators > 1) ---
+  // start_coordinator() starts them all and waits (bounded) until one of them leads.
+  int coordinator_count() const { return static_cast<int>(ha_.size()); }
+  // Starts coordinator k (0-based) again on its own endpoints; does not wait for anything.
+  void start_coordinator_at(int k);
+  // Same contract as kill_coordinator, for coordinator k.
+  std::optional<int> kill_coordinator_at(int k, int sig = SIGKILL);
+  bool coordinator_running_at(int k);
+  pid_t coordinator_pid_at(int k) const;
+  // The coordinator whose /status says it leads, polled every 50 ms for up to timeout_ms;
+  // -1 if none does by then.
+  int leader(int timeout_ms = 20000);
+  // Coordinator k's /status as JSON (null when it does not answer).
+  nlohmann::json coordinator_status_at(int k);
+  std::string coordinator_log_at(int k) const;
+  const CoordinatorEndpoints& endpoints_at(int k) const;
 
   // --- agents ---
   // Writes agent i's config and starts it (extra_env is remembered for restart_agent).
@@ -281,6 +305,7 @@ class Fleet {
   };
 
   std::vector<std::string> coordinator_argv(const CoordinatorEndpoints& listen) const;
+  std::vector<std::string> coordinator_argv_at(int k) const;
   void launch_coordinator(const CoordinatorEndpoints& listen);
   void check_index(int i) const;
   void cleanup() noexcept;
@@ -291,6 +316,11 @@ class Fleet {
   std::vector<Agent> agents_;
   Process coordinator_;
   std::optional<CoordinatorEndpoints> endpoints_;
+  struct HaCoordinator {
+    CoordinatorEndpoints listen;  // fixed at construction
+    Process process;
+  };
+  std::vector<HaCoordinator> ha_;  // FleetOptions::coordinators > 1
 };
 
 }  // namespace gantry::testing

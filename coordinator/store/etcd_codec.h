@@ -1,0 +1,69 @@
+// The etcd store's rows as values (store internals): each row one small JSON object. Encoding
+// throws nlohmann's type_error for text that is not UTF-8 (the store turns it into an Error).
+// Decoding treats every stored value as hostile: anything that is not the expected JSON (not
+// JSON, a field missing or of another type) is an Error naming the key, never a throw.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/util/expected.h"
+#include "coordinator/store/store.h"
+
+namespace gantry::store::etcd_codec {
+
+// Ids the store hands out (rollouts, events, audit rows; an order's and a release's sequence
+// number, for SQLite's rowid order) and the unfenced start counter.
+struct Counters {
+  uint64_t rollout = 0;
+  uint64_t event = 0;
+  uint64_t audit = 0;
+  uint64_t order = 0;
+  uint64_t release = 0;
+  uint64_t epoch = 0;
+};
+
+// An order as stored: the row (acked; "reported" is whether its open-index key exists) and its
+// sequence number.
+struct OrderRecord {
+  OrderRow row;
+  uint64_t seq = 0;
+};
+
+// A report as stored, with its order's sequence number (results() sort by at, then that).
+struct ResultRecord {
+  ResultRow row;
+  uint64_t seq = 0;
+};
+
+std::string encode(const Counters& c);
+std::string encode(const HostRow& h);
+std::string encode(const ReleaseRow& r);
+// The header: everything but the host slots (r.state as given).
+std::string encode(const RolloutRow& r);
+std::string encode(const OrderRecord& o);
+std::string encode(const ResultRecord& r);
+std::string encode(const TimelineRow& t);
+std::string encode(const EventRow& e);
+std::string encode(const AuditRow& a);
+std::string encode(const DesiredRow& d);
+std::string encode(const AgentKeyRow& k);
+std::string encode(const OperatorKeyRow& k);
+
+Expected<Counters> decode_counters(const std::string& key, const std::string& value);
+Expected<HostRow> decode_host(const std::string& key, const std::string& value);
+Expected<ReleaseRow> decode_release(const std::string& key, const std::string& value);
+Expected<RolloutRow> decode_rollout(const std::string& key, const std::string& value);
+Expected<OrderRecord> decode_order(const std::string& key, const std::string& value);
+Expected<ResultRecord> decode_result(const std::string& key, const std::string& value);
+Expected<TimelineRow> decode_timeline(const std::string& key, const std::string& value);
+Expected<EventRow> decode_event(const std::string& key, const std::string& value);
+Expected<AuditRow> decode_audit(const std::string& key, const std::string& value);
+// A plan that is not an object reads as {} (as SQLite's reader does).
+Expected<DesiredRow> decode_desired(const std::string& key, const std::string& value);
+Expected<AgentKeyRow> decode_agent_key(const std::string& key, const std::string& value);
+Expected<OperatorKeyRow> decode_operator_key(const std::string& key, const std::string& value);
+// A host slot: its JSON text, parsed.
+Expected<nlohmann::json> decode_slot(const std::string& key, const std::string& value);
+
+}  // namespace gantry::store::etcd_codec

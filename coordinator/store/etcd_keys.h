@@ -1,0 +1,69 @@
+// Where the etcd store keeps each row (docs/HIGH_AVAILABILITY.md, "etcd key layout"): small
+// keys under one prefix (default "/gantry/"), one per row. Ids are zero-padded decimals (20
+// digits for uint64 ids, 10 for a slot position or a timeline seq) so that etcd's byte order
+// of keys is their numeric order; names (host ids, services, order ids, keys) are escaped so
+// that a '/' in a name cannot reach another row: every byte outside [A-Za-z0-9._-] becomes %XX.
+// Reads sort by the values' fields where SQLite sorts by a name, since escaping changes the
+// byte order of names.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace gantry::store::etcd_keys {
+
+std::string escape(const std::string& name);
+std::string id20(uint64_t id);
+std::string pos10(uint32_t pos);
+
+// All of them relative to the store's prefix P.
+struct Layout {
+  std::string p;  // the prefix, ending in '/'
+
+  std::string counters() const { return p + "meta/counters"; }    // ids handed out so far (JSON)
+  std::string compacted() const { return p + "meta/compacted"; }  // revision of the last checkpoint()
+  std::string write_guard() const { return p + "meta/write"; }    // the last write's token (WriteGuard)
+  std::string host(const std::string& id) const { return p + "host/" + escape(id); }
+  std::string hosts() const { return p + "host/"; }
+  std::string release(const std::string& service, const std::string& version) const {
+    return p + "release/" + escape(service) + "/" + escape(version);
+  }
+  // A copy of the release under its sha256, in upload order (releases are never rewritten).
+  std::string release_sha(const std::string& sha, uint64_t seq) const { return release_shas(sha) + id20(seq); }
+  std::string release_shas(const std::string& sha) const { return p + "release_sha/" + escape(sha) + "/"; }
+  std::string rollout(uint64_t id) const { return rollouts() + id20(id); }
+  std::string rollouts() const { return p + "rollout/"; }
+  std::string active(uint64_t id) const { return actives() + id20(id); }  // "" while running/paused/rolling back
+  std::string actives() const { return p + "rollout_active/"; }
+  std::string by_service(const std::string& service, uint64_t id) const { return by_services(service) + id20(id); }
+  std::string by_services(const std::string& service) const { return p + "rollout_service/" + escape(service) + "/"; }
+  std::string revision(const std::string& service) const { return p + "revision/" + escape(service); }
+  std::string slot(uint64_t rollout, uint32_t pos) const { return slots(rollout) + pos10(pos); }
+  std::string slots(uint64_t rollout) const { return p + "slot/" + id20(rollout) + "/"; }
+  std::string order(const std::string& id) const { return p + "order/" + escape(id); }
+  std::string orders() const { return p + "order/"; }
+  std::string open(uint64_t rollout, const std::string& id) const { return opens(rollout) + escape(id); }
+  std::string opens(uint64_t rollout) const { return opens() + id20(rollout) + "/"; }
+  std::string opens() const { return p + "order_open/"; }
+  std::string result(uint64_t rollout, const std::string& order_id) const {
+    return results(rollout) + escape(order_id);
+  }
+  std::string results(uint64_t rollout) const { return p + "result/" + id20(rollout) + "/"; }
+  std::string timeline(uint64_t rollout, const std::string& host, uint32_t seq) const {
+    return timelines(rollout) + escape(host) + "/" + pos10(seq);
+  }
+  std::string timelines(uint64_t rollout) const { return p + "timeline/" + id20(rollout) + "/"; }
+  std::string event(uint64_t rollout, uint64_t id) const { return events(rollout) + id20(id); }
+  std::string events(uint64_t rollout) const { return events() + id20(rollout) + "/"; }
+  std::string events() const { return p + "event/"; }
+  std::string audit(uint64_t id) const { return audits() + id20(id); }
+  std::string audits() const { return p + "audit/"; }
+  std::string desired(const std::string& service) const { return desireds() + escape(service); }
+  std::string desireds() const { return p + "desired/"; }
+  std::string agent_key(const std::string& key) const { return agent_keys() + escape(key); }
+  std::string agent_keys() const { return p + "agent_key/"; }
+  std::string operator_key(const std::string& key) const { return operator_keys() + escape(key); }
+  std::string operator_keys() const { return p + "operator_key/"; }
+};
+
+}  // namespace gantry::store::etcd_keys

@@ -1,0 +1,902 @@
+#include "coordinator/store/etcd_store.h"
+
+#include <algorithm>
+#include <charconv>
+#include <limits>
+#include <random>
+#include <set>
+#include <tuple>
+
+#include "common/util/text.h"
+
+namespace gantry::store {
+
+namespace {
+
+using etcd_codec::OrderRecord;
+using etcd_codec::ResultRecord;
+
+// Reads of many keys go in transactions of this many get operations: etcd's default
+// --max-txn-ops, so they work against any etcd.
+constexpr size_t kReadChunk = 128;
+
+bool is_active_phase(const std::string& p) { return p == "running" || p == "paused" || p == "rolling_back"; }
+
+// Runs f, turning what the JSON library or the standard library throws into an Error value.
+template <typename F>
+auto guard_etcd(const char* what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const nlohmann::json::exception& e) {
+    return make_error("store", std::string(what) + ": " + e.what());
+  } catch (const std::exception& e) {
+    return make_error("store", std::string(what) + ": " + e.what());
+  }
+}
+
+// The id at the end of an index key ("<...>/00000000000000000042").
+Expected<uint64_t> trailing_id(const std::string& key) {
+  const auto slash = key.rfind('/');
+  const std::string digits = key.substr(slash == std::string::npos ? 0 : slash + 1);
+  uint64_t v = 0;
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+  if (ec != std::errc() || ptr != digits.data() + digits.size() || digits.empty())
+    return make_error("store", "corrupt index key " + safe_text(key, 512));
+  return v;
+}
+
+bool same(const etcd_codec::Counters& a, const etcd_codec::Counters& b) {
+  return a.rollout == b.rollout && a.event == b.event && a.audit == b.audit && a.order == b.order &&
+         a.release == b.release && a.epoch == b.epoch;
+}
+
+// SQL's LIMIT: negative = no limit. As etcd's range limit (0 = no limit).
+int64_t range_limit(int limit) { return limit < 0 ? 0 : limit; }
+
+}  // namespace
+
+EtcdStore::EtcdStore(std::shared_ptr<etcd::Client> client, std::string prefix, std::optional<Fence> fence)
+    : client_(std::move(client)), keys_{std::move(prefix)}, fence_(std::move(fence)) {}
+
+Expected<std::unique_ptr<EtcdStore>> EtcdStore::open(std::shared_ptr<etcd::Client> client, std::string prefix,
+                                                     std::optional<Fence> fence) {
+  if (!client) return make_error("store", "etcd store: no client");
+  if (prefix.empty()) return make_error("store", "etcd store: the key prefix is empty");
+  if (prefix.back() != '/') prefix += '/';
+  if (fence && fence->key.empty()) return make_error("store", "etcd store: the fence names no key");
+  std::unique_ptr<EtcdStore> s(new EtcdStore(std::move(client), std::move(prefix), std::move(fence)));
+  std::random_device rd;
+  s->token_prefix_ = std::to_string(rd()) + "-" + std::to_string(rd()) + "-";
+  std::lock_guard<std::mutex> lk(s->mu_);
+  if (auto st = s->load_counters(); !st.ok()) return st.error();
+  auto c = s->get_one(s->keys_.compacted());
+  if (!c) return c.error();
+  if (*c) s->compacted_ = (*c)->mod_revision;
+  return s;
+}
+
+void EtcdStore::note(int64_t revision) {
+  int64_t seen = seen_revision_.load();
+  while (revision > seen && !seen_revision_.compare_exchange_weak(seen, revision)) {}
+}
+
+Status EtcdStore::load_counters() {
+  auto read = get_many({keys_.counters(), keys_.write_guard()});
+  if (!read) return read.error();
+  etcd_codec::Counters c;
+  if (auto it = read->find(keys_.counters()); it != read->end()) {
+    auto d = etcd_codec::decode_counters(it->first, it->second.value);
+    if (!d) return d.error();
+    c = *d;
+  }
+  auto g = read->find(keys_.write_guard());
+  guard_revision_ = g == read->end() ? 0 : g->second.mod_revision;
+  counters_ = committed_ = c;
+  reload_counters_ = false;
+  return Status::Ok();
+}
+
+Status EtcdStore::ready_to_write() { return reload_counters_ ? load_counters() : Status::Ok(); }
+
+Expected<int64_t> EtcdStore::commit(EtcdBatch& b, const char* what) {
+  if (!same(counters_, committed_)) b.put(keys_.counters(), etcd_codec::encode(counters_));
+  if (b.empty()) return seen_revision_.load();
+  const WriteGuard guard{keys_.write_guard(), guard_revision_, token_prefix_ + std::to_string(++tokens_)};
+  auto r = b.commit(*client_, fence_, guard, what);
+  if (r) {
+    committed_ = counters_;
+    guard_revision_ = *r;
+    note(*r);
+    return r;
+  }
+  counters_ = committed_;
+  // Not known to be written, or written over by someone else: read the ids again first.
+  if (r.error().code == "etcd" || r.error().code == "conflict") reload_counters_ = true;
+  return r.error();
+}
+
+Expected<std::vector<etcd::KeyValue>> EtcdStore::scan(const std::string& prefix, int64_t limit, bool descending,
+                                                      bool keys_only) {
+  auto r = client_->range(prefix, etcd::prefix_end(prefix), limit, keys_only, false, descending);
+  if (!r) return r.error();
+  note(r->revision);
+  return std::move(r->kvs);
+}
+
+Expected<std::optional<etcd::KeyValue>> EtcdStore::get_one(const std::string& key) {
+  auto r = client_->range(key);
+  if (!r) return r.error();
+  note(r->revision);
+  if (r->kvs.empty()) return std::optional<etcd::KeyValue>();
+  return std::optional<etcd::KeyValue>(std::move(r->kvs[0]));
+}
+
+Expected<std::map<std::string, etcd::KeyValue>> EtcdStore::get_many(const std::vector<std::string>& keys) {
+  std::map<std::string, etcd::KeyValue> out;
+  std::vector<std::string> unique(keys);
+  std::sort(unique.begin(), unique.end());
+  unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+  for (size_t i = 0; i < unique.size(); i += kReadChunk) {
+    std::vector<etcd::Op> ops;
+    for (size_t j = i; j < std::min(unique.size(), i + kReadChunk); ++j) ops.push_back(etcd::Op::get(unique[j]));
+    auto r = client_->txn({}, ops);
+    if (!r) return r.error();
+    note(r->revision);
+    for (auto& got : r->gets) {
+      for (auto& kv : got) out.emplace(kv.key, std::move(kv));
+    }
+  }
+  return out;
+}
+
+int64_t EtcdStore::wal_backlog() const { return std::max<int64_t>(0, seen_revision_.load() - compacted_.load()); }
+
+uint64_t EtcdStore::checkpoints() const { return checkpoints_.load(); }
+
+Status EtcdStore::checkpoint() {
+  return guard_etcd("compact etcd history", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (wal_backlog() == 0) return Status::Ok();
+    // The marker's own revision is the one compacted to: read back as meta/compacted's
+    // mod_revision when the store is opened again.
+    EtcdBatch b;
+    b.put(keys_.compacted(), "{}");
+    auto rev = commit(b, "compact etcd history");
+    if (!rev) return rev.error();
+    if (auto s = client_->compact(*rev); !s.ok()) {
+      // Compacted further by someone else already: nothing left to do.
+      if (s.error().message.find("compacted") == std::string::npos) return s;
+    }
+    compacted_ = *rev;
+    note(*rev);
+    ++checkpoints_;
+    return Status::Ok();
+  });
+}
+
+Expected<uint64_t> EtcdStore::bump_epoch() {
+  return guard_etcd("bump epoch", [&]() -> Expected<uint64_t> {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (fence_) {
+      auto kv = get_one(fence_->key);
+      if (!kv) return kv.error();
+      const int64_t now = *kv ? (*kv)->create_revision : 0;
+      if (now != fence_->create_revision)
+        return make_error("deposed", "bump epoch: the leadership key " + safe_text(fence_->key) +
+                                         " was created at revision " + std::to_string(now) + ", not " +
+                                         std::to_string(fence_->create_revision));
+      return static_cast<uint64_t>(fence_->create_revision);
+    }
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    ++counters_.epoch;
+    const uint64_t epoch = counters_.epoch;
+    EtcdBatch b;
+    auto r = commit(b, "bump epoch");
+    if (!r) return r.error();
+    return epoch;
+  });
+}
+
+Status EtcdStore::put_host(const HostRow& h) { return put_hosts({h}); }
+
+Status EtcdStore::put_hosts(const std::vector<HostRow>& hs) {
+  if (hs.empty()) return Status::Ok();
+  return guard_etcd("put hosts", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    std::vector<std::string> keys;
+    for (const auto& h : hs) keys.push_back(keys_.host(h.host_id));
+    auto read = get_many(keys);
+    if (!read) return read.error();
+    EtcdBatch b;
+    for (const auto& h : hs) {
+      const std::string key = keys_.host(h.host_id);
+      HostRow row = h;
+      std::optional<std::string> existing;
+      if (auto p = b.pending(key)) {
+        existing = *p;
+      } else if (auto it = read->find(key); it != read->end()) {
+        existing = it->second.value;
+      }
+      if (existing) {  // an upsert keeps when the host was first seen
+        auto old = etcd_codec::decode_host(key, *existing);
+        if (!old) return old.error();
+        row.first_seen = old->first_seen;
+      }
+      b.put(key, etcd_codec::encode(row));
+    }
+    auto r = commit(b, "put hosts");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<HostRow>> EtcdStore::hosts() {
+  return guard_etcd("list hosts", [&]() -> Expected<std::vector<HostRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kvs = scan(keys_.hosts());
+    if (!kvs) return kvs.error();
+    std::vector<HostRow> out;
+    for (const auto& kv : *kvs) {
+      auto h = etcd_codec::decode_host(kv.key, kv.value);
+      if (!h) return h.error();
+      out.push_back(std::move(*h));
+    }
+    std::sort(out.begin(), out.end(), [](const HostRow& a, const HostRow& b) { return a.host_id < b.host_id; });
+    return out;
+  });
+}
+
+Status EtcdStore::put_release(const ReleaseRow& r) {
+  return guard_etcd("put release", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    const std::string key = keys_.release(r.service, r.version);
+    const std::string value = etcd_codec::encode(r);
+    EtcdBatch b;
+    b.require_absent(key);
+    b.put(key, value);
+    b.put(keys_.release_sha(r.sha256, ++counters_.release), value);
+    auto w = commit(b, "put release");
+    if (!w) {
+      if (w.error().code == "exists")
+        return make_error("store", "put release: " + safe_text(r.service) + " " + safe_text(r.version) +
+                                       " is already stored (a release is never replaced)");
+      return w.error();
+    }
+    return Status::Ok();
+  });
+}
+
+Expected<std::optional<ReleaseRow>> EtcdStore::release(const std::string& service, const std::string& version) {
+  return guard_etcd("get release", [&]() -> Expected<std::optional<ReleaseRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kv = get_one(keys_.release(service, version));
+    if (!kv) return kv.error();
+    if (!*kv) return std::optional<ReleaseRow>();
+    auto r = etcd_codec::decode_release((*kv)->key, (*kv)->value);
+    if (!r) return r.error();
+    return std::optional<ReleaseRow>(std::move(*r));
+  });
+}
+
+Expected<std::optional<ReleaseRow>> EtcdStore::release_by_sha(const std::string& sha256) {
+  return guard_etcd("get release", [&]() -> Expected<std::optional<ReleaseRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kvs = scan(keys_.release_shas(sha256), 1);
+    if (!kvs) return kvs.error();
+    if (kvs->empty()) return std::optional<ReleaseRow>();
+    auto r = etcd_codec::decode_release(kvs->front().key, kvs->front().value);
+    if (!r) return r.error();
+    return std::optional<ReleaseRow>(std::move(*r));
+  });
+}
+
+Expected<std::vector<ReleaseRow>> EtcdStore::releases() {
+  return guard_etcd("list releases", [&]() -> Expected<std::vector<ReleaseRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kvs = scan(keys_.p + "release/");
+    if (!kvs) return kvs.error();
+    std::vector<ReleaseRow> out;
+    for (const auto& kv : *kvs) {
+      auto r = etcd_codec::decode_release(kv.key, kv.value);
+      if (!r) return r.error();
+      out.push_back(std::move(*r));
+    }
+    // As SqliteStore lists them: by upload time, then service and version.
+    std::stable_sort(out.begin(), out.end(), [](const ReleaseRow& a, const ReleaseRow& b) {
+      return std::tie(a.created_at, a.service, a.version) < std::tie(b.created_at, b.service, b.version);
+    });
+    return out;
+  });
+}
+
+Expected<uint64_t> EtcdStore::create_rollout(const RolloutRow& r) {
+  return guard_etcd("create rollout", [&]() -> Expected<uint64_t> {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    RolloutRow h = r;
+    h.id = ++counters_.rollout;
+    h.finished_at = 0;
+    h.revision = 0;
+    EtcdBatch b;
+    b.put(keys_.rollout(h.id), etcd_codec::encode(h));
+    b.put(keys_.by_service(h.service, h.id), "");
+    if (is_active_phase(h.phase)) b.put(keys_.active(h.id), "");
+    auto w = commit(b, "create rollout");
+    if (!w) return w.error();
+    return h.id;
+  });
+}
+
+Expected<std::optional<OrderRecord>> EtcdStore::order_for(const EtcdBatch& b, const std::string& id,
+                                                          const std::map<std::string, etcd::KeyValue>& read) {
+  const std::string key = keys_.order(id);
+  std::optional<std::string> value;
+  if (auto p = b.pending(key)) {
+    value = *p;
+  } else if (auto it = read.find(key); it != read.end()) {
+    value = it->second.value;
+  }
+  if (!value) return std::optional<OrderRecord>();
+  auto o = etcd_codec::decode_order(key, *value);
+  if (!o) return o.error();
+  return std::optional<OrderRecord>(std::move(*o));
+}
+
+// A report: its order is closed (acked, its open-index key deleted) and the result stored under
+// the order's rollout; an order row is made when there is none, so that no report is lost
+// (as SqliteStore's upsert).
+Status EtcdStore::apply_result(EtcdBatch& b, const ResultRow& r, const std::map<std::string, etcd::KeyValue>& read) {
+  auto rec = order_for(b, r.order_id, read);
+  if (!rec) return rec.error();
+  OrderRecord o;
+  if (*rec) {
+    o = **rec;
+  } else {
+    o.row = OrderRow{r.order_id, r.rollout_id, r.host_id, "{}", true, true, r.at};
+    o.seq = ++counters_.order;
+  }
+  o.row.acked = true;
+  b.put(keys_.order(r.order_id), etcd_codec::encode(o));
+  b.del(keys_.open(o.row.rollout_id, r.order_id));
+  ResultRecord res;
+  res.row = r;
+  res.row.rollout_id = o.row.rollout_id;
+  res.row.host_id = o.row.host_id;
+  res.seq = o.seq;
+  b.put(keys_.result(o.row.rollout_id, r.order_id), etcd_codec::encode(res));
+  return Status::Ok();
+}
+
+Status EtcdStore::save_step(const StepWrite& w) {
+  return guard_etcd("save rollout step", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    // Reads first: the header, the orders this step changes and does not create.
+    std::set<std::string> created;
+    for (const auto& o : w.new_orders) created.insert(o.order_id);
+    std::vector<std::string> want = {keys_.rollout(w.rollout_id)};
+    for (const auto& r : w.results) {
+      if (!created.count(r.order_id)) want.push_back(keys_.order(r.order_id));
+    }
+    for (const auto& id : w.acked) {
+      if (!created.count(id)) want.push_back(keys_.order(id));
+    }
+    auto read = get_many(want);
+    if (!read) return read.error();
+    std::optional<RolloutRow> header;
+    if (auto it = read->find(keys_.rollout(w.rollout_id)); it != read->end()) {
+      auto h = etcd_codec::decode_rollout(it->first, it->second.value);
+      if (!h) return h.error();
+      header = std::move(*h);
+    }
+    EtcdBatch b;
+    if (header) {
+      if (w.assign_revision) {
+        auto last = get_one(keys_.revision(header->service));
+        if (!last) return last.error();
+        int64_t n = 0;
+        if (*last) {
+          const std::string& v = (*last)->value;
+          auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+          if (ec != std::errc() || ptr != v.data() + v.size() || n < 0)
+            return make_error("store",
+                              "corrupt record at etcd key " + safe_text((*last)->key, 512) + ": not a revision number");
+        }
+        header->revision = n + 1;
+        b.put(keys_.revision(header->service), std::to_string(header->revision));
+      }
+      header->phase = w.phase;
+      header->state = w.state;
+      header->finished_at = w.finished_at;
+      b.put(keys_.rollout(w.rollout_id), etcd_codec::encode(*header));
+      if (is_active_phase(w.phase))
+        b.put(keys_.active(w.rollout_id), "");
+      else
+        b.del(keys_.active(w.rollout_id));
+    }
+    for (const auto& [pos, slot] : w.slots) b.put(keys_.slot(w.rollout_id, pos), slot);
+    for (const auto& o : w.new_orders) {
+      OrderRecord rec{o, ++counters_.order};
+      rec.row.acked = false;
+      rec.row.reported = false;
+      b.put(keys_.order(o.order_id), etcd_codec::encode(rec));
+      b.put(keys_.open(o.rollout_id, o.order_id), "");
+    }
+    for (const auto& e : w.events) {
+      EventRow row = e;
+      row.id = static_cast<int64_t>(++counters_.event);
+      b.put(keys_.event(row.rollout_id, static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
+    }
+    for (const auto& a : w.audit) {
+      AuditRow row = a;
+      row.id = static_cast<int64_t>(++counters_.audit);
+      b.put(keys_.audit(static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
+    }
+    if (w.desired) b.put(keys_.desired(w.desired->service), etcd_codec::encode(*w.desired));
+    for (const auto& r : w.results) {
+      if (auto s = apply_result(b, r, *read); !s.ok()) return s;
+    }
+    for (const auto& t : w.timeline) b.put(keys_.timeline(t.rollout_id, t.host_id, t.seq), etcd_codec::encode(t));
+    for (const auto& id : w.acked) {
+      auto rec = order_for(b, id, *read);
+      if (!rec) return rec.error();
+      if (!*rec) continue;
+      (*rec)->row.acked = true;
+      b.put(keys_.order(id), etcd_codec::encode(**rec));
+    }
+    if (w.finished_at > 0) {
+      // An ended rollout orders nothing more; its open orders are closed with the step that ends it.
+      auto open = scan(keys_.opens(w.rollout_id), 0, false, /*keys_only=*/true);
+      if (!open) return open.error();
+      for (const auto& kv : *open) b.del(kv.key);
+      for (const auto& k : b.pending_under(keys_.opens(w.rollout_id))) b.del(k);
+    }
+    auto r = commit(b, "save rollout step");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Status EtcdStore::attach_hosts(RolloutRow& r) {
+  if (!r.state.is_object() || r.state.empty() || r.state.contains("hosts")) return Status::Ok();
+  auto kvs = scan(keys_.slots(r.id));
+  if (!kvs) return kvs.error();
+  nlohmann::json hosts = nlohmann::json::array();
+  for (const auto& kv : *kvs) {
+    auto j = etcd_codec::decode_slot(kv.key, kv.value);
+    if (!j) return j.error();
+    hosts.push_back(std::move(*j));
+  }
+  r.state["hosts"] = std::move(hosts);
+  return Status::Ok();
+}
+
+Expected<std::optional<RolloutRow>> EtcdStore::rollout(uint64_t id) {
+  return guard_etcd("get rollout", [&]() -> Expected<std::optional<RolloutRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kv = get_one(keys_.rollout(id));
+    if (!kv) return kv.error();
+    if (!*kv) return std::optional<RolloutRow>();
+    auto r = etcd_codec::decode_rollout((*kv)->key, (*kv)->value);
+    if (!r) return r.error();
+    if (auto s = attach_hosts(*r); !s.ok()) return s.error();
+    return std::optional<RolloutRow>(std::move(*r));
+  });
+}
+
+Expected<std::vector<RolloutRow>> EtcdStore::headers(const std::vector<uint64_t>& ids) {
+  std::vector<std::string> keys;
+  for (uint64_t id : ids) keys.push_back(keys_.rollout(id));
+  auto read = get_many(keys);
+  if (!read) return read.error();
+  std::vector<RolloutRow> out;
+  for (const auto& k : keys) {
+    auto it = read->find(k);
+    if (it == read->end()) continue;  // an index entry without its rollout: not a rollout
+    auto r = etcd_codec::decode_rollout(it->first, it->second.value);
+    if (!r) return r.error();
+    out.push_back(std::move(*r));
+  }
+  return out;
+}
+
+Expected<std::vector<RolloutRow>> EtcdStore::newest(const std::string& service, int limit) {
+  std::vector<RolloutRow> out;
+  if (limit == 0) return out;
+  if (service.empty()) {
+    auto kvs = scan(keys_.rollouts(), range_limit(limit), /*descending=*/true);
+    if (!kvs) return kvs.error();
+    for (const auto& kv : *kvs) {
+      auto r = etcd_codec::decode_rollout(kv.key, kv.value);
+      if (!r) return r.error();
+      out.push_back(std::move(*r));
+    }
+    return out;
+  }
+  auto idx = scan(keys_.by_services(service), range_limit(limit), /*descending=*/true, /*keys_only=*/true);
+  if (!idx) return idx.error();
+  std::vector<uint64_t> ids;
+  for (const auto& kv : *idx) {
+    auto id = trailing_id(kv.key);
+    if (!id) return id.error();
+    ids.push_back(*id);
+  }
+  auto rows = headers(ids);
+  if (!rows) return rows.error();
+  for (auto& r : *rows) {
+    if (r.service == service) out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Expected<std::vector<RolloutRow>> EtcdStore::rollouts(const std::string& service, bool active_only, int limit,
+                                                      bool with_hosts) {
+  return guard_etcd("list rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<RolloutRow> out;
+    if (limit == 0) return out;
+    if (active_only) {
+      auto idx = scan(keys_.actives(), 0, /*descending=*/true, /*keys_only=*/true);
+      if (!idx) return idx.error();
+      std::vector<uint64_t> ids;
+      for (const auto& kv : *idx) {
+        auto id = trailing_id(kv.key);
+        if (!id) return id.error();
+        ids.push_back(*id);
+      }
+      auto rows = headers(ids);
+      if (!rows) return rows.error();
+      for (auto& r : *rows) {
+        if (limit > 0 && out.size() >= static_cast<size_t>(limit)) break;
+        if ((service.empty() || r.service == service) && is_active_phase(r.phase)) out.push_back(std::move(r));
+      }
+    } else {
+      auto rows = newest(service, limit);
+      if (!rows) return rows.error();
+      out = std::move(*rows);
+    }
+    if (with_hosts) {
+      for (auto& r : out) {
+        if (auto s = attach_hosts(r); !s.ok()) return s.error();
+      }
+    }
+    return out;
+  });
+}
+
+Expected<std::vector<RolloutRow>> EtcdStore::latest_rollouts(const std::string& service, int window, bool with_hosts) {
+  return guard_etcd("list latest rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto rows = newest(service, window);
+    if (!rows) return rows.error();
+    std::vector<RolloutRow> out;
+    std::set<std::string> seen;
+    for (auto& r : *rows) {
+      if (seen.insert(r.service).second) out.push_back(std::move(r));
+    }
+    if (with_hosts) {
+      for (auto& r : out) {
+        if (auto s = attach_hosts(r); !s.ok()) return s.error();
+      }
+    }
+    return out;
+  });
+}
+
+Expected<std::vector<OrderRow>> EtcdStore::open_orders() {
+  return guard_etcd("list open orders", [&]() -> Expected<std::vector<OrderRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto idx = scan(keys_.opens(), 0, false, /*keys_only=*/true);
+    if (!idx) return idx.error();
+    // <opens><rollout id>/<escaped order id> names <orders><escaped order id>.
+    std::vector<std::string> keys;
+    for (const auto& kv : *idx) {
+      const auto slash = kv.key.find('/', keys_.opens().size());
+      if (slash == std::string::npos) return make_error("store", "corrupt index key " + safe_text(kv.key, 512));
+      keys.push_back(keys_.orders() + kv.key.substr(slash + 1));
+    }
+    auto read = get_many(keys);
+    if (!read) return read.error();
+    std::vector<OrderRow> out;
+    for (const auto& k : keys) {
+      auto it = read->find(k);
+      if (it == read->end()) continue;  // an index entry without its order: nothing to resend
+      auto o = etcd_codec::decode_order(it->first, it->second.value);
+      if (!o) return o.error();
+      o->row.reported = false;
+      out.push_back(std::move(o->row));
+    }
+    std::sort(out.begin(), out.end(), [](const OrderRow& a, const OrderRow& b) {
+      return a.created_at != b.created_at ? a.created_at < b.created_at : a.order_id < b.order_id;
+    });
+    return out;
+  });
+}
+
+Status EtcdStore::mark_acked(const std::string& order_id) { return mark_acked(std::vector<std::string>{order_id}); }
+
+Status EtcdStore::mark_acked(const std::vector<std::string>& order_ids) {
+  if (order_ids.empty()) return Status::Ok();
+  return guard_etcd("mark orders acked", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    std::vector<std::string> keys;
+    for (const auto& id : order_ids) keys.push_back(keys_.order(id));
+    auto read = get_many(keys);
+    if (!read) return read.error();
+    EtcdBatch b;
+    for (const auto& id : order_ids) {
+      auto rec = order_for(b, id, *read);
+      if (!rec) return rec.error();
+      if (!*rec || (*rec)->row.acked) continue;
+      (*rec)->row.acked = true;
+      b.put(keys_.order(id), etcd_codec::encode(**rec));
+    }
+    auto r = commit(b, "mark orders acked");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Status EtcdStore::close_orders(uint64_t rollout_id) {
+  return guard_etcd("close orders", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    auto idx = scan(keys_.opens(rollout_id), 0, false, /*keys_only=*/true);
+    if (!idx) return idx.error();
+    EtcdBatch b;
+    for (const auto& kv : *idx) b.del(kv.key);
+    auto r = commit(b, "close orders");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Status EtcdStore::record_report(const ResultRow& row) {
+  return guard_etcd("record report", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    auto read = get_many({keys_.order(row.order_id)});
+    if (!read) return read.error();
+    EtcdBatch b;
+    if (auto s = apply_result(b, row, *read); !s.ok()) return s;
+    auto r = commit(b, "record report");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<ResultRow>> EtcdStore::results(uint64_t rollout_id) {
+  return guard_etcd("list results", [&]() -> Expected<std::vector<ResultRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kvs = scan(keys_.results(rollout_id));
+    if (!kvs) return kvs.error();
+    std::vector<ResultRecord> recs;
+    for (const auto& kv : *kvs) {
+      auto r = etcd_codec::decode_result(kv.key, kv.value);
+      if (!r) return r.error();
+      recs.push_back(std::move(*r));
+    }
+    std::stable_sort(recs.begin(), recs.end(), [](const ResultRecord& a, const ResultRecord& b) {
+      return a.row.at != b.row.at ? a.row.at < b.row.at : a.seq < b.seq;
+    });
+    std::vector<ResultRow> out;
+    for (auto& r : recs) out.push_back(std::move(r.row));
+    return out;
+  });
+}
+
+Status EtcdStore::add_timeline(const std::vector<TimelineRow>& rows) {
+  if (rows.empty()) return Status::Ok();
+  return guard_etcd("add timeline", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    EtcdBatch b;
+    for (const auto& t : rows) b.put(keys_.timeline(t.rollout_id, t.host_id, t.seq), etcd_codec::encode(t));
+    auto r = commit(b, "add timeline");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<TimelineRow>> EtcdStore::timeline(uint64_t rollout_id) {
+  return guard_etcd("list timeline", [&]() -> Expected<std::vector<TimelineRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kvs = scan(keys_.timelines(rollout_id));
+    if (!kvs) return kvs.error();
+    std::vector<TimelineRow> out;
+    for (const auto& kv : *kvs) {
+      auto t = etcd_codec::decode_timeline(kv.key, kv.value);
+      if (!t) return t.error();
+      t->rollout_id = rollout_id;
+      out.push_back(std::move(*t));
+    }
+    std::sort(out.begin(), out.end(), [](const TimelineRow& a, const TimelineRow& b) {
+      return a.host_id != b.host_id ? a.host_id < b.host_id : a.seq < b.seq;
+    });
+    return out;
+  });
+}
+
+Expected<std::vector<EventRow>> EtcdStore::events(uint64_t rollout_id, int64_t after_id, int limit) {
+  return guard_etcd("list events", [&]() -> Expected<std::vector<EventRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<EventRow> out;
+    if (limit == 0 || after_id == std::numeric_limits<int64_t>::max()) return out;
+    std::vector<etcd::KeyValue> kvs;
+    if (rollout_id != 0) {
+      const uint64_t from = after_id < 0 ? 0 : static_cast<uint64_t>(after_id) + 1;
+      auto r =
+          client_->range(keys_.event(rollout_id, from), etcd::prefix_end(keys_.events(rollout_id)), range_limit(limit));
+      if (!r) return r.error();
+      note(r->revision);
+      kvs = std::move(r->kvs);
+    } else {  // every rollout's events, by id
+      auto r = scan(keys_.events());
+      if (!r) return r.error();
+      kvs = std::move(*r);
+    }
+    for (const auto& kv : kvs) {
+      auto e = etcd_codec::decode_event(kv.key, kv.value);
+      if (!e) return e.error();
+      if (e->id > after_id) out.push_back(std::move(*e));
+    }
+    std::sort(out.begin(), out.end(), [](const EventRow& a, const EventRow& b) { return a.id < b.id; });
+    if (limit > 0 && out.size() > static_cast<size_t>(limit)) out.resize(static_cast<size_t>(limit));
+    return out;
+  });
+}
+
+Expected<std::vector<EventRow>> EtcdStore::recent_events(uint64_t rollout_id, int limit) {
+  return guard_etcd("list recent events", [&]() -> Expected<std::vector<EventRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<EventRow> out;
+    if (limit == 0) return out;
+    auto kvs = scan(keys_.events(rollout_id), range_limit(limit), /*descending=*/true);
+    if (!kvs) return kvs.error();
+    for (const auto& kv : *kvs) {
+      auto e = etcd_codec::decode_event(kv.key, kv.value);
+      if (!e) return e.error();
+      out.push_back(std::move(*e));
+    }
+    std::reverse(out.begin(), out.end());
+    return out;
+  });
+}
+
+Status EtcdStore::add_event(const EventRow& e) {
+  return guard_etcd("add event", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    EventRow row = e;
+    row.id = static_cast<int64_t>(++counters_.event);
+    EtcdBatch b;
+    b.put(keys_.event(row.rollout_id, static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
+    auto r = commit(b, "add event");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<DesiredRow>> EtcdStore::desired() {
+  return guard_etcd("read desired state", [&]() -> Expected<std::vector<DesiredRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kvs = scan(keys_.desireds());
+    if (!kvs) return kvs.error();
+    std::vector<DesiredRow> out;
+    for (const auto& kv : *kvs) {
+      auto d = etcd_codec::decode_desired(kv.key, kv.value);
+      if (!d) return d.error();
+      out.push_back(std::move(*d));
+    }
+    std::sort(out.begin(), out.end(), [](const DesiredRow& a, const DesiredRow& b) { return a.service < b.service; });
+    return out;
+  });
+}
+
+Status EtcdStore::put_desired(const DesiredRow& d) {
+  return guard_etcd("write desired state", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    EtcdBatch b;
+    b.put(keys_.desired(d.service), etcd_codec::encode(d));
+    auto r = commit(b, "write desired state");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Status EtcdStore::audit(const AuditRow& a) {
+  return guard_etcd("audit", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    AuditRow row = a;
+    row.id = static_cast<int64_t>(++counters_.audit);
+    EtcdBatch b;
+    b.put(keys_.audit(static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
+    auto r = commit(b, "audit");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<AuditRow>> EtcdStore::audit_log(int limit) {
+  return guard_etcd("list audit", [&]() -> Expected<std::vector<AuditRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<AuditRow> out;
+    if (limit == 0) return out;
+    auto kvs = scan(keys_.audits(), range_limit(limit), /*descending=*/true);
+    if (!kvs) return kvs.error();
+    for (const auto& kv : *kvs) {
+      auto a = etcd_codec::decode_audit(kv.key, kv.value);
+      if (!a) return a.error();
+      out.push_back(std::move(*a));
+    }
+    return out;
+  });
+}
+
+Status EtcdStore::put_agent_keys(const std::vector<AgentKeyRow>& rows) {
+  return guard_etcd("put agent keys", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    EtcdBatch b;
+    for (const auto& k : rows) b.put(keys_.agent_key(k.key), etcd_codec::encode(k));
+    auto r = commit(b, "put agent keys");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<AgentKeyRow>> EtcdStore::agent_keys() {
+  return guard_etcd("list agent keys", [&]() -> Expected<std::vector<AgentKeyRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kvs = scan(keys_.agent_keys());
+    if (!kvs) return kvs.error();
+    std::vector<AgentKeyRow> out;
+    for (const auto& kv : *kvs) {
+      auto k = etcd_codec::decode_agent_key(kv.key, kv.value);
+      if (!k) return k.error();
+      out.push_back(std::move(*k));
+    }
+    std::sort(out.begin(), out.end(), [](const AgentKeyRow& a, const AgentKeyRow& b) {
+      return a.first_seen != b.first_seen ? a.first_seen < b.first_seen : a.key < b.key;
+    });
+    return out;
+  });
+}
+
+Status EtcdStore::put_operator_keys(const std::vector<OperatorKeyRow>& rows) {
+  return guard_etcd("put operator keys", [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    EtcdBatch b;
+    for (const auto& k : rows) b.put(keys_.operator_key(k.key), etcd_codec::encode(k));
+    auto r = commit(b, "put operator keys");
+    if (!r) return r.error();
+    return Status::Ok();
+  });
+}
+
+Expected<std::vector<OperatorKeyRow>> EtcdStore::operator_keys() {
+  return guard_etcd("list operator keys", [&]() -> Expected<std::vector<OperatorKeyRow>> {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto kvs = scan(keys_.operator_keys());
+    if (!kvs) return kvs.error();
+    std::vector<OperatorKeyRow> out;
+    for (const auto& kv : *kvs) {
+      auto k = etcd_codec::decode_operator_key(kv.key, kv.value);
+      if (!k) return k.error();
+      out.push_back(std::move(*k));
+    }
+    std::sort(out.begin(), out.end(), [](const OperatorKeyRow& a, const OperatorKeyRow& b) {
+      if (a.created_at != b.created_at) return a.created_at < b.created_at;
+      return a.name != b.name ? a.name < b.name : a.key < b.key;
+    });
+    return out;
+  });
+}
+
+}  // namespace gantry::store

@@ -1,0 +1,134 @@
+// The shared store: everything SqliteStore keeps, in etcd (v3 API, coordinator/etcd), so that
+// standby coordinators read what the leader wrote and take over from it
+// (docs/HIGH_AVAILABILITY.md). Small keys under one prefix, one per row (etcd_keys.h); each
+// Store call that writes is one etcd transaction (save_step included, whatever it holds).
+//
+// Fencing: opened with a Fence, every write transaction also requires that the leadership key
+// still has the creation revision the leader saw when it won; when it does not, nothing is
+// written and the call returns Error{code "deposed"}. Only the fenced leader writes, so the ids
+// the store hands out (rollouts, events, audit rows) are counters kept in memory, loaded when
+// opened and written in the same transaction that uses them.
+//
+// What differs from SqliteStore (no caller depends on it): an order written twice by
+// save_step's new_orders replaces the first (SQLite refuses the step); a closed order's
+// `acked` is kept but, as in SQLite, no read shows it.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "coordinator/etcd/etcd_client.h"
+#include "coordinator/store/etcd_batch.h"
+#include "coordinator/store/etcd_codec.h"
+#include "coordinator/store/etcd_keys.h"
+#include "coordinator/store/store.h"
+
+namespace gantry::store {
+
+inline constexpr const char* kDefaultEtcdPrefix = "/gantry/";
+
+class EtcdStore final : public Store {
+ public:
+  // `prefix` must be non-empty; a '/' is appended when it does not end in one. Reads the id
+  // counters (an Error when etcd cannot be reached or they are corrupt).
+  static Expected<std::unique_ptr<EtcdStore>> open(std::shared_ptr<etcd::Client> client,
+                                                   std::string prefix = kDefaultEtcdPrefix,
+                                                   std::optional<Fence> fence = std::nullopt);
+
+  // Revisions written (by anyone) since the last checkpoint(), as last seen by this store;
+  // checkpoint() compacts etcd's history up to the current revision (docs/HIGH_AVAILABILITY.md,
+  // "Compaction"); checkpoints() counts them.
+  int64_t wal_backlog() const override;
+  Status checkpoint() override;
+  uint64_t checkpoints() const override;
+  // Fenced: the fence's creation revision (after checking it still holds, else "deposed").
+  // Unfenced: a start counter, as SqliteStore.
+  Expected<uint64_t> bump_epoch() override;
+  Status put_host(const HostRow& h) override;
+  Status put_hosts(const std::vector<HostRow>& hs) override;
+  Expected<std::vector<HostRow>> hosts() override;
+  Status put_release(const ReleaseRow& r) override;
+  Expected<std::optional<ReleaseRow>> release(const std::string& service, const std::string& version) override;
+  Expected<std::optional<ReleaseRow>> release_by_sha(const std::string& sha256) override;
+  Expected<std::vector<ReleaseRow>> releases() override;
+  Expected<uint64_t> create_rollout(const RolloutRow& r) override;
+  Status save_step(const StepWrite& w) override;
+  Expected<std::optional<RolloutRow>> rollout(uint64_t id) override;
+  Expected<std::vector<RolloutRow>> rollouts(const std::string& service, bool active_only, int limit,
+                                             bool with_hosts) override;
+  Expected<std::vector<RolloutRow>> latest_rollouts(const std::string& service, int window, bool with_hosts) override;
+  Expected<std::vector<OrderRow>> open_orders() override;
+  Status mark_acked(const std::string& order_id) override;
+  Status mark_acked(const std::vector<std::string>& order_ids) override;
+  Status close_orders(uint64_t rollout_id) override;
+  Status record_report(const ResultRow& r) override;
+  Expected<std::vector<ResultRow>> results(uint64_t rollout_id) override;
+  Status add_timeline(const std::vector<TimelineRow>& rows) override;
+  Expected<std::vector<TimelineRow>> timeline(uint64_t rollout_id) override;
+  Expected<std::vector<EventRow>> events(uint64_t rollout_id, int64_t after_id, int limit) override;
+  Expected<std::vector<EventRow>> recent_events(uint64_t rollout_id, int limit) override;
+  Status add_event(const EventRow& e) override;
+  Expected<std::vector<DesiredRow>> desired() override;
+  Status put_desired(const DesiredRow& d) override;
+  Status audit(const AuditRow& a) override;
+  Expected<std::vector<AuditRow>> audit_log(int limit) override;
+  Status put_agent_keys(const std::vector<AgentKeyRow>& rows) override;
+  Expected<std::vector<AgentKeyRow>> agent_keys() override;
+  Status put_operator_keys(const std::vector<OperatorKeyRow>& rows) override;
+  Expected<std::vector<OperatorKeyRow>> operator_keys() override;
+
+  // For `gantry-coordinator migrate` (coordinator/store/migrate.h): rows written with the ids
+  // they have, in transactions of at most `chunk` operations; the counters follow.
+  Status import_rollout(const RolloutRow& r);  // r.state whole (with "hosts")
+  Status import_events(const std::vector<EventRow>& rows, size_t chunk = 1000);
+  Status import_audit(const std::vector<AuditRow>& rows, size_t chunk = 1000);
+  Status import_open_orders(const std::vector<OrderRow>& rows, size_t chunk = 1000);
+  Status import_results(const std::vector<ResultRow>& rows, size_t chunk = 1000);
+  // Whether any key is stored under the prefix besides the election's (leader, members/).
+  Expected<bool> empty();
+  // Deletes every key under the prefix except the election's.
+  Status wipe();
+
+  const std::string& prefix() const { return keys_.p; }
+
+ private:
+  EtcdStore(std::shared_ptr<etcd::Client> client, std::string prefix, std::optional<Fence> fence);
+
+  // Under mu_.
+  Status load_counters();
+  // Every write starts here: the ids and meta/write's revision are read again after a commit
+  // whose outcome is unknown or that lost to another write.
+  Status ready_to_write();
+  Expected<int64_t> commit(EtcdBatch& b, const char* what);
+  Expected<std::vector<etcd::KeyValue>> scan(const std::string& prefix, int64_t limit = 0, bool descending = false,
+                                             bool keys_only = false);
+  Expected<std::map<std::string, etcd::KeyValue>> get_many(const std::vector<std::string>& keys);
+  Expected<std::optional<etcd::KeyValue>> get_one(const std::string& key);
+  Status attach_hosts(RolloutRow& r);
+  Expected<std::vector<RolloutRow>> headers(const std::vector<uint64_t>& ids);
+  Expected<std::vector<RolloutRow>> newest(const std::string& service, int limit);
+  // The order at `id`, from the batch when it writes it there, else from etcd.
+  Expected<std::optional<etcd_codec::OrderRecord>> order_for(const EtcdBatch& b, const std::string& id,
+                                                             const std::map<std::string, etcd::KeyValue>& read);
+  Status apply_result(EtcdBatch& b, const ResultRow& r, const std::map<std::string, etcd::KeyValue>& read);
+  void note(int64_t revision);
+
+  const std::shared_ptr<etcd::Client> client_;
+  const etcd_keys::Layout keys_;
+  const std::optional<Fence> fence_;
+  mutable std::mutex mu_;
+  etcd_codec::Counters counters_;   // ids handed out, this transaction's included
+  etcd_codec::Counters committed_;  // as stored
+  bool reload_counters_ = false;    // a commit's outcome is unknown: read them again first
+  int64_t guard_revision_ = 0;      // mod revision of meta/write after this store's last write (WriteGuard)
+  std::string token_prefix_;        // random, per store object: a write's token is this and a count
+  uint64_t tokens_ = 0;
+  std::atomic<int64_t> seen_revision_{0};
+  std::atomic<int64_t> compacted_{0};
+  std::atomic<uint64_t> checkpoints_{0};
+};
+
+}  // namespace gantry::store
