@@ -49,7 +49,7 @@ void Session::open_dealer() {
   transport::configure(*dealer_, so);
   if (o_.udp_heartbeats) {
     const std::string ep = "inproc://gantry-agent-dealer-" + std::to_string(++monitor_seq_);
-    if (zmq_socket_monitor(dealer_->handle(), ep.c_str(), ZMQ_EVENT_DISCONNECTED) == 0) {
+    if (zmq_socket_monitor(dealer_->handle(), ep.c_str(), ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED) == 0) {
       monitor_.emplace(ctx_, zmq::socket_type::pair);
       monitor_->set(zmq::sockopt::linger, 0);
       monitor_->connect(ep);
@@ -109,7 +109,13 @@ void Session::on_not_leader(const proto::ErrorMsg& e) {
   const int silent_in_row = silent_in_row_;
   close_dealer("the coordinator at " + standby + " is a standby");
   silent_in_row_ = silent_in_row;
-  if (named && agent_ep->second != standby) {
+  const bool just_failed = named && agent_ep->second == unreachable_ && unreachable_at_ >= 0 &&
+                           clock_.now_ms() - unreachable_at_ < kStaleLeaderMs;
+  if (just_failed) {
+    // The leader it names is the one that just went away: its lease has not run out yet.
+    next_endpoint("the standby at " + standby + " still names " + agent_ep->second +
+                  ", which did not answer; its lease has not run out");
+  } else if (named && agent_ep->second != standby) {
     lg()->warn("following the leader {}at {} (broadcasts {}), as the standby at {} says",
                name != e.leader.end() && !name->second.empty() ? name->second + " " : "", agent_ep->second,
                pub_ep->second, standby);
@@ -199,7 +205,19 @@ void Session::on_udp_readable() {
 }
 
 void Session::on_monitor_event() {
-  if (!transport::monitor_saw(*monitor_, ZMQ_EVENT_DISCONNECTED)) return;
+  bool dropped = false, retried = false;
+  for (int i = 0; i < 16; ++i) {
+    zmq::message_t ev, addr;  // libzmq 4: [uint16 event, uint32 value], then the endpoint
+    if (!monitor_->recv(ev, zmq::recv_flags::dontwait)) break;
+    if (ev.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
+    uint16_t id = 0;
+    if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
+    dropped = dropped || id == ZMQ_EVENT_DISCONNECTED;
+    retried = retried || id == ZMQ_EVENT_CONNECT_RETRIED;  // refused, or nothing there
+  }
+  if ((dropped || retried) && (o_.coordinators.size() > 1 || following_) && dropped_at_ < 0)
+    dropped_at_ = clock_.now_ms();
+  if (!dropped) return;
   // The connection dropped: whatever answers next (the same coordinator, or a restarted one) is
   // owed a Hello before anything else; the signal channel is reported again after its Welcome.
   welcomed_ = false;
@@ -215,6 +233,7 @@ void Session::on_monitor_event() {
 
 void Session::on_dealer_frame(std::string_view bytes) {
   last_heard_ = clock_.now_ms();
+  dropped_at_ = -1;
   heard_on_dealer_ = true;
   // Chunks (a download's bulk) go to the agent with their data still in the zmq frame.
   if (auto chunk = proto::decode_chunk(bytes)) {
@@ -331,6 +350,17 @@ void Session::on_sub_frame(const std::string& bytes) {
 }
 
 void Session::timers(Millis now) {
+  if (dealer_ && dropped_at_ >= 0 && now - dropped_at_ >= kDropSwitchMs) {
+    // A coordinator killed or its machine gone: libzmq would retry it for ever. Another one of
+    // the list leads, or will once this one's lease runs out.
+    const std::string gone = endpoint_;
+    dropped_at_ = -1;
+    unreachable_ = gone;
+    unreachable_at_ = now;
+    close_dealer("the connection to the coordinator at " + gone + " dropped and did not come back within " +
+                 std::to_string(kDropSwitchMs) + " ms");
+    next_endpoint("coordinator at " + gone + " unreachable");
+  }
   if (dealer_) {
     if (now - last_heard_ >= silence_limit()) {
       const std::string silent = endpoint_;
@@ -466,6 +496,7 @@ int Session::run(int stop_fd) {
     if (dealer_) {
       deadline = std::min(deadline, last_sent_ + o_.heartbeat_interval_ms);
       deadline = std::min(deadline, last_heard_ + silence_limit());
+      if (dropped_at_ >= 0) deadline = std::min(deadline, dropped_at_ + kDropSwitchMs);
       if (udp_confirmed_ && !udp_deaf_sent_)
         deadline = std::min(deadline, last_heard_ + coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms + 1);
     } else {

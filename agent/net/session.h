@@ -92,6 +92,16 @@ class Session {
   std::string pub_endpoint_;
   size_t at_ = 0;
   bool following_ = false;
+  // With more than one coordinator to go to: when the connection dropped (monitor) and nothing
+  // was heard since; the agent moves on kDropSwitchMs later instead of waiting out its silence
+  // limit (up to misses x the coordinator's heartbeat period), so a failover is found quickly.
+  Millis dropped_at_ = -1;
+  static constexpr Millis kDropSwitchMs = 1000;
+  // The endpoint given up last as unreachable, and when: a standby naming it as the leader
+  // within kStaleLeaderMs is not followed there (the dead leader's lease is still running).
+  std::string unreachable_;
+  Millis unreachable_at_ = -1;
+  static constexpr Millis kStaleLeaderMs = 10000;
   Agent& agent_;
   const Clock& clock_;
   std::optional<zmq::socket_t> dealer_;
