@@ -22,15 +22,23 @@ FakeRouter::Handler standby_naming(std::map<std::string, std::string> leader) {
       r.request_id = req->request_id;
       if (req->command == "status") {
         r.ok = true;
-        // The shape of the standby's own status (coordinator/ha): history rows, recorded hosts.
-        r.result = {
-            {"role", "standby"},
-            {"name", "c2"},
-            {"rollouts",
-             {{"rollouts",
-               {{{"id", 4}, {"service", "demo"}, {"version", "v7"}, {"kind", "rollout"}, {"phase", "running"}}}}}},
-            {"hosts_recorded",
-             {{{"host_id", "host-9"}, {"services", {{{"name", "demo"}, {"current_version", "v6"}}}}}}}};
+        // The shape of a standby's status (coordinator/ha/standby_server.cc): the leader's,
+        // from the store (rollouts with counts and no hosts, every recorded host unknown).
+        r.result = {{"role", "standby"},
+                    {"name", "c2"},
+                    {"rollouts",
+                     {{{"id", 4},
+                       {"service", "demo"},
+                       {"version", "v7"},
+                       {"kind", "rollout"},
+                       {"phase", "running"},
+                       {"counts", {{"total", 1}, {"ordered", 1}}}}}},
+                    {"hosts",
+                     {{{"host_id", "host-9"},
+                       {"state", "unknown"},
+                       {"labels", {{"zone", "eu-1"}}},
+                       {"services", {{{"name", "demo"}, {"current_version", "v6"}, {"state", "idle"}}}},
+                       {"last_seen_ms_ago", -1}}}}};
         r.result["leader"] = leader.empty() ? nlohmann::json(nullptr) : nlohmann::json(leader);
         return {r};
       }
@@ -124,7 +132,7 @@ TEST(EndpointFollowing, TheCliAsksTheLeaderAStandbyNamesAndSkipsADeadEndpoint) {
   auto status = run({gantry, "--coordinator", standby.endpoint(), "status"}, 30000);
   ASSERT_EQ(status.exit_code, 0) << status.out << status.err;
   EXPECT_EQ(status.out.rfind("answered by a standby; the leader is c1 at " + ep.operator_ + "\n", 0), 0u) << status.out;
-  EXPECT_NE(status.out.find("v7"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("Rollout 4: demo -> v7"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("demo=v6"), std::string::npos) << status.out;
   // A dead endpoint first: the CLI waits out --timeout-ms there, then asks the next.
   const std::string dead = loopback(free_tcp_port());
