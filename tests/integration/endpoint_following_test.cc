@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
+
 #include "tests/support/durability.h"
 #include "tests/support/fake_router.h"
 #include "tests/support/fleet.h"
@@ -153,6 +155,45 @@ TEST(EndpointFollowing, TheCliAsksTheLeaderAStandbyNamesAndSkipsADeadEndpoint) {
   auto refused = run({gantry, "--coordinator", lost.endpoint(), "hosts"}, 30000);
   EXPECT_EQ(refused.exit_code, 3) << refused.out << refused.err;
   EXPECT_NE(refused.err.find("not_leader: this coordinator (c2) is a standby"), std::string::npos) << refused.err;
+}
+
+}  // namespace
+}  // namespace gantry::testing
+
+namespace gantry::testing {
+namespace {
+
+// A leader whose machine is lost (its connection drops and nothing answers there again): an
+// agent with several coordinators does not wait out the Welcome's long period (misses x 10 s
+// here: 100 s) but times the dropped connection as a new one and moves on to the next.
+TEST(EndpointFollowing, AnAgentLeavesADroppedCoordinatorForTheNextInItsList) {
+  FleetOptions o;
+  o.insecure = true;
+  Fleet f(1, o);
+  f.start_coordinator();
+  const auto& ep = f.endpoints();
+  auto lost =
+      std::make_unique<FakeRouter>([](const std::string&, const proto::Message& m) -> std::vector<proto::Message> {
+        if (!std::holds_alternative<proto::Hello>(m)) return {};
+        proto::Welcome w{1, 200, 10, 1};
+        w.coordinator_heartbeat_ms = 10000;
+        return {w};
+      });
+  const std::string lost_ep = lost->endpoint(), lost_pub = loopback(free_tcp_port());
+  f.start_agent(
+      0, {{"GANTRY_COORDINATOR", lost_ep + "," + ep.agent}, {"GANTRY_COORDINATOR_PUB", lost_pub + "," + ep.pub}});
+  ASSERT_TRUE(
+      wait_until([&] { return f.agent_log(0).find("welcomed by the coordinator") != std::string::npos; }, 20000, 50))
+      << f.diagnostics();
+  lost.reset();  // its socket closes: the connection drops, and nothing listens there any more
+  ASSERT_TRUE(wait_until([&] { return signals_up(f, 0); }, 30000, 100)) << hosts_json(f).dump(2) << f.diagnostics();
+  const std::string log = f.agent_log(0);
+  EXPECT_NE(log.find("the connection to the coordinator at " + lost_ep +
+                     " dropped; trying the next one unless it "
+                     "answers within 2000 ms"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("coordinator at " + lost_ep + " silent, trying " + ep.agent), std::string::npos) << log;
 }
 
 }  // namespace
