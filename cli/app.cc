@@ -397,8 +397,11 @@ class App {
     Table t({"HOST", "STATE", "SIGNALS", "LAST SEEN", "LABELS", "SERVICES"});
     for (const auto& h : hosts) {
       std::string labels, svcs;
-      for (auto& [k, v] : h["labels"].items()) labels += (labels.empty() ? "" : ",") + k + "=" + v.get<std::string>();
-      for (const auto& sv : h["services"]) {
+      if (h.contains("labels") && h["labels"].is_object())
+        for (auto& [k, v] : h["labels"].items())
+          labels += (labels.empty() ? "" : ",") + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+      const nlohmann::json services = h.contains("services") ? h["services"] : nlohmann::json::array();
+      for (const auto& sv : services) {
         std::string cur = s(sv, "current_version");
         std::string st = s(sv, "state");
         const std::string phase = sv.contains("phase") ? s(sv, "phase") : "";
@@ -435,7 +438,9 @@ class App {
   }
 
   void print_rollout(const nlohmann::json& r, bool hosts_table) {
-    const auto& c = r["counts"];
+    // Fields read with contains()/value(): a standby's answer (or an older coordinator's) may
+    // lack some, and a missing key must print as empty, not throw.
+    const nlohmann::json c = r.contains("counts") ? r["counts"] : nlohmann::json::object();
     std::cout << "Rollout " << s(r, "id") << ": " << s(r, "service") << " -> " << s(r, "version") << " ("
               << s(r, "kind") << ")  phase: " << s(r, "phase")
               << (r.value("waiting_promote", false) ? " (waiting for promote)" : "") << "\n";
@@ -454,7 +459,8 @@ class App {
     if (r.contains("analysis") && r["analysis"].is_object()) print_analysis(r["analysis"]);
     if (hosts_table) {
       Table t({"HOST", "BATCH", "STATE", "FROM", "MESSAGE"});
-      for (const auto& h : r["hosts"]) {
+      const nlohmann::json hosts = r.contains("hosts") ? r["hosts"] : nlohmann::json::array();
+      for (const auto& h : hosts) {
         t.row({s(h, "host_id"), std::to_string(h.value("batch", -1) + 1), s(h, "state"),
                s(h, "from_version").empty() ? "-" : s(h, "from_version"), s(h, "message")});
       }
@@ -462,41 +468,14 @@ class App {
     }
   }
 
-  // A standby's status: from the store, read-only, in a shape of its own; the first line says
-  // where to act. Only what is there is printed (nothing in it is assumed).
-  static void print_standby_status(const nlohmann::json& r) {
+  // The first line of a standby's status: it answered from the store, read-only; act at the leader.
+  static void print_standby_line(const nlohmann::json& r) {
     const nlohmann::json l = r.contains("leader") ? r["leader"] : nlohmann::json();
     if (l.is_object() && !s(l, "operator").empty())
       std::cout << "answered by a standby; the leader is " << (s(l, "name").empty() ? "(unnamed)" : s(l, "name"))
                 << " at " << s(l, "operator") << "\n\n";
     else
       std::cout << "answered by a standby; no leader is known right now\n\n";
-    // Rollouts: an array, or an object holding one (the history's shape).
-    nlohmann::json ros = r.contains("rollouts") ? r["rollouts"] : nlohmann::json::array();
-    if (ros.is_object() && ros.contains("rollouts")) ros = nlohmann::json(ros["rollouts"]);
-    Table t({"ID", "SERVICE", "VERSION", "KIND", "PHASE", "BY"});
-    if (ros.is_array())
-      for (const auto& ro : ros)
-        if (ro.is_object())
-          t.row({s(ro, "id"), s(ro, "service"), s(ro, "version"), s(ro, "kind"), s(ro, "phase"), s(ro, "created_by")});
-    t.print(std::cout);
-    if (t.empty()) std::cout << "No rollouts yet.\n";
-    std::cout << "\n";
-    const char* hosts_key = r.contains("hosts") ? "hosts" : "hosts_recorded";
-    Table h({"HOST", "SERVICES"});
-    if (r.contains(hosts_key) && r[hosts_key].is_array())
-      for (const auto& x : r[hosts_key]) {
-        if (!x.is_object()) continue;
-        std::string svcs;
-        if (x.contains("services") && x["services"].is_array())
-          for (const auto& sv : x["services"])
-            if (sv.is_object())
-              svcs += (svcs.empty() ? "" : " ") + s(sv, "name") + "=" +
-                      (s(sv, "current_version").empty() ? "-" : s(sv, "current_version"));
-        h.row({s(x, "host_id"), svcs.empty() ? "-" : svcs});
-      }
-    h.print(std::cout);
-    if (h.empty()) std::cout << "(no hosts recorded)\n";
   }
 
   int status(const std::vector<std::string>& args) {
@@ -514,10 +493,7 @@ class App {
       std::cout << r.dump(2) << "\n";
       return kOk;
     }
-    if (r.is_object() && r.value("role", "") == "standby") {
-      print_standby_status(r);
-      return kOk;
-    }
+    if (r.is_object() && r.value("role", "") == "standby") print_standby_line(r);
     if (r["rollouts"].empty()) std::cout << "No rollouts yet.\n\n";
     for (const auto& ro : r["rollouts"]) {
       print_rollout(ro, true);

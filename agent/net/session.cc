@@ -47,7 +47,9 @@ void Session::open_dealer() {
   // ROUTER gives each connection a fresh id (so a reconnect never collides with the old one).
   if (!so.curve.enabled()) so.routing_id = o_.host_id;
   transport::configure(*dealer_, so);
-  if (o_.udp_heartbeats) {
+  // The drop of the connection is watched for UDP heartbeats, and with several coordinators to
+  // move on from a dropped one quickly (on_monitor_event).
+  if (o_.udp_heartbeats || o_.coordinators.size() > 1) {
     const std::string ep = "inproc://gantry-agent-dealer-" + std::to_string(++monitor_seq_);
     if (zmq_socket_monitor(dealer_->handle(), ep.c_str(), ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED) == 0) {
       monitor_.emplace(ctx_, zmq::socket_type::pair);
@@ -221,6 +223,16 @@ void Session::on_monitor_event() {
   // The connection dropped: whatever answers next (the same coordinator, or a restarted one) is
   // owed a Hello before anything else; the signal channel is reported again after its Welcome.
   welcomed_ = false;
+  if (o_.coordinators.size() > 1 || following_) {
+    // Several coordinators: the one we lost may be gone for good (its machine lost), and the
+    // next may lead by now. Time the connection as a new one (misses x interval, §5.2, not the
+    // Welcome's long period), so the next pair is tried within seconds if nothing answers here.
+    coordinator_period_ms_ = o_.heartbeat_interval_ms;
+    last_heard_ = clock_.now_ms();
+    heard_on_dealer_ = false;
+    lg()->info("the connection to the coordinator at {} dropped; trying the next one unless it answers within {} ms",
+               endpoint_, silence_limit());
+  }
   if (udp_session_ == 0) return;
   end_udp_session("the connection to the coordinator dropped");
   // A Hello at once (libzmq sends it when it has reconnected): a restarted coordinator needs

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
+
 #include "tests/support/durability.h"
 #include "tests/support/fake_router.h"
 #include "tests/support/fleet.h"
@@ -22,15 +24,23 @@ FakeRouter::Handler standby_naming(std::map<std::string, std::string> leader) {
       r.request_id = req->request_id;
       if (req->command == "status") {
         r.ok = true;
-        // The shape of the standby's own status (coordinator/ha): history rows, recorded hosts.
-        r.result = {
-            {"role", "standby"},
-            {"name", "c2"},
-            {"rollouts",
-             {{"rollouts",
-               {{{"id", 4}, {"service", "demo"}, {"version", "v7"}, {"kind", "rollout"}, {"phase", "running"}}}}}},
-            {"hosts_recorded",
-             {{{"host_id", "host-9"}, {"services", {{{"name", "demo"}, {"current_version", "v6"}}}}}}}};
+        // The shape of a standby's status (coordinator/ha/standby_server.cc): the leader's,
+        // from the store (rollouts with counts and no hosts, every recorded host unknown).
+        r.result = {{"role", "standby"},
+                    {"name", "c2"},
+                    {"rollouts",
+                     {{{"id", 4},
+                       {"service", "demo"},
+                       {"version", "v7"},
+                       {"kind", "rollout"},
+                       {"phase", "running"},
+                       {"counts", {{"total", 1}, {"ordered", 1}}}}}},
+                    {"hosts",
+                     {{{"host_id", "host-9"},
+                       {"state", "unknown"},
+                       {"labels", {{"zone", "eu-1"}}},
+                       {"services", {{{"name", "demo"}, {"current_version", "v6"}, {"state", "idle"}}}},
+                       {"last_seen_ms_ago", -1}}}}};
         r.result["leader"] = leader.empty() ? nlohmann::json(nullptr) : nlohmann::json(leader);
         return {r};
       }
@@ -124,7 +134,7 @@ TEST(EndpointFollowing, TheCliAsksTheLeaderAStandbyNamesAndSkipsADeadEndpoint) {
   auto status = run({gantry, "--coordinator", standby.endpoint(), "status"}, 30000);
   ASSERT_EQ(status.exit_code, 0) << status.out << status.err;
   EXPECT_EQ(status.out.rfind("answered by a standby; the leader is c1 at " + ep.operator_ + "\n", 0), 0u) << status.out;
-  EXPECT_NE(status.out.find("v7"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("Rollout 4: demo -> v7"), std::string::npos) << status.out;
   EXPECT_NE(status.out.find("demo=v6"), std::string::npos) << status.out;
   // A dead endpoint first: the CLI waits out --timeout-ms there, then asks the next.
   const std::string dead = loopback(free_tcp_port());
@@ -145,6 +155,45 @@ TEST(EndpointFollowing, TheCliAsksTheLeaderAStandbyNamesAndSkipsADeadEndpoint) {
   auto refused = run({gantry, "--coordinator", lost.endpoint(), "hosts"}, 30000);
   EXPECT_EQ(refused.exit_code, 3) << refused.out << refused.err;
   EXPECT_NE(refused.err.find("not_leader: this coordinator (c2) is a standby"), std::string::npos) << refused.err;
+}
+
+}  // namespace
+}  // namespace gantry::testing
+
+namespace gantry::testing {
+namespace {
+
+// A leader whose machine is lost (its connection drops and nothing answers there again): an
+// agent with several coordinators does not wait out the Welcome's long period (misses x 10 s
+// here: 100 s) but times the dropped connection as a new one and moves on to the next.
+TEST(EndpointFollowing, AnAgentLeavesADroppedCoordinatorForTheNextInItsList) {
+  FleetOptions o;
+  o.insecure = true;
+  Fleet f(1, o);
+  f.start_coordinator();
+  const auto& ep = f.endpoints();
+  auto lost =
+      std::make_unique<FakeRouter>([](const std::string&, const proto::Message& m) -> std::vector<proto::Message> {
+        if (!std::holds_alternative<proto::Hello>(m)) return {};
+        proto::Welcome w{1, 200, 10, 1};
+        w.coordinator_heartbeat_ms = 10000;
+        return {w};
+      });
+  const std::string lost_ep = lost->endpoint(), lost_pub = loopback(free_tcp_port());
+  f.start_agent(
+      0, {{"GANTRY_COORDINATOR", lost_ep + "," + ep.agent}, {"GANTRY_COORDINATOR_PUB", lost_pub + "," + ep.pub}});
+  ASSERT_TRUE(
+      wait_until([&] { return f.agent_log(0).find("welcomed by the coordinator") != std::string::npos; }, 20000, 50))
+      << f.diagnostics();
+  lost.reset();  // its socket closes: the connection drops, and nothing listens there any more
+  ASSERT_TRUE(wait_until([&] { return signals_up(f, 0); }, 30000, 100)) << hosts_json(f).dump(2) << f.diagnostics();
+  const std::string log = f.agent_log(0);
+  EXPECT_NE(log.find("the connection to the coordinator at " + lost_ep +
+                     " dropped; trying the next one unless it "
+                     "answers within 2000 ms"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("coordinator at " + lost_ep + " silent, trying " + ep.agent), std::string::npos) << log;
 }
 
 }  // namespace
