@@ -1,5 +1,7 @@
 #include "tests/support/etcd_cluster.h"
 
+#include <nlohmann/json.hpp>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -174,6 +176,23 @@ bool EtcdCluster::healthy(int i, int timeout_ms) const {
   }
   auto r = http_get(members_.at(static_cast<size_t>(i)).client_port, "/health", timeout_ms);
   return r && r->status == 200 && r->body.find("\"health\":\"true\"") != std::string::npos;
+}
+
+int EtcdCluster::raft_leader() const {
+  for (int i = 0; i < size(); ++i) {
+    auto r = run({"etcdctl", "--endpoints", "http://" + endpoint(i), "--dial-timeout", "1s", "--command-timeout", "2s",
+                  "endpoint", "status", "-w", "json"},
+                 10000, {{"ETCDCTL_API", "3"}});
+    if (r.exit_code != 0) continue;
+    try {
+      const auto j = nlohmann::json::parse(r.out);
+      const auto& st = j.at(0).at("Status");
+      if (st.at("header").at("member_id").get<uint64_t>() == st.at("leader").get<uint64_t>()) return i;
+    } catch (const std::exception&) {
+      continue;
+    }
+  }
+  return -1;
 }
 
 void EtcdCluster::wait_healthy() {

@@ -72,6 +72,9 @@ class EtcdCluster {
   bool running(int i);
   // Whether member i answers /health with {"health":"true"} (it has a leader) within timeout_ms.
   bool healthy(int i, int timeout_ms = 1000) const;
+  // The member that is raft leader now (asked with `etcdctl endpoint status`), -1 when none
+  // answers that it is (plain-text clusters only).
+  int raft_leader() const;
   // Waits until every running member is healthy; throws with the logs when not within the
   // start timeout.
   void wait_healthy();
