@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "common/util/endpoint.h"
 #include "common/util/names.h"
 #include "common/util/text.h"
 
@@ -103,7 +104,7 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
           if (!b.signal_channel.empty()) kv(p, "signal_channel", b.signal_channel);
         } else if constexpr (std::is_same_v<T, Order>) {
           const bool signed_release = !b.manifest.empty() || !b.signature.empty();
-          p.pack_map(signed_release ? 11 : 9);
+          p.pack_map((signed_release ? 11 : 9) + (b.epoch ? 1 : 0));
           kv(p, "order_id", b.order_id);
           kv(p, "rollout_id", b.rollout_id);
           kv(p, "service", b.service);
@@ -117,6 +118,7 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
             kv(p, "manifest", b.manifest);
             kv(p, "signature", b.signature);
           }
+          if (b.epoch) kv(p, "epoch", b.epoch);
         } else if constexpr (std::is_same_v<T, OrderAck>) {
           p.pack_map(3);
           kv(p, "order_id", b.order_id);
@@ -153,27 +155,40 @@ void pack_body(Packer& p, msgpack::sbuffer& buf, const Message& m) {
           p.pack_map(b.timings_ms.size());
           for (const auto& [k, v] : b.timings_ms) kv(p, k, v);
         } else if constexpr (std::is_same_v<T, ErrorMsg>) {
-          p.pack_map(4);
+          // An empty leader map is not written (older peers' bytes); absent decodes as empty.
+          p.pack_map(b.leader.empty() ? 4 : 5);
           kv(p, "code", b.code);
           kv(p, "message", b.message);
           kv(p, "ref_type", b.ref_type);
           kv(p, "ref_id", b.ref_id);
+          if (!b.leader.empty()) {
+            key(p, "leader");
+            p.pack_map(b.leader.size());
+            for (const auto& [k, v] : b.leader) kv(p, k, v);
+          }
         } else if constexpr (std::is_same_v<T, Signal>) {
-          p.pack_map(3);
+          p.pack_map(b.epoch ? 4 : 3);
           kv(p, "kind", b.kind);
           kv(p, "rollout_id", b.rollout_id);
           kv(p, "service", b.service);
+          if (b.epoch) kv(p, "epoch", b.epoch);
         } else if constexpr (std::is_same_v<T, OpRequest>) {
           p.pack_map(3);
           kv(p, "request_id", b.request_id);
           kv(p, "command", b.command);
           kvjson(p, buf, "args", b.args);
         } else if constexpr (std::is_same_v<T, OpReply>) {
-          p.pack_map(4);
+          p.pack_map(4 + (b.error_code.empty() ? 0 : 1) + (b.leader.empty() ? 0 : 1));
           kv(p, "request_id", b.request_id);
           kvb(p, "ok", b.ok);
           kv(p, "error", b.error);
           kvjson(p, buf, "result", b.result);
+          if (!b.error_code.empty()) kv(p, "error_code", b.error_code);
+          if (!b.leader.empty()) {
+            key(p, "leader");
+            p.pack_map(b.leader.size());
+            for (const auto& [k, v] : b.leader) kv(p, k, v);
+          }
         }
       },
       m);
@@ -312,6 +327,40 @@ std::vector<ServiceStatus> services(const msgpack::object& o) {
   return out;
 }
 
+// ErrorMsg.leader and OpReply.leader (`what` names the message in errors): a small map of the known keys
+// (proto::kLeaderKeys) to checked values; keys another version may add are dropped. A value that is not what its key
+// says is refused.
+std::map<std::string, std::string> leader_map(const msgpack::object& o, const std::string& what) {
+  if (o.type != msgpack::type::MAP || o.via.map.size > 16)
+    throw Invalid("invalid", what + ": leader must be a map of at most 16 entries");
+  std::map<std::string, std::string> out;
+  for (uint32_t i = 0; i < o.via.map.size; ++i) {
+    const auto& kvp = o.via.map.ptr[i];
+    if (kvp.key.type != msgpack::type::STR || kvp.val.type != msgpack::type::STR)
+      throw Invalid("invalid", what + ": leader must map strings to strings");
+    const std::string_view k(kvp.key.via.str.ptr, kvp.key.via.str.size);
+    if (kvp.val.via.str.size > kMaxEndpointLength)
+      throw Invalid("invalid", what + ": leader." + safe_text(k, 64) + " too long");
+    const std::string v(kvp.val.via.str.ptr, kvp.val.via.str.size);
+    Status st = Status::Ok();
+    if (k == "name") {
+      if (!v.empty() && !is_safe_name(v)) throw Invalid("invalid", what + ": leader.name is not a safe name");
+    } else if (k == "agent" || k == "pub" || k == "operator") {
+      if (!v.empty()) st = check_tcp_endpoint(v);
+    } else if (k == "http") {
+      if (!v.empty()) st = check_http_endpoint(v);
+    } else if (k == "udp_heartbeat") {
+      if (!v.empty()) st = check_host_port(v);
+    } else {
+      continue;
+    }
+    if (!st.ok()) throw Invalid("invalid", what + ": leader." + std::string(k) + ": " + st.error().message);
+    if (!out.emplace(std::string(k), v).second)
+      throw Invalid("invalid", what + ": leader: duplicate key " + std::string(k));
+  }
+  return out;
+}
+
 ChunkView chunk_of(const msgpack::object& body) {
   Fields f(body, "chunk");
   ChunkView c;
@@ -396,6 +445,7 @@ Message body_of(MsgType t, const msgpack::object& body) {
       o.signature = f.s("signature", false, 128);
       for (char ch : o.signature)
         if (!std::isxdigit(static_cast<unsigned char>(ch))) throw Invalid("invalid", "order: signature is not hex");
+      o.epoch = f.u("epoch", false);
       return o;
     }
     case MsgType::kOrderAck: {
@@ -458,6 +508,7 @@ Message body_of(MsgType t, const msgpack::object& body) {
       e.message = f.text("message", false);
       e.ref_type = static_cast<uint16_t>(f.u("ref_type", false, UINT16_MAX));
       e.ref_id = f.text("ref_id", false, 256);
+      if (const auto* l = f.find("leader")) e.leader = leader_map(*l, "error");
       return e;
     }
     case MsgType::kSignal: {
@@ -466,6 +517,7 @@ Message body_of(MsgType t, const msgpack::object& body) {
       s.kind = f.oneof("kind", {"abort", "rollback"});
       s.rollout_id = f.u("rollout_id");
       s.service = f.name("service");
+      s.epoch = f.u("epoch", false);
       return s;
     }
     case MsgType::kOpRequest: {
@@ -485,6 +537,8 @@ Message body_of(MsgType t, const msgpack::object& body) {
       r.ok = f.b("ok");
       r.error = f.text("error", false);
       r.result = to_json(f.need("result"));
+      r.error_code = f.text("error_code", false, 64);
+      if (const auto* l = f.find("leader")) r.leader = leader_map(*l, "op reply");
       return r;
     }
   }

@@ -110,6 +110,10 @@ struct Order {
   // they run with insecure_dev and no release key.
   std::string manifest;
   std::string signature;
+  // Optional (appended, issue 23): the epoch of the coordinator that SENT this order, stamped at
+  // send time (a new leader resends an open order under its own epoch, same order_id). 0: not
+  // sent (an older coordinator). Agents refuse an order whose epoch is below the highest they saw.
+  uint64_t epoch = 0;
 };
 
 struct OrderAck {
@@ -152,11 +156,19 @@ struct Report {
   std::map<std::string, uint64_t> timings_ms;  // phase -> duration
 };
 
+// The keys of ErrorMsg.leader: the leader coordinator's name and endpoints (LeaderInfo).
+inline constexpr const char* kLeaderKeys[] = {"name", "agent", "pub", "operator", "http", "udp_heartbeat"};
+
 struct ErrorMsg {
   std::string code;
   std::string message;
   uint16_t ref_type = 0;  // type of the message this answers, 0 if none
   std::string ref_id;     // e.g. an order id or request id
+  // Optional (appended, issue 23), with code "not_leader": where the leader is. Keys from
+  // kLeaderKeys only (others are dropped by the codec); values checked by the codec: name a
+  // safe name, agent/pub/operator tcp://HOST:PORT, http http://HOST:PORT, udp_heartbeat
+  // HOST:PORT; any value may be empty (not known). Empty map: no leader known right now.
+  std::map<std::string, std::string> leader{};
 };
 
 // Fleet-wide fast path; losing it never matters because the same intent is also ordered per host.
@@ -164,6 +176,8 @@ struct Signal {
   std::string kind;  // "abort" | "rollback"
   uint64_t rollout_id = 0;
   std::string service;
+  // Optional (appended, issue 23): the epoch of the coordinator that published it; 0: not sent.
+  uint64_t epoch = 0;
 };
 
 // Operator request; `args` is a map whose shape depends on `command` (see PROTOCOL.md).
@@ -178,6 +192,11 @@ struct OpReply {
   bool ok = false;
   std::string error;
   nlohmann::json result;  // null on error
+  // Optional (appended, issue 23), with ok false: a machine-readable reason; "not_leader" from a
+  // standby, which then names the leader in `leader` (same keys and checks as ErrorMsg.leader)
+  // so the client can ask there. Empty: not sent.
+  std::string error_code{};
+  std::map<std::string, std::string> leader{};
 };
 
 using Message = std::variant<Hello, Welcome, Heartbeat, Order, OrderAck, FetchChunk, Chunk, Progress, Report, ErrorMsg,

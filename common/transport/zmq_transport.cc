@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "common/protocol/codec.h"
-#include "common/util/names.h"
+#include "common/util/endpoint.h"
 
 #include <vector>
 
@@ -22,36 +22,7 @@ constexpr int kZeroCopyRecv = 10;      // value from libzmq's zmq_draft.h; Debia
 #endif
 }  // namespace
 
-Status check_connect_endpoint(const std::string& ep) {
-  auto bad = [&](const std::string& why) {
-    return make_error("config", "endpoint '" + ep + "' " + why + " (want tcp://HOST:PORT)");
-  };
-  constexpr std::string_view kTcp = "tcp://";
-  if (ep.compare(0, kTcp.size(), kTcp) != 0) return bad("is not tcp://");
-  const std::string rest = ep.substr(kTcp.size());
-  const auto colon = rest.rfind(':');
-  if (colon == std::string::npos) return bad("has no port");
-  const std::string host = rest.substr(0, colon), port = rest.substr(colon + 1);
-  if (parse_port(port).value_or(0) == 0) return bad("has no port between 1 and 65535");
-  if (host.empty()) return bad("has no host");
-  if (host.front() == '[') {
-    // [address] or [address%zone] (a link-local address with its interface)
-    const std::string inner = host.size() >= 3 && host.back() == ']' ? host.substr(1, host.size() - 2) : "";
-    const auto pct = inner.find('%');
-    const std::string addr = inner.substr(0, pct), zone = pct == std::string::npos ? "" : inner.substr(pct + 1);
-    if (addr.empty() || addr.find(':') == std::string::npos ||
-        addr.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos ||
-        (pct != std::string::npos &&
-         (zone.empty() || zone.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
-                              std::string::npos)))
-      return bad("has a malformed IPv6 address");
-  } else if (host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
-                 std::string::npos ||
-             host.front() == '-' || host.front() == '.') {
-    return bad("has a malformed host name");
-  }
-  return Status::Ok();
-}
+Status check_connect_endpoint(const std::string& ep) { return check_tcp_endpoint(ep); }
 
 std::optional<HostPort> split_host_port(std::string_view hp) {
   const auto colon = hp.rfind(':');

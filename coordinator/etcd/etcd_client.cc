@@ -1,18 +1,21 @@
 // The etcd v3 client over gRPC (etcd_client.h). One channel per endpoint, created on first use;
-// calls go to the current endpoint and move to the next one when it is unreachable
-// (UNAVAILABLE: tried again there at once, each endpoint once per call) or did not answer in
-// time (DEADLINE_EXCEEDED: the call fails, the next call starts at the next endpoint, so a
-// member cut off from its quorum is left behind). The lease keepalive is one write and one read
-// on a LeaseKeepAlive stream kept open (asynchronous API, so the read has a deadline), opened
-// again after any error.
+// calls go to the current endpoint and move to the next one when it is unavailable (down, or
+// without a leader) or did not answer a try in time (half the call's deadline, at least 1 s: a
+// member cut off from its quorum, or a write forwarded to a leader that died), round after
+// round with a 50 ms pause, until the call's deadline. So a call may reach etcd more than once:
+// etcd_client.h says what that means for a transaction. The lease keepalive is one write and one
+// read on a LeaseKeepAlive stream kept open (asynchronous API, so the read has a deadline), opened again after any
+// error.
 #include "coordinator/etcd/etcd_client.h"
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
 
@@ -107,6 +110,12 @@ void fill(pb::RequestOp* out, const Op& op) {
 KeyValue from_pb(const mvccpb::KeyValue& kv) {
   return KeyValue{kv.key(), kv.value(), kv.create_revision(), kv.mod_revision(), kv.version(), kv.lease()};
 }
+
+// etcd's "require leader" metadata (rpctypes.MetadataRequireLeaderKey): a member without a
+// leader refuses the call at once (UNAVAILABLE, "no leader"; a stream is cancelled when its
+// member loses the leader) instead of holding it until the deadline, so that the call is tried
+// again at another member, or again once the election is over, within its deadline.
+void require_leader(grpc::ClientContext& ctx) { ctx.AddMetadata("hasleader", "true"); }
 
 class GrpcClient final : public Client {
  public:
@@ -263,22 +272,34 @@ class GrpcClient final : public Client {
   // Runs `f` against the current endpoint, moving on as the file's comment says.
   template <typename F>
   Status call(const char* name, F&& f) {
-    size_t start = 0;
+    const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(cfg_.call_timeout_ms);
+    // One try may take half the call's time (at least a second): a write a member forwarded to
+    // a leader that just died is never answered, and is sent again once that time is up.
+    const auto per_try = std::chrono::milliseconds(std::max(cfg_.call_timeout_ms / 2, 1000));
+    size_t i = 0;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      start = current_;
+      i = current_;
     }
     grpc::Status last;
     std::string last_ep;
-    for (size_t n = 0; n < eps_.size(); ++n) {
-      const size_t i = (start + n) % eps_.size();
+    // Bounded by the deadline and by a count: each endpoint is tried in turn while it answers
+    // UNAVAILABLE (a member down, or one without a leader for the moment), with a short pause
+    // after each round of them all.
+    for (size_t attempt = 0; attempt < 64 * eps_.size(); ++attempt) {
+      if (attempt > 0 && attempt % eps_.size() == 0) {
+        const auto pause = std::chrono::system_clock::now() + std::chrono::milliseconds(50);
+        if (pause >= deadline) break;
+        std::this_thread::sleep_until(pause);
+      }
       Endpoint* e = nullptr;
       {
         std::lock_guard<std::mutex> lk(mu_);
         e = &endpoint(i);
       }
       grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(cfg_.call_timeout_ms));
+      ctx.set_deadline(std::min(deadline, std::chrono::system_clock::now() + per_try));
+      require_leader(ctx);
       last = f(*e, &ctx);
       last_ep = cfg_.endpoints[i];
       if (last.ok()) {
@@ -286,14 +307,14 @@ class GrpcClient final : public Client {
         current_ = i;
         return Status::Ok();
       }
-      if (last.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      const auto code = last.error_code();
+      if (code != grpc::StatusCode::UNAVAILABLE && code != grpc::StatusCode::DEADLINE_EXCEEDED) break;
+      i = (i + 1) % eps_.size();
+      {
         std::lock_guard<std::mutex> lk(mu_);
-        current_ = (i + 1) % eps_.size();
-        break;
+        current_ = i;
       }
-      if (last.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-      std::lock_guard<std::mutex> lk(mu_);
-      current_ = (i + 1) % eps_.size();
+      if (std::chrono::system_clock::now() >= deadline) break;
     }
     return call_error(name, last_ep, last);
   }
@@ -327,6 +348,7 @@ class GrpcClient final : public Client {
     }
     cq_ = std::make_unique<grpc::CompletionQueue>();
     ctx_ = std::make_unique<grpc::ClientContext>();
+    require_leader(*ctx_);
     pending_ = false;
     stream_ = eps_[i].lease->AsyncLeaseKeepAlive(ctx_.get(), cq_.get(), tag(kStart));
     const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(cfg_.call_timeout_ms);

@@ -90,6 +90,10 @@ class Client {
   // `descending`: sorted by key descending instead (the newest first of zero-padded ids).
   virtual Expected<RangeResult> range(const std::string& key, const std::string& range_end = "", int64_t limit = 0,
                                       bool keys_only = false, bool serializable = false, bool descending = false) = 0;
+  // A transaction is sent again (to the next member) when a try is not answered in time or the
+  // member has no leader, within the call's deadline, so it may be applied by a try whose answer
+  // was lost and then be evaluated again: its compares must tell (e.g. the etcd store's
+  // WriteGuard token; a leader election's put-if-absent reads the key back when it "lost").
   virtual Expected<TxnResult> txn(const std::vector<Compare>& compares, const std::vector<Op>& success,
                                   const std::vector<Op>& failure = {}) = 0;
   // Leases: granted with a TTL in seconds (the ID etcd chose), kept alive by one round trip on

@@ -13,12 +13,13 @@ spdlog::logger* L() {
 }  // namespace
 
 AgentSender::AgentSender(zmq::socket_t& agents, fleet::Registry& registry, Metrics& metrics, const Clock& clock,
-                         Millis heartbeat_interval_ms)
+                         Millis heartbeat_interval_ms, uint64_t epoch)
     : agents_(agents),
       registry_(registry),
       metrics_(metrics),
       clock_(clock),
-      heartbeat_interval_ms_(heartbeat_interval_ms) {}
+      heartbeat_interval_ms_(heartbeat_interval_ms),
+      epoch_(epoch) {}
 
 void AgentSender::send(const std::string& identity, const proto::Message& m) {
   auto s = transport::send_to(agents_, identity, m);
@@ -44,7 +45,9 @@ Status AgentSender::send_raw(const std::string& identity, const std::string& byt
 bool AgentSender::send_order(const std::string& host_id, const proto::Order& order) {
   auto* host = registry_.find(host_id);
   if (!host || !host->online || !host->said_hello) return false;
-  send(host->identity, order);
+  proto::Order stamped = order;
+  stamped.epoch = epoch_;
+  send(host->identity, stamped);
   return true;
 }
 
@@ -65,7 +68,7 @@ void AgentSender::ask_for_hello(const std::string& identity, Millis now, proto::
 
 Status PubSignalSink::broadcast(rollout::SignalKind kind, uint64_t rollout_id, const std::string& service) {
   metrics_.broadcasts++;
-  return transport::send(pub_, proto::Signal{rollout::signal_kind_name(kind), rollout_id, service});
+  return transport::send(pub_, proto::Signal{rollout::signal_kind_name(kind), rollout_id, service, epoch_});
 }
 
 }  // namespace gantry::coordinator

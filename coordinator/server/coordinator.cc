@@ -99,8 +99,8 @@ Status Coordinator::start() {
   } catch (const zmq::error_t& e) {
     return make_error("bind", std::string("cannot create sockets: ") + e.what());
   }
-  sender_ = std::make_unique<AgentSender>(*agents_, registry_, metrics_, clock_, cfg_.heartbeat_interval_ms);
-  signals_ = std::make_unique<PubSignalSink>(*pub_, metrics_);
+  sender_ = std::make_unique<AgentSender>(*agents_, registry_, metrics_, clock_, cfg_.heartbeat_interval_ms, epoch_);
+  signals_ = std::make_unique<PubSignalSink>(*pub_, metrics_, epoch_);
   executor_ = std::make_unique<RolloutExecutor>(*store_, clock_, *sender_, *signals_, metrics_, changed_);
   // Active rollouts and their open orders, exactly as last persisted.
   if (auto s = executor_->restore(); !s.ok()) return s;

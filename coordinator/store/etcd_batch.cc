@@ -17,10 +17,13 @@ std::vector<std::string> EtcdBatch::pending_under(const std::string& prefix) con
   return out;
 }
 
-Expected<int64_t> EtcdBatch::commit(etcd::Client& client, const std::optional<Fence>& fence, const char* what) const {
+Expected<int64_t> EtcdBatch::commit(etcd::Client& client, const std::optional<Fence>& fence, const WriteGuard& guard,
+                                    const char* what) const {
   using etcd::Compare;
   std::vector<Compare> compares;
   std::vector<etcd::Op> failure;
+  compares.push_back({guard.key, Compare::Target::kMod, Compare::Result::kEqual, guard.revision, ""});
+  failure.push_back(etcd::Op::get(guard.key, "", 1));
   if (fence) {
     compares.push_back({fence->key, Compare::Target::kCreate, Compare::Result::kEqual, fence->create_revision, ""});
     failure.push_back(etcd::Op::get(fence->key, "", 1));
@@ -30,15 +33,21 @@ Expected<int64_t> EtcdBatch::commit(etcd::Client& client, const std::optional<Fe
     failure.push_back(etcd::Op::get(k, "", 1));
   }
   std::vector<etcd::Op> ops;
-  ops.reserve(ops_.size());
+  ops.reserve(ops_.size() + 1);
   for (const auto& [k, v] : ops_) ops.push_back(v ? etcd::Op::put(k, *v) : etcd::Op::del(k));
+  ops.push_back(etcd::Op::put(guard.key, guard.token));
   auto r = client.txn(compares, ops, failure);
   if (!r) return make_error(r.error().code, std::string(what) + ": " + r.error().message);
   if (r->succeeded) return r->revision;
-  size_t i = 0;
+  auto got = [&](size_t i) -> const std::vector<etcd::KeyValue>& {
+    static const std::vector<etcd::KeyValue> none;
+    return r->gets.size() > i ? r->gets[i] : none;
+  };
+  // Applied by an earlier try of this same call: done.
+  if (!got(0).empty() && got(0)[0].value == guard.token) return got(0)[0].mod_revision;
+  size_t i = 1;
   if (fence) {
-    const auto& got = r->gets.size() > i ? r->gets[i] : std::vector<etcd::KeyValue>{};
-    const int64_t now = got.empty() ? 0 : got[0].create_revision;
+    const int64_t now = got(i).empty() ? 0 : got(i)[0].create_revision;
     if (now != fence->create_revision) {
       return make_error("deposed", std::string(what) + ": not written: the leadership key " + safe_text(fence->key) +
                                        " was created at revision " + std::to_string(now) + ", not " +
@@ -48,12 +57,11 @@ Expected<int64_t> EtcdBatch::commit(etcd::Client& client, const std::optional<Fe
     ++i;
   }
   for (const auto& k : absent_) {
-    const auto& got = r->gets.size() > i ? r->gets[i] : std::vector<etcd::KeyValue>{};
-    if (!got.empty()) return make_error("exists", std::string(what) + ": " + safe_text(k) + " already exists");
+    if (!got(i).empty()) return make_error("exists", std::string(what) + ": " + safe_text(k) + " already exists");
     ++i;
   }
-  // The compares failed but every one holds when read afterwards: something changed in between.
-  return make_error("etcd", std::string(what) + ": the transaction's conditions failed; try again");
+  return make_error("conflict", std::string(what) + ": not written: the store was written by someone else since (" +
+                                    safe_text(guard.key) + " moved on)");
 }
 
 }  // namespace gantry::store

@@ -21,6 +21,17 @@ struct Fence {
   int64_t create_revision = 0;
 };
 
+// The store's last write, which every write builds on: `key` (<prefix>meta/write) was last
+// written at `revision` with `token`. A write requires mod_revision(key) == revision and puts a
+// new token there, so a write applies once even when the client sends it twice (a try that
+// seemed lost and was applied after all is recognised by its token), and a stale try applied
+// late finds the key moved on and changes nothing.
+struct WriteGuard {
+  std::string key;
+  int64_t revision = 0;  // 0: the key does not exist yet
+  std::string token;     // this write's, unique
+};
+
 class EtcdBatch {
  public:
   void put(const std::string& key, std::string value) { ops_[key] = std::move(value); }
@@ -35,10 +46,13 @@ class EtcdBatch {
   // Keys pending under a prefix (put or deleted), in key order.
   std::vector<std::string> pending_under(const std::string& prefix) const;
 
-  // Commits as one transaction. Errors: code "deposed" when the fence no longer holds
-  // (nothing written), "exists" when a require_absent key exists, "etcd" when etcd could not
-  // be asked or refused (its limits are named). On success, the store's revision after it.
-  Expected<int64_t> commit(etcd::Client& client, const std::optional<Fence>& fence, const char* what) const;
+  // Commits as one transaction, with the guard's compare and new token. Errors: code "deposed"
+  // when the fence no longer holds (nothing written), "exists" when a require_absent key
+  // exists, "conflict" when another write came in between (the guard's key moved on), "etcd"
+  // when etcd could not be asked or refused (its limits are named; the outcome is then
+  // unknown). On success, the revision the write made (that of the guard's key).
+  Expected<int64_t> commit(etcd::Client& client, const std::optional<Fence>& fence, const WriteGuard& guard,
+                           const char* what) const;
 
  private:
   std::map<std::string, std::optional<std::string>> ops_;

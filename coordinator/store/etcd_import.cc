@@ -159,6 +159,7 @@ Status EtcdStore::wipe() {
   auto r = client_->txn({}, ops);
   if (!r) return make_error(r.error().code, "wipe " + safe_text(keys_.p) + ": " + r.error().message);
   counters_ = committed_ = etcd_codec::Counters{};
+  guard_revision_ = 0;
   return Status::Ok();
 }
 

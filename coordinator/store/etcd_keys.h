@@ -22,6 +22,7 @@ struct Layout {
 
   std::string counters() const { return p + "meta/counters"; }    // ids handed out so far (JSON)
   std::string compacted() const { return p + "meta/compacted"; }  // revision of the last checkpoint()
+  std::string write_guard() const { return p + "meta/write"; }    // the last write's token (WriteGuard)
   std::string host(const std::string& id) const { return p + "host/" + escape(id); }
   std::string hosts() const { return p + "host/"; }
   std::string release(const std::string& service, const std::string& version) const {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <limits>
+#include <random>
 #include <set>
 #include <tuple>
 
@@ -64,6 +65,8 @@ Expected<std::unique_ptr<EtcdStore>> EtcdStore::open(std::shared_ptr<etcd::Clien
   if (prefix.back() != '/') prefix += '/';
   if (fence && fence->key.empty()) return make_error("store", "etcd store: the fence names no key");
   std::unique_ptr<EtcdStore> s(new EtcdStore(std::move(client), std::move(prefix), std::move(fence)));
+  std::random_device rd;
+  s->token_prefix_ = std::to_string(rd()) + "-" + std::to_string(rd()) + "-";
   std::lock_guard<std::mutex> lk(s->mu_);
   if (auto st = s->load_counters(); !st.ok()) return st.error();
   auto c = s->get_one(s->keys_.compacted());
@@ -78,14 +81,16 @@ void EtcdStore::note(int64_t revision) {
 }
 
 Status EtcdStore::load_counters() {
-  auto kv = get_one(keys_.counters());
-  if (!kv) return kv.error();
+  auto read = get_many({keys_.counters(), keys_.write_guard()});
+  if (!read) return read.error();
   etcd_codec::Counters c;
-  if (*kv) {
-    auto d = etcd_codec::decode_counters((*kv)->key, (*kv)->value);
+  if (auto it = read->find(keys_.counters()); it != read->end()) {
+    auto d = etcd_codec::decode_counters(it->first, it->second.value);
     if (!d) return d.error();
     c = *d;
   }
+  auto g = read->find(keys_.write_guard());
+  guard_revision_ = g == read->end() ? 0 : g->second.mod_revision;
   counters_ = committed_ = c;
   reload_counters_ = false;
   return Status::Ok();
@@ -96,15 +101,17 @@ Status EtcdStore::ready_to_write() { return reload_counters_ ? load_counters() :
 Expected<int64_t> EtcdStore::commit(EtcdBatch& b, const char* what) {
   if (!same(counters_, committed_)) b.put(keys_.counters(), etcd_codec::encode(counters_));
   if (b.empty()) return seen_revision_.load();
-  auto r = b.commit(*client_, fence_, what);
+  const WriteGuard guard{keys_.write_guard(), guard_revision_, token_prefix_ + std::to_string(++tokens_)};
+  auto r = b.commit(*client_, fence_, guard, what);
   if (r) {
     committed_ = counters_;
+    guard_revision_ = *r;
     note(*r);
     return r;
   }
   counters_ = committed_;
-  // A call that failed in etcd's client may still have been applied: read the ids again.
-  if (r.error().code == "etcd") reload_counters_ = true;
+  // Not known to be written, or written over by someone else: read the ids again first.
+  if (r.error().code == "etcd" || r.error().code == "conflict") reload_counters_ = true;
   return r.error();
 }
 

@@ -99,7 +99,8 @@ class EtcdStore final : public Store {
 
   // Under mu_.
   Status load_counters();
-  // Every write starts here: the ids are read again after a commit whose outcome is unknown.
+  // Every write starts here: the ids and meta/write's revision are read again after a commit
+  // whose outcome is unknown or that lost to another write.
   Status ready_to_write();
   Expected<int64_t> commit(EtcdBatch& b, const char* what);
   Expected<std::vector<etcd::KeyValue>> scan(const std::string& prefix, int64_t limit = 0, bool descending = false,
@@ -122,6 +123,9 @@ class EtcdStore final : public Store {
   etcd_codec::Counters counters_;   // ids handed out, this transaction's included
   etcd_codec::Counters committed_;  // as stored
   bool reload_counters_ = false;    // a commit's outcome is unknown: read them again first
+  int64_t guard_revision_ = 0;      // mod revision of meta/write after this store's last write (WriteGuard)
+  std::string token_prefix_;        // random, per store object: a write's token is this and a count
+  uint64_t tokens_ = 0;
   std::atomic<int64_t> seen_revision_{0};
   std::atomic<int64_t> compacted_{0};
   std::atomic<uint64_t> checkpoints_{0};

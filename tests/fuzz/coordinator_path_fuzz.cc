@@ -134,7 +134,7 @@ struct World {
         secure_cfg.curve.secret_key = sec;
       }
     }
-    sender = std::make_unique<AgentSender>(agents, registry, metrics, clock, cfg.heartbeat_interval_ms);
+    sender = std::make_unique<AgentSender>(agents, registry, metrics, clock, cfg.heartbeat_interval_ms, 1);
     exec = std::make_unique<RolloutExecutor>(*store, clock, orders, signals, metrics, changed);
     refusals = std::make_unique<RefusalLog>(clock);
     udp = std::make_unique<UdpHeartbeats>(cfg, registry, *sender, metrics, *refusals, clock);

@@ -6,9 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <iostream>
+#include <set>
 
 #include "common/util/text.h"
 #include "coordinator/rollout/state_machine.h"
@@ -581,6 +583,49 @@ TEST(EtcdStore, AFencedStoreWritesNothingOnceDeposed) {
   EXPECT_EQ(st2->events(id, 0, 10)->back().id, 2);
 }
 
+// A write whose first try etcd applied but whose answer was lost is sent again by the client:
+// the token it left in meta/write says it is done, and it is not applied twice.
+TEST(EtcdStore, AWriteSentTwiceIsAppliedOnce) {
+  auto client = client_of(shared_etcd());
+  const std::string p = fresh_prefix();
+  store::etcd_keys::Layout k{p};
+  store::EtcdBatch b;
+  b.put(p + "x", "1");
+  const store::WriteGuard g{k.write_guard(), 0, "token-1"};
+  auto first = b.commit(*client, std::nullopt, g, "test");
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto again = b.commit(*client, std::nullopt, g, "test");  // the same call's second try
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(*again, *first);
+  EXPECT_EQ(census(*client, p).second, *first) << "nothing written by the second try";
+  // A stale try of an older write (its guard revision passed) changes nothing.
+  store::EtcdBatch stale;
+  stale.put(p + "x", "old");
+  auto late = stale.commit(*client, std::nullopt, store::WriteGuard{k.write_guard(), 0, "token-0"}, "test");
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.error().code, "conflict");
+  EXPECT_EQ(client->range(p + "x")->kvs.at(0).value, "1");
+}
+
+// Two stores writing one prefix (a mistake fencing prevents): the one that did not write last
+// is refused ("conflict"), writes nothing, and reads the ids again before its next write.
+TEST(EtcdStore, AnotherWriterInBetweenIsAConflict) {
+  auto client = client_of(shared_etcd());
+  const std::string p = fresh_prefix();
+  auto a = open_etcd(client, p);
+  auto b = open_etcd(client, p);
+  ASSERT_TRUE(a->add_event({0, 1, 1, "a1"}).ok());
+  auto s = b->add_event({0, 1, 2, "b1"});
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, "conflict");
+  ASSERT_TRUE(b->add_event({0, 1, 3, "b2"}).ok());
+  auto rows = a->events(1, 0, -1);
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].message, "a1");
+  EXPECT_EQ((*rows)[1].message, "b2");
+  EXPECT_EQ((*rows)[1].id, 2);
+}
+
 TEST(EtcdStore, AFenceOnAKeyThatDoesNotExistWritesNothing) {
   auto client = client_of(shared_etcd());
   const std::string p = fresh_prefix();
@@ -725,6 +770,84 @@ TEST(EtcdStore, CheckpointCompactsHistory) {
   EXPECT_EQ(st2->wal_backlog(), 0);
   ASSERT_TRUE(st2->add_event({0, 1, 9, "e"}).ok());
   EXPECT_EQ(st2->wal_backlog(), 1);
+}
+
+// Every member of three is killed in turn (the raft leader among them) while the store writes:
+// no write fails, the ids go on without a gap.
+TEST(EtcdStore, LosingOneMemberOfThreeIsNotVisible) {
+  EtcdCluster three(3);
+  auto cfg = etcd::parse_store_uri(three.uri());
+  ASSERT_TRUE(cfg.ok());
+  cfg->call_timeout_ms = 5000;  // an election after the leader's loss takes about a second
+  auto client = etcd::Client::connect(*cfg);
+  ASSERT_TRUE(client.ok());
+  std::shared_ptr<etcd::Client> shared(std::move(*client));
+  auto st = open_etcd(shared, "/gantry/");
+  const uint64_t id = *st->create_rollout(rollout_row("web"));
+  int64_t written = 0;
+  for (int victim = 0; victim < 3; ++victim) {
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(st->add_event({0, id, ++written, "before"}).ok()) << three.diagnostics();
+    three.kill(victim);
+    for (int i = 0; i < 3; ++i) {
+      auto s = st->add_event({0, id, ++written, "without m" + std::to_string(victim)});
+      ASSERT_TRUE(s.ok()) << "victim " << victim << " i " << i << ": " << s.error().message << three.diagnostics();
+    }
+    auto rows = st->events(id, 0, -1);
+    ASSERT_TRUE(rows.ok()) << rows.error().message;
+    three.start(victim);
+  }
+  auto rows = st->events(id, 0, -1);
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), static_cast<size_t>(written));
+  for (size_t i = 0; i < rows->size(); ++i) {
+    EXPECT_EQ((*rows)[i].id, static_cast<int64_t>(i + 1));
+    EXPECT_EQ((*rows)[i].at, static_cast<int64_t>(i + 1));
+  }
+}
+
+// Without a quorum every write fails (code "etcd", not "deposed") and nothing is decided; when
+// the quorum is back, writing goes on and every write that succeeded is there once.
+TEST(EtcdStore, WithoutQuorumWritesFailAndResumeAfter) {
+  EtcdCluster three(3);
+  auto cfg = etcd::parse_store_uri(three.uri());
+  ASSERT_TRUE(cfg.ok());
+  cfg->call_timeout_ms = 1500;
+  auto client = etcd::Client::connect(*cfg);
+  ASSERT_TRUE(client.ok());
+  std::shared_ptr<etcd::Client> shared(std::move(*client));
+  auto won = shared->txn({}, {etcd::Op::put("/gantry/leader", "{}")});
+  ASSERT_TRUE(won.ok());
+  auto st = open_etcd(shared, "/gantry/", store::Fence{"/gantry/leader", won->revision});
+  const uint64_t id = *st->create_rollout(rollout_row("web"));
+  std::vector<std::string> ok;
+  auto add = [&](const std::string& m) {
+    auto s = st->add_event({0, id, 1, m});
+    if (s.ok()) ok.push_back(m);
+    return s;
+  };
+  ASSERT_TRUE(add("one").ok());
+  three.stop(1);
+  three.stop(2);
+  for (int i = 0; i < 3; ++i) {
+    auto s = add("lost quorum " + std::to_string(i));
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, "etcd") << s.error().message;
+  }
+  EXPECT_FALSE(st->create_rollout(rollout_row("web")).ok());
+  three.start(1);  // a majority again
+  bool back = false;
+  for (int i = 0; i < 10 && !back; ++i) back = add("back " + std::to_string(i)).ok();
+  ASSERT_TRUE(back) << three.diagnostics();
+  ASSERT_TRUE(add("two").ok());
+  auto rows = st->events(id, 0, -1);
+  ASSERT_TRUE(rows.ok()) << rows.error().message;
+  std::set<int64_t> ids;
+  std::vector<std::string> seen;
+  for (const auto& e : *rows) {
+    EXPECT_TRUE(ids.insert(e.id).second) << "event id " << e.id << " twice";
+    seen.push_back(e.message);
+  }
+  for (const auto& m : ok) EXPECT_EQ(std::count(seen.begin(), seen.end(), m), 1) << m;
 }
 
 TEST(EtcdStore, OpenRefusesAnEmptyPrefixAndAddsTheSlash) {

@@ -331,3 +331,158 @@ TEST(Codec, RandomBytesNeverCrash) {
     }
   }
 }
+
+TEST(Codec, EpochsOfOrdersAndSignalsAreOptional) {
+  // Unset, the bytes are those an older coordinator sends (9 / 3 fields), and they decode as 0.
+  Order o{"r1-1", 1, "web", "update", "1.0", kSha, 1, 0, 0, "", ""};
+  EXPECT_EQ(static_cast<uint8_t>(encode(o)[6]), 0x89);
+  EXPECT_EQ(round_trip(o).epoch, 0u);
+  o.epoch = 1234567890123ULL;
+  EXPECT_EQ(static_cast<uint8_t>(encode(o)[6]), 0x8a);
+  EXPECT_EQ(round_trip(o).epoch, 1234567890123ULL);
+  o.manifest = "m";
+  o.signature = "ab";
+  EXPECT_EQ(static_cast<uint8_t>(encode(o)[6]), 0x8c);
+  EXPECT_EQ(round_trip(o).epoch, 1234567890123ULL);
+  Signal s{"abort", 7, "web"};
+  EXPECT_EQ(hex(encode(s)), "82a1740ba16283a46b696e64a561626f7274aa726f6c6c6f75745f696407a773657276696365a3776562");
+  EXPECT_EQ(round_trip(s).epoch, 0u);
+  s.epoch = 42;
+  EXPECT_EQ(hex(encode(s)),
+            "82a1740ba16284a46b696e64a561626f7274aa726f6c6c6f75745f696407a773657276696365a3776562a565706f63682a");
+  EXPECT_EQ(round_trip(s).epoch, 42u);
+  // Not an unsigned integer: refused like every other field.
+  auto bad = decode(envelope(11, [](auto& p) {
+    p.pack_map(4);
+    p.pack(std::string("kind"));
+    p.pack(std::string("abort"));
+    p.pack(std::string("rollout_id"));
+    p.pack(1);
+    p.pack(std::string("service"));
+    p.pack(std::string("web"));
+    p.pack(std::string("epoch"));
+    p.pack(-3);
+  }));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, "invalid");
+}
+
+TEST(Codec, ErrorLeaderMapRoundTripsAndIsOptional) {
+  ErrorMsg plain{"hello_required", "say hello first", 1, ""};
+  EXPECT_EQ(static_cast<uint8_t>(encode(plain)[6]), 0x84) << "no leader: the old four fields";
+  EXPECT_TRUE(round_trip(plain).leader.empty());
+  ErrorMsg e{"not_leader", "this coordinator is a standby", 1, ""};
+  e.leader = {{"name", "c2"},
+              {"agent", "tcp://10.0.0.2:7600"},
+              {"pub", "tcp://10.0.0.2:7601"},
+              {"operator", "tcp://[fd00::2]:7602"},
+              {"http", "http://c2.example:8080"},
+              {"udp_heartbeat", "10.0.0.2:7603"}};
+  EXPECT_EQ(static_cast<uint8_t>(encode(e)[6]), 0x85);
+  EXPECT_EQ(round_trip(e).leader, e.leader);
+  // Empty values (not known) pass; an empty map is the same as none.
+  e.leader = {{"name", "c2"}, {"agent", ""}, {"http", ""}, {"udp_heartbeat", ""}};
+  EXPECT_EQ(round_trip(e).leader, e.leader);
+}
+
+TEST(Codec, HostileLeaderMapsAreCodecErrors) {
+  // Each value checked by its key; a bad one is an "invalid" error, never an exception.
+  const std::vector<std::pair<std::string, std::string>> bad_values = {
+      {"agent", "ipc:///tmp/x"},
+      {"agent", "tcp://h"},
+      {"agent", "tcp://h:0"},
+      {"agent", "tcp://h:99999"},
+      {"agent", "tcp://:7600"},
+      {"agent", "tcp://-h:7600"},
+      {"agent", "tcp://h;rm -rf:7600"},
+      {"pub", "tcp://h\n:7601"},
+      {"pub", "tcp://[::1:7601"},
+      {"pub", "tcp://[zz::1]:7601"},
+      {"operator", "pgm://eth0;239.1.1.1:5555"},
+      {"operator", "tcp://" + std::string(400, 'a') + ":7602"},
+      {"http", "https://h:80"},
+      {"http", "http://h:80/path"},
+      {"http", "tcp://h:80"},
+      {"udp_heartbeat", "h"},
+      {"udp_heartbeat", "udp://h:1"},
+      {"udp_heartbeat", "h:70000"},
+      {"name", "../../etc"},
+      {"name", std::string("a\0b", 3)},
+      {"name", std::string(200, 'n')},
+      {"name", "\xff\xfe"},
+  };
+  for (const auto& [k, v] : bad_values) {
+    ErrorMsg e{"not_leader", "", 1, ""};
+    e.leader[k] = v;
+    gantry::Expected<Message> r = Message{};
+    EXPECT_NO_THROW(r = decode(encode(e))) << k;
+    ASSERT_FALSE(r.ok()) << k << " = " << v;
+    EXPECT_EQ(r.error().code, "invalid") << k;
+    EXPECT_NE(r.error().message.find("leader"), std::string::npos) << r.error().message;
+  }
+  // Not a map; a value that is not a string; too many entries.
+  auto with_leader = [](auto pack_leader) {
+    return envelope(10, [&](auto& p) {
+      p.pack_map(3);
+      p.pack(std::string("code"));
+      p.pack(std::string("not_leader"));
+      p.pack(std::string("message"));
+      p.pack(std::string(""));
+      p.pack(std::string("leader"));
+      pack_leader(p);
+    });
+  };
+  EXPECT_EQ(decode(with_leader([](auto& p) { p.pack(std::string("tcp://h:1")); })).error().code, "invalid");
+  EXPECT_EQ(decode(with_leader([](auto& p) {
+              p.pack_map(1);
+              p.pack(std::string("agent"));
+              p.pack(7600);
+            }))
+                .error()
+                .code,
+            "invalid");
+  EXPECT_EQ(decode(with_leader([](auto& p) {
+              p.pack_map(17);
+              for (int i = 0; i < 17; ++i) {
+                p.pack("k" + std::to_string(i));
+                p.pack(std::string("v"));
+              }
+            }))
+                .error()
+                .code,
+            "invalid");
+  // Keys a later version may add are dropped, not refused.
+  auto extra = decode(with_leader([](auto& p) {
+    p.pack_map(2);
+    p.pack(std::string("agent"));
+    p.pack(std::string("tcp://10.0.0.2:7600"));
+    p.pack(std::string("grpc"));
+    p.pack(std::string("anything \x01 at all"));
+  }));
+  ASSERT_TRUE(extra.ok()) << extra.error().message;
+  const auto& leader = std::get<ErrorMsg>(*extra).leader;
+  EXPECT_EQ(leader.size(), 1u);
+  EXPECT_EQ(leader.at("agent"), "tcp://10.0.0.2:7600");
+}
+
+TEST(Codec, OpReplyNotLeaderFieldsAreOptionalAndChecked) {
+  OpReply plain{"1-1", false, "no such rollout", nullptr};
+  EXPECT_EQ(static_cast<uint8_t>(encode(plain)[6]), 0x84) << "unset: the old four fields";
+  EXPECT_TRUE(round_trip(plain).error_code.empty());
+  EXPECT_TRUE(round_trip(plain).leader.empty());
+  OpReply standby{"1-2", false, "not_leader: this coordinator is a standby", nullptr};
+  standby.error_code = "not_leader";
+  standby.leader = {{"name", "c1"}, {"operator", "tcp://127.0.0.1:7602"}};
+  EXPECT_EQ(static_cast<uint8_t>(encode(standby)[6]), 0x86);
+  auto back = round_trip(standby);
+  EXPECT_EQ(back.error_code, "not_leader");
+  EXPECT_EQ(back.leader, standby.leader);
+  standby.leader["operator"] = "tcp://127.0.0.1:7602;touch /tmp/x";
+  auto bad = decode(encode(standby));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, "invalid");
+  EXPECT_NE(bad.error().message.find("op reply: leader.operator"), std::string::npos) << bad.error().message;
+  standby.leader.clear();
+  standby.error_code = std::string(65, 'x');
+  EXPECT_FALSE(decode(encode(standby)).ok()) << "error_code is at most 64 bytes";
+}
