@@ -39,6 +39,10 @@ constexpr int kAgentPort = 7600, kPubPort = 7601, kOperatorPort = 7602, kHttpPor
 constexpr int kHeartbeatMs = 200;
 constexpr int kMisses = 10;
 constexpr int kLeaseTtlS = 3;
+// With heartbeat datagrams an agent hears from its coordinator every this often, and leaves it
+// for the next endpoint after kMisses of these without a word (the default, 10 s, makes that
+// 100 s: an agent whose leader died takes that long to look elsewhere).
+constexpr int kCoordinatorHeartbeatMs = 1000;
 
 using Clock = std::chrono::steady_clock;
 int64_t ms_since(Clock::time_point t0) {
@@ -106,7 +110,9 @@ class HaNet {
                                                "--store",
                                                etcd_.uri(),
                                                "--lease-ttl",
-                                               std::to_string(kLeaseTtlS)}),
+                                               std::to_string(kLeaseTtlS),
+                                               "--coordinator-heartbeat-ms",
+                                               std::to_string(kCoordinatorHeartbeatMs)}),
                 coordinator_dir(k) + ".log");
   }
   Process& coordinator(int k) { return coordinators_.at(static_cast<size_t>(k)); }
@@ -127,7 +133,7 @@ class HaNet {
         [&] {
           for (int k = 0; k < kCoordinators; ++k) {
             if (k == other_than || !coordinator(k).alive()) continue;
-            if (status(k).value("role", "") == "leader") {
+            if (text_of(status(k), "role") == "leader") {
               found = k;
               return true;
             }
@@ -162,7 +168,9 @@ class HaNet {
 
   // The CLI in the operator's namespace, given every coordinator: it follows the leader.
   CmdResult cli(const std::vector<std::string>& args, int timeout_ms = 20000) {
-    std::vector<std::string> argv = {bin_dir() + "/cli/gantry", "--coordinator", list(kOperatorPort)};
+    // 3 s per endpoint: a silent one (cut off, or not serving yet) leaves time for the others.
+    std::vector<std::string> argv = {bin_dir() + "/cli/gantry", "--coordinator", list(kOperatorPort), "--timeout-ms",
+                                     "3000"};
     argv.insert(argv.end(), args.begin(), args.end());
     return run(lab_.wrap(kOperatorNs, argv), timeout_ms);
   }
@@ -185,8 +193,8 @@ class HaNet {
     return r->body.substr(at + 8, end == std::string::npos ? std::string::npos : end - at - 8);
   }
 
-  nlohmann::json hosts() { return json_of(cli({"--json", "hosts"}, 10000)); }
-  nlohmann::json rollout(uint64_t id) { return json_of(cli({"--json", "rollout", "show", std::to_string(id)}, 10000)); }
+  nlohmann::json hosts() { return json_of(cli({"--json", "hosts"}, 15000)); }
+  nlohmann::json rollout(uint64_t id) { return json_of(cli({"--json", "rollout", "show", std::to_string(id)}, 15000)); }
   int online() {
     int n = 0;
     auto j = hosts();
@@ -275,7 +283,7 @@ TEST(HaNetns, LeaderCutOffFromEtcdStopsWithinItsLeaseAndAStandbyFinishesTheRollo
              "10m"},
             60000);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
-  const uint64_t id = json_of(r).value("id", 0ULL);
+  const uint64_t id = number_of(json_of(r), "id");
   ASSERT_GT(id, 0u) << r.out;
 
   // Cut when host-2's order is in flight (or, if the poll misses that, once it is done).
@@ -291,7 +299,7 @@ TEST(HaNetns, LeaderCutOffFromEtcdStopsWithinItsLeaseAndAStandbyFinishesTheRollo
       << f.rollout(id).dump(2) << f.diagnostics();
   const int old = f.leader(5000);
   ASSERT_GE(old, 0) << f.diagnostics();
-  const uint64_t old_epoch = f.status(old).value("epoch", 0ULL);
+  const uint64_t old_epoch = number_of(f.status(old), "epoch");
   const auto cut = Clock::now();
   ASSERT_TRUE(f.firewall_etcd(old, "-A")) << "iptables refused the rule (scripts/install-deps installs iptables)";
   std::cout << "[ha-netns] c" << old + 1 << " (epoch " << old_epoch << ") cut off from etcd with " << at_cut << "\n";
@@ -307,7 +315,7 @@ TEST(HaNetns, LeaderCutOffFromEtcdStopsWithinItsLeaseAndAStandbyFinishesTheRollo
   // A standby takes over.
   const int now = f.leader(30000, old);
   ASSERT_GE(now, 0) << "no standby took over" << f.diagnostics();
-  const uint64_t new_epoch = f.status(now).value("epoch", 0ULL);
+  const uint64_t new_epoch = number_of(f.status(now), "epoch");
   std::cout << "[ha-netns] c" << now + 1 << " leads (epoch " << new_epoch << ") " << ms_since(cut)
             << " ms after the cut\n";
   EXPECT_GT(new_epoch, old_epoch);
@@ -320,12 +328,12 @@ TEST(HaNetns, LeaderCutOffFromEtcdStopsWithinItsLeaseAndAStandbyFinishesTheRollo
       [&] {
         auto x = f.rollout(id);
         if (!x.is_null()) ro = x;
-        return is_terminal_phase(ro.value("phase", ""));
+        return is_terminal_phase(text_of(ro, "phase"));
       },
       120000, 200))
       << ro.dump(2) << f.diagnostics();
-  EXPECT_EQ(ro.value("phase", ""), "succeeded") << ro.dump(2) << f.diagnostics();
-  std::cout << "[ha-netns] rollout " << id << " " << ro.value("phase", "") << " " << ms_since(cut)
+  EXPECT_EQ(text_of(ro, "phase"), "succeeded") << ro.dump(2) << f.diagnostics();
+  std::cout << "[ha-netns] rollout " << id << " " << text_of(ro, "phase") << " " << ms_since(cut)
             << " ms after the cut\n";
 
   nlohmann::json hosts;
@@ -338,9 +346,9 @@ TEST(HaNetns, LeaderCutOffFromEtcdStopsWithinItsLeaseAndAStandbyFinishesTheRollo
       },
       30000, 200))
       << hosts.dump(2) << f.diagnostics();
-  const auto st = json_of(f.cli({"--json", "status"}, 10000));
+  const auto st = json_of(f.cli({"--json", "status"}, 15000));
   ASSERT_TRUE(st.contains("desired") && st["desired"].size() == 1u) << st.dump(2);
-  EXPECT_EQ(st["desired"][0].value("version", ""), "v2") << st.dump(2);
+  EXPECT_EQ(text_of(st["desired"][0], "version"), "v2") << st.dump(2);
 
   // No order ran twice; nothing was acted on for the deposed leader once a newer one was heard.
   int refused = 0;
@@ -357,7 +365,7 @@ TEST(HaNetns, LeaderCutOffFromEtcdStopsWithinItsLeaseAndAStandbyFinishesTheRollo
 
   // The path back: the restarted coordinator reaches etcd again and stands by.
   ASSERT_TRUE(f.firewall_etcd(old, "-D"));
-  EXPECT_TRUE(wait_until([&] { return f.status(old).value("role", "") == "standby"; }, 20000, 100))
+  EXPECT_TRUE(wait_until([&] { return text_of(f.status(old), "role") == "standby"; }, 20000, 100))
       << f.status(old).dump(2) << f.diagnostics();
   EXPECT_EQ(f.leader(1000), now);
 }

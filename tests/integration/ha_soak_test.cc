@@ -59,9 +59,29 @@ FleetOptions soak_options(const std::string& store) {
   o.restart_grace_ms = 10000;
   o.coordinators = 3;
   o.store = store;
-  o.coordinator_extra_args = {"--lease-ttl", std::to_string(kLeaseTtlS)};
+  // With heartbeat datagrams an agent hears from its coordinator every --coordinator-heartbeat-ms
+  // and leaves it for the next endpoint after heartbeat_misses of these without a word (the
+  // default, 10 s, makes that 100 s: an agent whose leader died takes that long to look
+  // elsewhere).
+  o.coordinator_extra_args = {"--lease-ttl", std::to_string(kLeaseTtlS), "--coordinator-heartbeat-ms", "1000"};
   o.coordinator_start_timeout_ms = 30000;
   return o;
+}
+
+// The CLI with 3 s per endpoint: a silent one (paused, or not serving yet) leaves time for the
+// others (the CLI's default is 10 s each).
+CmdResult cli(Fleet& f, std::vector<std::string> args, int timeout_ms = 15000) {
+  args.insert(args.begin(), {"--timeout-ms", "3000"});
+  return f.cli(args, timeout_ms);
+}
+nlohmann::json show(Fleet& f, uint64_t id) {
+  return json_of(cli(f, {"--json", "rollout", "show", std::to_string(id)}));
+}
+nlohmann::json hosts(Fleet& f) { return json_of(cli(f, {"--json", "hosts"})); }
+nlohmann::json newest_rollout(Fleet& f) {
+  auto st = json_of(cli(f, {"--json", "status", "--service", "demo"}));
+  if (!st.contains("rollouts") || st["rollouts"].empty()) return {};
+  return st["rollouts"][0];
 }
 
 // The coordinator other than `k` whose /status says it leads (k may be paused: it is not asked).
@@ -71,7 +91,7 @@ int leader_other_than(Fleet& f, int k, int timeout_ms) {
       [&] {
         for (int j = 0; j < f.coordinator_count(); ++j) {
           if (j == k || !f.coordinator_running_at(j)) continue;
-          if (f.coordinator_status_at(j).value("role", "") == "leader") {
+          if (text_of(f.coordinator_status_at(j), "role") == "leader") {
             found = j;
             return true;
           }
@@ -154,22 +174,22 @@ TEST(HaSoak, KilledPausedAndPartitionedLeadersAndEtcdMembersEndWithTheRecordMatc
     for (int attempt = 0; attempt < 5 && id == 0; ++attempt) {
       sup.tend();
       f.leader(20000);
-      auto r = f.cli({"--json", "rollout",
-                      "start",  "--service",
-                      "demo",   "--version",
-                      v,        "--batches",
-                      "2",      "--batch-delay",
-                      "500",    "--min-healthy-time",
-                      "300",    "--healthy-deadline",
-                      "3s",     "--max-failures",
-                      "0",      "--unknown-hosts",
-                      "wait",   "--unknown-wait",
-                      "10m"},
-                     20000);
-      id = json_of(r).value("id", 0ULL);
+      auto r = cli(f, {"--json", "rollout",
+                       "start",  "--service",
+                       "demo",   "--version",
+                       v,        "--batches",
+                       "2",      "--batch-delay",
+                       "500",    "--min-healthy-time",
+                       "300",    "--healthy-deadline",
+                       "3s",     "--max-failures",
+                       "0",      "--unknown-hosts",
+                       "wait",   "--unknown-wait",
+                       "10m"},
+                   20000);
+      id = number_of(json_of(r), "id");
       if (id == 0) {
-        const auto last = last_rollout(f);
-        if (last.value("version", "") == v && last.value("id", 0ULL) > last_id) id = last.value("id", 0ULL);
+        const auto last = newest_rollout(f);
+        if (text_of(last, "version") == v && number_of(last, "id") > last_id) id = number_of(last, "id");
       }
       if (id == 0) trail.push_back("  rollout start failed (" + std::to_string(r.exit_code) + "): " + r.out + r.err);
     }
@@ -247,12 +267,12 @@ TEST(HaSoak, KilledPausedAndPartitionedLeadersAndEtcdMembersEndWithTheRecordMatc
     const bool ended = wait_until(
         [&] {
           sup.tend();
-          auto x = rollout_get(f, id);
+          auto x = show(f, id);
           if (!x.is_null()) ro = x;
-          return is_terminal_phase(ro.value("phase", ""));
+          return is_terminal_phase(text_of(ro, "phase"));
         },
         kRoundEndMs, 200);
-    const std::string phase = ro.value("phase", "");
+    const std::string phase = text_of(ro, "phase");
     trail.push_back("  rollout " + std::to_string(id) + " ended " + phase + " after " +
                     std::to_string(ms_since(loop_start)) + " ms of the loop");
     ++rounds_run;
@@ -278,23 +298,23 @@ TEST(HaSoak, KilledPausedAndPartitionedLeadersAndEtcdMembersEndWithTheRecordMatc
   ASSERT_TRUE(wait_until(
       [&] {
         sup.tend();
-        const auto last = last_rollout(f);
-        return !last.is_null() && is_terminal_phase(last.value("phase", ""));
+        const auto last = newest_rollout(f);
+        return !last.is_null() && is_terminal_phase(text_of(last, "phase"));
       },
       60000, 300))
-      << last_rollout(f).dump(2) << trail_text() << f.diagnostics(4096);
+      << newest_rollout(f).dump(2) << trail_text() << f.diagnostics(4096);
 
   // The record's desired state, every host's record and every host's answer agree.
-  const auto st = json_of(f.cli({"--json", "status"}, 10000));
+  const auto st = json_of(cli(f, {"--json", "status"}));
   ASSERT_TRUE(st.contains("desired") && st["desired"].size() == 1u) << st.dump(2);
-  EXPECT_EQ(st["desired"][0].value("version", ""), desired) << st.dump(2) << trail_text();
-  const std::string want = st["desired"][0].value("version", "");
+  EXPECT_EQ(text_of(st["desired"][0], "version"), desired) << st.dump(2) << trail_text();
+  const std::string want = text_of(st["desired"][0], "version");
   for (int i = 0; i < kHosts; ++i) {
     std::optional<std::string> served, recorded;
     const bool agree = wait_until(
         [&] {
           served = f.served_version(i);
-          recorded = recorded_version(hosts_json(f), f.host_id(i));
+          recorded = recorded_version(hosts(f), f.host_id(i));
           return served == want && recorded == want;
         },
         30000, 200);

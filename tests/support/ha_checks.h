@@ -1,4 +1,5 @@
-// What the HA tests (issue 23) read back from an agent's log to check the two promises a
+// What the HA tests (issue 23) read back: fields of JSON answers that may be missing (a
+// coordinator that did not answer gives null), and, from an agent's log, to check the two promises a
 // failover must keep on every host: no order runs twice, and nothing a deposed leader sends is
 // acted on once the agent has heard from a newer one. Header-only; pure text parsing.
 //
@@ -18,7 +19,17 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace gantry::testing {
+
+// j[key] when j is an object holding a string / an unsigned number there; "" / 0 otherwise.
+inline std::string text_of(const nlohmann::json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
+}
+inline uint64_t number_of(const nlohmann::json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_number_unsigned() ? j[key].get<uint64_t>() : 0;
+}
 
 // How many times each order id was accepted (started) in one agent log.
 inline std::map<std::string, int> accepted_order_counts(const std::string& log) {
