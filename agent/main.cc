@@ -155,8 +155,8 @@ int main(int argc, char** argv) {
 
   SessionOptions so;
   so.host_id = cfg.host_id;
-  so.coordinator = cfg.coordinator;
-  so.coordinator_pub = cfg.coordinator_pub;
+  so.coordinators = cfg.coordinators;
+  so.coordinator_pubs = cfg.coordinator_pubs;
   so.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
   so.udp_heartbeats = cfg.udp_heartbeats;
   so.socket.max_msg_size = 2 * 1024 * 1024;

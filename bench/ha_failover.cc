@@ -50,6 +50,7 @@ bool one_run(int ttl, nlohmann::json* out) {
   o.store = etcd.uri();
   o.coordinator_extra_args = {"--lease-ttl", std::to_string(ttl)};
   o.coordinator_start_timeout_ms = 30000;
+  o.restart_grace_ms = 10000;
   Fleet f(4, o);
   if (!start_fleet(f)) {
     std::cerr << "fleet did not start\n" << f.diagnostics();

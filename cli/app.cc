@@ -21,6 +21,7 @@
 #include "cli/table.h"
 #include "common/release/manifest.h"
 #include "common/security/keys.h"
+#include "common/util/endpoint.h"
 #include "common/util/fs.h"
 #include "common/util/sha256.h"
 #include "common/util/text.h"
@@ -73,8 +74,10 @@ Commands:
                                 write FILE.manifest and FILE.sig (upload sends them along)
 
 Global options:
-  --coordinator ENDPOINT        e.g. tcp://10.0.0.5:7602 (env GANTRY_COORDINATOR,
-                                or `coordinator = ...` in ~/.config/gantry/cli.conf)
+  --coordinator ENDPOINT[,...]  e.g. tcp://10.0.0.5:7602 (env GANTRY_COORDINATOR,
+                                or `coordinator = ...` in ~/.config/gantry/cli.conf); a comma
+                                list of a leader and its standbys: a standby's not_leader sends
+                                the request once to the leader, a timeout to the next endpoint
   --key FILE                    this operator's CURVE secret key (env GANTRY_KEY, cli.conf `key =`)
   --coordinator-key FILE        the coordinator's CURVE public key (env GANTRY_COORDINATOR_KEY,
                                 cli.conf `coordinator_key =`); without both: plaintext (--insecure-dev)
@@ -284,7 +287,8 @@ std::optional<std::string> group_help(const std::vector<std::string>& words) {
 
 class App {
  public:
-  explicit App(Globals g) : g_(std::move(g)), client_(g_.coordinator, g_.timeout_ms, curve_from(g_)) {}
+  explicit App(Globals g)
+      : g_(std::move(g)), client_(split_endpoint_list(g_.coordinator), g_.timeout_ms, curve_from(g_)) {}
 
   int dispatch(const std::vector<std::string>& words) {
     if (words.empty()) throw UsageError("missing command");
@@ -393,8 +397,11 @@ class App {
     Table t({"HOST", "STATE", "SIGNALS", "LAST SEEN", "LABELS", "SERVICES"});
     for (const auto& h : hosts) {
       std::string labels, svcs;
-      for (auto& [k, v] : h["labels"].items()) labels += (labels.empty() ? "" : ",") + k + "=" + v.get<std::string>();
-      for (const auto& sv : h["services"]) {
+      if (h.contains("labels") && h["labels"].is_object())
+        for (auto& [k, v] : h["labels"].items())
+          labels += (labels.empty() ? "" : ",") + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+      const nlohmann::json services = h.contains("services") ? h["services"] : nlohmann::json::array();
+      for (const auto& sv : services) {
         std::string cur = s(sv, "current_version");
         std::string st = s(sv, "state");
         const std::string phase = sv.contains("phase") ? s(sv, "phase") : "";
@@ -431,7 +438,9 @@ class App {
   }
 
   void print_rollout(const nlohmann::json& r, bool hosts_table) {
-    const auto& c = r["counts"];
+    // Fields read with contains()/value(): a standby's answer (or an older coordinator's) may
+    // lack some, and a missing key must print as empty, not throw.
+    const nlohmann::json c = r.contains("counts") ? r["counts"] : nlohmann::json::object();
     std::cout << "Rollout " << s(r, "id") << ": " << s(r, "service") << " -> " << s(r, "version") << " ("
               << s(r, "kind") << ")  phase: " << s(r, "phase")
               << (r.value("waiting_promote", false) ? " (waiting for promote)" : "") << "\n";
@@ -450,12 +459,23 @@ class App {
     if (r.contains("analysis") && r["analysis"].is_object()) print_analysis(r["analysis"]);
     if (hosts_table) {
       Table t({"HOST", "BATCH", "STATE", "FROM", "MESSAGE"});
-      for (const auto& h : r["hosts"]) {
+      const nlohmann::json hosts = r.contains("hosts") ? r["hosts"] : nlohmann::json::array();
+      for (const auto& h : hosts) {
         t.row({s(h, "host_id"), std::to_string(h.value("batch", -1) + 1), s(h, "state"),
                s(h, "from_version").empty() ? "-" : s(h, "from_version"), s(h, "message")});
       }
       t.print(std::cout);
     }
+  }
+
+  // The first line of a standby's status: it answered from the store, read-only; act at the leader.
+  static void print_standby_line(const nlohmann::json& r) {
+    const nlohmann::json l = r.contains("leader") ? r["leader"] : nlohmann::json();
+    if (l.is_object() && !s(l, "operator").empty())
+      std::cout << "answered by a standby; the leader is " << (s(l, "name").empty() ? "(unnamed)" : s(l, "name"))
+                << " at " << s(l, "operator") << "\n\n";
+    else
+      std::cout << "answered by a standby; no leader is known right now\n\n";
   }
 
   int status(const std::vector<std::string>& args) {
@@ -473,6 +493,7 @@ class App {
       std::cout << r.dump(2) << "\n";
       return kOk;
     }
+    if (r.is_object() && r.value("role", "") == "standby") print_standby_line(r);
     if (r["rollouts"].empty()) std::cout << "No rollouts yet.\n\n";
     for (const auto& ro : r["rollouts"]) {
       print_rollout(ro, true);
@@ -1158,6 +1179,9 @@ class App {
 
 namespace {
 
+// At most this many coordinators in a --coordinator list (three is the usual set-up).
+constexpr size_t kMaxCoordinators = 16;
+
 int run_unguarded(const std::vector<std::string>& args) {
   Globals g;
   CliConf conf = read_cli_conf();
@@ -1240,10 +1264,14 @@ int run_unguarded(const std::vector<std::string>& args) {
       return release_keygen(std::vector<std::string>(words.begin() + 2, words.end()));
     if (words[0] == "release" && words.size() >= 2 && words[1] == "sign")
       return release_sign(std::vector<std::string>(words.begin() + 2, words.end()), g.json);
-    if (Status st = transport::check_connect_endpoint(g.coordinator); !st.ok())
-      throw UsageError(
-          "coordinator " + st.error().message +
-          "; set it with --coordinator, GANTRY_COORDINATOR or `coordinator =` in ~/.config/gantry/cli.conf");
+    const auto endpoints = split_endpoint_list(g.coordinator);
+    if (endpoints.size() > kMaxCoordinators)
+      throw UsageError("coordinator: more than " + std::to_string(kMaxCoordinators) + " endpoints");
+    for (const auto& ep : endpoints)
+      if (Status st = transport::check_connect_endpoint(ep); !st.ok())
+        throw UsageError(
+            "coordinator " + st.error().message +
+            "; set it with --coordinator, GANTRY_COORDINATOR or `coordinator =` in ~/.config/gantry/cli.conf");
     App app(g);
     return app.run_guarded(words);
   }

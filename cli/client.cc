@@ -2,15 +2,19 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <iostream>
 
 #include "common/protocol/codec.h"
+#include "common/util/text.h"
 
 namespace gantry::cli {
 
-Client::Client(std::string endpoint, int timeout_ms, transport::CurveOptions curve)
-    : endpoint_(std::move(endpoint)), timeout_ms_(timeout_ms), curve_(std::move(curve)), ctx_(1) {
+Client::Client(std::vector<std::string> endpoints, int timeout_ms, transport::CurveOptions curve)
+    : endpoints_(std::move(endpoints)), timeout_ms_(timeout_ms), curve_(std::move(curve)), ctx_(1) {
+  if (!endpoints_.empty()) endpoint_ = endpoints_[0];
   reconnect();
 }
 
@@ -26,11 +30,53 @@ void Client::reconnect() {
 
 Expected<nlohmann::json> Client::call(const std::string& command, nlohmann::json args) {
   proto::OpRequest req;
-  req.request_id = std::to_string(::getpid()) + "-" + std::to_string(++seq_);
   req.command = command;
   if (const char* u = std::getenv("USER")) args["user"] = u;
   req.args = std::move(args);
+  // The endpoints still to try after the one in use: the list in its order after it (the whole
+  // list when the one in use is a leader a standby named).
+  std::vector<std::string> untried;
+  const auto at = std::find(endpoints_.begin(), endpoints_.end(), endpoint_);
+  if (at != endpoints_.end()) {
+    untried.insert(untried.end(), at + 1, endpoints_.end());
+    untried.insert(untried.end(), endpoints_.begin(), at);
+  } else {
+    untried = endpoints_;
+  }
+  bool followed = false;
+  Error last = make_error("unreachable", "no coordinator endpoint");
+  for (;;) {
+    req.request_id = std::to_string(::getpid()) + "-" + std::to_string(++seq_);
+    std::string leader;
+    auto r = call_once(req, &leader);
+    if (r.ok()) return r;
+    last = r.error();
+    if (r.error().code == "not_leader") {
+      last.code = "refused";
+      // Once: a standby that names another standby as the leader does not send us round.
+      if (followed || leader.empty() || leader == endpoint_) return last;
+      followed = true;
+      std::cerr << "gantry: " << safe_text(endpoint_) << " is a standby; asking the leader at " << leader << "\n";
+      endpoint_ = leader;
+      reconnect();
+      continue;
+    }
+    if (r.error().code != "unreachable" || untried.empty()) return last;
+    std::cerr << "gantry: " << safe_text(r.error().message) << "; trying " << untried.front() << "\n";
+    endpoint_ = untried.front();
+    untried.erase(untried.begin());
+    reconnect();
+  }
+}
+
+Expected<nlohmann::json> Client::call_once(const proto::OpRequest& req, std::string* leader) {
   if (!connect_error_.empty()) return make_error("endpoint", connect_error_);
+  // The leader's operator endpoint of a not_leader answer (the codec checked it: tcp://HOST:PORT).
+  auto not_leader = [&](const std::string& message, const std::map<std::string, std::string>& map) {
+    auto op = map.find("operator");
+    if (op != map.end()) *leader = op->second;
+    return make_error("not_leader", message);
+  };
   try {
     std::string bytes = proto::encode(req);
     auto r = sock_->send(zmq::buffer(bytes), zmq::send_flags::none);
@@ -48,10 +94,14 @@ Expected<nlohmann::json> Client::call(const std::string& command, nlohmann::json
       if (!msg) return make_error("protocol", "bad reply from the coordinator: " + msg.error().message);
       auto* rep = std::get_if<proto::OpReply>(&*msg);
       if (!rep) {
-        if (auto* e = std::get_if<proto::ErrorMsg>(&*msg)) return make_error("refused", e->message);
+        if (auto* e = std::get_if<proto::ErrorMsg>(&*msg)) {
+          if (e->code == "not_leader") return not_leader(e->message, e->leader);
+          return make_error("refused", e->message);
+        }
         continue;
       }
       if (rep->request_id != req.request_id) continue;  // a late reply to an earlier request
+      if (!rep->ok && rep->error_code == "not_leader") return not_leader(rep->error, rep->leader);
       if (!rep->ok) return make_error("refused", rep->error);
       return rep->result;
     }

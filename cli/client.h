@@ -1,8 +1,11 @@
-// The operator's connection to the coordinator: one request, one reply, bounded in time.
+// The operator's connection to the coordinator: one request, one reply, bounded in time. With
+// several coordinators (a leader and standbys) it asks one at a time: a standby's not_leader
+// answer sends the request once to the leader it names, a timeout to the next endpoint.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
@@ -14,14 +17,21 @@ namespace gantry::cli {
 
 class Client {
  public:
-  Client(std::string endpoint, int timeout_ms, transport::CurveOptions curve = {});
-  // Sends one request; the Error code is "unreachable" (no reply in time) or "refused"
-  // (the coordinator answered with an error, in Error::message).
+  // `endpoints`: tried in order (checked by the caller: cli/app.cc); `timeout_ms` bounds each try.
+  Client(std::vector<std::string> endpoints, int timeout_ms, transport::CurveOptions curve = {});
+  // Sends one request; the Error code is "unreachable" (no endpoint replied in time) or "refused"
+  // (the coordinator answered with an error, in Error::message). A not_leader answer is retried
+  // once at the leader's operator endpoint; a timeout at the next endpoint of the list, each
+  // endpoint at most once per call. The endpoint that answered is asked first by the next call.
   Expected<nlohmann::json> call(const std::string& command, nlohmann::json args);
 
  private:
+  // One try at `endpoint_`. not_leader (with `leader` set to the operator endpoint it named, if
+  // any) is the Error code "not_leader".
+  Expected<nlohmann::json> call_once(const proto::OpRequest& req, std::string* leader);
   void reconnect();
-  std::string endpoint_;
+  std::vector<std::string> endpoints_;
+  std::string endpoint_;  // the one in use
   int timeout_ms_;
   transport::CurveOptions curve_;
   zmq::context_t ctx_;

@@ -11,6 +11,7 @@
 
 #include "agent/probe/probe.h"
 #include "common/transport/zmq_transport.h"
+#include "common/util/endpoint.h"
 #include "common/util/names.h"
 #include "common/util/shell_words.h"
 #include "common/util/text.h"
@@ -212,11 +213,14 @@ std::vector<std::string> underscore_long_names(int argc, const char* const* argv
   return args;
 }
 
+// At most this many coordinators in a list (three is the usual set-up).
+constexpr size_t kMaxCoordinators = 16;
+
 constexpr const char* kUsage =
     "Usage: gantry-agent keygen --out PREFIX   (writes PREFIX.key and PREFIX.pub)\n"
     "       gantry-agent state --state-dir DIR (prints the journal's current state as JSON)\n"
-    "       gantry-agent --config FILE [--host-id ID] [--coordinator tcp://HOST:7600]\n"
-    "                    [--coordinator-pub tcp://HOST:7601] [--state-dir DIR] [--label k=v]...\n"
+    "       gantry-agent --config FILE [--host-id ID] [--coordinator tcp://HOST:7600[,tcp://HOST2:7600...]]\n"
+    "                    [--coordinator-pub tcp://HOST:7601[,...]] [--state-dir DIR] [--label k=v]...\n"
     "                    [--agent-key FILE --coordinator-key FILE --release-public-key FILE...]\n"
     "                    [--insecure-dev] [--log-level info]\n"
     "\n";
@@ -282,11 +286,13 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
   po::options_description settings("settings (command line or config file; the command line wins)");
   settings.add_options()("host_id", po::value<std::string>(&c.host_id), "host id (default: the hostname)")(
       "coordinator", po::value<std::string>(&c.coordinator)->default_value(c.coordinator),
-      "coordinator ROUTER endpoint")(
+      "coordinator agent endpoint(s): tcp://HOST:PORT, or a comma-separated list of a leader and its standbys "
+      "(env GANTRY_COORDINATOR)")(
       "coordinator_pub", po::value<std::string>(&c.coordinator_pub)->default_value(c.coordinator_pub),
-      "coordinator PUB endpoint")("state_dir", po::value<std::string>(&c.state_dir)->default_value(c.state_dir),
-                                  "directory for the agent's journal")(
-      "label", po::value<std::vector<std::string>>(&labels)->composing(), "label k=v (repeatable)")(
+      "coordinator broadcast endpoint(s), one per --coordinator endpoint, same order (env GANTRY_COORDINATOR_PUB)")(
+      "state_dir", po::value<std::string>(&c.state_dir)->default_value(c.state_dir),
+      "directory for the agent's journal")("label", po::value<std::vector<std::string>>(&labels)->composing(),
+                                           "label k=v (repeatable)")(
       "insecure_dev", po::bool_switch(&c.insecure_dev),
       "allow plaintext ZeroMQ and unsigned releases (development only)")(
       "agent_key", po::value<std::string>(&c.agent_key), "this agent's CURVE secret key file (gantry-agent keygen)")(
@@ -311,6 +317,15 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
     po::store(
         po::command_line_parser(underscore_long_names(argc, argv)).options(all).positional(none).style(style).run(),
         vm);
+    // The environment comes after the command line and before the config file (the first
+    // value stored wins); only these two variables are read.
+    po::store(po::parse_environment(settings,
+                                    [](const std::string& var) -> std::string {
+                                      if (var == "GANTRY_COORDINATOR") return "coordinator";
+                                      if (var == "GANTRY_COORDINATOR_PUB") return "coordinator_pub";
+                                      return "";
+                                    }),
+              vm);
     if (vm.count("help")) {
       out.help = true;
       std::ostringstream os;
@@ -382,9 +397,19 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
   if (c.coordinator.empty() || c.coordinator_pub.empty()) return cfg_error("coordinator endpoints must not be empty");
   const std::pair<const char*, const std::string&> endpoints[] = {{"coordinator", c.coordinator},
                                                                   {"coordinator_pub", c.coordinator_pub}};
-  for (const auto& [key, ep] : endpoints)
-    if (Status st = transport::check_connect_endpoint(ep); !st.ok())
-      return cfg_error(std::string(key) + ": " + st.error().message);
+  for (const auto& [key, list] : endpoints) {
+    auto& out = std::string_view(key) == "coordinator" ? c.coordinators : c.coordinator_pubs;
+    out = split_endpoint_list(list);
+    if (out.size() > kMaxCoordinators)
+      return cfg_error(std::string(key) + ": more than " + std::to_string(kMaxCoordinators) + " endpoints");
+    for (const auto& ep : out)
+      if (Status st = transport::check_connect_endpoint(ep); !st.ok())
+        return cfg_error(std::string(key) + ": " + st.error().message);
+  }
+  if (c.coordinators.size() != c.coordinator_pubs.size())
+    return cfg_error("coordinator lists " + std::to_string(c.coordinators.size()) +
+                     " endpoint(s) and coordinator_pub " + std::to_string(c.coordinator_pubs.size()) +
+                     "; give one broadcast endpoint per coordinator, in the same order");
   if (c.agent_key.empty() != c.coordinator_key.empty())
     return cfg_error(
         "agent_key and coordinator_key go together (the agent's secret key and the pinned coordinator key)");

@@ -1,8 +1,8 @@
 // The Agent's entry points (agent/core/agent.h): construction and shutdown, message dispatch
 // (handle), the hello, and the one way out to the coordinator (send, held while holding_).
 // The order engine's jobs live in the files named for them: order_intake, order_fetch,
-// order_job, order_revert, order_outcome, traffic_steps, start_first_order, signals, journal,
-// recovery and loop.
+// order_job, order_revert, order_outcome, traffic_steps, start_first_order, signals, epochs,
+// journal, recovery and loop.
 #include "agent/core/agent.h"
 
 #include "common/util/log.h"

@@ -56,6 +56,10 @@ class Agent {
   Millis next_deadline() const;
   // True while an order is in progress or queued.
   bool working() const;
+  // The epoch of a Welcome, Order or Signal (`what` names it in the log) against the highest
+  // seen (agent/core/epoch_gate.h): false when it is lower (do not act on the message); a higher
+  // one is journaled first. Orders and Signals are checked by handle() itself.
+  bool observe_epoch(uint64_t epoch, const std::string& what);
   // The hello describing this host and what each service runs.
   proto::Hello hello() const;
   // Readable when the worker has a result (for the main loop's poll).

@@ -1,11 +1,13 @@
-// Order intake (Agent::on_order): duplicates answered from the journal, the release signature
-// checked (ReleaseSignatures), updates of stopped rollouts refused (StoppedRollouts), the order
-// journaled in the queue before its OrderAck, or, idle with the release installed, accepted and
-// swapped with one journal record (accept_and_swap).
+// Order intake (Agent::on_order): orders of a deposed coordinator (a stale epoch) refused,
+// duplicates answered from the journal, the release signature checked (ReleaseSignatures),
+// updates of stopped rollouts refused (StoppedRollouts), the order journaled in the queue before
+// its OrderAck, or, idle with the release installed, accepted and swapped with one journal
+// record (accept_and_swap).
 #include "agent/core/agent.h"
 
 #include <string>
 
+#include "agent/core/epoch_gate.h"
 #include "common/util/log.h"
 
 namespace gantry::agent {
@@ -17,6 +19,12 @@ std::shared_ptr<spdlog::logger> lg() { return log::get("agent.order"); }
 
 void Agent::on_order(const proto::Order& o) {
   const int64_t received_us = steady_us();
+  if (!observe_epoch(o.epoch, "order " + o.order_id)) {
+    // Sent by a deposed coordinator: nothing runs and nothing is recorded (the leader may send
+    // the same order id under its own epoch, and that one must run).
+    send(proto::OrderAck{o.order_id, "rejected", stale_epoch_message(o.epoch, state_.highest_epoch)});
+    return;
+  }
   if (const proto::Report* r = state_.find_result(o.order_id)) {
     lg()->info("order {} already finished ({}); re-sending its report", o.order_id, r->outcome);
     send(proto::OrderAck{o.order_id, "duplicate", "already finished: " + r->outcome});

@@ -1,6 +1,6 @@
-// Signals from the coordinator (Agent::on_signal): an abort or rollback of a rollout cancels
-// its queued update orders and is remembered (StoppedRollouts) so that its later update orders
-// are refused at intake.
+// Signals from the coordinator (Agent::on_signal): one of a deposed coordinator (a stale epoch)
+// is ignored; an abort or rollback of a rollout cancels its queued update orders and is
+// remembered (StoppedRollouts) so that its later update orders are refused at intake.
 #include "agent/core/agent.h"
 
 #include <deque>
@@ -16,6 +16,8 @@ std::shared_ptr<spdlog::logger> lg() { return log::get("agent.order"); }
 }  // namespace
 
 void Agent::on_signal(const proto::Signal& s) {
+  // A deposed coordinator's signal (observe_epoch logs it) stops nothing.
+  if (!observe_epoch(s.epoch, s.kind + " signal for rollout " + std::to_string(s.rollout_id))) return;
   // Remembered (the newest few, in memory): a later update order of the same rollout is
   // refused (on_order).
   stopped_.remember(s.rollout_id, s.service, s.kind);

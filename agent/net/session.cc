@@ -27,7 +27,11 @@ Session::Session(zmq::context_t& ctx, SessionOptions o, Agent& agent, const Cloc
       agent_(agent),
       clock_(clock),
       backoff_(o_.backoff_initial_ms),
-      rng_(std::random_device{}()) {}
+      rng_(std::random_device{}()) {
+  // The config checked the lists (non-empty, same length); an empty one here would be a bug.
+  if (!o_.coordinators.empty()) endpoint_ = o_.coordinators[0];
+  if (!o_.coordinator_pubs.empty()) pub_endpoint_ = o_.coordinator_pubs[0];
+}
 
 Session::~Session() = default;
 
@@ -43,9 +47,11 @@ void Session::open_dealer() {
   // ROUTER gives each connection a fresh id (so a reconnect never collides with the old one).
   if (!so.curve.enabled()) so.routing_id = o_.host_id;
   transport::configure(*dealer_, so);
-  if (o_.udp_heartbeats) {
+  // The drop of the connection is watched for UDP heartbeats, and with several coordinators to
+  // move on from a dropped one quickly (on_monitor_event).
+  if (o_.udp_heartbeats || o_.coordinators.size() > 1) {
     const std::string ep = "inproc://gantry-agent-dealer-" + std::to_string(++monitor_seq_);
-    if (zmq_socket_monitor(dealer_->handle(), ep.c_str(), ZMQ_EVENT_DISCONNECTED) == 0) {
+    if (zmq_socket_monitor(dealer_->handle(), ep.c_str(), ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED) == 0) {
       monitor_.emplace(ctx_, zmq::socket_type::pair);
       monitor_->set(zmq::sockopt::linger, 0);
       monitor_->connect(ep);
@@ -53,7 +59,7 @@ void Session::open_dealer() {
       lg()->warn("cannot monitor the coordinator connection ({}); heartbeats stay on it", zmq_strerror(zmq_errno()));
     }
   }
-  if (Status st = transport::connect(*dealer_, o_.coordinator); !st.ok()) {
+  if (Status st = transport::connect(*dealer_, endpoint_); !st.ok()) {
     // Not expected: the config refused malformed endpoints (transport::check_connect_endpoint).
     // run() ends with an error.
     lg()->critical("{}", st.error().message);
@@ -68,10 +74,58 @@ void Session::open_dealer() {
   // Until this connection is welcomed, the coordinator owes an answer within our own interval
   // (an unanswered hello is retried on a fresh connection after misses x interval, as ever).
   coordinator_period_ms_ = o_.heartbeat_interval_ms;
-  lg()->info("connecting to {} as {}", o_.coordinator, o_.host_id);
+  lg()->info("connecting to {} as {}", endpoint_, o_.host_id);
   send_hello();
   agent_.on_reconnect();
-  if (o_.systemd_notify) sd::notify("STATUS=connecting to " + o_.coordinator);
+  if (o_.systemd_notify) sd::notify("STATUS=connecting to " + endpoint_);
+}
+
+void Session::use_endpoints(const std::string& agent_ep, const std::string& pub_ep) {
+  endpoint_ = agent_ep;
+  if (pub_ep != pub_endpoint_) {
+    pub_endpoint_ = pub_ep;
+    open_sub();
+  }
+}
+
+void Session::next_endpoint(const std::string& why) {
+  const size_t n = o_.coordinators.size();
+  if (n == 0) return;
+  const std::string from = endpoint_;
+  at_ = (at_ + 1) % n;
+  following_ = false;
+  if (o_.coordinators[at_] != from) lg()->warn("{}, trying {}", why, o_.coordinators[at_]);
+  use_endpoints(o_.coordinators[at_], o_.coordinator_pubs[at_]);
+}
+
+void Session::on_not_leader(const proto::ErrorMsg& e) {
+  auto agent_ep = e.leader.find("agent");
+  auto pub_ep = e.leader.find("pub");
+  auto name = e.leader.find("name");
+  // The codec checked every value (tcp://HOST:PORT); an empty one means "not known".
+  const bool named =
+      agent_ep != e.leader.end() && pub_ep != e.leader.end() && !agent_ep->second.empty() && !pub_ep->second.empty();
+  const std::string standby = endpoint_;
+  // A standby's answer proves nothing about the leader's handshake queue: the count of silent
+  // connections in a row (transport::silence_limit_ms) stays as it was.
+  const int silent_in_row = silent_in_row_;
+  close_dealer("the coordinator at " + standby + " is a standby");
+  silent_in_row_ = silent_in_row;
+  const bool just_failed = named && agent_ep->second == unreachable_ && unreachable_at_ >= 0 &&
+                           clock_.now_ms() - unreachable_at_ < kStaleLeaderMs;
+  if (just_failed) {
+    // The leader it names is the one that just went away: its lease has not run out yet.
+    next_endpoint("the standby at " + standby + " still names " + agent_ep->second +
+                  ", which did not answer; its lease has not run out");
+  } else if (named && agent_ep->second != standby) {
+    lg()->warn("following the leader {}at {} (broadcasts {}), as the standby at {} says",
+               name != e.leader.end() && !name->second.empty() ? name->second + " " : "", agent_ep->second,
+               pub_ep->second, standby);
+    following_ = true;
+    use_endpoints(agent_ep->second, pub_ep->second);
+  } else {
+    next_endpoint("the standby at " + standby + " knows no leader" + (named ? " but itself" : ""));
+  }
 }
 
 void Session::close_dealer(const std::string& why) {
@@ -153,10 +207,32 @@ void Session::on_udp_readable() {
 }
 
 void Session::on_monitor_event() {
-  if (!transport::monitor_saw(*monitor_, ZMQ_EVENT_DISCONNECTED)) return;
+  bool dropped = false, retried = false;
+  for (int i = 0; i < 16; ++i) {
+    zmq::message_t ev, addr;  // libzmq 4: [uint16 event, uint32 value], then the endpoint
+    if (!monitor_->recv(ev, zmq::recv_flags::dontwait)) break;
+    if (ev.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
+    uint16_t id = 0;
+    if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
+    dropped = dropped || id == ZMQ_EVENT_DISCONNECTED;
+    retried = retried || id == ZMQ_EVENT_CONNECT_RETRIED;  // refused, or nothing there
+  }
+  if ((dropped || retried) && (o_.coordinators.size() > 1 || following_) && dropped_at_ < 0)
+    dropped_at_ = clock_.now_ms();
+  if (!dropped) return;
   // The connection dropped: whatever answers next (the same coordinator, or a restarted one) is
   // owed a Hello before anything else; the signal channel is reported again after its Welcome.
   welcomed_ = false;
+  if (o_.coordinators.size() > 1 || following_) {
+    // Several coordinators: the one we lost may be gone for good (its machine lost), and the
+    // next may lead by now. Time the connection as a new one (misses x interval, §5.2, not the
+    // Welcome's long period), so the next pair is tried within seconds if nothing answers here.
+    coordinator_period_ms_ = o_.heartbeat_interval_ms;
+    last_heard_ = clock_.now_ms();
+    heard_on_dealer_ = false;
+    lg()->info("the connection to the coordinator at {} dropped; trying the next one unless it answers within {} ms",
+               endpoint_, silence_limit());
+  }
   if (udp_session_ == 0) return;
   end_udp_session("the connection to the coordinator dropped");
   // A Hello at once (libzmq sends it when it has reconnected): a restarted coordinator needs
@@ -169,6 +245,7 @@ void Session::on_monitor_event() {
 
 void Session::on_dealer_frame(std::string_view bytes) {
   last_heard_ = clock_.now_ms();
+  dropped_at_ = -1;
   heard_on_dealer_ = true;
   // Chunks (a download's bulk) go to the agent with their data still in the zmq frame.
   if (auto chunk = proto::decode_chunk(bytes)) {
@@ -184,6 +261,13 @@ void Session::on_dealer_frame(std::string_view bytes) {
   switch (proto::type_of(*msg)) {
     case proto::MsgType::kWelcome: {
       const auto& w = std::get<proto::Welcome>(*msg);
+      if (!agent_.observe_epoch(w.epoch, "welcome from " + endpoint_)) {
+        // A deposed coordinator (or one restored from an older store): not ours to follow.
+        const std::string stale = endpoint_;
+        close_dealer("the coordinator at " + stale + " is behind this agent's epoch");
+        next_endpoint("the coordinator at " + stale + " has a stale epoch");
+        return;
+      }
       if (w.protocol_version != proto::kProtocolVersion)
         lg()->error("coordinator speaks protocol {}, this agent {}", w.protocol_version, proto::kProtocolVersion);
       o_.heartbeat_interval_ms = w.heartbeat_interval_ms;
@@ -193,7 +277,7 @@ void Session::on_dealer_frame(std::string_view bytes) {
       backoff_ = o_.backoff_initial_ms;
       end_udp_session(nullptr);
       if (o_.udp_heartbeats && w.udp_session != 0) {
-        if (Status st = udp_.open(o_.coordinator, static_cast<uint16_t>(w.udp_port)); st.ok()) {
+        if (Status st = udp_.open(endpoint_, static_cast<uint16_t>(w.udp_port)); st.ok()) {
           udp_session_ = w.udp_session;
           udp_key_ = w.udp_key;
           udp_seq_ = 0;
@@ -207,7 +291,7 @@ void Session::on_dealer_frame(std::string_view bytes) {
       if (!welcomed_) {
         lg()->info("welcomed by the coordinator (epoch {}, heartbeat {} ms x {}, coordinator heard from every {} ms)",
                    w.epoch, w.heartbeat_interval_ms, w.heartbeat_misses, coordinator_period_ms_);
-        if (o_.systemd_notify) sd::notify("STATUS=connected to " + o_.coordinator);
+        if (o_.systemd_notify) sd::notify("STATUS=connected to " + endpoint_);
       }
       welcomed_ = true;
       if (sub_refused_) {
@@ -238,7 +322,9 @@ void Session::on_dealer_frame(std::string_view bytes) {
     }
     case proto::MsgType::kError: {
       const auto& e = std::get<proto::ErrorMsg>(*msg);
-      if (e.code == "hello_required") {
+      if (e.code == "not_leader") {
+        on_not_leader(e);
+      } else if (e.code == "hello_required") {
         lg()->info("coordinator asks for a hello (it restarted?)");
         send_hello();
         agent_.on_reconnect();
@@ -276,9 +362,22 @@ void Session::on_sub_frame(const std::string& bytes) {
 }
 
 void Session::timers(Millis now) {
+  if (dealer_ && dropped_at_ >= 0 && now - dropped_at_ >= kDropSwitchMs) {
+    // A coordinator killed or its machine gone: libzmq would retry it for ever. Another one of
+    // the list leads, or will once this one's lease runs out.
+    const std::string gone = endpoint_;
+    dropped_at_ = -1;
+    unreachable_ = gone;
+    unreachable_at_ = now;
+    close_dealer("the connection to the coordinator at " + gone + " dropped and did not come back within " +
+                 std::to_string(kDropSwitchMs) + " ms");
+    next_endpoint("coordinator at " + gone + " unreachable");
+  }
   if (dealer_) {
     if (now - last_heard_ >= silence_limit()) {
-      close_dealer("no word from the coordinator for " + std::to_string(now - last_heard_) + " ms");
+      const std::string silent = endpoint_;
+      close_dealer("no word from the coordinator at " + silent + " for " + std::to_string(now - last_heard_) + " ms");
+      next_endpoint("coordinator at " + silent + " silent");
     } else if (now - last_sent_ >= o_.heartbeat_interval_ms) {
       heartbeat(now);
     }
@@ -336,7 +435,7 @@ void Session::open_sub() {
   sub_up_ = false;
   sub_refused_ = false;
   sub_reopen_at_ = -1;
-  if (Status st = transport::connect(*sub_, o_.coordinator_pub); !st.ok()) {
+  if (Status st = transport::connect(*sub_, pub_endpoint_); !st.ok()) {
     lg()->critical("{}", st.error().message);
     connect_failed_ = true;
   }
@@ -409,6 +508,7 @@ int Session::run(int stop_fd) {
     if (dealer_) {
       deadline = std::min(deadline, last_sent_ + o_.heartbeat_interval_ms);
       deadline = std::min(deadline, last_heard_ + silence_limit());
+      if (dropped_at_ >= 0) deadline = std::min(deadline, dropped_at_ + kDropSwitchMs);
       if (udp_confirmed_ && !udp_deaf_sent_)
         deadline = std::min(deadline, last_heard_ + coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms + 1);
     } else {

@@ -4,6 +4,9 @@
 // coordinator for misses x its announced heartbeat period (Welcome.coordinator_heartbeat_ms;
 // the interval until welcomed, or with a coordinator that announces none) recreates the
 // DEALER after a jittered backoff and says hello again (Paranoid Pirate, ZeroMQ guide ch. 4).
+// With several coordinators (a leader and standbys) it talks to one endpoint pair at a time:
+// silence moves it to the next pair of its list, a standby's not_leader answer to the leader it
+// names, a Welcome of a lower epoch than it has seen to the next pair (PROTOCOL.md §5.8).
 #pragma once
 
 #include <zmq.hpp>
@@ -11,6 +14,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "agent/core/agent.h"
 #include "common/transport/liveness.h"
@@ -22,8 +26,10 @@ namespace gantry::agent {
 
 struct SessionOptions {
   std::string host_id;
-  std::string coordinator;      // DEALER connects here
-  std::string coordinator_pub;  // SUB connects here
+  // The coordinators' agent endpoints (the DEALER connects to one at a time) and their PUB
+  // endpoints (the SUB), same length, same order: pair i is one coordinator.
+  std::vector<std::string> coordinators;
+  std::vector<std::string> coordinator_pubs;
   Millis heartbeat_interval_ms = 1000;
   uint32_t heartbeat_misses = 3;
   Millis backoff_initial_ms = 100;
@@ -64,6 +70,14 @@ class Session {
   }
   Millis jittered(Millis base);
   void open_sub();
+  // Moves to the next pair of the list (after silence, or a stale or leaderless answer); logs
+  // the switch with `why` when the pair changes.
+  void next_endpoint(const std::string& why);
+  // Talks to `agent_ep` / `pub_ep` from now on: the SUB is reopened if its endpoint changes; the
+  // DEALER connects there when it is next opened.
+  void use_endpoints(const std::string& agent_ep, const std::string& pub_ep);
+  // A standby's not_leader answer: follow the leader it names, or try the next pair.
+  void on_not_leader(const proto::ErrorMsg& e);
   void on_sub_monitor_event();
   // A Heartbeat on the connection that says whether the SUB is up (sent when that changes and
   // after each Welcome, so the coordinator always has the current state, UDP heartbeats or not).
@@ -72,6 +86,22 @@ class Session {
 
   zmq::context_t& ctx_;
   SessionOptions o_;
+  // The coordinator endpoint pair in use: pair `at_` of the list, or (following_) the leader a
+  // standby named, which need not be in the list.
+  std::string endpoint_;
+  std::string pub_endpoint_;
+  size_t at_ = 0;
+  bool following_ = false;
+  // With more than one coordinator to go to: when the connection dropped (monitor) and nothing
+  // was heard since; the agent moves on kDropSwitchMs later instead of waiting out its silence
+  // limit (up to misses x the coordinator's heartbeat period), so a failover is found quickly.
+  Millis dropped_at_ = -1;
+  static constexpr Millis kDropSwitchMs = 1000;
+  // The endpoint given up last as unreachable, and when: a standby naming it as the leader
+  // within kStaleLeaderMs is not followed there (the dead leader's lease is still running).
+  std::string unreachable_;
+  Millis unreachable_at_ = -1;
+  static constexpr Millis kStaleLeaderMs = 10000;
   Agent& agent_;
   const Clock& clock_;
   std::optional<zmq::socket_t> dealer_;
@@ -118,7 +148,7 @@ class Session {
   uint64_t hb_seq_ = 0;
   bool welcomed_ = false;
   bool connect_failed_ = false;   // libzmq refused the endpoint (run() ends: a config error)
-  bool heard_on_dealer_ = false;  // any frame on the current DEALER
+  bool heard_on_dealer_ = false;  // any frame on the current DEALER but a standby's not_leader
   int silent_in_row_ = 0;         // connections given up in a row without hearing a frame
   std::mt19937_64 rng_;
 };

@@ -134,6 +134,8 @@ void body_to_json(const AgentState& s, json& j) {
   }
   j["queue"] = json::array();
   for (const auto& o : s.queue) j["queue"].push_back(order_json(o));
+  // Written once an epoch was seen, so a journal of an agent that never saw one reads as before.
+  if (s.highest_epoch != 0) j["epoch"] = s.highest_epoch;
 }
 
 // Replaces services, active and queue of `s` with the ones in `j` (throws on bad input).
@@ -159,6 +161,11 @@ void body_from_json(const json& j, AgentState& s) {
   }
   s.queue.clear();
   for (const auto& o : j.at("queue")) s.queue.push_back(order_from(o));
+  s.highest_epoch = 0;
+  if (j.contains("epoch")) {
+    if (!j.at("epoch").is_number_unsigned()) throw Corrupt("bad epoch");
+    s.highest_epoch = j.at("epoch").get<uint64_t>();
+  }
 }
 
 json state_to_json(const AgentState& s) {

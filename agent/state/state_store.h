@@ -50,6 +50,9 @@ struct AgentState {
   std::optional<ActiveOrder> active;
   std::deque<proto::Order> queue;
   std::deque<proto::Report> results;  // oldest first, at most kMaxResults
+  // The highest coordinator epoch seen in a Welcome, Order or Signal (0: none; journals written
+  // before epochs load as 0). Orders and Signals of a lower epoch are refused (agent/core/epoch_gate.h).
+  uint64_t highest_epoch = 0;
   // How many add_result calls this object has seen (not saved): lets a store journal only the
   // results added since its last save.
   uint64_t results_added = 0;

@@ -62,13 +62,21 @@ Expected<bool> LeaderElection::campaign() {
     leader_.reset();
     return false;
   }
+  if (info->name == opt_.me.name && held.lease == lease) {
+    // Created by an earlier try of this very transaction whose answer was lost (the client sends
+    // a call again within its deadline): this coordinator won, at that key's creation.
+    epoch_ = static_cast<uint64_t>(held.create_revision);
+    std::lock_guard<std::mutex> g(mu_);
+    leader_ = opt_.me;
+    L()->info("{}: elected leader, epoch {} (an earlier try of the campaign)", opt_.me.name, held.create_revision);
+    return true;
+  }
   if (info->name == opt_.me.name && held.lease != lease) {
     // Left by an earlier run of this coordinator (names are unique): it is not coming back.
-    L()->warn("{}: the leader key is from an earlier run of this coordinator (lease {:x}); deleting it",
-              opt_.me.name, held.lease);
-    auto d = client_.txn(
-        {Compare{key, Compare::Target::kCreate, Compare::Result::kEqual, held.create_revision, ""}},
-        {Op::del(key)});
+    L()->warn("{}: the leader key is from an earlier run of this coordinator (lease {:x}); deleting it", opt_.me.name,
+              held.lease);
+    auto d = client_.txn({Compare{key, Compare::Target::kCreate, Compare::Result::kEqual, held.create_revision, ""}},
+                         {Op::del(key)});
     if (!d) return d.error();
     return campaign();
   }
@@ -138,9 +146,7 @@ void LeaderElection::keepalive_loop() {
   }
 }
 
-bool LeaderElection::lost() const {
-  return lost_.load() || (is_leader() && mono_ms() >= valid_until_.load());
-}
+bool LeaderElection::lost() const { return lost_.load() || (is_leader() && mono_ms() >= valid_until_.load()); }
 
 std::string LeaderElection::lost_reason() const {
   std::lock_guard<std::mutex> g(mu_);

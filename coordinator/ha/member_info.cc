@@ -33,8 +33,9 @@ bool valid_endpoint(const std::string& v, const std::string& scheme) {
 }  // namespace
 
 std::string MemberInfo::to_json() const {
-  return nlohmann::json{{"name", name},         {"agent", agent}, {"pub", pub}, {"operator", operator_ep},
-                        {"http", http},         {"udp_heartbeat", udp_heartbeat}}
+  return nlohmann::json{{"name", name}, {"agent", agent},
+                        {"pub", pub},   {"operator", operator_ep},
+                        {"http", http}, {"udp_heartbeat", udp_heartbeat}}
       .dump();
 }
 
@@ -50,8 +51,8 @@ Expected<MemberInfo> MemberInfo::from_json(const std::string& text) {
     out = it->get<std::string>();
     return true;
   };
-  if (!field("name", m.name) || !field("agent", m.agent) || !field("pub", m.pub) ||
-      !field("operator", m.operator_ep) || !field("http", m.http) || !field("udp_heartbeat", m.udp_heartbeat))
+  if (!field("name", m.name) || !field("agent", m.agent) || !field("pub", m.pub) || !field("operator", m.operator_ep) ||
+      !field("http", m.http) || !field("udp_heartbeat", m.udp_heartbeat))
     return make_error("member", "member record has a field that is not a string");
   if (!is_safe_name(m.name)) return make_error("member", "member record has no valid name");
   if (!valid_endpoint(m.agent, "tcp://") || !valid_endpoint(m.pub, "tcp://") ||
@@ -80,7 +81,7 @@ std::string advertised(const std::string& bound, const std::string& advertise_ho
   std::string host = hp.substr(0, colon);
   if (!advertise_host.empty())
     host = advertise_host.find(':') != std::string::npos && advertise_host.front() != '[' ? "[" + advertise_host + "]"
-                                                                                           : advertise_host;
+                                                                                          : advertise_host;
   else if (host == "0.0.0.0" || host == "*" || host == "[::]" || host == "::")
     host = "127.0.0.1";
   return scheme + host + hp.substr(colon);

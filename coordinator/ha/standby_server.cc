@@ -7,9 +7,9 @@
 #include "common/util/log.h"
 #include "common/util/text.h"
 #include "coordinator/http/http_server.h"
-#include "coordinator/server/handshake_guard.h"
 #include "coordinator/server/artifact_chunk.h"
 #include "coordinator/server/artifacts.h"
+#include "coordinator/server/handshake_guard.h"
 #include "coordinator/server/keyring.h"
 #include "coordinator/server/peer_artifact_fetcher.h"
 #include "coordinator/server/peer_chunk_source.h"
@@ -90,21 +90,20 @@ Status StandbyServer::start() {
   }
   status_text_ = status_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   if (!cfg_.http_address.empty()) {
-    http_ = std::make_unique<HttpServer>(cfg_.http_address, HttpServer::RequestHandler([this](const HttpRequest& r) {
-                                           if (r.path == "/status") {
-                                             std::lock_guard<std::mutex> g(mu_);
-                                             return HttpResponse(200, "application/json", status_text_);
-                                           }
-                                           if (r.path == "/metrics")
-                                             return HttpResponse(200, "text/plain; version=0.0.4",
-                                                                 "# HELP gantry_coordinator_leader 1 on the leader, 0 "
-                                                                 "on a standby.\n# TYPE gantry_coordinator_leader "
-                                                                 "gauge\ngantry_coordinator_leader 0\n");
-                                           if (r.path == "/healthz") return HttpResponse(200, "text/plain", "standby\n");
-                                           return HttpResponse(
-                                               503, "text/plain",
-                                               "this coordinator is a standby: " + leader_text() + "\n");
-                                         }));
+    http_ = std::make_unique<HttpServer>(
+        cfg_.http_address, HttpServer::RequestHandler([this](const HttpRequest& r) {
+          if (r.path == "/status") {
+            std::lock_guard<std::mutex> g(mu_);
+            return HttpResponse(200, "application/json", status_text_);
+          }
+          if (r.path == "/metrics")
+            return HttpResponse(200, "text/plain; version=0.0.4",
+                                "# HELP gantry_coordinator_leader 1 on the leader, 0 "
+                                "on a standby.\n# TYPE gantry_coordinator_leader "
+                                "gauge\ngantry_coordinator_leader 0\n");
+          if (r.path == "/healthz") return HttpResponse(200, "text/plain", "standby\n");
+          return HttpResponse(503, "text/plain", "this coordinator is a standby: " + leader_text() + "\n");
+        }));
     if (auto s = http_->start(); !s.ok()) return s;
     endpoints_["http"] = http_->bound_address();
   }
@@ -218,8 +217,8 @@ void StandbyServer::serve_operators() {
           reply.error = r.error().message;
         }
       } else {
-        reply.error = "not_leader: this coordinator (" + name_ + ") is a standby and serves only `status`; " +
-                      leader_text();
+        reply.error =
+            "not_leader: this coordinator (" + name_ + ") is a standby and serves only `status`; " + leader_text();
         reply.error_code = "not_leader";
         reply.leader = leader_map();
       }
@@ -229,20 +228,38 @@ void StandbyServer::serve_operators() {
   }
 }
 
+// The shape of the leader's status (rollout_views.h status_view), from the store: the newest
+// rollout of each service, and the hosts as last recorded (their state "unknown": a standby
+// hears no agent), with who this is and who leads.
 nlohmann::json StandbyServer::status_json() {
   nlohmann::json j{{"role", "standby"}, {"name", name_}};
   const auto lm = leader_map();
   j["leader"] = lm.empty() ? nlohmann::json(nullptr) : nlohmann::json(lm);
-  if (auto h = history_view(store_, "", kHistory); h)
-    j["rollouts"] = std::move(*h);
-  else
-    j["store_error"] = safe_text(h.error().message, 300);
-  nlohmann::json hosts = nlohmann::json::array();
-  if (auto rows = store_.hosts(); rows) {
-    for (const auto& r : *rows)
-      hosts.push_back({{"host_id", r.host_id}, {"services", r.services}, {"last_seen", r.last_seen}});
+  auto rollouts = latest_rollouts_view(store_, nullptr, "", false);
+  if (rollouts) {
+    j["rollouts"] = std::move(*rollouts);
+  } else {
+    j["rollouts"] = nlohmann::json::array();
+    j["store_error"] = safe_text(rollouts.error().message, 300);
   }
-  j["hosts_recorded"] = std::move(hosts);
+  nlohmann::json hosts = nlohmann::json::array();
+  const Millis now = clock_.wall_ms();
+  if (auto rows = store_.hosts(); rows) {
+    for (const auto& r : *rows) {
+      nlohmann::json services = nlohmann::json::array();
+      for (const auto& sv : r.services) {
+        nlohmann::json one = sv;
+        if (one.is_object() && !one.contains("state")) one["state"] = "idle";
+        services.push_back(std::move(one));
+      }
+      hosts.push_back({{"host_id", r.host_id},
+                       {"state", "unknown"},
+                       {"labels", r.labels.is_object() ? r.labels : nlohmann::json::object()},
+                       {"services", std::move(services)},
+                       {"last_seen_ms_ago", r.last_seen > 0 ? std::max<Millis>(0, now - r.last_seen) : -1}});
+    }
+  }
+  j["hosts"] = std::move(hosts);
   return j;
 }
 

@@ -134,6 +134,7 @@ Status Coordinator::start() {
     peer_fetcher_ = std::make_unique<PeerArtifactFetcher>(cfg_.state_dir + "/artifacts", *peers_,
                                                           std::make_unique<ZmqChunkSource>(cfg_.curve));
     artifact_server_->set_missing(peer_fetcher_.get());
+    peer_fetcher_->set_metrics(&metrics_);  // gantry_peer_artifact_* (docs/MONITORING.md)
   }
   channel_ = std::make_unique<AgentChannel>(AgentChannel::Deps{cfg_, clock_, *agents_, registry_, *keys_, *store_,
                                                                *executor_, *artifact_server_, *udp_, *sender_, metrics_,

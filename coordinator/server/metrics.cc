@@ -184,6 +184,13 @@ std::string render_metrics(const Metrics& m, const fleet::Registry& reg,
           "Messages dropped because their handler failed (logged; the loop kept serving).", m.handler_errors);
   counter(o, "gantry_hosts_lost_total", "Times a host became unknown after missing heartbeats.", m.hosts_lost);
   counter(o, "gantry_artifact_bytes_sent_total", "Release bytes sent to agents.", m.chunk_bytes);
+  o << "# HELP gantry_peer_artifact_fetches_total Artifacts this coordinator lacked, fetched from a peer "
+       "coordinator, by outcome.\n"
+       "# TYPE gantry_peer_artifact_fetches_total counter\n"
+    << "gantry_peer_artifact_fetches_total{outcome=\"ok\"} " << m.peer_fetches_ok << "\n"
+    << "gantry_peer_artifact_fetches_total{outcome=\"failed\"} " << m.peer_fetches_failed << "\n";
+  counter(o, "gantry_peer_artifact_bytes_total", "Bytes of the artifacts fetched from peer coordinators.",
+          m.peer_fetch_bytes);
   counter(o, "gantry_udp_heartbeats_total", "Heartbeat datagrams accepted from agents (UDP).", m.udp_heartbeats);
   counter(o, "gantry_udp_heartbeats_sent_total", "The coordinator's own heartbeats sent to agents as datagrams (UDP).",
           m.udp_heartbeats_sent);

@@ -35,6 +35,9 @@ struct Metrics {
   std::map<std::string, Histogram> phase_seconds;        // agent-reported phase durations
   std::map<std::string, uint64_t> analysis_evaluations;  // metric analysis evaluations, by verdict
   std::map<std::string, size_t> drifted_hosts;           // by service with a desired state (Convergence)
+  // Artifacts this coordinator lacked, fetched from peer coordinators (peer_artifact_fetcher.h).
+  uint64_t peer_fetches_ok = 0, peer_fetches_failed = 0, peer_fetch_bytes = 0;
+
   void observe_timing(const std::string& phase, uint64_t ms);
 };
 

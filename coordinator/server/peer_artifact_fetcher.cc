@@ -106,7 +106,7 @@ bool PeerArtifactFetcher::want(const store::ReleaseRow& r) {
                 safe_text(r.service, 64), safe_text(r.version, 64), safe_text(r.sha256, 80), r.size);
     return false;
   }
-  Job job{r.sha256, r.size, r.service + " " + r.version, peers_.operator_endpoints()};
+  Job job{r.sha256, r.size, r.service + " " + r.version, {}};  // the peers: looked up by the worker
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (queue_.size() >= options_.max_queued) return false;
@@ -118,15 +118,21 @@ bool PeerArtifactFetcher::want(const store::ReleaseRow& r) {
 }
 
 void PeerArtifactFetcher::deliver() {
-  std::vector<std::pair<std::string, Status>> ended;
+  std::vector<Ended> ended;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (ended_.empty()) return;
     ended.swap(ended_);
   }
-  for (const auto& [sha, st] : ended) {
-    wanted_.erase(sha);
-    for (const auto& f : listeners_) f(sha, st);
+  for (const auto& e : ended) {
+    wanted_.erase(e.sha256);
+    if (metrics_ && e.result.ok()) {
+      metrics_->peer_fetches_ok++;
+      metrics_->peer_fetch_bytes += e.size;
+    } else if (metrics_ && e.result.error().code != "cancelled") {
+      metrics_->peer_fetches_failed++;
+    }
+    for (const auto& f : listeners_) f(e.sha256, e.result);
   }
 }
 
@@ -149,6 +155,8 @@ void PeerArtifactFetcher::work() {
     }
     Status st = make_error("internal", "not run");
     try {
+      // Here, not in want(): the lookup may be slow (etcd), and the loop must not wait on it.
+      job.endpoints = peers_.operator_endpoints();
       st = fetch(dir_, job, *source_, options_, stop_);
     } catch (const std::exception& e) {
       // Nothing a peer sends may end this thread.
@@ -162,7 +170,7 @@ void PeerArtifactFetcher::work() {
                   st.error().message);
     {
       std::lock_guard<std::mutex> lk(mu_);
-      ended_.emplace_back(job.sha256, st);
+      ended_.push_back({job.sha256, job.size, st});
       running_job_ = false;
     }
     idle_cv_.notify_all();

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "coordinator/server/metrics.h"
 #include "coordinator/server/missing_artifacts.h"
 #include "coordinator/server/peer_chunk_source.h"
 #include "coordinator/server/peer_endpoints.h"
@@ -39,7 +40,7 @@ class PeerArtifactFetcher final : public MissingArtifacts {
     std::string sha256;
     uint64_t size = 0;
     std::string what;                    // "<service> <version>", for log lines
-    std::vector<std::string> endpoints;  // peers, in the order tried
+    std::vector<std::string> endpoints;  // peers, in the order tried (the worker asks PeerEndpoints)
   };
 
   // Artifacts go to `artifact_dir` (ArtifactStore's: <dir>/<sha256>). Temp files a fetch cut
@@ -55,6 +56,8 @@ class PeerArtifactFetcher final : public MissingArtifacts {
   // Also false for a row whose sha256 is not 64 lowercase hex digits or whose size is 0 or
   // above kMaxArtifactBytes (logged): rows may come from outside (etcd).
   bool want(const store::ReleaseRow& r) override;
+  // Counts every ended fetch there (gantry_peer_artifact_*), in deliver(); unset: not counted.
+  void set_metrics(Metrics* metrics) { metrics_ = metrics; }
   bool fetching(const std::string& sha256) const override { return wanted_.count(sha256) > 0; }
   void subscribe(Listener f) override { listeners_.push_back(std::move(f)); }
   void deliver() override;
@@ -76,13 +79,19 @@ class PeerArtifactFetcher final : public MissingArtifacts {
   std::unique_ptr<ChunkSource> source_;  // worker thread only
   const Options options_;
   std::vector<Listener> listeners_;  // loop thread
+  Metrics* metrics_ = nullptr;       // loop thread
   std::set<std::string> wanted_;     // loop thread: queued or under way, not yet delivered
 
   mutable std::mutex mu_;
   std::condition_variable cv_, idle_cv_;
-  std::deque<Job> queue_;                              // guarded by mu_
-  std::vector<std::pair<std::string, Status>> ended_;  // guarded by mu_
-  bool running_job_ = false;                           // guarded by mu_
+  std::deque<Job> queue_;  // guarded by mu_
+  struct Ended {
+    std::string sha256;
+    uint64_t size;
+    Status result;
+  };
+  std::vector<Ended> ended_;  // guarded by mu_
+  bool running_job_ = false;  // guarded by mu_
   std::atomic<bool> stop_{false};
   std::thread worker_;
 };

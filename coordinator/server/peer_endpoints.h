@@ -12,8 +12,9 @@ class PeerEndpoints {
  public:
   virtual ~PeerEndpoints() = default;
   // The operator endpoints (tcp://HOST:PORT) of the other coordinators, in the order to try
-  // them. Called on the thread that asks for a fetch, never on the fetcher's worker. The values
-  // may come from outside (etcd): the fetcher checks each before connecting. This
+  // them. Called on the fetcher's worker thread, once per fetch (so a slow lookup never stalls
+  // the coordinator's loop): it must be safe to call from a thread other than its owner's. The
+  // values may come from outside (etcd): the fetcher checks each before connecting. This
   // coordinator's own endpoint may be in the list (it answers not_found and the next is tried).
   virtual std::vector<std::string> operator_endpoints() = 0;
 };

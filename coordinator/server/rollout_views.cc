@@ -91,8 +91,8 @@ Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutEx
                       with_hosts ? &timelines : nullptr);
 }
 
-Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor& exec, const fleet::Registry& registry,
-                                     uint64_t epoch, Millis wall_now, const std::string& service, bool with_timelines) {
+Expected<nlohmann::json> latest_rollouts_view(store::Store& store, const RolloutExecutor* exec,
+                                              const std::string& service, bool with_timelines) {
   nlohmann::json rollouts = nlohmann::json::array();
   std::set<std::string> seen;
   auto rows = store.latest_rollouts(service, 200, /*with_hosts=*/false);
@@ -101,9 +101,11 @@ Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor&
     if (seen.count(row.service)) continue;
     seen.insert(row.service);
     Expected<nlohmann::json> view = nlohmann::json();
-    if (const auto* a = exec.find(row.id)) {
+    const auto* a = exec ? exec->find(row.id) : nullptr;
+    const rollout::State* ended = exec ? exec->ended(row.service) : nullptr;
+    if (a) {
       view = rollout_view(store, a->row, a->state, false, 0, true, with_timelines ? &a->timeline : nullptr);
-    } else if (const rollout::State* ended = exec.ended(row.service); ended && ended->id == row.id) {
+    } else if (ended && ended->id == row.id) {
       view = rollout_view(store, row, *ended, false);  // ended in this process: in memory
     } else {
       auto full = store.rollout(row.id);  // with its host slots
@@ -120,7 +122,14 @@ Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor&
     for (const auto& ev : *e) evs.push_back({{"id", ev.id}, {"at", ev.at}, {"message", ev.message}});
     rollouts.back()["recent_events"] = std::move(evs);
   }
-  return nlohmann::json{{"rollouts", rollouts}, {"hosts", registry.to_json(wall_now)}, {"epoch", epoch}};
+  return rollouts;
+}
+
+Expected<nlohmann::json> status_view(store::Store& store, const RolloutExecutor& exec, const fleet::Registry& registry,
+                                     uint64_t epoch, Millis wall_now, const std::string& service, bool with_timelines) {
+  auto rollouts = latest_rollouts_view(store, &exec, service, with_timelines);
+  if (!rollouts) return rollouts.error();
+  return nlohmann::json{{"rollouts", std::move(*rollouts)}, {"hosts", registry.to_json(wall_now)}, {"epoch", epoch}};
 }
 
 }  // namespace gantry::coordinator

@@ -31,6 +31,11 @@ Expected<nlohmann::json> rollout_view_by_id(store::Store& store, const RolloutEx
 // its result and how it ended, without hosts (`gantry history`, and /rollouts over HTTP).
 Expected<nlohmann::json> history_view(store::Store& store, const std::string& service, int limit);
 
+// The newest rollout of each service (or of `service`), with its last events, as an array;
+// `exec` null (a standby): every one read from the store.
+Expected<nlohmann::json> latest_rollouts_view(store::Store& store, const RolloutExecutor* exec,
+                                              const std::string& service, bool with_timelines);
+
 // The newest rollout of each service (or of `service`), with its last events, and every host;
 // with `with_timelines`, an active rollout's hosts with their timelines (from memory). The
 // operator reply leaves them out: they would nest deeper than the protocol's decode limit

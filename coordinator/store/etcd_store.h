@@ -7,7 +7,13 @@
 // still has the creation revision the leader saw when it won; when it does not, nothing is
 // written and the call returns Error{code "deposed"}. Only the fenced leader writes, so the ids
 // the store hands out (rollouts, events, audit rows) are counters kept in memory, loaded when
-// opened and written in the same transaction that uses them.
+// opened and written in the same transaction that uses them. Every write also carries a
+// WriteGuard (etcd_batch.h), so that a write the client sent twice applies once.
+//
+// Errors: as SqliteStore's (code "store", e.g. a release stored twice, a corrupt record), and
+// "deposed" (the fence no longer holds; nothing written), "conflict" (another writer came in
+// between; nothing written), "etcd" (etcd not reached in time or refused, e.g. over its limits;
+// the write may or may not have been applied, and the store reads its ids again first).
 //
 // What differs from SqliteStore (no caller depends on it): an order written twice by
 // save_step's new_orders replaces the first (SQLite refuses the step); a closed order's

@@ -114,3 +114,22 @@ journal = {
 }
 for name, frame in journal.items():
     put("agent_journal", name, raw(frame))
+
+# The etcd store's stored values (etcd_codec): the first byte picks the row kind.
+import json  # noqa: E402
+etcd_rows = {
+    "counters": (0, {"rollout": 1, "event": 2, "audit": 3, "order": 4, "release": 5, "epoch": 6}),
+    "host": (1, {"host_id": "h", "labels": {"z": "a"}, "services": [], "first_seen": 1, "last_seen": 2}),
+    "rollout": (3, {"id": 1, "service": "web", "version": "v2", "kind": "rollout", "phase": "running",
+                    "created_by": "a", "reason": "", "created_at": 1, "finished_at": 0, "revision": 0, "state": {}}),
+    "order": (4, {"order_id": "r1-1", "rollout_id": 1, "host_id": "h", "body": "{}", "acked": False,
+                  "created_at": 1, "seq": 1}),
+    "event": (7, {"id": 1, "rollout_id": 1, "at": 1, "message": "ordered web-1"}),
+    "desired": (9, {"service": "web", "version": "v2", "selector": "", "converge": "auto", "plan": [],
+                    "rollout_id": 1, "held": False, "note": "", "updated_at": 1}),
+    "slot": (12, {"host_id": "web-1", "state": "ordered"}),
+}
+for name, (kind, row) in etcd_rows.items():
+    put("etcd_codec", name, bytes([kind]) + json.dumps(row).encode())
+put("etcd_codec", "big_number", bytes([7]) + b'{"id":18446744073709551616,"rollout_id":-1,"at":1e400,"message":""}')
+put("etcd_codec", "bad_utf8", bytes([1]) + b'{"host_id":"\xff\xfe","labels":{},"services":[],"first_seen":1,"last_seen":2}')

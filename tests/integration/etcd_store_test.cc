@@ -572,6 +572,11 @@ TEST(EtcdStore, AFencedStoreWritesNothingOnceDeposed) {
   auto epoch = st->bump_epoch();
   ASSERT_FALSE(epoch.ok());
   EXPECT_EQ(epoch.error().code, "deposed");
+  ASSERT_GT(st->wal_backlog(), 0);
+  auto compacted = st->checkpoint();  // no compaction either: its marker write is fenced
+  ASSERT_FALSE(compacted.ok());
+  EXPECT_EQ(compacted.error().code, "deposed");
+  EXPECT_EQ(st->checkpoints(), 0u);
   EXPECT_EQ(census(*client, p), before) << "nothing written, not even the id counters";
   EXPECT_EQ(st->events(id, 0, 10)->size(), 1u);
 

@@ -33,6 +33,9 @@ FleetOptions ha_options(const std::string& store) {
   o.store = store;
   o.coordinator_extra_args = {"--lease-ttl", "3"};
   o.coordinator_start_timeout_ms = 20000;
+  // A new leader counts the recorded hosts as reachable this long while they find it (the
+  // default outside tests is 30 s).
+  o.restart_grace_ms = 10000;
   return o;
 }
 

@@ -517,6 +517,10 @@ TEST(Security, HostileInputAndStalledHandshakesKeepServing) {
   std::string sig = read_file(v1 + ".sig");
   while (!sig.empty() && sig.back() == '\n') sig.pop_back();
   order["signature"] = sig;
+  // Stamped with the epoch of the fake coordinator's own Welcome (99, hostile_client.py): not
+  // stale, so it is the order id alone that stops it (unstamped, it would be refused as stale,
+  // PROTOCOL.md §5.8).
+  order["epoch"] = 99;
   std::ofstream(f.dir() + "/order.json") << order.dump();
   auto replay =
       attack({"fake-coordinator", "--endpoint", ep.agent, "--key", f.keys_dir() + "/coordinator.key", "--order-file",

@@ -388,3 +388,55 @@ TEST(AgentStateArgs, StateDirHelpAndErrors) {
   EXPECT_FALSE(state({"--state-dir", "/a", "stray"}).ok());
   EXPECT_FALSE(state({"--state-dir", ""}).ok());
 }
+
+// A leader and its standbys: comma-separated lists, one broadcast endpoint per agent endpoint.
+TEST(AgentConfigParser, CoordinatorListsArePairedAndChecked) {
+  TempDir t;
+  auto p = parse(t,
+                 "host_id = h\ncoordinator = tcp://a:7600, tcp://b:7600,tcp://[fd00::3]:7600\n"
+                 "coordinator_pub = tcp://a:7601,tcp://b:7601 ,tcp://[fd00::3]:7601\n" +
+                     kSvc);
+  ASSERT_TRUE(p.ok()) << error_of(p);
+  EXPECT_EQ(p->config.coordinators, (std::vector<std::string>{"tcp://a:7600", "tcp://b:7600", "tcp://[fd00::3]:7600"}));
+  EXPECT_EQ(p->config.coordinator_pubs,
+            (std::vector<std::string>{"tcp://a:7601", "tcp://b:7601", "tcp://[fd00::3]:7601"}));
+  auto one = parse(t, "host_id = h\n" + kSvc);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->config.coordinators, std::vector<std::string>{"tcp://127.0.0.1:7600"});
+  EXPECT_EQ(error_of(parse(t, "host_id = h\ncoordinator = tcp://a:7600,tcp://b:7600\n" + kSvc)),
+            "coordinator lists 2 endpoint(s) and coordinator_pub 1; give one broadcast endpoint per coordinator, in "
+            "the same order");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\ncoordinator = tcp://a:7600,,tcp://b:7600\n" + kSvc)),
+            "coordinator: endpoint '' is not tcp:// (want tcp://HOST:PORT)");
+  EXPECT_EQ(error_of(parse(t, "host_id = h\ncoordinator = tcp://a:7600,tcp://b\n" + kSvc)),
+            "coordinator: endpoint 'tcp://b' has no port (want tcp://HOST:PORT)");
+  std::string many = "tcp://a:1";
+  for (int i = 2; i <= 17; ++i) many += ",tcp://a:" + std::to_string(i);
+  EXPECT_EQ(error_of(parse(t, "host_id = h\n" + kSvc, {"--config", "{ini}", "--coordinator", many})),
+            "coordinator: more than 16 endpoints");
+}
+
+// GANTRY_COORDINATOR / GANTRY_COORDINATOR_PUB: over the config file, under the command line.
+TEST(AgentConfigParser, CoordinatorEnvironmentSitsBetweenFlagsAndFile) {
+  struct Env {
+    Env() {
+      ::setenv("GANTRY_COORDINATOR", "tcp://env-a:7600,tcp://env-b:7600", 1);
+      ::setenv("GANTRY_COORDINATOR_PUB", "tcp://env-a:7601,tcp://env-b:7601", 1);
+    }
+    ~Env() {
+      ::unsetenv("GANTRY_COORDINATOR");
+      ::unsetenv("GANTRY_COORDINATOR_PUB");
+    }
+  } env;
+  TempDir t;
+  const std::string ini = "host_id = h\ncoordinator = tcp://file:7600\ncoordinator_pub = tcp://file:7601\n" + kSvc;
+  auto p = parse(t, ini);
+  ASSERT_TRUE(p.ok()) << error_of(p);
+  EXPECT_EQ(p->config.coordinators, (std::vector<std::string>{"tcp://env-a:7600", "tcp://env-b:7600"}));
+  EXPECT_EQ(p->config.coordinator_pubs, (std::vector<std::string>{"tcp://env-a:7601", "tcp://env-b:7601"}));
+  auto flags =
+      parse(t, ini, {"--config", "{ini}", "--coordinator", "tcp://flag:7600", "--coordinator-pub", "tcp://flag:7601"});
+  ASSERT_TRUE(flags.ok()) << error_of(flags);
+  EXPECT_EQ(flags->config.coordinators, std::vector<std::string>{"tcp://flag:7600"});
+  EXPECT_EQ(flags->config.coordinator_pubs, std::vector<std::string>{"tcp://flag:7601"});
+}

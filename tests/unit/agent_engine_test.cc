@@ -684,3 +684,69 @@ TEST_F(EngineTest, AVerifiedManifestIsTrustedAgainOnlyForTheSameBytesAndKeys) {
       << "keys changed: checked again";
   EXPECT_EQ(current(), "releases/v1");
 }
+
+// Fencing (PROTOCOL.md "Epochs"): once an epoch was seen, an order of a lower one (a deposed
+// coordinator's) is refused with nothing run and nothing recorded, so the leader's resend of the
+// same order id still runs; a lower signal stops nothing; the highest epoch survives a restart.
+TEST_F(EngineTest, OrdersAndSignalsOfALowerEpochAreRefused) {
+  make_agent();
+  proto::Order first = order("o-1", "v1");
+  first.epoch = 0;
+  agent->handle(first);
+  EXPECT_EQ(all_sent<proto::OrderAck>().at(0).status, "accepted")
+      << "epoch 0 while none was seen: an older coordinator";
+  EXPECT_EQ(run_until_report("o-1")->outcome, "succeeded");
+  EXPECT_TRUE(agent->observe_epoch(5, "welcome"));
+  EXPECT_EQ(agent->state().highest_epoch, 5u);
+  EXPECT_NE(store.text().find("\"epoch\": 5"), std::string::npos) << "journaled at once";
+  sent.clear();
+  scanned = 0;
+  proto::Order stale = order("o-2", "v2", true, 2);
+  stale.epoch = 3;
+  agent->handle(stale);
+  ASSERT_EQ(sent.size(), 1u) << "an OrderAck and nothing else: no Report, no FetchChunk";
+  auto ack = std::get<proto::OrderAck>(sent[0]);
+  EXPECT_EQ(ack.order_id, "o-2");
+  EXPECT_EQ(ack.status, "rejected");
+  EXPECT_EQ(ack.message, "stale epoch 3 < 5");
+  EXPECT_EQ(agent->state().find_result("o-2"), nullptr) << "nothing recorded";
+  stale.epoch = 0;
+  sent.clear();
+  scanned = 0;
+  agent->handle(stale);
+  EXPECT_EQ(std::get<proto::OrderAck>(sent.at(0)).message, "stale epoch 0 < 5") << "absent, once one was seen";
+  EXPECT_FALSE(agent->working());
+  // The leader's orders run; a stale abort of a queued order's rollout cancels nothing.
+  proto::Order running = order("o-3", "v2", true, 3);
+  running.epoch = 5;
+  proto::Order queued = order("o-4", "v3", true, 4);
+  queued.epoch = 5;
+  agent->handle(running);
+  agent->handle(queued);
+  ASSERT_EQ(all_sent<proto::OrderAck>().size(), 3u);
+  EXPECT_EQ(all_sent<proto::OrderAck>().at(2).status, "accepted");
+  const size_t before = sent.size();
+  agent->handle(proto::Signal{"abort", 4, "web", 4});
+  for (size_t i = before; i < sent.size(); ++i)
+    EXPECT_FALSE(std::holds_alternative<proto::Report>(sent[i])) << "a stale signal cancels nothing";
+  // The refused order id, resent by a newer leader, runs.
+  stale.epoch = 6;
+  agent->handle(stale);
+  EXPECT_EQ(agent->state().highest_epoch, 6u);
+  for (const char* id : {"o-3", "o-4", "o-2"}) {
+    auto r = run_until_report(id);
+    ASSERT_TRUE(r) << id;
+    EXPECT_EQ(r->outcome, "succeeded") << id << " (o-4: not cancelled by the stale abort; o-2: the leader's resend)";
+  }
+  // Restarted on the same journal: still 6, and 5 is refused.
+  make_agent();
+  EXPECT_EQ(agent->state().highest_epoch, 6u);
+  sent.clear();
+  scanned = 0;
+  proto::Order late = order("o-5", "v1", true, 5);
+  late.epoch = 5;
+  agent->handle(late);
+  EXPECT_EQ(std::get<proto::OrderAck>(sent.at(0)).message, "stale epoch 5 < 6");
+  EXPECT_FALSE(agent->observe_epoch(5, "welcome"));
+  EXPECT_TRUE(agent->observe_epoch(6, "welcome"));
+}

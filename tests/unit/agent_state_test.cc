@@ -410,3 +410,39 @@ TEST(AgentState, TheJournalTakesAResultMessageThatIsNotUtf8) {
   ASSERT_TRUE(back.ok()) << back.error().message;
   ASSERT_NE(back->find_result("o-10"), nullptr);
 }
+
+// The highest coordinator epoch survives a restart, in the snapshot and in the records after
+// it; a journal written before epochs existed (no "epoch" key) loads as 0, and a bad value is
+// a corrupt journal.
+TEST(AgentStateJournal, TheHighestEpochIsJournaled) {
+  TempDir t;
+  {
+    FileStateStore store(t / "state");
+    ASSERT_TRUE(store.load().ok());
+    AgentState s = sample();
+    EXPECT_EQ(serialize_state(s).find("\"epoch\""), std::string::npos) << "no epoch seen: not written";
+    ASSERT_TRUE(store.save(s).ok());  // the snapshot: no epoch
+    s.highest_epoch = 41;
+    ASSERT_TRUE(store.save(s).ok());  // a record
+    s.highest_epoch = 42;
+    ASSERT_TRUE(store.save_lazy(s).ok());
+    s.active.reset();
+    ASSERT_TRUE(store.save(s).ok());
+  }
+  FileStateStore again(t / "state");
+  auto back = again.load();
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->highest_epoch, 42u);
+  auto old = parse_state(*fs::read_file(again.path()));
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(old->highest_epoch, 0u) << "the snapshot was taken before any epoch";
+  AgentState s = sample();
+  s.highest_epoch = 7;
+  auto text = serialize_state(s);
+  EXPECT_EQ(parse_state(text)->highest_epoch, 7u);
+  for (const std::string bad : {"-1", "\"7\"", "1.5", "null"}) {
+    std::string t2 = text;
+    t2.replace(t2.find("\"epoch\": 7") + 9, 1, bad);
+    EXPECT_FALSE(parse_state(t2).ok()) << t2;
+  }
+}

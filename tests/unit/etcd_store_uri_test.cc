@@ -19,7 +19,9 @@ TEST(EtcdStoreUri, RefusesWhatIsNotAnEndpointList) {
                           "etcd://h 1:2379", "etcd://[::1", "etcd://[]:2379", "etcd://[::1]x", "etcd://h]:1"}) {
     auto c = etcd::parse_store_uri(bad);
     EXPECT_FALSE(c.ok()) << bad;
-    if (!c.ok()) EXPECT_EQ(c.error().code, "config") << bad;
+    if (!c.ok()) {
+      EXPECT_EQ(c.error().code, "config") << bad;
+    }
   }
   auto ctl = etcd::parse_store_uri(std::string("etcd://h\x01:1"));
   ASSERT_FALSE(ctl.ok());

@@ -195,6 +195,8 @@ TEST_F(PeerFetchTest, TheWorkerFetchesOffTheCallersThreadAndDeliverTellsTheListe
   ASSERT_TRUE(fs::write_file_atomic(artifact_dir + "/" + std::string(64, 'f') + ".peer", "cut short").ok());
   PeerArtifactFetcher fetcher(artifact_dir, endpoints, std::move(source));
   EXPECT_TRUE(files().empty());  // what a crash left is gone
+  Metrics metrics;
+  fetcher.set_metrics(&metrics);
   std::vector<std::pair<std::string, bool>> told;
   fetcher.subscribe([&](const std::string& s, const Status& st) { told.emplace_back(s, st.ok()); });
   store::ReleaseRow row{"web", "v2", sha, data.size(), "/elsewhere/" + sha, 1, "", ""};
@@ -211,6 +213,12 @@ TEST_F(PeerFetchTest, TheWorkerFetchesOffTheCallersThreadAndDeliverTellsTheListe
   EXPECT_EQ(told[1], std::make_pair(std::string(64, 'e'), false));
   EXPECT_FALSE(fetcher.fetching(sha));
   EXPECT_EQ(*fs::read_file(artifact_dir + "/" + sha), data);
+  EXPECT_EQ(metrics.peer_fetches_ok, 1u);
+  EXPECT_EQ(metrics.peer_fetches_failed, 1u);
+  EXPECT_EQ(metrics.peer_fetch_bytes, data.size());
+  const std::string text = render_metrics(metrics, fleet::Registry{}, {});
+  EXPECT_NE(text.find("gantry_peer_artifact_fetches_total{outcome=\"ok\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("gantry_peer_artifact_bytes_total " + std::to_string(data.size()) + "\n"), std::string::npos);
 }
 
 // An agent asks for a chunk of a release whose file is not here: its request waits for the
