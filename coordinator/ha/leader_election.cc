@@ -1,5 +1,6 @@
 #include "coordinator/ha/leader_election.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "common/util/log.h"
@@ -131,6 +132,10 @@ void LeaderElection::keepalive_loop() {
       L()->warn("{}: keepalive of lease {:x} failed: {}", opt_.me.name, lease, safe_text(why, 300));
       if (ttl && !is_leader()) lease_ = 0;  // a standby takes a new lease at its next attempt
       if (ttl && is_leader()) mark_lost("its etcd lease expired");
+      // A leader retries soon, not a whole interval later: the client goes on to another
+      // member, and with a short TTL a full interval can outlast what is left of the lease's
+      // validity (TTL 3 s: valid 2 s after the last answered send, one interval 1 s).
+      if (is_leader()) next = std::min(next, mono_ms() + kKeepaliveRetryMs);
       continue;
     }
     if (is_leader()) {

@@ -31,6 +31,9 @@ namespace gantry::coordinator::ha {
 class LeaderElection {
  public:
   static constexpr int64_t kSafetyMs = 1000;
+  // A leader's keepalive that failed is tried again after this long (the etcd client has moved
+  // on to the next member by then), not after the usual TTL/3.
+  static constexpr int64_t kKeepaliveRetryMs = 100;
   struct Options {
     std::string prefix = "/gantry/";
     MemberInfo me;

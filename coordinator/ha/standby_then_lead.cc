@@ -1,6 +1,7 @@
 #include "coordinator/ha/standby_then_lead.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "common/util/log.h"
@@ -14,6 +15,8 @@
 #include "coordinator/store/etcd_store.h"
 
 namespace gantry::coordinator::ha {
+
+static_assert(kLostGraceMs < LeaderElection::kSafetyMs, "a deposed leader must be gone before its lease can expire");
 
 namespace {
 spdlog::logger* L() {
@@ -102,13 +105,27 @@ int standby_then_lead(const Config& cfg, Clock& clock, const std::atomic<bool>& 
     return 1;
   }
   // The coordinator's loop watches one flag: set on a clean stop and when the leadership is lost.
+  // A loop that does not end within kLostGraceMs of a lost leadership is blocked (in a call to
+  // an etcd that does not answer: each call waits up to its deadline, and a failed step reads
+  // its state back, or exits 70 when that fails too): the process ends from here, with the
+  // lost-leadership code, before etcd can let a standby in (the lease may expire kSafetyMs
+  // after lost() at the earliest). Crash-only: everything it acted on is in the store.
   std::atomic<bool> end{false}, lost{false}, done{false};
   std::thread watch([&] {
+    int64_t lost_for_ms = 0;
     while (!done) {
       if (stop) end = true;
       if (election.lost()) {
         lost = true;
         end = true;
+        if ((lost_for_ms += 20) >= kLostGraceMs) {
+          L()->critical(
+              "{} stops at once: it lost the leadership ({}) and its loop is still busy after {} ms; it "
+              "will stand by when restarted",
+              cfg.name, election.lost_reason(), lost_for_ms);
+          L()->flush();
+          std::_Exit(kExitLostLeadership);
+        }
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

@@ -24,6 +24,9 @@ namespace gantry::coordinator::ha {
 
 inline constexpr int kExitLostLeadership = 75;  // EX_TEMPFAIL
 inline constexpr Millis kCampaignEveryMs = 250;
+// How long a leader that lost its leadership waits for its loop to end before it ends the
+// process itself (less than LeaderElection::kSafetyMs: it is gone before its lease can expire).
+inline constexpr int64_t kLostGraceMs = 300;
 
 // Runs the coordinator on the store it is given until `stop` becomes true; returns the exit code.
 // `peers`: the other coordinators, where artifacts it lacks are copied from.

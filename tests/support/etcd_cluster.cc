@@ -25,6 +25,9 @@ std::string tail_of(const std::string& text, size_t max_bytes) {
 EtcdCluster::EtcdCluster(int members, EtcdClusterOptions opts) : opts_(std::move(opts)), dir_("gantry-etcd") {
   if (members != 1 && members != 3)
     throw std::runtime_error("EtcdCluster: 1 or 3 members, not " + std::to_string(members));
+  const int hooks = (opts_.host ? 1 : 0) + (opts_.wrap ? 1 : 0) + (opts_.http_get ? 1 : 0);
+  if (hooks != 0 && (hooks != 3 || opts_.tls))
+    throw std::runtime_error("EtcdCluster: host, wrap and http_get go together, and not with tls");
   if (::access(opts_.etcd_binary.c_str(), X_OK) != 0)
     throw std::runtime_error("EtcdCluster: " + opts_.etcd_binary + " not found (install etcd-server)");
   std::set<int> ports;
@@ -76,9 +79,11 @@ EtcdCluster::~EtcdCluster() {
   for (auto& m : members_) m.proc.kill_and_reap();
 }
 
-std::string EtcdCluster::endpoint(int i) const {
-  return "127.0.0.1:" + std::to_string(members_.at(static_cast<size_t>(i)).client_port);
-}
+std::string EtcdCluster::host(int i) const { return opts_.host ? opts_.host(i) : "127.0.0.1"; }
+
+int EtcdCluster::client_port(int i) const { return members_.at(static_cast<size_t>(i)).client_port; }
+
+std::string EtcdCluster::endpoint(int i) const { return host(i) + ":" + std::to_string(client_port(i)); }
 
 std::vector<std::string> EtcdCluster::endpoint_list() const {
   std::vector<std::string> out;
@@ -96,22 +101,26 @@ std::string EtcdCluster::log_path(int i) const { return dir_.sub(members_.at(sta
 
 std::string EtcdCluster::initial_cluster() const {
   std::string out;
-  for (const auto& m : members_)
-    out += (out.empty() ? "" : ",") + m.name + "=http://127.0.0.1:" + std::to_string(m.peer_port);
+  for (int i = 0; i < size(); ++i) {
+    const auto& m = members_[static_cast<size_t>(i)];
+    out += (out.empty() ? "" : ",") + m.name + "=http://" + host(i) + ":" + std::to_string(m.peer_port);
+  }
   return out;
 }
 
 void EtcdCluster::launch(int i) {
   auto& m = members_.at(static_cast<size_t>(i));
-  const std::string client = (opts_.tls ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(m.client_port);
-  const std::string peer = "http://127.0.0.1:" + std::to_string(m.peer_port);
+  const std::string client = (opts_.tls ? "https://" : "http://") + endpoint(i);
+  // In a namespace also on its own loopback, where http_get probes its health.
+  const std::string listen_client = opts_.host ? client + ",http://127.0.0.1:" + std::to_string(m.client_port) : client;
+  const std::string peer = "http://" + host(i) + ":" + std::to_string(m.peer_port);
   std::vector<std::string> argv = {opts_.etcd_binary,
                                    "--name",
                                    m.name,
                                    "--data-dir",
                                    dir_.sub(m.name + ".etcd"),
                                    "--listen-client-urls",
-                                   client,
+                                   listen_client,
                                    "--advertise-client-urls",
                                    client,
                                    "--listen-peer-urls",
@@ -141,7 +150,7 @@ void EtcdCluster::launch(int i) {
                              "--trusted-ca-file", ca_file()});
     if (opts_.client_cert_auth) argv.push_back("--client-cert-auth");
   }
-  m.proc = Process(argv, log_path(i));
+  m.proc = Process(opts_.wrap ? opts_.wrap(i, argv) : argv, log_path(i));
   m.wanted = true;
 }
 
@@ -174,7 +183,8 @@ bool EtcdCluster::healthy(int i, int timeout_ms) const {
                  timeout_ms + 5000, {{"ETCDCTL_API", "3"}});
     return r.exit_code == 0;
   }
-  auto r = http_get(members_.at(static_cast<size_t>(i)).client_port, "/health", timeout_ms);
+  const int port = members_.at(static_cast<size_t>(i)).client_port;
+  auto r = opts_.http_get ? opts_.http_get(i, port, "/health", timeout_ms) : http_get(port, "/health", timeout_ms);
   return r && r->status == 200 && r->body.find("\"health\":\"true\"") != std::string::npos;
 }
 

@@ -14,7 +14,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,14 @@ struct EtcdClusterOptions {
   // the members accept only clients with a certificate of that CA.
   bool tls = false;
   bool client_cert_auth = false;
+  // Members in network namespaces (tests/support/netns.h), all three set or none: member i
+  // listens on host(i) (peer and client URLs; its client port also on the 127.0.0.1 of its own
+  // namespace, for the health probe), runs as wrap(i, argv), and is probed with
+  // http_get(i, port, path, timeout_ms). Unset: every member on this process's 127.0.0.1. Not
+  // with tls (the certificates name 127.0.0.1).
+  std::function<std::string(int member)> host;
+  std::function<std::vector<std::string>(int member, const std::vector<std::string>& argv)> wrap;
+  std::function<std::optional<HttpResult>(int member, int port, const std::string& path, int timeout_ms)> http_get;
 };
 
 class EtcdCluster {
@@ -48,8 +58,10 @@ class EtcdCluster {
   EtcdCluster& operator=(const EtcdCluster&) = delete;
 
   int size() const { return static_cast<int>(members_.size()); }
-  // "127.0.0.1:P" of member i's client URL; every member's, comma-separated; as a --store URI.
+  // "127.0.0.1:P" (or "<host(i)>:P") of member i's client URL; every member's, comma-separated;
+  // as a --store URI.
   std::string endpoint(int i) const;
+  int client_port(int i) const;
   std::vector<std::string> endpoint_list() const;
   std::string endpoints() const;
   std::string uri() const { return "etcd://" + endpoints(); }
@@ -92,6 +104,7 @@ class EtcdCluster {
   void launch(int i);
   void make_certificates();
   std::string initial_cluster() const;
+  std::string host(int i) const;
 
   EtcdClusterOptions opts_;
   TempDir dir_;
