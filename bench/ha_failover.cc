@@ -21,6 +21,12 @@ using namespace gantry::testing;
 
 namespace {
 
+// A field of a coordinator's /status (null when it did not answer).
+template <typename T>
+T status_field(const nlohmann::json& st, const char* key, T fallback) {
+  return st.is_object() ? st.value(key, fallback) : fallback;
+}
+
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -32,7 +38,8 @@ int64_t batch_ordered_at(const nlohmann::json& ro, int n) {
   if (!ro.contains("events")) return 0;
   for (const auto& e : ro["events"]) {
     const std::string m = e.value("message", "");
-    if (m.find(needle) != std::string::npos && (m.find("order") != std::string::npos || m.find("start") != std::string::npos))
+    if (m.find(needle) != std::string::npos &&
+        (m.find("order") != std::string::npos || m.find("start") != std::string::npos))
       return e.value("at", int64_t{0});
   }
   return 0;
@@ -69,9 +76,12 @@ bool one_run(int ttl, nlohmann::json* out) {
     std::cerr << "rollout not started: " << r.out << r.err;
     return false;
   }
-  if (!wait_until([&] { return host_state(rollout_get(f, id), f.host_id(1)) == "ordered" ||
-                               host_state(rollout_get(f, id), f.host_id(1)) == "verifying"; },
-                  60000, 20)) {
+  if (!wait_until(
+          [&] {
+            return host_state(rollout_get(f, id), f.host_id(1)) == "ordered" ||
+                   host_state(rollout_get(f, id), f.host_id(1)) == "verifying";
+          },
+          60000, 20)) {
     std::cerr << "batch 2 never in flight\n" << f.diagnostics();
     return false;
   }
@@ -84,7 +94,7 @@ bool one_run(int ttl, nlohmann::json* out) {
       [&] {
         for (int k = 0; k < f.coordinator_count(); ++k) {
           if (k == old) continue;
-          if (f.coordinator_status_at(k).value("role", "") == "leader") {
+          if (status_field(f.coordinator_status_at(k), "role", std::string()) == "leader") {
             now = k;
             return true;
           }

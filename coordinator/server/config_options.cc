@@ -195,8 +195,8 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
       "store", po::value(&cfg.store)->default_value(cfg.store),
       "sqlite (the state directory's coordinator.db) or etcd://HOST:PORT,HOST:PORT,... (coordinators sharing etcd "
       "elect a leader; the others stand by)")("etcd-ca", po::value(&cfg.etcd_ca), "PEM CA file: talk TLS to etcd")(
-      "etcd-cert", po::value(&cfg.etcd_cert), "PEM client certificate for etcd")(
-      "etcd-key", po::value(&cfg.etcd_key), "PEM client key for etcd")(
+      "etcd-cert", po::value(&cfg.etcd_cert), "PEM client certificate for etcd")("etcd-key", po::value(&cfg.etcd_key),
+                                                                                 "PEM client key for etcd")(
       "etcd-prefix", po::value(&cfg.etcd_prefix)->default_value(cfg.etcd_prefix),
       "every etcd key of this installation starts with it")(
       "name", po::value(&cfg.name), "this coordinator's name among its peers (default: the host name)")(
@@ -315,6 +315,17 @@ Expected<ConfigOptions> parse_raw(const std::vector<std::string>& args) {
       return usage("--prometheus: server '" + name + "' is given twice");
   }
   if (Status st = check_store_options(cfg, lease_ttl); !st.ok()) return st.error();
+  // With standbys, agents must notice a leader whose machine is gone (no TCP reset) soon after
+  // a standby can take over: they give a silent coordinator misses x this period.
+  if (cfg.etcd() && (cfg.coordinator_heartbeat_ms == 0 || cfg.coordinator_heartbeat_ms > cfg.lease_ttl_s * 500)) {
+    const uint32_t lowered = std::max<uint32_t>(cfg.lease_ttl_s * 500, cfg.heartbeat_interval_ms);
+    if (cfg.coordinator_heartbeat_ms != 0 && lowered < cfg.coordinator_heartbeat_ms) {
+      out.warnings.push_back("--coordinator-heartbeat-ms " + std::to_string(cfg.coordinator_heartbeat_ms) +
+                             " lowered to " + std::to_string(lowered) +
+                             " (half the lease TTL): agents leave a leader that went silent within misses x this");
+      cfg.coordinator_heartbeat_ms = lowered;
+    }
+  }
   if (cfg.insecure_dev && cfg.curve.enabled()) return usage("--insecure-dev and --server-key exclude each other");
   if (!cfg.insecure_dev && !cfg.curve.enabled())
     // Our own text only (no value in it): its line breaks stay.

@@ -205,3 +205,36 @@ TEST(CoordinatorConfigOptions, KeysAreReadAndNamed) {
   EXPECT_EQ(error_of(parse({"--server-key", t / "missing.key"})).rfind("--server-key: ", 0), 0u);
   EXPECT_EQ(error_of(parse({"--admin-key", t / "missing.pub"})).rfind("--admin-key: ", 0), 0u);
 }
+
+// Issue 23: on the etcd store, agents must leave a leader whose machine went silent soon after
+// a standby can take over, so the coordinator's own heartbeat period is at most half the lease
+// TTL there (and said so); the options of the etcd store are checked where they enter.
+TEST(CoordinatorConfigOptions, TheEtcdStoreBoundsTheCoordinatorHeartbeatAndChecksItsOptions) {
+  using gantry::coordinator::parse_config_options;
+  auto ha = parse_config_options(
+      {"--insecure-dev", "--store", "etcd://127.0.0.1:2379,127.0.0.1:2479", "--name", "c1", "--lease-ttl", "4"});
+  ASSERT_TRUE(ha) << ha.error().message;
+  EXPECT_EQ(ha->config.coordinator_heartbeat_ms, 2000u);
+  EXPECT_EQ(ha->config.lease_ttl_s, 4u);
+  ASSERT_EQ(ha->warnings.size(), 1u);
+  EXPECT_NE(ha->warnings[0].find("lowered to 2000"), std::string::npos) << ha->warnings[0];
+
+  auto single = parse_config_options({"--insecure-dev"});
+  ASSERT_TRUE(single);
+  EXPECT_EQ(single->config.coordinator_heartbeat_ms, 10000u);
+  EXPECT_FALSE(single->config.etcd());
+
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--insecure-dev", "--store", "mysql://x"},
+        {"--insecure-dev", "--store", "etcd://"},
+        {"--insecure-dev", "--store", "etcd://h:2379", "--name", "bad name"},
+        {"--insecure-dev", "--store", "etcd://h:2379", "--lease-ttl", "1"},
+        {"--insecure-dev", "--store", "etcd://h:2379", "--etcd-prefix", "nogood"},
+        {"--insecure-dev", "--store", "etcd://h:2379", "--etcd-cert", "/c.pem"},
+        {"--insecure-dev", "--store", "etcd://h:2379", "--advertise-host", "a b\x1b[31m"}}) {
+    auto r = parse_config_options(bad);
+    ASSERT_FALSE(r) << bad[2];
+    EXPECT_EQ(r.error().code, "usage");
+    for (char c : r.error().message) EXPECT_FALSE(c > 0 && c < 0x20 && c != '\n') << r.error().message;
+  }
+}
