@@ -39,9 +39,9 @@ constexpr int kAgentPort = 7600, kPubPort = 7601, kOperatorPort = 7602, kHttpPor
 constexpr int kHeartbeatMs = 200;
 constexpr int kMisses = 10;
 constexpr int kLeaseTtlS = 3;
-// With heartbeat datagrams an agent hears from its coordinator every this often, and leaves it
-// for the next endpoint after kMisses of these without a word (the default, 10 s, makes that
-// 100 s: an agent whose leader died takes that long to look elsewhere).
+// With heartbeat datagrams an agent hears from its coordinator every this often, and leaves a
+// silent one (paused, or cut off without its connection dropping) after kMisses of these (the
+// default, 10 s, would make that 100 s).
 constexpr int kCoordinatorHeartbeatMs = 1000;
 
 using Clock = std::chrono::steady_clock;

@@ -60,9 +60,8 @@ FleetOptions soak_options(const std::string& store) {
   o.coordinators = 3;
   o.store = store;
   // With heartbeat datagrams an agent hears from its coordinator every --coordinator-heartbeat-ms
-  // and leaves it for the next endpoint after heartbeat_misses of these without a word (the
-  // default, 10 s, makes that 100 s: an agent whose leader died takes that long to look
-  // elsewhere).
+  // and leaves a silent one (a paused leader keeps its connections) after heartbeat_misses of
+  // these (the default, 10 s, would make that 100 s).
   o.coordinator_extra_args = {"--lease-ttl", std::to_string(kLeaseTtlS), "--coordinator-heartbeat-ms", "1000"};
   o.coordinator_start_timeout_ms = 30000;
   return o;
