@@ -136,7 +136,11 @@ void Session::close_dealer(const std::string& why) {
   Millis wait = jittered(backoff_);
   reconnect_at_ = clock_.now_ms() + wait;
   lg()->warn("{}; reconnecting in {} ms", why, wait);
-  backoff_ = std::min(backoff_ * 2, o_.backoff_max_ms);
+  // With several coordinators the next try is usually another one (a standby that names the
+  // leader, or the next of the list), not this one again: the wait stays short (at most
+  // kListBackoffMaxMs, still jittered), so agents reach a new leader soon after it is elected.
+  const bool list = o_.coordinators.size() > 1 || following_;
+  backoff_ = std::min(backoff_ * 2, list ? std::max(o_.backoff_initial_ms, kListBackoffMaxMs) : o_.backoff_max_ms);
   if (o_.systemd_notify) sd::notify("STATUS=coordinator unreachable; retrying in " + std::to_string(wait) + " ms");
 }
 

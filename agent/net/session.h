@@ -102,6 +102,7 @@ class Session {
   std::string unreachable_;
   Millis unreachable_at_ = -1;
   static constexpr Millis kStaleLeaderMs = 10000;
+  static constexpr Millis kListBackoffMaxMs = 1000;
   Agent& agent_;
   const Clock& clock_;
   std::optional<zmq::socket_t> dealer_;

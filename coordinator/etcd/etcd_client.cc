@@ -246,11 +246,17 @@ class GrpcClient final : public Client {
   }
 
  private:
+  // Shared so that a call keeps what it uses while another thread replaces a failing channel.
   struct Endpoint {
     std::shared_ptr<grpc::Channel> channel;
-    std::unique_ptr<pb::KV::Stub> kv;
-    std::unique_ptr<pb::Lease::Stub> lease;
+    std::shared_ptr<pb::KV::Stub> kv;
+    std::shared_ptr<pb::Lease::Stub> lease;
+    int failures = 0;  // tries in a row that were not answered (UNAVAILABLE, deadline)
   };
+  // A channel whose connection attempts were blackholed (packets dropped, then the path back)
+  // was seen to stay stuck in its handshake for over a minute after the path returned: after
+  // this many unanswered tries in a row the endpoint gets a new channel (own subchannel pool).
+  static constexpr int kFailuresBeforeNewChannel = 3;
 
   Endpoint& endpoint(size_t i) {  // under mu_
     auto& e = eps_[i];
@@ -262,6 +268,7 @@ class GrpcClient final : public Client {
       args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
       args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
       e.channel = grpc::CreateCustomChannel(cfg_.endpoints[i], creds_, args);
       e.kv = pb::KV::NewStub(e.channel);
       e.lease = pb::Lease::NewStub(e.channel);
@@ -292,23 +299,29 @@ class GrpcClient final : public Client {
         if (pause >= deadline) break;
         std::this_thread::sleep_until(pause);
       }
-      Endpoint* e = nullptr;
+      Endpoint e;
       {
         std::lock_guard<std::mutex> lk(mu_);
-        e = &endpoint(i);
+        e = endpoint(i);  // a copy: its stubs stay alive for this try
       }
       grpc::ClientContext ctx;
       ctx.set_deadline(std::min(deadline, std::chrono::system_clock::now() + per_try));
       require_leader(ctx);
-      last = f(*e, &ctx);
+      last = f(e, &ctx);
       last_ep = cfg_.endpoints[i];
       if (last.ok()) {
         std::lock_guard<std::mutex> lk(mu_);
         current_ = i;
+        eps_[i].failures = 0;
         return Status::Ok();
       }
       const auto code = last.error_code();
       if (code != grpc::StatusCode::UNAVAILABLE && code != grpc::StatusCode::DEADLINE_EXCEEDED) break;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (eps_[i].channel == e.channel && ++eps_[i].failures >= kFailuresBeforeNewChannel)
+          eps_[i] = Endpoint{};  // created again at its next use
+      }
       i = (i + 1) % eps_.size();
       {
         std::lock_guard<std::mutex> lk(mu_);
@@ -340,21 +353,25 @@ class GrpcClient final : public Client {
 
   bool open_stream() {
     size_t i = 0;
+    std::shared_ptr<pb::Lease::Stub> lease;
+    std::shared_ptr<grpc::Channel> channel;
     {
       std::lock_guard<std::mutex> lk(mu_);
       i = current_;
       ka_endpoint_ = i;
-      endpoint(i);
+      lease = endpoint(i).lease;
+      channel = eps_[i].channel;
     }
     cq_ = std::make_unique<grpc::CompletionQueue>();
     ctx_ = std::make_unique<grpc::ClientContext>();
     require_leader(*ctx_);
     pending_ = false;
-    stream_ = eps_[i].lease->AsyncLeaseKeepAlive(ctx_.get(), cq_.get(), tag(kStart));
+    stream_ = lease->AsyncLeaseKeepAlive(ctx_.get(), cq_.get(), tag(kStart));
     const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(cfg_.call_timeout_ms);
     if (!await(kStart, deadline)) {
       close_stream();
       std::lock_guard<std::mutex> lk(mu_);
+      if (eps_[i].channel == channel && ++eps_[i].failures >= kFailuresBeforeNewChannel) eps_[i] = Endpoint{};
       current_ = (i + 1) % eps_.size();
       return false;
     }
