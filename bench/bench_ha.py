@@ -81,6 +81,10 @@ def bench_failover(args):
     out = subprocess.run([prog, "--runs", str(args.failover_runs), "--lease-ttl", str(args.lease_ttl)],
                          capture_output=True, text=True, timeout=1800)
     runs = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+    with open("/tmp/gantry-ha-failover.stderr", "w") as f:  # why a run did not complete
+        f.write(out.stderr)
+    failed = [l for l in out.stderr.splitlines() if "failed" in l or l.startswith("no new leader") or
+              l.startswith("batch 2 never") or l.startswith("fleet did not") or l.startswith("rollout not")]
     if not runs:
         raise RuntimeError("gantry-ha-failover printed no run:\n" + out.stdout[-3000:] + out.stderr[-3000:])
     elected = sorted(r["elected_ms"] for r in runs)
@@ -93,7 +97,10 @@ def bench_failover(args):
              ordered[-1] <= target)]
     bench.record("failover", "8b. Failover between coordinators on etcd",
                  f"bench/run failover --failover-runs {args.failover_runs} --lease-ttl {args.lease_ttl}", rows,
-                 f"{len(runs)} runs, each a fresh three-member etcd cluster, three coordinators and four real agents; "
+                 f"{len(runs)} of {args.failover_runs} runs completed"
+                 + (f" (the others: {'; '.join(x[:160] for x in failed[:3])}; their output is in "
+                    "/tmp/gantry-ha-failover.stderr)" if len(runs) < args.failover_runs else "")
+                 + ", each a fresh three-member etcd cluster, three coordinators and four real agents; "
                  "the leader is SIGKILLed with a batch's orders in flight. 'Another leads' is read from the "
                  "coordinators' /status (polled every 20 ms); 'next batch ordered' from the new leader's event log "
                  "(its own clock).")
