@@ -16,16 +16,12 @@
 #include "tests/support/durability.h"
 #include "tests/support/etcd_cluster.h"
 #include "tests/support/fleet.h"
+#include "tests/support/ha_checks.h"
+#include "tests/support/ha_fleet.h"
 
 using namespace gantry::testing;
 
 namespace {
-
-// A field of a coordinator's /status (null when it did not answer).
-template <typename T>
-T status_field(const nlohmann::json& st, const char* key, T fallback) {
-  return st.is_object() ? st.value(key, fallback) : fallback;
-}
 
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -47,17 +43,10 @@ int64_t batch_ordered_at(const nlohmann::json& ro, int n) {
 
 bool one_run(int ttl, nlohmann::json* out) {
   EtcdCluster etcd(3);
-  FleetOptions o;
-  o.min_healthy_ms = 1500;
+  FleetOptions o = ha_fleet_options(etcd.uri(), ttl, 10);
+  o.min_healthy_ms = 1500;  // batch 2's host is still verifying when the leader is killed
   o.healthy_deadline_ms = 10000;
-  o.probe_interval_ms = 100;
-  o.heartbeat_interval_ms = 200;
-  o.heartbeat_misses = 10;
-  o.coordinators = 3;
-  o.store = etcd.uri();
-  o.coordinator_extra_args = {"--lease-ttl", std::to_string(ttl)};
   o.coordinator_start_timeout_ms = 30000;
-  o.restart_grace_ms = 10000;
   Fleet f(4, o);
   if (!start_fleet(f)) {
     std::cerr << "fleet did not start\n" << f.diagnostics();
@@ -94,7 +83,7 @@ bool one_run(int ttl, nlohmann::json* out) {
       [&] {
         for (int k = 0; k < f.coordinator_count(); ++k) {
           if (k == old) continue;
-          if (status_field(f.coordinator_status_at(k), "role", std::string()) == "leader") {
+          if (text_of(f.coordinator_status_at(k), "role") == "leader") {
             now = k;
             return true;
           }

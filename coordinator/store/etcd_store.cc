@@ -13,6 +13,20 @@ namespace gantry::store {
 
 namespace {
 
+// Every value of `kvs` read back as a row with `decode` (a stored value is hostile: the first
+// that is not a row is the Error, naming its key).
+template <typename Row, typename Decode>
+Expected<std::vector<Row>> decode_all(const std::vector<etcd::KeyValue>& kvs, Decode decode) {
+  std::vector<Row> out;
+  out.reserve(kvs.size());
+  for (const auto& kv : kvs) {
+    auto row = decode(kv.key, kv.value);
+    if (!row) return row.error();
+    out.push_back(std::move(*row));
+  }
+  return out;
+}
+
 using etcd_codec::OrderRecord;
 using etcd_codec::ResultRecord;
 
@@ -236,12 +250,9 @@ Expected<std::vector<HostRow>> EtcdStore::hosts() {
     std::lock_guard<std::mutex> lk(mu_);
     auto kvs = scan(keys_.hosts());
     if (!kvs) return kvs.error();
-    std::vector<HostRow> out;
-    for (const auto& kv : *kvs) {
-      auto h = etcd_codec::decode_host(kv.key, kv.value);
-      if (!h) return h.error();
-      out.push_back(std::move(*h));
-    }
+    auto decoded = decode_all<HostRow>(*kvs, etcd_codec::decode_host);
+    if (!decoded) return decoded.error();
+    std::vector<HostRow> out = std::move(*decoded);
     std::sort(out.begin(), out.end(), [](const HostRow& a, const HostRow& b) { return a.host_id < b.host_id; });
     return out;
   });
@@ -297,12 +308,9 @@ Expected<std::vector<ReleaseRow>> EtcdStore::releases() {
     std::lock_guard<std::mutex> lk(mu_);
     auto kvs = scan(keys_.p + "release/");
     if (!kvs) return kvs.error();
-    std::vector<ReleaseRow> out;
-    for (const auto& kv : *kvs) {
-      auto r = etcd_codec::decode_release(kv.key, kv.value);
-      if (!r) return r.error();
-      out.push_back(std::move(*r));
-    }
+    auto decoded = decode_all<ReleaseRow>(*kvs, etcd_codec::decode_release);
+    if (!decoded) return decoded.error();
+    std::vector<ReleaseRow> out = std::move(*decoded);
     // As SqliteStore lists them: by upload time, then service and version.
     std::stable_sort(out.begin(), out.end(), [](const ReleaseRow& a, const ReleaseRow& b) {
       return std::tie(a.created_at, a.service, a.version) < std::tie(b.created_at, b.service, b.version);
@@ -508,11 +516,9 @@ Expected<std::vector<RolloutRow>> EtcdStore::newest(const std::string& service, 
   if (service.empty()) {
     auto kvs = scan(keys_.rollouts(), range_limit(limit), /*descending=*/true);
     if (!kvs) return kvs.error();
-    for (const auto& kv : *kvs) {
-      auto r = etcd_codec::decode_rollout(kv.key, kv.value);
-      if (!r) return r.error();
-      out.push_back(std::move(*r));
-    }
+    auto decoded = decode_all<RolloutRow>(*kvs, etcd_codec::decode_rollout);
+    if (!decoded) return decoded.error();
+    out = std::move(*decoded);
     return out;
   }
   auto idx = scan(keys_.by_services(service), range_limit(limit), /*descending=*/true, /*keys_only=*/true);
@@ -756,11 +762,9 @@ Expected<std::vector<EventRow>> EtcdStore::recent_events(uint64_t rollout_id, in
     if (limit == 0) return out;
     auto kvs = scan(keys_.events(rollout_id), range_limit(limit), /*descending=*/true);
     if (!kvs) return kvs.error();
-    for (const auto& kv : *kvs) {
-      auto e = etcd_codec::decode_event(kv.key, kv.value);
-      if (!e) return e.error();
-      out.push_back(std::move(*e));
-    }
+    auto decoded = decode_all<EventRow>(*kvs, etcd_codec::decode_event);
+    if (!decoded) return decoded.error();
+    out = std::move(*decoded);
     std::reverse(out.begin(), out.end());
     return out;
   });
@@ -785,12 +789,9 @@ Expected<std::vector<DesiredRow>> EtcdStore::desired() {
     std::lock_guard<std::mutex> lk(mu_);
     auto kvs = scan(keys_.desireds());
     if (!kvs) return kvs.error();
-    std::vector<DesiredRow> out;
-    for (const auto& kv : *kvs) {
-      auto d = etcd_codec::decode_desired(kv.key, kv.value);
-      if (!d) return d.error();
-      out.push_back(std::move(*d));
-    }
+    auto decoded = decode_all<DesiredRow>(*kvs, etcd_codec::decode_desired);
+    if (!decoded) return decoded.error();
+    std::vector<DesiredRow> out = std::move(*decoded);
     std::sort(out.begin(), out.end(), [](const DesiredRow& a, const DesiredRow& b) { return a.service < b.service; });
     return out;
   });
@@ -829,11 +830,9 @@ Expected<std::vector<AuditRow>> EtcdStore::audit_log(int limit) {
     if (limit == 0) return out;
     auto kvs = scan(keys_.audits(), range_limit(limit), /*descending=*/true);
     if (!kvs) return kvs.error();
-    for (const auto& kv : *kvs) {
-      auto a = etcd_codec::decode_audit(kv.key, kv.value);
-      if (!a) return a.error();
-      out.push_back(std::move(*a));
-    }
+    auto decoded = decode_all<AuditRow>(*kvs, etcd_codec::decode_audit);
+    if (!decoded) return decoded.error();
+    out = std::move(*decoded);
     return out;
   });
 }
@@ -855,12 +854,9 @@ Expected<std::vector<AgentKeyRow>> EtcdStore::agent_keys() {
     std::lock_guard<std::mutex> lk(mu_);
     auto kvs = scan(keys_.agent_keys());
     if (!kvs) return kvs.error();
-    std::vector<AgentKeyRow> out;
-    for (const auto& kv : *kvs) {
-      auto k = etcd_codec::decode_agent_key(kv.key, kv.value);
-      if (!k) return k.error();
-      out.push_back(std::move(*k));
-    }
+    auto decoded = decode_all<AgentKeyRow>(*kvs, etcd_codec::decode_agent_key);
+    if (!decoded) return decoded.error();
+    std::vector<AgentKeyRow> out = std::move(*decoded);
     std::sort(out.begin(), out.end(), [](const AgentKeyRow& a, const AgentKeyRow& b) {
       return a.first_seen != b.first_seen ? a.first_seen < b.first_seen : a.key < b.key;
     });
@@ -885,12 +881,9 @@ Expected<std::vector<OperatorKeyRow>> EtcdStore::operator_keys() {
     std::lock_guard<std::mutex> lk(mu_);
     auto kvs = scan(keys_.operator_keys());
     if (!kvs) return kvs.error();
-    std::vector<OperatorKeyRow> out;
-    for (const auto& kv : *kvs) {
-      auto k = etcd_codec::decode_operator_key(kv.key, kv.value);
-      if (!k) return k.error();
-      out.push_back(std::move(*k));
-    }
+    auto decoded = decode_all<OperatorKeyRow>(*kvs, etcd_codec::decode_operator_key);
+    if (!decoded) return decoded.error();
+    std::vector<OperatorKeyRow> out = std::move(*decoded);
     std::sort(out.begin(), out.end(), [](const OperatorKeyRow& a, const OperatorKeyRow& b) {
       if (a.created_at != b.created_at) return a.created_at < b.created_at;
       return a.name != b.name ? a.name < b.name : a.key < b.key;

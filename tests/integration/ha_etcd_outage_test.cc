@@ -17,44 +17,17 @@
 #include "tests/support/durability.h"
 #include "tests/support/etcd_cluster.h"
 #include "tests/support/fleet.h"
+#include "tests/support/ha_checks.h"
+#include "tests/support/ha_fleet.h"
 
 using namespace gantry::testing;
 
 namespace {
 
-// A field of a coordinator's /status (null when it did not answer).
-template <typename T>
-T status_field(const nlohmann::json& st, const char* key, T fallback) {
-  return st.is_object() ? st.value(key, fallback) : fallback;
-}
-
-FleetOptions ha_options(const std::string& store) {
-  FleetOptions o;
-  o.min_healthy_ms = 300;
-  o.healthy_deadline_ms = 3000;
-  o.probe_interval_ms = 100;
-  o.heartbeat_interval_ms = 200;
-  o.heartbeat_misses = 10;
-  o.coordinators = 3;
-  o.store = store;
-  // The default TTL: losing etcd's raft leader (the member killed below may be it) takes etcd an
-  // election and the client a try at the next member, ~2-3 s without a keepalive answered; a
-  // leader gives up TTL - 1 s after its last answered one (docs/HIGH_AVAILABILITY.md).
-  o.coordinator_extra_args = {"--lease-ttl", "5"};
-  o.coordinator_start_timeout_ms = 20000;
-  // A new leader counts the recorded hosts as reachable this long while they find it (the
-  // default outside tests is 30 s).
-  o.restart_grace_ms = 10000;
-  return o;
-}
-
 int accepted_count(Fleet& f) {
   int n = 0;
-  static const std::regex re("accepted order ");
-  for (int i = 0; i < f.size(); ++i) {
-    const std::string log = f.agent_log(i);
-    n += static_cast<int>(std::distance(std::sregex_iterator(log.begin(), log.end(), re), std::sregex_iterator()));
-  }
+  for (int i = 0; i < f.size(); ++i)
+    for (const auto& [order, times] : accepted_order_counts(f.agent_log(i))) n += times;
   return n;
 }
 
@@ -74,13 +47,16 @@ bool batch_done(const nlohmann::json& ro, int n) {
 
 TEST(HaEtcdOutage, LosingOneMemberOfThreeChangesNothing) {
   EtcdCluster etcd(3);
-  Fleet f(4, ha_options(etcd.uri()));
+  // The default lease TTL: losing etcd's raft leader takes etcd an election and the client a try
+  // at the next member, ~2-3 s without a keepalive answered, and a leader gives up TTL - 1 s
+  // after its last answered one (docs/HIGH_AVAILABILITY.md).
+  Fleet f(4, ha_fleet_options(etcd.uri(), 5, 10));
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   std::string why;
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
   const int leader = f.leader();
   ASSERT_GE(leader, 0);
-  const auto epoch = status_field(f.coordinator_status_at(leader), "epoch", 0ULL);
+  const auto epoch = number_of(f.coordinator_status_at(leader), "epoch");
 
   const uint64_t id = start_slow_rollout(f, "v2");
   ASSERT_GT(id, 0u);
@@ -92,14 +68,17 @@ TEST(HaEtcdOutage, LosingOneMemberOfThreeChangesNothing) {
   auto ro = wait_rollout_end(f, id, 60000);
   EXPECT_EQ(ro.value("phase", ""), "succeeded") << ro.dump(2) << f.diagnostics();
   EXPECT_EQ(f.leader(5000), leader) << f.diagnostics();
-  EXPECT_EQ(status_field(f.coordinator_status_at(leader), "epoch", 0ULL), epoch);
+  EXPECT_EQ(number_of(f.coordinator_status_at(leader), "epoch"), epoch);
   for (int k = 0; k < f.coordinator_count(); ++k) EXPECT_TRUE(f.coordinator_running_at(k)) << "c" << k + 1;
   for (int i = 0; i < f.size(); ++i) EXPECT_EQ(f.served_version(i), "v2") << f.host_id(i);
 }
 
 TEST(HaEtcdOutage, QuorumLostStopsDecisionsAgentsKeepServingAndTheRolloutResumes) {
   EtcdCluster etcd(3);
-  Fleet f(4, ha_options(etcd.uri()));
+  // The default lease TTL: losing etcd's raft leader takes etcd an election and the client a try
+  // at the next member, ~2-3 s without a keepalive answered, and a leader gives up TTL - 1 s
+  // after its last answered one (docs/HIGH_AVAILABILITY.md).
+  Fleet f(4, ha_fleet_options(etcd.uri(), 5, 10));
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   std::string why;
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();

@@ -17,37 +17,12 @@
 #include "tests/support/durability.h"
 #include "tests/support/etcd_cluster.h"
 #include "tests/support/fleet.h"
+#include "tests/support/ha_checks.h"
+#include "tests/support/ha_fleet.h"
 
 using namespace gantry::testing;
 
 namespace {
-
-FleetOptions ha_options(const std::string& store) {
-  FleetOptions o;
-  o.min_healthy_ms = 300;
-  o.healthy_deadline_ms = 3000;
-  o.probe_interval_ms = 100;
-  o.heartbeat_interval_ms = 200;
-  o.heartbeat_misses = 5;
-  o.coordinators = 3;
-  o.store = store;
-  o.coordinator_extra_args = {"--lease-ttl", "3"};
-  o.coordinator_start_timeout_ms = 20000;
-  // A new leader counts the recorded hosts as reachable this long while they find it (the
-  // default outside tests is 30 s).
-  o.restart_grace_ms = 10000;
-  return o;
-}
-
-// How many times each order id was accepted (started) by agent i, from its log.
-std::map<std::string, int> accepted_orders(Fleet& f, int i) {
-  std::map<std::string, int> n;
-  const std::string log = f.agent_log(i);
-  static const std::regex re("accepted order ([A-Za-z0-9_.:-]+):");
-  for (auto it = std::sregex_iterator(log.begin(), log.end(), re); it != std::sregex_iterator(); ++it)
-    n[(*it)[1].str()]++;
-  return n;
-}
 
 // Kills the leader once `cond` holds of the rollout, and returns how long (ms) it took until
 // another coordinator said it leads. The killed one is started again (as a standby).
@@ -88,16 +63,24 @@ int64_t kill_leader_when(Fleet& f, uint64_t id, const char* what,
 // batches of 2, rollback one at a time.
 TEST(HaFailover, LeaderKilledMidRolloutAndMidRollbackReachesTheSameEnd) {
   EtcdCluster etcd(3);
-  Fleet f(10, ha_options(etcd.uri()));
+  Fleet f(10, ha_fleet_options(etcd.uri(), 3));
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   std::string why;
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
   for (int i : {3, 6}) run({"touch", f.root(i) + "/FAIL-v2"});
 
   const auto rel = f.make_release("v2", "healthy");
-  auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--release", rel, "--batches",
-                  "2", "--max-failures", "1", "--batch-delay", "1500", "--min-healthy-time", "500",
-                  "--healthy-deadline", "2s", "--rollback-batch-size", "1"});
+  auto r = f.cli({"--json", "rollout",
+                  "start",  "--service",
+                  "demo",   "--version",
+                  "v2",     "--release",
+                  rel,      "--batches",
+                  "2",      "--max-failures",
+                  "1",      "--batch-delay",
+                  "1500",   "--min-healthy-time",
+                  "500",    "--healthy-deadline",
+                  "2s",     "--rollback-batch-size",
+                  "1"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   const uint64_t id = json_of(r).value("id", 0ULL);
   ASSERT_GT(id, 0u);
@@ -135,7 +118,8 @@ TEST(HaFailover, LeaderKilledMidRolloutAndMidRollbackReachesTheSameEnd) {
 
   // No order ran twice on any host: each order id accepted at most once by its agent.
   for (int i = 0; i < f.size(); ++i)
-    for (const auto& [order, n] : accepted_orders(f, i)) EXPECT_EQ(n, 1) << f.host_id(i) << " ran " << order;
+    for (const auto& [order, n] : accepted_order_counts(f.agent_log(i)))
+      EXPECT_EQ(n, 1) << f.host_id(i) << " ran " << order;
 
   // The event log has every step, in order, with no gap: ids strictly increase, and the
   // landmarks of the uninterrupted run are all there.
