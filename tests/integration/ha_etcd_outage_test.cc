@@ -31,6 +31,19 @@ int accepted_count(Fleet& f) {
   return n;
 }
 
+// Coordinator k's epoch from its /status, asked until it answers (bounded): its HTTP answer can
+// wait for a status snapshot while its loop is in a store write riding out etcd's election.
+uint64_t epoch_of(Fleet& f, int k) {
+  uint64_t epoch = 0;
+  wait_until(
+      [&] {
+        epoch = number_of(f.coordinator_status_at(k), "epoch");
+        return epoch > 0;
+      },
+      15000, 200);
+  return epoch;
+}
+
 uint64_t start_slow_rollout(Fleet& f, const std::string& version) {
   const auto rel = f.make_release(version, "healthy");
   auto r = f.cli({"--json", "rollout", "start", "--service", "demo", "--version", version, "--release", rel,
@@ -56,7 +69,8 @@ TEST(HaEtcdOutage, LosingOneMemberOfThreeChangesNothing) {
   ASSERT_TRUE(install_everywhere(f, "v1", &why)) << why << f.diagnostics();
   const int leader = f.leader();
   ASSERT_GE(leader, 0);
-  const auto epoch = number_of(f.coordinator_status_at(leader), "epoch");
+  const uint64_t epoch = epoch_of(f, leader);
+  ASSERT_GT(epoch, 0u) << f.diagnostics();
 
   const uint64_t id = start_slow_rollout(f, "v2");
   ASSERT_GT(id, 0u);
@@ -68,7 +82,7 @@ TEST(HaEtcdOutage, LosingOneMemberOfThreeChangesNothing) {
   auto ro = wait_rollout_end(f, id, 60000);
   EXPECT_EQ(ro.value("phase", ""), "succeeded") << ro.dump(2) << f.diagnostics();
   EXPECT_EQ(f.leader(5000), leader) << f.diagnostics();
-  EXPECT_EQ(number_of(f.coordinator_status_at(leader), "epoch"), epoch);
+  EXPECT_EQ(epoch_of(f, leader), epoch);
   for (int k = 0; k < f.coordinator_count(); ++k) EXPECT_TRUE(f.coordinator_running_at(k)) << "c" << k + 1;
   for (int i = 0; i < f.size(); ++i) EXPECT_EQ(f.served_version(i), "v2") << f.host_id(i);
 }
