@@ -287,12 +287,12 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
   settings.add_options()("host_id", po::value<std::string>(&c.host_id), "host id (default: the hostname)")(
       "coordinator", po::value<std::string>(&c.coordinator)->default_value(c.coordinator),
       "coordinator agent endpoint(s): tcp://HOST:PORT, or a comma-separated list of a leader and its standbys "
-      "(env GANTRY_COORDINATOR)")(
+      "(env GANTRY_AGENT_COORDINATOR)")(
       "coordinator_pub", po::value<std::string>(&c.coordinator_pub)->default_value(c.coordinator_pub),
-      "coordinator broadcast endpoint(s), one per --coordinator endpoint, same order (env GANTRY_COORDINATOR_PUB)")(
-      "state_dir", po::value<std::string>(&c.state_dir)->default_value(c.state_dir),
-      "directory for the agent's journal")("label", po::value<std::vector<std::string>>(&labels)->composing(),
-                                           "label k=v (repeatable)")(
+      "coordinator broadcast endpoint(s), one per --coordinator endpoint, same order (env "
+      "GANTRY_AGENT_COORDINATOR_PUB)")("state_dir", po::value<std::string>(&c.state_dir)->default_value(c.state_dir),
+                                       "directory for the agent's journal")(
+      "label", po::value<std::vector<std::string>>(&labels)->composing(), "label k=v (repeatable)")(
       "insecure_dev", po::bool_switch(&c.insecure_dev),
       "allow plaintext ZeroMQ and unsigned releases (development only)")(
       "agent_key", po::value<std::string>(&c.agent_key), "this agent's CURVE secret key file (gantry-agent keygen)")(
@@ -321,8 +321,8 @@ Expected<ParsedArgs> parse_args_raw(int argc, const char* const* argv) {
     // value stored wins); only these two variables are read.
     po::store(po::parse_environment(settings,
                                     [](const std::string& var) -> std::string {
-                                      if (var == "GANTRY_COORDINATOR") return "coordinator";
-                                      if (var == "GANTRY_COORDINATOR_PUB") return "coordinator_pub";
+                                      if (var == "GANTRY_AGENT_COORDINATOR") return "coordinator";
+                                      if (var == "GANTRY_AGENT_COORDINATOR_PUB") return "coordinator_pub";
                                       return "";
                                     }),
               vm);

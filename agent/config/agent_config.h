@@ -49,7 +49,8 @@ struct ServiceConfig {
 struct AgentConfig {
   std::string host_id;
   // As given: one endpoint, or a comma-separated list (a leader and its standbys; PROTOCOL.md
-  // §5.8). Flag, env GANTRY_COORDINATOR / GANTRY_COORDINATOR_PUB, or config file, in that order.
+  // §5.8). Flag, env GANTRY_AGENT_COORDINATOR / GANTRY_AGENT_COORDINATOR_PUB (not the CLI's GANTRY_COORDINATOR, which
+  // names the operator endpoint), or config file, in that order.
   std::string coordinator = "tcp://127.0.0.1:7600";
   std::string coordinator_pub = "tcp://127.0.0.1:7601";
   // The same split and checked (tcp://HOST:PORT each, same length: pair i is one coordinator).

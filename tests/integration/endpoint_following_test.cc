@@ -74,8 +74,8 @@ TEST(EndpointFollowing, AnAgentMovesPastADeadCoordinatorToTheNextInItsList) {
   const auto& ep = f.endpoints();
   const std::string dead = loopback(free_tcp_port()), dead_pub = loopback(free_tcp_port());
   // The environment wins over agent.conf's single endpoint.
-  f.start_agent(0,
-                {{"GANTRY_COORDINATOR", dead + "," + ep.agent}, {"GANTRY_COORDINATOR_PUB", dead_pub + "," + ep.pub}});
+  f.start_agent(0, {{"GANTRY_AGENT_COORDINATOR", dead + "," + ep.agent},
+                    {"GANTRY_AGENT_COORDINATOR_PUB", dead_pub + "," + ep.pub}});
   ASSERT_TRUE(wait_until([&] { return signals_up(f, 0); }, 30000, 100)) << hosts_json(f).dump(2) << f.diagnostics();
   const std::string log = f.agent_log(0);
   EXPECT_NE(log.find("connecting to " + dead), std::string::npos) << log;
@@ -94,8 +94,8 @@ TEST(EndpointFollowing, AnAgentFollowsTheLeaderAStandbyNames) {
   FakeRouter lost(standby_naming({}));
   FakeRouter standby(standby_naming(leader_map(ep)));
   const std::string lost_pub = loopback(free_tcp_port()), standby_pub = loopback(free_tcp_port());
-  f.start_agent(0, {{"GANTRY_COORDINATOR", lost.endpoint() + "," + standby.endpoint()},
-                    {"GANTRY_COORDINATOR_PUB", lost_pub + "," + standby_pub}});
+  f.start_agent(0, {{"GANTRY_AGENT_COORDINATOR", lost.endpoint() + "," + standby.endpoint()},
+                    {"GANTRY_AGENT_COORDINATOR_PUB", lost_pub + "," + standby_pub}});
   ASSERT_TRUE(wait_until([&] { return signals_up(f, 0); }, 30000, 100)) << hosts_json(f).dump(2) << f.diagnostics();
   const std::string log = f.agent_log(0);
   EXPECT_NE(log.find("the standby at " + lost.endpoint() + " knows no leader, trying " + standby.endpoint()),
@@ -181,8 +181,8 @@ TEST(EndpointFollowing, AnAgentLeavesADroppedCoordinatorForTheNextInItsList) {
         return {w};
       });
   const std::string lost_ep = lost->endpoint(), lost_pub = loopback(free_tcp_port());
-  f.start_agent(
-      0, {{"GANTRY_COORDINATOR", lost_ep + "," + ep.agent}, {"GANTRY_COORDINATOR_PUB", lost_pub + "," + ep.pub}});
+  f.start_agent(0, {{"GANTRY_AGENT_COORDINATOR", lost_ep + "," + ep.agent},
+                    {"GANTRY_AGENT_COORDINATOR_PUB", lost_pub + "," + ep.pub}});
   ASSERT_TRUE(
       wait_until([&] { return f.agent_log(0).find("welcomed by the coordinator") != std::string::npos; }, 20000, 50))
       << f.diagnostics();

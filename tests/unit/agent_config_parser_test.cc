@@ -416,16 +416,16 @@ TEST(AgentConfigParser, CoordinatorListsArePairedAndChecked) {
             "coordinator: more than 16 endpoints");
 }
 
-// GANTRY_COORDINATOR / GANTRY_COORDINATOR_PUB: over the config file, under the command line.
+// GANTRY_AGENT_COORDINATOR / GANTRY_AGENT_COORDINATOR_PUB: over the config file, under the command line.
 TEST(AgentConfigParser, CoordinatorEnvironmentSitsBetweenFlagsAndFile) {
   struct Env {
     Env() {
-      ::setenv("GANTRY_COORDINATOR", "tcp://env-a:7600,tcp://env-b:7600", 1);
-      ::setenv("GANTRY_COORDINATOR_PUB", "tcp://env-a:7601,tcp://env-b:7601", 1);
+      ::setenv("GANTRY_AGENT_COORDINATOR", "tcp://env-a:7600,tcp://env-b:7600", 1);
+      ::setenv("GANTRY_AGENT_COORDINATOR_PUB", "tcp://env-a:7601,tcp://env-b:7601", 1);
     }
     ~Env() {
-      ::unsetenv("GANTRY_COORDINATOR");
-      ::unsetenv("GANTRY_COORDINATOR_PUB");
+      ::unsetenv("GANTRY_AGENT_COORDINATOR");
+      ::unsetenv("GANTRY_AGENT_COORDINATOR_PUB");
     }
   } env;
   TempDir t;
