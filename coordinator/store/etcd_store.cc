@@ -11,6 +11,7 @@
 
 namespace gantry::store {
 
+
 namespace {
 
 // Every value of `kvs` read back as a row with `decode` (a stored value is hostile: the first
@@ -112,7 +113,7 @@ Status EtcdStore::load_counters() {
 
 Status EtcdStore::ready_to_write() { return reload_counters_ ? load_counters() : Status::Ok(); }
 
-Expected<int64_t> EtcdStore::commit(EtcdBatch& b, const char* what) {
+Expected<int64_t> EtcdStore::commit(EtcdBatch& b, const char* what, const WrittenChanges& staged) {
   if (!same(counters_, committed_)) b.put(keys_.counters(), etcd_codec::encode(counters_));
   if (b.empty()) return seen_revision_.load();
   const WriteGuard guard{keys_.write_guard(), guard_revision_, token_prefix_ + std::to_string(++tokens_)};
@@ -120,10 +121,12 @@ Expected<int64_t> EtcdStore::commit(EtcdBatch& b, const char* what) {
   if (r) {
     committed_ = counters_;
     guard_revision_ = *r;
+    written_.keep(staged);
     note(*r);
     return r;
   }
   counters_ = committed_;
+  written_.clear();
   // Not known to be written, or written over by someone else: read the ids again first.
   if (r.error().code == "etcd" || r.error().code == "conflict") reload_counters_ = true;
   return r.error();
@@ -331,49 +334,158 @@ Expected<uint64_t> EtcdStore::create_rollout(const RolloutRow& r) {
     b.put(keys_.rollout(h.id), etcd_codec::encode(h));
     b.put(keys_.by_service(h.service, h.id), "");
     if (is_active_phase(h.phase)) b.put(keys_.active(h.id), "");
-    auto w = commit(b, "create rollout");
+    WrittenChanges staged;
+    staged.headers[h.id] = h;
+    auto w = commit(b, "create rollout", staged);
     if (!w) return w.error();
     return h.id;
   });
 }
 
-Expected<std::optional<OrderRecord>> EtcdStore::order_for(const EtcdBatch& b, const std::string& id,
-                                                          const std::map<std::string, etcd::KeyValue>& read) {
-  const std::string key = keys_.order(id);
-  std::optional<std::string> value;
-  if (auto p = b.pending(key)) {
-    value = *p;
-  } else if (auto it = read.find(key); it != read.end()) {
-    value = it->second.value;
+Status EtcdStore::learn_orders(const std::vector<std::string>& ids, const WrittenChanges& staged) {
+  std::vector<std::string> keys;
+  for (const auto& id : ids) {
+    if (!written_.order(id, staged)) keys.push_back(keys_.order(id));
   }
-  if (!value) return std::optional<OrderRecord>();
-  auto o = etcd_codec::decode_order(key, *value);
-  if (!o) return o.error();
-  return std::optional<OrderRecord>(std::move(*o));
+  if (keys.empty()) return Status::Ok();
+  auto read = get_many(keys);
+  if (!read) return read.error();
+  std::map<std::string, OrderMeta> found;  // open-index key -> the order, not yet known open
+  std::map<std::string, std::string> ids_by_open;
+  for (const auto& [key, kv] : *read) {
+    auto o = etcd_codec::decode_order(key, kv.value);
+    if (!o) return o.error();
+    const std::string open = keys_.open(o->row.rollout_id, o->row.order_id);
+    found[open] = OrderMeta{o->row.rollout_id, o->row.host_id, o->seq, false, o->row.acked};
+    ids_by_open[open] = o->row.order_id;
+  }
+  std::vector<std::string> opens;
+  for (const auto& [open, m] : found) opens.push_back(open);
+  auto idx = get_many(opens);
+  if (!idx) return idx.error();
+  for (auto& [open, m] : found) {
+    if (auto it = idx->find(open); it != idx->end()) {
+      m.open = true;
+      m.acked = m.acked || it->second.value == etcd_codec::kOpenAcked;
+    }
+    written_.learn(ids_by_open[open], m);
+  }
+  return Status::Ok();
 }
 
-// A report: its order is closed (acked, its open-index key deleted) and the result stored under
-// the order's rollout; an order row is made when there is none, so that no report is lost
-// (as SqliteStore's upsert).
-Status EtcdStore::apply_result(EtcdBatch& b, const ResultRow& r, const std::map<std::string, etcd::KeyValue>& read) {
-  auto rec = order_for(b, r.order_id, read);
-  if (!rec) return rec.error();
-  OrderRecord o;
-  if (*rec) {
-    o = **rec;
+Expected<std::optional<RolloutRow>> EtcdStore::header_for(uint64_t id, const WrittenChanges& staged) {
+  if (const RolloutRow* h = written_.header(id, staged)) return std::optional<RolloutRow>(*h);
+  auto kv = get_one(keys_.rollout(id));
+  if (!kv) return kv.error();
+  if (!*kv) return std::optional<RolloutRow>();
+  auto h = etcd_codec::decode_rollout((*kv)->key, (*kv)->value);
+  if (!h) return h.error();
+  written_.learn(*h);
+  return std::optional<RolloutRow>(std::move(*h));
+}
+
+// A report: its order is closed (its open-index key deleted) and the result stored under the
+// order's rollout; an order row is made when there is none, so that no report is lost (as
+// SqliteStore's upsert).
+void EtcdStore::apply_result(EtcdBatch& b, const ResultRow& r, WrittenChanges& staged) {
+  OrderMeta m;
+  if (const OrderMeta* known = written_.order(r.order_id, staged)) {
+    m = *known;
   } else {
+    OrderRecord o;
     o.row = OrderRow{r.order_id, r.rollout_id, r.host_id, "{}", true, true, r.at};
     o.seq = ++counters_.order;
+    b.put(keys_.order(r.order_id), etcd_codec::encode(o));
+    m = OrderMeta{o.row.rollout_id, o.row.host_id, o.seq, false, true};
   }
-  o.row.acked = true;
-  b.put(keys_.order(r.order_id), etcd_codec::encode(o));
-  b.del(keys_.open(o.row.rollout_id, r.order_id));
+  b.del(keys_.open(m.rollout_id, r.order_id));
+  m.open = false;
+  m.acked = true;
   ResultRecord res;
   res.row = r;
-  res.row.rollout_id = o.row.rollout_id;
-  res.row.host_id = o.row.host_id;
-  res.seq = o.seq;
-  b.put(keys_.result(o.row.rollout_id, r.order_id), etcd_codec::encode(res));
+  res.row.rollout_id = m.rollout_id;
+  res.row.host_id = m.host_id;
+  res.seq = m.seq;
+  b.put(keys_.result(m.rollout_id, r.order_id), etcd_codec::encode(res));
+  staged.orders[r.order_id] = std::move(m);
+}
+
+// An acknowledgement of an open order: its open-index key says so (the order's record is not
+// rewritten). Of an order closed or never stored: nothing to record.
+void EtcdStore::apply_ack(EtcdBatch& b, const std::string& order_id, WrittenChanges& staged) {
+  const OrderMeta* known = written_.order(order_id, staged);
+  if (!known || !known->open || known->acked) return;
+  OrderMeta m = *known;
+  m.acked = true;
+  b.put(keys_.open(m.rollout_id, order_id), etcd_codec::kOpenAcked);
+  staged.orders[order_id] = std::move(m);
+}
+
+Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite& w) {
+  // What the step changes and this store did not write itself is read first (once).
+  std::vector<std::string> changed;
+  for (const auto& r : w.results) changed.push_back(r.order_id);
+  for (const auto& id : w.acked) changed.push_back(id);
+  for (const auto& o : w.new_orders) std::erase(changed, o.order_id);
+  if (auto s = learn_orders(changed, staged); !s.ok()) return s;
+  auto header = header_for(w.rollout_id, staged);
+  if (!header) return header.error();
+  if (*header) {
+    if (w.assign_revision) {
+      auto last = get_one(keys_.revision((*header)->service));
+      if (!last) return last.error();
+      int64_t n = 0;
+      if (*last) {
+        const std::string& v = (*last)->value;
+        auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (ec != std::errc() || ptr != v.data() + v.size() || n < 0)
+          return make_error("store",
+                            "corrupt record at etcd key " + safe_text((*last)->key, 512) + ": not a revision number");
+      }
+      (*header)->revision = n + 1;
+      b.put(keys_.revision((*header)->service), std::to_string((*header)->revision));
+    }
+    (*header)->phase = w.phase;
+    (*header)->state = w.state;
+    (*header)->finished_at = w.finished_at;
+    b.put(keys_.rollout(w.rollout_id), etcd_codec::encode(**header));
+    staged.headers[w.rollout_id] = **header;
+    if (is_active_phase(w.phase))
+      b.put(keys_.active(w.rollout_id), "");
+    else
+      b.del(keys_.active(w.rollout_id));
+  }
+  for (const auto& [pos, slot] : w.slots) b.put(keys_.slot(w.rollout_id, pos), slot);
+  for (const auto& o : w.new_orders) {
+    OrderRecord rec{o, ++counters_.order};
+    rec.row.acked = false;
+    rec.row.reported = false;
+    b.put(keys_.order(o.order_id), etcd_codec::encode(rec));
+    b.put(keys_.open(o.rollout_id, o.order_id), "");
+    staged.orders[o.order_id] = OrderMeta{o.rollout_id, o.host_id, rec.seq, true, false};
+  }
+  for (const auto& e : w.events) {
+    EventRow row = e;
+    row.id = static_cast<int64_t>(++counters_.event);
+    b.put(keys_.event(row.rollout_id, static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
+  }
+  for (const auto& a : w.audit) {
+    AuditRow row = a;
+    row.id = static_cast<int64_t>(++counters_.audit);
+    b.put(keys_.audit(static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
+  }
+  if (w.desired) b.put(keys_.desired(w.desired->service), etcd_codec::encode(*w.desired));
+  for (const auto& r : w.results) apply_result(b, r, staged);
+  for (const auto& t : w.timeline) b.put(keys_.timeline(t.rollout_id, t.host_id, t.seq), etcd_codec::encode(t));
+  for (const auto& id : w.acked) apply_ack(b, id, staged);
+  if (w.finished_at > 0) {
+    // An ended rollout orders nothing more; its open orders are closed with the step that ends it.
+    auto open = scan(keys_.opens(w.rollout_id), 0, false, /*keys_only=*/true);
+    if (!open) return open.error();
+    for (const auto& kv : *open) b.del(kv.key);
+    for (const auto& k : b.pending_under(keys_.opens(w.rollout_id))) b.del(k);
+    staged.ended.insert(w.rollout_id);
+  }
   return Status::Ok();
 }
 
@@ -381,87 +493,10 @@ Status EtcdStore::save_step(const StepWrite& w) {
   return guard_etcd("save rollout step", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
     if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
-    // Reads first: the header, the orders this step changes and does not create.
-    std::set<std::string> created;
-    for (const auto& o : w.new_orders) created.insert(o.order_id);
-    std::vector<std::string> want = {keys_.rollout(w.rollout_id)};
-    for (const auto& r : w.results) {
-      if (!created.count(r.order_id)) want.push_back(keys_.order(r.order_id));
-    }
-    for (const auto& id : w.acked) {
-      if (!created.count(id)) want.push_back(keys_.order(id));
-    }
-    auto read = get_many(want);
-    if (!read) return read.error();
-    std::optional<RolloutRow> header;
-    if (auto it = read->find(keys_.rollout(w.rollout_id)); it != read->end()) {
-      auto h = etcd_codec::decode_rollout(it->first, it->second.value);
-      if (!h) return h.error();
-      header = std::move(*h);
-    }
+    WrittenChanges staged;
     EtcdBatch b;
-    if (header) {
-      if (w.assign_revision) {
-        auto last = get_one(keys_.revision(header->service));
-        if (!last) return last.error();
-        int64_t n = 0;
-        if (*last) {
-          const std::string& v = (*last)->value;
-          auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-          if (ec != std::errc() || ptr != v.data() + v.size() || n < 0)
-            return make_error("store",
-                              "corrupt record at etcd key " + safe_text((*last)->key, 512) + ": not a revision number");
-        }
-        header->revision = n + 1;
-        b.put(keys_.revision(header->service), std::to_string(header->revision));
-      }
-      header->phase = w.phase;
-      header->state = w.state;
-      header->finished_at = w.finished_at;
-      b.put(keys_.rollout(w.rollout_id), etcd_codec::encode(*header));
-      if (is_active_phase(w.phase))
-        b.put(keys_.active(w.rollout_id), "");
-      else
-        b.del(keys_.active(w.rollout_id));
-    }
-    for (const auto& [pos, slot] : w.slots) b.put(keys_.slot(w.rollout_id, pos), slot);
-    for (const auto& o : w.new_orders) {
-      OrderRecord rec{o, ++counters_.order};
-      rec.row.acked = false;
-      rec.row.reported = false;
-      b.put(keys_.order(o.order_id), etcd_codec::encode(rec));
-      b.put(keys_.open(o.rollout_id, o.order_id), "");
-    }
-    for (const auto& e : w.events) {
-      EventRow row = e;
-      row.id = static_cast<int64_t>(++counters_.event);
-      b.put(keys_.event(row.rollout_id, static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
-    }
-    for (const auto& a : w.audit) {
-      AuditRow row = a;
-      row.id = static_cast<int64_t>(++counters_.audit);
-      b.put(keys_.audit(static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
-    }
-    if (w.desired) b.put(keys_.desired(w.desired->service), etcd_codec::encode(*w.desired));
-    for (const auto& r : w.results) {
-      if (auto s = apply_result(b, r, *read); !s.ok()) return s;
-    }
-    for (const auto& t : w.timeline) b.put(keys_.timeline(t.rollout_id, t.host_id, t.seq), etcd_codec::encode(t));
-    for (const auto& id : w.acked) {
-      auto rec = order_for(b, id, *read);
-      if (!rec) return rec.error();
-      if (!*rec) continue;
-      (*rec)->row.acked = true;
-      b.put(keys_.order(id), etcd_codec::encode(**rec));
-    }
-    if (w.finished_at > 0) {
-      // An ended rollout orders nothing more; its open orders are closed with the step that ends it.
-      auto open = scan(keys_.opens(w.rollout_id), 0, false, /*keys_only=*/true);
-      if (!open) return open.error();
-      for (const auto& kv : *open) b.del(kv.key);
-      for (const auto& k : b.pending_under(keys_.opens(w.rollout_id))) b.del(k);
-    }
-    auto r = commit(b, "save rollout step");
+    if (auto s = add_step(b, staged, w); !s.ok()) return s;
+    auto r = commit(b, "save rollout step", staged);
     if (!r) return r.error();
     return Status::Ok();
   });
@@ -594,14 +629,17 @@ Expected<std::vector<RolloutRow>> EtcdStore::latest_rollouts(const std::string& 
 Expected<std::vector<OrderRow>> EtcdStore::open_orders() {
   return guard_etcd("list open orders", [&]() -> Expected<std::vector<OrderRow>> {
     std::lock_guard<std::mutex> lk(mu_);
-    auto idx = scan(keys_.opens(), 0, false, /*keys_only=*/true);
+    auto idx = scan(keys_.opens());
     if (!idx) return idx.error();
-    // <opens><rollout id>/<escaped order id> names <orders><escaped order id>.
+    // <opens><rollout id>/<escaped order id> names <orders><escaped order id>; its value says
+    // whether the order was acknowledged.
     std::vector<std::string> keys;
+    std::map<std::string, bool> acked;  // order key -> acknowledged
     for (const auto& kv : *idx) {
       const auto slash = kv.key.find('/', keys_.opens().size());
       if (slash == std::string::npos) return make_error("store", "corrupt index key " + safe_text(kv.key, 512));
       keys.push_back(keys_.orders() + kv.key.substr(slash + 1));
+      acked[keys.back()] = kv.value == etcd_codec::kOpenAcked;
     }
     auto read = get_many(keys);
     if (!read) return read.error();
@@ -612,6 +650,8 @@ Expected<std::vector<OrderRow>> EtcdStore::open_orders() {
       auto o = etcd_codec::decode_order(it->first, it->second.value);
       if (!o) return o.error();
       o->row.reported = false;
+      o->row.acked = o->row.acked || acked[k];
+      written_.learn(o->row.order_id, OrderMeta{o->row.rollout_id, o->row.host_id, o->seq, true, o->row.acked});
       out.push_back(std::move(o->row));
     }
     std::sort(out.begin(), out.end(), [](const OrderRow& a, const OrderRow& b) {
@@ -628,19 +668,11 @@ Status EtcdStore::mark_acked(const std::vector<std::string>& order_ids) {
   return guard_etcd("mark orders acked", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
     if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
-    std::vector<std::string> keys;
-    for (const auto& id : order_ids) keys.push_back(keys_.order(id));
-    auto read = get_many(keys);
-    if (!read) return read.error();
+    WrittenChanges staged;
+    if (auto s = learn_orders(order_ids, staged); !s.ok()) return s;
     EtcdBatch b;
-    for (const auto& id : order_ids) {
-      auto rec = order_for(b, id, *read);
-      if (!rec) return rec.error();
-      if (!*rec || (*rec)->row.acked) continue;
-      (*rec)->row.acked = true;
-      b.put(keys_.order(id), etcd_codec::encode(**rec));
-    }
-    auto r = commit(b, "mark orders acked");
+    for (const auto& id : order_ids) apply_ack(b, id, staged);
+    auto r = commit(b, "mark orders acked", staged);
     if (!r) return r.error();
     return Status::Ok();
   });
@@ -654,7 +686,9 @@ Status EtcdStore::close_orders(uint64_t rollout_id) {
     if (!idx) return idx.error();
     EtcdBatch b;
     for (const auto& kv : *idx) b.del(kv.key);
-    auto r = commit(b, "close orders");
+    WrittenChanges staged;
+    staged.ended.insert(rollout_id);  // forgets its orders (and its header: read again if needed)
+    auto r = commit(b, "close orders", staged);
     if (!r) return r.error();
     return Status::Ok();
   });
@@ -664,11 +698,11 @@ Status EtcdStore::record_report(const ResultRow& row) {
   return guard_etcd("record report", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
     if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
-    auto read = get_many({keys_.order(row.order_id)});
-    if (!read) return read.error();
+    WrittenChanges staged;
+    if (auto s = learn_orders({row.order_id}, staged); !s.ok()) return s;
     EtcdBatch b;
-    if (auto s = apply_result(b, row, *read); !s.ok()) return s;
-    auto r = commit(b, "record report");
+    apply_result(b, row, staged);
+    auto r = commit(b, "record report", staged);
     if (!r) return r.error();
     return Status::Ok();
   });

@@ -16,8 +16,11 @@
 // the write may or may not have been applied, and the store reads its ids again first).
 //
 // What differs from SqliteStore (no caller depends on it): an order written twice by
-// save_step's new_orders replaces the first (SQLite refuses the step); a closed order's
-// `acked` is kept but, as in SQLite, no read shows it.
+// save_step's new_orders replaces the first (SQLite refuses the step); an acknowledgement that
+// comes after an order was closed is not recorded (no read shows a closed order's `acked`).
+//
+// A step costs one etcd round trip: what it changes that this store wrote itself (orders,
+// rollout headers) is not read back but kept in memory (etcd_written.h).
 #pragma once
 
 #include <atomic>
@@ -30,6 +33,7 @@
 #include "coordinator/store/etcd_batch.h"
 #include "coordinator/store/etcd_codec.h"
 #include "coordinator/store/etcd_keys.h"
+#include "coordinator/store/etcd_written.h"
 #include "coordinator/store/store.h"
 
 namespace gantry::store {
@@ -108,7 +112,8 @@ class EtcdStore final : public Store {
   // Every write starts here: the ids and meta/write's revision are read again after a commit
   // whose outcome is unknown or that lost to another write.
   Status ready_to_write();
-  Expected<int64_t> commit(EtcdBatch& b, const char* what);
+  // `staged`: what the write changes of what written_ keeps (kept once it committed).
+  Expected<int64_t> commit(EtcdBatch& b, const char* what, const WrittenChanges& staged = {});
   Expected<std::vector<etcd::KeyValue>> scan(const std::string& prefix, int64_t limit = 0, bool descending = false,
                                              bool keys_only = false);
   Expected<std::map<std::string, etcd::KeyValue>> get_many(const std::vector<std::string>& keys);
@@ -116,10 +121,16 @@ class EtcdStore final : public Store {
   Status attach_hosts(RolloutRow& r);
   Expected<std::vector<RolloutRow>> headers(const std::vector<uint64_t>& ids);
   Expected<std::vector<RolloutRow>> newest(const std::string& service, int limit);
-  // The order at `id`, from the batch when it writes it there, else from etcd.
-  Expected<std::optional<etcd_codec::OrderRecord>> order_for(const EtcdBatch& b, const std::string& id,
-                                                             const std::map<std::string, etcd::KeyValue>& read);
-  Status apply_result(EtcdBatch& b, const ResultRow& r, const std::map<std::string, etcd::KeyValue>& read);
+  // Reads from etcd what written_ does not know of these orders (their records and open-index
+  // keys) and keeps it there.
+  Status learn_orders(const std::vector<std::string>& ids, const WrittenChanges& staged);
+  // The rollout's header as last written (written_, else read from etcd); nullopt if none.
+  Expected<std::optional<RolloutRow>> header_for(uint64_t id, const WrittenChanges& staged);
+  // After learn_orders.
+  void apply_result(EtcdBatch& b, const ResultRow& r, WrittenChanges& staged);
+  void apply_ack(EtcdBatch& b, const std::string& order_id, WrittenChanges& staged);
+  // One step's writes into `b` (save_step).
+  Status add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite& w);
   void note(int64_t revision);
 
   const std::shared_ptr<etcd::Client> client_;
@@ -129,6 +140,7 @@ class EtcdStore final : public Store {
   etcd_codec::Counters counters_;   // ids handed out, this transaction's included
   etcd_codec::Counters committed_;  // as stored
   bool reload_counters_ = false;    // a commit's outcome is unknown: read them again first
+  EtcdWritten written_;             // what this store wrote and needs again (etcd_written.h)
   int64_t guard_revision_ = 0;      // mod revision of meta/write after this store's last write (WriteGuard)
   std::string token_prefix_;        // random, per store object: a write's token is this and a count
   uint64_t tokens_ = 0;

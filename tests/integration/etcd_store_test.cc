@@ -631,6 +631,75 @@ TEST(EtcdStore, AnotherWriterInBetweenIsAConflict) {
   EXPECT_EQ((*rows)[1].id, 2);
 }
 
+// A store keeps the orders and headers it wrote instead of reading them back (etcd_written.h).
+// A store that takes over (a new leader) knows none of them: it reads what the first wrote, and
+// carries the rollout on as the first would have.
+TEST(EtcdStore, AStoreThatTakesOverCarriesOnWhatTheFirstWrote) {
+  auto client = client_of(shared_etcd());
+  const std::string p = fresh_prefix();
+  auto a = open_etcd(client, p);
+  const uint64_t id = *a->create_rollout(rollout_row("web"));
+  auto w = step_of(id);
+  for (int i = 0; i < 4; ++i)
+    w.new_orders.push_back({"r1-" + std::to_string(i), id, "h" + std::to_string(i), "{}", false, false, 10 + i});
+  ASSERT_TRUE(a->save_step(w).ok());
+  auto w2 = step_of(id);
+  w2.acked = {"r1-0", "r1-1"};
+  w2.results.push_back({id, "h0", "r1-0", "succeeded", "v2", "", json::object(), 20});
+  ASSERT_TRUE(a->save_step(w2).ok());
+
+  auto b = open_etcd(client, p);
+  auto open = b->open_orders();
+  ASSERT_TRUE(open.ok()) << open.error().message;
+  ASSERT_EQ(open->size(), 3u);
+  EXPECT_TRUE((*open)[0].acked) << "r1-1's acknowledgement, written by the first store";
+  EXPECT_FALSE((*open)[1].acked);
+  // The second store acknowledges and reports orders the first made, and one it never read.
+  auto b1 = open_etcd(client, p);
+  auto w3 = step_of(id, "paused");
+  w3.acked = {"r1-0", "r1-2"};  // r1-0 was reported already: nothing to record
+  w3.results.push_back({id, "", "r1-3", "failed", "v1", "boom", json::object(), 30});
+  ASSERT_TRUE(b1->save_step(w3).ok());
+  auto c = open_etcd(client, p);
+  open = c->open_orders();
+  ASSERT_EQ(open->size(), 2u);
+  EXPECT_EQ((*open)[0].order_id, "r1-1");
+  EXPECT_EQ((*open)[1].order_id, "r1-2");
+  EXPECT_TRUE((*open)[1].acked);
+  auto res = c->results(id);
+  ASSERT_EQ(res->size(), 2u);
+  EXPECT_EQ((*res)[1].order_id, "r1-3");
+  EXPECT_EQ((*res)[1].host_id, "h3") << "the host from the order the first store wrote";
+  auto r = c->rollout(id);
+  ASSERT_TRUE(r.ok() && *r);
+  EXPECT_EQ((*r)->phase, "paused");
+  EXPECT_EQ((*r)->created_by, "alice") << "the header the first store wrote, carried on";
+}
+
+// What a store kept of its own writes is dropped when a write fails: here another writer closed
+// an order in between, the first store's step is refused, and its next try reads the order
+// again and does not reopen it with the acknowledgement it carries.
+TEST(EtcdStore, AFailedWriteDropsWhatTheStoreKept) {
+  auto client = client_of(shared_etcd());
+  const std::string p = fresh_prefix();
+  auto a = open_etcd(client, p);
+  const uint64_t id = *a->create_rollout(rollout_row("web"));
+  auto w = step_of(id);
+  w.new_orders.push_back({"r1-0", id, "h0", "{}", false, false, 10});
+  ASSERT_TRUE(a->save_step(w).ok());
+  auto other = open_etcd(client, p);
+  ASSERT_TRUE(other->record_report({id, "h0", "r1-0", "succeeded", "v2", "", json::object(), 20}).ok());
+  auto ack = step_of(id);
+  ack.acked = {"r1-0"};
+  auto s = a->save_step(ack);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, "conflict");
+  ASSERT_TRUE(a->save_step(ack).ok()) << "the second try reads what it no longer trusts";
+  EXPECT_TRUE(a->open_orders()->empty()) << "the acknowledgement of a closed order reopened it";
+  store::etcd_keys::Layout k{p};
+  EXPECT_TRUE(client->range(k.open(id, "r1-0"))->kvs.empty());
+}
+
 TEST(EtcdStore, AFenceOnAKeyThatDoesNotExistWritesNothing) {
   auto client = client_of(shared_etcd());
   const std::string p = fresh_prefix();
@@ -726,7 +795,8 @@ TEST(EtcdStore, HostileValuesAreErrorsNotCrashes) {
            {k.rollout(id), R"({"id":-1})", [&] { return st->rollouts("", false, 10, false).ok(); }},
            {k.slot(id, 0), "{", [&] { return st->rollout(id).ok(); }},
            {k.order("r1-1"), R"({"order_id":"r1-1"})", [&] { return st->open_orders().ok(); }},
-           {k.order("r1-1"), "\x00\x01", [&] { return st->mark_acked("r1-1").ok(); }},
+           // A store reads an order it did not write itself (it keeps those it wrote: etcd_written.h).
+           {k.order("r1-1"), "\x00\x01", [&] { return open_etcd(client, p)->mark_acked("r1-1").ok(); }},
            {k.event(id, 1), R"({"id":1e400})", [&] { return st->events(id, 0, 10).ok(); }},
            {k.event(id, 1), R"({"id":18446744073709551615,"rollout_id":1,"at":1,"message":""})",
             [&] { return st->recent_events(id, 10).ok(); }},
