@@ -150,11 +150,18 @@ void Session::send(const proto::Message& m) {
     return;
   }
   Status st = transport::send(*dealer_, m);
+  const Millis now = clock_.now_ms();
+  // Tried: the next heartbeat is due an interval from now, sent or not. (A peer that never
+  // completes its handshake refuses every send at once; retrying at each loop turn would spin.)
+  last_sent_ = now;
   if (!st.ok()) {
-    lg()->warn("send {} failed: {}", proto::type_name(proto::type_of(m)), st.error().message);
+    if (send_error_logged_ < 0 || now - send_error_logged_ >= 60000) {
+      send_error_logged_ = now;
+      lg()->warn("send {} failed: {} (more such errors within a minute are not logged)",
+                 proto::type_name(proto::type_of(m)), st.error().message);
+    }
     return;
   }
-  last_sent_ = clock_.now_ms();
 }
 
 void Session::send_hello() {

@@ -139,6 +139,7 @@ class Session {
   uint64_t udp_rejected_ = 0;   // datagrams on our socket that were not the coordinator's
   bool udp_deaf_sent_ = false;  // told the coordinator its datagrams do not reach us
   Millis udp_error_logged_ = -1;
+  Millis send_error_logged_ = -1;  // when a failed send was last logged (at most once a minute)
   Millis last_heard_ = 0;
   Millis coordinator_period_ms_ = 0;  // how often the coordinator promised to be heard from
   Millis last_sent_ = 0;

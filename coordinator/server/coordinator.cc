@@ -302,6 +302,7 @@ void Coordinator::run(const std::atomic<bool>& stop) {
       L()->error("event loop turn failed: {}; continuing", e.what());
     }
   }
+  if (auto s = store_->flush(); !s.ok()) L()->error("cannot write the reports held back: {}", s.error().message);
   L()->info("coordinator stopping");
 }
 
@@ -385,6 +386,7 @@ void Coordinator::on_timers() {
     // At most one write per interval, for orders still open.
     if (auto s = executor_->flush_acks(); !s.ok())
       L()->error("cannot record order acknowledgements: {}", s.error().message);
+    if (auto s = store_->flush(); !s.ok()) L()->error("cannot write the reports held back: {}", s.error().message);
     channel_->heartbeat(now);
     executor_->resend_unacked(cfg_.order_resend_ms);
   }

@@ -17,6 +17,15 @@ std::vector<std::string> EtcdBatch::pending_under(const std::string& prefix) con
   return out;
 }
 
+void EtcdBatch::del_prefix(const std::string& prefix) {
+  for (const auto& k : pending_under(prefix)) ops_.erase(k);
+  for (const auto& q : prefixes_) {
+    if (prefix.rfind(q, 0) == 0) return;  // under a range already deleted
+  }
+  std::erase_if(prefixes_, [&](const std::string& q) { return q.rfind(prefix, 0) == 0; });
+  prefixes_.push_back(prefix);
+}
+
 Expected<int64_t> EtcdBatch::commit(etcd::Client& client, const std::optional<Fence>& fence, const WriteGuard& guard,
                                     const char* what) const {
   using etcd::Compare;
@@ -33,7 +42,8 @@ Expected<int64_t> EtcdBatch::commit(etcd::Client& client, const std::optional<Fe
     failure.push_back(etcd::Op::get(k, "", 1));
   }
   std::vector<etcd::Op> ops;
-  ops.reserve(ops_.size() + 1);
+  ops.reserve(ops_.size() + prefixes_.size() + 1);
+  for (const auto& q : prefixes_) ops.push_back(etcd::Op::del(q, etcd::prefix_end(q)));
   for (const auto& [k, v] : ops_) ops.push_back(v ? etcd::Op::put(k, *v) : etcd::Op::del(k));
   ops.push_back(etcd::Op::put(guard.key, guard.token));
   auto r = client.txn(compares, ops, failure);

@@ -36,13 +36,16 @@ class EtcdBatch {
  public:
   void put(const std::string& key, std::string value) { ops_[key] = std::move(value); }
   void del(const std::string& key) { ops_[key] = std::nullopt; }
+  // Deletes every key under `prefix`, as one operation; what the batch would put or delete
+  // under it is dropped (etcd refuses a transaction whose puts fall in its delete ranges).
+  void del_prefix(const std::string& prefix);
   // What this batch will leave at `key`: nullopt = nothing written here; an empty optional
   // inside = deleted.
   std::optional<std::optional<std::string>> pending(const std::string& key) const;
   // A further condition: `key` must not exist (etcd: version == 0).
   void require_absent(const std::string& key) { absent_.push_back(key); }
-  bool empty() const { return ops_.empty(); }
-  size_t size() const { return ops_.size(); }
+  bool empty() const { return ops_.empty() && prefixes_.empty(); }
+  size_t size() const { return ops_.size() + prefixes_.size(); }
   // Keys pending under a prefix (put or deleted), in key order.
   std::vector<std::string> pending_under(const std::string& prefix) const;
 
@@ -57,6 +60,7 @@ class EtcdBatch {
  private:
   std::map<std::string, std::optional<std::string>> ops_;
   std::vector<std::string> absent_;
+  std::vector<std::string> prefixes_;  // del_prefix
 };
 
 }  // namespace gantry::store

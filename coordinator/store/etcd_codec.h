@@ -23,10 +23,10 @@ struct Counters {
   uint64_t epoch = 0;
 };
 
-// An order as stored, written once when it is made: the row and its sequence number. Whether it
-// is still open is whether its open-index key exists (<prefix>order_open/<rollout>/<order>);
-// whether it was acknowledged is that key's value (kOpenAcked), or `acked` of the record (rows
-// written acked: migrated, or made for a report of an order never stored).
+// An order as stored (<prefix>order/<rollout>/<order>), written once when it is made: the row and
+// its sequence number. It is open until its result (<prefix>result/<rollout>/<order>) exists;
+// acknowledged when `acked` (a migrated row) or its mark <prefix>order_acked/<rollout>/<order>
+// exists. A rollout's orders and marks are deleted when it ends.
 struct OrderRecord {
   OrderRow row;
   uint64_t seq = 0;
@@ -37,9 +37,6 @@ struct ResultRecord {
   ResultRow row;
   uint64_t seq = 0;
 };
-
-// The value of an acknowledged order's open-index key ("" before the acknowledgement).
-inline constexpr const char* kOpenAcked = "acked";
 
 std::string encode(const Counters& c);
 std::string encode(const HostRow& h);

@@ -109,8 +109,7 @@ Status EtcdStore::import_open_orders(const std::vector<OrderRow>& rows, size_t c
       EtcdBatch b;
       for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j) {
         etcd_codec::OrderRecord rec{rows[j], ++counters_.order};
-        b.put(keys_.order(rec.row.order_id), etcd_codec::encode(rec));
-        b.put(keys_.open(rec.row.rollout_id, rec.row.order_id), rec.row.acked ? etcd_codec::kOpenAcked : "");
+        b.put(keys_.order(rec.row.rollout_id, rec.row.order_id), etcd_codec::encode(rec));
       }
       auto w = commit(b, "import open orders");
       if (!w) return w.error();
@@ -125,10 +124,10 @@ Status EtcdStore::import_results(const std::vector<ResultRow>& rows, size_t chun
   std::lock_guard<std::mutex> lk(mu_);
   try {
     for (size_t i = 0; i < rows.size(); i += chunk) {
-      std::vector<std::string> ids;
-      for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j) ids.push_back(rows[j].order_id);
+      std::vector<OrderRef> refs;
+      for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j) refs.push_back({rows[j].order_id, rows[j].rollout_id});
       WrittenChanges staged;
-      if (auto s = learn_orders(ids, staged); !s.ok()) return s;
+      if (auto s = learn_orders(refs, staged); !s.ok()) return s;
       EtcdBatch b;
       for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j) apply_result(b, rows[j], staged);
       auto w = commit(b, "import results", staged);

@@ -40,11 +40,14 @@ struct Layout {
   std::string revision(const std::string& service) const { return p + "revision/" + escape(service); }
   std::string slot(uint64_t rollout, uint32_t pos) const { return slots(rollout) + pos10(pos); }
   std::string slots(uint64_t rollout) const { return p + "slot/" + id20(rollout) + "/"; }
-  std::string order(const std::string& id) const { return p + "order/" + escape(id); }
+  // An order of a rollout still running: open until its result exists; every one of a rollout
+  // is deleted (with its acknowledgement marks) when the rollout ends or its orders are closed.
+  std::string order(uint64_t rollout, const std::string& id) const { return orders(rollout) + escape(id); }
+  std::string orders(uint64_t rollout) const { return orders() + id20(rollout) + "/"; }
   std::string orders() const { return p + "order/"; }
-  std::string open(uint64_t rollout, const std::string& id) const { return opens(rollout) + escape(id); }
-  std::string opens(uint64_t rollout) const { return opens() + id20(rollout) + "/"; }
-  std::string opens() const { return p + "order_open/"; }
+  std::string acked(uint64_t rollout, const std::string& id) const { return ackeds(rollout) + escape(id); }
+  std::string ackeds(uint64_t rollout) const { return ackeds() + id20(rollout) + "/"; }
+  std::string ackeds() const { return p + "order_acked/"; }
   std::string result(uint64_t rollout, const std::string& order_id) const {
     return results(rollout) + escape(order_id);
   }

@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 #include <tuple>
+#include <unordered_set>
 
 #include "common/util/text.h"
 
@@ -106,17 +107,30 @@ Status EtcdStore::load_counters() {
   }
   auto g = read->find(keys_.write_guard());
   guard_revision_ = g == read->end() ? 0 : g->second.mod_revision;
+  guard_value_ = g == read->end() ? "" : g->second.value;
   counters_ = committed_ = c;
   reload_counters_ = false;
   return Status::Ok();
 }
 
-Status EtcdStore::ready_to_write() { return reload_counters_ ? load_counters() : Status::Ok(); }
+Status EtcdStore::reload() {
+  if (reload_counters_) {
+    if (auto s = load_counters(); !s.ok()) return s;
+  }
+  settle_unsure();
+  return Status::Ok();
+}
+
+Status EtcdStore::ready_to_write() {
+  if (auto s = reload(); !s.ok()) return s;
+  return flush_held();
+}
 
 Expected<int64_t> EtcdStore::commit(EtcdBatch& b, const char* what, const WrittenChanges& staged) {
   if (!same(counters_, committed_)) b.put(keys_.counters(), etcd_codec::encode(counters_));
   if (b.empty()) return seen_revision_.load();
   const WriteGuard guard{keys_.write_guard(), guard_revision_, token_prefix_ + std::to_string(++tokens_)};
+  last_token_ = guard.token;
   auto r = b.commit(*client_, fence_, guard, what);
   if (r) {
     committed_ = counters_;
@@ -342,33 +356,48 @@ Expected<uint64_t> EtcdStore::create_rollout(const RolloutRow& r) {
   });
 }
 
-Status EtcdStore::learn_orders(const std::vector<std::string>& ids, const WrittenChanges& staged) {
-  std::vector<std::string> keys;
-  for (const auto& id : ids) {
-    if (!written_.order(id, staged)) keys.push_back(keys_.order(id));
+Status EtcdStore::learn_orders(const std::vector<OrderRef>& refs, const WrittenChanges& staged) {
+  std::vector<OrderRef> unknown;
+  for (const auto& r : refs) {
+    if (!written_.order(r.order_id, staged)) unknown.push_back(r);
   }
-  if (keys.empty()) return Status::Ok();
+  if (unknown.empty()) return Status::Ok();
+  // An acknowledgement names no rollout: its order is looked for among every running one's.
+  if (std::any_of(unknown.begin(), unknown.end(), [](const OrderRef& r) { return r.rollout_id == 0; })) {
+    auto all = scan(keys_.orders(), 0, false, /*keys_only=*/true);
+    if (!all) return all.error();
+    std::map<std::string, uint64_t> rollout_of;  // escaped order id -> rollout id
+    for (const auto& kv : *all) {
+      const std::string rest = kv.key.substr(keys_.orders().size());
+      const auto slash = rest.find('/');
+      if (slash == std::string::npos) return make_error("store", "corrupt order key " + safe_text(kv.key, 512));
+      auto rid = trailing_id(rest.substr(0, slash));
+      if (!rid) return rid.error();
+      rollout_of[rest.substr(slash + 1)] = *rid;
+    }
+    for (auto& r : unknown) {
+      if (r.rollout_id != 0) continue;
+      if (auto it = rollout_of.find(etcd_keys::escape(r.order_id)); it != rollout_of.end()) r.rollout_id = it->second;
+    }
+  }
+  std::vector<std::string> keys;
+  for (const auto& r : unknown) {
+    if (r.rollout_id == 0) continue;  // stored nowhere
+    keys.push_back(keys_.order(r.rollout_id, r.order_id));
+    keys.push_back(keys_.result(r.rollout_id, r.order_id));
+    keys.push_back(keys_.acked(r.rollout_id, r.order_id));
+  }
   auto read = get_many(keys);
   if (!read) return read.error();
-  std::map<std::string, OrderMeta> found;  // open-index key -> the order, not yet known open
-  std::map<std::string, std::string> ids_by_open;
-  for (const auto& [key, kv] : *read) {
-    auto o = etcd_codec::decode_order(key, kv.value);
+  for (const auto& r : unknown) {
+    if (r.rollout_id == 0) continue;
+    auto it = read->find(keys_.order(r.rollout_id, r.order_id));
+    if (it == read->end()) continue;  // never stored, or its rollout ended
+    auto o = etcd_codec::decode_order(it->first, it->second.value);
     if (!o) return o.error();
-    const std::string open = keys_.open(o->row.rollout_id, o->row.order_id);
-    found[open] = OrderMeta{o->row.rollout_id, o->row.host_id, o->seq, false, o->row.acked};
-    ids_by_open[open] = o->row.order_id;
-  }
-  std::vector<std::string> opens;
-  for (const auto& [open, m] : found) opens.push_back(open);
-  auto idx = get_many(opens);
-  if (!idx) return idx.error();
-  for (auto& [open, m] : found) {
-    if (auto it = idx->find(open); it != idx->end()) {
-      m.open = true;
-      m.acked = m.acked || it->second.value == etcd_codec::kOpenAcked;
-    }
-    written_.learn(ids_by_open[open], m);
+    const bool reported = read->count(keys_.result(r.rollout_id, r.order_id)) > 0;
+    const bool acked = o->row.acked || read->count(keys_.acked(r.rollout_id, r.order_id)) > 0;
+    written_.learn(r.order_id, OrderMeta{r.rollout_id, o->row.host_id, o->seq, !reported, acked});
   }
   return Status::Ok();
 }
@@ -384,21 +413,15 @@ Expected<std::optional<RolloutRow>> EtcdStore::header_for(uint64_t id, const Wri
   return std::optional<RolloutRow>(std::move(*h));
 }
 
-// A report: its order is closed (its open-index key deleted) and the result stored under the
-// order's rollout; an order row is made when there is none, so that no report is lost (as
-// SqliteStore's upsert).
+// A report: stored under the order's rollout, which closes the order (with the order's host and
+// sequence number; a report of an order not stored is kept with the rollout and host it names).
 void EtcdStore::apply_result(EtcdBatch& b, const ResultRow& r, WrittenChanges& staged) {
   OrderMeta m;
   if (const OrderMeta* known = written_.order(r.order_id, staged)) {
     m = *known;
   } else {
-    OrderRecord o;
-    o.row = OrderRow{r.order_id, r.rollout_id, r.host_id, "{}", true, true, r.at};
-    o.seq = ++counters_.order;
-    b.put(keys_.order(r.order_id), etcd_codec::encode(o));
-    m = OrderMeta{o.row.rollout_id, o.row.host_id, o.seq, false, true};
+    m = OrderMeta{r.rollout_id, r.host_id, ++counters_.order, false, true};
   }
-  b.del(keys_.open(m.rollout_id, r.order_id));
   m.open = false;
   m.acked = true;
   ResultRecord res;
@@ -410,23 +433,35 @@ void EtcdStore::apply_result(EtcdBatch& b, const ResultRow& r, WrittenChanges& s
   staged.orders[r.order_id] = std::move(m);
 }
 
-// An acknowledgement of an open order: its open-index key says so (the order's record is not
-// rewritten). Of an order closed or never stored: nothing to record.
+// An acknowledgement of an open order: a mark next to it (the order's record is not rewritten).
+// Of an order closed or not stored: nothing to record.
 void EtcdStore::apply_ack(EtcdBatch& b, const std::string& order_id, WrittenChanges& staged) {
   const OrderMeta* known = written_.order(order_id, staged);
   if (!known || !known->open || known->acked) return;
   OrderMeta m = *known;
   m.acked = true;
-  b.put(keys_.open(m.rollout_id, order_id), etcd_codec::kOpenAcked);
+  b.put(keys_.acked(m.rollout_id, order_id), "");
   staged.orders[order_id] = std::move(m);
+}
+
+// An ended rollout orders nothing more: its orders and their marks go, as one operation each.
+void EtcdStore::end_orders(EtcdBatch& b, uint64_t rollout_id, WrittenChanges& staged) {
+  b.del_prefix(keys_.orders(rollout_id));
+  b.del_prefix(keys_.ackeds(rollout_id));
+  staged.ended.insert(rollout_id);
 }
 
 Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite& w) {
   // What the step changes and this store did not write itself is read first (once).
-  std::vector<std::string> changed;
-  for (const auto& r : w.results) changed.push_back(r.order_id);
-  for (const auto& id : w.acked) changed.push_back(id);
-  for (const auto& o : w.new_orders) std::erase(changed, o.order_id);
+  std::unordered_set<std::string> created;
+  for (const auto& o : w.new_orders) created.insert(o.order_id);
+  std::vector<OrderRef> changed;
+  for (const auto& r : w.results) {
+    if (!created.count(r.order_id)) changed.push_back({r.order_id, r.rollout_id});
+  }
+  for (const auto& id : w.acked) {
+    if (!created.count(id)) changed.push_back({id, 0});
+  }
   if (auto s = learn_orders(changed, staged); !s.ok()) return s;
   auto header = header_for(w.rollout_id, staged);
   if (!header) return header.error();
@@ -460,8 +495,7 @@ Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite
     OrderRecord rec{o, ++counters_.order};
     rec.row.acked = false;
     rec.row.reported = false;
-    b.put(keys_.order(o.order_id), etcd_codec::encode(rec));
-    b.put(keys_.open(o.rollout_id, o.order_id), "");
+    b.put(keys_.order(o.rollout_id, o.order_id), etcd_codec::encode(rec));
     staged.orders[o.order_id] = OrderMeta{o.rollout_id, o.host_id, rec.seq, true, false};
   }
   for (const auto& e : w.events) {
@@ -478,24 +512,36 @@ Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite
   for (const auto& r : w.results) apply_result(b, r, staged);
   for (const auto& t : w.timeline) b.put(keys_.timeline(t.rollout_id, t.host_id, t.seq), etcd_codec::encode(t));
   for (const auto& id : w.acked) apply_ack(b, id, staged);
-  if (w.finished_at > 0) {
-    // An ended rollout orders nothing more; its open orders are closed with the step that ends it.
-    auto open = scan(keys_.opens(w.rollout_id), 0, false, /*keys_only=*/true);
-    if (!open) return open.error();
-    for (const auto& kv : *open) b.del(kv.key);
-    for (const auto& k : b.pending_under(keys_.opens(w.rollout_id))) b.del(k);
-    staged.ended.insert(w.rollout_id);
-  }
+  // An ended rollout orders nothing more; its orders are closed with the step that ends it.
+  if (w.finished_at > 0) end_orders(b, w.rollout_id, staged);
   return Status::Ok();
 }
 
 Status EtcdStore::save_step(const StepWrite& w) {
   return guard_etcd("save rollout step", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
-    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    if (!w.durable) return hold(w);
+    if (auto ready = reload(); !ready.ok()) return ready.error();
+    // This rollout's held-back steps go with this one; any other rollout's are written first.
+    std::vector<StepWrite> own;
+    if (auto it = held_.find(w.rollout_id); it != held_.end()) {
+      own = std::move(it->second);
+      held_.erase(it);
+    }
+    if (auto s = flush_held(); !s.ok()) {
+      held_[w.rollout_id] = std::move(own);
+      return s;
+    }
+    held_rows_ = 0;
     WrittenChanges staged;
     EtcdBatch b;
-    if (auto s = add_step(b, staged, w); !s.ok()) return s;
+    own.push_back(w);
+    for (const auto& step : own) {
+      if (auto s = add_step(b, staged, step); !s.ok()) {
+        counters_ = committed_;  // no id handed out is lost: the event log has no gap
+        return s;                // the held steps go with the error: the caller restores the rollout
+      }
+    }
     auto r = commit(b, "save rollout step", staged);
     if (!r) return r.error();
     return Status::Ok();
@@ -519,6 +565,7 @@ Status EtcdStore::attach_hosts(RolloutRow& r) {
 Expected<std::optional<RolloutRow>> EtcdStore::rollout(uint64_t id) {
   return guard_etcd("get rollout", [&]() -> Expected<std::optional<RolloutRow>> {
     std::lock_guard<std::mutex> lk(mu_);
+    flush_held_for_read();
     auto kv = get_one(keys_.rollout(id));
     if (!kv) return kv.error();
     if (!*kv) return std::optional<RolloutRow>();
@@ -576,6 +623,7 @@ Expected<std::vector<RolloutRow>> EtcdStore::rollouts(const std::string& service
                                                       bool with_hosts) {
   return guard_etcd("list rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
     std::lock_guard<std::mutex> lk(mu_);
+    flush_held_for_read();
     std::vector<RolloutRow> out;
     if (limit == 0) return out;
     if (active_only) {
@@ -610,6 +658,7 @@ Expected<std::vector<RolloutRow>> EtcdStore::rollouts(const std::string& service
 Expected<std::vector<RolloutRow>> EtcdStore::latest_rollouts(const std::string& service, int window, bool with_hosts) {
   return guard_etcd("list latest rollouts", [&]() -> Expected<std::vector<RolloutRow>> {
     std::lock_guard<std::mutex> lk(mu_);
+    flush_held_for_read();
     auto rows = newest(service, window);
     if (!rows) return rows.error();
     std::vector<RolloutRow> out;
@@ -629,30 +678,33 @@ Expected<std::vector<RolloutRow>> EtcdStore::latest_rollouts(const std::string& 
 Expected<std::vector<OrderRow>> EtcdStore::open_orders() {
   return guard_etcd("list open orders", [&]() -> Expected<std::vector<OrderRow>> {
     std::lock_guard<std::mutex> lk(mu_);
-    auto idx = scan(keys_.opens());
-    if (!idx) return idx.error();
-    // <opens><rollout id>/<escaped order id> names <orders><escaped order id>; its value says
-    // whether the order was acknowledged.
-    std::vector<std::string> keys;
-    std::map<std::string, bool> acked;  // order key -> acknowledged
-    for (const auto& kv : *idx) {
-      const auto slash = kv.key.find('/', keys_.opens().size());
-      if (slash == std::string::npos) return make_error("store", "corrupt index key " + safe_text(kv.key, 512));
-      keys.push_back(keys_.orders() + kv.key.substr(slash + 1));
-      acked[keys.back()] = kv.value == etcd_codec::kOpenAcked;
-    }
-    auto read = get_many(keys);
-    if (!read) return read.error();
+    flush_held_for_read();
+    // The orders of running rollouts, less those reported; acknowledged if marked.
+    auto kvs = scan(keys_.orders());
+    if (!kvs) return kvs.error();
+    auto marks = scan(keys_.ackeds(), 0, false, /*keys_only=*/true);
+    if (!marks) return marks.error();
+    std::set<std::string> acked;
+    for (const auto& kv : *marks) acked.insert(kv.key);
+    std::map<uint64_t, std::set<std::string>> reported;  // rollout -> result keys
     std::vector<OrderRow> out;
-    for (const auto& k : keys) {
-      auto it = read->find(k);
-      if (it == read->end()) continue;  // an index entry without its order: nothing to resend
-      auto o = etcd_codec::decode_order(it->first, it->second.value);
+    for (const auto& kv : *kvs) {
+      auto o = etcd_codec::decode_order(kv.key, kv.value);
       if (!o) return o.error();
+      if (kv.key != keys_.order(o->row.rollout_id, o->row.order_id))
+        return make_error("store", "corrupt record at etcd key " + safe_text(kv.key, 512) + ": another order's");
+      const uint64_t rid = o->row.rollout_id;
+      if (!reported.count(rid)) {
+        auto results = scan(keys_.results(rid), 0, false, /*keys_only=*/true);
+        if (!results) return results.error();
+        auto& keys = reported[rid];
+        for (const auto& r : *results) keys.insert(r.key);
+      }
+      const bool open = !reported[rid].count(keys_.result(rid, o->row.order_id));
+      o->row.acked = o->row.acked || acked.count(keys_.acked(rid, o->row.order_id)) > 0;
       o->row.reported = false;
-      o->row.acked = o->row.acked || acked[k];
-      written_.learn(o->row.order_id, OrderMeta{o->row.rollout_id, o->row.host_id, o->seq, true, o->row.acked});
-      out.push_back(std::move(o->row));
+      written_.learn(o->row.order_id, OrderMeta{rid, o->row.host_id, o->seq, open, o->row.acked});
+      if (open) out.push_back(std::move(o->row));
     }
     std::sort(out.begin(), out.end(), [](const OrderRow& a, const OrderRow& b) {
       return a.created_at != b.created_at ? a.created_at < b.created_at : a.order_id < b.order_id;
@@ -669,7 +721,9 @@ Status EtcdStore::mark_acked(const std::vector<std::string>& order_ids) {
     std::lock_guard<std::mutex> lk(mu_);
     if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     WrittenChanges staged;
-    if (auto s = learn_orders(order_ids, staged); !s.ok()) return s;
+    std::vector<OrderRef> refs;
+    for (const auto& id : order_ids) refs.push_back({id, 0});
+    if (auto s = learn_orders(refs, staged); !s.ok()) return s;
     EtcdBatch b;
     for (const auto& id : order_ids) apply_ack(b, id, staged);
     auto r = commit(b, "mark orders acked", staged);
@@ -682,12 +736,9 @@ Status EtcdStore::close_orders(uint64_t rollout_id) {
   return guard_etcd("close orders", [&]() -> Status {
     std::lock_guard<std::mutex> lk(mu_);
     if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
-    auto idx = scan(keys_.opens(rollout_id), 0, false, /*keys_only=*/true);
-    if (!idx) return idx.error();
     EtcdBatch b;
-    for (const auto& kv : *idx) b.del(kv.key);
     WrittenChanges staged;
-    staged.ended.insert(rollout_id);  // forgets its orders (and its header: read again if needed)
+    end_orders(b, rollout_id, staged);  // forgets its orders (and its header: read again if needed)
     auto r = commit(b, "close orders", staged);
     if (!r) return r.error();
     return Status::Ok();
@@ -699,7 +750,7 @@ Status EtcdStore::record_report(const ResultRow& row) {
     std::lock_guard<std::mutex> lk(mu_);
     if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
     WrittenChanges staged;
-    if (auto s = learn_orders({row.order_id}, staged); !s.ok()) return s;
+    if (auto s = learn_orders({{row.order_id, row.rollout_id}}, staged); !s.ok()) return s;
     EtcdBatch b;
     apply_result(b, row, staged);
     auto r = commit(b, "record report", staged);
@@ -711,6 +762,7 @@ Status EtcdStore::record_report(const ResultRow& row) {
 Expected<std::vector<ResultRow>> EtcdStore::results(uint64_t rollout_id) {
   return guard_etcd("list results", [&]() -> Expected<std::vector<ResultRow>> {
     std::lock_guard<std::mutex> lk(mu_);
+    flush_held_for_read();
     auto kvs = scan(keys_.results(rollout_id));
     if (!kvs) return kvs.error();
     std::vector<ResultRecord> recs;
@@ -744,6 +796,7 @@ Status EtcdStore::add_timeline(const std::vector<TimelineRow>& rows) {
 Expected<std::vector<TimelineRow>> EtcdStore::timeline(uint64_t rollout_id) {
   return guard_etcd("list timeline", [&]() -> Expected<std::vector<TimelineRow>> {
     std::lock_guard<std::mutex> lk(mu_);
+    flush_held_for_read();
     auto kvs = scan(keys_.timelines(rollout_id));
     if (!kvs) return kvs.error();
     std::vector<TimelineRow> out;
@@ -763,6 +816,7 @@ Expected<std::vector<TimelineRow>> EtcdStore::timeline(uint64_t rollout_id) {
 Expected<std::vector<EventRow>> EtcdStore::events(uint64_t rollout_id, int64_t after_id, int limit) {
   return guard_etcd("list events", [&]() -> Expected<std::vector<EventRow>> {
     std::lock_guard<std::mutex> lk(mu_);
+    flush_held_for_read();
     std::vector<EventRow> out;
     if (limit == 0 || after_id == std::numeric_limits<int64_t>::max()) return out;
     std::vector<etcd::KeyValue> kvs;
@@ -792,6 +846,7 @@ Expected<std::vector<EventRow>> EtcdStore::events(uint64_t rollout_id, int64_t a
 Expected<std::vector<EventRow>> EtcdStore::recent_events(uint64_t rollout_id, int limit) {
   return guard_etcd("list recent events", [&]() -> Expected<std::vector<EventRow>> {
     std::lock_guard<std::mutex> lk(mu_);
+    flush_held_for_read();
     std::vector<EventRow> out;
     if (limit == 0) return out;
     auto kvs = scan(keys_.events(rollout_id), range_limit(limit), /*descending=*/true);

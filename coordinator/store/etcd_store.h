@@ -53,6 +53,8 @@ class EtcdStore final : public Store {
   // "Compaction"); checkpoints() counts them.
   int64_t wal_backlog() const override;
   Status checkpoint() override;
+  // Writes the lazy steps held back (etcd_held_steps.cc).
+  Status flush() override;
   uint64_t checkpoints() const override;
   // Fenced: the fence's creation revision (after checking it still holds, else "deposed").
   // Unfenced: a start counter, as SqliteStore.
@@ -109,9 +111,26 @@ class EtcdStore final : public Store {
 
   // Under mu_.
   Status load_counters();
-  // Every write starts here: the ids and meta/write's revision are read again after a commit
-  // whose outcome is unknown or that lost to another write.
+  // The ids and meta/write's revision are read again after a commit whose outcome is unknown
+  // or that lost to another write.
+  Status reload();
+  // Every write but save_step's starts here: reload(), then the held-back steps are written.
   Status ready_to_write();
+
+  // Lazy steps (StepWrite::durable false) are held back (etcd_held_steps.cc) and written with
+  // their rollout's next durable step, by flush() (the coordinator's heartbeat tick), before any
+  // other write, and before a read of rollouts, orders, results, timelines or events (so that
+  // what the leader reads is what it wrote). Bounded: past kHeldRows rows they are written at
+  // once; past kHeldRowsMax (etcd failing), the rollout's are dropped and save_step fails (the
+  // caller restores the rollout from the store: the reports are resent and answered again).
+  static constexpr size_t kHeldRows = 20000;
+  static constexpr size_t kHeldRowsMax = 200000;
+  Status hold(const StepWrite& w);
+  Status flush_held();
+  void flush_held_for_read();
+  // After a write of held steps whose outcome was unknown: dropped when meta/write shows it was
+  // applied, else held again.
+  void settle_unsure();
   // `staged`: what the write changes of what written_ keeps (kept once it committed).
   Expected<int64_t> commit(EtcdBatch& b, const char* what, const WrittenChanges& staged = {});
   Expected<std::vector<etcd::KeyValue>> scan(const std::string& prefix, int64_t limit = 0, bool descending = false,
@@ -121,14 +140,20 @@ class EtcdStore final : public Store {
   Status attach_hosts(RolloutRow& r);
   Expected<std::vector<RolloutRow>> headers(const std::vector<uint64_t>& ids);
   Expected<std::vector<RolloutRow>> newest(const std::string& service, int limit);
-  // Reads from etcd what written_ does not know of these orders (their records and open-index
-  // keys) and keeps it there.
-  Status learn_orders(const std::vector<std::string>& ids, const WrittenChanges& staged);
+  // An order by id, with its rollout's id when known (0: looked for among every rollout's).
+  struct OrderRef {
+    std::string order_id;
+    uint64_t rollout_id = 0;
+  };
+  // Reads from etcd what written_ does not know of these orders (their records, results and
+  // acknowledgement marks) and keeps it there.
+  Status learn_orders(const std::vector<OrderRef>& refs, const WrittenChanges& staged);
   // The rollout's header as last written (written_, else read from etcd); nullopt if none.
   Expected<std::optional<RolloutRow>> header_for(uint64_t id, const WrittenChanges& staged);
   // After learn_orders.
   void apply_result(EtcdBatch& b, const ResultRow& r, WrittenChanges& staged);
   void apply_ack(EtcdBatch& b, const std::string& order_id, WrittenChanges& staged);
+  void end_orders(EtcdBatch& b, uint64_t rollout_id, WrittenChanges& staged);
   // One step's writes into `b` (save_step).
   Status add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite& w);
   void note(int64_t revision);
@@ -141,6 +166,12 @@ class EtcdStore final : public Store {
   etcd_codec::Counters committed_;  // as stored
   bool reload_counters_ = false;    // a commit's outcome is unknown: read them again first
   EtcdWritten written_;             // what this store wrote and needs again (etcd_written.h)
+  std::map<uint64_t, std::vector<StepWrite>> held_;  // lazy steps not yet written, by rollout
+  size_t held_rows_ = 0;            // their slots, results, timeline entries and events
+  std::vector<StepWrite> unsure_;   // held steps whose write's outcome is unknown
+  std::string unsure_token_;        // that write's token
+  std::string last_token_;          // the token of the last write tried
+  std::string guard_value_;         // meta/write's value as last read (load_counters)
   int64_t guard_revision_ = 0;      // mod revision of meta/write after this store's last write (WriteGuard)
   std::string token_prefix_;        // random, per store object: a write's token is this and a count
   uint64_t tokens_ = 0;

@@ -164,9 +164,11 @@ struct StepWrite {
   // The service's desired state, changed by this step (the rollout ended): durable with the end.
   std::optional<DesiredRow> desired;
   // false: a step nothing is acted on from (no order, broadcast or end), committed without its
-  // own fsync (Sync::kLazy). Losing it to a power cut loses only reports, and their orders
-  // are then still open: they are resent and the agents answer with the stored report. The
-  // next durable step's fsync makes it durable too. So a batch transition costs one fsync.
+  // own fsync (SQLite: Sync::kLazy; etcd: held in memory and written with the rollout's next
+  // durable step, or by Store::flush). Losing it to a power cut (or a leader's death) loses only
+  // reports, and their orders are then still open: they are resent and the agents answer with
+  // the stored report. The next durable step makes it durable too. So a batch transition costs
+  // one fsync (one etcd transaction).
   bool durable = true;
 };
 
@@ -192,6 +194,11 @@ class Store {
   // no rollout active). Nothing when wal_backlog() is 0.
   virtual Status checkpoint() = 0;
   virtual uint64_t checkpoints() const = 0;  // checkpoints run by this process (at rest and at the cap)
+  // Writes what the store holds back (EtcdStore: lazy steps not yet written with a durable one;
+  // SQLite: nothing, its lazy commits are written already). The coordinator calls it once per
+  // heartbeat interval and when it stops. An Error when the write failed (what was held back is
+  // kept and tried again, unless the store was deposed).
+  virtual Status flush() { return Status::Ok(); }
 
   // The fencing epoch of the coordinator that opened the store: higher than any before it.
   // SQLite: a start counter, incremented on every call. etcd: the revision at which this

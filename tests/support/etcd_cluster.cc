@@ -30,19 +30,38 @@ EtcdCluster::EtcdCluster(int members, EtcdClusterOptions opts) : opts_(std::move
     throw std::runtime_error("EtcdCluster: host, wrap and http_get go together, and not with tls");
   if (::access(opts_.etcd_binary.c_str(), X_OK) != 0)
     throw std::runtime_error("EtcdCluster: " + opts_.etcd_binary + " not found (install etcd-server)");
-  std::set<int> ports;
   for (int i = 0; i < members; ++i) {
     Member m;
     m.name = "m" + std::to_string(i);
-    do m.client_port = free_tcp_port();
-    while (!ports.insert(m.client_port).second);
-    do m.peer_port = free_tcp_port();
-    while (!ports.insert(m.peer_port).second);
     members_.push_back(std::move(m));
   }
   if (opts_.tls) make_certificates();
-  for (int i = 0; i < size(); ++i) launch(i);
-  wait_healthy();
+  // A free port can be taken by another process (a test running in parallel) before etcd binds
+  // it: then the cluster starts again on other ports, with empty data dirs (at most 3 times).
+  for (int attempt = 1;; ++attempt) {
+    std::set<int> ports;
+    for (auto& m : members_) {
+      do m.client_port = free_tcp_port();
+      while (!ports.insert(m.client_port).second);
+      do m.peer_port = free_tcp_port();
+      while (!ports.insert(m.peer_port).second);
+    }
+    for (int i = 0; i < size(); ++i) launch(i);
+    try {
+      wait_healthy();
+      return;
+    } catch (const std::runtime_error&) {
+      bool port_taken = false;
+      for (int i = 0; i < size(); ++i)
+        port_taken = port_taken || read_file(log_path(i)).find("address already in use") != std::string::npos;
+      if (attempt >= 3 || !port_taken) throw;
+    }
+    for (int i = 0; i < size(); ++i) {
+      kill(i);
+      std::filesystem::remove_all(dir_.sub(members_[static_cast<size_t>(i)].name + ".etcd"));
+      std::filesystem::remove(log_path(i));
+    }
+  }
 }
 
 // A throwaway CA signing a server certificate (IP 127.0.0.1) and a client certificate.
