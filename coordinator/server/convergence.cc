@@ -24,7 +24,11 @@ std::vector<Drift> find_drift(const store::DesiredRow& d, const fleet::Registry&
   auto sel = rollout::parse_selector(d.selector);
   if (!sel) return out;
   for (const auto& [id, h] : registry.hosts()) {  // a std::map: sorted by host id
-    if (!h.online) continue;
+    // What a host runs is what its agent said to this coordinator: a host restored from the
+    // store at start (online for its grace period) carries the versions of its last Hello to
+    // whichever coordinator ran then, stale after any rollout since (a standby that just took
+    // over would "repair" hosts already on the desired version).
+    if (!h.online || !h.said_hello) continue;
     auto svc = h.services.find(d.service);
     if (svc == h.services.end()) continue;
     if (svc->second.state != "idle" || !svc->second.order_id.empty()) continue;

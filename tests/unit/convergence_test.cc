@@ -158,6 +158,29 @@ TEST_F(ConvergenceTest, DriftIsAnOnlineIdleHostTheSelectorNamesOnAnotherRelease)
   }
 }
 
+// A coordinator that starts (or takes over as leader) restores its hosts from the store, online
+// for a grace period, with the versions of their last Hello to whichever coordinator ran then.
+// Those are stale after any rollout since: only what an agent said to this coordinator counts.
+TEST_F(ConvergenceTest, AHostRestoredFromTheStoreIsNotDriftUntilItSaysHello) {
+  with_desired("v2", "auto");
+  fleet::HostRecord r;
+  r.host_id = "web-1";
+  r.identity = "web-1";
+  r.labels = {{"role", "web"}};
+  r.services["web"].current_version = "v1";  // its last Hello, before the rollout to v2
+  r.online = true;
+  r.said_hello = false;
+  r.last_seen = clock.now_ms();
+  registry.restore(std::move(r));
+  EXPECT_TRUE(find_drift(exec->desired().at("web"), registry).empty());
+  tick();
+  EXPECT_TRUE(orders.sent.empty()) << "no repair of a host whose agent has said nothing yet";
+  hello("web-1", "v2");
+  EXPECT_TRUE(find_drift(exec->desired().at("web"), registry).empty());
+  hello("web-1", "v1");  // it really runs v1
+  ASSERT_EQ(find_drift(exec->desired().at("web"), registry).size(), 1u);
+}
+
 TEST_F(ConvergenceTest, AutoRepairsTheDriftedHostsWithARolloutOfTheirOwn) {
   with_desired("v2", "auto");
   hello("web-1", "v2");
