@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <functional>
 #include <limits>
 #include <random>
 #include <set>
@@ -144,6 +145,18 @@ Expected<int64_t> EtcdStore::commit(EtcdBatch& b, const char* what, const Writte
   // Not known to be written, or written over by someone else: read the ids again first.
   if (r.error().code == "etcd" || r.error().code == "conflict") reload_counters_ = true;
   return r.error();
+}
+
+Status EtcdStore::write_rows(const char* what, const std::function<void(EtcdBatch&)>& fill) {
+  return guard_etcd(what, [&]() -> Status {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+    EtcdBatch b;
+    fill(b);
+    auto r = commit(b, what);
+    if (!r) return r.error();
+    return Status::Ok();
+  });
 }
 
 Expected<std::vector<etcd::KeyValue>> EtcdStore::scan(const std::string& prefix, int64_t limit, bool descending,
@@ -782,14 +795,8 @@ Expected<std::vector<ResultRow>> EtcdStore::results(uint64_t rollout_id) {
 
 Status EtcdStore::add_timeline(const std::vector<TimelineRow>& rows) {
   if (rows.empty()) return Status::Ok();
-  return guard_etcd("add timeline", [&]() -> Status {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
-    EtcdBatch b;
+  return write_rows("add timeline", [&](EtcdBatch& b) {
     for (const auto& t : rows) b.put(keys_.timeline(t.rollout_id, t.host_id, t.seq), etcd_codec::encode(t));
-    auto r = commit(b, "add timeline");
-    if (!r) return r.error();
-    return Status::Ok();
   });
 }
 
@@ -860,16 +867,10 @@ Expected<std::vector<EventRow>> EtcdStore::recent_events(uint64_t rollout_id, in
 }
 
 Status EtcdStore::add_event(const EventRow& e) {
-  return guard_etcd("add event", [&]() -> Status {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+  return write_rows("add event", [&](EtcdBatch& b) {
     EventRow row = e;
     row.id = static_cast<int64_t>(++counters_.event);
-    EtcdBatch b;
     b.put(keys_.event(row.rollout_id, static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
-    auto r = commit(b, "add event");
-    if (!r) return r.error();
-    return Status::Ok();
   });
 }
 
@@ -887,28 +888,16 @@ Expected<std::vector<DesiredRow>> EtcdStore::desired() {
 }
 
 Status EtcdStore::put_desired(const DesiredRow& d) {
-  return guard_etcd("write desired state", [&]() -> Status {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
-    EtcdBatch b;
+  return write_rows("write desired state", [&](EtcdBatch& b) {
     b.put(keys_.desired(d.service), etcd_codec::encode(d));
-    auto r = commit(b, "write desired state");
-    if (!r) return r.error();
-    return Status::Ok();
   });
 }
 
 Status EtcdStore::audit(const AuditRow& a) {
-  return guard_etcd("audit", [&]() -> Status {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
+  return write_rows("audit", [&](EtcdBatch& b) {
     AuditRow row = a;
     row.id = static_cast<int64_t>(++counters_.audit);
-    EtcdBatch b;
     b.put(keys_.audit(static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
-    auto r = commit(b, "audit");
-    if (!r) return r.error();
-    return Status::Ok();
   });
 }
 
@@ -927,14 +916,8 @@ Expected<std::vector<AuditRow>> EtcdStore::audit_log(int limit) {
 }
 
 Status EtcdStore::put_agent_keys(const std::vector<AgentKeyRow>& rows) {
-  return guard_etcd("put agent keys", [&]() -> Status {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
-    EtcdBatch b;
+  return write_rows("put agent keys", [&](EtcdBatch& b) {
     for (const auto& k : rows) b.put(keys_.agent_key(k.key), etcd_codec::encode(k));
-    auto r = commit(b, "put agent keys");
-    if (!r) return r.error();
-    return Status::Ok();
   });
 }
 
@@ -954,14 +937,8 @@ Expected<std::vector<AgentKeyRow>> EtcdStore::agent_keys() {
 }
 
 Status EtcdStore::put_operator_keys(const std::vector<OperatorKeyRow>& rows) {
-  return guard_etcd("put operator keys", [&]() -> Status {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (auto ready = ready_to_write(); !ready.ok()) return ready.error();
-    EtcdBatch b;
+  return write_rows("put operator keys", [&](EtcdBatch& b) {
     for (const auto& k : rows) b.put(keys_.operator_key(k.key), etcd_codec::encode(k));
-    auto r = commit(b, "put operator keys");
-    if (!r) return r.error();
-    return Status::Ok();
   });
 }
 

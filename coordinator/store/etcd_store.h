@@ -24,6 +24,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -133,6 +134,8 @@ class EtcdStore final : public Store {
   void settle_unsure();
   // `staged`: what the write changes of what written_ keeps (kept once it committed).
   Expected<int64_t> commit(EtcdBatch& b, const char* what, const WrittenChanges& staged = {});
+  // A write of rows that depends on nothing read: lock, ready_to_write, `fill`, commit.
+  Status write_rows(const char* what, const std::function<void(EtcdBatch&)>& fill);
   Expected<std::vector<etcd::KeyValue>> scan(const std::string& prefix, int64_t limit = 0, bool descending = false,
                                              bool keys_only = false);
   Expected<std::map<std::string, etcd::KeyValue>> get_many(const std::vector<std::string>& keys);
