@@ -77,7 +77,8 @@ Global options:
   --coordinator ENDPOINT[,...]  e.g. tcp://10.0.0.5:7602 (env GANTRY_COORDINATOR,
                                 or `coordinator = ...` in ~/.config/gantry/cli.conf); a comma
                                 list of a leader and its standbys: a standby's not_leader sends
-                                the request once to the leader, a timeout to the next endpoint
+                                the request once to the leader; a timeout, a refused connection
+                                or none within 2 s, to the next endpoint
   --key FILE                    this operator's CURVE secret key (env GANTRY_KEY, cli.conf `key =`)
   --coordinator-key FILE        the coordinator's CURVE public key (env GANTRY_COORDINATOR_KEY,
                                 cli.conf `coordinator_key =`); without both: plaintext (--insecure-dev)

@@ -1,5 +1,7 @@
 #include "cli/client.h"
 
+#include <cstring>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,13 +21,43 @@ Client::Client(std::vector<std::string> endpoints, int timeout_ms, transport::Cu
 }
 
 void Client::reconnect() {
+  // The monitor is stopped before its PAIR and the socket are closed: closed the other way round,
+  // the next socket's connection was not made for seconds.
+  if (sock_ && monitor_) (void)zmq_socket_monitor(sock_->handle(), nullptr, 0);
+  monitor_.reset();
   sock_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   transport::SocketOptions o;
   o.max_msg_size = 8 * 1024 * 1024;
   o.curve = curve_;
   transport::configure(*sock_, o);
+  // With other endpoints to ask, a connection refused (or not made within kConnectMs: a machine
+  // that is gone) moves on at once rather than after the whole timeout (monitor events).
+  if (endpoints_.size() > 1) {
+    const std::string ep = "inproc://gantry-cli-monitor-" + std::to_string(++monitors_);
+    if (zmq_socket_monitor(sock_->handle(), ep.c_str(), ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED) == 0) {
+      monitor_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
+      monitor_->set(zmq::sockopt::linger, 0);
+      monitor_->connect(ep);
+    }
+  }
+  connected_ = false;
   Status st = transport::connect(*sock_, endpoint_);
   connect_error_ = st.ok() ? "" : st.error().message;
+}
+
+// Monitor events since the last look: kConnected, kRefused (nothing listens there), or kNone.
+Client::ConnectEvent Client::connect_event() {
+  ConnectEvent seen = ConnectEvent::kNone;
+  for (int i = 0; monitor_ && i < 16; ++i) {
+    zmq::message_t ev, addr;  // libzmq 4: [uint16 event, uint32 value], then the endpoint
+    if (!monitor_->recv(ev, zmq::recv_flags::dontwait)) break;
+    if (ev.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
+    uint16_t id = 0;
+    if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
+    if (id == ZMQ_EVENT_CONNECTED) seen = ConnectEvent::kConnected;
+    if (id == ZMQ_EVENT_CONNECT_RETRIED && seen != ConnectEvent::kConnected) seen = ConnectEvent::kRefused;
+  }
+  return seen;
 }
 
 Expected<nlohmann::json> Client::call(const std::string& command, nlohmann::json args) {
@@ -81,13 +113,33 @@ Expected<nlohmann::json> Client::call_once(const proto::OpRequest& req, std::str
     std::string bytes = proto::encode(req);
     auto r = sock_->send(zmq::buffer(bytes), zmq::send_flags::none);
     if (!r) return make_error("unreachable", "cannot send to " + endpoint_);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
+    const auto start = std::chrono::steady_clock::now();
+    auto deadline = start + std::chrono::milliseconds(timeout_ms_);
+    const auto connect_deadline = start + std::chrono::milliseconds(std::min(timeout_ms_, kConnectMs));
     for (;;) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const auto now = std::chrono::steady_clock::now();
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
       if (left.count() <= 0) break;
-      zmq::pollitem_t item{sock_->handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, left);
-      if (!(item.revents & ZMQ_POLLIN)) continue;
+      if (monitor_ && !connected_) {
+        if (now >= connect_deadline) {
+          reconnect();
+          return make_error("unreachable", "no connection to the coordinator at " + endpoint_ + " within " +
+                                               std::to_string(std::min(timeout_ms_, kConnectMs)) + " ms");
+        }
+        left = std::min(left, std::chrono::duration_cast<std::chrono::milliseconds>(connect_deadline - now));
+      }
+      zmq::pollitem_t items[2] = {{sock_->handle(), 0, ZMQ_POLLIN, 0},
+                                  {monitor_ ? monitor_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, monitor_ ? 2 : 1, left);
+      if (monitor_ && (items[1].revents & ZMQ_POLLIN)) {
+        const ConnectEvent ev = connect_event();
+        if (ev == ConnectEvent::kConnected) connected_ = true;
+        if (ev == ConnectEvent::kRefused && !connected_) {
+          reconnect();
+          return make_error("unreachable", "the coordinator at " + endpoint_ + " refused the connection");
+        }
+      }
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
       auto frame = transport::recv_frame(*sock_);
       if (!frame) continue;
       auto msg = proto::decode(*frame);

@@ -1,6 +1,7 @@
 // The operator's connection to the coordinator: one request, one reply, bounded in time. With
 // several coordinators (a leader and standbys) it asks one at a time: a standby's not_leader
-// answer sends the request once to the leader it names, a timeout to the next endpoint.
+// answer sends the request once to the leader it names; a timeout, a refused connection or no
+// connection within 2 s sends it to the next endpoint.
 #pragma once
 
 #include <memory>
@@ -30,12 +31,19 @@ class Client {
   // any) is the Error code "not_leader".
   Expected<nlohmann::json> call_once(const proto::OpRequest& req, std::string* leader);
   void reconnect();
+  enum class ConnectEvent { kNone, kConnected, kRefused };
+  ConnectEvent connect_event();
+  // With several endpoints, a try that has no connection after this long moves on.
+  static constexpr int kConnectMs = 2000;
   std::vector<std::string> endpoints_;
   std::string endpoint_;  // the one in use
   int timeout_ms_;
   transport::CurveOptions curve_;
   zmq::context_t ctx_;
   std::unique_ptr<zmq::socket_t> sock_;
+  std::unique_ptr<zmq::socket_t> monitor_;  // sock_'s connection events (several endpoints only)
+  bool connected_ = false;                  // sock_ has connected (monitor_ said so)
+  uint64_t monitors_ = 0;
   std::string connect_error_;  // the endpoint was refused by connect (checked earlier: cli/app.cc)
   uint64_t seq_ = 0;
 };
