@@ -631,6 +631,17 @@ TEST(EtcdStore, AnotherWriterInBetweenIsAConflict) {
   EXPECT_EQ((*rows)[1].id, 2);
 }
 
+// A running rollout of "web" whose first step orders hosts h0..h(n-1) (orders r<id>-0..).
+uint64_t rollout_with_orders(store::Store& st, int n) {
+  const uint64_t id = *st.create_rollout(rollout_row("web"));
+  auto w = step_of(id);
+  for (int i = 0; i < n; ++i)
+    w.new_orders.push_back({"r" + std::to_string(id) + "-" + std::to_string(i), id, "h" + std::to_string(i), "{}",
+                            false, false, 10 + i});
+  EXPECT_TRUE(st.save_step(w).ok());
+  return id;
+}
+
 // A store keeps the orders and headers it wrote instead of reading them back (etcd_written.h).
 // A store that takes over (a new leader) knows none of them: it reads what the first wrote, and
 // carries the rollout on as the first would have.
@@ -638,11 +649,7 @@ TEST(EtcdStore, AStoreThatTakesOverCarriesOnWhatTheFirstWrote) {
   auto client = client_of(shared_etcd());
   const std::string p = fresh_prefix();
   auto a = open_etcd(client, p);
-  const uint64_t id = *a->create_rollout(rollout_row("web"));
-  auto w = step_of(id);
-  for (int i = 0; i < 4; ++i)
-    w.new_orders.push_back({"r1-" + std::to_string(i), id, "h" + std::to_string(i), "{}", false, false, 10 + i});
-  ASSERT_TRUE(a->save_step(w).ok());
+  const uint64_t id = rollout_with_orders(*a, 4);
   auto w2 = step_of(id);
   w2.acked = {"r1-0", "r1-1"};
   w2.results.push_back({id, "h0", "r1-0", "succeeded", "v2", "", json::object(), 20});
@@ -683,10 +690,7 @@ TEST(EtcdStore, AFailedWriteDropsWhatTheStoreKept) {
   auto client = client_of(shared_etcd());
   const std::string p = fresh_prefix();
   auto a = open_etcd(client, p);
-  const uint64_t id = *a->create_rollout(rollout_row("web"));
-  auto w = step_of(id);
-  w.new_orders.push_back({"r1-0", id, "h0", "{}", false, false, 10});
-  ASSERT_TRUE(a->save_step(w).ok());
+  const uint64_t id = rollout_with_orders(*a, 1);
   auto other = open_etcd(client, p);
   ASSERT_TRUE(other->record_report({id, "h0", "r1-0", "succeeded", "v2", "", json::object(), 20}).ok());
   auto ack = step_of(id);
@@ -707,11 +711,7 @@ TEST(EtcdStore, LazyStepsAreWrittenWithTheNextDurableStepOrAFlush) {
   const std::string p = fresh_prefix();
   auto st = open_etcd(client, p);
   store::etcd_keys::Layout k{p};
-  const uint64_t id = *st->create_rollout(rollout_row("web"));
-  auto w = step_of(id);
-  w.new_orders.push_back({"r1-0", id, "h0", "{}", false, false, 10});
-  w.new_orders.push_back({"r1-1", id, "h1", "{}", false, false, 10});
-  ASSERT_TRUE(st->save_step(w).ok());
+  const uint64_t id = rollout_with_orders(*st, 2);
   const int64_t before = census(*client, p).second;
 
   auto lazy = step_of(id);
