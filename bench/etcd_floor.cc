@@ -36,12 +36,12 @@ int main(int argc, char** argv) {
   desc.add_options()("help", "this text")("store", po::value(&store)->required(), "etcd://h1:2379,...")(
       "prefix", po::value(&prefix)->default_value("/gantry-floor/"), "key prefix (wiped first)")(
       "hosts", po::value(&hosts)->default_value(10000), "hosts")("batch", po::value(&batch)->default_value(100),
-                                                                  "hosts per batch")(
+                                                                 "hosts per batch")(
       "slot-bytes", po::value(&slot_b)->default_value(230), "")("order-bytes", po::value(&order_b)->default_value(770),
-                                                                "")(
-      "result-bytes", po::value(&result_b)->default_value(250), "")(
-      "timeline-bytes", po::value(&timeline_b)->default_value(120), "")(
-      "event-bytes", po::value(&event_b)->default_value(110), "");
+                                                                "")("result-bytes",
+                                                                    po::value(&result_b)->default_value(250), "")(
+      "timeline-bytes", po::value(&timeline_b)->default_value(120), "")("event-bytes",
+                                                                        po::value(&event_b)->default_value(110), "");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -88,7 +88,8 @@ int main(int argc, char** argv) {
       ops.push_back(Op::put(std::move(k), v));
     };
     if (b == 0)  // every host's slot; the first batch's as ordered, below
-      for (int h = host_range(0).second; h < hosts; ++h) put(prefix + "slot/1/" + pad(static_cast<uint64_t>(h), 10), slot);
+      for (int h = host_range(0).second; h < hosts; ++h)
+        put(prefix + "slot/1/" + pad(static_cast<uint64_t>(h), 10), slot);
     if (b < batches) {
       auto [from, to] = host_range(b);
       for (int h = from; h < to; ++h) {

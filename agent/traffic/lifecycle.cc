@@ -179,6 +179,7 @@ Status Lifecycle::verify_allowed(const StepContext& ctx, const HostActs& acts, c
                                  const std::atomic<bool>* cancelled) {
   if (!any()) return Status::Ok();
   if (s_.post_allow.command.empty() && s_.post_allow_healthy_ms <= 0) return Status::Ok();
+  if (is_cancelled(cancelled)) return make_error("cancelled", "cancelled before verifying the traffic");
   on_step(step::kVerifyingTraffic);
   if (Status st = run_command(s_.post_allow, ctx, step::kVerifyingTraffic); !st.ok())
     return make_error(failure::kPostAllow, "post-allow verification failed: " + st.error().message);

@@ -125,7 +125,8 @@ Status EtcdStore::import_results(const std::vector<ResultRow>& rows, size_t chun
   try {
     for (size_t i = 0; i < rows.size(); i += chunk) {
       std::vector<OrderRef> refs;
-      for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j) refs.push_back({rows[j].order_id, rows[j].rollout_id});
+      for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j)
+        refs.push_back({rows[j].order_id, rows[j].rollout_id});
       WrittenChanges staged;
       if (auto s = learn_orders(refs, staged); !s.ok()) return s;
       EtcdBatch b;

@@ -13,7 +13,6 @@
 
 namespace gantry::store {
 
-
 namespace {
 
 // Every value of `kvs` read back as a row with `decode` (a stored value is hostile: the first
@@ -888,9 +887,8 @@ Expected<std::vector<DesiredRow>> EtcdStore::desired() {
 }
 
 Status EtcdStore::put_desired(const DesiredRow& d) {
-  return write_rows("write desired state", [&](EtcdBatch& b) {
-    b.put(keys_.desired(d.service), etcd_codec::encode(d));
-  });
+  return write_rows("write desired state",
+                    [&](EtcdBatch& b) { b.put(keys_.desired(d.service), etcd_codec::encode(d)); });
 }
 
 Status EtcdStore::audit(const AuditRow& a) {

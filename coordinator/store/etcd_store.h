@@ -166,18 +166,18 @@ class EtcdStore final : public Store {
   const etcd_keys::Layout keys_;
   const std::optional<Fence> fence_;
   mutable std::mutex mu_;
-  etcd_codec::Counters counters_;   // ids handed out, this transaction's included
-  etcd_codec::Counters committed_;  // as stored
-  bool reload_counters_ = false;    // a commit's outcome is unknown: read them again first
-  EtcdWritten written_;             // what this store wrote and needs again (etcd_written.h)
+  etcd_codec::Counters counters_;                    // ids handed out, this transaction's included
+  etcd_codec::Counters committed_;                   // as stored
+  bool reload_counters_ = false;                     // a commit's outcome is unknown: read them again first
+  EtcdWritten written_;                              // what this store wrote and needs again (etcd_written.h)
   std::map<uint64_t, std::vector<StepWrite>> held_;  // lazy steps not yet written, by rollout
-  size_t held_rows_ = 0;            // their slots, results, timeline entries and events
-  std::vector<StepWrite> unsure_;   // held steps whose write's outcome is unknown
-  std::string unsure_token_;        // that write's token
-  std::string last_token_;          // the token of the last write tried
-  std::string guard_value_;         // meta/write's value as last read (load_counters)
-  int64_t guard_revision_ = 0;      // mod revision of meta/write after this store's last write (WriteGuard)
-  std::string token_prefix_;        // random, per store object: a write's token is this and a count
+  size_t held_rows_ = 0;                             // their slots, results, timeline entries and events
+  std::vector<StepWrite> unsure_;                    // held steps whose write's outcome is unknown
+  std::string unsure_token_;                         // that write's token
+  std::string last_token_;                           // the token of the last write tried
+  std::string guard_value_;                          // meta/write's value as last read (load_counters)
+  int64_t guard_revision_ = 0;  // mod revision of meta/write after this store's last write (WriteGuard)
+  std::string token_prefix_;    // random, per store object: a write's token is this and a count
   uint64_t tokens_ = 0;
   std::atomic<int64_t> seen_revision_{0};
   std::atomic<int64_t> compacted_{0};

@@ -28,16 +28,16 @@ namespace gantry::store {
 struct OrderMeta {
   uint64_t rollout_id = 0;
   std::string host_id;
-  uint64_t seq = 0;     // the order's place in the store (OrderRecord::seq)
-  bool open = false;    // its open-index key exists: not reported, not closed
-  bool acked = false;   // acknowledged (the open-index key's value says so)
+  uint64_t seq = 0;    // the order's place in the store (OrderRecord::seq)
+  bool open = false;   // its open-index key exists: not reported, not closed
+  bool acked = false;  // acknowledged (the open-index key's value says so)
 };
 
 // One write's changes to what is kept, in the order they were made.
 struct WrittenChanges {
-  std::map<std::string, OrderMeta> orders;    // the order's state after the write
-  std::map<uint64_t, RolloutRow> headers;     // the header after the write
-  std::set<uint64_t> ended;                   // rollouts whose orders and header are dropped
+  std::map<std::string, OrderMeta> orders;  // the order's state after the write
+  std::map<uint64_t, RolloutRow> headers;   // the header after the write
+  std::set<uint64_t> ended;                 // rollouts whose orders and header are dropped
 };
 
 class EtcdWritten {

@@ -139,8 +139,8 @@ TEST(EndpointFollowing, TheCliAsksTheLeaderAStandbyNamesAndSkipsADeadEndpoint) {
   // A dead endpoint first (nothing listens there): the CLI moves on as soon as the connection
   // is refused, not after --timeout-ms (10 s by default), and asks the next.
   const std::string dead = loopback(free_tcp_port());
-  auto listed = run({gantry, "--coordinator", dead + "," + ep.operator_, "--json", "hosts"}, 30000,
-                    {{"GANTRY_COORDINATOR", ""}});
+  auto listed =
+      run({gantry, "--coordinator", dead + "," + ep.operator_, "--json", "hosts"}, 30000, {{"GANTRY_COORDINATOR", ""}});
   ASSERT_EQ(listed.exit_code, 0) << listed.out << listed.err;
   EXPECT_EQ(json_of(listed)["hosts"].size(), 1u) << listed.out;
   EXPECT_NE(listed.err.find("the coordinator at " + dead + " refused the connection; trying " + ep.operator_),
@@ -148,9 +148,9 @@ TEST(EndpointFollowing, TheCliAsksTheLeaderAStandbyNamesAndSkipsADeadEndpoint) {
       << listed.err;
   // One that takes the connection and never answers: waited out (--timeout-ms), then the next.
   FakeRouter silent([](const std::string&, const proto::Message&) { return std::vector<proto::Message>{}; });
-  auto waited = run({gantry, "--coordinator", silent.endpoint() + "," + ep.operator_, "--timeout-ms", "1000", "--json",
-                     "hosts"},
-                    30000, {{"GANTRY_COORDINATOR", ""}});
+  auto waited =
+      run({gantry, "--coordinator", silent.endpoint() + "," + ep.operator_, "--timeout-ms", "1000", "--json", "hosts"},
+          30000, {{"GANTRY_COORDINATOR", ""}});
   ASSERT_EQ(waited.exit_code, 0) << waited.out << waited.err;
   EXPECT_NE(waited.err.find("no answer from the coordinator at " + silent.endpoint() + " within 1000 ms; trying " +
                             ep.operator_),

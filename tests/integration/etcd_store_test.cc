@@ -636,8 +636,8 @@ uint64_t rollout_with_orders(store::Store& st, int n) {
   const uint64_t id = *st.create_rollout(rollout_row("web"));
   auto w = step_of(id);
   for (int i = 0; i < n; ++i)
-    w.new_orders.push_back({"r" + std::to_string(id) + "-" + std::to_string(i), id, "h" + std::to_string(i), "{}",
-                            false, false, 10 + i});
+    w.new_orders.push_back(
+        {"r" + std::to_string(id) + "-" + std::to_string(i), id, "h" + std::to_string(i), "{}", false, false, 10 + i});
   EXPECT_TRUE(st.save_step(w).ok());
   return id;
 }

@@ -292,7 +292,9 @@ TEST_F(StartFirstSequence, FailuresBeforeThePromotionLeaveTheOldInstanceServing)
       EXPECT_TRUE(ran("allow a:8081")) << joined();
       EXPECT_FALSE(ran("promote v2")) << joined();
     }
-    if (f == "block b:8082") EXPECT_EQ(log.size(), 1u) << "went on after failing to block the new slot: " << joined();
+    if (f == "block b:8082") {
+      EXPECT_EQ(log.size(), 1u) << "went on after failing to block the new slot: " << joined();
+    }
   }
 }
 
