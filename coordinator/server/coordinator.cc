@@ -151,6 +151,7 @@ Status Coordinator::start() {
                           .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     } catch (const std::exception& e) {
       L()->error("cannot build the status snapshot: {}", e.what());
+      p.failed = true;
       p.status_json =
           nlohmann::json{{"error", e.what()}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }

@@ -22,7 +22,9 @@ void StatusSnapshot::publish() {
   // Cleared before building: a request that asks while this one is built gets the next one.
   refresh_wanted_.store(false);
   auto next = std::make_shared<const Published>(build_());
-  last_publish_cost_ = clock_.now_ms() - now;
+  // A build that failed (waiting out the store's deadline, not working) would otherwise hold the
+  // next one back for ten times that wait, serving the error meanwhile.
+  last_publish_cost_ = next->failed ? 0 : clock_.now_ms() - now;
   {
     std::lock_guard<std::mutex> lk(mu_);
     published_ = std::move(next);

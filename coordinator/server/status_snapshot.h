@@ -21,6 +21,9 @@ namespace gantry::coordinator {
 struct Published {
   std::string status_json;
   std::string metrics_text;
+  // The status could not be built (status_json says why; e.g. the store did not answer in time).
+  // Its cost does not space out the next build: it is tried again at the next change or refresh.
+  bool failed = false;
 };
 
 class StatusSnapshot {
