@@ -25,9 +25,7 @@ Status EtcdStore::hold(const StepWrite& w) {
   held_[w.rollout_id].push_back(w);
   held_rows_ += rows_of(w);
   if (held_rows_ < kHeldRows) return Status::Ok();
-  if (auto r = reload(); r.ok()) {
-    if (auto s = flush_held(); s.ok()) return s;
-  }
+  if (auto s = flush_held(); s.ok()) return s;         // flush_held reloads the ids first when it must
   if (held_rows_ < kHeldRowsMax) return Status::Ok();  // kept, tried again with the next write
   // etcd has failed for long: this rollout's held reports are given up, and the caller restores
   // the rollout from the store (its orders are open there: resent, answered again).

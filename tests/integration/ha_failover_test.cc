@@ -70,17 +70,7 @@ TEST(HaFailover, LeaderKilledMidRolloutAndMidRollbackReachesTheSameEnd) {
   for (int i : {3, 6}) run({"touch", f.root(i) + "/FAIL-v2"});
 
   const auto rel = f.make_release("v2", "healthy");
-  auto r = f.cli({"--json", "rollout",
-                  "start",  "--service",
-                  "demo",   "--version",
-                  "v2",     "--release",
-                  rel,      "--batches",
-                  "2",      "--max-failures",
-                  "1",      "--batch-delay",
-                  "1500",   "--min-healthy-time",
-                  "500",    "--healthy-deadline",
-                  "2s",     "--rollback-batch-size",
-                  "1"});
+  auto r = start_durability_rollout(f, rel);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   const uint64_t id = json_of(r).value("id", 0ULL);
   ASSERT_GT(id, 0u);

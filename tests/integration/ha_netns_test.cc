@@ -45,9 +45,6 @@ constexpr int kLeaseTtlS = 3;
 constexpr int kCoordinatorHeartbeatMs = 1000;
 
 using Clock = std::chrono::steady_clock;
-int64_t ms_since(Clock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-}
 
 std::string tail(const std::string& s, size_t n = 4000) { return s.size() > n ? "..." + s.substr(s.size() - n) : s; }
 

@@ -43,9 +43,6 @@ constexpr int kLoopCapMs = 110000;
 constexpr int kRoundEndMs = 60000;
 
 using Clock = std::chrono::steady_clock;
-int64_t ms_since(Clock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-}
 void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 FleetOptions soak_options(const std::string& store) {

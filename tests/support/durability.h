@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -64,6 +65,27 @@ inline std::optional<std::string> recorded_version(const nlohmann::json& hosts, 
     }
   }
   return std::nullopt;
+}
+
+// The durability tests' rollout of v2 (release file `rel`): 2 batches, at most 1 failure,
+// 1.5 s between batches, 500 ms healthy time, 2 s deadline, rollback one host at a time.
+inline CmdResult start_durability_rollout(Fleet& f, const std::string& rel) {
+  return f.cli({"--json", "rollout",
+                "start",  "--service",
+                "demo",   "--version",
+                "v2",     "--release",
+                rel,      "--batches",
+                "2",      "--max-failures",
+                "1",      "--batch-delay",
+                "1500",   "--min-healthy-time",
+                "500",    "--healthy-deadline",
+                "2s",     "--rollback-batch-size",
+                "1"});
+}
+
+// Milliseconds since t0 (steady clock).
+inline int64_t ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // `gantry --json rollout show ID` (with events); empty json when there is no answer.
