@@ -768,6 +768,7 @@ def main():
     ap.add_argument("--idle-s", type=float, default=30.0, help="footprint: idle CPU measurement window")
     ap.add_argument("--settle-s", type=float, default=5.0, help="footprint: settling after the welcome")
     ap.add_argument("--page-window-s", type=float, default=15.0, help="status-page: each measured window")
+    ap.add_argument("--ha-runs", type=int, default=3, help="ha-orchestration: SQLite/etcd pairs run (medians compared)")
     ap.add_argument("--failover-runs", type=int, default=5, help="failover: leader kills measured")
     ap.add_argument("--lease-ttl", type=int, default=5, help="failover: the coordinators' --lease-ttl")
     args = ap.parse_args()

@@ -1,10 +1,12 @@
 // The etcd floor of figure 2b (bench/run ha-orchestration, docs/BENCHMARKS.md): the keys a
 // 10,000-host rollout in 100 batches writes to etcd, in as many transactions as Gantry's
 // coordinator writes (one per batch transition), with nothing else: no coordinator, no agents,
-// no reads, through the same etcd client library (coordinator/etcd). Per transaction: the next
-// batch's orders and their slots, the previous batch's results, final slots, timeline entries
-// and events, the rollout header, the id counters and the write guard; the first transaction
-// also holds every host's pending slot. Value sizes are those of figure 2's rows (flags).
+// no reads, through the same etcd client library (coordinator/etcd), in the same key layout
+// (docs/HIGH_AVAILABILITY.md). Per transaction: the next batch's orders and their slots, the
+// previous batch's results and final slots, its timeline entries and its events (one group key
+// each), the rollout header, the id counters and the write guard; the first transaction also
+// holds the rollout's plan (every host's first slot, in keys of 256). Value sizes are those
+// of figure 2's rows (flags).
 // Prints one JSON line: {"ms":..., "transactions":..., "operations":..., "bytes":...}.
 #include <chrono>
 #include <iostream>
@@ -87,14 +89,15 @@ int main(int argc, char** argv) {
       bytes += k.size() + v.size();
       ops.push_back(Op::put(std::move(k), v));
     };
-    if (b == 0)  // every host's slot; the first batch's as ordered, below
-      for (int h = host_range(0).second; h < hosts; ++h)
-        put(prefix + "slot/1/" + pad(static_cast<uint64_t>(h), 10), slot);
+    if (b == 0)  // the plan: every host's first slot (the first batch's as ordered)
+      for (int h = 0; h < hosts; h += 256)
+        put(prefix + "slot_plan/1/" + pad(static_cast<uint64_t>(h), 10),
+            std::string(slot.size() * static_cast<size_t>(std::min(256, hosts - h)), 's'));
     if (b < batches) {
       auto [from, to] = host_range(b);
       for (int h = from; h < to; ++h) {
         put(prefix + "order/1/r1-" + std::to_string(h), order);
-        put(prefix + "slot/1/" + pad(static_cast<uint64_t>(h), 10), slot);
+        if (b > 0) put(prefix + "slot/1/" + pad(static_cast<uint64_t>(h), 10), slot);
       }
     }
     if (b > 0) {
@@ -102,9 +105,11 @@ int main(int argc, char** argv) {
       for (int h = from; h < to; ++h) {
         put(prefix + "result/1/r1-" + std::to_string(h), result);
         put(prefix + "slot/1/" + pad(static_cast<uint64_t>(h), 10), slot);  // final
-        put(prefix + "timeline/1/sim-" + pad(static_cast<uint64_t>(h), 5) + "/0000000000", timeline);
-        put(prefix + "event/1/" + pad(++event_id, 20), event);
       }
+      const auto n = static_cast<size_t>(to - from);
+      put(prefix + "timeline/1/" + pad(static_cast<uint64_t>(b), 20), std::string(timeline.size() * n, 't'));
+      put(prefix + "event/1/" + pad(event_id + 1, 20), std::string(event.size() * n, 'e'));
+      event_id += n;
     }
     put(prefix + "rollout/1", header);
     put(prefix + "meta/counters", std::string(80, 'c'));

@@ -13,8 +13,10 @@ using nlohmann::json;
 // Reads the fields of one stored object; the first problem is kept and reported.
 class Fields {
  public:
-  Fields(const std::string& key, const std::string& value) : key_(key) {
-    j_ = json::parse(value, nullptr, /*allow_exceptions=*/false);
+  Fields(const std::string& key, const std::string& value)
+      : Fields(key, json::parse(value, nullptr, /*allow_exceptions=*/false)) {}
+  // One element of a stored group (an array of rows).
+  Fields(const std::string& key, json j) : key_(key), j_(std::move(j)) {
     if (j_.is_discarded() || !j_.is_object()) fail("not a JSON object");
   }
   bool ok() const { return err_.empty(); }
@@ -44,6 +46,11 @@ class Fields {
     if (v->is_number_unsigned()) return v->get<uint64_t>();
     if (v->is_number_integer() && v->get<int64_t>() >= 0) return static_cast<uint64_t>(v->get<int64_t>());
     return fail(std::string(f) + " is not a non-negative integer"), 0;
+  }
+  // A field a store written before it existed does not have: 0 then.
+  uint64_t u64_or_zero(const char* f) {
+    if (!ok() || !j_.contains(f)) return 0;
+    return u64(f);
   }
   uint32_t u32(const char* f) {
     const uint64_t v = u64(f);
@@ -96,11 +103,71 @@ Expected<T> done(const Fields& f, T v) {
   return v;
 }
 
+Error corrupt(const std::string& key, const std::string& why) {
+  return make_error("store", "corrupt record at etcd key " + safe_text(key, 512) + ": " + why);
+}
+
+// A group's value: a JSON array of rows, each decoded by `one`; a single row (an object) is a
+// group of one. At most kMaxGroupRows rows.
+template <typename T, typename One>
+Expected<std::vector<T>> decode_group(const std::string& key, const std::string& value, One one) {
+  json j = json::parse(value, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return corrupt(key, "not JSON");
+  std::vector<T> out;
+  if (j.is_object()) j = json::array({std::move(j)});
+  if (!j.is_array() || j.empty()) return corrupt(key, "not a row or a non-empty array of rows");
+  if (j.size() > kMaxGroupRows) return corrupt(key, "more than " + std::to_string(kMaxGroupRows) + " rows");
+  out.reserve(j.size());
+  for (auto& e : j) {
+    Fields f(key, std::move(e));
+    auto row = one(f);
+    if (!f.ok()) return f.error();
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+json row_json(const TimelineRow& t) {
+  return json{{"rollout_id", t.rollout_id}, {"host_id", t.host_id}, {"seq", t.seq},
+              {"phase", t.phase},           {"at_ms", t.at_ms},     {"received_ms", t.received_ms}};
+}
+
+TimelineRow timeline_row(Fields& f) {
+  TimelineRow t;
+  t.rollout_id = f.u64("rollout_id");
+  t.host_id = f.str("host_id");
+  t.seq = f.u32("seq");
+  t.phase = f.str("phase");
+  t.at_ms = f.i64("at_ms");
+  t.received_ms = f.i64("received_ms");
+  return t;
+}
+
+json row_json(const EventRow& e) {
+  return json{{"id", e.id}, {"rollout_id", e.rollout_id}, {"at", e.at}, {"message", e.message}};
+}
+
+EventRow event_row(Fields& f) {
+  EventRow e;
+  e.id = f.i64("id");
+  e.rollout_id = f.u64("rollout_id");
+  e.at = f.i64("at");
+  e.message = f.str("message");
+  return e;
+}
+
+template <typename T>
+std::string encode_rows(const std::vector<T>& rows) {
+  json a = json::array();
+  for (const auto& r : rows) a.push_back(row_json(r));
+  return a.dump();
+}
+
 }  // namespace
 
 std::string encode(const Counters& c) {
-  return json{{"rollout", c.rollout}, {"event", c.event},     {"audit", c.audit},
-              {"order", c.order},     {"release", c.release}, {"epoch", c.epoch}}
+  return json{{"rollout", c.rollout}, {"event", c.event}, {"audit", c.audit},      {"order", c.order},
+              {"release", c.release}, {"epoch", c.epoch}, {"timeline", c.timeline}}
       .dump();
 }
 
@@ -113,6 +180,7 @@ Expected<Counters> decode_counters(const std::string& key, const std::string& va
   c.order = f.u64("order");
   c.release = f.u64("release");
   c.epoch = f.u64("epoch");
+  c.timeline = f.u64_or_zero("timeline");
   return done(f, c);
 }
 
@@ -241,36 +309,16 @@ Expected<ResultRecord> decode_result(const std::string& key, const std::string& 
   return done(f, r);
 }
 
-std::string encode(const TimelineRow& t) {
-  return json{{"rollout_id", t.rollout_id}, {"host_id", t.host_id}, {"seq", t.seq},
-              {"phase", t.phase},           {"at_ms", t.at_ms},     {"received_ms", t.received_ms}}
-      .dump();
+std::string encode(const std::vector<TimelineRow>& rows) { return encode_rows(rows); }
+
+Expected<std::vector<TimelineRow>> decode_timeline_group(const std::string& key, const std::string& value) {
+  return decode_group<TimelineRow>(key, value, timeline_row);
 }
 
-Expected<TimelineRow> decode_timeline(const std::string& key, const std::string& value) {
-  Fields f(key, value);
-  TimelineRow t;
-  t.rollout_id = f.u64("rollout_id");
-  t.host_id = f.str("host_id");
-  t.seq = f.u32("seq");
-  t.phase = f.str("phase");
-  t.at_ms = f.i64("at_ms");
-  t.received_ms = f.i64("received_ms");
-  return done(f, t);
-}
+std::string encode(const std::vector<EventRow>& rows) { return encode_rows(rows); }
 
-std::string encode(const EventRow& e) {
-  return json{{"id", e.id}, {"rollout_id", e.rollout_id}, {"at", e.at}, {"message", e.message}}.dump();
-}
-
-Expected<EventRow> decode_event(const std::string& key, const std::string& value) {
-  Fields f(key, value);
-  EventRow e;
-  e.id = f.i64("id");
-  e.rollout_id = f.u64("rollout_id");
-  e.at = f.i64("at");
-  e.message = f.str("message");
-  return done(f, e);
+Expected<std::vector<EventRow>> decode_event_group(const std::string& key, const std::string& value) {
+  return decode_group<EventRow>(key, value, event_row);
 }
 
 std::string encode(const AuditRow& a) {
@@ -356,6 +404,25 @@ Expected<OperatorKeyRow> decode_operator_key(const std::string& key, const std::
   k.created_at = f.i64("created_at");
   k.updated_by = f.str("updated_by");
   return done(f, k);
+}
+
+std::string encode_slot_plan(const std::vector<std::string>& slot_texts) {
+  std::string out = "[";
+  for (const auto& t : slot_texts) {
+    if (out.size() > 1) out += ',';
+    out += t;
+  }
+  return out + "]";
+}
+
+Expected<std::vector<nlohmann::json>> decode_slot_plan(const std::string& key, const std::string& value) {
+  json j = json::parse(value, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_array() || j.empty()) return corrupt(key, "a slot plan is not a non-empty JSON array");
+  if (j.size() > kMaxGroupRows) return corrupt(key, "more than " + std::to_string(kMaxGroupRows) + " slots");
+  std::vector<nlohmann::json> out;
+  out.reserve(j.size());
+  for (auto& e : j) out.push_back(std::move(e));
+  return out;
 }
 
 Expected<nlohmann::json> decode_slot(const std::string& key, const std::string& value) {

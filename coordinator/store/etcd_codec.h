@@ -4,8 +4,10 @@
 // JSON, a field missing or of another type) is an Error naming the key, never a throw.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/util/expected.h"
 #include "coordinator/store/store.h"
@@ -21,7 +23,13 @@ struct Counters {
   uint64_t order = 0;
   uint64_t release = 0;
   uint64_t epoch = 0;
+  uint64_t timeline = 0;  // timeline groups written (absent in a store written before groups: 0)
 };
+
+// Rows written together are grouped (docs/HIGH_AVAILABILITY.md, "etcd key layout"): a
+// transaction's events of one rollout are one key, its timeline entries another, a rollout's
+// first slots its plan; each group holds at most this many rows.
+inline constexpr size_t kMaxGroupRows = 256;
 
 // An order as stored (<prefix>order/<rollout>/<order>), written once when it is made: the row and
 // its sequence number. It is open until its result (<prefix>result/<rollout>/<order>) exists;
@@ -45,8 +53,11 @@ std::string encode(const ReleaseRow& r);
 std::string encode(const RolloutRow& r);
 std::string encode(const OrderRecord& o);
 std::string encode(const ResultRecord& r);
-std::string encode(const TimelineRow& t);
-std::string encode(const EventRow& e);
+// Groups: a JSON array of the rows' objects.
+std::string encode(const std::vector<TimelineRow>& rows);
+std::string encode(const std::vector<EventRow>& rows);
+// A slot plan: a JSON array of slot texts (HostSlot::to_json_text(): JSON, not checked here).
+std::string encode_slot_plan(const std::vector<std::string>& slot_texts);
 std::string encode(const AuditRow& a);
 std::string encode(const DesiredRow& d);
 std::string encode(const AgentKeyRow& k);
@@ -58,8 +69,12 @@ Expected<ReleaseRow> decode_release(const std::string& key, const std::string& v
 Expected<RolloutRow> decode_rollout(const std::string& key, const std::string& value);
 Expected<OrderRecord> decode_order(const std::string& key, const std::string& value);
 Expected<ResultRecord> decode_result(const std::string& key, const std::string& value);
-Expected<TimelineRow> decode_timeline(const std::string& key, const std::string& value);
-Expected<EventRow> decode_event(const std::string& key, const std::string& value);
+// A group: a non-empty array of at most kMaxGroupRows rows, or one row (a store written before
+// groups).
+Expected<std::vector<TimelineRow>> decode_timeline_group(const std::string& key, const std::string& value);
+Expected<std::vector<EventRow>> decode_event_group(const std::string& key, const std::string& value);
+// A slot plan: a non-empty array of at most kMaxGroupRows slots, each any JSON.
+Expected<std::vector<nlohmann::json>> decode_slot_plan(const std::string& key, const std::string& value);
 Expected<AuditRow> decode_audit(const std::string& key, const std::string& value);
 // A plan that is not an object reads as {} (as SQLite's reader does).
 Expected<DesiredRow> decode_desired(const std::string& key, const std::string& value);

@@ -58,6 +58,7 @@ Status EtcdStore::flush_held() {
   if (held_.empty()) return Status::Ok();
   EtcdBatch b;
   WrittenChanges staged;
+  EtcdRowGroups groups;
   std::vector<StepWrite> steps;
   for (auto& [id, list] : held_) {
     for (auto& w : list) steps.push_back(std::move(w));
@@ -66,13 +67,14 @@ Status EtcdStore::flush_held() {
   const size_t rows = held_rows_;
   held_rows_ = 0;
   for (const auto& w : steps) {
-    if (auto s = add_step(b, staged, w); !s.ok()) {
+    if (auto s = add_step(b, staged, groups, w); !s.ok()) {
       counters_ = committed_;  // no id handed out is lost
       for (auto& back : steps) held_[back.rollout_id].push_back(std::move(back));
       held_rows_ = rows;
       return s;
     }
   }
+  groups.put(b, keys_, counters_);
   auto r = commit(b, "write held-back rollout steps", staged);
   if (r) return Status::Ok();
   if (r.error().code == "deposed") return r.error();  // a deposed leader writes nothing more

@@ -67,12 +67,14 @@ Status EtcdStore::import_events(const std::vector<EventRow>& rows, size_t chunk)
   try {
     for (size_t i = 0; i < rows.size(); i += chunk) {
       EtcdBatch b;
+      EtcdRowGroups groups;
       for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j) {
         const auto& e = rows[j];
         if (e.id <= 0) return make_error("store", "import events: event id " + std::to_string(e.id));
-        b.put(keys_.event(e.rollout_id, static_cast<uint64_t>(e.id)), etcd_codec::encode(e));
+        groups.add(e);
         counters_.event = std::max(counters_.event, static_cast<uint64_t>(e.id));
       }
+      groups.put(b, keys_, counters_);
       auto w = commit(b, "import events");
       if (!w) return w.error();
     }

@@ -1,10 +1,11 @@
 // Where the etcd store keeps each row (docs/HIGH_AVAILABILITY.md, "etcd key layout"): small
-// keys under one prefix (default "/gantry/"), one per row. Ids are zero-padded decimals (20
-// digits for uint64 ids, 10 for a slot position or a timeline seq) so that etcd's byte order
-// of keys is their numeric order; names (host ids, services, order ids, keys) are escaped so
-// that a '/' in a name cannot reach another row: every byte outside [A-Za-z0-9._-] becomes %XX.
-// Reads sort by the values' fields where SQLite sorts by a name, since escaping changes the
-// byte order of names.
+// keys under one prefix (default "/gantry/"), one per row, except rows one transaction adds
+// together in bulk (events, timeline entries, a rollout's first slots): one key per group of
+// them. Ids are zero-padded decimals (20 digits for uint64 ids, 10 for a slot position) so that
+// etcd's byte order of keys is their numeric order; names (host ids, services, order ids, keys)
+// are escaped so that a '/' in a name cannot reach another row: every byte outside
+// [A-Za-z0-9._-] becomes %XX. Reads sort by the values' fields where SQLite sorts by a name,
+// since escaping changes the byte order of names.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +41,10 @@ struct Layout {
   std::string revision(const std::string& service) const { return p + "revision/" + escape(service); }
   std::string slot(uint64_t rollout, uint32_t pos) const { return slots(rollout) + pos10(pos); }
   std::string slots(uint64_t rollout) const { return p + "slot/" + id20(rollout) + "/"; }
+  // A rollout's first slots, written once by its first step in groups of up to 256 (JSON
+  // array, the first at `first`); a slot/ key, once written, is the slot's text from then on.
+  std::string slot_plan(uint64_t rollout, uint32_t first) const { return slot_plans(rollout) + pos10(first); }
+  std::string slot_plans(uint64_t rollout) const { return p + "slot_plan/" + id20(rollout) + "/"; }
   // An order of a rollout still running: open until its result exists; every one of a rollout
   // is deleted (with its acknowledgement marks) when the rollout ends or its orders are closed.
   std::string order(uint64_t rollout, const std::string& id) const { return orders(rollout) + escape(id); }
@@ -52,11 +57,11 @@ struct Layout {
     return results(rollout) + escape(order_id);
   }
   std::string results(uint64_t rollout) const { return p + "result/" + id20(rollout) + "/"; }
-  std::string timeline(uint64_t rollout, const std::string& host, uint32_t seq) const {
-    return timelines(rollout) + escape(host) + "/" + pos10(seq);
-  }
+  // A group of timeline entries written together (JSON array), numbered in write order.
+  std::string timeline(uint64_t rollout, uint64_t group) const { return timelines(rollout) + id20(group); }
   std::string timelines(uint64_t rollout) const { return p + "timeline/" + id20(rollout) + "/"; }
-  std::string event(uint64_t rollout, uint64_t id) const { return events(rollout) + id20(id); }
+  // A group of events written together (JSON array), under its first event's id.
+  std::string event(uint64_t rollout, uint64_t first_id) const { return events(rollout) + id20(first_id); }
   std::string events(uint64_t rollout) const { return events() + id20(rollout) + "/"; }
   std::string events() const { return p + "event/"; }
   std::string audit(uint64_t id) const { return audits() + id20(id); }

@@ -63,7 +63,7 @@ Expected<uint64_t> trailing_id(const std::string& key) {
 
 bool same(const etcd_codec::Counters& a, const etcd_codec::Counters& b) {
   return a.rollout == b.rollout && a.event == b.event && a.audit == b.audit && a.order == b.order &&
-         a.release == b.release && a.epoch == b.epoch;
+         a.release == b.release && a.epoch == b.epoch && a.timeline == b.timeline;
 }
 
 // SQL's LIMIT: negative = no limit. As etcd's range limit (0 = no limit).
@@ -362,6 +362,7 @@ Expected<uint64_t> EtcdStore::create_rollout(const RolloutRow& r) {
     if (is_active_phase(h.phase)) b.put(keys_.active(h.id), "");
     WrittenChanges staged;
     staged.headers[h.id] = h;
+    staged.created.insert(h.id);
     auto w = commit(b, "create rollout", staged);
     if (!w) return w.error();
     return h.id;
@@ -463,7 +464,7 @@ void EtcdStore::end_orders(EtcdBatch& b, uint64_t rollout_id, WrittenChanges& st
   staged.ended.insert(rollout_id);
 }
 
-Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite& w) {
+Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, EtcdRowGroups& groups, const StepWrite& w) {
   // What the step changes and this store did not write itself is read first (once).
   std::unordered_set<std::string> created;
   for (const auto& o : w.new_orders) created.insert(o.order_id);
@@ -502,7 +503,13 @@ Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite
     else
       b.del(keys_.active(w.rollout_id));
   }
-  for (const auto& [pos, slot] : w.slots) b.put(keys_.slot(w.rollout_id, pos), slot);
+  if (!w.slots.empty() && written_.unplanned(w.rollout_id, staged)) {
+    // The rollout's first slots: its plan, in groups (a slot/ key written later overrides).
+    for (const auto& [pos, slot] : w.slots) groups.add_plan_slot(w.rollout_id, pos, slot);
+    staged.planned.insert(w.rollout_id);
+  } else {
+    for (const auto& [pos, slot] : w.slots) b.put(keys_.slot(w.rollout_id, pos), slot);
+  }
   for (const auto& o : w.new_orders) {
     OrderRecord rec{o, ++counters_.order};
     rec.row.acked = false;
@@ -513,7 +520,7 @@ Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite
   for (const auto& e : w.events) {
     EventRow row = e;
     row.id = static_cast<int64_t>(++counters_.event);
-    b.put(keys_.event(row.rollout_id, static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
+    groups.add(std::move(row));
   }
   for (const auto& a : w.audit) {
     AuditRow row = a;
@@ -522,7 +529,7 @@ Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite
   }
   if (w.desired) b.put(keys_.desired(w.desired->service), etcd_codec::encode(*w.desired));
   for (const auto& r : w.results) apply_result(b, r, staged);
-  for (const auto& t : w.timeline) b.put(keys_.timeline(t.rollout_id, t.host_id, t.seq), etcd_codec::encode(t));
+  for (const auto& t : w.timeline) groups.add(t);
   for (const auto& id : w.acked) apply_ack(b, id, staged);
   // An ended rollout orders nothing more; its orders are closed with the step that ends it.
   if (w.finished_at > 0) end_orders(b, w.rollout_id, staged);
@@ -547,13 +554,15 @@ Status EtcdStore::save_step(const StepWrite& w) {
     held_rows_ = 0;
     WrittenChanges staged;
     EtcdBatch b;
+    EtcdRowGroups groups;
     own.push_back(w);
     for (const auto& step : own) {
-      if (auto s = add_step(b, staged, step); !s.ok()) {
+      if (auto s = add_step(b, staged, groups, step); !s.ok()) {
         counters_ = committed_;  // no id handed out is lost: the event log has no gap
         return s;                // the held steps go with the error: the caller restores the rollout
       }
     }
+    groups.put(b, keys_, counters_);
     auto r = commit(b, "save rollout step", staged);
     if (!r) return r.error();
     return Status::Ok();
@@ -562,14 +571,28 @@ Status EtcdStore::save_step(const StepWrite& w) {
 
 Status EtcdStore::attach_hosts(RolloutRow& r) {
   if (!r.state.is_object() || r.state.empty() || r.state.contains("hosts")) return Status::Ok();
+  // The plan first, then every slot written since over it, by position.
+  auto plans = scan(keys_.slot_plans(r.id));
+  if (!plans) return plans.error();
   auto kvs = scan(keys_.slots(r.id));
   if (!kvs) return kvs.error();
-  nlohmann::json hosts = nlohmann::json::array();
+  std::map<uint64_t, nlohmann::json> by_pos;
+  for (const auto& kv : *plans) {
+    auto first = trailing_id(kv.key);
+    if (!first) return first.error();
+    auto slots = etcd_codec::decode_slot_plan(kv.key, kv.value);
+    if (!slots) return slots.error();
+    for (size_t i = 0; i < slots->size(); ++i) by_pos[*first + i] = std::move((*slots)[i]);
+  }
   for (const auto& kv : *kvs) {
+    auto pos = trailing_id(kv.key);
+    if (!pos) return pos.error();
     auto j = etcd_codec::decode_slot(kv.key, kv.value);
     if (!j) return j.error();
-    hosts.push_back(std::move(*j));
+    by_pos[*pos] = std::move(*j);
   }
+  nlohmann::json hosts = nlohmann::json::array();
+  for (auto& [pos, j] : by_pos) hosts.push_back(std::move(j));
   r.state["hosts"] = std::move(hosts);
   return Status::Ok();
 }
@@ -795,7 +818,9 @@ Expected<std::vector<ResultRow>> EtcdStore::results(uint64_t rollout_id) {
 Status EtcdStore::add_timeline(const std::vector<TimelineRow>& rows) {
   if (rows.empty()) return Status::Ok();
   return write_rows("add timeline", [&](EtcdBatch& b) {
-    for (const auto& t : rows) b.put(keys_.timeline(t.rollout_id, t.host_id, t.seq), etcd_codec::encode(t));
+    EtcdRowGroups groups;
+    for (const auto& t : rows) groups.add(t);
+    groups.put(b, keys_, counters_);
   });
 }
 
@@ -805,18 +830,32 @@ Expected<std::vector<TimelineRow>> EtcdStore::timeline(uint64_t rollout_id) {
     flush_held_for_read();
     auto kvs = scan(keys_.timelines(rollout_id));
     if (!kvs) return kvs.error();
-    std::vector<TimelineRow> out;
+    // Groups in the order written: an entry written again replaces the first (as SQLite's
+    // INSERT OR REPLACE); by host, then seq.
+    std::map<std::pair<std::string, uint32_t>, TimelineRow> by_entry;
     for (const auto& kv : *kvs) {
-      auto t = etcd_codec::decode_timeline(kv.key, kv.value);
-      if (!t) return t.error();
-      t->rollout_id = rollout_id;
-      out.push_back(std::move(*t));
+      auto group = etcd_codec::decode_timeline_group(kv.key, kv.value);
+      if (!group) return group.error();
+      for (auto& t : *group) {
+        t.rollout_id = rollout_id;
+        auto k = std::make_pair(t.host_id, t.seq);
+        by_entry[std::move(k)] = std::move(t);
+      }
     }
-    std::sort(out.begin(), out.end(), [](const TimelineRow& a, const TimelineRow& b) {
-      return a.host_id != b.host_id ? a.host_id < b.host_id : a.seq < b.seq;
-    });
+    std::vector<TimelineRow> out;
+    out.reserve(by_entry.size());
+    for (auto& [k, t] : by_entry) out.push_back(std::move(t));
     return out;
   });
+}
+
+Status EtcdStore::append_event_groups(const std::vector<etcd::KeyValue>& kvs, std::vector<EventRow>& out) {
+  for (const auto& kv : kvs) {
+    auto group = etcd_codec::decode_event_group(kv.key, kv.value);
+    if (!group) return group.error();
+    for (auto& e : *group) out.push_back(std::move(e));
+  }
+  return Status::Ok();
 }
 
 Expected<std::vector<EventRow>> EtcdStore::events(uint64_t rollout_id, int64_t after_id, int limit) {
@@ -825,23 +864,27 @@ Expected<std::vector<EventRow>> EtcdStore::events(uint64_t rollout_id, int64_t a
     flush_held_for_read();
     std::vector<EventRow> out;
     if (limit == 0 || after_id == std::numeric_limits<int64_t>::max()) return out;
-    std::vector<etcd::KeyValue> kvs;
+    std::vector<EventRow> rows;
     if (rollout_id != 0) {
       const uint64_t from = after_id < 0 ? 0 : static_cast<uint64_t>(after_id) + 1;
-      auto r =
-          client_->range(keys_.event(rollout_id, from), etcd::prefix_end(keys_.events(rollout_id)), range_limit(limit));
+      // The group that holds `from` may start before it: the last group starting at or before it.
+      const std::string at = keys_.event(rollout_id, from);
+      auto before = client_->range(keys_.events(rollout_id), at + '\0', 1, false, false, /*descending=*/true);
+      if (!before) return before.error();
+      note(before->revision);
+      // Each group holds one event at least: `limit` groups from there hold `limit` events.
+      auto r = client_->range(at + '\0', etcd::prefix_end(keys_.events(rollout_id)), range_limit(limit));
       if (!r) return r.error();
       note(r->revision);
-      kvs = std::move(r->kvs);
+      if (auto s = append_event_groups(before->kvs, rows); !s.ok()) return s.error();
+      if (auto s = append_event_groups(r->kvs, rows); !s.ok()) return s.error();
     } else {  // every rollout's events, by id
       auto r = scan(keys_.events());
       if (!r) return r.error();
-      kvs = std::move(*r);
+      if (auto s = append_event_groups(*r, rows); !s.ok()) return s.error();
     }
-    for (const auto& kv : kvs) {
-      auto e = etcd_codec::decode_event(kv.key, kv.value);
-      if (!e) return e.error();
-      if (e->id > after_id) out.push_back(std::move(*e));
+    for (auto& e : rows) {
+      if (e.id > after_id) out.push_back(std::move(e));
     }
     std::sort(out.begin(), out.end(), [](const EventRow& a, const EventRow& b) { return a.id < b.id; });
     if (limit > 0 && out.size() > static_cast<size_t>(limit)) out.resize(static_cast<size_t>(limit));
@@ -855,12 +898,13 @@ Expected<std::vector<EventRow>> EtcdStore::recent_events(uint64_t rollout_id, in
     flush_held_for_read();
     std::vector<EventRow> out;
     if (limit == 0) return out;
+    // Each group holds one event at least: the last `limit` groups hold the last `limit` events.
     auto kvs = scan(keys_.events(rollout_id), range_limit(limit), /*descending=*/true);
     if (!kvs) return kvs.error();
-    auto decoded = decode_all<EventRow>(*kvs, etcd_codec::decode_event);
-    if (!decoded) return decoded.error();
-    out = std::move(*decoded);
-    std::reverse(out.begin(), out.end());
+    if (auto s = append_event_groups(*kvs, out); !s.ok()) return s.error();
+    std::sort(out.begin(), out.end(), [](const EventRow& a, const EventRow& b) { return a.id < b.id; });
+    if (limit > 0 && out.size() > static_cast<size_t>(limit))
+      out.erase(out.begin(), out.end() - static_cast<std::ptrdiff_t>(limit));
     return out;
   });
 }
@@ -869,7 +913,7 @@ Status EtcdStore::add_event(const EventRow& e) {
   return write_rows("add event", [&](EtcdBatch& b) {
     EventRow row = e;
     row.id = static_cast<int64_t>(++counters_.event);
-    b.put(keys_.event(row.rollout_id, static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
+    b.put(keys_.event(row.rollout_id, static_cast<uint64_t>(row.id)), etcd_codec::encode(std::vector<EventRow>{row}));
   });
 }
 

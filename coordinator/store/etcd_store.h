@@ -35,6 +35,7 @@
 #include "coordinator/store/etcd_batch.h"
 #include "coordinator/store/etcd_codec.h"
 #include "coordinator/store/etcd_keys.h"
+#include "coordinator/store/etcd_row_groups.h"
 #include "coordinator/store/etcd_written.h"
 #include "coordinator/store/store.h"
 
@@ -142,6 +143,8 @@ class EtcdStore final : public Store {
   Expected<std::map<std::string, etcd::KeyValue>> get_many(const std::vector<std::string>& keys);
   Expected<std::optional<etcd::KeyValue>> get_one(const std::string& key);
   Status attach_hosts(RolloutRow& r);
+  // The events of these groups (etcd_row_groups.h), appended to `out`.
+  static Status append_event_groups(const std::vector<etcd::KeyValue>& kvs, std::vector<EventRow>& out);
   Expected<std::vector<RolloutRow>> headers(const std::vector<uint64_t>& ids);
   Expected<std::vector<RolloutRow>> newest(const std::string& service, int limit);
   // An order by id, with its rollout's id when known (0: looked for among every rollout's).
@@ -159,7 +162,8 @@ class EtcdStore final : public Store {
   void apply_ack(EtcdBatch& b, const std::string& order_id, WrittenChanges& staged);
   void end_orders(EtcdBatch& b, uint64_t rollout_id, WrittenChanges& staged);
   // One step's writes into `b` (save_step).
-  Status add_step(EtcdBatch& b, WrittenChanges& staged, const StepWrite& w);
+  // Events, timeline entries and a first step's slots go to `groups` (put into `b` by the caller).
+  Status add_step(EtcdBatch& b, WrittenChanges& staged, EtcdRowGroups& groups, const StepWrite& w);
   void note(int64_t revision);
 
   const std::shared_ptr<etcd::Client> client_;

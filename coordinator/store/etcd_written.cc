@@ -20,6 +20,11 @@ const RolloutRow* EtcdWritten::header(uint64_t id, const WrittenChanges& staged)
   return it == headers_.end() ? nullptr : &it->second;
 }
 
+bool EtcdWritten::unplanned(uint64_t id, const WrittenChanges& staged) const {
+  if (staged.planned.count(id) || staged.ended.count(id)) return false;
+  return staged.created.count(id) > 0 || unplanned_.count(id) > 0;
+}
+
 void EtcdWritten::learn(const std::string& id, const OrderMeta& m) {
   orders_[id] = m;
   bound();
@@ -30,13 +35,18 @@ void EtcdWritten::learn(const RolloutRow& header) { headers_[header.id] = header
 void EtcdWritten::keep(const WrittenChanges& c) {
   for (const auto& [id, m] : c.orders) orders_[id] = m;
   for (const auto& [id, h] : c.headers) headers_[id] = h;
+  unplanned_.insert(c.created.begin(), c.created.end());
+  for (uint64_t id : c.planned) unplanned_.erase(id);
   if (!c.ended.empty()) {
     std::vector<std::string> gone;
     for (const auto& [id, m] : orders_) {
       if (c.ended.count(m.rollout_id)) gone.push_back(id);
     }
     for (const auto& id : gone) orders_.erase(id);
-    for (uint64_t id : c.ended) headers_.erase(id);
+    for (uint64_t id : c.ended) {
+      headers_.erase(id);
+      unplanned_.erase(id);
+    }
   }
   bound();
 }
@@ -44,6 +54,7 @@ void EtcdWritten::keep(const WrittenChanges& c) {
 void EtcdWritten::clear() {
   orders_.clear();
   headers_.clear();
+  unplanned_.clear();
 }
 
 void EtcdWritten::bound() {

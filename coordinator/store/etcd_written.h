@@ -6,8 +6,8 @@
 // Valid only while this store is etcd's one writer of those keys. It is: every write builds on
 // the store's last one (WriteGuard, etcd_batch.h) and is fenced; a write that fails for any
 // reason clears everything kept here (EtcdWritten::clear), and what is not known is read from
-// etcd again (and kept: EtcdWritten::learn). A write's changes are staged in a WrittenChanges
-// and kept only once that write committed (EtcdWritten::keep).
+// etcd again (and kept: EtcdWritten::learn); a rollout not known to be unplanned is not. A write's changes are staged
+// in a WrittenChanges and kept only once that write committed (EtcdWritten::keep).
 //
 // Bounded: a rollout's orders and header are dropped when it ends (or its orders are closed);
 // past kMaxOrders (or the bound given) orders everything is dropped and read again when needed.
@@ -38,6 +38,8 @@ struct WrittenChanges {
   std::map<std::string, OrderMeta> orders;  // the order's state after the write
   std::map<uint64_t, RolloutRow> headers;   // the header after the write
   std::set<uint64_t> ended;                 // rollouts whose orders and header are dropped
+  std::set<uint64_t> created;               // rollouts created by the write: no slot written yet
+  std::set<uint64_t> planned;               // rollouts whose plan (first slots) the write holds
 };
 
 class EtcdWritten {
@@ -49,6 +51,10 @@ class EtcdWritten {
   const OrderMeta* order(const std::string& id, const WrittenChanges& staged) const;
   // The header as `staged` leaves it, else as kept; nullptr when not known here.
   const RolloutRow* header(uint64_t id, const WrittenChanges& staged) const;
+
+  // Whether the rollout was created by this store and no slot of it written since: its next
+  // slots are its plan (etcd_row_groups.h). False when not known here (then written one by one).
+  bool unplanned(uint64_t id, const WrittenChanges& staged) const;
 
   // What was just read from etcd: true of it whatever this store writes next.
   void learn(const std::string& id, const OrderMeta& m);
@@ -67,6 +73,7 @@ class EtcdWritten {
   size_t max_orders_;
   std::unordered_map<std::string, OrderMeta> orders_;
   std::map<uint64_t, RolloutRow> headers_;
+  std::set<uint64_t> unplanned_;
 };
 
 }  // namespace gantry::store

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "coordinator/store/etcd_codec.h"
 #include "coordinator/store/etcd_keys.h"
@@ -34,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                     ch == '_' || ch == '-' || ch == '%';
     if (!ok) std::abort();  // an escaped name never holds '/' or a byte outside the set
   }
-  switch (data[0] % 13) {
+  switch (data[0] % 14) {
     case 0:
       stable(key, value, c::decode_counters);
       break;
@@ -54,10 +55,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       stable(key, value, c::decode_result);
       break;
     case 6:
-      stable(key, value, c::decode_timeline);
+      stable(key, value, c::decode_timeline_group);
       break;
     case 7:
-      stable(key, value, c::decode_event);
+      stable(key, value, c::decode_event_group);
       break;
     case 8:
       stable(key, value, c::decode_audit);
@@ -71,6 +72,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 11:
       stable(key, value, c::decode_operator_key);
       break;
+    case 12: {
+      auto plan = c::decode_slot_plan(key, value);
+      if (!plan) break;
+      std::vector<std::string> texts;
+      for (const auto& j : *plan) texts.push_back(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      auto again = c::decode_slot_plan(key, c::encode_slot_plan(texts));
+      if (!again || again->size() != plan->size()) std::abort();  // a plan read back and written again is stable
+      break;
+    }
     default: {
       auto j = c::decode_slot(key, value);
       if (j) (void)j->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -118,16 +118,21 @@ for name, frame in journal.items():
 # The etcd store's stored values (etcd_codec): the first byte picks the row kind.
 import json  # noqa: E402
 etcd_rows = {
-    "counters": (0, {"rollout": 1, "event": 2, "audit": 3, "order": 4, "release": 5, "epoch": 6}),
+    "counters": (0, {"rollout": 1, "event": 2, "audit": 3, "order": 4, "release": 5, "epoch": 6, "timeline": 7}),
     "host": (1, {"host_id": "h", "labels": {"z": "a"}, "services": [], "first_seen": 1, "last_seen": 2}),
     "rollout": (3, {"id": 1, "service": "web", "version": "v2", "kind": "rollout", "phase": "running",
                     "created_by": "a", "reason": "", "created_at": 1, "finished_at": 0, "revision": 0, "state": {}}),
     "order": (4, {"order_id": "r1-1", "rollout_id": 1, "host_id": "h", "body": "{}", "acked": False,
                   "created_at": 1, "seq": 1}),
     "event": (7, {"id": 1, "rollout_id": 1, "at": 1, "message": "ordered web-1"}),
+    "event_group": (7, [{"id": 1, "rollout_id": 1, "at": 1, "message": "ordered web-1"},
+                        {"id": 2, "rollout_id": 1, "at": 2, "message": "web-1 succeeded"}]),
+    "timeline_group": (6, [{"rollout_id": 1, "host_id": "web-1", "seq": 0, "phase": "swap", "at_ms": 1,
+                            "received_ms": 2}]),
     "desired": (9, {"service": "web", "version": "v2", "selector": "", "converge": "auto", "plan": [],
                     "rollout_id": 1, "held": False, "note": "", "updated_at": 1}),
-    "slot": (12, {"host_id": "web-1", "state": "ordered"}),
+    "slot_plan": (12, [{"host_id": "web-1", "state": "ordered"}, {"host_id": "web-2", "state": "pending"}]),
+    "slot": (13, {"host_id": "web-1", "state": "ordered"}),
 }
 for name, (kind, row) in etcd_rows.items():
     put("etcd_codec", name, bytes([kind]) + json.dumps(row).encode())

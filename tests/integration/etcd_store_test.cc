@@ -392,6 +392,34 @@ TEST_P(StoreContract, EventsByRolloutAfterAnIdAndTheMostRecent) {
   EXPECT_TRUE(st->recent_events(0, 10)->empty());  // rollout 0: no events of its own
 }
 
+TEST_P(StoreContract, EventsWrittenTogetherAreReadFromTheMiddle) {
+  // A step's events are one etcd key (etcd_row_groups.h): reads start and stop inside it.
+  const uint64_t a = *st->create_rollout(rollout_row("web"));
+  auto w = step_of(a);
+  for (int i = 0; i < 5; ++i) w.events.push_back({0, a, 10 + i, "s" + std::to_string(i)});
+  ASSERT_TRUE(st->save_step(w).ok());
+  auto w2 = step_of(a);
+  for (int i = 5; i < 8; ++i) w2.events.push_back({0, a, 10 + i, "s" + std::to_string(i)});
+  ASSERT_TRUE(st->save_step(w2).ok());
+  auto mid = st->events(a, 2, 2);
+  ASSERT_TRUE(mid.ok());
+  ASSERT_EQ(mid->size(), 2u);
+  EXPECT_EQ((*mid)[0].message, "s2");
+  EXPECT_EQ((*mid)[1].message, "s3");
+  auto across = st->events(a, 4, 3);
+  ASSERT_EQ(across->size(), 3u);
+  EXPECT_EQ((*across)[0].message, "s4");
+  EXPECT_EQ((*across)[2].message, "s6");
+  EXPECT_EQ(st->events(a, 7, 100)->size(), 1u);
+  EXPECT_TRUE(st->events(a, 8, 100)->empty());
+  EXPECT_EQ(st->events(a, -1, -1)->size(), 8u);
+  auto recent = st->recent_events(a, 4);
+  ASSERT_EQ(recent->size(), 4u);
+  EXPECT_EQ((*recent)[0].message, "s4");
+  EXPECT_EQ((*recent)[3].message, "s7");
+  EXPECT_EQ(st->recent_events(a, -1)->size(), 8u);
+}
+
 TEST_P(StoreContract, DesiredStateAuditAndKeys) {
   store::DesiredRow d{"web", "v2", "role=web", "auto", json{{"batches", json::array({"1"})}}, 3, false, "ok", 9};
   ASSERT_TRUE(st->put_desired(d).ok());
@@ -816,11 +844,29 @@ TEST(EtcdStore, TenThousandHostStepIsOneTransaction) {
   std::cout << "save_step of a 10,000-host start: " << ms << " ms, about " << bytes / 1024 << " KiB\n";
   const auto after = census(*client, p);
   EXPECT_EQ(after.second, before.second + 1) << "one revision: one transaction";
-  EXPECT_GE(after.first, before.first + 20000u) << "small keys: a slot and an order per host";
+  // Small keys: an order per host; the first slots are the rollout's plan, in keys of at most
+  // 256 slots written once (a slot's every later change is a key of its own, below).
+  EXPECT_EQ(census(*client, p + "order/").first, 10000u);
+  EXPECT_EQ(census(*client, p + "slot_plan/").first, 40u);
+  EXPECT_EQ(census(*client, p + "slot/").first, 0u);
   auto back = st->rollout(id);
   ASSERT_TRUE(back.ok() && back->has_value());
   EXPECT_EQ(*State::from_json((*back)->state), r.state);
   EXPECT_EQ(st->open_orders()->size(), 10000u);
+  // The next step's slots are keys of their own, read over the plan.
+  auto next = step(
+      r.state, EvReport{r.state.hosts[42].host_id, r.state.hosts[42].order_id, Outcome::kSucceeded, "v2", ""}, 2000);
+  store::StepWrite w2;
+  w2.rollout_id = id;
+  w2.phase = phase_name(next.state.phase);
+  w2.state = next.state.header_json();
+  for (uint32_t i : next.touched) w2.slots.emplace_back(i, next.state.hosts[i].to_json_text());
+  ASSERT_FALSE(w2.slots.empty());
+  ASSERT_TRUE(st->save_step(w2).ok());
+  EXPECT_EQ(census(*client, p + "slot/").first, w2.slots.size());
+  back = st->rollout(id);
+  ASSERT_TRUE(back.ok() && back->has_value());
+  EXPECT_EQ(*State::from_json((*back)->state), next.state);
 }
 
 TEST(EtcdStore, TooLargeATransactionNamesEtcdsLimits) {
@@ -829,13 +875,17 @@ TEST(EtcdStore, TooLargeATransactionNamesEtcdsLimits) {
   EtcdCluster small(1, o);
   auto st = open_etcd(client_of(small), "/gantry/");
   const uint64_t id = *st->create_rollout(rollout_row("web"));
+  auto first = step_of(id);
+  first.slots.emplace_back(0, "{}");  // the plan: one key
+  ASSERT_TRUE(st->save_step(first).ok());
+  const json stored = (*st->rollout(id))->state;
   auto w = step_of(id);
-  for (uint32_t i = 0; i < 200; ++i) w.slots.emplace_back(i, "{}");
+  for (uint32_t i = 0; i < 200; ++i) w.slots.emplace_back(i, "{}");  // a key each from now on
   auto s = st->save_step(w);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().message.find("--max-txn-ops"), std::string::npos) << s.error().message;
   // Nothing of it was written, and the store goes on.
-  EXPECT_EQ((*st->rollout(id))->state, json::object());
+  EXPECT_EQ((*st->rollout(id))->state, stored);
   ASSERT_TRUE(st->add_event({0, id, 1, "after"}).ok());
 }
 
