@@ -2,11 +2,11 @@
 // 10,000-host rollout in 100 batches writes to etcd, in as many transactions as Gantry's
 // coordinator writes (one per batch transition), with nothing else: no coordinator, no agents,
 // no reads, through the same etcd client library (coordinator/etcd), in the same key layout
-// (docs/HIGH_AVAILABILITY.md). Per transaction: the next batch's orders and their slots, the
-// previous batch's results and final slots, its timeline entries and its events (one group key
-// each), the rollout header, the id counters and the write guard; the first transaction also
-// holds the rollout's plan (every host's first slot, in keys of 256). Value sizes are those
-// of figure 2's rows (flags).
+// (docs/HIGH_AVAILABILITY.md). Per transaction: the next batch's orders (one group key) and their
+// slots, the previous batch's final slots, its results, timeline entries and events (one group
+// key each), the rollout header, the id counters and the write guard; the first transaction also
+// holds the rollout's plan (every host's first slot, in keys of 256). Value sizes are those of
+// figure 2's rows (flags).
 // Prints one JSON line: {"ms":..., "transactions":..., "operations":..., "bytes":...}.
 #include <chrono>
 #include <iostream>
@@ -96,18 +96,17 @@ int main(int argc, char** argv) {
     if (b < batches) {
       auto [from, to] = host_range(b);
       for (int h = from; h < to; ++h) {
-        put(prefix + "order/1/r1-" + std::to_string(h), order);
         if (b > 0) put(prefix + "slot/1/" + pad(static_cast<uint64_t>(h), 10), slot);
       }
+      put(prefix + "order/1/" + pad(static_cast<uint64_t>(from + 1), 20),
+          std::string(order.size() * static_cast<size_t>(to - from), 'o'));
     }
     if (b > 0) {
       auto [from, to] = host_range(b - 1);
-      for (int h = from; h < to; ++h) {
-        put(prefix + "result/1/r1-" + std::to_string(h), result);
-        put(prefix + "slot/1/" + pad(static_cast<uint64_t>(h), 10), slot);  // final
-      }
+      for (int h = from; h < to; ++h) put(prefix + "slot/1/" + pad(static_cast<uint64_t>(h), 10), slot);  // final
       const auto n = static_cast<size_t>(to - from);
-      put(prefix + "timeline/1/" + pad(static_cast<uint64_t>(b), 20), std::string(timeline.size() * n, 't'));
+      put(prefix + "result/1/" + pad(static_cast<uint64_t>(2 * b), 20), std::string(result.size() * n, 'r'));
+      put(prefix + "timeline/1/" + pad(static_cast<uint64_t>(2 * b + 1), 20), std::string(timeline.size() * n, 't'));
       put(prefix + "event/1/" + pad(event_id + 1, 20), std::string(event.size() * n, 'e'));
       event_id += n;
     }

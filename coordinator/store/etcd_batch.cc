@@ -17,6 +17,13 @@ std::vector<std::string> EtcdBatch::pending_under(const std::string& prefix) con
   return out;
 }
 
+void EtcdBatch::put(const std::string& key, std::string value) {
+  for (const auto& q : prefixes_) {
+    if (key.rfind(q, 0) == 0) return;
+  }
+  ops_[key] = std::move(value);
+}
+
 void EtcdBatch::del_prefix(const std::string& prefix) {
   for (const auto& k : pending_under(prefix)) ops_.erase(k);
   for (const auto& q : prefixes_) {

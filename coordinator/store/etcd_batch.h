@@ -34,7 +34,9 @@ struct WriteGuard {
 
 class EtcdBatch {
  public:
-  void put(const std::string& key, std::string value) { ops_[key] = std::move(value); }
+  // A put under a range this batch deletes (del_prefix) is dropped: such ranges are rows gone
+  // for good (an ended rollout's orders), and etcd refuses a put inside a deleted range.
+  void put(const std::string& key, std::string value);
   void del(const std::string& key) { ops_[key] = std::nullopt; }
   // Deletes every key under `prefix`, as one operation; what the batch would put or delete
   // under it is dropped (etcd refuses a transaction whose puts fall in its delete ranges).

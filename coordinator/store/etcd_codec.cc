@@ -127,6 +127,54 @@ Expected<std::vector<T>> decode_group(const std::string& key, const std::string&
   return out;
 }
 
+json row_json(const OrderRecord& o) {
+  return json{{"order_id", o.row.order_id},
+              {"rollout_id", o.row.rollout_id},
+              {"host_id", o.row.host_id},
+              {"body", o.row.body},
+              {"acked", o.row.acked},
+              {"created_at", o.row.created_at},
+              {"seq", o.seq}};
+}
+
+OrderRecord order_record(Fields& f) {
+  OrderRecord o;
+  o.row.order_id = f.str("order_id");
+  o.row.rollout_id = f.u64("rollout_id");
+  o.row.host_id = f.str("host_id");
+  o.row.body = f.str("body");
+  o.row.acked = f.boolean("acked");
+  o.row.created_at = f.i64("created_at");
+  o.seq = f.u64("seq");
+  return o;
+}
+
+json row_json(const ResultRecord& r) {
+  return json{{"rollout_id", r.row.rollout_id},
+              {"host_id", r.row.host_id},
+              {"order_id", r.row.order_id},
+              {"outcome", r.row.outcome},
+              {"running_version", r.row.running_version},
+              {"message", r.row.message},
+              {"timings", r.row.timings},
+              {"at", r.row.at},
+              {"seq", r.seq}};
+}
+
+ResultRecord result_record(Fields& f) {
+  ResultRecord r;
+  r.row.rollout_id = f.u64("rollout_id");
+  r.row.host_id = f.str("host_id");
+  r.row.order_id = f.str("order_id");
+  r.row.outcome = f.str("outcome");
+  r.row.running_version = f.str("running_version");
+  r.row.message = f.str("message");
+  r.row.timings = f.any("timings");
+  r.row.at = f.i64("at");
+  r.seq = f.u64("seq");
+  return r;
+}
+
 json row_json(const TimelineRow& t) {
   return json{{"rollout_id", t.rollout_id}, {"host_id", t.host_id}, {"seq", t.seq},
               {"phase", t.phase},           {"at_ms", t.at_ms},     {"received_ms", t.received_ms}};
@@ -166,8 +214,8 @@ std::string encode_rows(const std::vector<T>& rows) {
 }  // namespace
 
 std::string encode(const Counters& c) {
-  return json{{"rollout", c.rollout}, {"event", c.event}, {"audit", c.audit},      {"order", c.order},
-              {"release", c.release}, {"epoch", c.epoch}, {"timeline", c.timeline}}
+  return json{{"rollout", c.rollout}, {"event", c.event}, {"audit", c.audit}, {"order", c.order},
+              {"release", c.release}, {"epoch", c.epoch}, {"group", c.group}}
       .dump();
 }
 
@@ -180,7 +228,7 @@ Expected<Counters> decode_counters(const std::string& key, const std::string& va
   c.order = f.u64("order");
   c.release = f.u64("release");
   c.epoch = f.u64("epoch");
-  c.timeline = f.u64_or_zero("timeline");
+  c.group = f.u64_or_zero("group");
   return done(f, c);
 }
 
@@ -257,56 +305,16 @@ Expected<RolloutRow> decode_rollout(const std::string& key, const std::string& v
   return done(f, r);
 }
 
-std::string encode(const OrderRecord& o) {
-  return json{{"order_id", o.row.order_id},
-              {"rollout_id", o.row.rollout_id},
-              {"host_id", o.row.host_id},
-              {"body", o.row.body},
-              {"acked", o.row.acked},
-              {"created_at", o.row.created_at},
-              {"seq", o.seq}}
-      .dump();
+std::string encode(const std::vector<OrderRecord>& rows) { return encode_rows(rows); }
+
+Expected<std::vector<OrderRecord>> decode_order_group(const std::string& key, const std::string& value) {
+  return decode_group<OrderRecord>(key, value, order_record);
 }
 
-Expected<OrderRecord> decode_order(const std::string& key, const std::string& value) {
-  Fields f(key, value);
-  OrderRecord o;
-  o.row.order_id = f.str("order_id");
-  o.row.rollout_id = f.u64("rollout_id");
-  o.row.host_id = f.str("host_id");
-  o.row.body = f.str("body");
-  o.row.acked = f.boolean("acked");
-  o.row.created_at = f.i64("created_at");
-  o.seq = f.u64("seq");
-  return done(f, o);
-}
+std::string encode(const std::vector<ResultRecord>& rows) { return encode_rows(rows); }
 
-std::string encode(const ResultRecord& r) {
-  return json{{"rollout_id", r.row.rollout_id},
-              {"host_id", r.row.host_id},
-              {"order_id", r.row.order_id},
-              {"outcome", r.row.outcome},
-              {"running_version", r.row.running_version},
-              {"message", r.row.message},
-              {"timings", r.row.timings},
-              {"at", r.row.at},
-              {"seq", r.seq}}
-      .dump();
-}
-
-Expected<ResultRecord> decode_result(const std::string& key, const std::string& value) {
-  Fields f(key, value);
-  ResultRecord r;
-  r.row.rollout_id = f.u64("rollout_id");
-  r.row.host_id = f.str("host_id");
-  r.row.order_id = f.str("order_id");
-  r.row.outcome = f.str("outcome");
-  r.row.running_version = f.str("running_version");
-  r.row.message = f.str("message");
-  r.row.timings = f.any("timings");
-  r.row.at = f.i64("at");
-  r.seq = f.u64("seq");
-  return done(f, r);
+Expected<std::vector<ResultRecord>> decode_result_group(const std::string& key, const std::string& value) {
+  return decode_group<ResultRecord>(key, value, result_record);
 }
 
 std::string encode(const std::vector<TimelineRow>& rows) { return encode_rows(rows); }

@@ -23,18 +23,20 @@ struct Counters {
   uint64_t order = 0;
   uint64_t release = 0;
   uint64_t epoch = 0;
-  uint64_t timeline = 0;  // timeline groups written (absent in a store written before groups: 0)
+  uint64_t group = 0;  // result and timeline groups written (absent in a store written before groups: 0)
 };
 
 // Rows written together are grouped (docs/HIGH_AVAILABILITY.md, "etcd key layout"): a
-// transaction's events of one rollout are one key, its timeline entries another, a rollout's
-// first slots its plan; each group holds at most this many rows.
+// transaction's new orders of one rollout are one key, its results another, its events and its
+// timeline entries others, a rollout's first slots its plan; each group holds at most this many
+// rows.
 inline constexpr size_t kMaxGroupRows = 256;
 
-// An order as stored (<prefix>order/<rollout>/<order>), written once when it is made: the row and
-// its sequence number. It is open until its result (<prefix>result/<rollout>/<order>) exists;
-// acknowledged when `acked` (a migrated row) or its mark <prefix>order_acked/<rollout>/<order>
-// exists. A rollout's orders and marks are deleted when it ends.
+// An order as stored (in a group under <prefix>order/<rollout>/), written once when it is made:
+// the row and its sequence number. It is open until a result for it (in a group under
+// <prefix>result/<rollout>/) exists; acknowledged when `acked` (a migrated row) or its mark
+// <prefix>order_acked/<rollout>/<order> exists. A rollout's orders and marks are deleted when it
+// ends.
 struct OrderRecord {
   OrderRow row;
   uint64_t seq = 0;
@@ -51,9 +53,9 @@ std::string encode(const HostRow& h);
 std::string encode(const ReleaseRow& r);
 // The header: everything but the host slots (r.state as given).
 std::string encode(const RolloutRow& r);
-std::string encode(const OrderRecord& o);
-std::string encode(const ResultRecord& r);
 // Groups: a JSON array of the rows' objects.
+std::string encode(const std::vector<OrderRecord>& rows);
+std::string encode(const std::vector<ResultRecord>& rows);
 std::string encode(const std::vector<TimelineRow>& rows);
 std::string encode(const std::vector<EventRow>& rows);
 // A slot plan: a JSON array of slot texts (HostSlot::to_json_text(): JSON, not checked here).
@@ -67,10 +69,10 @@ Expected<Counters> decode_counters(const std::string& key, const std::string& va
 Expected<HostRow> decode_host(const std::string& key, const std::string& value);
 Expected<ReleaseRow> decode_release(const std::string& key, const std::string& value);
 Expected<RolloutRow> decode_rollout(const std::string& key, const std::string& value);
-Expected<OrderRecord> decode_order(const std::string& key, const std::string& value);
-Expected<ResultRecord> decode_result(const std::string& key, const std::string& value);
 // A group: a non-empty array of at most kMaxGroupRows rows, or one row (a store written before
 // groups).
+Expected<std::vector<OrderRecord>> decode_order_group(const std::string& key, const std::string& value);
+Expected<std::vector<ResultRecord>> decode_result_group(const std::string& key, const std::string& value);
 Expected<std::vector<TimelineRow>> decode_timeline_group(const std::string& key, const std::string& value);
 Expected<std::vector<EventRow>> decode_event_group(const std::string& key, const std::string& value);
 // A slot plan: a non-empty array of at most kMaxGroupRows slots, each any JSON.

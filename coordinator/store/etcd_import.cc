@@ -109,10 +109,10 @@ Status EtcdStore::import_open_orders(const std::vector<OrderRow>& rows, size_t c
   try {
     for (size_t i = 0; i < rows.size(); i += chunk) {
       EtcdBatch b;
-      for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j) {
-        etcd_codec::OrderRecord rec{rows[j], ++counters_.order};
-        b.put(keys_.order(rec.row.rollout_id, rec.row.order_id), etcd_codec::encode(rec));
-      }
+      EtcdRowGroups groups;
+      for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j)
+        groups.add(etcd_codec::OrderRecord{rows[j], ++counters_.order});
+      groups.put(b, keys_, counters_);
       auto w = commit(b, "import open orders");
       if (!w) return w.error();
     }
@@ -132,7 +132,9 @@ Status EtcdStore::import_results(const std::vector<ResultRow>& rows, size_t chun
       WrittenChanges staged;
       if (auto s = learn_orders(refs, staged); !s.ok()) return s;
       EtcdBatch b;
-      for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j) apply_result(b, rows[j], staged);
+      EtcdRowGroups groups;
+      for (size_t j = i; j < std::min(rows.size(), i + chunk); ++j) apply_result(groups, rows[j], staged);
+      groups.put(b, keys_, counters_);
       auto w = commit(b, "import results", staged);
       if (!w) return w.error();
     }

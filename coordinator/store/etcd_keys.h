@@ -1,7 +1,7 @@
 // Where the etcd store keeps each row (docs/HIGH_AVAILABILITY.md, "etcd key layout"): small
 // keys under one prefix (default "/gantry/"), one per row, except rows one transaction adds
-// together in bulk (events, timeline entries, a rollout's first slots): one key per group of
-// them. Ids are zero-padded decimals (20 digits for uint64 ids, 10 for a slot position) so that
+// together in bulk (orders, results, events, timeline entries, a rollout's first slots): one
+// key per group of them. Ids are zero-padded decimals (20 digits for uint64 ids, 10 for a slot position) so that
 // etcd's byte order of keys is their numeric order; names (host ids, services, order ids, keys)
 // are escaped so that a '/' in a name cannot reach another row: every byte outside
 // [A-Za-z0-9._-] becomes %XX. Reads sort by the values' fields where SQLite sorts by a name,
@@ -45,19 +45,20 @@ struct Layout {
   // array, the first at `first`); a slot/ key, once written, is the slot's text from then on.
   std::string slot_plan(uint64_t rollout, uint32_t first) const { return slot_plans(rollout) + pos10(first); }
   std::string slot_plans(uint64_t rollout) const { return p + "slot_plan/" + id20(rollout) + "/"; }
-  // An order of a rollout still running: open until its result exists; every one of a rollout
-  // is deleted (with its acknowledgement marks) when the rollout ends or its orders are closed.
-  std::string order(uint64_t rollout, const std::string& id) const { return orders(rollout) + escape(id); }
+  // A group of orders of a rollout still running (JSON array), under its first order's sequence
+  // number: each open until a result for it exists; every group of a rollout is deleted (with the
+  // acknowledgement marks) when the rollout ends or its orders are closed.
+  std::string order(uint64_t rollout, uint64_t first_seq) const { return orders(rollout) + id20(first_seq); }
   std::string orders(uint64_t rollout) const { return orders() + id20(rollout) + "/"; }
   std::string orders() const { return p + "order/"; }
   std::string acked(uint64_t rollout, const std::string& id) const { return ackeds(rollout) + escape(id); }
   std::string ackeds(uint64_t rollout) const { return ackeds() + id20(rollout) + "/"; }
   std::string ackeds() const { return p + "order_acked/"; }
-  std::string result(uint64_t rollout, const std::string& order_id) const {
-    return results(rollout) + escape(order_id);
-  }
+  // A group of results (JSON array), numbered in write order.
+  std::string result(uint64_t rollout, uint64_t group) const { return results(rollout) + id20(group); }
   std::string results(uint64_t rollout) const { return p + "result/" + id20(rollout) + "/"; }
-  // A group of timeline entries written together (JSON array), numbered in write order.
+  // A group of timeline entries written together (JSON array), numbered in write order (one
+  // count with the results' groups).
   std::string timeline(uint64_t rollout, uint64_t group) const { return timelines(rollout) + id20(group); }
   std::string timelines(uint64_t rollout) const { return p + "timeline/" + id20(rollout) + "/"; }
   // A group of events written together (JSON array), under its first event's id.

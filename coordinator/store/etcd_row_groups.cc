@@ -4,6 +4,16 @@
 
 namespace gantry::store {
 
+void EtcdRowGroups::add(etcd_codec::OrderRecord order) {
+  const uint64_t rollout = order.row.rollout_id;
+  orders_[rollout].push_back(std::move(order));
+}
+
+void EtcdRowGroups::add(etcd_codec::ResultRecord result) {
+  const uint64_t rollout = result.row.rollout_id;
+  results_[rollout].push_back(std::move(result));
+}
+
 void EtcdRowGroups::add(EventRow row) {
   const uint64_t rollout = row.rollout_id;
   events_[rollout].push_back(std::move(row));
@@ -18,21 +28,38 @@ void EtcdRowGroups::add_plan_slot(uint64_t rollout_id, uint32_t pos, std::string
   plans_[rollout_id][pos] = std::move(text);
 }
 
+namespace {
+
+// Rows [i, i + kMaxGroupRows) of `rows`.
+template <typename T>
+std::vector<T> chunk(const std::vector<T>& rows, size_t i) {
+  const size_t end = std::min(rows.size(), i + etcd_codec::kMaxGroupRows);
+  return std::vector<T>(rows.begin() + static_cast<std::ptrdiff_t>(i), rows.begin() + static_cast<std::ptrdiff_t>(end));
+}
+
+}  // namespace
+
 void EtcdRowGroups::put(EtcdBatch& b, const etcd_keys::Layout& keys, etcd_codec::Counters& counters) const {
   constexpr size_t kMax = etcd_codec::kMaxGroupRows;
+  for (const auto& [rollout, rows] : orders_) {
+    for (size_t i = 0; i < rows.size(); i += kMax) {
+      auto group = chunk(rows, i);
+      b.put(keys.order(rollout, group.front().seq), etcd_codec::encode(group));
+    }
+  }
+  for (const auto& [rollout, rows] : results_) {
+    for (size_t i = 0; i < rows.size(); i += kMax)
+      b.put(keys.result(rollout, ++counters.group), etcd_codec::encode(chunk(rows, i)));
+  }
   for (const auto& [rollout, rows] : events_) {
     for (size_t i = 0; i < rows.size(); i += kMax) {
-      std::vector<EventRow> group(rows.begin() + static_cast<std::ptrdiff_t>(i),
-                                  rows.begin() + static_cast<std::ptrdiff_t>(std::min(rows.size(), i + kMax)));
+      auto group = chunk(rows, i);
       b.put(keys.event(rollout, static_cast<uint64_t>(group.front().id)), etcd_codec::encode(group));
     }
   }
   for (const auto& [rollout, rows] : timeline_) {
-    for (size_t i = 0; i < rows.size(); i += kMax) {
-      std::vector<TimelineRow> group(rows.begin() + static_cast<std::ptrdiff_t>(i),
-                                     rows.begin() + static_cast<std::ptrdiff_t>(std::min(rows.size(), i + kMax)));
-      b.put(keys.timeline(rollout, ++counters.timeline), etcd_codec::encode(group));
-    }
+    for (size_t i = 0; i < rows.size(); i += kMax)
+      b.put(keys.timeline(rollout, ++counters.group), etcd_codec::encode(chunk(rows, i)));
   }
   // A plan's runs of consecutive positions, each in groups of at most kMax.
   for (const auto& [rollout, slots] : plans_) {

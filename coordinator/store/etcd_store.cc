@@ -63,7 +63,7 @@ Expected<uint64_t> trailing_id(const std::string& key) {
 
 bool same(const etcd_codec::Counters& a, const etcd_codec::Counters& b) {
   return a.rollout == b.rollout && a.event == b.event && a.audit == b.audit && a.order == b.order &&
-         a.release == b.release && a.epoch == b.epoch && a.timeline == b.timeline;
+         a.release == b.release && a.epoch == b.epoch && a.group == b.group;
 }
 
 // SQL's LIMIT: negative = no limit. As etcd's range limit (0 = no limit).
@@ -370,49 +370,74 @@ Expected<uint64_t> EtcdStore::create_rollout(const RolloutRow& r) {
 }
 
 Status EtcdStore::learn_orders(const std::vector<OrderRef>& refs, const WrittenChanges& staged) {
-  std::vector<OrderRef> unknown;
+  std::set<uint64_t> rollouts;
+  bool any_rollout = false;
   for (const auto& r : refs) {
-    if (!written_.order(r.order_id, staged)) unknown.push_back(r);
+    if (written_.order(r.order_id, staged)) continue;
+    if (r.rollout_id == 0)
+      any_rollout = true;
+    else if (!written_.knows_all(r.rollout_id, staged))
+      rollouts.insert(r.rollout_id);
   }
-  if (unknown.empty()) return Status::Ok();
   // An acknowledgement names no rollout: its order is looked for among every running one's.
-  if (std::any_of(unknown.begin(), unknown.end(), [](const OrderRef& r) { return r.rollout_id == 0; })) {
+  if (any_rollout) {
     auto all = scan(keys_.orders(), 0, false, /*keys_only=*/true);
     if (!all) return all.error();
-    std::map<std::string, uint64_t> rollout_of;  // escaped order id -> rollout id
     for (const auto& kv : *all) {
       const std::string rest = kv.key.substr(keys_.orders().size());
       const auto slash = rest.find('/');
       if (slash == std::string::npos) return make_error("store", "corrupt order key " + safe_text(kv.key, 512));
       auto rid = trailing_id(rest.substr(0, slash));
       if (!rid) return rid.error();
-      rollout_of[rest.substr(slash + 1)] = *rid;
-    }
-    for (auto& r : unknown) {
-      if (r.rollout_id != 0) continue;
-      if (auto it = rollout_of.find(etcd_keys::escape(r.order_id)); it != rollout_of.end()) r.rollout_id = it->second;
+      if (!written_.knows_all(*rid, staged)) rollouts.insert(*rid);
     }
   }
-  std::vector<std::string> keys;
-  for (const auto& r : unknown) {
-    if (r.rollout_id == 0) continue;  // stored nowhere
-    keys.push_back(keys_.order(r.rollout_id, r.order_id));
-    keys.push_back(keys_.result(r.rollout_id, r.order_id));
-    keys.push_back(keys_.acked(r.rollout_id, r.order_id));
-  }
-  auto read = get_many(keys);
-  if (!read) return read.error();
-  for (const auto& r : unknown) {
-    if (r.rollout_id == 0) continue;
-    auto it = read->find(keys_.order(r.rollout_id, r.order_id));
-    if (it == read->end()) continue;  // never stored, or its rollout ended
-    auto o = etcd_codec::decode_order(it->first, it->second.value);
-    if (!o) return o.error();
-    const bool reported = read->count(keys_.result(r.rollout_id, r.order_id)) > 0;
-    const bool acked = o->row.acked || read->count(keys_.acked(r.rollout_id, r.order_id)) > 0;
-    written_.learn(r.order_id, OrderMeta{r.rollout_id, o->row.host_id, o->seq, !reported, acked});
+  // Orders are stored in groups: every order of a rollout concerned is read, and kept.
+  for (uint64_t rid : rollouts) {
+    auto orders = read_orders(rid);
+    if (!orders) return orders.error();
+    for (const auto& o : *orders)
+      written_.learn(o.row.order_id, OrderMeta{rid, o.row.host_id, o.seq, !o.row.reported, o.row.acked});
+    written_.learned_all(rid);
   }
   return Status::Ok();
+}
+
+Expected<std::vector<etcd_codec::OrderRecord>> EtcdStore::read_orders(uint64_t rollout_id) {
+  auto groups = scan(keys_.orders(rollout_id));
+  if (!groups) return groups.error();
+  std::vector<etcd_codec::OrderRecord> out;
+  if (groups->empty()) return out;
+  auto results = scan(keys_.results(rollout_id));
+  if (!results) return results.error();
+  auto marks = scan(keys_.ackeds(rollout_id), 0, false, /*keys_only=*/true);
+  if (!marks) return marks.error();
+  std::unordered_set<std::string> reported, acked;
+  for (const auto& kv : *results) {
+    auto group = etcd_codec::decode_result_group(kv.key, kv.value);
+    if (!group) return group.error();
+    for (const auto& r : *group) reported.insert(r.row.order_id);
+  }
+  for (const auto& kv : *marks) acked.insert(kv.key);
+  std::unordered_map<std::string, size_t> at;  // an order stored twice: the last one
+  for (const auto& kv : *groups) {
+    auto group = etcd_codec::decode_order_group(kv.key, kv.value);
+    if (!group) return group.error();
+    for (auto& o : *group) {
+      if (o.row.rollout_id != rollout_id)
+        return make_error("store",
+                          "corrupt record at etcd key " + safe_text(kv.key, 512) + ": another rollout's order");
+      o.row.reported = reported.count(o.row.order_id) > 0;
+      o.row.acked = o.row.acked || acked.count(keys_.acked(rollout_id, o.row.order_id)) > 0;
+      if (auto it = at.find(o.row.order_id); it != at.end()) {
+        out[it->second] = std::move(o);
+      } else {
+        at.emplace(o.row.order_id, out.size());
+        out.push_back(std::move(o));
+      }
+    }
+  }
+  return out;
 }
 
 Expected<std::optional<RolloutRow>> EtcdStore::header_for(uint64_t id, const WrittenChanges& staged) {
@@ -428,7 +453,7 @@ Expected<std::optional<RolloutRow>> EtcdStore::header_for(uint64_t id, const Wri
 
 // A report: stored under the order's rollout, which closes the order (with the order's host and
 // sequence number; a report of an order not stored is kept with the rollout and host it names).
-void EtcdStore::apply_result(EtcdBatch& b, const ResultRow& r, WrittenChanges& staged) {
+void EtcdStore::apply_result(EtcdRowGroups& groups, const ResultRow& r, WrittenChanges& staged) {
   OrderMeta m;
   if (const OrderMeta* known = written_.order(r.order_id, staged)) {
     m = *known;
@@ -442,7 +467,7 @@ void EtcdStore::apply_result(EtcdBatch& b, const ResultRow& r, WrittenChanges& s
   res.row.rollout_id = m.rollout_id;
   res.row.host_id = m.host_id;
   res.seq = m.seq;
-  b.put(keys_.result(m.rollout_id, r.order_id), etcd_codec::encode(res));
+  groups.add(std::move(res));
   staged.orders[r.order_id] = std::move(m);
 }
 
@@ -514,8 +539,8 @@ Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, EtcdRowGroups& 
     OrderRecord rec{o, ++counters_.order};
     rec.row.acked = false;
     rec.row.reported = false;
-    b.put(keys_.order(o.rollout_id, o.order_id), etcd_codec::encode(rec));
     staged.orders[o.order_id] = OrderMeta{o.rollout_id, o.host_id, rec.seq, true, false};
+    groups.add(std::move(rec));
   }
   for (const auto& e : w.events) {
     EventRow row = e;
@@ -528,7 +553,7 @@ Status EtcdStore::add_step(EtcdBatch& b, WrittenChanges& staged, EtcdRowGroups& 
     b.put(keys_.audit(static_cast<uint64_t>(row.id)), etcd_codec::encode(row));
   }
   if (w.desired) b.put(keys_.desired(w.desired->service), etcd_codec::encode(*w.desired));
-  for (const auto& r : w.results) apply_result(b, r, staged);
+  for (const auto& r : w.results) apply_result(groups, r, staged);
   for (const auto& t : w.timeline) groups.add(t);
   for (const auto& id : w.acked) apply_ack(b, id, staged);
   // An ended rollout orders nothing more; its orders are closed with the step that ends it.
@@ -715,31 +740,26 @@ Expected<std::vector<OrderRow>> EtcdStore::open_orders() {
     std::lock_guard<std::mutex> lk(mu_);
     flush_held_for_read();
     // The orders of running rollouts, less those reported; acknowledged if marked.
-    auto kvs = scan(keys_.orders());
-    if (!kvs) return kvs.error();
-    auto marks = scan(keys_.ackeds(), 0, false, /*keys_only=*/true);
-    if (!marks) return marks.error();
-    std::set<std::string> acked;
-    for (const auto& kv : *marks) acked.insert(kv.key);
-    std::map<uint64_t, std::set<std::string>> reported;  // rollout -> result keys
+    auto keys = scan(keys_.orders(), 0, false, /*keys_only=*/true);
+    if (!keys) return keys.error();
+    std::set<uint64_t> rollouts;
+    for (const auto& kv : *keys) {
+      const std::string rest = kv.key.substr(keys_.orders().size());
+      auto rid = trailing_id(rest.substr(0, rest.find('/')));
+      if (!rid || rest.find('/') == std::string::npos)
+        return make_error("store", "corrupt order key " + safe_text(kv.key, 512));
+      rollouts.insert(*rid);
+    }
     std::vector<OrderRow> out;
-    for (const auto& kv : *kvs) {
-      auto o = etcd_codec::decode_order(kv.key, kv.value);
-      if (!o) return o.error();
-      if (kv.key != keys_.order(o->row.rollout_id, o->row.order_id))
-        return make_error("store", "corrupt record at etcd key " + safe_text(kv.key, 512) + ": another order's");
-      const uint64_t rid = o->row.rollout_id;
-      if (!reported.count(rid)) {
-        auto results = scan(keys_.results(rid), 0, false, /*keys_only=*/true);
-        if (!results) return results.error();
-        auto& keys = reported[rid];
-        for (const auto& r : *results) keys.insert(r.key);
+    for (uint64_t rid : rollouts) {
+      auto orders = read_orders(rid);
+      if (!orders) return orders.error();
+      for (auto& o : *orders) {
+        written_.learn(o.row.order_id, OrderMeta{rid, o.row.host_id, o.seq, !o.row.reported, o.row.acked});
+        if (o.row.reported) continue;
+        out.push_back(std::move(o.row));
       }
-      const bool open = !reported[rid].count(keys_.result(rid, o->row.order_id));
-      o->row.acked = o->row.acked || acked.count(keys_.acked(rid, o->row.order_id)) > 0;
-      o->row.reported = false;
-      written_.learn(o->row.order_id, OrderMeta{rid, o->row.host_id, o->seq, open, o->row.acked});
-      if (open) out.push_back(std::move(o->row));
+      written_.learned_all(rid);
     }
     std::sort(out.begin(), out.end(), [](const OrderRow& a, const OrderRow& b) {
       return a.created_at != b.created_at ? a.created_at < b.created_at : a.order_id < b.order_id;
@@ -787,7 +807,9 @@ Status EtcdStore::record_report(const ResultRow& row) {
     WrittenChanges staged;
     if (auto s = learn_orders({{row.order_id, row.rollout_id}}, staged); !s.ok()) return s;
     EtcdBatch b;
-    apply_result(b, row, staged);
+    EtcdRowGroups groups;
+    apply_result(groups, row, staged);
+    groups.put(b, keys_, counters_);
     auto r = commit(b, "record report", staged);
     if (!r) return r.error();
     return Status::Ok();
@@ -800,11 +822,20 @@ Expected<std::vector<ResultRow>> EtcdStore::results(uint64_t rollout_id) {
     flush_held_for_read();
     auto kvs = scan(keys_.results(rollout_id));
     if (!kvs) return kvs.error();
+    // Groups in the order written: a report recorded again replaces the first.
     std::vector<ResultRecord> recs;
+    std::unordered_map<std::string, size_t> at;
     for (const auto& kv : *kvs) {
-      auto r = etcd_codec::decode_result(kv.key, kv.value);
-      if (!r) return r.error();
-      recs.push_back(std::move(*r));
+      auto group = etcd_codec::decode_result_group(kv.key, kv.value);
+      if (!group) return group.error();
+      for (auto& r : *group) {
+        if (auto it = at.find(r.row.order_id); it != at.end()) {
+          recs[it->second] = std::move(r);
+        } else {
+          at.emplace(r.row.order_id, recs.size());
+          recs.push_back(std::move(r));
+        }
+      }
     }
     std::stable_sort(recs.begin(), recs.end(), [](const ResultRecord& a, const ResultRecord& b) {
       return a.row.at != b.row.at ? a.row.at < b.row.at : a.seq < b.seq;

@@ -152,13 +152,15 @@ class EtcdStore final : public Store {
     std::string order_id;
     uint64_t rollout_id = 0;
   };
-  // Reads from etcd what written_ does not know of these orders (their records, results and
-  // acknowledgement marks) and keeps it there.
+  // Reads from etcd what written_ does not know of these orders (every order of their rollouts,
+  // with results and acknowledgement marks: orders are stored in groups) and keeps it there.
   Status learn_orders(const std::vector<OrderRef>& refs, const WrittenChanges& staged);
+  // Every order stored for the rollout (`reported` and `acked` as its result and mark say).
+  Expected<std::vector<etcd_codec::OrderRecord>> read_orders(uint64_t rollout_id);
   // The rollout's header as last written (written_, else read from etcd); nullopt if none.
   Expected<std::optional<RolloutRow>> header_for(uint64_t id, const WrittenChanges& staged);
   // After learn_orders.
-  void apply_result(EtcdBatch& b, const ResultRow& r, WrittenChanges& staged);
+  void apply_result(EtcdRowGroups& groups, const ResultRow& r, WrittenChanges& staged);
   void apply_ack(EtcdBatch& b, const std::string& order_id, WrittenChanges& staged);
   void end_orders(EtcdBatch& b, uint64_t rollout_id, WrittenChanges& staged);
   // One step's writes into `b` (save_step).

@@ -25,6 +25,11 @@ bool EtcdWritten::unplanned(uint64_t id, const WrittenChanges& staged) const {
   return staged.created.count(id) > 0 || unplanned_.count(id) > 0;
 }
 
+bool EtcdWritten::knows_all(uint64_t id, const WrittenChanges& staged) const {
+  if (staged.ended.count(id)) return false;
+  return staged.created.count(id) > 0 || all_.count(id) > 0;
+}
+
 void EtcdWritten::learn(const std::string& id, const OrderMeta& m) {
   orders_[id] = m;
   bound();
@@ -36,6 +41,7 @@ void EtcdWritten::keep(const WrittenChanges& c) {
   for (const auto& [id, m] : c.orders) orders_[id] = m;
   for (const auto& [id, h] : c.headers) headers_[id] = h;
   unplanned_.insert(c.created.begin(), c.created.end());
+  all_.insert(c.created.begin(), c.created.end());
   for (uint64_t id : c.planned) unplanned_.erase(id);
   if (!c.ended.empty()) {
     std::vector<std::string> gone;
@@ -46,6 +52,7 @@ void EtcdWritten::keep(const WrittenChanges& c) {
     for (uint64_t id : c.ended) {
       headers_.erase(id);
       unplanned_.erase(id);
+      all_.erase(id);
     }
   }
   bound();
@@ -55,10 +62,14 @@ void EtcdWritten::clear() {
   orders_.clear();
   headers_.clear();
   unplanned_.clear();
+  all_.clear();
 }
 
 void EtcdWritten::bound() {
-  if (orders_.size() > max_orders_) orders_.clear();
+  if (orders_.size() > max_orders_) {
+    orders_.clear();
+    all_.clear();
+  }
 }
 
 }  // namespace gantry::store

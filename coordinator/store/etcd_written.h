@@ -56,8 +56,14 @@ class EtcdWritten {
   // slots are its plan (etcd_row_groups.h). False when not known here (then written one by one).
   bool unplanned(uint64_t id, const WrittenChanges& staged) const;
 
+  // Whether every order of the rollout is known here (it was created by this store, or its
+  // orders were all read: learn_all): an order of it not known here is not stored.
+  bool knows_all(uint64_t rollout_id, const WrittenChanges& staged) const;
+
   // What was just read from etcd: true of it whatever this store writes next.
   void learn(const std::string& id, const OrderMeta& m);
+  // ... and this rollout's orders were all read.
+  void learned_all(uint64_t rollout_id) { all_.insert(rollout_id); }
   void learn(const RolloutRow& header);
 
   // The write that staged `c` committed.
@@ -74,6 +80,7 @@ class EtcdWritten {
   std::unordered_map<std::string, OrderMeta> orders_;
   std::map<uint64_t, RolloutRow> headers_;
   std::set<uint64_t> unplanned_;
+  std::set<uint64_t> all_;  // rollouts whose every order is known here
 };
 
 }  // namespace gantry::store

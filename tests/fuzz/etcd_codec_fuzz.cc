@@ -49,10 +49,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       stable(key, value, c::decode_rollout);
       break;
     case 4:
-      stable(key, value, c::decode_order);
+      stable(key, value, c::decode_order_group);
       break;
     case 5:
-      stable(key, value, c::decode_result);
+      stable(key, value, c::decode_result_group);
       break;
     case 6:
       stable(key, value, c::decode_timeline_group);

@@ -118,7 +118,7 @@ for name, frame in journal.items():
 # The etcd store's stored values (etcd_codec): the first byte picks the row kind.
 import json  # noqa: E402
 etcd_rows = {
-    "counters": (0, {"rollout": 1, "event": 2, "audit": 3, "order": 4, "release": 5, "epoch": 6, "timeline": 7}),
+    "counters": (0, {"rollout": 1, "event": 2, "audit": 3, "order": 4, "release": 5, "epoch": 6, "group": 7}),
     "host": (1, {"host_id": "h", "labels": {"z": "a"}, "services": [], "first_seen": 1, "last_seen": 2}),
     "rollout": (3, {"id": 1, "service": "web", "version": "v2", "kind": "rollout", "phase": "running",
                     "created_by": "a", "reason": "", "created_at": 1, "finished_at": 0, "revision": 0, "state": {}}),

@@ -749,7 +749,7 @@ TEST(EtcdStore, LazyStepsAreWrittenWithTheNextDurableStepOrAFlush) {
   lazy.slots.emplace_back(0, R"({"host_id":"h0","state":"healthy"})");
   ASSERT_TRUE(st->save_step(lazy).ok());
   EXPECT_EQ(census(*client, p).second, before) << "held back: nothing written yet";
-  EXPECT_TRUE(client->range(k.result(id, "r1-0"))->kvs.empty());
+  EXPECT_TRUE(client->range(k.results(id), etcd::prefix_end(k.results(id)))->kvs.empty());
 
   auto next = step_of(id);
   next.results.push_back({id, "h1", "r1-1", "failed", "v1", "boom", json::object(), 30});
@@ -844,9 +844,9 @@ TEST(EtcdStore, TenThousandHostStepIsOneTransaction) {
   std::cout << "save_step of a 10,000-host start: " << ms << " ms, about " << bytes / 1024 << " KiB\n";
   const auto after = census(*client, p);
   EXPECT_EQ(after.second, before.second + 1) << "one revision: one transaction";
-  // Small keys: an order per host; the first slots are the rollout's plan, in keys of at most
-  // 256 slots written once (a slot's every later change is a key of its own, below).
-  EXPECT_EQ(census(*client, p + "order/").first, 10000u);
+  // Small keys: the orders made together and the first slots (the rollout's plan) in keys of at
+  // most 256 rows, written once; a slot's every later change is a key of its own (below).
+  EXPECT_EQ(census(*client, p + "order/").first, 40u);
   EXPECT_EQ(census(*client, p + "slot_plan/").first, 40u);
   EXPECT_EQ(census(*client, p + "slot/").first, 0u);
   auto back = st->rollout(id);
@@ -902,6 +902,7 @@ TEST(EtcdStore, HostileValuesAreErrorsNotCrashes) {
   ASSERT_TRUE(st->put_host({"h", json::object(), json::array(), 1, 1}).ok());
 
   store::etcd_keys::Layout k{p};
+  const std::string order_key = client->range(k.orders(id), etcd::prefix_end(k.orders(id)))->kvs.at(0).key;
   const std::string bad_utf8 = std::string("{\"host_id\":\"\xff\xfe\"}");
   for (const auto& [key, value, read] : std::vector<std::tuple<std::string, std::string, std::function<bool()>>>{
            {k.host("h"), "not json", [&] { return st->hosts().ok(); }},
@@ -914,9 +915,14 @@ TEST(EtcdStore, HostileValuesAreErrorsNotCrashes) {
            {k.rollout(id), R"({"id":"1"})", [&] { return st->rollout(id).ok(); }},
            {k.rollout(id), R"({"id":-1})", [&] { return st->rollouts("", false, 10, false).ok(); }},
            {k.slot(id, 0), "{", [&] { return st->rollout(id).ok(); }},
-           {k.order(id, "r1-1"), R"({"order_id":"r1-1"})", [&] { return st->open_orders().ok(); }},
+           {k.slot_plan(id, 0), "[", [&] { return st->rollout(id).ok(); }},
+           {k.slot_plan(id, 0), "{}", [&] { return st->rollout(id).ok(); }},
+           {order_key, R"({"order_id":"r1-1"})", [&] { return st->open_orders().ok(); }},
+           {order_key,
+            R"([{"order_id":"r1-1","rollout_id":999,"host_id":"h","body":"{}","acked":false,"created_at":1,"seq":1}])",
+            [&] { return st->open_orders().ok(); }},
            // A store reads an order it did not write itself (it keeps those it wrote: etcd_written.h).
-           {k.order(id, "r1-1"), "\x00\x01", [&] { return open_etcd(client, p)->mark_acked("r1-1").ok(); }},
+           {order_key, "\x00\x01", [&] { return open_etcd(client, p)->mark_acked("r1-1").ok(); }},
            {k.event(id, 1), R"({"id":1e400})", [&] { return st->events(id, 0, 10).ok(); }},
            {k.event(id, 1), R"({"id":18446744073709551615,"rollout_id":1,"at":1,"message":""})",
             [&] { return st->recent_events(id, 10).ok(); }},

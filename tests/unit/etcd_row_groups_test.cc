@@ -42,7 +42,7 @@ TEST(EtcdRowGroups, EventsAreOneKeyPerRolloutUnderTheirFirstId) {
   ASSERT_TRUE(two.ok());
   ASSERT_EQ(two->size(), 1u);
   EXPECT_EQ((*two)[0].rollout_id, 2u);
-  EXPECT_EQ(c.timeline, 0u);
+  EXPECT_EQ(c.group, 0u);
 }
 
 TEST(EtcdRowGroups, AGroupHoldsAtMostTheLimitOfRows) {
@@ -55,12 +55,12 @@ TEST(EtcdRowGroups, AGroupHoldsAtMostTheLimitOfRows) {
   }
   EtcdBatch b;
   etcd_codec::Counters c;
-  c.timeline = 40;
+  c.group = 40;
   g.put(b, kKeys, c);
   EXPECT_EQ(b.size(), 9u);  // three groups of each kind
   EXPECT_EQ(etcd_codec::decode_event_group("k", value_at(b, kKeys.event(3, 1)))->size(), etcd_codec::kMaxGroupRows);
   EXPECT_EQ(etcd_codec::decode_event_group("k", value_at(b, kKeys.event(3, n)))->size(), 1u);
-  EXPECT_EQ(c.timeline, 43u) << "timeline groups take the next numbers";
+  EXPECT_EQ(c.group, 43u) << "timeline groups take the next numbers";
   EXPECT_EQ(etcd_codec::decode_timeline_group("k", value_at(b, kKeys.timeline(3, 41)))->size(),
             etcd_codec::kMaxGroupRows);
   EXPECT_EQ(etcd_codec::decode_timeline_group("k", value_at(b, kKeys.timeline(3, 43)))->size(), 1u);

@@ -75,5 +75,44 @@ TEST(EtcdWritten, PastItsBoundItKeepsNothingRatherThanGrow) {
   EXPECT_EQ(w.orders(), 1u);
 }
 
+// Orders are stored in groups: a store knows every order of a rollout it created, or whose
+// orders it read all at once, and then does not look for an unknown one in etcd again; the plan
+// (first slots) is written only for a rollout it created and has not written slots of.
+TEST(EtcdWritten, WhatItKnowsOfWholeRollouts) {
+  EtcdWritten w(100);
+  WrittenChanges create;
+  create.created.insert(1);
+  EXPECT_TRUE(w.knows_all(1, create));
+  EXPECT_TRUE(w.unplanned(1, create));
+  EXPECT_FALSE(w.knows_all(1, WrittenChanges{})) << "not before the write committed";
+  w.keep(create);
+  EXPECT_TRUE(w.knows_all(1, WrittenChanges{}));
+  WrittenChanges plan;
+  plan.planned.insert(1);
+  EXPECT_FALSE(w.unplanned(1, plan));
+  w.keep(plan);
+  EXPECT_FALSE(w.unplanned(1, WrittenChanges{}));
+
+  EXPECT_FALSE(w.knows_all(2, WrittenChanges{}));
+  w.learned_all(2);
+  EXPECT_TRUE(w.knows_all(2, WrittenChanges{}));
+  EXPECT_FALSE(w.unplanned(2, WrittenChanges{})) << "a rollout it did not create gets no plan";
+
+  WrittenChanges end;
+  end.ended.insert(2);
+  EXPECT_FALSE(w.knows_all(2, end));
+  w.keep(end);
+  EXPECT_FALSE(w.knows_all(2, WrittenChanges{}));
+
+  // Past its bound, or cleared, it knows no rollout whole any more.
+  WrittenChanges many;
+  for (size_t i = 0; i <= 100; ++i) many.orders["o" + std::to_string(i)] = open_order(1, "h");
+  w.keep(many);
+  EXPECT_FALSE(w.knows_all(1, WrittenChanges{}));
+  w.learned_all(3);
+  w.clear();
+  EXPECT_FALSE(w.knows_all(3, WrittenChanges{}));
+}
+
 }  // namespace
 }  // namespace gantry::store
