@@ -1,8 +1,9 @@
 // The shared store: everything SqliteStore keeps, in etcd (v3 API, coordinator/etcd), so that
 // standby coordinators read what the leader wrote and take over from it
-// (docs/HIGH_AVAILABILITY.md). Small keys under one prefix, one per row (etcd_keys.h); each
-// Store call that writes is one etcd transaction (save_step included, whatever it holds), except
-// a lazy step (StepWrite::durable false), which is held and written with the next one (below).
+// (docs/HIGH_AVAILABILITY.md). Small keys under one prefix, one per row or per group of rows
+// added together (etcd_keys.h, etcd_row_groups.h); each Store call that writes is one etcd
+// transaction (save_step included, whatever it holds), except a lazy step (StepWrite::durable
+// false), which is held and written with the next one (below).
 //
 // Fencing: opened with a Fence, every write transaction also requires that the leadership key
 // still has the creation revision the leader saw when it won; when it does not, nothing is
