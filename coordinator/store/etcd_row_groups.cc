@@ -62,7 +62,8 @@ void EtcdRowGroups::put(EtcdBatch& b, const etcd_keys::Layout& keys, etcd_codec:
       b.put(keys.timeline(rollout, ++counters.group), etcd_codec::encode(chunk(rows, i)));
   }
   // A plan's runs of consecutive positions, each in groups of at most kMax.
-  for (const auto& [rollout, slots] : plans_) {
+  for (const auto& [plan_rollout, slots] : plans_) {
+    const auto& rollout = plan_rollout;  // a lambda cannot capture a structured binding (clang 14)
     std::vector<std::string> run;
     uint32_t first = 0;
     auto flush = [&] {
