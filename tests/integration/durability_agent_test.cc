@@ -173,6 +173,12 @@ INSTANTIATE_TEST_SUITE_P(Durability, BadBinary, ::testing::Values("crash", "unhe
 // without touching the service.
 TEST(AgentExactlyOnce, ResentOrderIsAnsweredFromTheJournalNotRunAgain) {
   FleetOptions o = fast_options();
+  // The agent comes back on libzmq's reconnect backoff (100 ms doubling, up to 5 s): after the
+  // ~2 s this coordinator is down, its next try can be 1.6 s away, longer than 3 missed
+  // heartbeats. This test is about the resent order, not about dead hosts: restored hosts get a
+  // grace period to reconnect, as they do by default (30 s). Without it the host went unknown
+  // 0.6 s after the restart in a fresh clone's ctest and the rollout was rolled back.
+  o.restart_grace_ms = 10000;
   Fleet f(1, o);
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   std::string why;
