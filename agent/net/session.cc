@@ -106,18 +106,24 @@ void Session::on_not_leader(const proto::ErrorMsg& e) {
   const bool named =
       agent_ep != e.leader.end() && pub_ep != e.leader.end() && !agent_ep->second.empty() && !pub_ep->second.empty();
   const std::string standby = endpoint_;
+  const bool just_failed = named && agent_ep->second == unreachable_ && unreachable_at_ >= 0 &&
+                           clock_.now_ms() - unreachable_at_ < kStaleLeaderMs;
+  const bool follow = named && !just_failed && agent_ep->second != standby;
+  // Told where the leader is, the agent goes there now, not after the backoff (after a failover
+  // every second counts: the leader waits for this agent's report). One hop only: a standby
+  // reached by following waits out the backoff, so standbys with differing views cannot make a
+  // loop without pause.
+  const Next next = follow && !following_ ? Next::kNowFollowing : Next::kAfterBackoff;
   // A standby's answer proves nothing about the leader's handshake queue: the count of silent
   // connections in a row (transport::silence_limit_ms) stays as it was.
   const int silent_in_row = silent_in_row_;
-  close_dealer("the coordinator at " + standby + " is a standby");
+  close_dealer("the coordinator at " + standby + " is a standby", next);
   silent_in_row_ = silent_in_row;
-  const bool just_failed = named && agent_ep->second == unreachable_ && unreachable_at_ >= 0 &&
-                           clock_.now_ms() - unreachable_at_ < kStaleLeaderMs;
   if (just_failed) {
     // The leader it names is the one that just went away: its lease has not run out yet.
     next_endpoint("the standby at " + standby + " still names " + agent_ep->second +
                   ", which did not answer; its lease has not run out");
-  } else if (named && agent_ep->second != standby) {
+  } else if (follow) {
     lg()->warn("following the leader {}at {} (broadcasts {}), as the standby at {} says",
                name != e.leader.end() && !name->second.empty() ? name->second + " " : "", agent_ep->second,
                pub_ep->second, standby);
@@ -128,14 +134,31 @@ void Session::on_not_leader(const proto::ErrorMsg& e) {
   }
 }
 
-void Session::close_dealer(const std::string& why) {
+void Session::close_dealer(const std::string& why, Next next) {
   end_udp_session(nullptr);
   // The monitor is stopped before its PAIR and the socket are closed (closing them the other way
   // round left the context's next connection unmade for seconds: found in the CLI).
   if (dealer_ && monitor_) (void)zmq_socket_monitor(dealer_->handle(), nullptr, 0);
   monitor_.reset();
   dealer_.reset();
+  drop_retries_owed_ = 0;
+  connect_failed_once_ = false;
   silent_in_row_ = heard_on_dealer_ ? 0 : silent_in_row_ + 1;
+  if (next == Next::kNowFollowing) {
+    reconnect_at_ = clock_.now_ms();
+    lg()->warn("{}; going to the leader it names at once", why);
+    return;
+  }
+  // A refused connection cost no coordinator a handshake: the next of the list is tried at
+  // once, its handshake still paced by the backoff of the one before. Only once in a row, so a
+  // list of coordinators that all refuse is tried at most twice per backoff.
+  if (next == Next::kNowRefused && !skipped_wait_) {
+    skipped_wait_ = true;
+    reconnect_at_ = clock_.now_ms();
+    lg()->warn("{}; trying the next at once", why);
+    return;
+  }
+  skipped_wait_ = false;
   Millis wait = jittered(backoff_);
   reconnect_at_ = clock_.now_ms() + wait;
   lg()->warn("{}; reconnecting in {} ms", why, wait);
@@ -228,11 +251,22 @@ void Session::on_monitor_event() {
     if (ev.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
     uint16_t id = 0;
     if (ev.size() >= sizeof id) std::memcpy(&id, ev.data(), sizeof id);
-    dropped = dropped || id == ZMQ_EVENT_DISCONNECTED;
-    retried = retried || id == ZMQ_EVENT_CONNECT_RETRIED;  // refused, or nothing there
+    if (id == ZMQ_EVENT_DISCONNECTED) {
+      dropped = true;
+      // libzmq answers a drop with a reconnect it schedules (one CONNECT_RETRIED) ...
+      ++drop_retries_owed_;
+    } else if (id == ZMQ_EVENT_CONNECT_RETRIED) {
+      retried = true;
+      // ... any other CONNECT_RETRIED follows a connect attempt that failed: refused (nothing
+      // listens there: the coordinator's process is gone) or timed out.
+      if (drop_retries_owed_ > 0)
+        --drop_retries_owed_;
+      else
+        connect_failed_once_ = true;
+    }
   }
-  if ((dropped || retried) && (o_.coordinators.size() > 1 || following_) && dropped_at_ < 0)
-    dropped_at_ = clock_.now_ms();
+  const bool list = o_.coordinators.size() > 1 || following_;
+  if ((dropped || retried) && list && dropped_at_ < 0) dropped_at_ = clock_.now_ms();
   if (!dropped) return;
   // The connection dropped: whatever answers next (the same coordinator, or a restarted one) is
   // owed a Hello before anything else; the signal channel is reported again after its Welcome.
@@ -260,6 +294,8 @@ void Session::on_monitor_event() {
 void Session::on_dealer_frame(std::string_view bytes) {
   last_heard_ = clock_.now_ms();
   dropped_at_ = -1;
+  connect_failed_once_ = false;
+  skipped_wait_ = false;
   heard_on_dealer_ = true;
   // Chunks (a download's bulk) go to the agent with their data still in the zmq frame.
   if (auto chunk = proto::decode_chunk(bytes)) {
@@ -376,15 +412,19 @@ void Session::on_sub_frame(const std::string& bytes) {
 }
 
 void Session::timers(Millis now) {
-  if (dealer_ && dropped_at_ >= 0 && now - dropped_at_ >= kDropSwitchMs) {
+  if (dealer_ && dropped_at_ >= 0 && (connect_failed_once_ || now - dropped_at_ >= kDropSwitchMs)) {
     // A coordinator killed or its machine gone: libzmq would retry it for ever. Another one of
-    // the list leads, or will once this one's lease runs out.
+    // the list leads, or will once this one's lease runs out. A refused connection is given up
+    // at once (its process is gone); one that only went quiet gets kDropSwitchMs to come back.
     const std::string gone = endpoint_;
+    const bool refused = connect_failed_once_;
     dropped_at_ = -1;
     unreachable_ = gone;
     unreachable_at_ = now;
-    close_dealer("the connection to the coordinator at " + gone + " dropped and did not come back within " +
-                 std::to_string(kDropSwitchMs) + " ms");
+    close_dealer(refused ? "the connection to the coordinator at " + gone + " was refused"
+                         : "the connection to the coordinator at " + gone + " dropped and did not come back within " +
+                               std::to_string(kDropSwitchMs) + " ms",
+                 refused ? Next::kNowRefused : Next::kAfterBackoff);
     next_endpoint("coordinator at " + gone + " unreachable");
   }
   if (dealer_) {
@@ -523,7 +563,7 @@ int Session::run(int stop_fd) {
     if (dealer_) {
       deadline = std::min(deadline, last_sent_ + o_.heartbeat_interval_ms);
       deadline = std::min(deadline, last_heard_ + silence_limit());
-      if (dropped_at_ >= 0) deadline = std::min(deadline, dropped_at_ + kDropSwitchMs);
+      if (dropped_at_ >= 0) deadline = std::min(deadline, connect_failed_once_ ? now : dropped_at_ + kDropSwitchMs);
       if (udp_confirmed_ && !udp_deaf_sent_)
         deadline = std::min(deadline, last_heard_ + coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms + 1);
     } else {

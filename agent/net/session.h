@@ -53,7 +53,12 @@ class Session {
 
  private:
   void open_dealer();
-  void close_dealer(const std::string& why);
+  // When the next connection is made: after the jittered backoff (which then doubles); at once
+  // after a refused connection (once in a row: skipped_wait_); at once to a leader a standby
+  // named.
+  enum class Next { kAfterBackoff, kNowRefused, kNowFollowing };
+  // Closes the connection and schedules the next.
+  void close_dealer(const std::string& why, Next next = Next::kAfterBackoff);
   void send_hello();
   void on_dealer_frame(std::string_view bytes);
   void on_sub_frame(const std::string& bytes);
@@ -97,6 +102,12 @@ class Session {
   // limit (up to misses x the coordinator's heartbeat period), so a failover is found quickly.
   Millis dropped_at_ = -1;
   static constexpr Millis kDropSwitchMs = 1000;
+  // CONNECT_RETRIED events libzmq owes for drops (it schedules one reconnect per drop), and
+  // whether a connect attempt of this connection failed (a CONNECT_RETRIED beyond those): then
+  // the coordinator is given up at once, not kDropSwitchMs after the drop.
+  int drop_retries_owed_ = 0;
+  bool connect_failed_once_ = false;
+  bool skipped_wait_ = false;
   // The endpoint given up last as unreachable, and when: a standby naming it as the leader
   // within kStaleLeaderMs is not followed there (the dead leader's lease is still running).
   std::string unreachable_;

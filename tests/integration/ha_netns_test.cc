@@ -256,29 +256,29 @@ TEST(HaNetns, LeaderCutOffFromEtcdStopsWithinItsLeaseAndAStandbyFinishesTheRollo
                  120000);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
 
+  // v2 uploaded to the leader is on every standby within seconds (their prefetch,
+  // docs/HIGH_AVAILABILITY.md); the cut below must not come before that, or the only copy is on
+  // the coordinator being cut off (which happened: a cut 1.6 s after the upload, before the
+  // standbys' 2 s prefetch pass, left the new leader without v2 and the rollout rolled back).
+  const std::string v2 = f.make_release("v2");
+  r = f.cli({"--json", "release", "upload", v2, "--service", "demo", "--version", "v2"}, 60000);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+  const std::string v2_sha = text_of(json_of(r), "sha256");
+  ASSERT_EQ(v2_sha.size(), 64u) << r.out;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        for (int k = 0; k < kCoordinators; ++k)
+          if (!std::filesystem::exists(f.coordinator_dir(k) + "/artifacts/" + v2_sha)) return false;
+        return true;
+      },
+      30000, 100))
+      << "v2 not on every coordinator 30 s after its upload" << f.diagnostics();
+
   // v2 one host at a time, with a pause between batches: the cut comes mid-rollout.
-  r = f.cli({"--json",
-             "rollout",
-             "start",
-             "--service",
-             "demo",
-             "--version",
-             "v2",
-             "--release",
-             f.make_release("v2"),
-             "--batches",
-             "1",
-             "--batch-delay",
-             "1000",
-             "--min-healthy-time",
-             "300",
-             "--max-failures",
-             "0",
-             "--unknown-hosts",
-             "wait",
-             "--unknown-wait",
-             "10m"},
-            60000);
+  r = f.cli(
+      {"--json", "rollout", "start", "--service", "demo", "--version", "v2", "--batches", "1", "--batch-delay", "1000",
+       "--min-healthy-time", "300", "--max-failures", "0", "--unknown-hosts", "wait", "--unknown-wait", "10m"},
+      60000);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   const uint64_t id = number_of(json_of(r), "id");
   ASSERT_GT(id, 0u) << r.out;
