@@ -135,7 +135,10 @@ def bench_failover(args):
     ordered = sorted(r["next_batch_ms"] for r in runs)
     target = args.lease_ttl * 1000 + 2000
     rows = [("leader SIGKILLed → another leads (ms), median / max", f"{bench.pct(elected, 50):.0f} / {elected[-1]:.0f}",
-             "—", "—", f"≤ TTL {args.lease_ttl} s", elected[-1] <= args.lease_ttl * 1000 + 250),
+             # The issue: "a standby takes over within the lease TTL plus a few seconds". A lease
+             # renewed just before the kill lives a whole TTL, and etcd revokes expired leases in
+             # passes every 500 ms: TTL + 1 s (this row asked TTL + 250 ms until 2026-12-07).
+             "—", "—", f"≤ TTL + 1 s = {args.lease_ttl * 1000 + 1000} ms", elected[-1] <= args.lease_ttl * 1000 + 1000),
             ("leader SIGKILLed → next batch ordered by the new leader (ms), median / max",
              f"{bench.pct(ordered, 50):.0f} / {ordered[-1]:.0f}", "—", "—", f"≤ TTL + 2 s = {target} ms",
              ordered[-1] <= target)]
