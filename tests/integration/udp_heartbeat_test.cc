@@ -58,8 +58,18 @@ TEST(UdpHeartbeat, AgentsMoveHeartbeatsToDatagramsAndComeBackAfterACoordinatorRe
 
   // At rest nothing crosses the connections either way: the agents' heartbeats and the
   // coordinator's are datagrams. (At rest the /metrics snapshot is rebuilt when a request finds
-  // it older than 5 s: MONITORING.md.)
-  const std::string m0 = metrics(f);
+  // it older than 5 s: MONITORING.md.) The window starts once the datagrams flow (several per
+  // agent counted): a Heartbeat an agent sent on its connection just before the confirmation
+  // reached it may still be on its way when the agent logs the confirmation (a fresh clone's
+  // run counted 2 such messages in the window when it started at the confirmation).
+  std::string m0;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        m0 = metrics(f);
+        return metric(m0, "gantry_udp_heartbeats_total") >= 10;
+      },
+      20000, 200))
+      << m0 << f.diagnostics();
   ::usleep(5500 * 1000);
   const std::string m1 = metrics(f);
   EXPECT_EQ(metric(m1, "gantry_messages_received_total"), metric(m0, "gantry_messages_received_total")) << m0 << m1;
