@@ -107,7 +107,7 @@ int standby_then_lead(const Config& cfg, Clock& clock, const std::atomic<bool>& 
   // The coordinator's loop watches one flag: set on a clean stop and when the leadership is lost.
   // A loop that does not end within kLostGraceMs of a lost leadership is blocked (in a call to
   // an etcd that does not answer: each call waits up to its deadline, and a failed step reads
-  // its state back, or exits 70 when that fails too): the process ends from here, with the
+  // its state back, or exits 75 when etcd is out of reach for that too): the process ends from here, with the
   // lost-leadership code, before etcd can let a standby in (the lease may expire kSafetyMs
   // after lost() at the earliest). Crash-only: everything it acted on is in the store.
   std::atomic<bool> end{false}, lost{false}, done{false};
