@@ -412,7 +412,7 @@ void Session::on_sub_frame(const std::string& bytes) {
 }
 
 void Session::timers(Millis now) {
-  if (dealer_ && dropped_at_ >= 0 && (connect_failed_once_ || now - dropped_at_ >= kDropSwitchMs)) {
+  if (dealer_ && dropped_at_ >= 0 && now >= drop_switch_at(now)) {
     // A coordinator killed or its machine gone: libzmq would retry it for ever. Another one of
     // the list leads, or will once this one's lease runs out. A refused connection is given up
     // at once (its process is gone); one that only went quiet gets kDropSwitchMs to come back.
@@ -563,7 +563,7 @@ int Session::run(int stop_fd) {
     if (dealer_) {
       deadline = std::min(deadline, last_sent_ + o_.heartbeat_interval_ms);
       deadline = std::min(deadline, last_heard_ + silence_limit());
-      if (dropped_at_ >= 0) deadline = std::min(deadline, connect_failed_once_ ? now : dropped_at_ + kDropSwitchMs);
+      if (dropped_at_ >= 0) deadline = std::min(deadline, drop_switch_at(now));
       if (udp_confirmed_ && !udp_deaf_sent_)
         deadline = std::min(deadline, last_heard_ + coordinator_period_ms_ + 2 * o_.heartbeat_interval_ms + 1);
     } else {

@@ -107,6 +107,9 @@ class Session {
   // the coordinator is given up at once, not kDropSwitchMs after the drop.
   int drop_retries_owed_ = 0;
   bool connect_failed_once_ = false;
+  // When a dropped connection (dropped_at_ >= 0) is given up: now if a connect attempt failed,
+  // else kDropSwitchMs after the drop.
+  Millis drop_switch_at(Millis now) const { return connect_failed_once_ ? now : dropped_at_ + kDropSwitchMs; }
   bool skipped_wait_ = false;
   // The endpoint given up last as unreachable, and when: a standby naming it as the leader
   // within kStaleLeaderMs is not followed there (the dead leader's lease is still running).
