@@ -522,7 +522,52 @@ class App {
   }
 
   // Uploads FILE as release (service, version) unless the coordinator already has it.
-  void upload(const std::string& file, const std::string& service, const std::string& version) {
+  static constexpr int kDefaultCopyTimeoutS = 120;
+  static std::string names_text(const nlohmann::json& names) {
+    std::string out;
+    if (!names.is_array()) return out;
+    for (const auto& n : names)
+      if (n.is_string()) out += (out.empty() ? "" : ", ") + safe_text(n.get<std::string>(), 128);
+    return out;
+  }
+
+  // With standby coordinators the leader acknowledges an upload (`complete`) once every
+  // registered coordinator holds the artifact (they copy it within seconds); until then its
+  // reply says who it waits for. Asked again with no data, at most `timeout_s` seconds.
+  nlohmann::json await_copies(const std::string& service, const std::string& version, const std::string& sha,
+                              size_t size, nlohmann::json r, int timeout_s) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    bool said = false;
+    while (!r.value("complete", false)) {
+      if (!r.contains("waiting_for")) {
+        std::cerr << "gantry: the coordinator did not acknowledge the upload of release " << version << " of "
+                  << service << " (" << r.value("received", uint64_t{0}) << " of " << size << " bytes received)\n";
+        throw CallFailed{kRefused};
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        std::cerr << "gantry: release " << version << " of " << service << " is stored on " << names_text(r["on"])
+                  << ", but " << names_text(r["waiting_for"]) << " did not copy it within " << timeout_s
+                  << " s (their logs say why); run the upload again to ask again\n";
+        throw CallFailed{kRefused};
+      }
+      if (!said && !g_.json) {
+        std::cerr << "stored on " << names_text(r["on"]) << "; waiting for " << names_text(r["waiting_for"])
+                  << " to copy it\n";
+        said = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      r = ask_upload(service, version, sha, size);
+    }
+    return r;
+  }
+  // An upload's last request again, without data: how far it is (PROTOCOL.md, release.upload).
+  nlohmann::json ask_upload(const std::string& service, const std::string& version, const std::string& sha,
+                            size_t size) {
+    return call("release.upload",
+                {{"service", service}, {"version", version}, {"sha256", sha}, {"size", size}, {"offset", size}});
+  }
+
+  void upload(const std::string& file, const std::string& service, const std::string& version, int copy_timeout_s) {
     struct stat st {};
     if (::stat(file.c_str(), &st) != 0) throw UsageError("cannot read " + file + ": " + std::strerror(errno));
     if (!S_ISREG(st.st_mode)) throw UsageError(file + " is not a regular file; a release is one archive file");
@@ -539,6 +584,7 @@ class App {
       if (!g_.json)
         std::cerr << "release " << version << " of " << service << " is already on the coordinator (sha256 "
                   << sha.substr(0, 12) << "…)\n";
+      await_copies(service, version, sha, data.size(), ask_upload(service, version, sha, data.size()), copy_timeout_s);
       return;
     }
     // FILE.manifest + FILE.sig (gantry release sign) travel along; agents check them.
@@ -554,6 +600,7 @@ class App {
     }
     const size_t kChunk = 512 * 1024;
     size_t off = 0;
+    nlohmann::json r;
     do {
       size_t n = std::min(kChunk, data.size() - off);
       nlohmann::json a = {
@@ -568,21 +615,25 @@ class App {
         a["manifest"] = manifest;
         a["signature"] = signature;
       }
-      auto r = call("release.upload", a);
+      r = call("release.upload", a);
       off += n;
       if (r.value("complete", false)) break;
     } while (off < data.size());
+    r = await_copies(service, version, sha, data.size(), r, copy_timeout_s);
     if (!g_.json)
       std::cerr << "uploaded release " << version << " of " << service << " (" << data.size() << " bytes, sha256 "
-                << sha.substr(0, 12) << "…)\n";
+                << sha.substr(0, 12) << "…)" << (r.contains("on") ? "; on " + names_text(r["on"]) : "") << "\n";
   }
 
   int release_upload(const std::vector<std::string>& args) {
     po::options_description d("Options");
     std::string file, service, version;
+    int copy_timeout_s = kDefaultCopyTimeoutS;
     d.add_options()("file", po::value(&file), "release artifact (tar)")(
         "service", po::value(&service)->required(), "service name")("version", po::value(&version)->required(),
-                                                                    "release version (immutable)");
+                                                                    "release version (immutable)")(
+        "copy-timeout", po::value(&copy_timeout_s)->default_value(kDefaultCopyTimeoutS),
+        "with standby coordinators: seconds to wait until every one holds it (exit 3 after)");
     po::positional_options_description pos;
     pos.add("file", 1);
     po::variables_map vm;
@@ -590,7 +641,8 @@ class App {
                "  gantry release upload web-2.4.1.tar --service web --version 2.4.1\n"))
       return kOk;
     if (file.empty()) throw UsageError("missing FILE");
-    upload(file, service, version);
+    if (copy_timeout_s < 0 || copy_timeout_s > 86400) throw UsageError("--copy-timeout must be 0..86400 seconds");
+    upload(file, service, version, copy_timeout_s);
     if (g_.json)
       std::cout
           << nlohmann::json{{"service", service}, {"version", version}, {"sha256", sha256_hex(read_all(file))}}.dump()
@@ -755,7 +807,7 @@ class App {
       return kOk;
     }
     if (version.empty()) throw UsageError("missing --version (or `version:` in the plan file)");
-    if (!release.empty()) upload(release, service, version);
+    if (!release.empty()) upload(release, service, version, kDefaultCopyTimeoutS);
     a["version"] = version;
     a["reason"] = reason;
     auto r = call("rollout.start", a);

@@ -114,9 +114,10 @@ int main(int argc, char** argv) {
     return gantry::coordinator::ha::standby_then_lead(
         cfg, clock, g_stop,
         [&](std::unique_ptr<gantry::store::Store> store, uint64_t epoch, gantry::coordinator::PeerEndpoints& peers,
-            const std::atomic<bool>& stop) {
+            gantry::coordinator::ArtifactCopies& copies, const std::atomic<bool>& stop) {
           gantry::coordinator::Coordinator coord(cfg, clock, std::move(store), epoch);
           coord.set_peers(&peers);
+          coord.set_copies(&copies);
           if (auto s = coord.start(); !s.ok()) {
             log->critical("cannot start: {}", s.error().message);
             return 1;

@@ -31,8 +31,8 @@ constexpr int kHistory = 20;
 }  // namespace
 
 StandbyServer::StandbyServer(const Config& cfg, Clock& clock, store::Store& store, std::string name,
-                             PeerEndpoints& peers)
-    : cfg_(cfg), clock_(clock), store_(store), name_(std::move(name)), peers_(peers), ctx_(1) {
+                             PeerEndpoints& peers, ArtifactCopies& copies)
+    : cfg_(cfg), clock_(clock), store_(store), name_(std::move(name)), peers_(peers), copies_(copies), ctx_(1) {
   transport::configure_context(ctx_);
 }
 
@@ -55,6 +55,7 @@ Status StandbyServer::start() {
   fetcher_ = std::make_unique<PeerArtifactFetcher>(cfg_.state_dir + "/artifacts", peers_,
                                                    std::make_unique<ZmqChunkSource>(cfg_.curve));
   prefetch_ = std::make_unique<PeerPrefetch>(store_, *artifacts_, *fetcher_);
+  prefetch_->set_copies(&copies_);
   keys_ = std::make_unique<KeyRing>(store_, clock_);
   if (auto s = keys_->load(); !s.ok()) return s;
   keys_->set_peer_key(cfg_.curve.public_key);  // the leader copying a release from this standby

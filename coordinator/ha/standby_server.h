@@ -36,6 +36,7 @@ namespace gantry::coordinator {
 class ArtifactStore;
 class HttpServer;
 class KeyRing;
+class ArtifactCopies;
 class PeerArtifactFetcher;
 class PeerEndpoints;
 class PeerPrefetch;
@@ -50,8 +51,10 @@ class StandbyServer {
   // `store` is read only: the standby never writes (the etcd store it is given is fenced on a
   // leadership it does not hold, so a write would fail anyway).
   // `peers`: where the releases this coordinator lacks are copied from, a few seconds after
-  // their upload (server/peer_prefetch.h), so it has them when it comes to lead.
-  StandbyServer(const Config& cfg, Clock& clock, store::Store& store, std::string name, PeerEndpoints& peers);
+  // their upload (server/peer_prefetch.h), so it has them when it comes to lead; `copies`:
+  // where it records the ones it holds (the leader acknowledges an upload once all hold it).
+  StandbyServer(const Config& cfg, Clock& clock, store::Store& store, std::string name, PeerEndpoints& peers,
+                ArtifactCopies& copies);
   ~StandbyServer();
 
   // Binds the agent and operator endpoints and HTTP; the endpoints actually bound.
@@ -74,6 +77,7 @@ class StandbyServer {
   store::Store& store_;
   std::string name_;
   PeerEndpoints& peers_;
+  ArtifactCopies& copies_;
   zmq::context_t ctx_;
   Metrics metrics_;
   std::unique_ptr<KeyRing> keys_;

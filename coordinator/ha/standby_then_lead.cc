@@ -8,6 +8,7 @@
 #include "common/util/sd_notify.h"
 #include "common/util/text.h"
 #include "coordinator/etcd/etcd_client.h"
+#include "coordinator/ha/etcd_artifact_copies.h"
 #include "coordinator/ha/etcd_peer_endpoints.h"
 #include "coordinator/ha/leader_election.h"
 #include "coordinator/ha/member_info.h"
@@ -56,7 +57,8 @@ int standby_then_lead(const Config& cfg, Clock& clock, const std::atomic<bool>& 
   }
   if (!reader) return 0;
   EtcdPeerEndpoints peers(*etcd, cfg.etcd_prefix, cfg.name);
-  auto standby = std::make_unique<StandbyServer>(cfg, clock, *reader, cfg.name, peers);
+  EtcdArtifactCopies copies(*etcd, cfg.etcd_prefix, cfg.name);
+  auto standby = std::make_unique<StandbyServer>(cfg, clock, *reader, cfg.name, peers, copies);
   if (auto s = standby->start(); !s.ok()) {
     L()->critical("cannot start: {}", s.error().message);
     return 1;
@@ -130,7 +132,7 @@ int standby_then_lead(const Config& cfg, Clock& clock, const std::atomic<bool>& 
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
-  const int rc = lead(std::move(*fenced), election.epoch(), peers, end);
+  const int rc = lead(std::move(*fenced), election.epoch(), peers, copies, end);
   done = true;
   watch.join();
   if (lost || election.lost()) {

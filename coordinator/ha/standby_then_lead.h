@@ -17,8 +17,9 @@ class Store;
 }
 
 namespace gantry::coordinator {
+class ArtifactCopies;
 class PeerEndpoints;
-}
+}  // namespace gantry::coordinator
 
 namespace gantry::coordinator::ha {
 
@@ -29,9 +30,10 @@ inline constexpr Millis kCampaignEveryMs = 250;
 inline constexpr int64_t kLostGraceMs = 300;
 
 // Runs the coordinator on the store it is given until `stop` becomes true; returns the exit code.
-// `peers`: the other coordinators, where artifacts it lacks are copied from.
+// `peers`: the other coordinators, where artifacts it lacks are copied from; `copies`: where
+// the coordinators record the artifacts they hold (an upload is acknowledged once all do).
 using LeadFn = std::function<int(std::unique_ptr<store::Store> store, uint64_t epoch, PeerEndpoints& peers,
-                                 const std::atomic<bool>& stop)>;
+                                 ArtifactCopies& copies, const std::atomic<bool>& stop)>;
 
 // Returns the process's exit code: 0 after a clean stop, 1 when it cannot start (etcd
 // unreachable at start is not that: it keeps trying while standing by), kExitLostLeadership.

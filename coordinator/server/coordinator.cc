@@ -12,6 +12,7 @@
 #include "coordinator/http/http_server.h"
 #include "coordinator/server/agent_channel.h"
 #include "coordinator/server/agent_sender.h"
+#include "coordinator/server/artifact_copies.h"
 #include "coordinator/server/artifact_server.h"
 #include "coordinator/server/artifacts.h"
 #include "coordinator/server/checkpoint_policy.h"
@@ -135,6 +136,14 @@ Status Coordinator::start() {
                                                           std::make_unique<ZmqChunkSource>(cfg_.curve));
     artifact_server_->set_missing(peer_fetcher_.get());
     peer_fetcher_->set_metrics(&metrics_);  // gantry_peer_artifact_* (docs/MONITORING.md)
+    if (copies_) {
+      // A release copied on demand is recorded as held here, as a standby's copies are.
+      peer_fetcher_->subscribe([this](const std::string& sha, const Status& st) {
+        if (!st.ok()) return;
+        if (auto s = copies_->record_held(sha); !s.ok())
+          L()->warn("cannot record that this coordinator holds artifact {}: {}", sha, s.error().message);
+      });
+    }
   }
   channel_ = std::make_unique<AgentChannel>(AgentChannel::Deps{cfg_, clock_, *agents_, registry_, *keys_, *store_,
                                                                *executor_, *artifact_server_, *udp_, *sender_, metrics_,
@@ -143,6 +152,7 @@ Status Coordinator::start() {
       *store_, *executor_, registry_, *artifacts_, *keys_, metrics_, changed_, clock_, secure(), epoch_,
       [this](const std::string& host_id, const std::string& why) { channel_->disconnect_host(host_id, why); }});
   operator_api_->set_convergence(convergence_.get());
+  operator_api_->set_copies(copies_);
   if (cfg_.etcd()) operator_api_->set_leader_name(cfg_.name);
   snapshot_ = std::make_unique<StatusSnapshot>(clock_, changed_, [this] {
     Published p;

@@ -40,6 +40,7 @@ class HttpRoutes;
 class HttpServer;
 class KeyRing;
 class OperatorApi;
+class ArtifactCopies;
 class PeerArtifactFetcher;
 class PeerEndpoints;
 class PubSignalSink;
@@ -60,6 +61,10 @@ class Coordinator {
   // Where artifacts this coordinator lacks are copied from (peer coordinators, on the etcd
   // store); unset: nowhere. Before start().
   void set_peers(PeerEndpoints* peers) { peers_ = peers; }
+  // Where the coordinators of the installation record the artifacts they hold: an upload is
+  // acknowledged once every registered one holds it (server/artifact_copies.h); unset: once it
+  // is stored here. Before start().
+  void set_copies(ArtifactCopies* copies) { copies_ = copies; }
   // Opens the store, binds the sockets, restores active rollouts; writes endpoints.json.
   Status start();
   // Runs until `stop` becomes true (checked at least every 100 ms).
@@ -106,6 +111,7 @@ class Coordinator {
   std::unique_ptr<UdpHeartbeats> udp_;
   std::unique_ptr<ArtifactServer> artifact_server_;
   PeerEndpoints* peers_ = nullptr;
+  ArtifactCopies* copies_ = nullptr;
   std::unique_ptr<PeerArtifactFetcher> peer_fetcher_;
   std::unique_ptr<AgentChannel> channel_;
   std::unique_ptr<OperatorApi> operator_api_;

@@ -325,7 +325,8 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
     if (existing->sha256 != sha)
       throw OpError("release " + version + " of " + service + " already exists with another digest (" +
                     existing->sha256 + "); versions are immutable");
-    return {{"received", size}, {"complete", true}};
+    // Stored before: asked again, the reply says whether every coordinator holds it by now.
+    return upload_stored(sha, size);
   }
   auto p = value_or_throw(d_.artifacts.upload(sha, size, offset, data));
   if (p.complete) {
@@ -345,8 +346,27 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
       throw OpError("release " + version + " of " + service +
                     " is stored, but its audit record could not be written: " + s.error().message);
     LO()->info("{} uploaded release {} of {} ({} bytes, sha256 {})", c.who, version, service, size, sha);
+    return upload_stored(sha, size);
   }
-  return {{"received", p.received}, {"complete", p.complete}};
+  return {{"received", p.received}, {"complete", false}};
+}
+
+nlohmann::json OperatorApi::upload_stored(const std::string& sha, uint64_t size) {
+  nlohmann::json out = {{"received", size}, {"complete", true}};
+  if (!copies_) return out;
+  // This coordinator's own copy first (a put of the same key each time it is asked: cheap,
+  // and it heals a record lost with an earlier failed put).
+  if (d_.artifacts.has(sha)) {
+    if (auto s = copies_->record_held(sha); !s.ok())
+      throw OpError("the release is stored, but this coordinator could not record that it holds it: " +
+                    s.error().message);
+  }
+  auto h = copies_->holders(sha);
+  if (!h) throw OpError("the release is stored, but which coordinators hold it cannot be read: " + h.error().message);
+  out["on"] = h->on;
+  out["waiting_for"] = h->waiting_for;
+  out["complete"] = h->waiting_for.empty();
+  return out;
 }
 
 std::vector<rollout::HostCandidate> OperatorApi::select_hosts(const std::string& service, const std::string& selector) {

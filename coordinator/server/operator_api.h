@@ -16,6 +16,7 @@
 #include "common/transport/zmq_transport.h"
 #include "common/util/clock.h"
 #include "coordinator/fleet/registry.h"
+#include "coordinator/server/artifact_copies.h"
 #include "coordinator/server/artifacts.h"
 #include "coordinator/server/change_flag.h"
 #include "coordinator/server/convergence.h"
@@ -88,6 +89,9 @@ class OperatorApi {
   // On the etcd store: `status` says this coordinator leads and its name (standbys say
   // "standby", coordinator/ha/standby_server.h). Unset (SQLite): neither is shown.
   void set_leader_name(std::string name) { leader_name_ = std::move(name); }
+  // With standby coordinators: release.upload is acknowledged ("complete") once every
+  // registered coordinator holds the artifact (server/artifact_copies.h). Unset: once stored.
+  void set_copies(ArtifactCopies* copies) { copies_ = copies; }
   // The reply to one request as read from the socket: decoded, its key's role looked up, handled.
   proto::OpReply answer(const transport::Incoming& in);
 
@@ -112,6 +116,9 @@ class OperatorApi {
   nlohmann::json op_keys_accept_many(const Call& c);
   nlohmann::json op_keys_add_operator(const Call& c);
   nlohmann::json op_artifact_chunk(const Call& c);
+  // The reply to an upload whose bytes are all stored here: complete once every coordinator
+  // holds them (with copies_), with who does and who does not yet.
+  nlohmann::json upload_stored(const std::string& sha, uint64_t size);
 
   std::vector<rollout::HostCandidate> select_hosts(const std::string& service, const std::string& selector);
   // Checks, selects the hosts and starts (rollout.start, rollback to a revision).
@@ -137,6 +144,7 @@ class OperatorApi {
   AnalysisPreview analysis_preview_;
   const Convergence* convergence_ = nullptr;
   std::string leader_name_;
+  ArtifactCopies* copies_ = nullptr;
 };
 
 }  // namespace gantry::coordinator

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/util/log.h"
+#include "common/util/text.h"
 
 namespace gantry::coordinator {
 
@@ -22,6 +23,7 @@ PeerPrefetch::PeerPrefetch(store::Store& store, const ArtifactStore& artifacts, 
   fetcher_.subscribe([this](const std::string& sha, const Status& st) {
     if (st.ok()) {
       failed_.erase(sha);
+      record(sha, true);  // now, not at the next pass: an upload waits for it
       return;
     }
     Backoff& b = failed_[sha];
@@ -45,7 +47,9 @@ void PeerPrefetch::prefetch_missing(Millis now) {
   }
   size_t asked = 0, missing = 0;
   for (const auto& r : *rows) {
-    if (artifacts_.has(r.sha256)) continue;
+    const bool here = artifacts_.has(r.sha256);
+    record(r.sha256, here);
+    if (here) continue;
     ++missing;
     if (fetcher_.fetching(r.sha256) || asked >= options_.max_per_pass) continue;
     if (auto it = failed_.find(r.sha256); it != failed_.end() && now < it->second.next_try) continue;
@@ -54,6 +58,20 @@ void PeerPrefetch::prefetch_missing(Millis now) {
   }
   if (asked > 0) LP()->info("prefetching {} of {} missing artifact(s) from peer coordinators", asked, missing);
   missing_ = missing;
+}
+
+void PeerPrefetch::record(const std::string& sha256, bool held) {
+  if (!copies_) return;
+  auto& done = held ? recorded_held_ : recorded_lacking_;
+  if (done.count(sha256)) return;
+  const Status s = held ? copies_->record_held(sha256) : copies_->record_lacking(sha256);
+  if (!s.ok()) {
+    LP()->warn("cannot record that this coordinator {} artifact {}: {}", held ? "holds" : "lacks",
+               safe_text(sha256, 80), safe_text(s.error().message, 300));
+    return;
+  }
+  done.insert(sha256);
+  (held ? recorded_lacking_ : recorded_held_).erase(sha256);
 }
 
 }  // namespace gantry::coordinator

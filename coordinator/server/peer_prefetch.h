@@ -1,15 +1,19 @@
 // The standby's prefetch pass: every few seconds, the releases the store names whose artifact
 // this coordinator lacks are fetched from peers (MissingArtifacts), a few per pass, so a standby
 // holds every release within seconds of its upload and can serve agents the moment it leads.
-// A fetch that failed is tried again after a backoff (doubling, capped). Called from one thread
-// (the coordinator's loop); reads no clock of its own.
+// A fetch that failed is tried again after a backoff (doubling, capped). With ArtifactCopies,
+// each artifact found here (or fetched) is recorded as held by this coordinator, and each one
+// missing as not held, once per run: the leader acknowledges an upload once every coordinator
+// holds it. Called from one thread (the coordinator's loop); reads no clock of its own.
 #pragma once
 
 #include <cstddef>
 #include <map>
+#include <set>
 #include <string>
 
 #include "common/util/clock.h"
+#include "coordinator/server/artifact_copies.h"
 #include "coordinator/server/artifacts.h"
 #include "coordinator/server/missing_artifacts.h"
 #include "coordinator/store/store.h"
@@ -26,6 +30,8 @@ class PeerPrefetch {
   };
   PeerPrefetch(store::Store& store, const ArtifactStore& artifacts, MissingArtifacts& fetcher, Options options);
   PeerPrefetch(store::Store& store, const ArtifactStore& artifacts, MissingArtifacts& fetcher);
+  // Where this coordinator records the artifacts it holds; unset: nowhere. Before the first tick.
+  void set_copies(ArtifactCopies* copies) { copies_ = copies; }
 
   // One pass if one is due at `now` (monotonic ms); otherwise nothing.
   void tick(Millis now);
@@ -48,7 +54,12 @@ class PeerPrefetch {
   Millis next_pass_ = 0;
   Millis last_now_ = 0;
   size_t missing_ = 0;
+  // Records this coordinator's copy (or its lack) once per run; a failed record: the next pass.
+  void record(const std::string& sha256, bool held);
+
   std::map<std::string, Backoff> failed_;  // sha256 -> when to try again
+  ArtifactCopies* copies_ = nullptr;
+  std::set<std::string> recorded_held_, recorded_lacking_;
 };
 
 }  // namespace gantry::coordinator

@@ -12,11 +12,16 @@ namespace {
 
 bool is_active_phase(const std::string& p) { return p == "running" || p == "paused" || p == "rolling_back"; }
 
-// The three ranges of a prefix that hold rows: everything but <p>leader and <p>members/.
+// The four ranges of a prefix that hold rows: everything but <p>copies/ (which coordinator holds
+// which artifact: ha/etcd_artifact_copies.h), <p>leader and <p>members/ (in key order).
 std::vector<std::pair<std::string, std::string>> row_ranges(const std::string& p) {
+  const std::string copies = p + "copies/";
   const std::string leader = p + "leader";
   const std::string members = p + "members/";
-  return {{p, leader}, {leader + std::string(1, '\0'), members}, {etcd::prefix_end(members), etcd::prefix_end(p)}};
+  return {{p, copies},
+          {etcd::prefix_end(copies), leader},
+          {leader + std::string(1, '\0'), members},
+          {etcd::prefix_end(members), etcd::prefix_end(p)}};
 }
 
 }  // namespace

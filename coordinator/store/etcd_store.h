@@ -103,7 +103,8 @@ class EtcdStore final : public Store {
   Status import_audit(const std::vector<AuditRow>& rows, size_t chunk = 1000);
   Status import_open_orders(const std::vector<OrderRow>& rows, size_t chunk = 1000);
   Status import_results(const std::vector<ResultRow>& rows, size_t chunk = 1000);
-  // Whether any key is stored under the prefix besides the election's (leader, members/).
+  // Whether any key is stored under the prefix besides the election's (leader, members/) and the
+  // records of which coordinator holds which artifact (copies/).
   Expected<bool> empty();
   // Deletes every key under the prefix except the election's.
   Status wipe();

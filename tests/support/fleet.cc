@@ -18,7 +18,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -275,21 +277,45 @@ void TempDir::remove() {
 // ---------------------------------------------------------------------------------------------
 // Sockets
 
-int free_tcp_port() {
+namespace {
+
+// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+int ephemeral_low() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int lo = 0, hi = 0;
+  if (in >> lo >> hi && lo > 1024 && lo <= 65535) return lo;
+  return 32768;
+}
+
+// Whether 127.0.0.1:port can be bound now (by a listener, as ZeroMQ and the tools bind).
+bool bindable(int port) {
   Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) throw std::runtime_error(errno_text("socket"));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    throw std::runtime_error(errno_text("bind 127.0.0.1:0"));
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+}
+
+}  // namespace
+
+int free_tcp_port() {
+  // Ports [kLowest, the ephemeral range) in a random order per process, so that tests running
+  // in parallel rarely pick the same one; each is checked free before it is handed out.
+  constexpr int kLowest = 10000;
+  static std::mutex mu;
+  static std::mt19937 rng(static_cast<uint32_t>(::getpid()) * 2654435761u ^
+                          static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  const int hi = ephemeral_low();
+  if (hi - kLowest < 1000) throw std::runtime_error("free_tcp_port: the ephemeral range starts too low");
+  std::lock_guard<std::mutex> lk(mu);
+  std::uniform_int_distribution<int> pick(kLowest, hi - 1);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int port = pick(rng);
+    if (bindable(port)) return port;
   }
-  socklen_t len = sizeof addr;
-  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error(errno_text("getsockname"));
-  }
-  return ntohs(addr.sin_port);
+  throw std::runtime_error("free_tcp_port: no free port below " + std::to_string(hi) + " in 1000 tries");
 }
 
 std::optional<HttpResult> http_get(int port, const std::string& path, int timeout_ms) {
@@ -761,8 +787,30 @@ void Fleet::start_coordinator() {
     launch_coordinator(*endpoints_);
     return;
   }
-  const std::string any = options_.ipv6 ? "tcp://[::1]:*" : "tcp://127.0.0.1:*";
-  launch_coordinator({any, any, any, "127.0.0.1:0"});
+  // Ports of our choosing, none of them an agent's demo-service port. A coordinator bound to
+  // "any free port" could be given one of those (free until that service first starts), and
+  // the service would then fail to bind it (seen once: a health probe answered by the
+  // coordinator's PUB socket). A port taken by another test between the pick and the bind
+  // makes the coordinator exit on "Address already in use": pick again, a bounded few times.
+  const std::string host = options_.ipv6 ? "tcp://[::1]:" : "tcp://127.0.0.1:";
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    std::set<int> taken;
+    for (const auto& a : agents_) taken.insert(a.port);
+    const auto pick = [&] {
+      int p = 0;
+      do p = free_tcp_port();
+      while (!taken.insert(p).second);
+      return std::to_string(p);
+    };
+    const CoordinatorEndpoints listen{host + pick(), host + pick(), host + pick(), "127.0.0.1:" + pick()};
+    try {
+      launch_coordinator(listen);
+      return;
+    } catch (const std::runtime_error& e) {
+      if (attempt == kAttempts || std::string(e.what()).find("Address already in use") == std::string::npos) throw;
+    }
+  }
 }
 
 void Fleet::restart_coordinator() {

@@ -53,7 +53,10 @@ class TempDir {
   std::string path_;
 };
 
-// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it back, close).
+// A TCP port on 127.0.0.1 that was free a moment ago (bound, then closed), below the kernel's
+// ephemeral range (net.ipv4.ip_local_port_range): a port from that range can be taken at any
+// moment by an outgoing connection's local end (an agent's, the CLI's), and a coordinator that
+// binds it again later (a standby becoming the leader, a restart) would find it in use.
 int free_tcp_port();
 
 struct HttpResult {

@@ -356,5 +356,64 @@ TEST(PeerPrefetch, EachPassAsksForAFewMissingArtifactsAndBacksOffAfterAFailure) 
   EXPECT_TRUE(fetcher.wanted.empty());
 }
 
+// Records what it is told; a failing record is refused until `fail` is cleared.
+struct RecordingCopies : ArtifactCopies {
+  std::map<std::string, bool> held;  // sha -> held
+  int calls = 0;
+  bool fail = false;
+  Status record(const std::string& sha, bool h) {
+    ++calls;
+    if (fail) return make_error("etcd", "unreachable");
+    held[sha] = h;
+    return Status::Ok();
+  }
+  Status record_held(const std::string& sha) override { return record(sha, true); }
+  Status record_lacking(const std::string& sha) override { return record(sha, false); }
+  Expected<Holders> holders(const std::string&) override { return Holders{}; }
+};
+
+TEST(PeerPrefetch, EachArtifactHereOrFetchedIsRecordedAsHeldAndEachMissingOneAsNotOnce) {
+  TempDir dir;
+  auto store = testing::open_store(dir.path + "/coordinator.db");
+  ASSERT_TRUE(store);
+  ArtifactStore artifacts(dir.path + "/artifacts");
+  ASSERT_TRUE(artifacts.init().ok());
+  std::vector<std::string> shas;
+  for (int i = 0; i < 3; ++i) {
+    shas.push_back(sha256_hex("release " + std::to_string(i)));
+    ASSERT_TRUE(store->put_release({"web", "v" + std::to_string(i), shas.back(), 9, "", i, "", ""}).ok());
+  }
+  ASSERT_TRUE(artifacts.upload(shas[0], 9, 0, "release 0")->complete);
+  RecordingFetcher fetcher;
+  RecordingCopies copies;
+  copies.fail = true;
+  PeerPrefetch prefetch(*store, artifacts, fetcher);
+  prefetch.set_copies(&copies);
+  FakeClock clock;
+
+  // etcd out of reach: nothing recorded, and the next pass tries again.
+  prefetch.tick(clock.now_ms());
+  EXPECT_EQ(copies.calls, 3);
+  EXPECT_TRUE(copies.held.empty());
+  copies.fail = false;
+  clock.advance(2000);
+  prefetch.tick(clock.now_ms());
+  EXPECT_EQ(copies.held, (std::map<std::string, bool>{{shas[0], true}, {shas[1], false}, {shas[2], false}}));
+
+  // Recorded once per run: a later pass writes nothing new.
+  copies.calls = 0;
+  clock.advance(2000);
+  prefetch.tick(clock.now_ms());
+  EXPECT_EQ(copies.calls, 0);
+
+  // A fetch that ends well is recorded at once, not at the next pass; a failed one is not.
+  ASSERT_TRUE(artifacts.upload(shas[1], 9, 0, "release 1")->complete);
+  fetcher.end(shas[1], Status::Ok());
+  fetcher.end(shas[2], make_error("unavailable", "no peer"));
+  EXPECT_EQ(copies.calls, 1);
+  EXPECT_TRUE(copies.held[shas[1]]);
+  EXPECT_FALSE(copies.held[shas[2]]);
+}
+
 }  // namespace
 }  // namespace gantry::coordinator
