@@ -10,6 +10,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <regex>
+#include <set>
 
 #include "tests/support/fleet.h"
 
@@ -335,8 +337,18 @@ TEST(HarnessSelftest, FleetDrivesStandInDaemons) {
   fleet.restart_coordinator();  // must pass the concrete endpoints back
   std::string args = read_file(fleet.state_dir() + "/args.log");
   const auto second = args.substr(args.find('\n') + 1);
-  EXPECT_NE(args.find("--agent-endpoint tcp://127.0.0.1:* "), std::string::npos) << args;
-  EXPECT_NE(args.find("--http-address 127.0.0.1:0 "), std::string::npos) << args;
+  // The first start: ports the fleet chose, none of them an agent's demo-service port (a
+  // coordinator bound to "any port" could be given one of those before its service binds it).
+  const auto first_start = args.substr(0, args.find('\n'));
+  std::set<int> coordinator_ports;
+  const std::regex port_re(
+      R"(--(agent-endpoint|pub-endpoint|operator-endpoint) tcp://127\.0\.0\.1:(\d+) |--http-address 127\.0\.0\.1:(\d+) )");
+  for (auto it = std::sregex_iterator(first_start.begin(), first_start.end(), port_re); it != std::sregex_iterator();
+       ++it)
+    coordinator_ports.insert(std::stoi((*it)[2].matched ? (*it)[2].str() : (*it)[3].str()));
+  EXPECT_EQ(coordinator_ports.size(), 4u) << first_start;
+  EXPECT_EQ(coordinator_ports.count(0), 0u) << first_start;
+  EXPECT_EQ(coordinator_ports.count(fleet.port(0)) + coordinator_ports.count(fleet.port(1)), 0u) << first_start;
   EXPECT_NE(second.find("--agent-endpoint tcp://127.0.0.1:5001 --pub-endpoint "
                         "tcp://127.0.0.1:5002 --operator-endpoint tcp://127.0.0.1:5003 "
                         "--http-address 127.0.0.1:5004 "),
