@@ -293,20 +293,30 @@ struct RecordingFetcher : MissingArtifacts {
   }
 };
 
-TEST(PeerPrefetch, EachPassAsksForAFewMissingArtifactsAndBacksOffAfterAFailure) {
+// The prefetch pass's world: a real store naming releases v0..v(n-1) of "web" (9 bytes each;
+// their digests in `shas`), an artifact dir holding v0's, and a recording fetcher.
+struct PrefetchWorld {
   TempDir dir;
-  auto store = testing::open_store(dir.path + "/coordinator.db");
-  ASSERT_TRUE(store);
-  ArtifactStore artifacts(dir.path + "/artifacts");
-  ASSERT_TRUE(artifacts.init().ok());
+  std::unique_ptr<store::Store> store = testing::open_store(dir.path + "/coordinator.db");
+  ArtifactStore artifacts{dir.path + "/artifacts"};
   std::vector<std::string> shas;
-  for (int i = 0; i < 7; ++i) {
-    shas.push_back(sha256_hex("release " + std::to_string(i)));
-    ASSERT_TRUE(store->put_release({"web", "v" + std::to_string(i), shas.back(), 9, "", i, "", ""}).ok());
-  }
-  auto up = artifacts.upload(shas[0], 9, 0, "release 0");  // v0 is here
-  ASSERT_TRUE(up && up->complete);
   RecordingFetcher fetcher;
+  explicit PrefetchWorld(int n) {
+    if (!store) throw std::runtime_error("cannot open the store");
+    if (!artifacts.init().ok()) throw std::runtime_error("cannot make the artifact dir");
+    for (int i = 0; i < n; ++i) {
+      shas.push_back(sha256_hex("release " + std::to_string(i)));
+      if (!store->put_release({"web", "v" + std::to_string(i), shas.back(), 9, "", i, "", ""}).ok())
+        throw std::runtime_error("cannot store a release");
+    }
+    auto up = artifacts.upload(shas[0], 9, 0, "release 0");
+    if (!up || !up->complete) throw std::runtime_error("cannot store v0's artifact");
+  }
+};
+
+TEST(PeerPrefetch, EachPassAsksForAFewMissingArtifactsAndBacksOffAfterAFailure) {
+  PrefetchWorld w(7);  // v0 is here
+  auto& [dir, store, artifacts, shas, fetcher] = w;
   PeerPrefetch::Options o;
   o.period_ms = 2000;
   o.max_per_pass = 4;
@@ -373,18 +383,8 @@ struct RecordingCopies : ArtifactCopies {
 };
 
 TEST(PeerPrefetch, EachArtifactHereOrFetchedIsRecordedAsHeldAndEachMissingOneAsNotOnce) {
-  TempDir dir;
-  auto store = testing::open_store(dir.path + "/coordinator.db");
-  ASSERT_TRUE(store);
-  ArtifactStore artifacts(dir.path + "/artifacts");
-  ASSERT_TRUE(artifacts.init().ok());
-  std::vector<std::string> shas;
-  for (int i = 0; i < 3; ++i) {
-    shas.push_back(sha256_hex("release " + std::to_string(i)));
-    ASSERT_TRUE(store->put_release({"web", "v" + std::to_string(i), shas.back(), 9, "", i, "", ""}).ok());
-  }
-  ASSERT_TRUE(artifacts.upload(shas[0], 9, 0, "release 0")->complete);
-  RecordingFetcher fetcher;
+  PrefetchWorld w(3);  // v0 is here
+  auto& [dir, store, artifacts, shas, fetcher] = w;
   RecordingCopies copies;
   copies.fail = true;
   PeerPrefetch prefetch(*store, artifacts, fetcher);
