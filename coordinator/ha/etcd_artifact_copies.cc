@@ -19,18 +19,25 @@ std::string EtcdArtifactCopies::key(const std::string& sha256) const {
   return prefix_ + "copies/" + sha256 + "/" + own_;
 }
 
-Status EtcdArtifactCopies::record_held(const std::string& sha256) {
-  if (!is_sha256_hex(sha256)) return make_error("invalid", "not a sha256: cannot record a copy");
-  auto t = client_.txn({}, {etcd::Op::put(key(sha256), "")});
-  if (!t) return t.error();
-  return Status::Ok();
-}
-
-Status EtcdArtifactCopies::record_lacking(const std::string& sha256) {
-  if (!is_sha256_hex(sha256)) return make_error("invalid", "not a sha256: cannot record a copy");
-  auto t = client_.txn({}, {etcd::Op::del(key(sha256))});
-  if (!t) return t.error();
-  return Status::Ok();
+Status EtcdArtifactCopies::record(const std::vector<std::string>& held, const std::vector<std::string>& lacking) {
+  constexpr size_t kOpsPerTxn = 100;
+  std::vector<etcd::Op> ops;
+  const auto flush = [&]() -> Status {
+    if (ops.empty()) return Status::Ok();
+    auto t = client_.txn({}, ops);
+    ops.clear();
+    if (!t) return t.error();
+    return Status::Ok();
+  };
+  for (const auto* list : {&held, &lacking}) {
+    for (const auto& sha : *list) {
+      if (!is_sha256_hex(sha)) return make_error("invalid", "not a sha256: cannot record a copy");
+      ops.push_back(list == &held ? etcd::Op::put(key(sha), "") : etcd::Op::del(key(sha)));
+      if (ops.size() >= kOpsPerTxn)
+        if (auto s = flush(); !s.ok()) return s;
+    }
+  }
+  return flush();
 }
 
 Expected<ArtifactCopies::Holders> EtcdArtifactCopies::holders(const std::string& sha256) {

@@ -16,8 +16,8 @@ namespace gantry::coordinator::ha {
 class EtcdArtifactCopies final : public ArtifactCopies {
  public:
   EtcdArtifactCopies(etcd::Client& client, std::string prefix, std::string own_name);
-  Status record_held(const std::string& sha256) override;
-  Status record_lacking(const std::string& sha256) override;
+  // In transactions of at most 100 operations (etcd's default --max-txn-ops is 128).
+  Status record(const std::vector<std::string>& held, const std::vector<std::string>& lacking) override;
   Expected<Holders> holders(const std::string& sha256) override;
 
  private:

@@ -19,10 +19,10 @@ class ArtifactCopies {
     std::vector<std::string> waiting_for;  // registered coordinators that do not (yet)
   };
   virtual ~ArtifactCopies() = default;
-  // This coordinator holds the artifact with this sha256: its file is in place, checked.
-  virtual Status record_held(const std::string& sha256) = 0;
-  // This coordinator does not hold it (a record left from before its disk was lost).
-  virtual Status record_lacking(const std::string& sha256) = 0;
+  // This coordinator holds the artifacts `held` (by sha256: each file in place, checked) and not
+  // those `lacking` (a record left from before its disk was lost is taken back). Recorded
+  // together, in as few writes as the store allows; on an error some may be recorded.
+  virtual Status record(const std::vector<std::string>& held, const std::vector<std::string>& lacking) = 0;
   // The coordinators registered now, split by whether they recorded holding it.
   virtual Expected<Holders> holders(const std::string& sha256) = 0;
 };

@@ -357,7 +357,7 @@ nlohmann::json OperatorApi::upload_stored(const std::string& sha, uint64_t size)
   // This coordinator's own copy first (a put of the same key each time it is asked: cheap,
   // and it heals a record lost with an earlier failed put).
   if (d_.artifacts.has(sha)) {
-    if (auto s = copies_->record_held(sha); !s.ok())
+    if (auto s = copies_->record({sha}, {}); !s.ok())
       throw OpError("the release is stored, but this coordinator could not record that it holds it: " +
                     s.error().message);
   }

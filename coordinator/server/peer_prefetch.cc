@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/util/log.h"
+#include "common/util/names.h"
 #include "common/util/text.h"
 
 namespace gantry::coordinator {
@@ -23,7 +24,7 @@ PeerPrefetch::PeerPrefetch(store::Store& store, const ArtifactStore& artifacts, 
   fetcher_.subscribe([this](const std::string& sha, const Status& st) {
     if (st.ok()) {
       failed_.erase(sha);
-      record(sha, true);  // now, not at the next pass: an upload waits for it
+      if (!recorded_held_.count(sha)) record({sha}, {});  // now, not at the next pass: an upload waits for it
       return;
     }
     Backoff& b = failed_[sha];
@@ -46,9 +47,13 @@ void PeerPrefetch::prefetch_missing(Millis now) {
     return;
   }
   size_t asked = 0, missing = 0;
+  std::vector<std::string> held, lacking;
   for (const auto& r : *rows) {
     const bool here = artifacts_.has(r.sha256);
-    record(r.sha256, here);
+    // A row may come from outside (etcd): one naming no valid digest is never recorded (the
+    // fetcher refuses and logs it).
+    if (copies_ && is_sha256_hex(r.sha256) && !(here ? recorded_held_ : recorded_lacking_).count(r.sha256))
+      (here ? held : lacking).push_back(r.sha256);
     if (here) continue;
     ++missing;
     if (fetcher_.fetching(r.sha256) || asked >= options_.max_per_pass) continue;
@@ -58,20 +63,24 @@ void PeerPrefetch::prefetch_missing(Millis now) {
   }
   if (asked > 0) LP()->info("prefetching {} of {} missing artifact(s) from peer coordinators", asked, missing);
   missing_ = missing;
+  if (!held.empty() || !lacking.empty()) record(held, lacking);
 }
 
-void PeerPrefetch::record(const std::string& sha256, bool held) {
+void PeerPrefetch::record(const std::vector<std::string>& held, const std::vector<std::string>& lacking) {
   if (!copies_) return;
-  auto& done = held ? recorded_held_ : recorded_lacking_;
-  if (done.count(sha256)) return;
-  const Status s = held ? copies_->record_held(sha256) : copies_->record_lacking(sha256);
-  if (!s.ok()) {
-    LP()->warn("cannot record that this coordinator {} artifact {}: {}", held ? "holds" : "lacks",
-               safe_text(sha256, 80), safe_text(s.error().message, 300));
+  if (auto s = copies_->record(held, lacking); !s.ok()) {
+    LP()->warn("cannot record which of {} artifact(s) this coordinator holds: {}", held.size() + lacking.size(),
+               safe_text(s.error().message, 300));
     return;
   }
-  done.insert(sha256);
-  (held ? recorded_lacking_ : recorded_held_).erase(sha256);
+  for (const auto& sha : held) {
+    recorded_held_.insert(sha);
+    recorded_lacking_.erase(sha);
+  }
+  for (const auto& sha : lacking) {
+    recorded_lacking_.insert(sha);
+    recorded_held_.erase(sha);
+  }
 }
 
 }  // namespace gantry::coordinator

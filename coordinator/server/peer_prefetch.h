@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "common/util/clock.h"
 #include "coordinator/server/artifact_copies.h"
@@ -54,8 +55,9 @@ class PeerPrefetch {
   Millis next_pass_ = 0;
   Millis last_now_ = 0;
   size_t missing_ = 0;
-  // Records this coordinator's copy (or its lack) once per run; a failed record: the next pass.
-  void record(const std::string& sha256, bool held);
+  // Records this coordinator's copies (and its lacks) not recorded yet in this run, together; a
+  // failed record is tried again at the next pass.
+  void record(const std::vector<std::string>& held, const std::vector<std::string>& lacking);
 
   std::map<std::string, Backoff> failed_;  // sha256 -> when to try again
   ArtifactCopies* copies_ = nullptr;

@@ -53,16 +53,16 @@ TEST(EtcdArtifactCopies, OnlyRegisteredCoordinatorsCountAndARecordCanBeTakenBack
   EXPECT_TRUE(h->on.empty());
   EXPECT_EQ(h->waiting_for, (std::vector<std::string>{"c1", "c2", "c3"}));
 
-  ASSERT_TRUE(c1.record_held(sha).ok());
-  ASSERT_TRUE(gone.record_held(sha).ok());  // a coordinator not registered now: not counted
+  ASSERT_TRUE(c1.record({sha}, {}).ok());
+  ASSERT_TRUE(gone.record({sha}, {}).ok());  // a coordinator not registered now: not counted
   h = c2.holders(sha);
   ASSERT_TRUE(h.ok());
   EXPECT_EQ(h->on, std::vector<std::string>{"c1"});
   EXPECT_EQ(h->waiting_for, (std::vector<std::string>{"c2", "c3"}));
 
-  ASSERT_TRUE(c2.record_held(sha).ok());
-  ASSERT_TRUE(c2.record_held(sha).ok());  // again: the same record
-  ASSERT_TRUE(c1.record_lacking(sha).ok());
+  ASSERT_TRUE(c2.record({sha}, {}).ok());
+  ASSERT_TRUE(c2.record({sha}, {}).ok());  // again: the same record
+  ASSERT_TRUE(c1.record({}, {sha}).ok());
   h = c1.holders(sha);
   ASSERT_TRUE(h.ok());
   EXPECT_EQ(h->on, std::vector<std::string>{"c2"});
@@ -73,8 +73,21 @@ TEST(EtcdArtifactCopies, OnlyRegisteredCoordinatorsCountAndARecordCanBeTakenBack
   EXPECT_TRUE(h->on.empty());
 
   // Not a digest: refused before etcd is asked.
-  EXPECT_EQ(c1.record_held("../../leader").error().code, "invalid");
+  EXPECT_EQ(c1.record({"../../leader"}, {}).error().code, "invalid");
   EXPECT_EQ(c1.holders("").error().code, "invalid");
+
+  // Many at once: in several transactions (etcd refuses more than 128 operations in one).
+  std::vector<std::string> many;
+  for (int i = 0; i < 250; ++i) many.push_back(sha256_hex("release " + std::to_string(i)));
+  ASSERT_TRUE(c2.record(many, {sha}).ok());
+  for (const auto& m : {many.front(), many[150], many.back()}) {
+    h = c1.holders(m);
+    ASSERT_TRUE(h.ok());
+    EXPECT_EQ(h->on, std::vector<std::string>{"c2"});
+  }
+  h = c1.holders(sha);
+  ASSERT_TRUE(h.ok());
+  EXPECT_TRUE(h->on.empty());
 
   // The records and the members are not rows: the store of this prefix is still empty.
   auto store = store::EtcdStore::open(client, p, store::Fence{p + "leader", -1});
