@@ -326,7 +326,7 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
       throw OpError("release " + version + " of " + service + " already exists with another digest (" +
                     existing->sha256 + "); versions are immutable");
     // Stored before: asked again, the reply says whether every coordinator holds it by now.
-    return upload_stored(sha, size);
+    return upload_stored(sha, existing->size);
   }
   auto p = value_or_throw(d_.artifacts.upload(sha, size, offset, data));
   if (p.complete) {
