@@ -371,10 +371,10 @@ void RolloutExecutor::restore_saved_state(ActiveRollout& a) {
   }
   // Neither the step nor the last saved state: nothing consistent is left in memory. Crash-only:
   // exit, and systemd starts a coordinator that resumes from the store (docs/GUARANTEES.md, 3).
-  // The shared store out of reach (code "etcd": quorum lost, or cut off from it) is a temporary
-  // condition, the one a leader that lost its lease exits for: EX_TEMPFAIL, as that leader does
+  // The shared store out of reach (quorum lost, or cut off from it) is a temporary condition,
+  // the one a leader that lost its lease exits for: EX_TEMPFAIL, as that leader does
   // (docs/HIGH_AVAILABILITY.md); a store that answered but cannot be read is EX_SOFTWARE.
-  const bool unreachable = !row && row.error().code == "etcd";
+  const bool unreachable = !row && store_.out_of_reach(row.error());
   L()->critical(
       "rollout {}: cannot read its saved state back either ({}); exiting so that a restart resumes from the store", id,
       row ? "unparsable" : row.error().message);

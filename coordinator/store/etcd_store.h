@@ -55,6 +55,8 @@ class EtcdStore final : public Store {
   // Revisions written (by anyone) since the last checkpoint(), as last seen by this store;
   // checkpoint() compacts etcd's history up to the current revision (docs/HIGH_AVAILABILITY.md,
   // "Compaction"); checkpoints() counts them.
+  // Code "etcd": etcd not reached in time, or refused the call (see the codes above).
+  bool out_of_reach(const Error& e) const override { return e.code == "etcd"; }
   int64_t wal_backlog() const override;
   Status checkpoint() override;
   // Writes the lazy steps held back (etcd_held_steps.cc).

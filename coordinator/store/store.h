@@ -187,6 +187,12 @@ class Store {
   static Expected<std::unique_ptr<Store>> open(const std::string& path, int64_t wal_cap_pages = kWalCapPages);
   virtual ~Store() = default;
 
+  // Whether `e`, an error of this store, says the store could not be reached (a shared store out
+  // of reach: quorum lost, or this process cut off from it), a temporary condition, rather than
+  // a store that answered and refused or holds what cannot be read. An embedded store is never
+  // out of reach.
+  virtual bool out_of_reach(const Error& /*e*/) const { return false; }
+
   // Work the store defers to a quiet moment (SQLite: WAL pages not yet checkpointed; 0:
   // nothing to do, always 0 for a store that defers nothing).
   virtual int64_t wal_backlog() const = 0;

@@ -107,6 +107,21 @@ store::StepWrite step_of(uint64_t id, const std::string& phase = "running") {
   return w;
 }
 
+// What the executor exits with when a step's state cannot be read back depends on this
+// (EX_TEMPFAIL for a shared store out of reach, EX_SOFTWARE otherwise: rollout_executor.cc).
+TEST_P(StoreContract, OnlyASharedStoreNotReachedIsOutOfReach) {
+  // A store that answered and refused: never out of reach.
+  const store::ReleaseRow r{"web", "v1", std::string(64, 'a'), 9, "", 1, "", ""};
+  ASSERT_TRUE(st->put_release(r).ok());
+  auto again = r;
+  again.sha256 = std::string(64, 'b');
+  const auto refused = st->put_release(again);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_FALSE(st->out_of_reach(refused.error())) << refused.error().code;
+  // etcd's client reports every call etcd did not answer in time (or refused) with code "etcd".
+  EXPECT_EQ(st->out_of_reach(make_error("etcd", "deadline exceeded")), GetParam() == "etcd");
+}
+
 TEST_P(StoreContract, HostsAreUpsertedKeepingFirstSeenAndListedById) {
   ASSERT_TRUE(st->put_host({"b/2", json{{"z", "1"}}, json::array(), 10, 11}).ok());
   ASSERT_TRUE(st->put_hosts({{"a~", json::object(), json::array(), 20, 21},
