@@ -4,13 +4,9 @@
 #include <set>
 
 #include "common/util/names.h"
-#include "coordinator/ha/member_info.h"
+#include "coordinator/ha/registered_members.h"
 
 namespace gantry::coordinator::ha {
-
-namespace {
-constexpr int64_t kMaxMembers = 64;  // as the peer list (etcd_peer_endpoints.cc)
-}
 
 EtcdArtifactCopies::EtcdArtifactCopies(etcd::Client& client, std::string prefix, std::string own_name)
     : client_(client), prefix_(std::move(prefix)), own_(std::move(own_name)) {}
@@ -42,8 +38,7 @@ Status EtcdArtifactCopies::record(const std::vector<std::string>& held, const st
 
 Expected<ArtifactCopies::Holders> EtcdArtifactCopies::holders(const std::string& sha256) {
   if (!is_sha256_hex(sha256)) return make_error("invalid", "not a sha256");
-  const std::string mp = prefix_ + "members/";
-  auto members = client_.range(mp, etcd::prefix_end(mp), kMaxMembers);
+  auto members = registered_members(client_, prefix_);
   if (!members) return members.error();
   const std::string cp = prefix_ + "copies/" + sha256 + "/";
   auto copies = client_.range(cp, etcd::prefix_end(cp), 0, /*keys_only=*/true);
@@ -54,11 +49,7 @@ Expected<ArtifactCopies::Holders> EtcdArtifactCopies::holders(const std::string&
   for (const auto& kv : copies->kvs)
     if (kv.key.size() > cp.size()) held.insert(kv.key.substr(cp.size()));
   Holders h;
-  for (const auto& kv : members->kvs) {
-    auto m = MemberInfo::from_json(kv.value);
-    if (!m) continue;
-    (held.count(m->name) ? h.on : h.waiting_for).push_back(m->name);
-  }
+  for (const auto& m : *members) (held.count(m.name) ? h.on : h.waiting_for).push_back(m.name);
   std::sort(h.on.begin(), h.on.end());
   std::sort(h.waiting_for.begin(), h.waiting_for.end());
   return h;

@@ -92,18 +92,6 @@ std::optional<MemberInfo> LeaderElection::leader() const {
   return leader_;
 }
 
-Expected<std::vector<MemberInfo>> LeaderElection::members() {
-  const std::string p = opt_.prefix + "members/";
-  auto r = client_.range(p, etcd::prefix_end(p), 64);
-  if (!r) return r.error();
-  std::vector<MemberInfo> out;
-  for (const auto& kv : r->kvs) {
-    auto m = MemberInfo::from_json(kv.value);
-    if (m) out.push_back(std::move(*m));
-  }
-  return out;
-}
-
 void LeaderElection::start_keepalive() {
   if (thread_.joinable()) return;
   thread_ = std::thread([this] { keepalive_loop(); });

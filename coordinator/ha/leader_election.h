@@ -55,8 +55,6 @@ class LeaderElection {
   uint64_t epoch() const { return epoch_.load(); }
   std::string leader_key() const { return opt_.prefix + "leader"; }
   std::optional<MemberInfo> leader() const;  // as last read; the leader's own record when leading
-  // The coordinators registered now (this one among them), from etcd.
-  Expected<std::vector<MemberInfo>> members();
 
   // Keeps the lease alive every TTL/3 from a thread of its own; once leader, also checks that
   // the leader key is still its own. Call once, after the first campaign().

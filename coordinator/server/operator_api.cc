@@ -346,6 +346,13 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
       throw OpError("release " + version + " of " + service +
                     " is stored, but its audit record could not be written: " + s.error().message);
     LO()->info("{} uploaded release {} of {} ({} bytes, sha256 {})", c.who, version, service, size, sha);
+    // This coordinator's own copy (a record lost to a failed write here is written by its next
+    // prefetch pass, within 2 s: asked again, the upload is then acknowledged).
+    if (copies_) {
+      if (auto s = copies_->record({sha}, {}); !s.ok())
+        throw OpError("the release is stored, but this coordinator could not record that it holds it: " +
+                      s.error().message);
+    }
     return upload_stored(sha, size);
   }
   return {{"received", p.received}, {"complete", false}};
@@ -354,13 +361,6 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
 nlohmann::json OperatorApi::upload_stored(const std::string& sha, uint64_t size) {
   nlohmann::json out = {{"received", size}, {"complete", true}};
   if (!copies_) return out;
-  // This coordinator's own copy first (a put of the same key each time it is asked: cheap,
-  // and it heals a record lost with an earlier failed put).
-  if (d_.artifacts.has(sha)) {
-    if (auto s = copies_->record({sha}, {}); !s.ok())
-      throw OpError("the release is stored, but this coordinator could not record that it holds it: " +
-                    s.error().message);
-  }
   auto h = copies_->holders(sha);
   if (!h) throw OpError("the release is stored, but which coordinators hold it cannot be read: " + h.error().message);
   out["on"] = h->on;

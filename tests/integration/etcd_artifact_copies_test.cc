@@ -72,6 +72,17 @@ TEST(EtcdArtifactCopies, OnlyRegisteredCoordinatorsCountAndARecordCanBeTakenBack
   ASSERT_TRUE(h.ok());
   EXPECT_TRUE(h->on.empty());
 
+  // Records written by someone else, hostile: a control character, bytes that are not UTF-8, an
+  // empty name, a 100 KB name. None names a registered coordinator: none is shown or counted.
+  const std::string cp = p + "copies/" + sha + "/";
+  for (const std::string& bad :
+       {std::string("c3\x1b[2J"), std::string("c3\xff\xfe"), std::string(), std::string(100000, 'c')})
+    ASSERT_TRUE(client->txn({}, {Op::put(cp + bad, "x")}).ok());
+  h = c1.holders(sha);
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_EQ(h->on, std::vector<std::string>{"c2"});
+  EXPECT_EQ(h->waiting_for, (std::vector<std::string>{"c1", "c3"}));
+
   // Not a digest: refused before etcd is asked.
   EXPECT_EQ(c1.record({"../../leader"}, {}).error().code, "invalid");
   EXPECT_EQ(c1.holders("").error().code, "invalid");

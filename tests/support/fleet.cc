@@ -564,6 +564,14 @@ bool wait_until(const std::function<bool()>& cond, int timeout_ms, int step_ms) 
 
 namespace {
 
+// A free port (free_tcp_port) not in `taken`, added to it: ports distinct within one fleet.
+int free_tcp_port_not_in(std::set<int>& taken) {
+  int p = 0;
+  do p = free_tcp_port();
+  while (!taken.insert(p).second);
+  return p;
+}
+
 std::vector<AgentSpec> numbered_hosts(int n) {
   std::vector<AgentSpec> specs;
   for (int i = 1; i <= n; ++i) specs.push_back({"host-" + std::to_string(i), {}});
@@ -602,11 +610,9 @@ Fleet::Fleet(std::vector<AgentSpec> agents, FleetOptions options) : dir_("gantry
     }
     Agent agent;
     agent.spec = std::move(spec);
-    // Distinct within the fleet; the kernel hands out ephemeral ports in a spread-out order,
-    // so collisions with other tests running in parallel are unlikely.
-    do {
-      agent.port = free_tcp_port();
-    } while (!ports.insert(agent.port).second);
+    // Distinct within the fleet; free_tcp_port picks in a random order per process, so
+    // collisions with other tests running in parallel are unlikely.
+    agent.port = free_tcp_port_not_in(ports);
     agents_.push_back(std::move(agent));
   }
   std::filesystem::create_directories(state_dir());
@@ -616,13 +622,7 @@ Fleet::Fleet(std::vector<AgentSpec> agents, FleetOptions options) : dir_("gantry
     const auto join = [](std::string& list, const std::string& ep) { list += (list.empty() ? "" : ",") + ep; };
     for (int k = 0; k < options_.coordinators; ++k) {
       HaCoordinator c;
-      const auto ep = [&] {
-        int p = 0;
-        do {
-          p = free_tcp_port();
-        } while (!ports.insert(p).second);
-        return p;
-      };
+      const auto ep = [&] { return free_tcp_port_not_in(ports); };
       c.listen.agent = "tcp://127.0.0.1:" + std::to_string(ep());
       c.listen.pub = "tcp://127.0.0.1:" + std::to_string(ep());
       c.listen.operator_ = "tcp://127.0.0.1:" + std::to_string(ep());
@@ -797,12 +797,7 @@ void Fleet::start_coordinator() {
   for (int attempt = 1;; ++attempt) {
     std::set<int> taken;
     for (const auto& a : agents_) taken.insert(a.port);
-    const auto pick = [&] {
-      int p = 0;
-      do p = free_tcp_port();
-      while (!taken.insert(p).second);
-      return std::to_string(p);
-    };
+    const auto pick = [&] { return std::to_string(free_tcp_port_not_in(taken)); };
     const CoordinatorEndpoints listen{host + pick(), host + pick(), host + pick(), "127.0.0.1:" + pick()};
     try {
       launch_coordinator(listen);
