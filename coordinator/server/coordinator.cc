@@ -21,7 +21,6 @@
 #include "coordinator/server/operator_api.h"
 #include "coordinator/server/peer_artifact_fetcher.h"
 #include "coordinator/server/peer_chunk_source.h"
-#include "coordinator/server/peer_prefetch.h"
 #include "coordinator/server/requested_views.h"
 #include "coordinator/server/rollout_executor.h"
 #include "coordinator/server/rollout_views.h"
@@ -137,11 +136,16 @@ Status Coordinator::start() {
                                                           std::make_unique<ZmqChunkSource>(cfg_.curve));
     artifact_server_->set_missing(peer_fetcher_.get());
     peer_fetcher_->set_metrics(&metrics_);  // gantry_peer_artifact_* (docs/MONITORING.md)
-    // The leader prefetches too, as a standby does: a coordinator that was down when a release
-    // was uploaded and leads before its standby pass copied it gets it here (it also records
-    // what it holds, on demand copies included).
-    peer_prefetch_ = std::make_unique<PeerPrefetch>(*store_, *artifacts_, *peer_fetcher_);
-    peer_prefetch_->set_copies(copies_);
+    // Not a prefetch pass as standbys run: its store read every 2 s, in this loop, waited out
+    // an etcd member's death (HaEtcdOutage: heartbeats unread for 2 s, the hosts unknown). A
+    // copy this leader fetches on demand is recorded here.
+    if (copies_) {
+      peer_fetcher_->subscribe([this](const std::string& sha, const Status& st) {
+        if (!st.ok()) return;
+        if (auto s = copies_->record({sha}, {}); !s.ok())
+          L()->warn("cannot record that this coordinator holds artifact {}: {}", sha, s.error().message);
+      });
+    }
   }
   channel_ = std::make_unique<AgentChannel>(AgentChannel::Deps{cfg_, clock_, *agents_, registry_, *keys_, *store_,
                                                                *executor_, *artifact_server_, *udp_, *sender_, metrics_,
@@ -338,7 +342,6 @@ void Coordinator::serve(const zmq::pollitem_t* items, const std::vector<zmq::pol
     }
   }
   if (peer_fetcher_) peer_fetcher_->deliver();
-  if (peer_prefetch_) peer_prefetch_->tick(clock_.now_ms());
   if (artifact_server_->has_deferred()) artifact_server_->serve_deferred();
   if (items[1].revents & ZMQ_POLLIN) operator_api_->serve(*operators_);
   on_timers();

@@ -42,7 +42,6 @@ class KeyRing;
 class OperatorApi;
 class ArtifactCopies;
 class PeerArtifactFetcher;
-class PeerPrefetch;
 class PeerEndpoints;
 class PubSignalSink;
 class RefusalLog;
@@ -114,7 +113,6 @@ class Coordinator {
   PeerEndpoints* peers_ = nullptr;
   ArtifactCopies* copies_ = nullptr;
   std::unique_ptr<PeerArtifactFetcher> peer_fetcher_;
-  std::unique_ptr<PeerPrefetch> peer_prefetch_;
   std::unique_ptr<AgentChannel> channel_;
   std::unique_ptr<OperatorApi> operator_api_;
   std::unique_ptr<StatusSnapshot> snapshot_;

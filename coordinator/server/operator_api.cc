@@ -346,8 +346,8 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
       throw OpError("release " + version + " of " + service +
                     " is stored, but its audit record could not be written: " + s.error().message);
     LO()->info("{} uploaded release {} of {} ({} bytes, sha256 {})", c.who, version, service, size, sha);
-    // This coordinator's own copy (a record lost to a failed write here is written by its next
-    // prefetch pass, within 2 s: asked again, the upload is then acknowledged).
+    // This coordinator's own copy (a record lost to a failed write here is written again when
+    // the upload is asked again: upload_stored).
     if (copies_) {
       if (auto s = copies_->record({sha}, {}); !s.ok())
         throw OpError("the release is stored, but this coordinator could not record that it holds it: " +
@@ -363,6 +363,16 @@ nlohmann::json OperatorApi::upload_stored(const std::string& sha, uint64_t size)
   if (!copies_) return out;
   auto h = copies_->holders(sha);
   if (!h) throw OpError("the release is stored, but which coordinators hold it cannot be read: " + h.error().message);
+  // Its own record missing (a write that failed, or it took over before recording a copy it
+  // holds): written now, and the holders read again.
+  if (d_.artifacts.has(sha) &&
+      std::find(h->waiting_for.begin(), h->waiting_for.end(), leader_name_) != h->waiting_for.end()) {
+    if (auto s = copies_->record({sha}, {}); !s.ok())
+      throw OpError("the release is stored, but this coordinator could not record that it holds it: " +
+                    s.error().message);
+    h = copies_->holders(sha);
+    if (!h) throw OpError("the release is stored, but which coordinators hold it cannot be read: " + h.error().message);
+  }
   out["on"] = h->on;
   out["waiting_for"] = h->waiting_for;
   out["complete"] = h->waiting_for.empty();
