@@ -309,11 +309,16 @@ int free_tcp_port() {
                           static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   const int hi = ephemeral_low();
   if (hi - kLowest < 1000) throw std::runtime_error("free_tcp_port: the ephemeral range starts too low");
+  // Never the same port twice in one process: a test's own ports (a start-first slot's) and
+  // the fleet's (its coordinator's) are picked apart, so neither can bind the other's.
+  static std::set<int> handed_out;
   std::lock_guard<std::mutex> lk(mu);
   std::uniform_int_distribution<int> pick(kLowest, hi - 1);
   for (int attempt = 0; attempt < 1000; ++attempt) {
     const int port = pick(rng);
-    if (bindable(port)) return port;
+    if (handed_out.count(port) || !bindable(port)) continue;
+    handed_out.insert(port);
+    return port;
   }
   throw std::runtime_error("free_tcp_port: no free port below " + std::to_string(hi) + " in 1000 tries");
 }

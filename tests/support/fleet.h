@@ -56,7 +56,8 @@ class TempDir {
 // A TCP port on 127.0.0.1 that was free a moment ago (bound, then closed), below the kernel's
 // ephemeral range (net.ipv4.ip_local_port_range): a port from that range can be taken at any
 // moment by an outgoing connection's local end (an agent's, the CLI's), and a coordinator that
-// binds it again later (a standby becoming the leader, a restart) would find it in use.
+// binds it again later (a standby becoming the leader, a restart) would find it in use. Never
+// the same port twice in one process.
 int free_tcp_port();
 
 struct HttpResult {
