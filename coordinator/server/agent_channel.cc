@@ -16,9 +16,10 @@ spdlog::logger* L() {
 
 AgentChannel::AgentChannel(Deps deps) : d_(deps) {}
 
-void AgentChannel::drain() {
+bool AgentChannel::drain() {
   events_in_pass_ = false;
-  for (int i = 0; i < 10000; ++i) {
+  bool emptied = false;
+  for (int i = 0; i < kMaxMessagesPerPass; ++i) {
     bool dropped = false;
     auto in = transport::recv_routed(d_.socket, &dropped);
     if (dropped) {
@@ -26,7 +27,10 @@ void AgentChannel::drain() {
       L()->warn("dropped an agent message with a bad frame layout");
       continue;
     }
-    if (!in) break;
+    if (!in) {
+      emptied = true;
+      break;
+    }
     if (proven_) proven_(in->source_fd);
     try {
       on_message(*in);
@@ -38,6 +42,7 @@ void AgentChannel::drain() {
     }
   }
   flush();
+  return emptied;
 }
 
 void AgentChannel::flush() {

@@ -48,8 +48,9 @@ class AgentChannel {
 
   // Reads what waits on the agent socket (a bounded number per call), then persists and applies
   // the reports and hellos read (one group commit). A message whose handler throws is logged
-  // and dropped; the next is served.
-  void drain();
+  // and dropped; the next is served. Returns false when it stopped at its bound with messages
+  // still waiting.
+  bool drain();
   // Called with the connection (ZMQ_SRCFD) of every message drain reads: its handshake is over.
   void on_connection_proven(std::function<void(int fd)> f) { proven_ = std::move(f); }
   // Group commit: the hellos and reports read in one pass are persisted together (one
@@ -65,6 +66,7 @@ class AgentChannel {
   void disconnect_host(const std::string& host_id, const std::string& why);
 
  private:
+  static constexpr int kMaxMessagesPerPass = 10000;
   bool secure() const { return d_.cfg.curve.enabled(); }
   void on_hello(const std::string& identity, const proto::Hello& h);
   void on_report(fleet::HostRecord& host, const proto::Report& r);

@@ -286,6 +286,7 @@ Status Coordinator::bind_sockets() {
 
 void Coordinator::run(const std::atomic<bool>& stop) {
   next_heartbeat_ = clock_.now_ms();
+  heard_ = HeardThrough(clock_.now_ms(), cfg_.heartbeat_interval_ms);
   while (!stop) {
     loop_turns_.fetch_add(1, std::memory_order_relaxed);
     Millis turn = clock_.now_ms();
@@ -306,6 +307,7 @@ void Coordinator::run(const std::atomic<bool>& stop) {
       L()->error("poll failed: {}", e.what());
       continue;
     }
+    heard_.waited(turn, timeout, clock_.now_ms(), !hold_agents);
     try {
       serve(items.data(), {items.begin() + 3, items.end()});
     } catch (const std::exception& e) {
@@ -328,12 +330,12 @@ void Coordinator::serve(const zmq::pollitem_t* items, const std::vector<zmq::pol
   const bool agent_pass = items[0].revents & ZMQ_POLLIN;
   if (agent_pass) {
     last_agent_drain_ = clock_.now_ms();
-    channel_->drain();
+    if (!channel_->drain()) heard_.left_unread();
     // Never while a rollout runs or an order is open: a report must not wait for the batching.
     agents_at_rest_ = !channel_->events_in_last_pass() && executor_->idle();
   }
   if (items[2].revents & ZMQ_POLLIN) {
-    udp_->drain();
+    if (!udp_->drain()) heard_.left_unread();
     // Datagrams are heartbeats only: a turn with nothing else keeps (or puts) the loop at
     // rest, with its batching clock, as a heartbeat-only pass over the agent socket does.
     if (!(agent_pass && channel_->events_in_last_pass())) {
@@ -406,10 +408,13 @@ void Coordinator::on_timers() {
   // Hosts silent past the timeout become unknown. The registry says when the next one can
   // expire (the oldest last message + timeout) and poll_timeout_ms wakes the loop then: a dead
   // host is noticed right at the timeout, and 10,000 hosts are scanned about once per interval
-  // instead of on a fixed tick.
+  // instead of on a fixed tick. Silence is measured up to when the agents' input was last read
+  // whole (heard_through.h), not to now: after a turn stalled (a store write riding out an etcd
+  // election), the heartbeats that wait unread are read before any host is judged.
   if (now >= next_expiry_) {
+    const Millis heard = heard_.through();
     const Millis timeout = static_cast<Millis>(cfg_.heartbeat_interval_ms) * cfg_.heartbeat_misses;
-    const auto lost = registry_.expire(now, timeout, &next_expiry_);
+    const auto lost = registry_.expire(heard, timeout, &next_expiry_);
     for (const auto& host_id : lost) {
       L()->warn("{} is unknown: no traffic for {} heartbeat intervals", host_id, cfg_.heartbeat_misses);
       metrics_.hosts_lost++;
@@ -417,7 +422,9 @@ void Coordinator::on_timers() {
     }
     if (auto s = executor_->hosts_lost(lost); !s.ok())
       L()->error("cannot record {} lost host(s) in their rollouts: {}", lost.size(), s.error().message);
-    udp_->check_quiet(now, &next_expiry_);
+    udp_->check_quiet(heard, now, &next_expiry_);
+    // Heard lags now by this turn's work: check again at the next turn, not in a spin.
+    next_expiry_ = std::max(next_expiry_, now + 1);
   }
   if (auto s = executor_->tick(); !s.ok()) L()->error("cannot step a rollout past its deadline: {}", s.error().message);
   analysis_->tick();

@@ -62,10 +62,10 @@ Status UdpHeartbeats::open(const std::string& agent_endpoint) {
 // Each datagram is checked (size, magic, a live session, its MAC, a sequence number beyond the
 // last) before it counts as the host's traffic. The first of a session is confirmed on the
 // host's connection, which lets the agent stop heartbeating there.
-void UdpHeartbeats::drain() {
-  if (!receiver_) return;
+bool UdpHeartbeats::drain() {
+  if (!receiver_) return true;
   const Millis now = clock_.now_ms(), wall = clock_.wall_ms();
-  receiver_->drain(kMaxDatagramsPerPass, [&](const unsigned char* data, std::size_t len, const uh::Peer& peer) {
+  const int read = receiver_->drain(kMaxDatagramsPerPass, [&](const unsigned char* data, std::size_t len, const uh::Peer& peer) {
     uh::Header hd;
     uh::Reject r = uh::parse(data, len, &hd);
     fleet::UdpSlot* slot = nullptr;
@@ -103,6 +103,7 @@ void UdpHeartbeats::drain() {
       sender_.send(h->identity, confirm);
     }
   });
+  return read < kMaxDatagramsPerPass;
 }
 
 void UdpHeartbeats::offer(fleet::HostRecord& host, const proto::Hello& hello, proto::Welcome& w, Millis now) {
@@ -131,13 +132,13 @@ bool UdpHeartbeats::heartbeat(fleet::HostRecord& h, Millis now) {
   return true;
 }
 
-void UdpHeartbeats::check_quiet(Millis now, Millis* next_check) {
+void UdpHeartbeats::check_quiet(Millis heard, Millis now, Millis* next_check) {
   if (!receiver_) return;
   const Millis quiet =
       static_cast<Millis>(cfg_.heartbeat_interval_ms) * std::min<uint32_t>(cfg_.heartbeat_misses - 1, 2);
-  for (auto* h : registry_.udp_quiet(now, quiet, next_check)) {
+  for (auto* h : registry_.udp_quiet(heard, quiet, next_check)) {
     L()->info("{}: no heartbeat datagram for {} ms; asking it to heartbeat over its connection", h->host_id,
-              now - h->last_seen);
+              heard - h->last_seen);
     proto::Heartbeat back{static_cast<uint64_t>(now)};
     back.udp_lost = true;
     sender_.send(h->identity, back);

@@ -34,16 +34,18 @@ class UdpHeartbeats {
   // "HOST:PORT" bound, or "" when off.
   const std::string& endpoint() const { return endpoint_; }
 
-  // Reads the datagrams waiting (a bounded number per call).
-  void drain();
+  // Reads the datagrams waiting (a bounded number per call). Returns false when it stopped at
+  // its bound with datagrams perhaps still waiting.
+  bool drain();
   // A fresh session for a host's Welcome (the key travels on its connection only), or none.
   void offer(fleet::HostRecord& host, const proto::Hello& hello, proto::Welcome& w, Millis now);
   // Our heartbeat to `h` as a datagram, when its session is confirmed and hears us; false if
   // it must go over the connection instead.
   bool heartbeat(fleet::HostRecord& h, Millis now);
   // Hosts whose datagrams stopped (a firewall, a changed route) hear it an interval before they
-  // would expire, and heartbeat over their connection again. Lowers `next_check`.
-  void check_quiet(Millis now, Millis* next_check);
+  // would expire, and heartbeat over their connection again. Silence is measured up to `heard`
+  // (heard_through.h). Lowers `next_check`.
+  void check_quiet(Millis heard, Millis now, Millis* next_check);
 
  private:
   static constexpr int kMaxDatagramsPerPass = 20000;

@@ -3,7 +3,13 @@
 // period: the interval for agents that do not announce capability bit 1 (older agents), and
 // --coordinator-heartbeat-ms for agents that do, which then time the coordinator by that period.
 // The older agent is played by the second implementation of the protocol (tests/support/peer.h).
+// A host is silent only while the coordinator listens: a loop turn stalled in a store write does
+// not make the hosts whose heartbeats wait in its sockets count as lost.
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <regex>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -55,6 +61,57 @@ TEST(Liveness, EachAgentIsHeartbeatedByThePeriodItCanTime) {
   for (const auto& h : hosts.value("hosts", nlohmann::json::array()))
     if (h.value("host_id", "") == f.host_id(0)) online = h.value("online", false);
   EXPECT_TRUE(online) << hosts.dump(2);
+}
+
+// The coordinator's loop stalls in a store write for 5 heartbeat timeouts (its SQLite database
+// write-locked by another process: a real lock, the busy wait SQLite itself does) while its
+// agents go on heartbeating. Their heartbeats wait in its sockets; it reads them before it judges
+// anyone: no host becomes unknown. (The same stall is an etcd store's write riding out an etcd
+// election, HaEtcdOutage.LosingOneMemberOfThreeChangesNothing.)
+TEST(Liveness, AHostIsNotLostWhileTheCoordinatorItselfIsNotListening) {
+  FleetOptions o;
+  o.heartbeat_interval_ms = 200;
+  o.heartbeat_misses = 3;  // a 600 ms timeout
+  Fleet f(3, o);
+  ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
+  const std::string rel = f.make_release("v1", "healthy");
+
+  // Another process takes the database's write lock for 3 s and says when it let go, on the
+  // monotonic clock this process reads too (CLOCK_MONOTONIC).
+  const std::string lock_log = f.dir() + "/locker.log";
+  Process locker({"python3", "-c",
+                  "import sqlite3, sys, time\n"
+                  "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                  "c.execute('BEGIN IMMEDIATE')\n"
+                  "print('locked', flush=True)\n"
+                  "time.sleep(3)\n"
+                  "c.execute('COMMIT')\n"
+                  "print('released %d' % int(time.monotonic() * 1000), flush=True)\n",
+                  f.state_dir() + "/coordinator.db"},
+                 lock_log);
+  ASSERT_TRUE(wait_until([&] { return read_file(lock_log).find("locked") != std::string::npos; }, 10000, 20))
+      << read_file(lock_log);
+  // An upload's last step writes the release's row: the loop waits for the lock there.
+  auto r = f.cli({"release", "upload", rel, "--service", "demo", "--version", "v1"}, 30000);
+  const auto returned = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch())
+                            .count();
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
+  ASSERT_EQ(locker.wait_exit(10000).value_or(-1), 0) << read_file(lock_log);
+  std::smatch m;
+  const std::string said = read_file(lock_log);
+  ASSERT_TRUE(std::regex_search(said, m, std::regex("released (\\d+)"))) << said;
+  // The stall happened: the upload was answered only after the lock was let go, 3 s (five
+  // heartbeat timeouts) after the loop met it.
+  EXPECT_GE(returned, std::stoll(m[1].str())) << said;
+
+  // No host went unknown, then or once the loop read what waited.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // more than a timeout after
+  EXPECT_EQ(f.coordinator_log().find("is unknown: no traffic"), std::string::npos) << f.coordinator_log();
+  const auto metrics = http_get(std::stoi(f.endpoints().http.substr(f.endpoints().http.rfind(':') + 1)), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->body.find("gantry_hosts_lost_total 0\n"), std::string::npos) << metrics->body;
+  EXPECT_EQ(online_hosts(f), f.size()) << f.diagnostics();
 }
 
 }  // namespace

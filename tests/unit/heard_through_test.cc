@@ -1,0 +1,64 @@
+// HeardThrough (coordinator/server/heard_through.h): up to when the loop has read its agents'
+// input, the time hosts' silence is measured at. Every time is given; no clock, no sleep.
+#include "coordinator/server/heard_through.h"
+
+#include <gtest/gtest.h>
+
+namespace gantry::coordinator {
+namespace {
+
+TEST(HeardThrough, AWaitThatReturnedIsHeardThroughItsReturnWhateverTheTurnTakesAfter) {
+  HeardThrough h(1000, 200);
+  EXPECT_EQ(h.through(), 1000);
+  h.waited(/*asked=*/1000, /*timeout=*/100, /*returned=*/1040, /*listening=*/true);
+  EXPECT_EQ(h.through(), 1040);
+  // The turn then stalls for 2.5 s in a store write: still heard through 1040 only, until the
+  // next wait returns and its reads are done.
+  h.waited(3540, 0, 3540, true);
+  EXPECT_EQ(h.through(), 3540);
+}
+
+TEST(HeardThrough, ReadsStoppedAtTheirBudgetMoveNothing) {
+  HeardThrough h(0, 200);
+  h.waited(0, 100, 50, true);
+  h.left_unread();
+  EXPECT_EQ(h.through(), 0);
+  // The next turn's wait and complete reads move it, past the incomplete one.
+  h.waited(60, 0, 61, true);
+  EXPECT_EQ(h.through(), 61);
+  // A later incomplete turn keeps the last complete one.
+  h.waited(70, 0, 71, true);
+  h.left_unread();
+  EXPECT_EQ(h.through(), 61);
+}
+
+TEST(HeardThrough, AWaitWhileTheAgentsWereHeldBackMovesNothing) {
+  HeardThrough h(0, 200);
+  h.waited(0, 10, 10, /*listening=*/false);
+  EXPECT_EQ(h.through(), 0);
+  h.waited(10, 10, 12, true);
+  EXPECT_EQ(h.through(), 12);
+}
+
+TEST(HeardThrough, AWaitReturningFarPastItsTimeoutWasFrozenAndMovesNothing) {
+  HeardThrough h(0, 200);
+  h.waited(0, 100, 90, true);
+  // Asked for 100 ms, back 5 s later (the process was stopped): what arrived meanwhile may not
+  // be queued yet.
+  h.waited(100, 100, 5100, true);
+  EXPECT_EQ(h.through(), 90);
+  // Late by less than the margin is an ordinary wait.
+  h.waited(5110, 100, 5110 + 100 + 200, true);
+  EXPECT_EQ(h.through(), 5410);
+}
+
+TEST(HeardThrough, NeverGoesBack) {
+  HeardThrough h(500, 200);
+  h.waited(100, 0, 200, true);  // a turn timed before the start (a clock read early)
+  EXPECT_EQ(h.through(), 500);
+  h.waited(600, 0, 600, true);
+  EXPECT_EQ(h.through(), 600);
+}
+
+}  // namespace
+}  // namespace gantry::coordinator
