@@ -7,6 +7,7 @@
 // not make the hosts whose heartbeats wait in its sockets count as lost.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <chrono>
 #include <regex>
 #include <thread>
@@ -106,6 +107,26 @@ TEST(Liveness, AHostIsNotLostWhileTheCoordinatorItselfIsNotListening) {
   EXPECT_GE(returned, std::stoll(m[1].str())) << said;
 
   // No host went unknown, then or once the loop read what waited.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // more than a timeout after
+  EXPECT_EQ(f.coordinator_log().find("is unknown: no traffic"), std::string::npos) << f.coordinator_log();
+  const auto metrics = http_get(std::stoi(f.endpoints().http.substr(f.endpoints().http.rfind(':') + 1)), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->body.find("gantry_hosts_lost_total 0\n"), std::string::npos) << metrics->body;
+  EXPECT_EQ(online_hosts(f), f.size()) << f.diagnostics();
+}
+
+// The whole coordinator process stopped (SIGSTOP: a VM paused, a debugger) for 5 heartbeat
+// timeouts and resumed: the heartbeats that waited in the kernel's buffers are read before
+// anyone is judged, and no host becomes unknown.
+TEST(Liveness, AHostIsNotLostWhileTheCoordinatorProcessIsStopped) {
+  FleetOptions o;
+  o.heartbeat_interval_ms = 200;
+  o.heartbeat_misses = 3;  // a 600 ms timeout
+  Fleet f(3, o);
+  ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
+  ASSERT_EQ(::kill(f.coordinator_pid(), SIGSTOP), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  ASSERT_EQ(::kill(f.coordinator_pid(), SIGCONT), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // more than a timeout after
   EXPECT_EQ(f.coordinator_log().find("is unknown: no traffic"), std::string::npos) << f.coordinator_log();
   const auto metrics = http_get(std::stoi(f.endpoints().http.substr(f.endpoints().http.rfind(':') + 1)), "/metrics");
