@@ -426,7 +426,10 @@ void Coordinator::on_timers() {
     // Heard lags now by this turn's work: check again at the next turn, not in a spin.
     next_expiry_ = std::max(next_expiry_, now + 1);
   }
-  if (auto s = executor_->tick(); !s.ok()) L()->error("cannot step a rollout past its deadline: {}", s.error().message);
+  // Deadlines are judged up to when the agents' input was read whole, as silence is: a report
+  // that waits unread behind a stalled turn is read before its host is timed out.
+  if (auto s = executor_->tick(clock_.now_ms() - heard_.through()); !s.ok())
+    L()->error("cannot step a rollout past its deadline: {}", s.error().message);
   analysis_->tick();
   convergence_->tick();
   metrics_.drifted_hosts = convergence_->counts();

@@ -692,11 +692,11 @@ Status RolloutExecutor::hosts_lost(const std::vector<std::string>& host_ids) {
   return first;
 }
 
-Status RolloutExecutor::tick() {
-  const Millis now = decisions_.now();
+Status RolloutExecutor::tick(Millis unread_ms) {
+  const Millis judged = decisions_.now() - std::max<Millis>(0, unread_ms);
   std::vector<uint64_t> due;
   for (auto& [id, a] : active_) {
-    if (a.deadline > 0 && a.deadline <= now) due.push_back(id);
+    if (a.deadline > 0 && a.deadline <= judged) due.push_back(id);
   }
   Status first = Status::Ok();
   for (auto id : due) {

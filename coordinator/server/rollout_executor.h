@@ -117,8 +117,10 @@ class RolloutExecutor {
   void resend_unacked(Millis resend_ms);
   // Hosts lost (silent past the timeout, or their key revoked): one step per rollout.
   [[nodiscard]] Status hosts_lost(const std::vector<std::string>& host_ids);
-  // EvTick to every rollout whose deadline has passed.
-  [[nodiscard]] Status tick();
+  // EvTick to every rollout whose deadline had passed `unread_ms` ago: the agents' input of the
+  // last `unread_ms` is not read yet (the loop stalled, heard_through.h), and a report waiting
+  // there may be the one a deadline waits for; those deadlines wait for the next turn's reads.
+  [[nodiscard]] Status tick(Millis unread_ms = 0);
   // The earliest rollout deadline (decision time, see DecisionClock), 0 for none.
   Millis next_deadline() const;
   // Decision time now: what the rollout steps and their deadlines are measured in.

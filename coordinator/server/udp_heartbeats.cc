@@ -65,44 +65,45 @@ Status UdpHeartbeats::open(const std::string& agent_endpoint) {
 bool UdpHeartbeats::drain() {
   if (!receiver_) return true;
   const Millis now = clock_.now_ms(), wall = clock_.wall_ms();
-  const int read = receiver_->drain(kMaxDatagramsPerPass, [&](const unsigned char* data, std::size_t len, const uh::Peer& peer) {
-    uh::Header hd;
-    uh::Reject r = uh::parse(data, len, &hd);
-    fleet::UdpSlot* slot = nullptr;
-    if (r == uh::Reject::kNone && !(slot = registry_.udp_slot(hd.session))) r = uh::Reject::kUnknownSession;
-    if (r == uh::Reject::kNone &&
-        !uh::authentic(data, std::string_view(reinterpret_cast<const char*>(slot->key.data()), slot->key.size())))
-      r = uh::Reject::kMac;
-    if (r == uh::Reject::kNone && hd.seq <= slot->last_seq) r = uh::Reject::kReplay;
-    if (r != uh::Reject::kNone) {
-      metrics_.udp_rejected[static_cast<size_t>(r)]++;
-      // After a restart every agent's old session is unknown here until its hello: expected.
-      if (r != uh::Reject::kUnknownSession)
-        refusals_.warn(std::string("udp:") + uh::reject_name(r),
-                       std::string("heartbeat datagram dropped (") + uh::reject_name(r) +
-                           "); more are counted in gantry_udp_heartbeats_rejected_total");
-      return;
-    }
-    slot->last_seq = hd.seq;
-    slot->last_datagram = now;
-    slot->peer = peer;  // follows the agent (a NAT may rebind it)
-    fleet::HostRecord* h = slot->host;
-    metrics_.udp_heartbeats++;
-    if (!h->said_hello) {
-      // Marked unknown (our loop stalled past the timeout?) while its connection lives on: a
-      // host on UDP sends nothing else, so ask it for a hello as a stray heartbeat would be.
-      sender_.ask_for_hello(h->identity, now, proto::MsgType::kHeartbeat);
-      return;
-    }
-    h->last_seen = now;
-    h->last_seen_wall = wall;
-    if (!slot->confirmed) {
-      slot->confirmed = true;
-      proto::Heartbeat confirm{static_cast<uint64_t>(now)};
-      confirm.udp_seq = hd.seq;
-      sender_.send(h->identity, confirm);
-    }
-  });
+  const int read =
+      receiver_->drain(kMaxDatagramsPerPass, [&](const unsigned char* data, std::size_t len, const uh::Peer& peer) {
+        uh::Header hd;
+        uh::Reject r = uh::parse(data, len, &hd);
+        fleet::UdpSlot* slot = nullptr;
+        if (r == uh::Reject::kNone && !(slot = registry_.udp_slot(hd.session))) r = uh::Reject::kUnknownSession;
+        if (r == uh::Reject::kNone &&
+            !uh::authentic(data, std::string_view(reinterpret_cast<const char*>(slot->key.data()), slot->key.size())))
+          r = uh::Reject::kMac;
+        if (r == uh::Reject::kNone && hd.seq <= slot->last_seq) r = uh::Reject::kReplay;
+        if (r != uh::Reject::kNone) {
+          metrics_.udp_rejected[static_cast<size_t>(r)]++;
+          // After a restart every agent's old session is unknown here until its hello: expected.
+          if (r != uh::Reject::kUnknownSession)
+            refusals_.warn(std::string("udp:") + uh::reject_name(r),
+                           std::string("heartbeat datagram dropped (") + uh::reject_name(r) +
+                               "); more are counted in gantry_udp_heartbeats_rejected_total");
+          return;
+        }
+        slot->last_seq = hd.seq;
+        slot->last_datagram = now;
+        slot->peer = peer;  // follows the agent (a NAT may rebind it)
+        fleet::HostRecord* h = slot->host;
+        metrics_.udp_heartbeats++;
+        if (!h->said_hello) {
+          // Marked unknown (our loop stalled past the timeout?) while its connection lives on: a
+          // host on UDP sends nothing else, so ask it for a hello as a stray heartbeat would be.
+          sender_.ask_for_hello(h->identity, now, proto::MsgType::kHeartbeat);
+          return;
+        }
+        h->last_seen = now;
+        h->last_seen_wall = wall;
+        if (!slot->confirmed) {
+          slot->confirmed = true;
+          proto::Heartbeat confirm{static_cast<uint64_t>(now)};
+          confirm.udp_seq = hd.seq;
+          sender_.send(h->identity, confirm);
+        }
+      });
   return read < kMaxDatagramsPerPass;
 }
 

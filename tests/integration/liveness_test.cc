@@ -7,8 +7,8 @@
 // not make the hosts whose heartbeats wait in its sockets count as lost.
 #include <gtest/gtest.h>
 
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <regex>
 #include <thread>
 
@@ -94,9 +94,9 @@ TEST(Liveness, AHostIsNotLostWhileTheCoordinatorItselfIsNotListening) {
       << read_file(lock_log);
   // An upload's last step writes the release's row: the loop waits for the lock there.
   auto r = f.cli({"release", "upload", rel, "--service", "demo", "--version", "v1"}, 30000);
-  const auto returned = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::steady_clock::now().time_since_epoch())
-                            .count();
+  const auto returned =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count();
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err << f.diagnostics();
   ASSERT_EQ(locker.wait_exit(10000).value_or(-1), 0) << read_file(lock_log);
   std::smatch m;

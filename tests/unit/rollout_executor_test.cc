@@ -326,6 +326,27 @@ TEST_F(RolloutExecutorTest, DeadlinesAreStepsOnTheGivenClock) {
   EXPECT_EQ(saved(id).phase, "failed");
 }
 
+TEST_F(RolloutExecutorTest, ADeadlineThatPassedWhileInputWasUnreadWaitsForTheReadsThenTheReportCounts) {
+  // The host's report arrived before its deadline but the loop had not read it (it stalled):
+  // the deadline is judged up to when input was last read, the report is read, the host counts.
+  uint64_t id = start({{"batches", {"1", "100%"}}, {"host_timeout", "5s"}, {"auto_rollback", false}});
+  auto first = orders.take();
+  ASSERT_EQ(first.size(), 1u);
+  const Millis deadline = exec->next_deadline();
+  clock.advance(deadline - clock.wall_ms() + 2000);  // 2 s past it, the last 2.5 s unread
+  ASSERT_TRUE(exec->tick(2500).ok());
+  ASSERT_NE(exec->find(id), nullptr);
+  EXPECT_EQ(exec->find(id)->state.phase, rollout::Phase::kRunning);
+  report_all(first, "succeeded");
+  EXPECT_EQ(orders.take().size(), 3u);  // the next batch: the host counted healthy
+  // Unread for less time than the deadline is past: judged as before.
+  const Millis next = exec->next_deadline();
+  clock.advance(next - clock.wall_ms() + 2000);
+  ASSERT_TRUE(exec->tick(1000).ok());
+  EXPECT_EQ(exec->find(id), nullptr);
+  EXPECT_EQ(saved(id).phase, "failed");
+}
+
 TEST_F(RolloutExecutorTest, LostHostsAreOneStepPerRollout) {
   uint64_t id = start({{"batches", {"2", "100%"}}, {"unknown_hosts", "fail"}, {"max_failures", "2"}});
   auto first = orders.take();
