@@ -9,6 +9,7 @@ import argparse
 import datetime
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -27,12 +28,37 @@ def now_us():
     return time.time_ns() // 1000
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A TCP port free on 127.0.0.1, below the kernel's ephemeral range (which the local ends of
+    outgoing connections use: a port taken from it can be taken again before our daemon binds
+    it), picked at random so that runs beside the test suite rarely pick the same one, never
+    the same twice in one run (tests/support/fleet.cc free_tcp_port does the same)."""
+    low = 10000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            high = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        high = 32768
+    if high - low < 1000:
+        raise RuntimeError("free_port: the ephemeral range starts too low")
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(low, high)
+        if port in _HANDED_OUT:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("free_port: no free port below %d in 1000 tries" % high)
 
 
 def raise_nofile():
