@@ -64,16 +64,32 @@ TEST(Liveness, EachAgentIsHeartbeatedByThePeriodItCanTime) {
   EXPECT_TRUE(online) << hosts.dump(2);
 }
 
+// Agents heartbeating every 200 ms, a host unknown after 600 ms of silence.
+FleetOptions short_timeout() {
+  FleetOptions o;
+  o.heartbeat_interval_ms = 200;
+  o.heartbeat_misses = 3;
+  return o;
+}
+
+// A second (more than a timeout) later: no host became unknown, by the coordinator's log, its
+// counter and its host list.
+void expect_no_host_lost(Fleet& f) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  EXPECT_EQ(f.coordinator_log().find("is unknown: no traffic"), std::string::npos) << f.coordinator_log();
+  const auto metrics = http_get(std::stoi(f.endpoints().http.substr(f.endpoints().http.rfind(':') + 1)), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->body.find("gantry_hosts_lost_total 0\n"), std::string::npos) << metrics->body;
+  EXPECT_EQ(online_hosts(f), f.size()) << f.diagnostics();
+}
+
 // The coordinator's loop stalls in a store write for 5 heartbeat timeouts (its SQLite database
 // write-locked by another process: a real lock, the busy wait SQLite itself does) while its
 // agents go on heartbeating. Their heartbeats wait in its sockets; it reads them before it judges
 // anyone: no host becomes unknown. (The same stall is an etcd store's write riding out an etcd
 // election, HaEtcdOutage.LosingOneMemberOfThreeChangesNothing.)
 TEST(Liveness, AHostIsNotLostWhileTheCoordinatorItselfIsNotListening) {
-  FleetOptions o;
-  o.heartbeat_interval_ms = 200;
-  o.heartbeat_misses = 3;  // a 600 ms timeout
-  Fleet f(3, o);
+  Fleet f(3, short_timeout());
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   const std::string rel = f.make_release("v1", "healthy");
 
@@ -107,32 +123,19 @@ TEST(Liveness, AHostIsNotLostWhileTheCoordinatorItselfIsNotListening) {
   EXPECT_GE(returned, std::stoll(m[1].str())) << said;
 
   // No host went unknown, then or once the loop read what waited.
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // more than a timeout after
-  EXPECT_EQ(f.coordinator_log().find("is unknown: no traffic"), std::string::npos) << f.coordinator_log();
-  const auto metrics = http_get(std::stoi(f.endpoints().http.substr(f.endpoints().http.rfind(':') + 1)), "/metrics");
-  ASSERT_TRUE(metrics.has_value());
-  EXPECT_NE(metrics->body.find("gantry_hosts_lost_total 0\n"), std::string::npos) << metrics->body;
-  EXPECT_EQ(online_hosts(f), f.size()) << f.diagnostics();
+  expect_no_host_lost(f);
 }
 
 // The whole coordinator process stopped (SIGSTOP: a VM paused, a debugger) for 5 heartbeat
 // timeouts and resumed: the heartbeats that waited in the kernel's buffers are read before
 // anyone is judged, and no host becomes unknown.
 TEST(Liveness, AHostIsNotLostWhileTheCoordinatorProcessIsStopped) {
-  FleetOptions o;
-  o.heartbeat_interval_ms = 200;
-  o.heartbeat_misses = 3;  // a 600 ms timeout
-  Fleet f(3, o);
+  Fleet f(3, short_timeout());
   ASSERT_TRUE(start_fleet(f)) << f.diagnostics();
   ASSERT_EQ(::kill(f.coordinator_pid(), SIGSTOP), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(3000));
   ASSERT_EQ(::kill(f.coordinator_pid(), SIGCONT), 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // more than a timeout after
-  EXPECT_EQ(f.coordinator_log().find("is unknown: no traffic"), std::string::npos) << f.coordinator_log();
-  const auto metrics = http_get(std::stoi(f.endpoints().http.substr(f.endpoints().http.rfind(':') + 1)), "/metrics");
-  ASSERT_TRUE(metrics.has_value());
-  EXPECT_NE(metrics->body.find("gantry_hosts_lost_total 0\n"), std::string::npos) << metrics->body;
-  EXPECT_EQ(online_hosts(f), f.size()) << f.diagnostics();
+  expect_no_host_lost(f);
 }
 
 }  // namespace
