@@ -286,7 +286,10 @@ Status Coordinator::bind_sockets() {
 
 void Coordinator::run(const std::atomic<bool>& stop) {
   next_heartbeat_ = clock_.now_ms();
-  heard_ = HeardThrough(clock_.now_ms(), cfg_.heartbeat_interval_ms);
+  // A frozen wait: late by more than an interval. Input left unread by a budget: judged at
+  // most one heartbeat timeout late.
+  heard_ = HeardThrough(clock_.now_ms(), cfg_.heartbeat_interval_ms,
+                        static_cast<Millis>(cfg_.heartbeat_interval_ms) * cfg_.heartbeat_misses);
   while (!stop) {
     loop_turns_.fetch_add(1, std::memory_order_relaxed);
     Millis turn = clock_.now_ms();

@@ -126,7 +126,7 @@ class Coordinator {
   Millis next_heartbeat_ = 0;
   Millis next_expiry_ = 0;
   // Up to when the agents' input is read: hosts' silence is measured there (set in run()).
-  HeardThrough heard_{0, 0};
+  HeardThrough heard_{0, 0, 0};
   // Interrupt coalescing at rest: after a pass over the agent socket that held only heartbeats,
   // the socket is read again at most kRestBatchMs later, so 10,000 heartbeats a second wake the
   // loop ~100 times instead of thousands. Any other message ends it at the next pass; operator
