@@ -8,7 +8,10 @@ void HeardThrough::waited(Millis asked, Millis timeout_ms, Millis returned, bool
   if (candidate_) through_ = std::max(through_, *candidate_);
   candidate_.reset();
   returned_ = returned;
-  if (listening && returned - asked <= timeout_ms + late_ms_) candidate_ = returned;
+  if (!listening) return;
+  // Late: frozen (or starved of CPU) in the wait; heard through no later than its latest
+  // ordinary return, so a loop that is late every turn still moves on, one turn behind.
+  candidate_ = returned - asked <= timeout_ms + late_ms_ ? returned : asked + timeout_ms + late_ms_;
 }
 
 void HeardThrough::left_unread() {

@@ -6,8 +6,9 @@
 // A turn's wait for input that returned at time R with the agents' socket (and datagrams)
 // polled has read, once its drains empty them, everything sent before R: R is "heard through"
 // from then on, whatever time the rest of the turn takes. A wait that returned much later than
-// asked (the process was frozen: its I/O thread too may not have queued what arrived) moves
-// nothing; the next turn's wait does. A turn whose drains stopped at their budget is heard
+// asked (the process was frozen: its I/O thread too may not have queued what arrived) is heard
+// through its latest ordinary return only (asked + timeout + late), not its real one; the next
+// turn's wait reads what waited. A turn whose drains stopped at their budget is heard
 // through R - backlog only: input waits unread, but a peer that keeps the sockets full (a
 // datagram flood, an agent sending without pause) holds every judgment back by at most that
 // bound, never indefinitely. Pure logic: the caller gives every time.
