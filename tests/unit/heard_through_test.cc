@@ -9,15 +9,19 @@
 namespace gantry::coordinator {
 namespace {
 
+// One turn's wait, then up to when the loop has heard.
+Millis heard_after(HeardThrough& h, Millis asked, Millis timeout_ms, Millis returned, bool listening) {
+  h.waited(asked, timeout_ms, returned, listening);
+  return h.through();
+}
+
 TEST(HeardThrough, AWaitThatReturnedIsHeardThroughItsReturnWhateverTheTurnTakesAfter) {
   HeardThrough h(1000, 200, 3000);
   EXPECT_EQ(h.through(), 1000);
-  h.waited(/*asked=*/1000, /*timeout=*/100, /*returned=*/1040, /*listening=*/true);
-  EXPECT_EQ(h.through(), 1040);
+  EXPECT_EQ(heard_after(h, /*asked=*/1000, /*timeout=*/100, /*returned=*/1040, /*listening=*/true), 1040);
   // The turn then stalls for 2.5 s in a store write: still heard through 1040 only, until the
   // next wait returns and its reads are done.
-  h.waited(3540, 0, 3540, true);
-  EXPECT_EQ(h.through(), 3540);
+  EXPECT_EQ(heard_after(h, 3540, 0, 3540, true), 3540);
 }
 
 TEST(HeardThrough, ReadsStoppedAtTheirBudgetHoldItBackByAtMostTheBacklogBound) {
@@ -26,8 +30,7 @@ TEST(HeardThrough, ReadsStoppedAtTheirBudgetHoldItBackByAtMostTheBacklogBound) {
   h.left_unread();
   EXPECT_EQ(h.through(), 0);  // never before what was already heard
   // The next turn's wait and complete reads move it, past the incomplete one.
-  h.waited(60, 0, 61, true);
-  EXPECT_EQ(h.through(), 61);
+  EXPECT_EQ(heard_after(h, 60, 0, 61, true), 61);
   // A peer keeps the sockets full: every turn stops at the budget, both drains (the agents'
   // socket and the datagrams). Judgments lag by the bound, not more, and still move.
   for (Millis t = 100; t <= 10000; t += 100) {
@@ -40,10 +43,8 @@ TEST(HeardThrough, ReadsStoppedAtTheirBudgetHoldItBackByAtMostTheBacklogBound) {
 
 TEST(HeardThrough, AWaitWhileTheAgentsWereHeldBackMovesNothing) {
   HeardThrough h(0, 200, 3000);
-  h.waited(0, 10, 10, /*listening=*/false);
-  EXPECT_EQ(h.through(), 0);
-  h.waited(10, 10, 12, true);
-  EXPECT_EQ(h.through(), 12);
+  EXPECT_EQ(heard_after(h, 0, 10, 10, /*listening=*/false), 0);
+  EXPECT_EQ(heard_after(h, 10, 10, 12, true), 12);
 }
 
 TEST(HeardThrough, AWaitReturningFarPastItsTimeoutIsHeardThroughItsLatestOrdinaryReturnOnly) {
@@ -51,15 +52,12 @@ TEST(HeardThrough, AWaitReturningFarPastItsTimeoutIsHeardThroughItsLatestOrdinar
   h.waited(0, 100, 90, true);
   // Asked for 100 ms, back 5 s later (the process was stopped): what arrived meanwhile may not
   // be queued yet. Heard through 100 + 100 + 200 at most.
-  h.waited(100, 100, 5100, true);
-  EXPECT_EQ(h.through(), 400);
+  EXPECT_EQ(heard_after(h, 100, 100, 5100, true), 400);
   // Late by less than the margin is an ordinary wait.
-  h.waited(5110, 100, 5110 + 100 + 200, true);
-  EXPECT_EQ(h.through(), 5410);
+  EXPECT_EQ(heard_after(h, 5110, 100, 5110 + 100 + 200, true), 5410);
   // A loop late at every wait (starved of CPU) still moves on, a turn behind.
   for (Millis t = 6000; t <= 9000; t += 1000) {
-    h.waited(t, 100, t + 900, true);
-    EXPECT_EQ(h.through(), t + 300) << t;
+    EXPECT_EQ(heard_after(h, t, 100, t + 900, true), t + 300) << t;
   }
 }
 
@@ -67,8 +65,7 @@ TEST(HeardThrough, NeverGoesBack) {
   HeardThrough h(500, 200, 3000);
   h.waited(100, 0, 200, true);  // a turn timed before the start (a clock read early)
   EXPECT_EQ(h.through(), 500);
-  h.waited(600, 0, 600, true);
-  EXPECT_EQ(h.through(), 600);
+  EXPECT_EQ(heard_after(h, 600, 0, 600, true), 600);
 }
 
 }  // namespace
