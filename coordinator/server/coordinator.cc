@@ -136,9 +136,9 @@ Status Coordinator::start() {
                                                           std::make_unique<ZmqChunkSource>(cfg_.curve));
     artifact_server_->set_missing(peer_fetcher_.get());
     peer_fetcher_->set_metrics(&metrics_);  // gantry_peer_artifact_* (docs/MONITORING.md)
-    // Not a prefetch pass as standbys run: its store read every 2 s, in this loop, waited out
-    // an etcd member's death (HaEtcdOutage: heartbeats unread for 2 s, the hosts unknown). A
-    // copy this leader fetches on demand is recorded here.
+    // Not a prefetch pass as standbys run (its store read every 2 s, in this loop, would wait
+    // out a dead etcd member's call deadline every 2 s): a copy this leader fetches on demand
+    // is recorded here.
     if (copies_) {
       peer_fetcher_->subscribe([this](const std::string& sha, const Status& st) {
         if (!st.ok()) return;

@@ -348,11 +348,7 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
     LO()->info("{} uploaded release {} of {} ({} bytes, sha256 {})", c.who, version, service, size, sha);
     // This coordinator's own copy (a record lost to a failed write here is written again when
     // the upload is asked again: upload_stored).
-    if (copies_) {
-      if (auto s = copies_->record({sha}, {}); !s.ok())
-        throw OpError("the release is stored, but this coordinator could not record that it holds it: " +
-                      s.error().message);
-    }
+    if (copies_) record_own_copy(sha);
     return upload_stored(sha, size);
   }
   return {{"received", p.received}, {"complete", false}};
@@ -361,22 +357,30 @@ nlohmann::json OperatorApi::op_release_upload(const Call& c) {
 nlohmann::json OperatorApi::upload_stored(const std::string& sha, uint64_t size) {
   nlohmann::json out = {{"received", size}, {"complete", true}};
   if (!copies_) return out;
-  auto h = copies_->holders(sha);
-  if (!h) throw OpError("the release is stored, but which coordinators hold it cannot be read: " + h.error().message);
+  auto h = holders_of(sha);
   // Its own record missing (a write that failed, or it took over before recording a copy it
   // holds): written now, and the holders read again.
   if (d_.artifacts.has(sha) &&
-      std::find(h->waiting_for.begin(), h->waiting_for.end(), leader_name_) != h->waiting_for.end()) {
-    if (auto s = copies_->record({sha}, {}); !s.ok())
-      throw OpError("the release is stored, but this coordinator could not record that it holds it: " +
-                    s.error().message);
-    h = copies_->holders(sha);
-    if (!h) throw OpError("the release is stored, but which coordinators hold it cannot be read: " + h.error().message);
+      std::find(h.waiting_for.begin(), h.waiting_for.end(), leader_name_) != h.waiting_for.end()) {
+    record_own_copy(sha);
+    h = holders_of(sha);
   }
-  out["on"] = h->on;
-  out["waiting_for"] = h->waiting_for;
-  out["complete"] = h->waiting_for.empty();
+  out["on"] = h.on;
+  out["waiting_for"] = h.waiting_for;
+  out["complete"] = h.waiting_for.empty();
   return out;
+}
+
+void OperatorApi::record_own_copy(const std::string& sha) {
+  if (auto s = copies_->record({sha}, {}); !s.ok())
+    throw OpError("the release is stored, but this coordinator could not record that it holds it: " +
+                  s.error().message);
+}
+
+ArtifactCopies::Holders OperatorApi::holders_of(const std::string& sha) {
+  auto h = copies_->holders(sha);
+  if (!h) throw OpError("the release is stored, but which coordinators hold it cannot be read: " + h.error().message);
+  return std::move(*h);
 }
 
 std::vector<rollout::HostCandidate> OperatorApi::select_hosts(const std::string& service, const std::string& selector) {

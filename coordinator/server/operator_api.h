@@ -119,6 +119,10 @@ class OperatorApi {
   // The reply to an upload whose bytes are all stored here: complete once every coordinator
   // holds them (with copies_), with who does and who does not yet.
   nlohmann::json upload_stored(const std::string& sha, uint64_t size);
+  // This coordinator's record that it holds `sha` (server/artifact_copies.h), and who holds it:
+  // both throw OpError, naming the release as stored, when etcd cannot be written or read.
+  void record_own_copy(const std::string& sha);
+  ArtifactCopies::Holders holders_of(const std::string& sha);
 
   std::vector<rollout::HostCandidate> select_hosts(const std::string& service, const std::string& selector);
   // Checks, selects the hosts and starts (rollout.start, rollback to a revision).

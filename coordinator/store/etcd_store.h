@@ -52,11 +52,11 @@ class EtcdStore final : public Store {
                                                    std::string prefix = kDefaultEtcdPrefix,
                                                    std::optional<Fence> fence = std::nullopt);
 
+  // Code "etcd": etcd not reached in time, or refused the call (see the codes above).
+  bool out_of_reach(const Error& e) const override { return e.code == "etcd"; }
   // Revisions written (by anyone) since the last checkpoint(), as last seen by this store;
   // checkpoint() compacts etcd's history up to the current revision (docs/HIGH_AVAILABILITY.md,
   // "Compaction"); checkpoints() counts them.
-  // Code "etcd": etcd not reached in time, or refused the call (see the codes above).
-  bool out_of_reach(const Error& e) const override { return e.code == "etcd"; }
   int64_t wal_backlog() const override;
   Status checkpoint() override;
   // Writes the lazy steps held back (etcd_held_steps.cc).

@@ -569,14 +569,6 @@ bool wait_until(const std::function<bool()>& cond, int timeout_ms, int step_ms) 
 
 namespace {
 
-// A free port (free_tcp_port) not in `taken`, added to it: ports distinct within one fleet.
-int free_tcp_port_not_in(std::set<int>& taken) {
-  int p = 0;
-  do p = free_tcp_port();
-  while (!taken.insert(p).second);
-  return p;
-}
-
 std::vector<AgentSpec> numbered_hosts(int n) {
   std::vector<AgentSpec> specs;
   for (int i = 1; i <= n; ++i) specs.push_back({"host-" + std::to_string(i), {}});
@@ -608,16 +600,15 @@ Fleet::Fleet(int n, FleetOptions options) : Fleet(numbered_hosts(n), std::move(o
 
 Fleet::Fleet(std::vector<AgentSpec> agents, FleetOptions options) : dir_("gantry-fleet"), options_(std::move(options)) {
   std::set<std::string> ids;
-  std::set<int> ports;
   for (auto& spec : agents) {
     if (spec.host_id.empty() || !ids.insert(spec.host_id).second) {
       throw std::invalid_argument("Fleet: empty or duplicate host id '" + spec.host_id + "'");
     }
     Agent agent;
     agent.spec = std::move(spec);
-    // Distinct within the fleet; free_tcp_port picks in a random order per process, so
-    // collisions with other tests running in parallel are unlikely.
-    agent.port = free_tcp_port_not_in(ports);
+    // Distinct within the process (free_tcp_port never repeats); picked in a random order per
+    // process, so collisions with other tests running in parallel are unlikely.
+    agent.port = free_tcp_port();
     agents_.push_back(std::move(agent));
   }
   std::filesystem::create_directories(state_dir());
@@ -627,7 +618,7 @@ Fleet::Fleet(std::vector<AgentSpec> agents, FleetOptions options) : dir_("gantry
     const auto join = [](std::string& list, const std::string& ep) { list += (list.empty() ? "" : ",") + ep; };
     for (int k = 0; k < options_.coordinators; ++k) {
       HaCoordinator c;
-      const auto ep = [&] { return free_tcp_port_not_in(ports); };
+      const auto ep = [] { return free_tcp_port(); };
       c.listen.agent = "tcp://127.0.0.1:" + std::to_string(ep());
       c.listen.pub = "tcp://127.0.0.1:" + std::to_string(ep());
       c.listen.operator_ = "tcp://127.0.0.1:" + std::to_string(ep());
@@ -800,9 +791,8 @@ void Fleet::start_coordinator() {
   const std::string host = options_.ipv6 ? "tcp://[::1]:" : "tcp://127.0.0.1:";
   constexpr int kAttempts = 3;
   for (int attempt = 1;; ++attempt) {
-    std::set<int> taken;
-    for (const auto& a : agents_) taken.insert(a.port);
-    const auto pick = [&] { return std::to_string(free_tcp_port_not_in(taken)); };
+    // free_tcp_port never hands out a port twice in this process: none is an agent's.
+    const auto pick = [] { return std::to_string(free_tcp_port()); };
     const CoordinatorEndpoints listen{host + pick(), host + pick(), host + pick(), "127.0.0.1:" + pick()};
     try {
       launch_coordinator(listen);
